@@ -1,0 +1,32 @@
+"""Demand: statistics from real taxi trips, an ONNX-predicted demand model, device inference.
+
+May import :mod:`tiles`.
+"""
+
+from models.demand import (
+    DAY_TYPES,
+    SLOT_MINUTES,
+    SLOTS_PER_DAY,
+    CellGrid,
+    DemandTable,
+    TickDemand,
+    day_type_of_weekday,
+    slot_of_minute_of_week,
+    tick_demand_from_table,
+)
+from models.errors import DemandDataError, ModelOutputError, ModelsError
+
+__all__ = [
+    "DAY_TYPES",
+    "SLOTS_PER_DAY",
+    "SLOT_MINUTES",
+    "CellGrid",
+    "DemandDataError",
+    "DemandTable",
+    "ModelOutputError",
+    "ModelsError",
+    "TickDemand",
+    "day_type_of_weekday",
+    "slot_of_minute_of_week",
+    "tick_demand_from_table",
+]

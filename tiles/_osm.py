@@ -1,0 +1,527 @@
+"""Read an OSM extract with pyosmium into a directed, edge-based road graph (untiled).
+
+Ways are split at junctions (nodes shared by two drivable ways), at their ends and at the via
+nodes of turn restrictions; each piece becomes one directed edge per allowed direction. Turn
+restrictions (``type=restriction``, ``no_*``/``only_*``, via a node) are applied to the
+edge-to-edge successor lists. Via-way restrictions cannot be expressed exactly without splitting
+states; their ``no_*`` form is applied conservatively (the final turn from the via way into the
+``to`` way is banned for every approach), their ``only_*`` form is skipped and counted.
+Conditional turn restrictions are applied at all times (conservative). Restrictions for other
+vehicle classes (``restriction:hgv``, ``restriction:bus``) and those with ``except`` naming
+``taxi``/``psv``/``motorcar`` do not bind a taxi and are skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import osmium
+import shapely
+from shapely.geometry import Polygon
+
+from tiles import tags as T
+from tiles.conditional import parse_conditional
+from tiles.errors import TilesDataError
+from tiles.geo import bearing_deg, haversine_m
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass
+class RawWay:
+    way_id: int
+    node_ids: list[int]
+    lons: list[float]
+    lats: list[float]
+    tags: dict[str, str]
+
+
+@dataclass
+class RawRestriction:
+    relation_id: int
+    kind: str  # e.g. "no_left_turn"
+    from_way: int
+    via_nodes: list[int]
+    via_ways: list[int]
+    to_way: int
+
+
+@dataclass
+class RawGraph:
+    """A directed road graph in memory, edges in a deterministic order (global ids = index)."""
+
+    node_osm_id: npt.NDArray[np.int64]
+    node_lon: npt.NDArray[np.float64]
+    node_lat: npt.NDArray[np.float64]
+    edge_u: npt.NDArray[np.int32]
+    edge_v: npt.NDArray[np.int32]
+    edge_way: npt.NDArray[np.int64]
+    edge_length_m: npt.NDArray[np.float32]
+    edge_speed_kph: npt.NDArray[np.float32]
+    edge_highway: npt.NDArray[np.uint8]
+    edge_flags: npt.NDArray[np.uint16]
+    edge_bearing_start: npt.NDArray[np.float32]
+    edge_bearing_end: npt.NDArray[np.float32]
+    geom_offsets: npt.NDArray[np.int64]
+    geom_lonlat: npt.NDArray[np.float64]
+    turn_offsets: npt.NDArray[np.int64]
+    turn_to: npt.NDArray[np.int32]
+    win_edge: npt.NDArray[np.int32]
+    win_start: npt.NDArray[np.int16]
+    win_end: npt.NDArray[np.int16]
+    ways: dict[int, dict[str, str]]
+    restrictions: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_u.shape[0])
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_osm_id.shape[0])
+
+
+class _Collector(osmium.SimpleHandler):
+    def __init__(self, progress: ProgressFn | None) -> None:
+        super().__init__()
+        self.ways: list[RawWay] = []
+        self.excluded: Counter[str] = Counter()
+        self.pier_polygons: list[Polygon] = []
+        self.pier_nodes: set[int] = set()
+        self.restrictions: list[RawRestriction] = []
+        self.skipped_restrictions: Counter[str] = Counter()
+        self.progress = progress
+        self.n_seen = 0
+
+    def way(self, w: Any) -> None:
+        self.n_seen += 1
+        if self.progress and self.n_seen % 20000 == 0:
+            self.progress(f"read {self.n_seen} ways")
+        tags = {t.k: t.v for t in w.tags}
+        is_pier_area = (
+            tags.get("man_made") == "pier"
+            or tags.get("landuse") == "port"
+            or tags.get("industrial") == "port"
+            or tags.get("harbour") == "yes"
+        )
+        if is_pier_area and "highway" not in tags:
+            coords = [(n.lon, n.lat) for n in w.nodes if n.location.valid()]
+            if w.is_closed() and len(coords) >= 4:
+                poly = Polygon(coords)
+                if not poly.is_valid:
+                    poly = shapely.make_valid(poly)
+                self.pier_polygons.append(poly)
+            else:
+                self.pier_nodes.update(n.ref for n in w.nodes)
+        if "highway" not in tags:
+            return
+        reason = T.exclusion_reason(tags)
+        if reason is not None:
+            self.excluded[reason] += 1
+            return
+        node_ids: list[int] = []
+        lons: list[float] = []
+        lats: list[float] = []
+        for n in w.nodes:
+            if not n.location.valid():
+                continue
+            if node_ids and node_ids[-1] == n.ref:
+                continue
+            node_ids.append(n.ref)
+            lons.append(n.lon)
+            lats.append(n.lat)
+        if len(node_ids) < 2:
+            self.excluded["missing_nodes"] += 1
+            return
+        self.ways.append(RawWay(w.id, node_ids, lons, lats, tags))
+
+    def relation(self, r: Any) -> None:
+        tags = {t.k: t.v for t in r.tags}
+        if tags.get("type") == "multipolygon" and (
+            tags.get("man_made") == "pier" or tags.get("landuse") == "port"
+        ):
+            self.skipped_restrictions["pier_multipolygon_not_used"] += 1
+        if tags.get("type") != "restriction":
+            return
+        kind = tags.get("restriction") or tags.get("restriction:motorcar")
+        if kind is None and "restriction:conditional" in tags:
+            kind = tags["restriction:conditional"].split("@")[0].strip()
+        if kind is None:
+            self.skipped_restrictions["other_vehicle_class"] += 1
+            return
+        excepted = {x.strip() for x in tags.get("except", "").split(";")}
+        if excepted & {"taxi", "psv", "motorcar"}:
+            self.skipped_restrictions["taxi_excepted"] += 1
+            return
+        frm = [m.ref for m in r.members if m.role == "from" and m.type == "w"]
+        to = [m.ref for m in r.members if m.role == "to" and m.type == "w"]
+        via_n = [m.ref for m in r.members if m.role == "via" and m.type == "n"]
+        via_w = [m.ref for m in r.members if m.role == "via" and m.type == "w"]
+        if len(frm) != 1 or len(to) != 1 or not (via_n or via_w):
+            self.skipped_restrictions["malformed"] += 1
+            return
+        if not (kind.startswith("no_") or kind.startswith("only_")):
+            self.skipped_restrictions["unknown_kind"] += 1
+            return
+        self.restrictions.append(RawRestriction(r.id, kind, frm[0], via_n, via_w, to[0]))
+
+
+def read_osm(path: Path, progress: ProgressFn | None = None) -> RawGraph:
+    """Import a .osm.pbf (or .osm/.osm.bz2) extract into a :class:`RawGraph`."""
+    if not path.is_file():
+        raise TilesDataError(f"OSM extract not found: {path}")
+    if path.stat().st_size == 0:
+        raise TilesDataError(f"OSM extract is empty: {path}")
+    collector = _Collector(progress)
+    try:
+        collector.apply_file(str(path), locations=True)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise TilesDataError(f"cannot read OSM extract {path}: {e}") from e
+    if not collector.ways:
+        raise TilesDataError(f"no drivable road in {path} ({collector.n_seen} ways read)")
+    return _assemble(collector, progress)
+
+
+def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
+    ways = sorted(c.ways, key=lambda w: w.way_id)
+    usage: Counter[int] = Counter()
+    for w in ways:
+        usage.update(set(w.node_ids))
+        usage[w.node_ids[0]] += 2
+        usage[w.node_ids[-1]] += 2
+    breaks = {n for n, k in usage.items() if k >= 2}
+    for r in c.restrictions:
+        breaks.update(r.via_nodes)
+
+    coord: dict[int, tuple[float, float]] = {}
+    pieces: list[tuple[RawWay, int, int]] = []  # (way, start index, end index) inclusive
+    for w in ways:
+        for i, n in enumerate(w.node_ids):
+            coord[n] = (w.lons[i], w.lats[i])
+        cut = [i for i, n in enumerate(w.node_ids) if n in breaks or i in (0, len(w.node_ids) - 1)]
+        for a, b in itertools.pairwise(cut):
+            if w.node_ids[a] == w.node_ids[b]:
+                if b - a < 2:
+                    continue
+                mid = (a + b) // 2
+                pieces.append((w, a, mid))
+                pieces.append((w, mid, b))
+            else:
+                pieces.append((w, a, b))
+
+    pier_union = shapely.union_all(c.pier_polygons) if c.pier_polygons else None
+    if pier_union is not None:
+        shapely.prepare(pier_union)
+
+    node_ids_sorted = sorted({n for w, a, b in pieces for n in (w.node_ids[a], w.node_ids[b])})
+    # geometry nodes that are not junctions still need coordinates only through edge geometry
+    node_index = {n: i for i, n in enumerate(node_ids_sorted)}
+    node_osm = np.array(node_ids_sorted, dtype=np.int64)
+    node_lon = np.array([coord[n][0] for n in node_ids_sorted], dtype=np.float64)
+    node_lat = np.array([coord[n][1] for n in node_ids_sorted], dtype=np.float64)
+
+    rows: list[tuple[int, int, int, int, float, float, int, int, int, int]] = []
+    geoms: list[tuple[list[float], list[float]]] = []
+    windows: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    ways_meta: dict[int, dict[str, str]] = {}
+    cond_stats: Counter[str] = Counter()
+    for piece_no, (w, a, b) in enumerate(pieces):
+        t = w.tags
+        if w.way_id not in ways_meta:
+            ways_meta[w.way_id] = {k: t[k] for k in T.KEPT_TAGS if k in t}
+        lons = w.lons[a : b + 1]
+        lats = w.lats[a : b + 1]
+        direction = T.is_oneway(t)
+        flags = 0
+        if T.is_motorway(t):
+            flags |= T.FLAG_MOTORWAY
+        if T.is_private(t):
+            flags |= T.FLAG_PRIVATE
+        if T.is_ramp(t):
+            flags |= T.FLAG_RAMP
+        if T.is_taxi_only(t):
+            flags |= T.FLAG_TAXI_ONLY
+        if t.get("junction") in {"roundabout", "circular"}:
+            flags |= T.FLAG_ROUNDABOUT
+        if direction != 0:
+            flags |= T.FLAG_ONEWAY
+        if t.get("man_made") == "pier" or _on_pier(
+            w.node_ids[a : b + 1], lons, lats, c.pier_nodes, pier_union
+        ):
+            flags |= T.FLAG_PIER
+        seg = np.asarray(haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:]))
+        length = float(seg.sum())
+        if length <= 0.0:
+            continue
+        speed = T.speed_kph(t)
+        hw = T.HIGHWAY_CODE[t["highway"]]
+        win = {"both": [], "forward": [], "backward": []}  # type: dict[str, list[tuple[int, int]]]
+        for key in ("motor_vehicle", "access", "motorcar"):
+            for side, suffix in (
+                ("both", ":conditional"),
+                ("forward", ":forward:conditional"),
+                ("backward", ":backward:conditional"),
+            ):
+                value = t.get(key + suffix)
+                if value is None:
+                    continue
+                parsed = parse_conditional(value)
+                win[side].extend(parsed.intervals)
+                cond_stats["parsed" if parsed.intervals else "no_window"] += 1
+                for s in parsed.skipped:
+                    cond_stats["skipped_rule"] += 1
+                    log.debug("way %s %s: skipped %s", w.way_id, key + suffix, s)
+        for rev in (False, True):
+            if (direction == 1 and rev) or (direction == -1 and not rev):
+                continue
+            u_osm, v_osm = w.node_ids[a], w.node_ids[b]
+            glon, glat = (lons, lats) if not rev else (lons[::-1], lats[::-1])
+            if rev:
+                u_osm, v_osm = v_osm, u_osm
+            f = flags | (T.FLAG_REVERSE if rev else 0)
+            intervals = win["both"] + win["backward" if rev else "forward"]
+            if intervals:
+                f |= T.FLAG_WINDOWS
+            rows.append(
+                (
+                    node_index[u_osm],
+                    node_index[v_osm],
+                    w.way_id,
+                    piece_no,
+                    length,
+                    speed,
+                    hw,
+                    f,
+                    int(rev),
+                    len(geoms),
+                )
+            )
+            geoms.append((glon, glat))
+            if intervals:
+                windows[(piece_no, int(rev))] = sorted(set(intervals))
+
+    if not rows:
+        raise TilesDataError("the extract has drivable ways but no usable road segment")
+    # deterministic edge order: by way id, piece, direction (tiling re-sorts by tile later)
+    order = sorted(range(len(rows)), key=lambda i: (rows[i][2], rows[i][3], rows[i][8]))
+    rows = [rows[i] for i in order]
+    n = len(rows)
+    edge_u = np.array([r[0] for r in rows], dtype=np.int32)
+    edge_v = np.array([r[1] for r in rows], dtype=np.int32)
+    edge_way = np.array([r[2] for r in rows], dtype=np.int64)
+    edge_len = np.array([r[4] for r in rows], dtype=np.float32)
+    edge_speed = np.array([r[5] for r in rows], dtype=np.float32)
+    edge_hw = np.array([r[6] for r in rows], dtype=np.uint8)
+    edge_flags = np.array([r[7] for r in rows], dtype=np.uint16)
+    geom_list = [geoms[r[9]] for r in rows]
+    counts = np.array([len(g[0]) for g in geom_list], dtype=np.int64)
+    geom_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=geom_offsets[1:])
+    geom = np.empty((int(geom_offsets[-1]), 2), dtype=np.float64)
+    for i, (glon, glat) in enumerate(geom_list):
+        geom[geom_offsets[i] : geom_offsets[i + 1], 0] = glon
+        geom[geom_offsets[i] : geom_offsets[i + 1], 1] = glat
+    b_start = bearing_deg(
+        geom[geom_offsets[:-1], 0],
+        geom[geom_offsets[:-1], 1],
+        geom[geom_offsets[:-1] + 1, 0],
+        geom[geom_offsets[:-1] + 1, 1],
+    )
+    b_end = bearing_deg(
+        geom[geom_offsets[1:] - 2, 0],
+        geom[geom_offsets[1:] - 2, 1],
+        geom[geom_offsets[1:] - 1, 0],
+        geom[geom_offsets[1:] - 1, 1],
+    )
+
+    win_edge: list[int] = []
+    win_s: list[int] = []
+    win_e: list[int] = []
+    for i, row in enumerate(rows):
+        for w_start, w_end in windows.get((row[3], row[8]), []):
+            win_edge.append(i)
+            win_s.append(w_start)
+            win_e.append(w_end)
+
+    piece_of_edge = np.array([r[3] for r in rows], dtype=np.int64)
+    succ, restr_rows, restr_stats = _turns(
+        edge_u, edge_v, edge_way, piece_of_edge, node_osm, c.restrictions
+    )
+    _flag_complex_junctions(edge_u, edge_v, edge_way, edge_flags, len(node_osm))
+    turn_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in succ], out=turn_offsets[1:])
+    turn_to = np.array([x for s in succ for x in s], dtype=np.int32)
+
+    summary: dict[str, Any] = {
+        "drivable_ways": len(ways),
+        "excluded_ways": dict(sorted(c.excluded.items())),
+        "restrictions": dict(sorted(restr_stats.items())),
+        "restrictions_skipped": dict(sorted(c.skipped_restrictions.items())),
+        "conditional_tags": dict(sorted(cond_stats.items())),
+        "pier_polygons": len(c.pier_polygons),
+        "edges_by_flag": {
+            name: int(np.count_nonzero(edge_flags & bit)) for name, bit in T.FLAG_NAMES.items()
+        },
+    }
+    if progress:
+        progress(f"graph: {len(node_osm)} nodes, {n} directed edges")
+    return RawGraph(
+        node_osm_id=node_osm,
+        node_lon=node_lon,
+        node_lat=node_lat,
+        edge_u=edge_u,
+        edge_v=edge_v,
+        edge_way=edge_way,
+        edge_length_m=edge_len,
+        edge_speed_kph=edge_speed,
+        edge_highway=edge_hw,
+        edge_flags=edge_flags,
+        edge_bearing_start=b_start.astype(np.float32),
+        edge_bearing_end=b_end.astype(np.float32),
+        geom_offsets=geom_offsets,
+        geom_lonlat=geom,
+        turn_offsets=turn_offsets,
+        turn_to=turn_to,
+        win_edge=np.array(win_edge, dtype=np.int32),
+        win_start=np.array(win_s, dtype=np.int16),
+        win_end=np.array(win_e, dtype=np.int16),
+        ways=ways_meta,
+        restrictions=restr_rows,
+        summary=summary,
+    )
+
+
+def _on_pier(
+    node_ids: list[int], lons: list[float], lats: list[float], pier_nodes: set[int], pier_union: Any
+) -> bool:
+    if sum(1 for n in node_ids if n in pier_nodes) >= 2:
+        return True
+    if pier_union is None:
+        return False
+    mid = len(lons) // 2
+    if len(lons) % 2 == 0:
+        x = (lons[mid - 1] + lons[mid]) / 2
+        y = (lats[mid - 1] + lats[mid]) / 2
+    else:
+        x, y = lons[mid], lats[mid]
+    return bool(shapely.contains_xy(pier_union, x, y))
+
+
+def _turns(
+    edge_u: npt.NDArray[np.int32],
+    edge_v: npt.NDArray[np.int32],
+    edge_way: npt.NDArray[np.int64],
+    piece: npt.NDArray[np.int64],
+    node_osm: npt.NDArray[np.int64],
+    restrictions: list[RawRestriction],
+) -> tuple[list[list[int]], list[dict[str, Any]], Counter[str]]:
+    """Successor lists per edge after U-turn and restriction rules."""
+    n = len(edge_u)
+    out_of: dict[int, list[int]] = defaultdict(list)
+    for e in range(n):
+        out_of[int(edge_u[e])].append(e)
+    banned: set[tuple[int, int]] = set()
+    only: dict[int, set[int]] = defaultdict(set)
+    node_of_osm = {int(x): i for i, x in enumerate(node_osm)}
+    edges_of_way: dict[int, list[int]] = defaultdict(list)
+    for e in range(n):
+        edges_of_way[int(edge_way[e])].append(e)
+    stats: Counter[str] = Counter()
+    rows: list[dict[str, Any]] = []
+
+    def into(way: int, node: int) -> list[int]:
+        return [e for e in edges_of_way.get(way, []) if edge_v[e] == node]
+
+    def outof(way: int, node: int) -> list[int]:
+        return [e for e in edges_of_way.get(way, []) if edge_u[e] == node]
+
+    for r in restrictions:
+        status = "applied"
+        pairs: list[tuple[int, int]] = []
+        if r.via_nodes and not r.via_ways:
+            via = node_of_osm.get(r.via_nodes[0])
+            if via is None:
+                status = "via_outside_graph"
+            else:
+                froms = into(r.from_way, via)
+                tos = outof(r.to_way, via)
+                if r.from_way == r.to_way:
+                    tos = [t for t in tos for f in froms if piece[t] == piece[f]]
+                if not froms or not tos:
+                    status = "ways_not_at_via"
+                else:
+                    pairs = [(f, t) for f in froms for t in tos]
+        elif r.via_ways and r.kind.startswith("no_"):
+            # conservative: ban the final turn from the last via way into the to way
+            end_nodes = {int(edge_u[e]) for e in edges_of_way.get(r.to_way, [])}
+            last_via = r.via_ways[-1]
+            pairs = [
+                (f, t)
+                for f in edges_of_way.get(last_via, [])
+                for t in outof(r.to_way, int(edge_v[f]))
+                if int(edge_v[f]) in end_nodes and edge_way[t] != last_via
+            ]
+            status = "applied_conservative_via_way" if pairs else "ways_not_connected"
+        else:
+            status = "skipped_only_via_way"
+        stats[status] += 1
+        if pairs:
+            if r.kind.startswith("no_"):
+                banned.update(pairs)
+            else:
+                for f, t in pairs:
+                    only[f].add(t)
+        rows.append(
+            {
+                "relation_id": r.relation_id,
+                "kind": r.kind,
+                "from_way": r.from_way,
+                "to_way": r.to_way,
+                "via_nodes": r.via_nodes,
+                "via_ways": r.via_ways,
+                "status": status,
+                "pairs": [[int(f), int(t)] for f, t in pairs],
+            }
+        )
+
+    succ: list[list[int]] = []
+    for e in range(n):
+        cands = out_of.get(int(edge_v[e]), [])
+        uturn = [f for f in cands if edge_v[f] == edge_u[e] and piece[f] == piece[e]]
+        nonu = [f for f in cands if f not in uturn]
+        allowed = nonu if nonu else uturn  # U-turn only at dead ends
+        if e in only:
+            allowed = [f for f in cands if f in only[e]]
+        allowed = [f for f in allowed if (e, f) not in banned]
+        succ.append(sorted(allowed))
+    return succ, rows, stats
+
+
+def _flag_complex_junctions(
+    edge_u: npt.NDArray[np.int32],
+    edge_v: npt.NDArray[np.int32],
+    edge_way: npt.NDArray[np.int64],
+    flags: npt.NDArray[np.uint16],
+    n_nodes: int,
+) -> None:
+    """Flag edges ending at a junction where five or more distinct ways meet."""
+    ways_at: dict[int, set[int]] = defaultdict(set)
+    for u, v, w in zip(edge_u.tolist(), edge_v.tolist(), edge_way.tolist(), strict=True):
+        ways_at[u].add(w)
+        ways_at[v].add(w)
+    complex_nodes = np.zeros(n_nodes, dtype=bool)
+    for node, ws in ways_at.items():
+        if len(ws) >= 5:
+            complex_nodes[node] = True
+    flags[complex_nodes[edge_v]] |= np.uint16(T.FLAG_COMPLEX)

@@ -1,0 +1,237 @@
+"""An in-memory directed road graph over a set of tiles, as fixed-width numpy arrays.
+
+Edges carry *global* ids (stable across tiles: a tile's edges are a contiguous id range, and
+turn successors name global ids, so a path crosses tile borders without translation). Local
+indices ``0..n-1`` index the arrays of this :class:`Graph`; :meth:`Graph.local` maps global ids
+to local ones (-1 where the edge is not loaded).
+
+The planner and the router work on the *line graph*: its states are directed edges and its arcs
+are the legal turns (turn restrictions are turns that are simply absent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from tiles import tags as T
+from tiles.conditional import MINUTES_PER_WEEK
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """Directed edges (road links) with their geometry, legal turns and no-entry windows."""
+
+    edge_id: I32  # global id per local edge, ascending
+    u_lon: F64
+    u_lat: F64
+    v_lon: F64
+    v_lat: F64
+    u_node: I32  # global node ids
+    v_node: I32
+    way_id: I64
+    length_m: F32
+    speed_kph: F32
+    highway: npt.NDArray[np.uint8]
+    flags: npt.NDArray[np.uint16]
+    bearing_start: F32
+    bearing_end: F32
+    geom_offsets: I64  # local, n+1
+    geom_lonlat: F64  # (m, 2)
+    turn_offsets: I64  # local, n+1
+    turn_to: I32  # global ids of successors
+    win_edge: I32  # global ids
+    win_start: npt.NDArray[np.int16]
+    win_end: npt.NDArray[np.int16]
+    n_edges_total: int
+
+    @property
+    def n(self) -> int:
+        return int(self.edge_id.shape[0])
+
+    @cached_property
+    def _g2l(self) -> I32:
+        table = np.full(self.n_edges_total, -1, dtype=np.int32)
+        table[self.edge_id] = np.arange(self.n, dtype=np.int32)
+        return table
+
+    def local(self, global_ids: npt.ArrayLike) -> I32:
+        """Local indices of global edge ids (-1 for edges not in this graph)."""
+        ids = np.asarray(global_ids, dtype=np.int64)
+        out = np.full(ids.shape, -1, dtype=np.int32)
+        ok = (ids >= 0) & (ids < self.n_edges_total)
+        out[ok] = self._g2l[ids[ok]]
+        return out
+
+    @cached_property
+    def travel_time_s(self) -> F64:
+        """Free-flow traversal time of each edge, seconds."""
+        return np.asarray(self.length_m, dtype=np.float64) / (
+            np.asarray(self.speed_kph, dtype=np.float64) / 3.6
+        )
+
+    @cached_property
+    def turn_pairs(self) -> tuple[I32, I32]:
+        """Legal turns inside this graph as local (from, to) index arrays."""
+        counts = np.diff(self.turn_offsets)
+        src = np.repeat(np.arange(self.n, dtype=np.int32), counts)
+        dst = self.local(self.turn_to)
+        keep = dst >= 0
+        return src[keep], dst[keep]
+
+    def line_graph(self, cost: F64, allowed: Bool | None = None) -> sp.csr_matrix:
+        """Line graph as CSR: arc e->f weighs ``cost[f]`` (entering and traversing f).
+
+        ``allowed`` masks edges that may be entered; arcs into other edges are dropped.
+        """
+        src, dst = self.turn_pairs
+        if allowed is not None:
+            keep = allowed[dst]
+            src, dst = src[keep], dst[keep]
+        w = cost[dst]
+        # scipy treats explicit zeros as absent: keep them positive
+        w = np.maximum(w, 1e-9)
+        return sp.csr_matrix((w, (src, dst)), shape=(self.n, self.n))
+
+    def node_graph(self, cost: F64) -> sp.csr_matrix:
+        """Node-based adjacency (ignores turn restrictions): for quick connectivity views."""
+        nodes, inv = np.unique(np.concatenate([self.u_node, self.v_node]), return_inverse=True)
+        u = inv[: self.n]
+        v = inv[self.n :]
+        return sp.csr_matrix((np.maximum(cost, 1e-9), (u, v)), shape=(len(nodes), len(nodes)))
+
+    def geometry(self, local_index: int) -> F64:
+        """Coordinates ``[[lon, lat], ...]`` of one edge, in driving direction."""
+        return self.geom_lonlat[self.geom_offsets[local_index] : self.geom_offsets[local_index + 1]]
+
+    def closed_at(self, minute_of_week: int | npt.ArrayLike) -> Bool:
+        """Edges inside a no-entry window at the given minute(s) of week.
+
+        With a scalar, returns a mask over edges; with an array of K minutes, a (K, n) mask.
+        """
+        mins = np.atleast_1d(np.asarray(minute_of_week, dtype=np.int64)) % MINUTES_PER_WEEK
+        out = np.zeros((mins.shape[0], self.n), dtype=bool)
+        if self.win_edge.size:
+            loc = self.local(self.win_edge)
+            keep = loc >= 0
+            loc = loc[keep]
+            s = self.win_start[keep].astype(np.int64)
+            e = self.win_end[keep].astype(np.int64)
+            inside = (mins[:, None] >= s[None, :]) & (mins[:, None] < e[None, :])
+            rows, cols = np.nonzero(inside)
+            out[rows, loc[cols]] = True
+        if np.ndim(minute_of_week) == 0:
+            return np.asarray(out[0])
+        return out
+
+    def cruise_allowed(self, minute_of_week: int | None = None) -> Bool:
+        """Edges a cruising taxi may be sent onto (never motorway, private, pier, closed)."""
+        ok = (self.flags & T.CRUISE_FORBIDDEN) == 0
+        if minute_of_week is not None:
+            ok &= ~self.closed_at(minute_of_week)
+        return np.asarray(ok)
+
+    def subset(self, mask: Bool) -> Graph:
+        """The graph restricted to the edges in ``mask`` (turns to dropped edges vanish)."""
+        idx = np.flatnonzero(mask)
+        counts = np.diff(self.geom_offsets)[idx]
+        geom_offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(counts, out=geom_offsets[1:])
+        gidx = _ranges(self.geom_offsets[idx], counts)
+        tcounts = np.diff(self.turn_offsets)[idx]
+        turn_offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(tcounts, out=turn_offsets[1:])
+        tidx = _ranges(self.turn_offsets[idx], tcounts)
+        kept_ids = self.edge_id[idx]
+        wkeep = np.isin(self.win_edge, kept_ids)
+        return Graph(
+            edge_id=self.edge_id[idx],
+            u_lon=self.u_lon[idx],
+            u_lat=self.u_lat[idx],
+            v_lon=self.v_lon[idx],
+            v_lat=self.v_lat[idx],
+            u_node=self.u_node[idx],
+            v_node=self.v_node[idx],
+            way_id=self.way_id[idx],
+            length_m=self.length_m[idx],
+            speed_kph=self.speed_kph[idx],
+            highway=self.highway[idx],
+            flags=self.flags[idx],
+            bearing_start=self.bearing_start[idx],
+            bearing_end=self.bearing_end[idx],
+            geom_offsets=geom_offsets,
+            geom_lonlat=self.geom_lonlat[gidx],
+            turn_offsets=turn_offsets,
+            turn_to=self.turn_to[tidx],
+            win_edge=self.win_edge[wkeep],
+            win_start=self.win_start[wkeep],
+            win_end=self.win_end[wkeep],
+            n_edges_total=self.n_edges_total,
+        )
+
+    @staticmethod
+    def concat(parts: list[Graph]) -> Graph:
+        """Join graphs of disjoint tiles (ordered by global id)."""
+        parts = sorted((p for p in parts if p.n), key=lambda p: int(p.edge_id[0]))
+        if not parts:
+            raise ValueError("no edges to join")
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(name: str) -> npt.NDArray[np.generic]:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        def offsets(name: str) -> I64:
+            out = [np.zeros(1, dtype=np.int64)]
+            base = 0
+            for p in parts:
+                off = getattr(p, name)
+                out.append(off[1:] + base)
+                base += int(off[-1])
+            return np.concatenate(out)
+
+        return Graph(
+            edge_id=cat("edge_id"),  # type: ignore[arg-type]
+            u_lon=cat("u_lon"),  # type: ignore[arg-type]
+            u_lat=cat("u_lat"),  # type: ignore[arg-type]
+            v_lon=cat("v_lon"),  # type: ignore[arg-type]
+            v_lat=cat("v_lat"),  # type: ignore[arg-type]
+            u_node=cat("u_node"),  # type: ignore[arg-type]
+            v_node=cat("v_node"),  # type: ignore[arg-type]
+            way_id=cat("way_id"),  # type: ignore[arg-type]
+            length_m=cat("length_m"),  # type: ignore[arg-type]
+            speed_kph=cat("speed_kph"),  # type: ignore[arg-type]
+            highway=cat("highway"),  # type: ignore[arg-type]
+            flags=cat("flags"),  # type: ignore[arg-type]
+            bearing_start=cat("bearing_start"),  # type: ignore[arg-type]
+            bearing_end=cat("bearing_end"),  # type: ignore[arg-type]
+            geom_offsets=offsets("geom_offsets"),
+            geom_lonlat=np.concatenate([p.geom_lonlat for p in parts]).reshape(-1, 2),
+            turn_offsets=offsets("turn_offsets"),
+            turn_to=cat("turn_to"),  # type: ignore[arg-type]
+            win_edge=cat("win_edge"),  # type: ignore[arg-type]
+            win_start=cat("win_start"),  # type: ignore[arg-type]
+            win_end=cat("win_end"),  # type: ignore[arg-type]
+            n_edges_total=parts[0].n_edges_total,
+        )
+
+
+def _ranges(starts: I64, counts: npt.NDArray[np.int64]) -> I64:
+    """Concatenated ``arange(s, s+c)`` for each (s, c), vectorised."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    offs = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - counts), counts)
+    return np.asarray(np.arange(total, dtype=np.int64) + offs, dtype=np.int64)

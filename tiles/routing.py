@@ -1,0 +1,218 @@
+"""Shortest paths on the edge-based (line) graph, so turn restrictions are honoured exactly.
+
+A path from a position on edge ``s`` (fraction ``fs``) to a position on edge ``t`` (fraction
+``ft``) costs the rest of ``s``, every edge in between, and the first part of ``t``. Arcs of the
+line graph weigh the cost of the edge they enter, so one ``scipy.sparse.csgraph.dijkstra`` from
+``s`` gives every ``dist[t]`` with ``t`` fully traversed.
+
+Which edges a route may enter: by default never a private road or a pier (they may be where the
+cab starts, never on the way), and, given a time, no link inside a no-entry window then.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+
+from tiles import tags as T
+from tiles.errors import NoRouteError
+from tiles.graph import Graph
+from tiles.matching import MatchConfig, match_fix
+from tiles.store import TileStore
+
+Weight = Literal["time", "distance"]
+DEFAULT_AVOID = T.FLAG_PRIVATE | T.FLAG_PIER
+
+
+@dataclass(frozen=True)
+class Route:
+    edges: tuple[int, ...]  # global edge ids in driving order
+    length_m: float
+    duration_s: float
+    coordinates: tuple[tuple[float, float], ...] = field(repr=False)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "length_m": round(self.length_m, 3),
+            "duration_s": round(self.duration_s, 3),
+            "edges": list(self.edges),
+            "coordinates": [[round(x, 7), round(y, 7)] for x, y in self.coordinates],
+        }
+
+
+_LINE_CACHE: weakref.WeakKeyDictionary[Graph, dict[tuple[object, ...], sp.csr_matrix]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def edge_cost(g: Graph, weight: Weight) -> npt.NDArray[np.float64]:
+    if weight == "time":
+        return g.travel_time_s
+    if weight == "distance":
+        return np.asarray(g.length_m, dtype=np.float64)
+    raise ValueError(f"unknown weight {weight!r}")
+
+
+def allowed_mask(
+    g: Graph, avoid_flags: int = DEFAULT_AVOID, minute_of_week: int | None = None
+) -> npt.NDArray[np.bool_]:
+    ok = (g.flags & avoid_flags) == 0
+    if minute_of_week is not None:
+        ok &= ~g.closed_at(minute_of_week)
+    return np.asarray(ok)
+
+
+def line_graph_cached(
+    g: Graph, weight: Weight, avoid_flags: int, minute_of_week: int | None
+) -> sp.csr_matrix:
+    per = _LINE_CACHE.setdefault(g, {})
+    key = (weight, avoid_flags, minute_of_week)
+    m = per.get(key)
+    if m is None:
+        m = g.line_graph(edge_cost(g, weight), allowed_mask(g, avoid_flags, minute_of_week))
+        if len(per) > 16:
+            per.clear()
+        per[key] = m
+    return m
+
+
+def edge_path(
+    g: Graph,
+    src: int,
+    dst: int,
+    weight: Weight = "time",
+    avoid_flags: int = DEFAULT_AVOID,
+    minute_of_week: int | None = None,
+) -> tuple[list[int], float]:
+    """Local edge path from ``src`` to ``dst`` (both fully traversed after ``src``) and its cost.
+
+    The cost excludes ``src`` and includes ``dst``, as the line graph's arcs do.
+    """
+    if src == dst:
+        return [src], 0.0
+    m = line_graph_cached(g, weight, avoid_flags, minute_of_week)
+    dist, pred = dijkstra(m, directed=True, indices=src, return_predecessors=True)
+    if not math.isfinite(dist[dst]):
+        raise NoRouteError("no legal path between the two places")
+    path = [dst]
+    while path[-1] != src:
+        p = int(pred[path[-1]])
+        if p < 0:
+            raise NoRouteError("no legal path between the two places")
+        path.append(p)
+    path.reverse()
+    return path, float(dist[dst])
+
+
+def _route_on(
+    g: Graph,
+    origin: tuple[float, float],
+    dest: tuple[float, float],
+    weight: Weight,
+    avoid_flags: int,
+    minute_of_week: int | None,
+    heading_deg: float | None,
+    match_config: MatchConfig,
+) -> Route:
+    allowed = allowed_mask(g, avoid_flags, minute_of_week)
+    m0 = match_fix(
+        g,
+        origin[0],
+        origin[1],
+        heading_deg,
+        10.0 if heading_deg is not None else None,
+        match_config,
+    )
+    m1 = match_fix(g, dest[0], dest[1], None, None, match_config, allowed=allowed)
+    s = int(g.local([m0.best.edge_id])[0])
+    t = int(g.local([m1.best.edge_id])[0])
+    fs, ft = m0.best.fraction, m1.best.fraction
+    cost = edge_cost(g, weight)
+    if s == t and ft >= fs:
+        path = [s]
+        total = (ft - fs) * cost[s]
+    else:
+        path, dist = edge_path(g, s, t, weight, avoid_flags, minute_of_week)
+        total = (1 - fs) * cost[s] + dist - (1 - ft) * cost[t]
+    length = _partial_sum(np.asarray(g.length_m, dtype=np.float64), path, fs, ft)
+    duration = _partial_sum(g.travel_time_s, path, fs, ft)
+    if weight == "time":
+        duration = float(total)
+    coords = _path_coords(g, path, fs, ft, (m0.best.lon, m0.best.lat), (m1.best.lon, m1.best.lat))
+    return Route(tuple(int(g.edge_id[e]) for e in path), float(length), float(duration), coords)
+
+
+def _partial_sum(values: npt.NDArray[np.float64], path: list[int], fs: float, ft: float) -> float:
+    if len(path) == 1:
+        return float(max(ft - fs, 0.0) * values[path[0]])
+    inner = float(values[path[1:-1]].sum()) if len(path) > 2 else 0.0
+    return float((1 - fs) * values[path[0]] + inner + ft * values[path[-1]])
+
+
+def _path_coords(
+    g: Graph,
+    path: list[int],
+    fs: float,
+    ft: float,
+    start: tuple[float, float],
+    end: tuple[float, float],
+) -> tuple[tuple[float, float], ...]:
+    pts: list[tuple[float, float]] = [start]
+    for i, e in enumerate(path):
+        geom = g.geometry(e)
+        n = geom.shape[0]
+        lo = 1 + int(fs * (n - 1)) if i == 0 else 1
+        hi = n - 1 if i == len(path) - 1 else n
+        if i == len(path) - 1:
+            hi = max(lo, math.ceil(ft * (n - 1)))
+        for x, y in geom[lo:hi]:
+            pts.append((float(x), float(y)))
+    pts.append(end)
+    return tuple(pts)
+
+
+def shortest_path(
+    store: TileStore,
+    origin: tuple[float, float],
+    dest: tuple[float, float],
+    weight: Weight = "time",
+    *,
+    avoid_flags: int = DEFAULT_AVOID,
+    minute_of_week: int | None = None,
+    heading_deg: float | None = None,
+    margin_m: float = 1500.0,
+    match_config: MatchConfig = MatchConfig(),
+) -> Route:
+    """Fastest (or shortest) legal route between two points, across tile borders.
+
+    Loads the tiles around both points (padded by ``margin_m`` or half their distance); if no
+    path lies inside that area, retries on the whole network.
+    """
+    lon0, lat0 = origin
+    lon1, lat1 = dest
+    pad_deg = max(margin_m, 0.0) / 111_195.0
+    span = max(abs(lon1 - lon0), abs(lat1 - lat0)) / 2
+    pad = max(pad_deg, span)
+    tiles = store.tile_ids_in_bbox(
+        min(lon0, lon1) - pad, min(lat0, lat1) - pad, max(lon0, lon1) + pad, max(lat0, lat1) + pad
+    )
+    if not tiles:
+        raise NoRouteError("both points lie outside the road network")
+    g = store.graph(tiles)
+    try:
+        return _route_on(
+            g, origin, dest, weight, avoid_flags, minute_of_week, heading_deg, match_config
+        )
+    except NoRouteError:
+        if len(tiles) == len(store.tiles):
+            raise
+    return _route_on(
+        store.all(), origin, dest, weight, avoid_flags, minute_of_week, heading_deg, match_config
+    )
