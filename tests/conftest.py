@@ -1,0 +1,51 @@
+"""Shared fixtures: the real data in ../shared/data and tiles built from it (once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+OSM = {
+    "manhattan": SHARED_DATA / "osm" / "nyc_manhattan_midtown.osm.pbf",
+    "shibuya": SHARED_DATA / "osm" / "tokyo_shibuya_roads.osm.pbf",
+    "monaco": SHARED_DATA / "osm" / "monaco_osrm.osm.pbf",
+}
+TRIPS = {
+    "reuven_2015_06": SHARED_DATA / "trips" / "nyc_tlc_yellow_2015-06_reuven.csv",
+    "gcp_train": SHARED_DATA / "trips" / "nyc_tlc_yellow_2009-2015_gcp_taxi-train.csv",
+    "gcp_valid": SHARED_DATA / "trips" / "nyc_tlc_yellow_2009-2015_gcp_taxi-valid.csv",
+}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real data not found at {SHARED_DATA} (../shared/data beside the repo)")
+    return SHARED_DATA
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, area: str) -> Path:
+    from tiles import build_tiles
+
+    out = tmp_path_factory.mktemp(f"tiles-{area}")
+    path, _ = build_tiles(OSM[area], out)
+    return path
+
+
+@pytest.fixture(scope="session")
+def manhattan_tiles(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """Path of a tile database built from the real Manhattan extract."""
+    return _build(tmp_path_factory, "manhattan")
+
+
+@pytest.fixture(scope="session")
+def shibuya_tiles(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    return _build(tmp_path_factory, "shibuya")
+
+
+@pytest.fixture(scope="session")
+def monaco_tiles(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    return _build(tmp_path_factory, "monaco")
