@@ -72,6 +72,65 @@ class _Segments:
     along0: npt.NDArray[np.float64]  # metres from edge start to segment start
     edge_len: npt.NDArray[np.float64]
     bearing: npt.NDArray[np.float64]
+    grid: _Grid  # segments by the grid cells their bounding boxes touch
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A uniform grid over segment bounding boxes (CSR: cell -> segment ids), pure numpy."""
+
+    x_min: float
+    y_min: float
+    cell_m: float
+    nx: int
+    ny: int
+    offsets: npt.NDArray[np.int64]
+    items: npt.NDArray[np.int64]
+
+    @staticmethod
+    def build(
+        xa: npt.NDArray[np.float64],
+        ya: npt.NDArray[np.float64],
+        xb: npt.NDArray[np.float64],
+        yb: npt.NDArray[np.float64],
+        cell_m: float = 100.0,
+    ) -> _Grid:
+        lo_x, hi_x = np.minimum(xa, xb), np.maximum(xa, xb)
+        lo_y, hi_y = np.minimum(ya, yb), np.maximum(ya, yb)
+        x_min, y_min = float(lo_x.min()), float(lo_y.min())
+        nx = int((hi_x.max() - x_min) // cell_m) + 1
+        ny = int((hi_y.max() - y_min) // cell_m) + 1
+        cx0 = ((lo_x - x_min) // cell_m).astype(np.int64)
+        cx1 = ((hi_x - x_min) // cell_m).astype(np.int64)
+        cy0 = ((lo_y - y_min) // cell_m).astype(np.int64)
+        cy1 = ((hi_y - y_min) // cell_m).astype(np.int64)
+        wx, wy = cx1 - cx0 + 1, cy1 - cy0 + 1
+        per = wx * wy
+        seg = np.repeat(np.arange(xa.shape[0], dtype=np.int64), per)
+        k = np.arange(int(per.sum()), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)
+        cell = (np.repeat(cy0, per) + k // np.repeat(wx, per)) * nx + (
+            np.repeat(cx0, per) + k % np.repeat(wx, per)
+        )
+        order = np.argsort(cell, kind="stable")
+        counts = np.bincount(cell, minlength=nx * ny)
+        offsets = np.zeros(nx * ny + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return _Grid(x_min, y_min, cell_m, nx, ny, offsets, seg[order])
+
+    def query(self, x: float, y: float, r: float) -> npt.NDArray[np.int64]:
+        """Ids of segments whose bounding box may lie within ``r`` of (x, y), sorted."""
+        c = self.cell_m
+        i0 = max(int((x - r - self.x_min) // c), 0)
+        i1 = min(int((x + r - self.x_min) // c), self.nx - 1)
+        j0 = max(int((y - r - self.y_min) // c), 0)
+        j1 = min(int((y + r - self.y_min) // c), self.ny - 1)
+        if i0 > i1 or j0 > j1:
+            return np.zeros(0, dtype=np.int64)
+        parts = [
+            self.items[self.offsets[j * self.nx + i0] : self.offsets[j * self.nx + i1 + 1]]
+            for j in range(j0, j1 + 1)
+        ]
+        return np.unique(np.concatenate(parts))
 
 
 _SEGMENTS: weakref.WeakKeyDictionary[Graph, _Segments] = weakref.WeakKeyDictionary()
@@ -103,7 +162,8 @@ def _segments(g: Graph) -> _Segments:
     bearing = bearing_deg(
         pts[start_idx, 0], pts[start_idx, 1], pts[start_idx + 1, 0], pts[start_idx + 1, 1]
     )
-    s = _Segments(proj, edge, x0, y0, dx, dy, seg_len, along0, edge_len, bearing)
+    grid = _Grid.build(x0, y0, x0 + dx, y0 + dy)
+    s = _Segments(proj, edge, x0, y0, dx, dy, seg_len, along0, edge_len, bearing, grid)
     _SEGMENTS[g] = s
     return s
 
@@ -122,19 +182,29 @@ def match_fix(
         raise NoMatchError("no road links loaded around the fix")
     s = _segments(g)
     px, py = s.proj.to_xy(lon, lat)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = ((px - s.x0) * s.dx + (py - s.y0) * s.dy) / (s.seg_len**2)
-    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
-    cx = s.x0 + t * s.dx
-    cy = s.y0 + t * s.dy
-    d = np.hypot(px - cx, py - cy)
-    near = d <= config.radius_m
+    if not (np.isfinite(px) and np.isfinite(py)):
+        raise NoMatchError("the fix has no finite position")
+    near_idx = s.grid.query(float(px), float(py), config.radius_m)
     if allowed is not None:
-        near &= allowed[s.edge]
-    if not near.any():
+        near_idx = near_idx[allowed[s.edge[near_idx]]]
+    if near_idx.size == 0:
         raise NoMatchError(f"no road link within {config.radius_m:.0f} m of ({lon:.6f}, {lat:.6f})")
-    idx = np.flatnonzero(near)
-    score = (d[idx] / config.sigma_m) ** 2
+    x0, y0, dx, dy, sl = (a[near_idx] for a in (s.x0, s.y0, s.dx, s.dy, s.seg_len))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_near = ((px - x0) * dx + (py - y0) * dy) / (sl**2)
+    t_near = np.clip(np.where(np.isfinite(t_near), t_near, 0.0), 0.0, 1.0)
+    cx_near = x0 + t_near * dx
+    cy_near = y0 + t_near * dy
+    d_near = np.hypot(px - cx_near, py - cy_near)
+    keep = d_near <= config.radius_m
+    near_idx, t_near, cx_near, cy_near, d_near = (
+        a[keep] for a in (near_idx, t_near, cx_near, cy_near, d_near)
+    )
+    if near_idx.size == 0:
+        raise NoMatchError(f"no road link within {config.radius_m:.0f} m of ({lon:.6f}, {lat:.6f})")
+    # arrays below are indexed by position k in the candidate list; seg ids by near_idx[k]
+    idx = near_idx
+    score = (d_near / config.sigma_m) ** 2
     use_heading = (
         heading_deg is not None
         and speed_mps is not None
@@ -155,25 +225,37 @@ def match_fix(
     first[1:] = edges[order][1:] != edges[order][:-1]
     best_seg = order[first]
     cand_order = best_seg[np.argsort(score[best_seg], kind="stable")][: config.max_candidates]
-    cands: list[Candidate] = []
-    for k in cand_order:
-        e = int(edges[k])
-        seg = idx[k]
-        along = s.along0[seg] + t[seg] * s.seg_len[seg]
-        frac = float(along / s.edge_len[e]) if s.edge_len[e] > 0 else 0.0
-        clon, clat = s.proj.to_lonlat(cx[seg], cy[seg])
-        cands.append(
-            Candidate(
-                edge_id=int(g.edge_id[e]),
-                fraction=min(max(frac, 0.0), 1.0),
-                distance_m=float(d[seg]),
-                heading_diff_deg=float(hdiff[k]) if hdiff is not None else None,
-                score=float(score[k]),
-                lon=float(clon),
-                lat=float(clat),
-                way_id=int(g.way_id[e]),
-            )
+    k = cand_order
+    e_loc = edges[k]
+    seg = idx[k]
+    along = s.along0[seg] + t_near[k] * s.seg_len[seg]
+    elen = s.edge_len[e_loc]
+    frac = np.clip(np.divide(along, elen, out=np.zeros_like(along), where=elen > 0), 0.0, 1.0)
+    clon, clat = s.proj.to_lonlat(cx_near[k], cy_near[k])
+    hd = hdiff[k].tolist() if hdiff is not None else [None] * len(k)
+    cands = [
+        Candidate(
+            edge_id=ei,
+            fraction=fr,
+            distance_m=dm,
+            heading_diff_deg=h,
+            score=sc,
+            lon=lo,
+            lat=la,
+            way_id=wi,
         )
+        for ei, fr, dm, h, sc, lo, la, wi in zip(
+            g.edge_id[e_loc].tolist(),
+            frac.tolist(),
+            d_near[k].tolist(),
+            hd,
+            score[k].tolist(),
+            clon.tolist(),
+            clat.tolist(),
+            g.way_id[e_loc].tolist(),
+            strict=True,
+        )
+    ]
     like = np.exp(-0.5 * (np.array([c.score for c in cands]) - cands[0].score))
     confidence = float(like[0] / like.sum())
     best = cands[0]

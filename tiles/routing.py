@@ -23,6 +23,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from tiles import tags as T
 from tiles.errors import NoRouteError
+from tiles.geo import haversine_m
 from tiles.graph import Graph
 from tiles.matching import MatchConfig, match_fix
 from tiles.store import TileStore
@@ -90,15 +91,28 @@ def edge_path(
     weight: Weight = "time",
     avoid_flags: int = DEFAULT_AVOID,
     minute_of_week: int | None = None,
+    limit: float | None = None,
 ) -> tuple[list[int], float]:
     """Local edge path from ``src`` to ``dst`` (both fully traversed after ``src``) and its cost.
 
-    The cost excludes ``src`` and includes ``dst``, as the line graph's arcs do.
+    The cost excludes ``src`` and includes ``dst``, as the line graph's arcs do. ``limit`` (in
+    cost units) bounds the search for speed: Dijkstra settles every state cheaper than the
+    limit, so a target found within it has its exact cost; if it is not found, the search is
+    repeated without a limit.
     """
     if src == dst:
         return [src], 0.0
     m = line_graph_cached(g, weight, avoid_flags, minute_of_week)
-    dist, pred = dijkstra(m, directed=True, indices=src, return_predecessors=True)
+    dist, pred = dijkstra(
+        m,
+        directed=True,
+        indices=src,
+        return_predecessors=True,
+        limit=limit if limit is not None else np.inf,
+    )
+    if not math.isfinite(dist[dst]) and limit is not None:
+        # nothing within the limit: search without one (still exact either way)
+        dist, pred = dijkstra(m, directed=True, indices=src, return_predecessors=True)
     if not math.isfinite(dist[dst]):
         raise NoRouteError("no legal path between the two places")
     path = [dst]
@@ -139,7 +153,11 @@ def _route_on(
         path = [s]
         total = (ft - fs) * cost[s]
     else:
-        path, dist = edge_path(g, s, t, weight, avoid_flags, minute_of_week)
+        crow_m = float(haversine_m(origin[0], origin[1], dest[0], dest[1]))
+        # a bound most city routes respect (1.5x the crow-fly distance at 30 km/h, plus a
+        # minute); a route beyond it is found by the exact unlimited retry in edge_path
+        limit = (1.5 * crow_m / (30 / 3.6) + 60.0) if weight == "time" else 1.5 * crow_m + 500.0
+        path, dist = edge_path(g, s, t, weight, avoid_flags, minute_of_week, limit)
         total = (1 - fs) * cost[s] + dist - (1 - ft) * cost[t]
     length = _partial_sum(np.asarray(g.length_m, dtype=np.float64), path, fs, ft)
     duration = _partial_sum(g.travel_time_s, path, fs, ft)
@@ -164,18 +182,20 @@ def _path_coords(
     start: tuple[float, float],
     end: tuple[float, float],
 ) -> tuple[tuple[float, float], ...]:
-    pts: list[tuple[float, float]] = [start]
-    for i, e in enumerate(path):
-        geom = g.geometry(e)
-        n = geom.shape[0]
-        lo = 1 + int(fs * (n - 1)) if i == 0 else 1
-        hi = n - 1 if i == len(path) - 1 else n
-        if i == len(path) - 1:
-            hi = max(lo, math.ceil(ft * (n - 1)))
-        for x, y in geom[lo:hi]:
-            pts.append((float(x), float(y)))
-    pts.append(end)
-    return tuple(pts)
+    """Snapped start, the shape points driven, snapped end (vectorised gather)."""
+    p = np.asarray(path, dtype=np.int64)
+    lo = g.geom_offsets[p] + 1  # skip each edge's first point (the previous edge's last)
+    hi = g.geom_offsets[p + 1].copy()
+    n0 = int(g.geom_offsets[p[0] + 1] - g.geom_offsets[p[0]])
+    lo[0] = g.geom_offsets[p[0]] + 1 + int(fs * (n0 - 1))
+    n1 = int(g.geom_offsets[p[-1] + 1] - g.geom_offsets[p[-1]])
+    hi[-1] = max(int(lo[-1]), int(g.geom_offsets[p[-1]]) + math.ceil(ft * (n1 - 1)))
+    counts = np.maximum(hi - lo, 0)
+    total = int(counts.sum())
+    ends = np.cumsum(counts)
+    idx = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - counts), counts)
+    pts = g.geom_lonlat[idx]
+    return (start, *((float(x), float(y)) for x, y in pts.tolist()), end)
 
 
 def shortest_path(
@@ -205,7 +225,7 @@ def shortest_path(
     )
     if not tiles:
         raise NoRouteError("both points lie outside the road network")
-    g = store.graph(tiles)
+    g = store.working_graph(tiles)
     try:
         return _route_on(
             g, origin, dest, weight, avoid_flags, minute_of_week, heading_deg, match_config

@@ -321,6 +321,8 @@ class TileStore:
         self._graph_cache: OrderedDict[tuple[int, ...], Graph] = OrderedDict()
         self._lock = threading.RLock()
         self.tiles_loaded = 0
+        self._working: Graph | None = None
+        self._working_key: tuple[int, ...] = ()
 
     def close(self) -> None:
         self._conn.close()
@@ -427,6 +429,24 @@ class TileStore:
             while len(self._graph_cache) > self._cache_graphs:
                 self._graph_cache.popitem(last=False)
             return g
+
+    def working_graph(self, tile_ids: Iterable[int], max_tiles: int = 64) -> Graph:
+        """A graph covering at least these tiles, reusing the one built last when it does.
+
+        A cab's queries stay in one region: growing one working set of tiles (up to
+        ``max_tiles``) keeps a single graph -- and its cached line graph and segment index --
+        warm, instead of building a new graph for every slightly different bounding box.
+        """
+        want = set(tile_ids)
+        with self._lock:
+            have = set(self._working_key)
+            if want <= have and self._working is not None:
+                return self._working
+            union = have | want
+            key = union if len(union) <= max_tiles else want
+            self._working = self.graph(key)
+            self._working_key = tuple(sorted(key))
+            return self._working
 
     def all(self) -> Graph:
         """The whole network (every tile)."""

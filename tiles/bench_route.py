@@ -1,0 +1,156 @@
+"""Route queries: nagashi (tiled, from SQLite, cold and warm) against scipy's Dijkstra.
+
+Builds the tiles from ``--osm`` (timed), then answers the same seeded point-to-point queries
+three ways in one run:
+
+* ``nagashi_cold``: a fresh :class:`~tiles.TileStore` per query (tiles read from SQLite);
+* ``nagashi_warm``: one store, caches warm (what the agent sees);
+* ``scipy``: the same point-to-point query done the plain scipy way on the same edge-based graph
+  held whole in memory: ``scipy.spatial.cKDTree`` over edge shape points to find the source and
+  target edges, ``scipy.sparse.csgraph.dijkstra`` from the source, path read from the
+  predecessors;
+* ``scipy_dijkstra_only``: just that Dijkstra call with both edges given for free (a lower
+  bound no point-to-point query can reach; reported for transparency).
+
+Peak RSS of the agent side (open the Manhattan tiles, load every tile, answer a route) is
+measured in a fresh subprocess so the build's memory does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.sparse.csgraph import dijkstra
+from scipy.spatial import cKDTree
+
+from tiles.build import build_tiles
+from tiles.routing import DEFAULT_AVOID, shortest_path
+from tiles.store import TileStore
+
+DEFAULT_OSM = "../shared/data/osm/nyc_manhattan_midtown.osm.pbf"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--osm", default=DEFAULT_OSM, help="OSM extract to build and query")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--seed", type=int, default=7)
+
+
+def _stats(xs: list[float]) -> dict[str, float]:
+    a = np.asarray(xs) * 1000.0
+    return {
+        "median_ms": round(float(np.median(a)), 4),
+        "p95_ms": round(float(np.percentile(a, 95)), 4),
+    }
+
+
+_RSS_PROBE = """
+import json, resource, sys
+from tiles import TileStore, shortest_path
+s = TileStore(sys.argv[1]); s.all()
+try:
+    shortest_path(s, (float(sys.argv[2]), float(sys.argv[3])), (float(sys.argv[4]), float(sys.argv[5])))
+except Exception:
+    pass
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="nagashi-bench-route-") as tmp:
+        t0 = time.perf_counter()
+        path, summary = build_tiles(args.osm, Path(tmp))
+        build_s = time.perf_counter() - t0
+        store = TileStore(path)
+        g = store.all()
+        rng = np.random.default_rng(args.seed)
+        ok = np.flatnonzero((g.flags & DEFAULT_AVOID) == 0)
+        pairs = []
+        for _ in range(args.queries):
+            a, b = rng.choice(ok, 2, replace=False)
+            fa, fb = rng.uniform(0.2, 0.8, 2)
+            pa = g.geometry(int(a))[0] * (1 - fa) + g.geometry(int(a))[-1] * fa
+            pb = g.geometry(int(b))[0] * (1 - fb) + g.geometry(int(b))[-1] * fb
+            pairs.append(((float(pa[0]), float(pa[1])), (float(pb[0]), float(pb[1]))))
+
+        cold: list[float] = []
+        warm: list[float] = []
+        ref: list[float] = []
+        routes = []
+        for o, d in pairs:
+            t = time.perf_counter()
+            with TileStore(path) as fresh, contextlib.suppress(Exception):
+                shortest_path(fresh, o, d)
+            cold.append(time.perf_counter() - t)
+        for o, d in pairs:  # one warm-up pass fills the caches (as a running agent has)
+            try:
+                routes.append(shortest_path(store, o, d))
+            except Exception:
+                routes.append(None)
+        for o, d in pairs:
+            t = time.perf_counter()
+            with contextlib.suppress(Exception):
+                shortest_path(store, o, d)
+            warm.append(time.perf_counter() - t)
+        m = g.line_graph(g.travel_time_s, (g.flags & DEFAULT_AVOID) == 0)
+        pts = g.geom_lonlat
+        owner = np.repeat(np.arange(g.n), np.diff(g.geom_offsets))
+        coslat = np.cos(np.radians(float(pts[:, 1].mean())))
+        kd = cKDTree(np.column_stack([pts[:, 0] * coslat, pts[:, 1]]))
+        allowed = (g.flags & DEFAULT_AVOID) == 0
+        ref_only: list[float] = []
+        for (o, d), r in zip(pairs, routes, strict=True):
+            if r is None or len(r.edges) < 2:
+                continue
+            t = time.perf_counter()
+            _, i_o = kd.query((o[0] * coslat, o[1]))
+            _, i_d = kd.query((d[0] * coslat, d[1]), k=8)
+            s = int(owner[i_o])
+            cands = owner[np.atleast_1d(i_d)]
+            t_ = int(next((c for c in cands if allowed[c]), cands[0]))
+            _, pred = dijkstra(m, directed=True, indices=s, return_predecessors=True)
+            node = t_
+            while node != s and node >= 0:
+                node = int(pred[node])
+            ref.append(time.perf_counter() - t)
+            s, t_ = (int(x) for x in g.local([r.edges[0], r.edges[-1]]))
+            t = time.perf_counter()
+            dijkstra(m, directed=True, indices=s, return_predecessors=True)
+            ref_only.append(time.perf_counter() - t)
+
+        mid = next(p for p, r in zip(pairs, routes, strict=True) if r is not None)
+        probe = subprocess.run(
+            [sys.executable, "-c", _RSS_PROBE, str(path), *map(str, (*mid[0], *mid[1]))],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        agent_rss = json.loads(probe.stdout)["peak_rss_mb"]
+        store.close()
+    warm_s, ref_s = _stats(warm), _stats(ref)
+    return {
+        "osm": str(args.osm),
+        "queries": len(pairs),
+        "nodes": summary["nodes"],
+        "directed_edges": summary["directed_edges"],
+        "tiles": summary["tiles"],
+        "build_s": round(build_s, 3),
+        "nagashi_cold": _stats(cold),
+        "nagashi_warm": warm_s,
+        "scipy": ref_s,
+        "scipy_dijkstra_only": _stats(ref_only),
+        "ratio_warm_p95_nagashi_over_scipy": round(warm_s["p95_ms"] / ref_s["p95_ms"], 3),
+        "ratio_warm_median_nagashi_over_scipy": round(warm_s["median_ms"] / ref_s["median_ms"], 3),
+        "agent_peak_rss_mb": round(agent_rss, 1),
+        "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
