@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
 from tiles.build import build_tiles
-from tiles.routing import DEFAULT_AVOID, shortest_path
+from tiles.routing import DEFAULT_AVOID, Route, shortest_path
 from tiles.store import TileStore
 
 DEFAULT_OSM = "../shared/data/osm/nyc_manhattan_midtown.osm.pbf"
@@ -58,8 +58,9 @@ _RSS_PROBE = """
 import json, resource, sys
 from tiles import TileStore, shortest_path
 s = TileStore(sys.argv[1]); s.all()
+a = [float(x) for x in sys.argv[2:6]]
 try:
-    shortest_path(s, (float(sys.argv[2]), float(sys.argv[3])), (float(sys.argv[4]), float(sys.argv[5])))
+    shortest_path(s, (a[0], a[1]), (a[2], a[3]))
 except Exception:
     pass
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cold: list[float] = []
         warm: list[float] = []
         ref: list[float] = []
-        routes = []
+        routes: list[Route | None] = []
         for o, d in pairs:
             t = time.perf_counter()
             with TileStore(path) as fresh, contextlib.suppress(Exception):

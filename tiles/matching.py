@@ -197,9 +197,8 @@ def match_fix(
     cy_near = y0 + t_near * dy
     d_near = np.hypot(px - cx_near, py - cy_near)
     keep = d_near <= config.radius_m
-    near_idx, t_near, cx_near, cy_near, d_near = (
-        a[keep] for a in (near_idx, t_near, cx_near, cy_near, d_near)
-    )
+    near_idx = near_idx[keep]
+    t_near, cx_near, cy_near, d_near = (a[keep] for a in (t_near, cx_near, cy_near, d_near))
     if near_idx.size == 0:
         raise NoMatchError(f"no road link within {config.radius_m:.0f} m of ({lon:.6f}, {lat:.6f})")
     # arrays below are indexed by position k in the candidate list; seg ids by near_idx[k]

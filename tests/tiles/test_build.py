@@ -77,7 +77,7 @@ def test_turn_restriction_no_left_5th_avenue_to_east_23rd(mh: TileStore) -> None
     assert names[rel["from_way"]] == "5th Avenue"
     assert names[rel["to_way"]] == "East 23rd Street"
     g = mh.all()
-    (frm, to), = rel["pairs"]
+    ((frm, to),) = rel["pairs"]
     lf, lt = g.local([frm, to])
     src, dst = g.turn_pairs
     assert not np.any((src == lf) & (dst == lt)), "banned turn is present"

@@ -83,8 +83,9 @@ def _mapping(raw_g: Graph, tiled: Graph) -> np.ndarray:
     return np.array([raw_index[k] for k in _key(tiled)])
 
 
-def test_shortest_paths_equal_scipy_on_untiled_graph(manhattan_tiles: Path,
-                                                     raw_manhattan: RawGraph) -> None:
+def test_shortest_paths_equal_scipy_on_untiled_graph(
+    manhattan_tiles: Path, raw_manhattan: RawGraph
+) -> None:
     store = TileStore(manhattan_tiles)
     tiled = store.all()
     raw_g = _raw_as_graph(raw_manhattan)
@@ -136,10 +137,14 @@ def test_distance_route_no_longer_than_time_route(manhattan_tiles: Path) -> None
     assert by_time.duration_s <= by_dist.duration_s + 1e-6
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_FIXTURE_OK = [HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=_FIXTURE_OK)
 @given(tile_deg=st.floats(min_value=0.002, max_value=0.05))
-def test_tile_round_trip(tmp_path_factory: pytest.TempPathFactory, raw_shibuya: RawGraph,
-                         tile_deg: float) -> None:
+def test_tile_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, raw_shibuya: RawGraph, tile_deg: float
+) -> None:
     out = tmp_path_factory.mktemp("rt") / "tiles.sqlite"
     write_tiles(raw_shibuya, out, tile_deg, {"name": "shibuya", "sha256": "0" * 64})
     with TileStore(out) as store:
@@ -155,20 +160,22 @@ def test_tile_round_trip(tmp_path_factory: pytest.TempPathFactory, raw_shibuya: 
         src, dst = g.turn_pairs
         rsrc, rdst = raw_g.turn_pairs
         assert set(zip(m[src].tolist(), m[dst].tolist(), strict=True)) == set(
-            zip(rsrc.tolist(), rdst.tolist(), strict=True))
+            zip(rsrc.tolist(), rdst.tolist(), strict=True)
+        )
         # windows
-        assert np.array_equal(g.closed_at(6 * 1440 + 13 * 60), raw_g.closed_at(6 * 1440 + 13 * 60)[m])
+        sunday_13 = 6 * 1440 + 13 * 60
+        assert np.array_equal(g.closed_at(sunday_13), raw_g.closed_at(sunday_13)[m])
         # each edge lives in the tile of its start node, with contiguous ids per tile
         for e in range(0, g.n, 11):
             tid = store.tile_of_edge(int(g.edge_id[e]))
             assert tid == int(tiles.tile_of(g.u_lon[e], g.u_lat[e], tile_deg))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lon=st.floats(-74.005, -73.97), lat=st.floats(40.738, 40.757),
-       r=st.floats(100, 1500))
-def test_radius_graph_equals_brute_force(manhattan_tiles: Path, lon: float, lat: float,
-                                         r: float) -> None:
+@settings(max_examples=25, deadline=None, suppress_health_check=_FIXTURE_OK)
+@given(lon=st.floats(-74.005, -73.97), lat=st.floats(40.738, 40.757), r=st.floats(100, 1500))
+def test_radius_graph_equals_brute_force(
+    manhattan_tiles: Path, lon: float, lat: float, r: float
+) -> None:
     store = TileStore(manhattan_tiles)
     sub = store.radius_graph(lon, lat, r)
     g = store.all()
@@ -208,17 +215,43 @@ def test_map_matching_picks_direction_by_heading(manhattan_tiles: Path) -> None:
 
 def test_route_cli_json(manhattan_tiles: Path) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "route", "--tiles", str(manhattan_tiles),
-         "--from", "-73.9855,40.7580", "--to", "-73.9772,40.7420", "--json"],
-        capture_output=True, text=True, cwd=REPO, check=True,
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "route",
+            "--tiles",
+            str(manhattan_tiles),
+            "--from",
+            "-73.9855,40.7580",
+            "--to",
+            "-73.9772,40.7420",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
     )
     doc = json.loads(res.stdout)
     assert set(doc) == {"length_m", "duration_s", "edges", "coordinates"}
     assert doc["length_m"] > 1500 and doc["duration_s"] > 60
     assert all(len(c) == 2 and -74.1 < c[0] < -73.9 for c in doc["coordinates"])
     bad = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "route", "--tiles", str(manhattan_tiles),
-         "--from", "40.7580,-73.9855", "--to", "-73.9772,40.7420"],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "route",
+            "--tiles",
+            str(manhattan_tiles),
+            "--from",
+            "40.7580,-73.9855",
+            "--to",
+            "-73.9772,40.7420",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
