@@ -1,0 +1,240 @@
+"""The single entry point: every tick's inputs in, a validated route or a fallback out.
+
+:func:`evaluate` is the pure decision (values in, a :class:`Verdict` out). :class:`SafetyGate`
+wraps it for the agent: it never raises (anything unexpected becomes an ``INTERNAL_ERROR``
+fallback, logged with its traceback), counts fallbacks by reason and logs each one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter
+from typing import Any
+
+from safety.config import SafetyConfig
+from safety.data import check_bundle, check_demand
+from safety.inputs import BusinessArea, TickInput
+from safety.position import check_fix, check_match
+from safety.reasons import Family, Reason, fallback_message, normalise_locale
+from safety.route import check_route, follow_the_road, hard_to_judge, route_array
+from safety.verdict import Verdict
+from tiles import Graph, Match, NoMatchError, match_fix
+
+log = logging.getLogger(__name__)
+
+_POSITION_UNUSABLE = frozenset(
+    {Reason.GPS_MISSING, Reason.GPS_NAN, Reason.GPS_OUT_OF_RANGE, Reason.GPS_JUMP}
+)
+
+
+def _finite_or_none(v: object) -> float | None:
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def _match(tick: TickInput, g: Graph, heading: float | None, cfg: SafetyConfig) -> Match | None:
+    if tick.match is not None:
+        return tick.match
+    fix = tick.fix
+    assert fix is not None
+    mc = cfg.match.matching
+    speed = _finite_or_none(fix.speed_mps) or 0.0
+    if heading is not None:
+        speed = max(speed, mc.min_speed_for_heading_mps)
+    try:
+        return match_fix(g, float(fix.lon), float(fix.lat), heading, speed, mc)
+    except NoMatchError:
+        return None
+
+
+def evaluate(
+    tick: TickInput,
+    config: SafetyConfig = SafetyConfig(),
+    area: BusinessArea | None = None,
+    locale: str = "ja",
+) -> Verdict:
+    """Check every input of one tick; pure, may raise on bugs (use :class:`SafetyGate`)."""
+    loc = normalise_locale(locale)
+    now = float(tick.now_s)
+    mow = float(tick.minute_of_week)
+    reasons: list[Reason] = []
+    reasons += (
+        check_bundle(tick.bundle, now)
+        if (tick.bundle is not None or config.require_bundle_status)
+        else ()
+    )
+    fc = check_fix(tick.fix, tick.previous_fix, now, area, config.gps)
+    reasons += fc.reasons
+    fix = tick.fix
+    lon = _finite_or_none(fix.lon) if fix is not None else None
+    lat = _finite_or_none(fix.lat) if fix is not None else None
+
+    g = tick.graph
+    m: Match | None = None
+    if g is None:
+        reasons.append(Reason.MATCH_NONE)
+    elif not _POSITION_UNUSABLE.intersection(fc.reasons):
+        m = _match(tick, g, fc.heading_deg, config)
+        if m is None or int(g.local([m.best.edge_id])[0]) < 0:
+            m = None
+            reasons.append(Reason.MATCH_NONE)
+        else:
+            reasons += check_match(g, m, fc.heading_deg, config.match)
+
+    reasons += check_demand(
+        tick.demand,
+        tick.demand_table,
+        mow if math.isfinite(mow) else 0.0,
+        config.demand,
+        required=config.require_demand,
+    )
+
+    proposed = route_array(tick.route)
+    if proposed is None and tick.route is not None:
+        reasons.append(Reason.ROUTE_UNKNOWN_LINK)
+    elif proposed is None or proposed.size == 0:
+        reasons.append(Reason.ROUTE_MISSING)
+    if not math.isfinite(mow):
+        reasons.append(Reason.ROUTE_CLOSED_WINDOW)  # no time: every window may be closed
+
+    edge_id = m.best.edge_id if m is not None else None
+    fraction = m.best.fraction if m is not None else None
+    if g is not None and m is not None:
+        if proposed is not None and proposed.size and math.isfinite(mow):
+            mask = area.edge_mask(g) if area is not None else None
+            reasons += check_route(
+                g, proposed, m.best.edge_id, m.best.fraction, mow, config.route, mask
+            )
+        if hard_to_judge(g, m.best.edge_id, m.best.fraction, proposed, config.route):
+            reasons.append(Reason.HARD_TO_JUDGE_ROAD)
+
+    unique = tuple(dict.fromkeys(reasons))
+    proposed_t = tuple(int(x) for x in proposed) if proposed is not None else ()
+    if not unique:
+        return Verdict(
+            ok=True,
+            route=proposed_t,
+            reasons=(),
+            message="",
+            locale=loc,
+            continuation=(),
+            time_s=now,
+            minute_of_week=mow,
+            lon=lon,
+            lat=lat,
+            edge_id=edge_id,
+            fraction=fraction,
+            proposed=proposed_t,
+        )
+    continuation: tuple[int, ...] = ()
+    position_doubt = any(r.family in (Family.GPS, Family.MATCH) for r in unique)
+    if g is not None and m is not None and not position_doubt:
+        continuation = follow_the_road(
+            g, m.best.edge_id, mow if math.isfinite(mow) else 0.0, config.route
+        )
+    return Verdict(
+        ok=False,
+        route=(),
+        reasons=unique,
+        message=fallback_message(unique, loc),
+        locale=loc,
+        continuation=continuation,
+        time_s=now,
+        minute_of_week=mow,
+        lon=lon,
+        lat=lat,
+        edge_id=edge_id,
+        fraction=fraction,
+        proposed=proposed_t,
+    )
+
+
+class SafetyGate:
+    """The agent's per-tick safety check. :meth:`check` always returns a :class:`Verdict`.
+
+    Counters (``ticks``, ``validated``, ``fallbacks``, ``by_reason``) accumulate over the
+    gate's life; :meth:`stats` gives them as a plain dict. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        config: SafetyConfig = SafetyConfig(),
+        *,
+        area: BusinessArea | None = None,
+        locale: str = "ja",
+    ) -> None:
+        self.config = config
+        self.area = area
+        self.locale = normalise_locale(locale)
+        self.ticks = 0
+        self.validated = 0
+        self.fallbacks = 0
+        self.by_reason: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def check(self, tick: TickInput, *, locale: str | None = None) -> Verdict:
+        """Judge one tick. Never raises; a bug inside becomes an INTERNAL_ERROR fallback."""
+        loc = self.locale if locale is None else normalise_locale(locale)
+        try:
+            verdict = evaluate(tick, self.config, self.area, loc)
+        except Exception as e:  # the UI must never see an exception
+            log.exception("safety check failed; falling back to 'follow the road'")
+            verdict = _internal_error(tick, loc, e)
+        self._count(verdict)
+        return verdict
+
+    def _count(self, v: Verdict) -> None:
+        with self._lock:
+            self.ticks += 1
+            if v.ok:
+                self.validated += 1
+                return
+            self.fallbacks += 1
+            self.by_reason.update(v.codes)
+        log.info(
+            "safety fallback %s at t=%.3f (%s, %s) edge=%s",
+            ",".join(v.codes),
+            v.time_s,
+            v.lon,
+            v.lat,
+            v.edge_id,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "ticks": self.ticks,
+                "validated": self.validated,
+                "fallbacks": self.fallbacks,
+                "by_reason": dict(sorted(self.by_reason.items())),
+            }
+
+
+def _internal_error(tick: object, locale: str, e: BaseException) -> Verdict:
+    """A fallback built from whatever of the tick is still readable (never raises)."""
+    now = _finite_or_none(getattr(tick, "now_s", None))
+    mow = _finite_or_none(getattr(tick, "minute_of_week", None))
+    fix = getattr(tick, "fix", None)
+    lon = _finite_or_none(getattr(fix, "lon", None))
+    lat = _finite_or_none(getattr(fix, "lat", None))
+    try:
+        text = f"{type(e).__name__}: {e}"[:500]
+    except Exception:  # a hostile __str__
+        text = type(e).__name__
+    reasons = (Reason.INTERNAL_ERROR,)
+    return Verdict(
+        ok=False,
+        route=(),
+        reasons=reasons,
+        message=fallback_message(reasons, locale),
+        locale=locale,
+        continuation=(),
+        time_s=now if now is not None else float("nan"),
+        minute_of_week=mow if mow is not None else float("nan"),
+        lon=lon,
+        lat=lat,
+        error=text,
+    )

@@ -1,0 +1,181 @@
+"""Checks of where the cab is: the GPS fix, the step from the previous fix, the map match."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from safety.config import GpsConfig, MatchCheckConfig
+from safety.inputs import BusinessArea, Fix
+from safety.reasons import Reason
+from tiles import Graph, Match
+from tiles.geo import bearing_deg, haversine_m
+
+
+@dataclass(frozen=True)
+class FixCheck:
+    """Result of :func:`check_fix`: reasons (empty when usable) and the direction of travel."""
+
+    reasons: tuple[Reason, ...]
+    heading_deg: float | None  # from the receiver, or derived from the previous fix
+    speed_mps: float | None
+
+
+def _num(value: object) -> float | None:
+    """A float, or None when the value is not a number at all (str, object)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | np.floating | np.integer):
+        return float(value)
+    return None
+
+
+def check_fix(
+    fix: Fix | None,
+    previous: Fix | None,
+    now_s: float,
+    area: BusinessArea | None,
+    cfg: GpsConfig,
+) -> FixCheck:
+    """Validate one fix (and the jump from ``previous``) against the injected ``now_s``."""
+    if fix is None:
+        return FixCheck((Reason.GPS_MISSING,), None, None)
+    reasons: list[Reason] = []
+    t, lon, lat = _num(fix.time_s), _num(fix.lon), _num(fix.lat)
+    optional = {
+        "heading": fix.heading_deg,
+        "speed": fix.speed_mps,
+        "accuracy": fix.accuracy_m,
+    }
+    opt: dict[str, float | None] = {}
+    bad_number = t is None or lon is None or lat is None
+    for k, v in optional.items():
+        if v is None:
+            opt[k] = None
+            continue
+        n = _num(v)
+        if n is None:
+            bad_number = True
+            opt[k] = None
+        elif k == "heading" and math.isnan(n):
+            opt[k] = None  # receivers report NaN for "no heading"
+        else:
+            opt[k] = n
+    values = [x for x in (t, lon, lat, *opt.values()) if x is not None]
+    if bad_number or not all(math.isfinite(x) for x in values):
+        return FixCheck((Reason.GPS_NAN,), None, None)
+    assert t is not None and lon is not None and lat is not None
+    heading, speed, acc = opt["heading"], opt["speed"], opt["accuracy"]
+    if (
+        not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0)
+        or (heading is not None and not 0.0 <= heading <= 360.0)
+        or (speed is not None and not 0.0 <= speed <= cfg.max_speed_mps)
+        or (acc is not None and acc < 0.0)
+    ):
+        return FixCheck((Reason.GPS_OUT_OF_RANGE,), None, None)
+    now = _num(now_s)
+    if now is None or not math.isfinite(now):
+        return FixCheck((Reason.GPS_STALE,), None, None)
+    if now - t > cfg.max_fix_age_s or t - now > cfg.max_future_skew_s:
+        reasons.append(Reason.GPS_STALE)
+    if acc is None or acc > cfg.max_accuracy_m:
+        reasons.append(Reason.GPS_POOR_ACCURACY)
+    if area is not None and not bool(area.contains(lon, lat)):
+        reasons.append(Reason.GPS_OUTSIDE_AREA)
+    derived: float | None = None
+    prev = _usable_previous(previous, t, cfg)
+    if prev is not None:
+        plon, plat, pt, pacc = prev
+        dist = float(haversine_m(plon, plat, lon, lat))
+        slack = (acc or 0.0) + pacc
+        dt = t - pt
+        moved = max(dist - slack, 0.0)
+        if moved > 0.0 and (dt <= 0.0 or moved / dt * 3.6 > cfg.max_implied_speed_kph):
+            reasons.append(Reason.GPS_JUMP)
+        elif dist >= max(cfg.min_displacement_for_heading_m, slack) and dt > 0.0:
+            derived = float(bearing_deg(plon, plat, lon, lat))
+    moving = speed is not None and speed >= cfg.min_speed_for_heading_mps
+    if heading is not None and moving:
+        direction: float | None = heading % 360.0
+    else:
+        direction = derived
+    if direction is None:
+        reasons.append(Reason.GPS_NO_HEADING_LOW_SPEED)
+    return FixCheck(tuple(reasons), direction, speed)
+
+
+def _usable_previous(
+    previous: Fix | None, t: float, cfg: GpsConfig
+) -> tuple[float, float, float, float] | None:
+    """(lon, lat, time, accuracy) of a valid recent previous fix, else None."""
+    if previous is None:
+        return None
+    vals = [_num(previous.lon), _num(previous.lat), _num(previous.time_s)]
+    pacc = 0.0 if previous.accuracy_m is None else _num(previous.accuracy_m)
+    if any(v is None or not math.isfinite(v) for v in (*vals, pacc)):
+        return None
+    plon, plat, pt = (float(v) for v in vals)  # type: ignore[arg-type]
+    assert pacc is not None
+    if not (-180.0 <= plon <= 180.0 and -90.0 <= plat <= 90.0) or pacc < 0.0:
+        return None
+    if abs(t - pt) > cfg.jump_window_s:
+        return None
+    return plon, plat, pt, pacc
+
+
+def path_confidence(g: Graph, m: Match, ambiguity_ratio: float) -> tuple[float, bool]:
+    """(confidence, ambiguous) of a match, counting the links just before and after the best
+    one in the same direction as agreeing with it (see :class:`MatchCheckConfig`)."""
+    cands = m.candidates
+    scores = np.array([c.score for c in cands], dtype=np.float64)
+    like = np.exp(-0.5 * (scores - scores.min()))
+    loc = g.local([c.edge_id for c in cands])
+    b = int(g.local([m.best.edge_id])[0])
+    if b < 0 or (loc < 0).any():
+        return 0.0, True
+    bu, bv = g.u_node[b], g.v_node[b]
+    u, v = g.u_node[loc], g.v_node[loc]
+    reverse = (u == bv) & (v == bu)
+    agree = (loc == b) | (((v == bu) | (u == bv)) & ~reverse)
+    conf = float(like[agree].sum() / like.sum())
+    best_like = float(like[loc == b].max())
+    ambiguous = bool((like[~agree] >= ambiguity_ratio * best_like).any())
+    return conf, ambiguous
+
+
+def check_match(
+    g: Graph, m: Match, fix_heading_deg: float | None, cfg: MatchCheckConfig
+) -> tuple[Reason, ...]:
+    """Reasons a match cannot be trusted (empty when it can)."""
+    reasons: list[Reason] = []
+    conf, ambiguous = path_confidence(g, m, cfg.ambiguity_ratio)
+    low = conf < cfg.min_confidence or m.best.distance_m > cfg.max_distance_m
+    if fix_heading_deg is not None:
+        b = int(g.local([m.best.edge_id])[0])
+        if b >= 0:
+            link = _bearing_at(g, b, m.best.fraction)
+            diff = abs((fix_heading_deg - link + 180.0) % 360.0 - 180.0)
+            low = low or diff > cfg.max_heading_diff_deg
+    if low:
+        reasons.append(Reason.MATCH_LOW_CONFIDENCE)
+    if ambiguous:
+        reasons.append(Reason.MATCH_AMBIGUOUS)
+    return tuple(reasons)
+
+
+def _bearing_at(g: Graph, local: int, fraction: float) -> float:
+    """Bearing of the link's geometry segment at ``fraction`` of its length."""
+    geom = g.geometry(local)
+    if geom.shape[0] < 2:
+        return float(g.bearing_start[local])
+    seg = np.hypot(
+        np.diff(geom[:, 0]) * math.cos(math.radians(float(geom[0, 1]))), np.diff(geom[:, 1])
+    )
+    total = float(seg.sum())
+    if total <= 0.0:
+        return float(g.bearing_start[local])
+    k = int(np.searchsorted(np.cumsum(seg), fraction * total, side="left"))
+    k = min(k, geom.shape[0] - 2)
+    return float(bearing_deg(geom[k, 0], geom[k, 1], geom[k + 1, 0], geom[k + 1, 1]))

@@ -1,0 +1,273 @@
+"""Checks of a proposed route against the road graph, and the "follow the road" continuation.
+
+A route is a sequence of global edge ids in driving order. It must start on the link the cab is
+matched to, or on a link reachable from it by one legal turn (the rest of the current link is
+then driven first). The current link itself is exempt from the link checks (the cab is already
+there: a cab on a private driveway may leave it); every link *entered* must be:
+
+* known to the loaded graph (``ROUTE_UNKNOWN_LINK``), never motorway/private/pier
+  (``tiles.tags.CRUISE_FORBIDDEN``), inside the business area;
+* open when the cab gets there: entry times are estimated at free-flow speed and at
+  ``slowdown_factor`` times slower, and the link must be outside every no-entry window over
+  that whole interval (doubt closes);
+* joined to the previous link (same node, ``ROUTE_DISCONNECTED``) by a legal turn
+  (``graph.turn_to``: turn restrictions and oneways are absent turns, ``ROUTE_ILLEGAL_TURN``).
+
+And the whole route: at most ``max_u_turns`` U-turns and ``max_visits_per_link`` visits of any
+link (``ROUTE_LOOP``), at most ``max_length_m`` and ``max_links`` (``ROUTE_ABSURD_LENGTH``).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from safety.config import RouteConfig
+from safety.reasons import Reason
+from tiles import Graph
+from tiles import tags as T
+from tiles.conditional import MINUTES_PER_WEEK
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class _GraphIndex:
+    turn_keys: I64  # sorted src_local * n_total + dst_global of every legal turn
+    win_local: I64  # local index of each no-entry window's edge (-1 if not loaded)
+    win_start: npt.NDArray[np.float64]
+    win_end: npt.NDArray[np.float64]
+    travel_time_s: npt.NDArray[np.float64]
+    length_m: npt.NDArray[np.float64]
+
+
+_INDEX: weakref.WeakKeyDictionary[Graph, _GraphIndex] = weakref.WeakKeyDictionary()
+_INDEX_LOCK = threading.Lock()
+
+
+def _index(g: Graph) -> _GraphIndex:
+    with _INDEX_LOCK:
+        idx = _INDEX.get(g)
+        if idx is None:
+            counts = np.diff(g.turn_offsets)
+            src = np.repeat(np.arange(g.n, dtype=np.int64), counts)
+            keys = np.sort(src * np.int64(g.n_edges_total) + g.turn_to.astype(np.int64))
+            wl = g.local(g.win_edge).astype(np.int64)
+            keep = wl >= 0
+            idx = _GraphIndex(
+                turn_keys=keys,
+                win_local=wl[keep],
+                win_start=g.win_start[keep].astype(np.float64),
+                win_end=g.win_end[keep].astype(np.float64),
+                travel_time_s=np.asarray(g.travel_time_s, dtype=np.float64),
+                length_m=np.asarray(g.length_m, dtype=np.float64),
+            )
+            _INDEX[g] = idx
+        return idx
+
+
+def legal_turns(
+    g: Graph, src_local: npt.ArrayLike, dst_global: npt.ArrayLike
+) -> npt.NDArray[np.bool_]:
+    """Whether each (local from-link, global to-link) pair is a legal turn of ``g``."""
+    idx = _index(g)
+    keys = np.asarray(src_local, dtype=np.int64) * np.int64(g.n_edges_total) + np.asarray(
+        dst_global, dtype=np.int64
+    )
+    if idx.turn_keys.size == 0:
+        return np.zeros(keys.shape, dtype=bool)
+    pos = np.searchsorted(idx.turn_keys, keys)
+    pos = np.minimum(pos, idx.turn_keys.size - 1)
+    return np.asarray(idx.turn_keys[pos] == keys)
+
+
+def route_array(route: object) -> I64 | None:
+    """The route as int64 ids, or None when it is not a flat sequence of integers."""
+    if route is None or isinstance(route, str | bytes):
+        return None
+    try:
+        arr = np.asarray(route)
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim != 1:
+        return None
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+        return None
+    return arr.astype(np.int64)
+
+
+def check_route(
+    g: Graph,
+    route: Sequence[int] | I64 | None,
+    start_edge: int,
+    start_fraction: float,
+    minute_of_week: float,
+    cfg: RouteConfig,
+    area_mask: npt.NDArray[np.bool_] | None = None,
+) -> tuple[Reason, ...]:
+    """Every reason the route may not be given to the driver (empty: it may)."""
+    arr = route_array(route)
+    if arr is None:
+        return (Reason.ROUTE_UNKNOWN_LINK,)
+    if arr.size == 0:
+        return (Reason.ROUTE_MISSING,)
+    if arr.size > cfg.max_links:
+        return (Reason.ROUTE_ABSURD_LENGTH,)  # bounded work: not inspected further
+    loc = g.local(arr).astype(np.int64)
+    if (loc < 0).any():
+        return (Reason.ROUTE_UNKNOWN_LINK,)
+    b = int(g.local([start_edge])[0])
+    if b < 0:
+        return (Reason.ROUTE_NOT_FROM_POSITION,)
+    frac = float(np.clip(np.nan_to_num(start_fraction, nan=0.0), 0.0, 1.0))
+    reasons: list[Reason] = []
+    if loc[0] == b:
+        path = loc
+    elif bool(legal_turns(g, [b], [arr[0]])[0]):
+        path = np.concatenate([[b], loc])
+    else:
+        reasons.append(Reason.ROUTE_NOT_FROM_POSITION)
+        path = loc  # the rest is still judged on its own
+    entered = path[1:] if path[0] == b else path
+    idx = _index(g)
+
+    if ((g.flags[entered] & T.CRUISE_FORBIDDEN) != 0).any():
+        reasons.append(Reason.ROUTE_FORBIDDEN_LINK)
+    if area_mask is not None and not area_mask[entered].all():
+        reasons.append(Reason.ROUTE_OUTSIDE_AREA)
+
+    a, c = path[:-1], path[1:]
+    joined = g.v_node[a] == g.u_node[c]
+    if not joined.all():
+        reasons.append(Reason.ROUTE_DISCONNECTED)
+    if a.size and not legal_turns(g, a[joined], g.edge_id[c[joined]]).all():
+        reasons.append(Reason.ROUTE_ILLEGAL_TURN)
+
+    u_turns = int(np.count_nonzero(joined & (g.v_node[c] == g.u_node[a])))
+    visits = np.bincount(np.searchsorted(np.unique(path), path)).max() if path.size else 0
+    if u_turns > cfg.max_u_turns or int(visits) > cfg.max_visits_per_link:
+        reasons.append(Reason.ROUTE_LOOP)
+
+    length = float(idx.length_m[path].sum() - (frac * idx.length_m[b] if path[0] == b else 0.0))
+    if not length <= cfg.max_length_m:
+        reasons.append(Reason.ROUTE_ABSURD_LENGTH)
+
+    if idx.win_local.size and entered.size:
+        # entry time of each entered link, seconds from now (free flow)
+        tt = idx.travel_time_s
+        first_rest = (1.0 - frac) * tt[b] if path[0] == b else 0.0
+        before = np.concatenate([[0.0], np.cumsum(tt[entered])[:-1]]) + first_rest
+        if _closed_when_entered(idx, entered, before, minute_of_week, cfg.slowdown_factor):
+            reasons.append(Reason.ROUTE_CLOSED_WINDOW)
+    return tuple(reasons)
+
+
+def _closed_when_entered(
+    idx: _GraphIndex,
+    entered: I64,
+    entry_s: npt.NDArray[np.float64],
+    minute_of_week: float,
+    slowdown: float,
+) -> bool:
+    sel = np.flatnonzero(np.isin(idx.win_local, entered))
+    if sel.size == 0:
+        return False
+    lo = (minute_of_week + entry_s / 60.0) % MINUTES_PER_WEEK  # (K,)
+    hi = lo + entry_s * (max(slowdown, 1.0) - 1.0) / 60.0
+    same = idx.win_local[sel][:, None] == entered[None, :]  # (W, K)
+    s = idx.win_start[sel][:, None]
+    e = idx.win_end[sel][:, None]
+    hit = np.zeros(same.shape, dtype=bool)
+    for shift in (0.0, float(MINUTES_PER_WEEK)):  # windows seen again after the week wraps
+        hit |= (s + shift <= hi[None, :]) & (e + shift > lo[None, :])
+    return bool((same & hit).any())
+
+
+def closed_now(g: Graph, local: int, minute_of_week: float) -> bool:
+    """Whether link ``local`` is inside a no-entry window at this minute."""
+    idx = _index(g)
+    m = minute_of_week % MINUTES_PER_WEEK
+    w = idx.win_local == local
+    return bool(((idx.win_start[w] <= m) & (m < idx.win_end[w])).any())
+
+
+def hard_to_judge(
+    g: Graph, start_edge: int, start_fraction: float, route: I64 | None, cfg: RouteConfig
+) -> bool:
+    """The cab is on (or about to enter) a road where no turn-by-turn guidance is given."""
+    b = int(g.local([start_edge])[0])
+    if b < 0:
+        return False
+    if int(g.flags[b]) & T.HARD_TO_JUDGE:
+        return True
+    remaining = (1.0 - float(np.clip(np.nan_to_num(start_fraction), 0.0, 1.0))) * float(
+        g.length_m[b]
+    )
+    if remaining > cfg.hard_to_judge_ahead_m:
+        return False
+    nxt: int | None = None
+    if route is not None and route.size:
+        loc = g.local(route)
+        k = 1 if loc[0] == b else 0
+        if k < loc.size and loc[k] >= 0:
+            nxt = int(loc[k])
+    if nxt is None:
+        return False
+    return bool(int(g.flags[nxt]) & T.HARD_TO_JUDGE)
+
+
+def follow_the_road(
+    g: Graph, start_edge: int, minute_of_week: float, cfg: RouteConfig
+) -> tuple[int, ...]:
+    """The links that continue the cab's current road, from ``start_edge`` on (global ids).
+
+    At each junction: the legal continuation on the same OSM way if there is one, else the
+    straightest legal turn within ``max_straight_turn_deg``; never a U-turn, never into a link
+    closed now, and off a cruise-forbidden road only when the current one is forbidden too.
+    Stops after ``continuation_length_m``, at a dead end, or where the road does not continue.
+    """
+    b = int(g.local([start_edge])[0])
+    if b < 0:
+        return ()
+    out = [b]
+    seen = {b}
+    length = 0.0
+    cur = b
+    while length < cfg.continuation_length_m:
+        succ_g = g.turn_to[g.turn_offsets[cur] : g.turn_offsets[cur + 1]]
+        succ = g.local(succ_g).astype(np.int64)
+        succ = succ[succ >= 0]
+        if succ.size == 0:
+            break
+        keep = ~((g.u_node[succ] == g.v_node[cur]) & (g.v_node[succ] == g.u_node[cur]))
+        if not int(g.flags[cur]) & T.CRUISE_FORBIDDEN:
+            keep &= (g.flags[succ] & T.CRUISE_FORBIDDEN) == 0
+        keep &= np.array([not closed_now(g, int(s), minute_of_week) for s in succ], dtype=bool)
+        succ = succ[keep]
+        if succ.size == 0:
+            break
+        turn = np.abs(
+            (g.bearing_start[succ].astype(np.float64) - float(g.bearing_end[cur]) + 180.0) % 360.0
+            - 180.0
+        )
+        same_way = g.way_id[succ] == g.way_id[cur]
+        if same_way.any():
+            pick = int(succ[same_way][np.argmin(turn[same_way])])
+        elif turn.min() <= cfg.max_straight_turn_deg:
+            pick = int(succ[np.argmin(turn)])
+        else:
+            break
+        if pick in seen:
+            break
+        seen.add(pick)
+        out.append(pick)
+        length += float(g.length_m[pick])
+        cur = pick
+    return tuple(int(g.edge_id[i]) for i in out)
