@@ -1,0 +1,352 @@
+"""Route checks on real forbidden links: FDR Drive, driveways, piers, Shibuya's no-entry
+windows, real turn restrictions; and the "follow the road" continuation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from safety import (
+    BusinessArea,
+    Reason,
+    RouteConfig,
+    SafetyGate,
+    check_route,
+    follow_the_road,
+    hard_to_judge,
+)
+from tiles import Graph, TileStore
+from tiles import tags as T
+
+from .helpers import Oracle, is_u_turn, legal_walk, long_walk, ok_tick, successors
+
+CFG = RouteConfig()
+MONDAY_10H = 600.0
+
+
+def gid(g: Graph, *local: int) -> list[int]:
+    return [int(g.edge_id[i]) for i in local]
+
+
+def entries_into(g: Graph, flag: int) -> list[tuple[int, int]]:
+    """(allowed link, flagged successor) pairs: a legal turn into a flagged link."""
+    out = []
+    for a in np.flatnonzero(g.flags & T.CRUISE_FORBIDDEN == 0):
+        for b in successors(g, int(a)):
+            if int(g.flags[b]) & flag:
+                out.append((int(a), int(b)))
+    return out
+
+
+def test_legal_walks_pass(manhattan: Graph, shibuya: Graph) -> None:
+    rng = np.random.default_rng(1)
+    for g in (manhattan, shibuya):
+        passed = 0
+        for a in rng.choice(np.flatnonzero(g.cruise_allowed(int(MONDAY_10H))), 50):
+            route = legal_walk(g, int(a), 15, rng, int(MONDAY_10H))
+            r = check_route(g, route, route[0], 0.5, MONDAY_10H, CFG)
+            passed += r == ()
+            assert Reason.ROUTE_FORBIDDEN_LINK not in r
+            assert Reason.ROUTE_ILLEGAL_TURN not in r
+        assert passed >= 40
+
+
+def test_fdr_drive_is_forbidden(manhattan: Graph, manhattan_store: TileStore) -> None:
+    names = manhattan_store.way_names(manhattan.way_id)
+    fdr = [
+        int(i)
+        for i in np.flatnonzero(manhattan.flags & T.FLAG_MOTORWAY)
+        if names.get(int(manhattan.way_id[i])) == "FDR Drive"
+    ]
+    assert fdr
+    a = fdr[0]
+    b = int(successors(manhattan, a)[0])
+    # the cab is on the FDR: the next FDR link is entered, hence forbidden; and no guidance
+    r = check_route(manhattan, gid(manhattan, a, b), int(manhattan.edge_id[a]), 0.5, 600, CFG)
+    assert Reason.ROUTE_FORBIDDEN_LINK in r
+    assert hard_to_judge(manhattan, int(manhattan.edge_id[a]), 0.5, None, CFG)
+    # a street turning onto a motorway (on-ramp): forbidden
+    a2, b2 = entries_into(manhattan, T.FLAG_MOTORWAY)[0]
+    r2 = check_route(manhattan, gid(manhattan, a2, b2), int(manhattan.edge_id[a2]), 0.5, 600, CFG)
+    assert r2 == (Reason.ROUTE_FORBIDDEN_LINK,)
+
+
+def test_private_driveway_is_forbidden(manhattan: Graph, manhattan_store: TileStore) -> None:
+    pairs = [
+        (a, b)
+        for a, b in entries_into(manhattan, T.FLAG_PRIVATE)
+        if manhattan_store.way_tags(int(manhattan.way_id[b])).get("service") == "driveway"
+    ]
+    assert pairs
+    a, b = pairs[0]
+    r = check_route(manhattan, gid(manhattan, a, b), int(manhattan.edge_id[a]), 0.2, 600, CFG)
+    assert Reason.ROUTE_FORBIDDEN_LINK in r
+
+
+def test_a_cab_may_leave_the_driveway_it_is_on(manhattan: Graph) -> None:
+    """The current link is exempt: a cab in a private driveway is routed out of it, but gets no
+    turn-by-turn guidance while there."""
+    for a in np.flatnonzero(manhattan.flags & T.FLAG_PRIVATE):
+        outs = [int(b) for b in successors(manhattan, int(a)) if manhattan.cruise_allowed()[b]]
+        if outs:
+            route = gid(manhattan, int(a), outs[0])
+            r = check_route(manhattan, route, route[0], 0.5, 600, CFG)
+            assert Reason.ROUTE_FORBIDDEN_LINK not in r
+            assert hard_to_judge(manhattan, route[0], 0.5, None, CFG)
+            return
+    pytest.fail("no private link with a public exit")
+
+
+def test_pier_is_forbidden(manhattan: Graph) -> None:
+    piers = np.flatnonzero(manhattan.flags & T.FLAG_PIER)
+    assert piers.size
+    # any legal turn into a pier link (from wherever the cab is) enters a forbidden link
+    for b in piers:
+        preds = np.flatnonzero(
+            [
+                int(manhattan.edge_id[b])
+                in set(
+                    manhattan.turn_to[
+                        manhattan.turn_offsets[a] : manhattan.turn_offsets[a + 1]
+                    ].tolist()
+                )
+                for a in range(manhattan.n)
+            ]
+        )
+        if preds.size:
+            a = int(preds[0])
+            r = check_route(
+                manhattan, gid(manhattan, a, int(b)), int(manhattan.edge_id[a]), 0.5, 600, CFG
+            )
+            assert Reason.ROUTE_FORBIDDEN_LINK in r
+            return
+    pytest.fail("no pier link can be entered")
+
+
+def _window_entry(g: Graph, store: TileStore, value: str) -> tuple[int, int]:
+    for a in np.flatnonzero(g.flags & T.CRUISE_FORBIDDEN == 0):
+        for b in successors(g, int(a)):
+            tags = store.way_tags(int(g.way_id[b]))
+            if value in (tags.get("access:conditional"), tags.get("motor_vehicle:conditional")):
+                if not g.flags[b] & T.CRUISE_FORBIDDEN and not g.closed_at(9000)[a]:
+                    return int(a), int(b)
+    raise AssertionError(f"no link tagged {value!r}")
+
+
+def test_shibuya_no_entry_window_at_its_closed_time(
+    shibuya: Graph, shibuya_store: TileStore
+) -> None:
+    """A Shibuya street closed to traffic on Sundays 12:00-17:00 (no @ (Su 12:00-17:00))."""
+    a, b = _window_entry(shibuya, shibuya_store, "no @ (Su 12:00-17:00)")
+    route = gid(shibuya, a, b)
+    sunday = 6 * 1440
+    closed = check_route(shibuya, route, route[0], 0.5, sunday + 13 * 60, CFG)
+    assert closed == (Reason.ROUTE_CLOSED_WINDOW,)
+    assert bool(shibuya.closed_at(sunday + 13 * 60)[b])
+    assert check_route(shibuya, route, route[0], 0.5, sunday + 10 * 60, CFG) == ()
+    assert check_route(shibuya, route, route[0], 0.5, 2 * 1440 + 13 * 60, CFG) == ()  # Wed
+    # one second before the window opens, at the very start of the previous link: the cab will
+    # get there after 12:00 even at free flow
+    assert check_route(shibuya, route, route[0], 0.0, sunday + 12 * 60 - 1 / 60, CFG) == (
+        Reason.ROUTE_CLOSED_WINDOW,
+    )
+
+
+def test_window_seen_across_the_week_boundary(shibuya: Graph, shibuya_store: TileStore) -> None:
+    """Cerulean Tower-dori is closed 17:00-05:00 daily: Sunday 23:59 into Monday is closed."""
+    a, b = _window_entry(shibuya, shibuya_store, "no @ (17:00-05:00; Su: 12:00-05:00)")
+    route = gid(shibuya, a, b)
+    assert check_route(shibuya, route, route[0], 0.99, 7 * 1440 - 0.5, CFG) == (
+        Reason.ROUTE_CLOSED_WINDOW,
+    )
+    assert check_route(shibuya, route, route[0], 0.99, 10 * 60, CFG) == ()
+
+
+def test_real_turn_restriction(manhattan: Graph, manhattan_store: TileStore) -> None:
+    applied = [
+        (r["kind"], p)
+        for r in manhattan_store.restrictions()
+        if r["status"] == "applied" and r["kind"].startswith("no_")
+        for p in r["pairs"]
+    ]
+    tested = 0
+    for kind, (f, t) in applied:
+        a, b = (int(x) for x in manhattan.local([f, t]))
+        if manhattan.v_node[a] != manhattan.u_node[b]:
+            continue
+        if (manhattan.flags[[a, b]] & T.CRUISE_FORBIDDEN).any():
+            continue
+        r = check_route(manhattan, [f, t], f, 0.5, MONDAY_10H, CFG)
+        assert Reason.ROUTE_ILLEGAL_TURN in r, kind
+        tested += 1
+    assert tested >= 20
+
+
+def test_disconnected_links(manhattan: Graph) -> None:
+    rng = np.random.default_rng(2)
+    route = long_walk(manhattan, rng, 10)
+    broken = route[:4] + route[6:]
+    assert Reason.ROUTE_DISCONNECTED in check_route(manhattan, broken, route[0], 0.5, 600, CFG)
+
+
+def test_u_turn_and_repeated_links(manhattan: Graph) -> None:
+    # a legal U-turn in the graph (dead end or turnaround) is still not a cruising instruction
+    src, dst = manhattan.turn_pairs
+    k = next(
+        k
+        for k in range(src.size)
+        if is_u_turn(manhattan, int(src[k]), int(dst[k]))
+        and not (manhattan.flags[[src[k], dst[k]]] & T.CRUISE_FORBIDDEN).any()
+    )
+    route = gid(manhattan, int(src[k]), int(dst[k]))
+    assert Reason.ROUTE_LOOP in check_route(manhattan, route, route[0], 0.5, 600, CFG)
+    assert check_route(
+        manhattan, route, route[0], 0.5, 600, RouteConfig(max_u_turns=1)
+    ) == () or Reason.ROUTE_LOOP not in check_route(
+        manhattan, route, route[0], 0.5, 600, RouteConfig(max_u_turns=1)
+    )
+    # circling one block three times
+    rng = np.random.default_rng(5)
+    for a in rng.choice(manhattan.n, 400):
+        cyc = _block(manhattan, int(a))
+        if cyc:
+            three = gid(manhattan, *(cyc * 3))
+            assert Reason.ROUTE_LOOP in check_route(manhattan, three, three[0], 0.5, 600, CFG)
+            two = gid(manhattan, *(cyc * 2))
+            assert Reason.ROUTE_LOOP not in check_route(manhattan, two, two[0], 0.5, 600, CFG)
+            return
+    pytest.fail("no block found")
+
+
+def _block(g: Graph, a: int) -> list[int] | None:
+    """A cycle of legal right-ish turns back to ``a`` within 6 links."""
+    path = [a]
+    cur = a
+    for _ in range(6):
+        succ = [
+            int(s) for s in successors(g, cur) if g.cruise_allowed()[s] and not is_u_turn(g, cur, s)
+        ]
+        if a in succ and len(path) >= 3:
+            return path
+        if not succ:
+            return None
+        turn = [((float(g.bearing_start[s]) - float(g.bearing_end[cur])) % 360.0) for s in succ]
+        right = [s for s, t in zip(succ, turn, strict=True) if 45 <= t <= 135]
+        if not right:
+            return None
+        cur = right[0]
+        if cur in path:
+            return None
+        path.append(cur)
+    return None
+
+
+def test_absurd_length(manhattan: Graph) -> None:
+    rng = np.random.default_rng(4)
+    route = long_walk(manhattan, rng, 200)
+    short = RouteConfig(max_length_m=500.0, max_visits_per_link=100)
+    assert Reason.ROUTE_ABSURD_LENGTH in check_route(manhattan, route, route[0], 0.5, 600, short)
+    few = RouteConfig(max_links=5)
+    assert check_route(manhattan, route, route[0], 0.5, 600, few) == (Reason.ROUTE_ABSURD_LENGTH,)
+
+
+def test_route_not_from_the_cab_position(manhattan: Graph) -> None:
+    rng = np.random.default_rng(6)
+    route = long_walk(manhattan, rng, 10)
+    # starting one link ahead is fine (the rest of the current link is driven first)
+    assert check_route(manhattan, route[1:], route[0], 0.5, 600, CFG) == ()
+    # starting two links ahead, or somewhere else, is not
+    r = check_route(manhattan, route[2:], route[0], 0.5, 600, CFG)
+    assert Reason.ROUTE_NOT_FROM_POSITION in r
+    far = legal_walk(manhattan, 2000, 5, rng)
+    assert Reason.ROUTE_NOT_FROM_POSITION in check_route(manhattan, far, route[0], 0.5, 600, CFG)
+    # the reverse direction of a two-way street, from a cab heading the other way
+    a = int(manhattan.local([route[0]])[0])
+    rev = np.flatnonzero(
+        (manhattan.u_node == manhattan.v_node[a]) & (manhattan.v_node == manhattan.u_node[a])
+    )
+    if rev.size:
+        r = check_route(manhattan, gid(manhattan, int(rev[0])), route[0], 0.5, 600, CFG)
+        assert Reason.ROUTE_NOT_FROM_POSITION in r
+
+
+def test_unknown_links_and_garbage(manhattan: Graph) -> None:
+    assert check_route(manhattan, [10**9], 0, 0.5, 600, CFG) == (Reason.ROUTE_UNKNOWN_LINK,)
+    assert check_route(manhattan, [-1, 3], 0, 0.5, 600, CFG) == (Reason.ROUTE_UNKNOWN_LINK,)
+    assert check_route(manhattan, ["a", "b"], 0, 0.5, 600, CFG) == (  # type: ignore[list-item]
+        Reason.ROUTE_UNKNOWN_LINK,
+    )
+    assert check_route(manhattan, [1.5], 0, 0.5, 600, CFG) == (  # type: ignore[list-item]
+        Reason.ROUTE_UNKNOWN_LINK,
+    )
+    assert check_route(manhattan, [], 0, 0.5, 600, CFG) == (Reason.ROUTE_MISSING,)
+
+
+def test_outside_the_business_area(manhattan: Graph) -> None:
+    rng = np.random.default_rng(7)
+    route = long_walk(manhattan, rng, 20)
+    loc = manhattan.local(route)
+    # an area holding only the first half of the route
+    lons = np.concatenate([manhattan.u_lon[loc[:3]], manhattan.v_lon[loc[:3]]])
+    lats = np.concatenate([manhattan.u_lat[loc[:3]], manhattan.v_lat[loc[:3]]])
+    area = BusinessArea.from_bbox(lons.min(), lats.min(), lons.max(), lats.max())
+    mask = area.edge_mask(manhattan)
+    assert mask[loc[:3]].all() and not mask[loc].all()
+    r = check_route(manhattan, route, route[0], 0.5, 600, CFG, mask)
+    assert Reason.ROUTE_OUTSIDE_AREA in r
+    assert Reason.ROUTE_OUTSIDE_AREA not in check_route(
+        manhattan, route[:3], route[0], 0.5, 600, CFG, mask
+    )
+
+
+def test_hard_to_judge_roads_get_the_message(manhattan: Graph, shibuya: Graph) -> None:
+    for g in (manhattan, shibuya):
+        for flag in (T.FLAG_COMPLEX, T.FLAG_RAMP):
+            legal = np.flatnonzero((g.flags & flag != 0) & (g.flags & T.CRUISE_FORBIDDEN == 0))
+            assert legal.size, flag
+            a = int(legal[np.argmax(g.length_m[legal])])
+            rng = np.random.default_rng(8)
+            route = legal_walk(g, a, 8, rng)
+            v = SafetyGate(locale="ja").check(ok_tick(g, a, route, fraction=0.3))
+            assert not v.ok
+            assert Reason.HARD_TO_JUDGE_ROAD in v.reasons or Reason.MATCH_AMBIGUOUS in v.reasons
+            assert v.message
+
+
+def test_follow_the_road_keeps_the_street(manhattan: Graph, manhattan_store: TileStore) -> None:
+    names = manhattan_store.way_names(manhattan.way_id)
+    rng = np.random.default_rng(9)
+    same_name = total = 0
+    for a in rng.choice(np.flatnonzero(manhattan.cruise_allowed()), 100):
+        cont = follow_the_road(manhattan, int(manhattan.edge_id[a]), 600, CFG)
+        assert cont[0] == int(manhattan.edge_id[a])
+        loc = [int(x) for x in manhattan.local(list(cont))]
+        # every step is a legal turn, never a U-turn, never into a forbidden link
+        for x, y in zip(loc, loc[1:], strict=False):
+            assert (
+                int(manhattan.edge_id[y])
+                in manhattan.turn_to[
+                    manhattan.turn_offsets[x] : manhattan.turn_offsets[x + 1]
+                ].tolist()
+            )
+            assert not is_u_turn(manhattan, x, y)
+            assert not manhattan.flags[y] & T.CRUISE_FORBIDDEN
+        assert len(set(loc)) == len(loc)
+        if len(loc) > 1:
+            total += 1
+            same_name += names.get(int(manhattan.way_id[loc[1]])) == names.get(
+                int(manhattan.way_id[loc[0]])
+            )
+    assert total >= 60 and same_name / total > 0.8
+
+
+def test_oracle_agrees_on_a_banned_turn(manhattan: Graph, manhattan_store: TileStore) -> None:
+    banned = frozenset(
+        (int(p[0]), int(p[1]))
+        for r in manhattan_store.restrictions()
+        if r["status"].startswith("applied")
+        for p in r["pairs"]
+    )
+    oracle = Oracle(manhattan, banned)
+    f, t = next(iter(sorted(banned)))
+    assert oracle.violations([f, t], f, 600)
