@@ -1,4 +1,4 @@
-"""Helpers for the safety tests: real positions on real links, legal walks, an independent oracle."""
+"""Safety test helpers: real positions on real links, legal walks, an independent oracle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Map-matching checks on real roads: stacked expressway in Shibuya, wrong-way and off-road fixes."""
+"""Map-matching checks on real roads: a stacked expressway, wrong-way and off-road fixes."""
 
 from __future__ import annotations
 

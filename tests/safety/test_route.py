@@ -3,6 +3,8 @@ windows, real turn restrictions; and the "follow the road" continuation."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -127,9 +129,12 @@ def _window_entry(g: Graph, store: TileStore, value: str) -> tuple[int, int]:
     for a in np.flatnonzero(g.flags & T.CRUISE_FORBIDDEN == 0):
         for b in successors(g, int(a)):
             tags = store.way_tags(int(g.way_id[b]))
-            if value in (tags.get("access:conditional"), tags.get("motor_vehicle:conditional")):
-                if not g.flags[b] & T.CRUISE_FORBIDDEN and not g.closed_at(9000)[a]:
-                    return int(a), int(b)
+            tagged = value in (
+                tags.get("access:conditional"),
+                tags.get("motor_vehicle:conditional"),
+            )
+            if tagged and not g.flags[b] & T.CRUISE_FORBIDDEN and not g.closed_at(9000)[a]:
+                return int(a), int(b)
     raise AssertionError(f"no link tagged {value!r}")
 
 
@@ -322,7 +327,7 @@ def test_follow_the_road_keeps_the_street(manhattan: Graph, manhattan_store: Til
         assert cont[0] == int(manhattan.edge_id[a])
         loc = [int(x) for x in manhattan.local(list(cont))]
         # every step is a legal turn, never a U-turn, never into a forbidden link
-        for x, y in zip(loc, loc[1:], strict=False):
+        for x, y in itertools.pairwise(loc):
             assert (
                 int(manhattan.edge_id[y])
                 in manhattan.turn_to[
