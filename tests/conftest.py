@@ -49,3 +49,20 @@ def shibuya_tiles(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -
 @pytest.fixture(scope="session")
 def monaco_tiles(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     return _build(tmp_path_factory, "monaco")
+
+
+# --- models/ (demand): a statistical DemandTable for Manhattan, built once per session --------
+
+
+@pytest.fixture(scope="session")
+def manhattan_demand(tmp_path_factory: pytest.TempPathFactory, manhattan_tiles: Path) -> Path:
+    """Directory (demand.npz + demand.json) of statistical demand built from the real trips
+    (2009-2015 train sample + the 2015-06 windows) over the Manhattan tiles."""
+    from models.statistics import build_demand_table
+    from tiles import TileStore
+
+    out = tmp_path_factory.mktemp("demand-manhattan")
+    with TileStore(manhattan_tiles) as store:
+        table, _ = build_demand_table(store, [TRIPS["gcp_train"], TRIPS["reuven_2015_06"]])
+    table.save(out)
+    return out

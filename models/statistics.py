@@ -1,0 +1,363 @@
+"""Statistical demand: a :class:`~models.demand.DemandTable` built from real TLC trip files.
+
+Absolute rates (the scale factor). Every input file is a sample of NYC yellow-cab trips with a
+known coverage in time (:func:`models.trips.coverage`): the 2009-2015 files sample every trip of
+random timestamps over ~6.5 years, the 2015-06 file is (nearly) every trip of four short windows.
+NYC yellow cabs made about ``trips_per_day_citywide`` = 485,000 trips a day (TLC fact book,
+2014), i.e. 20,208 an hour on average. A file ``f`` with ``N_f`` valid citywide pickups over
+``H_f`` covered hours therefore holds a fraction ``pi_f = N_f / (20,208 * H_f)`` of all trips, and
+each of its trips stands for ``1 / pi_f`` real ones. Pooling the files as Poisson samples, the
+absolute rate of a link in (day type, slot) is
+
+    rate = pickups / sum_f (pi_f * covered_h_f[day type, slot])          [hails per hour]
+
+so every slot's citywide total follows the files' time profile and the daily citywide total
+is 485,000 on average. ``scale_factor`` (in demand.json and the bundle parameters) is the pooled
+``1 / pi``: real trips per sample trip; per-file factors are kept in ``meta.inputs``.
+
+Shrinkage (sparse links). The rate is a product of three shrunk estimates:
+
+* the area's total rate per (day type, slot), smoothed over neighbouring slots;
+* the 500 m cell's share of the area's pickups at that time (a window of neighbouring slots),
+  shrunk toward the cell's all-time share;
+* the link's share of its cell's pickups at that time, shrunk toward the link's all-time share
+  within the cell, itself shrunk toward its share of the cell's cruisable length.
+
+So a link without a single sampled pickup still gets the demand of the area around it, spread
+by length, and a link with many pickups keeps its own profile. Links a cruising taxi may not be
+on (motorway, private, pier) get zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.demand import DAY_TYPES, SLOTS_PER_DAY, CellGrid, DemandTable
+from models.errors import DemandDataError
+from models.snap import SnapConfig, Snapped, snap_pickups
+from models.trips import Trips, read_trips
+from tiles import Graph, TileStore
+from tiles.geo import haversine_m
+
+log = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+METRES_PER_DEG_LAT = 111_320.0
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Statistical demand parameters (units in names; pseudo-counts are in sample pickups)."""
+
+    trips_per_day_citywide: float = 485_000.0  # TLC fact book 2014, NYC yellow cabs
+    cell_m: float = 500.0
+    area_halfwidth_slots: int = 4  # triangular kernel over slots (+-2 h) for the area total rate
+    share_halfwidth_slots: int = 4  # slot window for the cell and link shares (+-2 h)
+    k_cell: float = 10.0  # pseudo-pickups pulling a cell's share toward its all-time share
+    k_link: float = 5.0  # pseudo-pickups pulling a link's share toward its all-time share
+    k_length: float = 3.0  # pseudo-pickups pulling a link's all-time share toward its length
+    k_fare: float = 5.0  # pseudo-trips pulling a link's fare / duration / distance to its cell's
+    k_dropoff: float = 10.0  # pseudo-trips pulling a cell's drop-offs to the area's
+    min_quantile_trips: int = 20  # fewer trips on a link: fare quantiles of its cell (or area)
+    #: used only when no input file carries measured trip distances / drop-off times; measured
+    #: on the 2015-06 file (median trip_distance / straight line = 1.31, median speed 3.97 m/s)
+    detour_factor: float = 1.31
+    speed_mps: float = 3.97
+
+
+def make_grid(g: Graph, cell_m: float) -> CellGrid:
+    pts = g.geom_lonlat
+    min_lon, min_lat = float(pts[:, 0].min()), float(pts[:, 1].min())
+    max_lon, max_lat = float(pts[:, 0].max()), float(pts[:, 1].max())
+    lat0 = 0.5 * (min_lat + max_lat)
+    dlat = cell_m / METRES_PER_DEG_LAT
+    dlon = cell_m / (METRES_PER_DEG_LAT * math.cos(math.radians(lat0)))
+    ncols = int((max_lon - min_lon) // dlon) + 1
+    nrows = int((max_lat - min_lat) // dlat) + 1
+    return CellGrid(min_lon, min_lat, dlon, dlat, ncols, nrows)
+
+
+def edge_midpoints(g: Graph) -> tuple[F64, F64]:
+    return 0.5 * (g.u_lon + g.v_lon), 0.5 * (g.u_lat + g.v_lat)
+
+
+def effective_exposure(trips: Trips, config: StatsConfig) -> tuple[F64, list[float]]:
+    """Sum over files of ``pi_f * covered_h_f``, shape (3, 48); and each file's ``1/pi_f``."""
+    per_hour = config.trips_per_day_citywide / 24.0
+    expo = np.zeros((len(DAY_TYPES), SLOTS_PER_DAY))
+    inv_pi: list[float] = []
+    for n_city, cov in zip(trips.citywide, trips.covered_h, strict=True):
+        hours = float(cov.sum())
+        if n_city == 0 or hours <= 0:
+            inv_pi.append(float("nan"))
+            continue
+        pi = n_city / (per_hour * hours)
+        inv_pi.append(1.0 / pi)
+        expo += pi * cov
+    return expo, inv_pi
+
+
+def _circular_smooth(a: F64, halfwidth: int) -> F64:
+    """Triangular kernel over the last axis (48 slots, circular within the day)."""
+    if halfwidth <= 0:
+        return a
+    w = np.array([halfwidth + 1 - abs(k) for k in range(-halfwidth, halfwidth + 1)], float)
+    out = np.zeros_like(a)
+    for k, wk in zip(range(-halfwidth, halfwidth + 1), w, strict=True):
+        out += wk * np.roll(a, k, axis=-1)
+    return np.asarray(out / w.sum(), dtype=np.float64)
+
+
+def _window_sum(a: F64, halfwidth: int) -> F64:
+    out = np.zeros_like(a)
+    for k in range(-halfwidth, halfwidth + 1):
+        out += np.roll(a, k, axis=1)
+    return out
+
+
+def pickup_counts(trips: Trips, snapped: Snapped, n_local: int) -> F64:
+    """Snapped pickups per (day type, slot, local edge), direction shares applied."""
+    trip, edge, w = snapped.edge_weights(n_local)
+    dt = trips.pickup_day_type[trip]
+    slot = (trips.pickup_minute_of_week[trip] % 1440) // 30
+    counts = np.zeros((len(DAY_TYPES), SLOTS_PER_DAY, n_local))
+    np.add.at(counts, (dt, slot, edge), w)
+    return counts
+
+
+def rates_from_counts(
+    counts: F64,
+    exposure: F64,
+    edge_cell: I64,
+    n_cells: int,
+    length_m: F64,
+    allowed: npt.NDArray[np.bool_],
+    config: StatsConfig,
+) -> F64:
+    """Shrunk absolute rates (3, 48, n) from pickup counts and effective exposure (3, 48)."""
+    n = counts.shape[2]
+    if np.any(_window_sum(exposure, config.area_halfwidth_slots) <= 0):
+        raise DemandDataError(
+            "the trip files do not cover every (day type, slot): give a file sampled over whole"
+            " weeks (e.g. the 2009-2015 sample), not only short windows"
+        )
+    # area total rate per (d, s)
+    area_counts = counts.sum(axis=2)
+    area_rate = _circular_smooth(area_counts, config.area_halfwidth_slots) / _circular_smooth(
+        exposure, config.area_halfwidth_slots
+    )
+    ok_len = np.where(allowed, length_m, 0.0)
+    cell = np.where(allowed, edge_cell, n_cells)  # forbidden links go to a dummy cell
+    cell_len = np.bincount(cell, weights=ok_len, minlength=n_cells + 1)[:n_cells]
+    # cell counts per (d, s, c)
+    cell_counts = np.zeros((len(DAY_TYPES), SLOTS_PER_DAY, n_cells + 1))
+    for d in range(len(DAY_TYPES)):
+        for s in range(SLOTS_PER_DAY):
+            cell_counts[d, s] = np.bincount(cell, weights=counts[d, s], minlength=n_cells + 1)
+    cell_counts = cell_counts[:, :, :n_cells]
+    total_all = float(cell_counts.sum())
+    cell_all = cell_counts.sum(axis=(0, 1))
+    len_share = cell_len / max(float(cell_len.sum()), 1e-9)
+    p_cell_all = (cell_all + 1.0 * len_share) / (total_all + 1.0)
+    cw = _window_sum(cell_counts, config.share_halfwidth_slots)
+    p_cell = (cw + config.k_cell * p_cell_all) / (cw.sum(axis=2, keepdims=True) + config.k_cell)
+    # link share within its cell
+    link_all = counts.sum(axis=(0, 1))
+    safe_cell = np.minimum(cell, n_cells - 1)
+    len_in_cell = np.where(allowed, ok_len / np.maximum(cell_len[safe_cell], 1e-9), 0.0)
+    q_all = (link_all + config.k_length * len_in_cell) / (cell_all[safe_cell] + config.k_length)
+    lw = _window_sum(counts, config.share_halfwidth_slots)
+    q = (lw + config.k_link * q_all) / (cw[:, :, safe_cell] + config.k_link)
+    rates = area_rate[:, :, None] * p_cell[:, :, safe_cell] * q
+    rates[:, :, ~allowed] = 0.0
+    if rates.shape != (len(DAY_TYPES), SLOTS_PER_DAY, n):
+        raise DemandDataError(f"rates have shape {rates.shape}, expected (3, 48, {n})")
+    return np.asarray(rates, dtype=np.float64)
+
+
+def _shrunk_mean(values: F64, weights: F64, group: I64, n_groups: int, prior: F64, k: float) -> F64:
+    ok = np.isfinite(values)
+    s = np.bincount(group[ok], weights=(values * weights)[ok], minlength=n_groups)
+    w = np.bincount(group[ok], weights=weights[ok], minlength=n_groups)
+    return (s + k * prior) / (w + k)
+
+
+def build_demand_table(
+    store: TileStore,
+    trip_files: list[str | os.PathLike[str]],
+    config: StatsConfig = StatsConfig(),
+    snap_config: SnapConfig = SnapConfig(),
+) -> tuple[DemandTable, dict[str, Any]]:
+    """Statistical demand for every link of ``store`` from the given trip files; and a report."""
+    g = store.all()
+    if g.n != g.n_edges_total:
+        raise DemandDataError("the tile store's graph is incomplete")
+    grid = make_grid(g, config.cell_m)
+    bbox = (
+        grid.min_lon,
+        grid.min_lat,
+        grid.min_lon + grid.ncols * grid.cell_deg_lon,
+        grid.min_lat + grid.nrows * grid.cell_deg_lat,
+    )
+    trips = read_trips(list(trip_files), bbox)
+    if trips.n == 0:
+        raise DemandDataError("no trip in the given files has a pickup inside the road network")
+    snapped = snap_pickups(
+        g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
+    )
+    allowed = g.cruise_allowed()
+    mid_lon, mid_lat = edge_midpoints(g)
+    edge_cell = grid.cell_of(mid_lon, mid_lat)
+    counts = pickup_counts(trips, snapped, g.n)
+    exposure, inv_pi = effective_exposure(trips, config)
+    rates = rates_from_counts(
+        counts, exposure, edge_cell, grid.n_cells, g.length_m.astype(np.float64), allowed, config
+    )
+    # fares, distances, durations of trips starting on each link (shrunk toward the cell's)
+    trip_i, edge_i, w = snapped.edge_weights(g.n)
+    measured = np.isfinite(trips.distance_m)
+    straight = haversine_m(trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat)
+    detour = config.detour_factor
+    both = measured & np.isfinite(straight) & (straight > 200)
+    if np.sum(both) >= 50:
+        detour = float(np.median(trips.distance_m[both] / straight[both]))
+    distance = np.where(measured, trips.distance_m, straight * detour)
+    timed = np.isfinite(trips.duration_s) & np.isfinite(distance) & (distance > 0)
+    speed = config.speed_mps
+    if np.sum(timed) >= 50:
+        speed = float(np.median(distance[timed] / trips.duration_s[timed]))
+    duration = np.where(np.isfinite(trips.duration_s), trips.duration_s, distance / speed)
+    cells_e = edge_cell[edge_i]
+    out: dict[str, F64] = {}
+    for name, vals in (("fare", trips.fare), ("distance", distance), ("duration", duration)):
+        v = vals[trip_i]
+        ok = np.isfinite(v)
+        glob = float(np.average(v[ok], weights=w[ok])) if ok.any() else 0.0
+        cell_mean = _shrunk_mean(
+            v, w, cells_e, grid.n_cells, np.full(grid.n_cells, glob), config.k_fare
+        )
+        out[name] = _shrunk_mean(v, w, edge_i, g.n, cell_mean[edge_cell], config.k_fare)
+    fare_q = _fare_quantiles(trips.fare[trip_i], edge_i, cells_e, edge_cell, g.n, config)
+    dropoff = _dropoff_matrix(trips, grid, snapped, config)
+    sha = hashlib.sha256()
+    for f in trip_files:
+        sha.update(_file_sha256(Path(f)).encode())
+    sha.update(store.meta.get("source_sha256", "").encode())
+    sha.update(repr(sorted(asdict(config).items())).encode())
+    sha.update(repr(sorted(asdict(snap_config).items())).encode())
+    version = f"stat-{sha.hexdigest()[:12]}"
+    real_trips = sum(config.trips_per_day_citywide / 24.0 * float(c.sum()) for c in trips.covered_h)
+    scale = float(real_trips / max(sum(trips.citywide), 1))
+    citywide_total_per_day = config.trips_per_day_citywide
+    area_per_day = float(
+        sum(rates[d].sum() * 0.5 * days for d, days in enumerate(_days_per_week_of_type())) / 7.0
+    )
+    report = {
+        "inputs": [
+            {**f, "sha256": _file_sha256(Path(f["path"])), "real_trips_per_sample_trip": ip}
+            for f, ip in zip(trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]
+        ],
+        "snapping": {**snapped.summary(), **asdict(snap_config)},
+        "pickups_snapped": int(np.sum(snapped.ok)),
+        "scale": {
+            "trips_per_day_citywide": citywide_total_per_day,
+            "source": "NYC TLC Factbook 2014: ~485,000 yellow-cab trips per day",
+            "rule": "rate = pickups / sum_f(pi_f * covered_h_f); pi_f = N_f/(485000/24 * H_f)",
+            "scale_factor_meaning": "real trips per sample trip, pooled over the input files",
+        },
+        "network_area_pickups_per_day": round(area_per_day, 1),
+        "max_link_pickups_per_h": round(float(rates.max()), 3),
+        "measured_detour_factor": round(detour, 4),
+        "measured_speed_mps": round(speed, 4),
+        "config": asdict(config),
+    }
+    table = DemandTable(
+        network_sha256=store.meta.get("source_sha256", ""),
+        n_edges=g.n_edges_total,
+        pickups_per_h=rates.astype(np.float32),
+        fare_mean=out["fare"].astype(np.float32),
+        fare_quantiles=fare_q.astype(np.float32),
+        trip_duration_s=out["duration"].astype(np.float32),
+        trip_distance_m=out["distance"].astype(np.float32),
+        grid=grid,
+        edge_cell=edge_cell.astype(np.int32),
+        dropoff=dropoff.astype(np.float32),
+        scale_factor=scale,
+        version=version,
+        meta={"source": "statistical", "predicted_model": None, **report},
+    )
+    table.validate()
+    return table, report
+
+
+def _days_per_week_of_type() -> tuple[float, float, float]:
+    return (5.0, 1.0, 1.0)
+
+
+def _fare_quantiles(
+    fare: F64, edge_i: I64, cells_e: I64, edge_cell: I64, n: int, config: StatsConfig
+) -> F64:
+    ok = np.isfinite(fare)
+    fare, edge_i, cells_e = fare[ok], edge_i[ok], cells_e[ok]
+    qs = (0.1, 0.5, 0.9)
+    glob = np.quantile(fare, qs) if fare.size else np.zeros(3)
+    out = np.tile(glob, (n, 1))
+    by_cell: dict[int, F64] = {}
+    for c in np.unique(cells_e):
+        v = fare[cells_e == c]
+        if v.size >= config.min_quantile_trips:
+            by_cell[int(c)] = np.quantile(v, qs)
+    for e in range(n):
+        q = by_cell.get(int(edge_cell[e]))
+        if q is not None:
+            out[e] = q
+    order = np.argsort(edge_i, kind="stable")
+    es, fs = edge_i[order], fare[order]
+    bounds = np.flatnonzero(np.diff(es)) + 1
+    for grp_e, grp_f in zip(np.split(es, bounds), np.split(fs, bounds), strict=True):
+        if grp_f.size >= config.min_quantile_trips:
+            out[int(grp_e[0])] = np.quantile(grp_f, qs)
+    return out
+
+
+def _dropoff_matrix(trips: Trips, grid: CellGrid, snapped: Snapped, config: StatsConfig) -> F64:
+    """P(drop-off cell | pickup cell), last column outside the grid; shrunk to the area's."""
+    ok = snapped.ok & np.isfinite(trips.dropoff_lon) & np.isfinite(trips.dropoff_lat)
+    pc = grid.cell_of(trips.lon[ok], trips.lat[ok])
+    dc = grid.cell_of(trips.dropoff_lon[ok], trips.dropoff_lat[ok])
+    dc = np.where(dc < 0, grid.n_cells, dc)
+    keep = pc >= 0
+    m = np.zeros((grid.n_cells, grid.n_cells + 1))
+    np.add.at(m, (pc[keep], dc[keep]), 1.0)
+    total = m.sum(axis=0)
+    area = (
+        total / total.sum()
+        if total.sum() > 0
+        else np.full(grid.n_cells + 1, 1.0 / (grid.n_cells + 1))
+    )
+    return np.asarray(
+        (m + config.k_dropoff * area[None, :]) / (m.sum(axis=1, keepdims=True) + config.k_dropoff),
+        dtype=np.float64,
+    )
+
+
+def _file_sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise DemandDataError(f"cannot read {p}: {e}") from e
+    return h.hexdigest()
