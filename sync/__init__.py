@@ -1,1 +1,79 @@
-"""sync"""
+"""Bundles (manifest, build, verify, activate, roll back), the fleet pull client and the log outbox.
+
+May import :mod:`tiles` and :mod:`models` (health checks). The fleet server lives in
+:mod:`sync.server` and is imported only by ``nagashi fleet serve`` (the ``server`` extra).
+"""
+
+from sync.bundle import Bundle, BundleInputs, FileEntry, build_bundle
+from sync.client import PullConfig, PullResult, Updater
+from sync.errors import (
+    BundleInputError,
+    BundleVerifyError,
+    HealthCheckError,
+    ManifestError,
+    SyncAuthError,
+    SyncDataError,
+    SyncError,
+    SyncStorageError,
+    SyncTransportError,
+    UpdateRejectedError,
+)
+from sync.fetcher import FetchConfig, HttpxFetcher
+from sync.health import default_health_check, probe_onnx
+from sync.logs import (
+    FlushResult,
+    LogClient,
+    LogClientConfig,
+    LogRecord,
+    LogUploader,
+    RetryConfig,
+    fetch_logs,
+)
+from sync.manifest import Composed, compose, diff, manifest_hash
+from sync.outbox import Outbox, OutboxConfig, OutboxRecord
+from sync.repository import FleetRepository, PublishResult, RepoConfig
+from sync.store import BundleStore, HealthCheck, Pointer
+
+__all__ = [
+    "Bundle",
+    "BundleInputError",
+    "BundleInputs",
+    "BundleStore",
+    "BundleVerifyError",
+    "Composed",
+    "FetchConfig",
+    "FileEntry",
+    "FleetRepository",
+    "FlushResult",
+    "HealthCheck",
+    "HealthCheckError",
+    "HttpxFetcher",
+    "LogClient",
+    "LogClientConfig",
+    "LogRecord",
+    "LogUploader",
+    "ManifestError",
+    "Outbox",
+    "OutboxConfig",
+    "OutboxRecord",
+    "Pointer",
+    "PublishResult",
+    "PullConfig",
+    "PullResult",
+    "RepoConfig",
+    "RetryConfig",
+    "SyncAuthError",
+    "SyncDataError",
+    "SyncError",
+    "SyncStorageError",
+    "SyncTransportError",
+    "UpdateRejectedError",
+    "Updater",
+    "build_bundle",
+    "compose",
+    "default_health_check",
+    "diff",
+    "fetch_logs",
+    "manifest_hash",
+    "probe_onnx",
+]

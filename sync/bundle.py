@@ -1,0 +1,335 @@
+"""Bundles: build one from a composed manifest and its inputs, open and verify one.
+
+A bundle is a directory named by its *bundle id*, the sha256 of its ``manifest.yaml``, which
+lists every other file with its sha256 and size. Once written it is never modified::
+
+    manifest.yaml        composed version manifest + every file's sha256 and size
+    tiles.sqlite         road tiles
+    demand/demand.npz    statistical demand (DemandTable)
+    demand/demand.json
+    demand/model.onnx    predicted demand (only when predicted_demand.version is not "none")
+    demand/model.json
+    params.yaml          planner / safety parameters
+    area.geojson         business area polygon (lon, lat)
+    ATTRIBUTION.txt      © OpenStreetMap contributors (ODbL 1.0)
+
+Version checks at build time (a mismatch refuses the build): the tile database's
+``source_sha256`` equals ``road_network.source_sha256``; ``demand/demand.json`` has
+``version == statistical_demand.version`` and ``network_sha256`` equal to the tiles'
+``source_sha256``; ``demand/model.json`` has ``version == predicted_demand.version`` (and the
+model is absent when that is ``"none"``); ``params.yaml`` has ``version ==
+planner_parameters.version`` (and ``cost_features_version == cost_features.version`` when it
+names one); ``area.geojson`` has a top-level ``"version"`` equal to ``business_area.version``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sync._fs import fsync_dir, fsync_file, read_bounded, sha256_bytes, sha256_file
+from sync.errors import BundleInputError, BundleVerifyError
+from sync.manifest import NO_MODEL, SCHEMA_VERSION, Composed, dump_yaml, manifest_hash
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.yaml"
+TILES_FILE = "tiles.sqlite"
+DEMAND_DIR = "demand"
+DEMAND_FILES = ("demand.npz", "demand.json")
+MODEL_FILES = ("model.onnx", "model.json")
+PARAMS_FILE = "params.yaml"
+AREA_FILE = "area.geojson"
+ATTRIBUTION_FILE = "ATTRIBUTION.txt"
+MAX_BUNDLE_MANIFEST_BYTES = 4 << 20
+MAX_SIDE_FILE_BYTES = 16 << 20  # params, area, json sidecars read at build time
+BUNDLE_FORMAT = 1
+ATTRIBUTION_TEXT = (
+    "Road data © OpenStreetMap contributors, available under the Open Database License "
+    "(ODbL 1.0): https://www.openstreetmap.org/copyright\n"
+)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size_bytes: int
+
+
+def _parse_bundle_manifest(data: bytes, where: str) -> tuple[dict[str, Any], dict[str, FileEntry]]:
+    try:
+        doc = yaml.safe_load(data.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise BundleVerifyError(f"{where}: manifest.yaml is not valid YAML ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
+        raise BundleVerifyError(f"{where}: manifest.yaml lacks a files mapping")
+    if doc.get("bundle_format") != BUNDLE_FORMAT:
+        raise BundleVerifyError(
+            f"{where}: bundle_format {doc.get('bundle_format')!r} is not {BUNDLE_FORMAT}"
+        )
+    files: dict[str, FileEntry] = {}
+    for name, ent in doc["files"].items():
+        if (
+            not isinstance(name, str)
+            or name.startswith("/")
+            or ".." in name.split("/")
+            or name == MANIFEST_FILE
+            or not isinstance(ent, dict)
+            or not isinstance(ent.get("sha256"), str)
+            or not isinstance(ent.get("size_bytes"), int)
+        ):
+            raise BundleVerifyError(f"{where}: bad file entry {name!r} in manifest.yaml")
+        files[name] = FileEntry(ent["sha256"], ent["size_bytes"])
+    return doc, files
+
+
+class Bundle:
+    """An installed bundle directory (read-only). Opening checks the manifest's own hash;
+    :meth:`verify` checks every file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, expect_id: str | None = None) -> None:
+        self.path = Path(path).resolve()
+        try:
+            data = read_bounded(self.path / MANIFEST_FILE, MAX_BUNDLE_MANIFEST_BYTES)
+        except OSError as e:
+            raise BundleVerifyError(f"{self.path}: no readable manifest.yaml ({e})") from e
+        self.bundle_id = sha256_bytes(data)
+        want = expect_id if expect_id is not None else self.path.name
+        if self.bundle_id != want:
+            raise BundleVerifyError(
+                f"{self.path}: manifest.yaml hashes to {self.bundle_id}, expected {want}"
+            )
+        self.doc, self.files = _parse_bundle_manifest(data, str(self.path))
+        m = self.doc.get("manifest")
+        self.manifest: dict[str, Any] = m if isinstance(m, dict) else {}
+
+    # paths the agent uses (resolved; never through a pointer that may be swapped)
+    @property
+    def tiles_path(self) -> Path:
+        return self.path / TILES_FILE
+
+    @property
+    def demand_dir(self) -> Path:
+        return self.path / DEMAND_DIR
+
+    @property
+    def onnx_path(self) -> Path | None:
+        p = self.path / DEMAND_DIR / MODEL_FILES[0]
+        return p if f"{DEMAND_DIR}/{MODEL_FILES[0]}" in self.files else None
+
+    @property
+    def params_path(self) -> Path:
+        return self.path / PARAMS_FILE
+
+    @property
+    def area_path(self) -> Path:
+        return self.path / AREA_FILE
+
+    @property
+    def area(self) -> str | None:
+        a = self.manifest.get("area")
+        return a if isinstance(a, str) else None
+
+    @property
+    def manifest_sha256(self) -> str:
+        return str(self.doc.get("manifest_sha256", ""))
+
+    def verify(self) -> None:
+        """Every listed file exists with its size and sha256, and nothing else is there."""
+        seen = {MANIFEST_FILE}
+        for name, ent in sorted(self.files.items()):
+            p = self.path / name
+            try:
+                size = p.stat().st_size
+            except OSError as e:
+                raise BundleVerifyError(f"bundle {self.bundle_id[:12]}: {name} missing") from e
+            if size != ent.size_bytes:
+                raise BundleVerifyError(
+                    f"bundle {self.bundle_id[:12]}: {name} has {size} bytes, "
+                    f"manifest says {ent.size_bytes}"
+                )
+            if sha256_file(p) != ent.sha256:
+                raise BundleVerifyError(f"bundle {self.bundle_id[:12]}: {name} hash mismatch")
+            seen.add(name)
+        for p in self.path.rglob("*"):
+            if p.is_file() and p.relative_to(self.path).as_posix() not in seen:
+                raise BundleVerifyError(
+                    f"bundle {self.bundle_id[:12]}: unexpected file {p.relative_to(self.path)}"
+                )
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.bundle_id[:12]}, area={self.area!r})"
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class BundleInputs:
+    """Where ``bundle build`` reads its inputs (flags override the manifest's ``inputs``)."""
+
+    tiles: Path  # a tiles.sqlite (or a directory holding one)
+    demand_dir: Path  # holds demand.npz + demand.json (+ model.onnx + model.json)
+    params: Path  # params.yaml
+    area: Path  # area.geojson
+
+    @staticmethod
+    def resolve(composed: Composed, **flags: Path | None) -> BundleInputs:
+        found: dict[str, Path] = dict(composed.inputs)
+        for k, v in flags.items():
+            if v is not None:
+                found[k] = Path(v).resolve()
+        missing = [k for k in ("tiles", "demand", "params", "area") if k not in found]
+        if missing:
+            raise BundleInputError(
+                "bundle inputs not given (flag or manifest inputs.*): " + ", ".join(missing)
+            )
+        tiles = found["tiles"]
+        if tiles.is_dir():
+            tiles = tiles / TILES_FILE
+        return BundleInputs(tiles, found["demand"], found["params"], found["area"])
+
+
+def _read_json(p: Path, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(read_bounded(p, MAX_SIDE_FILE_BYTES))
+    except FileNotFoundError as e:
+        raise BundleInputError(f"{what} not found: {p}") from e
+    except (OSError, ValueError) as e:
+        raise BundleInputError(f"{what} {p} is not readable JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise BundleInputError(f"{what} {p}: expected a JSON object")
+    return doc
+
+
+def _tiles_meta(p: Path) -> dict[str, str]:
+    if not p.is_file():
+        raise BundleInputError(f"tile database not found: {p}")
+    try:
+        conn = sqlite3.connect(f"file:{p.resolve()}?mode=ro&immutable=1", uri=True)
+        try:
+            return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise BundleInputError(f"{p} is not a tile database ({e})") from e
+
+
+def _mismatch(what: str, got: Any, want: Any) -> BundleInputError:
+    return BundleInputError(f"refusing to build: {what} is {got!r}, the manifest says {want!r}")
+
+
+def check_inputs(manifest: Mapping[str, Any], inputs: BundleInputs) -> list[tuple[str, Path]]:
+    """Check every input's version against the manifest; the (bundle name, source) pairs."""
+    meta = _tiles_meta(inputs.tiles)
+    want_src = manifest["road_network"]["source_sha256"]
+    if meta.get("source_sha256") != want_src:
+        raise _mismatch("road_network.source_sha256 (tiles)", meta.get("source_sha256"), want_src)
+    demand_json = inputs.demand_dir / DEMAND_FILES[1]
+    dj = _read_json(demand_json, "demand table")
+    want = manifest["statistical_demand"]["version"]
+    if dj.get("version") != want:
+        raise _mismatch("statistical_demand.version (demand.json)", dj.get("version"), want)
+    if dj.get("network_sha256") != want_src:
+        raise BundleInputError(
+            f"refusing to build: the demand table was built on network "
+            f"{dj.get('network_sha256')!r}, the tiles are {want_src!r}"
+        )
+    files: list[tuple[str, Path]] = [
+        (TILES_FILE, inputs.tiles),
+        *((f"{DEMAND_DIR}/{n}", inputs.demand_dir / n) for n in DEMAND_FILES),
+    ]
+    want_model = manifest["predicted_demand"]["version"]
+    model_onnx = inputs.demand_dir / MODEL_FILES[0]
+    if want_model == NO_MODEL:
+        if model_onnx.exists():
+            log.warning("predicted_demand is 'none': leaving %s out of the bundle", model_onnx)
+    else:
+        mj = _read_json(inputs.demand_dir / MODEL_FILES[1], "model spec")
+        if mj.get("version") != want_model:
+            raise _mismatch("predicted_demand.version (model.json)", mj.get("version"), want_model)
+        if not model_onnx.is_file():
+            raise BundleInputError(f"predicted demand {want_model!r} needs {model_onnx}")
+        files += [(f"{DEMAND_DIR}/{n}", inputs.demand_dir / n) for n in MODEL_FILES]
+    try:
+        params = yaml.safe_load(read_bounded(inputs.params, MAX_SIDE_FILE_BYTES))
+    except FileNotFoundError as e:
+        raise BundleInputError(f"params not found: {inputs.params}") from e
+    except (OSError, yaml.YAMLError) as e:
+        raise BundleInputError(f"params {inputs.params} is not readable YAML ({e})") from e
+    if not isinstance(params, dict):
+        raise BundleInputError(f"params {inputs.params}: expected a mapping")
+    want = manifest["planner_parameters"]["version"]
+    if params.get("version") != want:
+        raise _mismatch("planner_parameters.version (params.yaml)", params.get("version"), want)
+    want = manifest["cost_features"]["version"]
+    if "cost_features_version" in params and params["cost_features_version"] != want:
+        raise _mismatch(
+            "cost_features.version (params.yaml)", params["cost_features_version"], want
+        )
+    area = _read_json(inputs.area, "business area")
+    want = manifest["business_area"]["version"]
+    if area.get("version") != want:
+        raise _mismatch("business_area.version (area.geojson)", area.get("version"), want)
+    files += [(PARAMS_FILE, inputs.params), (AREA_FILE, inputs.area)]
+    return files
+
+
+def build_bundle(composed: Composed, inputs: BundleInputs, out_dir: str | Path) -> Bundle:
+    """Assemble a bundle under ``out_dir/<bundle id>``; the same inputs give the same bytes."""
+    manifest = composed.manifest
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise BundleInputError("manifest is not composed (no schema_version)")
+    sources = check_inputs(manifest, inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out))
+    try:
+        entries: dict[str, dict[str, Any]] = {}
+        for name, src in sources:
+            dst = stage / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            fsync_file(dst)
+        (stage / ATTRIBUTION_FILE).write_bytes(ATTRIBUTION_TEXT.encode())
+        fsync_file(stage / ATTRIBUTION_FILE)
+        for name in sorted([*(n for n, _ in sources), ATTRIBUTION_FILE]):
+            p = stage / name
+            entries[name] = {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "bundle_format": BUNDLE_FORMAT,
+            "manifest": manifest,
+            "manifest_sha256": manifest_hash(manifest),
+            "files": entries,
+        }
+        data = dump_yaml(doc).encode("utf-8")
+        (stage / MANIFEST_FILE).write_bytes(data)
+        fsync_file(stage / MANIFEST_FILE)
+        for d in {stage, stage / DEMAND_DIR}:
+            fsync_dir(d)
+        bundle_id = sha256_bytes(data)
+        final = out / bundle_id
+        if final.exists():
+            existing = Bundle(final)
+            existing.verify()
+            log.info("bundle %s already built at %s", bundle_id[:12], final)
+            return existing
+        os.rename(stage, final)
+        fsync_dir(out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+    bundle = Bundle(final)
+    bundle.verify()
+    return bundle

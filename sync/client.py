@@ -1,0 +1,307 @@
+"""Pulling bundles: TUF-verified download into staging, install, trial, commit or rollback.
+
+``Updater.pull()`` refreshes the fleet repository's metadata with python-tuf's ngclient (root
+chain, timestamp, snapshot, targets: signatures, versions, expiry), reads the area's bundle
+index target, and assembles every file of the new bundle in ``staging/<id>/`` from chunks: a
+chunk already present in the current bundle (same sha256) is copied locally, one downloaded
+before an interruption is reused from ``staging/<id>.parts/``, and only the rest is fetched,
+each verified against its TUF target length and hash. The assembled bundle is verified file by
+file, fsynced, renamed into ``bundles/`` and activated on trial; the health check decides
+between commit and rollback.
+
+Nothing here changes the current bundle unless the whole new one verified: any refusal raises
+a :class:`~sync.errors.SyncError` and the agent keeps driving with what it has. python-tuf has
+no offline mode: when ``refresh()`` fails (no network, expired timestamp, wrong clock) the
+error says why and the current bundle stays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuf.api import exceptions as tuf_exc
+from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+from tuf.ngclient.config import UpdaterConfig as TufConfig
+from tuf.ngclient.updater import Updater as TufUpdater
+
+from sync._fs import atomic_write_bytes, copy_file_durably, fsync_dir, sha256_bytes, sha256_file
+from sync.bundle import MANIFEST_FILE, Bundle
+from sync.errors import (
+    SyncDataError,
+    SyncError,
+    SyncStorageError,
+    SyncTransportError,
+    UpdateRejectedError,
+)
+from sync.fetcher import FetchConfig, HttpxFetcher
+from sync.health import default_health_check
+from sync.repository import INDEX_SCHEMA, chunk_target_path, index_target_path
+from sync.store import BundleStore, HealthCheck
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    """Where to pull from and the bounds of one pull."""
+
+    server_url: str  # e.g. https://fleet.example:8443 (metadata/ and targets/ below it)
+    area: str
+    max_bundle_bytes: int = 4 << 30
+    max_files: int = 64
+    max_targets_metadata_bytes: int = 8 << 20
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    gc_after_install: bool = True
+
+
+@dataclass(frozen=True)
+class PullResult:
+    status: str  # "up_to_date" or "installed"
+    bundle_id: str
+    bytes_downloaded: int  # body bytes read from the network (metadata + targets)
+    chunks_downloaded: int
+    chunks_reused: int  # taken from the current bundle or an interrupted earlier pull
+
+
+def _wrap_tuf(e: Exception, what: str) -> SyncError:
+    if isinstance(e, tuf_exc.DownloadLengthMismatchError):
+        return UpdateRejectedError(f"{what}: server sent more than the signed length ({e})")
+    if isinstance(e, tuf_exc.DownloadError):
+        return SyncTransportError(f"{what}: fleet server unreachable or failing ({e})")
+    if isinstance(e, tuf_exc.ExpiredMetadataError):
+        return UpdateRejectedError(f"{what}: metadata expired (server stale or clock wrong): {e}")
+    if isinstance(e, tuf_exc.RepositoryError):
+        return UpdateRejectedError(f"{what}: {type(e).__name__}: {e}")
+    if isinstance(e, OSError):
+        return SyncStorageError(f"{what}: {e}")
+    return UpdateRejectedError(f"{what}: {type(e).__name__}: {e}")
+
+
+class Updater:
+    """The agent's pull client for one area (make one per pull or reuse: each ``pull()``
+    starts a fresh TUF refresh)."""
+
+    def __init__(
+        self,
+        store: BundleStore,
+        config: PullConfig,
+        trusted_root: bytes,
+        *,
+        fetcher: HttpxFetcher | None = None,
+        health_check: HealthCheck = default_health_check,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._trusted_root = trusted_root
+        self.fetcher = fetcher or HttpxFetcher(config.fetch)
+        self._health_check = health_check
+        base = config.server_url.rstrip("/")
+        self._metadata_url = f"{base}/metadata/"
+        self._targets_url = f"{base}/targets/"
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+    def _tuf(self) -> TufUpdater:
+        cfg = TufConfig(targets_max_length=self.config.max_targets_metadata_bytes)
+        try:
+            return TufUpdater(
+                metadata_dir=str(self.store.tuf_dir),
+                metadata_base_url=self._metadata_url,
+                target_base_url=self._targets_url,
+                fetcher=self.fetcher,
+                config=cfg,
+                bootstrap=self._trusted_root,
+            )
+        except Exception as e:
+            raise _wrap_tuf(e, "trusted root") from e
+
+    def _download(self, tu: TufUpdater, info: TargetFile) -> bytes:
+        h = info.hashes["sha256"]
+        dirname, sep, basename = info.path.rpartition("/")
+        url = f"{self._targets_url}{dirname}{sep}{h}.{basename}"
+        try:
+            data = self.fetcher.download_bytes(url, info.length)
+            info.verify_length_and_hashes(data)
+        except Exception as e:
+            raise _wrap_tuf(e, f"target {info.path}") from e
+        return data
+
+    def _target(self, tu: TufUpdater, path: str) -> TargetFile:
+        try:
+            info = tu.get_targetinfo(path)
+        except Exception as e:
+            raise _wrap_tuf(e, f"target {path}") from e
+        if info is None:
+            raise UpdateRejectedError(f"{path} is not a signed target of the fleet repository")
+        return info
+
+    def fetch_index(self, tu: TufUpdater) -> dict[str, Any]:
+        """Refresh the metadata and read this area's signed bundle index."""
+        try:
+            tu.refresh()
+        except Exception as e:
+            raise _wrap_tuf(e, "metadata refresh") from e
+        data = self._download(tu, self._target(tu, index_target_path(self.config.area)))
+        try:
+            index = json.loads(data)
+        except ValueError as e:
+            raise UpdateRejectedError(f"bundle index is not JSON: {e}") from e
+        if not isinstance(index, dict) or index.get("schema_version") != INDEX_SCHEMA:
+            raise UpdateRejectedError("bundle index has an unknown schema")
+        if index.get("area") != self.config.area:
+            raise UpdateRejectedError(
+                f"bundle index is for area {index.get('area')!r}, not {self.config.area!r}"
+            )
+        files = index.get("files")
+        if not isinstance(files, dict) or MANIFEST_FILE not in files:
+            raise UpdateRejectedError("bundle index lists no manifest")
+        if len(files) > self.config.max_files:
+            raise UpdateRejectedError(f"bundle index lists {len(files)} files")
+        total = sum(int(f["size_bytes"]) for f in files.values())
+        if total > self.config.max_bundle_bytes:
+            raise UpdateRejectedError(f"bundle of {total} bytes exceeds the configured bound")
+        if files[MANIFEST_FILE]["sha256"] != index.get("bundle_id"):
+            raise UpdateRejectedError("bundle index: manifest hash is not the bundle id")
+        for name in files:
+            if not isinstance(name, str) or name.startswith("/") or ".." in name.split("/"):
+                raise UpdateRejectedError(f"bundle index: bad file name {name!r}")
+        return index
+
+    def pull(self) -> PullResult:
+        """Bring the area's published bundle in and activate it, or raise and change nothing."""
+        start_bytes = self.fetcher.bytes_received
+        p = self.store.pointer()
+        if p.current and p.trial:  # a trial interrupted by a restart: finish it first
+            self.store.resume_trial(self._health_check)
+            p = self.store.pointer()
+        tu = self._tuf()
+        index = self.fetch_index(tu)
+        bundle_id = str(index["bundle_id"])
+        if bundle_id == p.current:
+            return PullResult(
+                "up_to_date", bundle_id, self.fetcher.bytes_received - start_bytes, 0, 0
+            )
+        if bundle_id in p.rejected:
+            raise UpdateRejectedError(
+                f"bundle {bundle_id[:12]} failed its health check before; waiting for a new one"
+            )
+        downloaded = reused = 0
+        if not self.store.bundle_path(bundle_id).is_dir():
+            downloaded, reused = self._stage(tu, index)
+            self.store.install(self.store.staging_path(bundle_id), bundle_id)
+        self.store.try_bundle(bundle_id, self._health_check)
+        if self.config.gc_after_install:
+            self.store.gc()
+        log.info(
+            "installed bundle %s (%d chunks downloaded, %d reused)",
+            bundle_id[:12],
+            downloaded,
+            reused,
+        )
+        return PullResult(
+            "installed", bundle_id, self.fetcher.bytes_received - start_bytes, downloaded, reused
+        )
+
+    # ------------------------------------------------------------------ staging
+    def _local_chunks(self, name: str, step: int) -> dict[str, tuple[Path, int, int]]:
+        """Chunks (same boundaries) of the file ``name`` in the current and last good bundle."""
+        out: dict[str, tuple[Path, int, int]] = {}
+        p = self.store.pointer()
+        for bid in {x for x in (p.current, p.last_good) if x}:
+            path = self.store.bundle_path(bid) / name
+            if not path.is_file():
+                continue
+            with open(path, "rb") as fh:
+                off = 0
+                while block := fh.read(step):
+                    out.setdefault(sha256_bytes(block), (path, off, len(block)))
+                    off += len(block)
+        return out
+
+    def _local_file(self, sha: str) -> Path | None:
+        p = self.store.pointer()
+        for bid in (p.current, p.last_good):
+            if not bid:
+                continue
+            try:
+                b = Bundle(self.store.bundle_path(bid))
+            except SyncDataError:
+                continue
+            for name, ent in b.files.items():
+                if ent.sha256 == sha:
+                    return b.path / name
+        return None
+
+    def _stage(self, tu: TufUpdater, index: dict[str, Any]) -> tuple[int, int]:
+        bundle_id = str(index["bundle_id"])
+        stage = self.store.staging_path(bundle_id)
+        parts = stage.with_name(f"{bundle_id}.parts")
+        for d in self.store.staging_dir.iterdir():  # an older, abandoned download
+            if not d.name.startswith(bundle_id):
+                self.store._discard(d)
+        stage.mkdir(parents=True, exist_ok=True)
+        parts.mkdir(parents=True, exist_ok=True)
+        step = int(index["chunk_bytes"])
+        downloaded = reused = 0
+        for name, ent in sorted(index["files"].items()):
+            dst = stage / name
+            sha, size = str(ent["sha256"]), int(ent["size_bytes"])
+            if dst.is_file() and dst.stat().st_size == size and sha256_file(dst) == sha:
+                continue  # assembled before an interruption
+            local = self._local_file(sha)
+            if local is not None and sha256_file(local) == sha:
+                copy_file_durably(local, dst)
+                reused += len(ent["chunks"])
+                continue
+            local_chunks = self._local_chunks(name, step)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.part")
+            with open(tmp, "wb") as out:
+                for h in ent["chunks"]:
+                    data, fresh = self._chunk(tu, h, parts, local_chunks)
+                    downloaded += fresh
+                    reused += 1 - fresh
+                    out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            if tmp.stat().st_size != size or sha256_file(tmp) != sha:
+                tmp.unlink()
+                raise UpdateRejectedError(f"{name} assembled from verified chunks mismatches")
+            os.replace(tmp, dst)
+            fsync_dir(dst.parent)
+        for p in parts.iterdir():
+            p.unlink()
+        parts.rmdir()
+        return downloaded, reused
+
+    def _chunk(
+        self,
+        tu: TufUpdater,
+        h: str,
+        parts: Path,
+        local: dict[str, tuple[Path, int, int]],
+    ) -> tuple[bytes, int]:
+        cached = parts / h
+        if cached.is_file():
+            data = cached.read_bytes()
+            if sha256_bytes(data) == h:
+                return data, 0
+        if h in local:
+            path, off, n = local[h]
+            with open(path, "rb") as fh:
+                fh.seek(off)
+                data = fh.read(n)
+            if sha256_bytes(data) == h:
+                return data, 0
+        info = self._target(tu, chunk_target_path(h))
+        if info.hashes.get("sha256") != h:
+            raise UpdateRejectedError(f"chunk target {h[:12]} is signed with another hash")
+        data = self._download(tu, info)
+        atomic_write_bytes(cached, data)
+        return data, 1

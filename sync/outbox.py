@@ -1,0 +1,237 @@
+"""The trip-log outbox on the device: durable until the server acknowledges, bounded in size.
+
+SQLite in WAL mode with ``synchronous=FULL``: a record returned from :meth:`Outbox.append` is on
+disk. Every record gets a sequence number that is never reused (``AUTOINCREMENT``), which with
+the vehicle id makes uploads idempotent on the server. Records are deleted only by
+:meth:`Outbox.ack`. When the outbox exceeds ``max_records`` or ``max_bytes`` the oldest records
+are dropped and a persistent ``dropped_total`` counter grows; it travels with every upload so
+the fleet sees what was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from sync.errors import SyncDataError, SyncStorageError
+
+log = logging.getLogger(__name__)
+
+#: named, ordered migrations (house style 7)
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_records",
+        """
+        CREATE TABLE records (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            t_s REAL NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO counters VALUES ('n_records', 0), ('n_bytes', 0), ('dropped_total', 0);
+        """,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    max_records: int = 1_000_000
+    max_bytes: int = 256 << 20  # payload bytes kept while offline
+    max_record_bytes: int = 1 << 20  # one record larger than this is refused
+    batch_max_records: int = 500
+    batch_max_bytes: int = 512 << 10  # keep well under the server's request cap
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    seq: int
+    t_s: float
+    data: bytes  # msgpack of the payload
+
+    def payload(self) -> Any:
+        return msgpack.unpackb(self.data, raw=False)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
+    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+    for name, sql in migrations:
+        if name in done:
+            continue
+        conn.executescript(f"BEGIN;\n{sql}\nINSERT INTO _migrations VALUES ('{name}');\nCOMMIT;")
+
+
+class Outbox:
+    """A durable FIFO of log records (thread-safe; one process at a time)."""
+
+    def __init__(self, path: str | os.PathLike[str], config: OutboxConfig | None = None) -> None:
+        self.path = Path(path)
+        self.config = config or OutboxConfig()
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            migrate(self._conn, MIGRATIONS)
+        except sqlite3.Error as e:
+            raise SyncStorageError(f"outbox {self.path} is unusable: {e}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _counter(self, name: str) -> int:
+        row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0])
+
+    def append(self, payload: Any, t_s: float) -> int:
+        """Store one record (any msgpack-able value); its sequence number."""
+        return self.append_many([(payload, t_s)])[0]
+
+    def append_many(self, items: Iterable[tuple[Any, float]]) -> list[int]:
+        """Store records in one transaction (one fsync); their sequence numbers."""
+        packed: list[tuple[float, bytes]] = []
+        for payload, t_s in items:
+            try:
+                data = msgpack.packb(payload, use_bin_type=True)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise SyncDataError(f"log record is not msgpack-able: {e}") from e
+            if len(data) > self.config.max_record_bytes:
+                raise SyncDataError(
+                    f"log record of {len(data)} bytes exceeds {self.config.max_record_bytes}"
+                )
+            packed.append((float(t_s), data))
+        seqs: list[int] = []
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for t_s, data in packed:
+                    cur = self._conn.execute(
+                        "INSERT INTO records (t_s, data) VALUES (?, ?)", (t_s, data)
+                    )
+                    seqs.append(int(cur.lastrowid or 0))
+                added = sum(len(d) for _, d in packed)
+                self._conn.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'n_records'", (len(packed),)
+                )
+                self._conn.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'n_bytes'", (added,)
+                )
+                self._enforce_bounds()
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise SyncStorageError(f"outbox {self.path}: {e}") from e
+        return seqs
+
+    def _enforce_bounds(self) -> None:
+        n, nbytes = self._counter("n_records"), self._counter("n_bytes")
+        cfg = self.config
+        if n <= cfg.max_records and nbytes <= cfg.max_bytes:
+            return
+        dropped = dropped_bytes = 0
+        for seq, size in self._conn.execute(
+            "SELECT seq, length(data) FROM records ORDER BY seq"
+        ).fetchall():
+            if n - dropped <= cfg.max_records and nbytes - dropped_bytes <= cfg.max_bytes:
+                break
+            last = seq
+            dropped += 1
+            dropped_bytes += int(size)
+        if dropped:
+            self._conn.execute("DELETE FROM records WHERE seq <= ?", (last,))
+            self._conn.execute(
+                "UPDATE counters SET value = value - ? WHERE name = 'n_records'", (dropped,)
+            )
+            self._conn.execute(
+                "UPDATE counters SET value = value - ? WHERE name = 'n_bytes'", (dropped_bytes,)
+            )
+            self._conn.execute(
+                "UPDATE counters SET value = value + ? WHERE name = 'dropped_total'", (dropped,)
+            )
+            log.warning("outbox full: dropped the %d oldest log records", dropped)
+
+    def pending(
+        self, max_records: int | None = None, max_bytes: int | None = None
+    ) -> list[OutboxRecord]:
+        """The oldest records, at most ``max_records`` and about ``max_bytes`` (always ≥ 1)."""
+        lim_n = max_records or self.config.batch_max_records
+        lim_b = max_bytes or self.config.batch_max_bytes
+        out: list[OutboxRecord] = []
+        total = 0
+        with self._lock:
+            try:
+                cur = self._conn.execute(
+                    "SELECT seq, t_s, data FROM records ORDER BY seq LIMIT ?", (lim_n,)
+                )
+                for seq, t_s, data in cur:
+                    if out and total + len(data) > lim_b:
+                        break
+                    out.append(OutboxRecord(int(seq), float(t_s), bytes(data)))
+                    total += len(data)
+            except sqlite3.Error as e:
+                raise SyncStorageError(f"outbox {self.path}: {e}") from e
+        return out
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Delete acknowledged records; how many were deleted."""
+        ids = sorted({int(s) for s in seqs})
+        if not ids:
+            return 0
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                n = nbytes = 0
+                for i in range(0, len(ids), 500):
+                    part = ids[i : i + 500]
+                    marks = ",".join("?" * len(part))
+                    row = self._conn.execute(
+                        f"SELECT count(*), coalesce(sum(length(data)), 0) FROM records "
+                        f"WHERE seq IN ({marks})",
+                        part,
+                    ).fetchone()
+                    n += int(row[0])
+                    nbytes += int(row[1])
+                    self._conn.execute(f"DELETE FROM records WHERE seq IN ({marks})", part)
+                self._conn.execute(
+                    "UPDATE counters SET value = value - ? WHERE name = 'n_records'", (n,)
+                )
+                self._conn.execute(
+                    "UPDATE counters SET value = value - ? WHERE name = 'n_bytes'", (nbytes,)
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise SyncStorageError(f"outbox {self.path}: {e}") from e
+        return n
+
+    @property
+    def dropped_total(self) -> int:
+        with self._lock:
+            return self._counter("dropped_total")
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "records": self._counter("n_records"),
+                "bytes": self._counter("n_bytes"),
+                "dropped_total": self._counter("dropped_total"),
+            }

@@ -1,0 +1,378 @@
+"""The fleet's TUF repository: keys, publishing bundles, re-signing, key rotation.
+
+Files under the fleet root (``nagashi fleet … --root DIR``)::
+
+    keys/<role>.pem             ed25519 private keys (PKCS#8 PEM, mode 0600) of root, targets,
+                                snapshot, timestamp; keys/retired/ keeps rotated-out keys
+    repo/metadata/N.root.json   every root version (clients walk the chain)
+    repo/metadata/N.targets.json, N.snapshot.json, timestamp.json
+    repo/targets/chunks/<h>.<h> bundle file chunks, content-addressed (consistent snapshots)
+    repo/targets/areas/<area>/<h>.index.json   the area's bundle index
+    published.json              area -> index document (what the next targets must list)
+    fleet.sqlite                log ingest and tokens (see sync.logstore)
+
+Each bundle file is cut into fixed-size chunks (default 64 KiB, a multiple of the tile
+database's 8 KiB page); every chunk is its own TUF target named by its sha256, so a bundle in
+which one tile changed transfers only the chunks that differ. The area index (also a target)
+lists the bundle's files with their sha256, size and chunk hashes. ``timestamp.json`` is
+written last: until it is replaced, clients see the previous consistent state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from tuf.api.metadata import (  # type: ignore[attr-defined]
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization import DeserializationError
+from tuf.api.serialization.json import JSONSerializer
+
+from sync._fs import atomic_write_bytes, read_bounded, sha256_bytes
+from sync.bundle import MANIFEST_FILE, Bundle
+from sync.errors import BundleVerifyError, SyncDataError, SyncStorageError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+INDEX_SCHEMA = 1
+DEFAULT_CHUNK_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 5_000_000
+_AREA = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def index_target_path(area: str) -> str:
+    return f"areas/{area}/index.json"
+
+
+def chunk_target_path(sha256: str) -> str:
+    return f"chunks/{sha256}"
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """Lifetimes of the signed metadata and the chunk size of published files."""
+
+    root_expiry_s: int = 365 * 86400
+    targets_expiry_s: int = 90 * 86400
+    snapshot_expiry_s: int = 7 * 86400
+    timestamp_expiry_s: int = 86400  # re-sign at least daily: `nagashi fleet timestamp`
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    area: str
+    bundle_id: str
+    targets_version: int
+    chunks_total: int
+    chunks_new: int
+    bytes_new: int
+
+
+def _serializer() -> JSONSerializer:
+    return JSONSerializer(compact=False)
+
+
+def _expiry(now: datetime, seconds: int) -> datetime:
+    return (now + timedelta(seconds=seconds)).replace(microsecond=0)
+
+
+class FleetRepository:
+    """A TUF repository on the local filesystem, served by ``nagashi fleet serve``."""
+
+    def __init__(self, root: str | os.PathLike[str], config: RepoConfig | None = None) -> None:
+        self.root = Path(root)
+        self.config = config or RepoConfig()
+        self.keys_dir = self.root / "keys"
+        self.metadata_dir = self.root / "repo" / "metadata"
+        self.targets_dir = self.root / "repo" / "targets"
+        self.published_path = self.root / "published.json"
+
+    # ------------------------------------------------------------------ keys
+    def _key_path(self, role: str) -> Path:
+        return self.keys_dir / f"{role}.pem"
+
+    def signer(self, role: str) -> CryptoSigner:
+        p = self._key_path(role)
+        try:
+            pem = read_bounded(p, 64 * 1024)
+            return CryptoSigner(load_pem_private_key(pem, password=None))
+        except FileNotFoundError as e:
+            raise SyncStorageError(
+                f"{role} key not found at {p} (is it kept offline? bring it back for this step)"
+            ) from e
+        except (OSError, ValueError, TypeError) as e:
+            raise SyncStorageError(f"{role} key at {p} is unreadable: {e}") from e
+
+    def _write_key(self, role: str, signer: CryptoSigner) -> None:
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keys_dir, 0o700)
+        atomic_write_bytes(self._key_path(role), signer.private_bytes, mode=0o600)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------------ metadata io
+    def _write_md(self, name: str, md: Metadata[Any]) -> None:
+        atomic_write_bytes(self.metadata_dir / name, md.to_bytes(_serializer()))
+
+    def _read_md(self, name: str) -> Metadata[Any]:
+        p = self.metadata_dir / name
+        try:
+            return Metadata.from_bytes(read_bounded(p, MAX_METADATA_BYTES))
+        except FileNotFoundError as e:
+            raise SyncStorageError(f"{p} not found: run `nagashi fleet keys init` first") from e
+        except (OSError, DeserializationError) as e:
+            raise SyncStorageError(f"{p} is unreadable: {e}") from e
+
+    def root_version(self) -> int:
+        versions = [
+            int(p.name.split(".", 1)[0])
+            for p in self.metadata_dir.glob("*.root.json")
+            if p.name.split(".", 1)[0].isdigit()
+        ]
+        if not versions:
+            raise SyncStorageError(f"no root metadata in {self.metadata_dir}: run keys init")
+        return max(versions)
+
+    def root_md(self) -> Metadata[Root]:
+        return self._read_md(f"{self.root_version()}.root.json")
+
+    def trusted_root_path(self, version: int = 1) -> Path:
+        """The root metadata a vehicle is provisioned with (bootstrap of its TUF client)."""
+        return self.metadata_dir / f"{version}.root.json"
+
+    def timestamp_md(self) -> Metadata[Timestamp]:
+        return self._read_md("timestamp.json")
+
+    def snapshot_md(self) -> Metadata[Snapshot]:
+        v = self.timestamp_md().signed.snapshot_meta.version
+        return self._read_md(f"{v}.snapshot.json")
+
+    def targets_md(self) -> Metadata[Targets]:
+        v = self.snapshot_md().signed.meta["targets.json"].version
+        return self._read_md(f"{v}.targets.json")
+
+    # ------------------------------------------------------------------ init
+    def init(self, now: datetime) -> Path:
+        """Generate the four keys and version 1 of every metadata file."""
+        if (self.metadata_dir / "1.root.json").exists():
+            raise SyncStorageError(f"{self.root} already holds a repository")
+        with self._lock():
+            self.metadata_dir.mkdir(parents=True, exist_ok=True)
+            self.targets_dir.mkdir(parents=True, exist_ok=True)
+            signers = {role: CryptoSigner.generate_ed25519() for role in ROLES}
+            root = Root(expires=_expiry(now, self.config.root_expiry_s), consistent_snapshot=True)
+            for role, s in signers.items():
+                root.add_key(s.public_key, role)
+            for role, s in signers.items():
+                self._write_key(role, s)
+            md_root = Metadata(root)
+            md_root.sign(signers["root"])
+            self._write_md("1.root.json", md_root)
+            atomic_write_bytes(self.published_path, b"{}")
+            self._sign_chain(now, {}, bump_targets=True)
+        log.info("initialised fleet repository at %s", self.root)
+        return self.trusted_root_path()
+
+    # ------------------------------------------------------------------ publishing
+    def published(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(read_bounded(self.published_path, MAX_METADATA_BYTES))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise SyncStorageError(f"{self.published_path} is unreadable: {e}") from e
+        return doc if isinstance(doc, dict) else {}
+
+    def _write_target(self, target_path: str, data: bytes) -> bool:
+        """Store a target under its consistent-snapshot name; False if it was there."""
+        h = sha256_bytes(data)
+        dirname, _, basename = target_path.rpartition("/")
+        p = self.targets_dir / dirname / f"{h}.{basename}"
+        if p.exists() and p.stat().st_size == len(data):
+            return False
+        atomic_write_bytes(p, data)
+        return True
+
+    def publish(
+        self, bundle_dir: str | os.PathLike[str], area: str, now: datetime
+    ) -> PublishResult:
+        """Verify a bundle, store its chunks, sign a new targets/snapshot/timestamp."""
+        if not _AREA.match(area):
+            raise SyncDataError(f"bad area name {area!r} (use [a-z0-9_-])")
+        bundle = Bundle(bundle_dir)
+        bundle.verify()
+        if bundle.area is not None and bundle.area != area:
+            raise BundleVerifyError(f"bundle {bundle.bundle_id[:12]} is for area {bundle.area!r}")
+        step = self.config.chunk_bytes
+        files: dict[str, Any] = {}
+        new = total = new_bytes = 0
+        with self._lock():
+            for name in sorted([*bundle.files, MANIFEST_FILE]):
+                chunks: list[str] = []
+                p = bundle.path / name
+                with open(p, "rb") as fh:
+                    while block := fh.read(step):
+                        h = sha256_bytes(block)
+                        chunks.append(h)
+                        total += 1
+                        if self._write_target(chunk_target_path(h), block):
+                            new += 1
+                            new_bytes += len(block)
+                if name == MANIFEST_FILE:
+                    size, sha = p.stat().st_size, bundle.bundle_id
+                else:
+                    size, sha = bundle.files[name].size_bytes, bundle.files[name].sha256
+                files[name] = {"sha256": sha, "size_bytes": size, "chunks": chunks}
+            index = {
+                "schema_version": INDEX_SCHEMA,
+                "area": area,
+                "bundle_id": bundle.bundle_id,
+                "manifest_sha256": bundle.manifest_sha256,
+                "chunk_bytes": step,
+                "files": files,
+            }
+            data = json.dumps(index, sort_keys=True, indent=1).encode()
+            self._write_target(index_target_path(area), data)
+            published = self.published()
+            published[area] = index
+            atomic_write_bytes(self.published_path, json.dumps(published, sort_keys=True).encode())
+            version = self._sign_chain(now, published, bump_targets=True)
+        log.info(
+            "published %s for %s: %d/%d chunks new (%d bytes), targets v%d",
+            bundle.bundle_id[:12],
+            area,
+            new,
+            total,
+            new_bytes,
+            version,
+        )
+        return PublishResult(area, bundle.bundle_id, version, total, new, new_bytes)
+
+    def _targets_for(self, published: dict[str, Any]) -> dict[str, TargetFile]:
+        out: dict[str, TargetFile] = {}
+        for area, index in sorted(published.items()):
+            data = json.dumps(index, sort_keys=True, indent=1).encode()
+            path = index_target_path(area)
+            out[path] = TargetFile.from_data(path, data, ["sha256"])
+            step = int(index["chunk_bytes"])
+            for ent in index["files"].values():
+                size = int(ent["size_bytes"])
+                for i, h in enumerate(ent["chunks"]):
+                    cpath = chunk_target_path(h)
+                    length = min(step, size - i * step)
+                    out[cpath] = TargetFile(length, {"sha256": h}, cpath)
+        return out
+
+    def _sign_chain(self, now: datetime, published: dict[str, Any], *, bump_targets: bool) -> int:
+        """Write a new targets (if asked), snapshot and timestamp; timestamp last."""
+        cfg = self.config
+        try:
+            old_ts: Metadata[Timestamp] | None = self.timestamp_md()
+        except SyncStorageError:
+            old_ts = None
+        if old_ts is None:
+            tv, sv, tsv = 1, 1, 1
+        else:
+            sv = old_ts.signed.snapshot_meta.version + 1
+            tsv = old_ts.signed.version + 1
+            tv = self.targets_md().signed.version + (1 if bump_targets else 0)
+        if bump_targets or old_ts is None:
+            targets = Targets(version=tv, expires=_expiry(now, cfg.targets_expiry_s))
+            targets.targets = self._targets_for(published)
+            md_t = Metadata(targets)
+            md_t.sign(self.signer("targets"))
+            self._write_md(f"{tv}.targets.json", md_t)
+        snapshot = Snapshot(
+            version=sv,
+            expires=_expiry(now, cfg.snapshot_expiry_s),
+            meta={"targets.json": MetaFile(version=tv)},
+        )
+        md_s = Metadata(snapshot)
+        md_s.sign(self.signer("snapshot"))
+        self._write_md(f"{sv}.snapshot.json", md_s)
+        ts = Timestamp(
+            version=tsv,
+            expires=_expiry(now, cfg.timestamp_expiry_s),
+            snapshot_meta=MetaFile(version=sv),
+        )
+        md_ts = Metadata(ts)
+        md_ts.sign(self.signer("timestamp"))
+        self._write_md("timestamp.json", md_ts)
+        return tv
+
+    def resign(self, now: datetime, *, targets: bool = False) -> None:
+        """Re-sign timestamp and snapshot (and targets) with fresh expiry (cron this)."""
+        with self._lock():
+            self._sign_chain(now, self.published(), bump_targets=targets)
+
+    # ------------------------------------------------------------------ rotation
+    def rotate_key(self, role: str, now: datetime) -> int:
+        """Replace ``role``'s key: a new root version signed by the old and new root keys,
+        then targets, snapshot and timestamp re-signed. Returns the new root version."""
+        if role not in ROLES:
+            raise SyncDataError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        with self._lock():
+            old_root_signer = self.signer("root")
+            md_root: Metadata[Root] = self.root_md()
+            root = md_root.signed
+            new_signer = CryptoSigner.generate_ed25519()
+            for keyid in list(root.roles[role].keyids):
+                root.revoke_key(keyid, role)
+            root.add_key(new_signer.public_key, role)
+            root.version += 1
+            root.expires = _expiry(now, self.config.root_expiry_s)
+            md_root.signatures.clear()
+            md_root.sign(old_root_signer, append=True)
+            if role == "root":
+                md_root.sign(new_signer, append=True)
+            retired = self.keys_dir / "retired"
+            retired.mkdir(parents=True, exist_ok=True)
+            old_id = self.signer(role).public_key.keyid
+            os.replace(self._key_path(role), retired / f"{role}-{old_id[:16]}.pem")
+            self._write_key(role, new_signer)
+            self._write_md(f"{root.version}.root.json", md_root)
+            self._sign_chain(now, self.published(), bump_targets=True)
+        log.info("rotated the %s key: root v%d", role, root.version)
+        return root.version
+
+    def retired_key_paths(self, role: str) -> list[Path]:
+        return sorted((self.keys_dir / "retired").glob(f"{role}-*.pem"))
+
+    def status(self) -> dict[str, Any]:
+        ts = self.timestamp_md().signed
+        return {
+            "root_version": self.root_version(),
+            "targets_version": self.targets_md().signed.version,
+            "snapshot_version": ts.snapshot_meta.version,
+            "timestamp_version": ts.version,
+            "timestamp_expires": ts.expires.isoformat(),
+            "areas": {a: i["bundle_id"] for a, i in sorted(self.published().items())},
+        }

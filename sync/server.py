@@ -1,0 +1,195 @@
+"""The reference fleet server (starlette; the ``server`` extra). Imported only by
+``nagashi fleet serve`` and tests: the agent never imports it.
+
+* ``GET /metadata/…`` and ``GET /targets/…``: the TUF repository as static files (HTTP Range
+  supported, so interrupted downloads resume). There is no write route: publishing is
+  ``nagashi fleet publish`` on the server machine, with the signing keys, never over HTTP.
+* ``POST /v1/logs``: a vehicle's msgpack batch (see :mod:`sync.logs`), size-capped, stored once
+  per (vehicle_id, seq). The token's vehicle must be the batch's vehicle.
+* ``GET /v1/vehicles/{id}/logs``: engineers only.
+* ``GET /healthz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from sync.logs import MSGPACK, WIRE_SCHEMA
+from sync.logstore import LogStorage, Principal, SqliteLogStorage
+from sync.repository import FleetRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    max_batch_bytes: int = 4 << 20
+    max_records_per_batch: int = 20_000
+    max_page_records: int = 5_000
+    max_vehicle_id_chars: int = 128
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _pack(doc: dict[str, Any]) -> Response:
+    return Response(msgpack.packb(doc, use_bin_type=True), media_type=MSGPACK)
+
+
+def create_app(
+    root: str | Path,
+    config: ServerConfig | None = None,
+    storage: LogStorage | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The ASGI app serving the repository under ``root`` and its log storage."""
+    cfg = config or ServerConfig()
+    repo = FleetRepository(root)
+    repo.metadata_dir.mkdir(parents=True, exist_ok=True)
+    repo.targets_dir.mkdir(parents=True, exist_ok=True)
+    store: LogStorage = storage or SqliteLogStorage(Path(root) / "fleet.sqlite")
+
+    async def principal(request: Request) -> Principal:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _HTTPError(401, "missing bearer token")
+        who = await run_in_threadpool(store.authenticate, token.strip())
+        if who is None:
+            raise _HTTPError(401, "unknown token")
+        return who
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > cfg.max_batch_bytes:
+                    raise _HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
+            except ValueError as e:
+                raise _HTTPError(400, "bad Content-Length") from e
+        buf = bytearray()
+        async for piece in request.stream():
+            buf += piece
+            if len(buf) > cfg.max_batch_bytes:
+                raise _HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
+        return bytes(buf)
+
+    async def ingest(request: Request) -> Response:
+        who = await principal(request)
+        if who.kind != "vehicle":
+            raise _HTTPError(403, "only vehicles upload logs")
+        body = await read_body(request)
+        try:
+            doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        except Exception as e:  # msgpack raises several unrelated types
+            raise _HTTPError(400, f"batch is not msgpack: {type(e).__name__}") from e
+        if not isinstance(doc, dict) or doc.get("schema_version") != WIRE_SCHEMA:
+            raise _HTTPError(400, "batch has an unknown schema_version")
+        vehicle = doc.get("vehicle_id")
+        if vehicle != who.subject:
+            raise _HTTPError(403, "a vehicle uploads only its own logs")
+        records = doc.get("records")
+        if not isinstance(records, list) or len(records) > cfg.max_records_per_batch:
+            raise _HTTPError(400, "records must be a list of bounded length")
+        rows: list[tuple[int, float, bytes]] = []
+        for r in records:
+            if not isinstance(r, dict):
+                raise _HTTPError(400, "record is not a map")
+            seq, t_s, data = r.get("seq"), r.get("t_s"), r.get("data")
+            if (
+                not isinstance(seq, int)
+                or isinstance(seq, bool)
+                or seq <= 0
+                or not isinstance(t_s, int | float)
+                or not isinstance(data, bytes)
+            ):
+                raise _HTTPError(400, "record needs seq > 0 (int), t_s (number), data (bytes)")
+            rows.append((seq, float(t_s), data))
+        dropped = doc.get("dropped_total", 0)
+        if not isinstance(dropped, int) or dropped < 0:
+            raise _HTTPError(400, "dropped_total must be a non-negative integer")
+        inserted, dup = await run_in_threadpool(
+            store.insert_batch, who.subject, rows, dropped, clock()
+        )
+        return _pack(
+            {
+                "schema_version": WIRE_SCHEMA,
+                "acked": [s for s, _, _ in rows],
+                "inserted": inserted,
+                "duplicates": dup,
+            }
+        )
+
+    async def read_logs(request: Request) -> Response:
+        who = await principal(request)
+        if who.kind != "engineer":
+            raise _HTTPError(403, "only engineers read logs")
+        vehicle = request.path_params["vehicle_id"]
+        try:
+            since_s = float(request.query_params.get("since_s", "0"))
+            after = int(request.query_params.get("after_seq", "0"))
+            limit = min(int(request.query_params.get("limit", "1000")), cfg.max_page_records)
+        except ValueError as e:
+            raise _HTTPError(400, "since_s, after_seq and limit must be numbers") from e
+        if limit <= 0:
+            raise _HTTPError(400, "limit must be positive")
+        recs = await run_in_threadpool(store.read, vehicle, since_s, after, limit)
+        dropped = await run_in_threadpool(store.dropped_total, vehicle)
+        return _pack(
+            {
+                "schema_version": WIRE_SCHEMA,
+                "vehicle_id": vehicle,
+                "dropped_total": dropped,
+                "records": [
+                    {"seq": r.seq, "t_s": r.t_s, "received_s": r.received_s, "data": r.data}
+                    for r in recs
+                ],
+                "next_after_seq": recs[-1].seq if len(recs) == limit else None,
+            }
+        )
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    def guarded(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def handler(request: Request) -> Response:
+            try:
+                resp: Response = await fn(request)
+                return resp
+            except _HTTPError as e:
+                return JSONResponse({"error": e.message}, status_code=e.status)
+
+        return handler
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/logs", guarded(ingest), methods=["POST"]),
+        Route("/v1/vehicles/{vehicle_id}/logs", guarded(read_logs), methods=["GET"]),
+        Mount("/metadata", app=StaticFiles(directory=repo.metadata_dir), name="metadata"),
+        Mount("/targets", app=StaticFiles(directory=repo.targets_dir), name="targets"),
+    ]
+    return Starlette(routes=routes)
+
+
+def serve(root: str | Path, host: str, port: int, config: ServerConfig | None = None) -> None:
+    """Run the server in the foreground (``nagashi fleet serve``)."""
+    import uvicorn
+
+    uvicorn.run(create_app(root, config), host=host, port=port, log_level="info")

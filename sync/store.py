@@ -1,0 +1,272 @@
+"""The bundle store on the device: staging, atomic activation, trial, rollback.
+
+Layout under the store root::
+
+    current.json           the pointer: {"current": id, "trial": bool, "last_good": id, ...}
+    bundles/<id>/          installed bundles (immutable, named by bundle id)
+    staging/<id>/          a bundle being downloaded/assembled (resumable)
+    trash/                 bundles being deleted (renamed here first, then removed)
+    tuf/                   trusted TUF metadata of the fleet repository
+
+Activation is one atomic replace of ``current.json`` (temp file in the same folder, fsync,
+``os.replace``, fsync dir). A new bundle is installed on *trial*: ``current`` names it,
+``last_good`` still names the previous one. :meth:`commit` ends the trial; :meth:`rollback`
+points ``current`` back at ``last_good``. :meth:`gc` never deletes the current bundle nor the
+last good one. After a crash the pointer names a complete, verified bundle: the old one, or the
+new one (possibly still on trial, see :meth:`resume_trial`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sync._fs import atomic_write_bytes, fsync_dir, fsync_file, read_bounded
+from sync.bundle import Bundle
+from sync.errors import BundleVerifyError, HealthCheckError, SyncStorageError
+
+log = logging.getLogger(__name__)
+
+POINTER_FILE = "current.json"
+POINTER_SCHEMA = 1
+MAX_POINTER_BYTES = 1 << 20
+MAX_REJECTED = 32
+
+HealthCheck = Callable[[Bundle], None]
+"""Raises (anything) when the bundle is not fit to drive with; returns when it is."""
+
+Checkpoint = Callable[[str], None]
+
+
+def _no_checkpoint(step: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Pointer:
+    current: str | None = None
+    trial: bool = False
+    last_good: str | None = None
+    rejected: tuple[str, ...] = ()  # bundle ids that failed their health check
+    extra: tuple[tuple[str, Any], ...] = ()  # unknown fields, kept
+
+    def to_bytes(self) -> bytes:
+        doc: dict[str, Any] = dict(self.extra)
+        doc.update(
+            schema_version=POINTER_SCHEMA,
+            current=self.current,
+            trial=self.trial,
+            last_good=self.last_good,
+            rejected=list(self.rejected),
+        )
+        return json.dumps(doc, sort_keys=True, indent=1).encode()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Pointer:
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise ValueError("pointer is not an object")
+        known = {"schema_version", "current", "trial", "last_good", "rejected"}
+        return Pointer(
+            current=doc.get("current"),
+            trial=bool(doc.get("trial", False)),
+            last_good=doc.get("last_good"),
+            rejected=tuple(doc.get("rejected") or ()),
+            extra=tuple(sorted((k, v) for k, v in doc.items() if k not in known)),
+        )
+
+
+class BundleStore:
+    """Installed bundles and the ``current`` pointer under ``root``.
+
+    ``checkpoint`` is called between every filesystem step of an install (tests use it to
+    kill the process at each step).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], checkpoint: Checkpoint | None = None) -> None:
+        self.root = Path(root)
+        self.bundles_dir = self.root / "bundles"
+        self.staging_dir = self.root / "staging"
+        self.trash_dir = self.root / "trash"
+        self.tuf_dir = self.root / "tuf"
+        self._checkpoint = checkpoint or _no_checkpoint
+        try:
+            for d in (self.bundles_dir, self.staging_dir, self.trash_dir, self.tuf_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SyncStorageError(f"cannot create bundle store at {self.root}: {e}") from e
+
+    # ------------------------------------------------------------------ pointer
+    @property
+    def pointer_path(self) -> Path:
+        return self.root / POINTER_FILE
+
+    def pointer(self) -> Pointer:
+        try:
+            data = read_bounded(self.pointer_path, MAX_POINTER_BYTES)
+        except FileNotFoundError:
+            return Pointer()
+        except OSError as e:
+            raise SyncStorageError(f"cannot read {self.pointer_path}: {e}") from e
+        try:
+            return Pointer.from_bytes(data)
+        except ValueError as e:
+            raise SyncStorageError(f"{self.pointer_path} is corrupt: {e}") from e
+
+    def _write_pointer(self, p: Pointer) -> None:
+        self._checkpoint("pointer:before")
+        try:
+            atomic_write_bytes(self.pointer_path, p.to_bytes())
+        except OSError as e:
+            raise SyncStorageError(f"cannot write {self.pointer_path}: {e}") from e
+        self._checkpoint("pointer:after")
+
+    # ------------------------------------------------------------------ reading
+    def bundle_path(self, bundle_id: str) -> Path:
+        return self.bundles_dir / bundle_id
+
+    def current_id(self) -> str | None:
+        return self.pointer().current
+
+    def active(self) -> Bundle | None:
+        """The bundle to drive with (on trial or good), or None before the first install."""
+        cur = self.pointer().current
+        return Bundle(self.bundle_path(cur)) if cur else None
+
+    def installed(self) -> list[str]:
+        return sorted(p.name for p in self.bundles_dir.iterdir() if p.is_dir())
+
+    def staging_path(self, bundle_id: str) -> Path:
+        return self.staging_dir / bundle_id
+
+    # ------------------------------------------------------------------ install
+    def install(self, staged: Path, bundle_id: str) -> Bundle:
+        """Move a fully staged bundle into ``bundles/`` (one rename), after verifying it.
+
+        Does not activate it. Idempotent: an already installed, valid copy is kept.
+        """
+        final = self.bundle_path(bundle_id)
+        if final.is_dir():
+            try:
+                b = Bundle(final)
+                b.verify()
+                shutil.rmtree(staged, ignore_errors=True)
+                return b
+            except BundleVerifyError:
+                log.warning("installed copy of %s is damaged: replacing it", bundle_id[:12])
+                self._discard(final)
+        b = Bundle(staged, expect_id=bundle_id)
+        b.verify()
+        self._checkpoint("install:verified")
+        for p in sorted(staged.rglob("*"), reverse=True):
+            if p.is_file():
+                fsync_file(p)
+            elif p.is_dir():
+                fsync_dir(p)
+        fsync_dir(staged)
+        self._checkpoint("install:fsynced")
+        os.rename(staged, final)
+        self._checkpoint("install:renamed")
+        fsync_dir(self.bundles_dir)
+        fsync_dir(self.staging_dir)
+        self._checkpoint("install:done")
+        return Bundle(final)
+
+    def activate(self, bundle_id: str, *, trial: bool = True) -> None:
+        """Point ``current`` at an installed bundle (on trial unless ``trial=False``)."""
+        if not self.bundle_path(bundle_id).is_dir():
+            raise SyncStorageError(f"bundle {bundle_id[:12]} is not installed")
+        p = self.pointer()
+        if p.current == bundle_id and not p.trial:
+            return
+        last_good = p.last_good if p.trial else p.current
+        if not trial:
+            last_good = bundle_id
+        self._write_pointer(replace(p, current=bundle_id, trial=trial, last_good=last_good))
+
+    def commit(self) -> None:
+        """The bundle on trial passed its health check: it becomes the last good one."""
+        p = self.pointer()
+        if p.current and p.trial:
+            self._write_pointer(replace(p, trial=False, last_good=p.current))
+
+    def rollback(self, reason: str) -> str | None:
+        """Point ``current`` back at the last good bundle; remember the rejected one."""
+        p = self.pointer()
+        if not p.trial or p.current is None:
+            return p.current
+        bad = p.current
+        rejected = (*[r for r in p.rejected if r != bad], bad)[-MAX_REJECTED:]
+        log.warning("rolling back bundle %s: %s", bad[:12], reason)
+        self._write_pointer(replace(p, current=p.last_good, trial=False, rejected=rejected))
+        return p.last_good
+
+    def try_bundle(self, bundle_id: str, health_check: HealthCheck) -> Bundle:
+        """Activate on trial, run the health check, commit or roll back (then raise)."""
+        self.activate(bundle_id, trial=True)
+        return self.resume_trial(health_check)
+
+    def resume_trial(self, health_check: HealthCheck) -> Bundle:
+        """Finish a trial (e.g. after a restart): health check, commit or roll back."""
+        p = self.pointer()
+        if p.current is None:
+            raise SyncStorageError("no bundle installed")
+        if not p.trial:
+            return Bundle(self.bundle_path(p.current))
+        try:
+            bundle = Bundle(self.bundle_path(p.current))
+            bundle.verify()
+            health_check(bundle)
+        except Exception as e:  # any failure of the injected check means "not fit"
+            self.rollback(f"health check failed: {e}")
+            raise HealthCheckError(f"bundle {p.current[:12]} failed its health check: {e}") from e
+        self.commit()
+        return bundle
+
+    # ------------------------------------------------------------------ cleanup
+    def _discard(self, path: Path) -> None:
+        """Rename into trash (atomic: never a half-deleted bundle under its id), then delete."""
+        if not path.exists():
+            return
+        dest = self.trash_dir / f"{path.name}.{os.getpid()}.{id(path)}"
+        os.rename(path, dest)
+        fsync_dir(path.parent)
+        shutil.rmtree(dest, ignore_errors=True)
+
+    def gc(self, keep_staging: str | None = None) -> list[str]:
+        """Delete bundles other than the current and the last good one, and stale staging.
+
+        ``keep_staging``: a staging id to keep (a download to resume). Returns what went.
+        """
+        p = self.pointer()
+        keep = {x for x in (p.current, p.last_good) if x}
+        gone: list[str] = []
+        for d in self.bundles_dir.iterdir():
+            if d.name not in keep:
+                self._discard(d)
+                gone.append(d.name)
+        for d in self.staging_dir.iterdir():
+            if d.name != keep_staging:
+                with contextlib.suppress(OSError):
+                    self._discard(d)
+                gone.append(f"staging/{d.name}")
+        for d in self.trash_dir.iterdir():
+            shutil.rmtree(d, ignore_errors=True)
+        return gone
+
+    def status(self) -> dict[str, Any]:
+        p = self.pointer()
+        return {
+            "current": p.current,
+            "trial": p.trial,
+            "last_good": p.last_good,
+            "rejected": list(p.rejected),
+            "installed": self.installed(),
+        }
