@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -117,9 +118,30 @@ class Oracle:
     own answers (flags, ``closed_at``, turn lists) and the store's turn restrictions."""
 
     g: Graph
-    banned_pairs: frozenset[tuple[int, int]]
+    banned_pairs: frozenset[tuple[int, int]]  # no_* restrictions: (from, to) global ids
+    only_turns: dict[int, frozenset[int]] = field(default_factory=dict)  # only_*: from -> to
 
-    def violations(self, route: Sequence[int], start_edge: int, minute_of_week: float) -> list[str]:
+    @staticmethod
+    def from_restrictions(g: Graph, restrictions: list[dict[str, Any]]) -> Oracle:
+        banned: set[tuple[int, int]] = set()
+        only: dict[int, set[int]] = {}
+        for r in restrictions:
+            if not str(r["status"]).startswith("applied"):
+                continue
+            for f, t in r["pairs"]:
+                if str(r["kind"]).startswith("only_"):
+                    only.setdefault(int(f), set()).add(int(t))
+                else:
+                    banned.add((int(f), int(t)))
+        return Oracle(g, frozenset(banned), {k: frozenset(v) for k, v in only.items()})
+
+    def violations(
+        self,
+        route: Sequence[int],
+        start_edge: int,
+        minute_of_week: float,
+        start_fraction: float = 0.0,
+    ) -> list[str]:
         g = self.g
         loc = [int(x) for x in g.local(list(route))]
         if any(x < 0 for x in loc):
@@ -127,7 +149,7 @@ class Oracle:
         start = int(g.local([start_edge])[0])
         path = loc if loc[0] == start else [start, *loc]
         out: list[str] = []
-        t_s = 0.0
+        t_s = (1.0 - start_fraction) * float(g.travel_time_s[start]) if path[0] == start else 0.0
         for k, e in enumerate(path):
             if k > 0:
                 a = path[k - 1]
@@ -137,9 +159,12 @@ class Oracle:
                     out.append(f"turn {a}->{e} not legal")
                 if (int(g.edge_id[a]), int(g.edge_id[e])) in self.banned_pairs:
                     out.append(f"banned turn {a}->{e}")
+                only = self.only_turns.get(int(g.edge_id[a]))
+                if only is not None and int(g.edge_id[e]) not in only:
+                    out.append(f"turn {a}->{e} against an only_* restriction")
                 if int(g.flags[e]) & T.CRUISE_FORBIDDEN:
                     out.append(f"forbidden link {e}")
-                minute = int(minute_of_week + t_s / 60.0)
+                minute = int((minute_of_week + t_s / 60.0) % (7 * 1440))
                 if bool(g.closed_at(minute)[e]):
                     out.append(f"closed link {e} at {minute}")
             t_s += float(g.travel_time_s[e]) if k > 0 else 0.0

@@ -346,12 +346,7 @@ def test_follow_the_road_keeps_the_street(manhattan: Graph, manhattan_store: Til
 
 
 def test_oracle_agrees_on_a_banned_turn(manhattan: Graph, manhattan_store: TileStore) -> None:
-    banned = frozenset(
-        (int(p[0]), int(p[1]))
-        for r in manhattan_store.restrictions()
-        if r["status"].startswith("applied")
-        for p in r["pairs"]
-    )
-    oracle = Oracle(manhattan, banned)
-    f, t = next(iter(sorted(banned)))
+    oracle = Oracle.from_restrictions(manhattan, manhattan_store.restrictions())
+    f, t = sorted(oracle.banned_pairs)[0]
     assert oracle.violations([f, t], f, 600)
+    assert oracle.only_turns
