@@ -6,8 +6,9 @@
 
 Input: an iterable of tick records (plain dicts as read from the msgpack trip log). A tick
 record is a map whose ``"safety"`` key holds a verdict in :meth:`Verdict.to_record` form; a
-bare verdict record (``"kind": "safety_verdict"``) counts too. Every other map (events, other
-record kinds) is skipped and counted.
+bare verdict record (``"kind": "safety_verdict"``) counts too. A ``"kind": "tick"`` record
+without a readable verdict is counted as unreadable (not as a tick); every other map (start,
+stop, events) is skipped and counted.
 
 Re-checking on replay: with a ``recheck`` function (e.g. :class:`RouteRechecker` over the
 bundle's tiles, with the *current* rules), each validated route is judged again from the logged
@@ -102,7 +103,10 @@ def slo(records: Iterable[object], recheck: Recheck | None = None) -> SloReport:
     for rec in records:
         raw = verdict_of(rec)
         if raw is None:
-            skipped += 1
+            if isinstance(rec, Mapping) and rec.get("kind") == "tick":
+                unreadable += 1  # a tick logged without its verdict
+            else:
+                skipped += 1
             continue
         try:
             v = Verdict.from_record(raw)

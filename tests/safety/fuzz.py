@@ -128,7 +128,7 @@ def make_route(g: Graph, p: _Prep, start: int, kind: str, rng: np.random.Generat
     if kind == "u_turn":
         last = walk[-1]
         rev = [s for s in p.succ[last] if g.v_node[s] == g.u_node[last]]
-        return ids + [int(g.edge_id[rev[0]])] if rev else ids + ids[::-1]
+        return [*ids, int(g.edge_id[rev[0]])] if rev else ids + ids[::-1]
     if kind == "random_ids":
         return [int(x) for x in rng.integers(-5, g.n_edges_total + 5, int(rng.integers(1, 30)))]
     if kind == "empty":

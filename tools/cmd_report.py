@@ -1,0 +1,130 @@
+"""``nagashi report ...``: figures computed from trip logs.
+
+Subcommands live in :data:`SUBCOMMANDS`: each entry registers its own parser on the ``report``
+group (add ``report trial`` by writing ``_register_trial(rsub)`` and listing it there).
+
+Log files are plain msgpack streams: a sequence of msgpack maps, one per record, back to back
+(what ``agent/triplog.py`` writes as ``trip-*.msgpack``). A directory stands for every
+``*.msgpack`` file in it, in name order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from tools.errors import ToolsError
+
+#: Largest single record accepted when reading a log (bytes): bounds memory on corrupt files.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+def log_files(paths: Sequence[str]) -> list[Path]:
+    """The files named (directories expanded to their ``*.msgpack`` files, sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(p.glob("*.msgpack")))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ToolsError(f"no such log file or directory: {p}")
+    if not out:
+        raise ToolsError("no log files found")
+    return out
+
+
+def read_records(paths: Sequence[Path], errors: list[str] | None = None) -> Iterator[Any]:
+    """Every record of every file, in order. A corrupt tail ends that file's records (noted in
+    ``errors``), as a torn last record after a power cut would."""
+    for path in paths:
+        with path.open("rb") as fh:
+            unpacker = msgpack.Unpacker(
+                fh,
+                raw=False,
+                strict_map_key=False,
+                max_buffer_size=MAX_RECORD_BYTES,
+            )
+            try:
+                yield from unpacker
+            except (msgpack.UnpackException, ValueError) as e:
+                if errors is not None:
+                    errors.append(f"{path}: unreadable after some records ({e})")
+
+
+def cmd_report_slo(args: argparse.Namespace) -> int:
+    from safety import RouteRechecker, slo
+    from tiles import TileStore
+
+    files = log_files(args.logs)
+    errors: list[str] = []
+    store = TileStore(args.tiles) if args.tiles else None
+    try:
+        recheck = RouteRechecker(store) if store is not None else None
+        report = slo(read_records(files, errors), recheck)
+    finally:
+        if store is not None:
+            store.close()
+    doc = {**report.to_json(), "files": len(files), "read_errors": errors}
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False))
+        return 0
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.2f} %"
+
+    print(f"ticks:        {report.ticks} in {len(files)} file(s)")
+    print(f"availability: {pct(report.availability)} ({report.validated} validated)")
+    how = "re-checked on the tiles" if report.rechecked else "as logged (no --tiles)"
+    print(
+        f"quality:      {pct(report.quality)} "
+        f"({report.routes_clean}/{report.routes_checked} routes clean, {how})"
+    )
+    print(f"reliability:  {pct(report.reliability)}")
+    for code, n in report.fallbacks_by_reason.items():
+        print(f"  fallback {code}: {n}")
+    for code, n in report.violations_by_reason.items():
+        print(f"  violation {code}: {n}")
+    if report.skipped_records or report.unreadable_verdicts:
+        print(
+            f"skipped {report.skipped_records} non-tick records, "
+            f"{report.unreadable_verdicts} unreadable verdicts"
+        )
+    for e in errors:
+        print(f"warning: {e}")
+    return 0
+
+
+def _register_slo(rsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = rsub.add_parser(
+        "slo",
+        help="guidance availability x route quality from trip logs",
+        description=(
+            "Reliability = availability (share of ticks with a validated route) x quality "
+            "(share of validated routes without a safety violation when re-checked). "
+            "Logs are msgpack streams of maps; a tick record carries its verdict under "
+            "'safety'. With --tiles, routes are re-checked with the current rules."
+        ),
+    )
+    p.add_argument("--logs", nargs="+", required=True, metavar="FILE", help="log files or dirs")
+    p.add_argument("--tiles", help="tile database of the bundle, to re-check routes")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_report_slo)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _register_slo,
+]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser("report", help="figures computed from trip logs")
+    rsub = report.add_subparsers(dest="report_command", metavar="REPORT")
+    rsub.required = True
+    for add in SUBCOMMANDS:
+        add(rsub)
