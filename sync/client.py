@@ -264,6 +264,7 @@ class Updater:
             tmp = dst.with_name(f".{dst.name}.part")
             with open(tmp, "wb") as out:
                 for h in ent["chunks"]:
+                    self.store.checkpoint(f"chunk:{name}:{h[:12]}")
                     data, fresh = self._chunk(tu, h, parts, local_chunks)
                     downloaded += fresh
                     reused += 1 - fresh
@@ -273,6 +274,7 @@ class Updater:
             if tmp.stat().st_size != size or sha256_file(tmp) != sha:
                 tmp.unlink()
                 raise UpdateRejectedError(f"{name} assembled from verified chunks mismatches")
+            self.store.checkpoint(f"assembled:{name}")
             os.replace(tmp, dst)
             fsync_dir(dst.parent)
         for p in parts.iterdir():

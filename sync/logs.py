@@ -154,10 +154,26 @@ class LogClient:
         nxt = doc.get("next_after_seq")
         return recs, (int(nxt) if nxt is not None else None), int(doc.get("dropped_total", 0))
 
-    def iter_logs(self, vehicle_id: str, since_s: float) -> Iterator[LogRecord]:
+    def iter_logs(
+        self,
+        vehicle_id: str,
+        since_s: float,
+        *,
+        attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[LogRecord]:
+        """Every record since ``since_s``, page by page; a page that fails in transport is
+        asked again (up to ``attempts`` times, 0.5 s doubling between tries)."""
         after = 0
         while True:
-            recs, nxt, _ = self.fetch_page(vehicle_id, since_s, after)
+            for attempt in range(1, attempts + 1):
+                try:
+                    recs, nxt, _ = self.fetch_page(vehicle_id, since_s, after)
+                    break
+                except SyncTransportError:
+                    if attempt == attempts:
+                        raise
+                    sleep(0.5 * 2 ** (attempt - 1))
             yield from recs
             if nxt is None:
                 return
@@ -171,6 +187,8 @@ def fetch_logs(
     since_s: float,
     *,
     client: httpx.Client | None = None,
+    attempts: int = 5,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[LogRecord]:
     """Every record of ``vehicle_id`` with ``t_s >= since_s`` (engineer token), in seq order.
 
@@ -178,7 +196,7 @@ def fetch_logs(
     """
     lc = LogClient(server_url, token, client=client)
     try:
-        return list(lc.iter_logs(vehicle_id, since_s))
+        return list(lc.iter_logs(vehicle_id, since_s, attempts=attempts, sleep=sleep))
     finally:
         if client is None:
             lc.close()

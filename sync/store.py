@@ -103,6 +103,10 @@ class BundleStore:
         except OSError as e:
             raise SyncStorageError(f"cannot create bundle store at {self.root}: {e}") from e
 
+    def checkpoint(self, step: str) -> None:
+        """Called between filesystem steps of an install (a test hook; no-op by default)."""
+        self._checkpoint(step)
+
     # ------------------------------------------------------------------ pointer
     @property
     def pointer_path(self) -> Path:
