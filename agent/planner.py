@@ -1,0 +1,436 @@
+r"""Cruising planner: where an empty taxi should drive next, as a finite-horizon MDP.
+
+The formulation follows Qu et al., "A cost-effective recommender system for taxi drivers"
+(KDD 2014) and Rong et al., "The rich and the poor: a Markov decision process approach to
+optimizing taxi driver revenue efficiency" (CIKM 2016), on the edge-based road graph, extended
+with the value of continuing from where a passenger is dropped off.
+
+States and actions
+------------------
+A state is ``(e, k)``: the cab is vacant at the end of directed link ``e`` at time layer
+``k`` (``t_k = t_0 + k Δ``, ``Δ = step_s``, ``k = 0..K-1``, ``K = horizon_s / Δ``). An action
+enters a successor ``f`` of ``e`` along a legal turn (``graph.turn_pairs``; a turn restriction
+is a missing turn) that a cruising taxi may enter at ``t_k``:
+
+    A(e, k) = { f : (e, f) ∈ turns,  cruise_allowed(f, minute(t_k)),  area(f) }
+
+so a motorway, private road, pier, link inside its no-entry window, or link outside the
+business area can never be chosen: the planner is safe by construction.
+
+Pickups
+-------
+The demand (``models.TickDemand``) gives ``λ_f(t)``, hails per hour on ``f`` in the 30-minute
+slot of ``t``. A cab driving ``f`` for ``τ_f`` seconds (free-flow time divided by
+``speed_factor``) meets the hails that arise while it is there plus those already waiting at the
+curb. A waiting hail leaves at rate ``1/θ`` (patience ``patience_s``) and is taken by another
+vacant cab at rate ``ν_f`` per hour (the supply: ``competing_vacant_per_h`` plus an optional
+per-link supply map of the own fleet), so it is still there on average for
+``W_f = 1 / (ν_f/3600 + 1/θ)`` seconds. With Poisson hails:
+
+    P_f(t) = 1 − exp( −λ_f(t) (τ_f + W_f) / 3600 )
+
+A pickup on ``f`` pays the mean fare ``F_f`` and ends ``D_f`` seconds later (mean trip duration)
+in cell ``c'`` with probability ``π(c' | c(f))`` (``TickDemand.dropoff``), where the cab is
+vacant again. Its value there is the mean value of the cruisable links of that cell,
+
+    U_c(k) = mean_{e ∈ c} V(e, k),
+
+and a drop-off outside the considered links (the last column of ``dropoff``) is worth
+``U_out(k) = outside_value_share · mean_c U_c(k)``. The default share 0 counts only the fare
+of a trip that leaves the planned area: what the cab earns afterwards, away from its area, is
+not known here (and a Japanese cab must drive back empty into its business area). Hence
+
+    C_f(k) = Σ_{c'} π(c' | c(f)) U_{c'}(k + (τ_f + D_f)/Δ) + π(out | c(f)) U_out(·).
+
+Bellman recursion (backward over layers)
+----------------------------------------
+    Q(e → f, k) = −(c_m L_f + c_s τ_f)
+                  + P_f(t_k) [F_f + C_f(k)] + (1 − P_f(t_k)) V(f, k + τ_f/Δ)
+    V(e, k)     = max_{f ∈ A(e, k)} Q(e → f, k)        (U_out(k+1) when A(e, k) is empty)
+    V(·, k)     = 0 for k ≥ K                            (finite horizon)
+
+``c_m``/``c_s`` are the driving costs per metre and per second (``cost_per_m``,
+``cost_per_s``, in the fare's currency). A fare counts in full when the pickup falls inside the
+horizon. Values at fractional layers are linear in time between layers; for links shorter than
+one layer (``τ_f < Δ``) the value is extrapolated linearly from the next two layers (``V`` is
+almost linear in the remaining time, so the error is of second order) instead of rounding every
+short link up to a whole layer. ``Q`` depends on ``e`` only through ``A(e, k)``, so one layer is
+an ``n``-vector of ``Q`` gathered over the arcs and reduced with ``np.maximum.reduceat``: the
+only Python loop runs over the ``K`` layers.
+
+The recommended route follows ``argmax Q`` from the cab's link (decision at the end of the
+current link, ties to the lowest local index), advancing time by each link's ``τ``, until it
+covers ``route_min_m`` and ``route_min_s`` (or the horizon ends). ``V(e₀, 0)`` is the expected
+net revenue over the horizon. Same inputs, same bytes: :meth:`Plan.to_json`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from agent._planner_core import ValueTable, action_values, best_next, follow, prepare, solve_table
+from agent._planner_directions import Direction, directions
+from agent.errors import AgentError
+from models.demand import DemandTable, TickDemand, tick_demand_from_table
+from tiles.graph import Graph
+from tiles.matching import match_fix
+from tiles.store import TileStore
+
+SCHEMA_VERSION = 1
+Bool = npt.NDArray[np.bool_]
+WayNames = Callable[[Iterable[int]], Mapping[int, str]]
+
+
+class PlannerError(AgentError):
+    """The planner cannot plan from these inputs (start link unknown, demand for another
+    network): keep the previous recommendation or tell the driver to follow the road."""
+
+
+@dataclass(frozen=True)
+class PlannerParams:
+    """Cruising planner parameters. Money is in the demand table's currency (USD for NYC)."""
+
+    #: links considered around the cab (issue 4: 3 km)
+    radius_m: float = 3000.0
+    #: planning horizon (issue 4: 30 to 60 minutes)
+    horizon_s: float = 2700.0
+    #: layer length; demand changes per 30-min slot and no-entry windows per minute, so 10 s
+    #: resolves both while links shorter than a layer are handled by extrapolation
+    step_s: float = 10.0
+    #: cruising speed as a share of the free-flow speed of the tiles;
+    #: :func:`speed_factor_from_demand` measures it from the trips of a demand table
+    speed_factor: float = 1.0
+    #: driving cost per metre and per second; 0 makes the objective revenue, as in issue 4
+    cost_per_m: float = 0.0
+    cost_per_s: float = 0.0
+    #: mean time a hailing passenger waits at the curb before giving up (the simulator uses the
+    #: same default): trip records only hold served trips, so it is an assumption, 5 minutes
+    patience_s: float = 300.0
+    #: other vacant cabs passing a link per hour (supply); 0 is a lone cab
+    competing_vacant_per_h: float = 0.0
+    #: value of a drop-off outside the planned links, as a share of the mean cell value
+    outside_value_share: float = 0.0
+    #: the route covers at least this distance and this time (unless the horizon ends first)
+    route_min_m: float = 2000.0
+    route_min_s: float = 300.0
+    max_route_edges: int = 400
+
+    def __post_init__(self) -> None:
+        checks = {
+            "radius_m": self.radius_m > 0,
+            "step_s": 0 < self.step_s <= 120,
+            "horizon_s": self.step_s <= self.horizon_s <= 4 * 3600,
+            "speed_factor": 0 < self.speed_factor <= 2,
+            "cost_per_m": self.cost_per_m >= 0,
+            "cost_per_s": self.cost_per_s >= 0,
+            "patience_s": self.patience_s > 0,
+            "competing_vacant_per_h": self.competing_vacant_per_h >= 0,
+            "outside_value_share": 0 <= self.outside_value_share <= 1,
+            "route_min_m": self.route_min_m >= 0,
+            "route_min_s": self.route_min_s >= 0,
+            "max_route_edges": self.max_route_edges >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not (ok and math.isfinite(float(getattr(self, k))))]
+        if bad:
+            raise ValueError(f"invalid planner parameters: {', '.join(bad)}")
+
+    @property
+    def hail_window_s(self) -> float:
+        """``W``: how long a waiting hail stays available to this cab, seconds."""
+        return 1.0 / (self.competing_vacant_per_h / 3600.0 + 1.0 / self.patience_s)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A cruising recommendation (see :meth:`to_json` for the canonical bytes)."""
+
+    start_edge_id: int
+    start_fraction: float
+    minute_of_week: float
+    edges: tuple[int, ...]  # global ids of the links to enter, in order
+    coordinates: tuple[tuple[float, float], ...]  # from the cab's position, (lon, lat)
+    length_m: float
+    duration_s: float
+    pickup_probability: tuple[float, ...]  # per link of ``edges``, as planned
+    expected_revenue: float  # V(e0, 0) over the horizon
+    expected_revenue_per_h: float
+    directions: tuple[Direction, ...]
+    params: PlannerParams
+    demand_source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "start": {
+                "edge_id": self.start_edge_id,
+                "fraction": round(self.start_fraction, 6),
+                "minute_of_week": round(self.minute_of_week, 6),
+            },
+            "edges": list(self.edges),
+            "coordinates": [[round(x, 7), round(y, 7)] for x, y in self.coordinates],
+            "length_m": round(self.length_m, 2),
+            "duration_s": round(self.duration_s, 2),
+            "pickup_probability": [round(p, 6) for p in self.pickup_probability],
+            "expected_revenue": round(self.expected_revenue, 4),
+            "expected_revenue_per_h": round(self.expected_revenue_per_h, 4),
+            "directions": [d.to_json() for d in self.directions],
+            "params": self.params.to_json(),
+            "demand_source": self.demand_source,
+        }
+
+    def to_json(self) -> bytes:
+        """Canonical serialisation: sorted keys, fixed rounding, no whitespace."""
+        return json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+
+def minute_of_week_of(when: dt.datetime) -> float:
+    """Fractional minute of week (Monday 00:00 = 0) of a local wall-clock time."""
+    return (
+        when.weekday() * 1440
+        + when.hour * 60
+        + when.minute
+        + (when.second + when.microsecond / 1e6) / 60.0
+    )
+
+
+def area_mask(graph: Graph, polygon: shapely.Geometry) -> Bool:
+    """Links with both ends inside the business area polygon (lon, lat)."""
+    prepared = shapely.prepare(polygon) or polygon
+    return np.asarray(
+        shapely.contains_xy(prepared, graph.u_lon, graph.u_lat)
+        & shapely.contains_xy(prepared, graph.v_lon, graph.v_lat)
+    )
+
+
+def speed_factor_from_demand(table: DemandTable, graph: Graph) -> float:
+    """Cruising speed share measured from trips: the pickup-weighted median occupied speed
+    (``trip_distance_m / trip_duration_s`` of the links' trips) over the length-weighted mean
+    free-flow speed of the cruisable links of ``graph``. Clamped to (0.05, 1]."""
+    ids = graph.edge_id.astype(np.int64)
+    ok = (ids < table.n_edges) & graph.cruise_allowed()
+    ids = ids[ok]
+    dur = table.trip_duration_s[ids].astype(np.float64)
+    dist = table.trip_distance_m[ids].astype(np.float64)
+    weight = table.pickups_per_h[:, :, ids].sum(axis=(0, 1)).astype(np.float64)
+    use = (dur > 0) & (dist > 0) & (weight > 0)
+    if not use.any():
+        return 1.0
+    speed = dist[use] / dur[use]
+    order = np.argsort(speed, kind="stable")
+    cum = np.cumsum(weight[use][order])
+    median_mps = float(speed[order][int(np.searchsorted(cum, cum[-1] / 2.0))])
+    lengths = np.asarray(graph.length_m, dtype=np.float64)[ok]
+    free_mps = float(lengths.sum() / graph.travel_time_s[ok].sum())
+    return float(min(max(median_mps / free_mps, 0.05), 1.0))
+
+
+def solve(
+    graph: Graph,
+    demand: TickDemand,
+    minute_of_week: float,
+    params: PlannerParams = PlannerParams(),
+    area: Bool | None = None,
+    supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
+) -> ValueTable:
+    """Solve the MDP on ``graph`` from ``minute_of_week`` (layer 0) for all links at once.
+
+    ``supply_per_h`` (aligned with ``demand.edge_id``, optional) adds, per link, the vacant cabs
+    of the own fleet passing it per hour (a supply map, e.g. from the fleet's last positions)
+    to ``params.competing_vacant_per_h``.
+    """
+    prep = prepare(graph, params.step_s, params.speed_factor, area)
+    return solve_table(
+        prep,
+        demand,
+        minute_of_week,
+        params.horizon_s,
+        params.cost_per_m,
+        params.cost_per_s,
+        params.patience_s,
+        params.competing_vacant_per_h,
+        params.outside_value_share,
+        supply_per_h,
+    )
+
+
+def next_link(table: ValueTable, edge_id: int, minute_of_week: float) -> int:
+    """The policy: global id of the best link to enter on leaving ``edge_id`` at
+    ``minute_of_week`` (within the table's horizon), or -1 when no link may be entered."""
+    local = int(table.prep.graph.local([edge_id])[0])
+    if local < 0:
+        return -1
+    t_rel = (minute_of_week - table.start_minute_of_week) * 60.0
+    f = best_next(table, local, max(t_rel, 0.0))
+    return -1 if f < 0 else int(table.prep.graph.edge_id[f])
+
+
+def plan_cruise(
+    graph: Graph,
+    demand: TickDemand,
+    start_edge_id: int,
+    minute_of_week: float,
+    params: PlannerParams = PlannerParams(),
+    *,
+    fraction: float = 0.0,
+    area: Bool | None = None,
+    way_names: WayNames | None = None,
+    supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
+) -> Plan:
+    """Plan from a cab on ``start_edge_id`` (at ``fraction`` of it) at ``minute_of_week``.
+
+    Pure given its inputs; ``way_names`` (e.g. ``store.way_names``) names the streets of the
+    directions.
+    """
+    g = graph
+    e0 = int(g.local([start_edge_id])[0])
+    if e0 < 0:
+        raise PlannerError(f"start link {start_edge_id} is not among the planned links")
+    frac = min(max(float(fraction), 0.0), 1.0)
+    prep = prepare(g, params.step_s, params.speed_factor, area)
+    rest_s = (1.0 - frac) * float(prep.tau_s[e0])
+    t_dec = minute_of_week + rest_s / 60.0
+    table = solve(g, demand, t_dec, params, area, supply_per_h)
+    return plan_from_table(
+        table, start_edge_id, frac, minute_of_week, params, demand.source, way_names
+    )
+
+
+def plan_from_table(
+    table: ValueTable,
+    start_edge_id: int,
+    fraction: float,
+    minute_of_week: float,
+    params: PlannerParams,
+    demand_source: str,
+    way_names: WayNames | None = None,
+) -> Plan:
+    """The plan of a cab on ``start_edge_id`` read from an already solved table."""
+    g = table.prep.graph
+    prep = table.prep
+    e0 = int(g.local([start_edge_id])[0])
+    if e0 < 0:
+        raise PlannerError(f"start link {start_edge_id} is not among the planned links")
+    rest_s = (1.0 - fraction) * float(prep.tau_s[e0])
+    t0_rel = (minute_of_week - table.start_minute_of_week) * 60.0 + rest_s
+    route, length, duration = follow(
+        table, e0, t0_rel, params.route_min_m, params.route_min_s, params.max_route_edges
+    )
+    layer = max(math.floor(t0_rel / prep.step_s + 0.5), 0)
+    value = float(table.values[min(layer, table.n_layers - 1), e0])
+    probs: list[float] = []
+    t = t0_rel
+    for f in route:
+        k = min(math.floor(t / prep.step_s + 0.5), table.n_layers - 1)
+        probs.append(float(table.pickup_prob[table.layer_slot[k], f]))
+        t += float(prep.tau_s[f])
+    names: Mapping[int, str] = {}
+    if way_names is not None and route:
+        names = way_names(sorted({int(g.way_id[e]) for e in route}))
+    horizon_h = (table.n_layers - min(layer, table.n_layers - 1)) * prep.step_s / 3600.0
+    return Plan(
+        start_edge_id=int(start_edge_id),
+        start_fraction=float(fraction),
+        minute_of_week=float(minute_of_week),
+        edges=tuple(int(g.edge_id[e]) for e in route),
+        coordinates=_coordinates(g, e0, fraction, route),
+        length_m=float(length + (1.0 - fraction) * float(prep.length_m[e0])),
+        duration_s=float(duration + rest_s),
+        pickup_probability=tuple(probs),
+        expected_revenue=value,
+        expected_revenue_per_h=value / horizon_h if horizon_h > 0 else 0.0,
+        directions=directions(g, e0, route, names),
+        params=params,
+        demand_source=demand_source,
+    )
+
+
+def _coordinates(
+    g: Graph, e0: int, fraction: float, route: list[int]
+) -> tuple[tuple[float, float], ...]:
+    geom = g.geometry(e0)
+    seg = np.hypot(np.diff(geom[:, 0]), np.diff(geom[:, 1]))
+    along = np.concatenate([[0.0], np.cumsum(seg)])
+    target = fraction * float(along[-1])
+    i = min(int(np.searchsorted(along, target, side="right")), len(along) - 1)
+    i = max(i, 1)
+    span = along[i] - along[i - 1]
+    w = (target - along[i - 1]) / span if span > 0 else 0.0
+    p = geom[i - 1] + w * (geom[i] - geom[i - 1])
+    pts: list[tuple[float, float]] = [(float(p[0]), float(p[1]))]
+    pts.extend((float(x), float(y)) for x, y in geom[i:])
+    for e in route:
+        pts.extend((float(x), float(y)) for x, y in g.geometry(e)[1:])
+    return tuple(pts)
+
+
+def plan_from_fix(
+    store: TileStore,
+    table: DemandTable,
+    lon: float,
+    lat: float,
+    heading_deg: float | None,
+    minute_of_week: float,
+    params: PlannerParams = PlannerParams(),
+    *,
+    speed_mps: float | None = None,
+    area_polygon: shapely.Geometry | None = None,
+) -> Plan:
+    """Map-match a GPS fix, load the links within ``params.radius_m`` and plan from there."""
+    sha = store.meta.get("source_sha256")
+    if table.network_sha256 != sha or table.n_edges != store.n_edges_total:
+        raise PlannerError(
+            "the demand table was built for another road network "
+            f"({table.network_sha256[:12]} vs tiles {str(sha)[:12]})"
+        )
+    g = store.radius_graph(lon, lat, params.radius_m)
+    if g.n == 0:
+        raise PlannerError(f"no road links within {params.radius_m:.0f} m of the cab")
+    moving = heading_deg is not None
+    match = match_fix(
+        g, lon, lat, heading_deg, speed_mps if speed_mps is not None else (10.0 if moving else None)
+    )
+    area = area_mask(g, area_polygon) if area_polygon is not None else None
+    horizon_min = math.ceil(params.horizon_s / 60.0) + 1
+    demand = tick_demand_from_table(table, g.edge_id, math.floor(minute_of_week), horizon_min)
+    return plan_cruise(
+        g,
+        demand,
+        match.best.edge_id,
+        minute_of_week,
+        params,
+        fraction=match.best.fraction,
+        area=area,
+        way_names=store.way_names,
+    )
+
+
+__all__ = [
+    "Direction",
+    "Plan",
+    "PlannerError",
+    "PlannerParams",
+    "ValueTable",
+    "action_values",
+    "area_mask",
+    "minute_of_week_of",
+    "next_link",
+    "plan_cruise",
+    "plan_from_fix",
+    "plan_from_table",
+    "solve",
+    "speed_factor_from_demand",
+]
