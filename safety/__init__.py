@@ -21,7 +21,14 @@ from safety.reasons import (
     fallback_message,
     normalise_locale,
 )
-from safety.route import check_route, follow_the_road, hard_to_judge, legal_turns
+from safety.route import (
+    RouteJudgement,
+    check_route,
+    follow_the_road,
+    hard_to_judge,
+    judge_route,
+    legal_turns,
+)
 from safety.slo import RouteRechecker, SloReport, slo, verdict_of
 from safety.verdict import Verdict
 
@@ -38,6 +45,7 @@ __all__ = [
     "MatchCheckConfig",
     "Reason",
     "RouteConfig",
+    "RouteJudgement",
     "RouteRechecker",
     "SafetyConfig",
     "SafetyError",
@@ -56,6 +64,7 @@ __all__ = [
     "fallback_message",
     "follow_the_road",
     "hard_to_judge",
+    "judge_route",
     "legal_turns",
     "normalise_locale",
     "path_confidence",

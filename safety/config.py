@@ -68,6 +68,7 @@ class RouteConfig:
     max_visits_per_link: int = 2  # circling a block twice is fine, three times is a loop
     slowdown_factor: float = 3.0  # links are checked closed over [free flow, x this] arrival
     hard_to_judge_ahead_m: float = 30.0  # the next link counts when the cab is this close
+    min_route_m: float = 200.0  # a route trimmed shorter than this (from the cab) is not shown
     continuation_length_m: float = 600.0  # how far "follow the road" is traced ahead
     max_straight_turn_deg: float = 50.0  # continuation: the straightest turn, if this gentle
 

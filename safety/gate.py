@@ -18,7 +18,7 @@ from safety.data import check_bundle, check_demand
 from safety.inputs import BusinessArea, TickInput
 from safety.position import check_fix, check_match
 from safety.reasons import Family, Reason, fallback_message, normalise_locale
-from safety.route import check_route, follow_the_road, hard_to_judge, route_array
+from safety.route import follow_the_road, hard_to_judge, judge_route, route_array
 from safety.verdict import Verdict
 from tiles import Graph, Match, NoMatchError, match_fix
 
@@ -102,21 +102,30 @@ def evaluate(
 
     edge_id = m.best.edge_id if m is not None else None
     fraction = m.best.fraction if m is not None else None
+    shown = proposed
+    trimmed: tuple[Reason, ...] = ()
     if g is not None and m is not None:
         if proposed is not None and proposed.size and math.isfinite(mow):
             mask = area.edge_mask(g) if area is not None else None
-            reasons += check_route(
-                g, proposed, m.best.edge_id, m.best.fraction, mow, config.route, mask
-            )
-        if hard_to_judge(g, m.best.edge_id, m.best.fraction, proposed, config.route):
+            j = judge_route(g, proposed, m.best.edge_id, m.best.fraction, mow, config.route, mask)
+            reasons += j.reasons
+            trimmed = j.trimmed
+            if trimmed:
+                shown = proposed[: j.keep]
+                if j.keep == 0 or not j.kept_length_m >= config.route.min_route_m:
+                    reasons += trimmed  # too little left to be worth showing
+                    trimmed = ()
+        if hard_to_judge(g, m.best.edge_id, m.best.fraction, shown, config.route):
             reasons.append(Reason.HARD_TO_JUDGE_ROAD)
 
     unique = tuple(dict.fromkeys(reasons))
     proposed_t = tuple(int(x) for x in proposed) if proposed is not None else ()
     if not unique:
+        assert shown is not None
         return Verdict(
             ok=True,
-            route=proposed_t,
+            route=tuple(int(x) for x in shown),
+            trimmed=trimmed,
             reasons=(),
             message="",
             locale=loc,

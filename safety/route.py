@@ -15,6 +15,11 @@ there: a cab on a private driveway may leave it); every link *entered* must be:
 
 And the whole route: at most ``max_u_turns`` U-turns and ``max_visits_per_link`` visits of any
 link (``ROUTE_LOOP``), at most ``max_length_m`` and ``max_links`` (``ROUTE_ABSURD_LENGTH``).
+
+:func:`judge_route` separates what condemns the whole route (unknown, forbidden, outside the
+area, disconnected, illegal turn, not drivable from the cab) from what only ends the part that
+may be shown (a loop, a possibly closed link, the length bound, further ahead): the prefix
+before the first such link is as safe as any route, and the planner replans every tick.
 """
 
 from __future__ import annotations
@@ -103,6 +108,27 @@ def route_array(route: object) -> I64 | None:
     return arr.astype(np.int64)
 
 
+@dataclass(frozen=True)
+class RouteJudgement:
+    """What may be shown of a proposed route.
+
+    ``reasons`` reject the whole route (a planner that proposes a forbidden link, an illegal
+    turn or a jump is not trusted at all). ``trimmed`` are route-shape problems found further
+    ahead (a U-turn or a link visited once too often, a link that may be closed when reached,
+    the length bound): the first ``keep`` links, ``kept_length_m`` metres from the cab, are
+    free of them and may still be shown, since the planner replans every tick anyway.
+    """
+
+    reasons: tuple[Reason, ...]
+    trimmed: tuple[Reason, ...] = ()
+    keep: int = 0
+    kept_length_m: float = 0.0
+
+    @property
+    def all_reasons(self) -> tuple[Reason, ...]:
+        return (*self.reasons, *self.trimmed)
+
+
 def check_route(
     g: Graph,
     route: Sequence[int] | I64 | None,
@@ -112,37 +138,54 @@ def check_route(
     cfg: RouteConfig,
     area_mask: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[Reason, ...]:
-    """Every reason the route may not be given to the driver (empty: it may)."""
+    """Every reason the whole route may not be given to the driver (empty: it may)."""
+    return judge_route(
+        g, route, start_edge, start_fraction, minute_of_week, cfg, area_mask
+    ).all_reasons
+
+
+def judge_route(
+    g: Graph,
+    route: Sequence[int] | I64 | None,
+    start_edge: int,
+    start_fraction: float,
+    minute_of_week: float,
+    cfg: RouteConfig,
+    area_mask: npt.NDArray[np.bool_] | None = None,
+) -> RouteJudgement:
+    """Judge a route link by link (see :class:`RouteJudgement` and the module docstring)."""
     arr = route_array(route)
     if arr is None:
-        return (Reason.ROUTE_UNKNOWN_LINK,)
+        return RouteJudgement((Reason.ROUTE_UNKNOWN_LINK,))
     if arr.size == 0:
-        return (Reason.ROUTE_MISSING,)
+        return RouteJudgement((Reason.ROUTE_MISSING,))
     if arr.size > cfg.max_links:
-        return (Reason.ROUTE_ABSURD_LENGTH,)  # bounded work: not inspected further
+        return RouteJudgement((Reason.ROUTE_ABSURD_LENGTH,))  # bounded work: not inspected
     loc = g.local(arr).astype(np.int64)
     if (loc < 0).any():
-        return (Reason.ROUTE_UNKNOWN_LINK,)
+        return RouteJudgement((Reason.ROUTE_UNKNOWN_LINK,))
     b = int(g.local([start_edge])[0])
     if b < 0:
-        return (Reason.ROUTE_NOT_FROM_POSITION,)
+        return RouteJudgement((Reason.ROUTE_NOT_FROM_POSITION,))
     frac = float(np.clip(np.nan_to_num(start_fraction, nan=0.0), 0.0, 1.0))
     reasons: list[Reason] = []
+    prepended = 0
     if loc[0] == b:
         path = loc
     elif bool(legal_turns(g, [b], [arr[0]])[0]):
         path = np.concatenate([[b], loc])
+        prepended = 1
     else:
         reasons.append(Reason.ROUTE_NOT_FROM_POSITION)
         path = loc  # the rest is still judged on its own
-    entered = path[1:] if path[0] == b else path
+    first_entered = 1 if path[0] == b else 0
+    entered = path[first_entered:]
     idx = _index(g)
 
     if ((g.flags[entered] & T.CRUISE_FORBIDDEN) != 0).any():
         reasons.append(Reason.ROUTE_FORBIDDEN_LINK)
     if area_mask is not None and not area_mask[entered].all():
         reasons.append(Reason.ROUTE_OUTSIDE_AREA)
-
     a, c = path[:-1], path[1:]
     joined = g.v_node[a] == g.u_node[c]
     if not joined.all():
@@ -150,23 +193,44 @@ def check_route(
     if a.size and not legal_turns(g, a[joined], g.edge_id[c[joined]]).all():
         reasons.append(Reason.ROUTE_ILLEGAL_TURN)
 
-    u_turns = int(np.count_nonzero(joined & (g.v_node[c] == g.u_node[a])))
-    visits = np.bincount(np.searchsorted(np.unique(path), path)).max() if path.size else 0
-    if u_turns > cfg.max_u_turns or int(visits) > cfg.max_visits_per_link:
-        reasons.append(Reason.ROUTE_LOOP)
-
-    length = float(idx.length_m[path].sum() - (frac * idx.length_m[b] if path[0] == b else 0.0))
-    if not length <= cfg.max_length_m:
-        reasons.append(Reason.ROUTE_ABSURD_LENGTH)
-
+    # trimmable problems: the first path index at which each appears (path.size if never)
+    n = path.size
+    never = n
+    u_turn = np.concatenate([[False], joined & (g.v_node[c] == g.u_node[a])])
+    over_u = np.flatnonzero(np.cumsum(u_turn) > cfg.max_u_turns)
+    order = np.argsort(path, kind="stable")
+    srt = path[order]
+    group_start = np.flatnonzero(np.concatenate([[True], srt[1:] != srt[:-1]]))
+    sizes = np.diff(np.concatenate([group_start, [n]]))
+    occurrence = np.empty(n, dtype=np.int64)
+    occurrence[order] = np.arange(n) - np.repeat(group_start, sizes)
+    over_v = np.flatnonzero(occurrence >= cfg.max_visits_per_link)
+    loop_at = int(min(over_u[0] if over_u.size else never, over_v[0] if over_v.size else never))
+    cum_len = np.cumsum(idx.length_m[path]) - (frac * idx.length_m[b] if path[0] == b else 0.0)
+    too_long = np.flatnonzero(~(cum_len <= cfg.max_length_m))
+    length_at = int(too_long[0]) if too_long.size else never
+    closed_at = never
     if idx.win_local.size and entered.size:
-        # entry time of each entered link, seconds from now (free flow)
         tt = idx.travel_time_s
         first_rest = (1.0 - frac) * tt[b] if path[0] == b else 0.0
-        before = np.concatenate([[0.0], np.cumsum(tt[entered])[:-1]]) + first_rest
-        if _closed_when_entered(idx, entered, before, minute_of_week, cfg.slowdown_factor):
-            reasons.append(Reason.ROUTE_CLOSED_WINDOW)
-    return tuple(reasons)
+        entry_s = np.concatenate([[0.0], np.cumsum(tt[entered])[:-1]]) + first_rest
+        hit = _closed_when_entered(idx, entered, entry_s, minute_of_week, cfg.slowdown_factor)
+        if hit.any():
+            closed_at = int(np.argmax(hit)) + first_entered
+
+    trimmed = [
+        r
+        for r, at in (
+            (Reason.ROUTE_LOOP, loop_at),
+            (Reason.ROUTE_ABSURD_LENGTH, length_at),
+            (Reason.ROUTE_CLOSED_WINDOW, closed_at),
+        )
+        if at < never
+    ]
+    cut = min(loop_at, length_at, closed_at)
+    keep = max(cut - prepended, 0)
+    kept = float(cum_len[cut - 1]) if cut > 0 else 0.0
+    return RouteJudgement(tuple(reasons), tuple(trimmed), keep, kept)
 
 
 def _closed_when_entered(
@@ -175,10 +239,11 @@ def _closed_when_entered(
     entry_s: npt.NDArray[np.float64],
     minute_of_week: float,
     slowdown: float,
-) -> bool:
+) -> npt.NDArray[np.bool_]:
+    """Per entered link: inside a no-entry window at some time of its entry interval."""
     sel = np.flatnonzero(np.isin(idx.win_local, entered))
     if sel.size == 0:
-        return False
+        return np.zeros(entered.shape, dtype=bool)
     lo = (minute_of_week + entry_s / 60.0) % MINUTES_PER_WEEK  # (K,)
     hi = lo + entry_s * (max(slowdown, 1.0) - 1.0) / 60.0
     same = idx.win_local[sel][:, None] == entered[None, :]  # (W, K)
@@ -187,7 +252,7 @@ def _closed_when_entered(
     hit = np.zeros(same.shape, dtype=bool)
     for shift in (0.0, float(MINUTES_PER_WEEK)):  # windows seen again after the week wraps
         hit |= (s + shift <= hi[None, :]) & (e + shift > lo[None, :])
-    return bool((same & hit).any())
+    return np.asarray((same & hit).any(axis=0))
 
 
 def closed_now(g: Graph, local: int, minute_of_week: float) -> bool:

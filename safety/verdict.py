@@ -5,6 +5,8 @@ Record form (``to_record``), a msgpack-able dict, ``schema_version`` 1::
     {"schema_version": 1, "kind": "safety_verdict",
      "ok": bool,                     # True: "route" may be shown turn by turn
      "route": [int, ...],            # the validated route (global edge ids); [] on fallback
+     "trimmed": ["ROUTE_LOOP", ...], # ok only: problems further ahead; "route" is the prefix
+                                     # of "proposed" that ends before the first of them
      "proposed": [int, ...],         # what the planner proposed (checked, maybe rejected)
      "reasons": ["GPS_STALE", ...],  # Reason codes, [] when ok
      "message": str,                 # driver message on fallback ("" when ok)
@@ -39,6 +41,7 @@ _KNOWN_KEYS = frozenset(
         "ok",
         "route",
         "proposed",
+        "trimmed",
         "reasons",
         "message",
         "locale",
@@ -72,6 +75,7 @@ class Verdict:
     fraction: float | None = None
     proposed: tuple[int, ...] = ()
     error: str = ""
+    trimmed: tuple[Reason, ...] = ()
     unknown_reasons: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -88,6 +92,7 @@ class Verdict:
                 "ok": self.ok,
                 "route": list(self.route),
                 "proposed": list(self.proposed),
+                "trimmed": [r.value for r in self.trimmed],
                 "reasons": list(self.codes),
                 "message": self.message,
                 "locale": self.locale,
@@ -127,6 +132,7 @@ class Verdict:
                 edge_id=_opt_int(r.get("edge_id")),
                 fraction=_opt_float(r.get("fraction")),
                 proposed=_ids(r.get("proposed", [])),
+                trimmed=parse_reasons(r.get("trimmed", []))[0],
                 error=str(r.get("error", "")),
                 unknown_reasons=unknown,
                 extra={k: v for k, v in r.items() if k not in _KNOWN_KEYS},

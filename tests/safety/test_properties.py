@@ -37,6 +37,7 @@ def _assert_sound(g: Graph, oracle: Oracle, tick: TickInput, v: object) -> None:
     assert v.reasons == () and v.message == ""
     route = list(v.route)
     assert route and v.edge_id is not None
+    assert v.route == v.proposed[: len(v.route)]  # shown: the proposal or a prefix of it
     assert oracle.violations(route, v.edge_id, v.minute_of_week, v.fraction or 0.0) == []
     fix = tick.fix
     assert fix is not None

@@ -12,10 +12,12 @@ from safety import (
     BusinessArea,
     Reason,
     RouteConfig,
+    SafetyConfig,
     SafetyGate,
     check_route,
     follow_the_road,
     hard_to_judge,
+    judge_route,
 )
 from tiles import Graph, TileStore
 from tiles import tags as T
@@ -350,3 +352,45 @@ def test_oracle_agrees_on_a_banned_turn(manhattan: Graph, manhattan_store: TileS
     f, t = sorted(oracle.banned_pairs)[0]
     assert oracle.violations([f, t], f, 600)
     assert oracle.only_turns
+
+
+def test_loops_far_ahead_trim_the_route_instead_of_rejecting_it(manhattan: Graph) -> None:
+    """A U-turn 1 km ahead does not make the first kilometre unsafe: the prefix is shown."""
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        route = long_walk(manhattan, rng, 25)
+        last = int(manhattan.local([route[-1]])[0])
+        rev = [int(s) for s in successors(manhattan, last) if is_u_turn(manhattan, last, int(s))]
+        if not rev:
+            continue
+        looped = [*route, int(manhattan.edge_id[rev[0]])]
+        j = judge_route(manhattan, looped, looped[0], 0.5, MONDAY_10H, CFG)
+        if j.reasons:
+            continue
+        assert j.trimmed == (Reason.ROUTE_LOOP,)
+        assert j.keep == len(route)
+        assert judge_route(manhattan, route, route[0], 0.5, MONDAY_10H, CFG).all_reasons == ()
+        v = SafetyGate(SafetyConfig(require_demand=False)).check(
+            ok_tick(manhattan, int(manhattan.local([route[0]])[0]), looped)
+        )
+        if v.ok:
+            assert v.route == tuple(route) and v.trimmed == (Reason.ROUTE_LOOP,)
+        return
+    pytest.fail("no walk ending in a legal U-turn")
+
+
+def test_a_loop_right_ahead_is_a_fallback(manhattan: Graph) -> None:
+    src, dst = manhattan.turn_pairs
+    for k in range(src.size):
+        a, b = int(src[k]), int(dst[k])
+        if not is_u_turn(manhattan, a, b) or manhattan.length_m[a] < 60:
+            continue
+        if (manhattan.flags[[a, b]] & T.HARD_TO_JUDGE).any():
+            continue
+        v = SafetyGate(SafetyConfig(require_demand=False)).check(
+            ok_tick(manhattan, a, gid(manhattan, a, b), fraction=0.2)
+        )
+        if v.edge_id == int(manhattan.edge_id[a]):
+            assert not v.ok and Reason.ROUTE_LOOP in v.reasons
+            return
+    pytest.fail("no U-turn found")
