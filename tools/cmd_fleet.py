@@ -1,0 +1,149 @@
+"""``nagashi fleet …``: the fleet operator's commands (keys, publishing, tokens, the server).
+
+See docs/fleet.md. ``--root`` is the fleet directory (keys/, repo/, published.json,
+fleet.sqlite); it defaults to the current directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    f = sub.add_parser("fleet", help="fleet server: keys, publishing, tokens, serving")
+    fsub = f.add_subparsers(dest="fleet_command", metavar="ACTION")
+    fsub.required = True
+
+    def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--root", default=".", help="fleet directory (default: .)")
+        return p
+
+    keys = fsub.add_parser("keys", help="create or rotate the repository's signing keys")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    ksub.required = True
+    init = with_root(ksub.add_parser("init", help="new ed25519 keys and metadata v1"))
+    init.set_defaults(func=cmd_keys_init)
+    rot = with_root(ksub.add_parser("rotate", help="replace one role's key (new root version)"))
+    rot.add_argument("--role", required=True, choices=["root", "targets", "snapshot", "timestamp"])
+    rot.set_defaults(func=cmd_keys_rotate)
+
+    pub = with_root(fsub.add_parser("publish", help="sign and publish a bundle for an area"))
+    pub.add_argument("--bundle", required=True, help="bundle directory (built by bundle build)")
+    pub.add_argument("--area", required=True)
+    pub.add_argument("--json", action="store_true")
+    pub.set_defaults(func=cmd_publish)
+
+    ts = with_root(
+        fsub.add_parser("timestamp", help="re-sign snapshot and timestamp (run daily from cron)")
+    )
+    ts.set_defaults(func=cmd_timestamp)
+
+    st = with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
+    st.set_defaults(func=cmd_status)
+
+    tok = fsub.add_parser("token", help="vehicle and engineer credentials for the log API")
+    tsub = tok.add_subparsers(dest="token_command", metavar="ACTION")
+    tsub.required = True
+    add = with_root(tsub.add_parser("add", help="create a token (printed once)"))
+    who = add.add_mutually_exclusive_group(required=True)
+    who.add_argument("--vehicle", help="vehicle id: may upload its own logs only")
+    who.add_argument("--engineer", help="engineer name: may read every vehicle's logs")
+    add.set_defaults(func=cmd_token_add)
+    rev = with_root(tsub.add_parser("revoke", help="revoke every token of a vehicle/engineer"))
+    rev.add_argument("name")
+    rev.set_defaults(func=cmd_token_revoke)
+
+    serve = with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
+    serve.add_argument("--port", type=int, default=8470)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (put TLS in front)")
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from sync import FleetRepository
+
+    path = FleetRepository(args.root).init(_now())
+    print(f"repository initialised; provision vehicles with {path}")
+    print("move keys/root.pem offline now; bring it back only to rotate keys")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from sync import FleetRepository
+
+    v = FleetRepository(args.root).rotate_key(args.role, _now())
+    print(f"rotated the {args.role} key: root metadata is now version {v}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from sync import FleetRepository
+
+    r = FleetRepository(args.root).publish(args.bundle, args.area, _now())
+    if args.json:
+        print(json.dumps(r.__dict__, indent=2))
+    else:
+        print(
+            f"published {r.bundle_id} for {r.area}: targets v{r.targets_version}, "
+            f"{r.chunks_new}/{r.chunks_total} chunks new ({r.bytes_new} bytes)"
+        )
+    return 0
+
+
+def cmd_timestamp(args: argparse.Namespace) -> int:
+    from sync import FleetRepository
+
+    repo = FleetRepository(args.root)
+    repo.resign(_now())
+    print(f"timestamp valid until {repo.timestamp_md().signed.expires.isoformat()}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sync import FleetRepository
+
+    print(json.dumps(FleetRepository(args.root).status(), indent=2))
+    return 0
+
+
+def cmd_token_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sync.logstore import SqliteLogStorage
+
+    store = SqliteLogStorage(Path(args.root) / "fleet.sqlite")
+    kind, name = ("vehicle", args.vehicle) if args.vehicle else ("engineer", args.engineer)
+    try:
+        token = store.add_token(kind, name, time.time())
+    finally:
+        store.close()
+    print(token)
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sync.logstore import SqliteLogStorage
+
+    store = SqliteLogStorage(Path(args.root) / "fleet.sqlite")
+    try:
+        n = store.revoke(args.name)
+    finally:
+        store.close()
+    print(f"revoked {n} token(s) of {args.name}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sync.server import serve  # the server extra: starlette + uvicorn
+
+    serve(args.root, args.host, args.port)
+    return 0
