@@ -8,7 +8,7 @@ bit-identical values.
 from __future__ import annotations
 
 import math
-import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,18 +45,19 @@ class Prepared:
         return int(self.tau_s.shape[0])
 
 
-_PREPARED: weakref.WeakKeyDictionary[Graph, dict[tuple[object, ...], Prepared]] = (
-    weakref.WeakKeyDictionary()
-)
+#: a few recently prepared graphs (strong references, so bounded: a weak-keyed cache would be
+#: kept alive by ``Prepared.graph`` itself)
+_PREPARED: OrderedDict[tuple[object, ...], Prepared] = OrderedDict()
+_PREPARED_MAX = 4
 
 
 def prepare(graph: Graph, step_s: float, speed_factor: float, area: Bool | None) -> Prepared:
     """Static arrays for ``graph`` (cached per graph, step, speed factor and area)."""
     area_key = None if area is None else np.packbits(area).tobytes()
-    per = _PREPARED.setdefault(graph, {})
-    key = (step_s, speed_factor, area_key)
-    hit = per.get(key)
-    if hit is not None:
+    key = (id(graph), step_s, speed_factor, area_key)
+    hit = _PREPARED.get(key)
+    if hit is not None and hit.graph is graph:
+        _PREPARED.move_to_end(key)
         return hit
     n = graph.n
     src, dst = graph.turn_pairs
@@ -83,9 +84,9 @@ def prepare(graph: Graph, step_s: float, speed_factor: float, area: Bool | None)
         length_m=np.asarray(graph.length_m, dtype=np.float64),
         cruisable=np.asarray(cruisable, dtype=bool),
     )
-    if len(per) > 8:
-        per.clear()
-    per[key] = prep
+    _PREPARED[key] = prep
+    while len(_PREPARED) > _PREPARED_MAX:
+        _PREPARED.popitem(last=False)
     return prep
 
 
