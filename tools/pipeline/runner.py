@@ -1,0 +1,651 @@
+"""Run a pipeline like a build system: in dependency order, in parallel, skipping what is current.
+
+For every step the runner computes a *cache key*: the sha256 of the step kind, its parameters
+(defaults included), the content hash of every input and the step's code version (the hash of
+the sources that implement it). The step is skipped when the key equals the one stored after
+its last successful execution in this workdir and its outputs still have the recorded hashes;
+otherwise it runs, and the reason is shown (no previous run, parameters changed, input changed,
+code changed, output missing or modified, forced). Because dependants hash their inputs' bytes,
+a step that re-ran but produced identical outputs does not make its dependants run again.
+
+Execution: independent steps run in parallel in worker processes (``jobs`` > 1, a
+``concurrent.futures.ProcessPoolExecutor``), or in this process (``jobs`` = 1). A step writes its
+outputs to temporary paths beside the final ones; only when it returned are they renamed into
+place, so a crash never leaves a partial output that looks complete. A failed step leaves every
+completed output (its own previous outputs included) intact and stops only its dependants; the
+next run resumes where it stopped, since the steps that succeeded are then current.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import logging
+import multiprocessing
+import os
+import secrets
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.pipeline.errors import PipelineSpecError
+from tools.pipeline.hashing import code_version, git_state, sha256_json, sha256_path
+from tools.pipeline.runsdb import CacheEntry, RunsDB
+from tools.pipeline.spec import InputRef, PipelineSpec, StepSpec
+from tools.pipeline.step import StepContext, StepResult, params_to_json
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_TMP_MARK = ".tmp-"
+_OLD_MARK = ".old-"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a pipeline."""
+
+    only: tuple[str, ...] = ()  # run just these steps (the others' outputs must exist)
+    force: bool = False  # run the selected steps even when they are current
+    jobs: int = 1  # worker processes for independent steps (1: in this process)
+    dry_run: bool = False  # say what would run and why; run nothing, record nothing
+    exclude_kinds: tuple[str, ...] = ()  # step kinds left out (``runs reproduce``: publish)
+    reproduce_of: int | None = None  # recorded with the run
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Progress of one step, for the display."""
+
+    step: str
+    index: int  # 1-based position in the pipeline
+    total: int
+    status: str  # running, ran, skipped, failed, blocked, would_run, up_to_date, not_selected
+    reason: str
+    duration_s: float | None = None
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    name: str
+    kind: str
+    status: str
+    reason: str
+    duration_s: float | None
+    metrics: dict[str, Any]
+    verdict: dict[str, Any] | None
+    error: str | None
+    error_type: str | None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: int | None  # None for a dry run
+    status: str  # ok, failed, refused, dry_run
+    steps: tuple[StepOutcome, ...]
+    bundle_id: str | None = None
+    manifest_sha256: str | None = None
+    error: str | None = None
+
+    def step(self, name: str) -> StepOutcome:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def names(self, status: str) -> list[str]:
+        return [s.name for s in self.steps if s.status == status]
+
+
+@dataclass
+class _Eval:
+    """A step's cache evaluation."""
+
+    run: bool
+    reason: str
+    input_hashes: dict[str, list[list[str]]] = field(default_factory=dict)
+    key: str | None = None
+    code_hash: str | None = None
+    code_parts: dict[str, str] = field(default_factory=dict)
+    cached: CacheEntry | None = None
+
+
+def _execute(kind_name: str, ctx: StepContext, log_level: int) -> tuple[Any, ...]:
+    """Run one step (in a worker process or inline): ("ok", result) or ("error", ...)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    from tools.pipeline.registry import step_kinds
+
+    try:
+        result = step_kinds()[kind_name].run(ctx)
+        if not isinstance(result, StepResult):
+            raise TypeError(f"step kind {kind_name} returned {type(result).__name__}")
+        return ("ok", result)
+    except Exception as e:
+        return ("error", type(e).__name__, str(e) or type(e).__name__, traceback.format_exc())
+
+
+class _InlineExecutor(cf.Executor):
+    """Runs submitted work at once, in this process (``jobs`` = 1)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        fut: cf.Future[Any] = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as e:
+            fut.set_exception(e)
+        return fut
+
+
+def _staging_path(final: Path, token: str) -> Path:
+    """A sibling of ``final`` keeping its suffix (tools that look at ``.sqlite`` still see it)."""
+    return final.with_name(f".{final.stem}{_TMP_MARK}{token}{final.suffix}")
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _clean_stale(spec: PipelineSpec) -> None:
+    """Remove temporaries a crashed run left beside outputs (never taken as complete)."""
+    for s in spec.steps:
+        for final in s.outputs.values():
+            if not final.parent.is_dir():
+                continue
+            for p in final.parent.iterdir():
+                n = p.name
+                if n.startswith(f".{final.stem}{_TMP_MARK}") or n.startswith(
+                    f".{final.name}{_OLD_MARK}"
+                ):
+                    log.info("removing stale temporary %s", p)
+                    _remove(p)
+    scratch = spec.workdir / ".scratch"
+    if scratch.is_dir():
+        shutil.rmtree(scratch)
+
+
+def _commit_outputs(step: StepSpec, staged: dict[str, Path], token: str) -> None:
+    """Rename each staged output over its final path (the old one removed afterwards)."""
+    for name in step.outputs:
+        src = staged[name]
+        if not src.exists():
+            raise FileNotFoundError(f"step {step.name} did not write its output {name!r}")
+    for name, final in step.outputs.items():
+        src = staged[name]
+        old = final.with_name(f".{final.name}{_OLD_MARK}{token}")
+        if final.exists():
+            os.rename(final, old)
+        os.rename(src, final)
+        _fsync_dir(final.parent)
+        if old.exists():
+            _remove(old)
+
+
+def _diff_reason(prev: dict[str, Any] | None, params: dict[str, Any], ev: _Eval) -> str:
+    if prev is None:
+        return "cache record lost"
+    changed_params = sorted(
+        k
+        for k in set(params) | set(prev["params"] or {})
+        if params.get(k) != (prev["params"] or {}).get(k)
+    )
+    if changed_params:
+        return "parameters changed: " + ", ".join(changed_params)
+    prev_inputs = prev["input_hashes"] or {}
+    changed_inputs = sorted(
+        k
+        for k in set(ev.input_hashes) | set(prev_inputs)
+        if [h for _, h in ev.input_hashes.get(k, [])] != [h for _, h in prev_inputs.get(k, [])]
+    )
+    if changed_inputs:
+        return "inputs changed: " + ", ".join(changed_inputs)
+    prev_code = prev["code_sources"] or {}
+    changed_code = sorted(
+        k for k in set(ev.code_parts) | set(prev_code) if ev.code_parts.get(k) != prev_code.get(k)
+    )
+    if changed_code:
+        return "code changed: " + ", ".join(changed_code)
+    return "step definition changed"
+
+
+class _Run:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        options: RunOptions,
+        db: RunsDB | None,
+        progress: Callable[[StepEvent], None] | None,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.spec = spec
+        self.opt = options
+        self.db = db
+        self.progress = progress
+        self.clock = clock
+        self.workdir = str(spec.workdir)
+        self.status: dict[str, str] = {}
+        self.outcomes: dict[str, StepOutcome] = {}
+        self.output_hash: dict[tuple[str, str], str] = {}
+        self.code_cache: dict[str, tuple[str, dict[str, str]]] = {}
+        self.index = {s.name: i + 1 for i, s in enumerate(spec.steps)}
+        self.run_id: int | None = None
+        selected = set(options.only) if options.only else {s.name for s in spec.steps}
+        for name in options.only:
+            spec.step(name)  # unknown names are errors
+        self.selected = {
+            s.name
+            for s in spec.steps
+            if s.name in selected and s.kind.name not in options.exclude_kinds
+        }
+
+    # ---------------------------------------------------------------- evaluation
+
+    def _emit(self, step: str, status: str, reason: str, **kw: Any) -> None:
+        if self.progress:
+            self.progress(
+                StepEvent(step, self.index[step], len(self.spec.steps), status, reason, **kw)
+            )
+
+    def _code(self, s: StepSpec) -> tuple[str, dict[str, str]]:
+        if s.kind.name not in self.code_cache:
+            self.code_cache[s.kind.name] = code_version(s.kind.sources)
+        return self.code_cache[s.kind.name]
+
+    def _input_hash(
+        self, s: StepSpec, ref_step: str | None, out: str | None, path: Path | None
+    ) -> str:
+        if ref_step is not None and out is not None:
+            known = self.output_hash.get((ref_step, out))
+            if known is not None:
+                return known
+            p = self.spec.step(ref_step).outputs[out]
+            try:
+                h = sha256_path(p)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"input @{ref_step}.{out} ({p}) does not exist: run step {ref_step} first"
+                ) from None
+            self.output_hash[(ref_step, out)] = h
+            return h
+        assert path is not None
+        try:
+            return sha256_path(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"input {path} does not exist") from None
+
+    def _path(self, r: InputRef) -> Path:
+        if r.step is not None and r.output is not None:
+            return self.spec.step(r.step).outputs[r.output]
+        assert r.path is not None
+        return r.path
+
+    def evaluate(self, s: StepSpec) -> _Eval:
+        code_hash, code_parts = self._code(s)
+        inputs: dict[str, list[list[str]]] = {}
+        for k, refs in s.inputs.items():
+            inputs[k] = [
+                [r.describe(), self._input_hash(s, r.step, r.output, r.path)] for r in refs
+            ]
+        params = params_to_json(s.params)
+        key = sha256_json(
+            {
+                "kind": s.kind.name,
+                "params": params,
+                "inputs": {k: [h for _, h in v] for k, v in inputs.items()},
+                "code": code_hash,
+            }
+        )
+        ev = _Eval(True, "", inputs, key, code_hash, code_parts)
+        cached = self.db.cached(self.workdir, s.name) if self.db else None
+        ev.cached = cached
+        if self.opt.force:
+            ev.reason = "forced"
+        elif cached is None:
+            ev.reason = "no previous successful run"
+        elif cached.cache_key != key:
+            prev = self.db.step_record(cached.run_id, s.name) if self.db else None
+            ev.reason = _diff_reason(prev, params, ev)
+        else:
+            for name, final in s.outputs.items():
+                try:
+                    h = sha256_path(final)
+                except FileNotFoundError:
+                    ev.reason = f"output {name} missing"
+                    break
+                if h != cached.output_hashes.get(name):
+                    ev.reason = f"output {name} modified since it was written"
+                    break
+            else:
+                ev.run = False
+                ev.reason = "up to date"
+        return ev
+
+    # ---------------------------------------------------------------- recording
+
+    def _record(
+        self,
+        s: StepSpec,
+        status: str,
+        reason: str,
+        ev: _Eval | None,
+        *,
+        metrics: dict[str, Any] | None = None,
+        verdict: dict[str, Any] | None = None,
+        output_hashes: dict[str, str] | None = None,
+        produced_by: int | None = None,
+        duration_s: float | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        self.status[s.name] = status
+        self.outcomes[s.name] = StepOutcome(
+            s.name,
+            s.kind.name,
+            status,
+            reason,
+            duration_s,
+            metrics or {},
+            verdict,
+            error,
+            error_type,
+        )
+        if self.db is None or self.run_id is None:
+            return
+        self.db.record_step(
+            self.run_id,
+            {
+                "step": s.name,
+                "position": self.index[s.name],
+                "kind": s.kind.name,
+                "status": status,
+                "reason": reason,
+                "cache_key": ev.key if ev else None,
+                "params": params_to_json(s.params),
+                "input_hashes": ev.input_hashes if ev else {},
+                "code_version": ev.code_hash if ev else None,
+                "code_sources": ev.code_parts if ev else None,
+                "outputs": {k: str(p) for k, p in s.outputs.items()},
+                "output_hashes": output_hashes,
+                "metrics": metrics,
+                "verdict": verdict,
+                "produced_by_run": produced_by,
+                "duration_s": duration_s,
+                "error": error,
+            },
+        )
+
+    # ---------------------------------------------------------------- main loop
+
+    def execute(self) -> RunReport:
+        spec, opt = self.spec, self.opt
+        if not opt.dry_run:
+            spec.workdir.mkdir(parents=True, exist_ok=True)
+            _clean_stale(spec)
+            assert self.db is not None
+            git = git_state(REPO_ROOT)
+            self.run_id = self.db.start_run(
+                pipeline=spec.name,
+                pipeline_path=str(spec.path),
+                pipeline_sha256=sha256_json(spec.text),
+                pipeline_text=spec.text,
+                workdir=self.workdir,
+                started_at=self.clock().isoformat(),
+                git_commit=git.commit,
+                git_dirty=git.dirty,
+                options={
+                    "only": list(opt.only),
+                    "force": opt.force,
+                    "jobs": opt.jobs,
+                    "exclude_kinds": list(opt.exclude_kinds),
+                    "reproduce_of": opt.reproduce_of,
+                },
+            )
+        executor: cf.Executor
+        if opt.jobs > 1 and not opt.dry_run:
+            executor = cf.ProcessPoolExecutor(
+                max_workers=opt.jobs, mp_context=multiprocessing.get_context("spawn")
+            )
+        else:
+            executor = _InlineExecutor()
+        running: dict[
+            cf.Future[Any], tuple[StepSpec, _Eval, dict[str, Path], Path, str, float]
+        ] = {}
+        try:
+            with executor:
+                while True:
+                    started = self._start_ready(executor, running)
+                    if not running:
+                        if started:
+                            continue
+                        break
+                    done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        self._finish(fut, *running.pop(fut))
+        finally:
+            for fut, (_s, _ev, staged, scratch, _t, _t0) in running.items():
+                fut.cancel()
+                for p in staged.values():
+                    _remove(p)
+                shutil.rmtree(scratch, ignore_errors=True)
+        return self._report()
+
+    def _start_ready(
+        self,
+        executor: cf.Executor,
+        running: dict[cf.Future[Any], tuple[StepSpec, _Eval, dict[str, Path], Path, str, float]],
+    ) -> bool:
+        started = False
+        busy = {s.name for s, *_ in running.values()}
+        for s in self.spec.steps:
+            if s.name in self.status or s.name in busy:
+                continue
+            if s.name not in self.selected:
+                self._record(s, "not_selected", "not selected", None)
+                self._emit(s.name, "not_selected", "not selected")
+                started = True
+                continue
+            deps = s.depends_on
+            if not all(d in self.status for d in deps):
+                continue
+            bad = sorted(d for d in deps if self.status[d] in ("failed", "blocked"))
+            if bad:
+                reason = "blocked: " + ", ".join(bad) + " failed"
+                self._record(s, "blocked", reason, None)
+                self._emit(s.name, "blocked", reason)
+                started = True
+                continue
+            upstream_runs = sorted(d for d in deps if self.status[d] == "would_run")
+            if self.opt.dry_run and upstream_runs:
+                reason = (
+                    "upstream " + ", ".join(upstream_runs) + " would run (its outputs may change)"
+                )
+                self._record(s, "would_run", reason, None)
+                self._emit(s.name, "would_run", reason)
+                started = True
+                continue
+            try:
+                ev = self.evaluate(s)
+            except FileNotFoundError as e:
+                reason = str(e).strip("'\"")
+                self._record(
+                    s, "failed", reason, None, error=reason, error_type="FileNotFoundError"
+                )
+                self._emit(s.name, "failed", reason)
+                started = True
+                continue
+            started = True
+            if not ev.run:
+                assert ev.cached is not None
+                for k, h in ev.cached.output_hashes.items():
+                    self.output_hash[(s.name, k)] = h
+                status = "up_to_date" if self.opt.dry_run else "skipped"
+                self._record(
+                    s,
+                    status,
+                    ev.reason,
+                    ev,
+                    metrics=ev.cached.metrics,
+                    verdict=ev.cached.verdict,
+                    output_hashes=ev.cached.output_hashes,
+                    produced_by=ev.cached.run_id,
+                )
+                self._emit(s.name, status, ev.reason)
+                continue
+            if self.opt.dry_run:
+                self._record(s, "would_run", ev.reason, ev)
+                self._emit(s.name, "would_run", ev.reason)
+                continue
+            token = secrets.token_hex(6)
+            staged: dict[str, Path] = {}
+            for name, final in s.outputs.items():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                st = _staging_path(final, token)
+                if s.kind.output_decl(name).is_dir:
+                    st.mkdir()
+                staged[name] = st
+            scratch = self.spec.workdir / ".scratch" / f"{s.name}-{token}"
+            scratch.mkdir(parents=True)
+            ctx = StepContext(
+                step=s.name,
+                inputs={k: tuple(self._path(r) for r in refs) for k, refs in s.inputs.items()},
+                outputs=staged,
+                params=s.params,
+                scratch=scratch,
+            )
+            self._emit(s.name, "running", ev.reason)
+            t0 = _monotonic()
+            fut = executor.submit(
+                _execute, s.kind.name, ctx, logging.getLogger().getEffectiveLevel()
+            )
+            running[fut] = (s, ev, staged, scratch, token, t0)
+        return started
+
+    def _finish(
+        self,
+        fut: cf.Future[Any],
+        s: StepSpec,
+        ev: _Eval,
+        staged: dict[str, Path],
+        scratch: Path,
+        token: str,
+        t0: float,
+    ) -> None:
+        duration = round(_monotonic() - t0, 3)
+        try:
+            out = fut.result()
+        except Exception as e:  # a worker died (BrokenProcessPool) or the call itself failed
+            out = ("error", type(e).__name__, str(e) or type(e).__name__, traceback.format_exc())
+        shutil.rmtree(scratch, ignore_errors=True)
+        if out[0] == "ok":
+            result: StepResult = out[1]
+            try:
+                _commit_outputs(s, staged, token)
+                hashes = {k: sha256_path(p) for k, p in s.outputs.items()}
+            except (OSError, FileNotFoundError) as e:
+                out = ("error", type(e).__name__, str(e), traceback.format_exc())
+            else:
+                for k, h in hashes.items():
+                    self.output_hash[(s.name, k)] = h
+                verdict = result.verdict.to_json() if result.verdict else None
+                assert ev.key is not None
+                if self.db is not None and self.run_id is not None:
+                    self.db.store_cache(
+                        self.workdir,
+                        s.name,
+                        CacheEntry(ev.key, hashes, result.metrics, verdict, self.run_id),
+                        self.clock().isoformat(),
+                    )
+                self._record(
+                    s,
+                    "ran",
+                    ev.reason,
+                    ev,
+                    metrics=result.metrics,
+                    verdict=verdict,
+                    output_hashes=hashes,
+                    produced_by=self.run_id,
+                    duration_s=duration,
+                )
+                self._emit(s.name, "ran", ev.reason, duration_s=duration, summary=result.summary)
+                return
+        for p in staged.values():
+            _remove(p)
+        _, etype, msg, tb = out
+        log.debug("step %s failed:\n%s", s.name, tb)
+        self._record(s, "failed", ev.reason, ev, duration_s=duration, error=msg, error_type=etype)
+        self._emit(s.name, "failed", f"{etype}: {msg}", duration_s=duration)
+
+    def _report(self) -> RunReport:
+        steps = tuple(self.outcomes[s.name] for s in self.spec.steps if s.name in self.outcomes)
+        failed = [o for o in steps if o.status == "failed"]
+        refused = [o for o in failed if o.error_type == "GateRefusedError"]
+        if self.opt.dry_run:
+            status = "dry_run"
+        elif refused:
+            status = "refused"
+        elif failed or any(o.status == "blocked" for o in steps):
+            status = "failed"
+        else:
+            status = "ok"
+        error = "; ".join(f"{o.name}: {o.error}" for o in failed) or None
+        bundle_id = manifest_sha = None
+        manifest: dict[str, Any] | None = None
+        for o in steps:
+            if "bundle_id" in o.metrics and o.status in ("ran", "skipped"):
+                bundle_id = o.metrics["bundle_id"]
+                manifest = o.metrics.get("manifest")
+                manifest_sha = o.metrics.get("manifest_sha256")
+        if self.db is not None and self.run_id is not None:
+            self.db.finish_run(
+                self.run_id,
+                finished_at=self.clock().isoformat(),
+                status=status,
+                manifest=manifest,
+                manifest_sha256=manifest_sha,
+                bundle_id=bundle_id,
+                error=error,
+            )
+        return RunReport(self.run_id, status, steps, bundle_id, manifest_sha, error)
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    options: RunOptions | None = None,
+    *,
+    progress: Callable[[StepEvent], None] | None = None,
+    clock: Callable[[], dt.datetime] = utc_now,
+) -> RunReport:
+    """Run (or, with ``dry_run``, plan) ``spec``; every real run is recorded in its runs DB."""
+    opt = options or RunOptions()
+    if opt.jobs < 1:
+        raise PipelineSpecError(f"--jobs must be at least 1, got {opt.jobs}")
+    db = RunsDB(spec.runs_db) if not opt.dry_run or spec.runs_db.is_file() else None
+    try:
+        return _Run(spec, opt, db, progress, clock).execute()
+    finally:
+        if db is not None:
+            db.close()
