@@ -277,3 +277,19 @@ def build_instruction(
         tick_seq=tick_seq,
         expected_revenue=expected_revenue,
     )
+
+
+def format_line(ins: Instruction) -> str:
+    """One terminal line for an instruction (the CLI prints it)."""
+    from datetime import UTC, datetime
+
+    clock = datetime.fromtimestamp(ins.time_s, tz=UTC).strftime("%H:%M:%S")
+    seq = "" if ins.tick_seq is None else f"#{ins.tick_seq} "
+    if ins.kind == "route" and ins.maneuver is not None:
+        rev = (
+            f"  (expected {ins.expected_revenue:.2f}/h)" if ins.expected_revenue is not None else ""
+        )
+        return f"{clock}Z {seq}GUIDE  {ins.maneuver.text}{rev}"
+    if ins.kind == "fallback":
+        return f"{clock}Z {seq}FOLLOW {ins.message}  [{', '.join(ins.reason_codes)}]"
+    return f"{clock}Z {seq}WAIT   {ins.message}"

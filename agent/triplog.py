@@ -183,6 +183,11 @@ class TripLog:
             seq = int(stem) - 1 if stem.isdigit() else -1
         return seq + 1
 
+    def will_rotate(self) -> bool:
+        """Whether the next record starts a new file (so it must not refer to earlier ones)."""
+        with self._lock:
+            return self._fd is None or self._file_bytes >= self.config.max_file_bytes
+
     def set_sink(self, sink: Sink | None) -> None:
         with self._lock:
             self._sink = sink

@@ -1,0 +1,180 @@
+"""Opening a bundle for the agent: tiles, demand, parameters, business area, time zone.
+
+``--bundle-dir`` is either one bundle directory (``manifest.yaml`` inside, named by its id) or a
+sync bundle store (``current.json`` naming the active bundle under ``bundles/``). Parameters
+come from the bundle's ``params.yaml``::
+
+    version: params-1            # planner_parameters.version of the manifest
+    timezone: America/New_York   # local time of the area (demand slots, no-entry windows)
+    planner: {radius_m: 3000, horizon_s: 2700, speed_factor: 0.42, ...}   # PlannerParams
+
+Unknown keys are kept (``LoadedBundle.params_doc``) and ignored. A planner parameter the file
+does not name takes its default, except ``speed_factor``, which is then measured from the
+bundle's own trips (:func:`agent.planner.speed_factor_from_demand`), so it is never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zoneinfo
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.errors import BundleLoadError
+from agent.planner import PlannerParams, minute_of_week_of, speed_factor_from_demand
+from models import DemandTable, ModelsError
+from safety import BusinessArea, SafetyConfig, SafetyError
+from sync import Bundle, BundleStore, SyncError
+from tiles import TilesError, TileStore
+
+log = logging.getLogger(__name__)
+
+MAX_PARAMS_BYTES = 1 << 20
+MAX_AREA_BYTES = 16 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedBundle:
+    """Everything a tick reads from one bundle (read-only, shared by threads)."""
+
+    bundle_id: str
+    path: Path
+    manifest: dict[str, Any]
+    store: TileStore
+    demand: DemandTable
+    planner: PlannerParams
+    safety: SafetyConfig
+    area: BusinessArea | None
+    timezone: zoneinfo.ZoneInfo
+    params_doc: dict[str, Any]
+
+    def minute_of_week(self, time_s: float) -> float:
+        """Fractional local minute of week of a UNIX time (Monday 00:00 = 0)."""
+        return minute_of_week_of(datetime.fromtimestamp(time_s, tz=self.timezone))
+
+    def params_record(self) -> dict[str, Any]:
+        return {
+            "planner": self.planner.to_json(),
+            "timezone": str(self.timezone.key),
+            "params_version": self.params_doc.get("version"),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.bundle_id,
+            "area": self.manifest.get("area"),
+            "path": str(self.path),
+            "versions": {
+                k: v.get("version")
+                for k, v in sorted(self.manifest.items())
+                if isinstance(v, dict) and "version" in v
+            },
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def resolve_bundle_path(bundle_dir: str | os.PathLike[str], bundle_id: str | None = None) -> Path:
+    """The bundle directory to open: the store's active one, a given id in a store, or DIR."""
+    d = Path(bundle_dir)
+    if (d / "current.json").is_file() or (d / "bundles").is_dir():
+        try:
+            store = BundleStore(d)
+            if bundle_id is not None:
+                p = store.bundle_path(bundle_id)
+                if not p.is_dir():
+                    raise BundleLoadError(f"bundle {bundle_id[:12]} is not installed in {d}")
+                return p
+            active = store.active()
+        except SyncError as e:
+            raise BundleLoadError(f"bundle store {d}: {e}") from e
+        if active is None:
+            raise BundleLoadError(f"bundle store {d} has no active bundle")
+        return active.path
+    if (d / "manifest.yaml").is_file():
+        return d
+    if bundle_id is not None and (d / bundle_id / "manifest.yaml").is_file():
+        return d / bundle_id
+    raise BundleLoadError(f"{d} is neither a bundle (manifest.yaml) nor a bundle store")
+
+
+def _planner_params(doc: dict[str, Any], table: DemandTable, store: TileStore) -> PlannerParams:
+    raw = doc.get("planner") or {}
+    if not isinstance(raw, dict):
+        raise BundleLoadError("params.yaml: planner must be a mapping")
+    known = {f.name for f in fields(PlannerParams)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        log.warning("params.yaml: unknown planner parameter(s) ignored: %s", ", ".join(unknown))
+    values = {k: v for k, v in raw.items() if k in known}
+    if "speed_factor" not in values:
+        values["speed_factor"] = speed_factor_from_demand(table, store.all())
+    try:
+        return PlannerParams(**values)
+    except (TypeError, ValueError) as e:
+        raise BundleLoadError(f"params.yaml: {e}") from e
+
+
+def load_bundle(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    bundle_id: str | None = None,
+    timezone: str | None = None,
+    verify: bool = False,
+) -> LoadedBundle:
+    """Open a bundle (see module docstring); ``verify`` re-hashes every file first."""
+    path = resolve_bundle_path(bundle_dir, bundle_id)
+    try:
+        b = Bundle(path)
+        if verify:
+            b.verify()
+    except SyncError as e:
+        raise BundleLoadError(str(e)) from e
+    try:
+        raw = b.params_path.read_bytes()[:MAX_PARAMS_BYTES]
+        doc = yaml.safe_load(raw) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise BundleLoadError(f"bundle {b.bundle_id[:12]}: params.yaml unreadable ({e})") from e
+    if not isinstance(doc, dict):
+        raise BundleLoadError(f"bundle {b.bundle_id[:12]}: params.yaml is not a mapping")
+    tz_name = doc.get("timezone") or timezone
+    if not tz_name:
+        raise BundleLoadError(
+            f"bundle {b.bundle_id[:12]}: params.yaml names no timezone; pass --timezone"
+        )
+    try:
+        tz = zoneinfo.ZoneInfo(str(tz_name))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+        raise BundleLoadError(f"unknown time zone {tz_name!r}") from e
+    try:
+        store = TileStore(b.tiles_path)
+        table = DemandTable.load(b.demand_dir)
+    except (TilesError, ModelsError) as e:
+        raise BundleLoadError(f"bundle {b.bundle_id[:12]}: {e}") from e
+    area: BusinessArea | None = None
+    if b.area_path.is_file():
+        try:
+            area_doc = json.loads(b.area_path.read_bytes()[:MAX_AREA_BYTES])
+            area = BusinessArea.from_geojson(area_doc)
+        except (OSError, json.JSONDecodeError, SafetyError) as e:
+            raise BundleLoadError(f"bundle {b.bundle_id[:12]}: area.geojson: {e}") from e
+    planner = _planner_params(doc, table, store)
+    return LoadedBundle(
+        bundle_id=b.bundle_id,
+        path=path,
+        manifest=b.manifest,
+        store=store,
+        demand=table,
+        planner=planner,
+        safety=SafetyConfig(),
+        area=area,
+        timezone=tz,
+        params_doc=doc,
+    )

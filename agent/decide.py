@@ -1,0 +1,237 @@
+"""One planning tick, as a pure function of the bundle and the tick's inputs.
+
+    inputs (fix, previous fix, now, locale) + bundle
+      -> road graph around the cab -> map match -> demand for the links considered
+      -> cruising plan (agent.planner) -> safety verdict (safety.SafetyGate)
+      -> the driver's instruction
+
+The runtime calls :func:`decide` and logs :meth:`TickResult.to_record`; ``nagashi replay``
+calls it again on the logged inputs with the same bundle and compares the bytes. Nothing here
+reads the clock, files other than the bundle's, or the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from agent.bundle import LoadedBundle
+from agent.gps import Fix
+from agent.instruction import Instruction, build_instruction
+from agent.planner import Plan, PlannerError, plan_cruise
+from agent.triplog import pack
+from agent.version import code_version
+from models import ModelsError, TickDemand, tick_demand_from_table
+from safety import BundleStatus, SafetyGate, TickInput, Verdict
+from safety import Fix as SafetyFix
+from tiles import Graph, Match, NoMatchError, TilesError, match_fix
+
+log = logging.getLogger(__name__)
+
+RECORD_KIND = "tick"
+
+
+@dataclass(frozen=True)
+class TickInputs:
+    """What a tick depends on besides the bundle (all of it is logged)."""
+
+    now_s: float
+    fix: Fix | None
+    previous_fix: Fix | None
+    locale: str
+    trigger: str  # "first" | "interval" | "off_route" | "bundle_changed"
+
+
+@dataclass(frozen=True, eq=False)
+class TickResult:
+    inputs: TickInputs
+    minute_of_week: float
+    graph: Graph | None
+    match: Match | None
+    demand: TickDemand | None
+    plan: Plan | None
+    planner_error: str
+    verdict: Verdict
+    instruction: Instruction
+
+    def to_record(self, lb: LoadedBundle) -> dict[str, Any]:
+        """The trip-log record of this tick (``kind: tick``); see agent.triplog."""
+        fix = self.inputs.fix
+        prev = self.inputs.previous_fix
+        m = self.match
+        return {
+            "kind": RECORD_KIND,
+            "time_s": self.inputs.now_s,
+            "trigger": self.inputs.trigger,
+            "locale": self.inputs.locale,
+            "code": code_version(),
+            "fix": None if fix is None else fix.to_record(),
+            "previous_fix": None if prev is None else prev.to_record(),
+            "minute_of_week": self.minute_of_week,
+            "match": None if m is None else match_record(m),
+            "bundle": {"id": lb.bundle_id, "manifest": lb.manifest},
+            "params": lb.params_record(),
+            "demand": None if self.demand is None else self.demand.to_record(),
+            "demand_sha256": None if self.demand is None else demand_sha256(self.demand),
+            "plan": None if self.plan is None else self.plan.to_json(),
+            "planner_error": self.planner_error,
+            "safety": self.verdict.to_record(),
+            "instruction": self.instruction.to_json(),
+        }
+
+
+def demand_sha256(d: TickDemand) -> str:
+    """Content hash of a tick's demand record (the log keeps each distinct one once per file)."""
+    return hashlib.sha256(pack(d.to_record())).hexdigest()
+
+
+def match_record(m: Match) -> dict[str, Any]:
+    b = m.best
+    return {
+        "edge_id": b.edge_id,
+        "fraction": b.fraction,
+        "distance_m": b.distance_m,
+        "heading_diff_deg": b.heading_diff_deg,
+        "lon": b.lon,
+        "lat": b.lat,
+        "confidence": m.confidence,
+        "ambiguous": m.ambiguous,
+        "candidates": len(m.candidates),
+    }
+
+
+def _safety_fix(f: Fix | None) -> SafetyFix | None:
+    if f is None:
+        return None
+    return SafetyFix(f.time_s, f.lon, f.lat, f.heading_deg, f.speed_mps, f.accuracy_m)
+
+
+def _finite(*values: float | None) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None) -> TickResult:
+    """Plan and judge one tick (see module docstring). Never raises for bad inputs: a fix that
+    cannot be matched or planned from ends as a safety fallback."""
+    gate = gate or SafetyGate(lb.safety, area=lb.area, locale=inputs.locale)
+    fix = inputs.fix
+    mow = lb.minute_of_week(inputs.now_s)
+    graph: Graph | None = None
+    m: Match | None = None
+    demand: TickDemand | None = None
+    plan: Plan | None = None
+    planner_error = ""
+    params = lb.planner
+    if (
+        fix is not None
+        and _finite(fix.lon, fix.lat)
+        and -180 <= fix.lon <= 180
+        and (-90 <= fix.lat <= 90)
+    ):
+        try:
+            graph = lb.store.radius_graph(fix.lon, fix.lat, params.radius_m)
+        except TilesError:  # no tile near the fix: outside the bundle's network
+            graph = None
+        if graph is not None and graph.n == 0:
+            graph = None
+    if graph is not None and fix is not None:
+        heading = fix.heading_deg if _finite(fix.heading_deg) else None
+        speed = fix.speed_mps if _finite(fix.speed_mps) else None
+        try:
+            m = match_fix(graph, fix.lon, fix.lat, heading, speed, lb.safety.match.matching)
+        except NoMatchError:
+            m = None
+        try:
+            demand = tick_demand_from_table(
+                lb.demand, graph.edge_id, math.floor(mow), math.ceil(params.horizon_s / 60.0)
+            )
+        except ModelsError as e:
+            planner_error = f"demand: {e}"
+    if graph is not None and m is not None and demand is not None:
+        area = lb.area.edge_mask(graph) if lb.area is not None else None
+        try:
+            plan = plan_cruise(
+                graph,
+                demand,
+                m.best.edge_id,
+                mow,
+                params,
+                fraction=m.best.fraction,
+                area=area,
+                way_names=lb.store.way_names,
+            )
+        except PlannerError as e:
+            planner_error = str(e)
+            log.warning("planner: %s", e)
+    verdict = gate.check(
+        TickInput(
+            now_s=inputs.now_s,
+            minute_of_week=mow,
+            fix=_safety_fix(fix),
+            graph=graph,
+            route=None if plan is None else plan.edges,
+            previous_fix=_safety_fix(inputs.previous_fix),
+            match=m,
+            bundle=BundleStatus(present=True, hash_ok=True, bundle_hash=lb.bundle_id),
+            demand=demand,
+            demand_table=lb.demand,
+        ),
+        locale=inputs.locale,
+    )
+    instruction = _instruction(lb, graph, m, fix, plan, verdict, inputs)
+    return TickResult(inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction)
+
+
+def _instruction(
+    lb: LoadedBundle,
+    graph: Graph | None,
+    m: Match | None,
+    fix: Fix | None,
+    plan: Plan | None,
+    verdict: Verdict,
+    inputs: TickInputs,
+) -> Instruction:
+    position = (m.best.lon, m.best.lat) if m is not None else None
+    if position is None and fix is not None and _finite(fix.lon, fix.lat):
+        position = (fix.lon, fix.lat)
+    heading = fix.heading_deg if fix is not None and _finite(fix.heading_deg) else None
+    if graph is None or m is None:
+        from agent.instruction import Instruction as I
+
+        return I(
+            kind="fallback",
+            time_s=inputs.now_s,
+            message=verdict.message,
+            reason_codes=verdict.codes,
+            locale=verdict.locale,
+            route_edges=(),
+            geometry=(),
+            maneuver=None,
+            position=position,
+            heading_deg=heading,
+        )
+    on_link = (m.best.edge_id,)
+    route = (*on_link, *verdict.route) if verdict.ok else ()
+    cont = tuple(verdict.continuation)
+    if cont and cont[0] != m.best.edge_id:
+        cont = (*on_link, *cont)
+    way_ids = {int(graph.way_id[i]) for i in graph.local(list(route or cont)) if i >= 0}
+    names = lb.store.way_names(sorted(way_ids)) if way_ids else {}
+    return build_instruction(
+        graph,
+        ok=verdict.ok,
+        route=route,
+        continuation=cont,
+        message=verdict.message,
+        reason_codes=verdict.codes,
+        locale=verdict.locale,
+        time_s=inputs.now_s,
+        position=position,
+        heading_deg=heading,
+        fraction=m.best.fraction,
+        names=names,
+        expected_revenue=None if plan is None or not verdict.ok else plan.expected_revenue_per_h,
+    )

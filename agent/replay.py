@@ -1,0 +1,214 @@
+"""Replay: recompute logged decisions with the bundle they were made with, compare the bytes.
+
+For each ``tick`` record the logged inputs (fix, previous fix, time, locale, trigger) go through
+:func:`agent.decide.decide` again with the bundle named in the record. Each part of the new
+record is packed and compared with the logged one byte for byte:
+
+* derived inputs: ``minute_of_week``, ``match``, ``demand`` (by ``demand_sha256``), ``params``;
+* outputs: ``plan`` (the planner's canonical JSON), ``safety`` (the verdict), ``instruction``.
+
+A difference is reported with what differs: the parts and their first differing fields, and
+whether the bundle id or the code version (:func:`agent.version.code_version`) differ from the
+logged ones, which is usually why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.bundle import LoadedBundle, load_bundle
+from agent.decide import RECORD_KIND, TickInputs, decide
+from agent.errors import BundleLoadError, ReplayError
+from agent.gps import Fix
+from agent.triplog import pack, read_records
+from agent.version import code_version
+
+log = logging.getLogger(__name__)
+
+COMPARED = ("minute_of_week", "match", "params", "demand_sha256", "plan", "safety", "instruction")
+MAX_DIFF_LINES = 8
+
+
+@dataclass
+class TickReplay:
+    seq: int
+    time_s: float
+    identical: bool
+    differing: list[str] = field(default_factory=list)  # parts that differ
+    details: list[str] = field(default_factory=list)  # first differing fields
+    bundle_logged: str = ""
+    bundle_used: str = ""
+    code_logged: dict[str, Any] = field(default_factory=dict)
+    demand_verified: bool | None = None  # the logged demand bytes match their logged hash
+
+    @property
+    def bundle_differs(self) -> bool:
+        return self.bundle_logged != self.bundle_used
+
+    @property
+    def code_differs(self) -> bool:
+        return self.code_logged != code_version()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "time_s": self.time_s,
+            "identical": self.identical,
+            "differing": self.differing,
+            "details": self.details,
+            "bundle_logged": self.bundle_logged,
+            "bundle_used": self.bundle_used,
+            "bundle_differs": self.bundle_differs,
+            "code_logged": self.code_logged,
+            "code_now": code_version(),
+            "code_differs": self.code_differs,
+            "demand_verified": self.demand_verified,
+        }
+
+
+def _fix(r: Any) -> Fix | None:
+    return None if r is None else Fix.from_record(r)
+
+
+def diff_values(a: Any, b: Any, path: str = "", out: list[str] | None = None) -> list[str]:
+    """Human lines for the first differences between two plain values."""
+    out = [] if out is None else out
+    if len(out) >= MAX_DIFF_LINES:
+        return out
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if len(out) >= MAX_DIFF_LINES:
+                break
+            p = f"{path}.{k}" if path else str(k)
+            if k not in a:
+                out.append(f"{p}: only in the replay")
+            elif k not in b:
+                out.append(f"{p}: only in the log")
+            elif pack({"v": a[k]}) != pack({"v": b[k]}):
+                diff_values(a[k], b[k], p, out)
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if pack({"v": x}) != pack({"v": y}):
+                diff_values(x, y, f"{path}[{i}]", out)
+                if len(out) >= MAX_DIFF_LINES:
+                    break
+        return out
+    text_a, text_b = repr(a), repr(b)
+    out.append(f"{path}: logged {text_a[:80]} / replayed {text_b[:80]}")
+    return out
+
+
+def _plain(part: str, v: Any) -> Any:
+    """Plan JSON bytes -> dict for field-level diffs."""
+    if part == "plan" and isinstance(v, bytes | bytearray):
+        return json.loads(v)
+    return v
+
+
+def replay_tick(record: dict[str, Any], lb: LoadedBundle) -> TickReplay:
+    """Recompute one logged tick with ``lb`` and compare (see module docstring)."""
+    if record.get("kind") != RECORD_KIND:
+        raise ReplayError(f"record {record.get('seq')} is a {record.get('kind')!r}, not a tick")
+    try:
+        inputs = TickInputs(
+            now_s=float(record["time_s"]),
+            fix=_fix(record.get("fix")),
+            previous_fix=_fix(record.get("previous_fix")),
+            locale=str(record.get("locale", "en")),
+            trigger=str(record.get("trigger", "")),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ReplayError(f"tick record {record.get('seq')} lacks its inputs: {e}") from e
+    new = decide(lb, inputs).to_record(lb)
+    old_ins = record.get("instruction")
+    if isinstance(old_ins, dict) and isinstance(new.get("instruction"), dict):
+        new["instruction"]["tick_seq"] = old_ins.get("tick_seq")  # set by the runtime
+    out = TickReplay(
+        seq=int(record.get("seq", -1)),
+        time_s=inputs.now_s,
+        identical=True,
+        bundle_logged=str((record.get("bundle") or {}).get("id", "")),
+        bundle_used=lb.bundle_id,
+        code_logged=dict(record.get("code") or {}),
+    )
+    logged_demand = record.get("demand")
+    if logged_demand is not None and record.get("demand_sha256") is not None:
+        out.demand_verified = hashlib.sha256(pack(logged_demand)).hexdigest() == record.get(
+            "demand_sha256"
+        )
+    for part in COMPARED:
+        if pack({"v": record.get(part)}) != pack({"v": new.get(part)}):
+            out.identical = False
+            out.differing.append(part)
+            if part == "demand_sha256" and logged_demand is not None and new["demand"]:
+                diff_values(logged_demand, new["demand"], "demand", out.details)
+            else:
+                diff_values(
+                    _plain(part, record.get(part)), _plain(part, new.get(part)), part, out.details
+                )
+    if out.demand_verified is False:
+        out.identical = False
+        out.differing.append("demand (logged bytes do not match their hash)")
+    return out
+
+
+class BundleCache:
+    """Bundles by id, opened from ``bundle_dir`` (a store, a folder of bundles or one bundle)."""
+
+    def __init__(self, bundle_dir: str | os.PathLike[str], timezone: str | None = None) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.timezone = timezone
+        self._open: dict[str, LoadedBundle] = {}
+
+    def get(self, bundle_id: str) -> LoadedBundle:
+        lb = self._open.get(bundle_id)
+        if lb is not None:
+            return lb
+        try:
+            lb = load_bundle(self.bundle_dir, bundle_id=bundle_id, timezone=self.timezone)
+        except BundleLoadError:
+            lb = load_bundle(self.bundle_dir, timezone=self.timezone)  # one bundle given
+            log.warning("bundle %s not found; replaying with %s", bundle_id[:12], lb.bundle_id[:12])
+        self._open[bundle_id] = lb
+        return lb
+
+    def close(self) -> None:
+        for lb in self._open.values():
+            lb.close()
+
+
+def replay_log(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    bundle_dir: str | os.PathLike[str],
+    *,
+    tick: int | None = None,
+    timezone: str | None = None,
+) -> Iterator[TickReplay]:
+    """Replay every tick of a log (or only the tick with seq ``tick``), in order."""
+    bundles = BundleCache(bundle_dir, timezone)
+    found = False
+    try:
+        for r in read_records(paths):
+            if r.get("kind") != RECORD_KIND:
+                continue
+            if tick is not None and r.get("seq") != tick:
+                continue
+            found = True
+            bid = str((r.get("bundle") or {}).get("id", ""))
+            yield replay_tick(r, bundles.get(bid))
+            if tick is not None:
+                return
+    finally:
+        bundles.close()
+    if not found:
+        raise ReplayError(
+            "no tick record in the log" if tick is None else f"no tick with seq {tick} in the log"
+        )

@@ -1,0 +1,416 @@
+"""The in-cab loop: GPS fixes in, instructions out, every tick logged; sync in the background.
+
+``Agent.run()`` reads fixes from a :class:`~agent.gps.GpsSource`; it plans on the first fix, then
+every ``plan_interval_s`` of the source's clock, and sooner (but not more often than every
+``min_replan_interval_s``) when the cab leaves the recommended route by more than
+``off_route_m``. Each tick is :func:`agent.decide.decide`, logged durably (agent.triplog, then the
+sync outbox) and published to the HTTP API. Between ticks only the cab's position moves on the
+page. A background thread pulls bundles (sync.Updater; a new bundle is swapped in at the next
+tick) and uploads the outbox (sync.LogUploader). :meth:`Agent.stop` (SIGTERM) ends the loop; the
+run then writes its ``stop`` record, closes the trip log and flushes the outbox to the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.api import AgentState
+from agent.bundle import LoadedBundle, load_bundle
+from agent.clock import Clock
+from agent.decide import TickInputs, decide
+from agent.errors import AgentError, BundleLoadError
+from agent.gps import Fix, GpsSource
+from agent.instruction import Instruction
+from agent.triplog import TripLog, TripLogConfig, unpack
+from agent.version import code_version
+from safety import SafetyGate
+from sync import (
+    BundleStore,
+    LogClient,
+    LogUploader,
+    Outbox,
+    PullConfig,
+    RetryConfig,
+    SyncError,
+    Updater,
+)
+from tiles.geo import LocalProjection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Fleet server access (the token is never logged). Intervals in seconds of wall time."""
+
+    server_url: str
+    token: str = field(repr=False)
+    area: str | None = None  # bundle pulls need the area and the fleet's trusted root
+    trusted_root: Path | None = None
+    pull_interval_s: float = 300.0
+    upload_interval_s: float = 30.0
+    shutdown_flush_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The runtime's settings (seconds, metres)."""
+
+    bundle_dir: Path
+    data_dir: Path  # trip logs and the outbox
+    vehicle_id: str = "dev"
+    locale: str = "en"
+    timezone: str | None = None  # only when the bundle's params.yaml names none
+    plan_interval_s: float = 5.0
+    min_replan_interval_s: float = 1.0
+    off_route_m: float = 40.0
+    log_max_file_bytes: int = 8 * 1024 * 1024
+    sync: SyncSettings | None = None
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    fixes: int = 0
+    ticks: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
+    fallbacks_by_reason: Counter[str] = field(default_factory=Counter)
+    first_instruction_s: float | None = None  # monotonic seconds from run() to first publish
+    outbox_remaining: int | None = None
+    flush_error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "fixes": self.fixes,
+            "ticks": self.ticks,
+            "by_kind": dict(self.by_kind),
+            "fallbacks_by_reason": dict(sorted(self.fallbacks_by_reason.items())),
+            "first_instruction_s": self.first_instruction_s,
+            "outbox_remaining": self.outbox_remaining,
+            "flush_error": self.flush_error,
+        }
+
+
+def distance_to_line_m(lon: float, lat: float, coords: tuple[tuple[float, float], ...]) -> float:
+    """Planar distance (metres) from a point to a polyline; inf for an empty line."""
+    if not coords:
+        return math.inf
+    proj = LocalProjection(lon, lat)
+    best = math.inf
+    pts = [tuple(map(float, proj.to_xy(x, y))) for x, y in coords]
+    if len(pts) == 1:
+        return math.hypot(*pts[0])
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        dx, dy = x1 - x0, y1 - y0
+        L2 = dx * dx + dy * dy
+        t = 0.0 if L2 == 0 else min(max(-(x0 * dx + y0 * dy) / L2, 0.0), 1.0)
+        best = min(best, math.hypot(x0 + t * dx, y0 + t * dy))
+    return best
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        source: GpsSource,
+        clock: Clock,
+        state: AgentState | None = None,
+        *,
+        on_instruction: Callable[[Instruction], None] | None = None,
+        bundle: LoadedBundle | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.clock = clock
+        self.state = state or AgentState(locale=config.locale)
+        self.state.locale = config.locale
+        self.on_instruction = on_instruction
+        self.run_id = uuid.uuid4().hex[:16]
+        self.summary = RunSummary(self.run_id)
+        self._stop = threading.Event()
+        self._demand_logged: set[str] = set()
+        self._reload = threading.Event()
+        self._sync_status: dict[str, Any] = {"enabled": config.sync is not None}
+        self.bundle = bundle or load_bundle(config.bundle_dir, timezone=config.timezone)
+        self.gate = SafetyGate(self.bundle.safety, area=self.bundle.area, locale=config.locale)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.outbox: Outbox = Outbox(config.data_dir / "outbox.sqlite")
+        except SyncError as e:
+            raise AgentError(f"cannot open the log outbox: {e}") from e
+        self.triplog = TripLog(
+            TripLogConfig(config.data_dir / "trips", max_file_bytes=config.log_max_file_bytes),
+            sink=self._to_outbox,
+        )
+        self._uploader: LogUploader | None = None
+        self._updater: Updater | None = None
+        self._sync_thread: threading.Thread | None = None
+        self._setup_sync()
+        self._publish_bundle()
+        self.state.status_providers["trip_log"] = self.triplog.status
+        self.state.status_providers["sync"] = self.sync_status
+        self.state.status_providers["safety"] = self.gate.stats
+        self.state.on_meter = self.meter
+
+    # ------------------------------------------------------------------ wiring
+    def _to_outbox(self, seq: int, data: bytes) -> None:
+        rec = unpack(data)
+        self.outbox.append(rec, float(rec.get("time_s") or 0.0))
+
+    def _publish_bundle(self) -> None:
+        with self.state.lock:
+            self.state.bundle = self.bundle.summary()
+            self.state.store = self.bundle.store
+
+    def _setup_sync(self) -> None:
+        s = self.config.sync
+        if s is None:
+            return
+        self._uploader = LogUploader(
+            self.outbox,
+            LogClient(s.server_url, s.token),
+            self.config.vehicle_id,
+            RetryConfig(max_attempts=3),
+            sleep=self._backoff_sleep,
+        )
+        if s.area and s.trusted_root is not None:
+            try:
+                root = s.trusted_root.read_bytes()
+                store = BundleStore(self.config.bundle_dir)
+            except (OSError, SyncError) as e:
+                raise AgentError(f"bundle sync cannot start: {e}") from e
+            self._updater = Updater(store, PullConfig(s.server_url, s.area), root)
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def sync_status(self) -> dict[str, Any]:
+        out = dict(self._sync_status)
+        out["outbox"] = self.outbox.stats()
+        return out
+
+    def meter(self, occupied: bool) -> None:
+        """A taximeter change (from the API thread): logged for the trial reports."""
+        fix = self._last_fix
+        self.triplog.append(
+            {
+                "kind": "meter",
+                "time_s": self.source.now(),
+                "run_id": self.run_id,
+                "occupied": occupied,
+                "lon": None if fix is None else fix.lon,
+                "lat": None if fix is None else fix.lat,
+            }
+        )
+
+    # ------------------------------------------------------------------ background sync
+    def _sync_loop(self) -> None:
+        s = self.config.sync
+        assert s is not None
+        next_pull = 0.0
+        next_upload = 0.0
+        while not self._stop.is_set():
+            now = self.clock.monotonic()
+            if self._updater is not None and now >= next_pull:
+                next_pull = now + s.pull_interval_s
+                try:
+                    res = self._updater.pull()
+                    self._sync_status["last_pull"] = {"status": res.status, "bundle": res.bundle_id}
+                    self._sync_status["pull_error"] = ""
+                    if res.status == "installed":
+                        self._reload.set()
+                except SyncError as e:  # offline, expired, rejected: keep the current bundle
+                    self._sync_status["pull_error"] = str(e)
+                    log.info("bundle pull: %s (keeping %s)", e, self.bundle.bundle_id[:12])
+            if self._uploader is not None and now >= next_upload:
+                next_upload = now + s.upload_interval_s
+                try:
+                    r = self._uploader.flush()
+                    self._sync_status["last_upload"] = {"sent": r.sent, "batches": r.batches}
+                    self._sync_status["upload_error"] = ""
+                except SyncError as e:
+                    self._sync_status["upload_error"] = str(e)
+                    log.info("log upload: %s (records kept)", e)
+            self._stop.wait(1.0)
+
+    # ------------------------------------------------------------------ the loop
+    _last_fix: Fix | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to end (signal-safe: sets flags only)."""
+        self._stop.set()
+        self.clock.stop()
+
+    def run(self) -> RunSummary:
+        t_start = self.clock.monotonic()
+        self.triplog.append(
+            {
+                "kind": "start",
+                "time_s": self.source.now(),
+                "run_id": self.run_id,
+                "vehicle_id": self.config.vehicle_id,
+                "code": code_version(),
+                "bundle": {"id": self.bundle.bundle_id, "manifest": self.bundle.manifest},
+                "gps": self.source.description,
+                "config": {
+                    "plan_interval_s": self.config.plan_interval_s,
+                    "min_replan_interval_s": self.config.min_replan_interval_s,
+                    "off_route_m": self.config.off_route_m,
+                    "locale": self.config.locale,
+                },
+            }
+        )
+        if self.config.sync is not None:
+            self._sync_thread = threading.Thread(target=self._sync_loop, name="agent-sync")
+            self._sync_thread.daemon = True
+            self._sync_thread.start()
+        last_tick: float | None = None
+        prev: Fix | None = None
+        track: list[list[float | None]] = []
+        try:
+            for fix in self.source.fixes():
+                if self._stop.is_set():
+                    break
+                self.summary.fixes += 1
+                self._last_fix = fix
+                track.append([fix.time_s, fix.lon, fix.lat, fix.speed_mps])
+                now = self.source.now()
+                trigger = self._due(now, last_tick, fix)
+                if trigger is None:
+                    self._move_cab(fix)
+                else:
+                    if self._reload.is_set():
+                        self._swap_bundle(now)
+                    self._tick(TickInputs(now, fix, prev, self.config.locale, trigger), track)
+                    track = []
+                    last_tick = now
+                    if self.summary.first_instruction_s is None:
+                        self.summary.first_instruction_s = self.clock.monotonic() - t_start
+                prev = fix
+        finally:
+            self._shutdown(track)
+        return self.summary
+
+    def _due(self, now: float, last_tick: float | None, fix: Fix) -> str | None:
+        if last_tick is None:
+            return "first"
+        elapsed = now - last_tick
+        if elapsed >= self.config.plan_interval_s:
+            return "interval"
+        if elapsed < self.config.min_replan_interval_s:
+            return None
+        ins, _, _, _ = self.state.snapshot()
+        if ins.kind == "route" and (
+            distance_to_line_m(fix.lon, fix.lat, ins.geometry) > self.config.off_route_m
+        ):
+            return "off_route"
+        return None
+
+    def _move_cab(self, fix: Fix) -> None:
+        ins, _, _, _ = self.state.snapshot()
+        if ins.kind == "waiting":
+            return
+        heading = fix.heading_deg if fix.heading_deg is not None else ins.heading_deg
+        self.state.publish(
+            dataclasses.replace(ins, position=(fix.lon, fix.lat), heading_deg=heading)
+        )
+
+    def _tick(self, inputs: TickInputs, track: list[list[float | None]]) -> None:
+        result = decide(self.bundle, inputs, self.gate)
+        record = result.to_record(self.bundle)
+        record["run_id"] = self.run_id
+        record["track"] = track
+        # the demand of a 30-min slot repeats tick after tick: each log file keeps it once
+        digest = record.get("demand_sha256")
+        if self.triplog.will_rotate():
+            self._demand_logged.clear()
+        if digest is not None:
+            if digest in self._demand_logged:
+                record["demand"] = None
+            self._demand_logged.add(digest)
+        seq = self.triplog.append(record)
+        ins = dataclasses.replace(result.instruction, tick_seq=seq)
+        self.state.publish(ins)
+        self.summary.ticks += 1
+        self.summary.by_kind[ins.kind] += 1
+        if ins.kind == "fallback":
+            self.summary.fallbacks_by_reason.update(ins.reason_codes)
+        if self.on_instruction is not None:
+            self.on_instruction(ins)
+
+    def _swap_bundle(self, now: float) -> None:
+        self._reload.clear()
+        try:
+            new = load_bundle(self.config.bundle_dir, timezone=self.config.timezone)
+        except BundleLoadError as e:
+            log.error("new bundle does not load (%s); keeping %s", e, self.bundle.bundle_id[:12])
+            return
+        old = self.bundle
+        self.bundle = new
+        self.gate = SafetyGate(new.safety, area=new.area, locale=self.config.locale)
+        self.state.status_providers["safety"] = self.gate.stats
+        self._publish_bundle()
+        self.triplog.append(
+            {
+                "kind": "bundle",
+                "time_s": now,
+                "run_id": self.run_id,
+                "old": old.bundle_id,
+                "new": new.bundle_id,
+            }
+        )
+        log.info("bundle %s -> %s", old.bundle_id[:12], new.bundle_id[:12])
+
+    def _shutdown(self, track: list[list[float | None]]) -> None:
+        self._stop.set()
+        self.source.close()
+        try:
+            self.triplog.append(
+                {
+                    "kind": "stop",
+                    "time_s": self.source.now(),
+                    "run_id": self.run_id,
+                    "summary": self.summary.to_json(),
+                    "track": track,  # the fixes after the last tick
+                }
+            )
+        finally:
+            self.triplog.close()
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout=30.0)
+        if self._uploader is not None:
+            self._final_flush()
+        self.summary.outbox_remaining = self.outbox.stats().get("records")
+        self.outbox.close()
+
+    def _final_flush(self) -> None:
+        assert self._uploader is not None and self.config.sync is not None
+        uploader = LogUploader(
+            self.outbox,
+            self._uploader.client,
+            self.config.vehicle_id,
+            RetryConfig(
+                base_delay_s=0.5,
+                max_delay_s=2.0,
+                max_attempts=self.config.sync.shutdown_flush_attempts,
+            ),
+        )
+        try:
+            r = uploader.flush()
+            log.info("shutdown: %d log records uploaded", r.sent)
+        except SyncError as e:
+            self.summary.flush_error = str(e)
+            log.warning("shutdown: log upload incomplete (%s); records stay in the outbox", e)
+        finally:
+            self._uploader.client.close()

@@ -1,0 +1,153 @@
+"""The runtime loop on the recorded Midtown drive, and replay of every decision bit for bit."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.api import AgentState
+from agent.bundle import load_bundle
+from agent.clock import ManualClock
+from agent.decide import TickInputs, decide
+from agent.gps import Fix, TraceReplay, read_csv_trace
+from agent.instruction import Instruction
+from agent.replay import replay_log, replay_tick
+from agent.runtime import Agent, AgentConfig, distance_to_line_m
+from agent.triplog import read_records
+from tests.agent.conftest import DRIVE_CSV
+
+
+@pytest.fixture(scope="module")
+def drive_run(manhattan_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The whole recorded drive through the agent, paced on a manual clock (no waiting)."""
+    data = tmp_path_factory.mktemp("agent-data")
+    clock = ManualClock()
+    source = TraceReplay(read_csv_trace(DRIVE_CSV), clock, speed=1.0)
+    state = AgentState()
+    shown: list[Instruction] = []
+    agent = Agent(
+        AgentConfig(bundle_dir=manhattan_bundle, data_dir=data),
+        source,
+        clock,
+        state,
+        on_instruction=shown.append,
+    )
+    summary = agent.run()
+    return {
+        "data": data,
+        "summary": summary,
+        "shown": shown,
+        "state": state,
+        "records": list(read_records(data / "trips")),
+    }
+
+
+def test_the_loop_plans_logs_and_publishes(drive_run: dict[str, Any]) -> None:
+    recs = drive_run["records"]
+    summary = drive_run["summary"]
+    kinds = Counter(r["kind"] for r in recs)
+    assert kinds["start"] == 1 and kinds["stop"] == 1
+    assert recs[0]["kind"] == "start" and recs[-1]["kind"] == "stop"
+    ticks = [r for r in recs if r["kind"] == "tick"]
+    assert len(ticks) == summary.ticks == kinds["tick"]
+    assert summary.fixes == len(read_csv_trace(DRIVE_CSV))
+    # at most every plan interval, plus re-plans on leaving the route (never within 1 s)
+    assert ticks[0]["trigger"] == "first"
+    times = [t["time_s"] for t in ticks]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 1.0
+    for t, gap in zip(ticks[1:], gaps, strict=True):
+        assert (t["trigger"] == "interval") == (gap >= 5.0)
+    assert 1493 / 5 - 5 <= len(ticks) <= 1493 / 1
+    # every tick has what replay and the trial reports need
+    for t in ticks:
+        for key in ("fix", "bundle", "params", "safety", "instruction", "code", "track"):
+            assert key in t, key
+        assert t["bundle"]["id"] == drive_run["state"].bundle["id"]
+        assert t["safety"]["ok"] == (t["instruction"]["kind"] == "route")
+    # demand is logged once per distinct content per file, always with its hash
+    assert all(t["demand_sha256"] for t in ticks)
+    assert sum(t["demand"] is not None for t in ticks) >= 1
+    # the 1 Hz track travels with the ticks
+    tail = len(recs[-1]["track"])
+    assert sum(len(t["track"]) for t in ticks) + tail == summary.fixes
+    # guidance most of the time on this drive, and fallbacks with reasons otherwise
+    by_kind = Counter(t["instruction"]["kind"] for t in ticks)
+    assert by_kind["route"] > 0.3 * len(ticks)
+    for t in ticks:
+        if t["instruction"]["kind"] == "fallback":
+            assert t["instruction"]["reason_codes"] and t["instruction"]["message"]
+    # the page's instruction is the last tick's, the cab moved on with the last fix
+    last = drive_run["state"].snapshot()[0]
+    assert last.tick_seq == ticks[-1]["seq"]
+    assert drive_run["shown"][-1].tick_seq == ticks[-1]["seq"]
+    # no server configured: every record waits in the outbox
+    assert summary.outbox_remaining == len(recs)
+
+
+def test_whole_drive_replays_bit_for_bit(drive_run: dict[str, Any], manhattan_bundle: Path) -> None:
+    results = list(replay_log(drive_run["data"] / "trips", manhattan_bundle))
+    assert len(results) == drive_run["summary"].ticks
+    bad = [r.to_json() for r in results if not r.identical]
+    assert bad == []
+    assert all(not r.bundle_differs and not r.code_differs for r in results)
+    assert any(r.demand_verified for r in results)
+
+
+def test_replay_says_what_differs(drive_run: dict[str, Any], manhattan_bundle: Path) -> None:
+    lb = load_bundle(manhattan_bundle)
+    tick = next(
+        r
+        for r in drive_run["records"]
+        if r["kind"] == "tick" and r["instruction"]["kind"] == "route"
+    )
+    assert replay_tick(tick, lb).identical
+    # a different decision in the log (as if another planner had made it)
+    forged = copy.deepcopy(tick)
+    plan = json.loads(forged["plan"])
+    plan["expected_revenue"] += 1.0
+    forged["plan"] = json.dumps(plan, sort_keys=True, separators=(",", ":")).encode()
+    r = replay_tick(forged, lb)
+    assert not r.identical and r.differing == ["plan"]
+    assert any(d.startswith("plan.expected_revenue") for d in r.details)
+    # logged with other code and another bundle: both named
+    other = copy.deepcopy(tick)
+    other["code"] = {"package": "0.0.9", "sha256": "0" * 64}
+    other["bundle"]["id"] = "f" * 64
+    r = replay_tick(other, lb)
+    assert r.code_differs and r.bundle_differs
+    # an input that no longer matches: the fix moved 200 m
+    moved = copy.deepcopy(tick)
+    moved["fix"]["lat"] += 0.0018
+    r = replay_tick(moved, lb)
+    assert not r.identical and "match" in r.differing
+
+
+def test_decide_is_deterministic_and_never_raises_on_bad_fixes(manhattan_bundle: Path) -> None:
+    lb = load_bundle(manhattan_bundle)
+    f = read_csv_trace(DRIVE_CSV)[300]
+    a = decide(lb, TickInputs(f.time_s, f, None, "en", "interval")).to_record(lb)
+    b = decide(lb, TickInputs(f.time_s, f, None, "en", "interval")).to_record(lb)
+    assert a == b
+    for bad in (
+        None,
+        Fix(f.time_s, float("nan"), f.lat),
+        Fix(f.time_s, 139.70, 35.66, 10.0, 5.0, 5.0),  # Tokyo: outside the bundle
+        Fix(f.time_s - 3600, f.lon, f.lat, 10.0, 5.0, 5.0),  # an hour old
+    ):
+        r = decide(lb, TickInputs(f.time_s, bad, None, "ja", "interval"))
+        assert r.instruction.kind == "fallback" and r.verdict.reasons
+        assert r.instruction.message  # a calm message, in Japanese here
+        assert r.to_record(lb)["safety"]["ok"] is False
+
+
+def test_distance_to_line() -> None:
+    line = ((-73.98, 40.75), (-73.97, 40.75))
+    assert distance_to_line_m(-73.975, 40.75, line) == pytest.approx(0.0, abs=0.01)
+    assert distance_to_line_m(-73.975, 40.7509, line) == pytest.approx(100.0, rel=0.01)
+    assert distance_to_line_m(-73.975, 40.75, ()) == float("inf")
