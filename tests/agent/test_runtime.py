@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -59,7 +60,7 @@ def test_the_loop_plans_logs_and_publishes(drive_run: dict[str, Any]) -> None:
     # at most every plan interval, plus re-plans on leaving the route (never within 1 s)
     assert ticks[0]["trigger"] == "first"
     times = [t["time_s"] for t in ticks]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 1.0
     for t, gap in zip(ticks[1:], gaps, strict=True):
         assert (t["trigger"] == "interval") == (gap >= 5.0)
