@@ -1,0 +1,210 @@
+"""Sync: bytes moved by a one-tile bundle update, log upload records/s and peak RSS.
+
+Builds road tiles from a real OSM extract (Monaco by default), a bundle v1 and a bundle v2 in
+which one tile's records changed, publishes both to a fleet repository served by
+``nagashi fleet serve`` in a separate process on 127.0.0.1, and pulls them into a device store:
+
+* ``update_bytes``: response body bytes the device read for the v1 -> v2 update (TUF metadata
+  plus the bundle index plus changed chunks); HTTP headers are not counted.
+* ``changed_files_bytes``: the size of every file that differs between v1 and v2 (the
+  whole-file alternative); ``update_metadata_bytes``: TUF metadata read during the update.
+* ``ratio_vs_changed_plus_metadata`` (goal < 1.2) and ``ratio_vs_full_bundle``.
+
+The log upload runs in a fresh interpreter (so its peak RSS is the uploader's, not the
+benchmark's): ``records`` msgpack records of about ``record_bytes`` are appended to an outbox
+and drained to the server; ``upload_records_per_s`` counts append-free upload time only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OSM = REPO.parent / "shared" / "data" / "osm" / "monaco_osrm.osm.pbf"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--osm", type=Path, default=DEFAULT_OSM, help="OSM extract for tiles")
+    parser.add_argument("--tile-index", type=int, default=5, help="which tile changes in v2")
+    parser.add_argument("--chunk-kib", type=int, default=64, help="published chunk size")
+    parser.add_argument("--records", type=int, default=20_000, help="log records to upload")
+    parser.add_argument("--record-bytes", type=int, default=200, help="payload per record")
+    parser.add_argument("--batch-records", type=int, default=500)
+    parser.add_argument("--keep", type=Path, help="keep the work directory here")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Server:
+    def __init__(self, root: Path) -> None:
+        import httpx
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", "fleet", "serve", "--root", str(root),
+             "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO,
+        )  # fmt: skip
+        for _ in range(400):
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.close()
+        raise RuntimeError("fleet server did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _counting_fetcher() -> Any:
+    from sync.fetcher import HttpxFetcher
+
+    class Counting(HttpxFetcher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.by_kind = {"metadata": 0, "targets": 0}
+
+        def _fetch(self, url: str) -> Iterator[bytes]:
+            kind = "metadata" if "/metadata/" in url else "targets"
+            for piece in super()._fetch(url):
+                self.by_kind[kind] += len(piece)
+                yield piece
+
+    return Counting()
+
+
+def _upload_child(url: str, token: str, work: str, n: int, size: int, batch: int, q: Any) -> None:
+    from sync import LogClient, LogUploader, Outbox, OutboxConfig
+
+    ob = Outbox(Path(work) / "outbox.sqlite", OutboxConfig(batch_max_records=batch))
+    pad = "x" * max(0, size - 40)
+    step = 5000
+    for start in range(0, n, step):
+        ob.append_many(
+            ({"i": i, "kind": "decision", "pad": pad}, 1_800_000_000.0 + i)
+            for i in range(start, min(n, start + step))
+        )
+    client = LogClient(url, token)
+    t0 = time.monotonic()
+    res = LogUploader(ob, client, "bench-cab").flush()
+    elapsed = time.monotonic() - t0
+    client.close()
+    q.put(
+        {
+            "sent": res.sent,
+            "batches": res.batches,
+            "elapsed_s": elapsed,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        }
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from sync import BundleInputs, BundleStore, FleetRepository, PullConfig, RepoConfig, Updater
+    from sync import build_bundle as build
+    from sync._fixtures import base_manifest, change_one_tile, composed, tiles_meta, write_inputs
+    from sync.logstore import SqliteLogStorage
+    from tiles import build_tiles
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nagashi-bench-sync-"))
+    work.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        tiles, _ = build_tiles(args.osm, work / "tiles")
+        m = base_manifest(tiles_meta(tiles)["source_sha256"], area="bench")
+        bundles = {}
+        for name, changed in (("v1", None), ("v2", args.tile_index)):
+            src = work / f"in-{name}"
+            src.mkdir()
+            shutil.copyfile(tiles, src / "tiles.sqlite")
+            if changed is not None:
+                change_one_tile(src / "tiles.sqlite", changed)
+            p = write_inputs(src, src / "tiles.sqlite", m)
+            inputs = BundleInputs(p["tiles"], p["demand"], p["params"], p["area"])
+            bundles[name] = build(composed(m), inputs, work / "bundles")
+        v1, v2 = bundles["v1"], bundles["v2"]
+        full_bytes = sum(e.size_bytes for e in v2.files.values())
+        full_bytes += (v2.path / "manifest.yaml").stat().st_size
+        changed_bytes = (v2.path / "manifest.yaml").stat().st_size + sum(
+            e.size_bytes
+            for n, e in v2.files.items()
+            if n not in v1.files or v1.files[n].sha256 != e.sha256
+        )
+        fleet = work / "fleet"
+        repo = FleetRepository(fleet, RepoConfig(chunk_bytes=args.chunk_kib * 1024))
+        repo.init(now)
+        repo.publish(v1.path, "bench", now)
+        storage = SqliteLogStorage(fleet / "fleet.sqlite")
+        token = storage.add_token("vehicle", "bench-cab", time.time())
+        storage.close()
+        server = _Server(fleet)
+        try:
+            store = BundleStore(work / "device")
+            trusted = repo.trusted_root_path().read_bytes()
+            f1 = _counting_fetcher()
+            first = Updater(store, PullConfig(server.url, "bench"), trusted, fetcher=f1).pull()
+            repo.publish(v2.path, "bench", now)
+            f2 = _counting_fetcher()
+            t0 = time.monotonic()
+            upd = Updater(store, PullConfig(server.url, "bench"), trusted, fetcher=f2).pull()
+            update_s = time.monotonic() - t0
+            assert upd.bundle_id == v2.bundle_id
+            ctx = mp.get_context("spawn")
+            q = ctx.Queue()
+            child = ctx.Process(
+                target=_upload_child,
+                args=(server.url, token, str(work), args.records, args.record_bytes,
+                      args.batch_records, q),
+            )  # fmt: skip
+            child.start()
+            up = q.get(timeout=600)
+            child.join(60)
+        finally:
+            server.close()
+        update_bytes = f2.by_kind["metadata"] + f2.by_kind["targets"]
+        meta = f2.by_kind["metadata"]
+        return {
+            "osm": args.osm.name,
+            "tiles_bytes": v2.files["tiles.sqlite"].size_bytes,
+            "full_bundle_bytes": full_bytes,
+            "first_pull_bytes": f1.by_kind["metadata"] + f1.by_kind["targets"],
+            "changed_files_bytes": changed_bytes,
+            "update_metadata_bytes": meta,
+            "update_bytes": update_bytes,
+            "update_chunks_downloaded": upd.chunks_downloaded,
+            "update_chunks_reused": upd.chunks_reused,
+            "update_s": round(update_s, 3),
+            "ratio_vs_changed_plus_metadata": round(update_bytes / (changed_bytes + meta), 4),
+            "ratio_vs_full_bundle": round(update_bytes / full_bytes, 4),
+            "first_pull_status": first.status,
+            "upload_records": up["sent"],
+            "upload_batches": up["batches"],
+            "upload_record_bytes": args.record_bytes,
+            "upload_records_per_s": round(up["sent"] / up["elapsed_s"], 1),
+            "upload_peak_rss_mib": round(up["peak_rss_bytes"] / 2**20, 1),
+        }
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
