@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ts = with_root(
         fsub.add_parser("timestamp", help="re-sign snapshot and timestamp (run daily from cron)")
     )
+    ts.add_argument(
+        "--targets", action="store_true", help="also re-sign targets (its 90-day expiry)"
+    )
     ts.set_defaults(func=cmd_timestamp)
 
     st = with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
@@ -101,7 +104,7 @@ def cmd_timestamp(args: argparse.Namespace) -> int:
     from sync import FleetRepository
 
     repo = FleetRepository(args.root)
-    repo.resign(_now())
+    repo.resign(_now(), targets=args.targets)
     print(f"timestamp valid until {repo.timestamp_md().signed.expires.isoformat()}")
     return 0
 
