@@ -24,6 +24,10 @@ class GpsConfig:
     max_speed_mps: float = 70.0  # reported speed above this (252 km/h) is out of range
     min_speed_for_heading_mps: float = 2.0  # below this the GPS heading is noise
     min_displacement_for_heading_m: float = 8.0  # to derive a heading from the previous fix
+    # a cab stopped where it last moved still faces the way it was going: the heading of the
+    # last moving fix is held this long, while the cab stays this close to where it was taken
+    held_heading_max_age_s: float = 180.0
+    held_heading_max_distance_m: float = 15.0
 
 
 @dataclass(frozen=True)

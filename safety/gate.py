@@ -36,8 +36,10 @@ def _finite_or_none(v: object) -> float | None:
 
 
 def _match(tick: TickInput, g: Graph, heading: float | None, cfg: SafetyConfig) -> Match | None:
-    if tick.match is not None:
+    if tick.match is not None and (heading is None or tick.match.best.heading_diff_deg is not None):
         return tick.match
+    # no match given, or one made without the direction the gate knows (derived or held): the
+    # gate matches the fix itself with it
     fix = tick.fix
     assert fix is not None
     mc = cfg.match.matching
@@ -66,7 +68,7 @@ def evaluate(
         if (tick.bundle is not None or config.require_bundle_status)
         else ()
     )
-    fc = check_fix(tick.fix, tick.previous_fix, now, area, config.gps)
+    fc = check_fix(tick.fix, tick.previous_fix, now, area, config.gps, tick.last_moving_fix)
     reasons += fc.reasons
     fix = tick.fix
     lon = _finite_or_none(fix.lon) if fix is not None else None

@@ -134,6 +134,9 @@ class TickInput:
       planner's proposal, global edge ids starting on (or just after) the matched link.
     * ``match``: the agent's map match of ``fix``; when None the gate matches ``fix`` itself.
     * ``demand``/``demand_table``: the tick's demand and the bundle's statistics to judge it by.
+    * ``last_moving_fix``: the latest fix with a finite heading taken at or above
+      ``GpsConfig.min_speed_for_heading_mps`` (the agent keeps it; log it with the tick): a cab
+      stopped at a light keeps that heading instead of losing guidance.
     """
 
     now_s: float
@@ -146,3 +149,4 @@ class TickInput:
     bundle: BundleStatus | None = None
     demand: TickDemand | None = None
     demand_table: DemandTable | None = None
+    last_moving_fix: Fix | None = None

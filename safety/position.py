@@ -19,8 +19,9 @@ class FixCheck:
     """Result of :func:`check_fix`: reasons (empty when usable) and the direction of travel."""
 
     reasons: tuple[Reason, ...]
-    heading_deg: float | None  # from the receiver, or derived from the previous fix
+    heading_deg: float | None  # direction of travel, from ``heading_source``
     speed_mps: float | None
+    heading_source: str = ""  # "gps", "previous_fix", "held" (last moving fix) or ""
 
 
 def _num(value: object) -> float | None:
@@ -38,8 +39,14 @@ def check_fix(
     now_s: float,
     area: BusinessArea | None,
     cfg: GpsConfig,
+    last_moving: Fix | None = None,
 ) -> FixCheck:
-    """Validate one fix (and the jump from ``previous``) against the injected ``now_s``."""
+    """Validate one fix (and the jump from ``previous``) against the injected ``now_s``.
+
+    The direction of travel is the receiver's heading when moving, else the bearing from the
+    previous fix when the cab moved far enough, else (stopped) the heading of ``last_moving``
+    when it is recent and taken where the cab still is.
+    """
     if fix is None:
         return FixCheck((Reason.GPS_MISSING,), None, None)
     reasons: list[Reason] = []
@@ -97,13 +104,39 @@ def check_fix(
         elif dist >= max(cfg.min_displacement_for_heading_m, slack) and dt > 0.0:
             derived = float(bearing_deg(plon, plat, lon, lat))
     moving = speed is not None and speed >= cfg.min_speed_for_heading_mps
+    direction: float | None = None
+    source = ""
     if heading is not None and moving:
-        direction: float | None = heading % 360.0
-    else:
-        direction = derived
+        direction, source = heading % 360.0, "gps"
+    elif derived is not None:
+        direction, source = derived, "previous_fix"
+    elif not moving:
+        direction = _held_heading(last_moving, t, lon, lat, cfg)
+        source = "held" if direction is not None else ""
     if direction is None:
         reasons.append(Reason.GPS_NO_HEADING_LOW_SPEED)
-    return FixCheck(tuple(reasons), direction, speed)
+    return FixCheck(tuple(reasons), direction, speed, source)
+
+
+def _held_heading(
+    last: Fix | None, t: float, lon: float, lat: float, cfg: GpsConfig
+) -> float | None:
+    """The heading of the last moving fix, if recent, moving, and taken where the cab is."""
+    if last is None:
+        return None
+    vals = [_num(v) for v in (last.time_s, last.lon, last.lat, last.heading_deg, last.speed_mps)]
+    if any(v is None or not math.isfinite(v) for v in vals):
+        return None
+    lt, llon, llat, lh, ls = (float(v) for v in vals)  # type: ignore[arg-type]
+    if not (0.0 <= t - lt <= cfg.held_heading_max_age_s):
+        return None
+    if not (0.0 <= lh <= 360.0 and ls >= cfg.min_speed_for_heading_mps):
+        return None
+    if not (-180.0 <= llon <= 180.0 and -90.0 <= llat <= 90.0):
+        return None
+    if float(haversine_m(llon, llat, lon, lat)) > cfg.held_heading_max_distance_m:
+        return None
+    return lh % 360.0
 
 
 def _usable_previous(

@@ -178,3 +178,27 @@ def test_heading_derived_from_previous_fix(manhattan: Graph) -> None:
     assert r.reasons == ()
     assert r.heading_deg is not None
     assert abs((r.heading_deg - a.heading_deg + 180) % 360 - 180) < 15  # type: ignore[operator]
+
+
+def test_a_stopped_cab_keeps_the_heading_it_had_while_moving(manhattan: Graph) -> None:
+    i = int(np.argmax(manhattan.length_m))
+    moving = fix_on(manhattan, i, 0.50, time_s=NOW_S - 60.0, speed_mps=6.0)
+    stopped = replace(
+        fix_on(manhattan, i, 0.52, time_s=NOW_S - 0.5), heading_deg=None, speed_mps=0.0
+    )
+    r = check_fix(stopped, None, NOW_S, None, CFG, last_moving=moving)
+    assert r.reasons == () and r.heading_source == "held"
+    assert r.heading_deg == pytest.approx(moving.heading_deg)
+    # too long ago, too far away, or not actually moving then: the heading is not known
+    old = replace(moving, time_s=NOW_S - CFG.held_heading_max_age_s - 5)
+    far = fix_on(manhattan, i, 0.9, time_s=NOW_S - 60.0, speed_mps=6.0)
+    crawl = replace(moving, speed_mps=0.5)
+    for last in (old, far, crawl, None):
+        assert check_fix(stopped, None, NOW_S, None, CFG, last_moving=last).reasons == (
+            Reason.GPS_NO_HEADING_LOW_SPEED,
+        )
+    # a fix without heading at speed has moved on: the held heading is not used
+    fast = replace(stopped, speed_mps=10.0)
+    assert check_fix(fast, None, NOW_S, None, CFG, last_moving=moving).reasons == (
+        Reason.GPS_NO_HEADING_LOW_SPEED,
+    )
