@@ -11,41 +11,12 @@ from typing import Any
 
 import pytest
 
-from agent.api import AgentState
 from agent.bundle import load_bundle
-from agent.clock import ManualClock
 from agent.decide import TickInputs, decide
-from agent.gps import Fix, TraceReplay, read_csv_trace
-from agent.instruction import Instruction
+from agent.gps import Fix, read_csv_trace
 from agent.replay import replay_log, replay_tick
-from agent.runtime import Agent, AgentConfig, distance_to_line_m
-from agent.triplog import read_records
+from agent.runtime import distance_to_line_m
 from tests.agent.conftest import DRIVE_CSV
-
-
-@pytest.fixture(scope="module")
-def drive_run(manhattan_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The whole recorded drive through the agent, paced on a manual clock (no waiting)."""
-    data = tmp_path_factory.mktemp("agent-data")
-    clock = ManualClock()
-    source = TraceReplay(read_csv_trace(DRIVE_CSV), clock, speed=1.0)
-    state = AgentState()
-    shown: list[Instruction] = []
-    agent = Agent(
-        AgentConfig(bundle_dir=manhattan_bundle, data_dir=data),
-        source,
-        clock,
-        state,
-        on_instruction=shown.append,
-    )
-    summary = agent.run()
-    return {
-        "data": data,
-        "summary": summary,
-        "shown": shown,
-        "state": state,
-        "records": list(read_records(data / "trips")),
-    }
 
 
 def test_the_loop_plans_logs_and_publishes(drive_run: dict[str, Any]) -> None:
@@ -89,6 +60,7 @@ def test_the_loop_plans_logs_and_publishes(drive_run: dict[str, Any]) -> None:
     assert drive_run["shown"][-1].tick_seq == ticks[-1]["seq"]
     # no server configured: every record waits in the outbox
     assert summary.outbox_remaining == len(recs)
+    assert kinds["meter"] == 2
 
 
 def test_whole_drive_replays_bit_for_bit(drive_run: dict[str, Any], manhattan_bundle: Path) -> None:

@@ -1,0 +1,95 @@
+"""Exports (GeoJSON, offline HTML) and the trial report, on the logs of the recorded drive."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from shapely.geometry import shape
+
+from agent.export import export_geojson, export_html
+from agent.trial import report_trial
+from tests.agent.test_page import CHROMIUM, screenshot, share
+from tiles.geo import haversine_m
+from tools.cli import main
+
+
+def test_geojson_has_drive_recommendations_and_fallbacks(
+    drive_run: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "drive.geojson"
+    counts = export_geojson([drive_run["data"] / "trips"], out)
+    doc = json.loads(out.read_text())
+    assert doc["type"] == "FeatureCollection"
+    kinds = Counter(f["properties"]["kind"] for f in doc["features"])
+    assert kinds == Counter(counts)
+    s = drive_run["summary"]
+    assert kinds["drive"] == 1
+    assert kinds["guidance"] == s.by_kind["route"] and kinds["fallback"] == s.by_kind["fallback"]
+    assert 1 <= kinds["recommendation"] <= kinds["guidance"]
+    assert kinds["meter"] == 2
+    for f in doc["features"]:
+        g = shape(f["geometry"])
+        assert g.is_valid and not g.is_empty
+        x, y = g.centroid.x, g.centroid.y
+        assert -74.02 < x < -73.96 and 40.73 < y < 40.76  # lon, lat order (RFC 7946)
+        json.dumps(f["properties"])  # flat, serialisable attributes for QGIS / kepler.gl
+    fb = next(f for f in doc["features"] if f["properties"]["kind"] == "fallback")
+    assert fb["properties"]["reason_codes"] and fb["properties"]["message"]
+
+
+def test_html_opens_offline(drive_run: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "drive.html"
+    export_html([drive_run["data"] / "trips"], out, "Midtown <test>")
+    html = out.read_text()
+    assert "Midtown &lt;test&gt;" in html
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html)
+    assert "fetch(" not in html and "@import" not in html
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    img = screenshot(out.as_uri(), tmp_path / "export.png", tmp_path / "profile")
+    mapped = img[:, :900]
+    assert share(mapped, (0x1E, 0x88, 0xE5), tol=40) > 0.002  # routes and guidance ticks
+    assert share(mapped, (0xFF, 0xB3, 0x00), tol=20) > 0.0002  # fallback ticks
+
+
+def test_trial_report_per_shift(drive_run: dict[str, Any], tmp_path: Path) -> None:
+    doc = report_trial([drive_run["data"] / "trips"], tmp_path / "plots")
+    (s,) = doc["shifts"]
+    summary = drive_run["summary"]
+    assert s["run_id"] == summary.run_id and s["ticks"] == summary.ticks
+    assert s["guidance_share"] == pytest.approx(summary.by_kind["route"] / summary.ticks, abs=1e-4)
+    assert (
+        sum(s["fallbacks_by_reason"].values()) >= s["fallback_ticks"] == summary.by_kind["fallback"]
+    )
+    # distance: the moving steps of the 1 Hz track (the drive is ~6-7 km of Midtown streets)
+    assert 5.0 < s["distance_km"] < 8.0
+    # occupied share: the meter was on between two logged events
+    recs = drive_run["records"]
+    on, off = [r["time_s"] for r in recs if r["kind"] == "meter"]
+    track = np.array([p[:3] for r in recs for p in r.get("track", [])])
+    speeds = np.array([p[3] for r in recs for p in r.get("track", [])], dtype=float)
+    step = haversine_m(track[:-1, 1], track[:-1, 2], track[1:, 1], track[1:, 2])
+    step = np.where(speeds[1:] >= 0.5, step, 0.0)
+    inside = (track[1:, 0] >= on) & (track[1:, 0] < off)
+    assert s["occupied_share"] == pytest.approx(step[inside].sum() / step.sum(), abs=1e-3)
+    assert 0.1 < s["occupied_share"] < 0.9
+    assert Path(s["plot"]).is_file() and Path(s["plot"]).stat().st_size > 10_000
+
+
+def test_cli_export_and_report(
+    drive_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = str(drive_run["data"] / "trips")
+    out = tmp_path / "x.geojson"
+    assert main(["export", "geojson", "--log", logs, "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["features"]["drive"] == 1
+    assert main(["report", "trial", "--logs", logs, "--no-plots", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["shifts"]) == 1
+    assert main(["report", "trial", "--logs", str(tmp_path / "none")]) == 2
+    assert "not found" in capsys.readouterr().err
