@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 
+from tools._report_trial import register_trial
 from tools.errors import ToolsError
 
 #: Largest single record accepted when reading a log (bytes): bounds memory on corrupt files.
@@ -119,6 +120,7 @@ def _register_slo(rsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _register_slo,
+    register_trial,  # agent's field-trial summary (tools/_report_trial.py)
 ]
 
 
