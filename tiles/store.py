@@ -504,6 +504,13 @@ class TileStore:
         return out
 
     def restrictions(self) -> list[dict[str, Any]]:
+        # sqlite-utils creates the table on first insert: an extract without turn restrictions
+        # (Shibuya) has none
+        exists = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'restrictions'"
+        ).fetchone()
+        if exists is None:
+            return []
         cur = self._conn.execute(
             "SELECT relation_id, kind, from_way, to_way, via_nodes, via_ways, status, pairs "
             "FROM restrictions"

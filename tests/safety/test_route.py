@@ -394,3 +394,8 @@ def test_a_loop_right_ahead_is_a_fallback(manhattan: Graph) -> None:
             assert not v.ok and Reason.ROUTE_LOOP in v.reasons
             return
     pytest.fail("no U-turn found")
+
+
+def test_an_extract_without_turn_restrictions_has_none(shibuya_store: TileStore) -> None:
+    """Shibuya's extract has no restriction relations: the store says so instead of failing."""
+    assert shibuya_store.restrictions() == []
