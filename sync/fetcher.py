@@ -115,13 +115,17 @@ class HttpxFetcher(FetcherInterface):
                         raise tuf_exc.DownloadHTTPError(
                             f"{url}: HTTP {r.status_code}", r.status_code
                         )
+                    encoding = r.headers.get("content-encoding", "identity").lower()
+                    if encoding not in ("identity", ""):
+                        # byte offsets for Range would not be the file's: refuse
+                        raise tuf_exc.DownloadError(f"{url}: unexpected {encoding} encoding")
                     length = r.headers.get("content-length")
                     if length is not None and int(length) > c.max_response_bytes:
                         raise tuf_exc.DownloadLengthMismatchError(
                             f"{url}: {length} bytes is more than {c.max_response_bytes}"
                         )
                     got = 0
-                    for piece in r.iter_raw():
+                    for piece in r.iter_bytes():
                         self.bytes_received += len(piece)
                         got += len(piece)
                         if got > c.max_response_bytes + skip:
