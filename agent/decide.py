@@ -25,7 +25,7 @@ from agent.planner import Plan, PlannerError, plan_cruise
 from agent.triplog import pack
 from agent.version import code_version
 from models import ModelsError, TickDemand, tick_demand_from_table
-from safety import BundleStatus, SafetyGate, TickInput, Verdict
+from safety import BundleStatus, SafetyGate, TickInput, Verdict, check_fix
 from safety import Fix as SafetyFix
 from tiles import Graph, Match, NoMatchError, TilesError, match_fix
 
@@ -42,7 +42,8 @@ class TickInputs:
     fix: Fix | None
     previous_fix: Fix | None
     locale: str
-    trigger: str  # "first" | "interval" | "off_route" | "bundle_changed"
+    trigger: str  # "first" | "interval" | "off_route"
+    last_moving_fix: Fix | None = None  # latest fix with a heading while moving (stopped cabs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +62,7 @@ class TickResult:
         """The trip-log record of this tick (``kind: tick``); see agent.triplog."""
         fix = self.inputs.fix
         prev = self.inputs.previous_fix
+        moving = self.inputs.last_moving_fix
         m = self.match
         return {
             "kind": RECORD_KIND,
@@ -70,6 +72,7 @@ class TickResult:
             "code": code_version(),
             "fix": None if fix is None else fix.to_record(),
             "previous_fix": None if prev is None else prev.to_record(),
+            "last_moving_fix": None if moving is None else moving.to_record(),
             "minute_of_week": self.minute_of_week,
             "match": None if m is None else match_record(m),
             "bundle": {"id": lb.bundle_id, "manifest": lb.manifest},
@@ -138,10 +141,23 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
         if graph is not None and graph.n == 0:
             graph = None
     if graph is not None and fix is not None:
-        heading = fix.heading_deg if _finite(fix.heading_deg) else None
-        speed = fix.speed_mps if _finite(fix.speed_mps) else None
+        # match with the direction the gate will judge by (receiver heading when moving, else
+        # the bearing from the previous fix, else the last moving heading while stopped)
+        mc = lb.safety.match.matching
+        fc = check_fix(
+            _safety_fix(fix),
+            _safety_fix(inputs.previous_fix),
+            inputs.now_s,
+            None,
+            lb.safety.gps,
+            _safety_fix(inputs.last_moving_fix),
+        )
+        heading = fc.heading_deg
+        speed = fix.speed_mps if _finite(fix.speed_mps) else 0.0
+        if heading is not None:
+            speed = max(speed or 0.0, mc.min_speed_for_heading_mps)
         try:
-            m = match_fix(graph, fix.lon, fix.lat, heading, speed, lb.safety.match.matching)
+            m = match_fix(graph, fix.lon, fix.lat, heading, speed, mc)
         except NoMatchError:
             m = None
         try:
@@ -178,6 +194,7 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
             bundle=BundleStatus(present=True, hash_ok=True, bundle_hash=lb.bundle_id),
             demand=demand,
             demand_table=lb.demand,
+            last_moving_fix=_safety_fix(inputs.last_moving_fix),
         ),
         locale=inputs.locale,
     )

@@ -124,6 +124,7 @@ def replay_tick(record: dict[str, Any], lb: LoadedBundle) -> TickReplay:
             previous_fix=_fix(record.get("previous_fix")),
             locale=str(record.get("locale", "en")),
             trigger=str(record.get("trigger", "")),
+            last_moving_fix=_fix(record.get("last_moving_fix")),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ReplayError(f"tick record {record.get('seq')} lacks its inputs: {e}") from e

@@ -277,6 +277,7 @@ class Agent:
             self._sync_thread.start()
         last_tick: float | None = None
         prev: Fix | None = None
+        moving: Fix | None = None
         track: list[list[float | None]] = []
         try:
             for fix in self.source.fixes():
@@ -284,6 +285,8 @@ class Agent:
                     break
                 self.summary.fixes += 1
                 self._last_fix = fix
+                if self._is_moving(fix):
+                    moving = fix
                 track.append([fix.time_s, fix.lon, fix.lat, fix.speed_mps])
                 now = self.source.now()
                 trigger = self._due(now, last_tick, fix)
@@ -292,7 +295,9 @@ class Agent:
                 else:
                     if self._reload.is_set():
                         self._swap_bundle(now)
-                    self._tick(TickInputs(now, fix, prev, self.config.locale, trigger), track)
+                    self._tick(
+                        TickInputs(now, fix, prev, self.config.locale, trigger, moving), track
+                    )
                     track = []
                     last_tick = now
                     if self.summary.first_instruction_s is None:
@@ -301,6 +306,15 @@ class Agent:
         finally:
             self._shutdown(track)
         return self.summary
+
+    def _is_moving(self, fix: Fix) -> bool:
+        h, v = fix.heading_deg, fix.speed_mps
+        return (
+            h is not None
+            and v is not None
+            and math.isfinite(h)
+            and v >= self.bundle.safety.gps.min_speed_for_heading_mps
+        )
 
     def _due(self, now: float, last_tick: float | None, fix: Fix) -> str | None:
         if last_tick is None:
