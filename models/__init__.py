@@ -15,6 +15,8 @@ from models.demand import (
     tick_demand_from_table,
 )
 from models.errors import DemandDataError, ModelOutputError, ModelsError
+from models.predict import DemandModel, InferenceConfig, open_demand, statistical_tick
+from models.statistics import StatsConfig, build_demand_table
 
 __all__ = [
     "DAY_TYPES",
@@ -22,11 +24,17 @@ __all__ = [
     "SLOT_MINUTES",
     "CellGrid",
     "DemandDataError",
+    "DemandModel",
     "DemandTable",
+    "InferenceConfig",
     "ModelOutputError",
     "ModelsError",
+    "StatsConfig",
     "TickDemand",
+    "build_demand_table",
     "day_type_of_weekday",
+    "open_demand",
     "slot_of_minute_of_week",
+    "statistical_tick",
     "tick_demand_from_table",
 ]

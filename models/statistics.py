@@ -63,10 +63,12 @@ class StatsConfig:
     trips_per_day_citywide: float = 485_000.0  # TLC fact book 2014, NYC yellow cabs
     cell_m: float = 500.0
     area_halfwidth_slots: int = 4  # triangular kernel over slots (+-2 h) for the area total rate
-    share_halfwidth_slots: int = 4  # slot window for the cell and link shares (+-2 h)
-    k_cell: float = 10.0  # pseudo-pickups pulling a cell's share toward its all-time share
-    k_link: float = 5.0  # pseudo-pickups pulling a link's share toward its all-time share
-    k_length: float = 3.0  # pseudo-pickups pulling a link's all-time share toward its length
+    # the next four were selected on the 2009-2015 valid file (mean log-likelihood of its
+    # pickups' links; see docs/demand.md): sparse samples want strong shrinkage
+    share_halfwidth_slots: int = 12  # slot window for the cell and link shares (+-6 h)
+    k_cell: float = 200.0  # pseudo-pickups pulling a cell's share toward its all-time share
+    k_link: float = 300.0  # pseudo-pickups pulling a link's share toward its all-time share
+    k_length: float = 100.0  # pseudo-pickups pulling a link's all-time share to its length
     k_fare: float = 5.0  # pseudo-trips pulling a link's fare / duration / distance to its cell's
     k_dropoff: float = 10.0  # pseudo-trips pulling a cell's drop-offs to the area's
     min_quantile_trips: int = 20  # fewer trips on a link: fare quantiles of its cell (or area)
@@ -193,24 +195,51 @@ def _shrunk_mean(values: F64, weights: F64, group: I64, n_groups: int, prior: F6
     return (s + k * prior) / (w + k)
 
 
-def build_demand_table(
-    store: TileStore,
-    trip_files: list[str | os.PathLike[str]],
-    config: StatsConfig = StatsConfig(),
-    snap_config: SnapConfig = SnapConfig(),
-) -> tuple[DemandTable, dict[str, Any]]:
-    """Statistical demand for every link of ``store`` from the given trip files; and a report."""
-    g = store.all()
-    if g.n != g.n_edges_total:
-        raise DemandDataError("the tile store's graph is incomplete")
-    grid = make_grid(g, config.cell_m)
-    bbox = (
+def network_bbox(grid: CellGrid) -> tuple[float, float, float, float]:
+    return (
         grid.min_lon,
         grid.min_lat,
         grid.min_lon + grid.ncols * grid.cell_deg_lon,
         grid.min_lat + grid.nrows * grid.cell_deg_lat,
     )
-    trips = read_trips(list(trip_files), bbox)
+
+
+def full_graph(store: TileStore) -> Graph:
+    g = store.all()
+    if g.n != g.n_edges_total:
+        raise DemandDataError("the tile store's graph is incomplete")
+    return g
+
+
+def build_demand_table(
+    store: TileStore,
+    trip_files: list[str | os.PathLike[str]],
+    config: StatsConfig = StatsConfig(),
+    snap_config: SnapConfig = SnapConfig(),
+    windows: dict[int, set[int]] | None = None,
+) -> tuple[DemandTable, dict[str, Any]]:
+    """Statistical demand for every link of ``store`` from the given trip files; and a report.
+
+    ``windows`` keeps only some windows of windows-mode files (file index -> window indices),
+    so that other windows can be held out for evaluation.
+    """
+    g = full_graph(store)
+    grid = make_grid(g, config.cell_m)
+    trips = read_trips(list(trip_files), network_bbox(grid))
+    for fi, keep in (windows or {}).items():
+        trips = trips.restrict_windows(fi, keep)
+    return build_from_trips(store, g, trips, config, snap_config)
+
+
+def build_from_trips(
+    store: TileStore,
+    g: Graph,
+    trips: Trips,
+    config: StatsConfig = StatsConfig(),
+    snap_config: SnapConfig = SnapConfig(),
+) -> tuple[DemandTable, dict[str, Any]]:
+    """The statistical table from already-read trips (see :func:`build_demand_table`)."""
+    grid = make_grid(g, config.cell_m)
     if trips.n == 0:
         raise DemandDataError("no trip in the given files has a pickup inside the road network")
     snapped = snap_pickups(
@@ -251,8 +280,10 @@ def build_demand_table(
     fare_q = _fare_quantiles(trips.fare[trip_i], edge_i, cells_e, edge_cell, g.n, config)
     dropoff = _dropoff_matrix(trips, grid, snapped, config)
     sha = hashlib.sha256()
-    for f in trip_files:
-        sha.update(_file_sha256(Path(f)).encode())
+    for f in trips.files:
+        sha.update(file_sha256(Path(f)).encode())
+    sha.update(repr([[w.start for w in ws] for ws in trips.windows]).encode())
+    sha.update(repr(trips.citywide).encode())
     sha.update(store.meta.get("source_sha256", "").encode())
     sha.update(repr(sorted(asdict(config).items())).encode())
     sha.update(repr(sorted(asdict(snap_config).items())).encode())
@@ -265,7 +296,7 @@ def build_demand_table(
     )
     report = {
         "inputs": [
-            {**f, "sha256": _file_sha256(Path(f["path"])), "real_trips_per_sample_trip": ip}
+            {**f, "sha256": file_sha256(Path(f["path"])), "real_trips_per_sample_trip": ip}
             for f, ip in zip(trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]
         ],
         "snapping": {**snapped.summary(), **asdict(snap_config)},
@@ -352,7 +383,7 @@ def _dropoff_matrix(trips: Trips, grid: CellGrid, snapped: Snapped, config: Stat
     )
 
 
-def _file_sha256(p: Path) -> str:
+def file_sha256(p: Path) -> str:
     h = hashlib.sha256()
     try:
         with p.open("rb") as fh:

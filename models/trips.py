@@ -17,6 +17,7 @@ or drop-off is unusable keeps its pickup (demand) but not its fare/drop-off (NaN
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import io
@@ -84,6 +85,10 @@ class Trips:
     #: per file: "span" (a random sample of every trip between its first and last date) or
     #: "windows" (every trip of a few short time windows)
     mode: tuple[str, ...] = field(default=())
+    #: per file: its windows (windows mode; empty for a span sample)
+    windows: tuple[tuple[Window, ...], ...] = field(default=())
+    #: per trip: index of its window in its file's ``windows`` (-1 for span samples)
+    window: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n(self) -> int:
@@ -109,6 +114,34 @@ class Trips:
             citywide=self.citywide,
             covered_h=self.covered_h,
             mode=self.mode,
+            windows=self.windows,
+            window=self.window[mask],
+        )
+
+    def restrict_windows(self, file_index: int, keep: set[int]) -> Trips:
+        """Only the windows ``keep`` of a windows-mode file (its coverage shrinks to match)."""
+        if self.mode[file_index] != "windows":
+            raise DemandDataError(f"{self.files[file_index]} is not a file of time windows")
+        wins = self.windows[file_index]
+        bad = sorted(k for k in keep if not 0 <= k < len(wins))
+        if bad:
+            raise DemandDataError(
+                f"{self.files[file_index]} has windows 0..{len(wins) - 1}, not {bad}"
+            )
+        mask = (self.file_index != file_index) | np.isin(self.window, sorted(keep))
+        sub = self.subset(mask)
+        covered = list(self.covered_h)
+        citywide = list(self.citywide)
+        covered[file_index] = sum(
+            (wins[k].covered_h for k in keep), np.zeros((3, 48), dtype=np.float64)
+        )
+        citywide[file_index] = sum(wins[k].citywide for k in keep)
+        return Trips(
+            **{
+                **{f: getattr(sub, f) for f in Trips.__dataclass_fields__},
+                "covered_h": tuple(covered),
+                "citywide": tuple(citywide),
+            }
         )
 
     def report(self) -> dict[str, object]:
@@ -122,8 +155,9 @@ class Trips:
                     "citywide_valid": c,
                     "mode": m,
                     "covered_h": round(float(h.sum()), 3),
+                    "windows": [w.to_json() for w in ws],
                 }
-                for i, (f, r, d, c, m, h) in enumerate(
+                for i, (f, r, d, c, m, h, ws) in enumerate(
                     zip(
                         self.files,
                         self.rows_read,
@@ -131,6 +165,7 @@ class Trips:
                         self.citywide,
                         self.mode,
                         self.covered_h,
+                        self.windows,
                         strict=True,
                     )
                 )
@@ -180,8 +215,29 @@ def _float(text: str | None) -> float:
     return float(text)
 
 
-def coverage(times: list[dt.datetime], window_gap_s: float = WINDOW_GAP_S) -> tuple[str, F64]:
-    """What time a trip file covers: its mode and the hours of each (day type, slot) it covers.
+@dataclass(frozen=True, eq=False)
+class Window:
+    """One covered time window of a windows-mode file (local wall clock)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    covered_h: F64  # (3, 48)
+    citywide: int  # valid citywide pickups inside the window
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "start": self.start.isoformat(sep=" "),
+            "end": self.end.isoformat(sep=" "),
+            "citywide": self.citywide,
+            "covered_h": round(float(self.covered_h.sum()), 4),
+        }
+
+
+def coverage(
+    times: list[dt.datetime], window_gap_s: float = WINDOW_GAP_S
+) -> tuple[str, F64, tuple[Window, ...]]:
+    """What time a trip file covers: its mode, the hours of each (day type, slot) it covers,
+    and (windows mode) its windows in time order.
 
     A file whose median gap between consecutive distinct pickup times (citywide) is at most
     ``window_gap_s`` is a census of short windows (the 2015-06 file: every trip of four 2-15
@@ -194,22 +250,30 @@ def coverage(times: list[dt.datetime], window_gap_s: float = WINDOW_GAP_S) -> tu
     """
     cov = np.zeros((3, 48), dtype=np.float64)
     if not times:
-        return "span", cov
+        return "span", cov, ()
+    all_sorted = sorted(times)
     ts = sorted(set(times))
     secs = np.array([(t - ts[0]).total_seconds() for t in ts])
     gaps = np.diff(secs)
     if gaps.size and float(np.median(gaps)) <= window_gap_s:
+        windows: list[Window] = []
         start = 0
         for i in range(1, len(ts) + 1):
             if i == len(ts) or gaps[i - 1] > window_gap_s:
-                _add_interval(cov, ts[start], ts[i - 1])
+                wcov = np.zeros((3, 48), dtype=np.float64)
+                _add_interval(wcov, ts[start], ts[i - 1])
+                n = bisect.bisect_right(all_sorted, ts[i - 1]) - bisect.bisect_left(
+                    all_sorted, ts[start]
+                )
+                windows.append(Window(ts[start], ts[i - 1], wcov, n))
+                cov += wcov
                 start = i
-        return "windows", cov
+        return "windows", cov, tuple(windows)
     d = ts[0].date()
     while d <= ts[-1].date():
         cov[day_type_of_date(d)] += 0.5
         d += dt.timedelta(days=1)
-    return "span", cov
+    return "span", cov, ()
 
 
 def _add_interval(cov: F64, a: dt.datetime, b: dt.datetime) -> None:
@@ -250,6 +314,8 @@ def read_trips(
     dropped: list[dict[str, int]] = []
     citywide: list[int] = []
     covered: list[F64] = []
+    windows: list[tuple[Window, ...]] = []
+    window_of_trip: list[int] = []
     modes: list[str] = []
     epoch = dt.datetime(1970, 1, 1)
     day_type_cache: dict[dt.date, int] = {}
@@ -358,8 +424,17 @@ def read_trips(
         rows_read.append(n_rows)
         dropped.append({r: int(reasons.get(r, 0)) for r in DROP_REASONS})
         citywide.append(n_city)
-        mode, cov = coverage(city_times)
+        mode, cov, wins = coverage(city_times)
         modes.append(mode)
+        windows.append(wins)
+        n_kept_before = len(window_of_trip)
+        n_kept_now = len(cols["ts"])
+        if wins:
+            starts = np.array([(w.start - epoch).total_seconds() for w in wins])
+            ts_new = np.asarray(cols["ts"][n_kept_before:n_kept_now])
+            window_of_trip.extend((np.searchsorted(starts, ts_new, side="right") - 1).tolist())
+        else:
+            window_of_trip.extend([-1] * (n_kept_now - n_kept_before))
         covered.append(cov)
         log.info("read %s: %d rows, dropped %s", p, n_rows, dict(reasons))
 
@@ -388,4 +463,6 @@ def read_trips(
         citywide=tuple(citywide),
         covered_h=tuple(covered),
         mode=tuple(modes),
+        windows=tuple(windows),
+        window=np.asarray(window_of_trip, dtype=np.int64),
     )

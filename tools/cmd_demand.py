@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from tools.errors import ToolsError
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demand = sub.add_parser("demand", help="build, train, evaluate, gate and map demand")
@@ -18,6 +20,52 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build.add_argument("--out", required=True, help="output demand directory")
     build.add_argument("--json", action="store_true", help="print the report as JSON")
     build.set_defaults(func=cmd_build)
+
+    train = dsub.add_parser(
+        "train", help="train the ONNX predicted-demand model (and its statistics) into a dir"
+    )
+    train.add_argument("--tiles", required=True, help="tile database or its directory")
+    train.add_argument("--train", required=True, nargs="+", help="training trip CSV files")
+    train.add_argument("--valid", required=True, nargs="+", help="validation trip CSV files")
+    train.add_argument(
+        "--train-windows",
+        type=_int_set,
+        default=None,
+        metavar="I,J",
+        help="windows of windows-mode training files to use (the rest are held out)",
+    )
+    train.add_argument("--trees", type=int, default=300, help="most trees to try")
+    train.add_argument("--out", required=True, help="output demand/model directory")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    for name, helptext, func in (
+        ("eval", "held-out metrics of the model and of statistics", cmd_eval),
+        ("gate", "exit 1 (and ship statistics only) unless the model beats statistics", cmd_gate),
+    ):
+        p = dsub.add_parser(name, help=helptext)
+        p.add_argument("--model", required=True, help="directory written by demand train")
+        p.add_argument("--trips", required=True, nargs="+", help="held-out trip CSV files")
+        p.add_argument(
+            "--tiles", default=None, help="tile database (default: the one used for training)"
+        )
+        p.add_argument(
+            "--windows",
+            type=_int_set,
+            default=None,
+            metavar="I,J",
+            help="windows of windows-mode files (default: those not used for training)",
+        )
+        p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+
+def _int_set(text: str) -> set[int]:
+    try:
+        return {int(t) for t in text.split(",") if t.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected indices like 0,1 not {text!r}") from None
 
 
 def _print(doc: dict[str, Any], as_json: bool) -> None:
@@ -51,3 +99,68 @@ def cmd_build(args: argparse.Namespace) -> int:
     }
     _print(doc, args.json)
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.train import TrainConfig, train_model
+    from tiles import TileStore
+
+    with TileStore(args.tiles) as store:
+        doc = train_model(
+            store,
+            args.train,
+            args.valid,
+            args.out,
+            train_windows=args.train_windows,
+            config=TrainConfig(n_estimators_max=args.trees),
+        )
+    t = doc["training"]
+    _print(
+        {
+            "out": args.out,
+            "version": doc["version"],
+            "statistics_version": doc["statistics_version"],
+            "features": len(doc["features"]),
+            "rows": t["rows"],
+            "trees": t["n_estimators_selected"],
+            "valid_poisson_deviance_model": t["valid_poisson_deviance_model"],
+            "valid_poisson_deviance_statistics": t["valid_poisson_deviance_statistics"],
+        },
+        args.json,
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from models.evaluate import evaluate
+    from models.predict import DemandModel, InferenceConfig, read_model_json
+    from tiles import TileStore
+
+    tiles = args.tiles or read_model_json(args.model).get("training", {}).get("tiles")
+    if not tiles:
+        raise ToolsError("no --tiles given and the model does not name its training tiles")
+    model = DemandModel(args.model, config=InferenceConfig(intra_op_threads=args.threads))
+    with TileStore(tiles) as store:
+        return evaluate(store, args.model, args.trips, windows=args.windows, model=model)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    _print(_evaluate(args), args.json)
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from models.evaluate import apply_gate
+
+    result = _evaluate(args)
+    passed = apply_gate(args.model, result)
+    _print(
+        {
+            "passed": passed,
+            "shipping": "statistics + onnx model" if passed else "statistics only",
+            "ratio_model_over_statistics": result["ratio_model_over_statistics"],
+            "evaluated_on": result["evaluated_on"],
+        },
+        args.json,
+    )
+    return 0 if passed else 1

@@ -1,0 +1,242 @@
+"""Held-out evaluation of predicted demand against statistics, and the release gate.
+
+Both sources answer the same question for the held-out trips: how many pickups to expect on
+each link (and 500 m cell) in each 30-minute slot and day type the trips cover. Expected counts
+are ``rate * pi * covered_h`` where ``covered_h`` are the hours of the slot the held-out file
+covers and ``pi`` its sampling fraction of all NYC trips (:mod:`models.statistics`): the
+citywide volume of the held-out time is given to both sources alike; they are judged on how
+they spread it over space and time.
+
+Metrics (the production level: 500 m cell x 30-minute slot x day type; every cell with a
+cruisable link, every covered slot):
+
+* ``mae``, ``rmse`` of pickup counts, ``poisson_deviance`` (mean unit deviance);
+* ``link_loglik_per_pickup``: mean log-probability of each held-out pickup's link among all
+  cruisable links in its slot (multinomial, conditional on the slot's total; a pickup split
+  between the two directions of a street counts by its shares).
+
+Each comes with ``ratio`` = model / statistics; for the log-likelihood, the ratio of the two
+(negative) values, so below 1 is better everywhere. The gate passes when the model's Poisson
+deviance *and* link log-likelihood are both better than statistics'.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.demand import DAY_TYPES, SLOTS_PER_DAY, DemandTable, _atomic_write
+from models.errors import DemandDataError
+from models.predict import FEATURES_NPZ, MODEL_JSON, MODEL_ONNX, DemandModel, read_model_json
+from models.snap import SnapConfig, snap_pickups
+from models.statistics import (
+    StatsConfig,
+    effective_exposure,
+    file_sha256,
+    full_graph,
+    network_bbox,
+)
+from models.train import poisson_deviance
+from models.trips import Trips, read_trips
+from tiles import TileStore
+
+log = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+_DAY_START_MIN = (0, 5 * 1440, 6 * 1440)  # a Monday, a Saturday, a Sunday
+
+
+def heldout_windows(model_doc: dict[str, Any], trip_file: Path) -> set[int] | None:
+    """Windows of ``trip_file`` not used in training (None: the file was not used at all).
+
+    Raises DemandDataError when the file was used whole (a span sample) for training.
+    """
+    sha = file_sha256(trip_file)
+    for f in model_doc.get("training", {}).get("train_files", []):
+        if f.get("sha256") != sha:
+            continue
+        if f.get("mode") != "windows":
+            raise DemandDataError(f"{trip_file} was used for training: not held-out data")
+        used = set(f.get("windows_used", []))
+        return {i for i in range(len(f.get("windows", []))) if i not in used}
+    return None
+
+
+def _metrics(y: F64, mu: F64) -> dict[str, float]:
+    err = mu - y
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err * err))),
+        "poisson_deviance": poisson_deviance(y, mu),
+    }
+
+
+def evaluate(
+    store: TileStore,
+    model_dir: str | os.PathLike[str],
+    trip_files: list[str | os.PathLike[str]],
+    windows: set[int] | None = None,
+    model: DemandModel | None = None,
+    stats_config: StatsConfig = StatsConfig(),
+    snap_config: SnapConfig = SnapConfig(),
+) -> dict[str, Any]:
+    """Model and statistics on held-out trips (see the module docstring)."""
+    d = Path(model_dir)
+    model = DemandModel(d) if model is None else model
+    table: DemandTable = model.table
+    if table.network_sha256 != store.meta.get("source_sha256", ""):
+        raise DemandDataError("the demand model was built on another road network")
+    trips = read_trips(list(trip_files), network_bbox(table.grid))
+    used: list[dict[str, Any]] = []
+    for fi, f in enumerate(trip_files):
+        held = heldout_windows(model.doc, Path(f))
+        keep = windows if windows is not None else held
+        if trips.mode[fi] == "windows" and keep is not None:
+            if held is not None and not keep <= held:
+                raise DemandDataError(
+                    f"windows {sorted(keep - held)} of {f} were used for training"
+                )
+            trips = trips.restrict_windows(fi, keep)
+        used.append({"path": str(f), "windows": sorted(keep) if keep is not None else "all"})
+    return evaluate_trips(
+        g_store=store,
+        model=model,
+        trips=trips,
+        used=used,
+        stats_config=stats_config,
+        snap_config=snap_config,
+    )
+
+
+def evaluate_trips(
+    g_store: TileStore,
+    model: DemandModel,
+    trips: Trips,
+    used: list[dict[str, Any]],
+    stats_config: StatsConfig = StatsConfig(),
+    snap_config: SnapConfig = SnapConfig(),
+) -> dict[str, Any]:
+    table = model.table
+    g = full_graph(g_store)
+    if trips.n == 0:
+        raise DemandDataError("no held-out pickup inside the road network")
+    snapped = snap_pickups(
+        g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
+    )
+    exposure, _ = effective_exposure(trips, stats_config)
+    allowed = g.cruise_allowed()
+    edges = g.edge_id[allowed].astype(np.int64)
+    slots = [
+        (dt, s) for dt in range(len(DAY_TYPES)) for s in range(SLOTS_PER_DAY) if exposure[dt, s] > 0
+    ]
+    if not slots:
+        raise DemandDataError("the held-out trips cover no time")
+    minutes = np.array([_DAY_START_MIN[dt] + 30 * s for dt, s in slots], dtype=np.int64)
+    rate_model = model.rates(edges, minutes).astype(np.float64)  # (K, n)
+    dts = np.array([dt for dt, _ in slots])
+    sls = np.array([s for _, s in slots])
+    rate_stat = table.pickups_per_h[dts[:, None], sls[:, None], edges[None, :]].astype(np.float64)
+    expo = exposure[dts, sls][:, None]
+    mu = {"model": rate_model * expo, "statistics": rate_stat * expo}
+    # observed pickups per (slot k, edge column)
+    trip_i, edge_local, w = snapped.edge_weights(g.n)
+    col_of_local = np.full(g.n, -1, dtype=np.int64)
+    col_of_local[np.flatnonzero(allowed)] = np.arange(edges.size)
+    col = col_of_local[edge_local]
+    t_dt = trips.pickup_day_type[trip_i]
+    t_slot = (trips.pickup_minute_of_week[trip_i] % 1440) // 30
+    k_of = {(dt, s): k for k, (dt, s) in enumerate(slots)}
+    k = np.array([k_of.get((int(a), int(b)), -1) for a, b in zip(t_dt, t_slot, strict=True)])
+    ok = (col >= 0) & (k >= 0)
+    y = np.zeros((len(slots), edges.size))
+    np.add.at(y, (k[ok], col[ok]), w[ok])
+    # cells: every cell with a cruisable link
+    cell = table.edge_cell[edges].astype(np.int64)
+    cells, cell_col = np.unique(cell, return_inverse=True)
+
+    def to_cells(a: F64) -> F64:
+        out = np.zeros((a.shape[0], cells.size))
+        for r in range(a.shape[0]):
+            out[r] = np.bincount(cell_col, weights=a[r], minlength=cells.size)
+        return out
+
+    y_cell = to_cells(y).ravel()
+    result: dict[str, Any] = {}
+    for name, m in mu.items():
+        met = _metrics(y_cell, to_cells(m).ravel())
+        p = m / np.maximum(m.sum(axis=1, keepdims=True), 1e-300)
+        ll = np.log(np.maximum(p[k[ok], col[ok]], 1e-300))
+        met["link_loglik_per_pickup"] = float(np.sum(w[ok] * ll) / np.sum(w[ok]))
+        result[name] = met
+    ratios = {
+        key: (
+            result["model"][key] / result["statistics"][key]
+            if result["statistics"][key] != 0
+            else float("nan")
+        )
+        for key in result["model"]
+    }
+    passed = bool(
+        result["model"]["poisson_deviance"] < result["statistics"]["poisson_deviance"]
+        and result["model"]["link_loglik_per_pickup"]
+        > result["statistics"]["link_loglik_per_pickup"]
+    )
+    return {
+        "model_version": model.version,
+        "statistics_version": table.version,
+        "evaluated_on": used,
+        "heldout_pickups": float(np.sum(w[ok])),
+        "slots": [f"{DAY_TYPES[dt]} {s // 2:02d}:{30 * (s % 2):02d}" for dt, s in slots],
+        "cells": int(cells.size),
+        "links": int(edges.size),
+        "model": _round(result["model"]),
+        "statistics": _round(result["statistics"]),
+        "ratio_model_over_statistics": _round(ratios),
+        "model_beats_statistics": passed,
+    }
+
+
+def _round(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in d.items()}
+
+
+def apply_gate(model_dir: str | os.PathLike[str], evaluation: dict[str, Any]) -> bool:
+    """Record the gate's decision; when the model loses, the directory ships statistics only:
+    ``model.onnx`` and ``features.npz`` are removed, ``model.json`` and ``demand.json`` say so.
+    """
+    d = Path(model_dir)
+    doc = read_model_json(d)
+    passed = bool(evaluation["model_beats_statistics"])
+    reason = (
+        "model beats statistics on held-out data (Poisson deviance and link log-likelihood)"
+        if passed
+        else "model does not beat statistics on held-out data: shipping statistics only"
+    )
+    doc["gate"] = {
+        "passed": passed,
+        "reason": reason,
+        "evaluated_on": evaluation["evaluated_on"],
+        "model": evaluation["model"],
+        "statistics": evaluation["statistics"],
+        "ratio_model_over_statistics": evaluation["ratio_model_over_statistics"],
+    }
+    doc["shipped"] = passed
+    table = DemandTable.load(d)
+    meta = dict(table.meta)
+    meta["predicted_model"] = {"version": doc["version"], "shipped": passed, "reason": reason}
+    meta["source"] = "statistical+onnx" if passed else "statistical only"
+    if not passed:
+        for name in (MODEL_ONNX, FEATURES_NPZ):
+            (d / name).unlink(missing_ok=True)
+    blob = json.dumps(doc, indent=2).encode()
+    _atomic_write(d / MODEL_JSON, lambda fh: fh.write(blob))
+    DemandTable(
+        **{**{f: getattr(table, f) for f in table.__dataclass_fields__}, "meta": meta}
+    ).save(d)
+    return passed

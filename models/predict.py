@@ -1,0 +1,227 @@
+"""Device side: predicted demand from the ONNX model, one batched call per planning tick.
+
+A demand directory holds the statistical table (``demand.npz``/``demand.json``) and, when the
+model passed the release gate, ``model.onnx`` + ``model.json`` (feature spec, version, bounds) +
+``features.npz`` (static per-link features). :func:`open_demand` returns the table and, if one
+ships, a :class:`DemandModel`; :meth:`DemandModel.tick` answers a :class:`TickDemand` for the
+links and horizon of one tick; :func:`statistical_tick` answers the same from statistics.
+
+Every failure is typed: missing, corrupt or inconsistent files raise
+:class:`~models.errors.DemandDataError`; NaN, negative or absurd outputs raise
+:class:`~models.errors.ModelOutputError`. safety/ falls back to statistics on either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.demand import DemandTable, TickDemand, tick_demand_from_table
+from models.errors import DemandDataError, ModelOutputError
+from models.features import FEATURE_SPEC_VERSION, FEATURES, STATIC_FEATURES, assemble, cell_rates
+
+log = logging.getLogger(__name__)
+
+MODEL_ONNX = "model.onnx"
+MODEL_JSON = "model.json"
+FEATURES_NPZ = "features.npz"
+MODEL_SCHEMA_VERSION = 1
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+MAX_JSON_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """ONNX Runtime settings for the cab (CPU only)."""
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise DemandDataError(f"{path} is {size} bytes, over the {limit}-byte bound")
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise DemandDataError(f"{path} is missing") from e
+    except OSError as e:
+        raise DemandDataError(f"cannot read {path}: {e}") from e
+
+
+def read_model_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(directory) / MODEL_JSON
+    try:
+        doc = json.loads(_read_bounded(p, MAX_JSON_BYTES))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DemandDataError(f"{p} is corrupt: {e}") from e
+    if not isinstance(doc, dict):
+        raise DemandDataError(f"{p} is not a JSON object")
+    if doc.get("schema_version") != MODEL_SCHEMA_VERSION:
+        raise DemandDataError(f"{p} has schema {doc.get('schema_version')!r}")
+    return doc
+
+
+class DemandModel:
+    """The ONNX predicted-demand model of one demand directory, ready for ticks."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        table: DemandTable | None = None,
+        config: InferenceConfig = InferenceConfig(),
+    ) -> None:
+        d = Path(directory)
+        self.directory = d
+        self.config = config
+        self.table = DemandTable.load(d) if table is None else table
+        doc = read_model_json(d)
+        self.doc = doc
+        if doc.get("shipped") is False:
+            raise DemandDataError(
+                f"model {doc.get('version')} in {d} was rejected by the release gate: "
+                f"{(doc.get('gate') or {}).get('reason', 'statistics only')}"
+            )
+        try:
+            self.version = str(doc["version"])
+            spec = int(doc["feature_spec_version"])
+            features = tuple(doc["features"])
+            self.max_rate_per_h = float(doc["max_rate_per_h"])
+            in_name = str(doc["input"]["name"])
+            out_name = str(doc["output"]["name"])
+            stat_version = str(doc["statistics_version"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DemandDataError(f"{d / MODEL_JSON} lacks or mangles {e}") from e
+        if spec != FEATURE_SPEC_VERSION or features != FEATURES:
+            raise DemandDataError(
+                f"model {self.version} wants feature spec {spec} {list(features)}; this build"
+                f" computes spec {FEATURE_SPEC_VERSION} {list(FEATURES)}"
+            )
+        if stat_version != self.table.version:
+            raise DemandDataError(
+                f"model {self.version} was trained with statistics {stat_version}, the directory"
+                f" holds {self.table.version}"
+            )
+        if not (np.isfinite(self.max_rate_per_h) and self.max_rate_per_h > 0):
+            raise DemandDataError(f"model {self.version} has no usable max_rate_per_h")
+        try:
+            with np.load(d / FEATURES_NPZ, allow_pickle=False) as z:
+                static = np.asarray(z["static"], dtype=np.float32)
+        except FileNotFoundError as e:
+            raise DemandDataError(f"{d / FEATURES_NPZ} is missing") from e
+        except (OSError, ValueError, KeyError) as e:
+            raise DemandDataError(f"{d / FEATURES_NPZ} is corrupt: {e}") from e
+        if static.shape != (self.table.n_edges, len(STATIC_FEATURES)) or not np.all(
+            np.isfinite(static)
+        ):
+            raise DemandDataError(
+                f"{d / FEATURES_NPZ} has shape {static.shape} or non-finite values; expected"
+                f" ({self.table.n_edges}, {len(STATIC_FEATURES)})"
+            )
+        self.static = static
+        self.cell_rate = cell_rates(self.table)
+        blob = _read_bounded(d / MODEL_ONNX, MAX_MODEL_BYTES)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = config.intra_op_threads
+        opts.inter_op_num_threads = config.inter_op_threads
+        try:
+            self.session = ort.InferenceSession(
+                blob, sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime's pybind errors derive from Exception only
+            raise DemandDataError(f"{d / MODEL_ONNX} does not load: {e}") from e
+        self._check_signature(in_name, out_name)
+        self.input_name = in_name
+        self.output_name = out_name
+
+    def _check_signature(self, in_name: str, out_name: str) -> None:
+        ins = self.session.get_inputs()
+        outs = self.session.get_outputs()
+        where = f"model {self.version}"
+        if len(ins) != 1 or ins[0].name != in_name or ins[0].type != "tensor(float)":
+            got = [(i.name, i.type) for i in ins]
+            raise DemandDataError(f"{where}: inputs {got}, expected [({in_name!r}, float)]")
+        shape = list(ins[0].shape)
+        if len(shape) != 2 or shape[1] != len(FEATURES):
+            raise DemandDataError(f"{where}: input shape {shape}, expected [N, {len(FEATURES)}]")
+        if len(outs) != 1 or outs[0].name != out_name or outs[0].type != "tensor(float)":
+            got = [(o.name, o.type) for o in outs]
+            raise DemandDataError(f"{where}: outputs {got}, expected [({out_name!r}, float)]")
+        oshape = list(outs[0].shape)
+        if len(oshape) != 2 or oshape[1] != 1:
+            raise DemandDataError(f"{where}: output shape {oshape}, expected [N, 1]")
+
+    def rates(
+        self, edge_ids: npt.ArrayLike, minutes_of_week: npt.ArrayLike
+    ) -> npt.NDArray[np.float32]:
+        """Expected hails per hour, shape (len(minutes), len(edge_ids)): one ONNX call."""
+        e = np.asarray(edge_ids, dtype=np.int64)
+        mins = np.atleast_1d(np.asarray(minutes_of_week, dtype=np.int64))
+        if e.size and (e.min() < 0 or e.max() >= self.table.n_edges):
+            raise DemandDataError("edge ids outside the demand model's network")
+        if e.size == 0 or mins.size == 0:
+            return np.zeros((mins.size, e.size), dtype=np.float32)
+        x = assemble(self.static, self.table, self.cell_rate, e, mins)
+        try:
+            (out,) = self.session.run([self.output_name], {self.input_name: x})
+        except Exception as e_:  # onnxruntime's pybind errors derive from Exception only
+            raise ModelOutputError(f"model {self.version} failed to run: {e_}") from e_
+        out = np.asarray(out)
+        if out.shape != (x.shape[0], 1):
+            raise ModelOutputError(
+                f"model {self.version} returned shape {out.shape}, expected ({x.shape[0]}, 1)"
+            )
+        check_output(out, self.max_rate_per_h, self.version)
+        return out.reshape(mins.size, e.size).astype(np.float32)
+
+    def tick(self, edge_ids: npt.ArrayLike, minute_of_week: int, horizon_min: int) -> TickDemand:
+        """Predicted TickDemand over the slots covering ``horizon_min`` from now (fares,
+        durations and drop-offs from statistics)."""
+        base = tick_demand_from_table(self.table, edge_ids, minute_of_week, horizon_min)
+        rates = self.rates(base.edge_id, base.slot_minute_of_week)
+        return replace(base, pickups_per_h=rates, source=f"onnx:{self.version}")
+
+
+def check_output(out: npt.NDArray[Any], max_rate_per_h: float, version: str) -> None:
+    """Raise ModelOutputError on NaN, infinite, negative or absurd rates."""
+    if not np.all(np.isfinite(out)):
+        raise ModelOutputError(f"model {version} returned NaN or infinite rates")
+    if np.any(out < 0):
+        raise ModelOutputError(f"model {version} returned negative rates (min {out.min():.3g})")
+    if np.any(out > max_rate_per_h):
+        raise ModelOutputError(
+            f"model {version} returned {out.max():.3g} hails/h on a link, above the absurd"
+            f" bound {max_rate_per_h:.3g}"
+        )
+
+
+def statistical_tick(
+    table: DemandTable, edge_ids: npt.ArrayLike, minute_of_week: int, horizon_min: int
+) -> TickDemand:
+    """The statistical TickDemand (same shape and slots as :meth:`DemandModel.tick`)."""
+    return tick_demand_from_table(table, edge_ids, minute_of_week, horizon_min)
+
+
+def open_demand(
+    directory: str | os.PathLike[str], config: InferenceConfig = InferenceConfig()
+) -> tuple[DemandTable, DemandModel | None]:
+    """The statistical table and, when one shipped (gate passed), the ONNX model."""
+    d = Path(directory)
+    table = DemandTable.load(d)
+    if not (d / MODEL_JSON).exists():
+        return table, None
+    doc = read_model_json(d)
+    if not doc.get("shipped", False):
+        log.info("demand in %s: statistics only (%s)", d, (doc.get("gate") or {}).get("reason"))
+        return table, None
+    return table, DemandModel(d, table, config)
