@@ -363,6 +363,37 @@ class FleetRepository:
         log.info("rotated the %s key: root v%d", role, root.version)
         return root.version
 
+    def prune(self, now_s: float, min_age_s: float = 7 * 86400, keep_versions: int = 10) -> int:
+        """Delete targets no longer signed and metadata versions older than the last
+        ``keep_versions``, when older than ``min_age_s`` (a cab mid-download can finish).
+        Root versions are kept (cabs walk the chain). Returns the number of files removed."""
+        removed = 0
+        with self._lock():
+            signed = self.targets_md().signed.targets
+            keep: set[Path] = set()
+            for path, info in signed.items():
+                dirname, _, basename = path.rpartition("/")
+                keep.add(self.targets_dir / dirname / f"{info.hashes['sha256']}.{basename}")
+            for p in self.targets_dir.rglob("*"):
+                if p.is_file() and p not in keep and now_s - p.stat().st_mtime >= min_age_s:
+                    p.unlink()
+                    removed += 1
+            ts = self.timestamp_md().signed
+            newest = {"snapshot": ts.snapshot_meta.version}
+            newest["targets"] = self.snapshot_md().signed.meta["targets.json"].version
+            for role, top in newest.items():
+                for p in self.metadata_dir.glob(f"*.{role}.json"):
+                    v = p.name.split(".", 1)[0]
+                    if (
+                        v.isdigit()
+                        and int(v) <= top - keep_versions
+                        and now_s - p.stat().st_mtime >= min_age_s
+                    ):
+                        p.unlink()
+                        removed += 1
+        log.info("pruned %d files from %s", removed, self.root)
+        return removed
+
     def retired_key_paths(self, role: str) -> list[Path]:
         return sorted((self.keys_dir / "retired").glob(f"{role}-*.pem"))
 

@@ -48,6 +48,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ts.set_defaults(func=cmd_timestamp)
 
+    pr = with_root(
+        fsub.add_parser("prune", help="delete chunks and metadata no longer signed (aged)")
+    )
+    pr.add_argument("--min-age-days", type=float, default=7.0)
+    pr.add_argument("--keep-versions", type=int, default=10)
+    pr.set_defaults(func=cmd_prune)
+
     st = with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
     st.set_defaults(func=cmd_status)
 
@@ -106,6 +113,16 @@ def cmd_timestamp(args: argparse.Namespace) -> int:
     repo = FleetRepository(args.root)
     repo.resign(_now(), targets=args.targets)
     print(f"timestamp valid until {repo.timestamp_md().signed.expires.isoformat()}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from sync import FleetRepository
+
+    n = FleetRepository(args.root).prune(
+        time.time(), min_age_s=args.min_age_days * 86400, keep_versions=args.keep_versions
+    )
+    print(f"removed {n} file(s)")
     return 0
 
 

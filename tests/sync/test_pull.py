@@ -133,3 +133,22 @@ def test_offline_keeps_current_bundle(fleet: Fleet, serve: Any, tmp_path: Path):
     active = BundleStore(fleet.device).active()
     assert active is not None
     active.verify()
+
+
+def test_prune_removes_only_unsigned_aged_files_and_pulls_still_work(fleet: Fleet, serve: Any):
+    import time
+
+    v2, v3 = fleet.bundles["v2"], fleet.bundles["v3"]
+    fleet.repo.publish(v2.path, "monaco", utcnow())
+    fleet.repo.publish(v3.path, "monaco", utcnow())
+    chunks_before = len(list((fleet.repo.targets_dir / "chunks").iterdir()))
+    assert fleet.repo.prune(time.time(), min_age_s=3600) == 0  # too recent: kept
+    removed = fleet.repo.prune(time.time() + 7200, min_age_s=3600, keep_versions=1)
+    assert removed > 0
+    chunks_after = len(list((fleet.repo.targets_dir / "chunks").iterdir()))
+    assert chunks_after < chunks_before
+    assert len(list(fleet.repo.metadata_dir.glob("*.targets.json"))) == 1
+    assert (fleet.repo.metadata_dir / "1.root.json").is_file()
+    with serve(fleet.root) as url:
+        res = updater(fleet, url, accept_all).pull()
+    assert res.bundle_id == v3.bundle_id
