@@ -252,6 +252,7 @@ def _closed_when_entered(
     hit = np.zeros(same.shape, dtype=bool)
     for shift in (0.0, float(MINUTES_PER_WEEK)):  # windows seen again after the week wraps
         hit |= (s + shift <= hi[None, :]) & (e + shift > lo[None, :])
+    hit |= ~np.isfinite(hi)[None, :]  # arrival unknown: a windowed link may be closed
     return np.asarray((same & hit).any(axis=0))
 
 

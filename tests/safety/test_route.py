@@ -399,3 +399,18 @@ def test_a_loop_right_ahead_is_a_fallback(manhattan: Graph) -> None:
 def test_an_extract_without_turn_restrictions_has_none(shibuya_store: TileStore) -> None:
     """Shibuya's extract has no restriction relations: the store says so instead of failing."""
     assert shibuya_store.restrictions() == []
+
+
+def test_unknown_arrival_time_counts_as_closed(shibuya: Graph, shibuya_store: TileStore) -> None:
+    """A link of speed 0 before a windowed link (corrupt tile): the arrival there is unknown."""
+    from dataclasses import replace as dc_replace
+
+    a, b = _window_entry(shibuya, shibuya_store, "no @ (Su 12:00-17:00)")
+    speed = np.array(shibuya.speed_kph, copy=True)
+    speed[a] = 0.0
+    broken = dc_replace(shibuya, speed_kph=speed)
+    route = gid(shibuya, a, b)
+    with np.errstate(divide="ignore"):
+        r = check_route(broken, route, route[0], 0.5, 2 * 1440, CFG)  # a Wednesday: open
+    assert r == (Reason.ROUTE_CLOSED_WINDOW,)
+    assert check_route(shibuya, route, route[0], 0.5, 2 * 1440, CFG) == ()
