@@ -192,7 +192,14 @@ class Updater:
                 f"bundle {bundle_id[:12]} failed its health check before; waiting for a new one"
             )
         downloaded = reused = 0
-        if not self.store.bundle_path(bundle_id).is_dir():
+        installed = self.store.bundle_path(bundle_id)
+        if installed.is_dir():  # installed before an interruption: use it only if intact
+            try:
+                Bundle(installed).verify()
+            except SyncDataError as e:
+                log.warning("installed copy of %s is damaged (%s): fetching again", bundle_id, e)
+                self.store._discard(installed)
+        if not installed.is_dir():
             downloaded, reused = self._stage(tu, index)
             self.store.install(self.store.staging_path(bundle_id), bundle_id)
         self.store.try_bundle(bundle_id, self._health_check)

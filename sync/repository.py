@@ -394,6 +394,20 @@ class FleetRepository:
         log.info("pruned %d files from %s", removed, self.root)
         return removed
 
+    def renew_root(self, now: datetime) -> int:
+        """A new root version with the same keys and a fresh expiry (needs the root key).
+
+        Do this well before ``root_expiry_s`` runs out: cabs refuse an expired root."""
+        with self._lock():
+            signer = self.signer("root")
+            md_root: Metadata[Root] = self.root_md()
+            md_root.signed.version += 1
+            md_root.signed.expires = _expiry(now, self.config.root_expiry_s)
+            md_root.signatures.clear()
+            md_root.sign(signer)
+            self._write_md(f"{md_root.signed.version}.root.json", md_root)
+        return int(md_root.signed.version)
+
     def retired_key_paths(self, role: str) -> list[Path]:
         return sorted((self.keys_dir / "retired").glob(f"{role}-*.pem"))
 

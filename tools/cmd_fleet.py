@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rot.add_argument("--role", required=True, choices=["root", "targets", "snapshot", "timestamp"])
     rot.set_defaults(func=cmd_keys_rotate)
 
+    renew = with_root(
+        ksub.add_parser("renew-root", help="re-sign root with a fresh expiry (yearly)")
+    )
+    renew.set_defaults(func=cmd_keys_renew_root)
+
     pub = with_root(fsub.add_parser("publish", help="sign and publish a bundle for an area"))
     pub.add_argument("--bundle", required=True, help="bundle directory (built by bundle build)")
     pub.add_argument("--area", required=True)
@@ -90,6 +95,15 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
     v = FleetRepository(args.root).rotate_key(args.role, _now())
     print(f"rotated the {args.role} key: root metadata is now version {v}")
+    return 0
+
+
+def cmd_keys_renew_root(args: argparse.Namespace) -> int:
+    from sync import FleetRepository
+
+    repo = FleetRepository(args.root)
+    v = repo.renew_root(_now())
+    print(f"root metadata version {v} valid until {repo.root_md().signed.expires.isoformat()}")
     return 0
 
 

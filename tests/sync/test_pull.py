@@ -152,3 +152,23 @@ def test_prune_removes_only_unsigned_aged_files_and_pulls_still_work(fleet: Flee
     with serve(fleet.root) as url:
         res = updater(fleet, url, accept_all).pull()
     assert res.bundle_id == v3.bundle_id
+
+
+def test_damaged_installed_copy_is_fetched_again_not_rejected(fleet: Fleet, serve: Any):
+    import shutil
+
+    v2 = fleet.bundles["v2"]
+    with serve(fleet.root) as url:
+        updater(fleet, url, accept_all).pull()
+        store = fleet.store()
+        damaged = store.bundle_path(v2.bundle_id)
+        shutil.copytree(v2.path, damaged)
+        p = damaged / "params.yaml"
+        p.write_bytes(p.read_bytes().replace(b"params-2", b"params-X"))
+        fleet.repo.publish(v2.path, "monaco", utcnow())
+        res = updater(fleet, url, accept_all).pull()
+    assert res.status == "installed" and res.bundle_id == v2.bundle_id
+    assert res.chunks_downloaded > 0
+    p2 = fleet.store().pointer()
+    assert p2.current == v2.bundle_id and not p2.rejected
+    fleet.store().active().verify()  # type: ignore[union-attr]

@@ -184,3 +184,15 @@ def test_root_rotation_and_forged_root_are_told_apart(fleet: Fleet, on_v1: str):
         pull(fleet, on_v1)
     assert_still_active(fleet, v2.bundle_id)
     assert v1.bundle_id != v2.bundle_id
+
+
+def test_expired_root_is_refused_until_renewed(fleet: Fleet, on_v1: str):
+    v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
+    # root v2 written a year and a day ago: expired now
+    fleet.repo.renew_root(utcnow() - timedelta(days=366))
+    fleet.repo.publish(v2.path, "monaco", utcnow())
+    with pytest.raises(UpdateRejectedError, match="expired"):
+        pull(fleet, on_v1)
+    assert_still_active(fleet, v1.bundle_id)
+    assert fleet.repo.renew_root(utcnow()) == 3
+    assert pull(fleet, on_v1).bundle_id == v2.bundle_id
