@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep = rsub.add_parser("reproduce", help="re-run a run from its record; check the bundle bytes")
     db_arg(rep)
     rep.add_argument("id", type=int)
-    rep.add_argument("--workdir", required=True, help="fresh directory for the reproduction")
+    rep.add_argument(
+        "--workdir", help="where to re-run (default: the recorded workdir, outputs replaced)"
+    )
     rep.add_argument("--jobs", type=int, default=1)
     rep.set_defaults(func=cmd_runs_reproduce)
 

@@ -9,7 +9,11 @@ from tools.pipeline.step import StepKind
 
 #: Modules defining step kinds; each has ``KINDS: tuple[StepKind, ...]``. They import the
 #: packages they call lazily, inside the step functions, so listing kinds stays cheap.
-STEP_MODULES: tuple[str, ...] = ("tools.pipeline.steps_data", "tools.pipeline.steps_demand")
+STEP_MODULES: tuple[str, ...] = (
+    "tools.pipeline.steps_data",
+    "tools.pipeline.steps_demand",
+    "tools.pipeline.steps_release",
+)
 
 
 @functools.cache

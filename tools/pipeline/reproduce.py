@@ -3,7 +3,9 @@
 The record holds the pipeline file's exact text and where it was (its relative input paths
 resolve from there), the hash of every input, and the code version of every step. Reproducing
 checks the raw inputs still have their recorded hashes, re-runs every step except ``publish``
-(forced, into a fresh workdir, so nothing is taken from the cache), and compares the new bundle
+(forced, so nothing is taken from the cache; by default in the recorded workdir, since some
+outputs record the paths of their inputs -- ``demand.json`` names its trip files -- and a bundle
+built elsewhere can differ by those paths alone), and compares the new bundle
 with the recorded one: bundles are content-addressed (the id is the hash of a manifest listing
 every file's sha256), so the same id means the same bytes; the directory's own tree hash is
 compared too. Code that changed since the record is reported (the git commit and the per-step
@@ -77,7 +79,7 @@ def _check_raw_inputs(rec: dict[str, Any]) -> None:
 def reproduce_run(
     db_path: str | Path,
     run_id: int,
-    workdir: str | Path,
+    workdir: str | Path | None = None,
     *,
     jobs: int = 1,
     progress: Callable[[StepEvent], None] | None = None,
@@ -87,7 +89,9 @@ def reproduce_run(
     if not rec["bundle_id"]:
         raise ReproduceError(f"run {run_id} produced no bundle (status {rec['status']})")
     _check_raw_inputs(rec)
-    spec = load_pipeline(rec["pipeline_path"], text=rec["pipeline_text"], workdir=workdir)
+    spec = load_pipeline(
+        rec["pipeline_path"], text=rec["pipeline_text"], workdir=workdir or rec["workdir"]
+    )
     if spec.runs_db.resolve() != Path(db_path).resolve():
         log.info("recording the reproduction in %s", spec.runs_db)
     report = run_pipeline(

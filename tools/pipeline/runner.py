@@ -531,6 +531,7 @@ class _Run:
                 outputs=staged,
                 params=s.params,
                 scratch=scratch,
+                pipeline_dir=self.spec.path.parent,
             )
             self._emit(s.name, "running", ev.reason)
             t0 = _monotonic()

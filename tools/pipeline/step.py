@@ -62,6 +62,7 @@ class StepContext:
     outputs: Mapping[str, Path]
     params: Any  # the kind's frozen parameters dataclass
     scratch: Path  # a private empty directory, removed after the step
+    pipeline_dir: Path  # the pipeline file's directory: relative path parameters resolve here
 
     def input(self, name: str) -> Path:
         paths = self.inputs.get(name, ())

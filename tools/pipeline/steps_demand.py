@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -68,5 +69,191 @@ KINDS: tuple[StepKind, ...] = (
         outputs=(OutputDecl("demand", "demand", is_dir=True),),
         sources=("tiles", "models", "tools.pipeline.steps_demand"),
         description="road tiles + trip files -> statistical demand (models.statistics)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class TransferDemandParams:
+    """See :class:`tools.pipeline.transfer.TransferConfig` (None: its default)."""
+
+    scale: float | None = None
+    min_class_km: float | None = None
+    cell_m: float | None = None
+    currency: str | None = None
+
+
+def run_transfer_demand(ctx: StepContext) -> StepResult:
+    from models import DemandTable
+    from tiles import TileStore
+    from tools.pipeline.transfer import TransferConfig, transfer_demand
+
+    config = TransferConfig(**_overrides(ctx.params))
+    source = DemandTable.load(ctx.input("source_demand"))
+    with TileStore(ctx.input("source_tiles")) as s, TileStore(ctx.input("tiles")) as t:
+        if s.meta.get("source_sha256") != source.network_sha256:
+            raise ValueError("source_demand was not built on source_tiles")
+        table, report = transfer_demand(
+            source, s.all(), t.all(), t.meta.get("source_sha256", ""), config
+        )
+    table.save(ctx.output("demand"))
+    return StepResult(
+        metrics={
+            "version": table.version,
+            "source_version": source.version,
+            "area_hails_per_day": report["area_hails_per_day"],
+            "mean_trip_distance_m": report["mean_trip_distance_m"],
+            "dropoff_outside_share": report["dropoff_outside_share"],
+            "config": report["config"],
+        },
+        summary=f"{table.version} from {source.version}: "
+        f"{report['area_hails_per_day']} hails/day (transferred, not measured)",
+    )
+
+
+KINDS += (
+    StepKind(
+        name="transfer_demand",
+        run=run_transfer_demand,
+        params_type=TransferDemandParams,
+        inputs=("tiles", "source_tiles", "source_demand"),
+        outputs=(OutputDecl("demand", "demand", is_dir=True),),
+        sources=("tiles", "models", "tools.pipeline.transfer", "tools.pipeline.steps_demand"),
+        description="demand for an area without trip data: transfer by road class and time",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class TrainModelParams:
+    """``models.train.train_model``: which windows of windows-mode training files to train on
+    (the others stay held out for ``evaluate_demand``) and TrainConfig overrides."""
+
+    train_windows: tuple[int, ...] | None = None  # None: every window (nothing held out)
+    n_estimators_max: int | None = None
+    learning_rate: float | None = None
+    max_depth: int | None = None
+    min_samples_leaf: int | None = None
+    seed: int | None = None
+
+
+def run_train_model(ctx: StepContext) -> StepResult:
+    from models.train import TrainConfig, train_model
+    from tiles import TileStore
+
+    p: TrainModelParams = ctx.params
+    over = {k: v for k, v in _overrides(p).items() if k != "train_windows"}
+    config = dataclasses.replace(TrainConfig(), **over)
+    with TileStore(ctx.input("tiles")) as store:
+        doc = train_model(
+            store,
+            list(ctx.input_list("train")),
+            list(ctx.input_list("valid")),
+            ctx.output("model"),
+            train_windows=set(p.train_windows) if p.train_windows is not None else None,
+            config=config,
+        )
+    t = doc["training"]
+    metrics = {
+        "version": doc["version"],
+        "statistics_version": doc["statistics_version"],
+        "rows": t["rows"],
+        "trees": t["n_estimators_selected"],
+        "valid_poisson_deviance_model": t["valid_poisson_deviance_model"],
+        "valid_poisson_deviance_statistics": t["valid_poisson_deviance_statistics"],
+    }
+    return StepResult(
+        metrics=metrics,
+        summary=f"{doc['version']}: {t['n_estimators_selected']} trees, valid deviance "
+        f"{t['valid_poisson_deviance_model']} (statistics "
+        f"{t['valid_poisson_deviance_statistics']})",
+    )
+
+
+@dataclass(frozen=True)
+class EvaluateDemandParams:
+    """``models.evaluate``: held-out windows (None: those the model was not trained on)."""
+
+    windows: tuple[int, ...] | None = None
+    threads: int = 1  # onnxruntime intra-op threads
+
+
+def run_evaluate_demand(ctx: StepContext) -> StepResult:
+    import shutil
+
+    from models.evaluate import apply_gate, evaluate
+    from models.predict import DemandModel, InferenceConfig
+    from tiles import TileStore
+    from tools.pipeline.step import Verdict
+    from tools.pipeline.steps_release import write_atomic
+
+    p: EvaluateDemandParams = ctx.params
+    gated = ctx.output("model")
+    gated.rmdir()  # the runner made it; copytree wants to create it
+    shutil.copytree(ctx.input("model"), gated)  # the trained model stays untouched
+    model = DemandModel(gated, config=InferenceConfig(intra_op_threads=p.threads))
+    with TileStore(ctx.input("tiles")) as store:
+        result = evaluate(
+            store,
+            gated,
+            list(ctx.input_list("trips")),
+            windows=set(p.windows) if p.windows is not None else None,
+            model=model,
+        )
+    passed = apply_gate(gated, result)
+    ratios = result["ratio_model_over_statistics"]
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(ratios.items()))
+    reason = (
+        f"model {result['model_version']} beats statistics on held-out data "
+        f"(model/statistics: {detail})"
+        if passed
+        else f"model {result['model_version']} lost to statistics on held-out data "
+        f"(model/statistics: {detail})"
+    )
+    verdict = Verdict("demand", passed, reason)
+    write_atomic(
+        ctx.output("verdict"),
+        json.dumps({**verdict.to_json(), "evaluation": result}, indent=2, sort_keys=True).encode(),
+    )
+    return StepResult(
+        metrics={
+            k: result[k]
+            for k in (
+                "model",
+                "statistics",
+                "ratio_model_over_statistics",
+                "heldout_pickups",
+                "evaluated_on",
+                "model_version",
+                "statistics_version",
+            )
+            if k in result
+        },
+        verdict=verdict,
+        summary=("pass: " if passed else "FAIL (ships statistics): ") + reason,
+    )
+
+
+KINDS += (
+    StepKind(
+        name="train_model",
+        run=run_train_model,
+        params_type=TrainModelParams,
+        inputs=("tiles", "train", "valid"),
+        outputs=(OutputDecl("model", "model", is_dir=True),),
+        sources=("tiles", "models", "tools.pipeline.steps_demand"),
+        description="ONNX predicted demand (models.train), selected on the valid files",
+    ),
+    StepKind(
+        name="evaluate_demand",
+        run=run_evaluate_demand,
+        params_type=EvaluateDemandParams,
+        inputs=("tiles", "model", "trips"),
+        outputs=(
+            OutputDecl("model", "gated", is_dir=True),
+            OutputDecl("verdict", "verdict.json"),
+        ),
+        sources=("tiles", "models", "tools.pipeline.steps_demand", "tools.pipeline.step"),
+        description="held-out evaluation vs statistics + the demand release gate",
     ),
 )
