@@ -60,6 +60,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
 
+    dmap = dsub.add_parser("map", help="draw links coloured by expected pickups (PNG)")
+    dmap.add_argument("--demand", required=True, help="demand directory")
+    dmap.add_argument("--tiles", required=True, help="tile database it was built on")
+    dmap.add_argument("--slot", required=True, help='day and time, e.g. "Tue 18:00"')
+    dmap.add_argument("--out", required=True, help="PNG file to write")
+    dmap.add_argument(
+        "--source",
+        choices=["auto", "model", "statistics"],
+        default="auto",
+        help="auto: the ONNX model when one ships, else statistics",
+    )
+    dmap.add_argument("--json", action="store_true")
+    dmap.set_defaults(func=cmd_map)
+
 
 def _int_set(text: str) -> set[int]:
     try:
@@ -164,3 +178,13 @@ def cmd_gate(args: argparse.Namespace) -> int:
         args.json,
     )
     return 0 if passed else 1
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from models.render import parse_slot, render_map
+
+    _print(
+        render_map(args.demand, args.tiles, parse_slot(args.slot), args.out, args.source),
+        args.json,
+    )
+    return 0

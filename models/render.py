@@ -1,0 +1,109 @@
+"""A map of expected pickups per link for one slot (matplotlib, ``train`` extra, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from models.demand import TickDemand, _atomic_write
+from models.errors import DemandDataError
+from models.predict import open_demand, statistical_tick
+from tiles import ATTRIBUTION, TileStore
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SLOT = re.compile(r"^\s*([A-Za-z]{3})[a-z]*\s+(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_slot(text: str) -> int:
+    """``"Tue 18:00"`` -> minute of week (Monday 00:00 = 0)."""
+    m = _SLOT.match(text)
+    if not m or m.group(1).lower() not in _DAYS:
+        raise DemandDataError(f"expected a slot like 'Tue 18:00', got {text!r}")
+    hour, minute = int(m.group(2)), int(m.group(3))
+    if hour > 23 or minute > 59:
+        raise DemandDataError(f"no such time of day: {text!r}")
+    return _DAYS.index(m.group(1).lower()) * 1440 + hour * 60 + minute
+
+
+def render_map(
+    demand_dir: str | os.PathLike[str],
+    tiles: str | os.PathLike[str],
+    minute_of_week: int,
+    out: str | os.PathLike[str],
+    source: str = "auto",
+    title: str | None = None,
+) -> dict[str, object]:
+    """Draw links coloured by expected pickups per hour; return what was drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.collections import LineCollection
+        from matplotlib.colors import LogNorm
+    except ImportError as e:
+        raise DemandDataError(f"maps need the train extra (matplotlib): {e}") from e
+    table, model = open_demand(demand_dir)
+    if source == "model" and model is None:
+        raise DemandDataError(f"{demand_dir} ships no ONNX model (statistics only)")
+    with TileStore(tiles) as store:
+        if store.meta.get("source_sha256", "") != table.network_sha256:
+            raise DemandDataError("the demand was built on another road network")
+        g = store.all()
+    allowed = g.cruise_allowed(minute_of_week)
+    edges = g.edge_id[allowed].astype(np.int64)
+    use_model = model is not None and source in ("auto", "model")
+    tick: TickDemand = (
+        model.tick(edges, minute_of_week, 0)
+        if use_model and model is not None
+        else statistical_tick(table, edges, minute_of_week, 0)
+    )
+    rate = tick.pickups_per_h[0].astype(np.float64)
+    segs = [g.geometry(i) for i in range(g.n)]
+    fig, ax = plt.subplots(figsize=(10, 7.5), dpi=120)
+    ax.add_collection(LineCollection(segs, colors="#d0d0d0", linewidths=0.6, zorder=1))
+    local = np.flatnonzero(allowed)
+    order = np.argsort(rate)  # busiest links drawn last, on top
+    vmin = max(float(np.percentile(rate, 5)), 1e-2)
+    vmax = max(float(rate.max()), vmin * 10)
+    lc = LineCollection(
+        [segs[int(local[i])] for i in order],
+        array=np.clip(rate[order], vmin, None),
+        cmap="inferno_r",
+        norm=LogNorm(vmin=vmin, vmax=vmax),
+        linewidths=0.8
+        + 2.2 * (np.log(np.clip(rate[order], vmin, None) / vmin) / np.log(vmax / vmin)),
+        zorder=2,
+    )
+    ax.add_collection(lc)
+    pts = g.geom_lonlat
+    ax.set_xlim(float(pts[:, 0].min()), float(pts[:, 0].max()))
+    ax.set_ylim(float(pts[:, 1].min()), float(pts[:, 1].max()))
+    ax.set_aspect(1.0 / np.cos(np.radians(float(pts[:, 1].mean()))))
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    day = _DAYS[minute_of_week // 1440].capitalize()
+    hhmm = f"{(minute_of_week % 1440) // 60:02d}:{minute_of_week % 60:02d}"
+    ax.set_title(
+        title
+        or f"Expected street hails per hour, {day} {hhmm} ({tick.source}); "
+        f"area total {rate.sum():,.0f}/h"
+    )
+    fig.colorbar(lc, ax=ax, label="hails per hour on the link", shrink=0.8)
+    fig.text(0.01, 0.01, f"Road network {ATTRIBUTION}; trips: NYC TLC", fontsize=7)
+    fig.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    plt.close(fig)
+    return {
+        "out": str(path),
+        "source": tick.source,
+        "minute_of_week": minute_of_week,
+        "links": int(edges.size),
+        "area_pickups_per_h": round(float(rate.sum()), 1),
+        "max_link_pickups_per_h": round(float(rate.max()), 2),
+    }
