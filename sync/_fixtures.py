@@ -124,11 +124,15 @@ def composed(manifest: dict[str, Any]) -> Composed:
     return compose_docs(manifest, [])
 
 
-def change_one_tile(tiles: Path, tile_index: int = 0, speed_factor: float = 0.9) -> int:
-    """Rewrite one tile's edge records in place (speeds scaled): a one-tile data update.
+def change_one_tile(
+    tiles: Path, tile_index: int = 0, speed_factor: float = 0.9, *, renumber: bool = False
+) -> int:
+    """Rewrite one tile's edge records (speeds scaled): a one-tile data update.
 
-    The blob keeps its size, so only the pages holding that tile (and the header) change.
-    Returns the tile id.
+    By default the blob keeps its size, so only the pages holding that tile (and the header)
+    change. ``renumber=True`` imitates what a re-import does when a tile gains an edge: the
+    tile's blob grows by one record and the ``first_edge`` of every later tile shifts by one
+    (the global edge numbering moves). Returns the tile id.
     """
     from tiles.store import EDGE_DTYPE
 
@@ -138,6 +142,13 @@ def change_one_tile(tiles: Path, tile_index: int = 0, speed_factor: float = 0.9)
         tid, blob = rows[tile_index]
         rec = np.frombuffer(blob, dtype=EDGE_DTYPE).copy()
         rec["speed_kph"] *= np.float32(speed_factor)
+        if renumber:
+            rec = np.concatenate([rec, rec[:1]])
+            conn.execute(
+                "UPDATE tiles SET first_edge = first_edge + 1 WHERE first_edge > "
+                "(SELECT first_edge FROM tiles WHERE tile_id = ?)",
+                (tid,),
+            )
         conn.execute("UPDATE tiles SET edges = ? WHERE tile_id = ?", (rec.tobytes(), tid))
         conn.commit()
     finally:

@@ -9,6 +9,8 @@ which one tile's records changed, publishes both to a fleet repository served by
 * ``changed_files_bytes``: the size of every file that differs between v1 and v2 (the
   whole-file alternative); ``update_metadata_bytes``: TUF metadata read during the update.
 * ``ratio_vs_changed_plus_metadata`` (goal < 1.2) and ``ratio_vs_full_bundle``.
+* ``renumber_*``: a further update in which that tile gains an edge and every later tile's
+  ``first_edge`` shifts (what a re-import does): most pages of tiles.sqlite change.
 
 The log upload runs in a fresh interpreter (so its peak RSS is the uploader's, not the
 benchmark's): ``records`` msgpack records of about ``record_bytes`` are appended to an outbox
@@ -135,12 +137,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tiles, _ = build_tiles(args.osm, work / "tiles")
         m = base_manifest(tiles_meta(tiles)["source_sha256"], area="bench")
         bundles = {}
-        for name, changed in (("v1", None), ("v2", args.tile_index)):
+        for name, changed in (("v1", None), ("v2", args.tile_index), ("v3", args.tile_index)):
             src = work / f"in-{name}"
             src.mkdir()
             shutil.copyfile(tiles, src / "tiles.sqlite")
             if changed is not None:
-                change_one_tile(src / "tiles.sqlite", changed)
+                change_one_tile(src / "tiles.sqlite", changed, renumber=name == "v3")
             p = write_inputs(src, src / "tiles.sqlite", m)
             inputs = BundleInputs(p["tiles"], p["demand"], p["params"], p["area"])
             bundles[name] = build(composed(m), inputs, work / "bundles")
@@ -171,6 +173,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             upd = Updater(store, PullConfig(server.url, "bench"), trusted, fetcher=f2).pull()
             update_s = time.monotonic() - t0
             assert upd.bundle_id == v2.bundle_id
+            # v2 -> v3: the same tile grows by an edge and later tiles are renumbered
+            v3 = bundles["v3"]
+            repo.publish(v3.path, "bench", now)
+            f3 = _counting_fetcher()
+            upd3 = Updater(store, PullConfig(server.url, "bench"), trusted, fetcher=f3).pull()
+            assert upd3.bundle_id == v3.bundle_id
             ctx = mp.get_context("spawn")
             q = ctx.Queue()
             child = ctx.Process(
@@ -199,6 +207,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ratio_vs_changed_plus_metadata": round(update_bytes / (changed_bytes + meta), 4),
             "ratio_vs_full_bundle": round(update_bytes / full_bytes, 4),
             "first_pull_status": first.status,
+            "renumber_update_bytes": f3.by_kind["metadata"] + f3.by_kind["targets"],
+            "renumber_chunks_downloaded": upd3.chunks_downloaded,
+            "renumber_chunks_reused": upd3.chunks_reused,
             "upload_records": up["sent"],
             "upload_batches": up["batches"],
             "upload_record_bytes": args.record_bytes,
