@@ -1,16 +1,18 @@
 """The one-command demo: build the Manhattan bundle from ../shared/data if missing, then replay
 the recorded Midtown drive through the real agent, accelerated.
 
-Bundle inputs, all from real data: road tiles from the OSM extract (``tiles.build_tiles``),
-statistical demand from the NYC TLC trip files (``models.statistics.build_demand_table``), a
-``params.yaml`` whose cruising speed factor is measured from those trips, and the business area
-(the extract's bounding box, where its roads and its demand are). Versions in the manifest are
-derived from the content (``sha256`` prefixes), so the same data always gives the same bundle.
+The bundle follows the repository's version manifest (``manifests/base.yaml`` plus
+``manifests/overlays/manhattan.yaml``) and is built from real data only: road tiles from the
+OSM extract (``tiles.build_tiles``), statistical demand from the NYC TLC trip files the overlay
+names (``models.statistics.build_demand_table``), a ``params.yaml`` carrying the manifest's
+planner-parameter version, the area's time zone and the cruising speed factor measured from
+those trips, and the business area (the extract's bounding box, where its roads and demand are).
+When models/ now builds a demand version other than the one the overlay pins (its version moves
+with its code), the demo uses the built version and says so; a fleet build would refuse.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -26,25 +28,23 @@ from agent.planner import speed_factor_from_demand
 log = logging.getLogger(__name__)
 
 OSM_FILE = Path("osm") / "nyc_manhattan_midtown.osm.pbf"
-TRIP_FILES = (
-    Path("trips") / "nyc_tlc_yellow_2015-06_reuven.csv",
+TRIP_FILES = (  # as named in manifests/overlays/manhattan.yaml
     Path("trips") / "nyc_tlc_yellow_2009-2015_gcp_taxi-train.csv",
-    Path("trips") / "nyc_tlc_yellow_2009-2015_gcp_taxi-valid.csv",
+    Path("trips") / "nyc_tlc_yellow_2015-06_reuven.csv",
 )
+REPO = Path(__file__).resolve().parent.parent
+BASE_MANIFEST = REPO / "manifests" / "base.yaml"
+AREA_OVERLAY = REPO / "manifests" / "overlays" / "manhattan.yaml"
 TIMEZONE = "America/New_York"
 AREA = "manhattan"
-DRIVE_FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "data" / "midtown_drive.csv"
-
-
-def _short(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:12]
+DRIVE_FIXTURE = REPO / "tests" / "data" / "midtown_drive.csv"
 
 
 def build_manhattan_bundle(shared_data: Path, work_dir: Path) -> Path:
     """Build (or find) the Manhattan bundle under ``work_dir/bundles``; its directory."""
     from models.statistics import build_demand_table
     from sync import BundleInputs, build_bundle
-    from sync.manifest import compose_docs
+    from sync.manifest import compose_docs, load_yaml
     from tiles import TileStore, build_tiles
 
     osm = shared_data / OSM_FILE
@@ -61,12 +61,32 @@ def build_manhattan_bundle(shared_data: Path, work_dir: Path) -> Path:
         speed_factor = speed_factor_from_demand(table, store.all())
         source_sha = store.meta["source_sha256"]
         bbox = store.bbox
+    base = load_yaml(BASE_MANIFEST)
+    overlay = load_yaml(AREA_OVERLAY)
+    overlay.pop("inputs", None)  # the demo builds its inputs itself
+    if overlay["road_network"]["source_sha256"] != source_sha:
+        raise BundleLoadError(
+            f"{osm} is not the extract {AREA_OVERLAY.name} names "
+            f"({overlay['road_network']['source_sha256'][:12]})"
+        )
+    pinned = overlay["statistical_demand"]["version"]
+    if pinned != table.version:
+        log.warning(
+            "%s pins demand %s; models/ builds %s from the same trips now: using it",
+            AREA_OVERLAY.name,
+            pinned,
+            table.version,
+        )
+        overlay["statistical_demand"]["version"] = table.version
+    composed0 = compose_docs(base, [overlay])
+    m = composed0.manifest
     params: dict[str, Any] = {
+        "version": m["planner_parameters"]["version"],
+        "cost_features_version": m["cost_features"]["version"],
         "timezone": TIMEZONE,
         "planner": {"speed_factor": round(float(speed_factor), 6)},
         "measured": {"speed_factor_from": "pickup-weighted median trip speed / free-flow"},
     }
-    params["version"] = "params-" + _short(yaml.safe_dump(params, sort_keys=True).encode())
     params_path = atomic_write_bytes(
         inputs_dir / "params.yaml", yaml.safe_dump(params, sort_keys=True).encode()
     )
@@ -77,31 +97,21 @@ def build_manhattan_bundle(shared_data: Path, work_dir: Path) -> Path:
         [bbox[0], bbox[3]],
         [bbox[0], bbox[1]],
     ]
-    geom = {"type": "Polygon", "coordinates": [ring]}
-    area_version = "bbox-" + _short(json.dumps(geom, sort_keys=True).encode())
     area_doc = {
         "type": "FeatureCollection",
-        "version": area_version,
+        "version": m["business_area"]["version"],
         "features": [
-            {"type": "Feature", "properties": {"name": "Midtown Manhattan"}, "geometry": geom}
+            {
+                "type": "Feature",
+                "properties": {"name": m["business_area"].get("name", AREA)},
+                "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
+            }
         ],
     }
     area_path = atomic_write_bytes(
         inputs_dir / "area.geojson", json.dumps(area_doc, sort_keys=True).encode()
     )
-    manifest = {
-        "schema_version": 1,
-        "area": AREA,
-        "description": "Midtown Manhattan demo bundle built from ../shared/data",
-        "road_network": {"version": "osm-" + source_sha[:12], "source_sha256": source_sha},
-        "statistical_demand": {"version": table.version},
-        "predicted_demand": {"version": "none"},
-        "regulation_patterns": {"osm_conditional": {"version": 1}},
-        "cost_features": {"version": "free-flow-time-1"},
-        "business_area": {"version": area_version, "name": "Midtown Manhattan"},
-        "planner_parameters": {"version": params["version"]},
-    }
-    composed = compose_docs(manifest, [])
+    composed = composed0
     inputs = BundleInputs(Path(tiles_path), Path(demand_dir), params_path, area_path)
     bundle = build_bundle(composed, inputs, work_dir / "bundles")
     log.info("Manhattan bundle %s at %s", bundle.bundle_id[:12], bundle.path)

@@ -1,0 +1,52 @@
+"""``nagashi demo``: build the Manhattan bundle from ../shared/data if missing, then replay the
+recorded Midtown drive through the agent, accelerated, with the tablet page served."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tools.cmd_agent import add_runtime_arguments, run_agent
+from tools.errors import ToolsError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo", help="one command: build the Manhattan bundle, replay a Midtown drive, show it"
+    )
+    p.add_argument(
+        "--shared-data",
+        default=os.environ.get("NAGASHI_SHARED_DATA", str(REPO.parent / "shared" / "data")),
+        help="the real data folder (default ../shared/data)",
+    )
+    p.add_argument("--work-dir", default=None, help="where the bundle and logs go")
+    p.add_argument("--gps", default=None, help="another trace to replay (CSV/GPX/NMEA)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the bundle")
+    add_runtime_arguments(p)
+    p.set_defaults(func=cmd_demo, speed=10.0)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import DRIVE_FIXTURE, ensure_manhattan_bundle
+
+    shared = Path(args.shared_data).resolve()
+    if not shared.is_dir():
+        raise ToolsError(f"real data not found at {shared} (pass --shared-data)")
+    work = Path(args.work_dir) if args.work_dir else Path.home() / ".cache" / "nagashi" / "demo"
+    print(f"bundle: building from {shared} if missing (in {work}) ...", file=sys.stderr)
+    bundle = ensure_manhattan_bundle(shared, work, rebuild=args.rebuild)
+    print(f"bundle: {bundle}", file=sys.stderr)
+    if args.data_dir is None:
+        args.data_dir = str(work / "agent")
+    gps = args.gps or str(DRIVE_FIXTURE)
+    if not Path(gps).is_file():
+        raise ToolsError(f"trace not found: {gps}")
+    print(
+        f"replaying {Path(gps).name} at {args.speed:g}x; open the page printed below",
+        file=sys.stderr,
+    )
+    return run_agent(args, bundle, gps)
