@@ -33,6 +33,7 @@ FIX_CORRUPTIONS = (
     "jump",
     "offset",
     "text",
+    "anywhere",
 )
 ROUTE_KINDS = (
     "legal",
@@ -140,8 +141,12 @@ def make_route(g: Graph, p: _Prep, start: int, kind: str, rng: np.random.Generat
     if kind == "long":
         return ids * 50
     if kind == "banned" and p.banned:
-        f, t = p.banned[int(rng.integers(len(p.banned)))]
-        return [f, t]
+        here = int(g.edge_id[start])
+        tos = [t for f, t in p.banned if f == here]
+        if tos:
+            t = tos[int(rng.integers(len(tos)))]
+            after = _walk(g, p, int(g.local([t])[0]), int(rng.integers(0, 10)), rng)
+            return [here, *(int(g.edge_id[i]) for i in after)]
     return ids
 
 
@@ -191,6 +196,9 @@ def make_tick(
     other: str | None = None,
 ) -> TickInput:
     a = int(rng.integers(g.n)) if edge is None else edge
+    rk = ROUTE_KINDS[int(rng.integers(len(ROUTE_KINDS)))] if route_kind is None else route_kind
+    if rk == "banned" and p.banned:  # the cab on the from-link of a real turn restriction
+        a = int(g.local([p.banned[int(rng.integers(len(p.banned)))][0]])[0])
     frac = float(rng.random()) if fraction is None else fraction
     fix = fix_on(
         g, a, frac, speed_mps=float(rng.uniform(0, 20)), accuracy_m=float(rng.uniform(2, 40))
@@ -198,8 +206,13 @@ def make_tick(
     noise = float(rng.normal(0, 15)) if heading_noise_deg is None else heading_noise_deg
     fix = replace(fix, heading_deg=(fix.heading_deg + noise) % 360.0)  # type: ignore[operator]
     fk = FIX_CORRUPTIONS[int(rng.integers(len(FIX_CORRUPTIONS)))] if fix_kind is None else fix_kind
+    if fk == "anywhere":  # a uniform position over the extract: off-road, in blocks, rivers
+        fix = replace(
+            fix,
+            lon=float(rng.uniform(g.u_lon.min() - 0.002, g.u_lon.max() + 0.002)),
+            lat=float(rng.uniform(g.u_lat.min() - 0.002, g.u_lat.max() + 0.002)),
+        )
     f, prev = corrupt_fix(fix, fk, rng)
-    rk = ROUTE_KINDS[int(rng.integers(len(ROUTE_KINDS)))] if route_kind is None else route_kind
     route = make_route(g, p, a, rk, rng)
     mow = float(rng.uniform(0, 7 * 1440)) if minute_of_week is None else minute_of_week
     ok = other if other is not None else OTHER[int(rng.integers(len(OTHER)))]

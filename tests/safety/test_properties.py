@@ -150,6 +150,50 @@ def test_arbitrary_garbage_gets_a_response(
     tick = TickInput(now_s=now, minute_of_week=minute, fix=fix, graph=None, route=route)  # type: ignore[arg-type]
     v = SafetyGate().check(tick)
     assert isinstance(v, Verdict) and not v.ok and v.message and v.reasons
+    assert Reason.INTERNAL_ERROR not in v.reasons  # garbage is judged, not crashed on
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    area=st.sampled_from(["manhattan", "shibuya"]),
+    edge_frac=st.floats(0.0, 1.0, allow_nan=False),
+    fraction=st.floats(0.05, 0.95, allow_nan=False),
+    minute=st.floats(0.0, 7 * 1440 - 1e-6, allow_nan=False),
+    route_kind=st.sampled_from(
+        ["legal", "from_next", "forbidden", "closed", "swap", "drop", "u_turn", "banned"]
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_clean_inputs_validated_routes_are_sound(
+    worlds: dict[str, tuple[Graph, Oracle]],
+    area: str,
+    edge_frac: float,
+    fraction: float,
+    minute: float,
+    route_kind: str,
+    seed: int,
+) -> None:
+    """Clean GPS, bundle and demand, so the route checks decide: legal and mutated routes."""
+    g, oracle = worlds[area]
+    tick = make_tick(
+        g,
+        prep(g),
+        np.random.default_rng(seed),
+        edge=min(int(edge_frac * g.n), g.n - 1),
+        fraction=fraction,
+        heading_noise_deg=0.0,
+        minute_of_week=minute,
+        fix_kind="none",
+        route_kind=route_kind,
+        other="none",
+    )
+    v = SafetyGate().check(tick)
+    _assert_sound(g, oracle, tick, v)
+    if route_kind == "forbidden":
+        assert not v.ok or len(v.route) < len(v.proposed)
+    route = list(tick.route or [])
+    if route_kind == "banned" and len(route) >= 2 and (route[0], route[1]) in oracle.banned_pairs:
+        assert Reason.ROUTE_ILLEGAL_TURN in v.reasons or v.edge_id != route[0]
 
 
 def test_fuzz_10000_inputs(worlds: dict[str, tuple[Graph, Oracle]]) -> None:
