@@ -13,6 +13,8 @@ import threading
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from safety.config import SafetyConfig
 from safety.data import check_bundle, check_demand
 from safety.inputs import BusinessArea, TickInput
@@ -30,7 +32,9 @@ _POSITION_UNUSABLE = frozenset(
 
 
 def _finite_or_none(v: object) -> float | None:
-    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+    if isinstance(v, bool | np.bool_):
+        return None
+    if isinstance(v, int | float | np.integer | np.floating) and math.isfinite(v):
         return float(v)
     return None
 
