@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from sync.errors import SyncDataError
+from sync.errors import SyncDataError, SyncStorageError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def storage_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap an ``OSError`` escaping ``fn`` (disk full, permissions) as SyncStorageError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            raise SyncStorageError(f"{fn.__qualname__}: {e}") from e
+
+    return wrapper
+
 
 HASH_BLOCK_BYTES = 1 << 20
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from sync._fs import fsync_dir, fsync_file, read_bounded, sha256_bytes, sha256_file
+from sync._fs import fsync_dir, fsync_file, read_bounded, sha256_bytes, sha256_file, storage_errors
 from sync.errors import BundleInputError, BundleVerifyError
 from sync.manifest import NO_MODEL, SCHEMA_VERSION, Composed, dump_yaml, manifest_hash
 
@@ -285,6 +285,7 @@ def check_inputs(manifest: Mapping[str, Any], inputs: BundleInputs) -> list[tupl
     return files
 
 
+@storage_errors
 def build_bundle(composed: Composed, inputs: BundleInputs, out_dir: str | Path) -> Bundle:
     """Assemble a bundle under ``out_dir/<bundle id>``; the same inputs give the same bytes."""
     manifest = composed.manifest

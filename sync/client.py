@@ -29,7 +29,14 @@ from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 from tuf.ngclient.config import UpdaterConfig as TufConfig
 from tuf.ngclient.updater import Updater as TufUpdater
 
-from sync._fs import atomic_write_bytes, copy_file_durably, fsync_dir, sha256_bytes, sha256_file
+from sync._fs import (
+    atomic_write_bytes,
+    copy_file_durably,
+    fsync_dir,
+    sha256_bytes,
+    sha256_file,
+    storage_errors,
+)
 from sync.bundle import MANIFEST_FILE, Bundle
 from sync.errors import (
     SyncDataError,
@@ -173,6 +180,7 @@ class Updater:
                 raise UpdateRejectedError(f"bundle index: bad file name {name!r}")
         return index
 
+    @storage_errors
     def pull(self) -> PullResult:
         """Bring the area's published bundle in and activate it, or raise and change nothing."""
         start_bytes = self.fetcher.bytes_received

@@ -46,7 +46,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
-from sync._fs import atomic_write_bytes, read_bounded, sha256_bytes
+from sync._fs import atomic_write_bytes, read_bounded, sha256_bytes, storage_errors
 from sync.bundle import MANIFEST_FILE, Bundle
 from sync.errors import BundleVerifyError, SyncDataError, SyncStorageError
 
@@ -180,6 +180,7 @@ class FleetRepository:
         return self._read_md(f"{v}.targets.json")
 
     # ------------------------------------------------------------------ init
+    @storage_errors
     def init(self, now: datetime) -> Path:
         """Generate the four keys and version 1 of every metadata file."""
         if (self.metadata_dir / "1.root.json").exists():
@@ -221,6 +222,7 @@ class FleetRepository:
         atomic_write_bytes(p, data)
         return True
 
+    @storage_errors
     def publish(
         self, bundle_dir: str | os.PathLike[str], area: str, now: datetime
     ) -> PublishResult:
@@ -328,12 +330,14 @@ class FleetRepository:
         self._write_md("timestamp.json", md_ts)
         return tv
 
+    @storage_errors
     def resign(self, now: datetime, *, targets: bool = False) -> None:
         """Re-sign timestamp and snapshot (and targets) with fresh expiry (cron this)."""
         with self._lock():
             self._sign_chain(now, self.published(), bump_targets=targets)
 
     # ------------------------------------------------------------------ rotation
+    @storage_errors
     def rotate_key(self, role: str, now: datetime) -> int:
         """Replace ``role``'s key: a new root version signed by the old and new root keys,
         then targets, snapshot and timestamp re-signed. Returns the new root version."""
@@ -363,6 +367,7 @@ class FleetRepository:
         log.info("rotated the %s key: root v%d", role, root.version)
         return root.version
 
+    @storage_errors
     def prune(self, now_s: float, min_age_s: float = 7 * 86400, keep_versions: int = 10) -> int:
         """Delete targets no longer signed and metadata versions older than the last
         ``keep_versions``, when older than ``min_age_s`` (a cab mid-download can finish).
@@ -394,6 +399,7 @@ class FleetRepository:
         log.info("pruned %d files from %s", removed, self.root)
         return removed
 
+    @storage_errors
     def renew_root(self, now: datetime) -> int:
         """A new root version with the same keys and a fresh expiry (needs the root key).
 

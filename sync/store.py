@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sync._fs import atomic_write_bytes, fsync_dir, fsync_file, read_bounded
+from sync._fs import atomic_write_bytes, fsync_dir, fsync_file, read_bounded, storage_errors
 from sync.bundle import Bundle
 from sync.errors import BundleVerifyError, HealthCheckError, SyncStorageError
 
@@ -151,6 +151,7 @@ class BundleStore:
         return self.staging_dir / bundle_id
 
     # ------------------------------------------------------------------ install
+    @storage_errors
     def install(self, staged: Path, bundle_id: str) -> Bundle:
         """Move a fully staged bundle into ``bundles/`` (one rename), after verifying it.
 
@@ -244,6 +245,7 @@ class BundleStore:
         fsync_dir(path.parent)
         shutil.rmtree(dest, ignore_errors=True)
 
+    @storage_errors
     def gc(self, keep_staging: str | None = None) -> list[str]:
         """Delete bundles other than the current and the last good one, and stale staging.
 
