@@ -101,6 +101,8 @@ class ValueTable:
     values: F64  # (rows, n); rows >= n_layers are the terminal 0
     cont: F64  # (rows_c, n_cells + 1): expected value after a drop-off from each pickup cell
     pickup_prob: F64  # (n_slots, n)
+    rate_h: F64  # (n_slots, n) hails per hour
+    window_s: F64  # (n,) W: how long a waiting hail stays available
     fare: F64  # (n,)
     cost: F64  # (n,) driving cost of traversing each link
     cell: I64  # (n,) pickup cell column into ``cont`` (n_cells for links without demand)
@@ -321,6 +323,8 @@ def solve_table(
         values=values,
         cont=cont,
         pickup_prob=pickup_prob,
+        rate_h=rate,
+        window_s=window_s,
         fare=fare,
         cost=cost,
         cell=cell,
@@ -335,8 +339,12 @@ def solve_table(
     )
 
 
-def action_values(table: ValueTable, layer: int, links: I64) -> F64:
-    """Q of entering each of ``links`` at ``layer`` (no legality mask applied)."""
+def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None = None) -> F64:
+    """Q of entering each of ``links`` at ``layer`` (no legality mask applied).
+
+    ``age_s`` (per link of ``links``, optional): seconds since a vacant cab last passed the
+    link, when known (the cab's own history, or the fleet's): the waiting hails then built up
+    for ``min(W, age)`` only, not ``W``."""
     prep = table.prep
     dt = prep.step_s
     k = min(max(layer, 0), table.n_layers - 1)
@@ -352,13 +360,28 @@ def action_values(table: ValueTable, layer: int, links: I64) -> F64:
         table.cell[links],
         table.slope_c[k],
     )
-    p = table.pickup_prob[table.layer_slot[k], links]
+    if age_s is None:
+        p = table.pickup_prob[table.layer_slot[k], links]
+    else:
+        window = np.minimum(table.window_s[links], np.maximum(age_s, 0.0))
+        rate = table.rate_h[table.layer_slot[k], links]
+        p = -np.expm1(-rate * (prep.tau_s[links] + window) / 3600.0)
     return np.asarray(p * (table.fare[links] + c_next) + (1.0 - p) * v_next - table.cost[links])
 
 
-def best_next(table: ValueTable, link: int, t_rel_s: float) -> int:
+def best_next(
+    table: ValueTable,
+    link: int,
+    t_rel_s: float,
+    last_pass_s: F64 | None = None,
+    own_passes: dict[int, float] | None = None,
+) -> int:
     """Best legal successor of ``link`` when leaving it ``t_rel_s`` after the table's start,
-    or -1 when none may be entered (never returns a link that is not allowed then)."""
+    or -1 when none may be entered (never returns a link that is not allowed then).
+
+    ``last_pass_s`` (per local link, seconds after the table's start, ``-inf`` if unknown) and
+    ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link.
+    """
     prep = table.prep
     lo, hi = int(prep.arc_offsets[link]), int(prep.arc_offsets[link + 1])
     if hi == lo:
@@ -368,7 +391,19 @@ def best_next(table: ValueTable, link: int, t_rel_s: float) -> int:
     if not ok.any():
         return -1
     layer = math.floor(t_rel_s / prep.step_s + 0.5)
-    q = action_values(table, layer, succ)
+    age = None
+    if last_pass_s is not None or own_passes:
+        last = (
+            np.asarray(last_pass_s[succ], dtype=np.float64)
+            if last_pass_s is not None
+            else np.full(succ.shape[0], -np.inf)
+        )
+        if own_passes:
+            for j, f in enumerate(succ.tolist()):
+                if f in own_passes:
+                    last[j] = max(last[j], own_passes[f])
+        age = t_rel_s - last
+    q = action_values(table, layer, succ, age)
     q = np.where(ok, q, -np.inf)
     return int(succ[int(np.argmax(q))])
 
@@ -380,22 +415,26 @@ def follow(
     min_length_m: float,
     min_duration_s: float,
     max_edges: int,
+    last_pass_s: F64 | None = None,
 ) -> tuple[list[int], float, float]:
-    """Greedy route from the table's policy: (local links, length_m, duration_s)."""
+    """Route read out of the table's policy: (local links, length_m, duration_s). The route's
+    own earlier passes count as vacant passes (a block driven twice finds fewer hails)."""
     prep = table.prep
     horizon_s = table.n_layers * prep.step_s
     route: list[int] = []
     length = 0.0
     t = t0_rel_s
     e = start
+    own: dict[int, float] = {start: t0_rel_s}
     while len(route) < max_edges and t < horizon_s:
         if length >= min_length_m and t - t0_rel_s >= min_duration_s:
             break
-        f = best_next(table, e, t)
+        f = best_next(table, e, t, last_pass_s, own)
         if f < 0:
             break
         route.append(f)
         length += float(prep.length_m[f])
         t += float(prep.tau_s[f])
+        own[f] = t
         e = f
     return route, length, t - t0_rel_s

@@ -278,6 +278,19 @@ def next_link(table: ValueTable, edge_id: int, minute_of_week: float) -> int:
     return -1 if f < 0 else int(table.prep.graph.edge_id[f])
 
 
+def policy_step(
+    table: ValueTable,
+    local_link: int,
+    t_rel_s: float,
+    last_pass_s: npt.NDArray[np.float64] | None = None,
+) -> int:
+    """:func:`next_link` in the table's local indices and seconds after its start (for
+    simulators stepping many cabs on the table's own graph); -1 when nothing may be entered.
+    ``last_pass_s``: per local link, when a vacant cab last passed it (seconds after the
+    table's start, ``-inf`` if unknown)."""
+    return best_next(table, local_link, max(t_rel_s, 0.0), last_pass_s)
+
+
 def plan_cruise(
     graph: Graph,
     demand: TickDemand,
@@ -431,6 +444,7 @@ __all__ = [
     "plan_cruise",
     "plan_from_fix",
     "plan_from_table",
+    "policy_step",
     "solve",
     "speed_factor_from_demand",
 ]

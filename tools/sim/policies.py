@@ -1,0 +1,257 @@
+"""What a vacant cab does at the end of a link: the four policies compared.
+
+Every policy chooses only among legal successors (turns) that a cruising taxi may enter at that
+minute (``World.allowed``), so no policy is ever given an illegal edge.
+
+* ``random``: a uniformly random allowed successor.
+* ``greedy``: the successor with the highest one-step expected revenue ``P_f F_f`` (the
+  planner's pickup model and the simulated rates), ties broken at random.
+* ``hotspot``: the usual drivers' heuristic: head for the nearest (by travel time) of the
+  links with the highest expected demand now (the top ``hotspot_top_share`` of cruisable
+  links), along the fastest legal path; on arrival, the next nearest other hotspot.
+* ``nagashi``: the planner. Every ``replan_s`` the MDP is solved once for the whole area (what
+  each cab's own plan would compute over its 3 km radius, which covers Midtown) with the
+  fleet's supply map (vacant passes per link and hour over the last ``supply_window_s``, what a
+  fleet server knows from its cabs' logs) and each cab follows ``argmax Q`` from where it is.
+  ``nagashi-lone`` is the ablation without the supply map (every cab plans as if alone).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+
+from agent.planner import ValueTable, policy_step, solve
+from tiles.conditional import MINUTES_PER_WEEK
+from tools.sim.world import World
+
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+POLICIES = ("random", "hotspot", "greedy", "nagashi")
+
+
+class Allowed:
+    """Cruise-allowed mask per minute of week (cached: windows change per minute)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._cache: dict[int, Bool] = {}
+
+    def at(self, t_s: float) -> Bool:
+        m = math.floor(self.world.minute_at(t_s)) % MINUTES_PER_WEEK
+        hit = self._cache.get(m)
+        if hit is None:
+            hit = self.world.cruisable & ~self.world.graph.closed_at(m)
+            if len(self._cache) > 512:
+                self._cache.clear()
+            self._cache[m] = hit
+        return hit
+
+    def successors(self, link: int, t_s: float) -> list[int]:
+        ok = self.at(t_s)
+        return [f for f in self.world.succ[link] if ok[f]]
+
+
+class Fleet(Protocol):
+    """What a policy may know about the fleet (the nagashi supply map)."""
+
+    last_pass_s: npt.NDArray[np.float64]  # per link: end of its last vacant pass (-inf)
+
+    def vacant_passes(self, since_s: float) -> npt.NDArray[np.int64]:
+        """Links traversed vacant by the fleet's cabs since ``since_s`` (one entry a pass)."""
+        ...
+
+
+class Policy:
+    name = "base"
+
+    def __init__(self, world: World, allowed: Allowed, rng: np.random.Generator, m: float):
+        self.world = world
+        self.allowed = allowed
+        self.rng = rng
+        self.multiplier = m
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        raise NotImplementedError
+
+    def reset_taxi(self, taxi: int) -> None:
+        """The cab became vacant somewhere new (after a drop-off)."""
+
+
+class RandomPolicy(Policy):
+    name = "random"
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        succ = self.allowed.successors(link, t_s)
+        if not succ:
+            return -1
+        return succ[int(self.rng.integers(len(succ)))]
+
+
+class _RatesBySlot:
+    def __init__(self, world: World, m: float) -> None:
+        self.world = world
+        self.m = m
+        self._slot = -1
+        self.rate: F64 = np.zeros(world.n)
+
+    def at(self, t_s: float) -> F64:
+        slot = math.floor(self.world.minute_at(t_s) // 30)
+        if slot != self._slot:
+            self.rate = self.world.rates(self.world.minute_at(t_s), self.m)
+            self._slot = slot
+        return self.rate
+
+
+class GreedyPolicy(Policy):
+    name = "greedy"
+
+    def __init__(self, world: World, allowed: Allowed, rng: np.random.Generator, m: float):
+        super().__init__(world, allowed, rng, m)
+        self.rates = _RatesBySlot(world, m)
+        fare = world.table.fare_mean[world.graph.edge_id].astype(np.float64)
+        self.fare = fare
+        self.window_s = world.params.hail_window_s
+        self._slot = -2
+        self.gain: F64 = np.zeros(world.n)
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        succ = self.allowed.successors(link, t_s)
+        if not succ:
+            return -1
+        rate = self.rates.at(t_s)
+        if self._slot != self.rates._slot:
+            p = -np.expm1(-rate * (self.world.tau_s + self.window_s) / 3600.0)
+            self.gain = p * self.fare
+            self._slot = self.rates._slot
+        g = [self.gain[f] for f in succ]
+        best = max(g)
+        ties = [f for f, v in zip(succ, g, strict=True) if v == best]
+        return ties[int(self.rng.integers(len(ties)))] if len(ties) > 1 else ties[0]
+
+
+class HotspotPolicy(Policy):
+    name = "hotspot"
+
+    def __init__(self, world: World, allowed: Allowed, rng: np.random.Generator, m: float):
+        super().__init__(world, allowed, rng, m)
+        self.rates = _RatesBySlot(world, m)
+        self.paths: dict[int, list[int]] = {}
+        self._slot = -2
+        self.hot: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        src, dst = world.graph.turn_pairs
+        self.src = src
+        self.dst = dst
+        self._csr_key = b""
+        self._csr = sp.csr_matrix((world.n, world.n))
+
+    def _hotspots(self, t_s: float) -> npt.NDArray[np.int64]:
+        rate = self.rates.at(t_s)
+        if self._slot != self.rates._slot:
+            cand = np.flatnonzero(self.world.cruisable)
+            k = max(1, round(self.world.config.hotspot_top_share * cand.size))
+            order = np.lexsort((cand, -rate[cand]))
+            self.hot = cand[order[:k]]
+            self._slot = self.rates._slot
+        return self.hot
+
+    def _line_graph(self, t_s: float) -> sp.csr_matrix:
+        ok = self.allowed.at(t_s)
+        key = ok.tobytes()
+        if self._csr_key != key:
+            keep = ok[self.dst]
+            n = self.world.n
+            w = np.maximum(self.world.tau_s[self.dst[keep]], 1e-9)
+            self._csr = sp.csr_matrix((w, (self.src[keep], self.dst[keep])), shape=(n, n))
+            self._csr_key = key
+        return self._csr
+
+    def _retarget(self, link: int, t_s: float) -> list[int]:
+        m = self._line_graph(t_s)
+        dist, pred = dijkstra(m, directed=True, indices=link, return_predecessors=True)
+        hot = self._hotspots(t_s)
+        hot = hot[(hot != link) & np.isfinite(dist[hot])]
+        if hot.size == 0:
+            return []
+        target = int(hot[int(np.argmin(dist[hot]))])
+        path = [target]
+        while path[-1] != link:
+            p = int(pred[path[-1]])
+            if p < 0:
+                return []
+            path.append(p)
+        path.reverse()
+        return path[1:]
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        path = self.paths.get(taxi)
+        ok = self.allowed.at(t_s)
+        if not path or path[0] not in self.world.succ[link] or not ok[path[0]]:
+            path = self._retarget(link, t_s)
+            self.paths[taxi] = path
+        if not path:
+            succ = self.allowed.successors(link, t_s)
+            return succ[int(self.rng.integers(len(succ)))] if succ else -1
+        return path.pop(0)
+
+    def reset_taxi(self, taxi: int) -> None:
+        self.paths.pop(taxi, None)
+
+
+class NagashiPolicy(Policy):
+    name = "nagashi"
+
+    def __init__(
+        self,
+        world: World,
+        allowed: Allowed,
+        rng: np.random.Generator,
+        m: float,
+        supply: bool = True,
+    ):
+        super().__init__(world, allowed, rng, m)
+        self.table: ValueTable | None = None
+        self.t0 = -math.inf
+        self.use_supply = supply
+
+    def _supply(self, t_s: float, fleet: Fleet) -> F64:
+        """Vacant passes per hour on each link over the last ``supply_window_s`` (the fleet
+        server's view of its own cabs, which includes this cab's own recent passes)."""
+        window = min(self.world.config.supply_window_s, max(t_s, 1.0))
+        passes = fleet.vacant_passes(t_s - window)
+        counts = np.bincount(passes, minlength=self.world.n).astype(np.float64)
+        return counts * (3600.0 / window)
+
+    def _solve(self, t_s: float, fleet: Fleet) -> ValueTable:
+        w = self.world
+        minute = w.minute_at(t_s)
+        demand = w.tick_demand(minute, self.multiplier)
+        supply = self._supply(t_s, fleet) if self.use_supply else None
+        return solve(w.graph, demand, minute, w.params, supply_per_h=supply)
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        if self.table is None or t_s - self.t0 >= self.world.config.replan_s:
+            self.table = self._solve(t_s, fleet)
+            self.t0 = t_s
+        last = fleet.last_pass_s - self.t0 if self.use_supply else None
+        return policy_step(self.table, link, t_s - self.t0, last)
+
+
+def make_policy(name: str, world: World, allowed: Allowed, seed: int, multiplier: float) -> Policy:
+    factories: dict[str, Callable[[], Policy]] = {
+        "random": lambda: RandomPolicy(world, allowed, rng, multiplier),
+        "greedy": lambda: GreedyPolicy(world, allowed, rng, multiplier),
+        "hotspot": lambda: HotspotPolicy(world, allowed, rng, multiplier),
+        "nagashi": lambda: NagashiPolicy(world, allowed, rng, multiplier),
+        "nagashi-lone": lambda: NagashiPolicy(world, allowed, rng, multiplier, supply=False),
+    }
+    if name not in factories:
+        raise ValueError(f"unknown policy {name!r}")
+    rng = np.random.default_rng([seed, 0x9011C7, sum(map(ord, name))])
+    return factories[name]()

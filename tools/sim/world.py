@@ -1,0 +1,246 @@
+"""The simulated world: road graph, demand rates, passengers (seeded), and their calibration.
+
+Demand share. The DemandTable's rates are absolute: the whole yellow fleet's pickups in the
+area (~8,000 an hour at midday in Midtown). A simulation of ``N`` cabs plays a share of that
+world: ``share = N * trips_per_taxi_h / mean observed area rate over the shift``, with
+``trips_per_taxi_h`` = 485,000 trips a day / (13,437 medallions * 24 h) = 1.50 (TLC 2014
+Taxicab Fact Book, the figures the demand table's scale factor uses): the simulated fleet has
+the trips per cab-hour of the real one.
+
+Calibration. Trip records hold *served* trips only; a passenger who gives up before a cab
+passes leaves no record. Passengers therefore arrive at ``m * share * λ_obs(link, slot)`` with
+the multiplier ``m >= 1`` set by a fixed point: simulate the reference fleet (``hotspot``,
+the usual drivers' heuristic) on calibration seeds, measure served trips per hour, and update
+``m <- m * target / served`` until served trips reproduce ``share * observed pickups`` within
+``tolerance``. Every policy is then evaluated against the same arrival process.
+
+Passengers (per seed, independent of the policy: common random numbers): Poisson arrivals per
+link and 30-minute slot, exponential patience (mean ``patience_s``), a fare drawn from a
+log-normal matched to the link's observed 10/50/90 % fare quantiles, a trip duration and
+distance scaling the link's observed means by ``fare / mean fare`` (metered fares grow with
+both), and a drop-off cell from the observed drop-off distribution of the pickup cell; the
+drop-off link is a uniform cruisable link of that cell. A trip ending outside the area brings
+the cab back empty after as long again, onto a cruisable link near the area's edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.planner import PlannerParams
+from models.demand import SLOT_MINUTES, DemandTable, TickDemand, tick_demand_from_table
+from tiles.graph import Graph
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bool = npt.NDArray[np.bool_]
+
+#: TLC 2014 Taxicab Fact Book: 485,000 trips a day, 13,437 medallions
+TRIPS_PER_TAXI_H = 485_000.0 / (13_437 * 24.0)
+#: z of the 10 % / 90 % quantiles of a normal distribution
+Z90 = 1.2815515655446004
+#: how close to the area's bounding box a link must be to receive cabs coming back from outside
+EDGE_BAND_M = 300.0
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated shift (times are local; the shift starts at ``start_minute_of_week``)."""
+
+    taxis: int = 30
+    #: cabs driving the policy under test; the others drive ``calibrate_with``
+    test_taxis: int = 5
+    hours: float = 4.0
+    start_minute_of_week: float = 1 * 1440 + 8 * 60  # Tuesday 08:00
+    patience_s: float = PlannerParams.patience_s
+    trips_per_taxi_h: float = TRIPS_PER_TAXI_H
+    replan_s: float = 60.0  # nagashi cabs replan this often (the agent's tick)
+    supply_window_s: float = 900.0  # the supply map counts vacant passes over this window
+    hotspot_top_share: float = 0.05  # hotspots: this share of cruisable links, by demand now
+    dead_end_wait_s: float = 60.0
+    calibrate_with: str = "hotspot"
+    calibration_seeds: int = 2
+    calibration_rounds: int = 8
+    calibration_tolerance: float = 0.03
+    max_multiplier: float = 20.0
+
+    def __post_init__(self) -> None:
+        if (
+            self.taxis < 1
+            or not self.test_taxis >= 1
+            or self.hours <= 0
+            or self.replan_s <= 0
+            or self.patience_s <= 0
+        ):
+            raise ValueError("taxis, hours, replan_s and patience_s must be positive")
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """Everything a run needs that does not depend on the seed or the policy."""
+
+    graph: Graph
+    table: DemandTable
+    config: SimConfig
+    params: PlannerParams  # what the nagashi cabs plan with (and greedy's pickup model)
+    tau_s: F64  # cruising traversal time per local link
+    length_m: F64
+    cruisable: Bool
+    succ: tuple[tuple[int, ...], ...]  # legal successors per local link (turns)
+    edge_band: I64  # cruisable links near the area's edge (re-entry from outside)
+    cell_links: tuple[I64, ...]  # cruisable local links per demand cell
+    share: float
+    observed_area_rate_h: float  # mean over the shift of the table's area rate
+
+    @property
+    def n(self) -> int:
+        return int(self.tau_s.shape[0])
+
+    @property
+    def shift_s(self) -> float:
+        return self.config.hours * 3600.0
+
+    def minute_at(self, t_s: float) -> float:
+        return self.config.start_minute_of_week + t_s / 60.0
+
+    def rates(self, minute_of_week: float, multiplier: float) -> F64:
+        """Arrival rates (per hour) of the simulated world on every local link."""
+        r = self.table.rates(self.graph.edge_id, [math.floor(minute_of_week)])[0]
+        return np.asarray(r, dtype=np.float64) * (self.share * multiplier)
+
+    def tick_demand(self, minute_of_week: float, multiplier: float) -> TickDemand:
+        """What a nagashi cab sees: the table cut for the horizon, at the simulated rates."""
+        horizon_min = math.ceil(self.params.horizon_s / 60.0) + 1
+        tick = tick_demand_from_table(
+            self.table, self.graph.edge_id, math.floor(minute_of_week), horizon_min
+        )
+        scaled = (tick.pickups_per_h * np.float32(self.share * multiplier)).astype(np.float32)
+        return dataclasses.replace(tick, pickups_per_h=scaled)
+
+
+def build_world(graph: Graph, table: DemandTable, config: SimConfig, speed_factor: float) -> World:
+    n = graph.n
+    tau = graph.travel_time_s / speed_factor
+    cruisable = graph.cruise_allowed()
+    src, dst = graph.turn_pairs
+    order = np.lexsort((dst, src))
+    src, dst = src[order], dst[order]
+    bounds = np.searchsorted(src, np.arange(n + 1))
+    succ = tuple(tuple(int(x) for x in dst[bounds[i] : bounds[i + 1]]) for i in range(n))
+    mid_lon = (graph.u_lon + graph.v_lon) / 2
+    mid_lat = (graph.u_lat + graph.v_lat) / 2
+    lon0, lon1 = float(graph.u_lon.min()), float(graph.u_lon.max())
+    lat0, lat1 = float(graph.u_lat.min()), float(graph.u_lat.max())
+    band_lat = EDGE_BAND_M / 111_195.0
+    band_lon = band_lat / math.cos(math.radians((lat0 + lat1) / 2))
+    near = (
+        (mid_lon < lon0 + band_lon)
+        | (mid_lon > lon1 - band_lon)
+        | (mid_lat < lat0 + band_lat)
+        | (mid_lat > lat1 - band_lat)
+    )
+    edge_band = np.flatnonzero(near & cruisable).astype(np.int64)
+    if edge_band.size == 0:
+        edge_band = np.flatnonzero(cruisable).astype(np.int64)
+    cells = table.edge_cell[graph.edge_id].astype(np.int64)
+    cell_links = tuple(
+        np.flatnonzero((cells == c) & cruisable).astype(np.int64) for c in range(table.grid.n_cells)
+    )
+    steps = np.arange(0.0, config.hours * 60.0, SLOT_MINUTES / 2)
+    minutes = (config.start_minute_of_week + steps).astype(np.int64)
+    area_rate = float(table.rates(graph.edge_id, minutes).sum(axis=1).mean())
+    share = config.taxis * config.trips_per_taxi_h / area_rate if area_rate > 0 else 0.0
+    params = PlannerParams(speed_factor=speed_factor, patience_s=config.patience_s)
+    return World(
+        graph=graph,
+        table=table,
+        config=config,
+        params=params,
+        tau_s=tau,
+        length_m=np.asarray(graph.length_m, dtype=np.float64),
+        cruisable=cruisable,
+        succ=succ,
+        edge_band=edge_band,
+        cell_links=cell_links,
+        share=share,
+        observed_area_rate_h=area_rate,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Passengers:
+    """Passengers of one seeded shift, sorted by (link, arrival); offsets per local link."""
+
+    link: I64
+    arrive_s: F64
+    leave_s: F64  # arrival + patience
+    fare: F64
+    duration_s: F64
+    distance_m: F64
+    dropoff_link: I64  # where the cab is vacant again (re-entry link after an outside trip)
+    outside: npt.NDArray[np.bool_]  # the trip ends outside the area
+    offsets: I64  # (n+1,)
+
+    @property
+    def count(self) -> int:
+        return int(self.link.shape[0])
+
+
+def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
+    rng = np.random.default_rng([seed, 0x5EED])
+    t = world.table
+    g = world.graph
+    n = world.n
+    links: list[I64] = []
+    times: list[F64] = []
+    piece_s = SLOT_MINUTES * 60.0
+    start = 0.0
+    while start < world.shift_s:
+        # pieces aligned to the demand slots
+        minute = world.minute_at(start)
+        to_slot_end = (SLOT_MINUTES - (minute % SLOT_MINUTES)) * 60.0
+        length = min(to_slot_end, piece_s, world.shift_s - start)
+        rate = world.rates(minute, multiplier)
+        counts = rng.poisson(rate * length / 3600.0)
+        idx = np.repeat(np.arange(n, dtype=np.int64), counts)
+        links.append(idx)
+        times.append(start + rng.uniform(0.0, length, idx.shape[0]))
+        start += length
+    link = np.concatenate(links) if links else np.zeros(0, dtype=np.int64)
+    arrive = np.concatenate(times) if times else np.zeros(0)
+    order = np.lexsort((arrive, link))
+    link, arrive = link[order], arrive[order]
+    m = link.shape[0]
+    leave = arrive + rng.exponential(world.config.patience_s, m)
+    gid = g.edge_id[link].astype(np.int64)
+    q = t.fare_quantiles[gid].astype(np.float64)
+    q10 = np.maximum(q[:, 0], 0.5)
+    q50 = np.maximum(q[:, 1], q10)
+    q90 = np.maximum(q[:, 2], q50)
+    sigma = np.maximum(np.log(q90 / q10) / (2 * Z90), 1e-6)
+    fare = np.exp(np.log(q50) + sigma * rng.standard_normal(m))
+    mean_fare = np.maximum(t.fare_mean[gid].astype(np.float64), 0.5)
+    ratio = fare / mean_fare
+    duration = np.maximum(t.trip_duration_s[gid].astype(np.float64) * ratio, 60.0)
+    distance = t.trip_distance_m[gid].astype(np.float64) * ratio
+    cells = t.edge_cell[gid].astype(np.int64)
+    cum = np.cumsum(t.dropoff[cells].astype(np.float64), axis=1)
+    u = rng.uniform(0.0, 1.0, m) * cum[:, -1]
+    dcell = (cum < u[:, None]).sum(axis=1)
+    n_cells = t.grid.n_cells
+    u2 = np.asarray(rng.uniform(0.0, 1.0, m), dtype=np.float64)
+    drop = np.full(m, -1, dtype=np.int64)
+    for i in np.flatnonzero(dcell < n_cells):
+        cand = world.cell_links[int(dcell[i])]
+        if cand.size:
+            drop[i] = int(cand[min(int(u2[i] * cand.size), cand.size - 1)])
+    outside = drop < 0
+    band = world.edge_band
+    drop[outside] = band[rng.integers(0, band.size, int(outside.sum()))]
+    offsets = np.searchsorted(link, np.arange(n + 1)).astype(np.int64)
+    return Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
