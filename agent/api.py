@@ -62,10 +62,12 @@ class AgentState:
     last_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def publish(self, instruction: Instruction) -> None:
+    def publish(self, instruction: Instruction, *, tick: bool = True) -> None:
+        """Show ``instruction``; ``tick=False`` for a position update between planning ticks."""
         with self.lock:
             self.instruction = instruction
-            self.ticks += 1
+            if tick:
+                self.ticks += 1
 
     def snapshot(self) -> tuple[Instruction, dict[str, Any], TileStore | None, int]:
         with self.lock:

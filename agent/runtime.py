@@ -336,9 +336,8 @@ class Agent:
         if ins.kind == "waiting":
             return
         heading = fix.heading_deg if fix.heading_deg is not None else ins.heading_deg
-        self.state.publish(
-            dataclasses.replace(ins, position=(fix.lon, fix.lat), heading_deg=heading)
-        )
+        moved = dataclasses.replace(ins, position=(fix.lon, fix.lat), heading_deg=heading)
+        self.state.publish(moved, tick=False)
 
     def _tick(self, inputs: TickInputs, track: list[list[float | None]]) -> None:
         result = decide(self.bundle, inputs, self.gate)

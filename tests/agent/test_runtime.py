@@ -55,8 +55,8 @@ def test_the_loop_plans_logs_and_publishes(drive_run: dict[str, Any]) -> None:
         if t["instruction"]["kind"] == "fallback":
             assert t["instruction"]["reason_codes"] and t["instruction"]["message"]
     # the page's instruction is the last tick's, the cab moved on with the last fix
-    last = drive_run["state"].snapshot()[0]
-    assert last.tick_seq == ticks[-1]["seq"]
+    last, _, _, n_ticks = drive_run["state"].snapshot()
+    assert last.tick_seq == ticks[-1]["seq"] and n_ticks == len(ticks)
     assert drive_run["shown"][-1].tick_seq == ticks[-1]["seq"]
     # no server configured: every record waits in the outbox
     assert summary.outbox_remaining == len(recs)

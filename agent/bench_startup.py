@@ -1,0 +1,135 @@
+"""Agent start-up to first instruction on Manhattan, and steady RSS while replaying a drive.
+
+Starts ``nagashi agent run`` as a child process (Python start, imports, bundle load, API, first
+fix) on the Manhattan bundle and the recorded Midtown drive, and measures:
+
+* ``startup_s``: from spawning the process to the API serving an instruction of a logged tick
+  (polled every 10 ms), the driver's wait; ``first_tick_in_process_s``: from the loop's start to
+  the first published instruction, as the agent itself measured it;
+* ``steady_rss_mb``: the median resident set size over the second half of ``--seconds`` of
+  replay at ``--speed`` (planning every 5 s of trace time), and ``peak_rss_mb``.
+
+Goals (issue 7): start-up under 2 s, steady RSS under 250 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import psutil
+
+from agent.demo import DRIVE_FIXTURE, REPO, ensure_manhattan_bundle
+
+GOAL_STARTUP_S = 2.0
+GOAL_RSS_MB = 250.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle-dir", default=None, help="bundle (default: build the demo's)")
+    p.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--work-dir", default=str(Path.home() / ".cache" / "nagashi" / "demo"))
+    p.add_argument("--seconds", type=float, default=20.0, help="wall seconds of replay for RSS")
+    p.add_argument("--speed", type=float, default=10.0, help="replay speed while sampling RSS")
+
+
+def _wait_url(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.search(r"tablet page: (http://127\.0\.0\.1:\d+)/", line)
+        if m:
+            return m.group(1)
+    raise RuntimeError("the agent exited before serving its API")
+
+
+def _drain(pipe: IO[str] | None, into: list[str] | None) -> None:
+    if pipe is None:
+        return
+    for line in pipe:
+        if into is not None:
+            into.append(line)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    bundle = (
+        Path(args.bundle_dir)
+        if args.bundle_dir
+        else ensure_manhattan_bundle(Path(args.shared_data).resolve(), Path(args.work_dir))
+    )
+    with tempfile.TemporaryDirectory(prefix="nagashi-bench-") as tmp:
+        cmd = [
+            sys.executable, "-m", "tools.cli", "agent", "run", "--bundle-dir", str(bundle),
+            "--gps", str(DRIVE_FIXTURE), "--speed", str(args.speed), "--api", "127.0.0.1:0",
+            "--data-dir", tmp, "--quiet", "--json",
+        ]  # fmt: skip
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        killer = threading.Timer(args.seconds + 120, proc.kill)
+        killer.start()
+        try:
+            url = _wait_url(proc)
+            # drain both pipes in threads, so the child never blocks on a full pipe
+            collected: list[str] = []
+            readers = [
+                threading.Thread(target=_drain, args=(proc.stderr, None), daemon=True),
+                threading.Thread(target=_drain, args=(proc.stdout, collected), daemon=True),
+            ]
+            for r in readers:
+                r.start()
+            with httpx.Client(timeout=5) as client:
+                while True:
+                    ins = client.get(url + "/v1/instruction").json()
+                    if ins.get("tick_seq") is not None:
+                        startup_s = time.monotonic() - t0
+                        break
+                    if proc.poll() is not None:
+                        raise RuntimeError("the agent exited before its first instruction")
+                    time.sleep(0.01)
+                p = psutil.Process(proc.pid)
+                samples: list[tuple[float, float]] = []
+                t_end = time.monotonic() + args.seconds
+                while time.monotonic() < t_end and proc.poll() is None:
+                    samples.append((time.monotonic(), p.memory_info().rss / 2**20))
+                    time.sleep(0.5)
+                ticks = int(client.get(url + "/v1/status").json()["ticks"])
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            for r in readers:
+                r.join(timeout=10)
+            out = "".join(collected)
+        finally:
+            killer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+    summary = json.loads(out[out.index("{") :]) if "{" in out else {}
+    half = [rss for t, rss in samples if t >= samples[0][0] + args.seconds / 2] or [
+        rss for _, rss in samples
+    ]
+    steady = statistics.median(half)
+    peak = max(rss for _, rss in samples)
+    return {
+        "bundle": bundle.name[:12],
+        "startup_s": round(startup_s, 3),
+        "first_tick_in_process_s": summary.get("first_instruction_s"),
+        "steady_rss_mb": round(steady, 1),
+        "peak_rss_mb": round(peak, 1),
+        "rss_samples": len(samples),
+        "replay_speed": args.speed,
+        "ticks_during_sampling": ticks,
+        "goal_startup_s": GOAL_STARTUP_S,
+        "goal_rss_mb": GOAL_RSS_MB,
+        "meets_goals": startup_s < GOAL_STARTUP_S and steady < GOAL_RSS_MB,
+    }
