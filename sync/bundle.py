@@ -7,8 +7,9 @@ lists every other file with its sha256 and size. Once written it is never modifi
     tiles.sqlite         road tiles
     demand/demand.npz    statistical demand (DemandTable)
     demand/demand.json
+    demand/model.json    predicted-demand spec and release-gate decision (when models/ wrote one)
     demand/model.onnx    predicted demand (only when predicted_demand.version is not "none")
-    demand/model.json
+    demand/features.npz  its static per-link features
     params.yaml          planner / safety parameters
     area.geojson         business area polygon (lon, lat)
     ATTRIBUTION.txt      © OpenStreetMap contributors (ODbL 1.0)
@@ -16,8 +17,8 @@ lists every other file with its sha256 and size. Once written it is never modifi
 Version checks at build time (a mismatch refuses the build): the tile database's
 ``source_sha256`` equals ``road_network.source_sha256``; ``demand/demand.json`` has
 ``version == statistical_demand.version`` and ``network_sha256`` equal to the tiles'
-``source_sha256``; ``demand/model.json`` has ``version == predicted_demand.version`` (and the
-model is absent when that is ``"none"``); ``params.yaml`` has ``version ==
+``source_sha256``; ``demand/model.json`` has ``version == predicted_demand.version`` and
+``shipped: true`` (and no shipped model when that is ``"none"``); ``params.yaml`` has ``version ==
 planner_parameters.version`` (and ``cost_features_version == cost_features.version`` when it
 names one); ``area.geojson`` has a top-level ``"version"`` equal to ``business_area.version``.
 """
@@ -47,7 +48,8 @@ MANIFEST_FILE = "manifest.yaml"
 TILES_FILE = "tiles.sqlite"
 DEMAND_DIR = "demand"
 DEMAND_FILES = ("demand.npz", "demand.json")
-MODEL_FILES = ("model.onnx", "model.json")
+MODEL_JSON = "model.json"
+MODEL_SHIPPED_FILES = ("model.onnx", "features.npz")  # present only when the gate passed
 PARAMS_FILE = "params.yaml"
 AREA_FILE = "area.geojson"
 ATTRIBUTION_FILE = "ATTRIBUTION.txt"
@@ -124,8 +126,8 @@ class Bundle:
 
     @property
     def onnx_path(self) -> Path | None:
-        p = self.path / DEMAND_DIR / MODEL_FILES[0]
-        return p if f"{DEMAND_DIR}/{MODEL_FILES[0]}" in self.files else None
+        p = self.path / DEMAND_DIR / MODEL_SHIPPED_FILES[0]
+        return p if f"{DEMAND_DIR}/{MODEL_SHIPPED_FILES[0]}" in self.files else None
 
     @property
     def params_path(self) -> Path:
@@ -229,6 +231,45 @@ def _mismatch(what: str, got: Any, want: Any) -> BundleInputError:
     return BundleInputError(f"refusing to build: {what} is {got!r}, the manifest says {want!r}")
 
 
+def _model_files(want: str, demand_dir: Path) -> list[tuple[str, Path]]:
+    """The predicted-demand files to ship, checked against ``predicted_demand.version``.
+
+    models/ writes ``model.json`` (with ``shipped`` saying whether the model passed the release
+    gate) and, when it passed, ``model.onnx`` + ``features.npz``.
+    """
+    model_json = demand_dir / MODEL_JSON
+    doc = _read_json(model_json, "model spec") if model_json.exists() else None
+    shipped = bool(doc and doc.get("shipped", False))
+    out: list[tuple[str, Path]] = []
+    if doc is not None:
+        out.append((f"{DEMAND_DIR}/{MODEL_JSON}", model_json))
+    if want == NO_MODEL:
+        if shipped:
+            raise BundleInputError(
+                "refusing to build: the demand directory ships model "
+                f"{doc and doc.get('version')!r}, the manifest says predicted_demand.version "
+                f"is {NO_MODEL!r}"
+            )
+        for name in MODEL_SHIPPED_FILES:
+            if (demand_dir / name).exists():
+                log.warning("predicted_demand is 'none': leaving %s out", demand_dir / name)
+        return out
+    if doc is None:
+        raise BundleInputError(f"predicted demand {want!r} needs {model_json}: model spec missing")
+    if doc.get("version") != want:
+        raise _mismatch("predicted_demand.version (model.json)", doc.get("version"), want)
+    if not shipped:
+        raise BundleInputError(
+            f"refusing to build: model {want!r} did not pass the release gate (model.json "
+            "shipped is false); set predicted_demand.version to 'none'"
+        )
+    for name in MODEL_SHIPPED_FILES:
+        if not (demand_dir / name).is_file():
+            raise BundleInputError(f"predicted demand {want!r} needs {demand_dir / name}")
+        out.append((f"{DEMAND_DIR}/{name}", demand_dir / name))
+    return out
+
+
 def check_inputs(manifest: Mapping[str, Any], inputs: BundleInputs) -> list[tuple[str, Path]]:
     """Check every input's version against the manifest; the (bundle name, source) pairs."""
     meta = _tiles_meta(inputs.tiles)
@@ -249,18 +290,7 @@ def check_inputs(manifest: Mapping[str, Any], inputs: BundleInputs) -> list[tupl
         (TILES_FILE, inputs.tiles),
         *((f"{DEMAND_DIR}/{n}", inputs.demand_dir / n) for n in DEMAND_FILES),
     ]
-    want_model = manifest["predicted_demand"]["version"]
-    model_onnx = inputs.demand_dir / MODEL_FILES[0]
-    if want_model == NO_MODEL:
-        if model_onnx.exists():
-            log.warning("predicted_demand is 'none': leaving %s out of the bundle", model_onnx)
-    else:
-        mj = _read_json(inputs.demand_dir / MODEL_FILES[1], "model spec")
-        if mj.get("version") != want_model:
-            raise _mismatch("predicted_demand.version (model.json)", mj.get("version"), want_model)
-        if not model_onnx.is_file():
-            raise BundleInputError(f"predicted demand {want_model!r} needs {model_onnx}")
-        files += [(f"{DEMAND_DIR}/{n}", inputs.demand_dir / n) for n in MODEL_FILES]
+    files += _model_files(manifest["predicted_demand"]["version"], inputs.demand_dir)
     try:
         params = yaml.safe_load(read_bounded(inputs.params, MAX_SIDE_FILE_BYTES))
     except FileNotFoundError as e:

@@ -2,9 +2,9 @@
 
 The agent passes its own check (tiles open, the ONNX model answers a probe, the planner returns
 a validated route at a known point); this default covers what sync/ can check without the
-planner: the tile database opens read-only and loads a tile, the demand table loads and belongs
-to the same network, and, if the bundle has one, the ONNX model loads with onnxruntime and
-answers a probe of zeros.
+planner: the tile database opens read-only and loads a tile, the demand table loads (with
+``models.predict.open_demand``, which also loads a shipped ONNX model and checks its feature
+spec) and belongs to the same network, and the ONNX model answers a probe of zeros.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
 def default_health_check(bundle: Bundle) -> None:
     """Raise :class:`HealthCheckError` unless the bundle's data loads and agrees."""
-    from models import DemandTable, ModelsError
+    from models import ModelsError
+    from models.predict import open_demand
     from tiles import TilesError, TileStore
 
     try:
@@ -42,9 +43,10 @@ def default_health_check(bundle: Bundle) -> None:
     finally:
         store.close()
     try:
-        table = DemandTable.load(bundle.demand_dir)
+        # the table and, when one shipped, the ONNX model with its feature spec checked
+        table, _model = open_demand(bundle.demand_dir)
     except ModelsError as e:
-        raise HealthCheckError(f"demand table does not load: {e}") from e
+        raise HealthCheckError(f"demand does not load: {e}") from e
     if table.n_edges != n_edges or table.network_sha256 != network:
         raise HealthCheckError(
             f"demand table is for network {table.network_sha256[:12]} with {table.n_edges} "

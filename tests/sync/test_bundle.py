@@ -65,7 +65,7 @@ def test_rebuild_gives_the_same_bytes(tmp_path: Path, inputs: Any):
         ("planner_parameters", "params-9", r"planner_parameters\.version \(params\.yaml\)"),
         ("business_area", "area-9", r"business_area\.version \(area\.geojson\)"),
         ("cost_features", "cost-9", r"cost_features\.version \(params\.yaml\)"),
-        ("predicted_demand", "gbr-1", r"model spec not found"),
+        ("predicted_demand", "gbr-1", r"model spec missing"),
     ],
 )
 def test_build_refuses_a_version_mismatch(
@@ -94,19 +94,69 @@ def test_build_refuses_demand_of_another_network(tmp_path: Path, inputs: Any):
         build_bundle(composed(m), _inputs(p), tmp_path / "out")
 
 
-def test_model_is_included_when_the_manifest_names_it(tmp_path: Path, inputs: Any):
+def test_model_files_follow_the_manifest_and_the_release_gate(tmp_path: Path, inputs: Any):
     m, p = inputs
+    d = p["demand"]
+
+    def spec(version: str, shipped: bool) -> None:
+        doc = {"schema_version": 1, "version": version, "shipped": shipped}
+        (d / "model.json").write_text(json.dumps(doc))
+
+    # the model lost at the gate: statistics only, model.json (the decision) ships along
+    spec("gbr-7", shipped=False)
+    b = build_bundle(composed(m), _inputs(p), tmp_path / "none")
+    assert "demand/model.json" in b.files and b.onnx_path is None
+    default_health_check(b)
     m["predicted_demand"]["version"] = "gbr-7"
-    (p["demand"] / "model.json").write_text(json.dumps({"version": "gbr-6"}))
-    (p["demand"] / "model.onnx").write_bytes(b"not really onnx")
-    with pytest.raises(BundleInputError, match=r"predicted_demand\.version"):
+    with pytest.raises(BundleInputError, match="did not pass the release gate"):
         build_bundle(composed(m), _inputs(p), tmp_path / "out")
-    (p["demand"] / "model.json").write_text(json.dumps({"version": "gbr-7"}))
+    spec("gbr-6", shipped=True)
+    with pytest.raises(BundleInputError, match=r"predicted_demand\.version \(model\.json\)"):
+        build_bundle(composed(m), _inputs(p), tmp_path / "out")
+    spec("gbr-7", shipped=True)
+    (d / "model.onnx").write_bytes(b"not really onnx")
+    with pytest.raises(BundleInputError, match=r"features\.npz"):
+        build_bundle(composed(m), _inputs(p), tmp_path / "out")
+    (d / "features.npz").write_bytes(b"not really npz")
     b = build_bundle(composed(m), _inputs(p), tmp_path / "out")
+    assert {"demand/model.onnx", "demand/model.json", "demand/features.npz"} <= set(b.files)
     assert b.onnx_path is not None and b.onnx_path.is_file()
-    # the default health check loads the model with onnxruntime: garbage is refused
-    with pytest.raises(HealthCheckError, match="ONNX model does not load"):
+    # models/ refuses this model spec when loading it: the health check says so
+    with pytest.raises(HealthCheckError, match="demand does not load"):
         default_health_check(b)
+    m["predicted_demand"]["version"] = "none"
+    with pytest.raises(BundleInputError, match="ships model 'gbr-7'"):
+        build_bundle(composed(m), _inputs(p), tmp_path / "out2")
+
+
+def test_default_health_check_probes_a_real_onnx_model(tmp_path: Path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sync import probe_onnx
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])
+    ok = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    bad = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["c"], value=helper.make_tensor(
+                "c", TensorProto.FLOAT, [1], [np.nan])),
+            helper.make_node("Add", ["x", "c"], ["y"]),
+        ],
+        "g", [x], [y],
+    )  # fmt: skip
+    for name, graph in (("ok", ok), ("nan", bad)):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, tmp_path / f"{name}.onnx")
+    probe_onnx(str(tmp_path / "ok.onnx"))
+    with pytest.raises(HealthCheckError, match="NaN"):
+        probe_onnx(str(tmp_path / "nan.onnx"))
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(HealthCheckError, match="does not load"):
+        probe_onnx(str(tmp_path / "junk.onnx"))
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "remove", "extra", "manifest"])
