@@ -27,7 +27,8 @@ class GpsConfig:
     # a cab stopped where it last moved still faces the way it was going: the heading of the
     # last moving fix is held this long, while the cab stays this close to where it was taken
     held_heading_max_age_s: float = 180.0
-    held_heading_max_distance_m: float = 15.0
+    held_heading_max_distance_m: float = 10.0
+    held_heading_max_turn_deg: float = 45.0  # a crawling heading this far off: the cab turned
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,14 @@ def check_fix(
         direction, source = derived, "previous_fix"
     elif not moving:
         direction = _held_heading(last_moving, t, lon, lat, cfg)
+        # a heading the receiver still reports at crawling speed that disagrees with the held
+        # one means the cab turned while crawling: the held heading is no longer its direction
+        if (
+            direction is not None
+            and heading is not None
+            and abs((heading - direction + 180.0) % 360.0 - 180.0) > cfg.held_heading_max_turn_deg
+        ):
+            direction = None
         source = "held" if direction is not None else ""
     if direction is None:
         reasons.append(Reason.GPS_NO_HEADING_LOW_SPEED)

@@ -184,7 +184,7 @@ def test_a_stopped_cab_keeps_the_heading_it_had_while_moving(manhattan: Graph) -
     i = int(np.argmax(manhattan.length_m))
     moving = fix_on(manhattan, i, 0.50, time_s=NOW_S - 60.0, speed_mps=6.0)
     stopped = replace(
-        fix_on(manhattan, i, 0.52, time_s=NOW_S - 0.5), heading_deg=None, speed_mps=0.0
+        fix_on(manhattan, i, 0.505, time_s=NOW_S - 0.5), heading_deg=None, speed_mps=0.0
     )
     r = check_fix(stopped, None, NOW_S, None, CFG, last_moving=moving)
     assert r.reasons == () and r.heading_source == "held"
@@ -200,5 +200,18 @@ def test_a_stopped_cab_keeps_the_heading_it_had_while_moving(manhattan: Graph) -
     # a fix without heading at speed has moved on: the held heading is not used
     fast = replace(stopped, speed_mps=10.0)
     assert check_fix(fast, None, NOW_S, None, CFG, last_moving=moving).reasons == (
+        Reason.GPS_NO_HEADING_LOW_SPEED,
+    )
+
+
+def test_a_cab_that_turned_while_crawling_does_not_keep_its_old_heading(manhattan: Graph) -> None:
+    i = int(np.argmax(manhattan.length_m))
+    moving = fix_on(manhattan, i, 0.50, time_s=NOW_S - 30.0, speed_mps=6.0)
+    assert moving.heading_deg is not None
+    crawl = fix_on(manhattan, i, 0.505, time_s=NOW_S - 0.5, speed_mps=1.2)
+    same = replace(crawl, heading_deg=(moving.heading_deg + 10.0) % 360.0)
+    turned = replace(crawl, heading_deg=(moving.heading_deg + 90.0) % 360.0)
+    assert check_fix(same, None, NOW_S, None, CFG, last_moving=moving).heading_source == "held"
+    assert check_fix(turned, None, NOW_S, None, CFG, last_moving=moving).reasons == (
         Reason.GPS_NO_HEADING_LOW_SPEED,
     )
