@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sync import (
     Bundle,
@@ -218,3 +222,61 @@ def test_health_check_refuses_mismatched_demand_and_broken_tiles(tmp_path: Path,
     (bad / "tiles.sqlite").write_bytes(b"SQLite format 3\0" + b"\0" * 100)
     with pytest.raises(HealthCheckError, match="tiles do not open"):
         default_health_check(Bundle(bad))
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["install", "try", "activate", "commit", "rollback", "gc"]),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_store_invariants_under_any_sequence(tmp_path_factory: Any, bundle_pair: Any, ops: Any):
+    """Whatever happens, ``current`` and ``last_good`` name installed, intact bundles."""
+    store = BundleStore(tmp_path_factory.mktemp("dev"))
+    bundles = [bundle_pair[k] for k in ("v1", "v2", "v3")]
+
+    def fails_for_v3(b: Bundle) -> None:
+        if b.bundle_id == bundles[2].bundle_id:
+            raise RuntimeError("no route")
+
+    for op, k in ops:
+        b = bundles[k]
+        if op == "install":
+            staged = store.staging_path(b.bundle_id)
+            if not store.bundle_path(b.bundle_id).exists():
+                shutil.copytree(b.path, staged, copy_function=os.link)
+                store.install(staged, b.bundle_id)
+        elif op in ("try", "activate") and store.bundle_path(b.bundle_id).exists():
+            if op == "try":
+                before = store.pointer()
+                with contextlib.suppress(HealthCheckError):
+                    store.try_bundle(b.bundle_id, fails_for_v3)
+                after = store.pointer()
+                if before.current == b.bundle_id and not before.trial:
+                    assert after == before  # already current and committed: nothing to try
+                elif k == 2:  # failed its check: rolled back and remembered
+                    assert after.current != b.bundle_id and b.bundle_id in after.rejected
+                else:
+                    assert after.current == after.last_good == b.bundle_id and not after.trial
+            else:
+                store.activate(b.bundle_id, trial=True)
+        elif op == "commit":
+            store.commit()
+        elif op == "rollback":
+            store.rollback("test")
+        elif op == "gc":
+            store.gc()
+        p = store.pointer()
+        for bid in (p.current, p.last_good):
+            if bid is not None:
+                Bundle(store.bundle_path(bid)).verify()
+        assert not p.trial or p.current is not None
+        if not p.trial and p.current is not None:
+            assert p.last_good == p.current
