@@ -28,7 +28,7 @@ import yaml
 
 from agent.errors import BundleLoadError
 from agent.planner import PlannerParams, minute_of_week_of, speed_factor_from_demand
-from models import DemandTable, ModelsError
+from models import DemandModel, DemandTable, ModelsError, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
 from sync import Bundle, BundleStore, SyncError
 from tiles import TilesError, TileStore
@@ -48,6 +48,7 @@ class LoadedBundle:
     manifest: dict[str, Any]
     store: TileStore
     demand: DemandTable
+    model: DemandModel | None  # predicted demand (ONNX), when the bundle ships one
     planner: PlannerParams
     safety: SafetyConfig
     area: BusinessArea | None
@@ -62,6 +63,7 @@ class LoadedBundle:
         return {
             "planner": self.planner.to_json(),
             "timezone": str(self.timezone.key),
+            "demand_model": None if self.model is None else self.model.version,
             "params_version": self.params_doc.get("version"),
         }
 
@@ -158,6 +160,13 @@ def load_bundle(
         table = DemandTable.load(b.demand_dir)
     except (TilesError, ModelsError) as e:
         raise BundleLoadError(f"bundle {b.bundle_id[:12]}: {e}") from e
+    model: DemandModel | None = None
+    try:
+        _, model = open_demand(b.demand_dir)
+    except ModelsError as e:  # the statistics still drive; say so loudly
+        log.error(
+            "bundle %s: demand model unusable, planning on statistics: %s", b.bundle_id[:12], e
+        )
     area: BusinessArea | None = None
     if b.area_path.is_file():
         try:
@@ -172,6 +181,7 @@ def load_bundle(
         manifest=b.manifest,
         store=store,
         demand=table,
+        model=model,
         planner=planner,
         safety=SafetyConfig(),
         area=area,

@@ -160,12 +160,20 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
             m = match_fix(graph, fix.lon, fix.lat, heading, speed, mc)
         except NoMatchError:
             m = None
-        try:
-            demand = tick_demand_from_table(
-                lb.demand, graph.edge_id, math.floor(mow), math.ceil(params.horizon_s / 60.0)
-            )
-        except ModelsError as e:
-            planner_error = f"demand: {e}"
+        horizon_min = math.ceil(params.horizon_s / 60.0)
+        if lb.model is not None:
+            try:
+                demand = lb.model.tick(graph.edge_id, math.floor(mow), horizon_min)
+            except ModelsError as e:  # NaN, negative, absurd: this tick runs on statistics
+                planner_error = f"demand model: {e}"
+                log.warning("demand model failed, using statistics: %s", e)
+        if demand is None:
+            try:
+                demand = tick_demand_from_table(
+                    lb.demand, graph.edge_id, math.floor(mow), horizon_min
+                )
+            except ModelsError as e:
+                planner_error = f"demand: {e}"
     if graph is not None and m is not None and demand is not None:
         area = lb.area.edge_mask(graph) if lb.area is not None else None
         try:
