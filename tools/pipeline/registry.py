@@ -12,6 +12,7 @@ from tools.pipeline.step import StepKind
 STEP_MODULES: tuple[str, ...] = (
     "tools.pipeline.steps_data",
     "tools.pipeline.steps_demand",
+    "tools.pipeline.steps_sim",
     "tools.pipeline.steps_release",
 )
 

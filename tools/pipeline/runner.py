@@ -22,7 +22,6 @@ import concurrent.futures as cf
 import datetime as dt
 import logging
 import multiprocessing
-import os
 import secrets
 import shutil
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.pipeline._staging import clean_stale, commit_outputs, remove, staging_path
 from tools.pipeline.errors import PipelineSpecError
 from tools.pipeline.hashing import code_version, git_state, sha256_json, sha256_path
 from tools.pipeline.runsdb import CacheEntry, RunsDB
@@ -41,8 +41,6 @@ from tools.pipeline.step import StepContext, StepResult, params_to_json
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_TMP_MARK = ".tmp-"
-_OLD_MARK = ".old-"
 
 
 def utc_now() -> dt.datetime:
@@ -144,61 +142,6 @@ class _InlineExecutor(cf.Executor):
         except BaseException as e:
             fut.set_exception(e)
         return fut
-
-
-def _staging_path(final: Path, token: str) -> Path:
-    """A sibling of ``final`` keeping its suffix (tools that look at ``.sqlite`` still see it)."""
-    return final.with_name(f".{final.stem}{_TMP_MARK}{token}{final.suffix}")
-
-
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
-        p.unlink(missing_ok=True)
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _clean_stale(spec: PipelineSpec) -> None:
-    """Remove temporaries a crashed run left beside outputs (never taken as complete)."""
-    for s in spec.steps:
-        for final in s.outputs.values():
-            if not final.parent.is_dir():
-                continue
-            for p in final.parent.iterdir():
-                n = p.name
-                if n.startswith(f".{final.stem}{_TMP_MARK}") or n.startswith(
-                    f".{final.name}{_OLD_MARK}"
-                ):
-                    log.info("removing stale temporary %s", p)
-                    _remove(p)
-    scratch = spec.workdir / ".scratch"
-    if scratch.is_dir():
-        shutil.rmtree(scratch)
-
-
-def _commit_outputs(step: StepSpec, staged: dict[str, Path], token: str) -> None:
-    """Rename each staged output over its final path (the old one removed afterwards)."""
-    for name in step.outputs:
-        src = staged[name]
-        if not src.exists():
-            raise FileNotFoundError(f"step {step.name} did not write its output {name!r}")
-    for name, final in step.outputs.items():
-        src = staged[name]
-        old = final.with_name(f".{final.name}{_OLD_MARK}{token}")
-        if final.exists():
-            os.rename(final, old)
-        os.rename(src, final)
-        _fsync_dir(final.parent)
-        if old.exists():
-            _remove(old)
 
 
 def _diff_reason(prev: dict[str, Any] | None, params: dict[str, Any], ev: _Eval) -> str:
@@ -400,7 +343,7 @@ class _Run:
         spec, opt = self.spec, self.opt
         if not opt.dry_run:
             spec.workdir.mkdir(parents=True, exist_ok=True)
-            _clean_stale(spec)
+            clean_stale(spec)
             assert self.db is not None
             git = git_state(REPO_ROOT)
             self.run_id = self.db.start_run(
@@ -445,7 +388,7 @@ class _Run:
             for fut, (_s, _ev, staged, scratch, _t, _t0) in running.items():
                 fut.cancel()
                 for p in staged.values():
-                    _remove(p)
+                    remove(p)
                 shutil.rmtree(scratch, ignore_errors=True)
         return self._report()
 
@@ -519,7 +462,7 @@ class _Run:
             staged: dict[str, Path] = {}
             for name, final in s.outputs.items():
                 final.parent.mkdir(parents=True, exist_ok=True)
-                st = _staging_path(final, token)
+                st = staging_path(final, token)
                 if s.kind.output_decl(name).is_dir:
                     st.mkdir()
                 staged[name] = st
@@ -560,7 +503,7 @@ class _Run:
         if out[0] == "ok":
             result: StepResult = out[1]
             try:
-                _commit_outputs(s, staged, token)
+                commit_outputs(s, staged, token)
                 hashes = {k: sha256_path(p) for k, p in s.outputs.items()}
             except (OSError, FileNotFoundError) as e:
                 out = ("error", type(e).__name__, str(e), traceback.format_exc())
@@ -590,7 +533,7 @@ class _Run:
                 self._emit(s.name, "ran", ev.reason, duration_s=duration, summary=result.summary)
                 return
         for p in staged.values():
-            _remove(p)
+            remove(p)
         _, etype, msg, tb = out
         log.debug("step %s failed:\n%s", s.name, tb)
         self._record(s, "failed", ev.reason, ev, duration_s=duration, error=msg, error_type=etype)
@@ -599,16 +542,25 @@ class _Run:
     def _report(self) -> RunReport:
         steps = tuple(self.outcomes[s.name] for s in self.spec.steps if s.name in self.outcomes)
         failed = [o for o in steps if o.status == "failed"]
-        refused = [o for o in failed if o.error_type == "GateRefusedError"]
+        refused = [
+            o
+            for o in steps
+            if o.verdict is not None
+            and o.verdict.get("gate") == "release"
+            and not o.verdict.get("passed")
+            and o.status in ("ran", "skipped")
+        ]
         if self.opt.dry_run:
             status = "dry_run"
-        elif refused:
-            status = "refused"
         elif failed or any(o.status == "blocked" for o in steps):
             status = "failed"
+        elif refused:
+            status = "refused"
         else:
             status = "ok"
         error = "; ".join(f"{o.name}: {o.error}" for o in failed) or None
+        if status == "refused":
+            error = "; ".join(str(o.verdict["reason"]) for o in refused if o.verdict)
         bundle_id = manifest_sha = None
         manifest: dict[str, Any] | None = None
         for o in steps:

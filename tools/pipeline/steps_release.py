@@ -5,7 +5,9 @@ the gates).
 The gates meet here. ``build_bundle`` ships the ONNX model only when the demand gate passed
 (otherwise statistics, and the manifest says ``predicted_demand: none`` and why); ``publish``
 refuses, with the reason, when the planner did not beat hotspot in simulation, and also when a
-bundle carries a model the demand gate rejected.
+bundle carries a model the demand gate rejected. A refusal is the step's *result* (a ``release``
+verdict that did not pass, and a receipt saying why), not a crash: the same inputs give the
+same refusal without re-running anything, and the run's status is ``refused``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from typing import Any
 
 import yaml
 
-from tools.pipeline.errors import GateRefusedError
-from tools.pipeline.step import OutputDecl, StepContext, StepKind, StepResult
+from tools.pipeline.step import OutputDecl, StepContext, StepKind, StepResult, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -260,16 +261,28 @@ def run_publish(ctx: StepContext) -> StepResult:
     planner = read_verdict(ctx.input("planner_gate"))
     demand = read_verdict(ctx.optional_input("demand_gate"))
     assert planner is not None
+    refusal = None
     if not planner["passed"]:
-        raise GateRefusedError(
-            f"refusing to publish bundle {bundle.bundle_id[:16]}: planner gate failed: "
-            f"{planner['reason']}"
-        )
-    if bundle.onnx_path is not None and (demand is None or not demand["passed"]):
+        refusal = f"planner gate failed: {planner['reason']}"
+    elif bundle.onnx_path is not None and (demand is None or not demand["passed"]):
         why = demand["reason"] if demand else "the model was not evaluated at the demand gate"
-        raise GateRefusedError(
-            f"refusing to publish bundle {bundle.bundle_id[:16]}: it carries a predicted-demand "
-            f"model the demand gate did not pass ({why})"
+        refusal = (
+            f"the bundle carries a predicted-demand model the demand gate did not pass ({why})"
+        )
+    if refusal is not None:
+        reason = f"refused to publish bundle {bundle.bundle_id[:16]}: {refusal}"
+        receipt = {
+            "published": False,
+            "bundle_id": bundle.bundle_id,
+            "reason": reason,
+            "planner_gate": planner,
+            "demand_gate": demand,
+        }
+        write_atomic(ctx.output("receipt"), json.dumps(receipt, indent=2, sort_keys=True).encode())
+        return StepResult(
+            metrics={"published": False, "bundle_id": bundle.bundle_id, "reason": reason},
+            verdict=Verdict("release", False, reason),
+            summary=reason,
         )
     root = (ctx.pipeline_dir / p.fleet_root).resolve()
     repo = FleetRepository(root)
@@ -285,6 +298,7 @@ def run_publish(ctx: StepContext) -> StepResult:
     result = repo.publish(bundle.path, area, now)
     demand_line = bundle.manifest.get("description", "")
     receipt = {
+        "published": True,
         **asdict(result),
         "fleet_root": str(root),
         "published_at": now.isoformat(),
@@ -297,6 +311,7 @@ def run_publish(ctx: StepContext) -> StepResult:
     shipped = "statistics + model" if bundle.onnx_path is not None else "statistics only"
     return StepResult(
         metrics={k: v for k, v in receipt.items() if k not in ("planner_gate", "demand_gate")},
+        verdict=Verdict("release", True, f"published {result.bundle_id[:16]}: gates passed"),
         summary=f"published {result.bundle_id[:16]} for {area} (targets v{result.targets_version},"
         f" {result.chunks_new}/{result.chunks_total} chunks new; {shipped})",
     )

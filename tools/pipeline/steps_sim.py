@@ -1,0 +1,173 @@
+"""``simulate``: the demand/supply simulator (tools/sim) on the area's tiles and demand, with
+the planner parameters the bundle will carry, and the planner release gate: nagashi must beat
+the hotspot policy on revenue per hour with non-overlapping 95 % confidence intervals."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from tools.pipeline.step import OutputDecl, StepContext, StepKind, StepResult, Verdict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICIES = ("random", "hotspot", "greedy", "nagashi")
+
+
+@dataclass(frozen=True)
+class SimulateParams:
+    """``nagashi simulate`` settings (None: tools.sim.world.SimConfig's default)."""
+
+    seeds: int = 30  # issue 4: confidence intervals over at least 30 seeds
+    first_seed: int = 0
+    policies: tuple[str, ...] = DEFAULT_POLICIES  # the gate adds hotspot and nagashi if missing
+    taxis: int | None = None
+    test_taxis: int | None = None
+    hours: float | None = None
+    start: str | None = None  # local ISO time of the shift start (None: SimConfig's)
+    replan_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError("seeds must be at least 1 (the gate's intervals need 2)")
+        if self.start is not None:
+            dt.datetime.fromisoformat(self.start)
+
+
+def _finite(x: Any) -> Any:
+    """NaN (an undefined interval) as null, so the table is valid JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def run_simulate(ctx: StepContext) -> StepResult:
+    from agent.planner import minute_of_week_of, speed_factor_from_demand
+    from models import DemandTable
+    from tiles import TileStore
+    from tools.pipeline.steps_release import write_atomic
+    from tools.sim.experiment import calibrate, gate, paired_gain, run_seeds, summarise
+    from tools.sim.world import SimConfig, build_world
+
+    p: SimulateParams = ctx.params
+    over: dict[str, Any] = {
+        k: getattr(p, k)
+        for k in ("taxis", "test_taxis", "hours", "replan_s")
+        if getattr(p, k) is not None
+    }
+    if p.start is not None:
+        over["start_minute_of_week"] = minute_of_week_of(dt.datetime.fromisoformat(p.start))
+    config = dataclasses.replace(SimConfig(), **over)
+    if config.test_taxis > config.taxis:
+        config = dataclasses.replace(config, test_taxis=config.taxis)
+    policies = list(p.policies)
+    for needed in ("hotspot", "nagashi"):
+        if needed not in policies:
+            policies.append(needed)
+    table = DemandTable.load(ctx.input("demand"))
+    planner: dict[str, Any] = {}
+    params_path = ctx.optional_input("params")
+    if params_path is not None:
+        doc = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
+        planner = dict(doc.get("planner") or {})
+    with TileStore(ctx.input("tiles")) as store:
+        if table.network_sha256 != store.meta.get("source_sha256"):
+            raise ValueError("the demand table was built for another road network")
+        graph = store.all()
+        speed = float(planner.get("speed_factor") or speed_factor_from_demand(table, graph))
+        world = build_world(graph, table, config, speed)
+    # the planner the cabs will run: the bundle's parameters (params.yaml)
+    known = {f.name for f in dataclasses.fields(world.params)}
+    world = dataclasses.replace(
+        world,
+        params=dataclasses.replace(
+            world.params, **{k: v for k, v in planner.items() if k in known}
+        ),
+    )
+    cal = calibrate(world)
+    world = dataclasses.replace(
+        world,
+        params=dataclasses.replace(
+            world.params, competing_vacant_per_h=cal.background_vacant_per_h
+        ),
+    )
+    seeds = list(range(p.first_seed, p.first_seed + p.seeds))
+    results = run_seeds(world, policies, seeds, cal.multiplier)
+    summary = summarise(results)
+    passed, why = gate(summary)
+    doc_out: dict[str, Any] = _finite(
+        {
+            "config": {
+                **dataclasses.asdict(config),
+                "seeds": [seeds[0], seeds[-1]],
+                "speed_factor": round(world.params.speed_factor, 4),
+                "demand_share": world.share,
+                "demand_version": table.version,
+            },
+            "calibration": cal.to_json(),
+            "policies": summary,
+            "nagashi_vs_hotspot": paired_gain(results, "nagashi", "hotspot"),
+        }
+    )
+    verdict = Verdict("planner", bool(passed), why)
+    write_atomic(ctx.output("table"), json.dumps(doc_out, indent=2, sort_keys=True).encode())
+    write_atomic(
+        ctx.output("verdict"),
+        json.dumps({**verdict.to_json(), "simulation": doc_out}, indent=2, sort_keys=True).encode(),
+    )
+    gain = doc_out["nagashi_vs_hotspot"].get("relative_gain")
+    return StepResult(
+        metrics={
+            "policies": {
+                name: {
+                    m: row[m]["mean"]
+                    for m in (
+                        "revenue_per_h",
+                        "pickups_per_h",
+                        "occupied_share",
+                        "empty_km_per_pickup",
+                    )
+                }
+                | {"revenue_per_h_ci95": row["revenue_per_h"]["ci95"]}
+                for name, row in doc_out["policies"].items()
+            },
+            "nagashi_vs_hotspot_gain": gain,
+            "calibration": doc_out["calibration"],
+            "seeds": p.seeds,
+        },
+        verdict=verdict,
+        summary=why + (f" (paired gain {100 * gain:+.1f}%)" if isinstance(gain, float) else ""),
+    )
+
+
+KINDS: tuple[StepKind, ...] = (
+    StepKind(
+        name="simulate",
+        run=run_simulate,
+        params_type=SimulateParams,
+        inputs=("tiles", "demand"),
+        optional_inputs=("params",),
+        outputs=(OutputDecl("table", "simulation.json"), OutputDecl("verdict", "verdict.json")),
+        sources=(
+            "tools.sim",
+            "agent",
+            "models",
+            "tiles",
+            "safety",
+            "tools.pipeline.steps_sim",
+            "tools.pipeline.step",
+        ),
+        description="simulate policies (tools/sim) + the planner gate: nagashi must beat hotspot",
+    ),
+)
