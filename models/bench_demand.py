@@ -9,7 +9,8 @@ slots a ``--horizon-min`` horizon covers, measures in one run:
 * ``statistical_tick``: :func:`models.statistical_tick` (the peer: a table lookup).
 
 Peak RSS of the agent side (load the demand directory, answer one tick) is measured in a fresh
-subprocess so that building and training do not count. Without ``--model``, tiles are built
+subprocess (its ``VmHWM``: Linux carries ``ru_maxrss`` of the forking parent over ``exec``) so
+that building and training do not count. Without ``--model``, tiles are built
 from ``--osm`` and a small model (``--trees``) is trained on the real trips in a temporary
 directory first (not timed).
 """
@@ -69,7 +70,13 @@ table, model = open_demand(sys.argv[1], InferenceConfig(intra_op_threads=int(sys
 g = TileStore(sys.argv[2]).radius_graph(float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
 e = g.edge_id[g.cruise_allowed()]
 model.tick(e, int(sys.argv[7]), int(sys.argv[8]))
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM belongs to this process image; ru_maxrss would include the forking parent's RSS
+try:
+    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    mb = int(hwm.split()[1]) / 1024
+except (OSError, StopIteration):
+    mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"peak_rss_mb": mb}))
 """
 
 

@@ -173,6 +173,7 @@ def evaluate_trips(
         p = m / np.maximum(m.sum(axis=1, keepdims=True), 1e-300)
         ll = np.log(np.maximum(p[k[ok], col[ok]], 1e-300))
         met["link_loglik_per_pickup"] = float(np.sum(w[ok] * ll) / np.sum(w[ok]))
+        met["expected_pickups"] = float(m.sum())
         result[name] = met
     ratios = {
         key: (
@@ -181,6 +182,7 @@ def evaluate_trips(
             else float("nan")
         )
         for key in result["model"]
+        if key != "expected_pickups"
     }
     passed = bool(
         result["model"]["poisson_deviance"] < result["statistics"]["poisson_deviance"]
