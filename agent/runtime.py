@@ -140,6 +140,8 @@ class Agent:
         self.summary = RunSummary(self.run_id)
         self._stop = threading.Event()
         self._demand_logged: set[str] = set()
+        self._outbox_closed = False
+        self._outbox_stats: dict[str, int] = {}
         self._reload = threading.Event()
         self._sync_status: dict[str, Any] = {"enabled": config.sync is not None}
         self.bundle = bundle or load_bundle(config.bundle_dir, timezone=config.timezone)
@@ -197,7 +199,7 @@ class Agent:
 
     def sync_status(self) -> dict[str, Any]:
         out = dict(self._sync_status)
-        out["outbox"] = self.outbox.stats()
+        out["outbox"] = self._outbox_stats if self._outbox_closed else self.outbox.stats()
         return out
 
     def meter(self, occupied: bool) -> None:
@@ -404,7 +406,9 @@ class Agent:
             self._sync_thread.join(timeout=30.0)
         if self._uploader is not None:
             self._final_flush()
-        self.summary.outbox_remaining = self.outbox.stats().get("records")
+        self._outbox_stats = self.outbox.stats()
+        self.summary.outbox_remaining = self._outbox_stats.get("records")
+        self._outbox_closed = True
         self.outbox.close()
 
     def _final_flush(self) -> None:
