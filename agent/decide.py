@@ -42,7 +42,7 @@ class TickInputs:
     fix: Fix | None
     previous_fix: Fix | None
     locale: str
-    trigger: str  # "first" | "interval" | "off_route"
+    trigger: str  # "first" | "interval" | "off_route" | "no_fix" (receiver silent)
     last_moving_fix: Fix | None = None  # latest fix with a heading while moving (stopped cabs)
 
 

@@ -84,11 +84,15 @@ class Fix:
 
 
 class GpsSource(Protocol):
-    """Anything that yields fixes and knows the time they are to be judged at."""
+    """Anything that yields fixes and knows the time they are to be judged at.
+
+    A live source yields ``None`` when no fix came for a while (receiver silent, link down),
+    so that the agent can judge its last fix as stale instead of showing an old instruction.
+    """
 
     description: str
 
-    def fixes(self) -> Iterator[Fix]: ...
+    def fixes(self) -> Iterator[Fix | None]: ...
 
     def now(self) -> float: ...
 
@@ -324,7 +328,7 @@ class TraceReplay:
             return self._last_time
         return self._t0 + (self._clock.monotonic() - self._start_mono) * self.speed
 
-    def fixes(self) -> Iterator[Fix]:
+    def fixes(self) -> Iterator[Fix | None]:
         self._start_mono = self._clock.monotonic()
         for f in self._fixes:
             if self._closed:

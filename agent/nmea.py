@@ -159,7 +159,12 @@ class NmeaFileSource(TraceReplay):
 
 
 class NmeaSocketSource:
-    """A live NMEA stream over TCP (e.g. gpsd's raw port or a phone's GPS-over-TCP app)."""
+    """A live NMEA stream over TCP (gpsd's raw port, a GPS-over-TCP bridge).
+
+    Yields a :class:`Fix` per valid RMC, and ``None`` after every ``poll_s`` without one; when
+    the connection drops it reconnects every ``reconnect_s`` (yielding ``None`` meanwhile)
+    until the clock is stopped. Only the first connection must succeed.
+    """
 
     def __init__(
         self,
@@ -168,34 +173,55 @@ class NmeaSocketSource:
         clock: Clock,
         connect_timeout_s: float = 5.0,
         poll_s: float = 1.0,
+        reconnect_s: float = 2.0,
         uere_m: float = DEFAULT_UERE_M,
     ) -> None:
         self.description = f"NMEA tcp://{host}:{port}"
+        self._addr = (host, port)
         self._clock = clock
+        self._connect_timeout_s = connect_timeout_s
         self._poll_s = poll_s
+        self._reconnect_s = reconnect_s
         self._decoder = NmeaDecoder(uere_m)
+        self.reconnects = 0
+        self._sock: socket.socket | None = self._connect()
+        if self._sock is None:
+            raise GpsError(f"cannot connect to {self.description}")
+
+    def _connect(self) -> socket.socket | None:
         try:
-            self._sock = socket.create_connection((host, port), timeout=connect_timeout_s)
+            sock = socket.create_connection(self._addr, timeout=self._connect_timeout_s)
         except OSError as e:
-            raise GpsError(f"cannot connect to {self.description}: {e}") from e
-        self._sock.settimeout(poll_s)
+            log.warning("%s: %s", self.description, e)
+            return None
+        sock.settimeout(self._poll_s)
+        return sock
 
     def now(self) -> float:
         return self._clock.now()
 
-    def fixes(self) -> Iterator[Fix]:
+    def fixes(self) -> Iterator[Fix | None]:
         buf = b""
         while not self._clock.stopped:
+            if self._sock is None:
+                yield None
+                if not self._clock.sleep(self._reconnect_s):
+                    return
+                self._sock = self._connect()
+                self.reconnects += self._sock is not None
+                buf = b""
+                continue
             try:
                 chunk = self._sock.recv(4096)
             except TimeoutError:
+                yield None
                 continue
             except OSError as e:
-                if self._clock.stopped:
-                    return
-                raise GpsError(f"{self.description}: {e}") from e
-            if not chunk:
-                return
+                chunk = b""
+                log.warning("%s: %s", self.description, e)
+            if not chunk:  # closed by the other side: reconnect
+                self._drop()
+                continue
             buf += chunk
             *lines, buf = buf.split(b"\n")
             if len(buf) > MAX_LINE_BYTES:
@@ -208,6 +234,11 @@ class NmeaSocketSource:
                 if fix is not None:
                     yield fix
 
+    def _drop(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.close()
+        self._drop()

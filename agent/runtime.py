@@ -285,6 +285,19 @@ class Agent:
             for fix in self.source.fixes():
                 if self._stop.is_set():
                     break
+                if fix is None:  # the receiver is silent: judge the last fix as it ages
+                    now = self.source.now()
+                    last = self._last_fix
+                    if (
+                        last is not None
+                        and last_tick is not None
+                        and (now - last_tick >= self.config.plan_interval_s)
+                    ):
+                        inputs = TickInputs(now, last, prev, self.config.locale, "no_fix", moving)
+                        self._tick(inputs, track)
+                        track = []
+                        last_tick = now
+                    continue
                 self.summary.fixes += 1
                 self._last_fix = fix
                 if self._is_moving(fix):

@@ -107,7 +107,7 @@ def test_agent_pulls_and_switches_bundles(manhattan_bundle: Path, tmp_path: Path
         class GatedReplay(TraceReplay):
             """Hold the drive after 30 fixes until the background pull has installed B."""
 
-            def fixes(self) -> Iterator[Fix]:
+            def fixes(self) -> Iterator[Fix | None]:
                 for i, f in enumerate(super().fixes()):
                     if i == 30:
                         for _ in range(600):

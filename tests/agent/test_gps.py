@@ -156,27 +156,40 @@ def test_nmea_file_source_via_open_source(tmp_path: Path) -> None:
         open_source("tcp://nohost", clock)
 
 
-def test_nmea_tcp_source_on_loopback() -> None:
+def test_nmea_tcp_source_on_loopback_reconnects() -> None:
     fixes = read_csv_trace(CSV)[200:240]
-    payload = "".join(s + "\r\n" for f in fixes for s in format_sentences(f)).encode()
+    payloads = [
+        "".join(s + "\r\n" for f in part for s in format_sentences(f)).encode()
+        for part in (fixes[:25], fixes[25:])
+    ]
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
 
     def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            # in uneven chunks, as a serial bridge would send them
-            for i in range(0, len(payload), 97):
-                conn.sendall(payload[i : i + 97])
+        for payload in payloads:  # two connections: the first one drops after 25 fixes
+            conn, _ = srv.accept()
+            with conn:
+                # in uneven chunks, as a serial bridge would send them
+                for i in range(0, len(payload), 97):
+                    conn.sendall(payload[i : i + 97])
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     clock = ManualClock()
-    src = NmeaSocketSource("127.0.0.1", port, clock, poll_s=0.5)
-    got = list(src.fixes())
+    src = NmeaSocketSource("127.0.0.1", port, clock, poll_s=0.5, reconnect_s=0.1)
+    got: list[Fix] = []
+    silent = 0
+    for f in src.fixes():
+        if f is None:
+            silent += 1
+            continue
+        got.append(f)
+        if len(got) == len(fixes):
+            clock.stop()
     src.close()
     srv.close()
     t.join(timeout=5)
     assert [f.time_s for f in got] == [f.time_s for f in fixes]
+    assert src.reconnects == 1 and silent >= 1
     with pytest.raises(GpsError, match="cannot connect"):
         NmeaSocketSource("127.0.0.1", port, clock, connect_timeout_s=0.5)
