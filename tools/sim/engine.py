@@ -28,6 +28,7 @@ from tools.sim.policies import Allowed, Policy, make_policy
 from tools.sim.world import Passengers, World
 
 END, DROP = 0, 1
+START, CRUISE, DROPOFF, RELOCATE = "start", "cruise", "dropoff", "relocate"
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ class RunResult:
     served: int  # by the whole fleet
     stuck: int  # dead-end waits of the test cabs
     background_vacant_passes_per_link_h: float  # supply of the background fleet
-    tracks: tuple[tuple[tuple[int, bool], ...], ...] = field(default=(), repr=False)
+    #: per test cab: (link, kind, time entered) with kind one of CRUISE (chosen by the policy),
+    #: DROPOFF (driven occupied to that link), RELOCATE (back from a dead end), START
+    tracks: tuple[tuple[tuple[int, str, float], ...], ...] = field(default=(), repr=False)
     pickups: tuple[int, ...] = field(default=(), repr=False)  # links of test cabs' pickups
 
     def metrics(self) -> dict[str, float]:
@@ -128,7 +131,7 @@ def run_shift(
     empty_m = 0.0
     stuck = 0
     bg_passes = 0
-    tracks: list[list[tuple[int, bool]]] = [[(links[i], True)] for i in range(n_test)]
+    tracks: list[list[tuple[int, str, float]]] = [[(links[i], START, 0.0)] for i in range(n_test)]
     picked_links: list[int] = []
     while heap:
         t, i, kind = heapq.heappop(heap)
@@ -139,8 +142,6 @@ def run_shift(
             t_in[i] = t
             cab_policy[i].reset_taxi(i)
             heapq.heappush(heap, (t + tau[links[i]], i, END))
-            if record and test:
-                tracks[i].append((links[i], True))
             continue
         e = links[i]
         if not stuck_once[i]:
@@ -173,17 +174,19 @@ def run_shift(
                     empty_m += distance[got]
                 if record:
                     picked_links.append(e)
-                    tracks[i].append((drop_link[got], False))
+                    tracks[i].append((drop_link[got], DROPOFF, t_free))
             links[i] = drop_link[got]
             stuck_once[i] = False
             heapq.heappush(heap, (t_free, i, DROP))
             continue
         f = cab_policy[i].choose(i, e, t, fleet)
+        kind_in = CRUISE
         if f < 0:
             stuck += int(test)
             if stuck_once[i]:
                 f = int(band[int(rng.integers(band.size))])
                 stuck_once[i] = False
+                kind_in = RELOCATE
             else:
                 stuck_once[i] = True
                 t_in[i] = t
@@ -195,7 +198,7 @@ def run_shift(
         t_in[i] = t
         heapq.heappush(heap, (t + tau[f], i, END))
         if record and test:
-            tracks[i].append((f, True))
+            tracks[i].append((f, kind_in, t))
     hours = cfg.hours
     arrived = int(np.count_nonzero(pax.arrive_s < shift))
     n_bg_links = max(int(world.cruisable.sum()), 1)

@@ -29,7 +29,7 @@ def plot_routes(world: World, runs: Sequence[RunResult], out: str | Path) -> Pat
     for ax, run in zip(axes.ravel(), runs, strict=False):
         ax.add_collection(LineCollection(list(segs), colors="#d0d0d0", linewidths=0.5))
         for k, track in enumerate(run.tracks):
-            vacant = [e for e, v in track if v]
+            vacant = [e for e, kind, _ in track if kind != "dropoff"]
             if not vacant:
                 continue
             ids, counts = np.unique(np.asarray(vacant), return_counts=True)
