@@ -58,8 +58,11 @@ def calibrate(world: World) -> Calibration:
         served = total / (cfg.calibration_seeds * cfg.hours)
         if served > 0 and abs(served / target - 1.0) <= cfg.calibration_tolerance:
             return Calibration(m, target, served, r, True, nu)
-        if r == cfg.calibration_rounds or served <= 0:
+        if r == cfg.calibration_rounds:
             break
+        if served <= 0:  # nobody served yet: far too few passengers
+            m = min(m * 4.0, cfg.max_multiplier)
+            continue
         # served grows like m ** alpha (alpha < 1 as cabs saturate): secant in log-log
         alpha = 1.0
         if prev is not None and prev[0] != m and prev[1] > 0 and prev[1] != served:
