@@ -174,9 +174,11 @@ def create_app(state: AgentState) -> Starlette:
         return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
 
     async def meter(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError("request body too large", status=413)
+        body = b""
+        async for chunk in request.stream():  # bounded: never buffer more than the cap
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise ApiError("request body too large", status=413)
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):

@@ -83,6 +83,15 @@ class LoadedBundle:
         self.store.close()
 
 
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """The file's bytes; OSError when it is larger than ``limit``."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path.name} is larger than {limit} bytes")
+    return data
+
+
 def resolve_bundle_path(bundle_dir: str | os.PathLike[str], bundle_id: str | None = None) -> Path:
     """The bundle directory to open: the store's active one, a given id in a store, or DIR."""
     d = Path(bundle_dir)
@@ -140,8 +149,7 @@ def load_bundle(
     except SyncError as e:
         raise BundleLoadError(str(e)) from e
     try:
-        raw = b.params_path.read_bytes()[:MAX_PARAMS_BYTES]
-        doc = yaml.safe_load(raw) or {}
+        doc = yaml.safe_load(_read_bounded(b.params_path, MAX_PARAMS_BYTES)) or {}
     except (OSError, yaml.YAMLError) as e:
         raise BundleLoadError(f"bundle {b.bundle_id[:12]}: params.yaml unreadable ({e})") from e
     if not isinstance(doc, dict):
@@ -170,7 +178,7 @@ def load_bundle(
     area: BusinessArea | None = None
     if b.area_path.is_file():
         try:
-            area_doc = json.loads(b.area_path.read_bytes()[:MAX_AREA_BYTES])
+            area_doc = json.loads(_read_bounded(b.area_path, MAX_AREA_BYTES))
             area = BusinessArea.from_geojson(area_doc)
         except (OSError, json.JSONDecodeError, SafetyError) as e:
             raise BundleLoadError(f"bundle {b.bundle_id[:12]}: area.geojson: {e}") from e
