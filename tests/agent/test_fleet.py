@@ -97,6 +97,8 @@ def test_sigterm_flushes_the_outbox_and_engineers_pull_and_replay(
             assert proc.poll() is None
             time.sleep(0.2)
         assert httpx.get(url + "/healthz", timeout=5).json()["status"] == "ok"
+        meter = httpx.post(url + "/v1/meter", json={"occupied": True}, timeout=5)
+        assert meter.status_code == 200  # from the API thread, into the log and the outbox
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
     finally:
@@ -122,6 +124,7 @@ def test_sigterm_flushes_the_outbox_and_engineers_pull_and_replay(
                  "--out", str(out)]) == 0  # fmt: skip
     pulled = list(read_records(out))
     assert [r["seq"] for r in pulled] == [r["seq"] for r in local]
+    assert [r["occupied"] for r in pulled if r["kind"] == "meter"] == [True]
     results = list(replay_log(out, manhattan_bundle))
     assert results and all(r.identical for r in results)
     # a vehicle's token cannot read logs
