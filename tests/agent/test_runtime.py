@@ -16,6 +16,7 @@ from agent.decide import TickInputs, decide
 from agent.gps import Fix, read_csv_trace
 from agent.replay import replay_log, replay_tick
 from agent.runtime import distance_to_line_m
+from agent.triplog import read_records
 from tests.agent.conftest import DRIVE_CSV
 
 
@@ -124,3 +125,24 @@ def test_distance_to_line() -> None:
     assert distance_to_line_m(-73.975, 40.75, line) == pytest.approx(0.0, abs=0.01)
     assert distance_to_line_m(-73.975, 40.7509, line) == pytest.approx(100.0, rel=0.01)
     assert distance_to_line_m(-73.975, 40.75, ()) == float("inf")
+
+
+def test_leaving_the_route_replans_early(manhattan_bundle: Path, tmp_path: Path) -> None:
+    """With a long plan interval, re-plans come from leaving the recommended route."""
+    from agent.clock import ManualClock
+    from agent.gps import TraceReplay
+    from agent.runtime import Agent, AgentConfig
+
+    clock = ManualClock()
+    source = TraceReplay(read_csv_trace(DRIVE_CSV)[:600], clock, speed=1.0)
+    config = AgentConfig(bundle_dir=manhattan_bundle, data_dir=tmp_path, plan_interval_s=60.0)
+    Agent(config, source, clock).run()
+    ticks = [r for r in read_records(tmp_path / "trips") if r["kind"] == "tick"]
+    triggers = Counter(t["trigger"] for t in ticks)
+    assert triggers["off_route"] >= 1
+    for prev, t in itertools.pairwise(ticks):
+        line = tuple(map(tuple, prev["instruction"]["geometry"]["coordinates"]))
+        if t["trigger"] == "off_route":
+            assert prev["instruction"]["kind"] == "route"
+            assert distance_to_line_m(t["fix"]["lon"], t["fix"]["lat"], line) > 40.0
+            assert t["time_s"] - prev["time_s"] >= 1.0
