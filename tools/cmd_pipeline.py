@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--dry-run", action="store_true", help="print what would run and why")
     run.add_argument("--force", action="store_true", help="run the selected steps even if current")
     run.add_argument("--workdir", help="override the pipeline's workdir")
+    run.add_argument("--runs-db", help="override the pipeline's runs database")
     run.add_argument("--json", action="store_true", help="print the run report as JSON")
     run.set_defaults(func=cmd_pipeline_run)
 
@@ -106,7 +107,7 @@ def raise_for_status(report: Any) -> None:
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
     from tools.pipeline import RunOptions, load_pipeline, run_pipeline
 
-    spec = load_pipeline(args.pipeline, workdir=args.workdir)
+    spec = load_pipeline(args.pipeline, workdir=args.workdir, runs_db=args.runs_db)
     opts = RunOptions(only=tuple(args.only), force=args.force, jobs=args.jobs, dry_run=args.dry_run)
     if args.dry_run:
         report = run_pipeline(spec, opts, progress=None if args.json else _dry_line)

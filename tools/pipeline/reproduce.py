@@ -81,6 +81,7 @@ def reproduce_run(
     run_id: int,
     workdir: str | Path | None = None,
     *,
+    record_in: str | Path | None = None,
     jobs: int = 1,
     progress: Callable[[StepEvent], None] | None = None,
 ) -> tuple[ReproduceResult, RunReport]:
@@ -90,7 +91,10 @@ def reproduce_run(
         raise ReproduceError(f"run {run_id} produced no bundle (status {rec['status']})")
     _check_raw_inputs(rec)
     spec = load_pipeline(
-        rec["pipeline_path"], text=rec["pipeline_text"], workdir=workdir or rec["workdir"]
+        rec["pipeline_path"],
+        text=rec["pipeline_text"],
+        workdir=workdir or rec["workdir"],
+        runs_db=record_in or db_path,
     )
     if spec.runs_db.resolve() != Path(db_path).resolve():
         log.info("recording the reproduction in %s", spec.runs_db)

@@ -478,9 +478,13 @@ class _Run:
             )
             self._emit(s.name, "running", ev.reason)
             t0 = _monotonic()
-            fut = executor.submit(
-                _execute, s.kind.name, ctx, logging.getLogger().getEffectiveLevel()
-            )
+            try:
+                fut = executor.submit(
+                    _execute, s.kind.name, ctx, logging.getLogger().getEffectiveLevel()
+                )
+            except (cf.BrokenExecutor, RuntimeError) as e:  # a worker died: the pool is gone
+                fut = cf.Future()
+                fut.set_exception(e)
             running[fut] = (s, ev, staged, scratch, token, t0)
         return started
 
@@ -564,7 +568,7 @@ class _Run:
         bundle_id = manifest_sha = None
         manifest: dict[str, Any] | None = None
         for o in steps:
-            if "bundle_id" in o.metrics and o.status in ("ran", "skipped"):
+            if "manifest" in o.metrics and o.status in ("ran", "skipped"):
                 bundle_id = o.metrics["bundle_id"]
                 manifest = o.metrics.get("manifest")
                 manifest_sha = o.metrics.get("manifest_sha256")

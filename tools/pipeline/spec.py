@@ -26,6 +26,7 @@ Paths are relative to the pipeline file (inputs) or to ``workdir`` (outputs). A 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,9 +104,16 @@ class PipelineSpec:
 
 
 def load_pipeline(
-    path: str | Path, *, text: str | None = None, workdir: str | Path | None = None
+    path: str | Path,
+    *,
+    text: str | None = None,
+    workdir: str | Path | None = None,
+    runs_db: str | Path | None = None,
 ) -> PipelineSpec:
-    """Read and check a pipeline file (``text`` given: parse it as if it were at ``path``)."""
+    """Read and check a pipeline file (``text`` given: parse it as if it were at ``path``).
+
+    ``workdir`` and ``runs_db`` override the file's (e.g. a scratch directory for a test).
+    """
     p = Path(path).resolve()
     if text is None:
         try:
@@ -119,7 +127,10 @@ def load_pipeline(
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise PipelineSpecError(f"{p}: not valid YAML ({e})".replace("\n", " ")) from e
-    return _parse(doc, p, text, workdir)
+    spec = _parse(doc, p, text, workdir)
+    if runs_db is not None:
+        spec = dataclasses.replace(spec, runs_db=Path(runs_db).resolve())
+    return spec
 
 
 def _parse(doc: Any, path: Path, text: str, workdir_override: str | Path | None) -> PipelineSpec:

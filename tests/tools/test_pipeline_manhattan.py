@@ -1,0 +1,177 @@
+"""The whole release pipeline on the real Manhattan data: pipelines/manhattan.yaml itself, with
+only the expensive sizes made small (20 trees, 3 simulated seeds of one hour, two policies).
+
+Run it, run it again (nothing recomputed), change one parameter (only its dependants re-run),
+reproduce the first run from its record (same bundle bytes), compare runs side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import OSM, REPO
+from tools.cli import main
+from tools.cmd_runs import compare_rows
+from tools.pipeline import RunOptions, RunReport, RunsDB, load_pipeline, run_pipeline
+from tools.pipeline.hashing import sha256_file
+from tools.pipeline.reproduce import reproduce_run
+
+EXAMPLE = REPO / "pipelines" / "manhattan.yaml"
+SMALL = {
+    "train": {"n_estimators_max": 20},
+    "simulate": {"seeds": 3, "hours": 1.0, "policies": ["hotspot", "nagashi"]},
+}
+STEPS = ["tiles", "trips", "demand", "train", "evaluate", "params", "simulate", "bundle", "publish"]
+
+
+def small_pipeline(tmp: Path, **changes: dict[str, Any]) -> Path:
+    """pipelines/manhattan.yaml with absolute inputs, a scratch workdir and small sizes."""
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["workdir"] = str(tmp / "work")
+    doc["runs_db"] = str(tmp / "runs.sqlite")
+    for step in doc["steps"]:
+        for k, v in step.get("inputs", {}).items():
+            vals = v if isinstance(v, list) else [v]
+            fixed = [x if x.startswith("@") else str((EXAMPLE.parent / x).resolve()) for x in vals]
+            step["inputs"][k] = fixed if isinstance(v, list) else fixed[0]
+        params = step.setdefault("params", {})
+        params.update(SMALL.get(step["name"], {}))
+        params.update(changes.get(step["name"], {}))
+        if step["kind"] == "publish":
+            params["fleet_root"] = str(tmp / "fleet")
+    p = tmp / "manhattan.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunReport, float]:
+    tmp = tmp_path_factory.mktemp("pipeline-manhattan")
+    t0 = time.monotonic()
+    report = run_pipeline(load_pipeline(small_pipeline(tmp)), RunOptions(jobs=2))
+    return tmp, report, time.monotonic() - t0
+
+
+def _why(report: RunReport) -> list[tuple[str, str, str]]:
+    return [(s.name, s.status, s.reason) for s in report.steps]
+
+
+def _verdict(report: RunReport, step: str) -> dict[str, Any]:
+    v = report.step(step).verdict
+    assert v is not None, step
+    return v
+
+
+def test_first_run_builds_everything_and_records_it(first: tuple[Path, RunReport, float]) -> None:
+    tmp, report, _ = first
+    assert [s.name for s in report.steps] == STEPS
+    assert report.names("ran") == STEPS, [(s.name, s.status, s.error) for s in report.steps]
+    assert report.bundle_id is not None and report.run_id == 1
+    with RunsDB(tmp / "runs.sqlite") as db:
+        rec = db.get_run(1)
+    steps = {s["step"]: s for s in rec["steps"]}
+    # inputs by content: the OSM extract's hash is the one ../shared/data/README.md lists
+    assert steps["tiles"]["input_hashes"]["osm"][0][1] == sha256_file(OSM["manhattan"])
+    assert rec["git_commit"] and rec["git_dirty"] is not None
+    assert rec["manifest"]["area"] == "manhattan" and rec["manifest_sha256"]
+    assert rec["bundle_id"] == report.bundle_id
+    # metrics: the held-out table of the demand gate and the simulation table
+    ev = steps["evaluate"]["metrics"]
+    assert {"poisson_deviance", "mae", "rmse", "link_loglik_per_pickup"} <= set(ev["model"])
+    assert ev["heldout_pickups"] > 100
+    sim = steps["simulate"]["metrics"]["policies"]
+    assert set(sim) == {"hotspot", "nagashi"} and sim["nagashi"]["revenue_per_h"] > 0
+    for s in STEPS:
+        assert steps[s]["code_version"] and steps[s]["output_hashes"], s
+
+
+def test_gates_decide_what_ships_and_whether_it_is_published(
+    first: tuple[Path, RunReport, float],
+) -> None:
+    from sync import Bundle, FleetRepository
+
+    tmp, report, _ = first
+    bundle = Bundle(tmp / "work" / "bundle" / "bundles" / str(report.bundle_id))
+    demand = _verdict(report, "evaluate")
+    manifest_model = bundle.manifest["predicted_demand"]["version"]
+    if demand["passed"]:
+        assert bundle.onnx_path is not None and manifest_model != "none"
+    else:  # the model lost: statistics only, and the manifest says why
+        assert bundle.onnx_path is None and manifest_model == "none"
+        assert "statistics only" in bundle.manifest["description"]
+        assert "lost to statistics" in bundle.manifest["description"]
+    planner = _verdict(report, "simulate")
+    release = _verdict(report, "publish")
+    receipt = json.loads((tmp / "work" / "publish" / "published.json").read_text())
+    published = FleetRepository(tmp / "fleet").published()
+    if planner["passed"]:
+        assert report.status == "ok" and release["passed"] and receipt["published"]
+        assert published["manhattan"]["bundle_id"] == report.bundle_id
+    else:
+        assert report.status == "refused" and not release["passed"]
+        assert "planner gate failed" in str(report.error) and "hotspot" in str(report.error)
+        assert receipt["published"] is False and "manhattan" not in published
+
+
+def test_second_run_recomputes_nothing(first: tuple[Path, RunReport, float]) -> None:
+    tmp, report, _ = first
+    again = run_pipeline(load_pipeline(tmp / "manhattan.yaml"), RunOptions(jobs=2))
+    assert again.names("ran") == [], _why(again)
+    assert again.names("skipped") == STEPS
+    assert again.status == report.status and again.bundle_id == report.bundle_id
+    assert {s.name: s.reason for s in again.steps} == {s: "up to date" for s in STEPS}
+
+
+def test_one_parameter_reruns_only_its_dependants(first: tuple[Path, RunReport, float]) -> None:
+    tmp, _, _ = first
+    seeds = run_pipeline(load_pipeline(small_pipeline(tmp, simulate={"seeds": 4})))
+    assert seeds.names("ran") == ["simulate", "publish"], _why(seeds)
+    assert seeds.step("simulate").reason == "parameters changed: seeds"
+    assert seeds.step("publish").reason == "inputs changed: planner_gate"
+    assert seeds.names("skipped") == [s for s in STEPS if s not in ("simulate", "publish")]
+    # a change that stops early: the area's name changes area.geojson only, not params.yaml,
+    # so the simulation (which reads params.yaml) is not re-run
+    name = run_pipeline(
+        load_pipeline(small_pipeline(tmp, simulate={"seeds": 4}, params={"area_name": "Midtown"}))
+    )
+    assert name.names("ran") == ["params", "bundle", "publish"], _why(name)
+    assert name.step("simulate").status == "skipped"
+    assert name.bundle_id != seeds.bundle_id
+
+
+def test_runs_compare_and_cli(
+    first: tuple[Path, RunReport, float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp, _, _ = first
+    with RunsDB(tmp / "runs.sqlite") as db:
+        rows = {k: (a, b) for k, a, b in compare_rows(db.get_run(1), db.get_run(3))}
+    assert rows["simulate.params.seeds"] == (3, 4)
+    assert rows["tiles.params.tile_deg"] == (0.01, 0.01)
+    assert "simulate.metrics.policies.nagashi.revenue_per_h" in rows
+    assert rows["evaluate.metrics.model.poisson_deviance"][0] is not None
+    db = str(tmp / "runs.sqlite")
+    assert main(["runs", "list", "--db", db]) == 0
+    assert main(["runs", "compare", "1", "3", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "simulate.params.seeds" in out
+    assert main(["runs", "show", "1", "--db", db]) == 0
+    assert "gate demand:" in capsys.readouterr().out
+    assert main(["runs", "show", "99", "--db", db]) == 2  # one clear line, no traceback
+    assert "no run 99" in capsys.readouterr().err
+
+
+def test_reproduce_gives_the_same_bundle_bytes(first: tuple[Path, RunReport, float]) -> None:
+    tmp, report, _ = first
+    result, rerun = reproduce_run(tmp / "runs.sqlite", 1, jobs=2)
+    assert rerun.names("ran") == [s for s in STEPS if s != "publish"]
+    assert rerun.step("publish").status == "not_selected"
+    assert result.new_bundle_id == report.bundle_id
+    assert result.same_bytes
+    with RunsDB(tmp / "runs.sqlite") as db:
+        assert db.get_run(result.new_run_id or -1)["options"]["reproduce_of"] == 1
