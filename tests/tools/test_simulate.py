@@ -4,6 +4,7 @@ calibrated to the observed pickups, legal for every policy, and its CLI, gate an
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_every_policy_drives_only_legal_allowed_links(world: World) -> None:
         run = run_shift(world, pax, policy, 0, 10.0, record=True)
         assert len(run.tracks) == world.config.test_taxis
         for track in run.tracks:
-            for (prev, _, _), (link, kind, t) in zip(track, track[1:], strict=False):
+            for (prev, _, _), (link, kind, t) in itertools.pairwise(track):
                 if kind == DROPOFF:
                     continue
                 assert world.cruisable[link], f"{policy} drove a forbidden link"

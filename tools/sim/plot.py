@@ -64,6 +64,6 @@ def plot_routes(world: World, runs: Sequence[RunResult], out: str | Path) -> Pat
     )
     fig.tight_layout()
     path = Path(out)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
