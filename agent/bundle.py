@@ -15,6 +15,7 @@ bundle's own trips (:func:`agent.planner.speed_factor_from_demand`), so it is ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ class LoadedBundle:
     def params_record(self) -> dict[str, Any]:
         return {
             "planner": self.planner.to_json(),
+            "safety": dataclasses.asdict(self.safety),
             "timezone": str(self.timezone.key),
             "demand_model": None if self.model is None else self.model.version,
             "params_version": self.params_doc.get("version"),

@@ -358,6 +358,7 @@ class Agent:
         result = decide(self.bundle, inputs, self.gate)
         record = result.to_record(self.bundle)
         record["run_id"] = self.run_id
+        record["vehicle_id"] = self.config.vehicle_id
         record["track"] = track
         # the demand of a 30-min slot repeats tick after tick: each log file keeps it once
         digest = record.get("demand_sha256")

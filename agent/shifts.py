@@ -81,6 +81,8 @@ def group_shifts(records: Iterable[dict[str, Any]]) -> list[Shift]:
             _add_track(s, r.get("track"))
         elif kind == "tick":
             s.ticks.append(r)
+            if not s.vehicle_id and r.get("vehicle_id"):
+                s.vehicle_id = str(r["vehicle_id"])
             _add_track(s, r.get("track"))
         elif kind == "meter" and isinstance(r.get("occupied"), bool):
             s.meters.append((float(r["time_s"]), bool(r["occupied"])))
