@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -293,3 +293,40 @@ def format_line(ins: Instruction) -> str:
     if ins.kind == "fallback":
         return f"{clock}Z {seq}FOLLOW {ins.message}  [{', '.join(ins.reason_codes)}]"
     return f"{clock}Z {seq}WAIT   {ins.message}"
+
+
+def _along_m(
+    coords: tuple[tuple[float, float], ...], lon: float, lat: float
+) -> tuple[float, float]:
+    """(distance along the line to the point's projection, distance from the line), metres."""
+    from tiles.geo import LocalProjection
+
+    proj = LocalProjection(lon, lat)
+    pts = [tuple(map(float, proj.to_xy(x, y))) for x, y in coords]
+    best = (math.inf, 0.0)
+    walked = 0.0
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
+        dx, dy = x1 - x0, y1 - y0
+        seg = math.hypot(dx, dy)
+        t = 0.0 if seg == 0 else min(max(-(x0 * dx + y0 * dy) / (seg * seg), 0.0), 1.0)
+        off = math.hypot(x0 + t * dx, y0 + t * dy)
+        if off < best[0]:
+            best = (off, walked + t * seg)
+        walked += seg
+    return best[1], best[0]
+
+
+def advance(ins: Instruction, lon: float, lat: float, heading_deg: float | None) -> Instruction:
+    """The instruction as the cab moves between planning ticks: new position, and the distance
+    to the next manoeuvre measured along the route from the cab's projection on it (0 once the
+    cab is level with it: the next tick, or leaving the route, re-plans)."""
+    moved = replace(ins, position=(lon, lat), heading_deg=heading_deg)
+    m = ins.maneuver
+    if ins.kind != "route" or m is None or len(ins.geometry) < 2:
+        return moved
+    cab_along, _ = _along_m(ins.geometry, lon, lat)
+    start_along, _ = _along_m(ins.geometry, *ins.geometry[0])
+    turn_along = start_along + m.distance_m
+    left = max(turn_along - cab_along, 0.0)
+    text = maneuver_text(m.type, m.modifier, left, m.street, ins.locale)
+    return replace(moved, maneuver=replace(m, distance_m=left, text=text))

@@ -30,7 +30,7 @@ from agent.clock import Clock
 from agent.decide import TickInputs, decide
 from agent.errors import AgentError, BundleLoadError
 from agent.gps import Fix, GpsSource
-from agent.instruction import Instruction
+from agent.instruction import Instruction, advance
 from agent.triplog import TripLog, TripLogConfig, unpack
 from agent.version import code_version
 from safety import SafetyGate
@@ -351,8 +351,7 @@ class Agent:
         if ins.kind == "waiting":
             return
         heading = fix.heading_deg if fix.heading_deg is not None else ins.heading_deg
-        moved = dataclasses.replace(ins, position=(fix.lon, fix.lat), heading_deg=heading)
-        self.state.publish(moved, tick=False)
+        self.state.publish(advance(ins, fix.lon, fix.lat, heading), tick=False)
 
     def _tick(self, inputs: TickInputs, track: list[list[float | None]]) -> None:
         result = decide(self.bundle, inputs, self.gate)

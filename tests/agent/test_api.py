@@ -124,3 +124,34 @@ def test_server_on_loopback_with_ephemeral_port(store: TileStore) -> None:
     assert parse_listen("127.0.0.1:8765") == ApiConfig("127.0.0.1", 8765)
     with pytest.raises(AgentError, match="HOST:PORT"):
         parse_listen("8765")
+
+
+def test_advance_counts_down_to_the_turn(store: TileStore) -> None:
+    from agent.instruction import _along_m, advance
+    from tiles.geo import haversine_m
+
+    ins = route_instruction(store)
+    assert ins.maneuver is not None
+    geom = ins.geometry
+    # a point 60 % of the way to the turn, on the route
+    target = 0.6 * ins.maneuver.distance_m
+    walked = 0.0
+    for (x0, y0), (x1, y1) in zip(geom[:-1], geom[1:], strict=True):
+        seg = float(haversine_m(x0, y0, x1, y1))
+        if walked + seg >= target:
+            f = (target - walked) / seg
+            point = (x0 + f * (x1 - x0), y0 + f * (y1 - y0))
+            break
+        walked += seg
+    moved = advance(ins, *point, 200.0)
+    assert moved.position == point and moved.heading_deg == 200.0
+    assert moved.maneuver is not None
+    assert moved.maneuver.distance_m == pytest.approx(0.4 * ins.maneuver.distance_m, abs=1.0)
+    assert moved.maneuver.text != ins.maneuver.text or ins.maneuver.distance_m < 25
+    # level with the end of the route: nothing left to the turn
+    past = advance(ins, *geom[-1], None)
+    assert past.maneuver is not None and past.maneuver.distance_m == 0.0
+    assert _along_m(geom, *geom[0]) == (0.0, 0.0)
+    # a fallback only moves the cab
+    fb = route_instruction(store, ok=False, message="Please follow the road")
+    assert advance(fb, *point, 10.0).maneuver is None
