@@ -305,7 +305,7 @@ def _along_m(
     pts = [tuple(map(float, proj.to_xy(x, y))) for x, y in coords]
     best = (math.inf, 0.0)
     walked = 0.0
-    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         dx, dy = x1 - x0, y1 - y0
         seg = math.hypot(dx, dy)
         t = 0.0 if seg == 0 else min(max(-(x0 * dx + y0 * dy) / (seg * seg), 0.0), 1.0)

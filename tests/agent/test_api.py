@@ -13,6 +13,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+import itertools
+
 from agent.api import AgentState, create_app
 from agent.errors import AgentError
 from agent.instruction import turn_modifier
@@ -136,7 +138,7 @@ def test_advance_counts_down_to_the_turn(store: TileStore) -> None:
     # a point 60 % of the way to the turn, on the route
     target = 0.6 * ins.maneuver.distance_m
     walked = 0.0
-    for (x0, y0), (x1, y1) in zip(geom[:-1], geom[1:], strict=True):
+    for (x0, y0), (x1, y1) in itertools.pairwise(geom):
         seg = float(haversine_m(x0, y0, x1, y1))
         if walked + seg >= target:
             f = (target - walked) / seg
