@@ -69,6 +69,7 @@ def _token(args: argparse.Namespace) -> str:
 def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
     """Shared by ``agent run`` and ``demo``: build, serve, run until the source ends or SIGTERM."""
     from agent.api import AgentState
+    from agent.bundle import load_bundle
     from agent.clock import SystemClock
     from agent.gps import open_source
     from agent.instruction import Instruction, format_line
@@ -92,6 +93,7 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
         plan_interval_s=args.plan_interval,
         sync=sync,
     )
+    bundle = load_bundle(bundle_dir, timezone=args.timezone)  # fail fast on a bad bundle
     clock = SystemClock()
     source = open_source(gps, clock, speed=args.speed)
     state = AgentState(locale=args.locale)
@@ -103,7 +105,7 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
             print(format_line(ins), flush=True)
         last[0] = key
 
-    agent = Agent(config, source, clock, state, on_instruction=show)
+    agent = Agent(config, source, clock, state, on_instruction=show, bundle=bundle)
     server = None
     if not args.no_api:
         server = ApiServer(state, parse_listen(args.api)).start()

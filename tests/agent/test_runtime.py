@@ -146,3 +146,31 @@ def test_leaving_the_route_replans_early(manhattan_bundle: Path, tmp_path: Path)
             assert prev["instruction"]["kind"] == "route"
             assert distance_to_line_m(t["fix"]["lon"], t["fix"]["lat"], line) > 40.0
             assert t["time_s"] - prev["time_s"] >= 1.0
+
+
+def test_cli_replay_and_errors(
+    drive_run: dict[str, Any],
+    manhattan_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agent.triplog import pack
+    from tools.cli import main
+
+    tick = next(r for r in drive_run["records"] if r["kind"] == "tick" and r["seq"] > 40)
+    logs = str(drive_run["data"] / "trips")
+    args = ["replay", "--log", logs, "--bundle-dir", str(manhattan_bundle)]
+    assert main([*args, "--tick", str(tick["seq"])]) == 0
+    assert f"tick #{tick['seq']}: byte-identical" in capsys.readouterr().out
+    # a log whose decision was made differently: exit 1, and what differs
+    forged = dict(tick)
+    forged["safety"] = {**tick["safety"], "message": "Turn around"}
+    bad = tmp_path / "forged.msgpack"
+    bad.write_bytes(pack(forged))
+    assert main(["replay", "--log", str(bad), "--bundle-dir", str(manhattan_bundle)]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS in safety" in out and "safety.message" in out
+    assert main([*args, "--tick", "999999"]) == 2
+    assert "no tick with seq 999999" in capsys.readouterr().err
+    assert main(["agent", "run", "--bundle-dir", str(tmp_path / "nope"), "--no-api"]) == 2
+    assert "neither a bundle" in capsys.readouterr().err
