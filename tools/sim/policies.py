@@ -34,6 +34,8 @@ from tools.sim.world import World
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
 POLICIES = ("random", "hotspot", "greedy", "nagashi")
+#: first search radius (travel time) of the hotspot policy's nearest-hotspot search
+HOTSPOT_SEARCH_S = 300.0
 
 
 class Allowed:
@@ -174,9 +176,15 @@ class HotspotPolicy(Policy):
 
     def _retarget(self, link: int, t_s: float) -> list[int]:
         m = self._line_graph(t_s)
-        dist, pred = dijkstra(m, directed=True, indices=link, return_predecessors=True)
-        hot = self._hotspots(t_s)
-        hot = hot[(hot != link) & np.isfinite(dist[hot])]
+        all_hot = self._hotspots(t_s)
+        # the nearest hotspot is usually close: search a few minutes first, then everything
+        for limit in (HOTSPOT_SEARCH_S, np.inf):
+            dist, pred = dijkstra(
+                m, directed=True, indices=link, return_predecessors=True, limit=limit
+            )
+            hot = all_hot[(all_hot != link) & np.isfinite(dist[all_hot])]
+            if hot.size:
+                break
         if hot.size == 0:
             return []
         target = int(hot[int(np.argmin(dist[hot]))])
