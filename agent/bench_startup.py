@@ -30,8 +30,7 @@ from typing import IO, Any
 import httpx
 import psutil
 
-from agent.demo import DRIVE_FIXTURE, REPO, ensure_manhattan_bundle
-
+REPO = Path(__file__).resolve().parent.parent
 GOAL_STARTUP_S = 2.0
 GOAL_RSS_MB = 250.0
 
@@ -62,6 +61,8 @@ def _drain(pipe: IO[str] | None, into: list[str] | None) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from agent.demo import DRIVE_FIXTURE, ensure_manhattan_bundle  # heavy: only when run
+
     bundle = (
         Path(args.bundle_dir)
         if args.bundle_dir
