@@ -209,10 +209,10 @@ def minute_of_week_of(when: dt.datetime) -> float:
 
 def area_mask(graph: Graph, polygon: shapely.Geometry) -> Bool:
     """Links with both ends inside the business area polygon (lon, lat)."""
-    prepared = shapely.prepare(polygon) or polygon
+    shapely.prepare(polygon)  # in place (its return value differs across shapely versions)
     return np.asarray(
-        shapely.contains_xy(prepared, graph.u_lon, graph.u_lat)
-        & shapely.contains_xy(prepared, graph.v_lon, graph.v_lat)
+        shapely.contains_xy(polygon, graph.u_lon, graph.u_lat)
+        & shapely.contains_xy(polygon, graph.v_lon, graph.v_lat)
     )
 
 

@@ -18,6 +18,7 @@ from agent.planner import (
     Plan,
     PlannerError,
     PlannerParams,
+    area_mask,
     plan_cruise,
     plan_from_fix,
     speed_factor_from_demand,
@@ -105,6 +106,26 @@ def test_plan_at_times_square(manhattan: tuple[TileStore, DemandTable]) -> None:
     assert again.to_json() == plan.to_json()
     doc = json.loads(plan.to_json())
     assert doc["schema_version"] == 1 and doc["params"]["horizon_s"] == 2700.0
+
+
+def test_business_area_polygon_bounds_the_plan(manhattan: tuple[TileStore, DemandTable]) -> None:
+    import shapely
+
+    store, table = manhattan
+    params = PlannerParams(speed_factor=0.37)
+    # a business area: the blocks within ~600 m of Times Square
+    area_poly = shapely.box(-73.9930, 40.7530, -73.9780, 40.7630)
+    g = store.radius_graph(*TIMES_SQUARE, params.radius_m)
+    mask = area_mask(g, area_poly)
+    inside = shapely.contains_xy(area_poly, g.u_lon, g.u_lat) & shapely.contains_xy(
+        area_poly, g.v_lon, g.v_lat
+    )
+    assert mask.dtype == bool and np.array_equal(mask, inside) and 0 < mask.sum() < g.n
+    plan = plan_from_fix(
+        store, table, *TIMES_SQUARE, 180.0, 1 * 1440 + 1085, params, area_polygon=area_poly
+    )
+    assert plan.edges
+    assert_legal(g, plan, params, mask)
 
 
 def test_demand_of_another_network_is_refused(
@@ -223,3 +244,49 @@ def test_bench_cruise_reports_its_figures(manhattan_tiles: Path, manhattan_deman
     assert out["ratio_plan_to_dijkstra_p50"] == pytest.approx(
         out["plan_ms_p50"] / out["dijkstra_ms_p50"], rel=0.02
     )
+
+
+def test_cruise_cli_reads_a_bundle_directory(
+    manhattan_tiles: Path,
+    manhattan_demand: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """tiles.sqlite, demand/, the planner section of params.yaml and area.geojson."""
+    import shutil
+
+    from tools.cli import main
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.yaml").write_text("schema_version: 1\n")
+    shutil.copy(manhattan_tiles, bundle / "tiles.sqlite")
+    shutil.copytree(manhattan_demand, bundle / "demand")
+    (bundle / "params.yaml").write_text("planner:\n  speed_factor: 0.4\n  horizon_s: 1800\n")
+    box = [[-73.9930, 40.7530], [-73.9780, 40.7530], [-73.9780, 40.7630], [-73.9930, 40.7630]]
+    area = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": {"type": "Polygon", "coordinates": [[*box, box[0]]]},
+            }
+        ],
+    }
+    (bundle / "area.geojson").write_text(json.dumps(area))
+    argv = ["cruise", "--bundle-or-tiles", str(bundle), "--at", "-73.98551,40.75800"]
+    assert main([*argv, "--time", "2015-06-02T18:05", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["params"]["speed_factor"] == 0.4 and doc["params"]["horizon_s"] == 1800
+    with TileStore(bundle / "tiles.sqlite") as store:
+        g = store.all()
+        lon = (g.u_lon + g.v_lon) / 2
+        lat = (g.u_lat + g.v_lat) / 2
+        mid = {int(i): (x, y) for i, x, y in zip(g.edge_id, lon, lat, strict=True)}
+    for e in doc["edges"]:
+        x, y = mid[e]
+        assert -73.9930 <= x <= -73.9780 and 40.7530 <= y <= 40.7630
+    (bundle / "params.yaml").write_text("planner:\n  warp_drive: 9\n")
+    assert main([*argv, "--time", "2015-06-02T18:05"]) == 2
+    assert "warp_drive" in capsys.readouterr().err
