@@ -144,7 +144,9 @@ class Agent:
         self._outbox_stats: dict[str, int] = {}
         self._reload = threading.Event()
         self._sync_status: dict[str, Any] = {"enabled": config.sync is not None}
-        self.bundle = bundle or load_bundle(config.bundle_dir, timezone=config.timezone)
+        self.bundle = bundle or load_bundle(
+            config.bundle_dir, timezone=config.timezone, verify=True
+        )
         self.gate = SafetyGate(self.bundle.safety, area=self.bundle.area, locale=config.locale)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -380,7 +382,7 @@ class Agent:
     def _swap_bundle(self, now: float) -> None:
         self._reload.clear()
         try:
-            new = load_bundle(self.config.bundle_dir, timezone=self.config.timezone)
+            new = load_bundle(self.config.bundle_dir, timezone=self.config.timezone, verify=True)
         except BundleLoadError as e:
             log.error("new bundle does not load (%s); keeping %s", e, self.bundle.bundle_id[:12])
             return

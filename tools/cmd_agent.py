@@ -93,7 +93,8 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
         plan_interval_s=args.plan_interval,
         sync=sync,
     )
-    bundle = load_bundle(bundle_dir, timezone=args.timezone)  # fail fast on a bad bundle
+    # fail fast on a bad bundle: every file is checked against its manifest hash
+    bundle = load_bundle(bundle_dir, timezone=args.timezone, verify=True)
     clock = SystemClock()
     source = open_source(gps, clock, speed=args.speed)
     state = AgentState(locale=args.locale)

@@ -174,3 +174,17 @@ def test_cli_replay_and_errors(
     assert "no tick with seq 999999" in capsys.readouterr().err
     assert main(["agent", "run", "--bundle-dir", str(tmp_path / "nope"), "--no-api"]) == 2
     assert "neither a bundle" in capsys.readouterr().err
+
+
+def test_a_tampered_bundle_does_not_run(manhattan_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from agent.errors import BundleLoadError
+
+    copy_dir = tmp_path / manhattan_bundle.name
+    shutil.copytree(manhattan_bundle, copy_dir)
+    params = copy_dir / "params.yaml"
+    params.write_text(params.read_text() + "# edited on the device\n")
+    load_bundle(copy_dir)  # opening alone does not hash every file...
+    with pytest.raises(BundleLoadError, match="hash mismatch|bytes"):
+        load_bundle(copy_dir, verify=True)  # ...the agent's start does
