@@ -186,5 +186,5 @@ def test_a_tampered_bundle_does_not_run(manhattan_bundle: Path, tmp_path: Path) 
     params = copy_dir / "params.yaml"
     params.write_text(params.read_text() + "# edited on the device\n")
     load_bundle(copy_dir)  # opening alone does not hash every file...
-    with pytest.raises(BundleLoadError, match="hash mismatch|bytes"):
+    with pytest.raises(BundleLoadError, match=r"hash mismatch|bytes"):
         load_bundle(copy_dir, verify=True)  # ...the agent's start does
