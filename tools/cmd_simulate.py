@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, default=30, help="number of seeds (CIs need >= 2)")
     p.add_argument("--replan-s", type=float, default=60.0, help="nagashi replanning interval")
+    p.add_argument(
+        "--patience-s",
+        type=float,
+        default=None,
+        help="mean passenger patience, s (the world's and the planner's; default: the planner's)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
         "--gate",
@@ -86,6 +92,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             hours=args.hours,
             start_minute_of_week=minute_of_week_of(start),
             replan_s=args.replan_s,
+            **({} if args.patience_s is None else {"patience_s": args.patience_s}),
         )
     except ValueError as e:
         raise ToolsError(str(e)) from None
