@@ -98,9 +98,18 @@ def reproduce_run(
     )
     if spec.runs_db.resolve() != Path(db_path).resolve():
         log.info("recording the reproduction in %s", spec.runs_db)
+    # the steps the recorded run had in effect (ran, or current and skipped), side effects aside
+    had = {s["step"] for s in rec["steps"] if s["status"] in ("ran", "skipped")}
+    only = tuple(s.name for s in spec.steps if s.name in had)
     report = run_pipeline(
         spec,
-        RunOptions(force=True, jobs=jobs, exclude_kinds=SIDE_EFFECT_KINDS, reproduce_of=run_id),
+        RunOptions(
+            only=only,
+            force=True,
+            jobs=jobs,
+            exclude_kinds=SIDE_EFFECT_KINDS,
+            reproduce_of=run_id,
+        ),
         progress=progress,
     )
     code_changes: list[str] = []
