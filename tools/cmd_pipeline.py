@@ -131,10 +131,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline_kinds(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from tools.pipeline.registry import step_kinds
-    from tools.pipeline.step import params_to_json
+    from tools.pipeline.step import params_defaults
 
     out: list[dict[str, Any]] = []
     for k in step_kinds().values():
@@ -145,9 +143,7 @@ def cmd_pipeline_kinds(args: argparse.Namespace) -> int:
                 "inputs": list(k.inputs),
                 "optional_inputs": list(k.optional_inputs),
                 "outputs": {o.name: o.filename for o in k.outputs},
-                "params": params_to_json(k.params_type())
-                if dataclasses.is_dataclass(k.params_type)
-                else {},
+                "params": params_defaults(k.params_type),
                 "code": list(k.sources),
             }
         )

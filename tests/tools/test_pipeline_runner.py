@@ -235,3 +235,26 @@ def test_cycle_is_rejected(tmp_path: Path) -> None:
     )
     with pytest.raises(PipelineSpecError, match="dependency cycle: a, b"):
         load_pipeline(p)
+
+
+def test_cli_kinds_dry_run_and_ingest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.cli import main
+
+    assert main(["pipeline", "kinds"]) == 0
+    out = capsys.readouterr().out
+    assert "timezone=(required)" in out and "publish:" in out
+    p = _small(tmp_path, OSM["shibuya"])
+    assert main(["pipeline", "run", str(p), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tiles          would run   no previous successful run" in out
+    db = str(tmp_path / "trips.sqlite")
+    for _ in range(2):
+        assert (
+            main(["pipeline", "ingest", "--db", db, "--label", "valid", str(TRIPS["gcp_valid"])])
+            == 0
+        )
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == out[1] == "trips: valid 1571"  # the second ingest added nothing
+    assert "1571 new" in out[0] and "0 new, 1571 already present" in out[2]
+    assert main(["pipeline", "run", str(tmp_path / "absent.yaml")]) == 2
+    assert "cannot read pipeline" in capsys.readouterr().err

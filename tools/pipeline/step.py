@@ -168,3 +168,15 @@ def params_to_json(params: Any) -> dict[str, Any]:
         v = getattr(params, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def params_defaults(params_type: type[Any]) -> dict[str, Any]:
+    """Each parameter's default (``"(required)"`` for those without one), for listings."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(params_type):
+        if f.default is not dataclasses.MISSING:
+            v = f.default
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        else:
+            out[f.name] = "(required)"
+    return out
