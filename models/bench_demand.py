@@ -4,7 +4,8 @@ For every cruisable link within ``--radius-m`` of ``--point`` (Times Square by d
 slots a ``--horizon-min`` horizon covers, measures in one run:
 
 * ``onnx_tick``: :meth:`models.DemandModel.tick` (feature assembly + one ONNX Runtime call on
-  CPU with ``--threads`` intra-op threads + output checks), what the planner calls per tick;
+  CPU with ``--threads`` intra-op threads, one row per link + output checks), what the planner
+  calls per tick;
 * ``onnx_run_only``: just the ``InferenceSession.run`` call on the same feature matrix;
 * ``statistical_tick``: :func:`models.statistical_tick` (the peer: a table lookup).
 
@@ -119,7 +120,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         edges = g.edge_id[g.cruise_allowed()].astype(np.int64)
         mow, hz = args.minute_of_week, args.horizon_min
         tick = model.tick(edges, mow, hz)  # warm-up
-        x = assemble(model.static, model.table, model.cell_rate, edges, tick.slot_minute_of_week)
+        x = assemble(
+            model.static, model.table, model.cell_rate, edges, tick.slot_minute_of_week[:1]
+        )  # what tick() sends: one row per link
         onnx_t: list[float] = []
         run_t: list[float] = []
         stat_t: list[float] = []

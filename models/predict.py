@@ -25,7 +25,14 @@ import numpy.typing as npt
 
 from models.demand import DemandTable, TickDemand, tick_demand_from_table
 from models.errors import DemandDataError, ModelOutputError
-from models.features import FEATURE_SPEC_VERSION, FEATURES, STATIC_FEATURES, assemble, cell_rates
+from models.features import (
+    FEATURE_SPEC_VERSION,
+    FEATURES,
+    RATE_FLOOR_PER_H,
+    STATIC_FEATURES,
+    assemble,
+    cell_rates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +193,19 @@ class DemandModel:
 
     def tick(self, edge_ids: npt.ArrayLike, minute_of_week: int, horizon_min: int) -> TickDemand:
         """Predicted TickDemand over the slots covering ``horizon_min`` from now (fares,
-        durations and drop-offs from statistics)."""
+        durations and drop-offs from statistics).
+
+        One ONNX call with one row per link, at the current slot: the model's correction of
+        statistics (``rate / stat_rate``, trained on 3-hour blocks, so it does not resolve
+        finer time) is applied to the statistical rate of every slot of the horizon. Use
+        :meth:`rates` to evaluate every (slot, link) row instead.
+        """
         base = tick_demand_from_table(self.table, edge_ids, minute_of_week, horizon_min)
-        rates = self.rates(base.edge_id, base.slot_minute_of_week)
+        now = self.rates(base.edge_id, base.slot_minute_of_week[:1])  # (1, n)
+        stat = np.maximum(base.pickups_per_h.astype(np.float64), RATE_FLOOR_PER_H)  # (K, n)
+        correction = now.astype(np.float64) / stat[:1]
+        rates = (stat * correction).astype(np.float32)
+        check_output(rates, self.max_rate_per_h, self.version)
         return replace(base, pickups_per_h=rates, source=f"onnx:{self.version}")
 
 

@@ -13,8 +13,11 @@ quadratic stand-in for the Poisson likelihood (sklearn's GradientBoostingRegress
 loss, and HistGradientBoostingRegressor, which has one, does not convert with skl2onnx 1.20).
 
 Cross-fitting: ``mu0`` of the training rows comes from statistics built *without* those rows
-(two folds split by pickup timestamp), otherwise the correction would learn that statistics fit
+(four folds split by pickup timestamp), otherwise the correction would learn that statistics fit
 their own data. On the device, the full statistical table (all training data) is the input.
+Within each (day type, block), ``mu0`` is rescaled to the observed total, so the correction
+learns where pickups go and leaves how many to statistics (whose totals rest on the whole
+citywide sample).
 
 Selection: the number of trees is chosen on the validation file (Poisson deviance of its
 pickups per link, day type and block) with ``staged_predict``. The held-out windows of the
@@ -84,13 +87,18 @@ OUTPUT_NAME = "rate"
 class TrainConfig:
     """Model training parameters."""
 
-    n_estimators_max: int = 300
+    #: device budget: a tick over the ~2,500 links within 3 km evaluates every tree once per
+    #: link; 80 depth-3 trees keep one call near 2-4 ms on one core (see bench_demand)
+    n_estimators_max: int = 80
     learning_rate: float = 0.05
     max_depth: int = 3
     min_samples_leaf: int = 200
     subsample: float = 0.7
     block_slots: int = 6  # training rows aggregate 6 slots (3 h) of one day type
-    folds: int = 2  # cross-fitting folds for the statistical offset
+    # chosen on the valid file (Poisson deviance): 4 folds and preserved slot totals beat
+    # 2 folds / free totals in both window folds (see docs/demand.md)
+    folds: int = 4  # cross-fitting folds for the statistical offset
+    preserve_slot_totals: bool = True  # learn only where pickups go (see _block_rows)
     seed: int = 7
     n_threads_eval: int = 1
 
@@ -150,8 +158,13 @@ def _block_rows(
     rates0: F64,
     edges: npt.NDArray[np.int64],
     block_slots: int,
+    preserve_totals: bool = False,
 ) -> _Rows:
-    """Rows per (day type, block, link): features at the block's middle slot."""
+    """Rows per (day type, block, link): features at the block's middle slot.
+
+    ``preserve_totals`` rescales each block's expectations to its observed total, so that the
+    correction learns where pickups go, not how many there are (statistics keep the totals).
+    """
     n_blocks = SLOTS_PER_DAY // block_slots
     crate = cell_rates(table)
     xs: list[F32] = []
@@ -166,8 +179,12 @@ def _block_rows(
             mid_slot = b * block_slots + block_slots // 2
             minute = (0 if d == 0 else (5 if d == 1 else 6)) * 1440 + mid_slot * 30
             xs.append(assemble(static, table, crate, edges, [minute]))
-            ys.append(counts[d, sl][:, edges].sum(axis=0))
-            mus.append((rates0[d, sl][:, edges] * e_b[:, None]).sum(axis=0))
+            y_b = counts[d, sl][:, edges].sum(axis=0)
+            mu_b = (rates0[d, sl][:, edges] * e_b[:, None]).sum(axis=0)
+            if preserve_totals and y_b.sum() > 0 and mu_b.sum() > 0:
+                mu_b = mu_b * (y_b.sum() / mu_b.sum())
+            ys.append(y_b)
+            mus.append(mu_b)
     return _Rows(np.concatenate(xs), np.concatenate(ys), np.concatenate(mus))
 
 
@@ -258,6 +275,7 @@ def train_model(
                 rates_oof,
                 edges,
                 config.block_slots,
+                config.preserve_slot_totals,
             )
         )
     x = np.concatenate([r.x for r in rows])

@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="I,J",
         help="windows of windows-mode training files to use (the rest are held out)",
     )
-    train.add_argument("--trees", type=int, default=300, help="most trees to try")
+    train.add_argument(
+        "--trees", type=int, default=None, help="most trees to try (default: TrainConfig's)"
+    )
     train.add_argument("--out", required=True, help="output demand/model directory")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_train)
@@ -126,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.valid,
             args.out,
             train_windows=args.train_windows,
-            config=TrainConfig(n_estimators_max=args.trees),
+            config=(TrainConfig(n_estimators_max=args.trees) if args.trees else TrainConfig()),
         )
     t = doc["training"]
     _print(
