@@ -184,3 +184,32 @@ def test_statistics_version_mismatch(model_copy: Path) -> None:
     DemandTable(**{**fields, "version": "stat-other"}).save(model_copy)
     with pytest.raises(DemandDataError, match="trained with statistics"):
         DemandModel(model_copy)
+
+
+class _CountingSession:
+    """Delegates to the real onnxruntime session and counts calls."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.rows: list[int] = []
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        self.rows.append(next(iter(feed.values())).shape[0])
+        return self.inner.run(names, feed)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_one_batched_call_per_tick(trained_model_dir: Path, near_links: np.ndarray) -> None:
+    model = DemandModel(trained_model_dir)
+    counting = _CountingSession(model.session)
+    model.session = counting  # type: ignore[assignment]
+    tick = model.tick(near_links, TUE_18H + 10, horizon_min=60)
+    assert counting.calls == 1 and counting.rows == [near_links.size]
+    # the current slot is the model's own answer; later slots carry its correction of statistics
+    now = model.rates(near_links, [TUE_18H])[0]
+    np.testing.assert_allclose(tick.pickups_per_h[0], now, rtol=1e-5)
+    stat = np.maximum(model.table.rates(near_links, tick.slot_minute_of_week), 1e-3)
+    np.testing.assert_allclose(
+        tick.pickups_per_h[1:] / stat[1:], np.broadcast_to(now / stat[0], stat[1:].shape), rtol=1e-4
+    )
