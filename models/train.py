@@ -235,7 +235,7 @@ def train_model(
         for fi, mode in enumerate(trips.mode):
             if mode == "windows":
                 trips = trips.restrict_windows(fi, train_windows)
-    table, report = build_from_trips(store, g, trips, stats_config, snap_config)
+    table, _ = build_from_trips(store, g, trips, stats_config, snap_config)
     snapped = snap_pickups(
         g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
     )
@@ -400,7 +400,6 @@ def train_model(
         "gate": None,
     }
     _atomic_write(d / MODEL_JSON, lambda fh: fh.write(json.dumps(doc, indent=2).encode()))
-    del report
     return doc
 
 
