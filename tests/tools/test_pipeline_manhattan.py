@@ -1,5 +1,6 @@
 """The whole release pipeline on the real Manhattan data: pipelines/manhattan.yaml itself, with
-only the expensive sizes made small (20 trees, 3 simulated seeds of one hour, two policies).
+only the expensive sizes made small (20 trees, 2 simulated seeds of half an hour, two
+policies: the gate's intervals need two seeds).
 
 Run it, run it again (nothing recomputed), change one parameter (only its dependants re-run),
 reproduce the first run from its record (same bundle bytes), compare runs side by side.
@@ -25,7 +26,7 @@ from tools.pipeline.reproduce import reproduce_run
 EXAMPLE = REPO / "pipelines" / "manhattan.yaml"
 SMALL = {
     "train": {"n_estimators_max": 20},
-    "simulate": {"seeds": 3, "hours": 1.0, "policies": ["hotspot", "nagashi"]},
+    "simulate": {"seeds": 2, "hours": 0.5, "policies": ["hotspot", "nagashi"]},
 }
 STEPS = ["tiles", "trips", "demand", "train", "evaluate", "params", "simulate", "bundle", "publish"]
 
@@ -130,7 +131,7 @@ def test_second_run_recomputes_nothing(first: tuple[Path, RunReport, float]) -> 
 
 def test_one_parameter_reruns_only_its_dependants(first: tuple[Path, RunReport, float]) -> None:
     tmp, _, _ = first
-    seeds = run_pipeline(load_pipeline(small_pipeline(tmp, simulate={"seeds": 4})))
+    seeds = run_pipeline(load_pipeline(small_pipeline(tmp, simulate={"seeds": 3})))
     assert seeds.names("ran") == ["simulate", "publish"], _why(seeds)
     assert seeds.step("simulate").reason == "parameters changed: seeds"
     assert seeds.step("publish").reason == "inputs changed: planner_gate"
@@ -138,7 +139,7 @@ def test_one_parameter_reruns_only_its_dependants(first: tuple[Path, RunReport, 
     # a change that stops early: the area's name changes area.geojson only, not params.yaml,
     # so the simulation (which reads params.yaml) is not re-run
     name = run_pipeline(
-        load_pipeline(small_pipeline(tmp, simulate={"seeds": 4}, params={"area_name": "Midtown"}))
+        load_pipeline(small_pipeline(tmp, simulate={"seeds": 3}, params={"area_name": "Midtown"}))
     )
     assert name.names("ran") == ["params", "bundle", "publish"], _why(name)
     assert name.step("simulate").status == "skipped"
@@ -151,7 +152,7 @@ def test_runs_compare_and_cli(
     tmp, _, _ = first
     with RunsDB(tmp / "runs.sqlite") as db:
         rows = {k: (a, b) for k, a, b in compare_rows(db.get_run(1), db.get_run(3))}
-    assert rows["simulate.params.seeds"] == (3, 4)
+    assert rows["simulate.params.seeds"] == (2, 3)
     assert rows["tiles.params.tile_deg"] == (0.01, 0.01)
     assert "simulate.metrics.policies.nagashi.revenue_per_h" in rows
     assert rows["evaluate.metrics.model.poisson_deviance"][0] is not None
@@ -175,3 +176,20 @@ def test_reproduce_gives_the_same_bundle_bytes(first: tuple[Path, RunReport, flo
     assert result.same_bytes
     with RunsDB(tmp / "runs.sqlite") as db:
         assert db.get_run(result.new_run_id or -1)["options"]["reproduce_of"] == 1
+
+
+def test_the_model_ships_only_with_a_passed_demand_verdict(
+    first: tuple[Path, RunReport, float],
+) -> None:
+    from tools.pipeline.steps_release import _demand_decision
+
+    tmp, _, _ = first
+    stats = tmp / "work" / "demand" / "demand"
+    model = tmp / "work" / "train" / "model"  # the trained model, before any gate
+    version = json.loads((model / "model.json").read_text())["version"]
+    won = {"gate": "demand", "passed": True, "reason": "beats statistics"}
+    lost = {"gate": "demand", "passed": False, "reason": "lost to statistics"}
+    assert _demand_decision(stats, model, won)[:2] == (model, version)
+    assert _demand_decision(stats, model, lost)[:2] == (stats, "none")
+    assert _demand_decision(stats, model, None)[:2] == (stats, "none")
+    assert _demand_decision(stats, None, won)[:2] == (stats, "none")

@@ -26,6 +26,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -309,8 +310,6 @@ class TripStore:
 
 
 def _json(v: Any) -> str:
-    import json
-
     return json.dumps(v, sort_keys=True)
 
 
