@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import OSM, TRIPS
+from tests.conftest import OSM, REPO, TRIPS
 from tools.pipeline import (
     PipelineSpecError,
     RunOptions,
@@ -87,7 +87,10 @@ def test_runs_in_parallel_then_skips_then_reruns_only_what_changed(tmp_path: Pat
     assert tiles_rec["params"] == {"tile_deg": 0.02}
     assert tiles_rec["input_hashes"]["osm"][0][1] == sha256_path(OSM["shibuya"])
     assert tiles_rec["output_hashes"]["tiles"] == sha256_path(tiles_out)
-    assert set(tiles_rec["code_sources"]) == {"tiles", "tools.pipeline.steps_data"}
+    code = tiles_rec["code_sources"]  # the import closure of the step, module by module
+    assert {"tiles", "tiles.build", "tools.pipeline.steps_data"} <= set(code)
+    assert not [m for m in code if m.startswith(("agent", "sync", "tools.sim"))]
+    assert code["tiles.build"] == sha256_path(REPO / "tiles" / "build.py")
     assert rec["steps"][1]["produced_by_run"] == 1
 
 

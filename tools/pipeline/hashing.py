@@ -8,6 +8,7 @@ sources of the packages and modules that implement it, hashed the same way.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
@@ -70,31 +71,92 @@ def sha256_json(value: Any) -> str:
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
-def source_paths(name: str) -> Path:
-    """Where a package (its directory) or a module (its file) lives, without importing it."""
-    spec = importlib.util.find_spec(name)
-    if spec is None:
-        raise ModuleNotFoundError(name)
-    if spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    if spec.origin is None:
-        raise ModuleNotFoundError(f"{name} has no source file")
-    return Path(spec.origin)
+#: top-level packages of this project: imports of anything else (numpy, sklearn...) are not
+#: followed (their versions are the environment's, see docs/pipeline.md)
+PROJECT_PACKAGES = ("agent", "models", "safety", "sync", "tiles", "tools")
+
+
+def _package_root(top: str) -> Path | None:
+    """The directory of a top-level package, found without importing it."""
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a project module or package (its ``__init__.py``), or None."""
+    parts = name.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return None
+    root = _package_root(parts[0])
+    if root is None:
+        return None
+    base = root.joinpath(*parts[1:])
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Project modules that ``name`` imports anywhere (function bodies included)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError):
+        return set()
+    is_pkg = path.name == "__init__.py"
+    package = name if is_pkg else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)  # kept if it is a module
+    return {m for m in out if m.split(".")[0] in PROJECT_PACKAGES}
+
+
+def import_closure(entries: tuple[str, ...]) -> dict[str, Path]:
+    """Every project module reachable from ``entries`` by import statements, with its file.
+
+    Imports inside functions count (steps import lazily). A package's ``__init__`` is followed
+    when the package itself is imported (``from models import DemandTable``), not when only one
+    of its submodules is (``from tools.pipeline.step import ...``), so a step does not depend
+    on every sibling its package happens to re-export.
+    """
+    found: dict[str, Path] = {}
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        path = module_file(name)
+        if path is None:
+            continue
+        found[name] = path
+        todo.extend(_imports(name, path) - set(found))
+    return found
 
 
 def code_version(sources: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-    """(combined hash, per-source hash) of the Python sources of packages/modules ``sources``.
+    """(combined hash, per-module hash) of the project sources a step runs.
 
-    A source that cannot be found hashes as ``missing`` (so the step re-runs once it appears).
+    ``sources`` are entry modules (the step's own module, packages it calls); the hash covers
+    their import closure within this project (:func:`import_closure`). An entry that cannot be
+    found hashes as ``missing``, so the step re-runs once it appears.
     """
-    parts: dict[str, str] = {}
-    for name in sorted(set(sources)):
-        try:
-            p = source_paths(name)
-        except (ModuleNotFoundError, ValueError):
+    closure = import_closure(sources)
+    parts: dict[str, str] = {name: sha256_file(p) for name, p in sorted(closure.items())}
+    for name in sources:
+        if name not in closure:
             parts[name] = "missing"
-            continue
-        parts[name] = sha256_tree(p, (".py",)) if p.is_dir() else sha256_file(p)
     return sha256_json(parts), parts
 
 

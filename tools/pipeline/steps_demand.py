@@ -184,8 +184,8 @@ def run_evaluate_demand(ctx: StepContext) -> StepResult:
     from models.evaluate import apply_gate, evaluate
     from models.predict import DemandModel, InferenceConfig
     from tiles import TileStore
+    from tools.pipeline._staging import write_atomic
     from tools.pipeline.step import Verdict
-    from tools.pipeline.steps_release import write_atomic
 
     p: EvaluateDemandParams = ctx.params
     gated = ctx.output("model")

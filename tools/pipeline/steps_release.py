@@ -16,15 +16,14 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tools.pipeline._staging import write_atomic
 from tools.pipeline.step import OutputDecl, StepContext, StepKind, StepResult, Verdict
 
 log = logging.getLogger(__name__)
@@ -32,20 +31,6 @@ log = logging.getLogger(__name__)
 
 def _short(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_verdict(path: Path | None) -> dict[str, Any] | None:
