@@ -180,10 +180,10 @@ def cmd_runs_compare(args: argparse.Namespace) -> int:
         return 0
     shown = [r for r in rows if args.all or r[1] != r[2]]
     kw = max([len(k) for k, _, _ in shown] + [8])
-    print(f"{'':<{kw}}  {'run ' + str(args.a):<32}  run {args.b}")
+    print(f"{'':<{kw}}   {'run ' + str(args.a):<32}  run {args.b}")
     for k, va, vb in shown:
         mark = "*" if va != vb else " "
-        print(f"{k:<{kw}}{mark} {_cell(va, 32):<32}  {_cell(vb, 32)}")
+        print(f"{k:<{kw}} {mark} {_cell(va, 32):<32}  {_cell(vb, 32)}")
     if not args.all:
         print(f"({len(rows) - len(shown)} equal rows hidden; --all shows them)", file=sys.stderr)
     return 0

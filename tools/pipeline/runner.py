@@ -602,7 +602,21 @@ def run_pipeline(
         raise PipelineSpecError(f"--jobs must be at least 1, got {opt.jobs}")
     db = RunsDB(spec.runs_db) if not opt.dry_run or spec.runs_db.is_file() else None
     try:
-        return _Run(spec, opt, db, progress, clock).execute()
+        run = _Run(spec, opt, db, progress, clock)
+        try:
+            return run.execute()
+        except BaseException as e:  # interrupted (Ctrl-C) or the runner itself failed
+            if db is not None and run.run_id is not None:
+                db.finish_run(
+                    run.run_id,
+                    finished_at=clock().isoformat(),
+                    status="interrupted",
+                    manifest=None,
+                    manifest_sha256=None,
+                    bundle_id=None,
+                    error=f"{type(e).__name__}: {e}",
+                )
+            raise
     finally:
         if db is not None:
             db.close()

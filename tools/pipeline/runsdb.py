@@ -3,7 +3,8 @@
 One SQLite file (WAL), named and ordered migrations. Tables:
 
 * ``runs``: one row per ``pipeline run``: the pipeline file's text and hash, workdir, git
-  commit and dirty flag, options, status, the composed manifest and bundle id, the error.
+  commit and dirty flag, options, status (running, ok, failed, refused, interrupted), the
+  composed manifest and bundle id, the error.
 * ``run_steps``: one row per step of a run: ran / skipped / failed / blocked, why, the cache key,
   parameters, input hashes, code version, output hashes, metrics and gate verdict. A skipped
   step carries the metrics of the run that produced its outputs, so every run is complete.
