@@ -261,3 +261,24 @@ def test_cli_kinds_dry_run_and_ingest(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "1571 new" in out[0] and "0 new, 1571 already present" in out[2]
     assert main(["pipeline", "run", str(tmp_path / "absent.yaml")]) == 2
     assert "cannot read pipeline" in capsys.readouterr().err
+
+
+def test_a_second_run_in_the_same_workdir_is_refused(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from tools.pipeline import PipelineError
+
+    spec = load_pipeline(_small(tmp_path, OSM["shibuya"]))
+    spec.workdir.mkdir(parents=True)
+    fd = os.open(spec.workdir / ".pipeline.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds the workdir
+        with pytest.raises(PipelineError, match="in use by another pipeline run"):
+            run_pipeline(spec)
+        assert run_pipeline(spec, RunOptions(dry_run=True)).status == "dry_run"
+    finally:
+        os.close(fd)
+    assert run_pipeline(spec).status == "ok"  # released: the next run goes ahead
+    with RunsDB(tmp_path / "work" / "runs.sqlite") as db:
+        assert [r["status"] for r in db.list_runs()] == ["ok"]

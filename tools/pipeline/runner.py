@@ -19,6 +19,7 @@ next run resumes where it stopped, since the steps that succeeded are then curre
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import logging
 import multiprocessing
@@ -31,7 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.pipeline._staging import clean_stale, commit_outputs, remove, staging_path
+from tools.pipeline._staging import (
+    clean_stale,
+    commit_outputs,
+    remove,
+    staging_path,
+    workdir_lock,
+)
 from tools.pipeline.errors import PipelineSpecError
 from tools.pipeline.hashing import code_version, git_state, sha256_json, sha256_path
 from tools.pipeline.runsdb import CacheEntry, RunsDB
@@ -603,8 +610,10 @@ def run_pipeline(
     db = RunsDB(spec.runs_db) if not opt.dry_run or spec.runs_db.is_file() else None
     try:
         run = _Run(spec, opt, db, progress, clock)
+        lock = contextlib.nullcontext() if opt.dry_run else workdir_lock(spec.workdir)
         try:
-            return run.execute()
+            with lock:
+                return run.execute()
         except BaseException as e:  # interrupted (Ctrl-C) or the runner itself failed
             if db is not None and run.run_id is not None:
                 db.finish_run(
