@@ -28,10 +28,11 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.pipeline._exec import Eval, InlineExecutor, diff_reason, execute_step
 from tools.pipeline._staging import (
     clean_stale,
     commit_outputs,
@@ -111,73 +112,6 @@ class RunReport:
         return [s.name for s in self.steps if s.status == status]
 
 
-@dataclass
-class _Eval:
-    """A step's cache evaluation."""
-
-    run: bool
-    reason: str
-    input_hashes: dict[str, list[list[str]]] = field(default_factory=dict)
-    key: str | None = None
-    code_hash: str | None = None
-    code_parts: dict[str, str] = field(default_factory=dict)
-    cached: CacheEntry | None = None
-
-
-def _execute(kind_name: str, ctx: StepContext, log_level: int) -> tuple[Any, ...]:
-    """Run one step (in a worker process or inline): ("ok", result) or ("error", ...)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    from tools.pipeline.registry import step_kinds
-
-    try:
-        result = step_kinds()[kind_name].run(ctx)
-        if not isinstance(result, StepResult):
-            raise TypeError(f"step kind {kind_name} returned {type(result).__name__}")
-        return ("ok", result)
-    except Exception as e:
-        return ("error", type(e).__name__, str(e) or type(e).__name__, traceback.format_exc())
-
-
-class _InlineExecutor(cf.Executor):
-    """Runs submitted work at once, in this process (``jobs`` = 1)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
-        fut: cf.Future[Any] = cf.Future()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except BaseException as e:
-            fut.set_exception(e)
-        return fut
-
-
-def _diff_reason(prev: dict[str, Any] | None, params: dict[str, Any], ev: _Eval) -> str:
-    if prev is None:
-        return "cache record lost"
-    changed_params = sorted(
-        k
-        for k in set(params) | set(prev["params"] or {})
-        if params.get(k) != (prev["params"] or {}).get(k)
-    )
-    if changed_params:
-        return "parameters changed: " + ", ".join(changed_params)
-    prev_inputs = prev["input_hashes"] or {}
-    changed_inputs = sorted(
-        k
-        for k in set(ev.input_hashes) | set(prev_inputs)
-        if [h for _, h in ev.input_hashes.get(k, [])] != [h for _, h in prev_inputs.get(k, [])]
-    )
-    if changed_inputs:
-        return "inputs changed: " + ", ".join(changed_inputs)
-    prev_code = prev["code_sources"] or {}
-    changed_code = sorted(
-        k for k in set(ev.code_parts) | set(prev_code) if ev.code_parts.get(k) != prev_code.get(k)
-    )
-    if changed_code:
-        return "code changed: " + ", ".join(changed_code)
-    return "step definition changed"
-
-
 class _Run:
     def __init__(
         self,
@@ -249,7 +183,7 @@ class _Run:
         assert r.path is not None
         return r.path
 
-    def evaluate(self, s: StepSpec) -> _Eval:
+    def evaluate(self, s: StepSpec) -> Eval:
         code_hash, code_parts = self._code(s)
         inputs: dict[str, list[list[str]]] = {}
         for k, refs in s.inputs.items():
@@ -265,7 +199,7 @@ class _Run:
                 "code": code_hash,
             }
         )
-        ev = _Eval(True, "", inputs, key, code_hash, code_parts)
+        ev = Eval(True, "", inputs, key, code_hash, code_parts)
         cached = self.db.cached(self.workdir, s.name) if self.db else None
         ev.cached = cached
         if self.opt.force:
@@ -274,7 +208,7 @@ class _Run:
             ev.reason = "no previous successful run"
         elif cached.cache_key != key:
             prev = self.db.step_record(cached.run_id, s.name) if self.db else None
-            ev.reason = _diff_reason(prev, params, ev)
+            ev.reason = diff_reason(prev, params, ev)
         else:
             for name, final in s.outputs.items():
                 try:
@@ -297,7 +231,7 @@ class _Run:
         s: StepSpec,
         status: str,
         reason: str,
-        ev: _Eval | None,
+        ev: Eval | None,
         *,
         metrics: dict[str, Any] | None = None,
         verdict: dict[str, Any] | None = None,
@@ -376,10 +310,8 @@ class _Run:
                 max_workers=opt.jobs, mp_context=multiprocessing.get_context("spawn")
             )
         else:
-            executor = _InlineExecutor()
-        running: dict[
-            cf.Future[Any], tuple[StepSpec, _Eval, dict[str, Path], Path, str, float]
-        ] = {}
+            executor = InlineExecutor()
+        running: dict[cf.Future[Any], tuple[StepSpec, Eval, dict[str, Path], Path, str, float]] = {}
         try:
             with executor:
                 while True:
@@ -402,7 +334,7 @@ class _Run:
     def _start_ready(
         self,
         executor: cf.Executor,
-        running: dict[cf.Future[Any], tuple[StepSpec, _Eval, dict[str, Path], Path, str, float]],
+        running: dict[cf.Future[Any], tuple[StepSpec, Eval, dict[str, Path], Path, str, float]],
     ) -> bool:
         started = False
         busy = {s.name for s, *_ in running.values()}
@@ -487,7 +419,7 @@ class _Run:
             t0 = _monotonic()
             try:
                 fut = executor.submit(
-                    _execute, s.kind.name, ctx, logging.getLogger().getEffectiveLevel()
+                    execute_step, s.kind.name, ctx, logging.getLogger().getEffectiveLevel()
                 )
             except (cf.BrokenExecutor, RuntimeError) as e:  # a worker died: the pool is gone
                 fut = cf.Future()
@@ -499,7 +431,7 @@ class _Run:
         self,
         fut: cf.Future[Any],
         s: StepSpec,
-        ev: _Eval,
+        ev: Eval,
         staged: dict[str, Path],
         scratch: Path,
         token: str,
