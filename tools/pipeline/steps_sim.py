@@ -56,7 +56,7 @@ def run_simulate(ctx: StepContext) -> StepResult:
     from agent.planner import minute_of_week_of, speed_factor_from_demand
     from models import DemandTable
     from tiles import TileStore
-    from tools.pipeline._staging import write_atomic
+    from tools.pipeline._files import write_atomic
     from tools.sim.experiment import calibrate, gate, paired_gain, run_seeds, summarise
     from tools.sim.world import SimConfig, build_world
 
