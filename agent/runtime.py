@@ -48,6 +48,8 @@ from tiles.geo import LocalProjection
 
 log = logging.getLogger(__name__)
 
+RETIRED_BUNDLE_GRACE_S = 30.0  # a replaced bundle's tile database stays open this long
+
 
 @dataclass(frozen=True)
 class SyncSettings:
@@ -143,6 +145,9 @@ class Agent:
         self._outbox_closed = False
         self._outbox_stats: dict[str, int] = {}
         self._reload = threading.Event()
+        # bundles replaced by a newer one: their tile databases are closed after a grace period
+        # (an API request may still be reading the old store), or at shutdown
+        self._retired: list[tuple[LoadedBundle, threading.Timer]] = []
         self._sync_status: dict[str, Any] = {"enabled": config.sync is not None}
         self.bundle = bundle or load_bundle(
             config.bundle_dir, timezone=config.timezone, verify=True
@@ -401,6 +406,23 @@ class Agent:
             }
         )
         log.info("bundle %s -> %s", old.bundle_id[:12], new.bundle_id[:12])
+        self._retire(old)
+
+    def _retire(self, old: LoadedBundle) -> None:
+        """Close ``old``'s tile database once no request can still be using it."""
+        if old is self.bundle:
+            return
+        timer = threading.Timer(RETIRED_BUNDLE_GRACE_S, old.close)
+        timer.daemon = True
+        self._retired.append((old, timer))
+        timer.start()
+
+    def _close_retired(self) -> None:
+        for old, timer in self._retired:
+            timer.cancel()
+            timer.join()
+            old.close()
+        self._retired.clear()
 
     def _shutdown(self, track: list[list[float | None]]) -> None:
         self._stop.set()
@@ -425,6 +447,7 @@ class Agent:
         self.summary.outbox_remaining = self._outbox_stats.get("records")
         self._outbox_closed = True
         self.outbox.close()
+        self._close_retired()
 
     def _final_flush(self) -> None:
         assert self._uploader is not None and self.config.sync is not None

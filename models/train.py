@@ -326,6 +326,9 @@ def train_model(
         model,
         initial_types=[(INPUT_NAME, FloatTensorType([None, len(FEATURES)]))],
         target_opset={"": 17, "ai.onnx.ml": 3},
+        # a fixed graph name: skl2onnx otherwise names the graph with a random id, and the
+        # same training would give different bytes (and model version) every time
+        name="nagashi_demand_correction",
     )
     graph = onx.graph
     raw_name = graph.output[0].name

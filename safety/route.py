@@ -244,7 +244,8 @@ def _closed_when_entered(
     sel = np.flatnonzero(np.isin(idx.win_local, entered))
     if sel.size == 0:
         return np.zeros(entered.shape, dtype=bool)
-    lo = (minute_of_week + entry_s / 60.0) % MINUTES_PER_WEEK  # (K,)
+    with np.errstate(invalid="ignore"):  # an unknown (inf/NaN) arrival stays NaN: closed below
+        lo = (minute_of_week + entry_s / 60.0) % MINUTES_PER_WEEK  # (K,)
     hi = lo + entry_s * (max(slowdown, 1.0) - 1.0) / 60.0
     same = idx.win_local[sel][:, None] == entered[None, :]  # (W, K)
     s = idx.win_start[sel][:, None]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import uvicorn
 import yaml
 
@@ -128,7 +130,13 @@ def test_agent_pulls_and_switches_bundles(manhattan_bundle: Path, tmp_path: Path
             clock,
         )
         assert agent.bundle.bundle_id == a.bundle_id
+        first = agent.bundle
         summary = agent.run()
+        # the replaced bundle's tile database was closed (no connection leaks per switch);
+        # the current one stays open for the API
+        with pytest.raises(sqlite3.ProgrammingError):
+            first.store.way_tags(1)
+        assert isinstance(agent.bundle.store.way_tags(1), dict)
         assert summary.outbox_remaining == 0 and summary.flush_error == ""
         assert serve_.storage.count("cab-9") == len(list(read_records(tmp_path / "data" / "trips")))
     status = agent.sync_status()

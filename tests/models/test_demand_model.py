@@ -39,6 +39,31 @@ def test_model_json_names_its_features_and_matches_sklearn(trained_model_dir: Pa
     assert static.shape[1] == len(STATIC_FEATURES)
 
 
+def test_training_again_gives_the_same_bytes(
+    trained_model_dir: Path, manhattan_tiles: Path, tmp_path: Path
+) -> None:
+    """Same inputs and configuration: the same model.onnx bytes and model version (replay and
+    `nagashi runs reproduce` depend on it)."""
+    from models.train import TrainConfig, train_model
+    from tests.conftest import TRIPS
+    from tests.models.conftest import TRAIN_WINDOWS
+
+    out = tmp_path / "again"
+    with TileStore(manhattan_tiles) as store:
+        train_model(
+            store,
+            [TRIPS["gcp_train"], TRIPS["reuven_2015_06"]],
+            [TRIPS["gcp_valid"]],
+            out,
+            train_windows=TRAIN_WINDOWS,
+            config=TrainConfig(n_estimators_max=20),
+        )
+    assert (out / "model.onnx").read_bytes() == (trained_model_dir / "model.onnx").read_bytes()
+    a = json.loads((out / "model.json").read_text())
+    b = json.loads((trained_model_dir / "model.json").read_text())
+    assert a["version"] == b["version"]
+
+
 def test_tick_from_model_and_from_statistics(
     trained_model_dir: Path, near_links: np.ndarray
 ) -> None:
