@@ -130,7 +130,13 @@ class _Grid:
             self.items[self.offsets[j * self.nx + i0] : self.offsets[j * self.nx + i1 + 1]]
             for j in range(j0, j1 + 1)
         ]
-        return np.unique(np.concatenate(parts))
+        a = np.sort(np.concatenate(parts))  # a segment spanning cells appears once per cell
+        if a.size > 1:
+            keep = np.empty(a.shape, dtype=bool)
+            keep[0] = True
+            np.not_equal(a[1:], a[:-1], out=keep[1:])
+            a = a[keep]
+        return a
 
 
 _SEGMENTS: weakref.WeakKeyDictionary[Graph, _Segments] = weakref.WeakKeyDictionary()
@@ -190,9 +196,9 @@ def match_fix(
     if near_idx.size == 0:
         raise NoMatchError(f"no road link within {config.radius_m:.0f} m of ({lon:.6f}, {lat:.6f})")
     x0, y0, dx, dy, sl = (a[near_idx] for a in (s.x0, s.y0, s.dx, s.dy, s.seg_len))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t_near = ((px - x0) * dx + (py - y0) * dy) / (sl**2)
-    t_near = np.clip(np.where(np.isfinite(t_near), t_near, 0.0), 0.0, 1.0)
+    # a zero-length segment has dx = dy = 0, so its numerator is 0 and t = 0
+    t_near = ((px - x0) * dx + (py - y0) * dy) / np.maximum(sl * sl, 1e-12)
+    t_near = np.minimum(np.maximum(t_near, 0.0), 1.0)
     cx_near = x0 + t_near * dx
     cy_near = y0 + t_near * dy
     d_near = np.hypot(px - cx_near, py - cy_near)
@@ -229,37 +235,36 @@ def match_fix(
     seg = idx[k]
     along = s.along0[seg] + t_near[k] * s.seg_len[seg]
     elen = s.edge_len[e_loc]
-    frac = np.clip(np.divide(along, elen, out=np.zeros_like(along), where=elen > 0), 0.0, 1.0)
+    frac = np.minimum(np.maximum(along / np.maximum(elen, 1e-9), 0.0), 1.0)
     clon, clat = s.proj.to_lonlat(cx_near[k], cy_near[k])
     hd = hdiff[k].tolist() if hdiff is not None else [None] * len(k)
+    sc = score[k]
+    ways = g.way_id[e_loc]
     cands = [
         Candidate(
             edge_id=ei,
             fraction=fr,
             distance_m=dm,
             heading_diff_deg=h,
-            score=sc,
+            score=sv,
             lon=lo,
             lat=la,
             way_id=wi,
         )
-        for ei, fr, dm, h, sc, lo, la, wi in zip(
+        for ei, fr, dm, h, sv, lo, la, wi in zip(
             g.edge_id[e_loc].tolist(),
             frac.tolist(),
             d_near[k].tolist(),
             hd,
-            score[k].tolist(),
+            sc.tolist(),
             clon.tolist(),
             clat.tolist(),
-            g.way_id[e_loc].tolist(),
+            ways.tolist(),
             strict=True,
         )
     ]
-    like = np.exp(-0.5 * (np.array([c.score for c in cands]) - cands[0].score))
+    like = np.exp(-0.5 * (sc - sc[0]))
     confidence = float(like[0] / like.sum())
     best = cands[0]
-    ambiguous = any(
-        c.way_id != best.way_id and like[i] >= config.ambiguity_ratio
-        for i, c in enumerate(cands[1:], start=1)
-    )
+    ambiguous = bool(np.any((ways[1:] != ways[0]) & (like[1:] >= config.ambiguity_ratio)))
     return Match(best=best, candidates=tuple(cands), confidence=confidence, ambiguous=ambiguous)

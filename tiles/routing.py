@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from tiles import tags as T
 from tiles.errors import NoRouteError
-from tiles.geo import haversine_m
+from tiles.geo import EARTH_RADIUS_M
 from tiles.graph import Graph
 from tiles.matching import MatchConfig, match_fix
 from tiles.store import TileStore
@@ -153,7 +153,7 @@ def _route_on(
         path = [s]
         total = (ft - fs) * cost[s]
     else:
-        crow_m = float(haversine_m(origin[0], origin[1], dest[0], dest[1]))
+        crow_m = _crow_m(origin, dest)
         # a bound most city routes respect (1.5x the crow-fly distance at 30 km/h, plus a
         # minute); a route beyond it is found by the exact unlimited retry in edge_path
         limit = (1.5 * crow_m / (30 / 3.6) + 60.0) if weight == "time" else 1.5 * crow_m + 500.0
@@ -164,7 +164,17 @@ def _route_on(
     if weight == "time":
         duration = float(total)
     coords = _path_coords(g, path, fs, ft, (m0.best.lon, m0.best.lat), (m1.best.lon, m1.best.lat))
-    return Route(tuple(int(g.edge_id[e]) for e in path), float(length), float(duration), coords)
+    return Route(tuple(g.edge_id[path].tolist()), float(length), float(duration), coords)
+
+
+def _crow_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance of two points (scalar; ``haversine_m`` is for arrays)."""
+    la1, la2 = math.radians(a[1]), math.radians(b[1])
+    h = (
+        math.sin((la2 - la1) / 2) ** 2
+        + math.cos(la1) * math.cos(la2) * math.sin(math.radians(b[0] - a[0]) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(max(h, 0.0), 1.0)))
 
 
 def _partial_sum(values: npt.NDArray[np.float64], path: list[int], fs: float, ft: float) -> float:
@@ -195,7 +205,7 @@ def _path_coords(
     ends = np.cumsum(counts)
     idx = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - counts), counts)
     pts = g.geom_lonlat[idx]
-    return (start, *((float(x), float(y)) for x, y in pts.tolist()), end)
+    return (start, *map(tuple, pts.tolist()), end)
 
 
 def shortest_path(
