@@ -65,6 +65,12 @@ class Graph:
         table[self.edge_id] = np.arange(self.n, dtype=np.int32)
         return table
 
+    def local_index(self, global_id: int) -> int:
+        """Local index of one global edge id (-1 if not in this graph)."""
+        if not 0 <= global_id < self.n_edges_total:
+            return -1
+        return int(self._g2l[global_id])
+
     def local(self, global_ids: npt.ArrayLike) -> I32:
         """Local indices of global edge ids (-1 for edges not in this graph)."""
         ids = np.asarray(global_ids, dtype=np.int64)

@@ -11,6 +11,7 @@ cab starts, never on the way), and, given a time, no link inside a no-entry wind
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 from dataclasses import dataclass, field
@@ -136,6 +137,8 @@ def _route_on(
     match_config: MatchConfig,
 ) -> Route:
     allowed = allowed_mask(g, avoid_flags, minute_of_week)
+    # a route needs each end's best candidate only (not the runner-ups of an ambiguity check)
+    match_config = dataclasses.replace(match_config, max_candidates=1)
     m0 = match_fix(
         g,
         origin[0],
@@ -145,8 +148,8 @@ def _route_on(
         match_config,
     )
     m1 = match_fix(g, dest[0], dest[1], None, None, match_config, allowed=allowed)
-    s = int(g.local([m0.best.edge_id])[0])
-    t = int(g.local([m1.best.edge_id])[0])
+    s = g.local_index(m0.best.edge_id)
+    t = g.local_index(m1.best.edge_id)
     fs, ft = m0.best.fraction, m1.best.fraction
     cost = edge_cost(g, weight)
     if s == t and ft >= fs:
