@@ -26,7 +26,6 @@ from agent.triplog import pack
 from agent.version import code_version
 from models import ModelsError, TickDemand, tick_demand_from_table
 from safety import BundleStatus, SafetyGate, TickInput, Verdict, check_fix
-from safety import Fix as SafetyFix
 from tiles import Graph, Match, NoMatchError, TilesError, match_fix
 
 log = logging.getLogger(__name__)
@@ -106,12 +105,6 @@ def match_record(m: Match) -> dict[str, Any]:
     }
 
 
-def _safety_fix(f: Fix | None) -> SafetyFix | None:
-    if f is None:
-        return None
-    return SafetyFix(f.time_s, f.lon, f.lat, f.heading_deg, f.speed_mps, f.accuracy_m)
-
-
 def _finite(*values: float | None) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
@@ -145,12 +138,12 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
         # the bearing from the previous fix, else the last moving heading while stopped)
         mc = lb.safety.match.matching
         fc = check_fix(
-            _safety_fix(fix),
-            _safety_fix(inputs.previous_fix),
+            fix,
+            inputs.previous_fix,
             inputs.now_s,
             None,
             lb.safety.gps,
-            _safety_fix(inputs.last_moving_fix),
+            inputs.last_moving_fix,
         )
         heading = fc.heading_deg
         speed = fix.speed_mps if _finite(fix.speed_mps) else 0.0
@@ -194,15 +187,15 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
         TickInput(
             now_s=inputs.now_s,
             minute_of_week=mow,
-            fix=_safety_fix(fix),
+            fix=fix,
             graph=graph,
             route=None if plan is None else plan.edges,
-            previous_fix=_safety_fix(inputs.previous_fix),
+            previous_fix=inputs.previous_fix,
             match=m,
             bundle=BundleStatus(present=True, hash_ok=True, bundle_hash=lb.bundle_id),
             demand=demand,
             demand_table=lb.demand,
-            last_moving_fix=_safety_fix(inputs.last_moving_fix),
+            last_moving_fix=inputs.last_moving_fix,
         ),
         locale=inputs.locale,
     )

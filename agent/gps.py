@@ -1,6 +1,7 @@
 """GPS fixes and the sources that produce them: recorded traces (CSV, GPX) and NMEA streams.
 
-Every source yields one type, :class:`Fix`. A source also tells the runtime what time it is
+Every source yields one type, :class:`Fix` (``safety.Fix``: the gate judges what the receiver
+gave, unchanged). A source also tells the runtime what time it is
 (:meth:`GpsSource.now`): a live receiver runs on the wall clock, a replay on the *trace's* clock
 (the recording's time, advanced ``speed`` times faster than real time), so a recorded evening
 drive is planned with that evening's demand however fast it is replayed.
@@ -27,13 +28,15 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.clock import Clock
 from agent.errors import GpsError
+from safety import Fix
+
+__all__ = ["DEFAULT_UERE_M", "MAX_TRACE_BYTES", "Fix", "GpsSource", "TraceReplay"]
 
 log = logging.getLogger(__name__)
 
@@ -44,43 +47,6 @@ CSV_HEADER = ("time", "lon", "lat", "heading", "speed", "accuracy")
 MAX_TRACE_BYTES = 64 * 1024 * 1024
 #: User equivalent range error of a consumer GNSS receiver, metres: accuracy = HDOP x UERE.
 DEFAULT_UERE_M = 5.0
-
-
-@dataclass(frozen=True)
-class Fix:
-    """One GPS fix. ``time_s`` is UNIX seconds (UTC); ``None`` where the receiver did not say."""
-
-    time_s: float
-    lon: float
-    lat: float
-    heading_deg: float | None = None
-    speed_mps: float | None = None
-    accuracy_m: float | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "time_s": self.time_s,
-            "lon": self.lon,
-            "lat": self.lat,
-            "heading_deg": self.heading_deg,
-            "speed_mps": self.speed_mps,
-            "accuracy_m": self.accuracy_m,
-        }
-
-    @staticmethod
-    def from_record(r: dict[str, Any]) -> Fix:
-        def opt(key: str) -> float | None:
-            v = r.get(key)
-            return None if v is None else float(v)
-
-        return Fix(
-            time_s=float(r["time_s"]),
-            lon=float(r["lon"]),
-            lat=float(r["lat"]),
-            heading_deg=opt("heading_deg"),
-            speed_mps=opt("speed_mps"),
-            accuracy_m=opt("accuracy_m"),
-        )
 
 
 class GpsSource(Protocol):

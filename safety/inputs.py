@@ -21,7 +21,8 @@ from tiles import Graph, Match
 
 @dataclass(frozen=True)
 class Fix:
-    """One GPS fix. ``time_s`` is on the same clock as the gate's injected ``now_s``.
+    """One GPS fix: what the agent's GPS sources yield and what the gate judges. ``time_s`` is
+    UNIX seconds (UTC), on the same clock as the gate's injected ``now_s``.
 
     ``heading_deg`` (clockwise from north), ``speed_mps`` and ``accuracy_m`` (68 % radius) may
     be ``None`` when the receiver does not report them; a NaN heading reads as "no heading".
@@ -46,13 +47,19 @@ class Fix:
 
     @staticmethod
     def from_record(r: Mapping[str, Any]) -> Fix:
+        """The fix of a trip-log record (numbers as floats, as they were logged)."""
+
+        def opt(key: str) -> float | None:
+            v = r.get(key)
+            return None if v is None else float(v)
+
         return Fix(
-            time_s=r["time_s"],
-            lon=r["lon"],
-            lat=r["lat"],
-            heading_deg=r.get("heading_deg"),
-            speed_mps=r.get("speed_mps"),
-            accuracy_m=r.get("accuracy_m"),
+            time_s=float(r["time_s"]),
+            lon=float(r["lon"]),
+            lat=float(r["lat"]),
+            heading_deg=opt("heading_deg"),
+            speed_mps=opt("speed_mps"),
+            accuracy_m=opt("accuracy_m"),
         )
 
 

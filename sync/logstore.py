@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sync.errors import SyncDataError, SyncStorageError
-from sync.outbox import migrate
+from sync.outbox import open_durable
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
@@ -103,15 +103,7 @@ class SqliteLogStorage:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            migrate(self._conn, MIGRATIONS)
-        except sqlite3.Error as e:
-            raise SyncStorageError(f"log storage {self.path} is unusable: {e}") from e
+        self._conn = open_durable(self.path, MIGRATIONS, "log storage", busy_timeout_ms=5000)
 
     def close(self) -> None:
         with self._lock:

@@ -70,6 +70,24 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) -> 
         conn.executescript(f"BEGIN;\n{sql}\nINSERT INTO _migrations VALUES ('{name}');\nCOMMIT;")
 
 
+def open_durable(
+    path: Path, migrations: Sequence[tuple[str, str]], what: str, busy_timeout_ms: int = 0
+) -> sqlite3.Connection:
+    """A SQLite database in WAL mode with ``synchronous=FULL`` (a committed record survives a
+    power cut), migrated; SyncStorageError naming ``what`` when it cannot be used."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        if busy_timeout_ms:
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        migrate(conn, migrations)
+    except (OSError, sqlite3.Error) as e:
+        raise SyncStorageError(f"{what} {path} is unusable: {e}") from e
+    return conn
+
+
 class Outbox:
     """A durable FIFO of log records (thread-safe; one process at a time)."""
 
@@ -77,14 +95,7 @@ class Outbox:
         self.path = Path(path)
         self.config = config or OutboxConfig()
         self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            migrate(self._conn, MIGRATIONS)
-        except sqlite3.Error as e:
-            raise SyncStorageError(f"outbox {self.path} is unusable: {e}") from e
+        self._conn = open_durable(self.path, MIGRATIONS, "outbox")
 
     def close(self) -> None:
         with self._lock:

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import math
 import sys
 import time
 from typing import Any
@@ -77,7 +76,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from models import DemandTable
     from tiles import TileStore
     from tools.sim.engine import run_shift
-    from tools.sim.experiment import calibrate, gate, paired_gain, run_seeds, summarise
+    from tools.sim.experiment import (
+        calibrate,
+        gate,
+        json_finite,
+        paired_gain,
+        run_seeds,
+        summarise,
+    )
     from tools.sim.plot import plot_routes
     from tools.sim.world import SimConfig, build_world, make_passengers
 
@@ -149,23 +155,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ]
         doc["plot"] = str(plot_routes(world, runs, args.plot))
     if args.json:
-        print(json.dumps(_finite(doc), indent=2, sort_keys=True))
+        print(json.dumps(json_finite(doc), indent=2, sort_keys=True))
     else:
         _print_table(doc)
         if args.gate:
             print(verdict)
     return 0 if ok else 1
-
-
-def _finite(x: Any) -> Any:
-    """NaN (undefined CI) as null in JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x
 
 
 def _print_table(doc: dict[str, Any]) -> None:

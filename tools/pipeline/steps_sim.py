@@ -8,7 +8,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,23 +40,19 @@ class SimulateParams:
             dt.datetime.fromisoformat(self.start)
 
 
-def _finite(x: Any) -> Any:
-    """NaN (an undefined interval) as null, so the table is valid JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x
-
-
 def run_simulate(ctx: StepContext) -> StepResult:
     from agent.planner import minute_of_week_of, speed_factor_from_demand
     from models import DemandTable
     from tiles import TileStore
     from tools.pipeline._files import write_atomic
-    from tools.sim.experiment import calibrate, gate, paired_gain, run_seeds, summarise
+    from tools.sim.experiment import (
+        calibrate,
+        gate,
+        json_finite,
+        paired_gain,
+        run_seeds,
+        summarise,
+    )
     from tools.sim.world import SimConfig, build_world
 
     p: SimulateParams = ctx.params
@@ -106,7 +101,7 @@ def run_simulate(ctx: StepContext) -> StepResult:
     results = run_seeds(world, policies, seeds, cal.multiplier)
     summary = summarise(results)
     passed, why = gate(summary)
-    doc_out: dict[str, Any] = _finite(
+    doc_out: dict[str, Any] = json_finite(
         {
             "config": {
                 **dataclasses.asdict(config),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -149,3 +150,14 @@ def gate(summary: dict[str, dict[str, object]]) -> tuple[bool, str]:
 
 def _r(x: float) -> float:
     return round(x, 4) if math.isfinite(x) else math.nan
+
+
+def json_finite(x: Any) -> Any:
+    """``x`` with every non-finite float (an undefined interval) as None, so it is valid JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_finite(v) for v in x]
+    return x
