@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from agent.errors import BundleLoadError
-from agent.gps import atomic_write_bytes
 from agent.planner import speed_factor_from_demand
+from tiles.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

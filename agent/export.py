@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.gps import atomic_write_bytes
 from agent.shifts import group_shifts
-from agent.triplog import read_records
+from agent.triplog import read_trip_log
+from tiles.fileio import atomic_write_bytes
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -122,13 +122,13 @@ def _position_at(
 
 
 def export_geojson(logs: Iterable[str | os.PathLike[str]], out: Path) -> dict[str, Any]:
-    doc = to_geojson(read_records(list(logs)))
+    doc = to_geojson(read_trip_log(list(logs)))
     atomic_write_bytes(out, json.dumps(doc, ensure_ascii=False).encode())
     return _counts(doc)
 
 
 def export_html(logs: Iterable[str | os.PathLike[str]], out: Path, title: str) -> dict[str, Any]:
-    doc = to_geojson(read_records(list(logs)))
+    doc = to_geojson(read_trip_log(list(logs)))
     template = (STATIC / "export.html").read_text(encoding="utf-8")
     data = json.dumps(doc, ensure_ascii=False).replace("</", "<\\/")
     html = template.replace("__TITLE__", _escape(title)).replace("__GEOJSON__", data)

@@ -25,7 +25,6 @@ import itertools
 import logging
 import math
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from typing import Protocol
 from agent.clock import Clock
 from agent.errors import GpsError
 from safety import Fix
+from tiles.fileio import atomic_write_bytes
 
 __all__ = ["DEFAULT_UERE_M", "MAX_TRACE_BYTES", "Fix", "GpsSource", "TraceReplay"]
 
@@ -337,22 +337,3 @@ def open_source(spec: str, clock: Clock, speed: float = 1.0) -> GpsSource:
     if p.suffix.lower() in {".nmea", ".txt", ".log"}:
         return NmeaFileSource(p, clock, speed)
     return TraceReplay(load_trace(p), clock, speed, description=f"replay of {p.name}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from agent.errors import TripLogError
-from agent.gps import atomic_write_bytes
 from agent.triplog import pack
 from sync import SyncError, fetch_logs
+from tiles.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

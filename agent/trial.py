@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from agent.shifts import Shift, group_shifts
-from agent.triplog import ReadReport, read_records
+from agent.triplog import ReadReport, read_trip_log
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def report_trial(
 ) -> dict[str, Any]:
     """Summaries of every shift in the logs (and their plots under ``out_dir``)."""
     rr = ReadReport()
-    shifts = group_shifts(read_records(list(logs), rr))
+    shifts = group_shifts(read_trip_log(list(logs), rr))
     summaries: list[ShiftSummary] = []
     for s in shifts:
         summ = summarize(s)

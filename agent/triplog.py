@@ -146,6 +146,24 @@ def read_records(
                 yield r
 
 
+#: The kinds of record the agent writes (readers keep records of other kinds).
+RECORD_KINDS = frozenset({"start", "tick", "stop", "meter", "bundle"})
+
+
+def read_trip_log(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    report: ReadReport | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`read_records` as a list; TripLogError when not one of them is a trip-log record
+    (a wrong file given by mistake, rather than an empty drive)."""
+    records = list(read_records(paths, report))
+    if not any(r.get("kind") in RECORD_KINDS for r in records):
+        items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        names = ", ".join(str(p) for p in items)
+        raise TripLogError(f"no trip-log records in {names}: is it a nagashi trip log?")
+    return records
+
+
 class TripLog:
     """Appends records durably; thread-safe (the loop and the HTTP thread both write)."""
 

@@ -16,9 +16,9 @@ covers minutes ``[30 s, 30 s + 30)`` of the day. Times are local wall-clock time
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.errors import DemandDataError
+from tiles.fileio import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 DAY_TYPES: tuple[str, ...] = ("weekday", "saturday", "sunday_holiday")
@@ -289,13 +290,7 @@ def tick_demand_from_table(
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``write(fh)`` into memory, then the bytes to ``path`` atomically (tiles.fileio)."""
+    buf = io.BytesIO()
+    write(buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -46,6 +46,7 @@ from models.errors import DemandDataError
 from models.snap import SnapConfig, Snapped, snap_pickups
 from models.trips import Trips, read_trips
 from tiles import Graph, TileStore
+from tiles.fileio import sha256_file
 from tiles.geo import haversine_m
 
 log = logging.getLogger(__name__)
@@ -384,11 +385,7 @@ def _dropoff_matrix(trips: Trips, grid: CellGrid, snapped: Snapped, config: Stat
 
 
 def file_sha256(p: Path) -> str:
-    h = hashlib.sha256()
     try:
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        return sha256_file(p)
     except OSError as e:
         raise DemandDataError(f"cannot read {p}: {e}") from e
-    return h.hexdigest()

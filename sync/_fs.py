@@ -6,12 +6,15 @@ import contextlib
 import functools
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from sync.errors import SyncDataError, SyncStorageError
+from tiles.fileio import HASH_BLOCK_BYTES as HASH_BLOCK_BYTES  # re-exported for sync's modules
+from tiles.fileio import atomic_write_bytes as atomic_write_bytes
+from tiles.fileio import fsync_dir as fsync_dir
+from tiles.fileio import sha256_file as sha256_file
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,37 +33,6 @@ def storage_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-HASH_BLOCK_BYTES = 1 << 20
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Make a rename or a new entry in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path``: temp file in the same folder, fsync, replace, fsync dir."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(p.parent)
-
-
 def fsync_file(path: str | os.PathLike[str]) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
@@ -68,14 +40,6 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(HASH_BLOCK_BYTES):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_bounded(path: str | os.PathLike[str], max_bytes: int) -> bytes:

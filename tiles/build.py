@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from tiles._osm import ProgressFn, read_osm
+from tiles.fileio import sha256_file
 from tiles.store import DEFAULT_TILE_DEG, TILES_FILENAME, write_tiles
 
 log = logging.getLogger(__name__)
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
 
 
 def output_path(out: str | Path) -> Path:

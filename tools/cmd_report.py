@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import msgpack
-
+from agent.triplog import ReadReport, read_records
 from tools._report_trial import register_trial
 from tools.errors import ToolsError
-
-#: Largest single record accepted when reading a log (bytes): bounds memory on corrupt files.
-MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 def log_files(paths: Sequence[str]) -> list[Path]:
@@ -40,37 +35,25 @@ def log_files(paths: Sequence[str]) -> list[Path]:
     return out
 
 
-def read_records(paths: Sequence[Path], errors: list[str] | None = None) -> Iterator[Any]:
-    """Every record of every file, in order. A corrupt tail ends that file's records (noted in
-    ``errors``), as a torn last record after a power cut would."""
-    for path in paths:
-        with path.open("rb") as fh:
-            unpacker = msgpack.Unpacker(
-                fh,
-                raw=False,
-                strict_map_key=False,
-                max_buffer_size=MAX_RECORD_BYTES,
-            )
-            try:
-                yield from unpacker
-            except (msgpack.UnpackException, ValueError) as e:
-                if errors is not None:
-                    errors.append(f"{path}: unreadable after some records ({e})")
-
-
 def cmd_report_slo(args: argparse.Namespace) -> int:
     from safety import RouteRechecker, slo
     from tiles import TileStore
 
     files = log_files(args.logs)
-    errors: list[str] = []
+    rr = ReadReport()
     store = TileStore(args.tiles) if args.tiles else None
     try:
         recheck = RouteRechecker(store) if store is not None else None
-        report = slo(read_records(files, errors), recheck)
+        report = slo(read_records(files, rr), recheck)
     finally:
         if store is not None:
             store.close()
+    errors = [f"{p}: unreadable after byte {off} (a torn last record?)" for p, off in rr.torn_tails]
+    if report.ticks == 0 and report.unreadable_verdicts == 0:
+        raise ToolsError(
+            f"no tick records in {len(files)} file(s): is it a nagashi trip log "
+            f"({report.skipped_records} other records)?"
+        )
     doc = {**report.to_json(), "files": len(files), "read_errors": errors}
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False))

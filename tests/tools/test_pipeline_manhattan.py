@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from tests.conftest import OSM, REPO
+from tiles.fileio import sha256_file
 from tools.cli import main
 from tools.cmd_runs import compare_rows
 from tools.pipeline import RunOptions, RunReport, RunsDB, load_pipeline, run_pipeline
-from tools.pipeline.hashing import sha256_file
 from tools.pipeline.reproduce import reproduce_run
 
 EXAMPLE = REPO / "pipelines" / "manhattan.yaml"

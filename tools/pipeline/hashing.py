@@ -19,18 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tiles.fileio import sha256_file
+
 log = logging.getLogger(__name__)
 
-_CHUNK_BYTES = 1 << 20
 GIT_TIMEOUT_S = 10.0
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tree_lines(root: Path, suffixes: tuple[str, ...] | None) -> list[str]:

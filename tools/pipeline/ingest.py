@@ -31,14 +31,13 @@ import logging
 import math
 import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tiles.fileio import atomic_write_bytes, sha256_file
 from tools.pipeline.errors import IngestError
-from tools.pipeline.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -341,16 +340,5 @@ def export_trips_csv(store: TripStore, labels: Sequence[str], out: str | os.Path
             )
         )
         n += 1
-    dest = Path(out)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue().encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(out), buf.getvalue().encode("utf-8"))
     return n

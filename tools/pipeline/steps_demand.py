@@ -184,7 +184,7 @@ def run_evaluate_demand(ctx: StepContext) -> StepResult:
     from models.evaluate import apply_gate, evaluate
     from models.predict import DemandModel, InferenceConfig
     from tiles import TileStore
-    from tools.pipeline._files import write_atomic
+    from tiles.fileio import atomic_write_bytes as write_atomic
     from tools.pipeline.step import Verdict
 
     p: EvaluateDemandParams = ctx.params

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tools.pipeline._files import write_atomic
+from tiles.fileio import atomic_write_bytes as write_atomic
 from tools.pipeline.step import OutputDecl, StepContext, StepKind, StepResult, Verdict
 
 log = logging.getLogger(__name__)

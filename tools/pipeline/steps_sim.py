@@ -44,7 +44,7 @@ def run_simulate(ctx: StepContext) -> StepResult:
     from agent.planner import minute_of_week_of, speed_factor_from_demand
     from models import DemandTable
     from tiles import TileStore
-    from tools.pipeline._files import write_atomic
+    from tiles.fileio import atomic_write_bytes as write_atomic
     from tools.sim.experiment import (
         calibrate,
         gate,
