@@ -93,3 +93,26 @@ def test_cli_export_and_report(
     assert len(json.loads(capsys.readouterr().out)["shifts"]) == 1
     assert main(["report", "trial", "--logs", str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage\n", b"", b"\x93\x01\x02\x03"],  # text, empty, msgpack that is not a trip log
+    ids=["text", "empty", "msgpack-array"],
+)
+def test_a_file_that_is_not_a_trip_log_is_one_clear_error(
+    content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "notes.msgpack"
+    bad.write_bytes(content)
+    out = tmp_path / "drive.html"
+    for argv in (
+        ["export", "html", "--log", str(bad), "--out", str(out)],
+        ["export", "geojson", "--log", str(bad), "--out", str(out)],
+        ["report", "trial", "--logs", str(bad), "--no-plots"],
+        ["report", "slo", "--logs", str(bad)],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "trip log" in err, err
+    assert not out.exists()  # nothing written for a wrong input
