@@ -375,12 +375,14 @@ def best_next(
     t_rel_s: float,
     last_pass_s: F64 | None = None,
     own_passes: dict[int, float] | None = None,
+    skip: set[int] | None = None,
 ) -> int:
     """Best legal successor of ``link`` when leaving it ``t_rel_s`` after the table's start,
     or -1 when none may be entered (never returns a link that is not allowed then).
 
     ``last_pass_s`` (per local link, seconds after the table's start, ``-inf`` if unknown) and
     ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link.
+    ``skip``: local links not to enter (the route read-out's U-turns and revisits).
     """
     prep = table.prep
     lo, hi = int(prep.arc_offsets[link]), int(prep.arc_offsets[link + 1])
@@ -388,6 +390,8 @@ def best_next(
         return -1
     succ = prep.arc_dst[lo:hi]
     ok = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)[succ]
+    if skip:
+        ok = ok & ~np.isin(succ, np.fromiter(skip, dtype=succ.dtype, count=len(skip)))
     if not ok.any():
         return -1
     layer = math.floor(t_rel_s / prep.step_s + 0.5)
@@ -416,25 +420,42 @@ def follow(
     min_duration_s: float,
     max_edges: int,
     last_pass_s: F64 | None = None,
+    max_visits: int = 0,
 ) -> tuple[list[int], float, float]:
     """Route read out of the table's policy: (local links, length_m, duration_s). The route's
-    own earlier passes count as vacant passes (a block driven twice finds fewer hails)."""
+    own earlier passes count as vacant passes (a block driven twice finds fewer hails).
+
+    ``max_visits`` > 0: the route enters no link that it (counting the start link) already
+    holds that often, and makes no U-turn (back along the link it came by); where only such a
+    move is left, the route ends. This is the shape safety/ shows (``RouteConfig``): the MDP's
+    values assume a fresh curb on every pass, so its policy alone may circle one block."""
     prep = table.prep
+    g = prep.graph
     horizon_s = table.n_layers * prep.step_s
     route: list[int] = []
     length = 0.0
     t = t0_rel_s
     e = start
     own: dict[int, float] = {start: t0_rel_s}
+    visits: dict[int, int] = {start: 1}
     while len(route) < max_edges and t < horizon_s:
         if length >= min_length_m and t - t0_rel_s >= min_duration_s:
             break
-        f = best_next(table, e, t, last_pass_s, own)
+        skip: set[int] | None = None
+        if max_visits > 0:
+            lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
+            succ = prep.arc_dst[lo:hi].tolist()
+            back = int(g.u_node[e])
+            skip = {
+                f for f in succ if visits.get(f, 0) >= max_visits or int(g.v_node[f]) == back
+            }
+        f = best_next(table, e, t, last_pass_s, own, skip)
         if f < 0:
             break
         route.append(f)
         length += float(prep.length_m[f])
         t += float(prep.tau_s[f])
         own[f] = t
+        visits[f] = visits.get(f, 0) + 1
         e = f
     return route, length, t - t0_rel_s

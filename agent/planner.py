@@ -60,7 +60,10 @@ only Python loop runs over the ``K`` layers.
 
 The recommended route follows ``argmax Q`` from the cab's link (decision at the end of the
 current link, ties to the lowest local index), advancing time by each link's ``τ``, until it
-covers ``route_min_m`` and ``route_min_s`` (or the horizon ends). ``V(e₀, 0)`` is the expected
+covers ``route_min_m`` and ``route_min_s`` (or the horizon ends). The read-out counts the
+route's own passes as vacant passes, and enters no link a third time
+(``route_max_visits``) and makes no U-turn: the values assume a fresh curb on every pass, so the
+bare policy may circle one hot block, which safety/ would not show. ``V(e₀, 0)`` is the expected
 net revenue over the horizon. Same inputs, same bytes: :meth:`Plan.to_json`.
 """
 
@@ -123,6 +126,9 @@ class PlannerParams:
     route_min_m: float = 2000.0
     route_min_s: float = 300.0
     max_route_edges: int = 400
+    #: the route enters a link at most this often (counting the cab's own) and makes no U-turn,
+    #: as safety/ shows routes (``RouteConfig.max_visits_per_link``); 0 reads out the bare policy
+    route_max_visits: int = 2
 
     def __post_init__(self) -> None:
         checks = {
@@ -138,6 +144,7 @@ class PlannerParams:
             "route_min_m": self.route_min_m >= 0,
             "route_min_s": self.route_min_s >= 0,
             "max_route_edges": self.max_route_edges >= 1,
+            "route_max_visits": self.route_max_visits >= 0,
         }
         bad = [k for k, ok in checks.items() if not (ok and math.isfinite(float(getattr(self, k))))]
         if bad:
@@ -340,7 +347,13 @@ def plan_from_table(
     rest_s = (1.0 - fraction) * float(prep.tau_s[e0])
     t0_rel = (minute_of_week - table.start_minute_of_week) * 60.0 + rest_s
     route, length, duration = follow(
-        table, e0, t0_rel, params.route_min_m, params.route_min_s, params.max_route_edges
+        table,
+        e0,
+        t0_rel,
+        params.route_min_m,
+        params.route_min_s,
+        params.max_route_edges,
+        max_visits=params.route_max_visits,
     )
     layer = max(math.floor(t0_rel / prep.step_s + 0.5), 0)
     value = float(table.values[min(layer, table.n_layers - 1), e0])

@@ -180,7 +180,8 @@ def test_no_allowed_successor_gives_an_empty_route() -> None:
 
 def test_route_is_long_enough_and_follows_legal_turns() -> None:
     g = figure_eight()
-    params = PlannerParams(speed_factor=0.5)
+    # the bare policy (each loop of the figure eight is a U-turn at its far end)
+    params = PlannerParams(speed_factor=0.5, route_max_visits=0)
     plan = plan_cruise(g, demand((10.0, 1.0, 5.0, 1.0)), 3, 605.0, params, fraction=0.25)
     assert plan.length_m >= params.route_min_m or plan.duration_s >= params.route_min_s
     prev = 3
@@ -213,14 +214,31 @@ def test_directions_name_streets_and_turns() -> None:
 
 
 def test_same_inputs_give_identical_bytes() -> None:
+    bare = PlannerParams(route_max_visits=0)
     runs = [
-        plan_cruise(figure_eight(), demand((10.0, 2.0, 7.0, 1.0)), 3, 612.5, PlannerParams())
-        for _ in range(2)
+        plan_cruise(figure_eight(), demand((10.0, 2.0, 7.0, 1.0)), 3, 612.5, bare) for _ in range(2)
     ]
     assert runs[0].to_json() == runs[1].to_json()
     assert isinstance(runs[0], Plan)
-    other = plan_cruise(figure_eight(), demand((10.0, 2.0, 7.5, 1.0)), 3, 612.5, PlannerParams())
+    other = plan_cruise(figure_eight(), demand((10.0, 2.0, 7.5, 1.0)), 3, 612.5, bare)
     assert other.to_json() != runs[0].to_json()
+
+
+def test_route_read_out_makes_no_u_turn_and_no_third_visit() -> None:
+    """The read-out shows what safety/ shows: on the figure eight every way on from P or Q is
+    back along the link the cab came by (a U-turn), so the route ends there; the bare policy
+    (``route_max_visits=0``) keeps circling."""
+    g = figure_eight()
+    d = demand((10.0, 1.0, 5.0, 1.0))
+    plan = plan_cruise(g, d, 3, 605.0, PlannerParams(speed_factor=0.5), fraction=0.25)
+    # from Q->Y (3): Y->P (0) or Y->Q (2, a U-turn); then P->Y (1) would be a U-turn too
+    assert plan.edges == (0,)
+    bare = plan_cruise(
+        g, d, 3, 605.0, PlannerParams(speed_factor=0.5, route_max_visits=0), fraction=0.25
+    )
+    assert bare.edges[:1] == (0,) and len(bare.edges) > 4
+    counts = {e: [3, *bare.edges].count(e) for e in range(4)}
+    assert max(counts.values()) > 2  # what the read-out now refuses
 
 
 def test_unknown_start_link_and_bad_parameters_are_rejected() -> None:
@@ -230,3 +248,5 @@ def test_unknown_start_link_and_bad_parameters_are_rejected() -> None:
         PlannerParams(horizon_s=5.0 * 3600)
     with pytest.raises(ValueError, match="speed_factor"):
         PlannerParams(speed_factor=0.0)
+    with pytest.raises(ValueError, match="route_max_visits"):
+        PlannerParams(route_max_visits=-1)
