@@ -4,8 +4,9 @@ Ways are split at junctions (nodes shared by two drivable ways), at their ends a
 nodes of turn restrictions; each piece becomes one directed edge per allowed direction. Turn
 restrictions (``type=restriction``, ``no_*``/``only_*``, via a node) are applied to the
 edge-to-edge successor lists. Via-way restrictions cannot be expressed exactly without splitting
-states; their ``no_*`` form is applied conservatively (the final turn from the via way into the
-``to`` way is banned for every approach), their ``only_*`` form is skipped and counted.
+states; they are applied conservatively, for every approach to the via way: ``no_*`` bans the
+final turn from the via way into the ``to`` way, ``only_*`` makes the ``to`` way the only way on
+from the via way at that junction.
 Conditional turn restrictions are applied at all times (conservative). Restrictions for other
 vehicle classes (``restriction:hgv``, ``restriction:bus``) and those with ``except`` naming
 ``taxi``/``psv``/``motorcar`` do not bind a taxi and are skipped.
@@ -432,7 +433,7 @@ def _turns(
     for e in range(n):
         out_of[int(edge_u[e])].append(e)
     banned: set[tuple[int, int]] = set()
-    only: dict[int, set[int]] = defaultdict(set)
+    only: dict[int, set[int]] = {}
     node_of_osm = {int(x): i for i, x in enumerate(node_osm)}
     edges_of_way: dict[int, list[int]] = defaultdict(list)
     for e in range(n):
@@ -462,8 +463,10 @@ def _turns(
                     status = "ways_not_at_via"
                 else:
                     pairs = [(f, t) for f in froms for t in tos]
-        elif r.via_ways and r.kind.startswith("no_"):
-            # conservative: ban the final turn from the last via way into the to way
+        elif r.via_ways:
+            # conservative, for every approach (the state would need the way the cab came by):
+            # no_*: the final turn from the last via way into the to way is banned;
+            # only_*: from the last via way at that junction, the to way is the only way on
             end_nodes = {int(edge_u[e]) for e in edges_of_way.get(r.to_way, [])}
             last_via = r.via_ways[-1]
             pairs = [
@@ -473,15 +476,17 @@ def _turns(
                 if int(edge_v[f]) in end_nodes and edge_way[t] != last_via
             ]
             status = "applied_conservative_via_way" if pairs else "ways_not_connected"
-        else:
-            status = "skipped_only_via_way"
         stats[status] += 1
         if pairs:
             if r.kind.startswith("no_"):
                 banned.update(pairs)
             else:
+                mine: dict[int, set[int]] = defaultdict(set)
                 for f, t in pairs:
-                    only[f].add(t)
+                    mine[f].add(t)
+                for f, ts in mine.items():
+                    # two only_* restrictions on one link: each must hold, so intersect
+                    only[f] = only[f] & ts if f in only else ts
         rows.append(
             {
                 "relation_id": r.relation_id,

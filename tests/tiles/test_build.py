@@ -215,3 +215,49 @@ def test_corrupt_tile_database_is_rejected(tmp_path: Path) -> None:
     db.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
     with pytest.raises(TilesDataError):
         TileStore(db)
+
+
+def _via_way_osm(kind: str) -> str:
+    """A from way A (1-2), a via way B (2-3), a to way C (3-4) and another way D (3-5), all
+    two-way streets, and one restriction from A via B to C."""
+    nodes = {1: (-73.990, 40.750), 2: (-73.989, 40.750), 3: (-73.988, 40.750),
+             4: (-73.987, 40.750), 5: (-73.988, 40.751)}  # fmt: skip
+    ways = {10: (1, 2), 11: (2, 3), 12: (3, 4), 13: (3, 5)}
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6" generator="test">']
+    lines += [
+        f' <node id="{n}" lat="{lat}" lon="{lon}" version="1"/>' for n, (lon, lat) in nodes.items()
+    ]
+    for w, (a, b) in ways.items():
+        lines.append(
+            f' <way id="{w}" version="1"><nd ref="{a}"/><nd ref="{b}"/>'
+            '<tag k="highway" v="residential"/></way>'
+        )
+    lines.append(
+        ' <relation id="99" version="1">'
+        '<member type="way" ref="10" role="from"/><member type="way" ref="11" role="via"/>'
+        '<member type="way" ref="12" role="to"/>'
+        f'<tag k="type" v="restriction"/><tag k="restriction" v="{kind}"/></relation>'
+    )
+    lines.append("</osm>")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("kind", ["only_straight_on", "no_straight_on"])
+def test_via_way_restrictions_are_applied_conservatively(kind: str, tmp_path: Path) -> None:
+    """Via-way restrictions bind every approach to the via way (the graph's state is a link,
+    not the way the cab came by): only_* leaves the to way as the only way on, no_* bans it."""
+    osm = tmp_path / "via.osm"
+    osm.write_text(_via_way_osm(kind))
+    path, _ = build_tiles(osm, tmp_path / "out")
+    with TileStore(path) as store:
+        (rel,) = store.restrictions()
+        assert rel["status"] == "applied_conservative_via_way"
+        g = store.all()
+    b, c = g.way_id == 11, g.way_id == 12
+    (junction,) = set(g.u_node[b].tolist()) & set(g.u_node[c].tolist())  # node 3
+    (b_in,) = np.flatnonzero(b & (g.v_node == junction))  # B towards C
+    succ = {int(g.way_id[t]) for t in g.turn_to[g.turn_offsets[b_in] : g.turn_offsets[b_in + 1]]}
+    if kind.startswith("only_"):
+        assert succ == {12}  # not D (13), not back along B
+    else:
+        assert 12 not in succ and 13 in succ
