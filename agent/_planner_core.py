@@ -446,9 +446,7 @@ def follow(
             lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
             succ = prep.arc_dst[lo:hi].tolist()
             back = int(g.u_node[e])
-            skip = {
-                f for f in succ if visits.get(f, 0) >= max_visits or int(g.v_node[f]) == back
-            }
+            skip = {f for f in succ if visits.get(f, 0) >= max_visits or int(g.v_node[f]) == back}
         f = best_next(table, e, t, last_pass_s, own, skip)
         if f < 0:
             break
