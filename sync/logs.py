@@ -12,6 +12,9 @@ Wire format (``schema_version`` 1), msgpack both ways::
     -> {"schema_version": 1, "vehicle_id": str, "dropped_total": int,
         "records": [{"seq", "t_s", "data", "received_s"}, ...], "next_after_seq": int | None}
 
+Batches travel gzip-compressed (``Content-Encoding: gzip``; trip logs shrink to about a third,
+which is what a cab's cellular plan pays for); the server also takes them uncompressed.
+
 The server stores each (vehicle_id, seq) once; re-sending a batch is harmless, so the
 :class:`LogUploader` deletes records from the outbox only when they are acknowledged and
 otherwise retries with exponential backoff and jitter.
@@ -19,6 +22,7 @@ otherwise retries with exponential backoff and jitter.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import random
 import time
@@ -44,6 +48,8 @@ class LogClientConfig:
     read_timeout_s: float = 30.0
     max_response_bytes: int = 64 << 20
     page_records: int = 1000
+    #: gzip level of uploaded batches (0: send them uncompressed)
+    gzip_level: int = 6
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,12 @@ class LogClient:
             },
             use_bin_type=True,
         )
-        resp = self._request(
-            "POST", f"{self.base}/v1/logs", content=body, extra_headers={"Content-Type": MSGPACK}
-        )
+        headers = {"Content-Type": MSGPACK}
+        if self.config.gzip_level > 0:
+            # mtime=0: the same batch gives the same bytes on every retry
+            body = gzip.compress(body, compresslevel=self.config.gzip_level, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        resp = self._request("POST", f"{self.base}/v1/logs", content=body, extra_headers=headers)
         doc = _unpack(resp, self.config.max_response_bytes)
         acked = doc.get("acked")
         if not isinstance(acked, list):

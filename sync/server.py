@@ -4,8 +4,9 @@
 * ``GET /metadata/…`` and ``GET /targets/…``: the TUF repository as static files (HTTP Range
   supported, so interrupted downloads resume). There is no write route: publishing is
   ``nagashi fleet publish`` on the server machine, with the signing keys, never over HTTP.
-* ``POST /v1/logs``: a vehicle's msgpack batch (see :mod:`sync.logs`), size-capped, stored once
-  per (vehicle_id, seq). The token's vehicle must be the batch's vehicle.
+* ``POST /v1/logs``: a vehicle's msgpack batch (see :mod:`sync.logs`), gzip-compressed or not,
+  size-capped before and after decompression, stored once per (vehicle_id, seq). The token's
+  vehicle must be the batch's vehicle.
 * ``GET /v1/vehicles/{id}/logs``: engineers only.
 * ``GET /healthz``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,12 +86,27 @@ def create_app(
                     raise _HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
             except ValueError as e:
                 raise _HTTPError(400, "bad Content-Length") from e
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            raise _HTTPError(415, f"unsupported Content-Encoding {encoding!r} (gzip or none)")
         buf = bytearray()
         async for piece in request.stream():
             buf += piece
             if len(buf) > cfg.max_batch_bytes:
                 raise _HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
-        return bytes(buf)
+        if encoding == "identity":
+            return bytes(buf)
+        # bounded inflation: a small body must not expand past the cap (a "zip bomb")
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(bytes(buf), cfg.max_batch_bytes + 1)
+        except zlib.error as e:
+            raise _HTTPError(400, f"batch is not valid gzip: {e}") from e
+        if len(out) > cfg.max_batch_bytes:
+            raise _HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes uncompressed")
+        if not inflater.eof or inflater.unused_data:
+            raise _HTTPError(400, "batch is not one complete gzip member")
+        return out
 
     async def ingest(request: Request) -> Response:
         who = await principal(request)

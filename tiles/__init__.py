@@ -1,15 +1,48 @@
 """Road graph: OSM import, area tiles in SQLite, graph queries (routing, map matching).
 
-Imports nothing else of nagashi.
+Imports nothing else of nagashi. The names below are imported on first use, so that a light
+module (``tiles.fileio``, ``tiles.tags``) does not load the graph code, scipy or pyosmium.
 """
 
-from tiles.build import build_tiles
-from tiles.conditional import Windows, minute_of_week, parse_conditional
-from tiles.errors import NoMatchError, NoRouteError, TilesDataError, TilesError
-from tiles.graph import Graph
-from tiles.matching import Candidate, Match, MatchConfig, match_fix
-from tiles.routing import Route, allowed_mask, edge_cost, edge_path, shortest_path
-from tiles.store import ATTRIBUTION, TileStore, open_tiles, resolve_tiles_path, tile_of
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
+    from tiles.build import build_tiles
+    from tiles.conditional import Windows, minute_of_week, parse_conditional
+    from tiles.errors import NoMatchError, NoRouteError, TilesDataError, TilesError
+    from tiles.graph import Graph
+    from tiles.matching import Candidate, Match, MatchConfig, match_fix
+    from tiles.routing import Route, allowed_mask, edge_cost, edge_path, shortest_path
+    from tiles.store import ATTRIBUTION, TileStore, open_tiles, resolve_tiles_path, tile_of
+
+_LAZY: dict[str, str] = {
+    "ATTRIBUTION": "tiles.store",
+    "Candidate": "tiles.matching",
+    "Graph": "tiles.graph",
+    "Match": "tiles.matching",
+    "MatchConfig": "tiles.matching",
+    "NoMatchError": "tiles.errors",
+    "NoRouteError": "tiles.errors",
+    "Route": "tiles.routing",
+    "TileStore": "tiles.store",
+    "TilesDataError": "tiles.errors",
+    "TilesError": "tiles.errors",
+    "Windows": "tiles.conditional",
+    "allowed_mask": "tiles.routing",
+    "build_tiles": "tiles.build",
+    "edge_cost": "tiles.routing",
+    "edge_path": "tiles.routing",
+    "match_fix": "tiles.matching",
+    "minute_of_week": "tiles.conditional",
+    "open_tiles": "tiles.store",
+    "parse_conditional": "tiles.conditional",
+    "resolve_tiles_path": "tiles.store",
+    "shortest_path": "tiles.routing",
+    "tile_of": "tiles.store",
+}
 
 __all__ = [
     "ATTRIBUTION",
@@ -36,3 +69,16 @@ __all__ = [
     "shortest_path",
     "tile_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tiles' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # next time a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -30,16 +30,18 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
-from tiles._osm import RawGraph
 from tiles.errors import TilesDataError
 from tiles.geo import haversine_m
 from tiles.graph import Graph
+
+if TYPE_CHECKING:  # the importer (pyosmium) is for building only, not for the agent
+    from tiles._osm import RawGraph
 
 log = logging.getLogger(__name__)
 

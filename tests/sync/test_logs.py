@@ -3,6 +3,7 @@ server's log API (per-vehicle tokens, size cap, idempotent by (vehicle_id, seq))
 
 from __future__ import annotations
 
+import gzip
 import random
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from sync import (
     LogClient,
+    LogClientConfig,
     LogUploader,
     Outbox,
     OutboxConfig,
@@ -173,6 +175,65 @@ def test_batches_are_size_capped_and_validated(fleet_logs: Any):
     bad_seq = _batch("cab-1", [0])
     assert _post(url, tokens["cab-1"], bad_seq).status_code == 400
     assert storage.count("cab-1") == 0
+
+
+def _post_gz(url: str, token: str, body: bytes, encoding: str = "gzip") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}", "Content-Encoding": encoding}
+    return httpx.post(f"{url}/v1/logs", content=body, headers=headers)
+
+
+def test_gzip_batches_are_inflated_within_the_cap(fleet_logs: Any):
+    url, tokens, storage = fleet_logs
+    ok = _post_gz(url, tokens["cab-1"], gzip.compress(_batch("cab-1", [1, 2])))
+    assert ok.status_code == 200 and msgpack.unpackb(ok.content)["inserted"] == 2
+    # 64 KiB cap: a 30 KB gzip body that inflates to 1 MB is refused, not inflated
+    bomb = msgpack.packb(
+        {"schema_version": 1, "vehicle_id": "cab-1", "records": [{"data": b"\0" * 1_000_000}]}
+    )
+    small = gzip.compress(bomb, 9)
+    assert len(small) < 64 * 1024
+    r = _post_gz(url, tokens["cab-1"], small)
+    assert r.status_code == 413 and "uncompressed" in r.text
+    assert _post_gz(url, tokens["cab-1"], b"\x1f\x8bnot gzip").status_code == 400
+    truncated = gzip.compress(_batch("cab-1", [3]))[:-6]
+    assert _post_gz(url, tokens["cab-1"], truncated).status_code == 400
+    assert _post_gz(url, tokens["cab-1"], _batch("cab-1", [3]), "br").status_code == 415
+    assert storage.count("cab-1") == 2
+
+
+def test_uploads_are_gzip_on_the_wire_and_stored_as_sent(tmp_path: Path):
+    """What the cab sends: a gzip body that inflates to the msgpack batch, the same bytes on a
+    retry; and with ``gzip_level=0`` the plain batch."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        doc = msgpack.unpackb(
+            gzip.decompress(request.content)
+            if request.headers.get("content-encoding") == "gzip"
+            else request.content
+        )
+        acked = [r["seq"] for r in doc["records"]]
+        return httpx.Response(200, content=msgpack.packb({"schema_version": 1, "acked": acked}))
+
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.append_many(({"lon": -73.98 + i * 1e-5, "kind": "tick"}, float(i)) for i in range(10))
+    batch = ob.pending()
+    for level, encoding in ((6, "gzip"), (0, None)):
+        client = LogClient(
+            "http://fleet.test",
+            "t",
+            LogClientConfig(gzip_level=level),
+            client=httpx.Client(transport=httpx.MockTransport(handler)),
+        )
+        assert client.upload("cab-1", batch, 0) == [r.seq for r in batch]
+        assert client.upload("cab-1", batch, 0) == [r.seq for r in batch]  # a retry
+        first, again = seen[-2], seen[-1]
+        assert first.headers.get("content-encoding") == encoding
+        assert first.content == again.content
+        client.close()
+    gz, plain = seen[0].content, seen[-1].content
+    assert gzip.decompress(gz) == plain and len(gz) < len(plain)
 
 
 def test_uploader_drains_outbox_and_uploads_the_dropped_counter(fleet_logs: Any, tmp_path: Path):
