@@ -23,6 +23,7 @@ import yaml
 
 from agent.errors import BundleLoadError
 from agent.planner import speed_factor_from_demand
+from safety import bbox_area_geojson
 from tiles.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -90,23 +91,9 @@ def build_manhattan_bundle(shared_data: Path, work_dir: Path) -> Path:
     params_path = atomic_write_bytes(
         inputs_dir / "params.yaml", yaml.safe_dump(params, sort_keys=True).encode()
     )
-    ring = [
-        [bbox[0], bbox[1]],
-        [bbox[2], bbox[1]],
-        [bbox[2], bbox[3]],
-        [bbox[0], bbox[3]],
-        [bbox[0], bbox[1]],
-    ]
     area_doc = {
-        "type": "FeatureCollection",
+        **bbox_area_geojson(bbox, m["business_area"].get("name", AREA)),
         "version": m["business_area"]["version"],
-        "features": [
-            {
-                "type": "Feature",
-                "properties": {"name": m["business_area"].get("name", AREA)},
-                "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
-            }
-        ],
     }
     area_path = atomic_write_bytes(
         inputs_dir / "area.geojson", json.dumps(area_doc, sort_keys=True).encode()

@@ -11,7 +11,7 @@ from safety.config import DemandCheckConfig, GpsConfig, MatchCheckConfig, RouteC
 from safety.data import check_bundle, check_demand
 from safety.errors import SafetyError, SafetyInputError, SafetyLogError
 from safety.gate import SafetyGate, evaluate
-from safety.inputs import BundleStatus, BusinessArea, Fix, TickInput
+from safety.inputs import BundleStatus, BusinessArea, Fix, TickInput, bbox_area_geojson
 from safety.position import FixCheck, check_fix, check_match, path_confidence
 from safety.reasons import (
     CHECKING_POSITION,
@@ -55,6 +55,7 @@ __all__ = [
     "SloReport",
     "TickInput",
     "Verdict",
+    "bbox_area_geojson",
     "check_bundle",
     "check_demand",
     "check_fix",

@@ -77,6 +77,25 @@ class BundleStatus:
     bundle_hash: str = ""
 
 
+def bbox_area_geojson(
+    bbox: tuple[float, float, float, float] | Sequence[float], name: str
+) -> dict[str, Any]:
+    """A business area covering a bounding box (min lon, min lat, max lon, max lat), as the
+    GeoJSON FeatureCollection a bundle's ``area.geojson`` holds (without its ``version``)."""
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"name": name},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        ],
+    }
+
+
 class BusinessArea:
     """The business area (a polygon in lon/lat) and which links of a graph lie inside it.
 

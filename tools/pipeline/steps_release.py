@@ -85,7 +85,7 @@ _PLANNER_KEYS = (
 def run_bundle_params(ctx: StepContext) -> StepResult:
     from agent.planner import PlannerParams, speed_factor_from_demand
     from models import DemandTable
-    from safety import BusinessArea
+    from safety import BusinessArea, bbox_area_geojson
     from tiles import TileStore
 
     p: BundleParamsParams = ctx.params
@@ -113,23 +113,7 @@ def run_bundle_params(ctx: StepContext) -> StepResult:
         BusinessArea.from_geojson(doc)  # a polygon, or an error now
         geom_src = "given"
     else:
-        ring = [
-            [bbox[0], bbox[1]],
-            [bbox[2], bbox[1]],
-            [bbox[2], bbox[3]],
-            [bbox[0], bbox[3]],
-            [bbox[0], bbox[1]],
-        ]
-        doc = {
-            "type": "FeatureCollection",
-            "features": [
-                {
-                    "type": "Feature",
-                    "properties": {"name": p.area_name},
-                    "geometry": {"type": "Polygon", "coordinates": [ring]},
-                }
-            ],
-        }
+        doc = bbox_area_geojson(bbox, p.area_name)
         geom_src = "bbox of the road tiles"
     doc = {k: v for k, v in doc.items() if k != "version"}
     doc["version"] = "area-" + _short(json.dumps(doc, sort_keys=True).encode())
