@@ -45,8 +45,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     gps = args.gps or str(DRIVE_FIXTURE)
     if not Path(gps).is_file():
         raise ToolsError(f"trace not found: {gps}")
-    print(
-        f"replaying {Path(gps).name} at {args.speed:g}x; open the page printed below",
-        file=sys.stderr,
-    )
+    pace = f"at {args.speed:g}x" if args.speed > 0 else "as fast as the agent plans"
+    page = "" if args.no_api else "; open the page printed below"
+    print(f"replaying {Path(gps).name} {pace}{page}", file=sys.stderr)
     return run_agent(args, bundle, gps)
