@@ -24,7 +24,8 @@ import numpy.typing as npt
 from scipy.spatial import cKDTree
 
 from tiles import Graph
-from tiles.geo import LocalProjection, bearing_deg, haversine_m
+from tiles.geo import bearing_deg, haversine_m
+from tiles.matching import segments
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -103,25 +104,18 @@ def snap_pickups(
     """Snap pickups (and use their drop-offs for direction) to directed links of ``g``."""
     n = int(np.asarray(lon).shape[0])
     allowed = g.cruise_allowed() if allowed is None else allowed
-    pts = g.geom_lonlat
-    proj = LocalProjection(float(pts[:, 0].mean()), float(pts[:, 1].mean()))
-    x, y = proj.to_xy(pts[:, 0], pts[:, 1])
-    counts = np.diff(g.geom_offsets) - 1
-    seg_edge = np.repeat(np.arange(g.n, dtype=np.int64), counts)
-    last = np.zeros(pts.shape[0], dtype=bool)
-    last[g.geom_offsets[1:] - 1] = True
-    start = np.flatnonzero(~last)
-    keep = allowed[seg_edge]
-    start, seg_edge = start[keep], seg_edge[keep]
+    segs = segments(g)
+    proj = segs.proj
+    keep = allowed[segs.edge]
+    seg_edge = segs.edge[keep]
     edge_a = np.full(n, -1, dtype=np.int64)
     dist = np.full(n, np.inf)
     seg_bearing_best = np.zeros(n)
-    if start.size and n:
-        x0, y0 = x[start], y[start]
-        dx, dy = x[start + 1] - x0, y[start + 1] - y0
-        seg_len = np.hypot(dx, dy)
+    if seg_edge.size and n:
+        x0, y0, dx, dy = segs.x0[keep], segs.y0[keep], segs.dx[keep], segs.dy[keep]
+        seg_len = segs.seg_len[keep]
         per = np.maximum(np.ceil(seg_len / config.spacing_m).astype(np.int64), 1) + 1
-        owner = np.repeat(np.arange(start.size, dtype=np.int64), per)
+        owner = np.repeat(np.arange(seg_edge.size, dtype=np.int64), per)
         k_in = np.arange(int(per.sum()), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)
         t = k_in / np.repeat(per - 1, per)
         dense = np.column_stack([x0[owner] + t * dx[owner], y0[owner] + t * dy[owner]])

@@ -61,7 +61,10 @@ class Match:
 
 
 @dataclass(frozen=True)
-class _Segments:
+class Segments:
+    """Every straight piece of every edge's geometry, in a local metric projection (cached per
+    graph by :func:`segments`; also what ``models`` snaps trip records with)."""
+
     proj: LocalProjection
     edge: npt.NDArray[np.int64]  # local edge index per segment
     x0: npt.NDArray[np.float64]
@@ -139,11 +142,11 @@ class _Grid:
         return a
 
 
-_SEGMENTS: weakref.WeakKeyDictionary[Graph, _Segments] = weakref.WeakKeyDictionary()
+_SEGMENT_CACHE: weakref.WeakKeyDictionary[Graph, Segments] = weakref.WeakKeyDictionary()
 
 
-def _segments(g: Graph) -> _Segments:
-    s = _SEGMENTS.get(g)
+def segments(g: Graph) -> Segments:
+    s = _SEGMENT_CACHE.get(g)
     if s is not None:
         return s
     pts = g.geom_lonlat
@@ -169,8 +172,8 @@ def _segments(g: Graph) -> _Segments:
         pts[start_idx, 0], pts[start_idx, 1], pts[start_idx + 1, 0], pts[start_idx + 1, 1]
     )
     grid = _Grid.build(x0, y0, x0 + dx, y0 + dy)
-    s = _Segments(proj, edge, x0, y0, dx, dy, seg_len, along0, edge_len, bearing, grid)
-    _SEGMENTS[g] = s
+    s = Segments(proj, edge, x0, y0, dx, dy, seg_len, along0, edge_len, bearing, grid)
+    _SEGMENT_CACHE[g] = s
     return s
 
 
@@ -186,7 +189,7 @@ def match_fix(
     """Match one fix to the most likely directed edge of ``g``; raise NoMatchError if none."""
     if g.n == 0:
         raise NoMatchError("no road links loaded around the fix")
-    s = _segments(g)
+    s = segments(g)
     px, py = s.proj.to_xy(lon, lat)
     if not (np.isfinite(px) and np.isfinite(py)):
         raise NoMatchError("the fix has no finite position")
