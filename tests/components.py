@@ -1,0 +1,50 @@
+"""Real components the tests start (Chromium, gpsd, nginx, PostgreSQL, ...).
+
+``require("chromium")`` returns the executable's path. Where it is missing, a developer's run
+skips the test with the reason; under ``CI=true`` it fails it with one clear line, so CI never
+goes green on a skipped real component (``.ci/run`` installs every one of them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+# executable names to try, and the Debian package that provides them
+COMPONENTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "chromium": (("chromium", "chromium-browser"), "chromium"),
+    "gpsd": (("gpsd",), "gpsd"),
+    "gpsfake": (("gpsfake",), "gpsd-clients"),
+    "nginx": (("nginx",), "nginx"),
+    "postgres": (("postgres",), "postgresql"),
+    "initdb": (("initdb",), "postgresql"),
+    "pg_ctl": (("pg_ctl",), "postgresql"),
+}
+SEARCH_DIRS = ("/usr/sbin", "/sbin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def find(name: str) -> str | None:
+    exes, _ = COMPONENTS[name]
+    for exe in exes:
+        path = shutil.which(exe) or shutil.which(exe, path=os.pathsep.join(SEARCH_DIRS))
+        if path:
+            return path
+    return None
+
+
+def require(name: str) -> str:
+    """Path of the real component ``name``; skip (developer) or fail (CI=true) without it."""
+    path = find(name)
+    if path is not None:
+        return path
+    package = COMPONENTS[name][1]
+    reason = f"{name} not installed (apt-get install -y {package})"
+    if in_ci():
+        pytest.fail(f"CI=true and a real component is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
