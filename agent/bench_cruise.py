@@ -5,7 +5,7 @@ cut the TickDemand for the horizon, solve the MDP and read out the plan. In the 
 ``scipy.sparse.csgraph.dijkstra`` from the cab's link over the same sub-graph's line graph is
 timed as the peer; the ratio of medians is reported. The process is pinned to one core.
 
-Without ``--tiles``/``--demand``, both are built from ``../shared/data`` into a temporary
+Without ``--tiles``/``--demand``, both are built from the real data (``data/``) into a temporary
 directory first, in a child process (neither timed nor counted in the peak RSS).
 """
 
@@ -25,8 +25,9 @@ import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
 from agent.errors import AgentError
+from tiles.fileio import real_data_dir
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED_DATA = real_data_dir()
 MANHATTAN_OSM = SHARED_DATA / "osm" / "nyc_manhattan_midtown.osm.pbf"
 MANHATTAN_TRIPS = (
     SHARED_DATA / "trips" / "nyc_tlc_yellow_2009-2015_gcp_taxi-train.csv",

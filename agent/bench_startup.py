@@ -30,6 +30,8 @@ from typing import IO, Any
 import httpx
 import psutil
 
+from tiles.fileio import real_data_dir
+
 REPO = Path(__file__).resolve().parent.parent
 GOAL_STARTUP_S = 2.0
 GOAL_RSS_MB = 250.0
@@ -37,7 +39,7 @@ GOAL_RSS_MB = 250.0
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle-dir", default=None, help="bundle (default: build the demo's)")
-    p.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--shared-data", "--data", default=str(real_data_dir()))
     p.add_argument("--work-dir", default=str(Path.home() / ".cache" / "nagashi" / "demo"))
     p.add_argument("--seconds", type=float, default=20.0, help="wall seconds of replay for RSS")
     p.add_argument("--speed", type=float, default=10.0, help="replay speed while sampling RSS")

@@ -1,4 +1,5 @@
-"""The one-command demo: build the Manhattan bundle from ../shared/data if missing, then replay
+"""The one-command demo: build the Manhattan bundle from the real data (``data/``) if
+missing, then replay
 the recorded Midtown drive through the real agent, accelerated.
 
 The bundle follows the repository's version manifest (``manifests/base.yaml`` plus

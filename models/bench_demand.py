@@ -34,9 +34,10 @@ from models.errors import DemandDataError
 from models.features import assemble
 from models.predict import DemandModel, InferenceConfig, statistical_tick
 from tiles import TileStore, build_tiles
+from tiles.fileio import real_data_dir
 
-DEFAULT_OSM = "../shared/data/osm/nyc_manhattan_midtown.osm.pbf"
-DEFAULT_TRIPS = "../shared/data/trips"
+DEFAULT_OSM = str(real_data_dir() / "osm" / "nyc_manhattan_midtown.osm.pbf")
+DEFAULT_TRIPS = str(real_data_dir() / "trips")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Reading NYC TLC yellow-cab trip files into numpy arrays, dropping bad rows by reason.
 
-Two formats are understood (both present in ``../shared/data/trips``):
+Two formats are understood (both present in ``data/trips``):
 
 * the TLC 2015 schema, with a header: ``tpep_pickup_datetime``, ``tpep_dropoff_datetime``,
   ``pickup_longitude/latitude``, ``dropoff_longitude/latitude``, ``trip_distance`` (miles),

@@ -28,9 +28,10 @@ from safety.gate import SafetyGate
 from safety.inputs import BundleStatus, Fix, TickInput
 from safety.route import judge_route
 from tiles import Graph, TileStore, build_tiles, match_fix
+from tiles.fileio import real_data_dir
 from tiles.geo import bearing_deg
 
-DEFAULT_OSM = "../shared/data/osm/nyc_manhattan_midtown.osm.pbf"
+DEFAULT_OSM = str(real_data_dir() / "osm" / "nyc_manhattan_midtown.osm.pbf")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -34,8 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tiles.fileio import real_data_dir
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OSM = REPO.parent / "shared" / "data" / "osm" / "monaco_osrm.osm.pbf"
+DEFAULT_OSM = real_data_dir() / "osm" / "monaco_osrm.osm.pbf"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

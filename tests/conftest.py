@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data in ../shared/data and tiles built from it (once per session)."""
+"""Shared fixtures: the real data (the repository's ``data/``) and tiles built from it (once per
+session)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tiles.fileio import real_data_dir
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+#: the repository's own data/ (``$NAGASHI_DATA`` overrides it; see data/README.md)
+SHARED_DATA = real_data_dir()
 OSM = {
     "manhattan": SHARED_DATA / "osm" / "nyc_manhattan_midtown.osm.pbf",
     "shibuya": SHARED_DATA / "osm" / "tokyo_shibuya_roads.osm.pbf",
@@ -23,7 +27,7 @@ TRIPS = {
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"real data not found at {SHARED_DATA} (../shared/data beside the repo)")
+        pytest.fail(f"real data not found at {SHARED_DATA} (python data/fetch.py fetches it)")
     return SHARED_DATA
 
 

@@ -3,6 +3,8 @@
 * :func:`atomic_write_bytes`: temp file in the same folder, fsync, ``os.replace``, fsync of the
   folder: a reader (or a power cut) sees the old file or the new one, never a part.
 * :func:`sha256_file`: the one file hash of the project (bundles, manifests, pipeline inputs).
+* :func:`real_data_dir`: where the real data (OSM extracts, trip records) lives: the demo, the
+  benchmarks and the tests all find it here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,21 @@ import tempfile
 from pathlib import Path
 
 HASH_BLOCK_BYTES = 1 << 20
+#: the checkout this package was imported from (an editable install or a source tree)
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def real_data_dir() -> Path:
+    """The folder of real data: ``$NAGASHI_DATA`` if set, else the repository's own ``data/``;
+    a ``../shared/data`` beside the checkout only when the repository has no ``data/``."""
+    env = os.environ.get("NAGASHI_DATA")
+    if env:
+        return Path(env).resolve()
+    own = REPO_DIR / "data"
+    if (own / "osm").is_dir():
+        return own
+    shared = REPO_DIR.parent / "shared" / "data"
+    return shared if shared.is_dir() else own
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -1,13 +1,13 @@
-"""``nagashi demo``: build the Manhattan bundle from ../shared/data if missing, then replay the
+"""``nagashi demo``: build the Manhattan bundle from the real data if missing, then replay the
 recorded Midtown drive through the agent, accelerated, with the tablet page served."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from tiles.fileio import real_data_dir
 from tools.cmd_agent import add_runtime_arguments, run_agent
 from tools.errors import ToolsError
 
@@ -19,9 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo", help="one command: build the Manhattan bundle, replay a Midtown drive, show it"
     )
     p.add_argument(
+        "--data",
         "--shared-data",
-        default=os.environ.get("NAGASHI_SHARED_DATA", str(REPO.parent / "shared" / "data")),
-        help="the real data folder (default ../shared/data)",
+        dest="shared_data",
+        default=str(real_data_dir()),
+        help="the real data folder (default: the repository's data/, or $NAGASHI_DATA)",
     )
     p.add_argument("--work-dir", default=None, help="where the bundle and logs go")
     p.add_argument("--gps", default=None, help="another trace to replay (CSV/GPX/NMEA)")
@@ -35,7 +37,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     shared = Path(args.shared_data).resolve()
     if not shared.is_dir():
-        raise ToolsError(f"real data not found at {shared} (pass --shared-data)")
+        raise ToolsError(
+            f"real data not found at {shared} (pass --data; python data/fetch.py fetches it)"
+        )
     work = Path(args.work_dir) if args.work_dir else Path.home() / ".cache" / "nagashi" / "demo"
     print(f"bundle: building from {shared} if missing (in {work}) ...", file=sys.stderr)
     bundle = ensure_manhattan_bundle(shared, work, rebuild=args.rebuild)

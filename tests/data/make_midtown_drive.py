@@ -1,6 +1,6 @@
 """Regenerate the recorded Midtown Manhattan drive (``midtown_drive.csv`` / ``.gpx``).
 
-The drive follows real streets of the OSM extract in ../shared/data: a chain of fastest legal
+The drive follows real streets of the OSM extract in data/osm: a chain of fastest legal
 routes (``tiles.shortest_path``, one-ways and turn restrictions honoured) from Times Square past
 Grand Central and Madison Square Park to Penn Station. A simple kinematic model drives it at
 1 Hz: cruise at 75-100 % of 80 % of each link's free-flow speed (capped at the 25 mph city
@@ -31,7 +31,7 @@ from agent.gps import Fix, write_csv_trace, write_gpx_trace  # noqa: E402
 from tiles import TileStore, build_tiles, shortest_path  # noqa: E402
 from tiles.geo import LocalProjection, bearing_deg, signed_turn_deg  # noqa: E402
 
-OSM = REPO.parent / "shared" / "data" / "osm" / "nyc_manhattan_midtown.osm.pbf"
+OSM = REPO / "data" / "osm" / "nyc_manhattan_midtown.osm.pbf"
 #: Tuesday 2 June 2015, 18:30 in New York (EDT, UTC-4): an evening weekday of the TLC data.
 START_S = 1433284200.0
 WAYPOINTS = (

@@ -46,7 +46,7 @@ def shibuya(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunReport]:
     osm = tmp / "tokyo_shibuya_roads.osm.pbf"
     shutil.copyfile(OSM["shibuya"], osm)
     text = (PIPELINES / "shibuya.yaml").read_text()
-    text = text.replace("../../shared/data/osm/tokyo_shibuya_roads.osm.pbf", str(osm))
+    text = text.replace("../data/osm/tokyo_shibuya_roads.osm.pbf", str(osm))
     path = PIPELINES / "shibuya.yaml"  # relative inputs resolve from the example's directory
     spec = load_pipeline(path, text=text, workdir=tmp / "work", runs_db=tmp / "runs.sqlite")
     report = run_pipeline(spec, RunOptions(jobs=2, exclude_kinds=NOT_HERE))
