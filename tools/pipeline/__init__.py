@@ -18,6 +18,7 @@ from tools.pipeline.ingest import IngestReport, TripStore, export_trips_csv, tri
 from tools.pipeline.runner import RunOptions, RunReport, StepEvent, StepOutcome, run_pipeline
 from tools.pipeline.runsdb import RunsDB
 from tools.pipeline.spec import PipelineSpec, StepSpec, load_pipeline
+from tools.pipeline.status import RunStatus, StepStatus
 from tools.pipeline.step import StepContext, StepKind, StepResult, Verdict
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ReproduceError",
     "RunOptions",
     "RunReport",
+    "RunStatus",
     "RunsDB",
     "RunsDatabaseError",
     "StepContext",
@@ -39,6 +41,7 @@ __all__ = [
     "StepOutcome",
     "StepResult",
     "StepSpec",
+    "StepStatus",
     "TripStore",
     "Verdict",
     "export_trips_csv",

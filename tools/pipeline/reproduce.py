@@ -25,6 +25,7 @@ from tools.pipeline.hashing import git_state, sha256_path
 from tools.pipeline.runner import REPO_ROOT, RunOptions, RunReport, StepEvent, run_pipeline
 from tools.pipeline.runsdb import RunsDB
 from tools.pipeline.spec import load_pipeline
+from tools.pipeline.status import RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ReproduceResult:
 def _check_raw_inputs(rec: dict[str, Any]) -> None:
     changed: list[str] = []
     for s in rec["steps"]:
-        if s["status"] not in ("ran", "skipped"):
+        if not StepStatus(s["status"]).produced_outputs:
             continue
         for name, entries in (s["input_hashes"] or {}).items():
             for where, recorded in entries:
@@ -99,7 +100,7 @@ def reproduce_run(
     if spec.runs_db.resolve() != Path(db_path).resolve():
         log.info("recording the reproduction in %s", spec.runs_db)
     # the steps the recorded run had in effect (ran, or current and skipped), side effects aside
-    had = {s["step"] for s in rec["steps"] if s["status"] in ("ran", "skipped")}
+    had = {s["step"] for s in rec["steps"] if StepStatus(s["status"]).produced_outputs}
     only = tuple(s.name for s in spec.steps if s.name in had)
     report = run_pipeline(
         spec,
@@ -123,7 +124,7 @@ def reproduce_run(
     if new is not None:
         for s in new["steps"]:
             old = recorded_steps.get(s["step"])
-            if old is None or s["status"] != "ran":
+            if old is None or s["status"] != StepStatus.RAN:
                 continue
             if old["code_version"] and s["code_version"] != old["code_version"]:
                 code_changes.append(f"step {s['step']}: code version changed")
@@ -145,7 +146,7 @@ def reproduce_run(
         new_run_id=report.run_id,
         bundle_id=rec["bundle_id"],
         new_bundle_id=report.bundle_id,
-        same_bytes=same and report.status == "ok",
+        same_bytes=same and report.status == RunStatus.OK,
         code_changes=code_changes,
         output_diffs=output_diffs,
     )

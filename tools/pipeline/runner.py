@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import datetime as dt
+import graphlib
 import logging
 import multiprocessing
 import secrets
@@ -44,6 +45,7 @@ from tools.pipeline.errors import PipelineSpecError
 from tools.pipeline.hashing import code_version, git_state, sha256_json, sha256_path
 from tools.pipeline.runsdb import CacheEntry, RunsDB
 from tools.pipeline.spec import InputRef, PipelineSpec, StepSpec
+from tools.pipeline.status import RunStatus, StepStatus
 from tools.pipeline.step import StepContext, StepResult, params_to_json
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class StepEvent:
     step: str
     index: int  # 1-based position in the pipeline
     total: int
-    status: str  # running, ran, skipped, failed, blocked, would_run, up_to_date, not_selected
+    status: StepStatus
     reason: str
     duration_s: float | None = None
     summary: str = ""
@@ -84,7 +86,7 @@ class StepEvent:
 class StepOutcome:
     name: str
     kind: str
-    status: str
+    status: StepStatus
     reason: str
     duration_s: float | None
     metrics: dict[str, Any]
@@ -96,7 +98,7 @@ class StepOutcome:
 @dataclass(frozen=True)
 class RunReport:
     run_id: int | None  # None for a dry run
-    status: str  # ok, failed, refused, dry_run
+    status: RunStatus
     steps: tuple[StepOutcome, ...]
     bundle_id: str | None = None
     manifest_sha256: str | None = None
@@ -108,8 +110,21 @@ class RunReport:
                 return s
         raise KeyError(name)
 
-    def names(self, status: str) -> list[str]:
+    def names(self, status: StepStatus | str) -> list[str]:
         return [s.name for s in self.steps if s.status == status]
+
+
+@dataclass
+class _Running:
+    """A step submitted to the executor, and what to clean up or commit when it ends."""
+
+    future: cf.Future[Any]
+    step: StepSpec
+    ev: Eval
+    staged: dict[str, Path]  # output name -> staging path
+    scratch: Path
+    token: str  # the staging token
+    t0: float  # monotonic start
 
 
 class _Run:
@@ -127,7 +142,7 @@ class _Run:
         self.progress = progress
         self.clock = clock
         self.workdir = str(spec.workdir)
-        self.status: dict[str, str] = {}
+        self.status: dict[str, StepStatus] = {}
         self.outcomes: dict[str, StepOutcome] = {}
         self.output_hash: dict[tuple[str, str], str] = {}
         self.code_cache: dict[str, tuple[str, dict[str, str]]] = {}
@@ -144,7 +159,7 @@ class _Run:
 
     # ---------------------------------------------------------------- evaluation
 
-    def _emit(self, step: str, status: str, reason: str, **kw: Any) -> None:
+    def _emit(self, step: str, status: StepStatus, reason: str, **kw: Any) -> None:
         if self.progress:
             self.progress(
                 StepEvent(step, self.index[step], len(self.spec.steps), status, reason, **kw)
@@ -229,7 +244,7 @@ class _Run:
     def _record(
         self,
         s: StepSpec,
-        status: str,
+        status: StepStatus,
         reason: str,
         ev: Eval | None,
         *,
@@ -311,133 +326,119 @@ class _Run:
             )
         else:
             executor = InlineExecutor()
-        running: dict[cf.Future[Any], tuple[StepSpec, Eval, dict[str, Path], Path, str, float]] = {}
+        # the ready set: a step is handed out once all it depends on is done; steps that finish
+        # at once (skipped, blocked, not selected) are marked done before the next wait
+        order = graphlib.TopologicalSorter({s.name: s.depends_on for s in spec.steps})
+        order.prepare()
+        running: dict[cf.Future[Any], _Running] = {}
         try:
             with executor:
-                while True:
-                    started = self._start_ready(executor, running)
+                while order.is_active():
+                    for name in sorted(order.get_ready(), key=self.index.__getitem__):
+                        job = self._start(self.spec.step(name), executor)
+                        if job is None:
+                            order.done(name)
+                        else:
+                            running[job.future] = job
                     if not running:
-                        if started:
-                            continue
-                        break
+                        continue
                     done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
                     for fut in done:
-                        self._finish(fut, *running.pop(fut))
+                        job = running.pop(fut)
+                        self._finish(job)
+                        order.done(job.step.name)
         finally:
-            for fut, (_s, _ev, staged, scratch, _t, _t0) in running.items():
-                fut.cancel()
-                for p in staged.values():
+            for job in running.values():
+                job.future.cancel()
+                for p in job.staged.values():
                     remove(p)
-                shutil.rmtree(scratch, ignore_errors=True)
+                shutil.rmtree(job.scratch, ignore_errors=True)
         return self._report()
 
-    def _start_ready(
-        self,
-        executor: cf.Executor,
-        running: dict[cf.Future[Any], tuple[StepSpec, Eval, dict[str, Path], Path, str, float]],
-    ) -> bool:
-        started = False
-        busy = {s.name for s, *_ in running.values()}
-        for s in self.spec.steps:
-            if s.name in self.status or s.name in busy:
-                continue
-            if s.name not in self.selected:
-                self._record(s, "not_selected", "not selected", None)
-                self._emit(s.name, "not_selected", "not selected")
-                started = True
-                continue
-            deps = s.depends_on
-            if not all(d in self.status for d in deps):
-                continue
-            bad = sorted(d for d in deps if self.status[d] in ("failed", "blocked"))
-            if bad:
-                reason = "blocked: " + ", ".join(bad) + " failed"
-                self._record(s, "blocked", reason, None)
-                self._emit(s.name, "blocked", reason)
-                started = True
-                continue
-            upstream_runs = sorted(d for d in deps if self.status[d] == "would_run")
-            if self.opt.dry_run and upstream_runs:
-                reason = (
-                    "upstream " + ", ".join(upstream_runs) + " would run (its outputs may change)"
-                )
-                self._record(s, "would_run", reason, None)
-                self._emit(s.name, "would_run", reason)
-                started = True
-                continue
-            try:
-                ev = self.evaluate(s)
-            except FileNotFoundError as e:
-                reason = str(e).strip("'\"")
-                self._record(
-                    s, "failed", reason, None, error=reason, error_type="FileNotFoundError"
-                )
-                self._emit(s.name, "failed", reason)
-                started = True
-                continue
-            started = True
-            if not ev.run:
-                assert ev.cached is not None
-                for k, h in ev.cached.output_hashes.items():
-                    self.output_hash[(s.name, k)] = h
-                status = "up_to_date" if self.opt.dry_run else "skipped"
-                self._record(
-                    s,
-                    status,
-                    ev.reason,
-                    ev,
-                    metrics=ev.cached.metrics,
-                    verdict=ev.cached.verdict,
-                    output_hashes=ev.cached.output_hashes,
-                    produced_by=ev.cached.run_id,
-                )
-                self._emit(s.name, status, ev.reason)
-                continue
-            if self.opt.dry_run:
-                self._record(s, "would_run", ev.reason, ev)
-                self._emit(s.name, "would_run", ev.reason)
-                continue
-            token = secrets.token_hex(6)
-            staged: dict[str, Path] = {}
-            for name, final in s.outputs.items():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                st = staging_path(final, token)
-                if s.kind.output_decl(name).is_dir:
-                    st.mkdir()
-                staged[name] = st
-            scratch = self.spec.workdir / ".scratch" / f"{s.name}-{token}"
-            scratch.mkdir(parents=True)
-            ctx = StepContext(
-                step=s.name,
-                inputs={k: tuple(self._path(r) for r in refs) for k, refs in s.inputs.items()},
-                outputs=staged,
-                params=s.params,
-                scratch=scratch,
-                pipeline_dir=self.spec.path.parent,
+    def _start(self, s: StepSpec, executor: cf.Executor) -> _Running | None:
+        """Decide step ``s`` (all it depends on is done): record it at once and return None, or
+        submit it to ``executor`` and return what is running."""
+        if s.name not in self.selected:
+            self._settle(s, StepStatus.NOT_SELECTED, "not selected")
+            return None
+        deps = s.depends_on
+        bad = sorted(d for d in deps if self.status[d] in (StepStatus.FAILED, StepStatus.BLOCKED))
+        if bad:
+            self._settle(s, StepStatus.BLOCKED, "blocked: " + ", ".join(bad) + " failed")
+            return None
+        upstream_runs = sorted(d for d in deps if self.status[d] == StepStatus.WOULD_RUN)
+        if self.opt.dry_run and upstream_runs:
+            reason = "upstream " + ", ".join(upstream_runs) + " would run (its outputs may change)"
+            self._settle(s, StepStatus.WOULD_RUN, reason)
+            return None
+        try:
+            ev = self.evaluate(s)
+        except FileNotFoundError as e:
+            reason = str(e).strip("'\"")
+            self._record(
+                s, StepStatus.FAILED, reason, None, error=reason, error_type="FileNotFoundError"
             )
-            self._emit(s.name, "running", ev.reason)
-            t0 = _monotonic()
-            try:
-                fut = executor.submit(
-                    execute_step, s.kind.name, ctx, logging.getLogger().getEffectiveLevel()
-                )
-            except (cf.BrokenExecutor, RuntimeError) as e:  # a worker died: the pool is gone
-                fut = cf.Future()
-                fut.set_exception(e)
-            running[fut] = (s, ev, staged, scratch, token, t0)
-        return started
+            self._emit(s.name, StepStatus.FAILED, reason)
+            return None
+        if not ev.run:
+            assert ev.cached is not None
+            for k, h in ev.cached.output_hashes.items():
+                self.output_hash[(s.name, k)] = h
+            status = StepStatus.UP_TO_DATE if self.opt.dry_run else StepStatus.SKIPPED
+            self._record(
+                s,
+                status,
+                ev.reason,
+                ev,
+                metrics=ev.cached.metrics,
+                verdict=ev.cached.verdict,
+                output_hashes=ev.cached.output_hashes,
+                produced_by=ev.cached.run_id,
+            )
+            self._emit(s.name, status, ev.reason)
+            return None
+        if self.opt.dry_run:
+            self._record(s, StepStatus.WOULD_RUN, ev.reason, ev)
+            self._emit(s.name, StepStatus.WOULD_RUN, ev.reason)
+            return None
+        token = secrets.token_hex(6)
+        staged: dict[str, Path] = {}
+        for name, final in s.outputs.items():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            st = staging_path(final, token)
+            if s.kind.output_decl(name).is_dir:
+                st.mkdir()
+            staged[name] = st
+        scratch = self.spec.workdir / ".scratch" / f"{s.name}-{token}"
+        scratch.mkdir(parents=True)
+        ctx = StepContext(
+            step=s.name,
+            inputs={k: tuple(self._path(r) for r in refs) for k, refs in s.inputs.items()},
+            outputs=staged,
+            params=s.params,
+            scratch=scratch,
+            pipeline_dir=self.spec.path.parent,
+        )
+        self._emit(s.name, StepStatus.RUNNING, ev.reason)
+        t0 = _monotonic()
+        try:
+            fut = executor.submit(
+                execute_step, s.kind.name, ctx, logging.getLogger().getEffectiveLevel()
+            )
+        except (cf.BrokenExecutor, RuntimeError) as e:  # a worker died: the pool is gone
+            fut = cf.Future()
+            fut.set_exception(e)
+        return _Running(fut, s, ev, staged, scratch, token, t0)
 
-    def _finish(
-        self,
-        fut: cf.Future[Any],
-        s: StepSpec,
-        ev: Eval,
-        staged: dict[str, Path],
-        scratch: Path,
-        token: str,
-        t0: float,
-    ) -> None:
-        duration = round(_monotonic() - t0, 3)
+    def _settle(self, s: StepSpec, status: StepStatus, reason: str) -> None:
+        """Record a step decided without running it."""
+        self._record(s, status, reason, None)
+        self._emit(s.name, status, reason)
+
+    def _finish(self, job: _Running) -> None:
+        s, ev, staged, token = job.step, job.ev, job.staged, job.token
+        duration = round(_monotonic() - job.t0, 3)
+        fut, scratch = job.future, job.scratch
         try:
             out = fut.result()
         except Exception as e:  # a worker died (BrokenProcessPool) or the call itself failed
@@ -464,7 +465,7 @@ class _Run:
                     )
                 self._record(
                     s,
-                    "ran",
+                    StepStatus.RAN,
                     ev.reason,
                     ev,
                     metrics=result.metrics,
@@ -473,41 +474,45 @@ class _Run:
                     produced_by=self.run_id,
                     duration_s=duration,
                 )
-                self._emit(s.name, "ran", ev.reason, duration_s=duration, summary=result.summary)
+                self._emit(
+                    s.name, StepStatus.RAN, ev.reason, duration_s=duration, summary=result.summary
+                )
                 return
         for p in staged.values():
             remove(p)
         _, etype, msg, tb = out
         log.debug("step %s failed:\n%s", s.name, tb)
-        self._record(s, "failed", ev.reason, ev, duration_s=duration, error=msg, error_type=etype)
-        self._emit(s.name, "failed", f"{etype}: {msg}", duration_s=duration)
+        self._record(
+            s, StepStatus.FAILED, ev.reason, ev, duration_s=duration, error=msg, error_type=etype
+        )
+        self._emit(s.name, StepStatus.FAILED, f"{etype}: {msg}", duration_s=duration)
 
     def _report(self) -> RunReport:
         steps = tuple(self.outcomes[s.name] for s in self.spec.steps if s.name in self.outcomes)
-        failed = [o for o in steps if o.status == "failed"]
+        failed = [o for o in steps if o.status == StepStatus.FAILED]
         refused = [
             o
             for o in steps
             if o.verdict is not None
             and o.verdict.get("gate") == "release"
             and not o.verdict.get("passed")
-            and o.status in ("ran", "skipped")
+            and o.status.produced_outputs
         ]
         if self.opt.dry_run:
-            status = "dry_run"
-        elif failed or any(o.status == "blocked" for o in steps):
-            status = "failed"
+            status = RunStatus.DRY_RUN
+        elif failed or any(o.status == StepStatus.BLOCKED for o in steps):
+            status = RunStatus.FAILED
         elif refused:
-            status = "refused"
+            status = RunStatus.REFUSED
         else:
-            status = "ok"
+            status = RunStatus.OK
         error = "; ".join(f"{o.name}: {o.error}" for o in failed) or None
-        if status == "refused":
+        if status == RunStatus.REFUSED:
             error = "; ".join(str(o.verdict["reason"]) for o in refused if o.verdict)
         bundle_id = manifest_sha = None
         manifest: dict[str, Any] | None = None
         for o in steps:
-            if "manifest" in o.metrics and o.status in ("ran", "skipped"):
+            if "manifest" in o.metrics and o.status.produced_outputs:
                 bundle_id = o.metrics["bundle_id"]
                 manifest = o.metrics.get("manifest")
                 manifest_sha = o.metrics.get("manifest_sha256")

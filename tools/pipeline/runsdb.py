@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.pipeline.errors import RunsDatabaseError
+from tools.pipeline.status import RECORDED_STEP_STATUSES
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -84,7 +85,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ),
 )
 
-STEP_STATUSES = ("ran", "skipped", "failed", "blocked", "not_selected")
+STEP_STATUSES = tuple(str(s) for s in RECORDED_STEP_STATUSES)
 
 
 @dataclass(frozen=True)

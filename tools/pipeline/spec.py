@@ -27,6 +27,7 @@ Paths are relative to the pipeline file (inputs) or to ``workdir`` (outputs). A 
 from __future__ import annotations
 
 import dataclasses
+import graphlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -299,16 +300,18 @@ def _check_output_clashes(steps: Mapping[str, StepSpec]) -> None:
 
 def _toposort(steps: Mapping[str, StepSpec]) -> list[StepSpec]:
     """Dependency order, keeping the file's order among independent steps; cycles rejected."""
+    position = {name: i for i, name in enumerate(steps)}
+    graph = graphlib.TopologicalSorter({s.name: s.depends_on for s in steps.values()})
+    try:
+        graph.prepare()
+    except graphlib.CycleError as e:
+        cycle = ", ".join(dict.fromkeys(e.args[1]))
+        raise PipelineSpecError(f"steps form a dependency cycle: {cycle}") from None
     done: list[StepSpec] = []
-    placed: set[str] = set()
-    pending = list(steps.values())
-    while pending:
-        ready = [s for s in pending if s.depends_on <= placed]
-        if not ready:
-            cycle = ", ".join(s.name for s in pending)
-            raise PipelineSpecError(f"steps form a dependency cycle: {cycle}")
-        first = ready[0]
-        done.append(first)
-        placed.add(first.name)
-        pending.remove(first)
+    ready: list[str] = []
+    while graph.is_active():
+        ready = sorted({*ready, *graph.get_ready()}, key=position.__getitem__)
+        first = ready.pop(0)  # the first ready step in file order, as a reader expects
+        done.append(steps[first])
+        graph.done(first)
     return done
