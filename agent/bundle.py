@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import zoneinfo
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -120,19 +120,15 @@ def resolve_bundle_path(bundle_dir: str | os.PathLike[str], bundle_id: str | Non
 
 def _planner_params(doc: dict[str, Any], table: DemandTable, store: TileStore) -> PlannerParams:
     raw = doc.get("planner") or {}
-    if not isinstance(raw, dict):
-        raise BundleLoadError("params.yaml: planner must be a mapping")
-    known = {f.name for f in fields(PlannerParams)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        log.warning("params.yaml: unknown planner parameter(s) ignored: %s", ", ".join(unknown))
-    values = {k: v for k, v in raw.items() if k in known}
-    if "speed_factor" not in values:
-        values["speed_factor"] = speed_factor_from_demand(table, store.all())
     try:
-        return PlannerParams(**values)
-    except (TypeError, ValueError) as e:
-        raise BundleLoadError(f"params.yaml: {e}") from e
+        params = PlannerParams.from_mapping(raw)
+    except ValueError as e:
+        raise BundleLoadError(str(e)) from e
+    if not isinstance(raw, dict) or "speed_factor" not in raw:
+        params = dataclasses.replace(
+            params, speed_factor=speed_factor_from_demand(table, store.all())
+        )
+    return params
 
 
 def load_bundle(

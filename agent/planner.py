@@ -71,9 +71,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,8 @@ from models.demand import DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
 from tiles.matching import match_fix
 from tiles.store import TileStore
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 Bool = npt.NDArray[np.bool_]
@@ -157,6 +160,33 @@ class PlannerParams:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_mapping(
+        cls, raw: object, *, base: PlannerParams | None = None, where: str = "params.yaml"
+    ) -> PlannerParams:
+        """The planner section of a ``params.yaml`` (the one parser: bundle, cruise, simulate),
+        over ``base`` (default: the defaults). Unknown keys are ignored with a warning (a bundle
+        from a newer planner must still load); a value of the wrong type or out of range is a
+        ValueError of one line naming ``where``."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{where}: planner must be a mapping")
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(str(k) for k in set(raw) - set(types))
+        if unknown:
+            log.warning("%s: unknown planner parameter(s) ignored: %s", where, ", ".join(unknown))
+        values = {k: v for k, v in raw.items() if k in types}
+        for k, v in values.items():
+            whole = types[k] in ("int", int)
+            if isinstance(v, bool) or not isinstance(v, int if whole else int | float):
+                kind = "a whole number" if whole else "a number"
+                raise ValueError(f"{where}: planner.{k} must be {kind}, got {v!r}")
+        try:
+            return replace(base or cls(), **values)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import sys
@@ -82,10 +81,6 @@ def cmd_cruise(args: argparse.Namespace) -> int:
     except ValueError:
         raise ToolsError(f"--time must be ISO 8601 local time, got {args.time!r}") from None
     tiles, demand_dir, overrides, polygon = _bundle_parts(Path(args.bundle_or_tiles), args.demand)
-    known = {f.name for f in dataclasses.fields(PlannerParams)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ToolsError(f"unknown planner parameters in params.yaml: {', '.join(unknown)}")
     table = DemandTable.load(demand_dir)
     with TileStore(tiles) as store:
         if args.speed_factor is not None:
@@ -97,8 +92,8 @@ def cmd_cruise(args: argparse.Namespace) -> int:
         if args.radius_m is not None:
             overrides["radius_m"] = args.radius_m
         try:
-            params = PlannerParams(**overrides)
-        except (TypeError, ValueError) as e:
+            params = PlannerParams.from_mapping(overrides)
+        except ValueError as e:
             raise ToolsError(str(e)) from None
         plan = plan_from_fix(
             store,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from tools.errors import ToolsError
@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="mean passenger patience, s (the world's and the planner's; default: the planner's)",
     )
+    p.add_argument(
+        "--params",
+        metavar="YAML",
+        help="a bundle's params.yaml: its planner section is what the simulated cabs run "
+        "(as the pipeline's simulate step does); default: the planner's defaults",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
         "--gate",
@@ -67,25 +73,39 @@ def _policies(text: str, gate: bool) -> list[str]:
     return names
 
 
+def _planner_section(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ToolsError(f"--params {path}: unreadable ({type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise ToolsError(f"--params {path}: not a mapping")
+    planner = doc.get("planner") or {}
+    if not isinstance(planner, dict):
+        raise ToolsError(f"--params {path}: planner must be a mapping")
+    from agent.planner import PlannerParams
+
+    try:
+        PlannerParams.from_mapping(planner, where=f"--params {path}")  # checked before the run
+    except ValueError as e:
+        raise ToolsError(str(e)) from None
+    return dict(planner)
+
+
 def _progress(msg: str) -> None:
     print(f"  {msg}", file=sys.stderr, flush=True)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agent.planner import minute_of_week_of, speed_factor_from_demand
+    from agent.planner import minute_of_week_of
     from models import DemandTable
     from tiles import TileStore
     from tools.sim.engine import run_shift
-    from tools.sim.experiment import (
-        calibrate,
-        gate,
-        json_finite,
-        paired_gain,
-        run_seeds,
-        summarise,
-    )
+    from tools.sim.experiment import gate, json_finite, run_experiment
     from tools.sim.plot import plot_routes
-    from tools.sim.world import SimConfig, build_world, make_passengers
+    from tools.sim.world import SimConfig, make_passengers
 
     policies = _policies(args.policy, args.gate)
     if args.seeds < 1:
@@ -103,41 +123,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ToolsError(str(e)) from None
     table = DemandTable.load(args.demand)
+    planner = _planner_section(args.params) if args.params else {}
     t0 = time.monotonic()
+    seeds = list(range(args.seed, args.seed + args.seeds))
     with TileStore(args.tiles) as store:
         if table.network_sha256 != store.meta.get("source_sha256"):
             raise ToolsError("the demand table was built for another road network")
-        graph = store.all()
-        world = build_world(graph, table, config, speed_factor_from_demand(table, graph))
-    quiet = args.json
-    if not quiet:
-        _progress("calibrating arrivals against the observed pickups ...")
-    cal = calibrate(world)
-    world = dataclasses.replace(
-        world,
-        params=dataclasses.replace(
-            world.params, competing_vacant_per_h=cal.background_vacant_per_h
-        ),
-    )
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    results = run_seeds(world, policies, seeds, cal.multiplier, None if quiet else _progress)
-    summary = summarise(results)
-    doc: dict[str, Any] = {
-        "config": {
-            **dataclasses.asdict(config),
-            "start": start.isoformat(),
-            "seeds": seeds[0] if len(seeds) == 1 else [seeds[0], seeds[-1]],
-            "speed_factor": round(world.params.speed_factor, 4),
-            "demand_share": world.share,
-            "observed_area_pickups_per_h": round(world.observed_area_rate_h, 2),
-            "demand_version": table.version,
-        },
-        "calibration": cal.to_json(),
-        "policies": summary,
-        "elapsed_s": round(time.monotonic() - t0, 1),
-    }
-    if "nagashi" in results and "hotspot" in results:
-        doc["nagashi_vs_hotspot"] = paired_gain(results, "nagashi", "hotspot")
+        progress = None if args.json else _progress
+        exp = run_experiment(store.all(), table, config, policies, seeds, planner, progress)
+    world, cal, summary = exp.world, exp.calibration, exp.summary
+    doc: dict[str, Any] = exp.to_json(table.version)
+    doc["config"]["start"] = start.isoformat()
+    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
     ok, verdict = gate(summary) if args.gate else (True, "")
     if args.gate:
         doc["gate"] = {"pass": ok, "verdict": verdict}

@@ -250,3 +250,20 @@ def test_unknown_start_link_and_bad_parameters_are_rejected() -> None:
         PlannerParams(speed_factor=0.0)
     with pytest.raises(ValueError, match="route_max_visits"):
         PlannerParams(route_max_visits=-1)
+
+
+def test_params_yaml_planner_section_is_parsed_one_way(caplog: pytest.LogCaptureFixture) -> None:
+    base = PlannerParams()
+    got = PlannerParams.from_mapping({"horizon_s": 1800, "from_a_newer_planner": 1}, base=base)
+    assert got.horizon_s == 1800.0 and got.radius_m == base.radius_m
+    assert "from_a_newer_planner" in caplog.text  # ignored, and said so
+    for raw, why in (
+        ([1, 2], "planner must be a mapping"),
+        ({"horizon_s": "long"}, "planner.horizon_s must be a number"),
+        ({"route_max_visits": 1.5}, "planner.route_max_visits must be a whole number"),
+        ({"speed_factor": True}, "planner.speed_factor must be a number"),
+        ({"radius_m": -1}, "invalid planner parameters: radius_m"),
+    ):
+        with pytest.raises(ValueError, match=why) as e:
+            PlannerParams.from_mapping(raw, where="b/params.yaml")
+        assert str(e.value).startswith("b/params.yaml: ") and "\n" not in str(e.value)

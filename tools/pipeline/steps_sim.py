@@ -41,19 +41,12 @@ class SimulateParams:
 
 
 def run_simulate(ctx: StepContext) -> StepResult:
-    from agent.planner import minute_of_week_of, speed_factor_from_demand
+    from agent.planner import minute_of_week_of
     from models import DemandTable
     from tiles import TileStore
     from tiles.fileio import atomic_write_bytes as write_atomic
-    from tools.sim.experiment import (
-        calibrate,
-        gate,
-        json_finite,
-        paired_gain,
-        run_seeds,
-        summarise,
-    )
-    from tools.sim.world import SimConfig, build_world
+    from tools.sim.experiment import gate, json_finite, run_experiment
+    from tools.sim.world import SimConfig
 
     p: SimulateParams = ctx.params
     over: dict[str, Any] = {
@@ -76,45 +69,14 @@ def run_simulate(ctx: StepContext) -> StepResult:
     if params_path is not None:
         doc = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
         planner = dict(doc.get("planner") or {})
+    seeds = list(range(p.first_seed, p.first_seed + p.seeds))
     with TileStore(ctx.input("tiles")) as store:
         if table.network_sha256 != store.meta.get("source_sha256"):
             raise ValueError("the demand table was built for another road network")
-        graph = store.all()
-        speed = float(planner.get("speed_factor") or speed_factor_from_demand(table, graph))
-        world = build_world(graph, table, config, speed)
-    # the planner the cabs will run: the bundle's parameters (params.yaml)
-    known = {f.name for f in dataclasses.fields(world.params)}
-    world = dataclasses.replace(
-        world,
-        params=dataclasses.replace(
-            world.params, **{k: v for k, v in planner.items() if k in known}
-        ),
-    )
-    cal = calibrate(world)
-    world = dataclasses.replace(
-        world,
-        params=dataclasses.replace(
-            world.params, competing_vacant_per_h=cal.background_vacant_per_h
-        ),
-    )
-    seeds = list(range(p.first_seed, p.first_seed + p.seeds))
-    results = run_seeds(world, policies, seeds, cal.multiplier)
-    summary = summarise(results)
-    passed, why = gate(summary)
-    doc_out: dict[str, Any] = json_finite(
-        {
-            "config": {
-                **dataclasses.asdict(config),
-                "seeds": [seeds[0], seeds[-1]],
-                "speed_factor": round(world.params.speed_factor, 4),
-                "demand_share": world.share,
-                "demand_version": table.version,
-            },
-            "calibration": cal.to_json(),
-            "policies": summary,
-            "nagashi_vs_hotspot": paired_gain(results, "nagashi", "hotspot"),
-        }
-    )
+        # the planner the cabs will run: the bundle's parameters (params.yaml)
+        exp = run_experiment(store.all(), table, config, policies, seeds, planner)
+    passed, why = gate(exp.summary)
+    doc_out: dict[str, Any] = json_finite(exp.to_json(table.version))
     verdict = Verdict("planner", bool(passed), why)
     write_atomic(ctx.output("table"), json.dumps(doc_out, indent=2, sort_keys=True).encode())
     write_atomic(

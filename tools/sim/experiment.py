@@ -1,17 +1,24 @@
-"""Seeds, calibration, confidence intervals and the release gate."""
+"""Seeds, calibration, confidence intervals and the release gate; :func:`run_experiment` is the
+one calibrate -> run seeds -> summarise path (``nagashi simulate`` and the pipeline's
+``simulate`` step both call it, so the README's table and the release gate come from one code)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
 
 from tools.sim.engine import RunResult, run_shift
-from tools.sim.world import World, make_passengers
+from tools.sim.world import SimConfig, World, build_world, make_passengers
+
+if TYPE_CHECKING:
+    from models import DemandTable
+    from tiles import Graph
 
 METRICS = ("revenue_per_h", "pickups_per_h", "occupied_share", "empty_km_per_pickup")
 #: calibration seeds are far from the evaluation seeds
@@ -161,3 +168,66 @@ def json_finite(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [json_finite(v) for v in x]
     return x
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One simulation experiment: the world as run, its calibration, every policy's runs on the
+    same seeds, and their summary (per metric: mean and 95 % interval)."""
+
+    world: World
+    calibration: Calibration
+    seeds: tuple[int, ...]
+    results: dict[str, list[RunResult]]
+    summary: dict[str, dict[str, object]]
+
+    def to_json(self, demand_version: str) -> dict[str, Any]:
+        """The simulation table (config, calibration, policies, nagashi vs hotspot)."""
+        seeds = self.seeds
+        doc: dict[str, Any] = {
+            "config": {
+                **dataclasses.asdict(self.world.config),
+                "seeds": seeds[0] if len(seeds) == 1 else [seeds[0], seeds[-1]],
+                "speed_factor": round(self.world.params.speed_factor, 4),
+                "demand_share": self.world.share,
+                "observed_area_pickups_per_h": round(self.world.observed_area_rate_h, 2),
+                "demand_version": demand_version,
+            },
+            "calibration": self.calibration.to_json(),
+            "policies": self.summary,
+        }
+        if "nagashi" in self.results and "hotspot" in self.results:
+            doc["nagashi_vs_hotspot"] = paired_gain(self.results, "nagashi", "hotspot")
+        return doc
+
+
+def run_experiment(
+    graph: Graph,
+    table: DemandTable,
+    config: SimConfig,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    planner: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Experiment:
+    """Build the world, give its cabs the planner parameters ``planner`` (a params.yaml's planner
+    section; its ``speed_factor`` if any, else the one measured from the demand's trips),
+    calibrate arrivals, then run every policy on every seed."""
+    from agent.planner import PlannerParams, speed_factor_from_demand
+
+    raw = dict(planner or {})
+    speed = float(raw.get("speed_factor") or speed_factor_from_demand(table, graph))
+    world = build_world(graph, table, config, speed)
+    params = PlannerParams.from_mapping(raw, base=world.params, where="params.yaml")
+    world = dataclasses.replace(world, params=params)
+    if progress is not None:
+        progress("calibrating arrivals against the observed pickups ...")
+    cal = calibrate(world)
+    world = dataclasses.replace(
+        world,
+        params=dataclasses.replace(
+            world.params, competing_vacant_per_h=cal.background_vacant_per_h
+        ),
+    )
+    results = run_seeds(world, policies, seeds, cal.multiplier, progress)
+    return Experiment(world, cal, tuple(seeds), results, summarise(results))
