@@ -173,7 +173,7 @@ def test_gga_only_receiver_without_any_date() -> None:
     assert [f.time_s for f in got] == [f.time_s for f in decode_lines(lines_of("mt3339.log"))]
     # just after midnight, a fix stamped 20:26 belongs to the day before
     after_midnight = datetime(2015, 4, 14, 0, 1, tzinfo=UTC).timestamp()
-    assert list(decode_lines(lines, now=lambda: after_midnight))[0].time_s == got[0].time_s
+    assert next(iter(decode_lines(lines, now=lambda: after_midnight))).time_s == got[0].time_s
 
 
 def test_speed_and_course_from_vtg_without_rmc() -> None:
