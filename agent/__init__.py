@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "read_csv_trace": "agent.gps",
     "read_gpx_trace": "agent.gps",
     "NmeaSocketSource": "agent.nmea",
+    "GpsdSource": "agent.gpsd",
     "LoadedBundle": "agent.bundle",
     "load_bundle": "agent.bundle",
     "TickInputs": "agent.decide",

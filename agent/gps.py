@@ -324,9 +324,19 @@ def open_source(spec: str, clock: Clock, speed: float = 1.0) -> GpsSource:
     """A GPS source from a command-line spec.
 
     ``drive.csv`` / ``drive.gpx``: replay of a trace; ``drive.nmea`` (or ``.txt``/``.log``): a
-    recorded NMEA stream, paced by its own timestamps; ``tcp://HOST:PORT``: a live NMEA stream.
+    recorded NMEA stream, paced by its own timestamps; ``tcp://HOST:PORT``: a live NMEA stream;
+    ``gpsd://HOST[:PORT]``: a gpsd daemon's JSON reports (port 2947 by default).
     """
     from agent.nmea import NmeaFileSource, NmeaSocketSource
+
+    if spec.startswith("gpsd://"):
+        from agent.gpsd import DEFAULT_PORT, GpsdSource
+
+        rest = spec.removeprefix("gpsd://").rstrip("/")
+        host, colon, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+        if not host or (colon and not port.isdigit()) or "/" in host:
+            raise GpsError(f"expected gpsd://HOST[:PORT], got {spec!r}")
+        return GpsdSource(host, int(port) if port else DEFAULT_PORT, clock)
 
     if spec.startswith("tcp://"):
         host, _, port = spec.removeprefix("tcp://").rpartition(":")

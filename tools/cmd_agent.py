@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--gps",
         default=DEFAULT_GPS,
-        help="trace.csv | trace.gpx | log.nmea | tcp://HOST:PORT (NMEA)",
+        help="trace.csv | trace.gpx | log.nmea | tcp://HOST:PORT (NMEA) | gpsd://HOST[:PORT]",
     )
     add_runtime_arguments(run)
     run.add_argument("--sync-server", default=None, help="fleet server URL (logs, bundles)")
