@@ -93,10 +93,12 @@ def test_tpv_reports() -> None:
     }
     f = tpv_fix({**base, "speed": 0.057, "track": 359.11, "epx": 8.82, "epy": 12.604})
     assert f is not None and f.time_s == 1549332577.0
-    assert f.accuracy_m == pytest.approx((8.82**2 + 12.604**2) ** 0.5)
+    # 95 % per axis -> one sigma horizontal
+    assert f.accuracy_m == pytest.approx((8.82**2 + 12.604**2) ** 0.5 / 1.96)
     assert (f.speed_mps, f.heading_deg) == (0.057, 359.11)
     g = tpv_fix({**base, "eph": 17.1, "epx": 1.0, "epy": 1.0})
-    assert g is not None and g.accuracy_m == 17.1 and g.speed_mps is None
+    assert g is not None and g.accuracy_m == pytest.approx(17.1 / 1.7308, rel=1e-3)
+    assert g.speed_mps is None
     h = tpv_fix(base)
     assert h is not None and h.accuracy_m is None
     assert tpv_fix({**base, "mode": 1}) is None
