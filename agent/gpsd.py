@@ -10,8 +10,9 @@ horizontal figure (``sqrt(sigma_lat**2 + sigma_lon**2)``, as from GST or HDOP x 
 are scaled to it: ``sqrt(epx**2 + epy**2) / 1.96`` and, for a circular error, ``eph / 1.73``
 (the 95 % radius of a circular normal is 2.45 sigma; sqrt(2) sigma / 2.45 sigma = 1 / 1.73).
 gpsd derives them from the DOPs with a conservative UERE of its own, so they stay somewhat larger
-than nagashi's HDOP x UERE for the same receiver (measured: 7.7 m against 3.5 m at HDOP 0.7). A TPV without a fix yields ``None`` (no fix), as
-does every ``poll_s`` of silence; the connection is re-opened like the TCP NMEA source's.
+than nagashi's HDOP x UERE for the same receiver (measured: 7.7 m against 3.5 m at HDOP 0.7).
+A TPV without a fix yields ``None`` (no fix), as does every ``poll_s`` of silence; the
+connection is re-opened like the TCP NMEA source's.
 """
 
 from __future__ import annotations
