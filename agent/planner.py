@@ -55,8 +55,10 @@ horizon. Values at fractional layers are linear in time between layers; for link
 one layer (``τ_f < Δ``) the value is extrapolated linearly from the next two layers (``V`` is
 almost linear in the remaining time, so the error is of second order) instead of rounding every
 short link up to a whole layer. ``Q`` depends on ``e`` only through ``A(e, k)``, so one layer is
-an ``n``-vector of ``Q`` gathered over the arcs and reduced with ``np.maximum.reduceat``: the
-only Python loop runs over the ``K`` layers.
+an ``n``-vector of ``Q``, and the successor maximum is taken column by column over the sources
+sorted by out-degree (``_planner_core._successor_columns``: one ``np.maximum`` per out-degree
+rank, faster here than ``np.maximum.reduceat``); the Python loops run over the ``K`` layers and
+the few out-degree ranks.
 
 The recommended route follows ``argmax Q`` from the cab's link (decision at the end of the
 current link, ties to the lowest local index), advancing time by each link's ``τ``, until it

@@ -40,10 +40,11 @@ from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
 from tiles.build import build_tiles
+from tiles.fileio import real_data_dir
 from tiles.routing import DEFAULT_AVOID, Route, shortest_path
 from tiles.store import TileStore
 
-DEFAULT_OSM = "../shared/data/osm/nyc_manhattan_midtown.osm.pbf"
+DEFAULT_OSM = str(real_data_dir() / "osm" / "nyc_manhattan_midtown.osm.pbf")
 ROUNDS = 3  # timings per query and side; the fastest counts
 
 

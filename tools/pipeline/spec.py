@@ -10,7 +10,7 @@ A pipeline is YAML (``schema_version: 1``)::
       - name: tiles
         kind: import_tiles          # see ``nagashi pipeline kinds``
         inputs:
-          osm: ../../shared/data/osm/nyc_manhattan_midtown.osm.pbf
+          osm: ../data/osm/nyc_manhattan_midtown.osm.pbf
         params: {tile_deg: 0.01}
         outputs: {tiles: tiles/tiles.sqlite}      # optional: default <step>/<file>
       - name: demand
