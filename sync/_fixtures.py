@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from sync.manifest import Composed, compose_docs
+from tiles.fileio import sqlite_readonly_uri
 
 
 def tiles_meta(tiles: Path) -> dict[str, str]:
-    conn = sqlite3.connect(f"file:{tiles.resolve()}?mode=ro&immutable=1", uri=True)
+    conn = sqlite3.connect(sqlite_readonly_uri(tiles), uri=True)
     try:
         return dict(conn.execute("SELECT key, value FROM meta").fetchall())
     finally:

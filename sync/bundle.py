@@ -41,6 +41,7 @@ import yaml
 from sync._fs import fsync_dir, fsync_file, read_bounded, sha256_bytes, sha256_file, storage_errors
 from sync.errors import BundleInputError, BundleVerifyError
 from sync.manifest import NO_MODEL, SCHEMA_VERSION, Composed, dump_yaml, manifest_hash
+from tiles.fileio import sqlite_readonly_uri
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def _tiles_meta(p: Path) -> dict[str, str]:
     if not p.is_file():
         raise BundleInputError(f"tile database not found: {p}")
     try:
-        conn = sqlite3.connect(f"file:{p.resolve()}?mode=ro&immutable=1", uri=True)
+        conn = sqlite3.connect(sqlite_readonly_uri(p), uri=True)
         try:
             return dict(conn.execute("SELECT key, value FROM meta").fetchall())
         finally:

@@ -20,6 +20,13 @@ HASH_BLOCK_BYTES = 1 << 20
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
+def sqlite_readonly_uri(path: str | os.PathLike[str]) -> str:
+    """The SQLite URI that opens ``path`` read-only and immutable (for files never written while
+    open: bundle tiles). Built with ``Path.as_uri()``, so a ``?``, ``#`` or ``%`` in the path is
+    escaped instead of being read as the start of the URI's query."""
+    return Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
+
+
 def real_data_dir() -> Path:
     """The folder of real data: ``$NAGASHI_DATA`` if set, else the repository's own ``data/``;
     a ``../shared/data`` beside the checkout only when the repository has no ``data/``."""

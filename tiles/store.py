@@ -37,6 +37,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from tiles.errors import TilesDataError
+from tiles.fileio import sqlite_readonly_uri
 from tiles.geo import haversine_m
 from tiles.graph import Graph
 
@@ -293,7 +294,7 @@ class TileStore:
         if not p.is_file():
             raise TilesDataError(f"tile database not found: {p}")
         self.path = p.resolve()
-        uri = f"file:{self.path}?mode=ro&immutable=1"
+        uri = sqlite_readonly_uri(self.path)
         try:
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())

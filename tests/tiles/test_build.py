@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,12 @@ def test_via_way_restrictions_are_applied_conservatively(kind: str, tmp_path: Pa
         assert succ == {12}  # not D (13), not back along B
     else:
         assert 12 not in succ and 13 in succ
+
+
+def test_tiles_open_from_a_path_with_uri_characters(manhattan_tiles: Path, tmp_path: Path) -> None:
+    # '?', '#' and '%' are legal in file names; a hand-built 'file:' URI broke on them
+    odd = tmp_path / "area?v=2#1 100%" / "tiles.sqlite"
+    odd.parent.mkdir()
+    shutil.copyfile(manhattan_tiles, odd)
+    with TileStore(odd) as store:
+        assert store.meta["source_sha256"] and store.all().n > 1000
