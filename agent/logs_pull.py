@@ -1,9 +1,11 @@
 """Fetching a vehicle's trip logs from the fleet server (engineer credentials), into a file.
 
-The records come back as the agent logged them (``sync.fetch_logs``: every record of the
-vehicle with ``t_s >= since``, in sequence order) and are written as one trip-log file (a
-msgpack stream, atomically), which ``nagashi replay``, ``export`` and ``report`` read like a
-log copied off the cab.
+The records come back as the agent logged them (``sync.fetch_vehicle_logs``: every record of
+the vehicle with ``t_s >= since``, in the order the server received them) and are written as one
+trip-log file (a msgpack stream, atomically), which ``nagashi replay``, ``export`` and ``report``
+read like a log copied off the cab. The file ends with one ``kind: "pull"`` record saying what
+the pull could not bring: ``dropped_total``, the records the cab's outbox dropped at its bound
+(oldest first) before they reached the server (``nagashi report slo`` reports it).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import httpx
 
 from agent.errors import TripLogError
 from agent.triplog import pack
-from sync import SyncError, fetch_logs
+from sync import SyncError, fetch_vehicle_logs
 from tiles.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
+
+#: the last record of a pulled file: what the server could not give
+PULL_KIND = "pull"
 
 
 def pull_logs(
@@ -33,9 +38,10 @@ def pull_logs(
 ) -> dict[str, Any]:
     """Write the vehicle's records since ``since_s`` to ``out``; a summary of what came."""
     try:
-        records = fetch_logs(server_url, token, vehicle_id, since_s, client=client)
+        pulled = fetch_vehicle_logs(server_url, token, vehicle_id, since_s, client=client)
     except SyncError as e:
         raise TripLogError(f"cannot pull logs of {vehicle_id!r}: {e}") from e
+    records = pulled.records
     chunks: list[bytes] = []
     kinds: dict[str, int] = {}
     undecodable = 0
@@ -52,12 +58,25 @@ def pull_logs(
         chunks.append(pack(payload))
     if undecodable:
         log.warning("%d pulled record(s) were not trip-log maps and were left out", undecodable)
+    n_records = len(chunks)
+    chunks.append(
+        pack(
+            {
+                "kind": PULL_KIND,
+                "vehicle_id": vehicle_id,
+                "since_s": float(since_s),
+                "records": n_records,
+                "dropped_total": pulled.dropped_total,
+            }
+        )
+    )
     atomic_write_bytes(out, b"".join(chunks))
     seqs = [r.seq for r in records]
     return {
         "out": str(out),
         "vehicle_id": vehicle_id,
-        "records": len(chunks),
+        "records": n_records,
+        "dropped_total": pulled.dropped_total,
         "kinds": dict(sorted(kinds.items())),
         "first_seq": min(seqs) if seqs else None,
         "last_seq": max(seqs) if seqs else None,

@@ -4,7 +4,8 @@
 every ``plan_interval_s`` of the source's clock, and sooner (but not more often than every
 ``min_replan_interval_s``) when the cab leaves the recommended route by more than
 ``off_route_m``. Each tick is :func:`agent.decide.decide`, logged durably (agent.triplog, then the
-sync outbox) and published to the HTTP API. Between ticks only the cab's position moves on the
+sync outbox through :class:`OutboxFeed`, which on start-up re-enqueues the trip log's tail the
+outbox never got) and published to the HTTP API. Between ticks only the cab's position moves on the
 page. A background thread pulls bundles (sync.Updater; a new bundle is swapped in at the next
 tick) and uploads the outbox (sync.LogUploader). :meth:`Agent.stop` (SIGTERM) ends the loop; the
 run then writes its ``stop`` record, closes the trip log and flushes the outbox to the server.
@@ -31,7 +32,7 @@ from agent.decide import TickInputs, decide
 from agent.errors import AgentError, BundleLoadError
 from agent.gps import Fix, GpsSource
 from agent.instruction import Instruction, advance
-from agent.triplog import TripLog, TripLogConfig, unpack
+from agent.triplog import TripLog, TripLogConfig, log_files, read_records, unpack
 from agent.version import code_version
 from safety import SafetyGate
 from sync import (
@@ -121,6 +122,98 @@ def distance_to_line_m(lon: float, lat: float, coords: tuple[tuple[float, float]
     return best
 
 
+class OutboxFeed:
+    """The trip log's sink: every trip-log record reaches the outbox once, even across a
+    crash between the trip log's fsync and the outbox, or an outbox error.
+
+    The outbox remembers the highest trip-log seq it holds (``source_high``, committed with
+    the record). A record right after it is appended; a record further on means some were
+    missed (an outbox error), and the missing ones are read back from the trip log first; on
+    start-up (:meth:`start`) the trip log's tail after ``source_high`` is enqueued. Records the
+    outbox already had (acknowledged or not) are never enqueued again, so the server sees each
+    once."""
+
+    def __init__(self, outbox: Outbox, trips_dir: Path) -> None:
+        self.outbox = outbox
+        self.trips_dir = trips_dir
+        self.reconciled = 0  # records read back from the trip log
+        self._lock = threading.Lock()
+
+    def start(self, next_seq: int) -> int:
+        """Reconcile at start-up (``next_seq``: the trip log's next number); how many records
+        were enqueued from the trip log."""
+        last = next_seq - 1
+        with self._lock:
+            high = self.outbox.source_high
+            if high is None:  # a new outbox (or one from before sources were kept)
+                if last >= 0:
+                    log.warning(
+                        "new log outbox: trip-log records up to seq %d are not re-sent", last
+                    )
+                self.outbox.set_source_high(last)
+                return 0
+            if high > last:  # the trip log was wiped but the outbox kept: it numbers anew
+                log.warning(
+                    "trip log restarts at seq %d below the outbox's %d: following it",
+                    next_seq,
+                    high,
+                )
+                self.outbox.set_source_high(last)
+                return 0
+            return self._catch_up(high)
+
+    def __call__(self, seq: int, data: bytes) -> None:
+        with self._lock:
+            high = self.outbox.source_high
+            if high is not None and seq <= high:
+                return  # already enqueued (read back by a catch-up)
+            if high is None or seq == high + 1:
+                rec = unpack(data)
+                self.outbox.append_many([(rec, _record_time(rec))], sources=[seq])
+                return
+            n = self._catch_up(high)
+            log.warning("trip log: %d record(s) the outbox missed were enqueued again", n)
+
+    def _catch_up(self, high: int) -> int:
+        files = log_files(self.trips_dir)
+        firsts = [_first_seq(f) for f in files]
+        # a file can hold records after ``high`` unless the next file starts at or before it
+        keep = [
+            f
+            for i, f in enumerate(files)
+            if i + 1 >= len(files) or firsts[i + 1] is None or (firsts[i + 1] or 0) > high + 1
+        ]
+        batch: list[tuple[dict[str, Any], float]] = []
+        sources: list[int] = []
+        n = 0
+        for rec in read_records(keep):
+            seq = rec.get("seq")
+            if type(seq) is not int or seq <= high:
+                continue
+            batch.append((rec, _record_time(rec)))
+            sources.append(seq)
+            high = seq
+            if len(batch) >= 500:
+                self.outbox.append_many(batch, sources=sources)
+                n += len(batch)
+                batch, sources = [], []
+        if batch:
+            self.outbox.append_many(batch, sources=sources)
+            n += len(batch)
+        self.reconciled += n
+        return n
+
+
+def _record_time(rec: dict[str, Any]) -> float:
+    t = rec.get("time_s")
+    return float(t) if isinstance(t, int | float) and math.isfinite(t) else 0.0
+
+
+def _first_seq(path: Path) -> int | None:
+    stem = path.stem.removeprefix("trip-")
+    return int(stem) if stem.isdigit() else None
+
+
 class Agent:
     def __init__(
         self,
@@ -158,10 +251,17 @@ class Agent:
             self.outbox: Outbox = Outbox(config.data_dir / "outbox.sqlite")
         except SyncError as e:
             raise AgentError(f"cannot open the log outbox: {e}") from e
+        trips = config.data_dir / "trips"
+        self.feed = OutboxFeed(self.outbox, trips)
         self.triplog = TripLog(
-            TripLogConfig(config.data_dir / "trips", max_file_bytes=config.log_max_file_bytes),
-            sink=self._to_outbox,
+            TripLogConfig(trips, max_file_bytes=config.log_max_file_bytes), sink=self.feed
         )
+        try:  # what reached the trip log but not the outbox (a crash between the two)
+            n = self.feed.start(self.triplog.next_seq)
+            if n:
+                log.warning("start-up: %d trip-log record(s) enqueued for upload again", n)
+        except (SyncError, AgentError) as e:  # the next record's catch-up tries again
+            log.error("start-up: trip log not reconciled with the outbox: %s", e)
         self._uploader: LogUploader | None = None
         self._updater: Updater | None = None
         self._sync_thread: threading.Thread | None = None
@@ -173,10 +273,6 @@ class Agent:
         self.state.on_meter = self.meter
 
     # ------------------------------------------------------------------ wiring
-    def _to_outbox(self, seq: int, data: bytes) -> None:
-        rec = unpack(data)
-        self.outbox.append(rec, float(rec.get("time_s") or 0.0))
-
     def _publish_bundle(self) -> None:
         with self.state.lock:
             self.state.bundle = self.bundle.summary()

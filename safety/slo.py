@@ -8,7 +8,10 @@ Input: an iterable of tick records (plain dicts as read from the msgpack trip lo
 record is a map whose ``"safety"`` key holds a verdict in :meth:`Verdict.to_record` form; a
 bare verdict record (``"kind": "safety_verdict"``) counts too. A ``"kind": "tick"`` record
 without a readable verdict is counted as unreadable (not as a tick); every other map (start,
-stop, events) is skipped and counted.
+stop, events) is skipped and counted. A ``"kind": "pull"`` record (the last record of a file
+from ``nagashi logs pull``) is not skipped: its ``dropped_total`` is what the cab's outbox
+dropped at its bound before upload, ticks the figures cannot include (``outbox_dropped``, per
+vehicle).
 
 Re-checking on replay: with a ``recheck`` function (e.g. :class:`RouteRechecker` over the
 bundle's tiles, with the *current* rules), each validated route is judged again from the logged
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Recheck = Callable[[Verdict], Sequence[Reason]]
 
+PULL_KIND = "pull"  # written by agent.logs_pull (a layer above)
+
 
 @dataclass(frozen=True)
 class SloReport:
@@ -48,6 +53,8 @@ class SloReport:
     violations_by_reason: dict[str, int] = field(default_factory=dict)
     skipped_records: int = 0  # maps that are not tick records
     unreadable_verdicts: int = 0  # tick records whose verdict could not be read
+    #: per vehicle, records its outbox dropped at the bound (from pulled files; {} otherwise)
+    outbox_dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def availability(self) -> float | None:
@@ -80,6 +87,7 @@ class SloReport:
             "violations_by_reason": dict(self.violations_by_reason),
             "skipped_records": self.skipped_records,
             "unreadable_verdicts": self.unreadable_verdicts,
+            "outbox_dropped": dict(self.outbox_dropped),
         }
 
 
@@ -100,7 +108,16 @@ def slo(records: Iterable[object], recheck: Recheck | None = None) -> SloReport:
     ticks = validated = checked = clean = skipped = unreadable = 0
     fallbacks: Counter[str] = Counter()
     violations: Counter[str] = Counter()
+    dropped: dict[str, int] = {}
     for rec in records:
+        if isinstance(rec, Mapping) and rec.get("kind") == PULL_KIND:
+            n = rec.get("dropped_total")
+            if type(n) is int and n >= 0:
+                vid = str(rec.get("vehicle_id"))
+                dropped[vid] = max(dropped.get(vid, 0), n)
+            else:
+                skipped += 1
+            continue
         raw = verdict_of(rec)
         if raw is None:
             if isinstance(rec, Mapping) and rec.get("kind") == "tick":
@@ -139,6 +156,7 @@ def slo(records: Iterable[object], recheck: Recheck | None = None) -> SloReport:
         violations_by_reason=dict(sorted(violations.items())),
         skipped_records=skipped,
         unreadable_verdicts=unreadable,
+        outbox_dropped=dict(sorted(dropped.items())),
     )
 
 

@@ -27,7 +27,9 @@ from sync.logs import (
     LogRecord,
     LogUploader,
     RetryConfig,
+    VehicleLogs,
     fetch_logs,
+    fetch_vehicle_logs,
 )
 from sync.manifest import Composed, compose, diff, manifest_hash
 from sync.outbox import Outbox, OutboxConfig, OutboxRecord
@@ -69,11 +71,13 @@ __all__ = [
     "SyncTransportError",
     "UpdateRejectedError",
     "Updater",
+    "VehicleLogs",
     "build_bundle",
     "compose",
     "default_health_check",
     "diff",
     "fetch_logs",
+    "fetch_vehicle_logs",
     "manifest_hash",
     "probe_onnx",
 ]

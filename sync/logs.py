@@ -3,19 +3,25 @@
 Wire format (``schema_version`` 1), msgpack both ways::
 
     POST /v1/logs            Authorization: Bearer <vehicle token>
-      {"schema_version": 1, "vehicle_id": str, "dropped_total": int,
+      {"schema_version": 1, "vehicle_id": str, "epoch": str, "dropped_total": int,
        "records": [{"seq": int, "t_s": float, "data": bytes}, ...]}
-    -> {"schema_version": 1, "acked": [seq, ...], "inserted": int, "duplicates": int}
+    -> {"schema_version": 1, "epoch": str, "acked": [seq, ...], "inserted": int,
+        "duplicates": int, "conflicts": int}
 
-    GET /v1/vehicles/<vehicle_id>/logs?since_s=<unix s>&after_seq=<int>&limit=<int>
+    GET /v1/vehicles/<vehicle_id>/logs?since_s=<unix s>&after_id=<int>&limit=<int>
                              Authorization: Bearer <engineer token>
     -> {"schema_version": 1, "vehicle_id": str, "dropped_total": int,
-        "records": [{"seq", "t_s", "data", "received_s"}, ...], "next_after_seq": int | None}
+        "records": [{"id", "epoch", "seq", "t_s", "data", "received_s"}, ...],
+        "next_after_id": int | None}
+
+``epoch`` names the cab's outbox (see :class:`sync.outbox.Outbox`); ``id`` is the server's
+arrival order, the read cursor. ``dropped_total`` on the read side is what the vehicle's
+outboxes dropped at their bound, summed: records that never reached the server.
 
 Batches travel gzip-compressed (``Content-Encoding: gzip``; trip logs shrink to about a third,
 which is what a cab's cellular plan pays for); the server also takes them uncompressed.
 
-The server stores each (vehicle_id, seq) once; re-sending a batch is harmless, so the
+The server stores each (vehicle_id, epoch, seq) once; re-sending a batch is harmless, so the
 :class:`LogUploader` deletes records from the outbox only when they are acknowledged and
 otherwise retries with exponential backoff and jitter.
 """
@@ -59,6 +65,7 @@ class LogRecord:
     t_s: float
     data: bytes
     received_s: float | None = None
+    epoch: str = ""
 
     def payload(self) -> Any:
         return msgpack.unpackb(self.data, raw=False)
@@ -115,13 +122,19 @@ class LogClient:
         return resp
 
     def upload(
-        self, vehicle_id: str, records: Sequence[OutboxRecord], dropped_total: int
+        self,
+        vehicle_id: str,
+        records: Sequence[OutboxRecord],
+        dropped_total: int,
+        epoch: str = "",
     ) -> list[int]:
-        """Send one batch; the sequence numbers the server acknowledged."""
+        """Send one batch of outbox ``epoch``; the sequence numbers the server acknowledged
+        (SyncDataError when the answer is not about this epoch)."""
         body = msgpack.packb(
             {
                 "schema_version": WIRE_SCHEMA,
                 "vehicle_id": vehicle_id,
+                "epoch": epoch,
                 "dropped_total": int(dropped_total),
                 "records": [{"seq": r.seq, "t_s": r.t_s, "data": r.data} for r in records],
             },
@@ -135,17 +148,22 @@ class LogClient:
         resp = self._request("POST", f"{self.base}/v1/logs", content=body, extra_headers=headers)
         doc = _unpack(resp, self.config.max_response_bytes)
         acked = doc.get("acked")
-        if not isinstance(acked, list):
+        if not isinstance(acked, list) or not all(type(s) is int for s in acked):
             raise SyncDataError("server answer lacks acked")
-        return [int(s) for s in acked]
+        if doc.get("epoch") != epoch:
+            # a server that ignores the epoch would take a new outbox's records for old ones
+            raise SyncDataError(
+                f"server acknowledged outbox epoch {doc.get('epoch')!r}, not {epoch!r}"
+            )
+        return list(acked)
 
     def fetch_page(
-        self, vehicle_id: str, since_s: float, after_seq: int = 0, limit: int | None = None
+        self, vehicle_id: str, since_s: float, after_id: int = 0, limit: int | None = None
     ) -> tuple[list[LogRecord], int | None, int]:
-        """One page: (records, next_after_seq or None, dropped_total)."""
+        """One page: (records, next_after_id or None, dropped_total)."""
         params = {
             "since_s": repr(float(since_s)),
-            "after_seq": str(int(after_seq)),
+            "after_id": str(int(after_id)),
             "limit": str(int(limit or self.config.page_records)),
         }
         resp = self._request("GET", f"{self.base}/v1/vehicles/{vehicle_id}/logs", params=params)
@@ -157,11 +175,37 @@ class LogClient:
                 float(r["t_s"]),
                 bytes(r["data"]),
                 float(r["received_s"]) if r.get("received_s") is not None else None,
+                str(r.get("epoch", "")),
             )
             for r in doc.get("records", [])
         ]
-        nxt = doc.get("next_after_seq")
+        nxt = doc.get("next_after_id")
         return recs, (int(nxt) if nxt is not None else None), int(doc.get("dropped_total", 0))
+
+    def iter_pages(
+        self,
+        vehicle_id: str,
+        since_s: float,
+        *,
+        attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[tuple[list[LogRecord], int]]:
+        """(records, dropped_total) page by page since ``since_s``; a page that fails in
+        transport is asked again (up to ``attempts`` times, 0.5 s doubling between tries)."""
+        after = 0
+        while True:
+            for attempt in range(1, attempts + 1):
+                try:
+                    recs, nxt, dropped = self.fetch_page(vehicle_id, since_s, after)
+                    break
+                except SyncTransportError:
+                    if attempt == attempts:
+                        raise
+                    sleep(0.5 * 2 ** (attempt - 1))
+            yield recs, dropped
+            if nxt is None:
+                return
+            after = nxt
 
     def iter_logs(
         self,
@@ -171,22 +215,43 @@ class LogClient:
         attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> Iterator[LogRecord]:
-        """Every record since ``since_s``, page by page; a page that fails in transport is
-        asked again (up to ``attempts`` times, 0.5 s doubling between tries)."""
-        after = 0
-        while True:
-            for attempt in range(1, attempts + 1):
-                try:
-                    recs, nxt, _ = self.fetch_page(vehicle_id, since_s, after)
-                    break
-                except SyncTransportError:
-                    if attempt == attempts:
-                        raise
-                    sleep(0.5 * 2 ** (attempt - 1))
+        """Every record since ``since_s``, in the order the server received them."""
+        for recs, _ in self.iter_pages(vehicle_id, since_s, attempts=attempts, sleep=sleep):
             yield from recs
-            if nxt is None:
-                return
-            after = nxt
+
+
+@dataclass(frozen=True)
+class VehicleLogs:
+    """A vehicle's records on the server, and what its outboxes dropped at their bound
+    (records the server never received: absent from ``records``)."""
+
+    records: list[LogRecord]
+    dropped_total: int
+
+
+def fetch_vehicle_logs(
+    server_url: str,
+    token: str,
+    vehicle_id: str,
+    since_s: float,
+    *,
+    client: httpx.Client | None = None,
+    attempts: int = 5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VehicleLogs:
+    """Every record of ``vehicle_id`` with ``t_s >= since_s`` (engineer token), in arrival
+    order, with the vehicle's ``dropped_total`` (the building block of ``nagashi logs pull``)."""
+    lc = LogClient(server_url, token, client=client)
+    records: list[LogRecord] = []
+    dropped = 0
+    try:
+        for recs, d in lc.iter_pages(vehicle_id, since_s, attempts=attempts, sleep=sleep):
+            records.extend(recs)
+            dropped = max(dropped, d)
+    finally:
+        if client is None:
+            lc.close()
+    return VehicleLogs(records, dropped)
 
 
 def fetch_logs(
@@ -199,16 +264,10 @@ def fetch_logs(
     attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[LogRecord]:
-    """Every record of ``vehicle_id`` with ``t_s >= since_s`` (engineer token), in seq order.
-
-    The building block of ``nagashi logs pull``.
-    """
-    lc = LogClient(server_url, token, client=client)
-    try:
-        return list(lc.iter_logs(vehicle_id, since_s, attempts=attempts, sleep=sleep))
-    finally:
-        if client is None:
-            lc.close()
+    """The records of :func:`fetch_vehicle_logs`."""
+    return fetch_vehicle_logs(
+        server_url, token, vehicle_id, since_s, client=client, attempts=attempts, sleep=sleep
+    ).records
 
 
 @dataclass(frozen=True)
@@ -262,7 +321,9 @@ class LogUploader:
             if not batch:
                 return FlushResult(sent, batches, failures, 0)
             try:
-                acked = self.client.upload(self.vehicle_id, batch, self.outbox.dropped_total)
+                acked = self.client.upload(
+                    self.vehicle_id, batch, self.outbox.dropped_total, self.outbox.epoch
+                )
             except SyncTransportError as e:
                 failures += 1
                 consecutive += 1

@@ -1,20 +1,33 @@
 """The trip-log outbox on the device: durable until the server acknowledges, bounded in size.
 
 SQLite in WAL mode with ``synchronous=FULL``: a record returned from :meth:`Outbox.append` is on
-disk. Every record gets a sequence number that is never reused (``AUTOINCREMENT``), which with
-the vehicle id makes uploads idempotent on the server. Records are deleted only by
-:meth:`Outbox.ack`. When the outbox exceeds ``max_records`` or ``max_bytes`` the oldest records
-are dropped and a persistent ``dropped_total`` counter grows; it travels with every upload so
-the fleet sees what was lost.
+disk. Every record gets a sequence number that is never reused in this outbox
+(``AUTOINCREMENT``), and the outbox has an ``epoch``, 32 random hex characters made when its
+database is created: ``(vehicle id, epoch, seq)`` names a record on the server, so a wiped or
+replaced outbox (numbering from 1 again) never collides with the records of an earlier one, and
+re-sending is idempotent. (An outbox created before epochs existed keeps epoch ``''``, the
+identity its records already have on the server.)
+
+Records are deleted only by :meth:`Outbox.ack`, with one exception, the bound: when the outbox
+exceeds ``max_records`` or ``max_bytes`` the *oldest* records are dropped, a persistent
+``dropped_total`` counter grows (it travels with every upload, so the fleet sees what was lost),
+and a warning is logged at most once per ``warn_interval_s`` with the count since the last one.
+
+A record may name its *source* (``sources=`` of :meth:`Outbox.append_many`, e.g. the trip-log
+sequence number it copies): :attr:`Outbox.source_high` is then the highest source enqueued, in
+the same transaction as the record, so a caller can tell after a crash which of its records
+never reached the outbox.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +52,20 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         INSERT INTO counters VALUES ('n_records', 0), ('n_bytes', 0), ('dropped_total', 0);
         """,
     ),
+    (
+        # the outbox's identity on the server: random for a new outbox, '' for one that already
+        # numbered records before epochs existed (the server keeps its records under ''), and
+        # the highest source number enqueued (NULL: not known)
+        "0002_epoch_source",
+        """
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value);
+        INSERT INTO meta SELECT 'epoch', CASE
+            WHEN EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'records') THEN ''
+            ELSE lower(hex(randomblob(16))) END;
+        INSERT INTO meta VALUES ('source_high', NULL);
+        ALTER TABLE records ADD COLUMN source_seq INTEGER;
+        """,
+    ),
 )
 
 
@@ -49,6 +76,7 @@ class OutboxConfig:
     max_record_bytes: int = 1 << 20  # one record larger than this is refused
     batch_max_records: int = 500
     batch_max_bytes: int = 512 << 10  # keep well under the server's request cap
+    warn_interval_s: float = 60.0  # "outbox full" is logged at most this often, with a count
 
 
 @dataclass(frozen=True)
@@ -91,11 +119,25 @@ def open_durable(
 class Outbox:
     """A durable FIFO of log records (thread-safe; one process at a time)."""
 
-    def __init__(self, path: str | os.PathLike[str], config: OutboxConfig | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        config: OutboxConfig | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = Path(path)
         self.config = config or OutboxConfig()
         self._lock = threading.Lock()
+        self._monotonic = monotonic
+        self._unwarned_drops = 0
+        self._last_warning: float | None = None
         self._conn = open_durable(self.path, MIGRATIONS, "outbox")
+        self.epoch: str = str(self._meta("epoch"))
+
+    def _meta(self, name: str) -> object:
+        row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
 
     def close(self) -> None:
         with self._lock:
@@ -115,8 +157,11 @@ class Outbox:
         """Store one record (any msgpack-able value); its sequence number."""
         return self.append_many([(payload, t_s)])[0]
 
-    def append_many(self, items: Iterable[tuple[Any, float]]) -> list[int]:
-        """Store records in one transaction (one fsync); their sequence numbers."""
+    def append_many(
+        self, items: Iterable[tuple[Any, float]], *, sources: Sequence[int] | None = None
+    ) -> list[int]:
+        """Store records in one transaction (one fsync); their sequence numbers. ``sources``:
+        each record's source number (raises :attr:`source_high` in the same transaction)."""
         packed: list[tuple[float, bytes]] = []
         for payload, t_s in items:
             try:
@@ -127,16 +172,32 @@ class Outbox:
                 raise SyncDataError(
                     f"log record of {len(data)} bytes exceeds {self.config.max_record_bytes}"
                 )
-            packed.append((float(t_s), data))
+            t = float(t_s)
+            if not math.isfinite(t):
+                raise SyncDataError(f"log record time {t} is not finite")
+            packed.append((t, data))
+        src: list[int | None] = [None] * len(packed)
+        if sources is not None:
+            src = [int(x) for x in sources]
+            if len(src) != len(packed):
+                raise SyncDataError("one source number per record")
         seqs: list[int] = []
+        dropped = 0
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                for t_s, data in packed:
+                for (t_s, data), source in zip(packed, src, strict=True):
                     cur = self._conn.execute(
-                        "INSERT INTO records (t_s, data) VALUES (?, ?)", (t_s, data)
+                        "INSERT INTO records (t_s, data, source_seq) VALUES (?, ?, ?)",
+                        (t_s, data, source),
                     )
                     seqs.append(int(cur.lastrowid or 0))
+                if sources is not None and src:
+                    self._conn.execute(
+                        "UPDATE meta SET value = max(coalesce(value, -1), ?) "
+                        "WHERE name = 'source_high'",
+                        (max(x for x in src if x is not None),),
+                    )
                 added = sum(len(d) for _, d in packed)
                 self._conn.execute(
                     "UPDATE counters SET value = value + ? WHERE name = 'n_records'", (len(packed),)
@@ -144,19 +205,60 @@ class Outbox:
                 self._conn.execute(
                     "UPDATE counters SET value = value + ? WHERE name = 'n_bytes'", (added,)
                 )
-                self._enforce_bounds()
+                dropped = self._enforce_bounds()
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as e:
+            except BaseException as e:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                raise SyncStorageError(f"outbox {self.path}: {e}") from e
+                if isinstance(e, sqlite3.Error | OverflowError):
+                    raise SyncStorageError(f"outbox {self.path}: {e}") from e
+                raise
+            if dropped:
+                self._warn_drops(dropped)
         return seqs
 
-    def _enforce_bounds(self) -> None:
+    def _warn_drops(self, dropped: int) -> None:
+        """Once per ``warn_interval_s`` at most, with the count since the last warning."""
+        self._unwarned_drops += dropped
+        now = self._monotonic()
+        if self._last_warning is not None and now - self._last_warning < (
+            self.config.warn_interval_s
+        ):
+            return
+        log.warning(
+            "outbox full (%d records or %d bytes): dropped the %d oldest log record(s) "
+            "since the last warning, %d in all",
+            self.config.max_records,
+            self.config.max_bytes,
+            self._unwarned_drops,
+            self._counter("dropped_total"),
+        )
+        self._unwarned_drops = 0
+        self._last_warning = now
+
+    @property
+    def source_high(self) -> int | None:
+        """The highest source number enqueued (None: not known, e.g. a new outbox)."""
+        with self._lock:
+            v = self._meta("source_high")
+        return None if v is None else int(str(v))
+
+    def set_source_high(self, value: int | None) -> None:
+        """Set :attr:`source_high` (a caller's decision after a restart; see the module)."""
+        with self._lock:
+            try:
+                self._conn.execute(
+                    "UPDATE meta SET value = ? WHERE name = 'source_high'",
+                    (None if value is None else int(value),),
+                )
+            except (sqlite3.Error, OverflowError) as e:
+                raise SyncStorageError(f"outbox {self.path}: {e}") from e
+
+    def _enforce_bounds(self) -> int:
         n, nbytes = self._counter("n_records"), self._counter("n_bytes")
         cfg = self.config
         if n <= cfg.max_records and nbytes <= cfg.max_bytes:
-            return
+            return 0
         dropped = dropped_bytes = 0
         for seq, size in self._conn.execute(
             "SELECT seq, length(data) FROM records ORDER BY seq"
@@ -177,7 +279,7 @@ class Outbox:
             self._conn.execute(
                 "UPDATE counters SET value = value + ? WHERE name = 'dropped_total'", (dropped,)
             )
-            log.warning("outbox full: dropped the %d oldest log records", dropped)
+        return dropped
 
     def pending(
         self, max_records: int | None = None, max_bytes: int | None = None
@@ -228,10 +330,12 @@ class Outbox:
                     "UPDATE counters SET value = value - ? WHERE name = 'n_bytes'", (nbytes,)
                 )
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as e:
+            except BaseException as e:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                raise SyncStorageError(f"outbox {self.path}: {e}") from e
+                if isinstance(e, sqlite3.Error | OverflowError):
+                    raise SyncStorageError(f"outbox {self.path}: {e}") from e
+                raise
         return n
 
     @property

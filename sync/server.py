@@ -5,8 +5,9 @@
   supported, so interrupted downloads resume). There is no write route: publishing is
   ``nagashi fleet publish`` on the server machine, with the signing keys, never over HTTP.
 * ``POST /v1/logs``: a vehicle's msgpack batch (see :mod:`sync.logs`), gzip-compressed or not,
-  size-capped before and after decompression, stored once per (vehicle_id, seq). The token's
-  vehicle must be the batch's vehicle.
+  size-capped before and after decompression, every field checked before anything is stored
+  (400 with the reason), stored once per (vehicle_id, epoch, seq) and acknowledged from what the
+  database holds (see :mod:`sync.logstore`). The token's vehicle must be the batch's vehicle.
 * ``GET /v1/vehicles/{id}/logs``: engineers only.
 * ``GET /healthz``.
 """
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import zlib
 from collections.abc import Callable
@@ -29,8 +31,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sync.errors import SyncDataError
 from sync.logs import MSGPACK, WIRE_SCHEMA
-from sync.logstore import LogStorage, Principal, SqliteLogStorage
+from sync.logstore import MAX_INT, LogStorage, Principal, SqliteLogStorage, check_batch
 from sync.repository import FleetRepository
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,7 @@ def create_app(
         records = doc.get("records")
         if not isinstance(records, list) or len(records) > cfg.max_records_per_batch:
             raise _HTTPError(400, "records must be a list of bounded length")
+        epoch = doc.get("epoch", "")  # absent: an outbox from before epochs
         rows: list[tuple[int, float, bytes]] = []
         for r in records:
             if not isinstance(r, dict):
@@ -133,24 +137,32 @@ def create_app(
             if (
                 not isinstance(seq, int)
                 or isinstance(seq, bool)
-                or seq <= 0
                 or not isinstance(t_s, int | float)
+                or isinstance(t_s, bool)
                 or not isinstance(data, bytes)
             ):
                 raise _HTTPError(400, "record needs seq > 0 (int), t_s (number), data (bytes)")
-            rows.append((seq, float(t_s), data))
+            try:
+                t = float(t_s)
+            except OverflowError as e:
+                raise _HTTPError(400, f"record {seq}: t_s is out of range") from e
+            rows.append((seq, t, data))
         dropped = doc.get("dropped_total", 0)
-        if not isinstance(dropped, int) or dropped < 0:
-            raise _HTTPError(400, "dropped_total must be a non-negative integer")
-        inserted, dup = await run_in_threadpool(
-            store.insert_batch, who.subject, rows, dropped, clock()
+        try:
+            check_batch(rows, dropped, epoch)
+        except SyncDataError as e:
+            raise _HTTPError(400, str(e)) from e
+        res = await run_in_threadpool(
+            store.insert_batch, who.subject, rows, dropped, clock(), epoch
         )
         return _pack(
             {
                 "schema_version": WIRE_SCHEMA,
-                "acked": [s for s, _, _ in rows],
-                "inserted": inserted,
-                "duplicates": dup,
+                "epoch": epoch,
+                "acked": res.acked,
+                "inserted": res.inserted,
+                "duplicates": res.duplicates,
+                "conflicts": res.conflicts,
             }
         )
 
@@ -159,14 +171,23 @@ def create_app(
         if who.kind != "engineer":
             raise _HTTPError(403, "only engineers read logs")
         vehicle = request.path_params["vehicle_id"]
+        q = request.query_params
+        unknown = sorted(set(q.keys()) - {"since_s", "after_id", "limit"})
+        if unknown:
+            raise _HTTPError(400, f"unknown parameter(s) {', '.join(unknown)}")
         try:
-            since_s = float(request.query_params.get("since_s", "0"))
-            after = int(request.query_params.get("after_seq", "0"))
-            limit = min(int(request.query_params.get("limit", "1000")), cfg.max_page_records)
+            since_s = float(q.get("since_s", "0"))
+            after = int(q.get("after_id", "0"))
+            limit = int(q.get("limit", "1000"))
         except ValueError as e:
-            raise _HTTPError(400, "since_s, after_seq and limit must be numbers") from e
-        if limit <= 0:
+            raise _HTTPError(400, "since_s, after_id and limit must be numbers") from e
+        if not math.isfinite(since_s):
+            raise _HTTPError(400, "since_s must be finite")
+        if not 0 <= after <= MAX_INT:
+            raise _HTTPError(400, "after_id must be in 0..2^63-1")
+        if not 0 < limit <= MAX_INT:
             raise _HTTPError(400, "limit must be positive")
+        limit = min(limit, cfg.max_page_records)
         recs = await run_in_threadpool(store.read, vehicle, since_s, after, limit)
         dropped = await run_in_threadpool(store.dropped_total, vehicle)
         return _pack(
@@ -175,10 +196,17 @@ def create_app(
                 "vehicle_id": vehicle,
                 "dropped_total": dropped,
                 "records": [
-                    {"seq": r.seq, "t_s": r.t_s, "received_s": r.received_s, "data": r.data}
+                    {
+                        "id": r.id,
+                        "epoch": r.epoch,
+                        "seq": r.seq,
+                        "t_s": r.t_s,
+                        "received_s": r.received_s,
+                        "data": r.data,
+                    }
                     for r in recs
                 ],
-                "next_after_seq": recs[-1].seq if len(recs) == limit else None,
+                "next_after_id": recs[-1].id if len(recs) == limit else None,
             }
         )
 

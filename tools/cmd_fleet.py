@@ -141,9 +141,20 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sync import FleetRepository
+    from pathlib import Path
 
-    print(json.dumps(FleetRepository(args.root).status(), indent=2))
+    from sync import FleetRepository
+    from sync.logstore import SqliteLogStorage
+
+    status = FleetRepository(args.root).status()
+    db = Path(args.root) / "fleet.sqlite"
+    if db.is_file():  # per vehicle: records stored, records its outbox dropped at the bound
+        store = SqliteLogStorage(db)
+        try:
+            status["logs"] = store.vehicle_summary()
+        finally:
+            store.close()
+    print(json.dumps(status, indent=2))
     return 0
 
 

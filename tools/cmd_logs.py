@@ -63,4 +63,9 @@ def cmd_logs_pull(args: argparse.Namespace) -> int:
     else:
         kinds = ", ".join(f"{v} {k}" for k, v in doc["kinds"].items())
         print(f"{doc['records']} record(s) of {args.vehicle} -> {out} ({kinds or 'none'})")
+        if doc["dropped_total"]:
+            print(
+                f"{doc['dropped_total']} record(s) dropped by the cab's outbox at its bound "
+                "(oldest first): never uploaded, not in this file (all time, not only --since)"
+            )
     return 0

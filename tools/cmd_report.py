@@ -50,9 +50,11 @@ def cmd_report_slo(args: argparse.Namespace) -> int:
             store.close()
     errors = [f"{p}: unreadable after byte {off} (a torn last record?)" for p, off in rr.torn_tails]
     if report.ticks == 0 and report.unreadable_verdicts == 0:
+        lost = sum(report.outbox_dropped.values())
         raise ToolsError(
             f"no tick records in {len(files)} file(s): is it a nagashi trip log "
             f"({report.skipped_records} other records)?"
+            + (f" ({lost} record(s) dropped by the cab's outbox at its bound)" if lost else "")
         )
     doc = {**report.to_json(), "files": len(files), "read_errors": errors}
     if args.json:
@@ -70,6 +72,12 @@ def cmd_report_slo(args: argparse.Namespace) -> int:
         f"({report.routes_clean}/{report.routes_checked} routes clean, {how})"
     )
     print(f"reliability:  {pct(report.reliability)}")
+    for vid, n in report.outbox_dropped.items():
+        if n:
+            print(
+                f"  {vid}: {n} record(s) dropped by the cab's outbox at its bound before "
+                "upload (oldest first): not in these figures"
+            )
     for code, n in report.fallbacks_by_reason.items():
         print(f"  fallback {code}: {n}")
     for code, n in report.violations_by_reason.items():

@@ -122,7 +122,8 @@ def test_sigterm_flushes_the_outbox_and_engineers_pull_and_replay(
     args = ["logs", "pull", "--server", str(fleet["url"]), "--vehicle", "cab-7"]
     assert main([*args, "--since", "2015-06-01T00:00:00Z", "--token-file", str(eng),
                  "--out", str(out)]) == 0  # fmt: skip
-    pulled = list(read_records(out))
+    *pulled, pull = list(read_records(out))
+    assert pull["kind"] == "pull" and pull["dropped_total"] == 0  # what the pull could not bring
     assert [r["seq"] for r in pulled] == [r["seq"] for r in local]
     assert [r["occupied"] for r in pulled if r["kind"] == "meter"] == [True]
     results = list(replay_log(out, manhattan_bundle))

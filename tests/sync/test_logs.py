@@ -214,7 +214,8 @@ def test_uploads_are_gzip_on_the_wire_and_stored_as_sent(tmp_path: Path):
             else request.content
         )
         acked = [r["seq"] for r in doc["records"]]
-        return httpx.Response(200, content=msgpack.packb({"schema_version": 1, "acked": acked}))
+        answer = {"schema_version": 1, "epoch": doc["epoch"], "acked": acked}
+        return httpx.Response(200, content=msgpack.packb(answer))
 
     ob = Outbox(tmp_path / "o.sqlite")
     ob.append_many(({"lon": -73.98 + i * 1e-5, "kind": "tick"}, float(i)) for i in range(10))
@@ -226,8 +227,8 @@ def test_uploads_are_gzip_on_the_wire_and_stored_as_sent(tmp_path: Path):
             LogClientConfig(gzip_level=level),
             client=httpx.Client(transport=httpx.MockTransport(handler)),
         )
-        assert client.upload("cab-1", batch, 0) == [r.seq for r in batch]
-        assert client.upload("cab-1", batch, 0) == [r.seq for r in batch]  # a retry
+        assert client.upload("cab-1", batch, 0, ob.epoch) == [r.seq for r in batch]
+        assert client.upload("cab-1", batch, 0, ob.epoch) == [r.seq for r in batch]  # a retry
         first, again = seen[-2], seen[-1]
         assert first.headers.get("content-encoding") == encoding
         assert first.content == again.content
