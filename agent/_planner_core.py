@@ -171,23 +171,23 @@ def _successor_columns(prep: Prepared, cz: I64) -> tuple[I64, list[I64]]:
     return order.astype(np.int64), columns
 
 
-def solve_table(
-    prep: Prepared,
-    demand: TickDemand,
-    start_minute_of_week: float,
-    horizon_s: float,
-    cost_per_m: float,
-    cost_per_s: float,
-    patience_s: float,
-    competing_vacant_per_h: float,
-    outside_value_share: float,
-    supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
-) -> ValueTable:
-    g = prep.graph
-    n = prep.n
-    dt = prep.step_s
-    K = max(round(horizon_s / dt), 1)
-    # demand on local links
+@dataclass(frozen=True, eq=False)
+class _LinkDemand:
+    """One tick's demand on the graph's local links (zeros where the table has none)."""
+
+    rate_h: F64  # (n_slots, n) lambda: hails per hour
+    fare: F64  # (n,) F: mean fare
+    trip_s: F64  # (n,) trip duration, at least one layer
+    cell: I64  # (n,) pickup cell (n_cells for links without demand)
+    n_cells: int
+    p_in: F64  # (n_cells, n_cells) drop-off cell given pickup cell
+    p_out: F64  # (n_cells,) drop-off outside the cells
+    local: I64  # local index of each demand link present in the graph
+    present: Bool  # which of the demand's links are in the graph
+
+
+def _link_demand(prep: Prepared, demand: TickDemand) -> _LinkDemand:
+    g, n, dt = prep.graph, prep.n, prep.step_s
     loc = g.local(demand.edge_id)
     has = loc >= 0
     li = loc[has].astype(np.int64)
@@ -202,67 +202,117 @@ def solve_table(
     cell = np.full(n, n_cells, dtype=np.int64)
     cell[li] = np.asarray(demand.cell, dtype=np.int64)[has]
     drop = np.asarray(demand.dropoff, dtype=np.float64)
-    p_in = drop[:, :n_cells]
     p_out = drop[:, n_cells] if drop.shape[1] > n_cells else np.zeros(n_cells)
+    return _LinkDemand(rate, fare, trip_s, cell, n_cells, drop[:, :n_cells], p_out, li, has)
 
-    # pickup probability per slot: 1 - exp(-lambda (tau + W) / 3600), W = 1 / (nu + 1/theta)
-    nu_h = np.full(n, competing_vacant_per_h, dtype=np.float64)
+
+def _pickup_probability(
+    prep: Prepared,
+    d: _LinkDemand,
+    patience_s: float,
+    competing_vacant_per_h: float,
+    supply_per_h: npt.NDArray[np.floating[Any]] | None,
+) -> tuple[F64, F64]:
+    """``W`` per link and ``P`` per slot and link (docs/planner.md):
+
+    ``W = 1 / (nu + 1/theta)``: how long a waiting hail stays available to this cab, with
+    ``nu`` the vacant passes of other cabs per hour (``competing_vacant_per_h``, plus the live
+    ``supply_per_h`` where given) and ``theta`` the passenger's patience;
+    ``P = 1 - exp(-lambda (tau + W) / 3600)``: the chance of a hail on the link while the cab
+    passes (``tau``) or arrived within ``W`` before it."""
+    nu_h = np.full(prep.n, competing_vacant_per_h, dtype=np.float64)
     if supply_per_h is not None:
-        nu_h[li] += np.asarray(supply_per_h, dtype=np.float64)[has]
+        nu_h[d.local] += np.asarray(supply_per_h, dtype=np.float64)[d.present]
     window_s = 1.0 / (nu_h / 3600.0 + 1.0 / patience_s)
-    expected = rate * ((prep.tau_s + window_s) / 3600.0)[None, :]
-    pickup_prob = -np.expm1(-expected)
-    cost = cost_per_m * prep.length_m + cost_per_s * prep.tau_s
+    expected = d.rate_h * ((prep.tau_s + window_s) / 3600.0)[None, :]
+    return window_s, -np.expm1(-expected)
 
-    # layers: time, slot row, minute-of-week mask row
-    t_min = start_minute_of_week + np.arange(K, dtype=np.float64) * (dt / 60.0)
+
+def _layers(
+    prep: Prepared, demand: TickDemand, start_minute_of_week: float, n_layers: int
+) -> tuple[I64, I64, Bool, I64]:
+    """Per layer ``k`` (time ``start + k * step_s``): its minute of week (as an index into the
+    distinct ``minutes``), the links a cruising cab may enter in each of those minutes (cruise
+    flags, area, no-entry windows), and its demand slot row."""
+    K = n_layers
+    t_min = start_minute_of_week + np.arange(K, dtype=np.float64) * (prep.step_s / 60.0)
     minute = np.floor(t_min).astype(np.int64) % MINUTES_PER_WEEK
     minutes, layer_minute = np.unique(minute, return_inverse=True)
-    allowed = prep.cruisable[None, :] & ~np.atleast_2d(g.closed_at(minutes))
+    allowed = prep.cruisable[None, :] & ~np.atleast_2d(prep.graph.closed_at(minutes))
+    n_slots = int(demand.pickups_per_h.shape[0])
     slot0 = int(demand.slot_minute_of_week[0]) if n_slots else 0
     since = (minute - slot0) % MINUTES_PER_WEEK
     layer_slot = np.minimum(since // SLOT_MINUTES, max(n_slots - 1, 0)).astype(np.int64)
+    return minutes, layer_minute, allowed, layer_slot
 
-    # cell averaging: U[c] = mean V over cruisable links of cell c
-    member = prep.cruisable & (cell < n_cells)
-    mi = np.flatnonzero(member)
-    counts = np.bincount(cell[mi], minlength=n_cells).astype(np.float64)
-    empty = counts == 0
-    inv_count = np.where(empty, 0.0, 1.0 / np.maximum(counts, 1.0))
-    members = mi.astype(np.int64)
-    member_cell = cell[mi]
 
-    step_shift = prep.tau_s / dt
-    trip_shift = step_shift + trip_s / dt
-    rows_v = K + int(np.ceil(step_shift.max(initial=1.0))) + 3
-    rows_c = K + int(np.ceil(trip_shift.max(initial=1.0))) + 3
-    values = np.zeros((rows_v, n), dtype=np.float64)
-    cont = np.zeros((rows_c, n_cells + 1), dtype=np.float64)
+@dataclass(frozen=True, eq=False)
+class _Kernel:
+    """Everything the backward pass reads, restricted to the cruisable links ``cz`` (only they
+    can be entered, so ``Q`` is computed for them alone)."""
+
+    n: int
+    n_cells: int
+    n_layers: int
+    rows_v: int  # rows of V (layers past the horizon are the terminal 0)
+    rows_c: int  # rows of C
+    cz: I64
+    v_off: I64  # flat offsets and weights of V at layer k + tau / step, per entered link
+    v_wpos: F64
+    v_wneg: F64
+    c_off: I64  # ... and of C at layer k + (tau + trip) / step, per pickup cell
+    c_wpos: F64
+    c_wneg: F64
+    fare: F64
+    cost: F64
+    prob: F64  # (n_slots, |cz|)
+    penalty: F64  # (minutes, |cz|): 0 where the link may be entered, -inf where not
+    layer_slot: I64
+    layer_minute: I64
+    srcs: I64  # sources with a cruisable successor (out-degree order)
+    columns: list[I64]  # per out-degree rank, the successor of each of those sources
+    members: I64  # cruisable links with demand, and their cells (the cell means U)
+    member_cell: I64
+    inv_count: F64
+    empty: Bool  # cells without a cruisable member link
+    p_in: F64
+    p_out: F64
+    outside_value_share: float
+
+
+def _backward_pass(kn: _Kernel) -> tuple[F64, F64, F64, F64, F64]:
+    """Backward value iteration over the layers, ``k = K-1 .. 0`` (docs/planner.md):
+
+    ``Q(e, k) = V~ + P(e) (F_e + C~ - V~) - cost_e``, with ``V~ = V~(e, k + tau_e)`` and
+    ``C~ = C~(c_e, k + tau_e + T_e)``,
+    for each link ``e`` that may be entered at ``k`` (``V~``, ``C~``: linear between layers,
+    extrapolated by the network-mean slope for links shorter than one layer);
+    ``V(s, k) = max over successors e of s of Q(e, k)``, else the exit value;
+    ``U(c, k)`` = mean of ``V(., k)`` over the cell's cruisable links (``u_out``, a share of
+    the mean, outside the cells); ``C(c, k) = sum_c' p(c'|c) U(c', k) + p_out(c) u_out``.
+
+    Returns ``(V, C, exit value, slope_v, slope_c)``. Buffers are reused in place: one layer is
+    a fixed sequence of numpy calls on preallocated arrays, in a fixed order (bit-identical)."""
+    n, nc1, K = kn.n, kn.n_cells + 1, kn.n_layers
+    values = np.zeros((kn.rows_v, n), dtype=np.float64)
+    cont = np.zeros((kn.rows_c, nc1), dtype=np.float64)
     vflat = values.reshape(-1)
     cflat = cont.reshape(-1)
-    nc1 = n_cells + 1
-
-    # only cruisable links can be entered: Q is computed for them alone
-    cz = np.flatnonzero(prep.cruisable).astype(np.int64)
-    v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], n, cz)
-    c_off, c_wpos, c_wneg = _shift_weights(trip_shift[cz], nc1, cell[cz])
-    fare_c = fare[cz]
-    cost_c = cost[cz]
-    prob_c = np.ascontiguousarray(pickup_prob[:, cz])
-    penalty = np.where(allowed[:, cz], 0.0, -np.inf)
-    srcs, columns = _successor_columns(prep, cz)
-
     exit_value = np.zeros(K, dtype=np.float64)
     slope_v = np.zeros(K, dtype=np.float64)
     slope_c = np.zeros(K, dtype=np.float64)
-    row_mean = np.zeros(rows_v, dtype=np.float64)
-    cont_mean = np.zeros(rows_c, dtype=np.float64)
-    q_ext = np.full(cz.shape[0] + 1, -np.inf, dtype=np.float64)  # last slot: no successor
+    row_mean = np.zeros(kn.rows_v, dtype=np.float64)
+    cont_mean = np.zeros(kn.rows_c, dtype=np.float64)
+    m = kn.cz.shape[0]
+    q_ext = np.full(m + 1, -np.inf, dtype=np.float64)  # last slot: no successor
     q = q_ext[:-1]
-    v0 = np.empty(cz.shape[0])
-    v1 = np.empty(cz.shape[0])
-    c0 = np.empty(cz.shape[0])
-    c1 = np.empty(cz.shape[0])
+    v0, v1, c0, c1 = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+    v_off, v_wpos, v_wneg = kn.v_off, kn.v_wpos, kn.v_wneg
+    c_off, c_wpos, c_wneg = kn.c_off, kn.c_wpos, kn.c_wneg
+    fare_c, cost_c, prob_c, penalty = kn.fare, kn.cost, kn.prob, kn.penalty
+    layer_slot, layer_minute, srcs, columns = kn.layer_slot, kn.layer_minute, kn.srcs, kn.columns
+    members, member_cell, inv_count = kn.members, kn.member_cell, kn.inv_count
+    empty, p_in, p_out, n_cells = kn.empty, kn.p_in, kn.p_out, kn.n_cells
     u_out_next = 0.0
     add_reduce = np.add.reduce
     bincount = np.bincount
@@ -272,6 +322,7 @@ def solve_table(
     any_full = bool(full.any())
     inv_full = 1.0 / max(int(full.sum()), 1)
     for k in range(K - 1, -1, -1):
+        # the network-mean value of one layer ahead (for links shorter than a layer)
         sv = row_mean[k + 1] - row_mean[k + 2]
         sc = cont_mean[k + 1] - cont_mean[k + 2]
         slope_v[k] = sv
@@ -280,7 +331,7 @@ def solve_table(
         vflat[(k + 1) * n :].take(v_off, out=v1)
         cflat[k * nc1 :].take(c_off, out=c0)
         cflat[(k + 1) * nc1 :].take(c_off, out=c1)
-        # v_next = v0 + wpos (v1 - v0) + wneg sv ; likewise c_next
+        # V~ = v0 + wpos (v1 - v0) + wneg sv ; likewise C~
         v1 -= v0
         v1 *= v_wpos
         v1 += v0
@@ -289,13 +340,14 @@ def solve_table(
         c1 *= c_wpos
         c1 += c0
         c1 += c_wneg * sc
-        # q = v_next + p (F + c_next - v_next) - cost + penalty
+        # Q = V~ + P (F + C~ - V~) - cost + penalty
         c1 += fare_c
         c1 -= v1
         c1 *= prob_c[layer_slot[k]]
         np.add(v1, c1, out=q)
         q -= cost_c
         q += penalty[layer_minute[k]]
+        # V(s) = max over successors of Q, one np.maximum per out-degree rank
         best = q_ext[columns[0]]
         for col in columns[1:]:
             head = best[: col.shape[0]]
@@ -306,8 +358,9 @@ def solve_table(
         row[srcs] = best
         row_mean[k] = add_reduce(row) * inv_n
         exit_value[k] = u_out_next
+        # U per cell, u_out outside, then C = p_in U + p_out u_out
         u = bincount(member_cell, row[members], n_cells) * inv_count
-        u_out = outside_value_share * add_reduce(u[full]) * inv_full if any_full else 0.0
+        u_out = kn.outside_value_share * add_reduce(u[full]) * inv_full if any_full else 0.0
         u[empty] = u_out
         crow = cont[k]
         crow[:n_cells] = p_in @ u
@@ -316,6 +369,77 @@ def solve_table(
         crow[n_cells] = u_out
         cont_mean[k] = add_reduce(crow) * inv_nc1
         u_out_next = u_out
+    return values, cont, exit_value, slope_v, slope_c
+
+
+def solve_table(
+    prep: Prepared,
+    demand: TickDemand,
+    start_minute_of_week: float,
+    horizon_s: float,
+    cost_per_m: float,
+    cost_per_s: float,
+    patience_s: float,
+    competing_vacant_per_h: float,
+    outside_value_share: float,
+    supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
+) -> ValueTable:
+    """Solve the MDP over ``horizon_s`` from ``start_minute_of_week``: the tick's demand on the
+    links, the pickup probabilities, the layers' minutes and slots, the cells, then the
+    backward pass (:func:`_backward_pass`)."""
+    dt = prep.step_s
+    K = max(round(horizon_s / dt), 1)
+    d = _link_demand(prep, demand)
+    window_s, pickup_prob = _pickup_probability(
+        prep, d, patience_s, competing_vacant_per_h, supply_per_h
+    )
+    cost = cost_per_m * prep.length_m + cost_per_s * prep.tau_s
+    minutes, layer_minute, allowed, layer_slot = _layers(prep, demand, start_minute_of_week, K)
+
+    # the cells' means U[c] are over the cruisable links of cell c
+    n_cells, cell = d.n_cells, d.cell
+    mi = np.flatnonzero(prep.cruisable & (cell < n_cells))
+    counts = np.bincount(cell[mi], minlength=n_cells).astype(np.float64)
+    empty = counts == 0
+    inv_count = np.where(empty, 0.0, 1.0 / np.maximum(counts, 1.0))
+
+    # V is read tau / step layers ahead, C (tau + trip) / step layers ahead
+    step_shift = prep.tau_s / dt
+    trip_shift = step_shift + d.trip_s / dt
+    cz = np.flatnonzero(prep.cruisable).astype(np.int64)
+    v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], prep.n, cz)
+    c_off, c_wpos, c_wneg = _shift_weights(trip_shift[cz], n_cells + 1, cell[cz])
+    srcs, columns = _successor_columns(prep, cz)
+    kernel = _Kernel(
+        n=prep.n,
+        n_cells=n_cells,
+        n_layers=K,
+        rows_v=K + int(np.ceil(step_shift.max(initial=1.0))) + 3,
+        rows_c=K + int(np.ceil(trip_shift.max(initial=1.0))) + 3,
+        cz=cz,
+        v_off=v_off,
+        v_wpos=v_wpos,
+        v_wneg=v_wneg,
+        c_off=c_off,
+        c_wpos=c_wpos,
+        c_wneg=c_wneg,
+        fare=d.fare[cz],
+        cost=cost[cz],
+        prob=np.ascontiguousarray(pickup_prob[:, cz]),
+        penalty=np.where(allowed[:, cz], 0.0, -np.inf),
+        layer_slot=layer_slot,
+        layer_minute=layer_minute,
+        srcs=srcs,
+        columns=columns,
+        members=mi.astype(np.int64),
+        member_cell=cell[mi],
+        inv_count=inv_count,
+        empty=empty,
+        p_in=d.p_in,
+        p_out=d.p_out,
+        outside_value_share=outside_value_share,
+    )
+    values, cont, exit_value, slope_v, slope_c = _backward_pass(kernel)
     return ValueTable(
         prep=prep,
         start_minute_of_week=float(start_minute_of_week),
@@ -323,12 +447,12 @@ def solve_table(
         values=values,
         cont=cont,
         pickup_prob=pickup_prob,
-        rate_h=rate,
+        rate_h=d.rate_h,
         window_s=window_s,
-        fare=fare,
+        fare=d.fare,
         cost=cost,
         cell=cell,
-        trip_layers=trip_s / dt,
+        trip_layers=d.trip_s / dt,
         layer_slot=layer_slot,
         layer_minute=layer_minute.astype(np.int64),
         minutes=minutes.astype(np.int64),
