@@ -251,6 +251,7 @@ def test_cruise_cli_reads_a_bundle_directory(
     manhattan_demand: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """tiles.sqlite, demand/, the planner section of params.yaml and area.geojson."""
     import shutil
@@ -287,6 +288,11 @@ def test_cruise_cli_reads_a_bundle_directory(
     for e in doc["edges"]:
         x, y = mid[e]
         assert -73.9930 <= x <= -73.9780 and 40.7530 <= y <= 40.7630
+    # a parameter of a newer planner: ignored with a warning, as the agent does with the bundle
     (bundle / "params.yaml").write_text("planner:\n  warp_drive: 9\n")
+    assert main([*argv, "--time", "2015-06-02T18:05"]) == 0
+    assert "unknown planner parameter(s) ignored: warp_drive" in caplog.text
+    # a known one of the wrong type: one line, exit 2
+    (bundle / "params.yaml").write_text("planner:\n  horizon_s: soon\n")
     assert main([*argv, "--time", "2015-06-02T18:05"]) == 2
-    assert "warp_drive" in capsys.readouterr().err
+    assert "planner.horizon_s must be a number" in capsys.readouterr().err
