@@ -35,6 +35,7 @@ from typing import Any
 import msgpack
 
 from sync.errors import SyncDataError, SyncStorageError
+from tiles.fileio import migrate_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,7 @@ class OutboxRecord:
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
-    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
-    for name, sql in migrations:
-        if name in done:
-            continue
-        conn.executescript(f"BEGIN;\n{sql}\nINSERT INTO _migrations VALUES ('{name}');\nCOMMIT;")
+    migrate_sqlite(conn, migrations)  # the project's one runner (tiles.fileio)
 
 
 def open_durable(

@@ -3,6 +3,8 @@
 * :func:`atomic_write_bytes`: temp file in the same folder, fsync, ``os.replace``, fsync of the
   folder: a reader (or a power cut) sees the old file or the new one, never a part.
 * :func:`sha256_file`: the one file hash of the project (bundles, manifests, pipeline inputs).
+* :func:`migrate_sqlite`: the one migration runner of every SQLite database the project writes
+  (outbox, fleet log store, trips database, runs database), on ``PRAGMA user_version``.
 * :func:`real_data_dir`: where the real data (OSM extracts, trip records) lives: the demo, the
   benchmarks and the tests all find it here.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sqlite3
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 HASH_BLOCK_BYTES = 1 << 20
@@ -77,3 +81,77 @@ def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = HASH_BLOCK_BYTE
         while block := fh.read(chunk_bytes):
             h.update(block)
     return h.hexdigest()
+
+
+#: tables in which the project's older databases recorded the names of applied migrations
+_LEGACY_MIGRATION_TABLES = ("_migrations", "migrations")
+
+
+def sql_statements(script: str) -> list[str]:
+    """Split ``script`` into complete SQL statements (a ``;`` inside a string, a comment or a
+    trigger's ``BEGIN ... END`` does not end one; ``sqlite3.complete_statement`` decides)."""
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\r\n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \t\r\n;"):
+        raise sqlite3.ProgrammingError(f"incomplete SQL statement: {buf.strip()[:80]!r}")
+    return out
+
+
+def migrate_sqlite(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) -> int:
+    """Apply the named, ordered ``migrations`` that ``conn``'s database lacks; returns how many
+    are applied in all. The count is ``PRAGMA user_version`` (0 for a new file); each migration
+    runs in one ``BEGIN IMMEDIATE`` transaction with the version bump, so a crash, a failing
+    statement or a concurrent process never leaves it half applied or applied twice. A database
+    of the project's earlier runners (names in a ``_migrations``/``migrations`` table) is taken
+    over at the count of its leading applied names. ``conn`` must be in autocommit mode
+    (``isolation_level=None``)."""
+    names = [name for name, _ in migrations]
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == 0 and _legacy_count(conn, names):
+        conn.execute("BEGIN IMMEDIATE")  # take an older runner's database over, once
+        try:
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) == 0:
+                conn.execute(f"PRAGMA user_version = {_legacy_count(conn, names)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    for i in range(version, len(migrations)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # another process may have applied it since we looked
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) == i:
+                for stmt in sql_statements(migrations[i][1]):
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version = {i + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    final = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if final > len(migrations):
+        raise sqlite3.DatabaseError(
+            f"database schema version {final} is newer than this code's {len(migrations)}"
+        )
+    return final
+
+
+def _legacy_count(conn: sqlite3.Connection, names: Sequence[str]) -> int:
+    for table in _LEGACY_MIGRATION_TABLES:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if found:
+            done = {r[0] for r in conn.execute(f'SELECT name FROM "{table}"')}
+            n = 0
+            while n < len(names) and names[n] in done:
+                n += 1
+            return n
+    return 0

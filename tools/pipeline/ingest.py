@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiles.fileio import atomic_write_bytes, sha256_file
+from tiles.fileio import atomic_write_bytes, migrate_sqlite, sha256_file
 from tools.pipeline.errors import IngestError
 
 log = logging.getLogger(__name__)
@@ -179,23 +179,7 @@ class TripStore:
         self.close()
 
     def _migrate(self) -> None:
-        c = self._conn
-        c.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)")
-        done = {r[0] for r in c.execute("SELECT name FROM migrations")}
-        for name, sql in MIGRATIONS:
-            if name in done:
-                continue
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                if not c.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
-                    for stmt in sql.split(";"):
-                        if stmt.strip():
-                            c.execute(stmt)
-                    c.execute("INSERT INTO migrations VALUES (?)", (name,))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        migrate_sqlite(self._conn, MIGRATIONS)
 
     def count(self, label: str | None = None) -> int:
         if label is None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tiles.fileio import migrate_sqlite
 from tools.pipeline.errors import RunsDatabaseError
 from tools.pipeline.status import RECORDED_STEP_STATUSES
 
@@ -148,28 +149,7 @@ class RunsDB:
             raise RunsDatabaseError(f"runs database {self.path}: {e}") from e
 
     def _migrate(self) -> None:
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
-        )
-        done = {r[0] for r in self._conn.execute("SELECT name FROM migrations")}
-        for name, sql in MIGRATIONS:
-            if name in done:
-                continue
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._conn.execute(
-                    "SELECT 1 FROM migrations WHERE name = ?", (name,)
-                ).fetchone():
-                    self._conn.execute("ROLLBACK")
-                    continue
-                for stmt in sql.split(";"):
-                    if stmt.strip():
-                        self._conn.execute(stmt)
-                self._conn.execute("INSERT INTO migrations VALUES (?, datetime('now'))", (name,))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        migrate_sqlite(self._conn, MIGRATIONS)
 
     # ------------------------------------------------------------------ runs
 
