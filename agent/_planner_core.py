@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -114,13 +115,18 @@ class ValueTable:
     exit_value: F64  # (n_layers,) value of leaving the planned area / a dead end
     slope_v: F64  # (n_layers,) network-mean value of one layer, for sub-layer links
     slope_c: F64
+    #: local date of the Monday of the start's week: the real dates (public holidays) decide
+    #: the no-entry windows that depend on them; None: an ordinary week
+    monday: date | None = None
 
     def allowed_at(self, minute_of_week: float) -> Bool:
-        m = math.floor(minute_of_week) % MINUTES_PER_WEEK
+        raw = math.floor(minute_of_week)
+        m = raw % MINUTES_PER_WEEK
         i = int(np.searchsorted(self.minutes, m))
         if i < self.minutes.shape[0] and self.minutes[i] == m:
             return np.asarray(self.allowed[i])
-        ok = self.prep.cruisable & ~self.prep.graph.closed_at(m)
+        closed = self.prep.graph.closed_at(m if self.monday is None else raw, self.monday)
+        ok = self.prep.cruisable & ~closed
         return np.asarray(ok)
 
 
@@ -182,6 +188,7 @@ def solve_table(
     competing_vacant_per_h: float,
     outside_value_share: float,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
+    monday: date | None = None,
 ) -> ValueTable:
     g = prep.graph
     n = prep.n
@@ -216,9 +223,13 @@ def solve_table(
 
     # layers: time, slot row, minute-of-week mask row
     t_min = start_minute_of_week + np.arange(K, dtype=np.float64) * (dt / 60.0)
-    minute = np.floor(t_min).astype(np.int64) % MINUTES_PER_WEEK
-    minutes, layer_minute = np.unique(minute, return_inverse=True)
-    allowed = prep.cruisable[None, :] & ~np.atleast_2d(g.closed_at(minutes))
+    raw_minute = np.floor(t_min).astype(np.int64)
+    minute = raw_minute % MINUTES_PER_WEEK
+    minutes, first, layer_minute = np.unique(minute, return_index=True, return_inverse=True)
+    # with the date: minutes counted from the start week's Monday (a horizon past Sunday night
+    # is in the next week, whose dates and holidays differ)
+    when = minutes if monday is None else raw_minute[first]
+    allowed = prep.cruisable[None, :] & ~np.atleast_2d(g.closed_at(when, monday))
     slot0 = int(demand.slot_minute_of_week[0]) if n_slots else 0
     since = (minute - slot0) % MINUTES_PER_WEEK
     layer_slot = np.minimum(since // SLOT_MINUTES, max(n_slots - 1, 0)).astype(np.int64)
@@ -336,6 +347,7 @@ def solve_table(
         exit_value=exit_value,
         slope_v=slope_v,
         slope_c=slope_c,
+        monday=monday,
     )
 
 

@@ -422,3 +422,23 @@ def test_unknown_arrival_time_counts_as_closed(shibuya: Graph, shibuya_store: Ti
         r = check_route(broken, route, route[0], 0.5, 2 * 1440, CFG)  # a Wednesday: open
     assert r == (Reason.ROUTE_CLOSED_WINDOW,)
     assert check_route(shibuya, route, route[0], 0.5, 2 * 1440, CFG) == ()
+
+
+def test_public_holiday_window_on_the_real_date(shibuya: Graph, shibuya_store: TileStore) -> None:
+    """``no @ (PH 12:00-17:00)``: closed on 勤労感謝の日 (Monday 2026-11-23) at 13:00, open on
+    the next Monday; the "follow the road" continuation does not enter it either."""
+    import datetime as dt
+
+    from safety.route import closed_now
+
+    a, b = _window_entry(shibuya, shibuya_store, "no @ (PH 12:00-17:00)")
+    route = gid(shibuya, a, b)
+    one_pm = 13 * 60
+    holiday, ordinary = dt.date(2026, 11, 23), dt.date(2026, 11, 30)
+    assert check_route(shibuya, route, route[0], 0.5, one_pm, CFG, monday=holiday) == (
+        Reason.ROUTE_CLOSED_WINDOW,
+    )
+    assert check_route(shibuya, route, route[0], 0.5, one_pm, CFG, monday=ordinary) == ()
+    assert check_route(shibuya, route, route[0], 0.5, one_pm, CFG) == ()  # an ordinary week
+    assert closed_now(shibuya, b, one_pm, holiday)
+    assert not closed_now(shibuya, b, one_pm, ordinary)
