@@ -11,7 +11,7 @@ Each condition is one of:
 * **a time**, in the opening_hours grammar, read by the maintained ``opening-hours`` library
   (PyPI ``opening-hours-py``, a binding of the Rust crate): weekday lists and ranges, several
   spans (``Mo-Fr 07:00-09:00, 16:00-18:00``), spans over midnight, ``||``, week numbers, months
-  and date ranges (``Apr-Oct``, ``Dec 24-Jan 06``), years, ``PH``/``SH`` with the country's
+  and date ranges (``Apr-Oct``, ``Dec 24-Jan 06``), years, ``PH`` with the country's
   holiday calendar, ``sunrise``/``sunset`` from the coordinates of the area. ``unknown`` (and any
   "unknown" state) counts as closed;
 * **a property of the vehicle or of its load**, evaluated for a taxi (:data:`TAXI`): a
@@ -32,8 +32,8 @@ weekday or holiday selector (``Su: 12:00-05:00``, common in Japan) is dropped.
 
 **Fail closed**: a restriction that closes the road under a condition that cannot be read or
 evaluated (a syntax error, unbalanced parentheses, an unknown condition such as ``wet`` or
-``stay<2 hours``) closes it *at all times*, and the reason is kept (:attr:`Windows.doubts`) for
-the importer's report.
+``stay<2 hours``, school holidays ``SH``, for which the library has no calendar) closes it
+*at all times*, and the reason is kept (:attr:`Windows.doubts`) for the importer's report.
 
 Time is *minute of week* (Monday 00:00 is 0, the week has 10,080 minutes). :meth:`Windows.closed_at`
 answers for an ordinary week (no public holiday); a rule that depends on the date (holidays,
@@ -127,6 +127,7 @@ _DATED = re.compile(
     r"|Oct|Nov|Dec)\b|\[",
     re.IGNORECASE,
 )
+_SCHOOL_HOLIDAYS = re.compile(r"\bSH\b")
 _SUN = re.compile(r"sunrise|sunset|dawn|dusk", re.IGNORECASE)
 _UNIT_FACTOR = {"kg": 0.001, "st": 0.907, "ft": 0.3048}
 
@@ -316,6 +317,9 @@ def _compiled(text: str, area: Area, holidays: bool) -> opening_hours.OpeningHou
 
 def _time_condition(part: str, area: Area, normalized: list[str]) -> _Time:
     text = _WEEKDAY_COLON.sub(r"\1 ", part.strip())
+    if _SCHOOL_HOLIDAYS.search(text):
+        # the library has no school-holiday calendar: SH would never match, opening the road
+        raise _Doubt(f"school holidays (SH) cannot be evaluated in {part.strip()!r}")
     if text != part.strip():
         normalized.append(f"{part.strip()!r} read as {text!r}")
     try:
