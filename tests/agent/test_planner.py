@@ -280,3 +280,15 @@ def test_public_holiday_window_is_judged_on_the_real_date() -> None:
         if e == 0:
             assert not 660.0 <= t_min < 720.0
         t_min += float(g.travel_time_s[e]) / 60.0
+
+
+def test_monday_of_a_local_time() -> None:
+    import datetime as dt
+
+    from agent.planner import minute_of_week_of, monday_of
+
+    when = dt.datetime(2026, 11, 26, 10, 30)  # a Thursday
+    assert monday_of(when) == dt.date(2026, 11, 23)
+    assert monday_of(dt.datetime(2026, 11, 23, 0, 0)) == dt.date(2026, 11, 23)
+    assert monday_of(dt.datetime(2026, 11, 29, 23, 59)) == dt.date(2026, 11, 23)
+    assert minute_of_week_of(when) == 3 * 1440 + 10 * 60 + 30
