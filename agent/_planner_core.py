@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -114,13 +115,18 @@ class ValueTable:
     exit_value: F64  # (n_layers,) value of leaving the planned area / a dead end
     slope_v: F64  # (n_layers,) network-mean value of one layer, for sub-layer links
     slope_c: F64
+    #: local date of the Monday of the start's week: the real dates (public holidays) decide
+    #: the no-entry windows that depend on them; None: an ordinary week
+    monday: date | None = None
 
     def allowed_at(self, minute_of_week: float) -> Bool:
-        m = math.floor(minute_of_week) % MINUTES_PER_WEEK
+        raw = math.floor(minute_of_week)
+        m = raw % MINUTES_PER_WEEK
         i = int(np.searchsorted(self.minutes, m))
         if i < self.minutes.shape[0] and self.minutes[i] == m:
             return np.asarray(self.allowed[i])
-        ok = self.prep.cruisable & ~self.prep.graph.closed_at(m)
+        closed = self.prep.graph.closed_at(m if self.monday is None else raw, self.monday)
+        ok = self.prep.cruisable & ~closed
         return np.asarray(ok)
 
 
@@ -229,16 +235,25 @@ def _pickup_probability(
 
 
 def _layers(
-    prep: Prepared, demand: TickDemand, start_minute_of_week: float, n_layers: int
+    prep: Prepared,
+    demand: TickDemand,
+    start_minute_of_week: float,
+    n_layers: int,
+    monday: date | None,
 ) -> tuple[I64, I64, Bool, I64]:
     """Per layer ``k`` (time ``start + k * step_s``): its minute of week (as an index into the
     distinct ``minutes``), the links a cruising cab may enter in each of those minutes (cruise
-    flags, area, no-entry windows), and its demand slot row."""
+    flags, area, no-entry windows: on the real dates of the week of ``monday`` if given), and
+    its demand slot row."""
     K = n_layers
     t_min = start_minute_of_week + np.arange(K, dtype=np.float64) * (prep.step_s / 60.0)
-    minute = np.floor(t_min).astype(np.int64) % MINUTES_PER_WEEK
-    minutes, layer_minute = np.unique(minute, return_inverse=True)
-    allowed = prep.cruisable[None, :] & ~np.atleast_2d(prep.graph.closed_at(minutes))
+    raw_minute = np.floor(t_min).astype(np.int64)
+    minute = raw_minute % MINUTES_PER_WEEK
+    minutes, first, layer_minute = np.unique(minute, return_index=True, return_inverse=True)
+    # with the date: minutes counted from the start week's Monday (a horizon past Sunday night
+    # is in the next week, whose dates and holidays differ)
+    when = minutes if monday is None else raw_minute[first]
+    allowed = prep.cruisable[None, :] & ~np.atleast_2d(prep.graph.closed_at(when, monday))
     n_slots = int(demand.pickups_per_h.shape[0])
     slot0 = int(demand.slot_minute_of_week[0]) if n_slots else 0
     since = (minute - slot0) % MINUTES_PER_WEEK
@@ -383,6 +398,7 @@ def solve_table(
     competing_vacant_per_h: float,
     outside_value_share: float,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
+    monday: date | None = None,
 ) -> ValueTable:
     """Solve the MDP over ``horizon_s`` from ``start_minute_of_week``: the tick's demand on the
     links, the pickup probabilities, the layers' minutes and slots, the cells, then the
@@ -394,7 +410,9 @@ def solve_table(
         prep, d, patience_s, competing_vacant_per_h, supply_per_h
     )
     cost = cost_per_m * prep.length_m + cost_per_s * prep.tau_s
-    minutes, layer_minute, allowed, layer_slot = _layers(prep, demand, start_minute_of_week, K)
+    minutes, layer_minute, allowed, layer_slot = _layers(
+        prep, demand, start_minute_of_week, K, monday
+    )
 
     # the cells' means U[c] are over the cruisable links of cell c
     n_cells, cell = d.n_cells, d.cell
@@ -460,6 +478,7 @@ def solve_table(
         exit_value=exit_value,
         slope_v=slope_v,
         slope_c=slope_c,
+        monday=monday,
     )
 
 

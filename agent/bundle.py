@@ -21,14 +21,14 @@ import logging
 import os
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from agent.errors import BundleLoadError
-from agent.planner import PlannerParams, minute_of_week_of, speed_factor_from_demand
+from agent.planner import PlannerParams, minute_of_week_of, monday_of, speed_factor_from_demand
 from models import DemandModel, DemandTable, ModelsError, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
 from sync import Bundle, BundleStore, SyncError
@@ -59,6 +59,10 @@ class LoadedBundle:
     def minute_of_week(self, time_s: float) -> float:
         """Fractional local minute of week of a UNIX time (Monday 00:00 = 0)."""
         return minute_of_week_of(datetime.fromtimestamp(time_s, tz=self.timezone))
+
+    def monday(self, time_s: float) -> date:
+        """Local date of the Monday of the week of a UNIX time (where minute of week 0 is)."""
+        return monday_of(datetime.fromtimestamp(time_s, tz=self.timezone))
 
     def params_record(self) -> dict[str, Any]:
         return {

@@ -115,6 +115,7 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
     gate = gate or SafetyGate(lb.safety, area=lb.area, locale=inputs.locale)
     fix = inputs.fix
     mow = lb.minute_of_week(inputs.now_s)
+    monday = lb.monday(inputs.now_s)  # the real date: public holidays and the like
     graph: Graph | None = None
     m: Match | None = None
     demand: TickDemand | None = None
@@ -179,6 +180,7 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
                 fraction=m.best.fraction,
                 area=area,
                 way_names=lb.store.way_names,
+                monday=monday,
             )
         except PlannerError as e:
             planner_error = str(e)
@@ -187,6 +189,7 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
         TickInput(
             now_s=inputs.now_s,
             minute_of_week=mow,
+            monday=monday,
             fix=fix,
             graph=graph,
             route=None if plan is None else plan.edges,

@@ -236,6 +236,11 @@ class Plan:
         ).encode()
 
 
+def monday_of(when: dt.datetime) -> dt.date:
+    """Local date of the Monday of the week of a local wall-clock time (minute of week 0)."""
+    return when.date() - dt.timedelta(days=when.weekday())
+
+
 def minute_of_week_of(when: dt.datetime) -> float:
     """Fractional minute of week (Monday 00:00 = 0) of a local wall-clock time."""
     return (
@@ -284,12 +289,15 @@ def solve(
     params: PlannerParams = PlannerParams(),
     area: Bool | None = None,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
+    monday: dt.date | None = None,
 ) -> ValueTable:
     """Solve the MDP on ``graph`` from ``minute_of_week`` (layer 0) for all links at once.
 
     ``supply_per_h`` (aligned with ``demand.edge_id``, optional) adds, per link, the vacant cabs
     of the own fleet passing it per hour (a supply map, e.g. from the fleet's last positions)
-    to ``params.competing_vacant_per_h``.
+    to ``params.competing_vacant_per_h``. ``monday``: the local date of the Monday of
+    ``minute_of_week``'s week, so that no-entry windows that depend on the date (public
+    holidays, months, sun times) are those of the real dates; None: an ordinary week.
     """
     prep = prepare(graph, params.step_s, params.speed_factor, area)
     return solve_table(
@@ -303,6 +311,7 @@ def solve(
         params.competing_vacant_per_h,
         params.outside_value_share,
         supply_per_h,
+        monday,
     )
 
 
@@ -341,11 +350,12 @@ def plan_cruise(
     area: Bool | None = None,
     way_names: WayNames | None = None,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
+    monday: dt.date | None = None,
 ) -> Plan:
     """Plan from a cab on ``start_edge_id`` (at ``fraction`` of it) at ``minute_of_week``.
 
     Pure given its inputs; ``way_names`` (e.g. ``store.way_names``) names the streets of the
-    directions.
+    directions; ``monday``: see :func:`solve`.
     """
     g = graph
     e0 = int(g.local([start_edge_id])[0])
@@ -355,7 +365,7 @@ def plan_cruise(
     prep = prepare(g, params.step_s, params.speed_factor, area)
     rest_s = (1.0 - frac) * float(prep.tau_s[e0])
     t_dec = minute_of_week + rest_s / 60.0
-    table = solve(g, demand, t_dec, params, area, supply_per_h)
+    table = solve(g, demand, t_dec, params, area, supply_per_h, monday)
     return plan_from_table(
         table, start_edge_id, frac, minute_of_week, params, demand.source, way_names
     )

@@ -113,7 +113,16 @@ def evaluate(
     if g is not None and m is not None:
         if proposed is not None and proposed.size and math.isfinite(mow):
             mask = area.edge_mask(g) if area is not None else None
-            j = judge_route(g, proposed, m.best.edge_id, m.best.fraction, mow, config.route, mask)
+            j = judge_route(
+                g,
+                proposed,
+                m.best.edge_id,
+                m.best.fraction,
+                mow,
+                config.route,
+                mask,
+                monday=getattr(tick, "monday", None),
+            )
             reasons += j.reasons
             trimmed = j.trimmed
             if trimmed:
@@ -148,7 +157,11 @@ def evaluate(
     position_doubt = any(r.family in (Family.GPS, Family.MATCH) for r in unique)
     if g is not None and m is not None and not position_doubt:
         continuation = follow_the_road(
-            g, m.best.edge_id, mow if math.isfinite(mow) else 0.0, config.route
+            g,
+            m.best.edge_id,
+            mow if math.isfinite(mow) else 0.0,
+            config.route,
+            monday=getattr(tick, "monday", None),
         )
     return Verdict(
         ok=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -176,3 +177,7 @@ class TickInput:
     demand: TickDemand | None = None
     demand_table: DemandTable | None = None
     last_moving_fix: Fix | None = None
+    #: local date of the Monday of ``minute_of_week``'s week: no-entry windows that depend on
+    #: the date (public holidays, months, sun times) are judged on the real dates; None: an
+    #: ordinary week
+    monday: dt.date | None = None

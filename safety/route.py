@@ -24,6 +24,8 @@ before the first such link is as safe as any route, and the planner replans ever
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import threading
 import weakref
 from collections.abc import Sequence
@@ -137,10 +139,12 @@ def check_route(
     minute_of_week: float,
     cfg: RouteConfig,
     area_mask: npt.NDArray[np.bool_] | None = None,
+    *,
+    monday: dt.date | None = None,
 ) -> tuple[Reason, ...]:
     """Every reason the whole route may not be given to the driver (empty: it may)."""
     return judge_route(
-        g, route, start_edge, start_fraction, minute_of_week, cfg, area_mask
+        g, route, start_edge, start_fraction, minute_of_week, cfg, area_mask, monday=monday
     ).all_reasons
 
 
@@ -152,8 +156,15 @@ def judge_route(
     minute_of_week: float,
     cfg: RouteConfig,
     area_mask: npt.NDArray[np.bool_] | None = None,
+    *,
+    monday: dt.date | None = None,
 ) -> RouteJudgement:
-    """Judge a route link by link (see :class:`RouteJudgement` and the module docstring)."""
+    """Judge a route link by link (see :class:`RouteJudgement` and the module docstring).
+
+    ``monday``: the local date of the Monday of ``minute_of_week``'s week; links whose
+    no-entry windows depend on the date (public holidays, months, sun times) are then judged
+    on the real dates (without it: the ordinary week, see ``Graph.closed_at``).
+    """
     arr = route_array(route)
     if arr is None:
         return RouteJudgement((Reason.ROUTE_UNKNOWN_LINK,))
@@ -215,6 +226,8 @@ def judge_route(
         first_rest = (1.0 - frac) * tt[b] if path[0] == b else 0.0
         entry_s = np.concatenate([[0.0], np.cumsum(tt[entered])[:-1]]) + first_rest
         hit = _closed_when_entered(idx, entered, entry_s, minute_of_week, cfg.slowdown_factor)
+        if monday is not None and g.dated is not None:
+            _dated_entries(g, hit, entered, entry_s, minute_of_week, cfg.slowdown_factor, monday)
         if hit.any():
             closed_at = int(np.argmax(hit)) + first_entered
 
@@ -257,8 +270,33 @@ def _closed_when_entered(
     return np.asarray((same & hit).any(axis=0))
 
 
-def closed_now(g: Graph, local: int, minute_of_week: float) -> bool:
-    """Whether link ``local`` is inside a no-entry window at this minute."""
+def _dated_entries(
+    g: Graph,
+    hit: npt.NDArray[np.bool_],
+    entered: I64,
+    entry_s: npt.NDArray[np.float64],
+    minute_of_week: float,
+    slowdown: float,
+    monday: dt.date,
+) -> None:
+    """Re-judge, on the real dates, the entered links whose windows depend on the date."""
+    assert g.dated is not None
+    dated = g.local(g.dated.edge).astype(np.int64)
+    for k in np.flatnonzero(np.isin(entered, dated[dated >= 0])).tolist():
+        lo = minute_of_week + float(entry_s[k]) / 60.0
+        hi = lo + float(entry_s[k]) * (max(slowdown, 1.0) - 1.0) / 60.0
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            hit[k] = True  # arrival unknown: may be closed
+            continue
+        minutes = np.arange(math.floor(lo), math.floor(hi) + 1, dtype=np.int64)
+        hit[k] = bool(g.closed_at(minutes, monday)[:, int(entered[k])].any())
+
+
+def closed_now(g: Graph, local: int, minute_of_week: float, monday: dt.date | None = None) -> bool:
+    """Whether link ``local`` is inside a no-entry window at this minute (``monday``: on the
+    real date, see :func:`judge_route`)."""
+    if monday is not None and g.dated is not None and local in set(g.local(g.dated.edge)):
+        return bool(g.closed_at(math.floor(minute_of_week), monday)[local])
     idx = _index(g)
     m = minute_of_week % MINUTES_PER_WEEK
     w = idx.win_local == local
@@ -291,7 +329,12 @@ def hard_to_judge(
 
 
 def follow_the_road(
-    g: Graph, start_edge: int, minute_of_week: float, cfg: RouteConfig
+    g: Graph,
+    start_edge: int,
+    minute_of_week: float,
+    cfg: RouteConfig,
+    *,
+    monday: dt.date | None = None,
 ) -> tuple[int, ...]:
     """The links that continue the cab's current road, from ``start_edge`` on (global ids).
 
@@ -316,7 +359,9 @@ def follow_the_road(
         keep = ~((g.u_node[succ] == g.v_node[cur]) & (g.v_node[succ] == g.u_node[cur]))
         if not int(g.flags[cur]) & T.CRUISE_FORBIDDEN:
             keep &= (g.flags[succ] & T.CRUISE_FORBIDDEN) == 0
-        keep &= np.array([not closed_now(g, int(s), minute_of_week) for s in succ], dtype=bool)
+        keep &= np.array(
+            [not closed_now(g, int(s), minute_of_week, monday) for s in succ], dtype=bool
+        )
         succ = succ[keep]
         if succ.size == 0:
             break

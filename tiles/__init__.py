@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
     from tiles.build import build_tiles
-    from tiles.conditional import Windows, minute_of_week, parse_conditional
+    from tiles.conditional import Area, Windows, minute_of_week, parse_conditional
     from tiles.errors import NoMatchError, NoRouteError, TilesDataError, TilesError
     from tiles.graph import Graph
     from tiles.matching import Candidate, Match, MatchConfig, match_fix
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr_
 
 _LAZY: dict[str, str] = {
     "ATTRIBUTION": "tiles.store",
+    "Area": "tiles.conditional",
     "Candidate": "tiles.matching",
     "Graph": "tiles.graph",
     "Match": "tiles.matching",
@@ -46,6 +47,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "ATTRIBUTION",
+    "Area",
     "Candidate",
     "Graph",
     "Match",

@@ -29,7 +29,14 @@ import shapely
 from shapely.geometry import Polygon
 
 from tiles import tags as T
-from tiles.conditional import parse_conditional
+from tiles.conditional import (
+    CLOSING_BY_KIND,
+    TAXI_ACCESS_KEYS,
+    Area,
+    Windows,
+    check_country,
+    parse_conditional,
+)
 from tiles.errors import TilesDataError
 from tiles.geo import bearing_deg, haversine_m
 
@@ -83,6 +90,11 @@ class RawGraph:
     ways: dict[int, dict[str, str]]
     restrictions: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
+    #: one row per ``*:conditional`` tag: way_id, key, value, status, reason
+    conditionals: list[dict[str, Any]] = field(default_factory=list)
+    #: (edge index, value, closing kind) of every rule of the edges with a date-dependent one
+    dated: list[tuple[int, str, str]] = field(default_factory=list)
+    area: Area = field(default_factory=Area)
 
     @property
     def n_edges(self) -> int:
@@ -102,6 +114,7 @@ class _Collector(osmium.SimpleHandler):
         self.pier_nodes: set[int] = set()
         self.restrictions: list[RawRestriction] = []
         self.skipped_restrictions: Counter[str] = Counter()
+        self.excluded_conditionals: list[dict[str, Any]] = []
         self.progress = progress
         self.n_seen = 0
 
@@ -130,6 +143,7 @@ class _Collector(osmium.SimpleHandler):
         reason = T.exclusion_reason(tags)
         if reason is not None:
             self.excluded[reason] += 1
+            self._exclude_conditionals(w.id, tags, reason)
             return
         node_ids: list[int] = []
         lons: list[float] = []
@@ -144,8 +158,16 @@ class _Collector(osmium.SimpleHandler):
             lats.append(n.lat)
         if len(node_ids) < 2:
             self.excluded["missing_nodes"] += 1
+            self._exclude_conditionals(w.id, tags, "missing_nodes")
             return
         self.ways.append(RawWay(w.id, node_ids, lons, lats, tags))
+
+    def _exclude_conditionals(self, way_id: int, tags: dict[str, str], reason: str) -> None:
+        self.excluded_conditionals.extend(
+            {"way_id": way_id, "key": k, "value": v, "status": "way_excluded", "reason": reason}
+            for k, v in sorted(tags.items())
+            if k.endswith(":conditional")
+        )
 
     def relation(self, r: Any) -> None:
         tags = {t.k: t.v for t in r.tags}
@@ -178,8 +200,19 @@ class _Collector(osmium.SimpleHandler):
         self.restrictions.append(RawRestriction(r.id, kind, frm[0], via_n, via_w, to[0]))
 
 
-def read_osm(path: Path, progress: ProgressFn | None = None) -> RawGraph:
-    """Import a .osm.pbf (or .osm/.osm.bz2) extract into a :class:`RawGraph`."""
+def read_osm(
+    path: Path, progress: ProgressFn | None = None, country: str | None = None
+) -> RawGraph:
+    """Import a .osm.pbf (or .osm/.osm.bz2) extract into a :class:`RawGraph`.
+
+    ``country``: ISO code whose public holidays ``PH`` means in conditional restrictions; None:
+    the country at the centre of the extract's bounding box (found by the opening_hours library).
+    """
+    if country is not None:
+        try:
+            check_country(country)
+        except ValueError as e:
+            raise TilesDataError(str(e)) from None
     if not path.is_file():
         raise TilesDataError(f"OSM extract not found: {path}")
     if path.stat().st_size == 0:
@@ -191,10 +224,10 @@ def read_osm(path: Path, progress: ProgressFn | None = None) -> RawGraph:
         raise TilesDataError(f"cannot read OSM extract {path}: {e}") from e
     if not collector.ways:
         raise TilesDataError(f"no drivable road in {path} ({collector.n_seen} ways read)")
-    return _assemble(collector, progress)
+    return _assemble(collector, progress, country)
 
 
-def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
+def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -> RawGraph:
     ways = sorted(c.ways, key=lambda w: w.way_id)
     usage: Counter[int] = Counter()
     for w in ways:
@@ -236,7 +269,16 @@ def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
     geoms: list[tuple[list[float], list[float]]] = []
     windows: dict[tuple[int, int], list[tuple[int, int]]] = {}
     ways_meta: dict[int, dict[str, str]] = {}
-    cond_stats: Counter[str] = Counter()
+    dated: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    way_rules: dict[int, dict[str, list[tuple[str, Windows]]]] = {}
+    cond_rows: list[dict[str, Any]] = list(c.excluded_conditionals)
+    all_lon = np.fromiter((x for w in ways for x in (min(w.lons), max(w.lons))), dtype=np.float64)
+    all_lat = np.fromiter((x for w in ways for x in (min(w.lats), max(w.lats))), dtype=np.float64)
+    centre = (
+        round(float(all_lat.min() + all_lat.max()) / 2, 4),
+        round(float(all_lon.min() + all_lon.max()) / 2, 4),
+    )
+    area = Area(coords=centre, country=country)
     for piece_no, (w, a, b) in enumerate(pieces):
         t = w.tags
         if w.way_id not in ways_meta:
@@ -267,22 +309,9 @@ def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
             continue
         speed = T.speed_kph(t)
         hw = T.HIGHWAY_CODE[t["highway"]]
-        win = {"both": [], "forward": [], "backward": []}  # type: dict[str, list[tuple[int, int]]]
-        for key in ("motor_vehicle", "access", "motorcar"):
-            for side, suffix in (
-                ("both", ":conditional"),
-                ("forward", ":forward:conditional"),
-                ("backward", ":backward:conditional"),
-            ):
-                value = t.get(key + suffix)
-                if value is None:
-                    continue
-                parsed = parse_conditional(value)
-                win[side].extend(parsed.intervals)
-                cond_stats["parsed" if parsed.intervals else "no_window"] += 1
-                for s in parsed.skipped:
-                    cond_stats["skipped_rule"] += 1
-                    log.debug("way %s %s: skipped %s", w.way_id, key + suffix, s)
+        if w.way_id not in way_rules:
+            way_rules[w.way_id] = _way_conditionals(w, direction, area, cond_rows)
+        win = way_rules[w.way_id]
         for rev in (False, True):
             if (direction == 1 and rev) or (direction == -1 and not rev):
                 continue
@@ -291,7 +320,8 @@ def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
             if rev:
                 u_osm, v_osm = v_osm, u_osm
             f = flags | (T.FLAG_REVERSE if rev else 0)
-            intervals = win["both"] + win["backward" if rev else "forward"]
+            rules = win["backward" if rev else "forward"]
+            intervals = [iv for _key, r in rules for iv in r.intervals]
             if intervals:
                 f |= T.FLAG_WINDOWS
             rows.append(
@@ -311,6 +341,8 @@ def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
             geoms.append((glon, glat))
             if intervals:
                 windows[(piece_no, int(rev))] = sorted(set(intervals))
+            if any(r.dated for _key, r in rules):
+                dated[(piece_no, int(rev))] = [(r.value, key) for key, r in rules]
 
     if not rows:
         raise TilesDataError("the extract has drivable ways but no usable road segment")
@@ -355,6 +387,11 @@ def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
             win_s.append(w_start)
             win_e.append(w_end)
 
+    dated_rows: list[tuple[int, str, str]] = [
+        (i, value, kind)
+        for i, row in enumerate(rows)
+        for value, kind in dated.get((row[3], row[8]), [])
+    ]
     piece_of_edge = np.array([r[3] for r in rows], dtype=np.int64)
     succ, restr_rows, restr_stats = _turns(
         edge_u, edge_v, edge_way, piece_of_edge, node_osm, c.restrictions
@@ -369,7 +406,7 @@ def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
         "excluded_ways": dict(sorted(c.excluded.items())),
         "restrictions": dict(sorted(restr_stats.items())),
         "restrictions_skipped": dict(sorted(c.skipped_restrictions.items())),
-        "conditional_tags": dict(sorted(cond_stats.items())),
+        "conditional": _conditional_summary(cond_rows, area),
         "pier_polygons": len(c.pier_polygons),
         "edges_by_flag": {
             name: int(np.count_nonzero(edge_flags & bit)) for name, bit in T.FLAG_NAMES.items()
@@ -398,9 +435,97 @@ def _assemble(c: _Collector, progress: ProgressFn | None) -> RawGraph:
         win_start=np.array(win_s, dtype=np.int16),
         win_end=np.array(win_e, dtype=np.int16),
         ways=ways_meta,
+        conditionals=cond_rows,
+        dated=dated_rows,
+        area=area,
         restrictions=restr_rows,
         summary=summary,
     )
+
+
+_SIDES: tuple[tuple[str, str], ...] = (
+    ("both", ":conditional"),
+    ("forward", ":forward:conditional"),
+    ("backward", ":backward:conditional"),
+)
+
+
+def _status(r: Windows) -> str:
+    if r.doubts:
+        return "closed_for_doubt"
+    if r.dated:
+        return "dated"
+    return "windows" if r.intervals else "no_closing_rule"
+
+
+def _reason(r: Windows) -> str:
+    return "; ".join((*r.doubts, *r.skipped, *r.normalized))
+
+
+def _way_conditionals(
+    w: RawWay, direction: int, area: Area, out: list[dict[str, Any]]
+) -> dict[str, list[tuple[str, Windows]]]:
+    """The no-entry rules of each direction of a way (closing kind, parsed value); one report
+    row per ``*:conditional`` tag into ``out``."""
+    t = w.tags
+    rules: dict[str, list[tuple[str, Windows]]] = {"forward": [], "backward": []}
+    seen: set[str] = set()
+    for key in TAXI_ACCESS_KEYS:
+        for side, suffix in _SIDES:
+            value = t.get(key + suffix)
+            if value is None:
+                continue
+            seen.add(key + suffix)
+            r = parse_conditional(value, CLOSING_BY_KIND["access"], area)
+            status = _status(r)
+            if status != "no_closing_rule":
+                for d in ("forward", "backward") if side == "both" else (side,):
+                    rules[d].append(("access", r))
+            out.append(_row(w.way_id, key + suffix, value, status, _reason(r)))
+    value = t.get("oneway:conditional")
+    if value is not None:
+        seen.add("oneway:conditional")
+        fw = parse_conditional(value, CLOSING_BY_KIND["oneway:forward"], area)
+        bw = parse_conditional(value, CLOSING_BY_KIND["oneway:backward"], area)
+        if fw.malformed:
+            # unreadable: one-way (in the way's direction) at all times, the reverse closed
+            if direction == 0:
+                rules["backward"].append(("oneway:backward", bw))
+            status, reason = "closed_for_doubt", _reason(bw) + "; one-way at all times"
+        else:
+            for d, kind, r in (
+                ("forward", "oneway:forward", fw),
+                ("backward", "oneway:backward", bw),
+            ):
+                if _status(r) != "no_closing_rule":
+                    rules[d].append((kind, r))
+            statuses = {_status(fw), _status(bw)} - {"no_closing_rule"}
+            status = min(statuses) if statuses else "no_closing_rule"
+            reason = "; ".join(dict.fromkeys(x for x in (_reason(fw), _reason(bw)) if x))
+            if direction != 0 and "'no'" in reason:
+                reason += "; the way stays one-way at all times (its relaxation is not used)"
+        out.append(_row(w.way_id, "oneway:conditional", value, status, reason))
+    for key, value in sorted(t.items()):
+        if key.endswith(":conditional") and key not in seen:
+            out.append(_row(w.way_id, key, value, "ignored_key", "not about a taxi's access"))
+    return rules
+
+
+def _row(way_id: int, key: str, value: str, status: str, reason: str) -> dict[str, Any]:
+    return {"way_id": way_id, "key": key, "value": value, "status": status, "reason": reason}
+
+
+def _conditional_summary(rows: list[dict[str, Any]], area: Area) -> dict[str, Any]:
+    return {
+        "values": len(rows),
+        "by_status": dict(sorted(Counter(r["status"] for r in rows).items())),
+        "closed_for_doubt": [
+            {k: r[k] for k in ("way_id", "key", "value", "reason")}
+            for r in rows
+            if r["status"] == "closed_for_doubt"
+        ],
+        "area": {"lat_lon": list(area.coords or ()), "country": area.country or "from lat_lon"},
+    }
 
 
 def _on_pier(

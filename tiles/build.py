@@ -26,10 +26,15 @@ def build_tiles(
     out: str | Path,
     tile_deg: float = DEFAULT_TILE_DEG,
     progress: ProgressFn | None = None,
+    country: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Import ``osm`` and write its tiles; returns (database path, summary)."""
+    """Import ``osm`` and write its tiles; returns (database path, summary).
+
+    ``country``: ISO code of the public holidays (``PH``) of conditional restrictions; None: the
+    country at the centre of the extract (see :func:`tiles._osm.read_osm`).
+    """
     src = Path(osm)
-    raw = read_osm(src, progress)
+    raw = read_osm(src, progress, country)
     dest = output_path(out)
     source = {"name": src.name, "sha256": sha256_file(src)}
     summary = write_tiles(raw, dest, tile_deg, source)

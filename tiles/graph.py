@@ -11,21 +11,51 @@ are the legal turns (turn restrictions are turns that are simply absent).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
 from tiles import tags as T
-from tiles.conditional import MINUTES_PER_WEEK
+from tiles.conditional import (
+    CLOSING_BY_KIND,
+    MINUTES_PER_DAY,
+    MINUTES_PER_WEEK,
+    Area,
+    parse_conditional,
+)
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
+
+
+@lru_cache(maxsize=4096)
+def _rules_closed_on(rules: tuple[tuple[str, str], ...], area: Area, day: dt.date) -> Bool:
+    mask = np.zeros(MINUTES_PER_DAY, dtype=bool)
+    for value, kind in rules:
+        mask |= parse_conditional(value, CLOSING_BY_KIND[kind], area).closed_on(day)
+    mask.setflags(write=False)
+    return mask
+
+
+@dataclass(frozen=True, eq=False)
+class DatedRules:
+    """The links whose no-entry windows depend on the date (public holidays, months, sun
+    times), with every conditional rule of each: evaluated per local day, cached."""
+
+    edge: I32  # global edge ids, ascending
+    rules: tuple[tuple[tuple[str, str], ...], ...]  # per edge: (value, closing kind)
+    area: Area
+
+    def closed_on(self, i: int, day: dt.date) -> Bool:
+        """Minutes of the local date ``day`` when edge ``self.edge[i]`` is closed."""
+        return _rules_closed_on(self.rules[i], self.area, day)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +84,7 @@ class Graph:
     win_start: npt.NDArray[np.int16]
     win_end: npt.NDArray[np.int16]
     n_edges_total: int
+    dated: DatedRules | None = None
 
     @property
     def n(self) -> int:
@@ -120,10 +151,15 @@ class Graph:
         """Coordinates ``[[lon, lat], ...]`` of one edge, in driving direction."""
         return self.geom_lonlat[self.geom_offsets[local_index] : self.geom_offsets[local_index + 1]]
 
-    def closed_at(self, minute_of_week: int | npt.ArrayLike) -> Bool:
+    def closed_at(self, minute_of_week: int | npt.ArrayLike, monday: dt.date | None = None) -> Bool:
         """Edges inside a no-entry window at the given minute(s) of week.
 
         With a scalar, returns a mask over edges; with an array of K minutes, a (K, n) mask.
+        Without ``monday``: an ordinary week (no public holiday; a rule that depends on the
+        date closes in every minute of the week it closes in any week of the year). With
+        ``monday``, the local date of the Monday that minute 0 falls on, the minutes are counted
+        from that Monday 00:00 (10,080 and more: the next week, negative: the one before) and
+        the links whose rules depend on the date are evaluated on the real dates.
         """
         mins = np.atleast_1d(np.asarray(minute_of_week, dtype=np.int64)) % MINUTES_PER_WEEK
         out = np.zeros((mins.shape[0], self.n), dtype=bool)
@@ -136,15 +172,39 @@ class Graph:
             inside = (mins[:, None] >= s[None, :]) & (mins[:, None] < e[None, :])
             rows, cols = np.nonzero(inside)
             out[rows, loc[cols]] = True
+        if monday is not None and self.dated is not None:
+            self._closed_on_dates(out, minute_of_week, monday)
         if np.ndim(minute_of_week) == 0:
             return np.asarray(out[0])
         return out
 
-    def cruise_allowed(self, minute_of_week: int | None = None) -> Bool:
-        """Edges a cruising taxi may be sent onto (never motorway, private, pier, closed)."""
+    def _closed_on_dates(
+        self, out: Bool, minute_of_week: int | npt.ArrayLike, monday: dt.date
+    ) -> None:
+        assert self.dated is not None
+        loc = self.local(self.dated.edge)
+        present = np.flatnonzero(loc >= 0)
+        if not present.size:
+            return
+        mins = np.atleast_1d(np.asarray(minute_of_week, dtype=np.int64))
+        day = mins // MINUTES_PER_DAY
+        in_day = mins % MINUTES_PER_DAY
+        for d in np.unique(day).tolist():
+            rows = np.flatnonzero(day == d)
+            date = monday + dt.timedelta(days=int(d))
+            for i in present.tolist():
+                out[rows, loc[i]] = self.dated.closed_on(i, date)[in_day[rows]]
+
+    def cruise_allowed(
+        self, minute_of_week: int | None = None, monday: dt.date | None = None
+    ) -> Bool:
+        """Edges a cruising taxi may be sent onto (never motorway, private, pier, closed).
+
+        ``monday``: see :meth:`closed_at` (the real date: public holidays and the like).
+        """
         ok = (self.flags & T.CRUISE_FORBIDDEN) == 0
         if minute_of_week is not None:
-            ok &= ~self.closed_at(minute_of_week)
+            ok &= ~self.closed_at(minute_of_week, monday)
         return np.asarray(ok)
 
     def subset(self, mask: Bool) -> Graph:
@@ -183,6 +243,7 @@ class Graph:
             win_start=self.win_start[wkeep],
             win_end=self.win_end[wkeep],
             n_edges_total=self.n_edges_total,
+            dated=self.dated,
         )
 
     @staticmethod
@@ -229,6 +290,7 @@ class Graph:
             win_start=cat("win_start"),  # type: ignore[arg-type]
             win_end=cat("win_end"),  # type: ignore[arg-type]
             n_edges_total=parts[0].n_edges_total,
+            dated=next((p.dated for p in parts if p.dated is not None), None),
         )
 
 

@@ -36,10 +36,11 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
+from tiles.conditional import Area
 from tiles.errors import TilesDataError
 from tiles.fileio import sqlite_readonly_uri
 from tiles.geo import haversine_m
-from tiles.graph import Graph
+from tiles.graph import DatedRules, Graph
 
 if TYPE_CHECKING:  # the importer (pyosmium) is for building only, not for the agent
     from tiles._osm import RawGraph
@@ -239,6 +240,14 @@ def _write_db(
             "pairs": str,
         },
     )
+    db.table("conditionals").insert_all(
+        raw.conditionals,
+        columns={"way_id": int, "key": str, "value": str, "status": str, "reason": str},
+    )
+    db.table("dated_rules").insert_all(
+        ({"edge": int(new_id[e]), "value": v, "kind": k} for e, v, k in raw.dated),
+        columns={"edge": int, "value": str, "kind": str},
+    )
     db.table("blobs").insert(
         {"name": "node_osm_id", "data": raw.node_osm_id.astype("<i8").tobytes()}, pk="name"
     )
@@ -259,6 +268,9 @@ def _write_db(
         "n_edges": str(n),
         "n_nodes": str(raw.n_nodes),
         "summary": json.dumps(summary, sort_keys=True),
+        "conditional_area": json.dumps(
+            {"lat_lon": list(raw.area.coords or ()), "country": raw.area.country}
+        ),
         **{f"source_{k}": v for k, v in source.items()},
     }
     db.table("meta").insert_all(({"key": k, "value": v} for k, v in meta.items()), pk="key")
@@ -326,6 +338,59 @@ class TileStore:
         self.tiles_loaded = 0
         self._working: Graph | None = None
         self._working_key: tuple[int, ...] = ()
+        self.area = self._read_area()
+        self.dated_rules = self._read_dated_rules()
+
+    def _has_table(self, name: str) -> bool:
+        # sqlite-utils creates a table on its first insert: a database may lack an empty one
+        row = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def _read_dated_rules(self) -> DatedRules | None:
+        """The rules of the links whose no-entry windows depend on the date (few; read once)."""
+        if not self._has_table("dated_rules"):
+            return None
+        try:
+            rows = self._conn.execute(
+                "SELECT edge, value, kind FROM dated_rules ORDER BY edge, rowid"
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise TilesDataError(f"cannot read the dated rules of {self.path}: {e}") from e
+        if not rows:
+            return None
+        by_edge: dict[int, list[tuple[str, str]]] = {}
+        for edge, value, kind in rows:
+            by_edge.setdefault(int(edge), []).append((str(value), str(kind)))
+        edges = sorted(by_edge)
+        return DatedRules(
+            edge=np.array(edges, dtype=np.int32),
+            rules=tuple(tuple(by_edge[e]) for e in edges),
+            area=self.area,
+        )
+
+    def _read_area(self) -> Area:
+        """Where conditional restrictions are evaluated (sun times, public holidays)."""
+        try:
+            doc = json.loads(self.meta.get("conditional_area", "{}"))
+            coords = doc.get("lat_lon") or None
+            return Area(
+                coords=(float(coords[0]), float(coords[1])) if coords else None,
+                country=doc.get("country"),
+            )
+        except (ValueError, TypeError, IndexError, AttributeError) as e:
+            raise TilesDataError(f"bad conditional_area in {self.path}: {e}") from e
+
+    def conditionals(self) -> list[dict[str, Any]]:
+        """Every ``*:conditional`` tag of the extract: way_id, key, value, status, reason."""
+        if not self._has_table("conditionals"):
+            return []
+        cur = self._conn.execute(
+            "SELECT way_id, key, value, status, reason FROM conditionals ORDER BY rowid"
+        )
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def close(self) -> None:
         self._conn.close()
@@ -415,6 +480,7 @@ class TileStore:
             win_start=win["start"].astype(np.int16),
             win_end=win["end"].astype(np.int16),
             n_edges_total=self.n_edges_total,
+            dated=self.dated_rules,
         )
 
     def graph(self, tile_ids: Iterable[int]) -> Graph:

@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build.add_argument("--osm", required=True, help="OSM extract (.osm.pbf)")
     build.add_argument("--out", required=True, help="output directory or .sqlite file")
     build.add_argument("--tile-deg", type=float, default=0.01, help="tile size in degrees")
+    build.add_argument(
+        "--country",
+        default=None,
+        help="ISO country code of the public holidays (PH) in conditional restrictions "
+        "(default: the country at the centre of the extract)",
+    )
     build.add_argument("--json", action="store_true", help="print the summary as JSON")
     build.set_defaults(func=cmd_tiles_build)
 
@@ -56,7 +62,11 @@ def cmd_tiles_build(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     path, summary = build_tiles(
-        args.osm, args.out, args.tile_deg, progress=None if args.json else _progress
+        args.osm,
+        args.out,
+        args.tile_deg,
+        progress=None if args.json else _progress,
+        country=args.country,
     )
     summary = {"path": str(path), "build_s": round(time.monotonic() - t0, 3), **summary}
     if args.json:
@@ -86,6 +96,20 @@ def _print_summary(s: dict[str, Any]) -> None:
             else ""
         )
     )
+    _print_conditional(s.get("conditional"))
+
+
+def _print_conditional(c: dict[str, Any] | None) -> None:
+    """The conditional restrictions: how each was read, and every road closed for doubt."""
+    if not c:
+        return
+    print(
+        f"  conditional restrictions: {c['values']} values: "
+        + ", ".join(f"{k} {v}" for k, v in c["by_status"].items())
+    )
+    for r in c["closed_for_doubt"]:
+        print(f"    closed at all times for doubt: way {r['way_id']} {r['key']}={r['value']!r}:")
+        print(f"      {r['reason']}")
 
 
 def cmd_tiles_info(args: argparse.Namespace) -> int:
@@ -98,6 +122,7 @@ def cmd_tiles_info(args: argparse.Namespace) -> int:
             "source": store.meta.get("source_name"),
             "source_sha256": store.meta.get("source_sha256"),
             **store.summary,
+            "conditionals": store.conditionals(),
         }
     print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
     return 0

@@ -267,3 +267,45 @@ def test_params_yaml_planner_section_is_parsed_one_way(caplog: pytest.LogCapture
         with pytest.raises(ValueError, match=why) as e:
             PlannerParams.from_mapping(raw, where="b/params.yaml")
         assert str(e.value).startswith("b/params.yaml: ") and "\n" not in str(e.value)
+
+
+def test_public_holiday_window_is_judged_on_the_real_date() -> None:
+    """Link 0 (all the demand) is closed 11:00-12:00 on public holidays only: at 11:05 on
+    勤労感謝の日 (Monday 2026-11-23) the planner keeps out of it; on the next Monday, and in an
+    ordinary week (no date given), it goes back there as soon as it can."""
+    import datetime as dt
+
+    from tiles.conditional import Area
+    from tiles.graph import DatedRules
+
+    rules = DatedRules(
+        edge=np.array([0], dtype=np.int32),
+        rules=((("no @ (PH 11:00-12:00)", "access"),),),
+        area=Area(country="JP"),
+    )
+    g = dataclasses.replace(figure_eight(), dated=rules)
+    holiday = solve(g, demand(), 605.0, PlannerParams(), monday=dt.date(2026, 11, 23))
+    assert policy_step(holiday, 1, 3600.0) == 2
+    ordinary = solve(g, demand(), 605.0, PlannerParams(), monday=dt.date(2026, 11, 30))
+    assert policy_step(ordinary, 1, 3600.0) == 0
+    assert policy_step(solve(g, demand(), 605.0, PlannerParams()), 1, 3600.0) == 0
+    plan = plan_cruise(
+        g, demand(), 1, 605.0, PlannerParams(route_min_s=3600.0), monday=dt.date(2026, 11, 23)
+    )
+    t_min = 605.0 + float(g.travel_time_s[1]) / 60.0
+    for e in plan.edges:
+        if e == 0:
+            assert not 660.0 <= t_min < 720.0
+        t_min += float(g.travel_time_s[e]) / 60.0
+
+
+def test_monday_of_a_local_time() -> None:
+    import datetime as dt
+
+    from agent.planner import minute_of_week_of, monday_of
+
+    when = dt.datetime(2026, 11, 26, 10, 30)  # a Thursday
+    assert monday_of(when) == dt.date(2026, 11, 23)
+    assert monday_of(dt.datetime(2026, 11, 23, 0, 0)) == dt.date(2026, 11, 23)
+    assert monday_of(dt.datetime(2026, 11, 29, 23, 59)) == dt.date(2026, 11, 23)
+    assert minute_of_week_of(when) == 3 * 1440 + 10 * 60 + 30

@@ -135,7 +135,14 @@ def _window_entry(g: Graph, store: TileStore, value: str) -> tuple[int, int]:
                 tags.get("access:conditional"),
                 tags.get("motor_vehicle:conditional"),
             )
-            if tagged and not g.flags[b] & T.CRUISE_FORBIDDEN and not g.closed_at(9000)[a]:
+            # a link whose other conditional tag closed it at all times for doubt is no window
+            open_monday = not g.closed_at(10 * 60)[b]
+            if (
+                tagged
+                and open_monday
+                and not g.flags[b] & T.CRUISE_FORBIDDEN
+                and not g.closed_at(9000)[a]
+            ):
                 return int(a), int(b)
     raise AssertionError(f"no link tagged {value!r}")
 
@@ -357,7 +364,8 @@ def test_oracle_agrees_on_a_banned_turn(manhattan: Graph, manhattan_store: TileS
 def test_loops_far_ahead_trim_the_route_instead_of_rejecting_it(manhattan: Graph) -> None:
     """A U-turn 1 km ahead does not make the first kilometre unsafe: the prefix is shown."""
     rng = np.random.default_rng(12)
-    for _ in range(200):
+    # about 1 walk in 60 ends where a U-turn is legal: try enough of them (it stops at the first)
+    for _ in range(1000):
         route = long_walk(manhattan, rng, 25)
         last = int(manhattan.local([route[-1]])[0])
         rev = [int(s) for s in successors(manhattan, last) if is_u_turn(manhattan, last, int(s))]
@@ -414,3 +422,23 @@ def test_unknown_arrival_time_counts_as_closed(shibuya: Graph, shibuya_store: Ti
         r = check_route(broken, route, route[0], 0.5, 2 * 1440, CFG)  # a Wednesday: open
     assert r == (Reason.ROUTE_CLOSED_WINDOW,)
     assert check_route(shibuya, route, route[0], 0.5, 2 * 1440, CFG) == ()
+
+
+def test_public_holiday_window_on_the_real_date(shibuya: Graph, shibuya_store: TileStore) -> None:
+    """``no @ (PH 12:00-17:00)``: closed on 勤労感謝の日 (Monday 2026-11-23) at 13:00, open on
+    the next Monday; the "follow the road" continuation does not enter it either."""
+    import datetime as dt
+
+    from safety.route import closed_now
+
+    a, b = _window_entry(shibuya, shibuya_store, "no @ (PH 12:00-17:00)")
+    route = gid(shibuya, a, b)
+    one_pm = 13 * 60
+    holiday, ordinary = dt.date(2026, 11, 23), dt.date(2026, 11, 30)
+    assert check_route(shibuya, route, route[0], 0.5, one_pm, CFG, monday=holiday) == (
+        Reason.ROUTE_CLOSED_WINDOW,
+    )
+    assert check_route(shibuya, route, route[0], 0.5, one_pm, CFG, monday=ordinary) == ()
+    assert check_route(shibuya, route, route[0], 0.5, one_pm, CFG) == ()  # an ordinary week
+    assert closed_now(shibuya, b, one_pm, holiday)
+    assert not closed_now(shibuya, b, one_pm, ordinary)
