@@ -21,6 +21,7 @@ TRIPS = {
     "reuven_2015_06": SHARED_DATA / "trips" / "nyc_tlc_yellow_2015-06_reuven.csv",
     "gcp_train": SHARED_DATA / "trips" / "nyc_tlc_yellow_2009-2015_gcp_taxi-train.csv",
     "gcp_valid": SHARED_DATA / "trips" / "nyc_tlc_yellow_2009-2015_gcp_taxi-valid.csv",
+    "uber_2014_04": SHARED_DATA / "trips" / "nyc_uber_2014-04_fivethirtyeight.csv.zip",
 }
 
 
