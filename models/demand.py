@@ -29,7 +29,10 @@ import numpy.typing as npt
 from models.errors import DemandDataError
 from tiles.fileio import atomic_write_bytes
 
-SCHEMA_VERSION = 1
+#: 2: demand.json says which input file gave which column (``sources``) and the days it was
+#: built from (``days``); a schema-1 table (without them) still loads
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 DAY_TYPES: tuple[str, ...] = ("weekday", "saturday", "sunday_holiday")
 SLOT_MINUTES = 30
 SLOTS_PER_DAY = 24 * 60 // SLOT_MINUTES
@@ -170,7 +173,7 @@ class DemandTable:
             raise DemandDataError(f"no demand table in {d}: {e.filename} missing") from e
         except (OSError, ValueError, json.JSONDecodeError) as e:
             raise DemandDataError(f"demand table in {d} is corrupt: {e}") from e
-        if doc.get("schema_version") != SCHEMA_VERSION:
+        if doc.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise DemandDataError(f"demand table in {d} has schema {doc.get('schema_version')!r}")
         try:
             table = DemandTable(
@@ -196,6 +199,14 @@ class DemandTable:
             raise DemandDataError(f"demand table in {d} lacks {e}") from e
         table.validate()
         return table
+
+    @property
+    def sources(self) -> dict[str, list[dict[str, Any]]] | None:
+        """Which input file gave which column (``pickup_rate``, ``fare``, ``trip_time``,
+        ``trip_distance``, ``dropoff``; see :func:`models.statistics.column_sources`); None for
+        a table saved before schema 2."""
+        src = self.meta.get("sources")
+        return src if isinstance(src, dict) else None
 
     def rates(self, edge_ids: npt.ArrayLike, minutes_of_week: npt.ArrayLike) -> F32:
         """Expected hails per hour, shape (len(minutes), len(edge_ids))."""

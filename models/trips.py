@@ -521,7 +521,7 @@ def _read_file(
     if fmt == "tlc2015":
         i_t, i_lon, i_lat = (idx[h] for h in _HEADER_2015)
     elif fmt == "uber2014":
-        i_t, i_lon, i_lat = (idx[h] for h in _HEADER_UBER[:3])
+        i_t, i_lon, i_lat = idx["date/time"], idx["lon"], idx["lat"]
     else:
         i_t, i_lon, i_lat = 1, 2, 3
     parse_time = _parse_uber_time if fmt == "uber2014" else _parse_time
