@@ -280,3 +280,10 @@ def test_old_demand_json_without_sources_still_loads(
     (old / TABLE_JSON).write_text(json.dumps(doc))
     with pytest.raises(DemandDataError, match="schema 3"):
         DemandTable.load(old)
+
+
+def test_a_model_says_when_it_learnt_app_demand() -> None:
+    from models.train import _target_text
+
+    assert "app pickups" in _target_text(("uber2014", "tlc2015"))
+    assert _target_text(("gcp8", "tlc2015")).startswith("street hails per hour")
