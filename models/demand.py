@@ -4,7 +4,9 @@ Statistical demand is a :class:`DemandTable`: for every directed link of one roa
 (identified by its tile database's ``source_sha256`` and edge count), the expected number of
 street hails per hour, per 30-minute slot and day type, already scaled to absolute rates (the
 factor is kept in ``scale_factor`` and documented where it is computed), plus what a pickup on
-the link pays and where it goes.
+the link pays and where it goes. The rates may rest on app pickups (the Uber April 2014 month)
+scaled to the yellow-cab volume; fares, trip times and drop-offs only on records that carry
+them (yellow cabs). ``demand.json`` says which file gave which column (``sources``, schema 2).
 
 A planning tick reads a :class:`TickDemand`: the same quantities restricted to the links it
 considers and to the slots its horizon covers, whichever source produced them (statistics or the
