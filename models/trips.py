@@ -502,21 +502,22 @@ def _read_file(
             if first is None:
                 raise DemandDataError(f"trip file {p} is empty")
             fmt, idx, has_header = _detect(p, first)
-            rows = list(reader)
+            # exact duplicates: each distinct row once, in the order of its first occurrence
+            # (a dict keeps the first insertion's place; the tuples share the row's strings)
+            distinct: dict[tuple[str, ...], None] = {}
+            n_rows = 0
             if not has_header:
-                rows.insert(0, first)
+                distinct[tuple(first)] = None
+                n_rows = 1
+            for row in reader:
+                n_rows += 1
+                distinct[tuple(row)] = None
         except OSError as e:
             raise DemandDataError(f"cannot read trip file {p}: {e}") from e
         except (zipfile.BadZipFile, EOFError, zlib.error) as e:
             raise DemandDataError(f"trip file {p} is a damaged zip: {e}") from e
-    n_rows = len(rows)
-    # exact duplicates: the first occurrence of each distinct row, in file order
-    sep = "\x1f"
-    first_of: dict[str, int] = {}
-    for i, r in enumerate(rows):
-        first_of.setdefault(sep.join(r), i)
-    urows = [rows[i] for i in first_of.values()]
-    del first_of, rows
+    urows = list(distinct)
+    del distinct
     n_dup = n_rows - len(urows)
     if fmt == "tlc2015":
         i_t, i_lon, i_lat = (idx[h] for h in _HEADER_2015)
@@ -568,23 +569,23 @@ def _read_file(
     dlon, dlat, fare, dist, dur = (np.full(n, np.nan) for _ in range(5))
     if fmt != "uber2014":  # uber2014: pickups only (no drop-off, fare, distance or trip time)
         for j, i in enumerate(kept.tolist()):
-            row = urows[i]
+            rec = urows[i]
             try:
                 if fmt == "tlc2015":
                     if "dropoff_longitude" in idx:
-                        dlon[j] = _float(row[idx["dropoff_longitude"]])
+                        dlon[j] = _float(rec[idx["dropoff_longitude"]])
                     if "dropoff_latitude" in idx:
-                        dlat[j] = _float(row[idx["dropoff_latitude"]])
+                        dlat[j] = _float(rec[idx["dropoff_latitude"]])
                     if "fare_amount" in idx:
-                        fare[j] = _float(row[idx["fare_amount"]])
+                        fare[j] = _float(rec[idx["fare_amount"]])
                     if "trip_distance" in idx:
-                        dist[j] = _float(row[idx["trip_distance"]]) * MILE_M
+                        dist[j] = _float(rec[idx["trip_distance"]]) * MILE_M
                     if "tpep_dropoff_datetime" in idx:
-                        t_off = _parse_time(row[idx["tpep_dropoff_datetime"]])
+                        t_off = _parse_time(rec[idx["tpep_dropoff_datetime"]])
                         pickup = valid[int(sid[i])][0]
                         dur[j] = (t_off - pickup).total_seconds()
                 else:
-                    fare[j], dlon[j], dlat[j] = _float(row[0]), _float(row[4]), _float(row[5])
+                    fare[j], dlon[j], dlat[j] = _float(rec[0]), _float(rec[4]), _float(rec[5])
             except (ValueError, IndexError):
                 pass  # the pickup stays; what failed stays NaN
         zero = (dlon == 0.0) & (dlat == 0.0)
