@@ -231,7 +231,7 @@ class _CountingSession:
 def test_one_batched_call_per_tick(trained_model_dir: Path, near_links: np.ndarray) -> None:
     model = DemandModel(trained_model_dir)
     counting = _CountingSession(model.session)
-    model.session = counting  # type: ignore[assignment]
+    model.session = counting
     tick = model.tick(near_links, TUE_18H + 10, horizon_min=60)
     assert counting.calls == 1 and counting.rows == [near_links.size]
     # the current slot is the model's own answer; later slots carry its correction of statistics
