@@ -4,7 +4,9 @@ Statistical demand is a :class:`DemandTable`: for every directed link of one roa
 (identified by its tile database's ``source_sha256`` and edge count), the expected number of
 street hails per hour, per 30-minute slot and day type, already scaled to absolute rates (the
 factor is kept in ``scale_factor`` and documented where it is computed), plus what a pickup on
-the link pays and where it goes.
+the link pays and where it goes. The rates may rest on app pickups (the Uber April 2014 month)
+scaled to the yellow-cab volume; fares, trip times and drop-offs only on records that carry
+them (yellow cabs). ``demand.json`` says which file gave which column (``sources``, schema 2).
 
 A planning tick reads a :class:`TickDemand`: the same quantities restricted to the links it
 considers and to the slots its horizon covers, whichever source produced them (statistics or the
@@ -29,7 +31,10 @@ import numpy.typing as npt
 from models.errors import DemandDataError
 from tiles.fileio import atomic_write_bytes
 
-SCHEMA_VERSION = 1
+#: 2: demand.json says which input file gave which column (``sources``) and the days it was
+#: built from (``days``); a schema-1 table (without them) still loads
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 DAY_TYPES: tuple[str, ...] = ("weekday", "saturday", "sunday_holiday")
 SLOT_MINUTES = 30
 SLOTS_PER_DAY = 24 * 60 // SLOT_MINUTES
@@ -170,7 +175,7 @@ class DemandTable:
             raise DemandDataError(f"no demand table in {d}: {e.filename} missing") from e
         except (OSError, ValueError, json.JSONDecodeError) as e:
             raise DemandDataError(f"demand table in {d} is corrupt: {e}") from e
-        if doc.get("schema_version") != SCHEMA_VERSION:
+        if doc.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise DemandDataError(f"demand table in {d} has schema {doc.get('schema_version')!r}")
         try:
             table = DemandTable(
@@ -196,6 +201,14 @@ class DemandTable:
             raise DemandDataError(f"demand table in {d} lacks {e}") from e
         table.validate()
         return table
+
+    @property
+    def sources(self) -> dict[str, list[dict[str, Any]]] | None:
+        """Which input file gave which column (``pickup_rate``, ``fare``, ``trip_time``,
+        ``trip_distance``, ``dropoff``; see :func:`models.statistics.column_sources`); None for
+        a table saved before schema 2."""
+        src = self.meta.get("sources")
+        return src if isinstance(src, dict) else None
 
     def rates(self, edge_ids: npt.ArrayLike, minutes_of_week: npt.ArrayLike) -> F32:
         """Expected hails per hour, shape (len(minutes), len(edge_ids))."""

@@ -30,6 +30,7 @@ on (motorway, private, pier) get zero.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import math
@@ -44,7 +45,7 @@ import numpy.typing as npt
 from models.demand import DAY_TYPES, SLOTS_PER_DAY, CellGrid, DemandTable
 from models.errors import DemandDataError
 from models.snap import SnapConfig, Snapped, snap_pickups
-from models.trips import Trips, read_trips
+from models.trips import FORMAT_DESCRIPTIONS, FORMAT_RECORDS, Trips, day_ranges, read_trips
 from tiles import Graph, TileStore
 from tiles.fileio import sha256_file
 from tiles.geo import haversine_m
@@ -55,6 +56,9 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 METRES_PER_DEG_LAT = 111_320.0
+#: demand.json lists the dates a table was built from as ranges when there are at most this many
+#: (a random sample over seven years has ~1,700 one-day ranges: first/last/count only)
+MAX_DAY_RANGES_LISTED = 100
 
 
 @dataclass(frozen=True)
@@ -218,18 +222,31 @@ def build_demand_table(
     config: StatsConfig = StatsConfig(),
     snap_config: SnapConfig = SnapConfig(),
     windows: dict[int, set[int]] | None = None,
+    days: frozenset[dt.date] | None = None,
 ) -> tuple[DemandTable, dict[str, Any]]:
     """Statistical demand for every link of ``store`` from the given trip files; and a report.
 
     ``windows`` keeps only some windows of windows-mode files (file index -> window indices),
     so that other windows can be held out for evaluation.
+
+    ``days`` keeps only the pickups on those local dates for the *rates* (e.g. to build demand
+    from other days than a simulation replays); fares, trip times, distances and drop-offs still
+    come from every record of the files that carry them, whatever its date (pickup-only files
+    have none, and a per-link fare is not what a replay of those days tests).
     """
     g = full_graph(store)
     grid = make_grid(g, config.cell_m)
-    trips = read_trips(list(trip_files), network_bbox(grid))
+    bbox = network_bbox(grid)
+    trips = read_trips(list(trip_files), bbox, days=days)
     for fi, keep in (windows or {}).items():
         trips = trips.restrict_windows(fi, keep)
-    return build_from_trips(store, g, trips, config, snap_config)
+    value_trips = None
+    if days is not None:
+        with_values = [
+            f for f, fmt in zip(trip_files, trips.formats, strict=True) if FORMAT_RECORDS[fmt][1:]
+        ]
+        value_trips = read_trips(with_values, bbox) if with_values else None
+    return build_from_trips(store, g, trips, config, snap_config, value_trips=value_trips)
 
 
 def build_from_trips(
@@ -238,14 +255,20 @@ def build_from_trips(
     trips: Trips,
     config: StatsConfig = StatsConfig(),
     snap_config: SnapConfig = SnapConfig(),
+    value_trips: Trips | None = None,
 ) -> tuple[DemandTable, dict[str, Any]]:
-    """The statistical table from already-read trips (see :func:`build_demand_table`)."""
+    """The statistical table from already-read trips (see :func:`build_demand_table`).
+
+    Rates come from every pickup of ``trips``; fares, trip times, distances and drop-offs from
+    those of ``value_trips`` (default: ``trips``) that carry them.
+    """
     grid = make_grid(g, config.cell_m)
     if trips.n == 0:
         raise DemandDataError("no trip in the given files has a pickup inside the road network")
     snapped = snap_pickups(
         g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
     )
+    rate_trips, rate_snapped = trips, snapped
     allowed = g.cruise_allowed()
     mid_lon, mid_lat = edge_midpoints(g)
     edge_cell = grid.cell_of(mid_lon, mid_lat)
@@ -255,6 +278,11 @@ def build_from_trips(
         counts, exposure, edge_cell, grid.n_cells, g.length_m.astype(np.float64), allowed, config
     )
     # fares, distances, durations of trips starting on each link (shrunk toward the cell's)
+    if value_trips is not None:
+        trips = value_trips
+        snapped = snap_pickups(
+            g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
+        )
     trip_i, edge_i, w = snapped.edge_weights(g.n)
     measured = np.isfinite(trips.distance_m)
     straight = haversine_m(trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat)
@@ -280,17 +308,31 @@ def build_from_trips(
         out[name] = _shrunk_mean(v, w, edge_i, g.n, cell_mean[edge_cell], config.k_fare)
     fare_q = _fare_quantiles(trips.fare[trip_i], edge_i, cells_e, edge_cell, g.n, config)
     dropoff = _dropoff_matrix(trips, grid, snapped, config)
+    sources = column_sources(trips, snapped.ok, distance, duration, grid)
+    sources["pickup_rate"] = column_sources(
+        rate_trips, rate_snapped.ok, rate_trips.lon, rate_trips.lon, grid
+    )["pickup_rate"]
+    lacking = [c for c in ("fare", "trip_time", "dropoff") if not sources[c]]
+    if lacking:
+        raise DemandDataError(
+            f"no input file gives {', '.join(lacking)} for pickups inside the network (app"
+            " pickups have none): add a yellow-cab trip file"
+        )
     sha = hashlib.sha256()
-    for f in trips.files:
+    for f in rate_trips.files:
         sha.update(file_sha256(Path(f)).encode())
-    sha.update(repr([[w.start for w in ws] for ws in trips.windows]).encode())
-    sha.update(repr(trips.citywide).encode())
+    sha.update(repr([[w.start for w in ws] for ws in rate_trips.windows]).encode())
+    sha.update(repr(rate_trips.citywide).encode())
     sha.update(store.meta.get("source_sha256", "").encode())
     sha.update(repr(sorted(asdict(config).items())).encode())
     sha.update(repr(sorted(asdict(snap_config).items())).encode())
+    if rate_trips.days is not None:
+        sha.update(repr(sorted(rate_trips.days)).encode())
     version = f"stat-{sha.hexdigest()[:12]}"
-    real_trips = sum(config.trips_per_day_citywide / 24.0 * float(c.sum()) for c in trips.covered_h)
-    scale = float(real_trips / max(sum(trips.citywide), 1))
+    real_trips = sum(
+        config.trips_per_day_citywide / 24.0 * float(c.sum()) for c in rate_trips.covered_h
+    )
+    scale = float(real_trips / max(sum(rate_trips.citywide), 1))
     citywide_total_per_day = config.trips_per_day_citywide
     area_per_day = float(
         sum(rates[d].sum() * 0.5 * days for d, days in enumerate(_days_per_week_of_type())) / 7.0
@@ -298,16 +340,18 @@ def build_from_trips(
     report = {
         "inputs": [
             {**f, "sha256": file_sha256(Path(f["path"])), "real_trips_per_sample_trip": ip}
-            for f, ip in zip(trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]
+            for f, ip in zip(rate_trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]
         ],
-        "snapping": {**snapped.summary(), **asdict(snap_config)},
-        "pickups_snapped": int(np.sum(snapped.ok)),
+        "snapping": {**rate_snapped.summary(), **asdict(snap_config)},
+        "pickups_snapped": int(np.sum(rate_snapped.ok)),
         "scale": {
             "trips_per_day_citywide": citywide_total_per_day,
             "source": "NYC TLC Factbook 2014: ~485,000 yellow-cab trips per day",
             "rule": "rate = pickups / sum_f(pi_f * covered_h_f); pi_f = N_f/(485000/24 * H_f)",
             "scale_factor_meaning": "real trips per sample trip, pooled over the input files",
         },
+        "sources": sources,
+        "days": days_built_from(rate_trips),
         "network_area_pickups_per_day": round(area_per_day, 1),
         "max_link_pickups_per_h": round(float(rates.max()), 3),
         "measured_detour_factor": round(detour, 4),
@@ -331,6 +375,62 @@ def build_from_trips(
     )
     table.validate()
     return table, report
+
+
+def column_sources(
+    trips: Trips, used: npt.NDArray[np.bool_], distance: F64, duration: F64, grid: CellGrid
+) -> dict[str, list[dict[str, Any]]]:
+    """Which input file gave which column of the table, with how many records each.
+
+    ``pickup_rate`` counts every snapped pickup (all formats); ``fare``, ``trip_time``,
+    ``trip_distance`` and ``dropoff`` count only the snapped pickups that carry that value, so
+    pickup-only files (the Uber month) appear under ``pickup_rate`` alone.
+    """
+    has_dropoff = (
+        np.isfinite(trips.dropoff_lon)
+        & np.isfinite(trips.dropoff_lat)
+        & (grid.cell_of(trips.lon, trips.lat) >= 0)
+    )
+    columns = {
+        "pickup_rate": used,
+        "fare": used & np.isfinite(trips.fare),
+        "trip_time": used & np.isfinite(duration),
+        "trip_distance": used & np.isfinite(distance),
+        "dropoff": used & has_dropoff,
+    }
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, mask in columns.items():
+        per_file = np.bincount(trips.file_index[mask], minlength=len(trips.files))
+        out[name] = [
+            {
+                "path": f,
+                "sha256": file_sha256(Path(f)),
+                "format": trips.formats[i],
+                "kind": FORMAT_DESCRIPTIONS[trips.formats[i]],
+                "records": int(per_file[i]),
+            }
+            for i, f in enumerate(trips.files)
+            if per_file[i] > 0
+        ]
+    return out
+
+
+def days_built_from(trips: Trips) -> dict[str, Any]:
+    """The local dates the table was built from: first, last, how many, and as ranges (the
+    ``days`` filter when one was given, else the dates with a kept pickup when few)."""
+    dates = {dt.date.fromordinal(int(o)) for o in np.unique(trips.pickup_date_ord)}
+    ranges = day_ranges(trips.days if trips.days is not None else dates)
+    return {
+        "filter": None
+        if trips.days is None
+        else [[a.isoformat(), b.isoformat()] for a, b in day_ranges(trips.days)],
+        "first": min(dates).isoformat() if dates else None,
+        "last": max(dates).isoformat() if dates else None,
+        "dates_with_pickups": len(dates),
+        "ranges": [[a.isoformat(), b.isoformat()] for a, b in ranges]
+        if len(ranges) <= MAX_DAY_RANGES_LISTED
+        else None,
+    }
 
 
 def _days_per_week_of_type() -> tuple[float, float, float]:

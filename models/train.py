@@ -69,7 +69,7 @@ from models.statistics import (
     pickup_counts,
     rates_from_counts,
 )
-from models.trips import Trips, read_trips
+from models.trips import FORMAT_DESCRIPTIONS, Trips, read_trips
 from tiles import Graph, TileStore
 from tiles.geo import LocalProjection
 
@@ -374,12 +374,15 @@ def train_model(
         "statistics_version": table.version,
         "network_sha256": table.network_sha256,
         "n_edges": table.n_edges,
+        "target": _target_text(trips.formats),
         "training": {
             "tiles": str(store.path),
             "train_files": [
                 {
                     "path": str(f),
                     "sha256": file_sha256(Path(f)),
+                    "format": trips.formats[i],
+                    "kind": FORMAT_DESCRIPTIONS[trips.formats[i]],
                     "mode": trips.mode[i],
                     "windows_used": (
                         sorted(train_windows)
@@ -404,6 +407,17 @@ def train_model(
     }
     _atomic_write(d / MODEL_JSON, lambda fh: fh.write(json.dumps(doc, indent=2).encode()))
     return doc
+
+
+def _target_text(formats: tuple[str, ...]) -> str:
+    """What the model's output means, given the formats of the pickups it learnt from."""
+    if "uber2014" in formats:
+        return (
+            "pickups per hour learnt from app pickups (the Uber April 2014 month) and street"
+            " hails (TLC yellow cabs), scaled to the yellow-cab citywide volume: app demand"
+            " stands in for street hails where and when they follow it (docs/demand.md, Sources)"
+        )
+    return "street hails per hour (TLC yellow-cab pickups, scaled to the citywide volume)"
 
 
 def _sub(s: Snapped, mask: npt.NDArray[np.bool_]) -> Snapped:

@@ -1,33 +1,44 @@
-"""Reading NYC TLC yellow-cab trip files into numpy arrays, dropping bad rows by reason.
+"""Reading NYC trip files (TLC yellow-cab trips, Uber app pickups) into numpy arrays, dropping
+bad rows by reason.
 
-Two formats are understood (both present in ``data/trips``):
+Three formats are understood (all present in ``data/trips``), recognised by their header:
 
 * the TLC 2015 schema, with a header: ``tpep_pickup_datetime``, ``tpep_dropoff_datetime``,
   ``pickup_longitude/latitude``, ``dropoff_longitude/latitude``, ``trip_distance`` (miles),
   ``fare_amount``, ...;
 * the headerless 8-column sample (``fare_amount, pickup_datetime, pickup_lon, pickup_lat,
   dropoff_lon, dropoff_lat, passenger_count, key``) whose datetimes are local New York time
-  despite their "UTC" label.
+  despite their "UTC" label;
+* the Uber 2014 pickups released to FiveThirtyEight (``Date/Time, Lat, Lon, Base``, times
+  ``M/D/YYYY H:MM:SS`` local New York time): pickups only -- no drop-off, fare or trip time.
+
+A file may be a zip holding exactly one CSV (``__MACOSX/`` entries and dot-files are ignored);
+it is streamed, never unpacked, and bounded by ``MAX_TRIP_FILE_BYTES`` uncompressed.
 
 Times stay local wall-clock time (minute of week, day type) because demand follows the city's
-clock. A row is dropped, and counted under its reason, when its pickup time or coordinates do
-not parse, are missing (blank or 0,0), or lie outside the given bounding box. A row whose fare
-or drop-off is unusable keeps its pickup (demand) but not its fare/drop-off (NaN).
+clock. Exact duplicate rows (every field equal to an earlier row of the same file) are read once
+and counted (``Trips.duplicates``). A row is dropped, and counted under its reason, when its
+pickup time or coordinates do not parse, are missing (blank or 0,0), or lie outside the given
+bounding box. A row whose fare or drop-off is unusable keeps its pickup (demand) but not its
+fare/drop-off (NaN).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import datetime as dt
 import io
-import itertools
 import logging
 import os
+import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +60,22 @@ FARE_RANGE = (2.5, 500.0)
 DURATION_RANGE_S = (30.0, 4 * 3600.0)
 
 _HEADER_2015 = ("tpep_pickup_datetime", "pickup_longitude", "pickup_latitude")
+_HEADER_UBER = ("date/time", "lat", "lon", "base")
+#: longest single range ``parse_days`` accepts (a typo like 2041 should not allocate years)
+MAX_DAYS = 366 * 20
+
+#: what each format records besides the pickup (time and place): the demand table takes rates
+#: from every pickup, and fares / trip times / drop-offs only from files that record them
+FORMAT_RECORDS: dict[str, tuple[str, ...]] = {
+    "tlc2015": ("pickup", "dropoff", "fare", "trip_time", "trip_distance"),
+    "gcp8": ("pickup", "dropoff", "fare"),
+    "uber2014": ("pickup",),
+}
+FORMAT_DESCRIPTIONS: dict[str, str] = {
+    "tlc2015": "NYC TLC yellow-cab trips, 2015 schema (street hails and dispatch)",
+    "gcp8": "NYC TLC yellow-cab trips, 8-column sample (street hails and dispatch)",
+    "uber2014": "Uber app pickups, NYC 2014 (FiveThirtyEight FOIL): app demand, pickups only",
+}
 
 DROP_REASONS = (
     "unparsable_pickup_time",
@@ -89,6 +116,14 @@ class Trips:
     windows: tuple[tuple[Window, ...], ...] = field(default=())
     #: per trip: index of its window in its file's ``windows`` (-1 for span samples)
     window: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: per file: exact duplicate rows (every field equal to an earlier row) read once only
+    duplicates: tuple[int, ...] = field(default=())
+    #: per file: rows with a valid pickup time on a date outside ``days`` (not read)
+    outside_days: tuple[int, ...] = field(default=())
+    #: per file: its format (a key of ``FORMAT_RECORDS``)
+    formats: tuple[str, ...] = field(default=())
+    #: the local dates the files were restricted to (None: every date)
+    days: frozenset[dt.date] | None = None
 
     @property
     def n(self) -> int:
@@ -116,6 +151,10 @@ class Trips:
             mode=self.mode,
             windows=self.windows,
             window=self.window[mask],
+            duplicates=self.duplicates,
+            outside_days=self.outside_days,
+            formats=self.formats,
+            days=self.days,
         )
 
     def restrict_windows(self, file_index: int, keep: set[int]) -> Trips:
@@ -149,7 +188,11 @@ class Trips:
             "files": [
                 {
                     "path": f,
+                    "format": fmt,
+                    "records": list(FORMAT_RECORDS[fmt]),
                     "rows": r,
+                    "duplicates_removed": dup,
+                    "outside_days": od,
                     "kept": int(np.sum(self.file_index == i)),
                     "dropped": dict(d),
                     "citywide_valid": c,
@@ -157,10 +200,13 @@ class Trips:
                     "covered_h": round(float(h.sum()), 3),
                     "windows": [w.to_json() for w in ws],
                 }
-                for i, (f, r, d, c, m, h, ws) in enumerate(
+                for i, (f, fmt, r, dup, od, d, c, m, h, ws) in enumerate(
                     zip(
                         self.files,
+                        self.formats,
                         self.rows_read,
+                        self.duplicates,
+                        self.outside_days,
                         self.dropped,
                         self.citywide,
                         self.mode,
@@ -234,7 +280,9 @@ class Window:
 
 
 def coverage(
-    times: list[dt.datetime], window_gap_s: float = WINDOW_GAP_S
+    times: list[dt.datetime],
+    window_gap_s: float = WINDOW_GAP_S,
+    days: frozenset[dt.date] | None = None,
 ) -> tuple[str, F64, tuple[Window, ...]]:
     """What time a trip file covers: its mode, the hours of each (day type, slot) it covers,
     and (windows mode) its windows in time order.
@@ -243,7 +291,8 @@ def coverage(
     ``window_gap_s`` is a census of short windows (the 2015-06 file: every trip of four 2-15
     minute windows): it covers the union of intervals between consecutive pickups closer than
     ``window_gap_s``. Otherwise it is a random sample of every trip between its first and last
-    date, and each date in that span covers all 48 slots of its day type. (The 2009-2015 samples
+    date, and each date in that span (and in ``days``, when given) covers all 48 slots of its
+    day type. (The 2009-2015 samples
     are drawn by hashing the pickup timestamp: every trip of 1,678 random timestamps, up to 197
     trips on one timestamp; each trip is still included with the same probability, so counts
     estimate relative intensity without bias, with more variance than independent draws.)
@@ -271,7 +320,8 @@ def coverage(
         return "windows", cov, tuple(windows)
     d = ts[0].date()
     while d <= ts[-1].date():
-        cov[day_type_of_date(d)] += 0.5
+        if days is None or d in days:
+            cov[day_type_of_date(d)] += 0.5
         d += dt.timedelta(days=1)
     return "span", cov, ()
 
@@ -288,162 +338,339 @@ def _add_interval(cov: F64, a: dt.datetime, b: dt.datetime) -> None:
         t = end
 
 
+def parse_days(text: str) -> frozenset[dt.date]:
+    """Days from ``2014-04-01..2014-04-23,2014-04-25`` (inclusive ranges and single dates)."""
+    days: set[dt.date] = set()
+    for part in (t.strip() for t in text.split(",")):
+        if not part:
+            continue
+        a, sep, b = part.partition("..")
+        try:
+            first = dt.date.fromisoformat(a.strip())
+            last = dt.date.fromisoformat(b.strip()) if sep else first
+        except ValueError:
+            raise DemandDataError(
+                f"days: expected YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD, not {part!r}"
+            ) from None
+        if last < first:
+            raise DemandDataError(f"days: {part!r} ends before it starts")
+        if (last - first).days > MAX_DAYS:
+            raise DemandDataError(f"days: {part!r} spans more than {MAX_DAYS} days")
+        days.update(first + dt.timedelta(days=k) for k in range((last - first).days + 1))
+    if not days:
+        raise DemandDataError("days: no day given")
+    return frozenset(days)
+
+
+def day_ranges(days: frozenset[dt.date] | set[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive runs of ``days`` as (first, last) pairs, in order."""
+    out: list[tuple[dt.date, dt.date]] = []
+    for d in sorted(days):
+        if out and d - out[-1][1] == dt.timedelta(days=1):
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
+
+
+def _zip_member(zf: zipfile.ZipFile, p: Path) -> zipfile.ZipInfo:
+    """The one CSV member of a trip zip (``__MACOSX/`` resource forks and dot-files ignored)."""
+    csvs = [
+        i
+        for i in zf.infolist()
+        if not i.is_dir()
+        and not any(part == "__MACOSX" for part in PurePosixPath(i.filename).parts)
+        and not PurePosixPath(i.filename).name.startswith(".")
+        and i.filename.lower().endswith(".csv")
+    ]
+    if len(csvs) != 1:
+        names = ", ".join(i.filename for i in csvs)
+        raise DemandDataError(
+            f"trip file {p}: the zip holds {len(csvs)} CSV files"
+            + (f" ({names})" if names else "")
+            + ", expected exactly one"
+        )
+    if csvs[0].file_size > MAX_TRIP_FILE_BYTES:
+        raise DemandDataError(
+            f"trip file {p}: {csvs[0].filename} is {csvs[0].file_size} bytes, over the bound"
+        )
+    return csvs[0]
+
+
+def _open_rows(p: Path, stack: contextlib.ExitStack) -> Iterator[list[str]]:
+    """CSV rows of a trip file, plain or zipped (streamed from the zip, bounded)."""
+    size = p.stat().st_size
+    if size > MAX_TRIP_FILE_BYTES:
+        raise DemandDataError(f"trip file {p} is {size} bytes, over the bound")
+    if p.suffix.lower() == ".zip" or zipfile.is_zipfile(p):
+        try:
+            zf = stack.enter_context(zipfile.ZipFile(p))
+        except zipfile.BadZipFile as e:
+            raise DemandDataError(f"trip file {p} is not a readable zip: {e}") from e
+        raw = stack.enter_context(zf.open(_zip_member(zf, p)))
+        text = stack.enter_context(
+            io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        )
+        return csv.reader(text)
+    return csv.reader(io.StringIO(p.read_text(encoding="utf-8-sig", errors="replace")))
+
+
+def _detect(p: Path, first: list[str]) -> tuple[str, dict[str, int], bool]:
+    """(format, column index by lower-case name, whether ``first`` is a header)."""
+    header = [c.strip().lower() for c in first]
+    idx = {h: i for i, h in enumerate(header)}
+    if all(h in idx for h in _HEADER_2015):
+        return "tlc2015", idx, True
+    if all(h in idx for h in _HEADER_UBER):
+        return "uber2014", idx, True
+    if len(first) == 8:
+        return "gcp8", {}, False
+    raise DemandDataError(
+        f"trip file {p}: neither the TLC 2015 header, the Uber 2014 header (Date/Time, Lat,"
+        " Lon, Base) nor the 8-column sample format"
+    )
+
+
+#: (local time, its date, minute of week, day type, date ordinal, seconds since 1970 local)
+_Stamp = tuple[dt.datetime, dt.date, int, int, int, float]
+_NO_STAMP: _Stamp = (dt.datetime(1970, 1, 1), dt.date(1970, 1, 1), 0, 0, 0, 0.0)
+
+
+def _stamp(
+    text: str,
+    parse: Callable[[str], dt.datetime],
+    epoch: dt.datetime,
+    day_types: dict[dt.date, int],
+) -> _Stamp | None:
+    try:
+        t = parse(text)
+    except ValueError:
+        return None
+    d = t.date()
+    dtype = day_types.get(d)
+    if dtype is None:
+        dtype = day_types[d] = day_type_of_date(d)
+    mow = t.weekday() * 1440 + t.hour * 60 + t.minute
+    return t, d, mow, dtype, d.toordinal(), (t.replace(tzinfo=None) - epoch).total_seconds()
+
+
+def _parse_uber_time(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text.strip(), "%m/%d/%Y %H:%M:%S")
+
+
+@dataclass
+class _FileRead:
+    """What one file gave: per-trip arrays of its kept trips and its counts."""
+
+    arrays: dict[str, npt.NDArray[Any]]
+    rows: int
+    duplicates: int
+    outside_days: int
+    reasons: Counter[str]
+    fmt: str
+    citywide: int  # valid pickups anywhere (before the area filter)
+    city_times: list[dt.datetime]  # their times (for the coverage)
+
+
+def _coords(texts: list[str | None]) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """Parsed coordinates (NaN when blank) and which texts did not parse at all."""
+    try:
+        return np.array(texts, dtype=np.float64), np.zeros(len(texts), dtype=bool)
+    except (ValueError, TypeError):
+        pass  # some text is blank, missing or junk: one by one
+    vals = np.empty(len(texts), dtype=np.float64)
+    bad = np.zeros(len(texts), dtype=bool)
+    for i, t in enumerate(texts):
+        try:
+            vals[i] = _float(t)
+        except ValueError:
+            vals[i], bad[i] = np.nan, True
+    return vals, bad
+
+
+def _read_file(
+    p: Path,
+    bbox: tuple[float, float, float, float],
+    days: frozenset[dt.date] | None,
+    day_types: dict[dt.date, int],
+) -> _FileRead:
+    epoch = dt.datetime(1970, 1, 1)
+    with contextlib.ExitStack() as stack:
+        try:
+            reader = _open_rows(p, stack)
+            first = next(reader, None)
+            if first is None:
+                raise DemandDataError(f"trip file {p} is empty")
+            fmt, idx, has_header = _detect(p, first)
+            # exact duplicates: each distinct row once, in the order of its first occurrence
+            # (a dict keeps the first insertion's place; the tuples share the row's strings)
+            distinct: dict[tuple[str, ...], None] = {}
+            n_rows = 0
+            if not has_header:
+                distinct[tuple(first)] = None
+                n_rows = 1
+            for row in reader:
+                n_rows += 1
+                distinct[tuple(row)] = None
+        except OSError as e:
+            raise DemandDataError(f"cannot read trip file {p}: {e}") from e
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise DemandDataError(f"trip file {p} is a damaged zip: {e}") from e
+    urows = list(distinct)
+    del distinct
+    n_dup = n_rows - len(urows)
+    if fmt == "tlc2015":
+        i_t, i_lon, i_lat = (idx[h] for h in _HEADER_2015)
+    elif fmt == "uber2014":
+        i_t, i_lon, i_lat = idx["date/time"], idx["lon"], idx["lat"]
+    else:
+        i_t, i_lon, i_lat = 1, 2, 3
+    parse_time = _parse_uber_time if fmt == "uber2014" else _parse_time
+    reasons: Counter[str] = Counter()
+
+    # pickup times: each distinct text parsed once (minute-resolution files repeat them)
+    t_texts = [r[i_t] if len(r) > i_t else None for r in urows]
+    stamp_of: dict[str | None, int] = {}
+    stamps: list[_Stamp | None] = []
+    sid = np.empty(len(urows), dtype=np.int64)
+    for i, text in enumerate(t_texts):
+        k = stamp_of.get(text)
+        if k is None:
+            k = stamp_of[text] = len(stamps)
+            stamps.append(None if text is None else _stamp(text, parse_time, epoch, day_types))
+        sid[i] = k
+    ok_stamp = np.array([s is not None for s in stamps], dtype=bool)
+    valid = [s if s is not None else _NO_STAMP for s in stamps]
+    s_mow = np.array([s[2] for s in valid], dtype=np.int64)
+    s_dtype = np.array([s[3] for s in valid], dtype=np.int64)
+    s_ord = np.array([s[4] for s in valid], dtype=np.int64)
+    s_ts = np.array([s[5] for s in valid], dtype=np.float64)
+    s_in_days = np.array([days is None or s[1] in days for s in valid], dtype=bool)
+
+    time_ok = ok_stamp[sid]
+    reasons["unparsable_pickup_time"] = int(np.sum(~time_ok))
+    in_days = time_ok & s_in_days[sid]
+    n_days = int(np.sum(time_ok & ~in_days))
+    lon, bad_lon = _coords([r[i_lon] if len(r) > i_lon else "x" for r in urows])
+    lat, bad_lat = _coords([r[i_lat] if len(r) > i_lat else "x" for r in urows])
+    coord_bad = bad_lon | bad_lat
+    reasons["unparsable_coordinates"] = int(np.sum(in_days & coord_bad))
+    parsed = in_days & ~coord_bad
+    with np.errstate(invalid="ignore"):
+        present = np.isfinite(lon) & np.isfinite(lat) & ~((lon == 0.0) & (lat == 0.0))
+        inside = (lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3])
+    reasons["missing_coordinates"] = int(np.sum(parsed & ~present))
+    city = parsed & present
+    reasons["outside_area"] = int(np.sum(city & ~inside))
+    keep = city & inside
+    city_times = [valid[c][0] for c in sid[city].tolist()]
+    kept = np.flatnonzero(keep)
+    n = kept.size
+    dlon, dlat, fare, dist, dur = (np.full(n, np.nan) for _ in range(5))
+    if fmt != "uber2014":  # uber2014: pickups only (no drop-off, fare, distance or trip time)
+        for j, i in enumerate(kept.tolist()):
+            rec = urows[i]
+            try:
+                if fmt == "tlc2015":
+                    if "dropoff_longitude" in idx:
+                        dlon[j] = _float(rec[idx["dropoff_longitude"]])
+                    if "dropoff_latitude" in idx:
+                        dlat[j] = _float(rec[idx["dropoff_latitude"]])
+                    if "fare_amount" in idx:
+                        fare[j] = _float(rec[idx["fare_amount"]])
+                    if "trip_distance" in idx:
+                        dist[j] = _float(rec[idx["trip_distance"]]) * MILE_M
+                    if "tpep_dropoff_datetime" in idx:
+                        t_off = _parse_time(rec[idx["tpep_dropoff_datetime"]])
+                        pickup = valid[int(sid[i])][0]
+                        dur[j] = (t_off - pickup).total_seconds()
+                else:
+                    fare[j], dlon[j], dlat[j] = _float(rec[0]), _float(rec[4]), _float(rec[5])
+            except (ValueError, IndexError):
+                pass  # the pickup stays; what failed stays NaN
+        zero = (dlon == 0.0) & (dlat == 0.0)
+        dlon[zero] = dlat[zero] = np.nan
+        with np.errstate(invalid="ignore"):
+            fare[~((fare >= FARE_RANGE[0]) & (fare <= FARE_RANGE[1]))] = np.nan
+            dur[~((dur >= DURATION_RANGE_S[0]) & (dur <= DURATION_RANGE_S[1]))] = np.nan
+            dist[~(dist > 0)] = np.nan
+    pick = sid[kept]
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "mow": s_mow[pick],
+        "dtype": s_dtype[pick],
+        "date": s_ord[pick],
+        "ts": s_ts[pick],
+        "lon": lon[kept],
+        "lat": lat[kept],
+        "dlon": dlon,
+        "dlat": dlat,
+        "fare": fare,
+        "dist": dist,
+        "dur": dur,
+    }
+    return _FileRead(arrays, n_rows, n_dup, n_days, reasons, fmt, int(np.sum(city)), city_times)
+
+
 def read_trips(
     paths: list[str | os.PathLike[str]],
     bbox: tuple[float, float, float, float],
+    days: frozenset[dt.date] | None = None,
 ) -> Trips:
-    """Read trip files; keep pickups inside ``bbox`` (min_lon, min_lat, max_lon, max_lat)."""
-    cols: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "mow",
-            "dtype",
-            "date",
-            "ts",
-            "lon",
-            "lat",
-            "dlon",
-            "dlat",
-            "fare",
-            "dist",
-            "dur",
-            "file",
-        )
-    }
-    rows_read: list[int] = []
-    dropped: list[dict[str, int]] = []
-    citywide: list[int] = []
+    """Read trip files; keep pickups inside ``bbox`` (min_lon, min_lat, max_lon, max_lat).
+
+    Exact duplicate rows (every field equal) are read once and counted per file. With ``days``,
+    only pickups on those local dates are read (the others are counted, not dropped as bad):
+    the file's coverage and citywide count are those of the kept days.
+    """
+    reads: list[_FileRead] = []
     covered: list[F64] = []
     windows: list[tuple[Window, ...]] = []
-    window_of_trip: list[int] = []
+    window_of_trip: list[I64] = []
     modes: list[str] = []
     epoch = dt.datetime(1970, 1, 1)
-    day_type_cache: dict[dt.date, int] = {}
-    for fi, path in enumerate(paths):
+    day_types: dict[dt.date, int] = {}
+    for path in paths:
         p = Path(path)
-        try:
-            size = p.stat().st_size
-            if size > MAX_TRIP_FILE_BYTES:
-                raise DemandDataError(f"trip file {p} is {size} bytes, over the bound")
-            text = p.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            raise DemandDataError(f"cannot read trip file {p}: {e}") from e
-        reader = csv.reader(io.StringIO(text))
-        first = next(reader, None)
-        if first is None:
-            raise DemandDataError(f"trip file {p} is empty")
-        header = [c.strip().lower() for c in first]
-        if all(h in header for h in _HEADER_2015):
-            idx = {h: i for i, h in enumerate(header)}
-            fmt = "tlc2015"
-            body: Iterator[list[str]] = reader
-        elif len(first) == 8:
-            fmt = "gcp8"
-            idx = {}
-            body = itertools.chain([first], reader)
-        else:
-            raise DemandDataError(
-                f"trip file {p}: neither the TLC 2015 header nor the 8-column sample format"
-            )
-        reasons: Counter[str] = Counter()
-        n_rows = 0
-        n_city = 0
-        city_times: list[dt.datetime] = []
-        for row in body:
-            n_rows += 1
-            try:
-                if fmt == "tlc2015":
-                    t = _parse_time(row[idx["tpep_pickup_datetime"]])
-                else:
-                    t = _parse_time(row[1])
-            except (ValueError, IndexError):
-                reasons["unparsable_pickup_time"] += 1
-                continue
-            try:
-                if fmt == "tlc2015":
-                    lon = _float(row[idx["pickup_longitude"]])
-                    lat = _float(row[idx["pickup_latitude"]])
-                else:
-                    lon, lat = _float(row[2]), _float(row[3])
-            except (ValueError, IndexError):
-                reasons["unparsable_coordinates"] += 1
-                continue
-            if not (np.isfinite(lon) and np.isfinite(lat)) or (lon == 0.0 and lat == 0.0):
-                reasons["missing_coordinates"] += 1
-                continue
-            n_city += 1
-            city_times.append(t)
-            if not (bbox[0] <= lon <= bbox[2] and bbox[1] <= lat <= bbox[3]):
-                reasons["outside_area"] += 1
-                continue
-            dlon = dlat = fare = dist = dur = float("nan")
-            try:
-                if fmt == "tlc2015":
-                    dlon = (
-                        _float(row[idx["dropoff_longitude"]])
-                        if "dropoff_longitude" in idx
-                        else dlon
-                    )
-                    dlat = (
-                        _float(row[idx["dropoff_latitude"]]) if "dropoff_latitude" in idx else dlat
-                    )
-                    fare = _float(row[idx["fare_amount"]]) if "fare_amount" in idx else fare
-                    if "trip_distance" in idx:
-                        dist = _float(row[idx["trip_distance"]]) * MILE_M
-                    if "tpep_dropoff_datetime" in idx:
-                        t_off = _parse_time(row[idx["tpep_dropoff_datetime"]])
-                        dur = (t_off - t).total_seconds()
-                else:
-                    fare, dlon, dlat = _float(row[0]), _float(row[4]), _float(row[5])
-            except (ValueError, IndexError):
-                pass  # the pickup stays; what failed stays NaN
-            if dlon == 0.0 and dlat == 0.0:
-                dlon = dlat = float("nan")
-            if not (FARE_RANGE[0] <= fare <= FARE_RANGE[1]):
-                fare = float("nan")
-            if not (DURATION_RANGE_S[0] <= dur <= DURATION_RANGE_S[1]):
-                dur = float("nan")
-            if not (dist > 0):
-                dist = float("nan")
-            d = t.date()
-            dtype = day_type_cache.get(d)
-            if dtype is None:
-                dtype = day_type_cache[d] = day_type_of_date(d)
-            cols["mow"].append(t.weekday() * 1440 + t.hour * 60 + t.minute)
-            cols["dtype"].append(dtype)
-            cols["date"].append(d.toordinal())
-            cols["ts"].append((t.replace(tzinfo=None) - epoch).total_seconds())
-            cols["lon"].append(lon)
-            cols["lat"].append(lat)
-            cols["dlon"].append(dlon)
-            cols["dlat"].append(dlat)
-            cols["fare"].append(fare)
-            cols["dist"].append(dist)
-            cols["dur"].append(dur)
-            cols["file"].append(fi)
-        rows_read.append(n_rows)
-        dropped.append({r: int(reasons.get(r, 0)) for r in DROP_REASONS})
-        citywide.append(n_city)
-        mode, cov, wins = coverage(city_times)
+        r = _read_file(p, bbox, days, day_types)
+        reads.append(r)
+        mode, cov, wins = coverage(r.city_times, days=days)
+        r.city_times = []  # only the coverage needs them
         modes.append(mode)
         windows.append(wins)
-        n_kept_before = len(window_of_trip)
-        n_kept_now = len(cols["ts"])
         if wins:
             starts = np.array([(w.start - epoch).total_seconds() for w in wins])
-            ts_new = np.asarray(cols["ts"][n_kept_before:n_kept_now])
-            window_of_trip.extend((np.searchsorted(starts, ts_new, side="right") - 1).tolist())
+            window_of_trip.append(
+                (np.searchsorted(starts, r.arrays["ts"], side="right") - 1).astype(np.int64)
+            )
         else:
-            window_of_trip.extend([-1] * (n_kept_now - n_kept_before))
+            window_of_trip.append(np.full(r.arrays["ts"].shape[0], -1, dtype=np.int64))
         covered.append(cov)
-        log.info("read %s: %d rows, dropped %s", p, n_rows, dict(reasons))
+        log.info(
+            "read %s (%s): %d rows, %d exact duplicates, dropped %s",
+            p,
+            r.fmt,
+            r.rows,
+            r.duplicates,
+            dict(r.reasons),
+        )
+
+    def cat(k: str, dtype: type[np.generic]) -> npt.NDArray[Any]:
+        parts = [r.arrays[k] for r in reads]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
     def i64(k: str) -> I64:
-        return np.asarray(cols[k], dtype=np.int64)
+        return cat(k, np.int64)
 
     def f64(k: str) -> F64:
-        return np.asarray(cols[k], dtype=np.float64)
+        return cat(k, np.float64)
 
+    file_index = (
+        np.concatenate(
+            [np.full(r.arrays["ts"].shape[0], fi, dtype=np.int64) for fi, r in enumerate(reads)]
+        )
+        if reads
+        else np.zeros(0, dtype=np.int64)
+    )
     return Trips(
         pickup_minute_of_week=i64("mow"),
         pickup_day_type=i64("dtype"),
@@ -456,13 +683,17 @@ def read_trips(
         fare=f64("fare"),
         distance_m=f64("dist"),
         duration_s=f64("dur"),
-        file_index=i64("file"),
+        file_index=file_index,
         files=tuple(str(p) for p in paths),
-        rows_read=tuple(rows_read),
-        dropped=tuple(dropped),
-        citywide=tuple(citywide),
+        rows_read=tuple(r.rows for r in reads),
+        dropped=tuple({k: int(r.reasons.get(k, 0)) for k in DROP_REASONS} for r in reads),
+        citywide=tuple(r.citywide for r in reads),
         covered_h=tuple(covered),
         mode=tuple(modes),
         windows=tuple(windows),
-        window=np.asarray(window_of_trip, dtype=np.int64),
+        window=(np.concatenate(window_of_trip) if window_of_trip else np.zeros(0, dtype=np.int64)),
+        duplicates=tuple(r.duplicates for r in reads),
+        outside_days=tuple(r.outside_days for r in reads),
+        formats=tuple(r.fmt for r in reads),
+        days=days,
     )

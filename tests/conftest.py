@@ -4,10 +4,14 @@ session)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tiles.fileio import real_data_dir
+
+if TYPE_CHECKING:
+    from models.trips import Trips
 
 REPO = Path(__file__).resolve().parent.parent
 #: the repository's own data/ (``$NAGASHI_DATA`` overrides it; see data/README.md)
@@ -21,6 +25,7 @@ TRIPS = {
     "reuven_2015_06": SHARED_DATA / "trips" / "nyc_tlc_yellow_2015-06_reuven.csv",
     "gcp_train": SHARED_DATA / "trips" / "nyc_tlc_yellow_2009-2015_gcp_taxi-train.csv",
     "gcp_valid": SHARED_DATA / "trips" / "nyc_tlc_yellow_2009-2015_gcp_taxi-valid.csv",
+    "uber_2014_04": SHARED_DATA / "trips" / "nyc_uber_2014-04_fivethirtyeight.csv.zip",
 }
 
 
@@ -70,3 +75,12 @@ def manhattan_demand(tmp_path_factory: pytest.TempPathFactory, manhattan_tiles: 
         table, _ = build_demand_table(store, [TRIPS["gcp_train"], TRIPS["reuven_2015_06"]])
     table.save(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def uber_april_trips(shared_data: Path) -> Trips:
+    """Every pickup of the real Uber April 2014 file, read once per session (whole world box:
+    filter with masks, do not read the 564,516 rows again)."""
+    from models.trips import read_trips
+
+    return read_trips([TRIPS["uber_2014_04"]], (-180.0, -90.0, 180.0, 90.0))

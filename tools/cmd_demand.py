@@ -14,9 +14,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dsub = demand.add_subparsers(dest="demand_command", metavar="ACTION")
     dsub.required = True
 
-    build = dsub.add_parser("build", help="statistical demand (DemandTable) from TLC trip files")
+    build = dsub.add_parser(
+        "build", help="statistical demand (DemandTable) from TLC / Uber trip files"
+    )
     build.add_argument("--tiles", required=True, help="tile database or its directory")
-    build.add_argument("--trips", required=True, nargs="+", help="TLC trip CSV files")
+    build.add_argument(
+        "--trips",
+        required=True,
+        nargs="+",
+        help="trip files: TLC yellow-cab CSVs, the Uber 2014 pickups (CSV or its .zip)",
+    )
+    build.add_argument(
+        "--days",
+        default=None,
+        metavar="D1..D2,D3",
+        help="only pickups on these local dates, e.g. 2014-04-01..2014-04-23 (ranges inclusive)",
+    )
     build.add_argument("--out", required=True, help="output demand directory")
     build.add_argument("--json", action="store_true", help="print the report as JSON")
     build.set_defaults(func=cmd_build)
@@ -96,10 +109,12 @@ def _print(doc: dict[str, Any], as_json: bool) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from models.statistics import build_demand_table
+    from models.trips import parse_days
     from tiles import TileStore
 
+    days = parse_days(args.days) if args.days is not None else None
     with TileStore(args.tiles) as store:
-        table, report = build_demand_table(store, args.trips)
+        table, report = build_demand_table(store, args.trips, days=days)
     out = table.save(args.out)
     doc = {
         "out": str(out),
@@ -107,8 +122,26 @@ def cmd_build(args: argparse.Namespace) -> int:
         "scale_factor": round(table.scale_factor, 3),
         "pickups_snapped": report["pickups_snapped"],
         "inputs": [
-            {k: f[k] for k in ("path", "rows", "kept", "dropped", "mode")} for f in report["inputs"]
+            {
+                k: f[k]
+                for k in (
+                    "path",
+                    "format",
+                    "rows",
+                    "duplicates_removed",
+                    "outside_days",
+                    "kept",
+                    "dropped",
+                    "mode",
+                )
+            }
+            for f in report["inputs"]
         ],
+        "sources": {
+            col: [f"{s['path']} ({s['records']})" for s in files]
+            for col, files in report["sources"].items()
+        },
+        "days": report["days"],
         "snapping": {k: v for k, v in report["snapping"].items() if isinstance(v, int)},
         "network_area_pickups_per_day": report["network_area_pickups_per_day"],
         "max_link_pickups_per_h": report["max_link_pickups_per_h"],

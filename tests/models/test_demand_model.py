@@ -35,6 +35,9 @@ def test_model_json_names_its_features_and_matches_sklearn(trained_model_dir: Pa
     assert t["onnx_parity_max_rel_diff"] < 1e-4
     reuven = next(f for f in t["train_files"] if f["mode"] == "windows")
     assert reuven["windows_used"] == [0, 1] and len(reuven["windows"]) == 4
+    # what the model learns from: yellow-cab street hails only here (no app pickups)
+    assert [f["format"] for f in t["train_files"]] == ["gcp8", "tlc2015"]
+    assert doc["target"].startswith("street hails per hour")
     static = np.load(trained_model_dir / "features.npz")["static"]
     assert static.shape[1] == len(STATIC_FEATURES)
 
@@ -228,7 +231,7 @@ class _CountingSession:
 def test_one_batched_call_per_tick(trained_model_dir: Path, near_links: np.ndarray) -> None:
     model = DemandModel(trained_model_dir)
     counting = _CountingSession(model.session)
-    model.session = counting  # type: ignore[assignment]
+    model.session = counting
     tick = model.tick(near_links, TUE_18H + 10, horizon_min=60)
     assert counting.calls == 1 and counting.rows == [near_links.size]
     # the current slot is the model's own answer; later slots carry its correction of statistics

@@ -21,7 +21,7 @@ def _in_order(t: Trips) -> Trips:
     fare = np.nan_to_num(t.fare, nan=-1.0)
     dlon = np.nan_to_num(t.dropoff_lon, nan=0.0)
     order = np.lexsort((fare, dlon, t.lat, t.lon, t.pickup_s))
-    return Trips(**{f: _take(getattr(t, f), order, t.n) for f in Trips.__dataclass_fields__})
+    return Trips(**{f: _take(getattr(t, f), order, t.n) for f in Trips.__dataclass_fields__})  # type: ignore[arg-type]
 
 
 def _take(v: object, order: np.ndarray, n: int) -> object:
@@ -122,3 +122,28 @@ def test_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
         with pytest.raises(IngestError, match="label"):
             store.ingest(TRIPS["gcp_valid"], "Bad Label", now=NOW)
         assert store.count() == 0
+
+
+def test_uber_zip_ingests_with_its_duplicates_counted(tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    rows = [
+        '"Date/Time","Lat","Lon","Base"',
+        '"4/1/2014 0:11:00",40.769,-73.9549,"B02512"',
+        '"4/1/2014 0:11:00",40.769,-73.9549,"B02512"',  # exact duplicate: read once, counted
+        '"4/1/2014 0:11:00",40.769,-73.9549,"B02598"',  # same time and place, other base
+        '"4/30/2014 23:59:00",40.7588,-73.9776,"B02764"',
+    ]
+    path = tmp_path / "uber.csv.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("uber-raw-data-apr14.csv", "\n".join(rows) + "\n")
+        z.writestr("__MACOSX/._uber-raw-data-apr14.csv", "stub")
+    with TripStore(tmp_path / "trips.sqlite") as store:
+        r = store.ingest(path, "train", now=NOW)
+        assert store.count() == 2
+        dropped = json.loads(store._conn.execute("SELECT dropped FROM ingests").fetchone()[0])
+    assert (r.rows_read, r.duplicates_removed, r.usable) == (4, 1, 3)
+    # the trip identity (time, places, fare) cannot tell the two bases apart: one merge
+    assert (r.new_trips, r.merged_trips) == (2, 1)
+    assert r.to_json()["duplicates_removed"] == 1 and dropped["exact_duplicate_row"] == 1

@@ -1,7 +1,8 @@
 """Idempotent trip ingest: trip files into one SQLite table keyed by trip identity.
 
-Files are parsed by the demand layer's own reader (:func:`models.trips.read_trips`, both TLC
-formats); nothing here parses CSV. Each trip gets an identity, ``trip_key``: the sha256 of its
+Files are parsed by the demand layer's own reader (:func:`models.trips.read_trips`: both TLC
+formats and the zipped Uber 2014 pickups, whose exact duplicate rows it reads once and counts);
+nothing here parses CSV. Each trip gets an identity, ``trip_key``: the sha256 of its
 pickup local time (to the second), pickup and drop-off coordinates (to 1e-6 degree, about
 0.1 m) and fare (to the cent) -- the fields both formats carry. The files have no trip id of
 their own (the 8-column sample's ``key`` is a row number within its file).
@@ -106,6 +107,8 @@ class IngestReport:
     new_trips: int  # inserted
     merged_trips: int  # already present (same identity): merged, not duplicated
     dropped: dict[str, int]
+    #: exact duplicate rows of the file itself (read once by the reader, counted here)
+    duplicates_removed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,6 +120,7 @@ class IngestReport:
             "new_trips": self.new_trips,
             "merged_trips": self.merged_trips,
             "dropped": dict(self.dropped),
+            "duplicates_removed": self.duplicates_removed,
         }
 
 
@@ -244,7 +248,7 @@ class TripStore:
                         label,
                         trips.rows_read[0],
                         trips.n,
-                        _json(trips.dropped[0]),
+                        _json({**trips.dropped[0], "exact_duplicate_row": trips.duplicates[0]}),
                         now.isoformat(),
                     ),
                 )
@@ -278,6 +282,7 @@ class TripStore:
             new,
             trips.n - new,
             dict(trips.dropped[0]),
+            trips.duplicates[0],
         )
         log.info("ingested %s as %s: %d new, %d merged", p, label, new, trips.n - new)
         return report
