@@ -5,7 +5,7 @@ Files are plain msgpack streams (``msgpack.Unpacker`` reads them) named
 record is a map with at least::
 
     schema_version  int    (this module's SCHEMA_VERSION; readers keep unknown fields)
-    kind            str    "start" | "tick" | "meter" | "stop"
+    kind            str    "start" | "tick" | "meter" | "bundle" | "stop"
     seq             int    strictly increasing per vehicle, across restarts and files
     time_s          float  UNIX seconds of the decision (the GPS source's clock)
     run_id          str    one agent run (a shift)
