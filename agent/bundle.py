@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from agent.errors import BundleLoadError
+from agent.errors import BundleLoadError, GpsError
 from agent.planner import PlannerParams, minute_of_week_of, speed_factor_from_demand
 from models import DemandModel, DemandTable, ModelsError, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
@@ -57,8 +57,14 @@ class LoadedBundle:
     params_doc: dict[str, Any]
 
     def minute_of_week(self, time_s: float) -> float:
-        """Fractional local minute of week of a UNIX time (Monday 00:00 = 0)."""
-        return minute_of_week_of(datetime.fromtimestamp(time_s, tz=self.timezone))
+        """Fractional local minute of week of a UNIX time (Monday 00:00 = 0).
+
+        :class:`GpsError` for a time no clock shows (NaN, inf, beyond year 9999): the time
+        comes from the GPS source, and a bad one must not end in a traceback."""
+        try:
+            return minute_of_week_of(datetime.fromtimestamp(time_s, tz=self.timezone))
+        except (OverflowError, ValueError, OSError) as e:
+            raise GpsError(f"GPS time {time_s!r} is not a usable time: {e}") from e
 
     def params_record(self) -> dict[str, Any]:
         return {
