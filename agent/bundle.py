@@ -33,6 +33,7 @@ from models import DemandModel, DemandTable, ModelsError, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
 from sync import Bundle, BundleStore, SyncError
 from tiles import TilesError, TileStore
+from tiles.fileio import one_line_error
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,9 @@ def load_bundle(
     try:
         doc = yaml.safe_load(_read_bounded(b.params_path, MAX_PARAMS_BYTES)) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise BundleLoadError(f"bundle {b.bundle_id[:12]}: params.yaml unreadable ({e})") from e
+        raise BundleLoadError(
+            f"bundle {b.bundle_id[:12]}: {b.params_path} unreadable ({one_line_error(e)})"
+        ) from e
     if not isinstance(doc, dict):
         raise BundleLoadError(f"bundle {b.bundle_id[:12]}: params.yaml is not a mapping")
     tz_name = doc.get("timezone") or timezone

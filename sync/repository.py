@@ -139,8 +139,13 @@ class FleetRepository:
         atomic_write_bytes(self._key_path(role), signer.private_bytes, mode=0o600)
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _lock(self, *, create: bool = False) -> Iterator[None]:
+        """The repository's lock; the fleet root is created only by ``init`` (``create``),
+        so that a mistyped ``--root`` is an error, not a new empty directory."""
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise SyncStorageError(f"fleet root {self.root} is not a directory (mistyped --root?)")
         with open(self.root / ".lock", "a+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
@@ -198,7 +203,7 @@ class FleetRepository:
         """Generate the four keys and version 1 of every metadata file."""
         if (self.metadata_dir / "1.root.json").exists():
             raise SyncStorageError(f"{self.root} already holds a repository")
-        with self._lock():
+        with self._lock(create=True):
             self.metadata_dir.mkdir(parents=True, exist_ok=True)
             self.targets_dir.mkdir(parents=True, exist_ok=True)
             signers = {role: CryptoSigner.generate_ed25519() for role in ROLES}
