@@ -27,12 +27,13 @@ from typing import Any
 
 import yaml
 
-from agent.errors import BundleLoadError
+from agent.errors import BundleLoadError, GpsError
 from agent.planner import PlannerParams, minute_of_week_of, monday_of, speed_factor_from_demand
 from models import DemandModel, DemandTable, ModelsError, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
 from sync import Bundle, BundleStore, SyncError
 from tiles import TilesError, TileStore
+from tiles.fileio import one_line_error
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,14 @@ class LoadedBundle:
     params_doc: dict[str, Any]
 
     def minute_of_week(self, time_s: float) -> float:
-        """Fractional local minute of week of a UNIX time (Monday 00:00 = 0)."""
-        return minute_of_week_of(datetime.fromtimestamp(time_s, tz=self.timezone))
+        """Fractional local minute of week of a UNIX time (Monday 00:00 = 0).
+
+        :class:`GpsError` for a time no clock shows (NaN, inf, beyond year 9999): the time
+        comes from the GPS source, and a bad one must not end in a traceback."""
+        try:
+            return minute_of_week_of(datetime.fromtimestamp(time_s, tz=self.timezone))
+        except (OverflowError, ValueError, OSError) as e:
+            raise GpsError(f"GPS time {time_s!r} is not a usable time: {e}") from e
 
     def monday(self, time_s: float) -> date:
         """Local date of the Monday of the week of a UNIX time (where minute of week 0 is)."""
@@ -153,7 +160,9 @@ def load_bundle(
     try:
         doc = yaml.safe_load(_read_bounded(b.params_path, MAX_PARAMS_BYTES)) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise BundleLoadError(f"bundle {b.bundle_id[:12]}: params.yaml unreadable ({e})") from e
+        raise BundleLoadError(
+            f"bundle {b.bundle_id[:12]}: {b.params_path} unreadable ({one_line_error(e)})"
+        ) from e
     if not isinstance(doc, dict):
         raise BundleLoadError(f"bundle {b.bundle_id[:12]}: params.yaml is not a mapping")
     tz_name = doc.get("timezone") or timezone

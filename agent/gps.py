@@ -45,6 +45,10 @@ GPX10_NS = "http://www.topografix.com/GPX/1/0"
 TPX_NS = "http://www.garmin.com/xmlschemas/TrackPointExtension/v2"
 CSV_HEADER = ("time", "lon", "lat", "heading", "speed", "accuracy")
 MAX_TRACE_BYTES = 64 * 1024 * 1024
+#: The times a trace may hold, UNIX seconds: 1970-01-01 to 2100-01-01 UTC. Anything else
+#: (``inf``, ``1e300``, NaN, a year-1 date) is a broken file, not a drive.
+MIN_TRACE_TIME_S = 0.0
+MAX_TRACE_TIME_S = 4_102_444_800.0
 #: User equivalent range error of a consumer GNSS receiver, metres: accuracy = HDOP x UERE.
 DEFAULT_UERE_M = 5.0
 
@@ -68,21 +72,44 @@ class GpsSource(Protocol):
 # --------------------------------------------------------------------------- parsing helpers
 
 
+def check_time(t: float) -> float:
+    """``t`` if it is a finite UNIX time between 1970 and 2100, else :class:`ValueError`."""
+    if not (MIN_TRACE_TIME_S <= t < MAX_TRACE_TIME_S):  # also false for NaN
+        raise ValueError(f"time {t!r} is not a UNIX time between 1970 and 2100")
+    return t
+
+
 def parse_time(text: str) -> float:
-    """ISO 8601 (``2015-06-02T22:30:00Z``, ``...+00:00``) or UNIX seconds -> UNIX seconds."""
+    """ISO 8601 (``2015-06-02T22:30:00Z``, ``...+00:00``) or UNIX seconds -> UNIX seconds.
+
+    :class:`ValueError` for anything else, and for a time outside 1970-2100 (see
+    :func:`check_time`)."""
     s = text.strip()
     if not s:
         raise ValueError("empty time")
     try:
-        return float(s)
+        seconds = float(s)
     except ValueError:
         pass
+    else:
+        return check_time(seconds)
     if s.endswith("Z"):
         s = s[:-1] + "+00:00"
     dt = datetime.fromisoformat(s)
     if dt.tzinfo is None:
         raise ValueError(f"time without a UTC offset: {text!r}")
-    return dt.timestamp()
+    try:
+        t = dt.timestamp()
+    except OverflowError as e:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValueError(f"time {text!r} is out of range") from e
+    return check_time(t)
+
+
+def _coordinates(lon: float, lat: float) -> tuple[float, float]:
+    """``(lon, lat)`` if both are finite and on the globe, else :class:`ValueError`."""
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):  # also false for NaN
+        raise ValueError(f"position ({lon!r}, {lat!r}) is not a longitude, latitude")
+    return lon, lat
 
 
 def format_time(t: float) -> str:
@@ -146,28 +173,42 @@ def read_csv_trace(path: str | os.PathLike[str], max_bytes: int = MAX_TRACE_BYTE
     """Fixes of a CSV trace (see module docstring), in file order."""
     p = Path(path)
     text = _read_bounded(p, max_bytes).decode("utf-8-sig", errors="replace")
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"time", "lon", "lat"} - set(reader.fieldnames or ())
+    # newline="" semantics: the csv module itself splits rows, so that a bare CR inside a
+    # field is reported (csv.Error) with its line instead of being taken for a line break
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as e:
+        raise GpsError(f"CSV trace {p} line 1: {e}") from e
+    missing = {"time", "lon", "lat"} - set(fieldnames or ())
     if missing:
         raise GpsError(
             f"CSV trace {p} lacks column(s) {sorted(missing)}; header must be "
             "time,lon,lat,heading,speed[,accuracy]"
         )
     fixes: list[Fix] = []
-    for lineno, row in enumerate(reader, start=2):
+    rows = iter(reader)
+    while True:
         try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise GpsError(f"CSV trace {p} line {reader.line_num}: {e}") from e
+        try:
+            lon, lat = _coordinates(float(row["lon"]), float(row["lat"]))
             fixes.append(
                 Fix(
                     time_s=parse_time(row["time"]),
-                    lon=float(row["lon"]),
-                    lat=float(row["lat"]),
+                    lon=lon,
+                    lat=lat,
                     heading_deg=_opt_float(row.get("heading")),
                     speed_mps=_opt_float(row.get("speed")),
                     accuracy_m=_opt_float(row.get("accuracy")),
                 )
             )
-        except (ValueError, TypeError) as e:
-            raise GpsError(f"CSV trace {p} line {lineno}: {e}") from e
+        except (ValueError, TypeError, AttributeError) as e:
+            raise GpsError(f"CSV trace {p} line {reader.line_num}: {e}") from e
     return _check(fixes, p)
 
 
@@ -202,7 +243,7 @@ def read_gpx_trace(
     data = _read_bounded(p, max_bytes)
     try:
         root = ET.fromstring(data)
-    except ET.ParseError as e:
+    except (ET.ParseError, LookupError, ValueError) as e:  # LookupError: unknown encoding
         raise GpsError(f"GPX trace {p} is not valid XML: {e}") from e
     ns = GPX_NS if root.tag == f"{{{GPX_NS}}}gpx" else GPX10_NS
     if root.tag != f"{{{ns}}}gpx":
@@ -220,11 +261,12 @@ def read_gpx_trace(
             if course is None:
                 course = _opt_float(pt.findtext(f"{{{ns}}}course"))
             hdop = _opt_float(pt.findtext(f"{{{ns}}}hdop"))
+            lon, lat = _coordinates(float(pt.attrib["lon"]), float(pt.attrib["lat"]))
             fixes.append(
                 Fix(
                     time_s=parse_time(t),
-                    lon=float(pt.attrib["lon"]),
-                    lat=float(pt.attrib["lat"]),
+                    lon=lon,
+                    lat=lat,
                     heading_deg=course,
                     speed_mps=speed,
                     accuracy_m=None if hdop is None else hdop * uere_m,
@@ -280,6 +322,11 @@ class TraceReplay:
             raise GpsError("a replay needs at least one fix")
         if not math.isfinite(speed):
             raise GpsError(f"replay speed must be finite, got {speed}")
+        for i, f in enumerate(fixes):
+            try:
+                check_time(f.time_s)
+            except ValueError as e:
+                raise GpsError(f"{description}: fix {i}: {e}") from e
         self._fixes = list(fixes)
         self._clock = clock
         self.speed = float(speed)

@@ -41,7 +41,7 @@ import yaml
 from sync._fs import fsync_dir, fsync_file, read_bounded, sha256_bytes, sha256_file, storage_errors
 from sync.errors import BundleInputError, BundleVerifyError
 from sync.manifest import NO_MODEL, SCHEMA_VERSION, Composed, dump_yaml, manifest_hash
-from tiles.fileio import sqlite_readonly_uri
+from tiles.fileio import one_line_error, sqlite_readonly_uri
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ def _parse_bundle_manifest(data: bytes, where: str) -> tuple[dict[str, Any], dic
     try:
         doc = yaml.safe_load(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
-        raise BundleVerifyError(f"{where}: manifest.yaml is not valid YAML ({e})") from e
+        raise BundleVerifyError(
+            f"{where}: manifest.yaml is not valid YAML ({one_line_error(e)})"
+        ) from e
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
         raise BundleVerifyError(f"{where}: manifest.yaml lacks a files mapping")
     if doc.get("bundle_format") != BUNDLE_FORMAT:
@@ -297,7 +299,9 @@ def check_inputs(manifest: Mapping[str, Any], inputs: BundleInputs) -> list[tupl
     except FileNotFoundError as e:
         raise BundleInputError(f"params not found: {inputs.params}") from e
     except (OSError, yaml.YAMLError) as e:
-        raise BundleInputError(f"params {inputs.params} is not readable YAML ({e})") from e
+        raise BundleInputError(
+            f"params {inputs.params} is not readable YAML ({one_line_error(e)})"
+        ) from e
     if not isinstance(params, dict):
         raise BundleInputError(f"params {inputs.params}: expected a mapping")
     want = manifest["planner_parameters"]["version"]

@@ -37,6 +37,7 @@ import yaml
 
 from sync._fs import read_bounded
 from sync.errors import ManifestError
+from tiles.fileio import one_line_error
 
 SCHEMA_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 20
@@ -155,7 +156,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise ManifestError(f"manifest not found: {p}") from e
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ManifestError(f"{p}: not a readable YAML manifest ({e})") from e
+        raise ManifestError(f"{p}: not a readable YAML manifest ({one_line_error(e)})") from e
     if not isinstance(doc, dict):
         raise ManifestError(f"{p}: expected a mapping at the top level")
     return doc

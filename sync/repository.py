@@ -96,6 +96,16 @@ def _expiry(now: datetime, seconds: int) -> datetime:
     return (now + timedelta(seconds=seconds)).replace(microsecond=0)
 
 
+def _missing_dirs(folder: Path, stop: Path) -> list[Path]:
+    """The folders from ``stop`` (exclusive) down to ``folder`` that do not exist yet,
+    outermost first."""
+    out: list[Path] = []
+    while folder != stop and not folder.exists() and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out[::-1]
+
+
 class FleetRepository:
     """A TUF repository on the local filesystem, served by ``nagashi fleet serve``."""
 
@@ -129,8 +139,13 @@ class FleetRepository:
         atomic_write_bytes(self._key_path(role), signer.private_bytes, mode=0o600)
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _lock(self, *, create: bool = False) -> Iterator[None]:
+        """The repository's lock; the fleet root is created only by ``init`` (``create``),
+        so that a mistyped ``--root`` is an error, not a new empty directory."""
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise SyncStorageError(f"fleet root {self.root} is not a directory (mistyped --root?)")
         with open(self.root / ".lock", "a+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
@@ -139,8 +154,11 @@ class FleetRepository:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------ metadata io
-    def _write_md(self, name: str, md: Metadata[Any]) -> None:
-        atomic_write_bytes(self.metadata_dir / name, md.to_bytes(_serializer()))
+    def _write_md(self, name: str, md: Metadata[Any], created: list[Path] | None = None) -> None:
+        p = self.metadata_dir / name
+        if created is not None and not p.exists():
+            created.append(p)
+        atomic_write_bytes(p, md.to_bytes(_serializer()))
 
     def _read_md(self, name: str) -> Metadata[Any]:
         p = self.metadata_dir / name
@@ -185,7 +203,7 @@ class FleetRepository:
         """Generate the four keys and version 1 of every metadata file."""
         if (self.metadata_dir / "1.root.json").exists():
             raise SyncStorageError(f"{self.root} already holds a repository")
-        with self._lock():
+        with self._lock(create=True):
             self.metadata_dir.mkdir(parents=True, exist_ok=True)
             self.targets_dir.mkdir(parents=True, exist_ok=True)
             signers = {role: CryptoSigner.generate_ed25519() for role in ROLES}
@@ -212,15 +230,44 @@ class FleetRepository:
             raise SyncStorageError(f"{self.published_path} is unreadable: {e}") from e
         return doc if isinstance(doc, dict) else {}
 
-    def _write_target(self, target_path: str, data: bytes) -> bool:
-        """Store a target under its consistent-snapshot name; False if it was there."""
+    def _write_target(
+        self, target_path: str, data: bytes, created: list[Path] | None = None
+    ) -> bool:
+        """Store a target under its consistent-snapshot name; False if it was there.
+        A file (or folder) that did not exist before is appended to ``created``."""
         h = sha256_bytes(data)
         dirname, _, basename = target_path.rpartition("/")
         p = self.targets_dir / dirname / f"{h}.{basename}"
-        if p.exists() and p.stat().st_size == len(data):
+        existed = p.exists()
+        if existed and p.stat().st_size == len(data):
             return False
+        if created is not None:
+            created.extend(_missing_dirs(p.parent, self.targets_dir))
         atomic_write_bytes(p, data)
+        if created is not None and not existed:
+            created.append(p)
         return True
+
+    def _check_can_publish(self) -> None:
+        """Everything ``publish`` needs, checked before it writes a byte: the fleet root is an
+        initialised repository, its metadata is readable, and the targets, snapshot and
+        timestamp keys are present, loadable and the ones root trusts for their role."""
+        if not self.root.is_dir():
+            raise SyncStorageError(f"fleet root {self.root} is not a directory (mistyped --root?)")
+        if not (self.metadata_dir / "1.root.json").is_file():
+            raise SyncStorageError(
+                f"{self.root} holds no fleet repository: run `nagashi fleet keys init` first"
+            )
+        root = self.root_md().signed
+        self.targets_md()  # timestamp -> snapshot -> targets, all readable
+        self.published()
+        for role in ("targets", "snapshot", "timestamp"):
+            keyid = self.signer(role).public_key.keyid
+            if keyid not in root.roles[role].keyids:
+                raise SyncStorageError(
+                    f"{role} key at {self._key_path(role)} is not the {role} key root "
+                    f"version {root.version} trusts (a key of another role or repository?)"
+                )
 
     @storage_errors
     def publish(
@@ -233,40 +280,54 @@ class FleetRepository:
         bundle.verify()
         if bundle.area is not None and bundle.area != area:
             raise BundleVerifyError(f"bundle {bundle.bundle_id[:12]} is for area {bundle.area!r}")
+        self._check_can_publish()  # before the lock: a mistyped root is not created
         step = self.config.chunk_bytes
         files: dict[str, Any] = {}
         new = total = new_bytes = 0
         with self._lock():
-            for name in sorted([*bundle.files, MANIFEST_FILE]):
-                chunks: list[str] = []
-                p = bundle.path / name
-                with open(p, "rb") as fh:
-                    while block := fh.read(step):
-                        h = sha256_bytes(block)
-                        chunks.append(h)
-                        total += 1
-                        if self._write_target(chunk_target_path(h), block):
-                            new += 1
-                            new_bytes += len(block)
-                if name == MANIFEST_FILE:
-                    size, sha = p.stat().st_size, bundle.bundle_id
-                else:
-                    size, sha = bundle.files[name].size_bytes, bundle.files[name].sha256
-                files[name] = {"sha256": sha, "size_bytes": size, "chunks": chunks}
-            index = {
-                "schema_version": INDEX_SCHEMA,
-                "area": area,
-                "bundle_id": bundle.bundle_id,
-                "manifest_sha256": bundle.manifest_sha256,
-                "chunk_bytes": step,
-                "files": files,
+            # what a failure half-way must restore: files and folders created, and the two
+            # files overwritten in place (published.json, timestamp.json)
+            created: list[Path] = []
+            kept = {
+                path: path.read_bytes() if path.exists() else None
+                for path in (self.published_path, self.metadata_dir / "timestamp.json")
             }
-            data = json.dumps(index, sort_keys=True, indent=1).encode()
-            self._write_target(index_target_path(area), data)
-            published = self.published()
-            published[area] = index
-            atomic_write_bytes(self.published_path, json.dumps(published, sort_keys=True).encode())
-            version = self._sign_chain(now, published, bump_targets=True)
+            try:
+                for name in sorted([*bundle.files, MANIFEST_FILE]):
+                    chunks: list[str] = []
+                    p = bundle.path / name
+                    with open(p, "rb") as fh:
+                        while block := fh.read(step):
+                            h = sha256_bytes(block)
+                            chunks.append(h)
+                            total += 1
+                            if self._write_target(chunk_target_path(h), block, created):
+                                new += 1
+                                new_bytes += len(block)
+                    if name == MANIFEST_FILE:
+                        size, sha = p.stat().st_size, bundle.bundle_id
+                    else:
+                        size, sha = bundle.files[name].size_bytes, bundle.files[name].sha256
+                    files[name] = {"sha256": sha, "size_bytes": size, "chunks": chunks}
+                index = {
+                    "schema_version": INDEX_SCHEMA,
+                    "area": area,
+                    "bundle_id": bundle.bundle_id,
+                    "manifest_sha256": bundle.manifest_sha256,
+                    "chunk_bytes": step,
+                    "files": files,
+                }
+                data = json.dumps(index, sort_keys=True, indent=1).encode()
+                self._write_target(index_target_path(area), data, created)
+                published = self.published()
+                published[area] = index
+                atomic_write_bytes(
+                    self.published_path, json.dumps(published, sort_keys=True).encode()
+                )
+                version = self._sign_chain(now, published, bump_targets=True, created=created)
+            except BaseException:
+                self._undo(created, kept)
+                raise
         log.info(
             "published %s for %s: %d/%d chunks new (%d bytes), targets v%d",
             bundle.bundle_id[:12],
@@ -293,8 +354,31 @@ class FleetRepository:
                     out[cpath] = TargetFile(length, {"sha256": h}, cpath)
         return out
 
-    def _sign_chain(self, now: datetime, published: dict[str, Any], *, bump_targets: bool) -> int:
-        """Write a new targets (if asked), snapshot and timestamp; timestamp last."""
+    def _undo(self, created: list[Path], kept: dict[Path, bytes | None]) -> None:
+        """Put back what a failed publish changed (best effort: the error is re-raised)."""
+        for path, before in kept.items():
+            with contextlib.suppress(OSError):
+                if before is None:
+                    path.unlink(missing_ok=True)
+                elif not path.exists() or path.read_bytes() != before:
+                    atomic_write_bytes(path, before)
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink(missing_ok=True)
+
+    def _sign_chain(
+        self,
+        now: datetime,
+        published: dict[str, Any],
+        *,
+        bump_targets: bool,
+        created: list[Path] | None = None,
+    ) -> int:
+        """Write a new targets (if asked), snapshot and timestamp; timestamp last. New
+        metadata files are appended to ``created``."""
         cfg = self.config
         try:
             old_ts: Metadata[Timestamp] | None = self.timestamp_md()
@@ -311,7 +395,7 @@ class FleetRepository:
             targets.targets = self._targets_for(published)
             md_t = Metadata(targets)
             md_t.sign(self.signer("targets"))
-            self._write_md(f"{tv}.targets.json", md_t)
+            self._write_md(f"{tv}.targets.json", md_t, created)
         snapshot = Snapshot(
             version=sv,
             expires=_expiry(now, cfg.snapshot_expiry_s),
@@ -319,7 +403,7 @@ class FleetRepository:
         )
         md_s = Metadata(snapshot)
         md_s.sign(self.signer("snapshot"))
-        self._write_md(f"{sv}.snapshot.json", md_s)
+        self._write_md(f"{sv}.snapshot.json", md_s, created)
         ts = Timestamp(
             version=tsv,
             expires=_expiry(now, cfg.timestamp_expiry_s),

@@ -10,28 +10,37 @@
   database holds (see :mod:`sync.logstore`). The token's vehicle must be the batch's vehicle.
 * ``GET /v1/vehicles/{id}/logs``: engineers only.
 * ``GET /healthz``.
+
+What the server bounds (slow or too many clients, requests per token) is in
+:mod:`sync._serving`; :func:`serve` binds the port first, so that a port in use is one clear
+error (:class:`~sync.errors.SyncTransportError`), not uvicorn's log lines and exit status 3.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import socket
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from sync.errors import SyncDataError
+from sync._serve_limits import ServeLimits
+from sync._serving import BodyDeadline, TokenBuckets, bounded_protocol, prepare_process
+from sync.errors import SyncDataError, SyncStorageError, SyncTransportError
 from sync.logs import MSGPACK, WIRE_SCHEMA
 from sync.logstore import MAX_INT, LogStorage, Principal, SqliteLogStorage, check_batch
 from sync.repository import FleetRepository
@@ -45,13 +54,15 @@ class ServerConfig:
     max_records_per_batch: int = 20_000
     max_page_records: int = 5_000
     max_vehicle_id_chars: int = 128
+    limits: ServeLimits = field(default_factory=ServeLimits)  # timeouts, connections, rates
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def _pack(doc: dict[str, Any]) -> Response:
@@ -70,6 +81,9 @@ def create_app(
     repo.metadata_dir.mkdir(parents=True, exist_ok=True)
     repo.targets_dir.mkdir(parents=True, exist_ok=True)
     store: LogStorage = storage or SqliteLogStorage(Path(root) / "fleet.sqlite")
+    buckets = TokenBuckets(
+        cfg.limits.token_rate_per_s, cfg.limits.token_burst, cfg.limits.max_tracked_tokens
+    )
 
     async def principal(request: Request) -> Principal:
         auth = request.headers.get("authorization", "")
@@ -79,6 +93,14 @@ def create_app(
         who = await run_in_threadpool(store.authenticate, token.strip())
         if who is None:
             raise _HTTPError(401, "unknown token")
+        wait = buckets.take(hashlib.sha256(token.strip().encode()).hexdigest())
+        if wait > 0:
+            raise _HTTPError(
+                429,
+                f"more than {cfg.limits.token_burst} requests in a burst or "
+                f"{cfg.limits.token_rate_per_s:g}/s for this token",
+                {"retry-after": str(max(1, round(wait)))},
+            )
         return who
 
     async def read_body(request: Request) -> bytes:
@@ -219,7 +241,7 @@ def create_app(
                 resp: Response = await fn(request)
                 return resp
             except _HTTPError as e:
-                return JSONResponse({"error": e.message}, status_code=e.status)
+                return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
 
         return handler
 
@@ -230,11 +252,55 @@ def create_app(
         Mount("/metadata", app=StaticFiles(directory=repo.metadata_dir), name="metadata"),
         Mount("/targets", app=StaticFiles(directory=repo.targets_dir), name="targets"),
     ]
-    return Starlette(routes=routes)
+    body_deadline = Middleware(BodyDeadline, timeout_s=cfg.limits.body_timeout_s)
+    return Starlette(routes=routes, middleware=[body_deadline])
 
 
-def serve(root: str | Path, host: str, port: int, config: ServerConfig | None = None) -> None:
-    """Run the server in the foreground (``nagashi fleet serve``)."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``: a port in use or a bad address is one clear error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family = infos[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as e:  # gaierror included
+        raise SyncTransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+
+
+def serve(
+    root: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8470,
+    config: ServerConfig | None = None,
+    *,
+    log_level: str = "warning",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run the server in the foreground (``nagashi fleet serve``) on ``host:port`` with the
+    bounds of ``config.limits`` until SIGINT/SIGTERM; ``on_ready(url)`` once it listens.
+    Everything is checked before (the root holds a repository, the port is free)."""
     import uvicorn
 
-    uvicorn.run(create_app(root, config), host=host, port=port, log_level="info")
+    if not (Path(root) / "repo" / "metadata" / "1.root.json").is_file():
+        raise SyncStorageError(
+            f"{root} holds no fleet repository (mistyped --root? else `nagashi fleet keys init`)"
+        )
+    cfg = config or ServerConfig()
+    lim = cfg.limits
+    sock = listen(host, port)
+    prepare_process(lim)
+    if on_ready is not None:
+        bound = sock.getsockname()
+        on_ready(f"http://{host}:{bound[1]}")
+    uconfig = uvicorn.Config(
+        create_app(root, cfg),
+        http=bounded_protocol(lim),
+        timeout_keep_alive=lim.keep_alive_s,
+        limit_concurrency=lim.max_connections,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(uconfig)
+    server.run(sockets=[sock])
+    if not server.started:
+        raise SyncTransportError(f"the server on {host}:{port} did not start (see the log above)")

@@ -7,6 +7,7 @@
   (outbox, fleet log store, trips database, runs database), on ``PRAGMA user_version``.
 * :func:`real_data_dir`: where the real data (OSM extracts, trip records) lives: the demo, the
   benchmarks and the tests all find it here.
+* :func:`one_line_error`: an exception (a YAML syntax error, say) as one line for the user.
 """
 
 from __future__ import annotations
@@ -155,3 +156,19 @@ def _legacy_count(conn: sqlite3.Connection, names: Sequence[str]) -> int:
                 n += 1
             return n
     return 0
+
+
+def one_line_error(e: BaseException) -> str:
+    """``e`` as one line: a YAML error (PyYAML's are several lines, with a source excerpt)
+    becomes ``line L, column C: problem (context)``; any other message has its lines joined.
+    Duck-typed on PyYAML's ``problem``/``problem_mark`` so that tiles needs no YAML."""
+    problem = getattr(e, "problem", None)
+    mark = getattr(e, "problem_mark", None)
+    if isinstance(problem, str) and mark is not None:
+        where = f"line {getattr(mark, 'line', 0) + 1}, column {getattr(mark, 'column', 0) + 1}"
+        context = getattr(e, "context", None)
+        return f"{where}: {problem}" + (f" ({context})" if isinstance(context, str) else "")
+    reason, position = getattr(e, "reason", None), getattr(e, "position", None)
+    if isinstance(reason, str) and isinstance(position, int):  # yaml.reader.ReaderError
+        return f"character {position}: {reason}"
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip())

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tiles.fileio import one_line_error
 from tools.errors import known_errors
 
 
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except known_errors() as e:
-        print(f"nagashi: error: {e}", file=sys.stderr)
+        print(f"nagashi: error: {one_line_error(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader (e.g. ``| head``) went away: not an error of ours

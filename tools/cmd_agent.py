@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from tools.errors import ToolsError
+from tools.errors import ToolsError, check_server_url
 
 DEFAULT_GPS = "tcp://127.0.0.1:10110"  # the usual NMEA-over-TCP port of GPS bridges
 
@@ -79,7 +79,7 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
     sync = None
     if getattr(args, "sync_server", None):
         sync = SyncSettings(
-            server_url=args.sync_server,
+            server_url=check_server_url(args.sync_server, "--sync-server"),
             token=_token(args),
             area=args.area,
             trusted_root=Path(args.trusted_root) if args.trusted_root else None,

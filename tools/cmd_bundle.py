@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tools.errors import ToolsError
+from tools.errors import ToolsError, check_server_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     from sync import BundleStore, PullConfig, Updater
 
+    check_server_url(args.server, "--server")
     root = Path(args.trusted_root)
     if not root.is_file():
         raise ToolsError(f"trusted root not found: {root}")
@@ -103,5 +104,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from sync import BundleStore
 
+    if not Path(args.store).is_dir():  # BundleStore() would create an empty store
+        raise ToolsError(f"bundle store not found: {args.store}")
     print(json.dumps(BundleStore(args.store).status(), indent=2))
     return 0

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from datetime import UTC, datetime
+
+from tools.errors import ToolsError
 
 
 def _now() -> datetime:
@@ -78,7 +81,77 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
     serve.add_argument("--port", type=int, default=8470)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (put TLS in front)")
+    from sync._serve_limits import ServeLimits
+
+    d = ServeLimits()
+    serve.add_argument(
+        "--header-timeout",
+        type=_positive,
+        default=d.header_timeout_s,
+        help=f"seconds to receive a request's headers, else 408 (default {d.header_timeout_s:g})",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_positive,
+        default=d.body_timeout_s,
+        help=f"seconds to receive a request's body, else 408 (default {d.body_timeout_s:g})",
+    )
+    serve.add_argument(
+        "--max-connections-per-ip",
+        type=_positive_int,
+        default=d.max_connections_per_ip,
+        help="open connections per client address, else 429 "
+        f"(default {d.max_connections_per_ip}; behind a proxy, all share its address)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=d.max_connections,
+        help=f"concurrent connections and requests, else 503 (default {d.max_connections})",
+    )
+    serve.add_argument(
+        "--token-rate",
+        type=_positive,
+        default=d.token_rate_per_s,
+        help=f"requests per second per token, sustained (default {d.token_rate_per_s:g})",
+    )
+    serve.add_argument(
+        "--token-burst",
+        type=_positive_int,
+        default=d.token_burst,
+        help=f"requests per token in a burst, else 429 (default {d.token_burst})",
+    )
+    serve.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
     serve.set_defaults(func=cmd_serve)
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _require_repository(root: str) -> None:
+    """A token goes into the fleet's own database: a mistyped ``--root`` must not create a
+    new one that no server reads."""
+    from pathlib import Path
+
+    if not (Path(root) / "repo" / "metadata" / "1.root.json").is_file():
+        raise ToolsError(
+            f"{root} holds no fleet repository (mistyped --root? else `nagashi fleet keys init`)"
+        )
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
@@ -163,6 +236,7 @@ def cmd_token_add(args: argparse.Namespace) -> int:
 
     from sync.logstore import SqliteLogStorage
 
+    _require_repository(args.root)
     store = SqliteLogStorage(Path(args.root) / "fleet.sqlite")
     kind, name = ("vehicle", args.vehicle) if args.vehicle else ("engineer", args.engineer)
     try:
@@ -178,6 +252,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
     from sync.logstore import SqliteLogStorage
 
+    _require_repository(args.root)
     store = SqliteLogStorage(Path(args.root) / "fleet.sqlite")
     try:
         n = store.revoke(args.name)
@@ -188,7 +263,30 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sync.server import serve  # the server extra: starlette + uvicorn
+    import sys
 
-    serve(args.root, args.host, args.port)
+    try:
+        from sync._serving import ServeLimits
+        from sync.server import ServerConfig, serve
+    except ImportError as e:
+        raise ToolsError(
+            f"fleet serve needs the server extra (pip install '.[server]'): {e}"
+        ) from e
+
+    limits = ServeLimits(
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_connections=args.max_connections,
+        token_rate_per_s=args.token_rate,
+        token_burst=args.token_burst,
+    )
+    serve(
+        args.root,
+        args.host,
+        args.port,
+        ServerConfig(limits=limits),
+        log_level=args.log_level,
+        on_ready=lambda url: print(f"serving {args.root} on {url}/", file=sys.stderr, flush=True),
+    )
     return 0

@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from tools.errors import ToolsError
+from tools.errors import ToolsError, check_server_url
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -46,6 +46,7 @@ def parse_since(text: str, now_s: float) -> float:
 def cmd_logs_pull(args: argparse.Namespace) -> int:
     from agent.logs_pull import pull_logs
 
+    check_server_url(args.server, "--server")
     if args.token_file:
         try:
             token = Path(args.token_file).read_text().strip()

@@ -31,3 +31,18 @@ def known_errors() -> tuple[type[BaseException], ...]:
         if isinstance(cls, type) and issubclass(cls, BaseException):
             found.append(cls)
     return tuple(found)
+
+
+def check_server_url(url: str, option: str) -> str:
+    """``url`` if it is an http(s) URL with a host, else ToolsError (before any retry loop)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ToolsError(f"{option}: expected http://HOST[:PORT] or https://..., got {url!r}")
+    return url

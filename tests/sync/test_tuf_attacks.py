@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from securesystemslib.signer import CryptoSigner
+from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata
 
 from sync import PullConfig, Updater, UpdateRejectedError
-from sync.repository import index_target_path
+from sync.errors import SyncStorageError
+from sync.repository import FleetRepository, index_target_path
 from tests.sync.conftest import Fleet, accept_all, utcnow
 
 
@@ -64,7 +65,7 @@ def on_v1(fleet: Fleet, serve: Any) -> Any:
         yield url
 
 
-def test_tampered_target_is_rejected(fleet: Fleet, on_v1: str):
+def test_tampered_target_is_rejected(fleet: Fleet, on_v1: str) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     fleet.repo.publish(v2.path, "monaco", utcnow())
     victim = new_chunk_paths(fleet, v1.bundle_id)[0]
@@ -76,7 +77,7 @@ def test_tampered_target_is_rejected(fleet: Fleet, on_v1: str):
     assert_still_active(fleet, v1.bundle_id)
 
 
-def test_oversize_target_is_rejected(fleet: Fleet, on_v1: str):
+def test_oversize_target_is_rejected(fleet: Fleet, on_v1: str) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     fleet.repo.publish(v2.path, "monaco", utcnow())
     victim = new_chunk_paths(fleet, v1.bundle_id)[0]
@@ -86,7 +87,7 @@ def test_oversize_target_is_rejected(fleet: Fleet, on_v1: str):
     assert_still_active(fleet, v1.bundle_id)
 
 
-def test_expired_timestamp_is_rejected(fleet: Fleet, on_v1: str):
+def test_expired_timestamp_is_rejected(fleet: Fleet, on_v1: str) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     fleet.repo.publish(v2.path, "monaco", utcnow() - timedelta(days=2))  # expired a day ago
     with pytest.raises(UpdateRejectedError, match="expired"):
@@ -94,7 +95,7 @@ def test_expired_timestamp_is_rejected(fleet: Fleet, on_v1: str):
     assert_still_active(fleet, v1.bundle_id)
 
 
-def test_rolled_back_metadata_is_rejected(fleet: Fleet, on_v1: str):
+def test_rolled_back_metadata_is_rejected(fleet: Fleet, on_v1: str) -> None:
     v2, v3 = fleet.bundles["v2"], fleet.bundles["v3"]
     saved = fleet.work / "metadata-at-v2"
     fleet.repo.publish(v2.path, "monaco", utcnow())
@@ -111,7 +112,7 @@ def test_rolled_back_metadata_is_rejected(fleet: Fleet, on_v1: str):
 
 
 @pytest.mark.parametrize("what", ["index", "chunk", "targets_metadata"])
-def test_mix_and_match_is_rejected(fleet: Fleet, on_v1: str, what: str):
+def test_mix_and_match_is_rejected(fleet: Fleet, on_v1: str, what: str) -> None:
     v1, v2, v3 = fleet.bundles["v1"], fleet.bundles["v2"], fleet.bundles["v3"]
     r2 = fleet.repo.publish(v2.path, "monaco", utcnow())
     if what == "index":
@@ -148,7 +149,9 @@ def test_mix_and_match_is_rejected(fleet: Fleet, on_v1: str, what: str):
     assert_still_active(fleet, v1.bundle_id)
 
 
-def test_key_rotation_is_followed_and_the_retired_key_is_refused(fleet: Fleet, on_v1: str):
+def test_key_rotation_is_followed_and_the_retired_key_is_refused(
+    fleet: Fleet, on_v1: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     v2, v3 = fleet.bundles["v2"], fleet.bundles["v3"]
     root_v = fleet.repo.rotate_key("targets", utcnow())
     assert root_v == 2
@@ -159,13 +162,17 @@ def test_key_rotation_is_followed_and_the_retired_key_is_refused(fleet: Fleet, o
     keys = fleet.repo.keys_dir
     shutil.copyfile(keys / "targets.pem", fleet.work / "current-targets.pem")
     shutil.copyfile(fleet.repo.retired_key_paths("targets")[0], keys / "targets.pem")
+    with pytest.raises(SyncStorageError, match="not the targets key root version 2 trusts"):
+        fleet.repo.publish(v3.path, "monaco", utcnow())  # our publisher refuses to sign
+    # the attacker's own tooling signs anyway (no check of the key against root)
+    monkeypatch.setattr(FleetRepository, "_check_can_publish", lambda self: None)
     fleet.repo.publish(v3.path, "monaco", utcnow())
     with pytest.raises(UpdateRejectedError, match=r"Unsigned|signature|threshold"):
         pull(fleet, on_v1)
     assert_still_active(fleet, v2.bundle_id)
 
 
-def test_root_rotation_and_forged_root_are_told_apart(fleet: Fleet, on_v1: str):
+def test_root_rotation_and_forged_root_are_told_apart(fleet: Fleet, on_v1: str) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     fleet.repo.rotate_key("root", utcnow())  # root v2 signed by old and new root keys
     fleet.repo.publish(v2.path, "monaco", utcnow())
@@ -186,7 +193,7 @@ def test_root_rotation_and_forged_root_are_told_apart(fleet: Fleet, on_v1: str):
     assert v1.bundle_id != v2.bundle_id
 
 
-def test_expired_root_is_refused_until_renewed(fleet: Fleet, on_v1: str):
+def test_expired_root_is_refused_until_renewed(fleet: Fleet, on_v1: str) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     # root v2 written a year and a day ago: expired now
     fleet.repo.renew_root(utcnow() - timedelta(days=366))

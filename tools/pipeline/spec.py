@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from tiles.fileio import one_line_error
 from tools.pipeline.errors import PipelineSpecError
 from tools.pipeline.registry import step_kinds
 from tools.pipeline.step import StepKind, parse_params
@@ -127,7 +128,7 @@ def load_pipeline(
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise PipelineSpecError(f"{p}: not valid YAML ({e})".replace("\n", " ")) from e
+        raise PipelineSpecError(f"{p}: not valid YAML ({one_line_error(e)})") from e
     spec = _parse(doc, p, text, workdir)
     if runs_db is not None:
         spec = dataclasses.replace(spec, runs_db=Path(runs_db).resolve())
