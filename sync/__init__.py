@@ -16,6 +16,7 @@ from sync.errors import (
     SyncError,
     SyncStorageError,
     SyncTransportError,
+    UnsafeNameError,
     UpdateRejectedError,
 )
 from sync.fetcher import FetchConfig, HttpxFetcher
@@ -67,6 +68,7 @@ __all__ = [
     "SyncError",
     "SyncStorageError",
     "SyncTransportError",
+    "UnsafeNameError",
     "UpdateRejectedError",
     "Updater",
     "build_bundle",

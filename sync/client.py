@@ -47,6 +47,7 @@ from sync.errors import (
 )
 from sync.fetcher import FetchConfig, HttpxFetcher
 from sync.health import default_health_check
+from sync.names import check_bundle_id, check_chunk_hash, check_file_name, is_hex64
 from sync.repository import INDEX_SCHEMA, chunk_target_path, index_target_path
 from sync.store import BundleStore, HealthCheck
 
@@ -73,6 +74,51 @@ class PullResult:
     bytes_downloaded: int  # body bytes read from the network (metadata + targets)
     chunks_downloaded: int
     chunks_reused: int  # taken from the current bundle or an interrupted earlier pull
+
+
+def _int(value: object, lo: int, hi: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise UpdateRejectedError(f"bundle index: {what} {value!r} is not an integer in range")
+    return value
+
+
+def _check_index(index: dict[str, Any], config: PullConfig) -> None:
+    """Every name and number of a signed bundle index, checked before any of it is used.
+
+    The signature says the fleet wrote it; this says it is safe to act on (names that cannot
+    leave the store, sizes and chunk lists that agree, bounds). Raises a SyncDataError.
+    """
+    bundle_id = check_bundle_id(index.get("bundle_id"), "bundle index")
+    step = _int(index.get("chunk_bytes"), 1, config.fetch.max_response_bytes, "chunk_bytes")
+    files = index.get("files")
+    if not isinstance(files, dict) or MANIFEST_FILE not in files:
+        raise UpdateRejectedError("bundle index lists no manifest")
+    if len(files) > config.max_files:
+        raise UpdateRejectedError(f"bundle index lists {len(files)} files")
+    total = 0
+    dirs: set[str] = set()
+    for name, ent in files.items():
+        check_file_name(name, "bundle index")
+        parts = name.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        if not isinstance(ent, dict):
+            raise UpdateRejectedError(f"bundle index: entry of {name!r} is not an object")
+        if not is_hex64(ent.get("sha256")):
+            raise UpdateRejectedError(f"bundle index: {name}: sha256 is not 64 lowercase hex")
+        size = _int(ent.get("size_bytes"), 0, config.max_bundle_bytes, f"{name}: size_bytes")
+        chunks = ent.get("chunks")
+        if not isinstance(chunks, list) or len(chunks) != -(-size // step):
+            raise UpdateRejectedError(f"bundle index: {name}: chunk list does not fit its size")
+        for h in chunks:
+            check_chunk_hash(h, f"bundle index: {name}")
+        total += size
+    clash = sorted(dirs & set(files))
+    if clash:
+        raise UpdateRejectedError(f"bundle index: {clash[0]!r} is both a file and a folder")
+    if total > config.max_bundle_bytes:
+        raise UpdateRejectedError(f"bundle of {total} bytes exceeds the configured bound")
+    if files[MANIFEST_FILE]["sha256"] != bundle_id:
+        raise UpdateRejectedError("bundle index: manifest hash is not the bundle id")
 
 
 def _wrap_tuf(e: Exception, what: str) -> SyncError:
@@ -165,19 +211,7 @@ class Updater:
             raise UpdateRejectedError(
                 f"bundle index is for area {index.get('area')!r}, not {self.config.area!r}"
             )
-        files = index.get("files")
-        if not isinstance(files, dict) or MANIFEST_FILE not in files:
-            raise UpdateRejectedError("bundle index lists no manifest")
-        if len(files) > self.config.max_files:
-            raise UpdateRejectedError(f"bundle index lists {len(files)} files")
-        total = sum(int(f["size_bytes"]) for f in files.values())
-        if total > self.config.max_bundle_bytes:
-            raise UpdateRejectedError(f"bundle of {total} bytes exceeds the configured bound")
-        if files[MANIFEST_FILE]["sha256"] != index.get("bundle_id"):
-            raise UpdateRejectedError("bundle index: manifest hash is not the bundle id")
-        for name in files:
-            if not isinstance(name, str) or name.startswith("/") or ".." in name.split("/"):
-                raise UpdateRejectedError(f"bundle index: bad file name {name!r}")
+        _check_index(index, self.config)
         return index
 
     @storage_errors

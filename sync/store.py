@@ -31,6 +31,7 @@ from typing import Any
 from sync._fs import atomic_write_bytes, fsync_dir, fsync_file, read_bounded, storage_errors
 from sync.bundle import Bundle
 from sync.errors import BundleVerifyError, HealthCheckError, SyncStorageError
+from sync.names import check_bundle_id, is_hex64
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,18 @@ class Pointer:
         if not isinstance(doc, dict):
             raise ValueError("pointer is not an object")
         known = {"schema_version", "current", "trial", "last_good", "rejected"}
+        current, last_good = doc.get("current"), doc.get("last_good")
+        rejected = doc.get("rejected") or []
+        if not isinstance(rejected, list):
+            raise ValueError("rejected is not a list")
+        for v in (current, last_good):
+            if v is not None and not is_hex64(v):
+                raise ValueError(f"{v!r} is not a bundle id")
         return Pointer(
-            current=doc.get("current"),
+            current=current,
             trial=bool(doc.get("trial", False)),
-            last_good=doc.get("last_good"),
-            rejected=tuple(doc.get("rejected") or ()),
+            last_good=last_good,
+            rejected=tuple(r for r in rejected if is_hex64(r)),
             extra=tuple(sorted((k, v) for k, v in doc.items() if k not in known)),
         )
 
@@ -134,7 +142,8 @@ class BundleStore:
 
     # ------------------------------------------------------------------ reading
     def bundle_path(self, bundle_id: str) -> Path:
-        return self.bundles_dir / bundle_id
+        """``bundles/<bundle_id>``; an id that is not a sha256 raises UnsafeNameError."""
+        return self.bundles_dir / check_bundle_id(bundle_id, "bundle store")
 
     def current_id(self) -> str | None:
         return self.pointer().current
@@ -148,7 +157,7 @@ class BundleStore:
         return sorted(p.name for p in self.bundles_dir.iterdir() if p.is_dir())
 
     def staging_path(self, bundle_id: str) -> Path:
-        return self.staging_dir / bundle_id
+        return self.staging_dir / check_bundle_id(bundle_id, "bundle store")
 
     # ------------------------------------------------------------------ install
     @storage_errors
