@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -198,3 +199,51 @@ def load_bundle(
         timezone=tz,
         params_doc=doc,
     )
+
+
+def load_start_bundle(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    timezone: str | None = None,
+    repair: Callable[[], object] | None = None,
+) -> LoadedBundle:
+    """The bundle to start the agent on, every file hashed.
+
+    The store's active bundle when it is intact. When it is damaged (or its folder gone): the
+    store's last good or previous bundle, if one is intact (the sync thread re-fetches the
+    active one and the agent switches back to it); else ``repair()`` once (a verified pull from
+    the fleet, when sync is configured) and the active bundle again. A single bundle directory
+    (not a store) has nothing to fall back on: its error is raised.
+    """
+    try:
+        return load_bundle(bundle_dir, timezone=timezone, verify=True)
+    except BundleLoadError as e:
+        first = e
+    d = Path(bundle_dir)
+    if not ((d / "current.json").is_file() or (d / "bundles").is_dir()):
+        raise first
+    try:
+        fallbacks = BundleStore(d).fallback_ids()
+    except SyncError as e:
+        raise BundleLoadError(f"{first}; bundle store {d}: {e}") from e
+    for bid in fallbacks:
+        try:
+            b = load_bundle(d, bundle_id=bid, timezone=timezone, verify=True)
+        except BundleLoadError as e:
+            log.error("fallback bundle %s is unusable too: %s", bid[:12], e)
+            continue
+        log.error(
+            "active bundle unusable (%s); starting on the previous good bundle %s until it is "
+            "fetched again",
+            first,
+            bid[:12],
+        )
+        return b
+    if repair is None:
+        raise first
+    log.error("active bundle unusable (%s) and no good bundle to fall back on: re-pulling", first)
+    try:
+        repair()
+    except (SyncError, OSError) as e:
+        raise BundleLoadError(f"{first}; fetching it again failed: {e}") from e
+    return load_bundle(d, timezone=timezone, verify=True)

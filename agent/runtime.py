@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.api import AgentState
-from agent.bundle import LoadedBundle, load_bundle
+from agent.bundle import LoadedBundle, load_bundle, load_start_bundle
 from agent.clock import Clock
 from agent.decide import TickInputs, decide
 from agent.errors import AgentError, BundleLoadError
@@ -122,6 +122,29 @@ def distance_to_line_m(lon: float, lat: float, coords: tuple[tuple[float, float]
     return best
 
 
+def start_bundle(config: AgentConfig) -> LoadedBundle:
+    """The bundle the agent starts on (:func:`agent.bundle.load_start_bundle`): the active one,
+    else the previous good one in the store, else the active one pulled again from the fleet
+    (verified through TUF) when bundle sync is configured."""
+    s = config.sync
+    repair: Callable[[], object] | None = None
+    if s is not None and s.area and s.trusted_root is not None:
+        area, root_path = s.area, s.trusted_root
+
+        def repair() -> object:
+            u = Updater(
+                BundleStore(config.bundle_dir),
+                PullConfig(s.server_url, area),
+                root_path.read_bytes(),
+            )
+            try:
+                return u.pull(verify=True)
+            finally:
+                u.close()
+
+    return load_start_bundle(config.bundle_dir, timezone=config.timezone, repair=repair)
+
+
 class Agent:
     def __init__(
         self,
@@ -153,9 +176,7 @@ class Agent:
             "enabled": config.sync is not None,
             "unexpected_errors": 0,  # exceptions outside SyncError caught by the sync thread
         }
-        self.bundle = bundle or load_bundle(
-            config.bundle_dir, timezone=config.timezone, verify=True
-        )
+        self.bundle = bundle or start_bundle(config)
         self.gate = SafetyGate(self.bundle.safety, area=self.bundle.area, locale=config.locale)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -39,6 +39,7 @@ from sync._fs import (
 )
 from sync.bundle import MANIFEST_FILE, Bundle
 from sync.errors import (
+    BundleVerifyError,
     SyncDataError,
     SyncError,
     SyncStorageError,
@@ -69,7 +70,7 @@ class PullConfig:
 
 @dataclass(frozen=True)
 class PullResult:
-    status: str  # "up_to_date" or "installed"
+    status: str  # "up_to_date", "installed" or "repaired" (the active bundle was damaged)
     bundle_id: str
     bytes_downloaded: int  # body bytes read from the network (metadata + targets)
     chunks_downloaded: int
@@ -215,19 +216,40 @@ class Updater:
         return index
 
     @storage_errors
-    def pull(self) -> PullResult:
-        """Bring the area's published bundle in and activate it, or raise and change nothing."""
+    def pull(self, *, verify: bool = False) -> PullResult:
+        """Bring the area's published bundle in and activate it, or raise and change nothing.
+
+        When the published bundle is the active one, the active one is checked first (cheaply
+        by its stamp, every sha256 with ``verify``): a damaged or missing one is fetched again
+        through TUF like a new bundle and put back in place (status ``repaired``).
+        """
         start_bytes = self.fetcher.bytes_received
         p = self.store.pointer()
         if p.current and p.trial:  # a trial interrupted by a restart: finish it first
-            self.store.resume_trial(self._health_check)
+            try:
+                self.store.resume_trial(self._health_check)
+            except BundleVerifyError as e:  # damaged on disk, not unfit: fetch it again below
+                log.warning("%s; rolled back, fetching it again", e)
             p = self.store.pointer()
         tu = self._tuf()
         index = self.fetch_index(tu)
         bundle_id = str(index["bundle_id"])
         if bundle_id == p.current:
+            problem = self.store.check_bundle(bundle_id, full=verify)
+            if problem is None:
+                return PullResult(
+                    "up_to_date", bundle_id, self.fetcher.bytes_received - start_bytes, 0, 0
+                )
+            log.warning("active bundle is damaged (%s): fetching it again", problem)
+            downloaded, reused = self._stage(tu, index)
+            self.store.install(self.store.staging_path(bundle_id), bundle_id)
+            log.info("repaired bundle %s (%d chunks downloaded)", bundle_id[:12], downloaded)
             return PullResult(
-                "up_to_date", bundle_id, self.fetcher.bytes_received - start_bytes, 0, 0
+                "repaired",
+                bundle_id,
+                self.fetcher.bytes_received - start_bytes,
+                downloaded,
+                reused,
             )
         if bundle_id in p.rejected:
             raise UpdateRejectedError(
