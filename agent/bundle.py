@@ -32,7 +32,7 @@ from agent.errors import BundleLoadError
 from agent.planner import PlannerParams, minute_of_week_of, speed_factor_from_demand
 from models import DemandModel, DemandTable, ModelsError, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
-from sync import Bundle, BundleStore, SyncError
+from sync import Bundle, BundleStore, SyncError, UnsafeNameError, check_bundle_id
 from tiles import TilesError, TileStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,11 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 def resolve_bundle_path(bundle_dir: str | os.PathLike[str], bundle_id: str | None = None) -> Path:
     """The bundle directory to open: the store's active one, a given id in a store, or DIR."""
     d = Path(bundle_dir)
+    if bundle_id is not None:  # from a trip log, i.e. from outside: never a path
+        try:
+            check_bundle_id(bundle_id, "trip log")
+        except UnsafeNameError as e:
+            raise BundleLoadError(str(e)) from e
     if (d / "current.json").is_file() or (d / "bundles").is_dir():
         try:
             store = BundleStore(d)

@@ -31,6 +31,7 @@ from sync.logs import (
     fetch_logs,
 )
 from sync.manifest import Composed, compose, diff, manifest_hash
+from sync.names import check_bundle_id, check_file_name
 from sync.outbox import Outbox, OutboxConfig, OutboxRecord
 from sync.repository import FleetRepository, PublishResult, RepoConfig
 from sync.store import BundleStore, HealthCheck, Pointer
@@ -72,6 +73,8 @@ __all__ = [
     "UpdateRejectedError",
     "Updater",
     "build_bundle",
+    "check_bundle_id",
+    "check_file_name",
     "compose",
     "default_health_check",
     "diff",
