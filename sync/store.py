@@ -385,7 +385,7 @@ class BundleStore:
         an intact bundle gets a fresh stamp.
         """
         path = self.bundle_path(bundle_id)
-        if not path.is_dir():
+        if path.is_symlink() or not path.is_dir():
             return f"bundle {bundle_id[:12]} is missing ({path} is not a folder)"
         if not full and self._stamp_matches(bundle_id):
             return None

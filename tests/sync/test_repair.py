@@ -239,3 +239,22 @@ def test_running_agent_on_the_fallback_switches_back_once_sync_repaired_the_acti
     assert agent.sync_status()["last_pull"] == {"status": "repaired", "bundle": v2.bundle_id}
     assert agent.bundle.bundle_id == v2.bundle_id  # and switched back at the next tick
     assert_intact(fleet, v2.bundle_id)
+
+
+def test_active_folder_replaced_by_a_link_is_repaired_and_what_it_named_is_left_alone(
+    fleet: Fleet, serve: Any
+) -> None:
+    """bundles/<id> turned into a symlink to a folder elsewhere: the repair removes the link,
+    never the folder it points to, and leaves nothing in trash/."""
+    v1 = fleet.bundles["v1"].bundle_id
+    with serve(fleet.root) as url:
+        pull(fleet, url)
+        active = fleet.store().bundle_path(v1)
+        elsewhere = fleet.work / "elsewhere"
+        active.rename(elsewhere)
+        active.symlink_to(elsewhere, target_is_directory=True)
+        assert pull(fleet, url).status == "repaired"
+    assert not fleet.store().bundle_path(v1).is_symlink()
+    assert_intact(fleet, v1)
+    assert (elsewhere / "manifest.yaml").is_file()  # the link's target survives
+    assert not list(fleet.store().trash_dir.iterdir())
