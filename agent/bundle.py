@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from agent.errors import BundleLoadError, GpsError
 from agent.planner import PlannerParams, minute_of_week_of, monday_of, speed_factor_from_demand
 from models import DemandModel, DemandTable, ModelsError, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
-from sync import Bundle, BundleStore, SyncError
+from sync import Bundle, BundleStore, SyncError, UnsafeNameError, check_bundle_id
 from tiles import TilesError, TileStore
 from tiles.fileio import one_line_error
 
@@ -108,6 +109,11 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 def resolve_bundle_path(bundle_dir: str | os.PathLike[str], bundle_id: str | None = None) -> Path:
     """The bundle directory to open: the store's active one, a given id in a store, or DIR."""
     d = Path(bundle_dir)
+    if bundle_id is not None:  # from a trip log, i.e. from outside: never a path
+        try:
+            check_bundle_id(bundle_id, "trip log")
+        except UnsafeNameError as e:
+            raise BundleLoadError(str(e)) from e
     if (d / "current.json").is_file() or (d / "bundles").is_dir():
         try:
             store = BundleStore(d)
@@ -207,3 +213,51 @@ def load_bundle(
         timezone=tz,
         params_doc=doc,
     )
+
+
+def load_start_bundle(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    timezone: str | None = None,
+    repair: Callable[[], object] | None = None,
+) -> LoadedBundle:
+    """The bundle to start the agent on, every file hashed.
+
+    The store's active bundle when it is intact. When it is damaged (or its folder gone): the
+    store's last good or previous bundle, if one is intact (the sync thread re-fetches the
+    active one and the agent switches back to it); else ``repair()`` once (a verified pull from
+    the fleet, when sync is configured) and the active bundle again. A single bundle directory
+    (not a store) has nothing to fall back on: its error is raised.
+    """
+    try:
+        return load_bundle(bundle_dir, timezone=timezone, verify=True)
+    except BundleLoadError as e:
+        first = e
+    d = Path(bundle_dir)
+    if not ((d / "current.json").is_file() or (d / "bundles").is_dir()):
+        raise first
+    try:
+        fallbacks = BundleStore(d).fallback_ids()
+    except SyncError as e:
+        raise BundleLoadError(f"{first}; bundle store {d}: {e}") from e
+    for bid in fallbacks:
+        try:
+            b = load_bundle(d, bundle_id=bid, timezone=timezone, verify=True)
+        except BundleLoadError as e:
+            log.error("fallback bundle %s is unusable too: %s", bid[:12], e)
+            continue
+        log.error(
+            "active bundle unusable (%s); starting on the previous good bundle %s until it is "
+            "fetched again",
+            first,
+            bid[:12],
+        )
+        return b
+    if repair is None:
+        raise first
+    log.error("active bundle unusable (%s) and no good bundle to fall back on: re-pulling", first)
+    try:
+        repair()
+    except (SyncError, OSError) as e:
+        raise BundleLoadError(f"{first}; fetching it again failed: {e}") from e
+    return load_bundle(d, timezone=timezone, verify=True)

@@ -177,7 +177,9 @@ class BundleCache:
             lb = load_bundle(self.bundle_dir, bundle_id=bundle_id, timezone=self.timezone)
         except BundleLoadError:
             lb = load_bundle(self.bundle_dir, timezone=self.timezone)  # one bundle given
-            log.warning("bundle %s not found; replaying with %s", bundle_id[:12], lb.bundle_id[:12])
+            log.warning(
+                "bundle %s not found; replaying with %s", str(bundle_id)[:12], lb.bundle_id[:12]
+            )
         self._open[bundle_id] = lb
         return lb
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.api import AgentState
-from agent.bundle import LoadedBundle, load_bundle
+from agent.bundle import LoadedBundle, load_bundle, load_start_bundle
 from agent.clock import Clock
 from agent.decide import TickInputs, decide
 from agent.errors import AgentError, BundleLoadError
@@ -62,6 +62,7 @@ class SyncSettings:
     trusted_root: Path | None = None
     pull_interval_s: float = 300.0
     upload_interval_s: float = 30.0
+    retry_max_s: float = 900.0  # backoff cap after repeated failures (never below an interval)
     shutdown_flush_attempts: int = 3
 
 
@@ -214,6 +215,29 @@ def _first_seq(path: Path) -> int | None:
     return int(stem) if stem.isdigit() else None
 
 
+def start_bundle(config: AgentConfig) -> LoadedBundle:
+    """The bundle the agent starts on (:func:`agent.bundle.load_start_bundle`): the active one,
+    else the previous good one in the store, else the active one pulled again from the fleet
+    (verified through TUF) when bundle sync is configured."""
+    s = config.sync
+    repair: Callable[[], object] | None = None
+    if s is not None and s.area and s.trusted_root is not None:
+        area, root_path = s.area, s.trusted_root
+
+        def repair() -> object:
+            u = Updater(
+                BundleStore(config.bundle_dir),
+                PullConfig(s.server_url, area),
+                root_path.read_bytes(),
+            )
+            try:
+                return u.pull(verify=True)
+            finally:
+                u.close()
+
+    return load_start_bundle(config.bundle_dir, timezone=config.timezone, repair=repair)
+
+
 class Agent:
     def __init__(
         self,
@@ -241,10 +265,11 @@ class Agent:
         # bundles replaced by a newer one: their tile databases are closed after a grace period
         # (an API request may still be reading the old store), or at shutdown
         self._retired: list[tuple[LoadedBundle, threading.Timer]] = []
-        self._sync_status: dict[str, Any] = {"enabled": config.sync is not None}
-        self.bundle = bundle or load_bundle(
-            config.bundle_dir, timezone=config.timezone, verify=True
-        )
+        self._sync_status: dict[str, Any] = {
+            "enabled": config.sync is not None,
+            "unexpected_errors": 0,  # exceptions outside SyncError caught by the sync thread
+        }
+        self.bundle = bundle or start_bundle(config)
         self.gate = SafetyGate(self.bundle.safety, area=self.bundle.area, locale=config.locale)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -320,6 +345,46 @@ class Agent:
         )
 
     # ------------------------------------------------------------------ background sync
+    def _sync_step(self, name: str, step: Callable[[], None], interval_s: float) -> float:
+        """Run one sync step (``pull`` or ``upload``); the seconds until the next. Never raises:
+        whatever goes wrong is logged and counted, and the step is retried after an
+        exponential backoff (the interval, doubled per consecutive failure, capped)."""
+        s = self.config.sync
+        assert s is not None
+        st = self._sync_status
+        try:
+            step()
+        except SyncError as e:  # offline, expired, rejected: keep the bundle and the records
+            st[f"{name}_error"] = str(e)
+            log.info("%s: %s (keeping %s)", name, e, self.bundle.bundle_id[:12])
+        except Exception as e:  # a bug, or data no check foresaw: the thread must carry on
+            st[f"{name}_error"] = f"{type(e).__name__}: {e}"
+            st["unexpected_errors"] = st.get("unexpected_errors", 0) + 1
+            log.exception("sync %s failed unexpectedly; the sync thread carries on", name)
+        else:
+            st[f"{name}_error"] = ""
+            st[f"{name}_consecutive_failures"] = 0
+            return interval_s
+        st[f"{name}_failures"] = st.get(f"{name}_failures", 0) + 1
+        n = int(st.get(f"{name}_consecutive_failures", 0)) + 1
+        st[f"{name}_consecutive_failures"] = n
+        delay = min(max(interval_s, s.retry_max_s), interval_s * 2.0 ** min(n - 1, 30))
+        st[f"{name}_retry_in_s"] = delay
+        return delay
+
+    def _pull_step(self) -> None:
+        assert self._updater is not None
+        res = self._updater.pull()
+        self._sync_status["last_pull"] = {"status": res.status, "bundle": res.bundle_id}
+        # a new bundle, the active one repaired, or the agent started on an older one
+        if res.status != "up_to_date" or res.bundle_id != self.bundle.bundle_id:
+            self._reload.set()
+
+    def _upload_step(self) -> None:
+        assert self._uploader is not None
+        r = self._uploader.flush()
+        self._sync_status["last_upload"] = {"sent": r.sent, "batches": r.batches}
+
     def _sync_loop(self) -> None:
         s = self.config.sync
         assert s is not None
@@ -328,25 +393,11 @@ class Agent:
         while not self._stop.is_set():
             now = self.clock.monotonic()
             if self._updater is not None and now >= next_pull:
-                next_pull = now + s.pull_interval_s
-                try:
-                    res = self._updater.pull()
-                    self._sync_status["last_pull"] = {"status": res.status, "bundle": res.bundle_id}
-                    self._sync_status["pull_error"] = ""
-                    if res.status == "installed":
-                        self._reload.set()
-                except SyncError as e:  # offline, expired, rejected: keep the current bundle
-                    self._sync_status["pull_error"] = str(e)
-                    log.info("bundle pull: %s (keeping %s)", e, self.bundle.bundle_id[:12])
+                next_pull = now + self._sync_step("pull", self._pull_step, s.pull_interval_s)
             if self._uploader is not None and now >= next_upload:
-                next_upload = now + s.upload_interval_s
-                try:
-                    r = self._uploader.flush()
-                    self._sync_status["last_upload"] = {"sent": r.sent, "batches": r.batches}
-                    self._sync_status["upload_error"] = ""
-                except SyncError as e:
-                    self._sync_status["upload_error"] = str(e)
-                    log.info("log upload: %s (records kept)", e)
+                next_upload = now + self._sync_step(
+                    "upload", self._upload_step, s.upload_interval_s
+                )
             self._stop.wait(1.0)
 
     # ------------------------------------------------------------------ the loop

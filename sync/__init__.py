@@ -16,6 +16,7 @@ from sync.errors import (
     SyncError,
     SyncStorageError,
     SyncTransportError,
+    UnsafeNameError,
     UpdateRejectedError,
 )
 from sync.fetcher import FetchConfig, HttpxFetcher
@@ -32,6 +33,7 @@ from sync.logs import (
     fetch_vehicle_logs,
 )
 from sync.manifest import Composed, compose, diff, manifest_hash
+from sync.names import check_bundle_id, check_file_name
 from sync.outbox import Outbox, OutboxConfig, OutboxRecord
 from sync.repository import FleetRepository, PublishResult, RepoConfig
 from sync.store import BundleStore, HealthCheck, Pointer
@@ -69,10 +71,13 @@ __all__ = [
     "SyncError",
     "SyncStorageError",
     "SyncTransportError",
+    "UnsafeNameError",
     "UpdateRejectedError",
     "Updater",
     "VehicleLogs",
     "build_bundle",
+    "check_bundle_id",
+    "check_file_name",
     "compose",
     "default_health_check",
     "diff",

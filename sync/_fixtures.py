@@ -155,3 +155,30 @@ def change_one_tile(
     finally:
         conn.close()
     return int(tid)
+
+
+def sign_forged_index(repo: Any, area: str, index: dict[str, Any], now: Any) -> None:
+    """Sign ``index`` as ``area``'s bundle index the way a compromised (or buggy) publisher
+    would: with the fleet's own keys, whatever it says. The chunk targets stay those of the
+    genuinely published index (tests of the client's distrust of signed data)."""
+    from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+
+    from sync.repository import index_target_path
+
+    data = json.dumps(index, sort_keys=True, indent=1).encode()
+    path = index_target_path(area)
+    genuine = repo.published()
+    real_targets = repo._targets_for
+
+    def forged_targets(published: dict[str, Any]) -> dict[str, TargetFile]:
+        out: dict[str, TargetFile] = real_targets(published)
+        out[path] = TargetFile.from_data(path, data, ["sha256"])
+        return out
+
+    with repo._lock():
+        repo._write_target(path, data)
+        repo._targets_for = forged_targets
+        try:
+            repo._sign_chain(now, genuine, bump_targets=True)
+        finally:
+            del repo._targets_for

@@ -39,8 +39,9 @@ from typing import Any
 import yaml
 
 from sync._fs import fsync_dir, fsync_file, read_bounded, sha256_bytes, sha256_file, storage_errors
-from sync.errors import BundleInputError, BundleVerifyError
+from sync.errors import BundleInputError, BundleVerifyError, UnsafeNameError
 from sync.manifest import NO_MODEL, SCHEMA_VERSION, Composed, dump_yaml, manifest_hash
+from sync.names import check_file_name, is_hex64
 from tiles.fileio import one_line_error, sqlite_readonly_uri
 
 log = logging.getLogger(__name__)
@@ -84,14 +85,17 @@ def _parse_bundle_manifest(data: bytes, where: str) -> tuple[dict[str, Any], dic
         )
     files: dict[str, FileEntry] = {}
     for name, ent in doc["files"].items():
+        try:
+            check_file_name(name, where)
+        except UnsafeNameError as e:
+            raise BundleVerifyError(f"{e} (manifest.yaml)") from e
         if (
-            not isinstance(name, str)
-            or name.startswith("/")
-            or ".." in name.split("/")
-            or name == MANIFEST_FILE
+            name == MANIFEST_FILE
             or not isinstance(ent, dict)
-            or not isinstance(ent.get("sha256"), str)
+            or not is_hex64(ent.get("sha256"))
             or not isinstance(ent.get("size_bytes"), int)
+            or isinstance(ent.get("size_bytes"), bool)
+            or ent["size_bytes"] < 0
         ):
             raise BundleVerifyError(f"{where}: bad file entry {name!r} in manifest.yaml")
         files[name] = FileEntry(ent["sha256"], ent["size_bytes"])

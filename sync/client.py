@@ -39,6 +39,7 @@ from sync._fs import (
 )
 from sync.bundle import MANIFEST_FILE, Bundle
 from sync.errors import (
+    BundleVerifyError,
     SyncDataError,
     SyncError,
     SyncStorageError,
@@ -47,6 +48,7 @@ from sync.errors import (
 )
 from sync.fetcher import FetchConfig, HttpxFetcher
 from sync.health import default_health_check
+from sync.names import check_bundle_id, check_chunk_hash, check_file_name, is_hex64
 from sync.repository import INDEX_SCHEMA, chunk_target_path, index_target_path
 from sync.store import BundleStore, HealthCheck
 
@@ -68,11 +70,56 @@ class PullConfig:
 
 @dataclass(frozen=True)
 class PullResult:
-    status: str  # "up_to_date" or "installed"
+    status: str  # "up_to_date", "installed" or "repaired" (the active bundle was damaged)
     bundle_id: str
     bytes_downloaded: int  # body bytes read from the network (metadata + targets)
     chunks_downloaded: int
     chunks_reused: int  # taken from the current bundle or an interrupted earlier pull
+
+
+def _int(value: object, lo: int, hi: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise UpdateRejectedError(f"bundle index: {what} {value!r} is not an integer in range")
+    return value
+
+
+def _check_index(index: dict[str, Any], config: PullConfig) -> None:
+    """Every name and number of a signed bundle index, checked before any of it is used.
+
+    The signature says the fleet wrote it; this says it is safe to act on (names that cannot
+    leave the store, sizes and chunk lists that agree, bounds). Raises a SyncDataError.
+    """
+    bundle_id = check_bundle_id(index.get("bundle_id"), "bundle index")
+    step = _int(index.get("chunk_bytes"), 1, config.fetch.max_response_bytes, "chunk_bytes")
+    files = index.get("files")
+    if not isinstance(files, dict) or MANIFEST_FILE not in files:
+        raise UpdateRejectedError("bundle index lists no manifest")
+    if len(files) > config.max_files:
+        raise UpdateRejectedError(f"bundle index lists {len(files)} files")
+    total = 0
+    dirs: set[str] = set()
+    for name, ent in files.items():
+        check_file_name(name, "bundle index")
+        parts = name.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        if not isinstance(ent, dict):
+            raise UpdateRejectedError(f"bundle index: entry of {name!r} is not an object")
+        if not is_hex64(ent.get("sha256")):
+            raise UpdateRejectedError(f"bundle index: {name}: sha256 is not 64 lowercase hex")
+        size = _int(ent.get("size_bytes"), 0, config.max_bundle_bytes, f"{name}: size_bytes")
+        chunks = ent.get("chunks")
+        if not isinstance(chunks, list) or len(chunks) != -(-size // step):
+            raise UpdateRejectedError(f"bundle index: {name}: chunk list does not fit its size")
+        for h in chunks:
+            check_chunk_hash(h, f"bundle index: {name}")
+        total += size
+    clash = sorted(dirs & set(files))
+    if clash:
+        raise UpdateRejectedError(f"bundle index: {clash[0]!r} is both a file and a folder")
+    if total > config.max_bundle_bytes:
+        raise UpdateRejectedError(f"bundle of {total} bytes exceeds the configured bound")
+    if files[MANIFEST_FILE]["sha256"] != bundle_id:
+        raise UpdateRejectedError("bundle index: manifest hash is not the bundle id")
 
 
 def _wrap_tuf(e: Exception, what: str) -> SyncError:
@@ -165,35 +212,44 @@ class Updater:
             raise UpdateRejectedError(
                 f"bundle index is for area {index.get('area')!r}, not {self.config.area!r}"
             )
-        files = index.get("files")
-        if not isinstance(files, dict) or MANIFEST_FILE not in files:
-            raise UpdateRejectedError("bundle index lists no manifest")
-        if len(files) > self.config.max_files:
-            raise UpdateRejectedError(f"bundle index lists {len(files)} files")
-        total = sum(int(f["size_bytes"]) for f in files.values())
-        if total > self.config.max_bundle_bytes:
-            raise UpdateRejectedError(f"bundle of {total} bytes exceeds the configured bound")
-        if files[MANIFEST_FILE]["sha256"] != index.get("bundle_id"):
-            raise UpdateRejectedError("bundle index: manifest hash is not the bundle id")
-        for name in files:
-            if not isinstance(name, str) or name.startswith("/") or ".." in name.split("/"):
-                raise UpdateRejectedError(f"bundle index: bad file name {name!r}")
+        _check_index(index, self.config)
         return index
 
     @storage_errors
-    def pull(self) -> PullResult:
-        """Bring the area's published bundle in and activate it, or raise and change nothing."""
+    def pull(self, *, verify: bool = False) -> PullResult:
+        """Bring the area's published bundle in and activate it, or raise and change nothing.
+
+        When the published bundle is the active one, the active one is checked first (cheaply
+        by its stamp, every sha256 with ``verify``): a damaged or missing one is fetched again
+        through TUF like a new bundle and put back in place (status ``repaired``).
+        """
         start_bytes = self.fetcher.bytes_received
         p = self.store.pointer()
         if p.current and p.trial:  # a trial interrupted by a restart: finish it first
-            self.store.resume_trial(self._health_check)
+            try:
+                self.store.resume_trial(self._health_check)
+            except BundleVerifyError as e:  # damaged on disk, not unfit: fetch it again below
+                log.warning("%s; rolled back, fetching it again", e)
             p = self.store.pointer()
         tu = self._tuf()
         index = self.fetch_index(tu)
         bundle_id = str(index["bundle_id"])
         if bundle_id == p.current:
+            problem = self.store.check_bundle(bundle_id, full=verify)
+            if problem is None:
+                return PullResult(
+                    "up_to_date", bundle_id, self.fetcher.bytes_received - start_bytes, 0, 0
+                )
+            log.warning("active bundle is damaged (%s): fetching it again", problem)
+            downloaded, reused = self._stage(tu, index)
+            self.store.install(self.store.staging_path(bundle_id), bundle_id)
+            log.info("repaired bundle %s (%d chunks downloaded)", bundle_id[:12], downloaded)
             return PullResult(
-                "up_to_date", bundle_id, self.fetcher.bytes_received - start_bytes, 0, 0
+                "repaired",
+                bundle_id,
+                self.fetcher.bytes_received - start_bytes,
+                downloaded,
+                reused,
             )
         if bundle_id in p.rejected:
             raise UpdateRejectedError(

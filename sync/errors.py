@@ -38,6 +38,10 @@ class UpdateRejectedError(SyncDataError):
     """The fleet repository's metadata or a target failed TUF verification."""
 
 
+class UnsafeNameError(SyncDataError):
+    """A name taken from metadata (bundle id, chunk hash, file name) is not safe as a path."""
+
+
 class HealthCheckError(SyncDataError):
     """A bundle on trial failed its health check (it was rolled back)."""
 

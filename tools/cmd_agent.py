@@ -69,11 +69,10 @@ def _token(args: argparse.Namespace) -> str:
 def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
     """Shared by ``agent run`` and ``demo``: build, serve, run until the source ends or SIGTERM."""
     from agent.api import AgentState
-    from agent.bundle import load_bundle
     from agent.clock import SystemClock
     from agent.gps import open_source
     from agent.instruction import Instruction, format_line
-    from agent.runtime import Agent, AgentConfig, SyncSettings
+    from agent.runtime import Agent, AgentConfig, SyncSettings, start_bundle
     from agent.server import ApiServer, parse_listen
 
     sync = None
@@ -93,8 +92,9 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
         plan_interval_s=args.plan_interval,
         sync=sync,
     )
-    # fail fast on a bad bundle: every file is checked against its manifest hash
-    bundle = load_bundle(bundle_dir, timezone=args.timezone, verify=True)
+    # fail fast on a bad bundle: every file is checked against its manifest hash (a damaged
+    # active bundle in a store: the previous good one, or the active one pulled again)
+    bundle = start_bundle(config)
     clock = SystemClock()
     source = open_source(gps, clock, speed=args.speed)
     state = AgentState(locale=args.locale)

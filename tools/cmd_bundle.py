@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from tools.errors import ToolsError, check_server_url
@@ -32,8 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build.add_argument("--json", action="store_true")
     build.set_defaults(func=cmd_build)
 
-    verify = bsub.add_parser("verify", help="check every file of a bundle against its manifest")
-    verify.add_argument("bundle", help="bundle directory")
+    verify = bsub.add_parser(
+        "verify",
+        help="check every file of a bundle against its manifest",
+        description="Hash every file of BUNDLE, or of the active bundle of --store; a damaged "
+        "bundle is one line on stderr and exit status 2 (`bundle pull` fetches it again).",
+    )
+    verify.add_argument("bundle", nargs="?", help="bundle directory")
+    verify.add_argument("--store", help="device bundle store: verify its active bundle")
     verify.add_argument("--health", action="store_true", help="also run the default health check")
     verify.set_defaults(func=cmd_verify)
 
@@ -42,11 +49,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pull.add_argument("--server", required=True, help="fleet server URL")
     pull.add_argument("--area", required=True)
     pull.add_argument("--trusted-root", required=True, help="the fleet's root.json (provisioned)")
+    pull.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every file of the active bundle before saying it is up to date (without: "
+        "sizes and mtimes against those recorded when it was last hashed)",
+    )
     pull.add_argument("--json", action="store_true")
     pull.set_defaults(func=cmd_pull)
 
-    status = bsub.add_parser("status", help="current / trial / last good bundle of a store")
+    status = bsub.add_parser(
+        "status",
+        help="current / trial / last good bundle of a store, and whether the active is intact",
+    )
     status.add_argument("--store", required=True)
+    status.add_argument(
+        "--verify", action="store_true", help="hash every file (default: sizes and mtimes)"
+    )
     status.set_defaults(func=cmd_status)
 
 
@@ -72,9 +91,24 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from sync import Bundle, default_health_check
+    from sync import Bundle, BundleStore, BundleVerifyError, default_health_check
 
-    bundle = Bundle(args.bundle)
+    if (args.bundle is None) == (args.store is None):
+        raise ToolsError("bundle verify: give a bundle directory or --store, not both")
+    if args.store is not None:
+        store = BundleStore(args.store)
+        current = store.current_id()
+        if current is None:
+            raise ToolsError(f"bundle store {args.store} has no active bundle")
+        problem = store.check_bundle(current, full=True)
+        if problem is not None:
+            raise BundleVerifyError(
+                f"active bundle {current[:12]} is damaged: {problem} "
+                "(`nagashi bundle pull` fetches it again)"
+            )
+        bundle = Bundle(store.bundle_path(current))
+    else:
+        bundle = Bundle(args.bundle)
     bundle.verify()
     if args.health:
         default_health_check(bundle)
@@ -91,7 +125,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         raise ToolsError(f"trusted root not found: {root}")
     u = Updater(BundleStore(args.store), PullConfig(args.server, args.area), root.read_bytes())
     try:
-        res = u.pull()
+        res = u.pull(verify=args.verify)
     finally:
         u.close()
     if args.json:
@@ -102,9 +136,23 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The store's state as JSON; a damaged active bundle is also said on stderr."""
     from sync import BundleStore
 
     if not Path(args.store).is_dir():  # BundleStore() would create an empty store
         raise ToolsError(f"bundle store not found: {args.store}")
-    print(json.dumps(BundleStore(args.store).status(), indent=2))
+    st = BundleStore(args.store).status(full=args.verify)
+    print(json.dumps(st, indent=2))
+    active = st["active"]
+    if active is not None and active["state"] == "damaged":
+        print(
+            f"active bundle {active['id'][:12]} is DAMAGED: {active['problem']} "
+            "(`nagashi bundle pull` fetches it again; meanwhile the agent starts on "
+            + (
+                f"the previous good bundle {st['fallbacks'][0][:12]})"
+                if st["fallbacks"]
+                else "it only after pulling it again from the fleet)"
+            ),
+            file=sys.stderr,
+        )
     return 0
