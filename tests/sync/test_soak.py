@@ -5,6 +5,7 @@ logged, each once, apart from those an outbox bound dropped on purpose (counted)
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ import msgpack
 import pytest
 
 from agent.triplog import read_records
-from sync import Outbox
+from sync import FleetRepository, Outbox
 from sync.logstore import SqliteLogStorage
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -122,6 +123,7 @@ class FaultyProxy:
 def test_soak_kills_and_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     root = tmp_path / "fleet"
+    FleetRepository(root).init(dt.datetime.now(dt.UTC))  # `fleet serve` wants a repository
     storage = SqliteLogStorage(root / "fleet.sqlite")
     tokens = {v: storage.add_token("vehicle", v, 0.0) for v in CABS}
     storage.close()
