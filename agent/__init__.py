@@ -1,10 +1,19 @@
 """The in-cab agent: GPS in, a cruising route or "follow the road" out, every decision logged.
 
-Modules: :mod:`agent.gps` / :mod:`agent.nmea` (fix sources), :mod:`agent.planner` (the cruising
-MDP), :mod:`agent.decide` (one tick, pure), :mod:`agent.runtime` (the loop, sync in the
-background), :mod:`agent.triplog` (durable msgpack log), :mod:`agent.api` / :mod:`agent.server`
-(local HTTP API and tablet page), :mod:`agent.replay`, :mod:`agent.export`, :mod:`agent.trial`.
-Imports everything below it (tiles, models, safety, sync); nothing imports agent but tools.
+Start at :mod:`agent.decide`: one tick, pure (fix -> match -> plan -> safety -> instruction).
+Around it:
+
+* :mod:`agent.gps` (sub-package): fix sources (CSV/GPX traces, NMEA files and streams, gpsd);
+* :mod:`agent.planner` (sub-package): the cruising MDP, its value iteration (``core``), the
+  route read-out and its directions;
+* :mod:`agent.bundle`: a bundle opened for driving; :mod:`agent.instruction`: what the driver
+  sees; :mod:`agent.triplog`: the durable msgpack trip log;
+* :mod:`agent.runtime`: the loop (ticks, the trip log's outbox feed, sync in the background);
+* :mod:`agent.api` (sub-package): the local HTTP API, its server and the tablet page.
+
+The field engineer's tools (replay, export, trial report, shifts, logs pull, demo) are in
+``tools/field``. Imports everything below it (tiles, models, safety, sync); nothing imports
+agent but tools.
 
 The names below are imported on first use, so that ``import agent.planner`` stays light.
 """
@@ -27,8 +36,8 @@ _LAZY: dict[str, str] = {
     "TripLogError": "agent.errors",
     "AgentState": "agent.api",
     "create_app": "agent.api",
-    "ApiConfig": "agent.server",
-    "ApiServer": "agent.server",
+    "ApiConfig": "agent.api.server",
+    "ApiServer": "agent.api.server",
     "Clock": "agent.clock",
     "ManualClock": "agent.clock",
     "SystemClock": "agent.clock",
@@ -38,8 +47,8 @@ _LAZY: dict[str, str] = {
     "open_source": "agent.gps",
     "read_csv_trace": "agent.gps",
     "read_gpx_trace": "agent.gps",
-    "NmeaSocketSource": "agent.nmea",
-    "GpsdSource": "agent.gpsd",
+    "NmeaSocketSource": "agent.gps.nmea",
+    "GpsdSource": "agent.gps.gpsd",
     "LoadedBundle": "agent.bundle",
     "load_bundle": "agent.bundle",
     "TickInputs": "agent.decide",
@@ -50,12 +59,6 @@ _LAZY: dict[str, str] = {
     "TripLog": "agent.triplog",
     "TripLogConfig": "agent.triplog",
     "read_records": "agent.triplog",
-    "TickReplay": "agent.replay",
-    "replay_log": "agent.replay",
-    "export_geojson": "agent.export",
-    "export_html": "agent.export",
-    "report_trial": "agent.trial",
-    "pull_logs": "agent.logs_pull",
     "Plan": "agent.planner",
     "PlannerError": "agent.planner",
     "PlannerParams": "agent.planner",

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 Recheck = Callable[[Verdict], Sequence[Reason]]
 
-PULL_KIND = "pull"  # written by agent.logs_pull (a layer above)
+PULL_KIND = "pull"  # written by tools.field.logs_pull (a layer above)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``nagashi report trial --logs ...``: per-shift field-trial summary with plots (agent.trial).
+"""``nagashi report trial --logs ...``: per-shift field-trial summary with plots
+(:mod:`tools.field.trial`).
 
 Registered on the ``report`` group by :mod:`tools.cmd_report`.
 """
@@ -27,7 +28,7 @@ def _pct(x: float | None) -> str:
 
 
 def cmd_report_trial(args: argparse.Namespace) -> int:
-    from agent.trial import report_trial
+    from tools.field.trial import report_trial
 
     doc = report_trial(args.logs, None if args.no_plots else Path(args.out))
     if args.json:

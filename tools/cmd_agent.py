@@ -69,11 +69,11 @@ def _token(args: argparse.Namespace) -> str:
 def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
     """Shared by ``agent run`` and ``demo``: build, serve, run until the source ends or SIGTERM."""
     from agent.api import AgentState
+    from agent.api.server import ApiServer, parse_listen
     from agent.clock import SystemClock
     from agent.gps import open_source
     from agent.instruction import Instruction, format_line
     from agent.runtime import Agent, AgentConfig, SyncSettings, start_bundle
-    from agent.server import ApiServer, parse_listen
 
     sync = None
     if getattr(args, "sync_server", None):

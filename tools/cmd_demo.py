@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import DRIVE_FIXTURE, ensure_manhattan_bundle
+    from tools.field.demo import DRIVE_FIXTURE, ensure_manhattan_bundle
 
     shared = Path(args.shared_data).resolve()
     if not shared.is_dir():

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from agent.export import export_geojson, export_html
+    from tools.field.export import export_geojson, export_html
 
     out = Path(args.out or f"drive.{args.format}")
     if args.format == "geojson":

@@ -44,7 +44,7 @@ def parse_since(text: str, now_s: float) -> float:
 
 
 def cmd_logs_pull(args: argparse.Namespace) -> int:
-    from agent.logs_pull import pull_logs
+    from tools.field.logs_pull import pull_logs
 
     check_server_url(args.server, "--server")
     if args.token_file:

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agent.replay import replay_log
+    from tools.field.replay import replay_log
 
     total = differ = 0
     for r in replay_log(args.log, args.bundle_dir, tick=args.tick, timezone=args.timezone):

@@ -16,9 +16,9 @@ with warnings.catch_warnings():
 import itertools
 
 from agent.api import AgentState, create_app
+from agent.api.server import ApiConfig, ApiServer, parse_listen
 from agent.errors import AgentError
 from agent.instruction import turn_modifier
-from agent.server import ApiConfig, ApiServer, parse_listen
 from tests.agent.helpers import route_instruction, state_with
 from tiles import TileStore
 

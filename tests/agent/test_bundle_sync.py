@@ -16,7 +16,6 @@ import yaml
 
 from agent.clock import ManualClock
 from agent.gps import Fix, TraceReplay, read_csv_trace
-from agent.replay import replay_log
 from agent.runtime import Agent, AgentConfig, SyncSettings
 from agent.triplog import read_records
 from sync import (
@@ -31,7 +30,8 @@ from sync import (
 from sync.logstore import SqliteLogStorage
 from sync.manifest import compose_docs
 from sync.server import create_app
-from tests.agent.conftest import DRIVE_CSV
+from tests.conftest import DRIVE_CSV
+from tools.field.replay import replay_log
 
 
 def _bundle_b(a: Bundle, work: Path) -> Bundle:

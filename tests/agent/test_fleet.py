@@ -16,13 +16,13 @@ import httpx
 import pytest
 import uvicorn
 
-from agent.replay import replay_log
 from agent.triplog import read_records
 from sync import Outbox
 from sync.logstore import SqliteLogStorage
 from sync.server import create_app
-from tests.agent.conftest import DRIVE_CSV
+from tests.conftest import DRIVE_CSV
 from tools.cli import main
+from tools.field.replay import replay_log
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

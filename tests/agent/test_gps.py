@@ -21,7 +21,7 @@ from agent.gps import (
     write_csv_trace,
     write_gpx_trace,
 )
-from agent.nmea import NmeaDecoder, NmeaSocketSource, decode_lines, format_sentences
+from agent.gps.nmea import NmeaDecoder, NmeaSocketSource, decode_lines, format_sentences
 from tiles import TileStore, match_fix
 from tiles.geo import haversine_m
 

@@ -163,7 +163,7 @@ _NMEA_LINE = st.one_of(
 
 
 def _with_checksum(line: str) -> str:
-    from agent.nmea import checksum
+    from agent.gps.nmea import checksum
 
     body = line[1:] if line.startswith("$") else line
     return f"${body}*{checksum(body)}"

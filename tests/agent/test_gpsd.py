@@ -14,8 +14,8 @@ import pytest
 from agent.clock import ManualClock, SystemClock
 from agent.errors import GpsError
 from agent.gps import Fix, open_source
-from agent.gpsd import GpsdSource, tpv_fix
-from agent.nmea import NmeaSocketSource, decode_lines
+from agent.gps.gpsd import GpsdSource, tpv_fix
+from agent.gps.nmea import NmeaSocketSource, decode_lines
 from tests.components import require
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "nmea"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from agent.clock import SystemClock
 from agent.gps import Fix, read_csv_trace
+from agent.gps.nmea import NmeaSocketSource, format_sentences
 from agent.instruction import Instruction
-from agent.nmea import NmeaSocketSource, format_sentences
 from agent.runtime import Agent, AgentConfig
 from agent.triplog import read_records
-from tests.agent.conftest import DRIVE_CSV
+from tests.conftest import DRIVE_CSV
 
 
 def test_silent_receiver_turns_guidance_into_a_stale_fallback(

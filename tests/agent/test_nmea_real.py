@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pynmeagps import NMEAReader
 
 from agent.gps import DEFAULT_UERE_M, Fix
-from agent.nmea import NmeaDecoder, checksum, decode_lines
+from agent.gps.nmea import NmeaDecoder, checksum, decode_lines
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "nmea"
 ALL = sorted(p.name for p in LOGS.glob("*.log"))
@@ -260,3 +260,23 @@ def test_fuzz_no_exception(lines: list[str]) -> None:
         if f is not None:
             assert math.isfinite(f.time_s) and -90 <= f.lat <= 90 and -180 <= f.lon <= 180
             assert f.accuracy_m is None or math.isfinite(f.accuracy_m)
+
+
+def test_coordinates_are_read_by_their_minutes_and_bounded() -> None:
+    # Hypothesis found it: a 4-digit longitude "2118.8515" read as 211° 8.85' (off the globe);
+    # the minutes are the two digits before the point, whatever precedes them
+    from agent.gps.nmea import _coord
+
+    assert _coord("2118.8515", "W", 3) == pytest.approx(-(21 + 18.8515 / 60))
+    assert _coord("02118.8515", "W", 3) == _coord("2118.8515", "W", 3)
+    assert _coord("4404.1305", "N", 2) == pytest.approx(44 + 4.1305 / 60)
+    for bad, hemi, digits in (
+        ("18100.0000", "E", 3),
+        ("9100.0000", "N", 2),
+        ("12345678.0", "E", 3),
+        ("4460.0000", "N", 2),
+        ("44x4.1", "N", 2),
+        ("1.5", "N", 2),
+    ):
+        with pytest.raises(ValueError):
+            _coord(bad, hemi, digits)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import httpx
 
-from agent.runtime import OutboxFeed
+from agent.outbox_feed import OutboxFeed
 from agent.triplog import TripLog, TripLogConfig, read_records, unpack
 from sync import Outbox, SyncStorageError
 from sync.logstore import SqliteLogStorage
-from tests.agent.conftest import DRIVE_CSV
 from tests.agent.test_fleet import fleet  # noqa: F401 (the fixture)
+from tests.conftest import DRIVE_CSV
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

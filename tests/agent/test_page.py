@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.server import ApiConfig, ApiServer
+from agent.api.server import ApiConfig, ApiServer
 from tests.agent.helpers import route_instruction, state_with
 from tests.components import find, require
 from tiles import TileStore

@@ -12,9 +12,9 @@ import pytest
 from agent.bundle import LoadedBundle, load_bundle
 from agent.decide import TickInputs, decide
 from agent.gps import read_csv_trace
-from agent.replay import replay_tick
 from models import ModelOutputError, TickDemand, open_demand
-from tests.agent.conftest import DRIVE_CSV
+from tests.conftest import DRIVE_CSV
+from tools.field.replay import replay_tick
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.gps import Fix
-from agent.nmea import decode_lines, format_sentences
+from agent.gps.nmea import decode_lines, format_sentences
 from agent.triplog import ReadReport, TripLog, TripLogConfig, log_files, read_records
 from tiles.geo import angle_diff_deg, haversine_m
 

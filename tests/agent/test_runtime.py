@@ -14,10 +14,10 @@ import pytest
 from agent.bundle import load_bundle
 from agent.decide import TickInputs, decide
 from agent.gps import Fix, read_csv_trace
-from agent.replay import replay_log, replay_tick
 from agent.runtime import distance_to_line_m
 from agent.triplog import read_records
-from tests.agent.conftest import DRIVE_CSV
+from tests.conftest import DRIVE_CSV
+from tools.field.replay import replay_log, replay_tick
 
 
 def test_the_loop_plans_logs_and_publishes(drive_run: dict[str, Any]) -> None:

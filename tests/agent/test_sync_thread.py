@@ -15,8 +15,8 @@ from agent.gps import Fix, TraceReplay, read_csv_trace
 from agent.runtime import Agent, AgentConfig, SyncSettings
 from sync import Bundle, BundleStore, FleetRepository, PullConfig, PullResult, Updater
 from sync._fixtures import sign_forged_index
-from tests.agent.conftest import DRIVE_CSV
 from tests.agent.test_bundle_sync import _Serve
+from tests.conftest import DRIVE_CSV
 
 
 def _wait_for(cond: Callable[[], bool], limit_s: float = 60.0) -> None:

@@ -1,7 +1,7 @@
 """One cab of the soak test (tests/sync/test_soak.py), run as its own process.
 
 ``python -m tests.sync.soak_cab DATA URL VEHICLE TOKEN_FILE MAX_RECORDS {run,drain}``: the real
-pipeline of the agent (trip log fsynced, :class:`agent.runtime.OutboxFeed`, bounded outbox,
+pipeline of the agent (trip log fsynced, :class:`agent.outbox_feed.OutboxFeed`, bounded outbox,
 uploader). ``run`` logs records and uploads until it is killed; ``drain`` only uploads until
 the outbox is empty, then exits 0.
 """
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.runtime import OutboxFeed
+from agent.outbox_feed import OutboxFeed
 from agent.triplog import TripLog, TripLogConfig
 from sync import LogClient, LogClientConfig, LogUploader, Outbox, OutboxConfig, RetryConfig
 from sync.errors import SyncError

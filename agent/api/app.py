@@ -9,7 +9,7 @@ Endpoints (JSON, ``schema_version`` 1; errors are ``{"error": {"status", "messag
 * ``POST /v1/meter``: ``{"occupied": true|false}`` from the taximeter (logged for reports).
 * ``GET /healthz``: ``{"status": "ok"|"starting"|"degraded", ...}`` (503 unless ok).
 * ``GET /openapi.json``: the OpenAPI 3.1 document of all of the above.
-* ``GET /``: the tablet page (``agent/static``), fully offline.
+* ``GET /``: the tablet page (``agent/api/static``), fully offline.
 
 The server binds to 127.0.0.1 unless told otherwise: the tablet's browser runs on the same
 machine, and nothing here is meant for the network.

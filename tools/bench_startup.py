@@ -63,7 +63,7 @@ def _drain(pipe: IO[str] | None, into: list[str] | None) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.demo import DRIVE_FIXTURE, ensure_manhattan_bundle  # heavy: only when run
+    from tools.field.demo import DRIVE_FIXTURE, ensure_manhattan_bundle  # heavy: only when run
 
     bundle = (
         Path(args.bundle_dir)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from agent.api import AgentState, create_app
+from agent.api.app import AgentState, create_app
 from agent.errors import AgentError
 
 log = logging.getLogger(__name__)

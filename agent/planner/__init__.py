@@ -83,9 +83,10 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from agent._planner_core import ValueTable, action_values, best_next, follow, prepare, solve_table
-from agent._planner_directions import Direction, directions
 from agent.errors import AgentError
+from agent.planner.core import ValueTable, prepare, solve_table
+from agent.planner.directions import Direction, directions
+from agent.planner.readout import action_values, best_next, follow
 from models.demand import DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
 from tiles.matching import match_fix

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.gps import read_csv_trace, write_csv_trace
-from tests.agent.conftest import DRIVE_CSV
+from tests.conftest import DRIVE_CSV
 from tools.cli import main
 
 

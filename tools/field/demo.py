@@ -34,7 +34,7 @@ TRIP_FILES = (  # as named in manifests/overlays/manhattan.yaml
     Path("trips") / "nyc_tlc_yellow_2009-2015_gcp_taxi-train.csv",
     Path("trips") / "nyc_tlc_yellow_2015-06_reuven.csv",
 )
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BASE_MANIFEST = REPO / "manifests" / "base.yaml"
 AREA_OVERLAY = REPO / "manifests" / "overlays" / "manhattan.yaml"
 TIMEZONE = "America/New_York"

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from shapely.geometry import shape
 
-from agent.export import export_geojson, export_html
-from agent.trial import report_trial
 from tests.agent.test_page import screenshot, share
 from tests.components import require
 from tiles.geo import haversine_m
 from tools.cli import main
+from tools.field.export import export_geojson, export_html
+from tools.field.trial import report_trial
 
 
 def test_geojson_has_drive_recommendations_and_fallbacks(

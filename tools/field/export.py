@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.shifts import group_shifts
 from agent.triplog import read_trip_log
 from tiles.fileio import atomic_write_bytes
+from tools.field.shifts import group_shifts
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent  # export.html beside this module
 
 
 def _iso(t: float) -> str:

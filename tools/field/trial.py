@@ -2,7 +2,7 @@
 
 Per shift (one agent run):
 
-* ``distance_km``: driven distance along the 1 Hz track (see :mod:`agent.shifts` for what is
+* ``distance_km``: driven distance along the 1 Hz track (see :mod:`tools.field.shifts` for what is
   not counted: jitter of a standing cab, gaps over 60 s, jumps over 50 m/s);
 * ``occupied_share``: the share of that distance driven with the meter on, when the shift has
   taximeter events (``POST /v1/meter``); ``None`` otherwise (not 0: unknown);
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.shifts import Shift, group_shifts
 from agent.triplog import ReadReport, read_trip_log
+from tools.field.shifts import Shift, group_shifts
 
 log = logging.getLogger(__name__)
 

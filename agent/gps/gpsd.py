@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.clock import Clock
-from agent.gps import Fix, parse_time
-from agent.nmea import LineStreamSource
+from agent.gps.stream import LineStreamSource
+from agent.gps.trace import Fix, parse_time
 
 log = logging.getLogger(__name__)
 

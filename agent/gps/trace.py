@@ -1,10 +1,8 @@
-"""GPS fixes and the sources that produce them: recorded traces (CSV, GPX) and NMEA streams.
+"""Recorded GPS traces (CSV, GPX) and their replay on the trace's own clock.
 
-Every source yields one type, :class:`Fix` (``safety.Fix``: the gate judges what the receiver
-gave, unchanged). A source also tells the runtime what time it is
-(:meth:`GpsSource.now`): a live receiver runs on the wall clock, a replay on the *trace's* clock
-(the recording's time, advanced ``speed`` times faster than real time), so a recorded evening
-drive is planned with that evening's demand however fast it is replayed.
+A replay runs on the *trace's* clock (the recording's time, advanced ``speed`` times faster
+than real time), so a recorded evening drive is planned with that evening's demand however
+fast it is replayed (:class:`TraceReplay`).
 
 Trace formats:
 
@@ -29,14 +27,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from agent.clock import Clock
 from agent.errors import GpsError
 from safety import Fix
 from tiles.fileio import atomic_write_bytes
 
-__all__ = ["DEFAULT_UERE_M", "MAX_TRACE_BYTES", "Fix", "GpsSource", "TraceReplay"]
+__all__ = ["DEFAULT_UERE_M", "MAX_TRACE_BYTES", "Fix", "TraceReplay"]
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +48,6 @@ MIN_TRACE_TIME_S = 0.0
 MAX_TRACE_TIME_S = 4_102_444_800.0
 #: User equivalent range error of a consumer GNSS receiver, metres: accuracy = HDOP x UERE.
 DEFAULT_UERE_M = 5.0
-
-
-class GpsSource(Protocol):
-    """Anything that yields fixes and knows the time they are to be judged at.
-
-    A live source yields ``None`` when no fix came for a while (receiver silent, link down),
-    so that the agent can judge its last fix as stale instead of showing an old instruction.
-    """
-
-    description: str
-
-    def fixes(self) -> Iterator[Fix | None]: ...
-
-    def now(self) -> float: ...
-
-    def close(self) -> None: ...
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -365,32 +346,3 @@ def load_trace(path: str | os.PathLike[str]) -> list[Fix]:
     if suffix == ".gpx":
         return read_gpx_trace(p)
     raise GpsError(f"unknown trace format {suffix!r} (expected .csv or .gpx): {p}")
-
-
-def open_source(spec: str, clock: Clock, speed: float = 1.0) -> GpsSource:
-    """A GPS source from a command-line spec.
-
-    ``drive.csv`` / ``drive.gpx``: replay of a trace; ``drive.nmea`` (or ``.txt``/``.log``): a
-    recorded NMEA stream, paced by its own timestamps; ``tcp://HOST:PORT``: a live NMEA stream;
-    ``gpsd://HOST[:PORT]``: a gpsd daemon's JSON reports (port 2947 by default).
-    """
-    from agent.nmea import NmeaFileSource, NmeaSocketSource
-
-    if spec.startswith("gpsd://"):
-        from agent.gpsd import DEFAULT_PORT, GpsdSource
-
-        rest = spec.removeprefix("gpsd://").rstrip("/")
-        host, colon, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
-        if not host or (colon and not port.isdigit()) or "/" in host:
-            raise GpsError(f"expected gpsd://HOST[:PORT], got {spec!r}")
-        return GpsdSource(host, int(port) if port else DEFAULT_PORT, clock)
-
-    if spec.startswith("tcp://"):
-        host, _, port = spec.removeprefix("tcp://").rpartition(":")
-        if not host or not port.isdigit():
-            raise GpsError(f"expected tcp://HOST:PORT, got {spec!r}")
-        return NmeaSocketSource(host, int(port), clock)
-    p = Path(spec)
-    if p.suffix.lower() in {".nmea", ".txt", ".log"}:
-        return NmeaFileSource(p, clock, speed)
-    return TraceReplay(load_trace(p), clock, speed, description=f"replay of {p.name}")

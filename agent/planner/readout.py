@@ -1,0 +1,132 @@
+"""The route read-out of a solved :class:`~agent.planner.core.ValueTable`: the value of entering
+a link at a layer (``Q``), the best next link, and the route followed from the cab's link (no
+U-turn, a bounded number of visits per link, the route's own passes counted as vacant passes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from agent.planner.core import F64, I64, ValueTable, _interp
+
+
+def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None = None) -> F64:
+    """Q of entering each of ``links`` at ``layer`` (no legality mask applied).
+
+    ``age_s`` (per link of ``links``, optional): seconds since a vacant cab last passed the
+    link, when known (the cab's own history, or the fleet's): the waiting hails then built up
+    for ``min(W, age)`` only, not ``W``."""
+    prep = table.prep
+    dt = prep.step_s
+    k = min(max(layer, 0), table.n_layers - 1)
+    n = prep.n
+    nc = table.cont.shape[1]
+    step_shift = prep.tau_s[links] / dt
+    v_next = _interp(table.values.reshape(-1), n, k, step_shift, links, table.slope_v[k])
+    c_next = _interp(
+        table.cont.reshape(-1),
+        nc,
+        k,
+        step_shift + table.trip_layers[links],
+        table.cell[links],
+        table.slope_c[k],
+    )
+    if age_s is None:
+        p = table.pickup_prob[table.layer_slot[k], links]
+    else:
+        window = np.minimum(table.window_s[links], np.maximum(age_s, 0.0))
+        rate = table.rate_h[table.layer_slot[k], links]
+        p = -np.expm1(-rate * (prep.tau_s[links] + window) / 3600.0)
+    return np.asarray(p * (table.fare[links] + c_next) + (1.0 - p) * v_next - table.cost[links])
+
+
+def best_next(
+    table: ValueTable,
+    link: int,
+    t_rel_s: float,
+    last_pass_s: F64 | None = None,
+    own_passes: dict[int, float] | None = None,
+    skip: set[int] | None = None,
+) -> int:
+    """Best legal successor of ``link`` when leaving it ``t_rel_s`` after the table's start,
+    or -1 when none may be entered (never returns a link that is not allowed then).
+
+    ``last_pass_s`` (per local link, seconds after the table's start, ``-inf`` if unknown) and
+    ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link.
+    ``skip``: local links not to enter (the route read-out's U-turns and revisits).
+    """
+    prep = table.prep
+    lo, hi = int(prep.arc_offsets[link]), int(prep.arc_offsets[link + 1])
+    if hi == lo:
+        return -1
+    succ = prep.arc_dst[lo:hi]
+    ok = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)[succ]
+    if skip:
+        ok = ok & ~np.isin(succ, np.fromiter(skip, dtype=succ.dtype, count=len(skip)))
+    if not ok.any():
+        return -1
+    layer = math.floor(t_rel_s / prep.step_s + 0.5)
+    age = None
+    if last_pass_s is not None or own_passes:
+        last = (
+            np.asarray(last_pass_s[succ], dtype=np.float64)
+            if last_pass_s is not None
+            else np.full(succ.shape[0], -np.inf)
+        )
+        if own_passes:
+            for j, f in enumerate(succ.tolist()):
+                if f in own_passes:
+                    last[j] = max(last[j], own_passes[f])
+        age = t_rel_s - last
+    q = action_values(table, layer, succ, age)
+    q = np.where(ok, q, -np.inf)
+    return int(succ[int(np.argmax(q))])
+
+
+def follow(
+    table: ValueTable,
+    start: int,
+    t0_rel_s: float,
+    min_length_m: float,
+    min_duration_s: float,
+    max_edges: int,
+    last_pass_s: F64 | None = None,
+    max_visits: int = 0,
+) -> tuple[list[int], float, float]:
+    """Route read out of the table's policy: (local links, length_m, duration_s). The route's
+    own earlier passes count as vacant passes (a block driven twice finds fewer hails).
+
+    ``max_visits`` > 0: the route enters no link that it (counting the start link) already
+    holds that often, and makes no U-turn (back along the link it came by); where only such a
+    move is left, the route ends. This is the shape safety/ shows (``RouteConfig``): the MDP's
+    values assume a fresh curb on every pass, so its policy alone may circle one block."""
+    prep = table.prep
+    g = prep.graph
+    horizon_s = table.n_layers * prep.step_s
+    route: list[int] = []
+    length = 0.0
+    t = t0_rel_s
+    e = start
+    own: dict[int, float] = {start: t0_rel_s}
+    visits: dict[int, int] = {start: 1}
+    while len(route) < max_edges and t < horizon_s:
+        if length >= min_length_m and t - t0_rel_s >= min_duration_s:
+            break
+        skip: set[int] | None = None
+        if max_visits > 0:
+            lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
+            succ = prep.arc_dst[lo:hi].tolist()
+            back = int(g.u_node[e])
+            skip = {f for f in succ if visits.get(f, 0) >= max_visits or int(g.v_node[f]) == back}
+        f = best_next(table, e, t, last_pass_s, own, skip)
+        if f < 0:
+            break
+        route.append(f)
+        length += float(prep.length_m[f])
+        t += float(prep.tau_s[f])
+        own[f] = t
+        visits[f] = visits.get(f, 0) + 1
+        e = f
+    return route, length, t - t0_rel_s
