@@ -227,8 +227,17 @@ def read_osm(
     return _assemble(collector, progress, country)
 
 
-def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -> RawGraph:
-    ways = sorted(c.ways, key=lambda w: w.way_id)
+#: one directed edge before ordering: (u index, v index, way id, piece, length m, speed kph,
+#: highway code, flags, reverse, geometry index)
+_Row = tuple[int, int, int, int, float, float, int, int, int, int]
+
+
+def _pieces(
+    c: _Collector, ways: list[RawWay]
+) -> tuple[dict[int, tuple[float, float]], list[tuple[RawWay, int, int]]]:
+    """Split each way at junctions (a node two ways share, or a way's end) and at the via nodes
+    of turn restrictions; a closed loop between two cuts is halved. Returns every node's
+    coordinates and the pieces ``(way, start index, end index)``, inclusive."""
     usage: Counter[int] = Counter()
     for w in ways:
         usage.update(set(w.node_ids))
@@ -237,9 +246,8 @@ def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -
     breaks = {n for n, k in usage.items() if k >= 2}
     for r in c.restrictions:
         breaks.update(r.via_nodes)
-
     coord: dict[int, tuple[float, float]] = {}
-    pieces: list[tuple[RawWay, int, int]] = []  # (way, start index, end index) inclusive
+    pieces: list[tuple[RawWay, int, int]] = []
     for w in ways:
         for i, n in enumerate(w.node_ids):
             coord[n] = (w.lons[i], w.lats[i])
@@ -253,56 +261,86 @@ def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -
                 pieces.append((w, mid, b))
             else:
                 pieces.append((w, a, b))
+    return coord, pieces
 
-    pier_union = shapely.union_all(c.pier_polygons) if c.pier_polygons else None
-    if pier_union is not None:
-        shapely.prepare(pier_union)
 
-    node_ids_sorted = sorted({n for w, a, b in pieces for n in (w.node_ids[a], w.node_ids[b])})
-    # geometry nodes that are not junctions still need coordinates only through edge geometry
-    node_index = {n: i for i, n in enumerate(node_ids_sorted)}
-    node_osm = np.array(node_ids_sorted, dtype=np.int64)
-    node_lon = np.array([coord[n][0] for n in node_ids_sorted], dtype=np.float64)
-    node_lat = np.array([coord[n][1] for n in node_ids_sorted], dtype=np.float64)
-
-    rows: list[tuple[int, int, int, int, float, float, int, int, int, int]] = []
-    geoms: list[tuple[list[float], list[float]]] = []
-    windows: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    ways_meta: dict[int, dict[str, str]] = {}
-    dated: dict[tuple[int, int], list[tuple[str, str]]] = {}
-    way_rules: dict[int, dict[str, list[tuple[str, Windows]]]] = {}
-    cond_rows: list[dict[str, Any]] = list(c.excluded_conditionals)
+def _area_of(ways: list[RawWay], country: str | None) -> Area:
+    """The extract's centre (for sun times and, without ``country``, the holiday calendar)."""
     all_lon = np.fromiter((x for w in ways for x in (min(w.lons), max(w.lons))), dtype=np.float64)
     all_lat = np.fromiter((x for w in ways for x in (min(w.lats), max(w.lats))), dtype=np.float64)
     centre = (
         round(float(all_lat.min() + all_lat.max()) / 2, 4),
         round(float(all_lon.min() + all_lon.max()) / 2, 4),
     )
-    area = Area(coords=centre, country=country)
+    return Area(coords=centre, country=country)
+
+
+def _piece_flags(
+    c: _Collector,
+    w: RawWay,
+    a: int,
+    b: int,
+    direction: int,
+    pier_union: shapely.Geometry | None,
+) -> int:
+    """The road-feature flags of one piece (motorway, private, ramp, taxi only, roundabout,
+    one-way, pier: tagged, or lying on a pier polygon)."""
+    t = w.tags
+    flags = 0
+    if T.is_motorway(t):
+        flags |= T.FLAG_MOTORWAY
+    if T.is_private(t):
+        flags |= T.FLAG_PRIVATE
+    if T.is_ramp(t):
+        flags |= T.FLAG_RAMP
+    if T.is_taxi_only(t):
+        flags |= T.FLAG_TAXI_ONLY
+    if t.get("junction") in {"roundabout", "circular"}:
+        flags |= T.FLAG_ROUNDABOUT
+    if direction != 0:
+        flags |= T.FLAG_ONEWAY
+    lons, lats = w.lons[a : b + 1], w.lats[a : b + 1]
+    if t.get("man_made") == "pier" or _on_pier(
+        w.node_ids[a : b + 1], lons, lats, c.pier_nodes, pier_union
+    ):
+        flags |= T.FLAG_PIER
+    return flags
+
+
+@dataclass
+class _Directed:
+    """The directed edges of all pieces, with what each carries besides its row."""
+
+    rows: list[_Row] = field(default_factory=list)
+    geoms: list[tuple[list[float], list[float]]] = field(default_factory=list)
+    windows: dict[tuple[int, int], list[tuple[int, int]]] = field(default_factory=dict)
+    dated: dict[tuple[int, int], list[tuple[str, str]]] = field(default_factory=dict)
+    ways_meta: dict[int, dict[str, str]] = field(default_factory=dict)
+
+
+def _directed_edges(
+    c: _Collector,
+    pieces: list[tuple[RawWay, int, int]],
+    node_index: dict[int, int],
+    area: Area,
+    cond_rows: list[dict[str, Any]],
+) -> _Directed:
+    """One directed edge per piece and allowed direction (one-way: one, else two), with its
+    flags, the closed windows of its conditional restrictions (``tiles.conditional``: what
+    cannot be read closes) and the date-dependent rules kept for the agent."""
+    pier_union = shapely.union_all(c.pier_polygons) if c.pier_polygons else None
+    if pier_union is not None:
+        shapely.prepare(pier_union)
+    out = _Directed()
+    way_rules: dict[int, dict[str, list[tuple[str, Windows]]]] = {}
     for piece_no, (w, a, b) in enumerate(pieces):
         t = w.tags
-        if w.way_id not in ways_meta:
-            ways_meta[w.way_id] = {k: t[k] for k in T.KEPT_TAGS if k in t}
+        if w.way_id not in out.ways_meta:
+            out.ways_meta[w.way_id] = {k: t[k] for k in T.KEPT_TAGS if k in t}
         lons = w.lons[a : b + 1]
         lats = w.lats[a : b + 1]
         direction = T.is_oneway(t)
-        flags = 0
-        if T.is_motorway(t):
-            flags |= T.FLAG_MOTORWAY
-        if T.is_private(t):
-            flags |= T.FLAG_PRIVATE
-        if T.is_ramp(t):
-            flags |= T.FLAG_RAMP
-        if T.is_taxi_only(t):
-            flags |= T.FLAG_TAXI_ONLY
-        if t.get("junction") in {"roundabout", "circular"}:
-            flags |= T.FLAG_ROUNDABOUT
-        if direction != 0:
-            flags |= T.FLAG_ONEWAY
-        if t.get("man_made") == "pier" or _on_pier(
-            w.node_ids[a : b + 1], lons, lats, c.pier_nodes, pier_union
-        ):
-            flags |= T.FLAG_PIER
+        flags = _piece_flags(c, w, a, b, direction, pier_union)
         seg = np.asarray(haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:]))
         length = float(seg.sum())
         if length <= 0.0:
@@ -324,39 +362,22 @@ def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -
             intervals = [iv for _key, r in rules for iv in r.intervals]
             if intervals:
                 f |= T.FLAG_WINDOWS
-            rows.append(
-                (
-                    node_index[u_osm],
-                    node_index[v_osm],
-                    w.way_id,
-                    piece_no,
-                    length,
-                    speed,
-                    hw,
-                    f,
-                    int(rev),
-                    len(geoms),
-                )
-            )
-            geoms.append((glon, glat))
+            row = (node_index[u_osm], node_index[v_osm], w.way_id, piece_no, length, speed, hw)
+            out.rows.append((*row, f, int(rev), len(out.geoms)))
+            out.geoms.append((glon, glat))
             if intervals:
-                windows[(piece_no, int(rev))] = sorted(set(intervals))
+                out.windows[(piece_no, int(rev))] = sorted(set(intervals))
             if any(r.dated for _key, r in rules):
-                dated[(piece_no, int(rev))] = [(r.value, key) for key, r in rules]
+                out.dated[(piece_no, int(rev))] = [(r.value, key) for key, r in rules]
+    return out
 
-    if not rows:
-        raise TilesDataError("the extract has drivable ways but no usable road segment")
-    # deterministic edge order: by way id, piece, direction (tiling re-sorts by tile later)
-    order = sorted(range(len(rows)), key=lambda i: (rows[i][2], rows[i][3], rows[i][8]))
-    rows = [rows[i] for i in order]
+
+def _geometry(
+    rows: list[_Row], geoms: list[tuple[list[float], list[float]]]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[Any], npt.NDArray[Any]]:
+    """Edge geometries as one (points, 2) array with offsets, and each edge's bearing at its
+    start and at its end."""
     n = len(rows)
-    edge_u = np.array([r[0] for r in rows], dtype=np.int32)
-    edge_v = np.array([r[1] for r in rows], dtype=np.int32)
-    edge_way = np.array([r[2] for r in rows], dtype=np.int64)
-    edge_len = np.array([r[4] for r in rows], dtype=np.float32)
-    edge_speed = np.array([r[5] for r in rows], dtype=np.float32)
-    edge_hw = np.array([r[6] for r in rows], dtype=np.uint8)
-    edge_flags = np.array([r[7] for r in rows], dtype=np.uint16)
     geom_list = [geoms[r[9]] for r in rows]
     counts = np.array([len(g[0]) for g in geom_list], dtype=np.int64)
     geom_offsets = np.zeros(n + 1, dtype=np.int64)
@@ -377,20 +398,39 @@ def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -
         geom[geom_offsets[1:] - 1, 0],
         geom[geom_offsets[1:] - 1, 1],
     )
+    return geom_offsets, geom, np.asarray(b_start), np.asarray(b_end)
 
-    win_edge: list[int] = []
-    win_s: list[int] = []
-    win_e: list[int] = []
-    for i, row in enumerate(rows):
-        for w_start, w_end in windows.get((row[3], row[8]), []):
-            win_edge.append(i)
-            win_s.append(w_start)
-            win_e.append(w_end)
 
+def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -> RawGraph:
+    """The road graph of an extract: pieces (:func:`_pieces`), directed edges with flags and
+    windows (:func:`_directed_edges`), geometry (:func:`_geometry`), legal turns
+    (:func:`_turns`) and complex junctions, and the build summary."""
+    ways = sorted(c.ways, key=lambda w: w.way_id)
+    coord, pieces = _pieces(c, ways)
+    node_ids_sorted = sorted({n for w, a, b in pieces for n in (w.node_ids[a], w.node_ids[b])})
+    # geometry nodes that are not junctions still need coordinates only through edge geometry
+    node_index = {n: i for i, n in enumerate(node_ids_sorted)}
+    node_osm = np.array(node_ids_sorted, dtype=np.int64)
+    node_lon = np.array([coord[n][0] for n in node_ids_sorted], dtype=np.float64)
+    node_lat = np.array([coord[n][1] for n in node_ids_sorted], dtype=np.float64)
+    cond_rows: list[dict[str, Any]] = list(c.excluded_conditionals)
+    area = _area_of(ways, country)
+    d = _directed_edges(c, pieces, node_index, area, cond_rows)
+    if not d.rows:
+        raise TilesDataError("the extract has drivable ways but no usable road segment")
+    # deterministic edge order: by way id, piece, direction (tiling re-sorts by tile later)
+    rows = sorted(d.rows, key=lambda r: (r[2], r[3], r[8]))
+    n = len(rows)
+    edge_u = np.array([r[0] for r in rows], dtype=np.int32)
+    edge_v = np.array([r[1] for r in rows], dtype=np.int32)
+    edge_way = np.array([r[2] for r in rows], dtype=np.int64)
+    edge_flags = np.array([r[7] for r in rows], dtype=np.uint16)
+    geom_offsets, geom, b_start, b_end = _geometry(rows, d.geoms)
+    win = [(i, s, e) for i, r in enumerate(rows) for s, e in d.windows.get((r[3], r[8]), [])]
     dated_rows: list[tuple[int, str, str]] = [
         (i, value, kind)
-        for i, row in enumerate(rows)
-        for value, kind in dated.get((row[3], row[8]), [])
+        for i, r in enumerate(rows)
+        for value, kind in d.dated.get((r[3], r[8]), [])
     ]
     piece_of_edge = np.array([r[3] for r in rows], dtype=np.int64)
     succ, restr_rows, restr_stats = _turns(
@@ -399,8 +439,6 @@ def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -
     _flag_complex_junctions(edge_u, edge_v, edge_way, edge_flags, len(node_osm))
     turn_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum([len(s) for s in succ], out=turn_offsets[1:])
-    turn_to = np.array([x for s in succ for x in s], dtype=np.int32)
-
     summary: dict[str, Any] = {
         "drivable_ways": len(ways),
         "excluded_ways": dict(sorted(c.excluded.items())),
@@ -421,20 +459,20 @@ def _assemble(c: _Collector, progress: ProgressFn | None, country: str | None) -
         edge_u=edge_u,
         edge_v=edge_v,
         edge_way=edge_way,
-        edge_length_m=edge_len,
-        edge_speed_kph=edge_speed,
-        edge_highway=edge_hw,
+        edge_length_m=np.array([r[4] for r in rows], dtype=np.float32),
+        edge_speed_kph=np.array([r[5] for r in rows], dtype=np.float32),
+        edge_highway=np.array([r[6] for r in rows], dtype=np.uint8),
         edge_flags=edge_flags,
         edge_bearing_start=b_start.astype(np.float32),
         edge_bearing_end=b_end.astype(np.float32),
         geom_offsets=geom_offsets,
         geom_lonlat=geom,
         turn_offsets=turn_offsets,
-        turn_to=turn_to,
-        win_edge=np.array(win_edge, dtype=np.int32),
-        win_start=np.array(win_s, dtype=np.int16),
-        win_end=np.array(win_e, dtype=np.int16),
-        ways=ways_meta,
+        turn_to=np.array([x for s in succ for x in s], dtype=np.int32),
+        win_edge=np.array([w[0] for w in win], dtype=np.int32),
+        win_start=np.array([w[1] for w in win], dtype=np.int16),
+        win_end=np.array([w[2] for w in win], dtype=np.int16),
+        ways=d.ways_meta,
         conditionals=cond_rows,
         dated=dated_rows,
         area=area,
