@@ -46,6 +46,7 @@ from sync import (
     SyncError,
     Updater,
 )
+from sync.backoff import backoff_delay_s
 from tiles.geo import LocalProjection
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ class Agent:
         st[f"{name}_failures"] = st.get(f"{name}_failures", 0) + 1
         n = int(st.get(f"{name}_consecutive_failures", 0)) + 1
         st[f"{name}_consecutive_failures"] = n
-        delay = min(max(interval_s, s.retry_max_s), interval_s * 2.0 ** min(n - 1, 30))
+        delay = backoff_delay_s(n, interval_s, max(interval_s, s.retry_max_s))
         st[f"{name}_retry_in_s"] = delay
         return delay
 

@@ -22,6 +22,8 @@ import httpx
 from tuf.api import exceptions as tuf_exc
 from tuf.ngclient.fetcher import FetcherInterface
 
+from sync.backoff import backoff_delay_s
+
 log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -73,8 +75,7 @@ class HttpxFetcher(FetcherInterface):
 
     def _backoff(self, attempt: int) -> float:
         c = self.config
-        cap = min(c.backoff_max_s, c.backoff_base_s * (2 ** max(0, attempt - 1)))
-        return float(cap / 2 + self._rng.uniform(0, cap / 2))
+        return backoff_delay_s(attempt, c.backoff_base_s, c.backoff_max_s, self._rng)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         return self._stream(url)

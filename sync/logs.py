@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import msgpack
 
+from sync.backoff import backoff_delay_s
 from sync.errors import SyncAuthError, SyncDataError, SyncTransportError
 from sync.outbox import Outbox, OutboxRecord
 
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 
 WIRE_SCHEMA = 1
 MSGPACK = "application/msgpack"
+
+
+#: the log reader's retries: 0.5 s doubling, at most this long
+PAGE_RETRY_MAX_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,7 @@ class LogClient:
                 except SyncTransportError:
                     if attempt == attempts:
                         raise
-                    sleep(0.5 * 2 ** (attempt - 1))
+                    sleep(backoff_delay_s(attempt, 0.5, PAGE_RETRY_MAX_S))
             yield recs, dropped
             if nxt is None:
                 return
@@ -309,8 +314,7 @@ class LogUploader:
         """Backoff before retry number ``failures`` (≥1): capped exponential, full jitter
         over the upper half (never zero, never above the cap)."""
         c = self.config
-        cap = min(c.max_delay_s, c.base_delay_s * (2 ** (failures - 1)))
-        return float(cap / 2 + self._rng.uniform(0.0, cap / 2))
+        return backoff_delay_s(failures, c.base_delay_s, c.max_delay_s, self._rng)
 
     def flush(self) -> FlushResult:
         """Upload until the outbox is empty; raise :class:`SyncTransportError` after
