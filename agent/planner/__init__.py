@@ -96,6 +96,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 Bool = npt.NDArray[np.bool_]
+#: seconds since a vacant cab last passed each link: a mapping global edge id -> seconds, or an
+#: array aligned to the graph's links (``inf``: unknown, i.e. long ago)
+PassAges = Mapping[int, float] | npt.NDArray[np.floating[Any]]
 WayNames = Callable[[Iterable[int]], Mapping[int, str]]
 
 
@@ -291,6 +294,7 @@ def solve(
     area: Bool | None = None,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
     monday: dt.date | None = None,
+    last_pass_age_s: PassAges | None = None,
 ) -> ValueTable:
     """Solve the MDP on ``graph`` from ``minute_of_week`` (layer 0) for all links at once.
 
@@ -299,6 +303,9 @@ def solve(
     to ``params.competing_vacant_per_h``. ``monday``: the local date of the Monday of
     ``minute_of_week``'s week, so that no-entry windows that depend on the date (public
     holidays, months, sun times) are those of the real dates; None: an ordinary week.
+    ``last_pass_age_s`` (:data:`PassAges`, at ``minute_of_week``): how long ago a vacant cab
+    (this one, or later the fleet's) last passed each link; a recently passed curb holds only
+    the hails that arrived since (module docstring, "Recent passes").
     """
     prep = prepare(graph, params.step_s, params.speed_factor, area)
     return solve_table(
@@ -313,7 +320,29 @@ def solve(
         params.outside_value_share,
         supply_per_h,
         monday,
+        pass_age_array(graph, last_pass_age_s),
     )
+
+
+def pass_age_array(graph: Graph, ages: PassAges | None) -> npt.NDArray[np.float64] | None:
+    """:data:`PassAges` as an array over ``graph``'s local links (``inf`` where unknown), or
+    None when no pass is known. Links not in ``graph`` are ignored; negative ages are 0."""
+    if ages is None:
+        return None
+    if isinstance(ages, Mapping):
+        out = np.full(graph.n, np.inf, dtype=np.float64)
+        if ages:
+            ids = np.fromiter(ages.keys(), dtype=np.int64, count=len(ages))
+            vals = np.fromiter(ages.values(), dtype=np.float64, count=len(ages))
+            loc = graph.local(ids)
+            ok = loc >= 0
+            np.minimum.at(out, loc[ok], vals[ok])
+    else:
+        out = np.array(ages, dtype=np.float64)
+        if out.shape != (graph.n,):
+            raise PlannerError(f"last_pass_age_s has {out.shape} values for {graph.n} links")
+    out[np.isnan(out)] = np.inf
+    return np.maximum(out, 0.0)
 
 
 def next_link(table: ValueTable, edge_id: int, minute_of_week: float) -> int:
@@ -352,11 +381,14 @@ def plan_cruise(
     way_names: WayNames | None = None,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
     monday: dt.date | None = None,
+    last_pass_age_s: PassAges | None = None,
 ) -> Plan:
     """Plan from a cab on ``start_edge_id`` (at ``fraction`` of it) at ``minute_of_week``.
 
     Pure given its inputs; ``way_names`` (e.g. ``store.way_names``) names the streets of the
-    directions; ``monday``: see :func:`solve`.
+    directions; ``monday``: see :func:`solve`. ``last_pass_age_s``: seconds (at
+    ``minute_of_week``) since a vacant cab last passed each link (:func:`solve`); the cab's
+    own link counts as passed when the cab leaves it (a vacant cab is driving it now).
     """
     g = graph
     e0 = int(g.local([start_edge_id])[0])
@@ -366,7 +398,10 @@ def plan_cruise(
     prep = prepare(g, params.step_s, params.speed_factor, area)
     rest_s = (1.0 - frac) * float(prep.tau_s[e0])
     t_dec = minute_of_week + rest_s / 60.0
-    table = solve(g, demand, t_dec, params, area, supply_per_h, monday)
+    ages = pass_age_array(g, last_pass_age_s)
+    ages = np.full(g.n, np.inf) if ages is None else ages + rest_s  # aged to the decision
+    ages[e0] = 0.0
+    table = solve(g, demand, t_dec, params, area, supply_per_h, monday, ages)
     return plan_from_table(
         table, start_edge_id, frac, minute_of_week, params, demand.source, way_names
     )
@@ -491,12 +526,14 @@ __all__ = [
     "Direction",
     "Plan",
     "PlannerError",
+    "PassAges",
     "PlannerParams",
     "ValueTable",
     "action_values",
     "area_mask",
     "minute_of_week_of",
     "next_link",
+    "pass_age_array",
     "plan_cruise",
     "plan_from_fix",
     "plan_from_table",

@@ -17,7 +17,8 @@ def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None =
 
     ``age_s`` (per link of ``links``, optional): seconds since a vacant cab last passed the
     link, when known (the cab's own history, or the fleet's): the waiting hails then built up
-    for ``min(W, age)`` only, not ``W``."""
+    for ``min(W, age)`` only, not ``W``. Without it, the table's own ``pass_age_s`` (the
+    passes it was solved with, aged to ``layer``) applies, as in the values."""
     prep = table.prep
     dt = prep.step_s
     k = min(max(layer, 0), table.n_layers - 1)
@@ -33,12 +34,15 @@ def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None =
         table.cell[links],
         table.slope_c[k],
     )
-    if age_s is None:
-        p = table.pickup_prob[table.layer_slot[k], links]
-    else:
-        window = np.minimum(table.window_s[links], np.maximum(age_s, 0.0))
+    if age_s is None and table.pass_age_s is not None:
+        age_s = table.pass_age_s[links] + max(layer, 0) * dt
+    p = table.pickup_prob[table.layer_slot[k], links]
+    if age_s is not None:
+        age = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0)
+        w = table.window_s[links]
         rate = table.rate_h[table.layer_slot[k], links]
-        p = -np.expm1(-rate * (prep.tau_s[links] + window) / 3600.0)
+        depleted = -np.expm1(-rate * ((prep.tau_s[links] + np.minimum(w, age)) / 3600.0))
+        p = np.where(age < w, depleted, p)
     return np.asarray(p * (table.fare[links] + c_next) + (1.0 - p) * v_next - table.cost[links])
 
 
@@ -54,7 +58,8 @@ def best_next(
     or -1 when none may be entered (never returns a link that is not allowed then).
 
     ``last_pass_s`` (per local link, seconds after the table's start, ``-inf`` if unknown) and
-    ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link.
+    ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link;
+    the passes the table was solved with (``table.pass_age_s``) count too.
     ``skip``: local links not to enter (the route read-out's U-turns and revisits).
     """
     prep = table.prep
@@ -69,12 +74,14 @@ def best_next(
         return -1
     layer = math.floor(t_rel_s / prep.step_s + 0.5)
     age = None
-    if last_pass_s is not None or own_passes:
+    if last_pass_s is not None or own_passes or table.pass_age_s is not None:
         last = (
             np.asarray(last_pass_s[succ], dtype=np.float64)
             if last_pass_s is not None
             else np.full(succ.shape[0], -np.inf)
         )
+        if table.pass_age_s is not None:
+            last = np.maximum(last, -table.pass_age_s[succ])
         if own_passes:
             for j, f in enumerate(succ.tolist()):
                 if f in own_passes:
