@@ -75,7 +75,7 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -87,6 +87,7 @@ from agent.errors import AgentError
 from agent.planner.core import ValueTable, prepare, solve_table
 from agent.planner.directions import Direction, directions
 from agent.planner.readout import action_values, best_next, follow
+from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
 from models.demand import DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
 from tiles.matching import match_fix
@@ -138,6 +139,13 @@ class PlannerParams:
     #: the route enters a link at most this often (counting the cab's own) and makes no U-turn,
     #: as safety/ shows routes (``RouteConfig.max_visits_per_link``); 0 reads out the bare policy
     route_max_visits: int = 2
+    #: hysteresis (agent.planner.stability): a new route replaces the one shown only when its
+    #: expected revenue is higher by this share of the shown route's
+    route_switch_margin: float = 0.02
+    #: commitment: within this many seconds (at the cab's speed) or metres of the shown route's
+    #: next manoeuvre, a new route that does not make that same manoeuvre is refused
+    route_commit_s: float = 8.0
+    route_commit_m: float = 30.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -154,6 +162,9 @@ class PlannerParams:
             "route_min_s": self.route_min_s >= 0,
             "max_route_edges": self.max_route_edges >= 1,
             "route_max_visits": self.route_max_visits >= 0,
+            "route_switch_margin": 0 <= self.route_switch_margin <= 1,
+            "route_commit_s": 0 <= self.route_commit_s <= 60,
+            "route_commit_m": 0 <= self.route_commit_m <= 500,
         }
         bad = [k for k, ok in checks.items() if not (ok and math.isfinite(float(getattr(self, k))))]
         if bad:
@@ -212,9 +223,11 @@ class Plan:
     directions: tuple[Direction, ...]
     params: PlannerParams
     demand_source: str
+    #: the hysteresis' decision when a previous route was given (agent.planner.stability)
+    route_choice: RouteChoice | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "start": {
                 "edge_id": self.start_edge_id,
@@ -232,6 +245,9 @@ class Plan:
             "params": self.params.to_json(),
             "demand_source": self.demand_source,
         }
+        if self.route_choice is not None:
+            out["route_choice"] = self.route_choice.to_json()
+        return out
 
     def to_json(self) -> bytes:
         """Canonical serialisation: sorted keys, fixed rounding, no whitespace."""
@@ -382,6 +398,8 @@ def plan_cruise(
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
     monday: dt.date | None = None,
     last_pass_age_s: PassAges | None = None,
+    previous_route: Sequence[int] | None = None,
+    committed_links: int = 0,
 ) -> Plan:
     """Plan from a cab on ``start_edge_id`` (at ``fraction`` of it) at ``minute_of_week``.
 
@@ -389,6 +407,8 @@ def plan_cruise(
     directions; ``monday``: see :func:`solve`. ``last_pass_age_s``: seconds (at
     ``minute_of_week``) since a vacant cab last passed each link (:func:`solve`); the cab's
     own link counts as passed when the cab leaves it (a vacant cab is driving it now).
+    ``previous_route`` / ``committed_links``: the route shown before (global ids of the links
+    still to enter after ``start_edge_id``) and the hysteresis of :func:`plan_from_table`.
     """
     g = graph
     e0 = int(g.local([start_edge_id])[0])
@@ -403,7 +423,15 @@ def plan_cruise(
     ages[e0] = 0.0
     table = solve(g, demand, t_dec, params, area, supply_per_h, monday, ages)
     return plan_from_table(
-        table, start_edge_id, frac, minute_of_week, params, demand.source, way_names
+        table,
+        start_edge_id,
+        frac,
+        minute_of_week,
+        params,
+        demand.source,
+        way_names,
+        previous_route=previous_route,
+        committed_links=committed_links,
     )
 
 
@@ -415,8 +443,17 @@ def plan_from_table(
     params: PlannerParams,
     demand_source: str,
     way_names: WayNames | None = None,
+    *,
+    previous_route: Sequence[int] | None = None,
+    committed_links: int = 0,
 ) -> Plan:
-    """The plan of a cab on ``start_edge_id`` read from an already solved table."""
+    """The plan of a cab on ``start_edge_id`` read from an already solved table.
+
+    With ``previous_route`` (global ids of the links still to enter after ``start_edge_id``
+    on the route shown before; links outside the table make it unusable), the read-out's new
+    route replaces it only as :func:`agent.planner.stability.choose_route` decides
+    (``params.route_switch_margin``, ``committed_links``); a kept route is extended by the
+    read-out from its last link to the minimum length. ``Plan.route_choice`` says why."""
     g = table.prep.graph
     prep = table.prep
     e0 = int(g.local([start_edge_id])[0])
@@ -433,6 +470,43 @@ def plan_from_table(
         params.max_route_edges,
         max_visits=params.route_max_visits,
     )
+    choice: RouteChoice | None = None
+    if previous_route is not None:
+        prev_local = g.local(list(previous_route)) if len(previous_route) else np.zeros(0, int)
+        usable = bool(np.all(prev_local >= 0))
+
+        def extend(prefix: tuple[int, ...]) -> list[int]:
+            return follow(
+                table,
+                e0,
+                t0_rel,
+                params.route_min_m,
+                params.route_min_s,
+                params.max_route_edges,
+                max_visits=params.route_max_visits,
+                prefix=prefix,
+            )[0]
+
+        choice = choose_route(
+            table,
+            e0,
+            t0_rel,
+            route,
+            [int(f) for f in prev_local] if usable else None,
+            params.route_switch_margin,
+            committed_links,
+            extend,
+        )
+        if list(choice.route) != route:
+            route, length, duration = follow(
+                table,
+                e0,
+                t0_rel,
+                0.0,
+                0.0,
+                len(choice.route),
+                prefix=choice.route,
+            )
     layer = max(math.floor(t0_rel / prep.step_s + 0.5), 0)
     value = float(table.values[min(layer, table.n_layers - 1), e0])
     probs: list[float] = []
@@ -459,6 +533,7 @@ def plan_from_table(
         directions=directions(g, e0, route, names),
         params=params,
         demand_source=demand_source,
+        route_choice=choice,
     )
 
 
@@ -528,8 +603,11 @@ __all__ = [
     "PlannerError",
     "PassAges",
     "PlannerParams",
+    "RouteChoice",
     "ValueTable",
     "action_values",
+    "choose_route",
+    "is_committed",
     "area_mask",
     "minute_of_week_of",
     "next_link",
@@ -538,6 +616,7 @@ __all__ = [
     "plan_from_fix",
     "plan_from_table",
     "policy_step",
+    "route_value",
     "solve",
     "speed_factor_from_demand",
 ]

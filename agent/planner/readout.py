@@ -101,14 +101,20 @@ def follow(
     max_edges: int,
     last_pass_s: F64 | None = None,
     max_visits: int = 0,
+    prefix: tuple[int, ...] = (),
 ) -> tuple[list[int], float, float]:
     """Route read out of the table's policy: (local links, length_m, duration_s). The route's
     own earlier passes count as vacant passes (a block driven twice finds fewer hails).
 
     ``max_visits`` > 0: the route enters no link that it (counting the start link) already
     holds that often, and makes no U-turn (back along the link it came by); where only such a
-    move is left, the route ends. This is the shape safety/ shows (``RouteConfig``): the MDP's
-    values assume a fresh curb on every pass, so its policy alone may circle one block."""
+    move is left, the route ends. It enters a link it already holds only where every other
+    move is barred: the values cannot know that the route drained that curb minutes ago
+    beyond the next link, so a loop round a hot block is shown only when there is no way on. This is the shape safety/ shows (``RouteConfig``): the MDP's
+    values assume a fresh curb on every pass, so its policy alone may circle one block.
+
+    ``prefix``: local links the route enters first, as given (a route kept from the previous
+    tick); the read-out continues from its last link."""
     prep = table.prep
     g = prep.graph
     horizon_s = table.n_layers * prep.step_s
@@ -118,6 +124,13 @@ def follow(
     e = start
     own: dict[int, float] = {start: t0_rel_s}
     visits: dict[int, int] = {start: 1}
+    for f in prefix:
+        route.append(f)
+        length += float(prep.length_m[f])
+        t += float(prep.tau_s[f])
+        own[f] = t
+        visits[f] = visits.get(f, 0) + 1
+        e = f
     while len(route) < max_edges and t < horizon_s:
         if length >= min_length_m and t - t0_rel_s >= min_duration_s:
             break
@@ -127,7 +140,11 @@ def follow(
             succ = prep.arc_dst[lo:hi].tolist()
             back = int(g.u_node[e])
             skip = {f for f in succ if visits.get(f, 0) >= max_visits or int(g.v_node[f]) == back}
-        f = best_next(table, e, t, last_pass_s, own, skip)
+        f = -1
+        if skip is not None:  # a link not on the route yet, while there is one
+            f = best_next(table, e, t, last_pass_s, own, skip | {f for f in succ if f in visits})
+        if f < 0:
+            f = best_next(table, e, t, last_pass_s, own, skip)
         if f < 0:
             break
         route.append(f)

@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from agent.planner import PlannerParams, action_values, solve
+from agent.planner import (
+    Plan,
+    PlannerParams,
+    action_values,
+    is_committed,
+    plan_cruise,
+    route_value,
+    solve,
+)
 from tests.agent.test_planner import demand, figure_eight
 
 
@@ -52,3 +60,71 @@ def test_pass_ages_as_an_array_or_a_mapping_are_the_same() -> None:
     a = solve(g, demand(), 605.0, PlannerParams(), last_pass_age_s=ages)
     b = solve(g, demand(), 605.0, PlannerParams(), last_pass_age_s={0: 30.0, 2: 5.0, 99: 1.0})
     assert np.array_equal(a.values, b.values)
+
+
+# ---------------------------------------------------------------- hysteresis and commitment
+BARE = PlannerParams(route_max_visits=0, route_min_m=0.0, route_min_s=30.0, horizon_s=60.0)
+
+
+def _plan(rates: tuple[float, ...], previous: tuple[int, ...] | None, committed: int = 0) -> Plan:
+    return plan_cruise(
+        figure_eight(),
+        demand(rates, dropoff_inside=1.0, trip_s=10.0),
+        3,  # the cab on Q -> Y: it may enter loop one (link 0) or loop two (link 2)
+        605.0,
+        BARE,
+        fraction=0.5,
+        previous_route=previous,
+        committed_links=committed,
+    )
+
+
+def test_hysteresis_keeps_the_route_against_a_marginally_better_one() -> None:
+    fresh = _plan((30.0, 0.0, 27.0, 0.0), None)
+    assert fresh.edges[0] == 0 and fresh.route_choice is None  # loop one is (a bit) better
+    kept = _plan((30.0, 0.0, 27.0, 0.0), (2, 3))
+    assert kept.route_choice is not None and kept.route_choice.reason == "kept"
+    assert kept.edges[:2] == (2, 3)
+    assert kept.route_choice.value_previous is not None
+    gain = kept.route_choice.value_new - kept.route_choice.value_previous
+    assert 0 < gain <= BARE.route_switch_margin * kept.route_choice.value_previous
+    # the same new route as before is no change at all
+    same = _plan((30.0, 0.0, 27.0, 0.0), fresh.edges)
+    assert same.route_choice is not None and same.route_choice.reason == "same"
+    assert same.edges == fresh.edges
+
+
+def test_hysteresis_switches_for_a_clearly_better_route() -> None:
+    switched = _plan((30.0, 0.0, 3.0, 0.0), (2, 3))
+    assert switched.route_choice is not None and switched.route_choice.reason == "switched"
+    assert switched.edges[0] == 0
+    c = switched.route_choice
+    assert c.value_previous is not None
+    assert c.value_new > c.value_previous * (1 + BARE.route_switch_margin)
+
+
+def test_no_reversal_of_a_committed_manoeuvre() -> None:
+    committed = _plan((30.0, 0.0, 3.0, 0.0), (2, 3), committed=1)
+    assert committed.route_choice is not None and committed.route_choice.reason == "committed"
+    assert committed.edges[:2] == (2, 3)
+    # a previous route the cab can no longer drive (no such turn) is not kept, committed or not
+    broken = _plan((30.0, 0.0, 3.0, 0.0), (1, 3), committed=1)
+    assert broken.route_choice is not None and broken.route_choice.reason == "new"
+
+
+def test_commitment_is_a_few_seconds_or_metres_before_the_junction() -> None:
+    p = PlannerParams()
+    assert is_committed(20.0, None, p.route_commit_s, p.route_commit_m)  # metres alone
+    assert is_committed(70.0, 10.0, p.route_commit_s, p.route_commit_m)  # 7 s at 10 m/s
+    assert not is_committed(100.0, 10.0, p.route_commit_s, p.route_commit_m)
+    assert not is_committed(math.inf, 10.0, p.route_commit_s, p.route_commit_m)
+
+
+def test_route_value_of_the_read_out_is_the_table_value_without_passes() -> None:
+    g = figure_eight()
+    params = PlannerParams(route_max_visits=0)
+    table = solve(g, demand((3.0, 0.0, 1.0, 0.0), dropoff_inside=1.0), 605.0, params)
+    assert route_value(table, 3, 0.0, []) == float(table.values[0, 3])
+    # one link by the policy, then the policy: Q of that link, as the read-out computes it
+    q = action_values(table, 0, np.array([0, 2], dtype=np.int64), np.array([np.inf, np.inf]))
+    assert route_value(table, 3, 0.0, [0]) == pytest.approx(float(q[0]), rel=1e-9)
