@@ -153,10 +153,9 @@ def countdown_errors(instruction: Mapping[str, Any], countdown: object) -> list[
                 continue
             t = ((px - xs[i]) * seg_x[i] + (py - ys[i]) * seg_y[i]) / float(seg[i])
             t = min(max(float(t), a), b)
-            off = float(
-                ((xs[i] + t / seg[i] * seg_x[i] - px) ** 2 + (ys[i] + t / seg[i] * seg_y[i] - py) ** 2)
-                ** 0.5
-            )
+            qx = xs[i] + t / seg[i] * seg_x[i] - px
+            qy = ys[i] + t / seg[i] * seg_y[i] - py
+            off = float((qx * qx + qy * qy) ** 0.5)
             if off < best[0]:
                 best = (off, start[i] + t)
         if best[0] > ON_ROUTE_M or best[1] > turn_m:

@@ -136,9 +136,11 @@ class PlannerParams:
     route_min_m: float = 2000.0
     route_min_s: float = 300.0
     max_route_edges: int = 400
-    #: the route enters a link at most this often (counting the cab's own) and makes no U-turn,
-    #: as safety/ shows routes (``RouteConfig.max_visits_per_link``); 0 reads out the bare policy
-    route_max_visits: int = 2
+    #: the route enters a link at most this often (counting the cab's own) and makes no U-turn;
+    #: 1: never a link twice (issue 15: a driver is not told to circle; where only a link the
+    #: route already holds is left, the route ends there and the next tick plans on), within
+    #: safety/'s ``RouteConfig.max_visits_per_link``; 0 reads out the bare policy
+    route_max_visits: int = 1
     #: hysteresis (agent.planner.stability): a new route replaces the one shown only when its
     #: expected revenue is higher by this share of the shown route's
     route_switch_margin: float = 0.02
@@ -599,16 +601,16 @@ def plan_from_fix(
 
 __all__ = [
     "Direction",
+    "PassAges",
     "Plan",
     "PlannerError",
-    "PassAges",
     "PlannerParams",
     "RouteChoice",
     "ValueTable",
     "action_values",
+    "area_mask",
     "choose_route",
     "is_committed",
-    "area_mask",
     "minute_of_week_of",
     "next_link",
     "pass_age_array",

@@ -108,10 +108,11 @@ def follow(
 
     ``max_visits`` > 0: the route enters no link that it (counting the start link) already
     holds that often, and makes no U-turn (back along the link it came by); where only such a
-    move is left, the route ends. It enters a link it already holds only where every other
-    move is barred: the values cannot know that the route drained that curb minutes ago
-    beyond the next link, so a loop round a hot block is shown only when there is no way on. This is the shape safety/ shows (``RouteConfig``): the MDP's
-    values assume a fresh curb on every pass, so its policy alone may circle one block.
+    move is left, the route ends. With ``max_visits`` > 1 it enters a link it already holds
+    only where every other move is barred. This is the shape safety/ shows (``RouteConfig``):
+    the MDP's state cannot know that the route itself drained a curb a few minutes before
+    (only the cab's past passes, ``table.pass_age_s``), so its policy alone may circle one
+    block.
 
     ``prefix``: local links the route enters first, as given (a route kept from the previous
     tick); the read-out continues from its last link."""

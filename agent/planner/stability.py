@@ -117,16 +117,15 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
     end = int(links[-1])
     k_end = int(k[-1])
     r = float(
-        _interp(
-            flat, n, k_end, np.array([tau[-1] / dt]), np.array([end]), table.slope_v[k_end]
-        )[0]
+        _interp(flat, n, k_end, np.array([tau[-1] / dt]), np.array([end]), table.slope_v[k_end])[0]
     )
-    # the tail layer was read from the last entry's layer; shift for sub-layer rounding only
     for i in range(links.shape[0] - 1, -1, -1):
         f = int(links[i])
-        r = -float(table.cost[f]) + float(p[i]) * (float(table.fare[f]) + float(c_next[i])) + (
-            1.0 - float(p[i])
-        ) * r
+        r = (
+            -float(table.cost[f])
+            + float(p[i]) * (float(table.fare[f]) + float(c_next[i]))
+            + (1.0 - float(p[i])) * r
+        )
     return r
 
 
