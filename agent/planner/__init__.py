@@ -60,13 +60,34 @@ sorted by out-degree (``_planner_core._successor_columns``: one ``np.maximum`` p
 rank, faster here than ``np.maximum.reduceat``); the Python loops run over the ``K`` layers and
 the few out-degree ranks.
 
+Recent passes
+-------------
+The state ``(e, k)`` cannot remember which curbs a vacant cab has just drained, so the tick
+passes it in: ``a_e``, the seconds since a vacant cab (this one; later the fleet's) last passed
+``e``, at layer 0 (``last_pass_age_s``; unknown: ``∞``). A hail still waiting when the cab
+enters ``e`` at ``t_k`` arrived at most ``W`` before (it leaves at rate ``1/W``) *and* after the
+last pass (that cab would have taken it), so of the window ``W`` only the last
+``a_e + (t_k − t_0)`` seconds can have filled:
+
+    P_e(k) = 1 − exp( −λ_e(t_k) (τ_e + min(W_e, a_e + k Δ)) / 3600 )
+
+(the exact expectation under exponential waiting is ``λ W (1 − e^{−a/W})``; ``min(W, a)`` is its
+piecewise-linear envelope, equal at both ends, the read-out's and the simulator's rule, and it
+ends: from ``k ≥ (W_e − a_e)/Δ`` the curb is as fresh as the model assumes, so only the first
+few layers of the recently passed links differ, ``core._depleted_probability``). The backward
+pass uses ``P_e(k)`` in those layers: a hail arriving after now builds up again, so later
+layers are unchanged. The cab's own link counts as passed when it leaves it (``a = 0``).
+
 The recommended route follows ``argmax Q`` from the cab's link (decision at the end of the
 current link, ties to the lowest local index), advancing time by each link's ``τ``, until it
 covers ``route_min_m`` and ``route_min_s`` (or the horizon ends). The read-out counts the
-route's own passes as vacant passes, and enters no link a third time
-(``route_max_visits``) and makes no U-turn: the values assume a fresh curb on every pass, so the
-bare policy may circle one hot block, which safety/ would not show. ``V(e₀, 0)`` is the expected
-net revenue over the horizon. Same inputs, same bytes: :meth:`Plan.to_json`.
+route's own passes as vacant passes (as above, from the time of the route's pass), enters no
+link twice (``route_max_visits = 1``) and makes no U-turn: beyond the cab's past passes the
+values assume a fresh curb, so the bare policy may circle one hot block. With the route shown
+before, :mod:`agent.planner.stability` keeps it unless the new one is better by
+``route_switch_margin`` and never takes back a manoeuvre the cab is committed to.
+``V(e₀, 0)`` is the expected net revenue over the horizon. Same inputs, same bytes:
+:meth:`Plan.to_json`.
 """
 
 from __future__ import annotations
