@@ -20,8 +20,8 @@ from typing import Any
 
 from agent.bundle import LoadedBundle
 from agent.gps import Fix
-from agent.instruction import Instruction, build_instruction
-from agent.planner import Plan, PlannerError, plan_cruise
+from agent.instruction import Instruction, build_instruction, first_turn
+from agent.planner import Plan, PlannerError, PlannerParams, is_committed, plan_cruise
 from agent.triplog import pack
 from agent.version import code_version
 from models import ModelsError, TickDemand, tick_demand_from_table
@@ -43,6 +43,12 @@ class TickInputs:
     locale: str
     trigger: str  # "first" | "interval" | "off_route" | "no_fix" (receiver silent)
     last_moving_fix: Fix | None = None  # latest fix with a heading while moving (stopped cabs)
+    #: (edge id, seconds since this cab last passed it vacant), sorted by edge id: the curbs it
+    #: drained (agent.planner: ``last_pass_age_s``); later also the fleet's passes
+    last_pass_age_s: tuple[tuple[int, float], ...] = ()
+    #: the route the driver was shown (``Instruction.route_edges``: the cab's link first), for
+    #: the hysteresis; () when none (first tick, fallback)
+    previous_route: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +78,8 @@ class TickResult:
             "fix": None if fix is None else fix.to_record(),
             "previous_fix": None if prev is None else prev.to_record(),
             "last_moving_fix": None if moving is None else moving.to_record(),
+            "last_pass_age_s": [[e, a] for e, a in self.inputs.last_pass_age_s],
+            "previous_route": list(self.inputs.previous_route),
             "minute_of_week": self.minute_of_week,
             "match": None if m is None else match_record(m),
             "bundle": {"id": lb.bundle_id, "manifest": lb.manifest},
@@ -154,6 +162,8 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
             m = match_fix(graph, fix.lon, fix.lat, heading, speed, mc)
         except NoMatchError:
             m = None
+        if m is not None:
+            m = on_route_match(m, inputs.previous_route, mc.ambiguity_ratio)
         horizon_min = math.ceil(params.horizon_s / 60.0)
         if lb.model is not None:
             try:
@@ -170,6 +180,7 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
                 planner_error = f"demand: {e}"
     if graph is not None and m is not None and demand is not None:
         area = lb.area.edge_mask(graph) if lb.area is not None else None
+        previous, committed = previous_route(graph, m, fix, inputs.previous_route, params)
         try:
             plan = plan_cruise(
                 graph,
@@ -181,6 +192,9 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
                 area=area,
                 way_names=lb.store.way_names,
                 monday=monday,
+                last_pass_age_s=dict(inputs.last_pass_age_s),
+                previous_route=previous,
+                committed_links=committed,
             )
         except PlannerError as e:
             planner_error = str(e)
@@ -204,6 +218,63 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
     )
     instruction = _instruction(lb, graph, m, fix, plan, verdict, inputs)
     return TickResult(inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction)
+
+
+#: how many links of the route shown before count as where the cab may still be (it was on
+#: the first one a tick ago)
+ON_ROUTE_LINKS = 3
+
+
+def on_route_match(m: Match, shown: tuple[int, ...], ratio: float) -> Match:
+    """The match, preferring the route the cab was shown: when the best candidate is not on
+    its first :data:`ON_ROUTE_LINKS` links but a candidate that is lies within ``ratio`` of
+    the best likelihood (a cab stopped at the junction, GPS jitter across it), that candidate
+    is the match. Otherwise ``m``, unchanged. Without this, a cab waiting at a light flips
+    between the link before the junction and one after it, and its route with it."""
+    near = shown[:ON_ROUTE_LINKS]
+    if not near or m.best.edge_id in near:
+        return m
+    pick = next(
+        (
+            c
+            for c in m.candidates
+            if c.edge_id in near and math.exp(-0.5 * (c.score - m.best.score)) >= ratio
+        ),
+        None,
+    )
+    if pick is None:
+        return m
+    cands = (pick, *(c for c in m.candidates if c is not pick))
+    like = [math.exp(-0.5 * (c.score - pick.score)) for c in cands]
+    ambiguous = any(
+        c.way_id != pick.way_id and w >= ratio for c, w in zip(cands[1:], like[1:], strict=True)
+    )
+    return Match(best=pick, candidates=cands, confidence=1.0 / sum(like), ambiguous=ambiguous)
+
+
+def previous_route(
+    graph: Graph,
+    m: Match,
+    fix: Fix | None,
+    shown: tuple[int, ...],
+    params: PlannerParams,
+) -> tuple[tuple[int, ...] | None, int]:
+    """What is left of the route shown before, from the cab's matched link (the links still to
+    enter after it), and how many of them the cab is committed to (those through the next
+    manoeuvre when it is within ``params.route_commit_s`` / ``route_commit_m``). (None, 0)
+    when nothing was shown or the cab is not on it (it left the route: plan afresh)."""
+    here = m.best.edge_id
+    if here not in shown:
+        return None, 0
+    rest = shown[shown.index(here) :]
+    turn = first_turn(graph, rest, m.best.fraction)
+    speed = fix.speed_mps if fix is not None and _finite(fix.speed_mps) else None
+    committed = 0
+    if turn is not None and is_committed(
+        turn[1], speed, params.route_commit_s, params.route_commit_m
+    ):
+        committed = turn[0]
+    return rest[1:], committed
 
 
 def _instruction(

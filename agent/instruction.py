@@ -116,6 +116,22 @@ def maneuver_text(kind: str, modifier: str, distance_m: float, street: str, loca
     return f"Continue on {street} for {dist}" if street else f"Continue for {dist}"
 
 
+def first_turn(g: Graph, route: Sequence[int], fraction: float) -> tuple[int, float] | None:
+    """The first turn along ``route`` (global ids, from the matched link at ``fraction``):
+    (index in ``route`` of the link the turn enters, distance to it in metres), or None when
+    the route goes straight on to its end (or is empty, or not in ``g``)."""
+    loc = g.local(list(route))
+    if len(loc) == 0 or np.any(loc < 0):
+        return None
+    dist = (1.0 - min(max(fraction, 0.0), 1.0)) * float(g.length_m[loc[0]])
+    for i, (a, b) in enumerate(itertools.pairwise(loc)):
+        angle = float(signed_turn_deg(g.bearing_end[a], g.bearing_start[b]))
+        if turn_modifier(angle) != "straight":
+            return i + 1, dist
+        dist += float(g.length_m[b])
+    return None
+
+
 def next_maneuver(
     g: Graph,
     route: Sequence[int],
@@ -131,21 +147,23 @@ def next_maneuver(
     loc = g.local(list(route))
     if len(loc) == 0 or np.any(loc < 0):
         return None
+    turn = first_turn(g, route, fraction)
+    if turn is not None:
+        i, dist = turn
+        a, b = int(loc[i - 1]), int(loc[i])
+        mod = turn_modifier(float(signed_turn_deg(g.bearing_end[a], g.bearing_start[b])))
+        street = names.get(int(g.way_id[b]), "")
+        return Maneuver(
+            "turn",
+            mod,
+            dist,
+            street,
+            float(g.u_lon[b]),
+            float(g.u_lat[b]),
+            maneuver_text("turn", mod, dist, street, locale),
+        )
     dist = (1.0 - min(max(fraction, 0.0), 1.0)) * float(g.length_m[loc[0]])
-    for a, b in itertools.pairwise(loc):
-        angle = float(signed_turn_deg(g.bearing_end[a], g.bearing_start[b]))
-        mod = turn_modifier(angle)
-        if mod != "straight":
-            street = names.get(int(g.way_id[b]), "")
-            return Maneuver(
-                "turn",
-                mod,
-                dist,
-                street,
-                float(g.u_lon[b]),
-                float(g.u_lat[b]),
-                maneuver_text("turn", mod, dist, street, locale),
-            )
+    for b in loc[1:]:
         dist += float(g.length_m[b])
     last = int(loc[-1])
     street = names.get(int(g.way_id[loc[0]]), "")
@@ -204,6 +222,9 @@ class Instruction:
     heading_deg: float | None
     tick_seq: int | None = None  # the trip-log record of the decision
     expected_revenue: float | None = None
+    #: the cab's progress along ``geometry`` since the tick, metres (advanced between ticks,
+    #: never backwards; not part of the JSON)
+    progress_m: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -295,38 +316,64 @@ def format_line(ins: Instruction) -> str:
     return f"{clock}Z {seq}WAIT   {ins.message}"
 
 
+#: how far ahead of its last position on the route a fix is looked for (metres): more than a
+#: cab drives between two fixes, less than a loop round a block (the route's next pass)
+PROGRESS_WINDOW_M = 120.0
+#: a fix farther than this from that stretch (a gap in the fixes) is looked for all the way
+#: ahead, still never behind
+PROGRESS_SNAP_M = 25.0
+
+
 def _along_m(
-    coords: tuple[tuple[float, float], ...], lon: float, lat: float
+    coords: tuple[tuple[float, float], ...],
+    lon: float,
+    lat: float,
+    lo: float = 0.0,
+    hi: float = math.inf,
 ) -> tuple[float, float]:
-    """(distance along the line to the point's projection, distance from the line), metres."""
+    """(distance along the line to the point's projection, distance from the line), metres,
+    projecting only onto the part of the line between ``lo`` and ``hi`` metres along it (so
+    that a route passing the same street twice is measured on the pass the cab is on)."""
     from tiles.geo import LocalProjection
 
     proj = LocalProjection(lon, lat)
     pts = [tuple(map(float, proj.to_xy(x, y))) for x, y in coords]
-    best = (math.inf, 0.0)
+    best = (math.inf, lo)
     walked = 0.0
     for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         dx, dy = x1 - x0, y1 - y0
         seg = math.hypot(dx, dy)
-        t = 0.0 if seg == 0 else min(max(-(x0 * dx + y0 * dy) / (seg * seg), 0.0), 1.0)
-        off = math.hypot(x0 + t * dx, y0 + t * dy)
-        if off < best[0]:
-            best = (off, walked + t * seg)
+        a, b = max(lo - walked, 0.0), min(hi - walked, seg)  # the usable part of the segment
+        if a <= b and seg > 0:
+            s = min(max(-(x0 * dx + y0 * dy) / seg, a), b)
+            off = math.hypot(x0 + s / seg * dx, y0 + s / seg * dy)
+            if off < best[0]:
+                best = (off, walked + s)
         walked += seg
+        if walked > hi:
+            break
     return best[1], best[0]
 
 
 def advance(ins: Instruction, lon: float, lat: float, heading_deg: float | None) -> Instruction:
     """The instruction as the cab moves between planning ticks: new position, and the distance
-    to the next manoeuvre measured along the route from the cab's projection on it (0 once the
-    cab is level with it: the next tick, or leaving the route, re-plans)."""
+    to the next manoeuvre along the route from the cab's position on it. The position on the
+    route is tracked: each fix is projected onto the stretch from the cab's last position to
+    :data:`PROGRESS_WINDOW_M` beyond (farther ahead only when the fix is off that stretch),
+    never behind it, so the countdown only decreases, even on a route that comes back along a
+    street it already drove (0 once the cab is level with the manoeuvre: the next tick, or
+    leaving the route, re-plans)."""
     moved = replace(ins, position=(lon, lat), heading_deg=heading_deg)
     m = ins.maneuver
     if ins.kind != "route" or m is None or len(ins.geometry) < 2:
         return moved
-    cab_along, _ = _along_m(ins.geometry, lon, lat)
-    start_along, _ = _along_m(ins.geometry, *ins.geometry[0])
-    turn_along = start_along + m.distance_m
-    left = max(turn_along - cab_along, 0.0)
+    start = ins.progress_m
+    cab_along, off = _along_m(ins.geometry, lon, lat, start, start + PROGRESS_WINDOW_M)
+    if off > PROGRESS_SNAP_M:
+        far_along, far_off = _along_m(ins.geometry, lon, lat, start)
+        if far_off < off:
+            cab_along = far_along
+    progress = max(cab_along, start)
+    left = max(m.distance_m - (progress - start), 0.0)  # ``m`` is as of ``start``
     text = maneuver_text(m.type, m.modifier, left, m.street, ins.locale)
-    return replace(moved, maneuver=replace(m, distance_m=left, text=text))
+    return replace(moved, maneuver=replace(m, distance_m=left, text=text), progress_m=progress)

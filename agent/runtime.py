@@ -35,7 +35,7 @@ from agent.instruction import Instruction, advance
 from agent.outbox_feed import OutboxFeed
 from agent.triplog import TripLog, TripLogConfig
 from agent.version import code_version
-from safety import SafetyGate
+from safety import ReversalCounter, SafetyGate, maneuver_key
 from sync import (
     BundleStore,
     LogClient,
@@ -94,6 +94,8 @@ class RunSummary:
     first_instruction_s: float | None = None  # monotonic seconds from run() to first publish
     outbox_remaining: int | None = None
     flush_error: str = ""
+    #: A->B->A changes of the next manoeuvre within 2 minutes (safety.ReversalCounter)
+    reversals: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +107,7 @@ class RunSummary:
             "first_instruction_s": self.first_instruction_s,
             "outbox_remaining": self.outbox_remaining,
             "flush_error": self.flush_error,
+            "reversals": self.reversals,
         }
 
 
@@ -172,6 +175,12 @@ class Agent:
         self._outbox_closed = False
         self._outbox_stats: dict[str, int] = {}
         self._reload = threading.Event()
+        # route stability: the links this cab passed vacant (edge id -> time_s of the pass),
+        # the taximeter, the countdown shown between ticks, the manoeuvre reversals
+        self._passes: dict[int, float] = {}
+        self._occupied = False
+        self._countdown: list[list[float]] = []
+        self._reversals = ReversalCounter()
         # bundles replaced by a newer one: their tile databases are closed after a grace period
         # (an API request may still be reading the old store), or at shutdown
         self._retired: list[tuple[LoadedBundle, threading.Timer]] = []
@@ -241,7 +250,9 @@ class Agent:
         return out
 
     def meter(self, occupied: bool) -> None:
-        """A taximeter change (from the API thread): logged for the trial reports."""
+        """A taximeter change (from the API thread): logged for the trial reports; an occupied
+        cab's passes do not drain the curb of hails (it cannot take them)."""
+        self._occupied = bool(occupied)
         fix = self._last_fix
         self.triplog.append(
             {
@@ -357,8 +368,7 @@ class Agent:
                         and last_tick is not None
                         and (now - last_tick >= self.config.plan_interval_s)
                     ):
-                        inputs = TickInputs(now, last, prev, self.config.locale, "no_fix", moving)
-                        self._tick(inputs, track)
+                        self._tick(self._inputs(now, last, prev, "no_fix", moving), track)
                         track = []
                         last_tick = now
                     continue
@@ -374,9 +384,7 @@ class Agent:
                 else:
                     if self._reload.is_set():
                         self._swap_bundle(now)
-                    self._tick(
-                        TickInputs(now, fix, prev, self.config.locale, trigger, moving), track
-                    )
+                    self._tick(self._inputs(now, fix, prev, trigger, moving), track)
                     track = []
                     last_tick = now
                     if self.summary.first_instruction_s is None:
@@ -385,6 +393,38 @@ class Agent:
         finally:
             self._shutdown(track)
         return self.summary
+
+    def _inputs(
+        self, now: float, fix: Fix | None, prev: Fix | None, trigger: str, moving: Fix | None
+    ) -> TickInputs:
+        """A tick's inputs: the fixes, and the cab's recent vacant passes and shown route."""
+        memory_s = self.bundle.planner.patience_s  # W <= patience: older passes change nothing
+        for e in [e for e, t in self._passes.items() if now - t > memory_s]:
+            del self._passes[e]
+        ins, _, _, _ = self.state.snapshot()
+        return TickInputs(
+            now,
+            fix,
+            prev,
+            self.config.locale,
+            trigger,
+            moving,
+            last_pass_age_s=tuple((e, max(now - t, 0.0)) for e, t in sorted(self._passes.items())),
+            previous_route=tuple(ins.route_edges) if ins.kind == "route" else (),
+        )
+
+    def _note_passes(self, previous: Instruction, result: Any, now: float) -> None:
+        """The links this tick shows the cab drove vacant: its matched link and, when it is
+        still on the route shown before, the links of that route it drove since."""
+        m = result.match
+        if m is None or self._occupied:
+            return
+        here = int(m.best.edge_id)
+        shown = tuple(previous.route_edges) if previous.kind == "route" else ()
+        if here in shown:
+            for e in shown[: shown.index(here)]:
+                self._passes[int(e)] = now
+        self._passes[here] = now
 
     def _is_moving(self, fix: Fix) -> bool:
         h, v = fix.heading_deg, fix.speed_mps
@@ -415,14 +455,21 @@ class Agent:
         if ins.kind == "waiting":
             return
         heading = fix.heading_deg if fix.heading_deg is not None else ins.heading_deg
-        self.state.publish(advance(ins, fix.lon, fix.lat, heading), tick=False)
+        moved = advance(ins, fix.lon, fix.lat, heading)
+        if moved.kind == "route" and moved.maneuver is not None:  # logged for report slo
+            self._countdown.append([fix.time_s, fix.lon, fix.lat, moved.maneuver.distance_m])
+        self.state.publish(moved, tick=False)
 
     def _tick(self, inputs: TickInputs, track: list[list[float | None]]) -> None:
+        previous, _, _, _ = self.state.snapshot()
         result = decide(self.bundle, inputs, self.gate)
+        self._note_passes(previous, result, inputs.now_s)
         record = result.to_record(self.bundle)
         record["run_id"] = self.run_id
         record["vehicle_id"] = self.config.vehicle_id
         record["track"] = track
+        record["countdown"] = self._countdown  # [time_s, lon, lat, metres shown] since the last
+        self._countdown = []
         # the demand of a 30-min slot repeats tick after tick: each log file keeps it once
         digest = record.get("demand_sha256")
         if self.triplog.will_rotate():
@@ -438,6 +485,8 @@ class Agent:
         self.summary.by_kind[ins.kind] += 1
         if ins.kind == "fallback":
             self.summary.fallbacks_by_reason.update(ins.reason_codes)
+        if ins.kind == "route" and self._reversals.add(inputs.now_s, maneuver_key(ins.to_json())):
+            self.summary.reversals += 1
         if self.on_instruction is not None:
             self.on_instruction(ins)
 
@@ -492,6 +541,7 @@ class Agent:
                     "run_id": self.run_id,
                     "summary": self.summary.to_json(),
                     "track": track,  # the fixes after the last tick
+                    "countdown": self._countdown,
                 }
             )
         finally:

@@ -29,7 +29,16 @@ from safety.route import (
     judge_route,
     legal_turns,
 )
-from safety.slo import RouteRechecker, SloReport, slo, verdict_of
+from safety.slo import (
+    ReversalCounter,
+    RouteRechecker,
+    SloReport,
+    StabilityReport,
+    maneuver_key,
+    slo,
+    stability,
+    verdict_of,
+)
 from safety.verdict import Verdict
 
 __all__ = [
@@ -44,6 +53,7 @@ __all__ = [
     "GpsConfig",
     "MatchCheckConfig",
     "Reason",
+    "ReversalCounter",
     "RouteConfig",
     "RouteJudgement",
     "RouteRechecker",
@@ -53,6 +63,7 @@ __all__ = [
     "SafetyInputError",
     "SafetyLogError",
     "SloReport",
+    "StabilityReport",
     "TickInput",
     "Verdict",
     "bbox_area_geojson",
@@ -67,8 +78,10 @@ __all__ = [
     "hard_to_judge",
     "judge_route",
     "legal_turns",
+    "maneuver_key",
     "normalise_locale",
     "path_confidence",
     "slo",
+    "stability",
     "verdict_of",
 ]

@@ -36,7 +36,7 @@ def log_files(paths: Sequence[str]) -> list[Path]:
 
 
 def cmd_report_slo(args: argparse.Namespace) -> int:
-    from safety import RouteRechecker, slo
+    from safety import RouteRechecker, slo, stability
     from tiles import TileStore
 
     files = log_files(args.logs)
@@ -44,7 +44,9 @@ def cmd_report_slo(args: argparse.Namespace) -> int:
     store = TileStore(args.tiles) if args.tiles else None
     try:
         recheck = RouteRechecker(store) if store is not None else None
-        report = slo(read_records(files, rr), recheck)
+        records = list(read_records(files, rr))
+        report = slo(records, recheck)
+        steady = stability(records)
     finally:
         if store is not None:
             store.close()
@@ -56,7 +58,7 @@ def cmd_report_slo(args: argparse.Namespace) -> int:
             f"({report.skipped_records} other records)?"
             + (f" ({lost} record(s) dropped by the cab's outbox at its bound)" if lost else "")
         )
-    doc = {**report.to_json(), "files": len(files), "read_errors": errors}
+    doc = {**report.to_json(), **steady.to_json(), "files": len(files), "read_errors": errors}
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False))
         return 0
@@ -72,6 +74,24 @@ def cmd_report_slo(args: argparse.Namespace) -> int:
         f"({report.routes_clean}/{report.routes_checked} routes clean, {how})"
     )
     print(f"reliability:  {pct(report.reliability)}")
+    share = steady.repeated_link_route_share
+    print(
+        f"repeated-link routes: {pct(share)} "
+        f"({steady.repeated_link_routes}/{steady.route_ticks} route ticks; goal < 5 %)"
+    )
+    rph = steady.reversals_per_h
+    print(
+        "reversals:    "
+        + ("n/a" if rph is None else f"{rph:.2f} per hour")
+        + f" ({steady.reversals} A-B-A changes within 2 min in {steady.hours:.2f} h; goal 0)"
+    )
+    err = steady.countdown_max_error_m
+    print(
+        "countdown:    "
+        + ("n/a (no countdown logged)" if err is None else f"max error {err:.1f} m")
+        + f" ({steady.countdown_checked} positions, {steady.countdown_over_30m} over 30 m; "
+        "goal <= 30 m)"
+    )
     for vid, n in report.outbox_dropped.items():
         if n:
             print(
@@ -100,7 +120,10 @@ def _register_slo(rsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
             "Reliability = availability (share of ticks with a validated route) x quality "
             "(share of validated routes without a safety violation when re-checked). "
             "Logs are msgpack streams of maps; a tick record carries its verdict under "
-            "'safety'. With --tiles, routes are re-checked with the current rules."
+            "'safety'. With --tiles, routes are re-checked with the current rules. Route "
+            "stability: the share of route ticks whose route uses a link twice, A-B-A "
+            "reversals of the next manoeuvre within 2 minutes per hour, and the largest error "
+            "of the countdown to the manoeuvre shown between ticks."
         ),
     )
     p.add_argument("--logs", nargs="+", required=True, metavar="FILE", help="log files or dirs")

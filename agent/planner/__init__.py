@@ -60,13 +60,34 @@ sorted by out-degree (``_planner_core._successor_columns``: one ``np.maximum`` p
 rank, faster here than ``np.maximum.reduceat``); the Python loops run over the ``K`` layers and
 the few out-degree ranks.
 
+Recent passes
+-------------
+The state ``(e, k)`` cannot remember which curbs a vacant cab has just drained, so the tick
+passes it in: ``a_e``, the seconds since a vacant cab (this one; later the fleet's) last passed
+``e``, at layer 0 (``last_pass_age_s``; unknown: ``∞``). A hail still waiting when the cab
+enters ``e`` at ``t_k`` arrived at most ``W`` before (it leaves at rate ``1/W``) *and* after the
+last pass (that cab would have taken it), so of the window ``W`` only the last
+``a_e + (t_k − t_0)`` seconds can have filled:
+
+    P_e(k) = 1 − exp( −λ_e(t_k) (τ_e + min(W_e, a_e + k Δ)) / 3600 )
+
+(the exact expectation under exponential waiting is ``λ W (1 − e^{−a/W})``; ``min(W, a)`` is its
+piecewise-linear envelope, equal at both ends, the read-out's and the simulator's rule, and it
+ends: from ``k ≥ (W_e − a_e)/Δ`` the curb is as fresh as the model assumes, so only the first
+few layers of the recently passed links differ, ``core._depleted_probability``). The backward
+pass uses ``P_e(k)`` in those layers: a hail arriving after now builds up again, so later
+layers are unchanged. The cab's own link counts as passed when it leaves it (``a = 0``).
+
 The recommended route follows ``argmax Q`` from the cab's link (decision at the end of the
 current link, ties to the lowest local index), advancing time by each link's ``τ``, until it
 covers ``route_min_m`` and ``route_min_s`` (or the horizon ends). The read-out counts the
-route's own passes as vacant passes, and enters no link a third time
-(``route_max_visits``) and makes no U-turn: the values assume a fresh curb on every pass, so the
-bare policy may circle one hot block, which safety/ would not show. ``V(e₀, 0)`` is the expected
-net revenue over the horizon. Same inputs, same bytes: :meth:`Plan.to_json`.
+route's own passes as vacant passes (as above, from the time of the route's pass), enters no
+link twice (``route_max_visits = 1``) and makes no U-turn: beyond the cab's past passes the
+values assume a fresh curb, so the bare policy may circle one hot block. With the route shown
+before, :mod:`agent.planner.stability` keeps it unless the new one is better by
+``route_switch_margin`` and never takes back a manoeuvre the cab is committed to.
+``V(e₀, 0)`` is the expected net revenue over the horizon. Same inputs, same bytes:
+:meth:`Plan.to_json`.
 """
 
 from __future__ import annotations
@@ -75,7 +96,7 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -87,6 +108,7 @@ from agent.errors import AgentError
 from agent.planner.core import ValueTable, prepare, solve_table
 from agent.planner.directions import Direction, directions
 from agent.planner.readout import action_values, best_next, follow
+from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
 from models.demand import DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
 from tiles.matching import match_fix
@@ -96,6 +118,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 Bool = npt.NDArray[np.bool_]
+#: seconds since a vacant cab last passed each link: a mapping global edge id -> seconds, or an
+#: array aligned to the graph's links (``inf``: unknown, i.e. long ago)
+PassAges = Mapping[int, float] | npt.NDArray[np.floating[Any]]
 WayNames = Callable[[Iterable[int]], Mapping[int, str]]
 
 
@@ -132,9 +157,18 @@ class PlannerParams:
     route_min_m: float = 2000.0
     route_min_s: float = 300.0
     max_route_edges: int = 400
-    #: the route enters a link at most this often (counting the cab's own) and makes no U-turn,
-    #: as safety/ shows routes (``RouteConfig.max_visits_per_link``); 0 reads out the bare policy
-    route_max_visits: int = 2
+    #: the route enters a link at most this often (counting the cab's own) and makes no U-turn;
+    #: 1: never a link twice (issue 15: a driver is not told to circle; where only a link the
+    #: route already holds is left, the route ends there and the next tick plans on), within
+    #: safety/'s ``RouteConfig.max_visits_per_link``; 0 reads out the bare policy
+    route_max_visits: int = 1
+    #: hysteresis (agent.planner.stability): a new route replaces the one shown only when its
+    #: expected revenue is higher by this share of the shown route's
+    route_switch_margin: float = 0.02
+    #: commitment: within this many seconds (at the cab's speed) or metres of the shown route's
+    #: next manoeuvre, a new route that does not make that same manoeuvre is refused
+    route_commit_s: float = 8.0
+    route_commit_m: float = 30.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -151,6 +185,9 @@ class PlannerParams:
             "route_min_s": self.route_min_s >= 0,
             "max_route_edges": self.max_route_edges >= 1,
             "route_max_visits": self.route_max_visits >= 0,
+            "route_switch_margin": 0 <= self.route_switch_margin <= 1,
+            "route_commit_s": 0 <= self.route_commit_s <= 60,
+            "route_commit_m": 0 <= self.route_commit_m <= 500,
         }
         bad = [k for k, ok in checks.items() if not (ok and math.isfinite(float(getattr(self, k))))]
         if bad:
@@ -209,9 +246,11 @@ class Plan:
     directions: tuple[Direction, ...]
     params: PlannerParams
     demand_source: str
+    #: the hysteresis' decision when a previous route was given (agent.planner.stability)
+    route_choice: RouteChoice | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "start": {
                 "edge_id": self.start_edge_id,
@@ -229,6 +268,9 @@ class Plan:
             "params": self.params.to_json(),
             "demand_source": self.demand_source,
         }
+        if self.route_choice is not None:
+            out["route_choice"] = self.route_choice.to_json()
+        return out
 
     def to_json(self) -> bytes:
         """Canonical serialisation: sorted keys, fixed rounding, no whitespace."""
@@ -291,6 +333,7 @@ def solve(
     area: Bool | None = None,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
     monday: dt.date | None = None,
+    last_pass_age_s: PassAges | None = None,
 ) -> ValueTable:
     """Solve the MDP on ``graph`` from ``minute_of_week`` (layer 0) for all links at once.
 
@@ -299,6 +342,9 @@ def solve(
     to ``params.competing_vacant_per_h``. ``monday``: the local date of the Monday of
     ``minute_of_week``'s week, so that no-entry windows that depend on the date (public
     holidays, months, sun times) are those of the real dates; None: an ordinary week.
+    ``last_pass_age_s`` (:data:`PassAges`, at ``minute_of_week``): how long ago a vacant cab
+    (this one, or later the fleet's) last passed each link; a recently passed curb holds only
+    the hails that arrived since (module docstring, "Recent passes").
     """
     prep = prepare(graph, params.step_s, params.speed_factor, area)
     return solve_table(
@@ -313,7 +359,29 @@ def solve(
         params.outside_value_share,
         supply_per_h,
         monday,
+        pass_age_array(graph, last_pass_age_s),
     )
+
+
+def pass_age_array(graph: Graph, ages: PassAges | None) -> npt.NDArray[np.float64] | None:
+    """:data:`PassAges` as an array over ``graph``'s local links (``inf`` where unknown), or
+    None when no pass is known. Links not in ``graph`` are ignored; negative ages are 0."""
+    if ages is None:
+        return None
+    if isinstance(ages, Mapping):
+        out = np.full(graph.n, np.inf, dtype=np.float64)
+        if ages:
+            ids = np.fromiter(ages.keys(), dtype=np.int64, count=len(ages))
+            vals = np.fromiter(ages.values(), dtype=np.float64, count=len(ages))
+            loc = graph.local(ids)
+            ok = loc >= 0
+            np.minimum.at(out, loc[ok], vals[ok])
+    else:
+        out = np.array(ages, dtype=np.float64)
+        if out.shape != (graph.n,):
+            raise PlannerError(f"last_pass_age_s has {out.shape} values for {graph.n} links")
+    out[np.isnan(out)] = np.inf
+    return np.maximum(out, 0.0)
 
 
 def next_link(table: ValueTable, edge_id: int, minute_of_week: float) -> int:
@@ -352,11 +420,18 @@ def plan_cruise(
     way_names: WayNames | None = None,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
     monday: dt.date | None = None,
+    last_pass_age_s: PassAges | None = None,
+    previous_route: Sequence[int] | None = None,
+    committed_links: int = 0,
 ) -> Plan:
     """Plan from a cab on ``start_edge_id`` (at ``fraction`` of it) at ``minute_of_week``.
 
     Pure given its inputs; ``way_names`` (e.g. ``store.way_names``) names the streets of the
-    directions; ``monday``: see :func:`solve`.
+    directions; ``monday``: see :func:`solve`. ``last_pass_age_s``: seconds (at
+    ``minute_of_week``) since a vacant cab last passed each link (:func:`solve`); the cab's
+    own link counts as passed when the cab leaves it (a vacant cab is driving it now).
+    ``previous_route`` / ``committed_links``: the route shown before (global ids of the links
+    still to enter after ``start_edge_id``) and the hysteresis of :func:`plan_from_table`.
     """
     g = graph
     e0 = int(g.local([start_edge_id])[0])
@@ -366,9 +441,20 @@ def plan_cruise(
     prep = prepare(g, params.step_s, params.speed_factor, area)
     rest_s = (1.0 - frac) * float(prep.tau_s[e0])
     t_dec = minute_of_week + rest_s / 60.0
-    table = solve(g, demand, t_dec, params, area, supply_per_h, monday)
+    ages = pass_age_array(g, last_pass_age_s)
+    ages = np.full(g.n, np.inf) if ages is None else ages + rest_s  # aged to the decision
+    ages[e0] = 0.0
+    table = solve(g, demand, t_dec, params, area, supply_per_h, monday, ages)
     return plan_from_table(
-        table, start_edge_id, frac, minute_of_week, params, demand.source, way_names
+        table,
+        start_edge_id,
+        frac,
+        minute_of_week,
+        params,
+        demand.source,
+        way_names,
+        previous_route=previous_route,
+        committed_links=committed_links,
     )
 
 
@@ -380,8 +466,17 @@ def plan_from_table(
     params: PlannerParams,
     demand_source: str,
     way_names: WayNames | None = None,
+    *,
+    previous_route: Sequence[int] | None = None,
+    committed_links: int = 0,
 ) -> Plan:
-    """The plan of a cab on ``start_edge_id`` read from an already solved table."""
+    """The plan of a cab on ``start_edge_id`` read from an already solved table.
+
+    With ``previous_route`` (global ids of the links still to enter after ``start_edge_id``
+    on the route shown before; links outside the table make it unusable), the read-out's new
+    route replaces it only as :func:`agent.planner.stability.choose_route` decides
+    (``params.route_switch_margin``, ``committed_links``); a kept route is extended by the
+    read-out from its last link to the minimum length. ``Plan.route_choice`` says why."""
     g = table.prep.graph
     prep = table.prep
     e0 = int(g.local([start_edge_id])[0])
@@ -398,6 +493,43 @@ def plan_from_table(
         params.max_route_edges,
         max_visits=params.route_max_visits,
     )
+    choice: RouteChoice | None = None
+    if previous_route is not None:
+        prev_local = g.local(list(previous_route)) if len(previous_route) else np.zeros(0, int)
+        usable = bool(np.all(prev_local >= 0))
+
+        def extend(prefix: tuple[int, ...]) -> list[int]:
+            return follow(
+                table,
+                e0,
+                t0_rel,
+                params.route_min_m,
+                params.route_min_s,
+                params.max_route_edges,
+                max_visits=params.route_max_visits,
+                prefix=prefix,
+            )[0]
+
+        choice = choose_route(
+            table,
+            e0,
+            t0_rel,
+            route,
+            [int(f) for f in prev_local] if usable else None,
+            params.route_switch_margin,
+            committed_links,
+            extend,
+        )
+        if list(choice.route) != route:
+            route, length, duration = follow(
+                table,
+                e0,
+                t0_rel,
+                0.0,
+                0.0,
+                len(choice.route),
+                prefix=choice.route,
+            )
     layer = max(math.floor(t0_rel / prep.step_s + 0.5), 0)
     value = float(table.values[min(layer, table.n_layers - 1), e0])
     probs: list[float] = []
@@ -424,6 +556,7 @@ def plan_from_table(
         directions=directions(g, e0, route, names),
         params=params,
         demand_source=demand_source,
+        route_choice=choice,
     )
 
 
@@ -489,18 +622,24 @@ def plan_from_fix(
 
 __all__ = [
     "Direction",
+    "PassAges",
     "Plan",
     "PlannerError",
     "PlannerParams",
+    "RouteChoice",
     "ValueTable",
     "action_values",
     "area_mask",
+    "choose_route",
+    "is_committed",
     "minute_of_week_of",
     "next_link",
+    "pass_age_array",
     "plan_cruise",
     "plan_from_fix",
     "plan_from_table",
     "policy_step",
+    "route_value",
     "solve",
     "speed_factor_from_demand",
 ]

@@ -115,6 +115,9 @@ class ValueTable:
     exit_value: F64  # (n_layers,) value of leaving the planned area / a dead end
     slope_v: F64  # (n_layers,) network-mean value of one layer, for sub-layer links
     slope_c: F64
+    #: per local link, seconds since a vacant cab last passed it at layer 0 (``inf``: unknown,
+    #: long ago); None when no pass is known (see :func:`_depleted_probability`)
+    pass_age_s: F64 | None = None
     #: local date of the Monday of the start's week: the real dates (public holidays) decide
     #: the no-entry windows that depend on them; None: an ordinary week
     monday: date | None = None
@@ -234,6 +237,44 @@ def _pickup_probability(
     return window_s, -np.expm1(-expected)
 
 
+def _depleted_probability(
+    prep: Prepared,
+    rate_h: F64,
+    window_s: F64,
+    pickup_prob: F64,
+    layer_slot: I64,
+    pass_age_s: F64 | None,
+    cols: I64,
+) -> F64:
+    """``P`` per early layer for the links ``cols``, where recent vacant passes deplete the curb
+    (docs/planner.md, "Recent passes"): entering ``e`` at ``t_k = t_0 + k Δ`` when a vacant cab
+    last passed it ``a_e`` seconds before ``t_0``, only the hails of the last ``a_e + k Δ``
+    seconds can be waiting, so
+
+        P_e(k) = 1 − exp( −λ_e(t_k) (τ_e + min(W_e, a_e + k Δ)) / 3600 )
+
+    which is the fresh ``P`` once ``a_e + k Δ ≥ W_e``: the rows cover the layers before the
+    last such link recovers, ``k < max_e (W_e − a_e) / Δ`` (none without a recent pass)."""
+    empty = np.zeros((0, cols.shape[0]), dtype=np.float64)
+    if pass_age_s is None:
+        return empty
+    age = np.asarray(pass_age_s, dtype=np.float64)[cols]
+    short = np.flatnonzero(np.isfinite(age) & (age < window_s[cols]))
+    if short.shape[0] == 0:
+        return empty
+    dt = prep.step_s
+    links = cols[short]
+    ages = np.maximum(age[short], 0.0)
+    k_dep = int(np.ceil(float(np.max((window_s[links] - ages) / dt))))
+    k_dep = min(max(k_dep, 1), int(layer_slot.shape[0]))
+    early = np.ascontiguousarray(pickup_prob[layer_slot[:k_dep]][:, cols])
+    t = np.arange(k_dep, dtype=np.float64)[:, None] * dt
+    window = np.minimum(window_s[links][None, :], ages[None, :] + t)
+    rate = rate_h[layer_slot[:k_dep]][:, links]
+    early[:, short] = -np.expm1(-rate * ((prep.tau_s[links][None, :] + window) / 3600.0))
+    return early
+
+
 def _layers(
     prep: Prepared,
     demand: TickDemand,
@@ -281,6 +322,7 @@ class _Kernel:
     fare: F64
     cost: F64
     prob: F64  # (n_slots, |cz|)
+    prob_early: F64  # (k_dep, |cz|): P of the first layers, where recent passes deplete curbs
     penalty: F64  # (minutes, |cz|): 0 where the link may be entered, -inf where not
     layer_slot: I64
     layer_minute: I64
@@ -325,6 +367,8 @@ def _backward_pass(kn: _Kernel) -> tuple[F64, F64, F64, F64, F64]:
     v_off, v_wpos, v_wneg = kn.v_off, kn.v_wpos, kn.v_wneg
     c_off, c_wpos, c_wneg = kn.c_off, kn.c_wpos, kn.c_wneg
     fare_c, cost_c, prob_c, penalty = kn.fare, kn.cost, kn.prob, kn.penalty
+    prob_early = kn.prob_early
+    n_early = int(prob_early.shape[0])
     layer_slot, layer_minute, srcs, columns = kn.layer_slot, kn.layer_minute, kn.srcs, kn.columns
     members, member_cell, inv_count = kn.members, kn.member_cell, kn.inv_count
     empty, p_in, p_out, n_cells = kn.empty, kn.p_in, kn.p_out, kn.n_cells
@@ -358,7 +402,7 @@ def _backward_pass(kn: _Kernel) -> tuple[F64, F64, F64, F64, F64]:
         # Q = V~ + P (F + C~ - V~) - cost + penalty
         c1 += fare_c
         c1 -= v1
-        c1 *= prob_c[layer_slot[k]]
+        c1 *= prob_early[k] if k < n_early else prob_c[layer_slot[k]]
         np.add(v1, c1, out=q)
         q -= cost_c
         q += penalty[layer_minute[k]]
@@ -399,10 +443,15 @@ def solve_table(
     outside_value_share: float,
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
     monday: date | None = None,
+    pass_age_s: F64 | None = None,
 ) -> ValueTable:
     """Solve the MDP over ``horizon_s`` from ``start_minute_of_week``: the tick's demand on the
     links, the pickup probabilities, the layers' minutes and slots, the cells, then the
-    backward pass (:func:`_backward_pass`)."""
+    backward pass (:func:`_backward_pass`).
+
+    ``pass_age_s`` (per local link, optional): seconds since a vacant cab last passed each link
+    at the start (``inf``: unknown): the curbs it drained hold fewer hails in the first layers
+    (:func:`_depleted_probability`)."""
     dt = prep.step_s
     K = max(round(horizon_s / dt), 1)
     d = _link_demand(prep, demand)
@@ -444,6 +493,9 @@ def solve_table(
         fare=d.fare[cz],
         cost=cost[cz],
         prob=np.ascontiguousarray(pickup_prob[:, cz]),
+        prob_early=_depleted_probability(
+            prep, d.rate_h, window_s, pickup_prob, layer_slot, pass_age_s, cz
+        ),
         penalty=np.where(allowed[:, cz], 0.0, -np.inf),
         layer_slot=layer_slot,
         layer_minute=layer_minute,
@@ -478,5 +530,6 @@ def solve_table(
         exit_value=exit_value,
         slope_v=slope_v,
         slope_c=slope_c,
+        pass_age_s=None if pass_age_s is None else np.asarray(pass_age_s, dtype=np.float64),
         monday=monday,
     )

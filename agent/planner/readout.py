@@ -17,7 +17,8 @@ def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None =
 
     ``age_s`` (per link of ``links``, optional): seconds since a vacant cab last passed the
     link, when known (the cab's own history, or the fleet's): the waiting hails then built up
-    for ``min(W, age)`` only, not ``W``."""
+    for ``min(W, age)`` only, not ``W``. Without it, the table's own ``pass_age_s`` (the
+    passes it was solved with, aged to ``layer``) applies, as in the values."""
     prep = table.prep
     dt = prep.step_s
     k = min(max(layer, 0), table.n_layers - 1)
@@ -33,12 +34,15 @@ def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None =
         table.cell[links],
         table.slope_c[k],
     )
-    if age_s is None:
-        p = table.pickup_prob[table.layer_slot[k], links]
-    else:
-        window = np.minimum(table.window_s[links], np.maximum(age_s, 0.0))
+    if age_s is None and table.pass_age_s is not None:
+        age_s = table.pass_age_s[links] + max(layer, 0) * dt
+    p = table.pickup_prob[table.layer_slot[k], links]
+    if age_s is not None:
+        age = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0)
+        w = table.window_s[links]
         rate = table.rate_h[table.layer_slot[k], links]
-        p = -np.expm1(-rate * (prep.tau_s[links] + window) / 3600.0)
+        depleted = -np.expm1(-rate * ((prep.tau_s[links] + np.minimum(w, age)) / 3600.0))
+        p = np.where(age < w, depleted, p)
     return np.asarray(p * (table.fare[links] + c_next) + (1.0 - p) * v_next - table.cost[links])
 
 
@@ -54,7 +58,8 @@ def best_next(
     or -1 when none may be entered (never returns a link that is not allowed then).
 
     ``last_pass_s`` (per local link, seconds after the table's start, ``-inf`` if unknown) and
-    ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link.
+    ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link;
+    the passes the table was solved with (``table.pass_age_s``) count too.
     ``skip``: local links not to enter (the route read-out's U-turns and revisits).
     """
     prep = table.prep
@@ -69,12 +74,14 @@ def best_next(
         return -1
     layer = math.floor(t_rel_s / prep.step_s + 0.5)
     age = None
-    if last_pass_s is not None or own_passes:
+    if last_pass_s is not None or own_passes or table.pass_age_s is not None:
         last = (
             np.asarray(last_pass_s[succ], dtype=np.float64)
             if last_pass_s is not None
             else np.full(succ.shape[0], -np.inf)
         )
+        if table.pass_age_s is not None:
+            last = np.maximum(last, -table.pass_age_s[succ])
         if own_passes:
             for j, f in enumerate(succ.tolist()):
                 if f in own_passes:
@@ -94,14 +101,21 @@ def follow(
     max_edges: int,
     last_pass_s: F64 | None = None,
     max_visits: int = 0,
+    prefix: tuple[int, ...] = (),
 ) -> tuple[list[int], float, float]:
     """Route read out of the table's policy: (local links, length_m, duration_s). The route's
     own earlier passes count as vacant passes (a block driven twice finds fewer hails).
 
     ``max_visits`` > 0: the route enters no link that it (counting the start link) already
     holds that often, and makes no U-turn (back along the link it came by); where only such a
-    move is left, the route ends. This is the shape safety/ shows (``RouteConfig``): the MDP's
-    values assume a fresh curb on every pass, so its policy alone may circle one block."""
+    move is left, the route ends. With ``max_visits`` > 1 it enters a link it already holds
+    only where every other move is barred. This is the shape safety/ shows (``RouteConfig``):
+    the MDP's state cannot know that the route itself drained a curb a few minutes before
+    (only the cab's past passes, ``table.pass_age_s``), so its policy alone may circle one
+    block.
+
+    ``prefix``: local links the route enters first, as given (a route kept from the previous
+    tick); the read-out continues from its last link."""
     prep = table.prep
     g = prep.graph
     horizon_s = table.n_layers * prep.step_s
@@ -111,6 +125,13 @@ def follow(
     e = start
     own: dict[int, float] = {start: t0_rel_s}
     visits: dict[int, int] = {start: 1}
+    for f in prefix:
+        route.append(f)
+        length += float(prep.length_m[f])
+        t += float(prep.tau_s[f])
+        own[f] = t
+        visits[f] = visits.get(f, 0) + 1
+        e = f
     while len(route) < max_edges and t < horizon_s:
         if length >= min_length_m and t - t0_rel_s >= min_duration_s:
             break
@@ -120,7 +141,11 @@ def follow(
             succ = prep.arc_dst[lo:hi].tolist()
             back = int(g.u_node[e])
             skip = {f for f in succ if visits.get(f, 0) >= max_visits or int(g.v_node[f]) == back}
-        f = best_next(table, e, t, last_pass_s, own, skip)
+        f = -1
+        if skip is not None:  # a link not on the route yet, while there is one
+            f = best_next(table, e, t, last_pass_s, own, skip | {f for f in succ if f in visits})
+        if f < 0:
+            f = best_next(table, e, t, last_pass_s, own, skip)
         if f < 0:
             break
         route.append(f)

@@ -1,6 +1,7 @@
 """Replay: recompute logged decisions with the bundle they were made with, compare the bytes.
 
-For each ``tick`` record the logged inputs (fix, previous fix, time, locale, trigger) go through
+For each ``tick`` record the logged inputs (fix, previous fix, time, locale, trigger, the cab's
+recent passes and the route it was shown) go through
 :func:`agent.decide.decide` again with the bundle named in the record. Each part of the new
 record is packed and compared with the logged one byte for byte:
 
@@ -125,6 +126,10 @@ def replay_tick(record: dict[str, Any], lb: LoadedBundle) -> TickReplay:
             locale=str(record.get("locale", "en")),
             trigger=str(record.get("trigger", "")),
             last_moving_fix=_fix(record.get("last_moving_fix")),
+            last_pass_age_s=tuple(
+                (int(e), float(a)) for e, a in record.get("last_pass_age_s") or ()
+            ),
+            previous_route=tuple(int(e) for e in record.get("previous_route") or ()),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ReplayError(f"tick record {record.get('seq')} lacks its inputs: {e}") from e
