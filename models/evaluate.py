@@ -241,6 +241,11 @@ def evaluate_cell_model(
     table = model.table
     train = model.doc.get("training", {})
     trained = {dt.date.fromisoformat(x) for x in train.get("train_days", [])}
+    if days is not None and set(days) & trained:
+        raise DemandDataError(
+            f"dates {', '.join(d.isoformat() for d in sorted(set(days) & trained))} were used"
+            " for training"
+        )
     probe = read_trips(list(trip_files), network_bbox(table.grid))
     if probe.n == 0:
         raise DemandDataError("no held-out pickup inside the road network")

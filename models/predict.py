@@ -40,11 +40,11 @@ from models.features import (
 )
 from models.recent import (
     RecentPickups,
-    cab_timeline,
+    cab_features,
     expected_per_minute_of_week,
     missing_features,
     neighbour_sum,
-    recent_features,
+    week_cumulative,
 )
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class DemandModel:
         crate = cell_rates(self.table).astype(np.float64)
         self.cell_rate_h = crate * pi  # recent-source pickups per hour
         self.nb_rate_h = neighbour_sum(self.cell_rate_h, grid)
-        self.exp_week = expected_per_minute_of_week(crate, pi)
+        self.exp_week_cum = week_cumulative(expected_per_minute_of_week(crate, pi))
 
     def _check_signature(self, in_name: str, out_name: str) -> None:
         ins = self.session.get_inputs()
@@ -298,16 +298,12 @@ class DemandModel:
         if recent is None:
             feats = missing_features(1, cells.size)
         else:
-            obs_cum, exp_cum, anchor, day_start = cab_timeline(
-                recent, self.table.grid, now_minute_of_week, self.exp_week
-            )
-            feats = recent_features(
-                obs_cum,
-                exp_cum,
-                np.array([anchor]),
-                np.array([day_start]),
-                cells,
+            feats = cab_features(
+                recent,
                 self.table.grid,
+                now_minute_of_week,
+                self.exp_week_cum,
+                cells,
                 self.area_cells,
             )
         x = assemble_cells(

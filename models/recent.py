@@ -15,9 +15,10 @@ When no recent inputs are known (a cab offline) every ratio is 0 and ``recent_mi
 the model was trained with such rows (feature dropout) and then falls back to what statistics
 and the time of day say.
 
-The same function (:func:`recent_features`) computes the inputs for training, evaluation (from
-the trip records, over a timeline of a whole month) and on the cab (from the live layer's
-pickups, over a timeline of the last day): both give it cumulative counts per minute.
+The same function (:func:`features_from_windows`) turns window totals into the inputs for
+training and evaluation (:func:`recent_features`: from the trip records, cumulative counts per
+minute over a whole month) and on the cab (:func:`cab_features`: from the live layer's pickups,
+each counted by the minute it happened in, as in the records).
 
 Numpy only: this module runs in the cab.
 """
@@ -127,26 +128,85 @@ def recent_features(
     a = np.asarray(anchor, dtype=np.int64)
     if a.size and int(a.min()) < max(NEIGHBOUR_WINDOWS_MIN):
         raise DemandDataError("recent features need 120 minutes of timeline before each anchor")
+    d0 = np.minimum(np.asarray(day_start, dtype=np.int64), a)
+    obs = {w: obs_cum[a] - obs_cum[a - w] for w in NEIGHBOUR_WINDOWS_MIN}
+    exp = {w: exp_cum[a] - exp_cum[a - w] for w in NEIGHBOUR_WINDOWS_MIN}
+    return features_from_windows(
+        obs, exp, obs_cum[a] - obs_cum[d0], exp_cum[a] - exp_cum[d0], cells, grid, area_cells
+    )
+
+
+def features_from_windows(
+    obs: dict[int, F64],
+    exp: dict[int, F64],
+    obs_day: F64,
+    exp_day: F64,
+    cells: I64,
+    grid: CellGrid,
+    area_cells: I64,
+) -> F32:
+    """The recent inputs from window totals per cell: ``obs[w]``/``exp[w]`` (K, n_cells) for each
+    ``w`` of :data:`NEIGHBOUR_WINDOWS_MIN`, ``obs_day``/``exp_day`` since local midnight."""
     c = np.asarray(cells, dtype=np.int64)
-    out = np.empty((a.size, c.size, len(RECENT_FEATURES)), dtype=np.float32)
-
-    def win(cum: F64, w: int) -> F64:
-        return np.asarray(cum[a] - cum[a - w], dtype=np.float64)  # (K, n_cells)
-
+    k = obs[NEIGHBOUR_WINDOWS_MIN[0]].shape[0]
+    out = np.empty((k, c.size, len(RECENT_FEATURES)), dtype=np.float32)
     for j, w in enumerate(NEIGHBOUR_WINDOWS_MIN):
-        o = neighbour_sum(win(obs_cum, w), grid)[:, c]
-        e = neighbour_sum(win(exp_cum, w), grid)[:, c]
+        o = neighbour_sum(obs[w], grid)[:, c]
+        e = neighbour_sum(exp[w], grid)[:, c]
         out[:, :, j] = np.log((o + K_NEIGHBOURS) / (e + K_NEIGHBOURS))
-    o60, e60 = win(obs_cum, 60), win(exp_cum, 60)
+    o60, e60 = obs[60], exp[60]
     out[:, :, 4] = np.log((o60[:, c] + K_NEIGHBOURS) / (e60[:, c] + K_NEIGHBOURS))
     oa = o60[:, area_cells].sum(axis=1)
     ea = e60[:, area_cells].sum(axis=1)
     out[:, :, 5] = np.log((oa + K_AREA) / (ea + K_AREA))[:, None]
-    d0 = np.minimum(np.asarray(day_start, dtype=np.int64), a)
-    od = (obs_cum[a][:, area_cells] - obs_cum[d0][:, area_cells]).sum(axis=1)
-    ed = (exp_cum[a][:, area_cells] - exp_cum[d0][:, area_cells]).sum(axis=1)
+    od = obs_day[:, area_cells].sum(axis=1)
+    ed = exp_day[:, area_cells].sum(axis=1)
     out[:, :, 6] = np.log((od + K_DAY) / (ed + K_DAY))[:, None]
     out[:, :, 7] = 0.0
+    return out
+
+
+def cab_features(
+    recent: RecentPickups,
+    grid: CellGrid,
+    now_minute_of_week: int,
+    exp_week_cum: F64,
+    cells: I64,
+    area_cells: I64,
+) -> F32:
+    """The recent inputs ``(1, len(cells), 8)`` of a tick at ``now_minute_of_week`` from the
+    live layer's pickups; ``exp_week_cum`` (10081, n_cells): cumulative expected pickups over
+    the minutes of an ordinary week (:func:`week_cumulative`).
+
+    A pickup ``minutes_ago`` before now fell in minute ``now - ceil(minutes_ago)``, so it is in
+    the window ``[now - w, now)`` when ``ceil(minutes_ago) <= w``, as in the records.
+    """
+    back = np.ceil(np.asarray(recent.minutes_ago, dtype=np.float64)).astype(np.int64)
+    cell = grid.cell_of(recent.lon, recent.lat)
+    ok = cell >= 0
+    back, cell = back[ok], cell[ok]
+    n = grid.n_cells
+
+    def count(w: int) -> F64:
+        return np.bincount(cell[back <= w], minlength=n).astype(np.float64)[None, :]
+
+    def expected(w: int) -> F64:
+        lo = now_minute_of_week - w
+        e = exp_week_cum[now_minute_of_week] - exp_week_cum[max(lo, 0)]
+        if lo < 0:  # the window reaches into the previous week
+            e = e + exp_week_cum[MINUTES_PER_WEEK] - exp_week_cum[MINUTES_PER_WEEK + lo]
+        return np.asarray(e, dtype=np.float64)[None, :]
+
+    since = now_minute_of_week % 1440
+    obs = {w: count(w) for w in NEIGHBOUR_WINDOWS_MIN}
+    exp = {w: expected(w) for w in NEIGHBOUR_WINDOWS_MIN}
+    return features_from_windows(obs, exp, count(since), expected(since), cells, grid, area_cells)
+
+
+def week_cumulative(exp_week: F64) -> F64:
+    """(10081, n_cells): expected pickups in minutes ``< t`` of the week."""
+    out = np.zeros((MINUTES_PER_WEEK + 1, exp_week.shape[1]), dtype=np.float64)
+    np.cumsum(exp_week, axis=0, out=out[1:])
     return out
 
 
@@ -155,30 +215,6 @@ def missing_features(n_anchor: int, n_cells: int) -> F32:
     out = np.zeros((n_anchor, n_cells, len(RECENT_FEATURES)), dtype=np.float32)
     out[:, :, -1] = 1.0
     return out
-
-
-def cab_timeline(
-    recent: RecentPickups, grid: CellGrid, now_minute_of_week: int, exp_week: F64
-) -> tuple[F64, F64, int, int]:
-    """(obs_cum, exp_cum, anchor, day_start) over the :data:`LOOKBACK_MIN` minutes before now.
-
-    Timeline index ``LOOKBACK_MIN`` is the tick's minute; a pickup ``minutes_ago`` before it
-    falls in minute ``now - ceil(minutes_ago)``, as it would in the records.
-    """
-    t_len = LOOKBACK_MIN
-    back = np.ceil(np.asarray(recent.minutes_ago, dtype=np.float64)).astype(np.int64)
-    cell = grid.cell_of(recent.lon, recent.lat)
-    keep = (back <= t_len) & (cell >= 0)
-    idx = t_len - back[keep]
-    counts = np.zeros((t_len + 1, grid.n_cells), dtype=np.float64)
-    np.add.at(counts, (idx, cell[keep]), 1.0)
-    obs_cum = np.zeros((t_len + 2, grid.n_cells), dtype=np.float64)
-    np.cumsum(counts, axis=0, out=obs_cum[1:])
-    mins = (now_minute_of_week - t_len + np.arange(t_len + 1)) % MINUTES_PER_WEEK
-    exp_cum = np.zeros((t_len + 2, grid.n_cells), dtype=np.float64)
-    np.cumsum(exp_week[mins], axis=0, out=exp_cum[1:])
-    day_start = t_len - (now_minute_of_week % 1440)
-    return obs_cum, exp_cum, t_len, day_start
 
 
 def hour_features(minute_of_day: npt.ArrayLike, slot_minutes: int) -> tuple[F64, F64]:

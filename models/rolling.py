@@ -582,9 +582,14 @@ def _truncate(est: Any, trees: int) -> Any:
 
 
 def rolling_origin(
-    md: MonthData, origins: list[dt.date], config: RecentConfig
+    md: MonthData, origins: list[dt.date], config: RecentConfig, report_all: bool = False
 ) -> list[dict[str, Any]]:
-    """For each origin d: train on the dates before d, evaluate d .. d+6 (see module doc)."""
+    """For each origin d: train on the dates before d, evaluate d .. d+6 (see module doc).
+
+    ``report_all`` also fits the candidates the validation week did not choose on every
+    training date and reports their held-out figures (``candidates_on_heldout``: for the
+    record; the choice was made before and does not change).
+    """
     out: list[dict[str, Any]] = []
     for d0 in origins:
         o = md.day_index(d0)
@@ -598,6 +603,24 @@ def rolling_origin(
         res = evaluate_days(
             md, evald, rates, config.slot_minutes, fitted.predict, sel["recent_level_window_min"]
         )
+        others: dict[str, Any] = {}
+        for kind in config.kinds if report_all else ():
+            if kind == fitted.kind:
+                continue
+            trees = sel["candidates"][kind].get("trees")
+            other, _ = fit(md, train, config, kind, trees)
+            other.offline = fitted.offline
+            r2 = evaluate_days(
+                md, evald, rates, config.slot_minutes, other.predict, sel["recent_level_window_min"]
+            )
+            others[kind] = {
+                "trees": trees,
+                "model": r2["sources"]["model"],
+                "ratio_model_over_statistics": ratios(r2, "model", "statistics"),
+                "ratio_model_over_recent_baseline": ratios(r2, "model", "recent_baseline"),
+            }
+        if others:
+            res["candidates_on_heldout"] = others
         learnt = replace(fitted, offline="model")
         res["sources"]["model_offline_learnt"] = evaluate_days(
             md, evald, rates, config.slot_minutes, learnt.predict, sel["recent_level_window_min"]

@@ -126,6 +126,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[15, 30],
         help="slot lengths to evaluate",
     )
+    roll.add_argument(
+        "--all-candidates",
+        action="store_true",
+        help="also report the held-out figures of the candidates the validation week did not"
+        " choose (for the record; slower)",
+    )
     roll.add_argument("--json", action="store_true")
     roll.set_defaults(func=cmd_rolling)
 
@@ -286,7 +292,11 @@ def cmd_rolling(args: argparse.Namespace) -> int:
     with TileStore(args.tiles) as store:
         md = cached_month(store, args.trips)
         for minutes in args.slot_minutes:
-            out.extend(rolling_origin(md, origins, RecentConfig(slot_minutes=minutes)))
+            out.extend(
+                rolling_origin(
+                    md, origins, RecentConfig(slot_minutes=minutes), report_all=args.all_candidates
+                )
+            )
     keys = (
         "origin",
         "slot_minutes",
@@ -303,7 +313,7 @@ def cmd_rolling(args: argparse.Namespace) -> int:
         "train_days",
         "wall_s",
     )
-    doc = {"results": [{k: r[k] for k in keys} for r in out]}
+    doc = {"results": [{k: r[k] for k in (*keys, "candidates_on_heldout") if k in r} for r in out]}
     _print(doc, args.json)
     return 0
 

@@ -269,3 +269,38 @@ def test_gate_compares_with_the_recent_baseline(
     assert open_demand(d)[1] is None
     expect = heldout["model_beats_recent_baseline"] and heldout["offline_no_worse_than_statistics"]
     assert heldout["gate_passed"] is expect
+
+
+def test_cab_inputs_equal_the_training_inputs(
+    recent_model_dir: Path, month: MonthData, manhattan_tiles: Path
+) -> None:
+    """The live layer's pickups give the cab the inputs training computed from the records."""
+    from models.recent import cab_features, recent_features
+    from models.rolling import exp_cum_of
+    from models.statistics import edge_midpoints
+
+    model = DemandModel(recent_model_dir)
+    with TileStore(manhattan_tiles) as store:
+        mid_lon, mid_lat = edge_midpoints(full_graph(store))
+    # whole pickups only (a pickup split over two directions would count twice on the cab)
+    one = month.pk_w == 1.0
+    minute = month.pk_day[one] * 1440 + month.pk_minute[one]
+    per_min = np.zeros((month.n_days * 1440, month.grid.n_cells))
+    np.add.at(per_min, (minute, month.edge_cell[month.pk_edge[one]]), 1.0)
+    obs_cum = np.zeros((per_min.shape[0] + 1, per_min.shape[1]))
+    np.cumsum(per_min, axis=0, out=obs_cum[1:])
+    exp_cum = exp_cum_of(month, model.cell_rate_h)
+    cells = month.area_cells
+    for when in (dt.datetime(2014, 4, 24, 18, 0), dt.datetime(2014, 4, 28, 0, 40)):
+        anchor = month.day_index(when.date()) * 1440 + when.hour * 60 + when.minute
+        day_start = anchor - (when.hour * 60 + when.minute)
+        want = recent_features(
+            obs_cum, exp_cum, np.array([anchor]), np.array([day_start]), cells, month.grid, cells
+        )
+        before = (minute < anchor) & (minute >= anchor - 1440)
+        edges = month.pk_edge[one][before]
+        rec = RecentPickups(anchor - minute[before] - 0.5, mid_lon[edges], mid_lat[edges])
+        mow = when.weekday() * 1440 + when.hour * 60 + when.minute
+        got = cab_features(rec, month.grid, mow, model.exp_week_cum, cells, model.area_cells)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert np.abs(want[0, :, :7]).max() > 0.05  # the inputs say something
