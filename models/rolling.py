@@ -111,11 +111,11 @@ class RecentConfig:
     offline: str = "statistics"
     folds: int = 3  # cross-fitting folds of the training dates
     #: device budget: the ~60 cells of a 3 km tick x 6 slots evaluate every tree once
-    n_estimators_max: int = 150
+    n_estimators_max: int = 120
     learning_rate: float = 0.1
     max_depth: int = 3
     min_samples_leaf: int = 100
-    subsample: float = 0.8
+    subsample: float = 0.5
     poisson_alpha: float = 1e-4
     seed: int = 7
     stats: StatsConfig = field(default_factory=lambda: HA_STATS)
@@ -131,7 +131,7 @@ class MonthData:
     allowed: npt.NDArray[np.bool_]
     length_m: F64
     area_cells: I64  # cells with a cruisable link
-    static_cells: F32  # (n_cells, len(CELL_STATIC_FEATURES))
+    cell_xy: F64  # (n_cells, 2) cell centre along / across the avenues, metres
     first_date: dt.date
     day_type: I64  # per timeline day
     link_counts: F32  # (n_days, 48, n_local) pickups per 30-min slot
@@ -192,11 +192,7 @@ def prepare_month(
     a = math.radians(MANHATTAN_GRID_DEG)
     along = x * math.sin(a) + y * math.cos(a)
     across = x * math.cos(a) - y * math.sin(a)
-    cell_n = np.bincount(edge_cell[edge_i], weights=w, minlength=grid.n_cells)
-    share = cell_n / max(float(cell_n.sum()), 1e-12)
-    static = np.column_stack([along, across, log_rate(share * 1e3)]).astype(np.float32)
-    if static.shape[1] != len(CELL_STATIC_FEATURES):
-        raise DemandDataError("cell static feature count does not match the spec")
+    cell_xy = np.column_stack([along, across]).astype(np.float64)
     return MonthData(
         grid=grid,
         n_local=g.n,
@@ -204,7 +200,7 @@ def prepare_month(
         allowed=allowed,
         length_m=g.length_m.astype(np.float64),
         area_cells=area_cells,
-        static_cells=static,
+        cell_xy=cell_xy,
         first_date=first,
         day_type=day_type,
         link_counts=link_counts,
@@ -214,6 +210,17 @@ def prepare_month(
         pk_edge=edge_i,
         pk_w=w,
     )
+
+
+def static_cells_of(md: MonthData, cell_rate: F64) -> F32:
+    """Static cell features: position, and the log share of the area's statistical demand
+    under ``cell_rate`` (so of the training dates only, like every other input)."""
+    total = cell_rate.sum(axis=(0, 1))
+    share = total / max(float(total.sum()), 1e-12)
+    static = np.column_stack([md.cell_xy, log_rate(share * 1e3)]).astype(np.float32)
+    if static.shape[1] != len(CELL_STATIC_FEATURES):
+        raise DemandDataError("cell static feature count does not match the spec")
+    return static
 
 
 def stats_rates(md: MonthData, days: npt.ArrayLike, config: StatsConfig = HA_STATS) -> F64:
@@ -285,7 +292,15 @@ def make_rows(
     nb = neighbour_sum(cell_rate, md.grid)
     dtype_ = md.day_type[day]
     x = assemble_cells(
-        md.static_cells, cell_rate, nb, cells, dtype_, mod, lead, slot_minutes, recent
+        static_cells_of(md, cell_rate),
+        cell_rate,
+        nb,
+        cells,
+        dtype_,
+        mod,
+        lead,
+        slot_minutes,
+        recent,
     )
     y = (md.obs_cum[start + slot_minutes] - md.obs_cum[start])[:, cells]
     mu0 = cell_rate[dtype_[:, None], (mod // 30)[:, None], cells[None, :]] * (slot_minutes / 60.0)
@@ -433,11 +448,18 @@ def evaluate_days(
     mu: dict[str, F64] = {"statistics": rows.mu0.reshape(shape)}
     per_day = 1440 // slot_minutes
     starts = np.repeat(days, per_day) * 1440 + np.tile(np.arange(per_day) * slot_minutes, days.size)
-    w_ = level_window_min
     cells = md.area_cells
-    o = (md.obs_cum[starts] - md.obs_cum[starts - w_])[:, cells].sum(axis=1)
-    e = (ecum[starts] - ecum[starts - w_])[:, cells].sum(axis=1)
-    mu["recent_baseline"] = mu["statistics"] * ((o + K_AREA) / (e + K_AREA))[:, None]
+
+    def recent_level(w_: int) -> F64:
+        o = (md.obs_cum[starts] - md.obs_cum[starts - w_])[:, cells].sum(axis=1)
+        e = (ecum[starts] - ecum[starts - w_])[:, cells].sum(axis=1)
+        return np.asarray(mu["statistics"] * ((o + K_AREA) / (e + K_AREA))[:, None])
+
+    mu["recent_baseline"] = recent_level(level_window_min)
+    level_dev = {
+        w_: round(poisson_deviance(y.ravel(), recent_level(w_).ravel()), 6)
+        for w_ in LEVEL_WINDOWS_MIN
+    }
     if predictor is not None:
         mu["model"] = mu["statistics"] * predictor(rows.x).reshape(shape)
         off = rows.x.copy()
@@ -472,6 +494,7 @@ def evaluate_days(
         "links": int(np.sum(md.allowed)),
         "heldout_pickups": round(float(y.sum()), 3),
         "recent_level_window_min": level_window_min,
+        "recent_level_poisson_deviance": level_dev,
         "sources": out,
     }
 
@@ -536,6 +559,9 @@ def select_and_fit(
     if trees is not None:
         chosen.estimator = _truncate(chosen.estimator, trees)
     vres = evaluate_days(md, valid, inner_rates, config.slot_minutes, chosen.predict)
+    # the recent-level baseline's window, chosen the same way (the stronger baseline)
+    level_dev = vres["recent_level_poisson_deviance"]
+    level_w = min(level_dev, key=lambda w: level_dev[w])
     off, stat = vres["sources"]["model_offline"], vres["sources"]["statistics"]
     offline = config.offline
     if offline == "auto":
@@ -546,14 +572,6 @@ def select_and_fit(
         )
     if offline not in ("model", "statistics"):
         raise DemandDataError(f"offline must be statistics, model or auto, not {offline!r}")
-    # the recent-level baseline's window, chosen the same way (the stronger baseline)
-    level_dev = {
-        w: evaluate_days(md, valid, inner_rates, config.slot_minutes, None, w)["sources"][
-            "recent_baseline"
-        ]["poisson_deviance"]
-        for w in LEVEL_WINDOWS_MIN
-    }
-    level_w = min(level_dev, key=lambda w: level_dev[w])
     final, _ = fit(md, train_days, config, kind, trees)
     final.offline = offline
     doc = {
@@ -783,7 +801,7 @@ def train_recent_model(
     _atomic_write(d / MODEL_ONNX, lambda fh: fh.write(blob))
     _atomic_write(
         d / FEATURES_NPZ,
-        lambda fh: np.savez(fh, static_cells=md.static_cells, area_cells=md.area_cells),
+        lambda fh: np.savez(fh, static_cells=static_cells_of(md, crate), area_cells=md.area_cells),
     )
     doc: dict[str, Any] = {
         "schema_version": MODEL_SCHEMA_VERSION,
@@ -862,7 +880,7 @@ def cached_month(
         repr([file_sha256(Path(f)) for f in files]).encode()
         + store.meta.get("source_sha256", "").encode()
     ).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"nagashi-month-{key}.npz"
+    path = Path(tempfile.gettempdir()) / f"nagashi-month-v2-{key}.npz"
     g = full_graph(store)
     grid = make_grid(g, HA_STATS.cell_m)
     if path.exists():
@@ -876,7 +894,7 @@ def cached_month(
                 allowed=a["allowed"],
                 length_m=a["length_m"],
                 area_cells=a["area_cells"],
-                static_cells=a["static_cells"],
+                cell_xy=a["cell_xy"],
                 first_date=dt.date.fromordinal(int(a["first_ord"])),
                 day_type=a["day_type"],
                 link_counts=a["link_counts"],
@@ -897,7 +915,7 @@ def cached_month(
         "allowed": md.allowed,
         "length_m": md.length_m,
         "area_cells": md.area_cells,
-        "static_cells": md.static_cells,
+        "cell_xy": md.cell_xy,
         "first_ord": np.int64(md.first_date.toordinal()),
         "day_type": md.day_type,
         "link_counts": md.link_counts,

@@ -35,7 +35,7 @@ from tools.cli import main
 TEST_DAYS = [dt.date(2014, 4, 24) + dt.timedelta(days=i) for i in range(7)]
 TRAIN_DAYS = frozenset(dt.date(2014, 4, 1) + dt.timedelta(days=i) for i in range(23))
 #: small and fast: the GLM alone, 30-minute slots
-FAST = RecentConfig(slot_minutes=30, kinds=("poisson",))
+FAST = RecentConfig(slot_minutes=30, kinds=("poisson",), folds=2)
 THU_18H = 3 * 1440 + 18 * 60  # 2014-04-24 was a Thursday
 
 
@@ -304,3 +304,23 @@ def test_cab_inputs_equal_the_training_inputs(
         got = cab_features(rec, month.grid, mow, model.exp_week_cum, cells, model.area_cells)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         assert np.abs(want[0, :, :7]).max() > 0.05  # the inputs say something
+
+
+def test_bench_runs_the_cell_model_with_recent_inputs(
+    recent_model_dir: Path, manhattan_tiles: Path
+) -> None:
+    import argparse
+
+    from models import bench_demand
+
+    p = argparse.ArgumentParser()
+    bench_demand.add_arguments(p)
+    args = p.parse_args(
+        ["--model", str(recent_model_dir), "--tiles", str(manhattan_tiles), "--repeats", "3"]
+    )
+    out = bench_demand.run(args)
+    assert out["granularity"] == "cell" and out["slot_minutes"] == 30
+    assert out["recent_pickups"] > 2000  # the day before Tue 2014-04-29 18:00
+    assert out["rows_per_call"] % 3 == 0 and out["rows_per_call"] < out["links"] / 10
+    for key in ("onnx_tick", "onnx_tick_offline", "onnx_run_only", "statistical_tick"):
+        assert 0 < out[key]["p50_ms"] <= out[key]["p95_ms"] <= out[key]["max_ms"]
