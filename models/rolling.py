@@ -73,7 +73,7 @@ from models.statistics import (
     rates_from_counts,
 )
 from models.train import C_FLOOR, poisson_deviance
-from models.trips import Trips, read_trips
+from models.trips import FORMAT_RECORDS, Trips, read_trips
 from tiles import TileStore
 from tiles.geo import LocalProjection
 
@@ -771,6 +771,11 @@ def train_recent_model(
         or days != list(range(days[0], days[-1] + 1))
     ):
         raise DemandDataError("training dates must be consecutive dates of the pickup files")
+    value_trips = read_trips(list(value_files), bbox)
+    if not any(FORMAT_RECORDS[f][1:] for f in value_trips.formats):
+        raise DemandDataError(
+            "the value files record no fares, trip times or drop-offs: give yellow-cab trips"
+        )
     fitted, sel = select_and_fit(md, days, config)
     # the device's table: rates of the training dates (recent-source pickups scaled to hails)
     # (the month's four citywide gaps of 11-18 minutes count as covered: whole days)
@@ -778,7 +783,6 @@ def train_recent_model(
     rate_trips = replace(
         rate_trips, covered_h=tuple(_covered(md, days) for _ in rate_trips.covered_h)
     )
-    value_trips = read_trips(list(value_files), bbox)
     table, report = build_from_trips(
         store, g, rate_trips, config.stats, snap_config, value_trips=value_trips
     )
