@@ -8,6 +8,9 @@ are read per tick from the time and the :class:`~models.demand.DemandTable`. The
 float32 ``(N, 1)``: expected street hails per hour, already absolute (the model multiplies the
 statistical rate, an input, by a learned correction inside the graph).
 
+Spec 2 (:data:`CELL_FEATURES`, :func:`assemble_cells`) is the recent-demand cell model's: one
+row per (500 m cell, slot), with the recent inputs of :mod:`models.recent`.
+
 Numpy only: this module runs in the cab.
 """
 

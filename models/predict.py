@@ -6,6 +6,14 @@ model passed the release gate, ``model.onnx`` + ``model.json`` (feature spec, ve
 ships, a :class:`DemandModel`; :meth:`DemandModel.tick` answers a :class:`TickDemand` for the
 links and horizon of one tick; :func:`statistical_tick` answers the same from statistics.
 
+Two model kinds (``model.json`` ``granularity``): the link model (feature spec 1, one row per
+link, no recent inputs) and the recent-demand cell model (spec 2, :mod:`models.rolling`): one
+row per (500 m cell, slot), a factor on statistics for every link of the cell, from the time,
+the place and the pickups seen in the last hours (:class:`~models.recent.RecentPickups`, given
+to :meth:`DemandModel.tick` by the fleet's live layer; without them, a cab offline, the model
+answers as it was trained to: ``recent_missing``). A trip-log replay of a tick reproduces it
+only if the recent pickups it saw are recorded with it (the live layer's job, issue 14).
+
 Every failure is typed: missing, corrupt or inconsistent files raise
 :class:`~models.errors.DemandDataError`; NaN, negative or absurd outputs raise
 :class:`~models.errors.ModelOutputError`. safety/ falls back to statistics on either.
