@@ -16,6 +16,7 @@ from models.demand import (
 )
 from models.errors import DemandDataError, ModelOutputError, ModelsError
 from models.predict import DemandModel, InferenceConfig, open_demand, statistical_tick
+from models.recent import RecentPickups
 from models.statistics import StatsConfig, build_demand_table
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "InferenceConfig",
     "ModelOutputError",
     "ModelsError",
+    "RecentPickups",
     "StatsConfig",
     "TickDemand",
     "build_demand_table",

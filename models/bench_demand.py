@@ -33,11 +33,31 @@ import numpy as np
 from models.errors import DemandDataError
 from models.features import assemble
 from models.predict import DemandModel, InferenceConfig, statistical_tick
+from models.recent import RecentPickups
 from tiles import TileStore, build_tiles
 from tiles.fileio import real_data_dir
 
 DEFAULT_OSM = str(real_data_dir() / "osm" / "nyc_manhattan_midtown.osm.pbf")
 DEFAULT_TRIPS = str(real_data_dir() / "trips")
+UBER_MONTH = "nyc_uber_2014-04_fivethirtyeight.csv.zip"
+
+
+def _recent_inputs(trips_dir: str, at: str, grid: Any) -> RecentPickups:
+    """The Uber month's pickups of the 24 hours before ``at`` (local time), as the live layer
+    would pass them."""
+    import datetime as dt
+
+    from models.statistics import network_bbox
+    from models.trips import read_trips
+
+    try:
+        when = dt.datetime.fromisoformat(at)
+    except ValueError:
+        raise DemandDataError("--recent-at: expected a local time like 2014-04-29T18:00") from None
+    t = read_trips([Path(trips_dir) / UBER_MONTH], network_bbox(grid))
+    ago = ((when - dt.datetime(1970, 1, 1)).total_seconds() - t.pickup_s) / 60.0
+    keep = (ago > 0) & (ago <= 1440)
+    return RecentPickups(ago[keep], t.lon[keep], t.lat[keep])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +72,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minute-of-week", type=int, default=1 * 1440 + 18 * 60, help="Tue 18:00")
     p.add_argument("--repeats", type=int, default=300)
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument(
+        "--cell",
+        action="store_true",
+        help="without --model: train the recent-demand cell model (GLM, 15-min slots) instead",
+    )
+    p.add_argument(
+        "--recent-at",
+        default="2014-04-29T18:00",
+        help="cell model: recent inputs are the Uber month's pickups of the day before this"
+        " local time (a Tuesday 18:00 by default, like --minute-of-week)",
+    )
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -91,6 +122,22 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path]:
 
     tiles, _ = build_tiles(args.osm, tmp / "tiles")
     trips = Path(args.trips_dir)
+    if args.cell:
+        import datetime as dt
+
+        from models.rolling import RecentConfig, train_recent_model
+
+        days = frozenset(dt.date(2014, 4, 1) + dt.timedelta(days=i) for i in range(23))
+        with TileStore(tiles) as store:
+            train_recent_model(
+                store,
+                [trips / UBER_MONTH],
+                [trips / "nyc_tlc_yellow_2015-06_reuven.csv"],
+                tmp / "demand",
+                days,
+                RecentConfig(kinds=("poisson",)),
+            )
+        return tmp / "demand", tiles
     with TileStore(tiles) as store:
         train_model(
             store,
@@ -104,6 +151,33 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path]:
             config=TrainConfig(n_estimators_max=args.trees),
         )
     return tmp / "demand", tiles
+
+
+def _cell_rows(model: DemandModel, edges: Any, slots: Any, mow: int) -> Any:
+    """The rows a cell model's tick sends to ONNX Runtime (offline inputs: same shape)."""
+    from models.features import assemble_cells
+    from models.recent import missing_features
+
+    cells = np.unique(model.table.edge_cell[edges].astype(np.int64))
+    sub = 30 // model.slot_minutes
+    rel = np.maximum(
+        (np.asarray(slots) - mow)[:, None] + model.slot_minutes * np.arange(sub), 0
+    ).ravel()
+    m = (mow + rel) % (7 * 1440)
+    wd = m // 1440
+    day_type = np.where(wd < 5, 0, np.where(wd == 5, 1, 2))
+    feats = np.broadcast_to(missing_features(1, cells.size), (rel.size, cells.size, 8))
+    return assemble_cells(
+        model.static_cells,
+        model.cell_rate_h,
+        model.nb_rate_h,
+        cells,
+        day_type,
+        m % 1440,
+        rel,
+        model.slot_minutes,
+        feats,
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,17 +194,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             g = store.radius_graph(lon, lat, args.radius_m)
         edges = g.edge_id[g.cruise_allowed()].astype(np.int64)
         mow, hz = args.minute_of_week, args.horizon_min
-        tick = model.tick(edges, mow, hz)  # warm-up
-        x = assemble(
-            model.static, model.table, model.cell_rate, edges, tick.slot_minute_of_week[:1]
-        )  # what tick() sends: one row per link
+        recent = None
+        if model.granularity == "cell":
+            recent = _recent_inputs(args.trips_dir, args.recent_at, model.table.grid)
+        tick = model.tick(edges, mow, hz, recent=recent)  # warm-up
+        if model.granularity == "cell":
+            x = _cell_rows(model, edges, tick.slot_minute_of_week, mow)
+        else:
+            x = assemble(
+                model.static, model.table, model.cell_rate, edges, tick.slot_minute_of_week[:1]
+            )  # what tick() sends: one row per link
         onnx_t: list[float] = []
+        offline_t: list[float] = []
         run_t: list[float] = []
         stat_t: list[float] = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            model.tick(edges, mow, hz)
+            model.tick(edges, mow, hz, recent=recent)
             onnx_t.append(time.perf_counter() - t)
+            if recent is not None:
+                t = time.perf_counter()
+                model.tick(edges, mow, hz)
+                offline_t.append(time.perf_counter() - t)
             t = time.perf_counter()
             model.session.run([model.output_name], {model.input_name: x})
             run_t.append(time.perf_counter() - t)
@@ -158,8 +243,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         agent_rss = json.loads(probe.stdout)["peak_rss_mb"]
         doc = json.loads((model_dir / "model.json").read_text())
     o, s = _stats(onnx_t), _stats(stat_t)
+    extra: dict[str, Any] = {}
+    if recent is not None:
+        extra = {
+            "granularity": "cell",
+            "slot_minutes": model.slot_minutes,
+            "recent_pickups": int(recent.minutes_ago.size),
+            "recent_at": args.recent_at,
+            "onnx_tick_offline": _stats(offline_t),
+        }
     return {
+        **extra,
         "model_version": model.version,
+        "kind": doc.get("kind"),
         "trees": doc["training"]["n_estimators_selected"],
         "point": [lon, lat],
         "radius_m": args.radius_m,

@@ -8,6 +8,9 @@ are read per tick from the time and the :class:`~models.demand.DemandTable`. The
 float32 ``(N, 1)``: expected street hails per hour, already absolute (the model multiplies the
 statistical rate, an input, by a learned correction inside the graph).
 
+Spec 2 (:data:`CELL_FEATURES`, :func:`assemble_cells`) is the recent-demand cell model's: one
+row per (500 m cell, slot), with the recent inputs of :mod:`models.recent`.
+
 Numpy only: this module runs in the cab.
 """
 
@@ -19,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.demand import DAY_TYPES, SLOTS_PER_DAY, DemandTable, slot_of_minute_of_week
+from models.recent import RECENT_FEATURES, hour_features
 
 FEATURE_SPEC_VERSION = 1
 
@@ -95,3 +99,62 @@ def assemble(
     cells = table.edge_cell[edge_ids].astype(np.int64)
     x[:, :, ns + 4] = log_rate(cell_rate[dt[:, None], slot[:, None], cells[None, :]])
     return x.reshape(k * n, len(FEATURES))
+
+
+# --- spec 2: the recent-demand model, one row per (500 m cell, slot) ---------------------------
+
+#: the recent-demand model (``model.json`` ``granularity: "cell"``): one row per (cell, slot);
+#: its output multiplies the statistical rate of every link of the cell in that slot
+CELL_FEATURE_SPEC_VERSION = 2
+CELL_STATIC_FEATURES: tuple[str, ...] = (
+    "cell_along_m",  # cell centre along / across Manhattan's avenues, metres from the centre
+    "cell_across_m",
+    "log_cell_share",  # log of the cell's share of the area's all-time statistical demand
+)
+CELL_TIME_FEATURES: tuple[str, ...] = (
+    "day_type",
+    "hour_sin",  # of the slot's centre
+    "hour_cos",
+    "lead_min",  # slot start minus the anchor (the minute recent inputs end), 0..60
+    "stat_log_cell",  # log statistical rate of the cell in the slot (recent-source pickups/h)
+    "stat_log_nb",  # and of the cell with its 8 neighbours
+)
+
+CELL_FEATURES: tuple[str, ...] = CELL_STATIC_FEATURES + CELL_TIME_FEATURES + RECENT_FEATURES
+CELL_RECENT_START = len(CELL_STATIC_FEATURES) + len(CELL_TIME_FEATURES)
+
+
+def assemble_cells(
+    static_cells: npt.NDArray[np.float32],
+    cell_rate_h: npt.NDArray[np.floating],
+    nb_rate_h: npt.NDArray[np.floating],
+    cells: npt.NDArray[np.int64],
+    day_type: npt.ArrayLike,
+    minute_of_day: npt.ArrayLike,
+    lead_min: npt.ArrayLike,
+    slot_minutes: int,
+    recent: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """Rows ``(K * len(cells), len(CELL_FEATURES))``, slot-major, for K slots.
+
+    ``cell_rate_h`` / ``nb_rate_h`` (3, 48, n_cells): statistical pickups per hour of each cell
+    (and its neighbourhood) in the recent source's units; ``recent`` (K, n, 8) from
+    :func:`models.recent.recent_features` or :func:`models.recent.missing_features`.
+    """
+    dt = np.atleast_1d(np.asarray(day_type, dtype=np.int64))
+    mod = np.atleast_1d(np.asarray(minute_of_day, dtype=np.int64))
+    lead = np.broadcast_to(np.asarray(lead_min, dtype=np.float64), dt.shape)
+    k, n = dt.size, cells.size
+    slot30 = (mod % 1440) // 30
+    x = np.empty((k, n, len(CELL_FEATURES)), dtype=np.float32)
+    ns = len(CELL_STATIC_FEATURES)
+    x[:, :, :ns] = static_cells[cells][None, :, :]
+    hs, hc = hour_features(mod, slot_minutes)
+    x[:, :, ns] = dt[:, None]
+    x[:, :, ns + 1] = hs[:, None]
+    x[:, :, ns + 2] = hc[:, None]
+    x[:, :, ns + 3] = lead[:, None]
+    x[:, :, ns + 4] = log_rate(cell_rate_h[dt[:, None], slot30[:, None], cells[None, :]])
+    x[:, :, ns + 5] = log_rate(nb_rate_h[dt[:, None], slot30[:, None], cells[None, :]])
+    x[:, :, CELL_RECENT_START:] = recent
+    return x.reshape(k * n, len(CELL_FEATURES))

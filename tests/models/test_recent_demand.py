@@ -1,0 +1,326 @@
+"""The recent-demand cell model on the real Uber April 2014 month: rolling origin, causal recent
+inputs, the offline cab, the eval JSON and the gate (models.rolling, models.recent)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models import DemandDataError
+from models.evaluate import apply_gate, evaluate
+from models.features import CELL_RECENT_START
+from models.predict import DemandModel, open_demand, statistical_tick
+from models.recent import RecentPickups
+from models.rolling import (
+    MonthData,
+    RecentConfig,
+    fit,
+    make_rows,
+    prepare_month,
+    rolling_origin,
+    train_recent_model,
+)
+from models.statistics import full_graph, make_grid, network_bbox
+from models.trips import Trips
+from tests.conftest import TRIPS
+from tiles import TileStore
+from tools.cli import main
+
+TEST_DAYS = [dt.date(2014, 4, 24) + dt.timedelta(days=i) for i in range(7)]
+TRAIN_DAYS = frozenset(dt.date(2014, 4, 1) + dt.timedelta(days=i) for i in range(23))
+#: small and fast: the GLM alone, 30-minute slots
+FAST = RecentConfig(slot_minutes=30, kinds=("poisson",), folds=2)
+THU_18H = 3 * 1440 + 18 * 60  # 2014-04-24 was a Thursday
+
+
+@pytest.fixture(scope="module")
+def month_trips(manhattan_tiles: Path, uber_april_trips: Trips) -> Trips:
+    with TileStore(manhattan_tiles) as store:
+        g = full_graph(store)
+    lo_lon, lo_lat, hi_lon, hi_lat = network_bbox(make_grid(g, 500.0))
+    t = uber_april_trips
+    inside = (t.lon >= lo_lon) & (t.lon < hi_lon) & (t.lat >= lo_lat) & (t.lat < hi_lat)
+    return t.subset(inside)
+
+
+@pytest.fixture(scope="module")
+def month(manhattan_tiles: Path, month_trips: Trips) -> MonthData:
+    with TileStore(manhattan_tiles) as store:
+        return prepare_month(store, month_trips)
+
+
+@pytest.fixture(scope="module")
+def recent_model_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+    manhattan_tiles: Path,
+    month: MonthData,
+    month_trips: Trips,
+) -> Path:
+    out = tmp_path_factory.mktemp("demand-recent")
+    with TileStore(manhattan_tiles) as store:
+        train_recent_model(
+            store,
+            [TRIPS["uber_2014_04"]],
+            [TRIPS["reuven_2015_06"]],
+            out,
+            TRAIN_DAYS,
+            FAST,
+            month=month,
+            trips=month_trips,
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def heldout(recent_model_dir: Path, manhattan_tiles: Path) -> dict[str, Any]:
+    with TileStore(manhattan_tiles) as store:
+        return evaluate(store, recent_model_dir, [TRIPS["uber_2014_04"]])
+
+
+def test_month_is_every_day_of_april(month: MonthData, month_trips: Trips) -> None:
+    assert month.first_date == dt.date(2014, 4, 1) and month.n_days == 30
+    assert month.area_cells.size >= 40
+    # every snapped pickup once in the minute timeline and once in the slot counts
+    total = float(month.pk_w.sum())
+    assert 0.75 * month_trips.n < total <= month_trips.n  # the rest: > 60 m from a link
+    assert month.obs_cum[-1].sum() == pytest.approx(total)
+    assert float(month.link_counts.sum(dtype=np.float64)) == pytest.approx(total, rel=1e-6)
+
+
+def test_rolling_origin_never_trains_on_an_evaluated_day(month: MonthData) -> None:
+    (res,) = rolling_origin(month, [dt.date(2014, 4, 24)], FAST)
+    evald = set(res["days"])
+    assert evald == {d.isoformat() for d in TEST_DAYS}
+    # the days whose rows were fitted, read back from the rows themselves
+    assert max(res["train_days"]) < min(evald)
+    assert max(res["statistics_days"]) < min(evald)
+    assert not set(res["selection"]["valid_days"]) & evald
+    assert set(res["selection"]["valid_days"]) <= set(res["statistics_days"])
+    assert max(res["selection"]["trained_for_validation_on"]) < min(res["selection"]["valid_days"])
+    assert res["slot_minutes"] == 30
+    # and fit() itself fits rows of the given days only
+    days = list(range(1, 10))
+    fitted, rows = fit(month, days, FAST, "poisson")
+    assert set(fitted.train_days) <= set(days) and set(np.unique(rows.day)) <= set(days)
+
+
+def test_recent_inputs_are_causal(month: MonthData) -> None:
+    """One more pickup in minute t changes no input of a slot starting at or before t, and
+    changes the inputs of the next slot."""
+    day = month.day_index(dt.date(2014, 4, 25))
+    t = day * 1440 + 18 * 60 + 7  # a pickup at 18:07:xx
+    cell = int(month.area_cells[len(month.area_cells) // 2])
+    obs = month.obs_cum.copy()
+    obs[t + 1 :, cell] += 1.0  # obs_cum[k] counts minutes < k
+    more = dataclasses.replace(month, obs_cum=obs)
+    from models.rolling import cell_sum, exp_cum_of, stats_rates
+
+    crate = cell_sum(month, stats_rates(month, list(range(day))))
+    ecum = exp_cum_of(month, crate)
+    a = make_rows(month, [day], 15, crate, ecum)
+    b = make_rows(more, [day], 15, crate, ecum)
+    n = month.area_cells.size
+    xa = a.x.reshape(96, n, -1)[:, :, CELL_RECENT_START:]
+    xb = b.x.reshape(96, n, -1)[:, :, CELL_RECENT_START:]
+    slot = np.arange(96) * 15 + day * 1440
+    before = slot <= t
+    assert np.array_equal(xa[before], xb[before])
+    nxt = int(np.flatnonzero(~before)[0])
+    assert slot[nxt] == day * 1440 + 18 * 60 + 15
+    assert not np.array_equal(xa[nxt], xb[nxt])
+    # with a lead, the anchor is earlier still: never later than the slot
+    lead = np.full(96, 60)
+    la = make_rows(month, [day], 15, crate, ecum, lead_min=lead)
+    lb = make_rows(more, [day], 15, crate, ecum, lead_min=lead)
+    za = la.x.reshape(96, n, -1)[:, :, CELL_RECENT_START:]
+    zb = lb.x.reshape(96, n, -1)[:, :, CELL_RECENT_START:]
+    assert np.array_equal(za[slot - 60 <= t], zb[slot - 60 <= t])
+
+
+def _records_before(trips: Trips, when: dt.datetime) -> RecentPickups:
+    now_s = (when - dt.datetime(1970, 1, 1)).total_seconds()
+    ago = (now_s - trips.pickup_s) / 60.0
+    keep = (ago > 0) & (ago <= 1440)
+    return RecentPickups(ago[keep], trips.lon[keep], trips.lat[keep])
+
+
+def test_cab_recent_inputs_are_causal_and_move_the_level(
+    recent_model_dir: Path, month_trips: Trips, manhattan_tiles: Path
+) -> None:
+    model = DemandModel(recent_model_dir)
+    with TileStore(manhattan_tiles) as store:
+        g = store.radius_graph(-73.9855, 40.7580, 3000.0)
+    links = g.edge_id[g.cruise_allowed()]
+    rec = _records_before(month_trips, dt.datetime(2014, 4, 24, 18, 0))
+    assert rec.minutes_ago.size > 2000
+    online = model.tick(links, THU_18H, 60, recent=rec)
+    offline = model.tick(links, THU_18H, 60)
+    assert online.pickups_per_h.shape == offline.pickups_per_h.shape == (3, links.size)
+    assert online.source == offline.source == f"onnx:{model.version}"
+    # twice the recent pickups: more expected demand
+    double = RecentPickups(
+        np.concatenate([rec.minutes_ago] * 2),
+        np.concatenate([rec.lon] * 2),
+        np.concatenate([rec.lat] * 2),
+    )
+    assert model.tick(links, THU_18H, 60, recent=double).pickups_per_h.sum() > (
+        online.pickups_per_h.sum() * 1.2
+    )
+    # a pickup "now" or later is not a recent input
+    with pytest.raises(DemandDataError, match="strictly before"):
+        RecentPickups(np.array([0.0]), np.array([-73.98]), np.array([40.75]))
+    # pickups older than the look-back are ignored
+    old = RecentPickups(rec.minutes_ago + 1440, rec.lon, rec.lat)
+    cells = np.unique(model.table.edge_cell[links].astype(np.int64))
+    none = RecentPickups(np.array([5000.0]), np.array([-73.98]), np.array([40.75]))
+    assert np.array_equal(
+        model.cell_corrections(cells, [THU_18H], THU_18H, old),
+        model.cell_corrections(cells, [THU_18H], THU_18H, none),
+    )
+
+
+def test_offline_model_is_no_worse_than_statistics_on_heldout_days(heldout: dict[str, Any]) -> None:
+    """A cab without recent inputs: the model asked without them, on 04-24..04-30."""
+    r = heldout["ratio_offline_model_over_statistics"]
+    assert r["rmse"] <= 1.0 and r["poisson_deviance"] <= 1.0 and r["mae"] <= 1.005
+    assert heldout["offline_no_worse_than_statistics"] is True
+
+
+def test_offline_tick_matches_the_offline_evaluation(
+    recent_model_dir: Path, manhattan_tiles: Path
+) -> None:
+    table, model = open_demand(recent_model_dir)
+    assert model is not None
+    with TileStore(manhattan_tiles) as store:
+        g = store.radius_graph(-73.9855, 40.7580, 3000.0)
+    links = g.edge_id[g.cruise_allowed()]
+    off = model.tick(links, THU_18H, 60)
+    stat = statistical_tick(table, links, THU_18H, 60)
+    ratio = off.pickups_per_h.sum() / stat.pickups_per_h.sum()
+    doc = json.loads((recent_model_dir / "model.json").read_text())
+    if doc["training"]["selection"]["offline"] == "statistics":
+        assert np.allclose(off.pickups_per_h, stat.pickups_per_h, rtol=1e-5)
+    else:
+        assert 0.7 < ratio < 1.3
+
+
+def test_heldout_days_and_metrics(heldout: dict[str, Any]) -> None:
+    assert heldout["evaluated_on"][0]["days"] == [d.isoformat() for d in TEST_DAYS]
+    assert heldout["slot_minutes"] == 30 and heldout["slots"] == 7 * 48
+    for name in ("model", "statistics", "recent_baseline", "model_offline"):
+        m = heldout[name]
+        assert 0 < m["mae"] <= m["rmse"]
+        assert -np.log(heldout["links"]) < m["link_loglik_per_pickup"] < 0
+    for key, ratios in (
+        ("statistics", heldout["ratio_model_over_statistics"]),
+        ("recent_baseline", heldout["ratio_model_over_recent_baseline"]),
+    ):
+        for k in ("mae", "rmse", "poisson_deviance", "link_loglik_per_pickup"):
+            assert ratios[k] == pytest.approx(heldout["model"][k] / heldout[key][k], rel=1e-4)
+    # scaling the whole area by its recent level leaves each pickup's link probability as is
+    assert heldout["recent_baseline"]["link_loglik_per_pickup"] == pytest.approx(
+        heldout["statistics"]["link_loglik_per_pickup"], abs=1e-9
+    )
+
+
+def test_cli_eval_json_keys_and_training_days_refused(
+    recent_model_dir: Path,
+    manhattan_tiles: Path,
+    heldout: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["demand", "eval", "--model", str(recent_model_dir), "--trips"]
+    rc = main([*args, str(TRIPS["uber_2014_04"]), "--tiles", str(manhattan_tiles), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    keys = {"rmse", "mae", "poisson_deviance", "link_loglik_per_pickup"}
+    assert set(out["ratio_model_over_statistics"]) == keys
+    assert set(out["ratio_model_over_recent_baseline"]) == keys
+    assert out["slot_minutes"] == 30
+    assert out["ratio_model_over_recent_baseline"] == heldout["ratio_model_over_recent_baseline"]
+    rc = main([*args, str(TRIPS["uber_2014_04"]), "--days", "2014-04-20..2014-04-26"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "used for training" in err and err.count("\n") == 1
+    rc = main([*args, str(TRIPS["gcp_valid"])])
+    assert rc == 2
+    assert "consecutive days" in capsys.readouterr().err
+
+
+def test_gate_compares_with_the_recent_baseline(
+    recent_model_dir: Path, tmp_path: Path, heldout: dict[str, Any]
+) -> None:
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(recent_model_dir, d)
+    # better than statistics, not than the recent-level baseline: statistics only
+    lost = {**heldout, "model_beats_statistics": True, "gate_passed": False}
+    assert apply_gate(d, lost) is False
+    doc = json.loads((d / "model.json").read_text())
+    assert doc["gate"]["compared_with"] == "recent_baseline"
+    assert not (d / "model.onnx").exists()
+    assert open_demand(d)[1] is None
+    expect = heldout["model_beats_recent_baseline"] and heldout["offline_no_worse_than_statistics"]
+    assert heldout["gate_passed"] is expect
+
+
+def test_cab_inputs_equal_the_training_inputs(
+    recent_model_dir: Path, month: MonthData, manhattan_tiles: Path
+) -> None:
+    """The live layer's pickups give the cab the inputs training computed from the records."""
+    from models.recent import cab_features, recent_features
+    from models.rolling import exp_cum_of
+    from models.statistics import edge_midpoints
+
+    model = DemandModel(recent_model_dir)
+    with TileStore(manhattan_tiles) as store:
+        mid_lon, mid_lat = edge_midpoints(full_graph(store))
+    # whole pickups only (a pickup split over two directions would count twice on the cab)
+    one = month.pk_w == 1.0
+    minute = month.pk_day[one] * 1440 + month.pk_minute[one]
+    per_min = np.zeros((month.n_days * 1440, month.grid.n_cells))
+    np.add.at(per_min, (minute, month.edge_cell[month.pk_edge[one]]), 1.0)
+    obs_cum = np.zeros((per_min.shape[0] + 1, per_min.shape[1]))
+    np.cumsum(per_min, axis=0, out=obs_cum[1:])
+    exp_cum = exp_cum_of(month, model.cell_rate_h)
+    cells = month.area_cells
+    for when in (dt.datetime(2014, 4, 24, 18, 0), dt.datetime(2014, 4, 28, 0, 40)):
+        anchor = month.day_index(when.date()) * 1440 + when.hour * 60 + when.minute
+        day_start = anchor - (when.hour * 60 + when.minute)
+        want = recent_features(
+            obs_cum, exp_cum, np.array([anchor]), np.array([day_start]), cells, month.grid, cells
+        )
+        before = (minute < anchor) & (minute >= anchor - 1440)
+        edges = month.pk_edge[one][before]
+        rec = RecentPickups(anchor - minute[before] - 0.5, mid_lon[edges], mid_lat[edges])
+        mow = when.weekday() * 1440 + when.hour * 60 + when.minute
+        got = cab_features(rec, month.grid, mow, model.exp_week_cum, cells, model.area_cells)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert np.abs(want[0, :, :7]).max() > 0.05  # the inputs say something
+
+
+def test_bench_runs_the_cell_model_with_recent_inputs(
+    recent_model_dir: Path, manhattan_tiles: Path
+) -> None:
+    import argparse
+
+    from models import bench_demand
+
+    p = argparse.ArgumentParser()
+    bench_demand.add_arguments(p)
+    args = p.parse_args(
+        ["--model", str(recent_model_dir), "--tiles", str(manhattan_tiles), "--repeats", "3"]
+    )
+    out = bench_demand.run(args)
+    assert out["granularity"] == "cell" and out["slot_minutes"] == 30
+    assert out["recent_pickups"] > 2000  # the day before Tue 2014-04-29 18:00
+    assert out["rows_per_call"] % 3 == 0 and out["rows_per_call"] < out["links"] / 10
+    for key in ("onnx_tick", "onnx_tick_offline", "onnx_run_only", "statistical_tick"):
+        assert 0 < out[key]["p50_ms"] <= out[key]["p95_ms"] <= out[key]["max_ms"]
