@@ -50,7 +50,7 @@ def test_missing_fix(manhattan: Graph) -> None:
     ],
 )
 def test_nan_and_non_numbers(manhattan: Graph, field: str, value: object) -> None:
-    fix = replace(_good(manhattan), **{field: value})
+    fix = replace(_good(manhattan), **{field: value})  # type: ignore[arg-type]  # bad types on purpose
     assert check_fix(fix, None, NOW_S, None, CFG).reasons == (Reason.GPS_NAN,)
 
 

@@ -36,9 +36,9 @@ def test_tamagawa_dori_under_the_shuto_expressway_is_ambiguous(
         ):
             hits.append(int(i))
     assert hits, "expected a stacked-road ambiguity on Tamagawa-dori"
-    i = hits[0]
+    first = hits[0]
     rng = np.random.default_rng(0)
-    v = SafetyGate().check(ok_tick(shibuya, i, legal_walk(shibuya, i, 10, rng)))
+    v = SafetyGate().check(ok_tick(shibuya, first, legal_walk(shibuya, first, 10, rng)))
     assert not v.ok
     assert Reason.MATCH_AMBIGUOUS in v.reasons
     assert v.continuation == ()  # position in doubt: no road is drawn
