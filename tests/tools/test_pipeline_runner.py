@@ -256,9 +256,9 @@ def test_cli_kinds_dry_run_and_ingest(tmp_path: Path, capsys: pytest.CaptureFixt
             main(["pipeline", "ingest", "--db", db, "--label", "valid", str(TRIPS["gcp_valid"])])
             == 0
         )
-    out = capsys.readouterr().out.splitlines()
-    assert out[-1] == out[1] == "trips: valid 1571"  # the second ingest added nothing
-    assert "1571 new" in out[0] and "0 new, 1571 already present" in out[2]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == lines[1] == "trips: valid 1571"  # the second ingest added nothing
+    assert "1571 new" in lines[0] and "0 new, 1571 already present" in lines[2]
     assert main(["pipeline", "run", str(tmp_path / "absent.yaml")]) == 2
     assert "cannot read pipeline" in capsys.readouterr().err
 
