@@ -76,7 +76,8 @@ def test_wrong_way_on_a_oneway_is_low_confidence(manhattan: Graph) -> None:
     found = 0
     for i in oneway[:40]:
         f = fix_on(manhattan, int(i), 0.5)
-        rev = replace(f, heading_deg=(f.heading_deg + 180.0) % 360.0)  # type: ignore[operator]
+        assert f.heading_deg is not None  # fix_on always gives the link's bearing
+        rev = replace(f, heading_deg=(f.heading_deg + 180.0) % 360.0)
         m = match_fix(manhattan, rev.lon, rev.lat, rev.heading_deg, rev.speed_mps)
         if m.best.edge_id == int(manhattan.edge_id[i]):
             assert Reason.MATCH_LOW_CONFIDENCE in check_match(manhattan, m, rev.heading_deg, CFG)
