@@ -130,4 +130,6 @@ def test_sigkill_at_random_points_leaves_old_or_new(
                 health_check=accept_all,
             ).pull()
             assert res.bundle_id == v2.bundle_id
-            BundleStore(device).active().verify()  # type: ignore[union-attr]
+            active = BundleStore(device).active()
+            assert active is not None
+            active.verify()

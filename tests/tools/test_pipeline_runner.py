@@ -7,7 +7,9 @@ failure that stops dependants and resumes, atomic outputs, dry-run reasons, spec
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -211,9 +213,11 @@ def test_only_and_force(tmp_path: Path) -> None:
         (lambda d: d["steps"][1].update(outputs={"db": "tiles"}), "overlaps the output"),
     ],
 )
-def test_spec_errors_name_the_key(tmp_path: Path, mutate: object, message: str) -> None:
+def test_spec_errors_name_the_key(
+    tmp_path: Path, mutate: Callable[[Any], object], message: str
+) -> None:
     doc = yaml.safe_load(_small(tmp_path, OSM["shibuya"]).read_text())
-    mutate(doc)  # type: ignore[operator]
+    mutate(doc)
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(PipelineSpecError, match=message.replace("(", r"\(")):
