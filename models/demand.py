@@ -148,7 +148,7 @@ class DemandTable:
             "edge_cell": self.edge_cell,
             "dropoff": self.dropoff,
         }
-        _atomic_write(d / TABLE_NPZ, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+        _atomic_write(d / TABLE_NPZ, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]  # stubs: a **dict may fill allow_pickle
         doc = {
             "schema_version": SCHEMA_VERSION,
             "network_sha256": self.network_sha256,

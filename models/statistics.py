@@ -340,7 +340,7 @@ def build_from_trips(
     report = {
         "inputs": [
             {**f, "sha256": file_sha256(Path(f["path"])), "real_trips_per_sample_trip": ip}
-            for f, ip in zip(rate_trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]
+            for f, ip in zip(rate_trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]  # report() is dict[str, object]
         ],
         "snapping": {**rate_snapped.summary(), **asdict(snap_config)},
         "pickups_snapped": int(np.sum(rate_snapped.ok)),

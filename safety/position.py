@@ -33,6 +33,12 @@ def _num(value: object) -> float | None:
     return None
 
 
+def _finite(*values: object) -> list[float] | None:
+    """The values as floats when every one is a finite number, else None."""
+    out = [v for v in map(_num, values) if v is not None and math.isfinite(v)]
+    return out if len(out) == len(values) else None
+
+
 def check_fix(
     fix: Fix | None,
     previous: Fix | None,
@@ -132,10 +138,10 @@ def _held_heading(
     """The heading of the last moving fix, if recent, moving, and taken where the cab is."""
     if last is None:
         return None
-    vals = [_num(v) for v in (last.time_s, last.lon, last.lat, last.heading_deg, last.speed_mps)]
-    if any(v is None or not math.isfinite(v) for v in vals):
+    vals = _finite(last.time_s, last.lon, last.lat, last.heading_deg, last.speed_mps)
+    if vals is None:
         return None
-    lt, llon, llat, lh, ls = (float(v) for v in vals)  # type: ignore[arg-type]
+    lt, llon, llat, lh, ls = vals
     if not (0.0 <= t - lt <= cfg.held_heading_max_age_s):
         return None
     if not (0.0 <= lh <= 360.0 and ls >= cfg.min_speed_for_heading_mps):
@@ -153,12 +159,11 @@ def _usable_previous(
     """(lon, lat, time, accuracy) of a valid recent previous fix, else None."""
     if previous is None:
         return None
-    vals = [_num(previous.lon), _num(previous.lat), _num(previous.time_s)]
-    pacc = 0.0 if previous.accuracy_m is None else _num(previous.accuracy_m)
-    if any(v is None or not math.isfinite(v) for v in (*vals, pacc)):
+    acc = 0.0 if previous.accuracy_m is None else previous.accuracy_m
+    vals = _finite(previous.lon, previous.lat, previous.time_s, acc)
+    if vals is None:
         return None
-    plon, plat, pt = (float(v) for v in vals)  # type: ignore[arg-type]
-    assert pacc is not None
+    plon, plat, pt, pacc = vals
     if not (-180.0 <= plon <= 180.0 and -90.0 <= plat <= 90.0) or pacc < 0.0:
         return None
     if abs(t - pt) > cfg.jump_window_s:

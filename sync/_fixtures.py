@@ -161,7 +161,7 @@ def sign_forged_index(repo: Any, area: str, index: dict[str, Any], now: Any) -> 
     """Sign ``index`` as ``area``'s bundle index the way a compromised (or buggy) publisher
     would: with the fleet's own keys, whatever it says. The chunk targets stay those of the
     genuinely published index (tests of the client's distrust of signed data)."""
-    from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+    from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]  # no __all__ there
 
     from sync.repository import index_target_path
 

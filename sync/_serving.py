@@ -141,7 +141,7 @@ class BoundedH11Protocol(H11Protocol):
     gate: _ConnectionGate
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)  # type: ignore[arg-type]  # uvicorn wants a Transport
         self._ip = self.client[0] if self.client else ""
         self._counted = self.gate.enter(self._ip)
         self._header_timer: asyncio.TimerHandle | None = None

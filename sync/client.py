@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tuf.api import exceptions as tuf_exc
-from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]  # no __all__ there
 from tuf.ngclient.config import UpdaterConfig as TufConfig
 from tuf.ngclient.updater import Updater as TufUpdater
 

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
-from tuf.api.metadata import (  # type: ignore[attr-defined]
+from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # no __all__ there
+from tuf.api.metadata import (  # type: ignore[attr-defined]  # no __all__ there
     Metadata,
     MetaFile,
     Root,

@@ -134,7 +134,7 @@ _UNIT_FACTOR = {"kg": 0.001, "st": 0.907, "ft": 0.3048}
 Bool = npt.NDArray[np.bool_]
 #: what the library raises for a text it cannot read (ParserError is not in its type stubs)
 _READ_ERRORS: tuple[type[Exception], ...] = (
-    opening_hours.ParserError,  # type: ignore[attr-defined]
+    opening_hours.ParserError,  # type: ignore[attr-defined]  # not in its stubs
     SyntaxError,
     ValueError,
 )
@@ -478,7 +478,7 @@ def check_country(code: str) -> str:
     """``code`` if the holiday calendar knows this ISO country code (``US``, ``JP``, ``MC``)."""
     try:
         opening_hours.OpeningHours("PH", country=code)
-    except opening_hours.UnknownCountryError as e:  # type: ignore[attr-defined]
+    except opening_hours.UnknownCountryError as e:  # type: ignore[attr-defined]  # not in its stubs
         raise ValueError(f"unknown country code {code!r} (an ISO 3166 code such as US, JP)") from e
     return code
 

@@ -255,9 +255,6 @@ class Graph:
         if len(parts) == 1:
             return parts[0]
 
-        def cat(name: str) -> npt.NDArray[np.generic]:
-            return np.concatenate([getattr(p, name) for p in parts])
-
         def offsets(name: str) -> I64:
             out = [np.zeros(1, dtype=np.int64)]
             base = 0
@@ -268,27 +265,27 @@ class Graph:
             return np.concatenate(out)
 
         return Graph(
-            edge_id=cat("edge_id"),  # type: ignore[arg-type]
-            u_lon=cat("u_lon"),  # type: ignore[arg-type]
-            u_lat=cat("u_lat"),  # type: ignore[arg-type]
-            v_lon=cat("v_lon"),  # type: ignore[arg-type]
-            v_lat=cat("v_lat"),  # type: ignore[arg-type]
-            u_node=cat("u_node"),  # type: ignore[arg-type]
-            v_node=cat("v_node"),  # type: ignore[arg-type]
-            way_id=cat("way_id"),  # type: ignore[arg-type]
-            length_m=cat("length_m"),  # type: ignore[arg-type]
-            speed_kph=cat("speed_kph"),  # type: ignore[arg-type]
-            highway=cat("highway"),  # type: ignore[arg-type]
-            flags=cat("flags"),  # type: ignore[arg-type]
-            bearing_start=cat("bearing_start"),  # type: ignore[arg-type]
-            bearing_end=cat("bearing_end"),  # type: ignore[arg-type]
+            edge_id=np.concatenate([p.edge_id for p in parts]),
+            u_lon=np.concatenate([p.u_lon for p in parts]),
+            u_lat=np.concatenate([p.u_lat for p in parts]),
+            v_lon=np.concatenate([p.v_lon for p in parts]),
+            v_lat=np.concatenate([p.v_lat for p in parts]),
+            u_node=np.concatenate([p.u_node for p in parts]),
+            v_node=np.concatenate([p.v_node for p in parts]),
+            way_id=np.concatenate([p.way_id for p in parts]),
+            length_m=np.concatenate([p.length_m for p in parts]),
+            speed_kph=np.concatenate([p.speed_kph for p in parts]),
+            highway=np.concatenate([p.highway for p in parts]),
+            flags=np.concatenate([p.flags for p in parts]),
+            bearing_start=np.concatenate([p.bearing_start for p in parts]),
+            bearing_end=np.concatenate([p.bearing_end for p in parts]),
             geom_offsets=offsets("geom_offsets"),
             geom_lonlat=np.concatenate([p.geom_lonlat for p in parts]).reshape(-1, 2),
             turn_offsets=offsets("turn_offsets"),
-            turn_to=cat("turn_to"),  # type: ignore[arg-type]
-            win_edge=cat("win_edge"),  # type: ignore[arg-type]
-            win_start=cat("win_start"),  # type: ignore[arg-type]
-            win_end=cat("win_end"),  # type: ignore[arg-type]
+            turn_to=np.concatenate([p.turn_to for p in parts]),
+            win_edge=np.concatenate([p.win_edge for p in parts]),
+            win_start=np.concatenate([p.win_start for p in parts]),
+            win_end=np.concatenate([p.win_end for p in parts]),
             n_edges_total=parts[0].n_edges_total,
             dated=next((p.dated for p in parts if p.dated is not None), None),
         )

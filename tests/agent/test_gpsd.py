@@ -30,7 +30,8 @@ def _free_port() -> int:
 def _connect_when_up(port: int, clock: SystemClock, proc: subprocess.Popen[bytes]) -> GpsdSource:
     for _ in range(100):
         if proc.poll() is not None:
-            raise AssertionError(f"gpsfake exited early: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+            assert proc.stderr is not None  # started with stderr=PIPE
+            raise AssertionError(f"gpsfake exited early: {proc.stderr.read()!r}")
         try:
             return GpsdSource("127.0.0.1", port, clock, connect_timeout_s=1.0, poll_s=0.5)
         except GpsError:

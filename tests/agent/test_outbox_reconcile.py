@@ -13,7 +13,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -104,17 +106,19 @@ class FailingOnce:
     def __getattr__(self, name: str) -> object:
         return getattr(self.outbox, name)
 
-    def append_many(self, *args: object, **kw: object) -> list[int]:
+    def append_many(
+        self, items: Iterable[tuple[Any, float]], *, sources: Sequence[int] | None = None
+    ) -> list[int]:
         if self.fail_next:
             self.fail_next = False
             raise SyncStorageError("outbox: database or disk is full")
-        return self.outbox.append_many(*args, **kw)  # type: ignore[arg-type]
+        return self.outbox.append_many(items, sources=sources)
 
 
 def test_an_outbox_error_is_made_good_by_the_next_record(tmp_path: Path) -> None:
     with Outbox(tmp_path / "outbox.sqlite") as ob:
         flaky = FailingOnce(ob)
-        feed = OutboxFeed(flaky, tmp_path / "trips")  # type: ignore[arg-type]
+        feed = OutboxFeed(flaky, tmp_path / "trips")  # type: ignore[arg-type]  # a fake Outbox
         tl = TripLog(TripLogConfig(tmp_path / "trips", max_file_bytes=300), sink=feed)
         assert feed.start(tl.next_seq) == 0
         for i in range(12):

@@ -50,7 +50,8 @@ def test_ticks_use_the_model_and_replay_identically(onnx_bundle: LoadedBundle) -
     r = decide(onnx_bundle, TickInputs(f.time_s, f, None, "en", "interval"))
     assert r.demand is not None and r.demand.source.startswith("onnx:")
     rec = r.to_record(onnx_bundle)
-    assert rec["params"]["demand_model"] == onnx_bundle.model.version  # type: ignore[union-attr]
+    assert onnx_bundle.model is not None  # the fixture always loads a model
+    assert rec["params"]["demand_model"] == onnx_bundle.model.version
     rec["seq"] = 0
     assert replay_tick(rec, onnx_bundle).identical
 
@@ -65,7 +66,7 @@ class _BrokenModel:
 
 
 def test_a_failing_model_falls_back_to_statistics(onnx_bundle: LoadedBundle, caplog: Any) -> None:
-    lb = dataclasses.replace(onnx_bundle, model=_BrokenModel())  # type: ignore[arg-type]
+    lb = dataclasses.replace(onnx_bundle, model=_BrokenModel())  # type: ignore[arg-type]  # a fake
     f = read_csv_trace(DRIVE_CSV)[150]
     r = decide(lb, TickInputs(f.time_s, f, None, "en", "interval"))
     assert r.demand is not None and r.demand.source.startswith("statistical:")

@@ -115,7 +115,7 @@ def test_any_exception_in_a_pull_is_counted_backed_off_and_survived(
                 raise RuntimeError(f"injected failure {len(calls)}")
             return real()
 
-        agent._updater.pull = flaky  # type: ignore[method-assign]
+        agent._updater.pull = flaky  # type: ignore[method-assign]  # inject failures
 
     def recovered(agent: Agent) -> bool:
         return bool(agent.sync_status().get("last_pull"))

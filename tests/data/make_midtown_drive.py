@@ -76,16 +76,16 @@ def drive(store: TileStore, edges: list[int], rng: np.random.Generator) -> list[
     along = 0.0
     for k, e in enumerate(loc):
         geom = g.geometry(int(e))
-        x, y = proj.to_xy(geom[:, 0], geom[:, 1])
+        gx, gy = proj.to_xy(geom[:, 0], geom[:, 1])
         start = 0 if not xs else 1
         if not xs:
-            xs.append(float(x[0]))
-            ys.append(float(y[0]))
+            xs.append(float(gx[0]))
+            ys.append(float(gy[0]))
         cruise = min(float(g.speed_kph[e]) / 3.6 * 0.8, CITY_LIMIT_MPS) * rng.uniform(0.75, 1.0)
-        for i in range(start, len(x)):
-            along += math.hypot(x[i] - xs[-1], y[i] - ys[-1])
-            xs.append(float(x[i]))
-            ys.append(float(y[i]))
+        for i in range(start, len(gx)):
+            along += math.hypot(gx[i] - xs[-1], gy[i] - ys[-1])
+            xs.append(float(gx[i]))
+            ys.append(float(gy[i]))
             seg_cruise.append(cruise)
         if k + 1 < len(loc):
             turn = abs(float(signed_turn_deg(g.bearing_end[e], g.bearing_start[loc[k + 1]])))
@@ -98,7 +98,7 @@ def drive(store: TileStore, edges: list[int], rng: np.random.Generator) -> list[
     total = float(cum[-1])
 
     def at(s: float) -> tuple[float, float, float, int]:
-        i = int(min(np.searchsorted(cum, s, side="right") - 1, len(cum) - 2))
+        i = min(int(np.searchsorted(cum, s, side="right")) - 1, len(cum) - 2)
         f = (s - cum[i]) / max(cum[i + 1] - cum[i], 1e-9)
         hx, hy = px[i + 1] - px[i], py[i + 1] - py[i]
         return px[i] + f * hx, py[i] + f * hy, math.degrees(math.atan2(hx, hy)) % 360.0, i

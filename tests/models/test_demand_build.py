@@ -166,4 +166,4 @@ def test_tick_demand_from_built_table(manhattan_demand: Path, store: TileStore) 
 
 def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
-        StatsConfig().k_cell = 1.0  # type: ignore[misc]
+        StatsConfig().k_cell = 1.0  # type: ignore[misc]  # the assignment must fail

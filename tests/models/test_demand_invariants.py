@@ -40,7 +40,9 @@ pickups = st.lists(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(rows=pickups, expo_scale=st.floats(1e-3, 10.0))
-def test_link_rates_add_up_to_the_area_rate(graph: Graph, rows: list, expo_scale: float) -> None:
+def test_link_rates_add_up_to_the_area_rate(
+    graph: Graph, rows: list[tuple[int, int, int, int]], expo_scale: float
+) -> None:
     cfg = StatsConfig()
     grid = make_grid(graph, cfg.cell_m)
     allowed = graph.cruise_allowed()
@@ -81,7 +83,9 @@ def test_link_rates_add_up_to_the_area_rate(graph: Graph, rows: list, expo_scale
         max_size=40,
     )
 )
-def test_each_pickup_is_one_whole_pickup_on_cruisable_links(graph: Graph, pts: list) -> None:
+def test_each_pickup_is_one_whole_pickup_on_cruisable_links(
+    graph: Graph, pts: list[tuple[float, float, float, float]]
+) -> None:
     a = np.array(pts, dtype=float)
     s = snap_pickups(graph, a[:, 0], a[:, 1], a[:, 2], a[:, 3])
     trip, edge, w = s.edge_weights(graph.n)

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -176,10 +177,11 @@ def test_parse_days() -> None:
 # --- the demand table: sources and days -------------------------------------------------------
 
 
-def _build(tiles: Path, out: Path, trips: list[Path], *extra: str) -> dict[str, object]:
+def _build(tiles: Path, out: Path, trips: list[Path], *extra: str) -> dict[str, Any]:
+    """The table's JSON document (any JSON value under its keys)."""
     args = ["demand", "build", "--tiles", str(tiles), "--trips", *map(str, trips)]
     assert main([*args, "--out", str(out), "--json", *extra]) == 0
-    doc: dict[str, object] = json.loads((out / TABLE_JSON).read_text())
+    doc: dict[str, Any] = json.loads((out / TABLE_JSON).read_text())
     return doc
 
 
@@ -211,7 +213,7 @@ def test_sources_rates_from_all_pickups_fares_only_from_yellow(
     assert not np.array_equal(a.pickups_per_h, b.pickups_per_h)
     for name in ("fare_mean", "fare_quantiles", "trip_duration_s", "trip_distance_m", "dropoff"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
-    assert doc_b["sources"]["fare"] == src["fare"]  # type: ignore[index]
+    assert doc_b["sources"]["fare"] == src["fare"]
     assert a.sources == src
 
 
@@ -256,9 +258,9 @@ def test_days_filter_keeps_those_days_for_rates_and_records_them(
     whole = _build(manhattan_tiles, tmp_path / "w", files)
     capsys.readouterr()
     assert whole["version"] != doc["version"]
-    assert whole["days"]["filter"] is None  # type: ignore[index]
-    assert whole["days"]["last"] == "2015-06-29"  # type: ignore[index]  # the sample's last
-    assert whole["days"]["ranges"] is None  # type: ignore[index]  # too many to list
+    assert whole["days"]["filter"] is None
+    assert whole["days"]["last"] == "2015-06-29"  # the sample's last
+    assert whole["days"]["ranges"] is None  # too many to list
 
 
 def test_old_demand_json_without_sources_still_loads(

@@ -178,7 +178,7 @@ def corrupt_fix(fix: Fix, kind: str, rng: np.random.Generator) -> tuple[Fix | No
             fix, lon=fix.lon + float(rng.normal(0, 3e-4)), lat=fix.lat + float(rng.normal(0, 3e-4))
         )
     elif kind == "text":
-        fix = replace(fix, speed_mps="fast")  # type: ignore[arg-type]
+        fix = replace(fix, speed_mps="fast")  # type: ignore[arg-type]  # text on purpose
     return fix, prev
 
 
@@ -204,7 +204,8 @@ def make_tick(
         g, a, frac, speed_mps=float(rng.uniform(0, 20)), accuracy_m=float(rng.uniform(2, 40))
     )
     noise = float(rng.normal(0, 15)) if heading_noise_deg is None else heading_noise_deg
-    fix = replace(fix, heading_deg=(fix.heading_deg + noise) % 360.0)  # type: ignore[operator]
+    assert fix.heading_deg is not None  # fix_on always gives the link's bearing
+    fix = replace(fix, heading_deg=(fix.heading_deg + noise) % 360.0)
     fk = FIX_CORRUPTIONS[int(rng.integers(len(FIX_CORRUPTIONS)))] if fix_kind is None else fix_kind
     if fk == "anywhere":  # a uniform position over the extract: off-road, in blocks, rivers
         fix = replace(

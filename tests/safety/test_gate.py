@@ -48,8 +48,9 @@ def test_a_good_tick_is_validated(area: str, request: pytest.FixtureRequest) -> 
     tick = _good(g)
     v = SafetyGate().check(tick)
     assert v.ok and v.reasons == () and v.message == ""
-    assert v.route == tuple(tick.route)  # type: ignore[arg-type]
-    assert v.edge_id == tick.route[0]  # type: ignore[index]
+    assert tick.route is not None  # ok_tick always gives a route
+    assert v.route == tuple(tick.route)
+    assert v.edge_id == tick.route[0]
     assert v.event() is None
 
 
@@ -90,8 +91,9 @@ def test_every_fallback_is_counted_and_logged(
     ev = v.event()
     assert ev is not None
     assert ev["kind"] == "safety_fallback" and ev["reasons"] == ["BUNDLE_HASH"]
-    assert ev["time_s"] == NOW_S and ev["lon"] == tick.fix.lon  # type: ignore[union-attr]
-    assert ev["edge_id"] == tick.route[0]  # type: ignore[index]
+    assert tick.fix is not None and tick.route is not None  # ok_tick gives both
+    assert ev["time_s"] == NOW_S and ev["lon"] == tick.fix.lon
+    assert ev["edge_id"] == tick.route[0]
 
 
 class _Exploding:
@@ -104,7 +106,7 @@ class _Exploding:
 def test_internal_error_never_reaches_the_ui(
     manhattan: Graph, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tick = replace(_good(manhattan), graph=_Exploding())  # type: ignore[arg-type]
+    tick = replace(_good(manhattan), graph=_Exploding())  # type: ignore[arg-type]  # a fake Graph
     gate = SafetyGate(locale="en")
     with caplog.at_level(logging.ERROR, logger="safety.gate"):
         v = gate.check(tick)
@@ -116,7 +118,7 @@ def test_internal_error_never_reaches_the_ui(
     assert gate.stats()["by_reason"] == {"INTERNAL_ERROR": 1}
     assert any(r.exc_info for r in caplog.records)
     # even a tick that is not a TickInput at all
-    w = gate.check("not a tick")  # type: ignore[arg-type]
+    w = gate.check("not a tick")  # type: ignore[arg-type]  # not a TickInput on purpose
     assert w.reasons == (Reason.INTERNAL_ERROR,) and math.isnan(w.time_s)
     Verdict.from_record(msgpack.unpackb(msgpack.packb(w.to_record())))
 

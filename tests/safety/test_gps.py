@@ -50,7 +50,7 @@ def test_missing_fix(manhattan: Graph) -> None:
     ],
 )
 def test_nan_and_non_numbers(manhattan: Graph, field: str, value: object) -> None:
-    fix = replace(_good(manhattan), **{field: value})
+    fix = replace(_good(manhattan), **{field: value})  # type: ignore[arg-type]  # bad types on purpose
     assert check_fix(fix, None, NOW_S, None, CFG).reasons == (Reason.GPS_NAN,)
 
 
@@ -176,8 +176,8 @@ def test_heading_derived_from_previous_fix(manhattan: Graph) -> None:
     b = replace(fix_on(manhattan, i, 0.5, time_s=NOW_S - 0.5), heading_deg=None, speed_mps=None)
     r = check_fix(b, a, NOW_S, None, CFG)
     assert r.reasons == ()
-    assert r.heading_deg is not None
-    assert abs((r.heading_deg - a.heading_deg + 180) % 360 - 180) < 15  # type: ignore[operator]
+    assert r.heading_deg is not None and a.heading_deg is not None
+    assert abs((r.heading_deg - a.heading_deg + 180) % 360 - 180) < 15
 
 
 def test_a_stopped_cab_keeps_the_heading_it_had_while_moving(manhattan: Graph) -> None:

@@ -36,9 +36,9 @@ def test_tamagawa_dori_under_the_shuto_expressway_is_ambiguous(
         ):
             hits.append(int(i))
     assert hits, "expected a stacked-road ambiguity on Tamagawa-dori"
-    i = hits[0]
+    first = hits[0]
     rng = np.random.default_rng(0)
-    v = SafetyGate().check(ok_tick(shibuya, i, legal_walk(shibuya, i, 10, rng)))
+    v = SafetyGate().check(ok_tick(shibuya, first, legal_walk(shibuya, first, 10, rng)))
     assert not v.ok
     assert Reason.MATCH_AMBIGUOUS in v.reasons
     assert v.continuation == ()  # position in doubt: no road is drawn
@@ -76,7 +76,8 @@ def test_wrong_way_on_a_oneway_is_low_confidence(manhattan: Graph) -> None:
     found = 0
     for i in oneway[:40]:
         f = fix_on(manhattan, int(i), 0.5)
-        rev = replace(f, heading_deg=(f.heading_deg + 180.0) % 360.0)  # type: ignore[operator]
+        assert f.heading_deg is not None  # fix_on always gives the link's bearing
+        rev = replace(f, heading_deg=(f.heading_deg + 180.0) % 360.0)
         m = match_fix(manhattan, rev.lon, rev.lat, rev.heading_deg, rev.speed_mps)
         if m.best.edge_id == int(manhattan.edge_id[i]):
             assert Reason.MATCH_LOW_CONFIDENCE in check_match(manhattan, m, rev.heading_deg, CFG)

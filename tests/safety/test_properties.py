@@ -146,8 +146,14 @@ def test_arbitrary_garbage_gets_a_response(
 ) -> None:
     from safety import Fix
 
-    fix = Fix(t, lon, lat, heading, speed, acc)  # type: ignore[arg-type]
-    tick = TickInput(now_s=now, minute_of_week=minute, fix=fix, graph=None, route=route)  # type: ignore[arg-type]
+    fix = Fix(t, lon, lat, heading, speed, acc)  # type: ignore[arg-type]  # garbage on purpose
+    tick = TickInput(
+        now_s=now,
+        minute_of_week=minute,  # type: ignore[arg-type]  # garbage on purpose
+        fix=fix,
+        graph=None,
+        route=route,  # type: ignore[arg-type]  # garbage on purpose
+    )
     v = SafetyGate().check(tick)
     assert isinstance(v, Verdict) and not v.ok and v.message and v.reasons
     assert Reason.INTERNAL_ERROR not in v.reasons  # garbage is judged, not crashed on

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import DemandTable, tick_demand_from_table
+from models import DemandTable, TickDemand, tick_demand_from_table
 from safety import DemandCheckConfig, Reason, SafetyGate, check_demand
 from tiles import Graph
 
@@ -22,7 +22,9 @@ def table(manhattan_demand: Path) -> DemandTable:
     return DemandTable.load(manhattan_demand)
 
 
-def _around(g: Graph, table: DemandTable, minute: int, seed: int = 0) -> tuple[list[int], object]:
+def _around(
+    g: Graph, table: DemandTable, minute: int, seed: int = 0
+) -> tuple[list[int], TickDemand]:
     route = long_walk(g, np.random.default_rng(seed), 15)
     near = np.flatnonzero(
         np.hypot(

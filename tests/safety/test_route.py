@@ -287,12 +287,10 @@ def test_route_not_from_the_cab_position(manhattan: Graph) -> None:
 def test_unknown_links_and_garbage(manhattan: Graph) -> None:
     assert check_route(manhattan, [10**9], 0, 0.5, 600, CFG) == (Reason.ROUTE_UNKNOWN_LINK,)
     assert check_route(manhattan, [-1, 3], 0, 0.5, 600, CFG) == (Reason.ROUTE_UNKNOWN_LINK,)
-    assert check_route(manhattan, ["a", "b"], 0, 0.5, 600, CFG) == (  # type: ignore[list-item]
-        Reason.ROUTE_UNKNOWN_LINK,
-    )
-    assert check_route(manhattan, [1.5], 0, 0.5, 600, CFG) == (  # type: ignore[list-item]
-        Reason.ROUTE_UNKNOWN_LINK,
-    )
+    text_ids: list[int] = ["a", "b"]  # type: ignore[list-item]  # not ids, on purpose
+    assert check_route(manhattan, text_ids, 0, 0.5, 600, CFG) == (Reason.ROUTE_UNKNOWN_LINK,)
+    float_ids: list[int] = [1.5]  # type: ignore[list-item]  # not an id, on purpose
+    assert check_route(manhattan, float_ids, 0, 0.5, 600, CFG) == (Reason.ROUTE_UNKNOWN_LINK,)
     assert check_route(manhattan, [], 0, 0.5, 600, CFG) == (Reason.ROUTE_MISSING,)
 
 

@@ -10,7 +10,7 @@ from sync import bench_sync
 
 
 @pytest.mark.slow
-def test_bench_sync_one_tile_update_moves_little():
+def test_bench_sync_one_tile_update_moves_little() -> None:
     parser = argparse.ArgumentParser()
     bench_sync.add_arguments(parser)
     out = bench_sync.run(parser.parse_args(["--records", "300", "--batch-records", "64"]))

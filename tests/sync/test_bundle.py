@@ -37,7 +37,7 @@ def _inputs(p: dict[str, Path]) -> BundleInputs:
     return BundleInputs(p["tiles"], p["demand"], p["params"], p["area"])
 
 
-def test_rebuild_gives_the_same_bytes(tmp_path: Path, inputs: Any):
+def test_rebuild_gives_the_same_bytes(tmp_path: Path, inputs: Any) -> None:
     m, p = inputs
     a = build_bundle(composed(m), _inputs(p), tmp_path / "a")
     b = build_bundle(composed(m), _inputs(p), tmp_path / "b")
@@ -74,7 +74,7 @@ def test_rebuild_gives_the_same_bytes(tmp_path: Path, inputs: Any):
 )
 def test_build_refuses_a_version_mismatch(
     tmp_path: Path, inputs: Any, section: str, value: str, message: str
-):
+) -> None:
     m, p = inputs
     m[section]["version"] = value
     with pytest.raises(BundleInputError, match=message):
@@ -82,14 +82,16 @@ def test_build_refuses_a_version_mismatch(
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_build_refuses_tiles_of_another_network(tmp_path: Path, inputs: Any, shibuya_tiles: Path):
+def test_build_refuses_tiles_of_another_network(
+    tmp_path: Path, inputs: Any, shibuya_tiles: Path
+) -> None:
     m, p = inputs
     p = dict(p, tiles=shibuya_tiles)
     with pytest.raises(BundleInputError, match=r"road_network\.source_sha256"):
         build_bundle(composed(m), _inputs(p), tmp_path / "out")
 
 
-def test_build_refuses_demand_of_another_network(tmp_path: Path, inputs: Any):
+def test_build_refuses_demand_of_another_network(tmp_path: Path, inputs: Any) -> None:
     m, p = inputs
     doc = json.loads((p["demand"] / "demand.json").read_text())
     doc["network_sha256"] = "0" * 64
@@ -98,7 +100,7 @@ def test_build_refuses_demand_of_another_network(tmp_path: Path, inputs: Any):
         build_bundle(composed(m), _inputs(p), tmp_path / "out")
 
 
-def test_model_files_follow_the_manifest_and_the_release_gate(tmp_path: Path, inputs: Any):
+def test_model_files_follow_the_manifest_and_the_release_gate(tmp_path: Path, inputs: Any) -> None:
     m, p = inputs
     d = p["demand"]
 
@@ -133,7 +135,7 @@ def test_model_files_follow_the_manifest_and_the_release_gate(tmp_path: Path, in
         build_bundle(composed(m), _inputs(p), tmp_path / "out2")
 
 
-def test_default_health_check_probes_a_real_onnx_model(tmp_path: Path):
+def test_default_health_check_probes_a_real_onnx_model(tmp_path: Path) -> None:
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
@@ -164,7 +166,7 @@ def test_default_health_check_probes_a_real_onnx_model(tmp_path: Path):
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "remove", "extra", "manifest"])
-def test_verify_detects_damage(tmp_path: Path, inputs: Any, damage: str):
+def test_verify_detects_damage(tmp_path: Path, inputs: Any, damage: str) -> None:
     m, p = inputs
     b = build_bundle(composed(m), _inputs(p), tmp_path / "out")
     copy = tmp_path / "copy" / b.bundle_id
@@ -186,7 +188,7 @@ def test_verify_detects_damage(tmp_path: Path, inputs: Any, damage: str):
         Bundle(copy).verify()
 
 
-def test_store_gc_keeps_current_and_last_good(tmp_path: Path, bundle_pair: Any):
+def test_store_gc_keeps_current_and_last_good(tmp_path: Path, bundle_pair: Any) -> None:
     store = BundleStore(tmp_path / "dev")
     ids = []
     for name in ("v1", "v2", "v3"):
@@ -208,7 +210,9 @@ def test_store_gc_keeps_current_and_last_good(tmp_path: Path, bundle_pair: Any):
     store.try_bundle(ids[0], accept_all)  # already current and good: nothing to do
 
 
-def test_health_check_refuses_mismatched_demand_and_broken_tiles(tmp_path: Path, inputs: Any):
+def test_health_check_refuses_mismatched_demand_and_broken_tiles(
+    tmp_path: Path, inputs: Any
+) -> None:
     m, p = inputs
     b = build_bundle(composed(m), _inputs(p), tmp_path / "out")
     bad = tmp_path / "bad" / b.bundle_id
@@ -237,7 +241,9 @@ def test_health_check_refuses_mismatched_demand_and_broken_tiles(tmp_path: Path,
         max_size=8,
     )
 )
-def test_store_invariants_under_any_sequence(tmp_path_factory: Any, bundle_pair: Any, ops: Any):
+def test_store_invariants_under_any_sequence(
+    tmp_path_factory: Any, bundle_pair: Any, ops: Any
+) -> None:
     """Whatever happens, ``current`` and ``last_good`` name installed, intact bundles."""
     store = BundleStore(tmp_path_factory.mktemp("dev"))
     bundles = [bundle_pair[k] for k in ("v1", "v2", "v3")]

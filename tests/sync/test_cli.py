@@ -31,7 +31,7 @@ def run(capsys: Any, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def test_compose_prints_manifest_and_hash_deterministically(capsys: Any, tmp_path: Path):
+def test_compose_prints_manifest_and_hash_deterministically(capsys: Any, tmp_path: Path) -> None:
     rc, out1, _ = run(capsys, "manifest", "compose", str(BASE), str(MANHATTAN))
     rc2, out2, _ = run(capsys, "manifest", "compose", str(BASE), str(MANHATTAN))
     assert rc == rc2 == 0 and out1 == out2
@@ -83,7 +83,7 @@ def _inputs(tmp_path: Path, manhattan_tiles: Path) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_build_publish_serve_pull_rotate(
     capsys: Any, tmp_path: Path, manhattan_tiles: Path, manhattan_demand: Path
-):
+) -> None:
     params, area = _inputs(tmp_path, manhattan_tiles)
     # the example Manhattan overlay, with the demand version of the demand models/ builds
     # today (models/ is under development: its version moves with its code)

@@ -86,7 +86,7 @@ def no_sleep(_s: float) -> None:
     return None
 
 
-def test_pull_through_a_flaky_server_completes_or_keeps_old(fleet: Fleet, serve: Any):
+def test_pull_through_a_flaky_server_completes_or_keeps_old(fleet: Fleet, serve: Any) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     flaky: list[Flaky] = []
 
@@ -126,7 +126,7 @@ def test_pull_through_a_flaky_server_completes_or_keeps_old(fleet: Fleet, serve:
     assert f.ranges > 0 and 206 in f.statuses
 
 
-def test_log_upload_through_a_flaky_server_is_exactly_once(tmp_path: Path):
+def test_log_upload_through_a_flaky_server_is_exactly_once(tmp_path: Path) -> None:
     from sync.server import create_app
 
     root = tmp_path / "fleet"

@@ -20,16 +20,22 @@ BASE = REPO / "manifests" / "base.yaml"
 OVERLAYS = REPO / "manifests" / "overlays"
 
 
+def _load(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text())
+    assert isinstance(doc, dict)  # the example manifests are mappings
+    return doc
+
+
 def _base() -> dict[str, Any]:
-    return yaml.safe_load(BASE.read_text())
+    return _load(BASE)
 
 
 def _overlay(area: str) -> dict[str, Any]:
-    return yaml.safe_load((OVERLAYS / f"{area}.yaml").read_text())
+    return _load(OVERLAYS / f"{area}.yaml")
 
 
 @pytest.mark.parametrize("area", ["manhattan", "shibuya"])
-def test_example_manifests_compose(area: str):
+def test_example_manifests_compose(area: str) -> None:
     c = compose(BASE, OVERLAYS / f"{area}.yaml")
     assert c.manifest["area"] == area
     assert "inputs" not in c.manifest and set(c.inputs) == {"tiles", "demand", "params", "area"}
@@ -38,7 +44,7 @@ def test_example_manifests_compose(area: str):
     assert len(c.sha256) == 64
 
 
-def test_overlay_overrides_and_merges():
+def test_overlay_overrides_and_merges() -> None:
     c = compose(BASE, OVERLAYS / "shibuya.yaml")
     regs = c.manifest["regulation_patterns"]
     assert regs == {"A": {"version": 3}, "B": {"version": 3}}  # B overridden, A kept
@@ -55,7 +61,7 @@ def _shuffled(doc: Any, rng: random.Random) -> Any:
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
-def test_compose_is_deterministic_whatever_the_key_order(seed: int):
+def test_compose_is_deterministic_whatever_the_key_order(seed: int) -> None:
     rng = random.Random(seed)
     ref = compose_docs(_base(), [_overlay("manhattan")])
     c = compose_docs(_shuffled(_base(), rng), [_shuffled(_overlay("manhattan"), rng)])
@@ -64,7 +70,7 @@ def test_compose_is_deterministic_whatever_the_key_order(seed: int):
 
 @settings(max_examples=30, deadline=None)
 @given(version=st.text(min_size=1, max_size=20))
-def test_hash_changes_with_any_version(version: str):
+def test_hash_changes_with_any_version(version: str) -> None:
     ref = compose_docs(_base(), [_overlay("manhattan")])
     over = _overlay("manhattan")
     over["planner_parameters"] = {"version": version}
@@ -86,14 +92,14 @@ def test_hash_changes_with_any_version(version: str):
         (lambda o: o.update(statistical_demand="v1"), "statistical_demand: expected a mapping"),
     ],
 )
-def test_compose_rejects_with_the_key_path(mutate: Any, message: str):
+def test_compose_rejects_with_the_key_path(mutate: Any, message: str) -> None:
     over = copy.deepcopy(_overlay("manhattan"))
     mutate(over)
     with pytest.raises(ManifestError, match=message.replace(".", r"\.")):
         compose_docs(_base(), [over])
 
 
-def test_base_without_schema_version_is_rejected():
+def test_base_without_schema_version_is_rejected() -> None:
     base = _base()
     base.pop("schema_version")
     over = _overlay("manhattan")
@@ -102,7 +108,7 @@ def test_base_without_schema_version_is_rejected():
         compose_docs(base, [over])
 
 
-def test_unreadable_manifest_files(tmp_path: Path):
+def test_unreadable_manifest_files(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="not found"):
         compose(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
@@ -115,7 +121,7 @@ def test_unreadable_manifest_files(tmp_path: Path):
         compose(lst)
 
 
-def test_diff_reports_changed_added_removed():
+def test_diff_reports_changed_added_removed() -> None:
     a = compose_docs(_base(), [_overlay("manhattan")]).manifest
     b = copy.deepcopy(a)
     b["planner_parameters"]["version"] = "planner-2"

@@ -50,7 +50,9 @@ def _pull(device: Path, url: str, trusted_root: bytes, kill_at_step: int | None)
     u.close()
 
 
-def test_sigkill_at_random_points_leaves_old_or_new(fleet: Fleet, serve: Any, tmp_path: Path):
+def test_sigkill_at_random_points_leaves_old_or_new(
+    fleet: Fleet, serve: Any, tmp_path: Path
+) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     rng = random.Random(20261127)
     template = tmp_path / "template"
@@ -128,4 +130,6 @@ def test_sigkill_at_random_points_leaves_old_or_new(fleet: Fleet, serve: Any, tm
                 health_check=accept_all,
             ).pull()
             assert res.bundle_id == v2.bundle_id
-            BundleStore(device).active().verify()  # type: ignore[union-attr]
+            active = BundleStore(device).active()
+            assert active is not None
+            active.verify()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # no __all__ there
 from tuf.api.metadata import Metadata
 
 from sync import PullConfig, Updater, UpdateRejectedError

@@ -24,6 +24,7 @@ from tiles.conditional import minute_of_week
 
 def test_packages_resolve_inside_this_repo() -> None:
     for module in (agent, models, safety, sync, tiles, tools):
+        assert module.__file__ is not None, module.__name__  # a regular package, not a namespace
         assert Path(module.__file__).resolve().is_relative_to(REPO), module.__name__
 
 

@@ -21,7 +21,8 @@ def _in_order(t: Trips) -> Trips:
     fare = np.nan_to_num(t.fare, nan=-1.0)
     dlon = np.nan_to_num(t.dropoff_lon, nan=0.0)
     order = np.lexsort((fare, dlon, t.lat, t.lon, t.pickup_s))
-    return Trips(**{f: _take(getattr(t, f), order, t.n) for f in Trips.__dataclass_fields__})  # type: ignore[arg-type]
+    fields = {f: _take(getattr(t, f), order, t.n) for f in Trips.__dataclass_fields__}
+    return Trips(**fields)  # type: ignore[arg-type]  # each field keeps its own type
 
 
 def _take(v: object, order: np.ndarray, n: int) -> object:

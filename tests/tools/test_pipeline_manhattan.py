@@ -158,14 +158,14 @@ def test_runs_compare_and_cli(
     assert "simulate.metrics.policies.nagashi.revenue_per_h.mean" in rows
     assert "simulate.metrics.policies.hotspot.occupied_share.ci95" in rows
     assert rows["evaluate.metrics.model.poisson_deviance"][0] is not None
-    db = str(tmp / "runs.sqlite")
-    assert main(["runs", "list", "--db", db]) == 0
-    assert main(["runs", "compare", "1", "3", "--db", db]) == 0
+    runs_db = str(tmp / "runs.sqlite")
+    assert main(["runs", "list", "--db", runs_db]) == 0
+    assert main(["runs", "compare", "1", "3", "--db", runs_db]) == 0
     out = capsys.readouterr().out
     assert "simulate.params.seeds" in out
-    assert main(["runs", "show", "1", "--db", db]) == 0
+    assert main(["runs", "show", "1", "--db", runs_db]) == 0
     assert "gate demand:" in capsys.readouterr().out
-    assert main(["runs", "show", "99", "--db", db]) == 2  # one clear line, no traceback
+    assert main(["runs", "show", "99", "--db", runs_db]) == 2  # one clear line, no traceback
     assert "no run 99" in capsys.readouterr().err
 
 

@@ -7,7 +7,9 @@ failure that stops dependants and resumes, atomic outputs, dry-run reasons, spec
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -211,9 +213,11 @@ def test_only_and_force(tmp_path: Path) -> None:
         (lambda d: d["steps"][1].update(outputs={"db": "tiles"}), "overlaps the output"),
     ],
 )
-def test_spec_errors_name_the_key(tmp_path: Path, mutate: object, message: str) -> None:
+def test_spec_errors_name_the_key(
+    tmp_path: Path, mutate: Callable[[Any], object], message: str
+) -> None:
     doc = yaml.safe_load(_small(tmp_path, OSM["shibuya"]).read_text())
-    mutate(doc)  # type: ignore[operator]
+    mutate(doc)
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(PipelineSpecError, match=message.replace("(", r"\(")):
@@ -256,9 +260,9 @@ def test_cli_kinds_dry_run_and_ingest(tmp_path: Path, capsys: pytest.CaptureFixt
             main(["pipeline", "ingest", "--db", db, "--label", "valid", str(TRIPS["gcp_valid"])])
             == 0
         )
-    out = capsys.readouterr().out.splitlines()
-    assert out[-1] == out[1] == "trips: valid 1571"  # the second ingest added nothing
-    assert "1571 new" in out[0] and "0 new, 1571 already present" in out[2]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == lines[1] == "trips: valid 1571"  # the second ingest added nothing
+    assert "1571 new" in lines[0] and "0 new, 1571 already present" in lines[2]
     assert main(["pipeline", "run", str(tmp_path / "absent.yaml")]) == 2
     assert "cannot read pipeline" in capsys.readouterr().err
 
