@@ -12,7 +12,7 @@ are the legal turns (turn restrictions are turns that are simply absent).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -85,6 +85,9 @@ class Graph:
     win_end: npt.NDArray[np.int16]
     n_edges_total: int
     dated: DatedRules | None = None
+    #: ``(parent, idx)`` when made by :meth:`subset`: local edge ``i`` is ``parent``'s edge
+    #: ``idx[i]`` (lets map matching reuse the parent's segment index)
+    subset_of: tuple[Graph, I64] | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -244,6 +247,7 @@ class Graph:
             win_end=self.win_end[wkeep],
             n_edges_total=self.n_edges_total,
             dated=self.dated,
+            subset_of=(self, idx.astype(np.int64)),
         )
 
     @staticmethod
