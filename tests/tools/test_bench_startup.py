@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent import bench_startup
+from tools import bench_startup
 
 
 def test_bench_startup_reports_its_figures(manhattan_bundle: Path) -> None:
