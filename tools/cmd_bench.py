@@ -8,9 +8,9 @@ printed as JSON (``--json``) or as ``key: value`` lines.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import json
+import re
 from pathlib import Path
 
 PACKAGES = ("tiles", "models", "safety", "sync", "agent", "tools")
@@ -26,12 +26,12 @@ def discover() -> dict[str, str]:
 
 
 def _summary(module_name: str) -> str:
-    """First line of a benchmark's docstring, read without importing it."""
+    """First line of a benchmark's docstring, read without importing (or parsing) it."""
     path = (
         Path(__file__).resolve().parent.parent.joinpath(*module_name.split(".")).with_suffix(".py")
     )
-    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    m = re.search(r'^\s*[rR]?"""\s*(.*)', path.read_text(encoding="utf-8"))
+    return m.group(1).removesuffix('"""').strip() if m else ""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
