@@ -189,7 +189,10 @@ class _SubsetIndex:
     computed only when a candidate is not the first segment of its edge."""
 
     def __init__(self, g: Graph, parent: Graph, idx: npt.NDArray[np.int64]) -> None:
-        self.g = g
+        # the subset's arrays, not the graph: the cache is keyed weakly by the graph, and a
+        # value that held it would keep it (and its parent) alive for ever
+        self.geom_offsets = g.geom_offsets
+        self.geom_lonlat = g.geom_lonlat
         self.parent = segments(parent)
         self.p_offsets = parent.geom_offsets
         self.idx = idx
@@ -213,14 +216,14 @@ class _SubsetIndex:
         inside = self.idx[pos] == pedge if self.idx.shape[0] else np.zeros(0, dtype=bool)
         pseg, pedge, edge = pseg[inside], pedge[inside], pos[inside].astype(np.int64)
         # segment j of edge e starts at point j + e (each edge's last point starts none)
-        seg = (self.g.geom_offsets[edge] - edge) + (pseg - (self.p_offsets[pedge] - pedge))
+        seg = (self.geom_offsets[edge] - edge) + (pseg - (self.p_offsets[pedge] - pedge))
         return seg, edge, pseg
 
     def endpoints(
         self, seg: npt.NDArray[np.int64], edge: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.float64], ...]:
         """``x0, y0, dx, dy, seg_len`` of these segments (as :func:`segments` computes them)."""
-        pts = self.g.geom_lonlat
+        pts = self.geom_lonlat
         start = seg + edge
         xa, ya = self.proj.to_xy(pts[start, 0], pts[start, 1])
         xb, yb = self.proj.to_xy(pts[start + 1, 0], pts[start + 1, 1])
@@ -230,15 +233,14 @@ class _SubsetIndex:
     def along0(
         self, seg: npt.NDArray[np.int64], edge: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float64]:
-        first = self.g.geom_offsets[edge] - edge
+        first = self.geom_offsets[edge] - edge
         out = np.zeros(seg.shape[0], dtype=np.float64)
         later = seg != first
         if later.any():
             if self._cum is None:
-                g = self.g
-                x, y = self.proj.to_xy(g.geom_lonlat[:, 0], g.geom_lonlat[:, 1])
+                x, y = self.proj.to_xy(self.geom_lonlat[:, 0], self.geom_lonlat[:, 1])
                 last = np.zeros(x.shape[0], dtype=bool)
-                last[g.geom_offsets[1:] - 1] = True
+                last[self.geom_offsets[1:] - 1] = True
                 start_idx = np.flatnonzero(~last)
                 dx = x[start_idx + 1] - x[start_idx]
                 dy = y[start_idx + 1] - y[start_idx]
@@ -248,8 +250,8 @@ class _SubsetIndex:
         return out
 
     def edge_len(self, edge: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        counts = self.g.geom_offsets[edge + 1] - self.g.geom_offsets[edge] - 1
-        first = self.g.geom_offsets[edge] - edge
+        counts = self.geom_offsets[edge + 1] - self.geom_offsets[edge] - 1
+        first = self.geom_offsets[edge] - edge
         owner = np.repeat(np.arange(edge.shape[0], dtype=np.int64), counts)
         seg = _ranges(first, counts)
         *_, seg_len = self.endpoints(seg, edge[owner])

@@ -80,3 +80,21 @@ def test_multi_segment_candidates_are_exact(monaco_tiles: Path) -> None:
         g = store.radius_graph(lon, lat, 800.0)
         a, b = _both(g, lon + 0.05, lat + 0.05, None, None)
         assert isinstance(a, str) and a == b
+
+
+def test_a_matched_radius_graph_is_freed(monaco_tiles: Path) -> None:
+    """The reuse cache is keyed weakly by the radius graph: matching must not keep it (nor its
+    parent's index) alive, or every plan's graph would stay in memory."""
+    import gc
+    import weakref
+
+    with TileStore(monaco_tiles) as store:
+        full = store.all()
+        lon, lat = float(full.u_lon[10]), float(full.u_lat[10])
+        g = store.radius_graph(lon, lat, 800.0)
+        match_fix(g, lon, lat)
+        assert g in _SUBSET_CACHE
+        ref = weakref.ref(g)
+        del g
+        gc.collect()
+        assert ref() is None
