@@ -20,10 +20,11 @@ lands on a tick. Without numba, ``available()`` is False and the numpy path runs
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,9 +51,23 @@ def status() -> dict[str, Any]:
     return {"state": _state if available() else "unavailable", "error": _error}
 
 
+_suspended = threading.local()
+
+
 def ready() -> Callable[[_Kernel], Result] | None:
     """The compiled backward pass if it is ready, else None (never blocks, never compiles)."""
-    return _compiled
+    return None if getattr(_suspended, "on", False) else _compiled
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """The numpy path in this thread meanwhile (benchmarks: both paths in one run)."""
+    before = getattr(_suspended, "on", False)
+    _suspended.on = True
+    try:
+        yield
+    finally:
+        _suspended.on = before
 
 
 def warm_up() -> Callable[[_Kernel], Result] | None:
