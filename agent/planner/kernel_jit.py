@@ -157,16 +157,21 @@ def _build() -> Callable[[_Kernel], Result]:
         raise RuntimeError(f"the kernel's inputs changed: {sorted(fields ^ KNOWN_FIELDS)}")
     from agent.planner import _kernel_numba
 
-    for square in (True, False):  # compile (or load) both signatures now, not on a tick
-        _kernel_numba.backward_pass(_tiny_kernel(_Kernel, square))
+    for layout in ("C", "F", "A"):  # compile (or load) every signature now, not on a tick
+        _kernel_numba.backward_pass(_tiny_kernel(_Kernel, layout))
     return _kernel_numba.backward_pass
 
 
-def _tiny_kernel(cls: type[_Kernel], square: bool) -> _Kernel:
-    """Three links, two cells, four layers (``square``: a C-contiguous drop-off matrix)."""
+def _tiny_kernel(cls: type[_Kernel], layout: str) -> _Kernel:
+    """Three links, two cells, four layers; the drop-off matrix ``p_in`` C-contiguous,
+    Fortran-contiguous or neither (``layout``: its numba type differs, one signature each)."""
     i = np.array([0, 1, 2], dtype=np.int64)
     f = np.array([0.5, 0.25, 0.0])
-    drop = np.full((2, 2 if square else 3), 0.25)
+    drop = np.full((2, 3), 0.25)
+    if layout == "F":
+        drop = np.asfortranarray(drop[:, :2])
+    elif layout == "C":
+        drop = np.ascontiguousarray(drop[:, :2])
     return cls(
         n=3,
         n_cells=2,

@@ -52,6 +52,9 @@ def test_compiled_backward_pass_is_bit_identical(
     jit = kernel_jit.warm_up()
     assert jit is not None, kernel_jit.status()
     assert kernel_jit.status()["state"] == "ready"
+    from agent.planner import _kernel_numba
+
+    compiled = set(_kernel_numba._run.signatures)  # the warm-up compiled (or loaded) these
     # the kernels of real plans, solved by numpy (captured on the way), then compiled
     kernels: list[core._Kernel] = []
     numpy_pass = core._backward_pass
@@ -65,6 +68,8 @@ def test_compiled_backward_pass_is_bit_identical(
     cases = _cases(store, 8)
     for lon, lat, heading, minute in cases:  # whole plans with the compiled pass
         jit_plans.append(plan_from_fix(store, table, lon, lat, heading, minute, params).to_json())
+    # real plans need no signature the warm-up did not compile: no JIT time on a tick
+    assert set(_kernel_numba._run.signatures) == compiled
     _numpy_only(monkeypatch)
     monkeypatch.setattr(core, "_backward_pass", capture)
     for (lon, lat, heading, minute), want in zip(cases, jit_plans, strict=True):
