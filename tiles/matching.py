@@ -279,6 +279,15 @@ def _subset_index(g: Graph) -> _SubsetIndex | None:
     hit = _SUBSET_CACHE.get(g)
     if hit is None:
         parent, idx = g.subset_of
+        # a graph copied with other arrays (dataclasses.replace) would keep the link: use the
+        # parent only if this really is its subset (same edges, same shape points)
+        if not (
+            idx.shape[0] == g.n
+            and np.array_equal(parent.edge_id[idx], g.edge_id)
+            and int((parent.geom_offsets[idx + 1] - parent.geom_offsets[idx]).sum())
+            == g.geom_lonlat.shape[0]
+        ):
+            return None
         hit = _SubsetIndex(g, parent, idx)
         _SUBSET_CACHE[g] = hit
     return hit

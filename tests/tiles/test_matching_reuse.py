@@ -98,3 +98,16 @@ def test_a_matched_radius_graph_is_freed(monaco_tiles: Path) -> None:
         del g
         gc.collect()
         assert ref() is None
+
+
+def test_a_copy_with_other_geometry_is_not_matched_on_the_parent(monaco_tiles: Path) -> None:
+    with TileStore(monaco_tiles) as store:
+        full = store.all()
+        lon, lat = float(full.u_lon[10]), float(full.u_lat[10])
+        g = store.radius_graph(lon, lat, 800.0)
+        keep = np.ones(g.n, dtype=bool)
+        keep[: g.n // 2] = False
+        other = g.subset(keep)  # fewer edges ...
+        forged = dataclasses.replace(other, subset_of=g.subset_of)  # ... claiming g's parent
+        a, b = _both(forged, lon, lat, None, None)
+        assert a == b and forged not in _SUBSET_CACHE
