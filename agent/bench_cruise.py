@@ -1,9 +1,17 @@
 """Cruising planner latency: 200 seeded positions and times in Manhattan, p50/p95, peak RSS.
 
 Each case is what the agent does per tick: load the links within the radius, map-match the fix,
-cut the TickDemand for the horizon, solve the MDP and read out the plan. In the same run, one
-``scipy.sparse.csgraph.dijkstra`` from the cab's link over the same sub-graph's line graph is
-timed as the peer; the ratio of medians is reported. The process is pinned to one core.
+cut the TickDemand for the horizon, solve the MDP and read out the plan (``plan_ms``: the path
+the agent runs, compiled when the ``jit`` extra is installed and warmed up). In the same run,
+per case and interleaved, on the same arrays (the kernel that plan solved):
+
+* ``plan_numpy_ms``: the same plan on the numpy path (when the compiled one is available);
+* ``backward_ms`` / ``backward_numpy_ms``: the value iteration alone (``core._backward_pass``);
+* ``kernel_ms``, the peer: the minimal kernel, the per-layer successor maximum alone over the
+  same layers (``np.maximum`` per out-degree rank, as the numpy path does it); reported as the
+  ratios ``plan / kernel`` and ``value iteration / kernel`` of medians (issue 20: goal 3x).
+
+The process is pinned to one core.
 
 Without ``--tiles``/``--demand``, both are built from the real data (``data/``) into a temporary
 directory first, in a child process (neither timed nor counted in the peak RSS).
@@ -12,17 +20,18 @@ directory first, in a child process (neither timed nor counted in the peak RSS).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.sparse.csgraph import dijkstra
 
 from agent.errors import AgentError
 from tiles.fileio import real_data_dir
@@ -73,13 +82,64 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+@contextlib.contextmanager
+def _capturing(kernels: list[Any]) -> Iterator[None]:
+    """Keep the kernel (``core._Kernel``) of every backward pass run meanwhile."""
+    from agent.planner import core
+
+    solve = core._backward_pass
+
+    def capture(kn: Any) -> Any:
+        kernels.append(kn)
+        return solve(kn)
+
+    core._backward_pass = capture
+    try:
+        yield
+    finally:
+        core._backward_pass = solve
+
+
+def successor_max_kernel(kn: Any) -> None:
+    """The minimal kernel: per layer, only the successor maximum of the backward pass."""
+    q_ext = np.full(kn.cz.shape[0] + 1, -np.inf)
+    q_ext[:-1] = -kn.cost
+    columns = kn.columns
+    for _ in range(kn.n_layers):
+        best = q_ext[columns[0]]
+        for col in columns[1:]:
+            head = best[: col.shape[0]]
+            np.maximum(head, q_ext[col], out=head)
+
+
+def _ms(f: Any, *a: Any) -> float:
+    t = time.perf_counter()
+    f(*a)
+    return (time.perf_counter() - t) * 1000.0
+
+
+def _figures(xs: list[float], name: str) -> dict[str, float]:
+    if not xs:
+        return {}
+    return {f"{name}_p50": round(statistics.median(xs), 3), f"{name}_p95": round(_pct(xs, 95), 3)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.planner import PlannerParams, plan_from_fix, speed_factor_from_demand
+    from agent.planner import (
+        PlannerParams,
+        core,
+        kernel_jit,
+        plan_from_fix,
+        speed_factor_from_demand,
+    )
     from models import DemandTable
-    from tiles import TileStore, edge_cost
+    from tiles import TileStore
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    t = time.perf_counter()
+    jit = kernel_jit.warm_up()  # compile or load it now: never inside a timed plan
+    warm_up_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory(prefix="nagashi-bench-cruise-") as tmp_name:
         tiles, demand_dir = _inputs(args, Path(tmp_name))
         table = DemandTable.load(demand_dir)
@@ -103,51 +163,71 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # warm-up (imports, tile cache): not timed
         plan_from_fix(store, table, float(lons[0]), float(lats[0]), None, 600.0, params)
         plan_ms: list[float] = []
-        dijkstra_ms: list[float] = []
+        plan_numpy_ms: list[float] = []
+        backward_ms: list[float] = []
+        backward_numpy_ms: list[float] = []
+        kernel_ms: list[float] = []
         sizes: list[int] = []
         lengths: list[float] = []
+        layers: list[int] = []
+        same_bytes = 0
         for i in range(args.cases):
-            t0 = time.perf_counter()
-            plan = plan_from_fix(
-                store,
-                table,
-                float(lons[i]),
-                float(lats[i]),
-                float(heads[i]),
-                float(minutes[i]),
-                params,
-            )
-            plan_ms.append((time.perf_counter() - t0) * 1000.0)
+            fix = (float(lons[i]), float(lats[i]), float(heads[i]), float(minutes[i]))
+            kernels: list[Any] = []
+            with _capturing(kernels):
+                t0 = time.perf_counter()
+                plan = plan_from_fix(store, table, *fix, params)
+                plan_ms.append((time.perf_counter() - t0) * 1000.0)
+            kn = kernels[-1]
             lengths.append(plan.length_m)
-            g = store.radius_graph(float(lons[i]), float(lats[i]), params.radius_m)
-            sizes.append(g.n)
-            src = int(g.local([plan.start_edge_id])[0])
-            allowed = g.cruise_allowed(int(minutes[i]))
-            t1 = time.perf_counter()
-            m = g.line_graph(edge_cost(g, "time"), allowed)
-            dijkstra(m, directed=True, indices=src)
-            dijkstra_ms.append((time.perf_counter() - t1) * 1000.0)
+            sizes.append(kn.n)
+            layers.append(kn.n_layers)
+            with kernel_jit.suspended():
+                if jit is not None:
+                    t0 = time.perf_counter()
+                    again = plan_from_fix(store, table, *fix, params)
+                    plan_numpy_ms.append((time.perf_counter() - t0) * 1000.0)
+                    same_bytes += again.to_json() == plan.to_json()
+                    backward_ms.append(_ms(jit, kn))
+                backward_numpy_ms.append(_ms(core._backward_pass, kn))
+            kernel_ms.append(_ms(successor_max_kernel, kn))
         store.close()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     p50 = statistics.median(plan_ms)
-    d50 = statistics.median(dijkstra_ms)
-    return {
+    k50 = statistics.median(kernel_ms)
+    b50 = statistics.median(backward_ms or backward_numpy_ms)
+    out: dict[str, Any] = {
         "cases": args.cases,
         "seed": args.seed,
         "radius_m": args.radius_m,
         "horizon_min": args.horizon_min,
         "step_s": params.step_s,
+        "layers_p50": int(np.median(layers)),
         "speed_factor": round(params.speed_factor, 4),
         "links_in_radius_p50": int(np.median(sizes)),
         "route_length_m_p50": round(statistics.median(lengths), 1),
+        "backward_pass": "numba" if jit is not None else "numpy",
+        "jit": kernel_jit.status(),
+        "jit_warm_up_s": round(warm_up_s, 3),
         "plan_ms_p50": round(p50, 3),
         "plan_ms_p95": round(_pct(plan_ms, 95), 3),
         "plan_ms_max": round(max(plan_ms), 3),
-        "dijkstra_ms_p50": round(d50, 3),
-        "dijkstra_ms_p95": round(_pct(dijkstra_ms, 95), 3),
-        "ratio_plan_to_dijkstra_p50": round(p50 / d50, 2) if d50 > 0 else None,
+        **_figures(plan_numpy_ms, "plan_numpy_ms"),
+        **_figures(backward_ms, "backward_ms"),
+        **_figures(backward_numpy_ms, "backward_numpy_ms"),
+        **_figures(kernel_ms, "kernel_ms"),
+        "ratio_plan_to_kernel_p50": round(p50 / k50, 2) if k50 > 0 else None,
+        "ratio_backward_to_kernel_p50": round(b50 / k50, 2) if k50 > 0 else None,
         "peak_rss_mb": round(rss_mb, 1),
-        "goal_p95_ms": 100.0,
+        "goal_p95_ms": 10.0,
+        "goal_ratio_to_kernel": 3.0,
         "goal_rss_mb": 200.0,
         "cores": 1,
     }
+    if plan_numpy_ms:
+        n50 = statistics.median(backward_numpy_ms)
+        out["speedup_backward_numba_p50"] = round(n50 / b50, 2) if b50 > 0 else None
+        out["speedup_plan_numba_p50"] = round(statistics.median(plan_numpy_ms) / p50, 2)
+        out["ratio_backward_numpy_to_kernel_p50"] = round(n50 / k50, 2) if k50 > 0 else None
+        out["plans_bit_identical"] = f"{same_bytes}/{args.cases}"
+    return out

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.api import AgentState
 from agent.bundle import LoadedBundle, load_bundle, load_start_bundle
@@ -36,18 +36,12 @@ from agent.outbox_feed import OutboxFeed
 from agent.triplog import TripLog, TripLogConfig
 from agent.version import code_version
 from safety import ReversalCounter, SafetyGate, maneuver_key
-from sync import (
-    BundleStore,
-    LogClient,
-    LogUploader,
-    Outbox,
-    PullConfig,
-    RetryConfig,
-    SyncError,
-    Updater,
-)
+from sync import BundleStore, Outbox, SyncError
 from sync.backoff import backoff_delay_s
 from tiles.geo import LocalProjection
+
+if TYPE_CHECKING:  # the sync client (tuf, httpx) is imported only when sync is configured
+    from sync import LogUploader, Updater
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +132,8 @@ def start_bundle(config: AgentConfig) -> LoadedBundle:
         area, root_path = s.area, s.trusted_root
 
         def repair() -> object:
+            from sync import PullConfig, Updater
+
             u = Updater(
                 BundleStore(config.bundle_dir),
                 PullConfig(s.server_url, area),
@@ -226,6 +222,8 @@ class Agent:
         s = self.config.sync
         if s is None:
             return
+        from sync import LogClient, LogUploader, PullConfig, RetryConfig, Updater
+
         self._uploader = LogUploader(
             self.outbox,
             LogClient(s.server_url, s.token),
@@ -558,6 +556,8 @@ class Agent:
 
     def _final_flush(self) -> None:
         assert self._uploader is not None and self.config.sync is not None
+        from sync import LogUploader, RetryConfig
+
         uploader = LogUploader(
             self.outbox,
             self._uploader.client,

@@ -3,6 +3,11 @@
 May import :mod:`tiles`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from models.demand import (
     DAY_TYPES,
     SLOT_MINUTES,
@@ -15,9 +20,21 @@ from models.demand import (
     tick_demand_from_table,
 )
 from models.errors import DemandDataError, ModelOutputError, ModelsError
-from models.predict import DemandModel, InferenceConfig, open_demand, statistical_tick
-from models.recent import RecentPickups
-from models.statistics import StatsConfig, build_demand_table
+
+if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
+    from models.predict import DemandModel, InferenceConfig, open_demand, statistical_tick
+    from models.recent import RecentPickups
+    from models.statistics import StatsConfig, build_demand_table
+
+_LAZY: dict[str, str] = {
+    "DemandModel": "models.predict",
+    "InferenceConfig": "models.predict",
+    "StatsConfig": "models.statistics",
+    "build_demand_table": "models.statistics",
+    "RecentPickups": "models.recent",
+    "open_demand": "models.predict",
+    "statistical_tick": "models.predict",
+}
 
 __all__ = [
     "DAY_TYPES",
@@ -40,3 +57,16 @@ __all__ = [
     "statistical_tick",
     "tick_demand_from_table",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # next time a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

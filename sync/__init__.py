@@ -4,8 +4,11 @@ May import :mod:`tiles` and :mod:`models` (health checks). The fleet server live
 :mod:`sync.server` and is imported only by ``nagashi fleet serve`` (the ``server`` extra).
 """
 
-from sync.bundle import Bundle, BundleInputs, FileEntry, build_bundle
-from sync.client import PullConfig, PullResult, Updater
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from sync.errors import (
     BundleInputError,
     BundleVerifyError,
@@ -19,24 +22,64 @@ from sync.errors import (
     UnsafeNameError,
     UpdateRejectedError,
 )
-from sync.fetcher import FetchConfig, HttpxFetcher
-from sync.health import default_health_check, probe_onnx
-from sync.logs import (
-    FlushResult,
-    LogClient,
-    LogClientConfig,
-    LogRecord,
-    LogUploader,
-    RetryConfig,
-    VehicleLogs,
-    fetch_logs,
-    fetch_vehicle_logs,
-)
-from sync.manifest import Composed, compose, diff, manifest_hash
 from sync.names import check_bundle_id, check_file_name
-from sync.outbox import Outbox, OutboxConfig, OutboxRecord
-from sync.repository import FleetRepository, PublishResult, RepoConfig
-from sync.store import BundleStore, HealthCheck, Pointer
+
+if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
+    from sync.bundle import Bundle, BundleInputs, FileEntry, build_bundle
+    from sync.client import PullConfig, PullResult, Updater
+    from sync.fetcher import FetchConfig, HttpxFetcher
+    from sync.health import default_health_check, probe_onnx
+    from sync.logs import (
+        FlushResult,
+        LogClient,
+        LogClientConfig,
+        LogRecord,
+        LogUploader,
+        RetryConfig,
+        VehicleLogs,
+        fetch_logs,
+        fetch_vehicle_logs,
+    )
+    from sync.manifest import Composed, compose, diff, manifest_hash
+    from sync.outbox import Outbox, OutboxConfig, OutboxRecord
+    from sync.repository import FleetRepository, PublishResult, RepoConfig
+    from sync.store import BundleStore, HealthCheck, Pointer
+
+_LAZY: dict[str, str] = {
+    "Bundle": "sync.bundle",
+    "BundleInputs": "sync.bundle",
+    "BundleStore": "sync.store",
+    "Composed": "sync.manifest",
+    "FetchConfig": "sync.fetcher",
+    "FileEntry": "sync.bundle",
+    "FleetRepository": "sync.repository",
+    "FlushResult": "sync.logs",
+    "HealthCheck": "sync.store",
+    "HttpxFetcher": "sync.fetcher",
+    "LogClient": "sync.logs",
+    "LogClientConfig": "sync.logs",
+    "LogRecord": "sync.logs",
+    "LogUploader": "sync.logs",
+    "Outbox": "sync.outbox",
+    "OutboxConfig": "sync.outbox",
+    "OutboxRecord": "sync.outbox",
+    "Pointer": "sync.store",
+    "PublishResult": "sync.repository",
+    "PullConfig": "sync.client",
+    "PullResult": "sync.client",
+    "RepoConfig": "sync.repository",
+    "RetryConfig": "sync.logs",
+    "Updater": "sync.client",
+    "VehicleLogs": "sync.logs",
+    "build_bundle": "sync.bundle",
+    "compose": "sync.manifest",
+    "default_health_check": "sync.health",
+    "diff": "sync.manifest",
+    "fetch_logs": "sync.logs",
+    "fetch_vehicle_logs": "sync.logs",
+    "manifest_hash": "sync.manifest",
+    "probe_onnx": "sync.health",
+}
 
 __all__ = [
     "Bundle",
@@ -86,3 +129,16 @@ __all__ = [
     "manifest_hash",
     "probe_onnx",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # next time a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -13,7 +13,13 @@ three ways in one run:
   target edges, ``scipy.sparse.csgraph.dijkstra`` from the source, path read from the
   predecessors;
 * ``scipy_dijkstra_only``: just that Dijkstra call with both edges given for free (a lower
-  bound no point-to-point query can reach; reported for transparency).
+  bound no point-to-point query can reach; reported for transparency);
+* ``cch`` (when ``routingkit-cch`` is installed, an optional peer: x86_64 wheels only): a
+  customisable contraction hierarchy (RoutingKit's CCH) on the same edge-based graph (states are
+  links, arcs the legal turns: turn restrictions and avoided links included), weights in
+  integer milliseconds; the same edge-to-edge queries with the path, and its travel times
+  checked against Dijkstra's (``cch_travel_time_ratio_min/max``). Built once (``cch_build_s``:
+  order, contraction and customisation).
 
 Warm and scipy timings alternate query by query (each query three times a side, its fastest
 time kept), so both sides see the same machine load.
@@ -75,6 +81,30 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
 """
 
 
+def _cch_peer(g: Any, m: Any) -> dict[str, Any] | None:
+    """RoutingKit's CCH on the line graph ``m`` (CSR: arc e -> f weighs f), or None."""
+    try:
+        import routingkit_cch as rk
+    except ImportError:
+        return None
+    t = time.perf_counter()
+    coo = m.tocoo()
+    tail, head = coo.row.astype(np.int64).tolist(), coo.col.astype(np.int64).tolist()
+    weights = np.maximum(np.rint(coo.data * 1000.0), 1).astype(np.int64).tolist()
+    lat = ((g.u_lat + g.v_lat) / 2).tolist()
+    lon = ((g.u_lon + g.v_lon) / 2).tolist()
+    order = rk.compute_order_inertial(g.n, tail, head, lat, lon)
+    graph = rk.CCH(order, tail, head, False)
+    metric = rk.CCHMetric(graph, weights)
+    query = rk.CCHQuery(metric)
+    return {
+        "cch": graph,
+        "metric": metric,
+        "query": query,
+        "build_s": time.perf_counter() - t,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="nagashi-bench-route-") as tmp:
         t0 = time.perf_counter()
@@ -132,6 +162,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 shortest_path(store, o, d)
             return time.perf_counter() - t
 
+        cch = _cch_peer(g, m)
+
+        def cch_only(s: int, t_: int) -> tuple[float, int | None]:
+            assert cch is not None
+            t = time.perf_counter()
+            res = cch["query"].run(s, t_)
+            return time.perf_counter() - t, res.distance
+
         def dijkstra_only(s: int) -> float:
             t = time.perf_counter()
             dijkstra(m, directed=True, indices=s, return_predecessors=True)
@@ -142,6 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # does not land on one side only.
         warm_none: list[float] = []  # queries with no legal route (the whole graph searched)
         ref_only: list[float] = []
+        cch_s: list[float] = []
+        cch_ratio: list[float] = []
         for (o, d), r in zip(pairs, routes, strict=True):
             if r is None or len(r.edges) < 2:
                 warm_none.append(min(nagashi_query(o, d) for _ in range(ROUNDS)))
@@ -155,6 +195,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warm.append(min(a))
             ref.append(min(b))
             ref_only.append(min(c))
+            if cch is not None:
+                dst = int(g.local([r.edges[-1]])[0])
+                runs = [cch_only(src, dst) for _ in range(ROUNDS)]
+                cch_s.append(min(x for x, _ in runs))
+                want = dijkstra(m, directed=True, indices=src)[dst]
+                got = runs[0][1]
+                if got is not None and want > 0:
+                    cch_ratio.append(got / 1000.0 / float(want))
 
         mid = next(p for p, r in zip(pairs, routes, strict=True) if r is not None)
         probe = subprocess.run(
@@ -166,6 +214,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         agent_rss = json.loads(probe.stdout)["peak_rss_mb"]
         store.close()
     warm_s, ref_s = _stats(warm), _stats(ref)
+    peer: dict[str, Any] = {"cch": None}
+    if cch is not None:
+        cst = _stats(cch_s)
+        peer = {
+            "cch": cst,
+            "cch_build_s": round(cch["build_s"], 3),
+            "cch_travel_time_ratio_min": round(min(cch_ratio), 6) if cch_ratio else None,
+            "cch_travel_time_ratio_max": round(max(cch_ratio), 6) if cch_ratio else None,
+            "cch_queries_compared": len(cch_ratio),
+            "ratio_warm_p95_nagashi_over_cch": round(warm_s["p95_ms"] / cst["p95_ms"], 1),
+            "ratio_dijkstra_only_p95_over_cch": round(
+                _stats(ref_only)["p95_ms"] / cst["p95_ms"], 1
+            ),
+        }
     return {
         "osm": str(args.osm),
         "queries": len(pairs),
@@ -180,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scipy_dijkstra_only": _stats(ref_only),
         "ratio_warm_p95_nagashi_over_scipy": round(warm_s["p95_ms"] / ref_s["p95_ms"], 3),
         "ratio_warm_median_nagashi_over_scipy": round(warm_s["median_ms"] / ref_s["median_ms"], 3),
+        **peer,
         "agent_peak_rss_mb": round(agent_rss, 1),
         "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -12,12 +12,12 @@ are the legal turns (turn restrictions are turns that are simply absent).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse as sp
 
 from tiles import tags as T
 from tiles.conditional import (
@@ -27,6 +27,9 @@ from tiles.conditional import (
     Area,
     parse_conditional,
 )
+
+if TYPE_CHECKING:  # scipy is imported where a sparse matrix is built (not on the agent's tick)
+    import scipy.sparse as sp
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -85,6 +88,9 @@ class Graph:
     win_end: npt.NDArray[np.int16]
     n_edges_total: int
     dated: DatedRules | None = None
+    #: ``(parent, idx)`` when made by :meth:`subset`: local edge ``i`` is ``parent``'s edge
+    #: ``idx[i]`` (lets map matching reuse the parent's segment index)
+    subset_of: tuple[Graph, I64] | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -138,6 +144,8 @@ class Graph:
         w = cost[dst]
         # scipy treats explicit zeros as absent: keep them positive
         w = np.maximum(w, 1e-9)
+        import scipy.sparse as sp
+
         return sp.csr_matrix((w, (src, dst)), shape=(self.n, self.n))
 
     def node_graph(self, cost: F64) -> sp.csr_matrix:
@@ -145,6 +153,8 @@ class Graph:
         nodes, inv = np.unique(np.concatenate([self.u_node, self.v_node]), return_inverse=True)
         u = inv[: self.n]
         v = inv[self.n :]
+        import scipy.sparse as sp
+
         return sp.csr_matrix((np.maximum(cost, 1e-9), (u, v)), shape=(len(nodes), len(nodes)))
 
     def geometry(self, local_index: int) -> F64:
@@ -244,6 +254,7 @@ class Graph:
             win_end=self.win_end[wkeep],
             n_edges_total=self.n_edges_total,
             dated=self.dated,
+            subset_of=(self, idx.astype(np.int64)),
         )
 
     @staticmethod

@@ -177,6 +177,122 @@ def segments(g: Graph) -> Segments:
     return s
 
 
+class _SubsetIndex:
+    """The segment index of a graph made by :meth:`Graph.subset` (a radius graph: a new one
+    every plan), read from its parent's cached index instead of being rebuilt.
+
+    Only the projection is the subset's own (the mean of its shape points, as
+    :func:`segments` takes it); the parent's grid gives a superset of the segments near a fix,
+    and every number :func:`match_fix` reads is computed for those segments alone with the
+    same element-wise operations as :func:`segments`, so a match is bit-identical to one on
+    ``segments(g)``. ``along0`` depends on a cumulative sum over all of the subset's segments,
+    computed only when a candidate is not the first segment of its edge."""
+
+    def __init__(self, g: Graph, parent: Graph, idx: npt.NDArray[np.int64]) -> None:
+        # the subset's arrays, not the graph: the cache is keyed weakly by the graph, and a
+        # value that held it would keep it (and its parent) alive for ever
+        self.geom_offsets = g.geom_offsets
+        self.geom_lonlat = g.geom_lonlat
+        self.parent = segments(parent)
+        self.p_offsets = parent.geom_offsets
+        self.idx = idx
+        pts = g.geom_lonlat
+        self.proj = LocalProjection(float(pts[:, 0].mean()), float(pts[:, 1].mean()))
+        self._cum: npt.NDArray[np.float64] | None = None
+
+    def near(
+        self, lon: float, lat: float, r: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Sorted ids of (a superset of) the subset's segments within ``r`` of the point, their
+        local edges and the parent's ids of the same segments."""
+        ps = self.parent
+        qx, qy = ps.proj.to_xy(lon, lat)
+        # distances in the two projections differ by at most their x scales' ratio
+        kx0, kx1 = float(ps.proj.kx), float(self.proj.kx)
+        scale = max(kx0 / kx1, kx1 / kx0) * (1.0 + 1e-9)
+        pseg = ps.grid.query(float(qx), float(qy), r * scale + 1e-3)
+        pedge = ps.edge[pseg]
+        pos = np.minimum(np.searchsorted(self.idx, pedge), max(self.idx.shape[0] - 1, 0))
+        inside = self.idx[pos] == pedge if self.idx.shape[0] else np.zeros(0, dtype=bool)
+        pseg, pedge, edge = pseg[inside], pedge[inside], pos[inside].astype(np.int64)
+        # segment j of edge e starts at point j + e (each edge's last point starts none)
+        seg = (self.geom_offsets[edge] - edge) + (pseg - (self.p_offsets[pedge] - pedge))
+        return seg, edge, pseg
+
+    def endpoints(
+        self, seg: npt.NDArray[np.int64], edge: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float64], ...]:
+        """``x0, y0, dx, dy, seg_len`` of these segments (as :func:`segments` computes them)."""
+        pts = self.geom_lonlat
+        start = seg + edge
+        xa, ya = self.proj.to_xy(pts[start, 0], pts[start, 1])
+        xb, yb = self.proj.to_xy(pts[start + 1, 0], pts[start + 1, 1])
+        dx, dy = xb - xa, yb - ya
+        return xa, ya, dx, dy, np.hypot(dx, dy)
+
+    def along0(
+        self, seg: npt.NDArray[np.int64], edge: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        first = self.geom_offsets[edge] - edge
+        out = np.zeros(seg.shape[0], dtype=np.float64)
+        later = seg != first
+        if later.any():
+            if self._cum is None:
+                x, y = self.proj.to_xy(self.geom_lonlat[:, 0], self.geom_lonlat[:, 1])
+                last = np.zeros(x.shape[0], dtype=bool)
+                last[self.geom_offsets[1:] - 1] = True
+                start_idx = np.flatnonzero(~last)
+                dx = x[start_idx + 1] - x[start_idx]
+                dy = y[start_idx + 1] - y[start_idx]
+                self._cum = np.concatenate([[0.0], np.cumsum(np.hypot(dx, dy))])
+            cum = self._cum
+            out[later] = cum[seg[later]] - cum[first[later]]
+        return out
+
+    def edge_len(self, edge: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        counts = self.geom_offsets[edge + 1] - self.geom_offsets[edge] - 1
+        first = self.geom_offsets[edge] - edge
+        owner = np.repeat(np.arange(edge.shape[0], dtype=np.int64), counts)
+        seg = _ranges(first, counts)
+        *_, seg_len = self.endpoints(seg, edge[owner])
+        out = np.zeros(edge.shape[0], dtype=np.float64)
+        np.add.at(out, owner, seg_len)  # each edge's segments in order, as in segments()
+        return out
+
+
+def _ranges(starts: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``."""
+    total = int(counts.sum())
+    ends = np.cumsum(counts)
+    return np.asarray(
+        np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
+    )
+
+
+_SUBSET_CACHE: weakref.WeakKeyDictionary[Graph, _SubsetIndex] = weakref.WeakKeyDictionary()
+
+
+def _subset_index(g: Graph) -> _SubsetIndex | None:
+    """The reusing index of a subset graph (None: use :func:`segments`)."""
+    if g.subset_of is None or g in _SEGMENT_CACHE:
+        return None
+    hit = _SUBSET_CACHE.get(g)
+    if hit is None:
+        parent, idx = g.subset_of
+        # a graph copied with other arrays (dataclasses.replace) would keep the link: use the
+        # parent only if this really is its subset (same edges, same shape points)
+        if not (
+            idx.shape[0] == g.n
+            and np.array_equal(parent.edge_id[idx], g.edge_id)
+            and int((parent.geom_offsets[idx + 1] - parent.geom_offsets[idx]).sum())
+            == g.geom_lonlat.shape[0]
+        ):
+            return None
+        hit = _SubsetIndex(g, parent, idx)
+        _SUBSET_CACHE[g] = hit
+    return hit
+
+
 def match_fix(
     g: Graph,
     lon: float,
@@ -186,19 +302,37 @@ def match_fix(
     config: MatchConfig = MatchConfig(),
     allowed: npt.NDArray[np.bool_] | None = None,
 ) -> Match:
-    """Match one fix to the most likely directed edge of ``g``; raise NoMatchError if none."""
+    """Match one fix to the most likely directed edge of ``g``; raise NoMatchError if none.
+
+    On a graph made by :meth:`Graph.subset` (the planner's radius graph) the parent's cached
+    segment index is reused; the result is bit-identical to matching on ``segments(g)``."""
     if g.n == 0:
         raise NoMatchError("no road links loaded around the fix")
-    s = segments(g)
-    px, py = s.proj.to_xy(lon, lat)
+    sub = _subset_index(g)
+    s = segments(g) if sub is None else None
+    proj = sub.proj if sub is not None else s.proj  # type: ignore[union-attr]
+    px, py = proj.to_xy(lon, lat)
     if not (np.isfinite(px) and np.isfinite(py)):
         raise NoMatchError("the fix has no finite position")
-    near_idx = s.grid.query(float(px), float(py), config.radius_m)
+    pseg: npt.NDArray[np.int64] | None = None
+    if sub is not None:
+        near_idx, near_edge, pseg = sub.near(lon, lat, config.radius_m)
+    else:
+        assert s is not None
+        near_idx = s.grid.query(float(px), float(py), config.radius_m)
+        near_edge = s.edge[near_idx]
     if allowed is not None:
-        near_idx = near_idx[allowed[s.edge[near_idx]]]
+        ok = allowed[near_edge]
+        near_idx, near_edge = near_idx[ok], near_edge[ok]
+        if pseg is not None:
+            pseg = pseg[ok]
     if near_idx.size == 0:
         raise NoMatchError(f"no road link within {config.radius_m:.0f} m of ({lon:.6f}, {lat:.6f})")
-    x0, y0, dx, dy, sl = (a[near_idx] for a in (s.x0, s.y0, s.dx, s.dy, s.seg_len))
+    if sub is not None:
+        x0, y0, dx, dy, sl = sub.endpoints(near_idx, near_edge)
+    else:
+        assert s is not None
+        x0, y0, dx, dy, sl = (a[near_idx] for a in (s.x0, s.y0, s.dx, s.dy, s.seg_len))
     # a zero-length segment has dx = dy = 0, so its numerator is 0 and t = 0
     t_near = ((px - x0) * dx + (py - y0) * dy) / np.maximum(sl * sl, 1e-12)
     t_near = np.minimum(np.maximum(t_near, 0.0), 1.0)
@@ -206,7 +340,9 @@ def match_fix(
     cy_near = y0 + t_near * dy
     d_near = np.hypot(px - cx_near, py - cy_near)
     keep = d_near <= config.radius_m
-    near_idx = near_idx[keep]
+    near_idx, near_edge, sl = near_idx[keep], near_edge[keep], sl[keep]
+    if pseg is not None:
+        pseg = pseg[keep]
     t_near, cx_near, cy_near, d_near = (a[keep] for a in (t_near, cx_near, cy_near, d_near))
     if near_idx.size == 0:
         raise NoMatchError(f"no road link within {config.radius_m:.0f} m of ({lon:.6f}, {lat:.6f})")
@@ -219,15 +355,14 @@ def match_fix(
         and np.isfinite(heading_deg)
         and speed_mps >= config.min_speed_for_heading_mps
     )
-    hdiff = (
-        angle_diff_deg(s.bearing[idx], heading_deg)
-        if use_heading and heading_deg is not None
-        else None
-    )
+    hdiff = None
+    if use_heading and heading_deg is not None:
+        bearing = sub.parent.bearing[pseg] if pseg is not None else s.bearing[idx]  # type: ignore[union-attr]
+        hdiff = angle_diff_deg(bearing, heading_deg)
     if hdiff is not None:
         score = score + (hdiff / config.sigma_heading_deg) ** 2
     # best segment per edge
-    edges = s.edge[idx]
+    edges = near_edge
     order = np.lexsort((score, edges))
     first = np.ones(order.shape[0], dtype=bool)
     first[1:] = edges[order][1:] != edges[order][:-1]
@@ -236,10 +371,15 @@ def match_fix(
     k = cand_order
     e_loc = edges[k]
     seg = idx[k]
-    along = s.along0[seg] + t_near[k] * s.seg_len[seg]
-    elen = s.edge_len[e_loc]
+    if sub is not None:
+        along = sub.along0(seg, e_loc) + t_near[k] * sl[k]
+        elen = sub.edge_len(e_loc)
+    else:
+        assert s is not None
+        along = s.along0[seg] + t_near[k] * sl[k]
+        elen = s.edge_len[e_loc]
     frac = np.minimum(np.maximum(along / np.maximum(elen, 1e-9), 0.0), 1.0)
-    clon, clat = s.proj.to_lonlat(cx_near[k], cy_near[k])
+    clon, clat = proj.to_lonlat(cx_near[k], cy_near[k])
     hd = hdiff[k].tolist() if hdiff is not None else [None] * len(k)
     sc = score[k]
     ways = g.way_id[e_loc]

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import sqlite_utils
 
 from tiles.conditional import Area
 from tiles.errors import TilesDataError
@@ -134,6 +133,8 @@ def _write_db(
     order: npt.NDArray[np.int64],
     new_id: npt.NDArray[np.int32],
 ) -> dict[str, Any]:
+    import sqlite_utils  # for writing only: the agent reads with sqlite3
+
     ncols = math.ceil(360.0 / tile_deg)
     db = sqlite_utils.Database(path)
     db.conn.execute("PRAGMA journal_mode=DELETE")

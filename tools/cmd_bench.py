@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 from pathlib import Path
 
 PACKAGES = ("tiles", "models", "safety", "sync", "agent", "tools")
@@ -24,26 +25,45 @@ def discover() -> dict[str, str]:
     return found
 
 
+def _summary(module_name: str) -> str:
+    """First line of a benchmark's docstring, read without importing (or parsing) it."""
+    path = (
+        Path(__file__).resolve().parent.parent.joinpath(*module_name.split(".")).with_suffix(".py")
+    )
+    m = re.search(r'^\s*[rR]?"""\s*(.*)', path.read_text(encoding="utf-8"))
+    return m.group(1).removesuffix('"""').strip() if m else ""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="run a benchmark and print its figures")
-    bsub = bench.add_subparsers(dest="bench_name", metavar="NAME")
-    bsub.required = True
-    for name, module_name in sorted(discover().items()):
-        module = importlib.import_module(module_name)
-        p = bsub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        p.add_argument("--json", action="store_true", help="print the result as JSON")
-        module.add_arguments(p)
-        p.set_defaults(func=_runner(module))
+    """``bench NAME [options]``: only the chosen benchmark's module is imported (benchmarks
+    import scipy, the OSM reader, ...: every other command, ``agent run`` first, starts
+    without them)."""
+    found = discover()
+    listing = "\n".join(f"  {name:10s} {_summary(mod)}" for name, mod in sorted(found.items()))
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark and print its figures",
+        description="benchmarks (nagashi bench NAME --help for each one's options):\n" + listing,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("bench_name", metavar="NAME", choices=sorted(found))
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    bench.set_defaults(func=_run)
 
 
-def _runner(module: object):  # type: ignore[no-untyped-def]
-    def run(args: argparse.Namespace) -> int:
-        result = module.run(args)  # type: ignore[attr-defined]
-        if args.json:
-            print(json.dumps(result, indent=2, sort_keys=True))
-        else:
-            for k, v in result.items():
-                print(f"{k}: {v}")
-        return 0
-
-    return run
+def _run(args: argparse.Namespace) -> int:
+    name = args.bench_name
+    module = importlib.import_module(discover()[name])
+    p = argparse.ArgumentParser(
+        prog=f"nagashi bench {name}", description=(module.__doc__ or "").strip().splitlines()[0]
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    module.add_arguments(p)
+    bargs = p.parse_args(args.bench_args)
+    result = module.run(bargs)
+    if bargs.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+    return 0

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.planner import kernel_jit
 from models.demand import SLOT_MINUTES, TickDemand
 from tiles import tags as T
 from tiles.conditional import MINUTES_PER_WEEK
@@ -349,7 +350,15 @@ def _backward_pass(kn: _Kernel) -> tuple[F64, F64, F64, F64, F64]:
     the mean, outside the cells); ``C(c, k) = sum_c' p(c'|c) U(c', k) + p_out(c) u_out``.
 
     Returns ``(V, C, exit value, slope_v, slope_c)``. Buffers are reused in place: one layer is
-    a fixed sequence of numpy calls on preallocated arrays, in a fixed order (bit-identical)."""
+    a fixed sequence of numpy calls on preallocated arrays, in a fixed order (bit-identical).
+
+    With numba (the ``jit`` extra) the same arithmetic runs compiled
+    (:mod:`agent.planner.kernel_jit`, bit-identical), once its warm-up, started in the
+    background by the first pass, has finished."""
+    jit = kernel_jit.ready()
+    if jit is not None:
+        return jit(kn)
+    kernel_jit.start_warm_up()
     n, nc1, K = kn.n, kn.n_cells + 1, kn.n_layers
     values = np.zeros((kn.rows_v, n), dtype=np.float64)
     cont = np.zeros((kn.rows_c, nc1), dtype=np.float64)

@@ -1,0 +1,109 @@
+"""The compiled backward pass (numba, the ``jit`` extra) equals the numpy one bit for bit, and the
+planner falls back to numpy without it (issue 20)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.planner import PlannerParams, core, kernel_jit, plan_from_fix, speed_factor_from_demand
+from models import DemandTable
+from tiles import TileStore
+
+
+@pytest.fixture(scope="module")
+def manhattan(manhattan_tiles: Path, manhattan_demand: Path) -> Iterator[tuple[TileStore, Any]]:
+    store = TileStore(manhattan_tiles)
+    yield store, DemandTable.load(manhattan_demand)
+    store.close()
+
+
+def _cases(store: TileStore, k: int) -> list[tuple[float, float, float, float]]:
+    """Seeded fixes on cruisable links and minutes of the week (as bench cruise draws them)."""
+    full = store.all()
+    rng = np.random.default_rng(20)
+    cand = np.flatnonzero(full.cruise_allowed())
+    picks = cand[rng.integers(0, cand.shape[0], k)]
+    out = []
+    for e in picks.tolist():
+        f = float(rng.uniform(0.1, 0.9))
+        lon = float(full.u_lon[e] + f * (full.v_lon[e] - full.u_lon[e]))
+        lat = float(full.u_lat[e] + f * (full.v_lat[e] - full.u_lat[e]))
+        out.append((lon, lat, float(full.bearing_start[e]), float(rng.uniform(0, 7 * 1440))))
+    return out
+
+
+def _numpy_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_jit, "_compiled", None)
+    monkeypatch.setattr(kernel_jit, "_state", "disabled")  # no warm-up thread either
+
+
+def test_compiled_backward_pass_is_bit_identical(
+    manhattan: tuple[TileStore, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("numba")
+    store, table = manhattan
+    monkeypatch.setattr(kernel_jit, "_compiled", None)
+    monkeypatch.setattr(kernel_jit, "_state", "idle")
+    jit = kernel_jit.warm_up()
+    assert jit is not None, kernel_jit.status()
+    assert kernel_jit.status()["state"] == "ready"
+    from agent.planner import _kernel_numba
+
+    compiled = set(_kernel_numba._run.signatures)  # the warm-up compiled (or loaded) these
+    # the kernels of real plans, solved by numpy (captured on the way), then compiled
+    kernels: list[core._Kernel] = []
+    numpy_pass = core._backward_pass
+
+    def capture(kn: core._Kernel) -> Any:
+        kernels.append(kn)
+        return numpy_pass(kn)
+
+    params = PlannerParams(speed_factor=speed_factor_from_demand(table, store.all()))
+    jit_plans = []
+    cases = _cases(store, 8)
+    for lon, lat, heading, minute in cases:  # whole plans with the compiled pass
+        jit_plans.append(plan_from_fix(store, table, lon, lat, heading, minute, params).to_json())
+    # real plans need no signature the warm-up did not compile: no JIT time on a tick
+    assert set(_kernel_numba._run.signatures) == compiled
+    _numpy_only(monkeypatch)
+    monkeypatch.setattr(core, "_backward_pass", capture)
+    for (lon, lat, heading, minute), want in zip(cases, jit_plans, strict=True):
+        plan = plan_from_fix(store, table, lon, lat, heading, minute, params)
+        assert plan.to_json() == want  # the canonical plan bytes
+    assert len(kernels) == len(cases)
+    for kn in kernels:
+        a, b = numpy_pass(kn), jit(kn)
+        for x, y in zip(a, b, strict=True):
+            assert x.dtype == y.dtype and x.shape == y.shape
+            assert x.tobytes() == y.tobytes()  # every value, every bit (and -0.0 vs 0.0)
+
+
+def test_without_numba_the_numpy_path_plans(
+    manhattan: tuple[TileStore, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, table = manhattan
+    monkeypatch.setenv("NAGASHI_JIT", "0")
+    monkeypatch.setattr(kernel_jit, "_compiled", None)
+    monkeypatch.setattr(kernel_jit, "_state", "idle")
+    assert not kernel_jit.available()
+    assert kernel_jit.warm_up() is None and kernel_jit.ready() is None
+    assert kernel_jit.status()["state"] == "unavailable"
+    plans = [plan_from_fix(store, table, *c, PlannerParams()) for c in _cases(store, 3)]
+    assert any(p.edges for p in plans)
+    kernel_jit.start_warm_up(delay_s=0.0)  # nothing to start
+    assert kernel_jit._state == "disabled"
+
+
+def test_a_new_kernel_input_turns_the_compiled_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("numba")
+    monkeypatch.setattr(kernel_jit, "_compiled", None)
+    monkeypatch.setattr(kernel_jit, "_state", "idle")
+    monkeypatch.setattr(kernel_jit, "KNOWN_FIELDS", kernel_jit.KNOWN_FIELDS - {"p_out"})
+    assert kernel_jit.warm_up() is None
+    st = kernel_jit.status()
+    assert st["state"] == "failed" and "p_out" in st["error"]
