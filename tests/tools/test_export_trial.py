@@ -116,3 +116,24 @@ def test_a_file_that_is_not_a_trip_log_is_one_clear_error(
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "trip log" in err, err
     assert not out.exists()  # nothing written for a wrong input
+
+
+def test_commands_accept_the_agent_data_folder(
+    drive_run: dict[str, Any],
+    manhattan_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``nagashi demo`` and ``agent run --data-dir D`` log to ``D/trips/``; ``D`` itself works."""
+    data = str(drive_run["data"])
+    out = tmp_path / "x.geojson"
+    assert main(["export", "geojson", "--log", data, "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["features"]["drive"] == 1
+    assert main(["report", "trial", "--logs", data, "--no-plots", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["shifts"]) == 1
+    assert main(["report", "slo", "--logs", data, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ticks"] == drive_run["summary"].ticks
+    seq = next(r["seq"] for r in drive_run["records"] if r["kind"] == "tick")
+    argv = ["replay", "--log", data, "--bundle-dir", str(manhattan_bundle), "--tick", str(seq)]
+    assert main(argv) == 0
+    assert "byte-identical" in capsys.readouterr().out

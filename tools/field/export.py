@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.triplog import read_trip_log
 from tiles.fileio import atomic_write_bytes
+from tools.field.logpaths import trip_log_paths
 from tools.field.shifts import group_shifts
 
 STATIC = Path(__file__).resolve().parent  # export.html beside this module
@@ -122,13 +123,13 @@ def _position_at(
 
 
 def export_geojson(logs: Iterable[str | os.PathLike[str]], out: Path) -> dict[str, Any]:
-    doc = to_geojson(read_trip_log(list(logs)))
+    doc = to_geojson(read_trip_log(trip_log_paths(logs)))
     atomic_write_bytes(out, json.dumps(doc, ensure_ascii=False).encode())
     return _counts(doc)
 
 
 def export_html(logs: Iterable[str | os.PathLike[str]], out: Path, title: str) -> dict[str, Any]:
-    doc = to_geojson(read_trip_log(list(logs)))
+    doc = to_geojson(read_trip_log(trip_log_paths(logs)))
     template = (STATIC / "export.html").read_text(encoding="utf-8")
     data = json.dumps(doc, ensure_ascii=False).replace("</", "<\\/")
     html = template.replace("__TITLE__", _escape(title)).replace("__GEOJSON__", data)

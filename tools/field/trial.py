@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from agent.triplog import ReadReport, read_trip_log
+from tools.field.logpaths import trip_log_paths
 from tools.field.shifts import Shift, group_shifts
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def report_trial(
 ) -> dict[str, Any]:
     """Summaries of every shift in the logs (and their plots under ``out_dir``)."""
     rr = ReadReport()
-    shifts = group_shifts(read_trip_log(list(logs), rr))
+    shifts = group_shifts(read_trip_log(trip_log_paths(logs), rr))
     summaries: list[ShiftSummary] = []
     for s in shifts:
         summ = summarize(s)
