@@ -109,7 +109,7 @@ def render_map(
         norm=BoundaryNorm(bounds, len(HOT_COLOURS)), cmap=ListedColormap(HOT_COLOURS)
     )
     bar = fig.colorbar(scale, ax=ax, shrink=0.8, spacing="uniform", ticks=bounds)
-    bar.ax.set_yticklabels(["0" if b < 0.05 else f"{b:.2g}" for b in bounds])
+    bar.ax.set_yticklabels(["0" if b < 0.05 else f"{b:.3g}" for b in bounds])
     bar.set_label("hails per hour on the link\n(bins: median, 75th, 90th, 95th, 99th percentile)")
     fig.text(0.01, 0.01, f"Road network {ATTRIBUTION}; trips: NYC TLC", fontsize=7)
     fig.tight_layout()

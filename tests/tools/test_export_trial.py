@@ -137,3 +137,33 @@ def test_commands_accept_the_agent_data_folder(
     argv = ["replay", "--log", data, "--bundle-dir", str(manhattan_bundle), "--tick", str(seq)]
     assert main(argv) == 0
     assert "byte-identical" in capsys.readouterr().out
+
+
+def test_trial_plot_counts_in_whole_numbers() -> None:
+    """A shift with 1-3 fallback ticks per reason: the count axis has no 0.5 or 2.5 ticks."""
+    import matplotlib.pyplot as plt
+
+    from tools.field.shifts import Shift
+    from tools.field.trial import draw_shift, summarize
+
+    def tick(i: int, reasons: list[str]) -> dict[str, Any]:
+        kind = "fallback" if reasons else "route"
+        return {
+            "kind": "tick",
+            "seq": i,
+            "time_s": 1000.0 + i,
+            "fix": {"lon": -73.98 + i * 1e-4, "lat": 40.75},
+            "instruction": {"kind": kind, "reason_codes": reasons},
+            "safety": {"ok": not reasons, "reasons": reasons},
+        }
+
+    reasons = [["GPS_STALE"], ["GPS_STALE"], ["GPS_STALE"], ["MATCH_AMBIGUOUS"], [], []]
+    s = Shift(run_id="r" * 16, ticks=[tick(i, r) for i, r in enumerate(reasons)])
+    s.track = [(1000.0 + i, -73.98 + i * 1e-4, 40.75, 5.0) for i in range(6)]
+    fig = draw_shift(s, summarize(s))
+    try:
+        ticks = fig.axes[1].get_xticks()
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+        assert fig.axes[1].get_xlabel() == "ticks (count)"
+    finally:
+        plt.close(fig)

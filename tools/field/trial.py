@@ -98,6 +98,22 @@ def plot_shift(s: Shift, summary: ShiftSummary, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = draw_shift(s, summary)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def draw_shift(s: Shift, summary: ShiftSummary) -> Any:
+    """The shift's figure: the drive with its guidance and fallback ticks, and the fallback
+    ticks by reason (a count axis: whole numbers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax_map, ax_bar) = plt.subplots(
         1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [1.3, 1]}
     )
@@ -133,12 +149,10 @@ def plot_shift(s: Shift, summary: ShiftSummary, out: Path) -> Path:
         ax_bar.text(0.5, 0.5, "no fallbacks", ha="center", va="center")
     share = "n/a" if summary.guidance_share is None else f"{summary.guidance_share:.0%}"
     ax_bar.set_title(f"fallback ticks by reason (guidance {share} of {summary.ticks} ticks)")
-    ax_bar.set_xlabel("ticks")
+    ax_bar.set_xlabel("ticks (count)")
+    ax_bar.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: whole numbers only
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def report_trial(
