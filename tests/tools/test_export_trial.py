@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from shapely.geometry import shape
 
-from tests.agent.test_page import screenshot, share
+from tests.agent.test_page import dom, screenshot, share
 from tests.components import require
 from tiles.geo import haversine_m
 from tools.cli import main
@@ -56,6 +56,26 @@ def test_html_opens_offline(drive_run: dict[str, Any], tmp_path: Path) -> None:
     mapped = img[:, :900]
     assert share(mapped, (0x1E, 0x88, 0xE5), tol=40) > 0.002  # routes and guidance ticks
     assert share(mapped, (0xFF, 0xB3, 0x00), tol=20) > 0.0002  # fallback ticks
+
+
+def test_html_draws_the_roads_their_names_and_a_scale(
+    drive_run: dict[str, Any], manhattan_bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "drive.html"
+    assert main(["export", "html", "--log", str(drive_run["data"]), "--out", str(out),
+                 "--tiles", str(manhattan_bundle)]) == 0  # fmt: skip
+    html = out.read_text()
+    roads = json.loads(re.search(r'<script id="roads"[^>]*>(.*?)</script>', html, re.S)[1])
+    names = {f["properties"]["name"] for f in roads["features"]}
+    assert len(roads["features"]) > 500 and {"7th Avenue", "Broadway"} <= names
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html)  # still offline
+    require("chromium")
+    page = dom(out.as_uri(), tmp_path / "profile")
+    streets = re.findall(r'<text class="street"[^>]*>([^<]+)</text>', page)
+    assert len(streets) > 20 and "Broadway" in streets
+    assert re.search(r'id="scale".*?<span>\d+ k?m</span>', page, re.S)
+    img = screenshot(out.as_uri(), tmp_path / "roads.png", tmp_path / "profile2")
+    assert share(img[:, :900], (0xC9, 0xCE, 0xD6), tol=12) > 0.01  # the network under the drive
 
 
 def test_trial_report_per_shift(drive_run: dict[str, Any], tmp_path: Path) -> None:
