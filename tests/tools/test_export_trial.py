@@ -65,7 +65,9 @@ def test_html_draws_the_roads_their_names_and_a_scale(
     assert main(["export", "html", "--log", str(drive_run["data"]), "--out", str(out),
                  "--tiles", str(manhattan_bundle)]) == 0  # fmt: skip
     html = out.read_text()
-    roads = json.loads(re.search(r'<script id="roads"[^>]*>(.*?)</script>', html, re.S)[1])
+    found = re.search(r'<script id="roads"[^>]*>(.*?)</script>', html, re.S)
+    assert found is not None
+    roads = json.loads(found[1])
     names = {f["properties"]["name"] for f in roads["features"]}
     assert len(roads["features"]) > 500 and {"7th Avenue", "Broadway"} <= names
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html)  # still offline
