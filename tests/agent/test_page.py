@@ -290,6 +290,12 @@ def test_page_names_streets_local_time_scale_and_holds_heading(
     assert state.moving_answers < -1  # the page polled on after the cab stopped
     assert 'data-cab-heading="100.0"' in page
     assert 'data-orientation="north-up"' in page and "North up" in page  # the default
+    # short words keep their full size: the action at 0.27 and the street at 0.22 of the banner
+    sizes = {
+        k: float(v)
+        for k, v in re.findall(r'id="(action|street)"[^>]*style="font-size: ([\d.]+)px', page)
+    }
+    assert sizes["action"] / sizes["street"] == pytest.approx(0.27 / 0.22, rel=0.01), sizes
 
 
 def test_stopped_without_any_heading_points_along_the_route(

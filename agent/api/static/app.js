@@ -174,9 +174,9 @@ function draw(ins) {
     gCab.appendChild(el("circle", { cx: x.toFixed(1), cy: y.toFixed(1), r: 30, class: "halo" }));
     if (heading === null) {  // no direction known at all: a dot, not a guess
       gCab.appendChild(el("circle", { cx: x.toFixed(1), cy: y.toFixed(1), r: 13, class: "body" }));
-    } else {  // a navigation arrow: one sharp tip, a notched tail
+    } else {  // no notch: a notched tail reads as a second arrowhead at a glance
       gCab.appendChild(el("path", {
-        d: "M0 -34L15 14L0 6L-15 14Z", class: "body",
+        d: "M0 -36L13 16L-13 16Z", class: "body",  // a narrow triangle: one sharp tip
         transform: `translate(${x.toFixed(1)} ${y.toFixed(1)}) rotate(${(heading + rot).toFixed(1)})`,
       }));
     }
@@ -209,12 +209,13 @@ function arrowSvg(kind, modifier) {
     `<path class="head" d="M${f(tip)}L${f(b1)}L${f(b2)}Z"/>`;
 }
 
-// shrink an element's type until it fits its fixed box (then CSS cuts it with an ellipsis)
-function fit(node, maxPx, minPx) {
+// shrink an element's type until it fits its fixed box (then CSS cuts it with an ellipsis);
+// a one-line element is fitted to its width only (a glyph may reach past its line box)
+function fit(node, maxPx, minPx, oneLine) {
   let size = maxPx;
   node.style.fontSize = size + "px";
   while (size > minPx && (node.scrollWidth > node.clientWidth + 1 ||
-                          node.scrollHeight > node.clientHeight + 1)) {
+                          (!oneLine && node.scrollHeight > node.clientHeight + 1))) {
     size = Math.max(minPx, size * 0.92);
     node.style.fontSize = size + "px";
   }
@@ -222,9 +223,9 @@ function fit(node, maxPx, minPx) {
 
 function fitBanner() {
   const bh = document.getElementById("banner").getBoundingClientRect().height;
-  fit(document.getElementById("street"), bh * 0.22, bh * 0.13);
-  fit(document.getElementById("message"), bh * 0.26, bh * 0.12);
-  fit(document.getElementById("action"), bh * 0.22, bh * 0.13);
+  fit(document.getElementById("street"), bh * 0.22, bh * 0.13, true);
+  fit(document.getElementById("message"), bh * 0.26, bh * 0.12, false);
+  fit(document.getElementById("action"), bh * 0.27, bh * 0.13, true);
 }
 
 function formatDistance(d, suffix) {
