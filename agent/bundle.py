@@ -86,6 +86,7 @@ class LoadedBundle:
             "id": self.bundle_id,
             "area": self.manifest.get("area"),
             "path": str(self.path),
+            "timezone": str(self.timezone.key),  # the page's clock shows the area's local time
             "versions": {
                 k: v.get("version")
                 for k, v in sorted(self.manifest.items())

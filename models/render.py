@@ -13,8 +13,24 @@ from models.errors import DemandDataError
 from models.predict import open_demand, statistical_tick
 from tiles import ATTRIBUTION, TileStore
 
+#: the colour bins of the map: the links under the median, then up to the 75th, 90th, 95th and
+#: 99th percentile of the slot's rates, then the hottest 1 %: hot spots stand out by design
+HOT_QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
+HOT_COLOURS = ("#b8c2cc", "#fee391", "#fec44f", "#fe9929", "#d7301f", "#67000d")
+HOT_WIDTHS = (0.6, 0.9, 1.3, 1.8, 2.6, 3.6)
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SLOT = re.compile(r"^\s*([A-Za-z]{3})[a-z]*\s+(\d{1,2}):(\d{2})\s*$")
+
+
+def hot_spot_bins(rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bin boundaries, bin of each link): quantile bins of the rates (:data:`HOT_QUANTILES`),
+    so a map separates the few hot links from the many ordinary ones whatever the slot's level."""
+    r = np.asarray(rate, dtype=np.float64)
+    lo, hi = (float(r.min()), float(r.max())) if r.size else (0.0, 1.0)
+    inner = np.quantile(r, HOT_QUANTILES) if r.size else np.linspace(lo, hi, len(HOT_QUANTILES))
+    bounds = np.concatenate([[lo], inner, [max(hi, lo + 1e-9)]])
+    bounds = np.maximum.accumulate(bounds + np.arange(bounds.size) * 1e-9)  # strictly rising
+    return bounds, np.searchsorted(bounds[1:-1], r, side="right")
 
 
 def parse_slot(text: str) -> int:
@@ -42,8 +58,9 @@ def render_map(
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.cm import ScalarMappable
         from matplotlib.collections import LineCollection
-        from matplotlib.colors import LogNorm
+        from matplotlib.colors import BoundaryNorm, ListedColormap
     except ImportError as e:
         raise DemandDataError(f"maps need the train extra (matplotlib): {e}") from e
     table, model = open_demand(demand_dir)
@@ -66,16 +83,12 @@ def render_map(
     fig, ax = plt.subplots(figsize=(10, 7.5), dpi=120)
     ax.add_collection(LineCollection(segs, colors="#d0d0d0", linewidths=0.6, zorder=1))
     local = np.flatnonzero(allowed)
-    order = np.argsort(rate)  # busiest links drawn last, on top
-    vmin = max(float(np.percentile(rate, 5)), 1e-2)
-    vmax = max(float(rate.max()), vmin * 10)
+    order = np.argsort(rate, kind="stable")  # busiest links drawn last, on top
+    bounds, bins = hot_spot_bins(rate)
     lc = LineCollection(
         [segs[int(local[i])] for i in order],
-        array=np.clip(rate[order], vmin, None),
-        cmap="inferno_r",
-        norm=LogNorm(vmin=vmin, vmax=vmax),
-        linewidths=0.8
-        + 2.2 * (np.log(np.clip(rate[order], vmin, None) / vmin) / np.log(vmax / vmin)),
+        colors=[HOT_COLOURS[b] for b in bins[order]],
+        linewidths=[HOT_WIDTHS[b] for b in bins[order]],
         zorder=2,
     )
     ax.add_collection(lc)
@@ -92,7 +105,12 @@ def render_map(
         or f"Expected street hails per hour, {day} {hhmm} ({tick.source}); "
         f"area total {rate.sum():,.0f}/h"
     )
-    fig.colorbar(lc, ax=ax, label="hails per hour on the link", shrink=0.8)
+    scale = ScalarMappable(
+        norm=BoundaryNorm(bounds, len(HOT_COLOURS)), cmap=ListedColormap(HOT_COLOURS)
+    )
+    bar = fig.colorbar(scale, ax=ax, shrink=0.8, spacing="uniform", ticks=bounds)
+    bar.ax.set_yticklabels(["0" if b < 0.05 else f"{b:.3g}" for b in bounds])
+    bar.set_label("hails per hour on the link\n(bins: median, 75th, 90th, 95th, 99th percentile)")
     fig.text(0.01, 0.01, f"Road network {ATTRIBUTION}; trips: NYC TLC", fontsize=7)
     fig.tight_layout()
     path = Path(out)

@@ -113,7 +113,7 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
         print(f"tablet page: {server.url}/   (API: {server.url}/openapi.json)", file=sys.stderr)
     print(
         f"bundle {agent.bundle.bundle_id[:12]} ({agent.bundle.manifest.get('area')}), "
-        f"GPS {source.description}, logs in {config.data_dir}",
+        f"GPS {source.description}, logs in {agent.triplog.config.directory}",
         file=sys.stderr,
     )
 

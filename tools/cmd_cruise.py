@@ -24,7 +24,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--demand", metavar="DIR", help="demand directory (default: the bundle's)")
     p.add_argument("--at", required=True, metavar="LON,LAT", help="the cab's GPS position")
     p.add_argument("--heading", type=float, default=None, metavar="DEG", help="GPS heading")
-    p.add_argument("--time", required=True, metavar="ISO", help="local time, e.g. 2015-06-02T18:05")
+    p.add_argument(
+        "--time",
+        required=True,
+        metavar="ISO",
+        help="when: the area's local time (2015-06-02T18:30), or a time with an offset "
+        "(2015-06-02T22:30:00Z, ...+09:00), converted to the area's local time; a local time "
+        "that a daylight-saving change makes ambiguous or skips is refused",
+    )
+    p.add_argument(
+        "--timezone",
+        default=None,
+        metavar="IANA",
+        help="the area's time zone (default: the bundle's params.yaml; needed with tiles "
+        "for a --time with an offset)",
+    )
     p.add_argument("--horizon-min", type=float, default=None, help="planning horizon, minutes")
     p.add_argument("--radius-m", type=float, default=None, help="links considered around the cab")
     p.add_argument(
@@ -35,6 +49,61 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the plan's canonical JSON")
     p.set_defaults(func=cmd_cruise)
+
+
+def local_time(text: str, timezone: str | None) -> dt.datetime:
+    """``--time`` as the area's naive local time (what the planner's minute of week reads).
+
+    A time with an offset is converted to ``timezone``; a local time is checked against it: a
+    time that a daylight-saving change repeats (ambiguous) or skips (nonexistent) is refused,
+    as the planner cannot tell which hour was meant."""
+    import zoneinfo
+
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ToolsError(
+            f"--time must be ISO 8601 (2015-06-02T18:30 local, or 2015-06-02T22:30Z), got {text!r}"
+        ) from None
+    if timezone is None:
+        if when.tzinfo is not None:
+            raise ToolsError(
+                f"--time {text} has an offset but the area's time zone is unknown: "
+                "pass --timezone (a bundle's params.yaml names it)"
+            )
+        return when
+    try:
+        tz = zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ToolsError(
+            f"unknown time zone {timezone!r} (an IANA name: America/New_York)"
+        ) from None
+    if when.tzinfo is not None:
+        return when.astimezone(tz).replace(tzinfo=None)
+    early, late = when.replace(tzinfo=tz, fold=0), when.replace(tzinfo=tz, fold=1)
+    if early.utcoffset() != late.utcoffset():
+        back = early.astimezone(dt.UTC).astimezone(tz).replace(tzinfo=None)
+        if back != when:
+            raise ToolsError(
+                f"--time {text} does not exist in {timezone} (the clocks skip it for daylight "
+                "saving): give a time with an offset"
+            )
+        raise ToolsError(
+            f"--time {text} is ambiguous in {timezone} (it happens twice when daylight saving "
+            f"ends): give it with an offset ({early.isoformat()} or {late.isoformat()})"
+        )
+    return when
+
+
+def _bundle_timezone(path: Path) -> str | None:
+    import yaml
+
+    params_file = path / "params.yaml"
+    if not (path.is_dir() and params_file.is_file()):
+        return None
+    doc = yaml.safe_load(params_file.read_text()) or {}
+    tz = doc.get("timezone") if isinstance(doc, dict) else None
+    return str(tz) if tz else None
 
 
 def _bundle_parts(path: Path, demand: str | None) -> tuple[Path, Path, dict[str, Any], Any]:
@@ -76,10 +145,8 @@ def cmd_cruise(args: argparse.Namespace) -> int:
     from tiles import TileStore
 
     lon, lat = parse_lonlat(args.at)
-    try:
-        when = dt.datetime.fromisoformat(args.time)
-    except ValueError:
-        raise ToolsError(f"--time must be ISO 8601 local time, got {args.time!r}") from None
+    timezone = args.timezone or _bundle_timezone(Path(args.bundle_or_tiles))
+    when = local_time(args.time, timezone)
     tiles, demand_dir, overrides, polygon = _bundle_parts(Path(args.bundle_or_tiles), args.demand)
     table = DemandTable.load(demand_dir)
     with TileStore(tiles) as store:
@@ -109,7 +176,8 @@ def cmd_cruise(args: argparse.Namespace) -> int:
         sys.stdout.write(plan.to_json().decode() + "\n")
         return 0
     print(
-        f"from link {plan.start_edge_id} at {when.isoformat()}: {len(plan.edges)} links, "
+        f"from link {plan.start_edge_id} at {when.isoformat()} local"
+        f"{f' ({timezone})' if timezone else ''}: {len(plan.edges)} links, "
         f"{plan.length_m:.0f} m, {plan.duration_s / 60:.1f} min"
     )
     print(

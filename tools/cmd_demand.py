@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 from tools.errors import ToolsError
@@ -136,8 +137,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     roll.set_defaults(func=cmd_rolling)
 
     dmap = dsub.add_parser("map", help="draw links coloured by expected pickups (PNG)")
-    dmap.add_argument("--demand", required=True, help="demand directory")
-    dmap.add_argument("--tiles", required=True, help="tile database it was built on")
+    dmap.add_argument(
+        "--demand", required=True, help="demand directory, or a bundle directory (its demand/)"
+    )
+    dmap.add_argument(
+        "--tiles", default=None, help="tile database it was built on (default: the bundle's)"
+    )
     dmap.add_argument("--slot", required=True, help='day and time, e.g. "Tue 18:00"')
     dmap.add_argument("--out", required=True, help="PNG file to write")
     dmap.add_argument(
@@ -357,11 +362,21 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def bundle_demand_and_tiles(demand: str, tiles: str | None) -> tuple[Path, Path]:
+    """(demand dir, tiles) from ``--demand`` (a demand directory, or a bundle directory with
+    its ``demand/`` and ``tiles.sqlite``) and ``--tiles`` (default: the bundle's)."""
+    d = Path(demand)
+    is_bundle = not (d / "demand.json").is_file() and (d / "demand" / "demand.json").is_file()
+    if tiles is not None:
+        return (d / "demand" if is_bundle else d), Path(tiles)
+    if is_bundle and (d / "tiles.sqlite").is_file():
+        return d / "demand", d / "tiles.sqlite"
+    raise ToolsError(f"--tiles is needed: {d} is not a bundle directory (demand/, tiles.sqlite)")
+
+
 def cmd_map(args: argparse.Namespace) -> int:
     from models.render import parse_slot, render_map
 
-    _print(
-        render_map(args.demand, args.tiles, parse_slot(args.slot), args.out, args.source),
-        args.json,
-    )
+    demand, tiles = bundle_demand_and_tiles(args.demand, args.tiles)
+    _print(render_map(demand, tiles, parse_slot(args.slot), args.out, args.source), args.json)
     return 0

@@ -1,5 +1,6 @@
 """``nagashi demo``: build the Manhattan bundle from the real data if missing, then replay the
-recorded Midtown drive through the agent, accelerated, with the tablet page served."""
+generated Midtown drive (``tests/data/make_midtown_drive.py``: fastest legal routes, a kinematic
+model, simulated GPS error) through the agent, accelerated, with the tablet page served."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "demo", help="one command: build the Manhattan bundle, replay a Midtown drive, show it"
+        "demo",
+        help="one command: build the Manhattan bundle, replay a generated Midtown drive, show it",
+        description="Build the Manhattan bundle from the real data (once), then replay a "
+        "25-minute drive through Midtown through the real agent. The drive is generated, not "
+        "recorded: fastest legal routes on the OSM extract, a kinematic model with red-light "
+        "stops and simulated GPS error (tests/data/make_midtown_drive.py).",
     )
     p.add_argument(
         "--data",
@@ -26,7 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the real data folder (default: the repository's data/, or $NAGASHI_DATA)",
     )
     p.add_argument("--work-dir", default=None, help="where the bundle and logs go")
-    p.add_argument("--gps", default=None, help="another trace to replay (CSV/GPX/NMEA)")
+    p.add_argument(
+        "--gps", default=None, help="a trace to replay instead (CSV/GPX/NMEA), e.g. a real one"
+    )
     p.add_argument("--rebuild", action="store_true", help="rebuild the bundle")
     add_runtime_arguments(p)
     p.set_defaults(func=cmd_demo, speed=10.0)

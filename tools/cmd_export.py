@@ -13,6 +13,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--log", required=True, nargs="+", help="trip-log file(s) or directory")
     p.add_argument("--out", default=None, help="output file (default: drive.geojson/.html)")
     p.add_argument("--title", default="nagashi trip log", help="HTML page title")
+    p.add_argument(
+        "--tiles",
+        default=None,
+        metavar="PATH",
+        help="html: the bundle (or its tiles.sqlite) to draw the road network and street names "
+        "under the drive",
+    )
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=cmd_export)
 
@@ -24,7 +31,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "geojson":
         counts = export_geojson(args.log, out)
     else:
-        counts = export_html(args.log, out, args.title)
+        counts = export_html(args.log, out, args.title, tiles=args.tiles)
     if args.json:
         print(json.dumps({"out": str(out), "features": counts}, sort_keys=True))
     else:

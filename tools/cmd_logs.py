@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +25,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pull.add_argument("--server", required=True, help="fleet server URL")
     pull.add_argument("--vehicle", required=True, help="vehicle id")
     pull.add_argument(
-        "--since", required=True, help="ISO 8601 time, UNIX seconds, or an age such as 6h, 2d"
+        "--since",
+        required=True,
+        help="ISO 8601 time, UNIX seconds, or an age such as 6h, 2d (on the --clock)",
+    )
+    pull.add_argument(
+        "--clock",
+        choices=["gps", "received"],
+        default="gps",
+        help="which time --since is compared with: gps, the record's own time as the cab "
+        "logged it (default; a drive replayed from an old trace carries the trace's time), or "
+        "received, when the fleet server received it",
     )
     pull.add_argument("--token-file", default=None, help="engineer token (or NAGASHI_TOKEN)")
     pull.add_argument("--out", default=None, help="output file (default logs-VEHICLE.msgpack)")
@@ -58,12 +70,23 @@ def cmd_logs_pull(args: argparse.Namespace) -> int:
         raise ToolsError("an engineer token is needed: --token-file or NAGASHI_TOKEN")
     since = parse_since(args.since, time.time())
     out = Path(args.out or f"logs-{args.vehicle}.msgpack")
-    doc = pull_logs(args.server, token, args.vehicle, since, out)
+    doc = pull_logs(args.server, token, args.vehicle, since, out, clock=args.clock)
     if args.json:
         print(json.dumps(doc, sort_keys=True))
     else:
         kinds = ", ".join(f"{v} {k}" for k, v in doc["kinds"].items())
-        print(f"{doc['records']} record(s) of {args.vehicle} -> {out} ({kinds or 'none'})")
+        when = dt.datetime.fromtimestamp(since, dt.UTC).isoformat(timespec="seconds")
+        clock = "logged (GPS) time" if args.clock == "gps" else "time the server received them"
+        print(
+            f"{doc['records']} record(s) of {args.vehicle} with {clock} >= {when} -> {out} "
+            f"({kinds or 'none'})"
+        )
+        if doc["records"] == 0 and args.clock == "gps":
+            print(
+                "none: if the cab's log carries another clock (a replayed trace), "
+                "try --clock received",
+                file=sys.stderr,
+            )
         if doc["dropped_total"]:
             print(
                 f"{doc['dropped_total']} record(s) dropped by the cab's outbox at its bound "

@@ -22,8 +22,10 @@ from tools.errors import ToolsError
 
 def log_files(paths: Sequence[str]) -> list[Path]:
     """The files named (directories expanded to their ``*.msgpack`` files, sorted)."""
+    from tools.field.logpaths import trip_log_paths
+
     out: list[Path] = []
-    for p in map(Path, paths):
+    for p in trip_log_paths(paths):
         if p.is_dir():
             out.extend(sorted(p.glob("*.msgpack")))
         elif p.is_file():

@@ -2,9 +2,11 @@
 
 Endpoints (JSON, ``schema_version`` 1; errors are ``{"error": {"status", "message"}}``):
 
-* ``GET /v1/instruction``: the current :class:`~agent.instruction.Instruction`.
+* ``GET /v1/instruction``: the current :class:`~agent.instruction.Instruction`, plus what the
+  page needs to draw it: ``timezone`` (the bundle's area, for the clock) and ``labels`` (street
+  names to write on the map: the streets of the route and the next cross street ahead).
 * ``GET /v1/network?lon=&lat=&radius_m=``: road links around a point as a GeoJSON
-  FeatureCollection (what the page draws; radius 50-2000 m, default 800).
+  FeatureCollection (what the page draws; radius 50-2000 m, default 800), with street names.
 * ``GET /v1/status``: bundle version, sync status, trip-log status, safety counters.
 * ``POST /v1/meter``: ``{"occupied": true|false}`` from the taximeter (logged for reports).
 * ``GET /healthz``: ``{"status": "ok"|"starting"|"degraded", ...}`` (503 unless ok).
@@ -117,6 +119,7 @@ def _float_param(request: Request, name: str, default: float | None = None) -> f
 def network_geojson(store: TileStore, lon: float, lat: float, radius_m: float) -> dict[str, Any]:
     """Road links within ``radius_m`` (one feature per road segment, both directions merged)."""
     g = store.radius_graph(lon, lat, radius_m)
+    names = store.way_names(int(w) for w in g.way_id)
     feats: list[dict[str, Any]] = []
     seen: set[tuple[int, int, int]] = set()
     for i in range(g.n):
@@ -137,6 +140,7 @@ def network_geojson(store: TileStore, lon: float, lat: float, radius_m: float) -
                 "properties": {
                     "edge_id": int(g.edge_id[i]),
                     "highway": T.HIGHWAY_CLASSES[int(g.highway[i])],
+                    "name": names.get(int(g.way_id[i]), ""),
                     "cruise_forbidden": bool(flags & T.CRUISE_FORBIDDEN),
                 },
             }
@@ -148,10 +152,94 @@ def network_geojson(store: TileStore, lon: float, lat: float, radius_m: float) -
     }
 
 
+LABEL_RADIUS_M = 1000.0
+MAX_ROUTE_LABELS = 4
+
+
+def _label(g: Any, links: list[int], text: str, kind: str) -> dict[str, Any]:
+    """A label half way along consecutive local links, along the street there."""
+    pts = np.vstack([g.geometry(i) for i in links])
+    kx = math.cos(math.radians(float(pts[0, 1])))
+    seg = np.hypot(np.diff(pts[:, 0]) * kx, np.diff(pts[:, 1]))
+    if float(seg.sum()) <= 0:
+        k, mid = 0, pts[0]
+    else:
+        cum = np.cumsum(seg)
+        k = int(np.searchsorted(cum, cum[-1] / 2))
+        f = (cum[-1] / 2 - (cum[k] - seg[k])) / seg[k] if seg[k] > 0 else 0.0
+        mid = pts[k] + f * (pts[k + 1] - pts[k])
+    a, b = pts[k], pts[min(k + 1, len(pts) - 1)]
+    bearing = math.degrees(math.atan2((b[0] - a[0]) * kx, b[1] - a[1])) % 360.0
+    return {
+        "text": text,
+        "kind": kind,
+        "lon": round(float(mid[0]), 7),
+        "lat": round(float(mid[1]), 7),
+        "bearing_deg": round(bearing, 1),
+    }
+
+
+def route_labels(
+    store: TileStore, route_edges: tuple[int, ...], lon: float, lat: float
+) -> list[dict[str, Any]]:
+    """Street names to write on the map for a route (or a "follow the road" continuation):
+    one ``route`` label per street along it (half way along it, first few streets), and one
+    ``cross`` label for the first other named street that meets the route ahead of the cab."""
+    if not route_edges:
+        return []
+    g = store.radius_graph(lon, lat, LABEL_RADIUS_M)
+    loc = [int(i) for i in g.local(list(route_edges)) if i >= 0]
+    if not loc:
+        return []
+    names = store.way_names(int(w) for w in g.way_id)
+    name_of = [names.get(int(w), "") for w in g.way_id]
+    out: list[dict[str, Any]] = []
+    groups: list[list[int]] = []
+    for i in loc:
+        if groups and name_of[groups[-1][-1]] == name_of[i]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    labelled: set[str] = set()
+    for grp in groups:
+        name = name_of[grp[0]]
+        if name and name not in labelled and len(labelled) < MAX_ROUTE_LABELS:
+            labelled.add(name)
+            out.append(_label(g, grp, name, "route"))
+    on_route = set(loc)
+    for k, i in enumerate(loc):
+        here = {name_of[i]} | ({name_of[loc[k + 1]]} if k + 1 < len(loc) else set())
+        v = int(g.v_node[i])
+        meets = np.nonzero((g.u_node == v) | (g.v_node == v))[0]
+        for j in sorted(int(j) for j in meets):
+            if j not in on_route and name_of[j] and name_of[j] not in here:
+                out.append(_label(g, [j], name_of[j], "cross"))
+                return out
+    return out
+
+
 def create_app(state: AgentState) -> Starlette:
+    label_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+
+    def labels_for(ins: Instruction, store: TileStore | None) -> list[dict[str, Any]]:
+        if store is None or not ins.route_edges:
+            return []
+        where = ins.position or (ins.geometry[0] if ins.geometry else None)
+        if where is None:
+            return []
+        key = (id(store), ins.kind, ins.route_edges)
+        if key not in label_cache:
+            if len(label_cache) > 16:
+                label_cache.clear()
+            label_cache[key] = route_labels(store, ins.route_edges, where[0], where[1])
+        return label_cache[key]
+
     async def instruction(request: Request) -> Response:
-        ins, _, _, _ = state.snapshot()
-        return JSONResponse(ins.to_json())
+        ins, bundle, store, _ = state.snapshot()
+        doc = ins.to_json()
+        doc["timezone"] = bundle.get("timezone")
+        doc["labels"] = labels_for(ins, store)
+        return JSONResponse(doc)
 
     async def network(request: Request) -> Response:
         lon = _float_param(request, "lon")
@@ -364,6 +452,24 @@ def openapi_document() -> dict[str, Any]:
                         "heading_deg": {"type": ["number", "null"]},
                         "tick_seq": {"type": ["integer", "null"]},
                         "expected_revenue": {"type": ["number", "null"]},
+                        "timezone": {
+                            "type": ["string", "null"],
+                            "description": "IANA time zone of the bundle's area (the clock)",
+                        },
+                        "labels": {
+                            "type": "array",
+                            "description": "street names to write on the map",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "text": {"type": "string"},
+                                    "kind": {"enum": ["route", "cross"]},
+                                    "lon": num,
+                                    "lat": num,
+                                    "bearing_deg": num,
+                                },
+                            },
+                        },
                     },
                 },
             }

@@ -43,6 +43,27 @@ def test_instruction_and_network(store: TileStore) -> None:
     assert f["geometry"]["type"] == "LineString" and "cruise_forbidden" in f["properties"]
 
 
+def test_instruction_carries_time_zone_and_street_labels(store: TileStore) -> None:
+    ins = route_instruction(store)
+    state = state_with(store, ins)
+    state.bundle = {"hash": "test", "timezone": "America/New_York"}
+    client = TestClient(create_app(state))
+    body = client.get("/v1/instruction").json()
+    assert body["timezone"] == "America/New_York"  # the page's clock shows local time
+    labels = body["labels"]
+    assert ins.maneuver is not None
+    route_names = [lab["text"] for lab in labels if lab["kind"] == "route"]
+    assert ins.maneuver.street in route_names  # the street the route turns onto
+    cross = [lab for lab in labels if lab["kind"] == "cross"]
+    assert len(cross) == 1 and cross[0]["text"] not in route_names[:1]
+    assert all(0 <= lab["bearing_deg"] < 360 for lab in labels)
+    net = client.get("/v1/network", params={"lon": -73.98553, "lat": 40.75796}).json()
+    names = {f["properties"]["name"] for f in net["features"]}
+    assert "7th Avenue" in names and "Broadway" in names
+    font = client.get("/static/fonts/NotoSansCJKjp-Bold.subset.woff2")
+    assert font.status_code == 200 and font.content[:4] == b"wOF2"  # served by the agent
+
+
 def test_maneuver_is_a_real_turn_on_the_route(store: TileStore) -> None:
     ins = route_instruction(store)
     assert ins.maneuver is not None
@@ -67,7 +88,7 @@ def test_bad_network_requests_get_clear_json_errors(
     store: TileStore, params: dict[str, object], status: int, fragment: str
 ) -> None:
     client = TestClient(create_app(state_with(store, route_instruction(store))))
-    r = client.get("/v1/network", params=params)  # type: ignore[arg-type]
+    r = client.get("/v1/network", params=params)
     assert r.status_code == status
     assert fragment in r.json()["error"]["message"]
 

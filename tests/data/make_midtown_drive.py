@@ -1,4 +1,4 @@
-"""Regenerate the recorded Midtown Manhattan drive (``midtown_drive.csv`` / ``.gpx``).
+"""Regenerate the demo's Midtown drive (``midtown_drive.csv`` / ``.gpx``): generated, not recorded.
 
 The drive follows real streets of the OSM extract in data/osm: a chain of fastest legal
 routes (``tiles.shortest_path``, one-ways and turn restrictions honoured) from Times Square past

@@ -73,3 +73,40 @@ def test_map_png_from_statistics(
     )
     assert rc == 2
     assert "ships no ONNX model" in capsys.readouterr().err
+
+
+def test_colour_bins_separate_the_hot_spots() -> None:
+    """Quantile bins: the hottest 1 % of links get the hottest colour, the median link a cold
+    one, whatever the slot's level (a log scale painted most of Midtown in one dark band)."""
+    from models.render import HOT_COLOURS, hot_spot_bins
+
+    rate = np.random.default_rng(3).lognormal(1.5, 1.0, 2000)
+    bounds, bins = hot_spot_bins(rate)
+    assert len(bounds) == len(HOT_COLOURS) + 1 and np.all(np.diff(bounds) > 0)
+    top = rate >= np.quantile(rate, 0.99)
+    assert np.all(bins[top] == len(HOT_COLOURS) - 1)
+    assert (bins == len(HOT_COLOURS) - 1).mean() <= 0.011
+    assert bins[np.argsort(rate)[len(rate) // 2 - 5]] <= 1  # the median link: cold colours
+    assert np.bincount(bins, minlength=len(HOT_COLOURS)).min() > 0  # every colour used
+    assert np.all(hot_spot_bins(np.full(10, 2.0))[1] >= 0)  # a flat slot: no error
+
+
+def test_map_takes_a_bundle_directory(
+    manhattan_demand: Path,
+    manhattan_tiles: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(manhattan_demand, bundle / "demand")
+    shutil.copy(manhattan_tiles, bundle / "tiles.sqlite")
+    (bundle / "manifest.yaml").write_text("schema_version: 1\n")
+    out = tmp_path / "d.png"
+    argv = ["demand", "map", "--demand", str(bundle), "--slot", "Tue 18:00", "--out", str(out)]
+    assert main(argv) == 0 and out.is_file()
+    assert "statistical:" in capsys.readouterr().out
+    argv = ["demand", "map", "--demand", str(manhattan_demand), "--slot", "Tue 18:00"]
+    assert main([*argv, "--out", str(tmp_path / "e.png")]) == 2  # no tiles, not a bundle
+    assert "--tiles is needed" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from shapely.geometry import shape
 
-from tests.agent.test_page import screenshot, share
+from tests.agent.test_page import dom, screenshot, share
 from tests.components import require
 from tiles.geo import haversine_m
 from tools.cli import main
@@ -56,6 +56,28 @@ def test_html_opens_offline(drive_run: dict[str, Any], tmp_path: Path) -> None:
     mapped = img[:, :900]
     assert share(mapped, (0x1E, 0x88, 0xE5), tol=40) > 0.002  # routes and guidance ticks
     assert share(mapped, (0xFF, 0xB3, 0x00), tol=20) > 0.0002  # fallback ticks
+
+
+def test_html_draws_the_roads_their_names_and_a_scale(
+    drive_run: dict[str, Any], manhattan_bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "drive.html"
+    assert main(["export", "html", "--log", str(drive_run["data"]), "--out", str(out),
+                 "--tiles", str(manhattan_bundle)]) == 0  # fmt: skip
+    html = out.read_text()
+    found = re.search(r'<script id="roads"[^>]*>(.*?)</script>', html, re.S)
+    assert found is not None
+    roads = json.loads(found[1])
+    names = {f["properties"]["name"] for f in roads["features"]}
+    assert len(roads["features"]) > 500 and {"7th Avenue", "Broadway"} <= names
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html)  # still offline
+    require("chromium")
+    page = dom(out.as_uri(), tmp_path / "profile")
+    streets = re.findall(r'<text class="street"[^>]*>([^<]+)</text>', page)
+    assert len(streets) > 20 and "Broadway" in streets
+    assert re.search(r'id="scale".*?<span>\d+ k?m</span>', page, re.S)
+    img = screenshot(out.as_uri(), tmp_path / "roads.png", tmp_path / "profile2")
+    assert share(img[:, :900], (0xC9, 0xCE, 0xD6), tol=12) > 0.01  # the network under the drive
 
 
 def test_trial_report_per_shift(drive_run: dict[str, Any], tmp_path: Path) -> None:
@@ -116,3 +138,54 @@ def test_a_file_that_is_not_a_trip_log_is_one_clear_error(
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "trip log" in err, err
     assert not out.exists()  # nothing written for a wrong input
+
+
+def test_commands_accept_the_agent_data_folder(
+    drive_run: dict[str, Any],
+    manhattan_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``nagashi demo`` and ``agent run --data-dir D`` log to ``D/trips/``; ``D`` itself works."""
+    data = str(drive_run["data"])
+    out = tmp_path / "x.geojson"
+    assert main(["export", "geojson", "--log", data, "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["features"]["drive"] == 1
+    assert main(["report", "trial", "--logs", data, "--no-plots", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["shifts"]) == 1
+    assert main(["report", "slo", "--logs", data, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ticks"] == drive_run["summary"].ticks
+    seq = next(r["seq"] for r in drive_run["records"] if r["kind"] == "tick")
+    argv = ["replay", "--log", data, "--bundle-dir", str(manhattan_bundle), "--tick", str(seq)]
+    assert main(argv) == 0
+    assert "byte-identical" in capsys.readouterr().out
+
+
+def test_trial_plot_counts_in_whole_numbers() -> None:
+    """A shift with 1-3 fallback ticks per reason: the count axis has no 0.5 or 2.5 ticks."""
+    import matplotlib.pyplot as plt
+
+    from tools.field.shifts import Shift
+    from tools.field.trial import draw_shift, summarize
+
+    def tick(i: int, reasons: list[str]) -> dict[str, Any]:
+        kind = "fallback" if reasons else "route"
+        return {
+            "kind": "tick",
+            "seq": i,
+            "time_s": 1000.0 + i,
+            "fix": {"lon": -73.98 + i * 1e-4, "lat": 40.75},
+            "instruction": {"kind": kind, "reason_codes": reasons},
+            "safety": {"ok": not reasons, "reasons": reasons},
+        }
+
+    reasons = [["GPS_STALE"], ["GPS_STALE"], ["GPS_STALE"], ["MATCH_AMBIGUOUS"], [], []]
+    s = Shift(run_id="r" * 16, ticks=[tick(i, r) for i, r in enumerate(reasons)])
+    s.track = [(1000.0 + i, -73.98 + i * 1e-4, 40.75, 5.0) for i in range(6)]
+    fig = draw_shift(s, summarize(s))
+    try:
+        ticks = fig.axes[1].get_xticks()
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+        assert fig.axes[1].get_xlabel() == "ticks (count)"
+    finally:
+        plt.close(fig)

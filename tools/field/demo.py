@@ -1,6 +1,8 @@
 """The one-command demo: build the Manhattan bundle from the real data (``data/``) if
 missing, then replay
-the recorded Midtown drive through the real agent, accelerated.
+the generated Midtown drive through the real agent, accelerated. The drive is not a recording:
+``tests/data/make_midtown_drive.py`` chains fastest legal routes on the OSM extract, drives them
+with a kinematic model (red-light stops) and adds simulated urban-canyon GPS error.
 
 The bundle follows the repository's version manifest (``manifests/base.yaml`` plus
 ``manifests/overlays/manhattan.yaml``) and is built from real data only: road tiles from the

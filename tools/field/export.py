@@ -10,7 +10,9 @@ GeoJSON (RFC 7946, lon/lat; loads in QGIS and kepler.gl) with one FeatureCollect
 * ``kind: meter``: taximeter events (Point).
 
 HTML: one self-contained file (the GeoJSON inline, an SVG renderer inline, no tiles, fonts or
-scripts from anywhere) that opens offline in a browser.
+scripts from anywhere) that opens offline in a browser, with a scale bar. Given the bundle's
+tiles (``tiles``: a tile database, its directory or a bundle directory), the road network
+around the drive is drawn under it, with its street names.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from agent.triplog import read_trip_log
 from tiles.fileio import atomic_write_bytes
+from tools.field.logpaths import trip_log_paths
 from tools.field.shifts import group_shifts
 
 STATIC = Path(__file__).resolve().parent  # export.html beside this module
@@ -122,16 +125,72 @@ def _position_at(
 
 
 def export_geojson(logs: Iterable[str | os.PathLike[str]], out: Path) -> dict[str, Any]:
-    doc = to_geojson(read_trip_log(list(logs)))
+    doc = to_geojson(read_trip_log(trip_log_paths(logs)))
     atomic_write_bytes(out, json.dumps(doc, ensure_ascii=False).encode())
     return _counts(doc)
 
 
-def export_html(logs: Iterable[str | os.PathLike[str]], out: Path, title: str) -> dict[str, Any]:
-    doc = to_geojson(read_trip_log(list(logs)))
+ROAD_MARGIN_DEG = 0.003  # about 300 m of roads around the drive
+
+
+def road_network(tiles: str | os.PathLike[str], doc: dict[str, Any]) -> dict[str, Any]:
+    """The road links around the features of ``doc`` as GeoJSON LineStrings (one per road
+    segment, both directions merged), with their street names: the map under the drive."""
+    from tiles import TileStore
+
+    coords = [
+        c
+        for f in doc["features"]
+        for c in (
+            [f["geometry"]["coordinates"]]
+            if f["geometry"]["type"] == "Point"
+            else f["geometry"]["coordinates"]
+        )
+    ]
+    if not coords:
+        return {"type": "FeatureCollection", "features": []}
+    lons, lats = [c[0] for c in coords], [c[1] for c in coords]
+    m = ROAD_MARGIN_DEG
+    with TileStore(tiles) as store:
+        g = store.bbox_graph(min(lons) - m, min(lats) - m, max(lons) + m, max(lats) + m)
+        names = store.way_names(int(w) for w in g.way_id)
+    feats: list[dict[str, Any]] = []
+    seen: set[tuple[int, int, int]] = set()
+    for i in range(g.n):
+        u, v = int(g.u_node[i]), int(g.v_node[i])
+        key = (min(u, v), max(u, v), int(g.way_id[i]))
+        if key in seen:
+            continue
+        seen.add(key)
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": {
+                    "type": "LineString",
+                    "coordinates": [[round(x, 6), round(y, 6)] for x, y in g.geometry(i)],
+                },
+                "properties": {"name": names.get(int(g.way_id[i]), "")},
+            }
+        )
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def export_html(
+    logs: Iterable[str | os.PathLike[str]],
+    out: Path,
+    title: str,
+    tiles: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    doc = to_geojson(read_trip_log(trip_log_paths(logs)))
+    roads = road_network(tiles, doc) if tiles is not None else None
     template = (STATIC / "export.html").read_text(encoding="utf-8")
     data = json.dumps(doc, ensure_ascii=False).replace("</", "<\\/")
-    html = template.replace("__TITLE__", _escape(title)).replace("__GEOJSON__", data)
+    road_data = json.dumps(roads, ensure_ascii=False).replace("</", "<\\/")
+    html = (
+        template.replace("__TITLE__", _escape(title))
+        .replace("__ROADS__", road_data)
+        .replace("__GEOJSON__", data)
+    )
     atomic_write_bytes(out, html.encode("utf-8"))
     return _counts(doc)
 

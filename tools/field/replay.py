@@ -30,6 +30,7 @@ from agent.errors import BundleLoadError, ReplayError
 from agent.gps import Fix
 from agent.triplog import pack, read_records
 from agent.version import code_version
+from tools.field.logpaths import trip_log_paths
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def replay_log(
     bundles = BundleCache(bundle_dir, timezone)
     found = False
     try:
-        for r in read_records(paths):
+        for r in read_records(trip_log_paths(paths)):
             if r.get("kind") != RECORD_KIND:
                 continue
             if tick is not None and r.get("seq") != tick:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from agent.triplog import ReadReport, read_trip_log
+from tools.field.logpaths import trip_log_paths
 from tools.field.shifts import Shift, group_shifts
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,22 @@ def plot_shift(s: Shift, summary: ShiftSummary, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = draw_shift(s, summary)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def draw_shift(s: Shift, summary: ShiftSummary) -> Any:
+    """The shift's figure: the drive with its guidance and fallback ticks, and the fallback
+    ticks by reason (a count axis: whole numbers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax_map, ax_bar) = plt.subplots(
         1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [1.3, 1]}
     )
@@ -132,12 +149,10 @@ def plot_shift(s: Shift, summary: ShiftSummary, out: Path) -> Path:
         ax_bar.text(0.5, 0.5, "no fallbacks", ha="center", va="center")
     share = "n/a" if summary.guidance_share is None else f"{summary.guidance_share:.0%}"
     ax_bar.set_title(f"fallback ticks by reason (guidance {share} of {summary.ticks} ticks)")
-    ax_bar.set_xlabel("ticks")
+    ax_bar.set_xlabel("ticks (count)")
+    ax_bar.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: whole numbers only
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def report_trial(
@@ -145,7 +160,7 @@ def report_trial(
 ) -> dict[str, Any]:
     """Summaries of every shift in the logs (and their plots under ``out_dir``)."""
     rr = ReadReport()
-    shifts = group_shifts(read_trip_log(list(logs), rr))
+    shifts = group_shifts(read_trip_log(trip_log_paths(logs), rr))
     summaries: list[ShiftSummary] = []
     for s in shifts:
         summ = summarize(s)
