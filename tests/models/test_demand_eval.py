@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,18 +17,18 @@ from tools.cli import main
 
 
 @pytest.fixture(scope="module")
-def heldout(trained_model_dir: Path, manhattan_tiles: Path) -> dict:
+def heldout(trained_model_dir: Path, manhattan_tiles: Path) -> dict[str, Any]:
     with TileStore(manhattan_tiles) as store:
         return evaluate(store, trained_model_dir, [TRIPS["reuven_2015_06"]])
 
 
-def test_heldout_windows_are_the_ones_not_trained_on(heldout: dict) -> None:
+def test_heldout_windows_are_the_ones_not_trained_on(heldout: dict[str, Any]) -> None:
     assert heldout["evaluated_on"][0]["windows"] == [2, 3]
     assert heldout["slots"] == ["weekday 15:00", "saturday 16:30"]
     assert heldout["heldout_pickups"] > 500
 
 
-def test_metrics_and_ratios_are_consistent(heldout: dict) -> None:
+def test_metrics_and_ratios_are_consistent(heldout: dict[str, Any]) -> None:
     m, s, r = heldout["model"], heldout["statistics"], heldout["ratio_model_over_statistics"]
     for key in ("mae", "rmse", "poisson_deviance", "link_loglik_per_pickup"):
         assert r[key] == pytest.approx(m[key] / s[key], rel=1e-4)
@@ -49,7 +50,7 @@ def test_training_data_is_refused(trained_model_dir: Path, manhattan_tiles: Path
             evaluate(store, trained_model_dir, [TRIPS["reuven_2015_06"]], windows={1, 2})
 
 
-def test_gate_failure_ships_statistics_only(model_copy: Path, heldout: dict) -> None:
+def test_gate_failure_ships_statistics_only(model_copy: Path, heldout: dict[str, Any]) -> None:
     lost = {**heldout, "model_beats_statistics": False}
     assert apply_gate(model_copy, lost) is False
     assert not (model_copy / "model.onnx").exists()
@@ -62,7 +63,7 @@ def test_gate_failure_ships_statistics_only(model_copy: Path, heldout: dict) -> 
     assert DemandTable.load(model_copy).version == table.version
 
 
-def test_gate_pass_keeps_the_model(model_copy: Path, heldout: dict) -> None:
+def test_gate_pass_keeps_the_model(model_copy: Path, heldout: dict[str, Any]) -> None:
     won = {**heldout, "model_beats_statistics": True}
     assert apply_gate(model_copy, won) is True
     table, model = open_demand(model_copy)
@@ -70,7 +71,10 @@ def test_gate_pass_keeps_the_model(model_copy: Path, heldout: dict) -> None:
 
 
 def test_cli_eval_and_gate(
-    model_copy: Path, manhattan_tiles: Path, heldout: dict, capsys: pytest.CaptureFixture[str]
+    model_copy: Path,
+    manhattan_tiles: Path,
+    heldout: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rc = main(
         [
