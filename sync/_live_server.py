@@ -1,7 +1,9 @@
 """The fleet server's live layer (starlette; mounted at ``/v1/live`` by :mod:`sync.server`).
 
 * ``POST /v1/live/heartbeat``: a vehicle's heartbeat (see :mod:`sync.live`), authenticated
-  like ``/v1/logs`` (bearer token of a vehicle, the same per-token rate limit), every field
+  like ``/v1/logs`` (bearer token of a vehicle, the same per-token rate limit; a token found
+  in the database is remembered for ``auth_ttl_s``, 30 s, so a revoked token can still send
+  heartbeats and read snapshots for up to 30 s), every field
   checked before anything is kept (400). A heartbeat older than ``max_age_s`` or more than
   ``max_ahead_s`` ahead of the server's clock is dropped (422, nothing kept, never queued).
   Answer: ``{"server_s", "events_acked"}`` (msgpack).
@@ -25,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +73,7 @@ class LiveConfig:
     current_s: float = 45.0  # a vacant cab counts on its link for this long
     max_cabs_per_area: int = 50_000
     max_pickups_per_area: int = 500_000
+    auth_ttl_s: float = 30.0  # a token looked up is trusted this long (revocation delay)
 
 
 @dataclass
@@ -263,6 +266,10 @@ def live_app(
     lim = limits or ServeLimits()
     buckets = TokenBuckets(lim.token_rate_per_s, lim.token_burst, lim.max_tracked_tokens)
     ticker: dict[str, asyncio.Task[None]] = {}
+    # token sha256 -> (principal, monotonic time it was looked up): a cab's heartbeat every
+    # 15 s does not hit the token database each time; a revoked token stops within auth_ttl_s
+    known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+    auth_ttl_s = service.config.auth_ttl_s
 
     async def tick() -> None:
         while True:
@@ -283,10 +290,21 @@ def live_app(
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _HTTPError(401, "missing bearer token")
-        who = await run_in_threadpool(authenticate, token)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        hit = known.pop(digest, None)
+        t = time.monotonic()
+        if hit is not None and t - hit[1] <= auth_ttl_s:
+            who: Principal | None = hit[0]
+            known[digest] = hit
+        else:
+            who = await run_in_threadpool(authenticate, token)
+            if who is not None:
+                known[digest] = (who, t)
+                while len(known) > lim.max_tracked_tokens:
+                    known.popitem(last=False)
         if who is None:
             raise _HTTPError(401, "unknown token")
-        wait = buckets.take(hashlib.sha256(token.encode()).hexdigest())
+        wait = buckets.take(digest)
         if wait > 0:
             raise _HTTPError(
                 429, "too many requests for this token", {"retry-after": str(max(1, round(wait)))}

@@ -410,9 +410,10 @@ def build_snapshot(
     """
     tag = network_tag(network) if network else None
     links_now: list[int] = []
-    links_planned: list[npt.NDArray[np.int64]] = []
+    route_edges: list[int] = []  # every vacant cab's route, flat
+    route_cab: list[int] = []  # the cab (its position in this call) of each route edge
     n_vacant = n_occupied = 0
-    for hb in heartbeats:
+    for k, hb in enumerate(heartbeats):
         age = now - hb.t_s
         if hb.area != area or age > planned_s:
             continue
@@ -426,13 +427,19 @@ def build_snapshot(
         if age <= current_s and hb.link >= 0:
             links_now.append(hb.link)
         if hb.route:
-            r = np.unique(np.asarray(hb.route, dtype=np.int64))
-            links_planned.append(r[r != hb.link])
+            route_edges.extend(hb.route)
+            route_cab.extend([k] * len(hb.route))
+            route_edges.append(hb.link)  # marks the cab's own link, removed below
+            route_cab.append(-1 - k)
     now_ids, now_n = np.unique(np.asarray(links_now, dtype=np.int64), return_counts=True)
-    if links_planned:
-        pl_ids, pl_n = np.unique(np.concatenate(links_planned), return_counts=True)
-    else:
-        pl_ids, pl_n = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # each (cab, edge) once, without the cab's own link
+    e = np.asarray(route_edges, dtype=np.int64)
+    c = np.asarray(route_cab, dtype=np.int64)
+    own = c < 0
+    key = np.unique(np.where(own, -1 - c, c) << 32 | (e & 0xFFFFFFFF))
+    own_key = np.unique((-1 - c[own]) << 32 | (e[own] & 0xFFFFFFFF))
+    key = np.setdiff1d(key, own_key, assume_unique=True)
+    pl_ids, pl_n = np.unique(key & 0xFFFFFFFF, return_counts=True)
     link_ids = np.union1d(now_ids, pl_ids)
     vacant_now = np.zeros(len(link_ids), np.int64)
     planned = np.zeros(len(link_ids), np.int64)

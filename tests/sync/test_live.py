@@ -5,6 +5,8 @@ clock) against a real server on loopback."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 import zlib
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
-from sync import FleetRepository, PullConfig, Updater
+from sync import BundleStore, FleetRepository, PullConfig, Updater
 from sync.errors import SyncStorageError
 from sync.live import (
     DROPOFF,
@@ -556,3 +558,51 @@ def test_snapshot_endpoint(live_fleet: dict[str, Any]) -> None:
     assert r.status_code == 200 and r.headers["etag"].strip('"').isdigit()
     r2 = httpx.get(g, params={"area": "monaco"}, headers={**h, "if-none-match": r.headers["etag"]})
     assert r2.status_code == 304 and r2.content == b""
+
+
+def test_real_fleet_serve_process(tmp_path: Path, bundle_pair: dict[str, Any]) -> None:
+    """``nagashi fleet serve`` as its own process: a cab's heartbeat is taken, the background
+    task builds the area's snapshot, the cab verifies it through the root it was provisioned
+    with; after ``fleet keys rotate --role live`` (root offline) the cab refuses the new
+    key's snapshot until its next metadata refresh, then takes it."""
+    from tests.sync.test_serve_bounds import _cli, fleet_serve
+
+    root = tmp_path / "fleet"
+    repo = FleetRepository(root)
+    repo.init(utcnow())
+    repo.publish(bundle_pair["v1"].path, "monaco", utcnow())
+    storage = SqliteLogStorage(root / "fleet.sqlite")
+    token = storage.add_token("vehicle", "cab-1", 0.0)
+    storage.close()
+    trusted = repo.trusted_root_path().read_bytes()
+    with fleet_serve(root) as url:
+        store = BundleStore(tmp_path / "device")
+        Updater(store, PullConfig(url, "monaco"), trusted, health_check=accept_all).pull()
+        hc = HeartbeatClient(url, token, "monaco", "cd" * 32)
+        assert hc.send(t_s=time.time(), link=3, lon=7.42, lat=43.73, vacant=True).status == (
+            "accepted"
+        )
+        hc.close()
+        cab = SnapshotClient(url, "monaco", token, TrustSource(store.tuf_dir))
+        for _ in range(200):  # the first build runs as the first live request arrives
+            out = cab.fetch()
+            if out.status != "unreachable":
+                break
+            time.sleep(0.05)
+        assert out.status == "accepted", out
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        rot = subprocess.run(
+            _cli("fleet", "keys", "rotate", "--role", "live", "--root", str(root)),
+            capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        assert rot.returncode == 0 and "rotated the live key" in rot.stdout, rot.stderr
+        new = repo.live_signer()
+        assert new is not None
+        data = _signed(repo, cab.last_version + 1, time.time(), signer=new)
+        trust = TrustSource(store.tuf_dir)
+        with pytest.raises(LiveRefusedError) as e:
+            verify_snapshot(data, trust.current(), time.time(), area="monaco")
+        assert e.value.reason == LIVE_BAD_SIGNATURE  # the cab has the old targets
+        Updater(store, PullConfig(url, "monaco"), trusted, health_check=accept_all).pull()
+        verify_snapshot(data, trust.current(), time.time(), area="monaco")  # re-read, taken
+        cab.close()
