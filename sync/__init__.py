@@ -1,6 +1,7 @@
 """Bundles (manifest, build, verify, activate, roll back), the fleet pull client and the log outbox.
 
-May import :mod:`tiles` and :mod:`models` (health checks). The fleet server lives in
+May import :mod:`tiles` and :mod:`models` (health checks). The live layer's cab side
+(heartbeats up, signed live snapshots down) is :mod:`sync.live`. The fleet server lives in
 :mod:`sync.server` and is imported only by ``nagashi fleet serve`` (the ``server`` extra).
 """
 
@@ -10,6 +11,8 @@ from sync.errors import (
     BundleInputError,
     BundleVerifyError,
     HealthCheckError,
+    LiveInputError,
+    LiveRefusedError,
     ManifestError,
     SyncAuthError,
     SyncDataError,
@@ -21,6 +24,19 @@ from sync.errors import (
 )
 from sync.fetcher import FetchConfig, HttpxFetcher
 from sync.health import default_health_check, probe_onnx
+from sync.live import (
+    Heartbeat,
+    HeartbeatClient,
+    LiveClientConfig,
+    LiveTrust,
+    MeterEvent,
+    Snapshot,
+    SnapshotArchive,
+    SnapshotClient,
+    TrustSource,
+    build_snapshot,
+    verify_snapshot,
+)
 from sync.logs import (
     FlushResult,
     LogClient,
@@ -51,12 +67,19 @@ __all__ = [
     "FlushResult",
     "HealthCheck",
     "HealthCheckError",
+    "Heartbeat",
+    "HeartbeatClient",
     "HttpxFetcher",
+    "LiveClientConfig",
+    "LiveInputError",
+    "LiveRefusedError",
+    "LiveTrust",
     "LogClient",
     "LogClientConfig",
     "LogRecord",
     "LogUploader",
     "ManifestError",
+    "MeterEvent",
     "Outbox",
     "OutboxConfig",
     "OutboxRecord",
@@ -66,16 +89,21 @@ __all__ = [
     "PullResult",
     "RepoConfig",
     "RetryConfig",
+    "Snapshot",
+    "SnapshotArchive",
+    "SnapshotClient",
     "SyncAuthError",
     "SyncDataError",
     "SyncError",
     "SyncStorageError",
     "SyncTransportError",
+    "TrustSource",
     "UnsafeNameError",
     "UpdateRejectedError",
     "Updater",
     "VehicleLogs",
     "build_bundle",
+    "build_snapshot",
     "check_bundle_id",
     "check_file_name",
     "compose",
@@ -85,4 +113,5 @@ __all__ = [
     "fetch_vehicle_logs",
     "manifest_hash",
     "probe_onnx",
+    "verify_snapshot",
 ]

@@ -42,7 +42,7 @@ from starlette.routing import Route
 from sync._fs import atomic_write_bytes, read_bounded
 from sync._serve_limits import ServeLimits
 from sync._serving import TokenBuckets
-from sync.errors import SyncDataError, SyncStorageError
+from sync.errors import LiveInputError, SyncDataError, SyncStorageError
 from sync.live import (
     EVENT_MAX_AGE_S,
     MAX_HEARTBEAT_BYTES,
@@ -50,7 +50,6 @@ from sync.live import (
     PICKUP,
     GridSpec,
     Heartbeat,
-    LiveInputError,
     MeterEvent,
     build_snapshot,
     decode_heartbeat,

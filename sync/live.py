@@ -60,7 +60,7 @@ from securesystemslib.signer import Signature  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
 
 from sync._fs import atomic_write_bytes, read_bounded, sha256_bytes, storage_errors
-from sync.errors import SyncDataError, SyncStorageError
+from sync.errors import LiveInputError, LiveRefusedError, SyncDataError, SyncStorageError
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,6 @@ EVENT_MAX_AGE_S = 3600  # the longest pickup window of the snapshot
 WINDOWS_S = (900, 1800, 3600)  # pickups in the last 15, 30, 60 minutes
 MAX_COUNT = 0xFFFF  # counts saturate (uint16 on the wire)
 _AREA = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-class LiveInputError(SyncDataError):
-    """A heartbeat or snapshot field is out of shape or bounds (the server answers 400)."""
-
-
-class LiveRefusedError(SyncDataError):
-    """A live snapshot was refused; ``reason`` is one of the ``LIVE_*`` codes."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 # ====================================================================== heartbeat

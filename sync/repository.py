@@ -219,7 +219,7 @@ class FleetRepository:
     # ------------------------------------------------------------------ init
     @storage_errors
     def init(self, now: datetime) -> Path:
-        """Generate the four keys and version 1 of every metadata file."""
+        """Generate the keys (the four TUF roles and live) and version 1 of every metadata file."""
         if (self.metadata_dir / "1.root.json").exists():
             raise SyncStorageError(f"{self.root} already holds a repository")
         with self._lock(create=True):

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
 from sync import BundleStore, FleetRepository, PullConfig, Updater
-from sync.errors import SyncStorageError
+from sync.errors import LiveInputError, LiveRefusedError, SyncStorageError
 from sync.live import (
     DROPOFF,
     LIVE_BAD_SIGNATURE,
@@ -37,8 +37,6 @@ from sync.live import (
     Heartbeat,
     HeartbeatClient,
     LiveClientConfig,
-    LiveInputError,
-    LiveRefusedError,
     LiveTrust,
     MeterEvent,
     Snapshot,
