@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
 from sync import BundleStore, FleetRepository, PullConfig, Updater
+from sync._live_server import LiveConfig
 from sync.errors import LiveInputError, LiveRefusedError, SyncStorageError
 from sync.live import (
     DROPOFF,
@@ -368,7 +369,17 @@ def live_fleet(
         "ana": storage.add_token("engineer", "ana", 0.0),
     }
     app = create_app(fleet.root, storage=storage)
+    # the background build runs once, at the first live request, and then not during the
+    # tests (they rebuild when they mean to): started and waited for here
+    app.state.live.config = LiveConfig(build_every_s=3600)
     with run_server(app) as url:
+        h = {"authorization": f"Bearer {tokens['ana']}"}
+        for _ in range(400):
+            r = httpx.get(f"{url}/v1/live/snapshot", params={"area": "monaco"}, headers=h)
+            if r.status_code == 200:
+                break
+            time.sleep(0.025)
+        assert r.status_code == 200, r.text
         store = fleet.store()
         u = Updater(store, PullConfig(url, "monaco"), fleet.trusted_root, health_check=accept_all)
         u.pull()
