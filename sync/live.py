@@ -872,7 +872,17 @@ class SnapshotClient:
         self._client = client or httpx.Client(timeout=self.config.timeout_s)
         self._headers = {"authorization": f"Bearer {token}"}
         self._lock = threading.Lock()
-        self._state = _State(last_version=archive.highest_version(area) if archive else 0)
+        self._state = _State()
+        if archive is not None:  # a restart: the last accepted snapshot is the floor (and
+            # still usable while valid); the server answers 304 while it has nothing newer
+            v = archive.highest_version(area)
+            self._state.last_version = v
+            if v:
+                try:
+                    self._state.snapshot = archive.get(area, version=v)
+                    self._state.etag = f'"{v}"'
+                except (SyncStorageError, SyncDataError) as e:
+                    log.warning("live snapshot %d of %s in the archive unusable: %s", v, area, e)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -463,10 +463,16 @@ def test_cab_round_trip_304_and_latest(live_fleet: dict[str, Any], tmp_path: Pat
     assert cab.fetch().status == "accepted" and cab.last_version > out.version
     # stored for replay, once per version, and a new client starts from the highest one
     assert SnapshotArchive(tmp_path / "live").get("monaco", version=snap.version).version
-    again = _client(live_fleet, tmp_path)
-    refused = again.fetch()
-    assert (refused.status, refused.reason) == ("refused", LIVE_STALE_VERSION)
+    again = _client(live_fleet, tmp_path)  # a restart: the archive's newest is the floor
+    assert again.last_version == cab.last_version
+    assert again.latest(time.time()).version == cab.last_version  # type: ignore[union-attr]
+    assert again.fetch().status == "not_modified"
     assert cab.latest(snap.expires_s + 61) is None  # expired while offline: no snapshot
+    # server down: unreachable, the last good snapshot stays
+    cab.url = "http://127.0.0.1:9/v1/live/snapshot"
+    out = cab.fetch()
+    assert (out.status, out.reason) == ("unreachable", LIVE_UNREACHABLE)
+    assert cab.latest(time.time()).version == cab.last_version  # type: ignore[union-attr]
     hc.close()
     cab.close()
     again.close()
@@ -615,3 +621,19 @@ def test_real_fleet_serve_process(tmp_path: Path, bundle_pair: dict[str, Any]) -
         Updater(store, PullConfig(url, "monaco"), trusted, health_check=accept_all).pull()
         verify_snapshot(data, trust.current(), time.time(), area="monaco")  # re-read, taken
         cab.close()
+
+
+def test_no_live_key_is_503_with_the_remedy(tmp_path: Path) -> None:
+    repo = FleetRepository(tmp_path / "f")
+    repo.init(utcnow())
+    (repo.keys_dir / "live.pem").unlink()
+    storage = SqliteLogStorage(repo.root / "fleet.sqlite")
+    token = storage.add_token("engineer", "ana", 0.0)
+    repo.published_path.write_text('{"x": {"files": {}}}')  # an area (its bundle irrelevant)
+    app = create_app(repo.root, storage=storage)
+    with run_server(app) as url:
+        g = f"{url}/v1/live/snapshot"
+        h = {"authorization": f"Bearer {token}"}
+        assert app.state.live.rebuild() == {}
+        r = httpx.get(g, params={"area": "x"}, headers=h)
+        assert r.status_code == 503 and "rotate --role live" in r.json()["error"]
