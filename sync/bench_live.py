@@ -48,7 +48,7 @@ AREA = "bench"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--osm", type=Path, default=DEFAULT_OSM, help="OSM extract for tiles")
     parser.add_argument("--tiles", type=Path, help="use this tile database (skip the build)")
-    parser.add_argument("--cabs", type=int, default=3000)
+    parser.add_argument("--cabs", type=_at_least_10, default=3000)
     parser.add_argument("--period-s", type=float, default=15.0, help="heartbeat period")
     parser.add_argument("--seconds", type=float, default=30.0, help="paced load duration")
     parser.add_argument("--connections", type=int, default=16)
@@ -60,6 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="wait this long for the server's own build to cover the cabs (0: one look)",
     )  # fmt: skip
     parser.add_argument("--keep", type=Path, help="keep the work directory here")
+
+
+def _at_least_10(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from e
+    if n < 10:
+        raise argparse.ArgumentTypeError("must be at least 10")
+    return n
 
 
 def _free_port() -> int:
@@ -343,8 +353,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sync.logstore import SqliteLogStorage
     from tiles import build_tiles
 
-    if args.cabs < 10:
-        raise ValueError("--cabs must be at least 10")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nagashi-bench-live-"))
     work.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC).replace(microsecond=0)
