@@ -1,6 +1,7 @@
 """Bundles (manifest, build, verify, activate, roll back), the fleet pull client and the log outbox.
 
-May import :mod:`tiles` and :mod:`models` (health checks). The fleet server lives in
+May import :mod:`tiles` and :mod:`models` (health checks). The live layer's cab side
+(heartbeats up, signed live snapshots down) is :mod:`sync.live`. The fleet server lives in
 :mod:`sync.server` and is imported only by ``nagashi fleet serve`` (the ``server`` extra).
 """
 
@@ -13,6 +14,8 @@ from sync.errors import (
     BundleInputError,
     BundleVerifyError,
     HealthCheckError,
+    LiveInputError,
+    LiveRefusedError,
     ManifestError,
     SyncAuthError,
     SyncDataError,
@@ -29,6 +32,19 @@ if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr_
     from sync.client import PullConfig, PullResult, Updater
     from sync.fetcher import FetchConfig, HttpxFetcher
     from sync.health import default_health_check, probe_onnx
+    from sync.live import (
+        Heartbeat,
+        HeartbeatClient,
+        LiveClientConfig,
+        LiveTrust,
+        MeterEvent,
+        Snapshot,
+        SnapshotArchive,
+        SnapshotClient,
+        TrustSource,
+        build_snapshot,
+        verify_snapshot,
+    )
     from sync.logs import (
         FlushResult,
         LogClient,
@@ -46,6 +62,17 @@ if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr_
     from sync.store import BundleStore, HealthCheck, Pointer
 
 _LAZY: dict[str, str] = {
+    "Heartbeat": "sync.live",
+    "HeartbeatClient": "sync.live",
+    "LiveClientConfig": "sync.live",
+    "LiveTrust": "sync.live",
+    "MeterEvent": "sync.live",
+    "Snapshot": "sync.live",
+    "SnapshotArchive": "sync.live",
+    "SnapshotClient": "sync.live",
+    "TrustSource": "sync.live",
+    "build_snapshot": "sync.live",
+    "verify_snapshot": "sync.live",
     "Bundle": "sync.bundle",
     "BundleInputs": "sync.bundle",
     "BundleStore": "sync.store",
@@ -94,12 +121,19 @@ __all__ = [
     "FlushResult",
     "HealthCheck",
     "HealthCheckError",
+    "Heartbeat",
+    "HeartbeatClient",
     "HttpxFetcher",
+    "LiveClientConfig",
+    "LiveInputError",
+    "LiveRefusedError",
+    "LiveTrust",
     "LogClient",
     "LogClientConfig",
     "LogRecord",
     "LogUploader",
     "ManifestError",
+    "MeterEvent",
     "Outbox",
     "OutboxConfig",
     "OutboxRecord",
@@ -109,16 +143,21 @@ __all__ = [
     "PullResult",
     "RepoConfig",
     "RetryConfig",
+    "Snapshot",
+    "SnapshotArchive",
+    "SnapshotClient",
     "SyncAuthError",
     "SyncDataError",
     "SyncError",
     "SyncStorageError",
     "SyncTransportError",
+    "TrustSource",
     "UnsafeNameError",
     "UpdateRejectedError",
     "Updater",
     "VehicleLogs",
     "build_bundle",
+    "build_snapshot",
     "check_bundle_id",
     "check_file_name",
     "compose",
@@ -128,6 +167,7 @@ __all__ = [
     "fetch_vehicle_logs",
     "manifest_hash",
     "probe_onnx",
+    "verify_snapshot",
 ]
 
 

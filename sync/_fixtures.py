@@ -26,8 +26,11 @@ def tiles_meta(tiles: Path) -> dict[str, str]:
         conn.close()
 
 
-def write_demand(tiles: Path, out_dir: Path, version: str, seed: int = 0) -> Path:
-    """A valid DemandTable for the network in ``tiles`` (deterministic for a seed)."""
+def write_demand(
+    tiles: Path, out_dir: Path, version: str, seed: int = 0, *, cell_m: float | None = None
+) -> Path:
+    """A valid DemandTable for the network in ``tiles`` (deterministic for a seed); its cell
+    grid is 4 x 4 cells of 0.005 degrees, or the demand model's grid of ``cell_m`` cells."""
     from models import DAY_TYPES, SLOTS_PER_DAY, CellGrid, DemandTable
 
     meta = tiles_meta(tiles)
@@ -35,6 +38,12 @@ def write_demand(tiles: Path, out_dir: Path, version: str, seed: int = 0) -> Pat
     bbox = json.loads(meta["summary"])["bbox"]
     rng = np.random.default_rng(seed)
     grid = CellGrid(bbox[0], bbox[1], 0.005, 0.005, 4, 4)
+    if cell_m is not None:
+        from models.statistics import make_grid
+        from tiles import TileStore
+
+        with TileStore(tiles) as store:
+            grid = make_grid(store.all(), cell_m)
     dropoff = rng.random((grid.n_cells, grid.n_cells + 1)).astype(np.float32)
     dropoff /= dropoff.sum(axis=1, keepdims=True)
     fare = (5 + 20 * rng.random(n)).astype(np.float32)
@@ -82,7 +91,12 @@ def base_manifest(source_sha256: str, area: str = "monaco", **versions: str) -> 
 
 
 def write_inputs(
-    root: Path, tiles: Path, manifest: dict[str, Any], *, demand_seed: int = 0
+    root: Path,
+    tiles: Path,
+    manifest: dict[str, Any],
+    *,
+    demand_seed: int = 0,
+    cell_m: float | None = None,
 ) -> dict[str, Path]:
     """params.yaml, area.geojson, demand/ and a copy of the tiles under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -90,7 +104,11 @@ def write_inputs(
     if not t.exists():
         shutil.copyfile(tiles, t)
     demand = write_demand(
-        t, root / "demand", manifest["statistical_demand"]["version"], seed=demand_seed
+        t,
+        root / "demand",
+        manifest["statistical_demand"]["version"],
+        seed=demand_seed,
+        cell_m=cell_m,
     )
     params = root / "params.yaml"
     params.write_text(

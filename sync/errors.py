@@ -46,6 +46,18 @@ class HealthCheckError(SyncDataError):
     """A bundle on trial failed its health check (it was rolled back)."""
 
 
+class LiveInputError(SyncDataError):
+    """A live heartbeat or snapshot field is out of shape or bounds (the server answers 400)."""
+
+
+class LiveRefusedError(SyncDataError):
+    """A live snapshot was refused; ``reason`` is one of the ``sync.live.LIVE_*`` codes."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
 class SyncTransportError(SyncError):
     """The server is unreachable or failing: retry later."""
 

@@ -3,7 +3,7 @@
 Files under the fleet root (``nagashi fleet … --root DIR``)::
 
     keys/<role>.pem             ed25519 private keys (PKCS#8 PEM, mode 0600) of root, targets,
-                                snapshot, timestamp; keys/retired/ keeps rotated-out keys
+                                snapshot, timestamp and live; keys/retired/ keeps rotated-out keys
     repo/metadata/N.root.json   every root version (clients walk the chain)
     repo/metadata/N.targets.json, N.snapshot.json, timestamp.json
     repo/targets/chunks/<h>.<h> bundle file chunks, content-addressed (consistent snapshots)
@@ -16,6 +16,14 @@ database's 8 KiB page); every chunk is its own TUF target named by its sha256, s
 which one tile changed transfers only the chunks that differ. The area index (also a target)
 lists the bundle's files with their sha256, size and chunk hashes. ``timestamp.json`` is
 written last: until it is replaced, clients see the previous consistent state.
+
+The ``live`` key signs the live snapshots (:mod:`sync.live`). python-tuf's ``Root`` holds only
+the four top-level roles, so ``live`` is a role **delegated by targets**: targets.json lists its
+key under ``delegations`` (terminating, paths ``live/*``, which match no bundle target, so the
+key has no say over bundles and ngclient never looks it up). The cab trusts it through the
+chain root -> targets it already verifies; ``fleet keys rotate --role live`` needs only the
+targets key (kept on the server, like the live key that signs every 30 s) and signs a new
+targets version; cabs take the new key at their next metadata refresh.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # no __all__ there
 from tuf.api.metadata import (  # type: ignore[attr-defined]  # no __all__ there
+    DelegatedRole,
+    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -53,6 +63,8 @@ from sync.errors import BundleVerifyError, SyncDataError, SyncStorageError
 log = logging.getLogger(__name__)
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
+LIVE_ROLE = "live"  # delegated by targets (see the module docstring)
+LIVE_PATHS = ["live/*"]
 INDEX_SCHEMA = 1
 DEFAULT_CHUNK_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 5_000_000
@@ -94,6 +106,13 @@ def _serializer() -> JSONSerializer:
 
 def _expiry(now: datetime, seconds: int) -> datetime:
     return (now + timedelta(seconds=seconds)).replace(microsecond=0)
+
+
+def _live_delegations(signer: CryptoSigner) -> Delegations:
+    role = DelegatedRole(
+        LIVE_ROLE, [signer.public_key.keyid], 1, terminating=True, paths=list(LIVE_PATHS)
+    )
+    return Delegations({signer.public_key.keyid: signer.public_key}, {LIVE_ROLE: role})
 
 
 def _missing_dirs(folder: Path, stop: Path) -> list[Path]:
@@ -200,23 +219,23 @@ class FleetRepository:
     # ------------------------------------------------------------------ init
     @storage_errors
     def init(self, now: datetime) -> Path:
-        """Generate the four keys and version 1 of every metadata file."""
+        """Generate the keys (the four TUF roles and live) and version 1 of every metadata file."""
         if (self.metadata_dir / "1.root.json").exists():
             raise SyncStorageError(f"{self.root} already holds a repository")
         with self._lock(create=True):
             self.metadata_dir.mkdir(parents=True, exist_ok=True)
             self.targets_dir.mkdir(parents=True, exist_ok=True)
-            signers = {role: CryptoSigner.generate_ed25519() for role in ROLES}
+            signers = {role: CryptoSigner.generate_ed25519() for role in (*ROLES, LIVE_ROLE)}
             root = Root(expires=_expiry(now, self.config.root_expiry_s), consistent_snapshot=True)
-            for role, s in signers.items():
-                root.add_key(s.public_key, role)
+            for role in ROLES:
+                root.add_key(signers[role].public_key, role)
             for role, s in signers.items():
                 self._write_key(role, s)
             md_root = Metadata(root)
             md_root.sign(signers["root"])
             self._write_md("1.root.json", md_root)
             atomic_write_bytes(self.published_path, b"{}")
-            self._sign_chain(now, {}, bump_targets=True)
+            self._sign_chain(now, {}, bump_targets=True, live_key=signers[LIVE_ROLE])
         log.info("initialised fleet repository at %s", self.root)
         return self.trusted_root_path()
 
@@ -376,9 +395,11 @@ class FleetRepository:
         *,
         bump_targets: bool,
         created: list[Path] | None = None,
+        live_key: CryptoSigner | None = None,
     ) -> int:
         """Write a new targets (if asked), snapshot and timestamp; timestamp last. New
-        metadata files are appended to ``created``."""
+        metadata files are appended to ``created``. The targets keep the previous version's
+        delegations (the live role), or delegate ``live`` to ``live_key`` when given."""
         cfg = self.config
         try:
             old_ts: Metadata[Timestamp] | None = self.timestamp_md()
@@ -393,6 +414,10 @@ class FleetRepository:
         if bump_targets or old_ts is None:
             targets = Targets(version=tv, expires=_expiry(now, cfg.targets_expiry_s))
             targets.targets = self._targets_for(published)
+            if live_key is not None:
+                targets.delegations = _live_delegations(live_key)
+            elif old_ts is not None:
+                targets.delegations = self.targets_md().signed.delegations
             md_t = Metadata(targets)
             md_t.sign(self.signer("targets"))
             self._write_md(f"{tv}.targets.json", md_t, created)
@@ -425,8 +450,10 @@ class FleetRepository:
     def rotate_key(self, role: str, now: datetime) -> int:
         """Replace ``role``'s key: a new root version signed by the old and new root keys,
         then targets, snapshot and timestamp re-signed. Returns the new root version."""
-        if role not in ROLES:
-            raise SyncDataError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        if role not in (*ROLES, LIVE_ROLE):
+            raise SyncDataError(f"unknown role {role!r}; one of {', '.join((*ROLES, LIVE_ROLE))}")
+        if role == LIVE_ROLE:
+            return self._rotate_live(now)
         with self._lock():
             old_root_signer = self.signer("root")
             md_root: Metadata[Root] = self.root_md()
@@ -450,6 +477,37 @@ class FleetRepository:
             self._sign_chain(now, self.published(), bump_targets=True)
         log.info("rotated the %s key: root v%d", role, root.version)
         return root.version
+
+    def _rotate_live(self, now: datetime) -> int:
+        """A new live key delegated by a new targets version (the root is unchanged; the
+        targets key is needed). Also gives a repository from before the live role its key."""
+        with self._lock():
+            self.signer("targets")  # present before anything changes
+            new_signer = CryptoSigner.generate_ed25519()
+            old = self._key_path(LIVE_ROLE)
+            if old.exists():
+                retired = self.keys_dir / "retired"
+                retired.mkdir(parents=True, exist_ok=True)
+                old_id = self.signer(LIVE_ROLE).public_key.keyid
+                os.replace(old, retired / f"{LIVE_ROLE}-{old_id[:16]}.pem")
+            self._write_key(LIVE_ROLE, new_signer)
+            tv = self._sign_chain(now, self.published(), bump_targets=True, live_key=new_signer)
+        log.info("rotated the live key: targets v%d", tv)
+        return self.root_version()
+
+    def live_signer(self) -> CryptoSigner | None:
+        """The live key, if the targets metadata delegates ``live`` to it (else None: a
+        repository from before the live role, or a key that is not the delegated one)."""
+        if not self._key_path(LIVE_ROLE).is_file():
+            return None
+        signer = self.signer(LIVE_ROLE)
+        delegations = self.targets_md().signed.delegations
+        roles = delegations.roles if delegations is not None else None
+        if not roles or LIVE_ROLE not in roles:
+            return None
+        if signer.public_key.keyid not in roles[LIVE_ROLE].keyids:
+            return None
+        return signer
 
     @storage_errors
     def prune(self, now_s: float, min_age_s: float = 7 * 86400, keep_versions: int = 10) -> int:

@@ -252,8 +252,14 @@ def create_app(
         Mount("/metadata", app=StaticFiles(directory=repo.metadata_dir), name="metadata"),
         Mount("/targets", app=StaticFiles(directory=repo.targets_dir), name="targets"),
     ]
+    from sync._live_server import LiveService, live_app  # the live layer (sync.live)
+
+    live = LiveService(repo, clock=clock)
+    routes.append(Mount("/v1/live", app=live_app(live, store.authenticate, cfg.limits)))
     body_deadline = Middleware(BodyDeadline, timeout_s=cfg.limits.body_timeout_s)
-    return Starlette(routes=routes, middleware=[body_deadline])
+    app = Starlette(routes=routes, middleware=[body_deadline])
+    app.state.live = live
+    return app
 
 
 def listen(host: str, port: int) -> socket.socket:

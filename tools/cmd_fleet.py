@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = with_root(ksub.add_parser("init", help="new ed25519 keys and metadata v1"))
     init.set_defaults(func=cmd_keys_init)
     rot = with_root(ksub.add_parser("rotate", help="replace one role's key (new root version)"))
-    rot.add_argument("--role", required=True, choices=["root", "targets", "snapshot", "timestamp"])
+    rot.add_argument(
+        "--role", required=True, choices=["root", "targets", "snapshot", "timestamp", "live"]
+    )
     rot.set_defaults(func=cmd_keys_rotate)
 
     renew = with_root(
@@ -166,8 +168,13 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from sync import FleetRepository
 
-    v = FleetRepository(args.root).rotate_key(args.role, _now())
-    print(f"rotated the {args.role} key: root metadata is now version {v}")
+    repo = FleetRepository(args.root)
+    v = repo.rotate_key(args.role, _now())
+    if args.role == "live":  # delegated by targets: the root does not change
+        tv = repo.targets_md().signed.version
+        print(f"rotated the live key: targets metadata is now version {tv} (root {v})")
+    else:
+        print(f"rotated the {args.role} key: root metadata is now version {v}")
     return 0
 
 

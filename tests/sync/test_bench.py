@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +22,20 @@ def test_bench_sync_one_tile_update_moves_little() -> None:
     assert 0 < out["update_chunks_downloaded"] < out["update_chunks_reused"]
     assert out["upload_records"] == 300 and out["upload_batches"] == 5
     assert out["upload_peak_rss_mib"] > 0
+
+
+@pytest.mark.slow
+def test_bench_live_runs_and_loses_no_heartbeat(monaco_tiles: Path) -> None:
+    """A small fleet on Monaco: every heartbeat answered, the snapshot built and served."""
+    from sync import bench_live
+
+    parser = argparse.ArgumentParser()
+    bench_live.add_arguments(parser)
+    args = ["--tiles", str(monaco_tiles), "--cabs", "40", "--period-s", "2", "--seconds", "4"]
+    args += ["--builds", "3", "--applies", "5", "--served-wait-s", "0"]
+    out = bench_live.run(parser.parse_args(args))
+    assert out["heartbeats_sent"] == 80 and out["heartbeats_lost"] == 0
+    assert out["burst_lost"] == 0
+    assert out["served_snapshot_bytes"] > 0  # the server's own background build
+    assert out["snapshot_bytes_40_cabs"] > out["snapshot_bytes_4_cabs"] > 0
+    assert 0 < out["heartbeat_bytes_mean"] < out["heartbeat_bytes_with_hour_of_pickups_mean"]

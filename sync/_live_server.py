@@ -1,0 +1,366 @@
+"""The fleet server's live layer (starlette; mounted at ``/v1/live`` by :mod:`sync.server`).
+
+* ``POST /v1/live/heartbeat``: a vehicle's heartbeat (see :mod:`sync.live`), authenticated
+  like ``/v1/logs`` (bearer token of a vehicle, the same per-token rate limit; a token found
+  in the database is remembered for ``auth_ttl_s``, 30 s, so a revoked token can still send
+  heartbeats and read snapshots for up to 30 s), every field
+  checked before anything is kept (400). A heartbeat older than ``max_age_s`` or more than
+  ``max_ahead_s`` ahead of the server's clock is dropped (422, nothing kept, never queued).
+  Answer: ``{"server_s", "events_acked"}`` (msgpack).
+* ``GET /v1/live/snapshot?area=A``: the area's latest signed snapshot (vehicles and
+  engineers); ``ETag: "<version>"``, ``If-None-Match`` -> 304; 503 while none is built or
+  the repository has no live key (``nagashi fleet keys rotate --role live``).
+
+State is **in memory, per area, in this server process**: the latest heartbeat of each cab and
+the last hour of (deduplicated) pickups. A restart loses at most the perishable live inputs
+(the cabs refill them within one heartbeat period; the pickups of the last hour come back
+empty); snapshot versions are kept on disk (``live/versions.json`` under the fleet root), so
+they only grow across restarts. A background task (started with the first live request)
+rebuilds every area's snapshot every ``build_every_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sync._fs import atomic_write_bytes, read_bounded
+from sync._serve_limits import ServeLimits
+from sync._serving import TokenBuckets
+from sync.errors import LiveInputError, SyncDataError, SyncStorageError
+from sync.live import (
+    EVENT_MAX_AGE_S,
+    MAX_HEARTBEAT_BYTES,
+    MSGPACK,
+    PICKUP,
+    GridSpec,
+    Heartbeat,
+    MeterEvent,
+    build_snapshot,
+    decode_heartbeat,
+    encode_body,
+    grid_spec,
+    sign_envelope,
+)
+from sync.logstore import Principal
+from sync.repository import FleetRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    build_every_s: float = 30.0
+    expires_in_s: float = 180.0  # a snapshot's lifetime (a few build periods)
+    max_age_s: float = 120.0  # older heartbeats are dropped
+    max_ahead_s: float = 30.0  # a heartbeat further in the future: the cab's clock is wrong
+    current_s: float = 45.0  # a vacant cab counts on its link for this long
+    max_cabs_per_area: int = 50_000
+    max_pickups_per_area: int = 500_000
+    auth_ttl_s: float = 30.0  # a token looked up is trusted this long (revocation delay)
+
+
+@dataclass
+class _Area:
+    network: str = ""
+    grid: GridSpec | None = None
+    latest: dict[str, Heartbeat] = field(default_factory=dict)
+    pickups: deque[MeterEvent] = field(default_factory=deque)
+    seen: dict[str, dict[tuple[int, int], int]] = field(default_factory=dict)  # cab -> events
+    signed: bytes | None = None
+    version: int = 0
+
+
+def _area_context(repo: FleetRepository, index: dict[str, Any]) -> tuple[str, GridSpec | None]:
+    """The network sha256 and cell grid of an area's published demand.json (read from the
+    repository's own chunks); ("", None) when the bundle has none."""
+    ent = index.get("files", {}).get("demand/demand.json")
+    if not isinstance(ent, dict):
+        return "", None
+    try:
+        data = b"".join(
+            read_bounded(repo.targets_dir / "chunks" / f"{h}.{h}", 64 << 20) for h in ent["chunks"]
+        )
+        doc = json.loads(data)
+        return str(doc.get("network_sha256", "")), grid_spec(doc["grid"])
+    except (OSError, ValueError, KeyError, TypeError, SyncDataError) as e:
+        log.warning("live: demand.json of area %s unreadable: %s", index.get("area"), e)
+        return "", None
+
+
+class LiveService:
+    """The live layer's state and snapshot building (no HTTP: the app below calls it)."""
+
+    def __init__(
+        self,
+        repo: FleetRepository,
+        config: LiveConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.repo = repo
+        self.config = config or LiveConfig()
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
+        self._areas: dict[str, _Area] = {}
+        self._versions_path = repo.root / "live" / "versions.json"
+        self.builds_s: deque[float] = deque(maxlen=1000)  # build durations (the bench reads)
+        self.problem = "no live snapshot built yet"
+        self.refresh_areas()
+
+    def refresh_areas(self) -> None:
+        """Take the published areas (and their grid and network) from the repository."""
+        try:
+            published = self.repo.published()
+        except SyncStorageError as e:
+            log.warning("live: %s", e)
+            return
+        ctx = {a: _area_context(self.repo, i) for a, i in published.items()}
+        versions = self._read_versions()
+        with self._lock:
+            for a, (network, grid) in ctx.items():
+                st = self._areas.setdefault(a, _Area(version=versions.get(a, 0)))
+                st.network, st.grid = network, grid
+
+    def _read_versions(self) -> dict[str, int]:
+        try:
+            doc = json.loads(read_bounded(self._versions_path, 1 << 20))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, SyncDataError) as e:
+            raise SyncStorageError(f"{self._versions_path} is unreadable: {e}") from e
+        return {str(k): int(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
+    # ---------------------------------------------------------------- heartbeats
+    def accept(self, vehicle: str, hb: Heartbeat, now: float) -> int:
+        """Keep a checked heartbeat; returns the meter events acknowledged. Raises
+        LiveInputError (400) for an unknown area, ValueError (422) for a stale one."""
+        cfg = self.config
+        if now - hb.t_s > cfg.max_age_s:
+            raise ValueError(f"heartbeat {now - hb.t_s:.0f} s old (dropped past {cfg.max_age_s:g})")
+        if hb.t_s - now > cfg.max_ahead_s:
+            raise ValueError(f"heartbeat {hb.t_s - now:.0f} s ahead of the server's clock")
+        with self._lock:
+            st = self._areas.get(hb.area)
+            if st is None:
+                raise LiveInputError(f"area {hb.area!r} is not published on this server")
+            prev = st.latest.get(vehicle)
+            if prev is None and len(st.latest) >= cfg.max_cabs_per_area:
+                raise LiveInputError(f"more than {cfg.max_cabs_per_area} cabs in {hb.area}")
+            if prev is None or hb.t_s >= prev.t_s:
+                st.latest[vehicle] = hb
+            seen = st.seen.setdefault(vehicle, {})
+            for e in hb.events:
+                key = (e.kind, e.t_s)
+                if key in seen:
+                    continue
+                seen[key] = e.t_s
+                if e.kind == PICKUP and now - e.t_s <= EVENT_MAX_AGE_S:
+                    st.pickups.append(e)
+                    if len(st.pickups) > cfg.max_pickups_per_area:
+                        st.pickups.popleft()
+            if len(seen) > 4 * 32:
+                for k in [k for k, t in seen.items() if now - t > EVENT_MAX_AGE_S]:
+                    del seen[k]
+            return len(hb.events)
+
+    # ---------------------------------------------------------------- snapshots
+    def _take(self, area: str, now: float) -> tuple[list[Heartbeat], list[MeterEvent], _Area]:
+        with self._lock:
+            st = self._areas[area]
+            for v in [v for v, h in st.latest.items() if now - h.t_s > self.config.max_age_s]:
+                del st.latest[v]
+                st.seen.pop(v, None)
+            while st.pickups and now - st.pickups[0].t_s > EVENT_MAX_AGE_S:
+                st.pickups.popleft()
+            return list(st.latest.values()), list(st.pickups), st
+
+    def rebuild(self, now: float | None = None) -> dict[str, int]:
+        """Build and sign every area's snapshot; returns area -> version ({} without a live
+        key). Versions only grow (``max(last + 1, int(now))``, persisted)."""
+        t = self.clock() if now is None else now
+        signer = self.repo.live_signer()
+        if signer is None:
+            self.problem = "the repository has no live key: `nagashi fleet keys rotate --role live`"
+            return {}
+        self.problem = "no live snapshot built yet"
+        out: dict[str, int] = {}
+        with self._build_lock:
+            with self._lock:
+                areas = sorted(self._areas)
+            for area in areas:
+                t0 = time.perf_counter()
+                hbs, pickups, st = self._take(area, t)
+                version = max(st.version + 1, int(t))
+                snap = build_snapshot(
+                    hbs,
+                    t,
+                    area=area,
+                    pickups=pickups,
+                    network=st.network,
+                    grid=st.grid,
+                    version=version,
+                    expires_in_s=self.config.expires_in_s,
+                    current_s=self.config.current_s,
+                    planned_s=self.config.max_age_s,
+                )
+                signed = sign_envelope(encode_body(snap), [signer])
+                self.builds_s.append(time.perf_counter() - t0)
+                with self._lock:
+                    st.signed, st.version = signed, version
+                out[area] = version
+            with self._lock:
+                versions = {a: s.version for a, s in self._areas.items()}
+            self._versions_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self._versions_path, json.dumps(versions, sort_keys=True).encode())
+        return out
+
+    def current(self, area: str) -> tuple[int, bytes] | None:
+        with self._lock:
+            st = self._areas.get(area)
+            if st is None or st.signed is None:
+                return None
+            return st.version, st.signed
+
+    def context(self, area: str) -> tuple[str, GridSpec | None]:
+        """The area's road network sha256 and cell grid (from its published demand.json)."""
+        with self._lock:
+            st = self._areas[area]
+            return st.network, st.grid
+
+    def known(self, area: str) -> bool:
+        with self._lock:
+            return area in self._areas
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def live_app(
+    service: LiveService,
+    authenticate: Callable[[str], Principal | None],
+    limits: ServeLimits | None = None,
+) -> Starlette:
+    """The ``/v1/live`` routes over ``service``; ``authenticate`` is the log storage's."""
+    lim = limits or ServeLimits()
+    buckets = TokenBuckets(lim.token_rate_per_s, lim.token_burst, lim.max_tracked_tokens)
+    ticker: dict[str, asyncio.Task[None]] = {}
+    # token sha256 -> (principal, monotonic time it was looked up): a cab's heartbeat every
+    # 15 s does not hit the token database each time; a revoked token stops within auth_ttl_s
+    known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+    auth_ttl_s = service.config.auth_ttl_s
+
+    async def tick() -> None:
+        while True:
+            try:
+                await run_in_threadpool(service.refresh_areas)
+                await run_in_threadpool(service.rebuild)
+            except Exception:  # a failed build keeps the last snapshot; the next one retries
+                log.exception("live: snapshot build failed")
+            await asyncio.sleep(service.config.build_every_s)
+
+    def ensure_ticker() -> None:
+        task = ticker.get("task")
+        if task is None or task.done():
+            ticker["task"] = asyncio.get_running_loop().create_task(tick())
+
+    async def principal(request: Request) -> Principal:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _HTTPError(401, "missing bearer token")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        hit = known.pop(digest, None)
+        t = time.monotonic()
+        if hit is not None and t - hit[1] <= auth_ttl_s:
+            who: Principal | None = hit[0]
+            known[digest] = hit
+        else:
+            who = await run_in_threadpool(authenticate, token)
+            if who is not None:
+                known[digest] = (who, t)
+                while len(known) > lim.max_tracked_tokens:
+                    known.popitem(last=False)
+        if who is None:
+            raise _HTTPError(401, "unknown token")
+        wait = buckets.take(digest)
+        if wait > 0:
+            raise _HTTPError(
+                429, "too many requests for this token", {"retry-after": str(max(1, round(wait)))}
+            )
+        return who
+
+    async def heartbeat(request: Request) -> Response:
+        ensure_ticker()
+        who = await principal(request)
+        if who.kind != "vehicle":
+            raise _HTTPError(403, "only vehicles send heartbeats")
+        buf = bytearray()
+        async for piece in request.stream():
+            buf += piece
+            if len(buf) > MAX_HEARTBEAT_BYTES:
+                raise _HTTPError(413, f"heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
+        now = service.clock()
+        try:
+            hb = decode_heartbeat(bytes(buf))
+            acked = service.accept(who.subject, hb, now)
+        except LiveInputError as e:
+            raise _HTTPError(400, str(e)) from e
+        except ValueError as e:
+            raise _HTTPError(422, str(e)) from e
+        doc = {"server_s": now, "events_acked": acked}
+        return Response(msgpack.packb(doc, use_bin_type=True), media_type=MSGPACK)
+
+    async def snapshot(request: Request) -> Response:
+        ensure_ticker()
+        await principal(request)
+        area = request.query_params.get("area", "")
+        if not service.known(area):
+            raise _HTTPError(404, f"no live snapshot for area {area[:64]!r}")
+        cur = service.current(area)
+        if cur is None:
+            raise _HTTPError(503, service.problem, {"retry-after": "30"})
+        version, data = cur
+        etag = f'"{version}"'
+        headers = {"etag": etag, "cache-control": "no-cache"}
+        inm = request.headers.get("if-none-match", "")
+        if etag in [x.strip() for x in inm.split(",")]:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type=MSGPACK, headers=headers)
+
+    def guarded(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def handler(request: Request) -> Response:
+            try:
+                resp: Response = await fn(request)
+                return resp
+            except _HTTPError as e:
+                return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+        return handler
+
+    return Starlette(
+        routes=[
+            Route("/heartbeat", guarded(heartbeat), methods=["POST"]),
+            Route("/snapshot", guarded(snapshot), methods=["GET"]),
+        ]
+    )
