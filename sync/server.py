@@ -42,7 +42,7 @@ from sync._serve_limits import ServeLimits
 from sync._serving import BodyDeadline, TokenBuckets, bounded_protocol, prepare_process
 from sync.errors import SyncDataError, SyncStorageError, SyncTransportError
 from sync.logs import MSGPACK, WIRE_SCHEMA
-from sync.logstore import MAX_INT, LogStorage, Principal, SqliteLogStorage, check_batch
+from sync.logstore import MAX_INT, LogStorage, Principal, check_batch, open_storage
 from sync.repository import FleetRepository
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def create_app(
     repo = FleetRepository(root)
     repo.metadata_dir.mkdir(parents=True, exist_ok=True)
     repo.targets_dir.mkdir(parents=True, exist_ok=True)
-    store: LogStorage = storage or SqliteLogStorage(Path(root) / "fleet.sqlite")
+    store: LogStorage = storage or open_storage(root)
     buckets = TokenBuckets(
         cfg.limits.token_rate_per_s, cfg.limits.token_burst, cfg.limits.max_tracked_tokens
     )
@@ -242,6 +242,13 @@ def create_app(
                 return resp
             except _HTTPError as e:
                 return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+            except SyncStorageError as e:  # the database is away (a restart): retry later
+                log.warning("%s %s: %s", request.method, request.url.path, e)
+                return JSONResponse(
+                    {"error": "storage unavailable, retry later"},
+                    status_code=503,
+                    headers={"retry-after": "1"},
+                )
 
         return handler
 
@@ -272,12 +279,16 @@ def serve(
     port: int = 8470,
     config: ServerConfig | None = None,
     *,
+    database: str | None = None,
     log_level: str = "warning",
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Run the server in the foreground (``nagashi fleet serve``) on ``host:port`` with the
     bounds of ``config.limits`` until SIGINT/SIGTERM; ``on_ready(url)`` once it listens.
-    Everything is checked before (the root holds a repository, the port is free)."""
+    ``database`` is the log storage (:func:`sync.logstore.open_storage`: ROOT/fleet.sqlite by
+    default, or ``postgresql://…``; several processes may share one PostgreSQL database).
+    Everything is checked before (the root holds a repository, the database opens, the port is
+    free)."""
     import uvicorn
 
     if not (Path(root) / "repo" / "metadata" / "1.root.json").is_file():
@@ -286,13 +297,18 @@ def serve(
         )
     cfg = config or ServerConfig()
     lim = cfg.limits
-    sock = listen(host, port)
+    storage = open_storage(root, database)
+    try:
+        sock = listen(host, port)
+    except BaseException:
+        storage.close()
+        raise
     prepare_process(lim)
     if on_ready is not None:
         bound = sock.getsockname()
         on_ready(f"http://{host}:{bound[1]}")
     uconfig = uvicorn.Config(
-        create_app(root, cfg),
+        create_app(root, cfg, storage=storage),
         http=bounded_protocol(lim),
         timeout_keep_alive=lim.keep_alive_s,
         limit_concurrency=lim.max_connections,
@@ -301,6 +317,9 @@ def serve(
         lifespan="off",
     )
     server = uvicorn.Server(uconfig)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        storage.close()
     if not server.started:
         raise SyncTransportError(f"the server on {host}:{port} did not start (see the log above)")

@@ -28,6 +28,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--root", default=".", help="fleet directory (default: .)")
         return p
 
+    def with_database(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--database",
+            default=None,
+            help="log and token storage: postgresql://USER@HOST:PORT/DB (password from "
+            "PGPASSWORD or ~/.pgpass), or a SQLite file (default: ROOT/fleet.sqlite)",
+        )
+        return p
+
     keys = fsub.add_parser("keys", help="create or rotate the repository's signing keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     ksub.required = True
@@ -63,22 +72,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pr.add_argument("--keep-versions", type=int, default=10)
     pr.set_defaults(func=cmd_prune)
 
-    st = with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
+    st = with_database(
+        with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
+    )
     st.set_defaults(func=cmd_status)
 
     tok = fsub.add_parser("token", help="vehicle and engineer credentials for the log API")
     tsub = tok.add_subparsers(dest="token_command", metavar="ACTION")
     tsub.required = True
-    add = with_root(tsub.add_parser("add", help="create a token (printed once)"))
+    add = with_database(with_root(tsub.add_parser("add", help="create a token (printed once)")))
     who = add.add_mutually_exclusive_group(required=True)
     who.add_argument("--vehicle", help="vehicle id: may upload its own logs only")
     who.add_argument("--engineer", help="engineer name: may read every vehicle's logs")
     add.set_defaults(func=cmd_token_add)
-    rev = with_root(tsub.add_parser("revoke", help="revoke every token of a vehicle/engineer"))
+    rev = with_database(
+        with_root(tsub.add_parser("revoke", help="revoke every token of a vehicle/engineer"))
+    )
     rev.add_argument("name")
     rev.set_defaults(func=cmd_token_revoke)
 
-    serve = with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
+    serve = with_database(
+        with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
+    )
     serve.add_argument("--port", type=int, default=8470)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (put TLS in front)")
     from sync._serve_limits import ServeLimits
@@ -217,12 +232,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sync import FleetRepository
-    from sync.logstore import SqliteLogStorage
+    from sync.logstore import is_postgres_url, open_storage
 
     status = FleetRepository(args.root).status()
-    db = Path(args.root) / "fleet.sqlite"
-    if db.is_file():  # per vehicle: records stored, records its outbox dropped at the bound
-        store = SqliteLogStorage(db)
+    database = args.database
+    db = Path(database or Path(args.root) / "fleet.sqlite")
+    # per vehicle: records stored, records its outbox dropped at the bound
+    if (database and is_postgres_url(database)) or db.is_file():
+        store = open_storage(args.root, database)
         try:
             status["logs"] = store.vehicle_summary()
         finally:
@@ -232,12 +249,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_token_add(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sync.logstore import SqliteLogStorage
+    from sync.logstore import open_storage
 
     _require_repository(args.root)
-    store = SqliteLogStorage(Path(args.root) / "fleet.sqlite")
+    store = open_storage(args.root, args.database)
     kind, name = ("vehicle", args.vehicle) if args.vehicle else ("engineer", args.engineer)
     try:
         token = store.add_token(kind, name, time.time())
@@ -248,12 +263,10 @@ def cmd_token_add(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sync.logstore import SqliteLogStorage
+    from sync.logstore import open_storage
 
     _require_repository(args.root)
-    store = SqliteLogStorage(Path(args.root) / "fleet.sqlite")
+    store = open_storage(args.root, args.database)
     try:
         n = store.revoke(args.name)
     finally:
@@ -286,6 +299,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
         ServerConfig(limits=limits),
+        database=args.database,
         log_level=args.log_level,
         on_ready=lambda url: print(f"serving {args.root} on {url}/", file=sys.stderr, flush=True),
     )

@@ -122,3 +122,39 @@ def serve() -> Callable[..., Any]:
 def accept_all(bundle: Bundle) -> None:
     """A health check that only verifies the files (for tests not about health)."""
     bundle.verify()
+
+
+# ----------------------------------------------------------------------------- log storage
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster on a loopback port (tests/pgcluster.py), for the session;
+    always stopped and removed."""
+    from tests.pgcluster import PgCluster
+
+    cluster = PgCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[Path], Any]]:
+    """``make(root)``: a fresh log storage of the parametrised back end (SQLite in ``root``,
+    or a new database in the session's PostgreSQL cluster); closed after the test."""
+    made: list[Any] = []
+    cluster = request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None
+
+    def make(root: Path) -> Any:
+        from sync.logstore import open_storage
+
+        database = cluster.database() if cluster is not None else None
+        storage = open_storage(root, database)
+        storage.database = database  # type: ignore[attr-defined]  # for CLI/process tests
+        made.append(storage)
+        return storage
+
+    make.backend = request.param  # type: ignore[attr-defined]
+    yield make
+    for s in made:
+        s.close()
