@@ -35,10 +35,13 @@ def pull_logs(
     out: Path,
     *,
     client: httpx.Client | None = None,
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     """Write the vehicle's records since ``since_s`` to ``out``; a summary of what came."""
     try:
-        pulled = fetch_vehicle_logs(server_url, token, vehicle_id, since_s, client=client)
+        pulled = fetch_vehicle_logs(
+            server_url, token, vehicle_id, since_s, client=client, ca_file=ca_file
+        )
     except SyncError as e:
         raise TripLogError(f"cannot pull logs of {vehicle_id!r}: {e}") from e
     records = pulled.records

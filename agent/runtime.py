@@ -37,7 +37,9 @@ from agent.version import code_version
 from safety import SafetyGate
 from sync import (
     BundleStore,
+    FetchConfig,
     LogClient,
+    LogClientConfig,
     LogUploader,
     Outbox,
     PullConfig,
@@ -64,6 +66,7 @@ class SyncSettings:
     upload_interval_s: float = 30.0
     retry_max_s: float = 900.0  # backoff cap after repeated failures (never below an interval)
     shutdown_flush_attempts: int = 3
+    ca_file: str | None = None  # PEM of the CA of the server's TLS certificate (None: system)
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,7 @@ def start_bundle(config: AgentConfig) -> LoadedBundle:
         def repair() -> object:
             u = Updater(
                 BundleStore(config.bundle_dir),
-                PullConfig(s.server_url, area),
+                PullConfig(s.server_url, area, fetch=FetchConfig(ca_file=s.ca_file)),
                 root_path.read_bytes(),
             )
             try:
@@ -309,7 +312,7 @@ class Agent:
             return
         self._uploader = LogUploader(
             self.outbox,
-            LogClient(s.server_url, s.token),
+            LogClient(s.server_url, s.token, LogClientConfig(ca_file=s.ca_file)),
             self.config.vehicle_id,
             RetryConfig(max_attempts=3),
             sleep=self._backoff_sleep,
@@ -320,7 +323,8 @@ class Agent:
                 store = BundleStore(self.config.bundle_dir)
             except (OSError, SyncError) as e:
                 raise AgentError(f"bundle sync cannot start: {e}") from e
-            self._updater = Updater(store, PullConfig(s.server_url, s.area), root)
+            config = PullConfig(s.server_url, s.area, fetch=FetchConfig(ca_file=s.ca_file))
+            self._updater = Updater(store, config, root)
 
     def _backoff_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)

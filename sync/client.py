@@ -37,6 +37,7 @@ from sync._fs import (
     sha256_file,
     storage_errors,
 )
+from sync._tls import certificate_refused
 from sync.bundle import MANIFEST_FILE, Bundle
 from sync.errors import (
     BundleVerifyError,
@@ -46,7 +47,7 @@ from sync.errors import (
     SyncTransportError,
     UpdateRejectedError,
 )
-from sync.fetcher import FetchConfig, HttpxFetcher
+from sync.fetcher import CertificateRejected, FetchConfig, HttpxFetcher
 from sync.health import default_health_check
 from sync.names import check_bundle_id, check_chunk_hash, check_file_name, is_hex64
 from sync.repository import INDEX_SCHEMA, chunk_target_path, index_target_path
@@ -123,6 +124,9 @@ def _check_index(index: dict[str, Any], config: PullConfig) -> None:
 
 
 def _wrap_tuf(e: Exception, what: str) -> SyncError:
+    rejected = e if isinstance(e, CertificateRejected) else e.__cause__
+    if isinstance(rejected, CertificateRejected):  # a wrong CA or host name: not retried
+        return certificate_refused(rejected.url, rejected.problem)
     if isinstance(e, tuf_exc.DownloadLengthMismatchError):
         return UpdateRejectedError(f"{what}: server sent more than the signed length ({e})")
     if isinstance(e, tuf_exc.DownloadError):

@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import msgpack
 
+from sync._tls import certificate_problem, certificate_refused, client_verify
 from sync.errors import SyncAuthError, SyncDataError, SyncTransportError
 from sync.outbox import Outbox, OutboxRecord
 
@@ -56,6 +57,8 @@ class LogClientConfig:
     page_records: int = 1000
     #: gzip level of uploaded batches (0: send them uncompressed)
     gzip_level: int = 6
+    #: PEM file of the CA the server's certificate must chain to (None: the system's)
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ class LogClient:
         self.base = server_url.rstrip("/")
         c = self.config
         self._client = client or httpx.Client(
-            timeout=httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s)
+            timeout=httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s),
+            verify=client_verify(c.ca_file),
         )
         self._headers = {"Authorization": f"Bearer {token}"}
 
@@ -112,6 +116,9 @@ class LogClient:
         try:
             resp = self._client.request(method, url, headers=headers, **kw)
         except httpx.HTTPError as e:
+            problem = certificate_problem(e)
+            if problem is not None:  # a wrong CA or host name: not retried
+                raise certificate_refused(f"{method} {url}", problem) from e
             raise SyncTransportError(f"{method} {url}: {type(e).__name__}: {e}") from e
         if resp.status_code in (401, 403):
             raise SyncAuthError(f"{method} {url}: HTTP {resp.status_code} {resp.text[:200]}")
@@ -238,10 +245,11 @@ def fetch_vehicle_logs(
     client: httpx.Client | None = None,
     attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
+    ca_file: str | None = None,
 ) -> VehicleLogs:
     """Every record of ``vehicle_id`` with ``t_s >= since_s`` (engineer token), in arrival
     order, with the vehicle's ``dropped_total`` (the building block of ``nagashi logs pull``)."""
-    lc = LogClient(server_url, token, client=client)
+    lc = LogClient(server_url, token, LogClientConfig(ca_file=ca_file), client=client)
     records: list[LogRecord] = []
     dropped = 0
     try:
@@ -263,10 +271,18 @@ def fetch_logs(
     client: httpx.Client | None = None,
     attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
+    ca_file: str | None = None,
 ) -> list[LogRecord]:
     """The records of :func:`fetch_vehicle_logs`."""
     return fetch_vehicle_logs(
-        server_url, token, vehicle_id, since_s, client=client, attempts=attempts, sleep=sleep
+        server_url,
+        token,
+        vehicle_id,
+        since_s,
+        client=client,
+        attempts=attempts,
+        sleep=sleep,
+        ca_file=ca_file,
     ).records
 
 

@@ -8,14 +8,8 @@ and test_flaky_network.py through the ``log_backend`` fixture.)"""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,41 +30,8 @@ from sync import (
 from sync.errors import SyncStorageError
 from sync.logstore_pg import PG_MIGRATIONS, PostgresLogStorage
 from sync.server import create_app
-from tests.sync.conftest import run_server, utcnow
+from tests.sync.conftest import fleet_serve, run_server, utcnow
 from tools.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def fleet_serve(root: Path, database: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """A real ``nagashi fleet serve --database`` process on an ephemeral port."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "fleet", "serve", "--root", str(root),
-         "--database", database, "--port", "0"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # "serving ROOT on http://127.0.0.1:PORT/" once bound
-        m = re.search(r"on (http://127\.0\.0\.1:\d+)/", line)
-        assert m, f"fleet serve did not start: {line}{proc.stderr.read()[-2000:]}"
-        url = m.group(1)
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                proc.wait(0.05) if proc.poll() is not None else None
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _batch(vehicle: str, epoch: str, seqs: range) -> bytes:
@@ -101,7 +62,10 @@ def test_two_server_processes_give_the_same_answers_as_one(
         assert main(["fleet", "token", "add", "--root", str(root), "--database", database,
                      kind, who]) == 0  # fmt: skip
         tokens[who] = capsys.readouterr().out.strip()
-    with fleet_serve(root, database) as (a, _), fleet_serve(root, database) as (b, _):
+    with (
+        fleet_serve(root, "--database", database) as (a, _),
+        fleet_serve(root, "--database", database) as (b, _),
+    ):
         jobs = []
         for cab in cabs:
             for first in range(1, 301, 30):
