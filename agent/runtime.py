@@ -46,6 +46,7 @@ from sync import (
     RetryConfig,
     SyncError,
     Updater,
+    pull_reporting_health,
 )
 from tiles.geo import LocalProjection
 
@@ -67,6 +68,7 @@ class SyncSettings:
     retry_max_s: float = 900.0  # backoff cap after repeated failures (never below an interval)
     shutdown_flush_attempts: int = 3
     ca_file: str | None = None  # PEM of the CA of the server's TLS certificate (None: system)
+    cohort: str | None = None  # staged rollouts: this cab's cohort (local configuration only)
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,13 @@ class Agent:
                 store = BundleStore(self.config.bundle_dir)
             except (OSError, SyncError) as e:
                 raise AgentError(f"bundle sync cannot start: {e}") from e
-            config = PullConfig(s.server_url, s.area, fetch=FetchConfig(ca_file=s.ca_file))
+            config = PullConfig(
+                s.server_url,
+                s.area,
+                fetch=FetchConfig(ca_file=s.ca_file),
+                vehicle_id=self.config.vehicle_id,
+                cohort=s.cohort,
+            )
             self._updater = Updater(store, config, root)
 
     def _backoff_sleep(self, seconds: float) -> None:
@@ -378,7 +386,8 @@ class Agent:
 
     def _pull_step(self) -> None:
         assert self._updater is not None
-        res = self._updater.pull()
+        reporter = self._uploader.client if self._uploader is not None else None
+        res = pull_reporting_health(self._updater, reporter, self.config.vehicle_id)
         self._sync_status["last_pull"] = {"status": res.status, "bundle": res.bundle_id}
         # a new bundle, the active one repaired, or the agent started on an older one
         if res.status != "up_to_date" or res.bundle_id != self.bundle.bundle_id:

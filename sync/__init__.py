@@ -5,7 +5,7 @@ May import :mod:`tiles` and :mod:`models` (health checks). The fleet server live
 """
 
 from sync.bundle import Bundle, BundleInputs, FileEntry, build_bundle
-from sync.client import PullConfig, PullResult, Updater
+from sync.client import PullConfig, PullResult, Updater, pull_reporting_health
 from sync.errors import (
     BundleInputError,
     BundleVerifyError,
@@ -85,4 +85,5 @@ __all__ = [
     "fetch_vehicle_logs",
     "manifest_hash",
     "probe_onnx",
+    "pull_reporting_health",
 ]

@@ -164,6 +164,25 @@ class LogClient:
             )
         return list(acked)
 
+    def report_health(self, vehicle_id: str, bundle_id: str, ok: bool, detail: str = "") -> None:
+        """Tell the server how a bundle this cab tried did (staged rollouts)."""
+        body = msgpack.packb(
+            {
+                "schema_version": WIRE_SCHEMA,
+                "vehicle_id": vehicle_id,
+                "bundle_id": bundle_id,
+                "ok": bool(ok),
+                "detail": detail[:500],
+            },
+            use_bin_type=True,
+        )
+        self._request(
+            "POST",
+            f"{self.base}/v1/health",
+            {"Content-Type": MSGPACK},
+            content=body,
+        )
+
     def fetch_page(
         self, vehicle_id: str, since_s: float, after_id: int = 0, limit: int | None = None
     ) -> tuple[list[LogRecord], int | None, int]:

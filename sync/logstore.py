@@ -98,6 +98,21 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE TABLE conflicts (vehicle_id TEXT PRIMARY KEY, value INTEGER NOT NULL);
         """,
     ),
+    (
+        # staged rollouts: each cab's latest health verdict on each bundle it tried
+        "0003_health",
+        """
+        CREATE TABLE health (
+            vehicle_id TEXT NOT NULL,
+            bundle_id TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            detail TEXT NOT NULL,
+            reported_s REAL NOT NULL,
+            PRIMARY KEY (vehicle_id, bundle_id)
+        );
+        CREATE INDEX health_bundle ON health (bundle_id);
+        """,
+    ),
 )
 
 #: the largest integer SQLite stores (seq, dropped_total, cursors are checked against it)
@@ -172,6 +187,20 @@ class LogStorage(Protocol):
     def revoke(self, subject: str) -> int: ...
 
     def close(self) -> None: ...
+
+    def vehicles(self) -> list[str]:
+        """The vehicle registry: every vehicle with a token, sorted."""
+        ...
+
+    def record_health(
+        self, vehicle_id: str, bundle_id: str, ok: bool, detail: str, now_s: float
+    ) -> None:
+        """A cab's health verdict on a bundle it tried (the latest one is kept)."""
+        ...
+
+    def health_reports(self, bundle_id: str) -> dict[str, tuple[bool, float]]:
+        """vehicle -> (ok, reported_s) for ``bundle_id``."""
+        ...
 
 
 def is_postgres_url(database: str) -> bool:
@@ -382,6 +411,35 @@ class SqliteLogStorage:
                 if row:
                     out[v]["conflicts"] = int(row[0])
         return out
+
+    # ------------------------------------------------------------------ rollout health
+    def vehicles(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT subject FROM tokens WHERE kind = 'vehicle' ORDER BY 1"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def record_health(
+        self, vehicle_id: str, bundle_id: str, ok: bool, detail: str, now_s: float
+    ) -> None:
+        with self._lock:
+            try:
+                self._conn.execute(
+                    "INSERT INTO health VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (vehicle_id, bundle_id) DO UPDATE SET ok = excluded.ok, "
+                    "detail = excluded.detail, reported_s = excluded.reported_s",
+                    (vehicle_id, bundle_id, int(bool(ok)), detail[:500], float(now_s)),
+                )
+            except sqlite3.Error as e:
+                raise SyncStorageError(f"log storage: {e}") from e
+
+    def health_reports(self, bundle_id: str) -> dict[str, tuple[bool, float]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT vehicle_id, ok, reported_s FROM health WHERE bundle_id = ?", (bundle_id,)
+            ).fetchall()
+        return {str(v): (bool(ok), float(t)) for v, ok, t in rows}
 
     # ------------------------------------------------------------------ credentials
     def add_token(self, kind: str, subject: str, now_s: float) -> str:

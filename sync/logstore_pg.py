@@ -84,6 +84,21 @@ PG_MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX tokens_subject ON tokens (subject);
         """,
     ),
+    (
+        # staged rollouts: each cab's latest health verdict on each bundle it tried
+        "0002_health",
+        """
+        CREATE TABLE health (
+            vehicle_id TEXT NOT NULL,
+            bundle_id TEXT NOT NULL,
+            ok BOOLEAN NOT NULL,
+            detail TEXT NOT NULL,
+            reported_s DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (vehicle_id, bundle_id)
+        );
+        CREATE INDEX health_bundle ON health (bundle_id);
+        """,
+    ),
 )
 
 # a transaction-level advisory lock key for the migration runner (any constant)
@@ -339,6 +354,33 @@ class PostgresLogStorage:
             if conflicts is not None:
                 out[str(v)]["conflicts"] = int(conflicts)
         return out
+
+    # ------------------------------------------------------------------------- rollout health
+    def vehicles(self) -> list[str]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT subject FROM tokens WHERE kind = 'vehicle' ORDER BY 1"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def record_health(
+        self, vehicle_id: str, bundle_id: str, ok: bool, detail: str, now_s: float
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO health VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (vehicle_id, bundle_id) DO UPDATE SET ok = EXCLUDED.ok, "
+                "detail = EXCLUDED.detail, reported_s = EXCLUDED.reported_s",
+                (vehicle_id, bundle_id, bool(ok), detail[:500], float(now_s)),
+            )
+
+    def health_reports(self, bundle_id: str) -> dict[str, tuple[bool, float]]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT vehicle_id, ok, reported_s FROM health WHERE bundle_id = %s",
+                (bundle_id,),
+            ).fetchall()
+        return {str(v): (bool(ok), float(t)) for v, ok, t in rows}
 
     # ------------------------------------------------------------------------- credentials
     def add_token(self, kind: str, subject: str, now_s: float) -> str:

@@ -43,6 +43,7 @@ from sync._serving import BodyDeadline, TokenBuckets, bounded_protocol, prepare_
 from sync.errors import SyncDataError, SyncStorageError, SyncTransportError
 from sync.logs import MSGPACK, WIRE_SCHEMA
 from sync.logstore import MAX_INT, LogStorage, Principal, check_batch, open_storage
+from sync.names import is_hex64
 from sync.repository import FleetRepository
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,28 @@ def create_app(
             }
         )
 
+    async def report_health(request: Request) -> Response:
+        """A cab's health verdict on a bundle it tried (staged rollouts, sync.rollout)."""
+        who = await principal(request)
+        if who.kind != "vehicle":
+            raise _HTTPError(403, "only vehicles report health")
+        body = await read_body(request)
+        try:
+            doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        except Exception as e:  # msgpack raises several unrelated types
+            raise _HTTPError(400, f"report is not msgpack: {type(e).__name__}") from e
+        if not isinstance(doc, dict) or doc.get("schema_version") != WIRE_SCHEMA:
+            raise _HTTPError(400, "report has an unknown schema_version")
+        if doc.get("vehicle_id") != who.subject:
+            raise _HTTPError(403, "a vehicle reports only its own health")
+        bundle_id, ok, detail = doc.get("bundle_id"), doc.get("ok"), doc.get("detail", "")
+        if not isinstance(bundle_id, str) or not is_hex64(bundle_id):
+            raise _HTTPError(400, "bundle_id must be 64 lowercase hex characters")
+        if not isinstance(ok, bool) or not isinstance(detail, str) or len(detail) > 500:
+            raise _HTTPError(400, "ok must be a boolean, detail a string of at most 500")
+        await run_in_threadpool(store.record_health, who.subject, bundle_id, ok, detail, clock())
+        return _pack({"schema_version": WIRE_SCHEMA, "recorded": True})
+
     async def read_logs(request: Request) -> Response:
         who = await principal(request)
         if who.kind != "engineer":
@@ -255,6 +278,7 @@ def create_app(
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/logs", guarded(ingest), methods=["POST"]),
+        Route("/v1/health", guarded(report_health), methods=["POST"]),
         Route("/v1/vehicles/{vehicle_id}/logs", guarded(read_logs), methods=["GET"]),
         Mount("/metadata", app=StaticFiles(directory=repo.metadata_dir), name="metadata"),
         Mount("/targets", app=StaticFiles(directory=repo.targets_dir), name="targets"),

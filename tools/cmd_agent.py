@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--area", default=None, help="area to pull bundles for")
     run.add_argument("--trusted-root", default=None, help="the fleet's TUF root.json")
     run.add_argument("--ca-file", default=None, help=CA_FILE_HELP)
+    run.add_argument(
+        "--cohort", default=None, help="staged rollouts: this cab's cohort (e.g. trial-cabs)"
+    )
     run.set_defaults(func=cmd_agent_run)
 
 
@@ -84,6 +87,7 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
             area=args.area,
             trusted_root=Path(args.trusted_root) if args.trusted_root else None,
             ca_file=check_ca_file(args),
+            cohort=args.cohort,
         )
     config = AgentConfig(
         bundle_dir=bundle_dir,

@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pull.add_argument("--area", required=True)
     pull.add_argument("--trusted-root", required=True, help="the fleet's root.json (provisioned)")
     pull.add_argument("--ca-file", default=None, help=CA_FILE_HELP)
+    pull.add_argument("--vehicle", default=None, help="staged rollouts: this cab's vehicle id")
+    pull.add_argument("--cohort", default=None, help="staged rollouts: this cab's cohort")
     pull.add_argument(
         "--verify",
         action="store_true",
@@ -124,7 +126,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
     root = Path(args.trusted_root)
     if not root.is_file():
         raise ToolsError(f"trusted root not found: {root}")
-    config = PullConfig(args.server, args.area, fetch=FetchConfig(ca_file=check_ca_file(args)))
+    config = PullConfig(
+        args.server,
+        args.area,
+        fetch=FetchConfig(ca_file=check_ca_file(args)),
+        vehicle_id=args.vehicle,
+        cohort=args.cohort,
+    )
     u = Updater(BundleStore(args.store), config, root.read_bytes())
     try:
         res = u.pull(verify=args.verify)
