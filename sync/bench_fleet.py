@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import json
 import os
 import random
 import re
@@ -293,6 +294,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for backend in wanted:
             result[backend] = _one(backend, work, args, pg)
+            # progress: each back end's figures as soon as they are in (a long run)
+            print(f"bench fleet: {backend}: {json.dumps(result[backend])}", file=sys.stderr)
     finally:
         for c in cluster:
             c.destroy()
