@@ -60,6 +60,8 @@ class SyncSettings:
     upload_interval_s: float = 30.0
     retry_max_s: float = 900.0  # backoff cap after repeated failures (never below an interval)
     shutdown_flush_attempts: int = 3
+    ca_file: str | None = None  # PEM of the CA of the server's TLS certificate (None: system)
+    cohort: str | None = None  # staged rollouts: this cab's cohort (local configuration only)
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,11 @@ def start_bundle(config: AgentConfig) -> LoadedBundle:
         area, root_path = s.area, s.trusted_root
 
         def repair() -> object:
-            from sync import PullConfig, Updater
+            from sync import FetchConfig, PullConfig, Updater
 
             u = Updater(
                 BundleStore(config.bundle_dir),
-                PullConfig(s.server_url, area),
+                PullConfig(s.server_url, area, fetch=FetchConfig(ca_file=s.ca_file)),
                 root_path.read_bytes(),
             )
             try:
@@ -222,11 +224,19 @@ class Agent:
         s = self.config.sync
         if s is None:
             return
-        from sync import LogClient, LogUploader, PullConfig, RetryConfig, Updater
+        from sync import (
+            FetchConfig,
+            LogClient,
+            LogClientConfig,
+            LogUploader,
+            PullConfig,
+            RetryConfig,
+            Updater,
+        )
 
         self._uploader = LogUploader(
             self.outbox,
-            LogClient(s.server_url, s.token),
+            LogClient(s.server_url, s.token, LogClientConfig(ca_file=s.ca_file)),
             self.config.vehicle_id,
             RetryConfig(max_attempts=3),
             sleep=self._backoff_sleep,
@@ -237,7 +247,14 @@ class Agent:
                 store = BundleStore(self.config.bundle_dir)
             except (OSError, SyncError) as e:
                 raise AgentError(f"bundle sync cannot start: {e}") from e
-            self._updater = Updater(store, PullConfig(s.server_url, s.area), root)
+            config = PullConfig(
+                s.server_url,
+                s.area,
+                fetch=FetchConfig(ca_file=s.ca_file),
+                vehicle_id=self.config.vehicle_id,
+                cohort=s.cohort,
+            )
+            self._updater = Updater(store, config, root)
 
     def _backoff_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
@@ -292,8 +309,11 @@ class Agent:
         return delay
 
     def _pull_step(self) -> None:
+        from sync import pull_reporting_health
+
         assert self._updater is not None
-        res = self._updater.pull()
+        reporter = self._uploader.client if self._uploader is not None else None
+        res = pull_reporting_health(self._updater, reporter, self.config.vehicle_id)
         self._sync_status["last_pull"] = {"status": res.status, "bundle": res.bundle_id}
         # a new bundle, the active one repaired, or the agent started on an older one
         if res.status != "up_to_date" or res.bundle_id != self.bundle.bundle_id:

@@ -29,7 +29,7 @@ from sync.names import check_bundle_id, check_file_name
 
 if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
     from sync.bundle import Bundle, BundleInputs, FileEntry, build_bundle
-    from sync.client import PullConfig, PullResult, Updater
+    from sync.client import PullConfig, PullResult, Updater, pull_reporting_health
     from sync.fetcher import FetchConfig, HttpxFetcher
     from sync.health import default_health_check, probe_onnx
     from sync.live import (
@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr_
     from sync.store import BundleStore, HealthCheck, Pointer
 
 _LAZY: dict[str, str] = {
+    "pull_reporting_health": "sync.client",
     "Heartbeat": "sync.live",
     "HeartbeatClient": "sync.live",
     "LiveClientConfig": "sync.live",
@@ -167,6 +168,7 @@ __all__ = [
     "fetch_vehicle_logs",
     "manifest_hash",
     "probe_onnx",
+    "pull_reporting_health",
     "verify_snapshot",
 ]
 

@@ -37,17 +37,21 @@ from sync._fs import (
     sha256_file,
     storage_errors,
 )
+from sync._tls import certificate_refused
 from sync.bundle import MANIFEST_FILE, Bundle
+from sync.cohorts import ROLLOUT_SCHEMA, candidate_target_path, in_stage, rollout_target_path
 from sync.errors import (
     BundleVerifyError,
+    HealthCheckError,
     SyncDataError,
     SyncError,
     SyncStorageError,
     SyncTransportError,
     UpdateRejectedError,
 )
-from sync.fetcher import FetchConfig, HttpxFetcher
+from sync.fetcher import CertificateRejected, FetchConfig, HttpxFetcher
 from sync.health import default_health_check
+from sync.logs import LogClient
 from sync.names import check_bundle_id, check_chunk_hash, check_file_name, is_hex64
 from sync.repository import INDEX_SCHEMA, chunk_target_path, index_target_path
 from sync.store import BundleStore, HealthCheck
@@ -66,6 +70,10 @@ class PullConfig:
     max_targets_metadata_bytes: int = 8 << 20
     fetch: FetchConfig = field(default_factory=FetchConfig)
     gc_after_install: bool = True
+    #: staged rollouts (sync.cohorts): this cab's id and cohort, from its local configuration
+    #: only; without a vehicle id the cab takes the area's published bundle
+    vehicle_id: str | None = None
+    cohort: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,9 @@ def _check_index(index: dict[str, Any], config: PullConfig) -> None:
 
 
 def _wrap_tuf(e: Exception, what: str) -> SyncError:
+    rejected = e if isinstance(e, CertificateRejected) else e.__cause__
+    if isinstance(rejected, CertificateRejected):  # a wrong CA or host name: not retried
+        return certificate_refused(rejected.url, rejected.problem)
     if isinstance(e, tuf_exc.DownloadLengthMismatchError):
         return UpdateRejectedError(f"{what}: server sent more than the signed length ({e})")
     if isinstance(e, tuf_exc.DownloadError):
@@ -201,7 +212,8 @@ class Updater:
             tu.refresh()
         except Exception as e:
             raise _wrap_tuf(e, "metadata refresh") from e
-        data = self._download(tu, self._target(tu, index_target_path(self.config.area)))
+        path = self._rollout_index_path(tu) or index_target_path(self.config.area)
+        data = self._download(tu, self._target(tu, path))
         try:
             index = json.loads(data)
         except ValueError as e:
@@ -214,6 +226,36 @@ class Updater:
             )
         _check_index(index, self.config)
         return index
+
+    def _rollout_index_path(self, tu: TufUpdater) -> str | None:
+        """The signed candidate index this cab is staged for (its cohort's rollout first, then
+        the whole area's), or None: the area's published index."""
+        c = self.config
+        if c.vehicle_id is None:
+            return None
+        for cohort in ([c.cohort] if c.cohort else []) + [None]:
+            try:
+                info = tu.get_targetinfo(rollout_target_path(c.area, cohort))
+            except Exception as e:
+                raise _wrap_tuf(e, "rollout") from e
+            if info is None:
+                continue
+            try:
+                doc = json.loads(self._download(tu, info))
+            except ValueError as e:
+                raise UpdateRejectedError(f"rollout document is not JSON: {e}") from e
+            if not isinstance(doc, dict) or doc.get("schema_version") != ROLLOUT_SCHEMA:
+                raise UpdateRejectedError("rollout document has an unknown schema")
+            if doc.get("area") != c.area or doc.get("cohort") != cohort:
+                raise UpdateRejectedError("rollout document is for another area or cohort")
+            if in_stage(doc, c.vehicle_id):
+                bundle_id = doc.get("bundle_id")
+                if not isinstance(bundle_id, str) or not is_hex64(bundle_id):
+                    raise UpdateRejectedError("rollout document names no valid bundle id")
+                return candidate_target_path(c.area, bundle_id)
+            if cohort is not None:
+                return None  # a cohort's rollout decides for its cabs: not the area's too
+        return None
 
     @storage_errors
     def pull(self, *, verify: bool = False) -> PullResult:
@@ -266,7 +308,11 @@ class Updater:
         if not installed.is_dir():
             downloaded, reused = self._stage(tu, index)
             self.store.install(self.store.staging_path(bundle_id), bundle_id)
-        self.store.try_bundle(bundle_id, self._health_check)
+        try:
+            self.store.try_bundle(bundle_id, self._health_check)
+        except HealthCheckError as e:
+            e.bundle_id = bundle_id  # what the cab reports (rollout health)
+            raise
         if self.config.gc_after_install:
             self.store.gc()
         log.info(
@@ -378,3 +424,28 @@ class Updater:
         data = self._download(tu, info)
         atomic_write_bytes(cached, data)
         return data, 1
+
+
+def pull_reporting_health(
+    updater: Updater, reporter: LogClient | None, vehicle_id: str
+) -> PullResult:
+    """``updater.pull()``, telling the fleet server how a bundle this cab tried did (staged
+    rollouts, sync.rollout): healthy after an install, the reason after a failed health check
+    (the cab has rolled back already). A report that cannot be sent is logged, not raised: the
+    pull's outcome stands, and the next tried bundle reports again."""
+    try:
+        res = updater.pull()
+    except HealthCheckError as e:
+        if reporter is not None and e.bundle_id is not None:
+            _report(reporter, vehicle_id, e.bundle_id, False, str(e))
+        raise
+    if reporter is not None and res.status == "installed":
+        _report(reporter, vehicle_id, res.bundle_id, True, "")
+    return res
+
+
+def _report(reporter: LogClient, vehicle_id: str, bundle_id: str, ok: bool, detail: str) -> None:
+    try:
+        reporter.report_health(vehicle_id, bundle_id, ok, detail)
+    except SyncError as e:
+        log.warning("health report for %s not sent: %s", bundle_id[:12], e)

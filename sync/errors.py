@@ -45,6 +45,8 @@ class UnsafeNameError(SyncDataError):
 class HealthCheckError(SyncDataError):
     """A bundle on trial failed its health check (it was rolled back)."""
 
+    bundle_id: str | None = None  # set by the pull that tried it
+
 
 class LiveInputError(SyncDataError):
     """A live heartbeat or snapshot field is out of shape or bounds (the server answers 400)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import httpx
 from tuf.api import exceptions as tuf_exc
 from tuf.ngclient.fetcher import FetcherInterface
 
+from sync._tls import certificate_problem, client_verify
 from sync.backoff import backoff_delay_s
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,17 @@ class FetchConfig:
     backoff_max_s: float = 8.0
     max_response_bytes: int = 64 << 20
     user_agent: str = "nagashi-sync"
+    #: PEM file of the CA the server's certificate must chain to (None: the system's)
+    ca_file: str | None = None
+
+
+class CertificateRejected(tuf_exc.DownloadError):
+    """The server's TLS certificate was refused: not retried (a wrong CA or host name)."""
+
+    def __init__(self, url: str, problem: ssl.SSLCertVerificationError) -> None:
+        super().__init__(f"{url}: TLS certificate refused: {problem}")
+        self.url = url
+        self.problem = problem
 
 
 class HttpxFetcher(FetcherInterface):
@@ -63,6 +76,7 @@ class HttpxFetcher(FetcherInterface):
             timeout=httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s),
             headers={"User-Agent": c.user_agent, "Accept-Encoding": "identity"},
             follow_redirects=False,
+            verify=client_verify(c.ca_file),
         )
         self._sleep = sleep
         self._monotonic = monotonic
@@ -144,6 +158,9 @@ class HttpxFetcher(FetcherInterface):
                             yield piece
                     return
             except (httpx.TransportError, httpx.StreamError) as e:
+                problem = certificate_problem(e)
+                if problem is not None:  # a configuration to fix: retrying cannot help
+                    raise CertificateRejected(url, problem) from e
                 # connection refused/reset, body cut short, read timeout: resume
                 log.debug("%s: %s after %d bytes; resuming", url, type(e).__name__, received)
                 last_error = e

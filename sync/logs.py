@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import msgpack
 
+from sync._tls import certificate_problem, certificate_refused, client_verify
 from sync.backoff import backoff_delay_s
 from sync.errors import SyncAuthError, SyncDataError, SyncTransportError
 from sync.outbox import Outbox, OutboxRecord
@@ -61,6 +62,8 @@ class LogClientConfig:
     page_records: int = 1000
     #: gzip level of uploaded batches (0: send them uncompressed)
     gzip_level: int = 6
+    #: PEM file of the CA the server's certificate must chain to (None: the system's)
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ class LogClient:
         self.base = server_url.rstrip("/")
         c = self.config
         self._client = client or httpx.Client(
-            timeout=httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s)
+            timeout=httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s),
+            verify=client_verify(c.ca_file),
         )
         self._headers = {"Authorization": f"Bearer {token}"}
 
@@ -117,6 +121,9 @@ class LogClient:
         try:
             resp = self._client.request(method, url, headers=headers, **kw)
         except httpx.HTTPError as e:
+            problem = certificate_problem(e)
+            if problem is not None:  # a wrong CA or host name: not retried
+                raise certificate_refused(f"{method} {url}", problem) from e
             raise SyncTransportError(f"{method} {url}: {type(e).__name__}: {e}") from e
         if resp.status_code in (401, 403):
             raise SyncAuthError(f"{method} {url}: HTTP {resp.status_code} {resp.text[:200]}")
@@ -161,6 +168,25 @@ class LogClient:
                 f"server acknowledged outbox epoch {doc.get('epoch')!r}, not {epoch!r}"
             )
         return list(acked)
+
+    def report_health(self, vehicle_id: str, bundle_id: str, ok: bool, detail: str = "") -> None:
+        """Tell the server how a bundle this cab tried did (staged rollouts)."""
+        body = msgpack.packb(
+            {
+                "schema_version": WIRE_SCHEMA,
+                "vehicle_id": vehicle_id,
+                "bundle_id": bundle_id,
+                "ok": bool(ok),
+                "detail": detail[:500],
+            },
+            use_bin_type=True,
+        )
+        self._request(
+            "POST",
+            f"{self.base}/v1/health",
+            {"Content-Type": MSGPACK},
+            content=body,
+        )
 
     def fetch_page(
         self, vehicle_id: str, since_s: float, after_id: int = 0, limit: int | None = None
@@ -243,10 +269,11 @@ def fetch_vehicle_logs(
     client: httpx.Client | None = None,
     attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
+    ca_file: str | None = None,
 ) -> VehicleLogs:
     """Every record of ``vehicle_id`` with ``t_s >= since_s`` (engineer token), in arrival
     order, with the vehicle's ``dropped_total`` (the building block of ``nagashi logs pull``)."""
-    lc = LogClient(server_url, token, client=client)
+    lc = LogClient(server_url, token, LogClientConfig(ca_file=ca_file), client=client)
     records: list[LogRecord] = []
     dropped = 0
     try:
@@ -268,10 +295,18 @@ def fetch_logs(
     client: httpx.Client | None = None,
     attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
+    ca_file: str | None = None,
 ) -> list[LogRecord]:
     """The records of :func:`fetch_vehicle_logs`."""
     return fetch_vehicle_logs(
-        server_url, token, vehicle_id, since_s, client=client, attempts=attempts, sleep=sleep
+        server_url,
+        token,
+        vehicle_id,
+        since_s,
+        client=client,
+        attempts=attempts,
+        sleep=sleep,
+        ca_file=ca_file,
     ).records
 
 

@@ -10,17 +10,16 @@ older cab, a restored backup): the record is kept under the conflict epoch
 ``<epoch>!<sha256 of its bytes, 16 hex>`` and counted, never dropped. Every acknowledgement is
 read back from the database after the insert; any exception rolls the transaction back.
 
-Follow-up design for fleets that outgrow one machine (not implemented here):
+Back ends: :class:`SqliteLogStorage` (embedded, the default) and
+:class:`sync.logstore_pg.PostgresLogStorage` (``--database postgresql://…``, several server
+processes on one database); :func:`open_storage` picks one from the ``--database`` value.
+Both keep the same tables (logs, dropped, conflicts, tokens) with named, ordered migrations.
 
-* PostgreSQL: the same table with ``UNIQUE (vehicle_id, epoch, seq)`` and
-  ``INSERT … ON CONFLICT (vehicle_id, epoch, seq) DO NOTHING RETURNING seq`` (the returned
-  rows are the inserted ones, the rest are duplicates); ``dropped_total`` kept with
-  ``ON CONFLICT (vehicle_id, epoch) DO UPDATE SET value = GREATEST(value, EXCLUDED.value)``;
-  reads by ``(vehicle_id, id)`` index, partitioned by month of ``t_s``.
-* S3-compatible object storage for the bulk: the ingest writes each accepted batch as one
-  immutable object ``logs/<vehicle_id>/<first seq>-<last seq>.msgpack`` (a retried batch
-  overwrites an object with identical content, so it stays idempotent) and records the seq
-  ranges in PostgreSQL, which stays the index for "vehicle X since time T".
+Follow-up design (not implemented): S3-compatible object storage for the bulk — the ingest
+writes each accepted batch as one immutable object
+``logs/<vehicle_id>/<epoch>/<first seq>-<last seq>.msgpack`` (a retried batch overwrites an
+object with identical content, so it stays idempotent) and PostgreSQL stays the index for
+"vehicle X since time T".
 """
 
 from __future__ import annotations
@@ -99,6 +98,21 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE TABLE conflicts (vehicle_id TEXT PRIMARY KEY, value INTEGER NOT NULL);
         """,
     ),
+    (
+        # staged rollouts: each cab's latest health verdict on each bundle it tried
+        "0003_health",
+        """
+        CREATE TABLE health (
+            vehicle_id TEXT NOT NULL,
+            bundle_id TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            detail TEXT NOT NULL,
+            reported_s REAL NOT NULL,
+            PRIMARY KEY (vehicle_id, bundle_id)
+        );
+        CREATE INDEX health_bundle ON health (bundle_id);
+        """,
+    ),
 )
 
 #: the largest integer SQLite stores (seq, dropped_total, cursors are checked against it)
@@ -162,6 +176,57 @@ class LogStorage(Protocol):
 
     def authenticate(self, token: str) -> Principal | None: ...
 
+    def count(self, vehicle_id: str) -> int:
+        """Records stored for the vehicle (all epochs)."""
+        ...
+
+    def vehicle_summary(self) -> dict[str, dict[str, Any]]: ...
+
+    def add_token(self, kind: str, subject: str, now_s: float) -> str: ...
+
+    def revoke(self, subject: str) -> int: ...
+
+    def close(self) -> None: ...
+
+    def vehicles(self) -> list[str]:
+        """The vehicle registry: every vehicle with a token, sorted."""
+        ...
+
+    def record_health(
+        self, vehicle_id: str, bundle_id: str, ok: bool, detail: str, now_s: float
+    ) -> None:
+        """A cab's health verdict on a bundle it tried (the latest one is kept)."""
+        ...
+
+    def health_reports(self, bundle_id: str) -> dict[str, tuple[bool, float]]:
+        """vehicle -> (ok, reported_s) for ``bundle_id``."""
+        ...
+
+
+def is_postgres_url(database: str) -> bool:
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def open_storage(root: str | os.PathLike[str], database: str | None = None) -> LogStorage:
+    """The log storage of a fleet: ``database`` None or empty is ``ROOT/fleet.sqlite``; a
+    ``postgresql://`` URL is PostgreSQL (the ``server`` extra: psycopg, psycopg-pool); anything
+    else is the path of a SQLite file. SyncStorageError when it cannot be opened."""
+    if not database:
+        return SqliteLogStorage(Path(root) / "fleet.sqlite")
+    if is_postgres_url(database):
+        try:
+            from sync.logstore_pg import PostgresLogStorage
+        except ImportError as e:
+            raise SyncStorageError(
+                f"a PostgreSQL database needs the server extra (pip install 'nagashi[server]'): {e}"
+            ) from e
+        return PostgresLogStorage(database)
+    if "://" in database:
+        raise SyncStorageError(
+            f"unsupported database {database.split('://')[0]}:// (postgresql:// or a file path)"
+        )
+    return SqliteLogStorage(database)
+
 
 def check_batch(
     records: Sequence[tuple[int, float, bytes]], dropped_total: int, epoch: str
@@ -188,7 +253,8 @@ def conflict_epoch(epoch: str, data: bytes) -> str:
     return f"{epoch}!{hashlib.sha256(data).hexdigest()[:16]}"
 
 
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
+    """What is stored of a token (both back ends)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -346,6 +412,35 @@ class SqliteLogStorage:
                     out[v]["conflicts"] = int(row[0])
         return out
 
+    # ------------------------------------------------------------------ rollout health
+    def vehicles(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT subject FROM tokens WHERE kind = 'vehicle' ORDER BY 1"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def record_health(
+        self, vehicle_id: str, bundle_id: str, ok: bool, detail: str, now_s: float
+    ) -> None:
+        with self._lock:
+            try:
+                self._conn.execute(
+                    "INSERT INTO health VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (vehicle_id, bundle_id) DO UPDATE SET ok = excluded.ok, "
+                    "detail = excluded.detail, reported_s = excluded.reported_s",
+                    (vehicle_id, bundle_id, int(bool(ok)), detail[:500], float(now_s)),
+                )
+            except sqlite3.Error as e:
+                raise SyncStorageError(f"log storage: {e}") from e
+
+    def health_reports(self, bundle_id: str) -> dict[str, tuple[bool, float]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT vehicle_id, ok, reported_s FROM health WHERE bundle_id = ?", (bundle_id,)
+            ).fetchall()
+        return {str(v): (bool(ok), float(t)) for v, ok, t in rows}
+
     # ------------------------------------------------------------------ credentials
     def add_token(self, kind: str, subject: str, now_s: float) -> str:
         """Create a credential; the token is returned once and stored only as its hash."""
@@ -356,7 +451,7 @@ class SqliteLogStorage:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._conn.execute(
-                "INSERT INTO tokens VALUES (?, ?, ?, ?)", (_token_hash(token), kind, subject, now_s)
+                "INSERT INTO tokens VALUES (?, ?, ?, ?)", (token_hash(token), kind, subject, now_s)
             )
         return token
 
@@ -370,6 +465,6 @@ class SqliteLogStorage:
             return None
         with self._lock:
             row = self._conn.execute(
-                "SELECT kind, subject FROM tokens WHERE token_sha256 = ?", (_token_hash(token),)
+                "SELECT kind, subject FROM tokens WHERE token_sha256 = ?", (token_hash(token),)
             ).fetchone()
         return Principal(str(row[0]), str(row[1])) if row else None

@@ -58,6 +58,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from sync._fs import atomic_write_bytes, read_bounded, sha256_bytes, storage_errors
 from sync.bundle import MANIFEST_FILE, Bundle
+from sync.cohorts import ROLLOUT_SCHEMA, candidate_target_path, rollout_target_path
 from sync.errors import BundleVerifyError, SyncDataError, SyncStorageError
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class FleetRepository:
         self.metadata_dir = self.root / "repo" / "metadata"
         self.targets_dir = self.root / "repo" / "targets"
         self.published_path = self.root / "published.json"
+        self.rollouts_path = self.root / "rollouts.json"
 
     # ------------------------------------------------------------------ keys
     def _key_path(self, role: str) -> Path:
@@ -300,9 +302,6 @@ class FleetRepository:
         if bundle.area is not None and bundle.area != area:
             raise BundleVerifyError(f"bundle {bundle.bundle_id[:12]} is for area {bundle.area!r}")
         self._check_can_publish()  # before the lock: a mistyped root is not created
-        step = self.config.chunk_bytes
-        files: dict[str, Any] = {}
-        new = total = new_bytes = 0
         with self._lock():
             # what a failure half-way must restore: files and folders created, and the two
             # files overwritten in place (published.json, timestamp.json)
@@ -312,30 +311,7 @@ class FleetRepository:
                 for path in (self.published_path, self.metadata_dir / "timestamp.json")
             }
             try:
-                for name in sorted([*bundle.files, MANIFEST_FILE]):
-                    chunks: list[str] = []
-                    p = bundle.path / name
-                    with open(p, "rb") as fh:
-                        while block := fh.read(step):
-                            h = sha256_bytes(block)
-                            chunks.append(h)
-                            total += 1
-                            if self._write_target(chunk_target_path(h), block, created):
-                                new += 1
-                                new_bytes += len(block)
-                    if name == MANIFEST_FILE:
-                        size, sha = p.stat().st_size, bundle.bundle_id
-                    else:
-                        size, sha = bundle.files[name].size_bytes, bundle.files[name].sha256
-                    files[name] = {"sha256": sha, "size_bytes": size, "chunks": chunks}
-                index = {
-                    "schema_version": INDEX_SCHEMA,
-                    "area": area,
-                    "bundle_id": bundle.bundle_id,
-                    "manifest_sha256": bundle.manifest_sha256,
-                    "chunk_bytes": step,
-                    "files": files,
-                }
+                index, total, new, new_bytes = self._store_bundle(bundle, area, created)
                 data = json.dumps(index, sort_keys=True, indent=1).encode()
                 self._write_target(index_target_path(area), data, created)
                 published = self.published()
@@ -358,11 +334,140 @@ class FleetRepository:
         )
         return PublishResult(area, bundle.bundle_id, version, total, new, new_bytes)
 
+    def _store_bundle(
+        self, bundle: Bundle, area: str, created: list[Path]
+    ) -> tuple[dict[str, Any], int, int, int]:
+        """Store a verified bundle's chunks; its index, and chunks total/new, bytes new."""
+        step = self.config.chunk_bytes
+        files: dict[str, Any] = {}
+        new = total = new_bytes = 0
+        for name in sorted([*bundle.files, MANIFEST_FILE]):
+            chunks: list[str] = []
+            p = bundle.path / name
+            with open(p, "rb") as fh:
+                while block := fh.read(step):
+                    h = sha256_bytes(block)
+                    chunks.append(h)
+                    total += 1
+                    if self._write_target(chunk_target_path(h), block, created):
+                        new += 1
+                        new_bytes += len(block)
+            if name == MANIFEST_FILE:
+                size, sha = p.stat().st_size, bundle.bundle_id
+            else:
+                size, sha = bundle.files[name].size_bytes, bundle.files[name].sha256
+            files[name] = {"sha256": sha, "size_bytes": size, "chunks": chunks}
+        index = {
+            "schema_version": INDEX_SCHEMA,
+            "area": area,
+            "bundle_id": bundle.bundle_id,
+            "manifest_sha256": bundle.manifest_sha256,
+            "chunk_bytes": step,
+            "files": files,
+        }
+        return index, total, new, new_bytes
+
+    # ------------------------------------------------------------------ staged rollouts
+    def rollouts(self) -> dict[str, Any]:
+        """``"<area>/<cohort or _all>"`` -> rollout state (sync.rollout); running ones are
+        signed as targets (sync.cohorts)."""
+        try:
+            doc = json.loads(read_bounded(self.rollouts_path, MAX_METADATA_BYTES))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise SyncStorageError(f"{self.rollouts_path} is unreadable: {e}") from e
+        return doc if isinstance(doc, dict) else {}
+
+    @storage_errors
+    def stage_candidate(self, bundle_dir: str | os.PathLike[str], area: str) -> dict[str, Any]:
+        """Verify a bundle and store its chunks (not yet signed); its index."""
+        if not _AREA.match(area):
+            raise SyncDataError(f"bad area name {area!r} (use [a-z0-9_-])")
+        bundle = Bundle(bundle_dir)
+        bundle.verify()
+        if bundle.area is not None and bundle.area != area:
+            raise BundleVerifyError(f"bundle {bundle.bundle_id[:12]} is for area {bundle.area!r}")
+        self._check_can_publish()
+        with self._lock():
+            index, *_ = self._store_bundle(bundle, area, [])
+        return index
+
+    @storage_errors
+    def sign_rollouts(
+        self, rollouts: dict[str, Any], now: datetime, published: dict[str, Any] | None = None
+    ) -> int:
+        """Write the rollout state (and, when given, the areas' published indexes) and sign
+        new targets, snapshot and timestamp; the new targets version."""
+        self._check_can_publish()
+        with self._lock():
+            created: list[Path] = []
+            kept = {
+                path: path.read_bytes() if path.exists() else None
+                for path in (
+                    self.published_path,
+                    self.rollouts_path,
+                    self.metadata_dir / "timestamp.json",
+                )
+            }
+            try:
+                if published is not None:
+                    for area, index in published.items():
+                        data = json.dumps(index, sort_keys=True, indent=1).encode()
+                        self._write_target(index_target_path(area), data, created)
+                    atomic_write_bytes(
+                        self.published_path, json.dumps(published, sort_keys=True).encode()
+                    )
+                for data_path, data in self._rollout_files(rollouts).items():
+                    self._write_target(data_path, data, created)
+                atomic_write_bytes(
+                    self.rollouts_path, json.dumps(rollouts, sort_keys=True, indent=1).encode()
+                )
+                return self._sign_chain(now, self.published(), bump_targets=True, created=created)
+            except BaseException:
+                self._undo(created, kept)
+                raise
+
+    @staticmethod
+    def _rollout_files(rollouts: dict[str, Any]) -> dict[str, bytes]:
+        """Target path -> bytes of every running rollout's document and candidate index."""
+        out: dict[str, bytes] = {}
+        for r in rollouts.values():
+            if r.get("state") != "running":
+                continue
+            area, cohort, index = r["area"], r.get("cohort"), r["index"]
+            out[candidate_target_path(area, index["bundle_id"])] = json.dumps(
+                index, sort_keys=True, indent=1
+            ).encode()
+            public = {
+                "schema_version": ROLLOUT_SCHEMA,
+                "area": area,
+                "cohort": cohort,
+                "bundle_id": index["bundle_id"],
+                "state": "running",
+                "salt": r["salt"],
+                "threshold": int(r["threshold"]),
+                "percent": r["stages"][r["stage"]],
+            }
+            out[rollout_target_path(area, cohort)] = json.dumps(
+                public, sort_keys=True, indent=1
+            ).encode()
+        return out
+
     def _targets_for(self, published: dict[str, Any]) -> dict[str, TargetFile]:
         out: dict[str, TargetFile] = {}
-        for area, index in sorted(published.items()):
+        rollouts = self.rollouts()
+        indexes = [(index_target_path(area), ix) for area, ix in sorted(published.items())]
+        for r in rollouts.values():  # running rollouts: their candidates are signed too
+            if r.get("state") == "running":
+                indexes.append((candidate_target_path(r["area"], r["index"]["bundle_id"]), None))
+        files = self._rollout_files(rollouts)
+        for path, data in files.items():
+            if "/rollouts/" in path:
+                out[path] = TargetFile.from_data(path, data, ["sha256"])
+        for path, maybe_index in indexes:
+            index = maybe_index if maybe_index is not None else json.loads(files[path])
             data = json.dumps(index, sort_keys=True, indent=1).encode()
-            path = index_target_path(area)
             out[path] = TargetFile.from_data(path, data, ["sha256"])
             step = int(index["chunk_bytes"])
             for ent in index["files"].values():

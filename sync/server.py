@@ -42,7 +42,8 @@ from sync._serve_limits import ServeLimits
 from sync._serving import BodyDeadline, TokenBuckets, bounded_protocol, prepare_process
 from sync.errors import SyncDataError, SyncStorageError, SyncTransportError
 from sync.logs import MSGPACK, WIRE_SCHEMA
-from sync.logstore import MAX_INT, LogStorage, Principal, SqliteLogStorage, check_batch
+from sync.logstore import MAX_INT, LogStorage, Principal, check_batch, open_storage
+from sync.names import is_hex64
 from sync.repository import FleetRepository
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def create_app(
     repo = FleetRepository(root)
     repo.metadata_dir.mkdir(parents=True, exist_ok=True)
     repo.targets_dir.mkdir(parents=True, exist_ok=True)
-    store: LogStorage = storage or SqliteLogStorage(Path(root) / "fleet.sqlite")
+    store: LogStorage = storage or open_storage(root)
     buckets = TokenBuckets(
         cfg.limits.token_rate_per_s, cfg.limits.token_burst, cfg.limits.max_tracked_tokens
     )
@@ -188,6 +189,28 @@ def create_app(
             }
         )
 
+    async def report_health(request: Request) -> Response:
+        """A cab's health verdict on a bundle it tried (staged rollouts, sync.rollout)."""
+        who = await principal(request)
+        if who.kind != "vehicle":
+            raise _HTTPError(403, "only vehicles report health")
+        body = await read_body(request)
+        try:
+            doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        except Exception as e:  # msgpack raises several unrelated types
+            raise _HTTPError(400, f"report is not msgpack: {type(e).__name__}") from e
+        if not isinstance(doc, dict) or doc.get("schema_version") != WIRE_SCHEMA:
+            raise _HTTPError(400, "report has an unknown schema_version")
+        if doc.get("vehicle_id") != who.subject:
+            raise _HTTPError(403, "a vehicle reports only its own health")
+        bundle_id, ok, detail = doc.get("bundle_id"), doc.get("ok"), doc.get("detail", "")
+        if not isinstance(bundle_id, str) or not is_hex64(bundle_id):
+            raise _HTTPError(400, "bundle_id must be 64 lowercase hex characters")
+        if not isinstance(ok, bool) or not isinstance(detail, str) or len(detail) > 500:
+            raise _HTTPError(400, "ok must be a boolean, detail a string of at most 500")
+        await run_in_threadpool(store.record_health, who.subject, bundle_id, ok, detail, clock())
+        return _pack({"schema_version": WIRE_SCHEMA, "recorded": True})
+
     async def read_logs(request: Request) -> Response:
         who = await principal(request)
         if who.kind != "engineer":
@@ -242,12 +265,20 @@ def create_app(
                 return resp
             except _HTTPError as e:
                 return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+            except SyncStorageError as e:  # the database is away (a restart): retry later
+                log.warning("%s %s: %s", request.method, request.url.path, e)
+                return JSONResponse(
+                    {"error": "storage unavailable, retry later"},
+                    status_code=503,
+                    headers={"retry-after": "1"},
+                )
 
         return handler
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/logs", guarded(ingest), methods=["POST"]),
+        Route("/v1/health", guarded(report_health), methods=["POST"]),
         Route("/v1/vehicles/{vehicle_id}/logs", guarded(read_logs), methods=["GET"]),
         Mount("/metadata", app=StaticFiles(directory=repo.metadata_dir), name="metadata"),
         Mount("/targets", app=StaticFiles(directory=repo.targets_dir), name="targets"),
@@ -265,9 +296,22 @@ def create_app(
 def listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``: a port in use or a bad address is one clear error."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family = infos[0][0]
-        return socket.create_server((host, port), family=family, backlog=2048)
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+        )
+        family, _, _, _, address = infos[0]
+        # protocol IPPROTO_TCP, not 0 (socket.create_server's): asyncio sets TCP_NODELAY only on
+        # such sockets, and without it a response written in two pieces waits ~40 ms for the
+        # client's delayed ACK
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(2048)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
     except OSError as e:  # gaierror included
         raise SyncTransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
 
@@ -278,12 +322,16 @@ def serve(
     port: int = 8470,
     config: ServerConfig | None = None,
     *,
+    database: str | None = None,
     log_level: str = "warning",
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Run the server in the foreground (``nagashi fleet serve``) on ``host:port`` with the
     bounds of ``config.limits`` until SIGINT/SIGTERM; ``on_ready(url)`` once it listens.
-    Everything is checked before (the root holds a repository, the port is free)."""
+    ``database`` is the log storage (:func:`sync.logstore.open_storage`: ROOT/fleet.sqlite by
+    default, or ``postgresql://…``; several processes may share one PostgreSQL database).
+    Everything is checked before (the root holds a repository, the database opens, the port is
+    free)."""
     import uvicorn
 
     if not (Path(root) / "repo" / "metadata" / "1.root.json").is_file():
@@ -292,13 +340,18 @@ def serve(
         )
     cfg = config or ServerConfig()
     lim = cfg.limits
-    sock = listen(host, port)
+    storage = open_storage(root, database)
+    try:
+        sock = listen(host, port)
+    except BaseException:
+        storage.close()
+        raise
     prepare_process(lim)
     if on_ready is not None:
         bound = sock.getsockname()
         on_ready(f"http://{host}:{bound[1]}")
     uconfig = uvicorn.Config(
-        create_app(root, cfg),
+        create_app(root, cfg, storage=storage),
         http=bounded_protocol(lim),
         timeout_keep_alive=lim.keep_alive_s,
         limit_concurrency=lim.max_connections,
@@ -307,6 +360,9 @@ def serve(
         lifespan="off",
     )
     server = uvicorn.Server(uconfig)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        storage.close()
     if not server.started:
         raise SyncTransportError(f"the server on {host}:{port} did not start (see the log above)")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from tools.errors import ToolsError, check_server_url
+from tools.errors import CA_FILE_HELP, ToolsError, check_ca_file, check_server_url
 
 DEFAULT_GPS = "tcp://127.0.0.1:10110"  # the usual NMEA-over-TCP port of GPS bridges
 
@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--token-file", default=None, help="vehicle token (or NAGASHI_TOKEN)")
     run.add_argument("--area", default=None, help="area to pull bundles for")
     run.add_argument("--trusted-root", default=None, help="the fleet's TUF root.json")
+    run.add_argument("--ca-file", default=None, help=CA_FILE_HELP)
+    run.add_argument(
+        "--cohort", default=None, help="staged rollouts: this cab's cohort (e.g. trial-cabs)"
+    )
     run.set_defaults(func=cmd_agent_run)
 
 
@@ -82,6 +86,8 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
             token=_token(args),
             area=args.area,
             trusted_root=Path(args.trusted_root) if args.trusted_root else None,
+            ca_file=check_ca_file(args),
+            cohort=args.cohort,
         )
     config = AgentConfig(
         bundle_dir=bundle_dir,

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from tools.errors import ToolsError, check_server_url
+from tools.errors import CA_FILE_HELP, ToolsError, check_ca_file, check_server_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pull.add_argument("--server", required=True, help="fleet server URL")
     pull.add_argument("--area", required=True)
     pull.add_argument("--trusted-root", required=True, help="the fleet's root.json (provisioned)")
+    pull.add_argument("--ca-file", default=None, help=CA_FILE_HELP)
+    pull.add_argument("--vehicle", default=None, help="staged rollouts: this cab's vehicle id")
+    pull.add_argument("--cohort", default=None, help="staged rollouts: this cab's cohort")
     pull.add_argument(
         "--verify",
         action="store_true",
@@ -117,13 +120,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from sync import BundleStore, PullConfig, Updater
+    from sync import BundleStore, FetchConfig, PullConfig, Updater
 
     check_server_url(args.server, "--server")
     root = Path(args.trusted_root)
     if not root.is_file():
         raise ToolsError(f"trusted root not found: {root}")
-    u = Updater(BundleStore(args.store), PullConfig(args.server, args.area), root.read_bytes())
+    config = PullConfig(
+        args.server,
+        args.area,
+        fetch=FetchConfig(ca_file=check_ca_file(args)),
+        vehicle_id=args.vehicle,
+        cohort=args.cohort,
+    )
+    u = Updater(BundleStore(args.store), config, root.read_bytes())
     try:
         res = u.pull(verify=args.verify)
     finally:

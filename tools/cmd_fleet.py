@@ -11,6 +11,7 @@ import json
 import math
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from tools.errors import ToolsError
 
@@ -26,6 +27,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--root", default=".", help="fleet directory (default: .)")
+        return p
+
+    def with_database(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--database",
+            default=None,
+            help="log and token storage: postgresql://USER@HOST:PORT/DB (password from "
+            "PGPASSWORD or ~/.pgpass), or a SQLite file (default: ROOT/fleet.sqlite)",
+        )
         return p
 
     keys = fsub.add_parser("keys", help="create or rotate the repository's signing keys")
@@ -65,22 +75,59 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pr.add_argument("--keep-versions", type=int, default=10)
     pr.set_defaults(func=cmd_prune)
 
-    st = with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
+    st = with_database(
+        with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
+    )
     st.set_defaults(func=cmd_status)
 
     tok = fsub.add_parser("token", help="vehicle and engineer credentials for the log API")
     tsub = tok.add_subparsers(dest="token_command", metavar="ACTION")
     tsub.required = True
-    add = with_root(tsub.add_parser("add", help="create a token (printed once)"))
+    add = with_database(with_root(tsub.add_parser("add", help="create a token (printed once)")))
     who = add.add_mutually_exclusive_group(required=True)
     who.add_argument("--vehicle", help="vehicle id: may upload its own logs only")
     who.add_argument("--engineer", help="engineer name: may read every vehicle's logs")
     add.set_defaults(func=cmd_token_add)
-    rev = with_root(tsub.add_parser("revoke", help="revoke every token of a vehicle/engineer"))
+    rev = with_database(
+        with_root(tsub.add_parser("revoke", help="revoke every token of a vehicle/engineer"))
+    )
     rev.add_argument("name")
     rev.set_defaults(func=cmd_token_revoke)
 
-    serve = with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
+    ro = fsub.add_parser("rollout", help="staged rollouts of a bundle to an area's cabs")
+    rsub = ro.add_subparsers(dest="rollout_command", metavar="ACTION")
+    rsub.required = True
+    rs = with_database(with_root(rsub.add_parser("start", help="start a staged rollout")))
+    rs.add_argument("--bundle", required=True, help="bundle directory (built by bundle build)")
+    rs.add_argument("--area", required=True)
+    rs.add_argument("--stages", default="5%,25%,100%", help="shares of the cabs, in order")
+    rs.add_argument("--cohort", default=None, help="a named cohort only (e.g. trial-cabs)")
+    rs.add_argument("--max-failures", default="5%", help="halt past this failed share")
+    rs.add_argument("--min-healthy", default="95%", help="promote at this healthy share")
+    rs.add_argument(
+        "--min-stage-minutes", type=float, default=60.0, help="and after this long in a stage"
+    )
+    rs.set_defaults(func=cmd_rollout_start)
+    for name, helptext, func in (
+        ("promote", "move to the next stage (past the last: publish)", "cmd_rollout_promote"),
+        ("halt", "stop; the stage's cabs go back to the published bundle", "cmd_rollout_halt"),
+    ):
+        rp = with_database(with_root(rsub.add_parser(name, help=helptext)))
+        rp.add_argument("--area", required=True)
+        rp.add_argument("--cohort", default=None)
+        if name == "promote":
+            rp.add_argument("--force", action="store_true", help="even past the failure share")
+        rp.set_defaults(func=globals()[func])
+    rst = with_database(with_root(rsub.add_parser("status", help="stages, health, decision")))
+    rst.set_defaults(func=cmd_rollout_status)
+    rev_ = with_database(
+        with_root(rsub.add_parser("evaluate", help="apply the rules: promote or halt (cron)"))
+    )
+    rev_.set_defaults(func=cmd_rollout_evaluate)
+
+    serve = with_database(
+        with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
+    )
     serve.add_argument("--port", type=int, default=8470)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (put TLS in front)")
     from sync._serve_limits import ServeLimits
@@ -224,12 +271,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sync import FleetRepository
-    from sync.logstore import SqliteLogStorage
+    from sync.logstore import is_postgres_url, open_storage
 
     status = FleetRepository(args.root).status()
-    db = Path(args.root) / "fleet.sqlite"
-    if db.is_file():  # per vehicle: records stored, records its outbox dropped at the bound
-        store = SqliteLogStorage(db)
+    database = args.database
+    db = Path(database or Path(args.root) / "fleet.sqlite")
+    # per vehicle: records stored, records its outbox dropped at the bound
+    if (database and is_postgres_url(database)) or db.is_file():
+        store = open_storage(args.root, database)
         try:
             status["logs"] = store.vehicle_summary()
         finally:
@@ -239,12 +288,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_token_add(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sync.logstore import SqliteLogStorage
+    from sync.logstore import open_storage
 
     _require_repository(args.root)
-    store = SqliteLogStorage(Path(args.root) / "fleet.sqlite")
+    store = open_storage(args.root, args.database)
     kind, name = ("vehicle", args.vehicle) if args.vehicle else ("engineer", args.engineer)
     try:
         token = store.add_token(kind, name, time.time())
@@ -255,12 +302,10 @@ def cmd_token_add(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sync.logstore import SqliteLogStorage
+    from sync.logstore import open_storage
 
     _require_repository(args.root)
-    store = SqliteLogStorage(Path(args.root) / "fleet.sqlite")
+    store = open_storage(args.root, args.database)
     try:
         n = store.revoke(args.name)
     finally:
@@ -293,7 +338,85 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
         ServerConfig(limits=limits),
+        database=args.database,
         log_level=args.log_level,
         on_ready=lambda url: print(f"serving {args.root} on {url}/", file=sys.stderr, flush=True),
     )
+    return 0
+
+
+def _percent(text: str, what: str) -> float:
+    try:
+        v = float(text.strip().removesuffix("%")) / 100.0
+    except ValueError:
+        v = math.nan
+    if not 0.0 <= v <= 1.0:
+        raise ToolsError(f"{what}: expected a share such as 5%, got {text!r}")
+    return v
+
+
+def _rollouts(args: argparse.Namespace) -> Any:
+    from sync import FleetRepository
+    from sync.logstore import open_storage
+    from sync.rollout import Rollouts
+
+    _require_repository(args.root)
+    return Rollouts(FleetRepository(args.root), open_storage(args.root, args.database))
+
+
+def _print_rollout(doc: dict[str, Any]) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def cmd_rollout_start(args: argparse.Namespace) -> int:
+    from sync.rollout import RolloutRules, parse_stages
+
+    rules = RolloutRules(
+        max_failure_fraction=_percent(args.max_failures, "--max-failures"),
+        min_healthy_fraction=_percent(args.min_healthy, "--min-healthy"),
+        min_stage_s=args.min_stage_minutes * 60.0,
+    )
+    stages = parse_stages(args.stages)
+    ro = _rollouts(args)
+    try:
+        doc = ro.start(args.bundle, args.area, stages, _now(), cohort=args.cohort, rules=rules)
+        _print_rollout(doc)
+    finally:
+        ro.storage.close()
+    return 0
+
+
+def cmd_rollout_promote(args: argparse.Namespace) -> int:
+    ro = _rollouts(args)
+    try:
+        _print_rollout(ro.promote(args.area, args.cohort, _now(), force=args.force))
+    finally:
+        ro.storage.close()
+    return 0
+
+
+def cmd_rollout_halt(args: argparse.Namespace) -> int:
+    ro = _rollouts(args)
+    try:
+        _print_rollout(ro.halt(args.area, args.cohort, _now(), "by the operator"))
+    finally:
+        ro.storage.close()
+    return 0
+
+
+def cmd_rollout_status(args: argparse.Namespace) -> int:
+    ro = _rollouts(args)
+    try:
+        _print_rollout({"rollouts": ro.status(time.time())})
+    finally:
+        ro.storage.close()
+    return 0
+
+
+def cmd_rollout_evaluate(args: argparse.Namespace) -> int:
+    ro = _rollouts(args)
+    try:
+        _print_rollout({"actions": ro.evaluate(_now())})
+    finally:
+        ro.storage.close()
     return 0

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.errors import ToolsError, check_server_url
+from tools.errors import CA_FILE_HELP, ToolsError, check_ca_file, check_server_url
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     pull.add_argument("--token-file", default=None, help="engineer token (or NAGASHI_TOKEN)")
     pull.add_argument("--out", default=None, help="output file (default logs-VEHICLE.msgpack)")
+    pull.add_argument("--ca-file", default=None, help=CA_FILE_HELP)
     pull.add_argument("--json", action="store_true")
     pull.set_defaults(func=cmd_logs_pull)
 
@@ -59,6 +60,7 @@ def cmd_logs_pull(args: argparse.Namespace) -> int:
     from tools.field.logs_pull import pull_logs
 
     check_server_url(args.server, "--server")
+    ca_file = check_ca_file(args)
     if args.token_file:
         try:
             token = Path(args.token_file).read_text().strip()
@@ -70,7 +72,7 @@ def cmd_logs_pull(args: argparse.Namespace) -> int:
         raise ToolsError("an engineer token is needed: --token-file or NAGASHI_TOKEN")
     since = parse_since(args.since, time.time())
     out = Path(args.out or f"logs-{args.vehicle}.msgpack")
-    doc = pull_logs(args.server, token, args.vehicle, since, out, clock=args.clock)
+    doc = pull_logs(args.server, token, args.vehicle, since, out, clock=args.clock, ca_file=ca_file)
     if args.json:
         print(json.dumps(doc, sort_keys=True))
     else:

@@ -33,6 +33,25 @@ def known_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+CA_FILE_HELP = "PEM file of the CA of the fleet server's TLS certificate (default: the system's)"
+
+
+def check_ca_file(args: object) -> str | None:
+    """``args.ca_file`` if absent or a readable PEM file of certificates, else ToolsError
+    (before anything is fetched or changed)."""
+    ca_file = getattr(args, "ca_file", None)
+    if not ca_file:
+        return None
+    from sync._tls import client_verify
+    from sync.errors import SyncDataError
+
+    try:
+        client_verify(ca_file)
+    except SyncDataError as e:
+        raise ToolsError(f"--ca-file: {e}") from e
+    return str(ca_file)
+
+
 def check_server_url(url: str, option: str) -> str:
     """``url`` if it is an http(s) URL with a host, else ToolsError (before any retry loop)."""
     from urllib.parse import urlsplit

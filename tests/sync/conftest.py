@@ -3,7 +3,11 @@ real uvicorn server on 127.0.0.1 (ephemeral port) started and stopped by each te
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,12 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
 from sync import Bundle, BundleInputs, BundleStore, FleetRepository, build_bundle
 from sync._fixtures import base_manifest, change_one_tile, composed, tiles_meta, write_inputs
 from sync.server import create_app
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def utcnow() -> datetime:
@@ -45,6 +52,40 @@ def run_server(app: Any, log_level: str = "warning") -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@contextmanager
+def fleet_serve(
+    root: Path, *args: str, port: int = 0
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A real ``nagashi fleet serve --root ROOT ARGS`` process on 127.0.0.1 (``port`` 0: an
+    ephemeral one); yields its URL once it answers /healthz; stopped after."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "fleet", "serve", "--root", str(root),
+         "--port", str(port), *args],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # "serving ROOT on http://127.0.0.1:PORT/" once bound
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)/", line)
+        assert m, f"fleet serve did not start: {line}{proc.stderr.read()[-2000:]}"
+        url = m.group(1)
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                proc.wait(0.05) if proc.poll() is not None else None
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 @dataclass
@@ -122,3 +163,39 @@ def serve() -> Callable[..., Any]:
 def accept_all(bundle: Bundle) -> None:
     """A health check that only verifies the files (for tests not about health)."""
     bundle.verify()
+
+
+# ----------------------------------------------------------------------------- log storage
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster on a loopback port (tests/pgcluster.py), for the session;
+    always stopped and removed."""
+    from tests.pgcluster import PgCluster
+
+    cluster = PgCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[Path], Any]]:
+    """``make(root)``: a fresh log storage of the parametrised back end (SQLite in ``root``,
+    or a new database in the session's PostgreSQL cluster); closed after the test."""
+    made: list[Any] = []
+    cluster = request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None
+
+    def make(root: Path) -> Any:
+        from sync.logstore import open_storage
+
+        database = cluster.database() if cluster is not None else None
+        storage = open_storage(root, database)
+        storage.database = database  # type: ignore[attr-defined]  # for CLI/process tests
+        made.append(storage)
+        return storage
+
+    make.backend = request.param  # type: ignore[attr-defined]
+    yield make
+    for s in made:
+        s.close()

@@ -39,3 +39,21 @@ def test_bench_live_runs_and_loses_no_heartbeat(monaco_tiles: Path) -> None:
     assert out["served_snapshot_bytes"] > 0  # the server's own background build
     assert out["snapshot_bytes_40_cabs"] > out["snapshot_bytes_4_cabs"] > 0
     assert 0 < out["heartbeat_bytes_mean"] < out["heartbeat_bytes_with_hour_of_pickups_mean"]
+
+
+def test_bench_fleet_loses_and_duplicates_nothing_on_both_back_ends(pg_cluster: object) -> None:
+    """A small run of ``nagashi bench fleet`` (counts, not timings): every acknowledged record
+    is stored once, on SQLite, PostgreSQL and two processes on PostgreSQL."""
+    from sync import bench_fleet
+
+    parser = argparse.ArgumentParser()
+    bench_fleet.add_arguments(parser)
+    url = pg_cluster.database()  # type: ignore[attr-defined]
+    args = ["--cabs", "20", "--interval-s", "2", "--minutes", "0.1", "--postgres-url", url]
+    out = bench_fleet.run(parser.parse_args(args))
+    for backend in ("sqlite", "postgresql", "postgresql-2proc"):
+        r = out[backend]
+        assert r["errors"] == 0 and r["records_unacked"] == 0, r["error_kinds"]
+        assert r["records_lost"] == 0 and r["records_duplicated"] == 0
+        assert r["records_stored"] == r["records_acked"] > 0
+        assert r["server_peak_rss_mib"] > 0

@@ -23,7 +23,6 @@ from sync import (
     fetch_logs,
 )
 from sync.fetcher import FetchConfig, HttpxFetcher
-from sync.logstore import SqliteLogStorage
 from tests.sync.conftest import Fleet, accept_all, run_server, utcnow
 
 
@@ -126,11 +125,13 @@ def test_pull_through_a_flaky_server_completes_or_keeps_old(fleet: Fleet, serve:
     assert f.ranges > 0 and 206 in f.statuses
 
 
-def test_log_upload_through_a_flaky_server_is_exactly_once(tmp_path: Path) -> None:
+def test_log_upload_through_a_flaky_server_is_exactly_once(
+    tmp_path: Path, log_backend: Any
+) -> None:
     from sync.server import create_app
 
     root = tmp_path / "fleet"
-    storage = SqliteLogStorage(root / "fleet.sqlite")
+    storage = log_backend(root)
     vehicle_token = storage.add_token("vehicle", "cab-7", 0.0)
     engineer_token = storage.add_token("engineer", "ana", 0.0)
     flaky = Flaky(create_app(root, storage=storage))

@@ -25,9 +25,10 @@ from tools.cli import main
 
 
 @pytest.fixture
-def fleet_logs(tmp_path: Path) -> Any:
+def fleet_logs(tmp_path: Path, log_backend: Any) -> Any:
+    """The fleet app on loopback over each log storage back end (SQLite, PostgreSQL)."""
     root = tmp_path / "fleet"
-    storage = SqliteLogStorage(root / "fleet.sqlite")
+    storage = log_backend(root)
     tokens = {
         "cab-1": storage.add_token("vehicle", "cab-1", 0.0),
         "cab-2": storage.add_token("vehicle", "cab-2", 0.0),
@@ -206,9 +207,9 @@ def test_a_bad_field_is_refused_and_breaks_no_other_cab(
     assert storage.count("cab-2") == 1
 
 
-def test_a_failing_insert_is_rolled_back(tmp_path: Path) -> None:
+def test_a_failing_insert_is_rolled_back(tmp_path: Path, log_backend: Any) -> None:
     """Whatever the storage raises inside the transaction, the next batch goes in."""
-    storage = SqliteLogStorage(tmp_path / "fleet.sqlite")
+    storage = log_backend(tmp_path)
     bad: list[tuple[list[tuple[int, float, bytes]], int]] = [
         ([(2**63, 1.0, b"x")], 0),
         ([(1, 1.0, b"x")], 2**64),
@@ -298,7 +299,9 @@ def test_drops_are_reported_by_logs_pull_and_report_slo_and_fleet_status(
 
     # fleet status: per vehicle, the records stored and those its outbox dropped
     FleetRepository(root).init(utcnow())
-    assert main(["fleet", "status", "--root", str(root)]) == 0
+    database = getattr(storage, "database", None)
+    db_args = ["--database", database] if database else []
+    assert main(["fleet", "status", "--root", str(root), *db_args]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["logs"]["cab-1"]["records"] == 20
     assert status["logs"]["cab-1"]["dropped_total"] == 12

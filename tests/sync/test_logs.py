@@ -26,7 +26,6 @@ from sync import (
     SyncTransportError,
     fetch_logs,
 )
-from sync.logstore import SqliteLogStorage
 from sync.server import ServerConfig, create_app
 from tests.sync.conftest import run_server
 
@@ -92,9 +91,10 @@ def test_outbox_refuses_unpackable_or_huge_records(tmp_path: Path):
 
 
 @pytest.fixture
-def fleet_logs(tmp_path: Path) -> Any:
+def fleet_logs(tmp_path: Path, log_backend: Any) -> Any:
+    """The fleet app on loopback over each log storage back end (SQLite, PostgreSQL)."""
     root = tmp_path / "fleet"
-    storage = SqliteLogStorage(root / "fleet.sqlite")
+    storage = log_backend(root)
     tokens = {
         "cab-1": storage.add_token("vehicle", "cab-1", 0.0),
         "cab-2": storage.add_token("vehicle", "cab-2", 0.0),

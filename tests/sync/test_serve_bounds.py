@@ -186,3 +186,18 @@ def test_serve_on_a_mistyped_root_creates_nothing(tmp_path: Path) -> None:
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "holds no fleet repository" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_listening_socket_gives_connections_tcp_nodelay() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose protocol is IPPROTO_TCP; a socket made by
+    socket.create_server has protocol 0, so every response written in two pieces (headers,
+    body) waited for the client's delayed ACK (about 40 ms per request, found by
+    ``nagashi bench fleet``). The accepted socket inherits the listening socket's protocol."""
+    from sync.server import listen
+
+    with listen("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        with socket.create_connection(sock.getsockname()[:2]):
+            conn, _ = sock.accept()
+            with conn:
+                assert conn.proto == socket.IPPROTO_TCP  # so asyncio sets TCP_NODELAY on it

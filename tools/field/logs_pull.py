@@ -43,6 +43,7 @@ def pull_logs(
     *,
     clock: str = "gps",
     client: httpx.Client | None = None,
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     """Write the vehicle's records since ``since_s`` (on ``clock``) to ``out``; a summary of
     what came."""
@@ -50,7 +51,9 @@ def pull_logs(
         raise TripLogError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     server_since = since_s if clock == "gps" else 0.0  # received: the server has no index on it
     try:
-        pulled = fetch_vehicle_logs(server_url, token, vehicle_id, server_since, client=client)
+        pulled = fetch_vehicle_logs(
+            server_url, token, vehicle_id, server_since, client=client, ca_file=ca_file
+        )
     except SyncError as e:
         raise TripLogError(f"cannot pull logs of {vehicle_id!r}: {e}") from e
     records = pulled.records

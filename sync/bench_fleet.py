@@ -1,0 +1,310 @@
+"""Fleet server under a fleet: N simulated cabs upload trip logs and poll for bundles.
+
+``nagashi bench fleet --cabs 300 --interval-s 15 --minutes 1 --database all --json``
+
+Every back end asked for gets its own fleet root and a real ``nagashi fleet serve`` (in
+separate processes on 127.0.0.1; ``postgresql-2proc`` is two processes on one PostgreSQL
+database, the cabs spread over both). For PostgreSQL without ``--postgres-url`` a throwaway
+cluster is made (initdb, pg_ctl on a loopback port) and removed.
+
+Each cab (an asyncio task over one shared httpx.AsyncClient, keep-alive) wakes every
+``--interval-s`` (first wake at a random offset) and sends:
+
+* an upload: ``--records-per-upload`` msgpack records of about ``--record-bytes``, gzip, with
+  its outbox epoch and increasing seqs (re-sent as the cab would when an upload fails);
+* a bundle poll as the cab's TUF client makes it when nothing changed: ``GET
+  /metadata/<n+1>.root.json`` (404) and ``GET /metadata/timestamp.json``.
+
+Reported per back end: requests and requests/s, p50/p95/p99/max latency (ms) of uploads and
+polls, errors (non-200 answers other than the 404 of the next root, and transport errors),
+``records_acked``, ``records_stored`` (read back from the database after the run),
+``records_lost`` (acknowledged but not stored; must be 0) and ``records_unacked`` (given up
+after retries), duplicates (stored more than once; must be 0), the servers' peak RSS (MiB,
+sampled every second) and whether the offered load was held (``lag_p99_ms``: how late the cabs'
+wake-ups ran behind schedule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = ("sqlite", "postgresql", "postgresql-2proc")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cabs", type=int, default=300)
+    parser.add_argument("--interval-s", type=float, default=15.0, help="per cab, between wakes")
+    parser.add_argument("--minutes", type=float, default=1.0, help="length of the run")
+    parser.add_argument(
+        "--database",
+        default="all",
+        help="sqlite, postgresql, postgresql-2proc, or all (default: side by side)",
+    )
+    parser.add_argument("--postgres-url", default=None, help="use this database, not a new one")
+    parser.add_argument("--records-per-upload", type=int, default=15)
+    parser.add_argument("--record-bytes", type=int, default=200)
+    parser.add_argument("--max-connections", type=int, default=256, help="client connections")
+    parser.add_argument("--seed", type=int, default=19)
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    v = sorted(values)
+
+    def q(p: float) -> float:
+        return round(v[min(len(v) - 1, int(p * len(v)))] * 1000.0, 2)
+
+    return {"p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": round(v[-1] * 1000.0, 2)}
+
+
+@contextmanager
+def _serve(root: Path, database: str | None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "tools.cli", "fleet", "serve", "--root", str(root),
+            "--port", "0", "--max-connections-per-ip", "100000", "--max-connections", "4096",
+            "--token-burst", "1000"]  # fmt: skip
+    if database:
+        args += ["--database", database]
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)/", line)
+        if not m:
+            raise RuntimeError(f"fleet serve did not start: {line}{proc.stderr.read()[-2000:]}")
+        # keep draining stderr (warnings under load) so the server never blocks on it
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        yield m.group(1), proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _rss_sampler(pids: list[int], stop: threading.Event, peak: list[float]) -> None:
+    import psutil
+
+    procs = [psutil.Process(p) for p in pids]
+    while not stop.is_set():
+        total = 0.0
+        for p in procs:
+            with suppress(psutil.Error):
+                total += p.memory_info().rss
+        peak[0] = max(peak[0], total / 2**20)
+        stop.wait(1.0)
+
+
+async def _drive(
+    urls: list[str], tokens: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    import httpx
+
+    rng = random.Random(args.seed)
+    duration = args.minutes * 60.0
+    limits = httpx.Limits(
+        max_connections=args.max_connections, max_keepalive_connections=args.max_connections
+    )
+    lat: dict[str, list[float]] = {"upload": [], "poll": []}
+    lag: list[float] = []
+    errors: dict[str, int] = {}
+    acked: dict[str, set[int]] = {}
+    unacked = 0
+    requests = 0
+    pad = b"x" * max(0, args.record_bytes - 40)
+
+    def error(kind: str) -> None:
+        errors[kind] = errors.get(kind, 0) + 1
+
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
+        # at most --max-connections requests in flight: httpcore's pool assigns waiting
+        # requests in O(waiting x connections), which with thousands of cabs queued made the
+        # load generator, not the server, the bottleneck. Latency is measured from here: the
+        # server's answer time with that many concurrent requests (``lag_p99_ms`` says when
+        # the generator fell behind the offered schedule).
+        in_flight = asyncio.Semaphore(args.max_connections)
+
+        async def timed(kind: str, method: str, url: str, **kw: Any) -> httpx.Response | None:
+            nonlocal requests
+            async with in_flight:
+                t0 = time.perf_counter()
+                requests += 1
+                try:
+                    r = await client.request(method, url, **kw)
+                except httpx.HTTPError as e:
+                    error(f"{kind}:{type(e).__name__}")
+                    return None
+                lat[kind].append(time.perf_counter() - t0)
+                return r
+
+        async def cab(i: int, vehicle: str, token: str) -> None:
+            nonlocal unacked
+            base = urls[i % len(urls)]
+            epoch = secrets.token_hex(8)
+            headers = {"Authorization": f"Bearer {token}"}
+            seq = 0
+            mine = acked.setdefault(vehicle, set())
+            start = loop.time()
+            due = start + rng.uniform(0, args.interval_s)
+            while due < start + duration:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                lag.append(max(0.0, loop.time() - due))
+                records = []
+                for _ in range(args.records_per_upload):
+                    seq += 1
+                    data = msgpack.packb({"kind": "tick", "seq": seq, "pad": pad})
+                    records.append({"seq": seq, "t_s": time.time(), "data": data})
+                body = gzip.compress(
+                    msgpack.packb(
+                        {"schema_version": 1, "vehicle_id": vehicle, "epoch": epoch,
+                         "dropped_total": 0, "records": records},
+                        use_bin_type=True,
+                    ),
+                    compresslevel=6,
+                )  # fmt: skip
+                want = {r["seq"] for r in records}
+                for _attempt in range(5):  # a cab retries; the seqs are the same
+                    r = await timed(
+                        "upload", "POST", f"{base}/v1/logs", content=body,
+                        headers={**headers, "Content-Encoding": "gzip"},
+                    )  # fmt: skip
+                    if r is not None and r.status_code == 200:
+                        mine.update(set(msgpack.unpackb(r.content)["acked"]) & want)
+                        break
+                    if r is not None:
+                        error(f"upload:HTTP {r.status_code}")
+                    await asyncio.sleep(0.5)
+                else:
+                    unacked += len(want - mine)
+                for path, ok in (("/metadata/2.root.json", 404), ("/metadata/timestamp.json", 200)):
+                    r = await timed("poll", "GET", f"{base}{path}")
+                    if r is not None and r.status_code != ok:
+                        error(f"poll:HTTP {r.status_code}")
+                due += args.interval_s
+
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(cab(i, v, t) for i, (v, t) in enumerate(sorted(tokens.items()))))
+        wall = time.perf_counter() - t0
+    return {
+        "requests": requests,
+        "wall_s": round(wall, 1),
+        "requests_per_s": round(requests / wall, 1),
+        "offered_requests_per_s": round(3 * len(tokens) / args.interval_s, 1),
+        "upload_ms": _percentiles(lat["upload"]),
+        "poll_ms": _percentiles(lat["poll"]),
+        "lag_p99_ms": _percentiles(lag)["p99"],
+        "errors": sum(errors.values()),
+        "error_kinds": dict(sorted(errors.items())),
+        "acked": {v: sorted(s) for v, s in acked.items()},
+        "records_unacked": unacked,
+    }
+
+
+def _one(backend: str, work: Path, args: argparse.Namespace, pg: Any) -> dict[str, Any]:
+    from sync import FleetRepository
+    from sync.logstore import open_storage
+
+    root = work / backend
+    FleetRepository(root).init(datetime.now(UTC).replace(microsecond=0))
+    database = None
+    if backend.startswith("postgresql"):
+        database = args.postgres_url or pg().database()
+    storage = open_storage(root, database)
+    try:
+        # names of their own per back end: runs may share one --postgres-url database
+        names = [f"{backend}-cab-{i:05d}" for i in range(args.cabs)]
+        tokens = {v: storage.add_token("vehicle", v, 0.0) for v in names}
+        n_proc = 2 if backend.endswith("2proc") else 1
+        with ExitStack() as stack:
+            servers = [stack.enter_context(_serve(root, database)) for _ in range(n_proc)]
+            stop, peak = threading.Event(), [0.0]
+            sampler = threading.Thread(
+                target=_rss_sampler, args=([p.pid for _, p in servers], stop, peak), daemon=True
+            )
+            sampler.start()
+            try:
+                out = asyncio.run(_drive([u for u, _ in servers], tokens, args))
+            finally:
+                stop.set()
+                sampler.join(5)
+        acked = out.pop("acked")
+        stored = lost = dup = 0
+        for v in tokens:
+            rows = storage.read(v, -1e18, 0, 10**9)
+            seqs = [r.seq for r in rows]
+            stored += len(seqs)
+            dup += len(seqs) - len(set(seqs))
+            lost += len(set(acked.get(v, [])) - set(seqs))
+        out.update(
+            {
+                "servers": n_proc,
+                "records_acked": sum(len(s) for s in acked.values()),
+                "records_stored": stored,
+                "records_lost": lost,
+                "records_duplicated": dup,
+                "server_peak_rss_mib": round(peak[0], 1),
+            }
+        )
+        return out
+    finally:
+        storage.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from sync._pgcluster import PgCluster
+
+    wanted = BACKENDS if args.database == "all" else tuple(args.database.split(","))
+    unknown = [b for b in wanted if b not in BACKENDS]
+    if unknown or args.cabs < 1 or not args.interval_s > 0 or not args.minutes > 0:
+        raise ValueError(f"--database: one of {', '.join(BACKENDS)} or all; positive sizes")
+    work = Path(tempfile.mkdtemp(prefix="nagashi-bench-fleet-"))
+    cluster: list[PgCluster] = []
+
+    def pg() -> PgCluster:
+        if not cluster:
+            cluster.append(PgCluster())
+        return cluster[0]
+
+    result: dict[str, Any] = {
+        "cabs": args.cabs,
+        "interval_s": args.interval_s,
+        "minutes": args.minutes,
+        "cpus": os.cpu_count(),
+    }
+    try:
+        for backend in wanted:
+            result[backend] = _one(backend, work, args, pg)
+            # progress: each back end's figures as soon as they are in (a long run)
+            print(f"bench fleet: {backend}: {json.dumps(result[backend])}", file=sys.stderr)
+    finally:
+        for c in cluster:
+            c.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
