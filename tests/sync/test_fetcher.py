@@ -45,7 +45,7 @@ def _range_start(request: httpx.Request) -> int:
     return int(r.removeprefix("bytes=").rstrip("-")) if r else 0
 
 
-def test_resumes_a_cut_body_with_range():
+def test_resumes_a_cut_body_with_range() -> None:
     seen: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -63,7 +63,7 @@ def test_resumes_a_cut_body_with_range():
     assert len(sleeps) == 2 and all(s > 0 for s in sleeps)
 
 
-def test_server_that_ignores_range_is_read_again_and_prefix_dropped():
+def test_server_that_ignores_range_is_read_again_and_prefix_dropped() -> None:
     calls: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -76,7 +76,7 @@ def test_server_that_ignores_range_is_read_again_and_prefix_dropped():
     assert calls == [0, 5000]
 
 
-def test_wrong_content_range_is_refused():
+def test_wrong_content_range_is_refused() -> None:
     calls: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -90,7 +90,7 @@ def test_wrong_content_range_is_refused():
         f.download_bytes(URL, len(DATA))
 
 
-def test_5xx_is_retried_and_404_is_not():
+def test_5xx_is_retried_and_404_is_not() -> None:
     statuses = iter([500, 503, 200])
 
     def flaky(request: httpx.Request) -> httpx.Response:
@@ -112,7 +112,7 @@ def test_5xx_is_retried_and_404_is_not():
     assert e.value.status_code == 404 and len(n404) == 1  # ngclient reads 404 as "no newer root"
 
 
-def test_gives_up_after_max_attempts_with_growing_capped_backoff():
+def test_gives_up_after_max_attempts_with_growing_capped_backoff() -> None:
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
@@ -124,7 +124,7 @@ def test_gives_up_after_max_attempts_with_growing_capped_backoff():
         assert cap / 2 <= s <= cap
 
 
-def test_deadline_bounds_a_slow_download():
+def test_deadline_bounds_a_slow_download() -> None:
     clock = [0.0]
 
     def tick() -> float:
@@ -146,7 +146,7 @@ def test_deadline_bounds_a_slow_download():
         f.download_bytes(URL, len(DATA))
 
 
-def test_more_than_max_length_is_refused():
+def test_more_than_max_length_is_refused() -> None:
     f, _ = fetcher(lambda r: httpx.Response(200, content=DATA))
     with pytest.raises(tuf_exc.DownloadLengthMismatchError):
         f.download_bytes(URL, len(DATA) - 1)

@@ -30,7 +30,7 @@ from sync.server import ServerConfig, create_app
 from tests.sync.conftest import run_server
 
 
-def test_outbox_survives_reopen_and_deletes_only_acked(tmp_path: Path):
+def test_outbox_survives_reopen_and_deletes_only_acked(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     with Outbox(path) as ob:
         seqs = ob.append_many(({"i": i}, 100.0 + i) for i in range(10))
@@ -48,7 +48,7 @@ def test_outbox_survives_reopen_and_deletes_only_acked(tmp_path: Path):
     assert conn_mode == "wal"
 
 
-def test_outbox_drops_oldest_and_counts_persistently(tmp_path: Path):
+def test_outbox_drops_oldest_and_counts_persistently(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     cfg = OutboxConfig(max_records=5)
     with Outbox(path, cfg) as ob:
@@ -67,7 +67,9 @@ def test_outbox_drops_oldest_and_counts_persistently(tmp_path: Path):
     sizes=st.lists(st.integers(1, 400), min_size=1, max_size=40),
     max_bytes=st.integers(500, 3000),
 )
-def test_outbox_byte_bound_invariant(tmp_path_factory: Any, sizes: list[int], max_bytes: int):
+def test_outbox_byte_bound_invariant(
+    tmp_path_factory: Any, sizes: list[int], max_bytes: int
+) -> None:
     path = tmp_path_factory.mktemp("ob") / "o.sqlite"
     with Outbox(path, OutboxConfig(max_bytes=max_bytes)) as ob:
         for n, size in enumerate(sizes):
@@ -81,7 +83,7 @@ def test_outbox_byte_bound_invariant(tmp_path_factory: Any, sizes: list[int], ma
             assert [r.seq for r in kept] == sorted(r.seq for r in kept)
 
 
-def test_outbox_refuses_unpackable_or_huge_records(tmp_path: Path):
+def test_outbox_refuses_unpackable_or_huge_records(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.sqlite", OutboxConfig(max_record_bytes=100)) as ob:
         with pytest.raises(SyncDataError, match="msgpack"):
             ob.append(object(), 0.0)
@@ -106,7 +108,7 @@ def fleet_logs(tmp_path: Path, log_backend: Any) -> Any:
 
 
 def _batch(vehicle: str, seqs: list[int], dropped: int = 0) -> bytes:
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "schema_version": 1,
             "vehicle_id": vehicle,
@@ -115,13 +117,14 @@ def _batch(vehicle: str, seqs: list[int], dropped: int = 0) -> bytes:
         },
         use_bin_type=True,
     )
+    return packed
 
 
 def _post(url: str, token: str, body: bytes) -> httpx.Response:
     return httpx.post(f"{url}/v1/logs", content=body, headers={"Authorization": f"Bearer {token}"})
 
 
-def test_resending_a_batch_never_duplicates(fleet_logs: Any):
+def test_resending_a_batch_never_duplicates(fleet_logs: Any) -> None:
     url, tokens, storage = fleet_logs
     r1 = msgpack.unpackb(_post(url, tokens["cab-1"], _batch("cab-1", [1, 2, 3])).content)
     r2 = msgpack.unpackb(_post(url, tokens["cab-1"], _batch("cab-1", [2, 3, 4])).content)
@@ -133,7 +136,7 @@ def test_resending_a_batch_never_duplicates(fleet_logs: Any):
     assert storage.count("cab-1") == 4
 
 
-def test_vehicle_tokens_are_confined(fleet_logs: Any):
+def test_vehicle_tokens_are_confined(fleet_logs: Any) -> None:
     url, tokens, _ = fleet_logs
     # uploading as another vehicle
     assert _post(url, tokens["cab-2"], _batch("cab-1", [1])).status_code == 403
@@ -152,7 +155,7 @@ def test_vehicle_tokens_are_confined(fleet_logs: Any):
             assert httpx.request(method, url + path, headers=auth).status_code == 405
 
 
-def test_batches_are_size_capped_and_validated(fleet_logs: Any):
+def test_batches_are_size_capped_and_validated(fleet_logs: Any) -> None:
     url, tokens, storage = fleet_logs
     big = msgpack.packb(
         {
@@ -182,7 +185,7 @@ def _post_gz(url: str, token: str, body: bytes, encoding: str = "gzip") -> httpx
     return httpx.post(f"{url}/v1/logs", content=body, headers=headers)
 
 
-def test_gzip_batches_are_inflated_within_the_cap(fleet_logs: Any):
+def test_gzip_batches_are_inflated_within_the_cap(fleet_logs: Any) -> None:
     url, tokens, storage = fleet_logs
     ok = _post_gz(url, tokens["cab-1"], gzip.compress(_batch("cab-1", [1, 2])))
     assert ok.status_code == 200 and msgpack.unpackb(ok.content)["inserted"] == 2
@@ -201,7 +204,7 @@ def test_gzip_batches_are_inflated_within_the_cap(fleet_logs: Any):
     assert storage.count("cab-1") == 2
 
 
-def test_uploads_are_gzip_on_the_wire_and_stored_as_sent(tmp_path: Path):
+def test_uploads_are_gzip_on_the_wire_and_stored_as_sent(tmp_path: Path) -> None:
     """What the cab sends: a gzip body that inflates to the msgpack batch, the same bytes on a
     retry; and with ``gzip_level=0`` the plain batch."""
     seen: list[httpx.Request] = []
@@ -237,7 +240,9 @@ def test_uploads_are_gzip_on_the_wire_and_stored_as_sent(tmp_path: Path):
     assert gzip.decompress(gz) == plain and len(gz) < len(plain)
 
 
-def test_uploader_drains_outbox_and_uploads_the_dropped_counter(fleet_logs: Any, tmp_path: Path):
+def test_uploader_drains_outbox_and_uploads_the_dropped_counter(
+    fleet_logs: Any, tmp_path: Path
+) -> None:
     url, tokens, storage = fleet_logs
     ob = Outbox(tmp_path / "o.sqlite", OutboxConfig(max_records=50, batch_max_records=16))
     ob.append_many(({"i": i}, float(i)) for i in range(60))  # 10 dropped while offline
@@ -251,7 +256,7 @@ def test_uploader_drains_outbox_and_uploads_the_dropped_counter(fleet_logs: Any,
     assert [r.payload()["i"] for r in got] == list(range(10, 60))
 
 
-def test_uploader_backs_off_with_jitter_and_keeps_records_when_offline(tmp_path: Path):
+def test_uploader_backs_off_with_jitter_and_keeps_records_when_offline(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite")
     ob.append_many(({"i": i}, float(i)) for i in range(5))
     delays: list[float] = []

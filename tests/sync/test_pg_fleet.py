@@ -43,7 +43,8 @@ def _batch(vehicle: str, epoch: str, seqs: range) -> bytes:
         "records": [{"seq": s, "t_s": 1000.0 + s, "data": b"%s-%d" % (vehicle.encode(), s)}
                     for s in seqs],
     }  # fmt: skip
-    return msgpack.packb(doc, use_bin_type=True)
+    packed: bytes = msgpack.packb(doc, use_bin_type=True)
+    return packed
 
 
 def test_two_server_processes_give_the_same_answers_as_one(

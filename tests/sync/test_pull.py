@@ -25,7 +25,9 @@ def updater(fleet: Fleet, url: str, health: Any = default_health_check, **kw: An
     return Updater(fleet.store(), cfg, fleet.trusted_root, health_check=health)
 
 
-def test_first_pull_installs_and_commits_with_default_health_check(fleet: Fleet, serve: Any):
+def test_first_pull_installs_and_commits_with_default_health_check(
+    fleet: Fleet, serve: Any
+) -> None:
     with serve(fleet.root) as url:
         u = updater(fleet, url)
         res = u.pull()
@@ -42,7 +44,7 @@ def test_first_pull_installs_and_commits_with_default_health_check(fleet: Fleet,
     assert active.path.parent == store.bundles_dir  # resolved, never through a pointer
 
 
-def test_second_pull_is_up_to_date_and_moves_no_target_bytes(fleet: Fleet, serve: Any):
+def test_second_pull_is_up_to_date_and_moves_no_target_bytes(fleet: Fleet, serve: Any) -> None:
     with serve(fleet.root) as url:
         updater(fleet, url, accept_all).pull()
         res = updater(fleet, url, accept_all).pull()
@@ -50,7 +52,7 @@ def test_second_pull_is_up_to_date_and_moves_no_target_bytes(fleet: Fleet, serve
     assert res.chunks_downloaded == 0
 
 
-def test_one_tile_update_downloads_only_changed_chunks(fleet: Fleet, serve: Any):
+def test_one_tile_update_downloads_only_changed_chunks(fleet: Fleet, serve: Any) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     with serve(fleet.root) as url:
         updater(fleet, url, accept_all).pull()
@@ -72,7 +74,7 @@ def test_one_tile_update_downloads_only_changed_chunks(fleet: Fleet, serve: Any)
     ]
 
 
-def test_failed_health_check_rolls_back_and_is_not_retried(fleet: Fleet, serve: Any):
+def test_failed_health_check_rolls_back_and_is_not_retried(fleet: Fleet, serve: Any) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     seen: list[str] = []
 
@@ -98,7 +100,7 @@ def test_failed_health_check_rolls_back_and_is_not_retried(fleet: Fleet, serve: 
     assert seen == [v1.bundle_id, v2.bundle_id]
 
 
-def test_trial_interrupted_by_restart_is_finished_on_next_pull(fleet: Fleet, serve: Any):
+def test_trial_interrupted_by_restart_is_finished_on_next_pull(fleet: Fleet, serve: Any) -> None:
     v1, v2 = fleet.bundles["v1"], fleet.bundles["v2"]
     with serve(fleet.root) as url:
         updater(fleet, url, accept_all).pull()
@@ -121,7 +123,7 @@ def test_trial_interrupted_by_restart_is_finished_on_next_pull(fleet: Fleet, ser
     B(fleet.store().bundle_path(v1.bundle_id))  # kept as the previous good until gc
 
 
-def test_offline_keeps_current_bundle(fleet: Fleet, serve: Any, tmp_path: Path):
+def test_offline_keeps_current_bundle(fleet: Fleet, serve: Any, tmp_path: Path) -> None:
     with serve(fleet.root) as url:
         updater(fleet, url, accept_all).pull()
     before = fleet.store().pointer()
@@ -135,7 +137,9 @@ def test_offline_keeps_current_bundle(fleet: Fleet, serve: Any, tmp_path: Path):
     active.verify()
 
 
-def test_prune_removes_only_unsigned_aged_files_and_pulls_still_work(fleet: Fleet, serve: Any):
+def test_prune_removes_only_unsigned_aged_files_and_pulls_still_work(
+    fleet: Fleet, serve: Any
+) -> None:
     import time
 
     v2, v3 = fleet.bundles["v2"], fleet.bundles["v3"]
@@ -154,7 +158,7 @@ def test_prune_removes_only_unsigned_aged_files_and_pulls_still_work(fleet: Flee
     assert res.bundle_id == v3.bundle_id
 
 
-def test_damaged_installed_copy_is_fetched_again_not_rejected(fleet: Fleet, serve: Any):
+def test_damaged_installed_copy_is_fetched_again_not_rejected(fleet: Fleet, serve: Any) -> None:
     import shutil
 
     v2 = fleet.bundles["v2"]
