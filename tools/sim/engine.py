@@ -124,7 +124,10 @@ def run_shift(
     multiplier: float,
     record: bool = False,
     test_taxis: int | None = None,
+    starts: list[int] | None = None,
 ) -> RunResult:
+    """One shift of ``world.config.taxis`` cabs, the first ``test_taxis`` on ``policy_name``;
+    ``starts``: their starting links (default: :func:`start_links` of the seed)."""
     cfg = world.config
     dispatch = cfg.matching == "dispatch"
     n_taxis = cfg.taxis
@@ -153,7 +156,9 @@ def run_shift(
     outside = pax.outside.tolist()
     taken = bytearray(pax.count)
 
-    links = start_links(world, seed)
+    links = list(starts) if starts is not None else start_links(world, seed)
+    if len(links) != n_taxis:
+        raise ValueError(f"{len(links)} starting links for {n_taxis} cabs")
     t_in = [0.0] * n_taxis
     stuck_once = [False] * n_taxis
     fleet = _Fleet(world.n)
