@@ -262,7 +262,7 @@ def draw_trips(
     distance = t.trip_distance_m[gid].astype(np.float64) * ratio
     cells = t.edge_cell[gid].astype(np.int64)
     cum = np.cumsum(t.dropoff[cells].astype(np.float64), axis=1)
-    u = rng.uniform(0.0, 1.0, m) * (cum[:, -1] if m else 0.0)
+    u = rng.uniform(0.0, 1.0, m) * cum[:, -1]
     dcell = (cum < u[:, None]).sum(axis=1)
     drop, outside = drop_links(world, dcell, rng)
     return fare, duration, distance, drop, outside
