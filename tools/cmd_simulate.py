@@ -331,6 +331,21 @@ def _print_table(doc: dict[str, Any]) -> None:
         f"{'n/a' if occ is None else f'{100 * occ:.1f}%'} of its time; "
         f"matching {doc['config']['matching']}"
     )
+    sizing = fleet.get("sizing")
+    if sizing is not None:
+        tried = ", ".join(
+            f"{t['taxis']}: {100 * t['occupied_share']:.1f}%" for t in sizing["tried"]
+        )
+        lo, hi = (100 * x for x in sizing["band"])
+        print(
+            f"taxis auto: tried {tried}; "
+            + (
+                f"{sizing['taxis']} cabs are in the {lo:.0f}-{hi:.0f}% band"
+                if sizing["in_band"]
+                else f"NO fleet size reaches the {lo:.0f}-{hi:.0f}% band; running the closest, "
+                f"{sizing['taxis']} cabs"
+            )
+        )
     head = ("policy", "revenue/h", "95% CI", "pickups/h", "occ.time", "search s", "wait s")
     print(
         f"{head[0]:<19}{head[1]:>10}  {head[2]:<17}{head[3]:>10}{head[4]:>9}{head[5]:>9}"

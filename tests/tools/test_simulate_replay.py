@@ -210,3 +210,51 @@ def test_taxis_auto_lands_in_the_occupancy_band(setting: tuple[World, Replay]) -
     assert sizing.in_band and lo <= sizing.occupied_share <= hi
     assert ref.fleet_occupied_time_share == sizing.occupied_share and ref.taxis == sizing.taxis
     assert dict(sizing.tried)[sizing.taxis] == sizing.occupied_share
+
+
+def test_the_pipeline_gate_replays_held_out_days_and_refuses_leakage(
+    tmp_path: Path, manhattan_tiles: Path, demand_dir: Path
+) -> None:
+    import yaml
+
+    from tools.pipeline import load_pipeline, run_pipeline
+
+    def spec(days: str) -> Path:
+        doc = {
+            "schema_version": 1,
+            "name": "sim",
+            "workdir": str(tmp_path / f"work-{days}"),
+            "steps": [
+                {
+                    "name": "simulate",
+                    "kind": "simulate",
+                    "inputs": {
+                        "tiles": str(manhattan_tiles),
+                        "demand": str(demand_dir),
+                        "passengers": [str(UBER)],
+                    },
+                    "params": {
+                        "days": days,
+                        "start": "2014-04-01T17:00",
+                        "hours": 0.1,
+                        "taxis": 4,
+                        "test_taxis": 4,
+                        "seeds": 2,
+                        "policies": ["nagashi"],
+                    },
+                }
+            ],
+        }
+        p = tmp_path / f"{days}.yaml"
+        p.write_text(yaml.safe_dump(doc))
+        return p
+
+    refused = run_pipeline(load_pipeline(spec("2014-04-20")))
+    assert refused.status == "failed"
+    assert "refusing to replay 2014-04-20" in str(refused.step("simulate").error)
+    ok = run_pipeline(load_pipeline(spec("2014-04-22")))
+    assert ok.step("simulate").status == "ran"
+    table = json.loads((tmp_path / "work-2014-04-22" / "simulate" / "simulation.json").read_text())
+    assert table["passengers"]["days"] == ["2014-04-22"] and not table["passengers"]["in_sample"]
+    verdict = json.loads((tmp_path / "work-2014-04-22" / "simulate" / "verdict.json").read_text())
+    assert verdict["passed"] == gate(table)[0] and "paired" in verdict["reason"]

@@ -133,20 +133,20 @@ def _shift_records(
     days: frozenset[dt.date],
     start_minute_of_day: float,
     hours: float,
-) -> tuple[list[DayRecords], int, tuple[str, ...], tuple[str, ...]]:
+) -> tuple[list[DayRecords], list[int], tuple[str, ...], tuple[str, ...]]:
     trips = read_trips(list(paths), bbox, days=days)
     snapped = snap_pickups(graph, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat)
     # one direction per two-way pickup, drawn once with the snap weights (fixed seed)
     u = np.random.default_rng(0x5A1D).uniform(0.0, 1.0, trips.n)
     link = np.where((snapped.edge_b >= 0) & (u >= snapped.weight_a), snapped.edge_b, snapped.edge_a)
     out: list[DayRecords] = []
-    not_snapped = 0
+    not_snapped: list[int] = []
     for day in sorted(days):
         t0 = (dt.datetime.combine(day, dt.time()) - _EPOCH).total_seconds()
         t0 += start_minute_of_day * 60.0
         rel = trips.pickup_s - t0
         inside = (rel >= 0) & (rel < hours * 3600.0)
-        not_snapped += int(np.sum(inside & ~snapped.ok))
+        not_snapped.append(int(np.sum(inside & ~snapped.ok)))
         sel = np.flatnonzero(inside & snapped.ok)
         sel = sel[np.lexsort((sel, rel[sel]))]  # time order, file order among equal times
         has_drop = np.isfinite(trips.dropoff_lon[sel]) & np.isfinite(trips.dropoff_lat[sel])
@@ -179,43 +179,38 @@ def load_replay(
     hours: float,
 ) -> Replay:
     """The records of ``paths`` on ``days`` in the shift window ``[start, start + hours)``,
-    snapped to ``graph``; and the share that scales the table's rates (module docs)."""
+    snapped to ``graph``; and the share that scales the table's rates (module docs), from the
+    same files' records on the table's own days (read in the same pass)."""
     bbox = network_bbox(table.grid)
+    own = _own_days(table, days)
     per_day, not_snapped, files, formats = _shift_records(
-        graph, table.grid, paths, bbox, days, start_minute_of_day, hours
+        graph, table.grid, paths, bbox, days | own, start_minute_of_day, hours
     )
+    replayed = tuple(r for r in per_day if r.day in days)
+    missed = sum(n for r, n in zip(per_day, not_snapped, strict=True) if r.day in days)
+    share = planner_share(graph, table, [r for r in per_day if r.day in own], hours)
     inside = in_sample_days(table, days)
-    share = planner_share(graph, table, paths, bbox, days, start_minute_of_day, hours)
-    return Replay(files, formats, tuple(per_day), not_snapped, tuple(inside or ()), share)
+    return Replay(files, formats, replayed, missed, tuple(inside or ()), share)
 
 
-def planner_share(
-    graph: Graph,
-    table: DemandTable,
-    paths: list[str | os.PathLike[str]],
-    bbox: tuple[float, float, float, float],
-    days: frozenset[dt.date],
-    start_minute_of_day: float,
-    hours: float,
-) -> float:
-    """Mean records per shift on the table's own days of the replayed days' day types, over
-    the table's expected pickups in that shift; ``1 / scale_factor`` when the table's days are
-    unknown or hold none of those day types."""
+def _own_days(table: DemandTable, days: frozenset[dt.date]) -> frozenset[dt.date]:
+    """The table's own days of the day types of ``days``."""
     ranges = table_days(table) or []
     own = {a + dt.timedelta(days=k) for a, b in ranges for k in range((b - a).days + 1)}
     types = {day_type_of_date(d) for d in days}
-    own = {d for d in own if day_type_of_date(d) in types}
+    return frozenset(d for d in own if day_type_of_date(d) in types)
+
+
+def planner_share(graph: Graph, table: DemandTable, own: list[DayRecords], hours: float) -> float:
+    """Mean records per shift on the table's own days of the replayed days' day types
+    (``own``), over the table's expected pickups in that shift; ``1 / scale_factor`` when the
+    table's days are unknown or hold none of those day types."""
     fallback = 1.0 / table.scale_factor if table.scale_factor > 0 else 0.0
-    if not own:
-        return fallback
-    recs, _, _, _ = _shift_records(
-        graph, table.grid, paths, bbox, frozenset(own), start_minute_of_day, hours
-    )
-    counts = [r.count for r in recs]
+    counts = [r.count for r in own]
     if not any(counts):
         return fallback
     expected = []
-    for r in recs:
+    for r in own:
         minutes = r.start_minute_of_week + np.arange(0.0, hours * 60.0, 1.0)
         expected.append(float(table.rates(graph.edge_id, minutes).sum()) / 60.0)
     return float(np.sum(counts) / max(np.sum(expected), 1e-9))
