@@ -25,6 +25,7 @@ POLICY_CHOICES = (
     "greedy",
     "nagashi",
     "nagashi-lone",
+    "nagashi-route",
     "all",
 )
 
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--policy",
         default="all",
         help="random (= random-walk), random-destination, hotspot, greedy, nagashi "
-        "(nagashi-lone: without the supply map), a comma-separated list, or all (random, "
+        "(nagashi-lone: without the supply map; nagashi-route: the agent as shipped, alone and "
+        "following its route read-out), a comma-separated list, or all (random, "
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",
     )

@@ -15,7 +15,9 @@ minute (``World.allowed``), so no policy is ever given an illegal edge.
   each cab's own plan would compute over its 3 km radius, which covers Midtown) with the
   fleet's supply map (vacant passes per link and hour over the last ``supply_window_s``, what a
   fleet server knows from its cabs' logs) and each cab follows ``argmax Q`` from where it is.
-  ``nagashi-lone`` is the ablation without the supply map (every cab plans as if alone).
+  ``nagashi-lone`` is the ablation without the supply map (every cab plans as if alone);
+  ``nagashi-route`` is the agent as shipped: alone, and following the route read-out the
+  driver is shown (:class:`NagashiRoutePolicy`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
-from agent.planner import ValueTable, policy_step, solve
+from agent.planner import ValueTable, plan_from_table, policy_step, solve
 from tiles.conditional import MINUTES_PER_WEEK
 from tools.sim.world import World
 
@@ -278,6 +280,51 @@ class NagashiPolicy(Policy):
         return policy_step(self.table, link, t_s - self.t0, last)
 
 
+class NagashiRoutePolicy(NagashiPolicy):
+    """The agent as shipped: it plans alone (no fleet supply map) and the driver follows the
+    route it shows, the read-out of ``agent.planner.plan_from_table`` (at least
+    ``route_min_m`` / ``route_min_s``, no U-turn, at most ``route_max_visits`` passes of a
+    link), read again from the cab's link whenever a new table is solved (every ``replan_s``,
+    the agent's tick) or the route runs out -- instead of ``argmax Q`` at every junction. The
+    table is solved once per tick for the whole area and shared by the cabs (the agent solves
+    its 3 km radius, which covers Midtown). Not modelled: the runtime's matching of a GPS fix
+    and the route-stability rules of ``agent.decide``."""
+
+    name = "nagashi-route"
+
+    def __init__(self, world: World, allowed: Allowed, rng: np.random.Generator, m: float):
+        super().__init__(world, allowed, rng, m, supply=False)
+        self.routes: dict[int, tuple[float, list[int]]] = {}
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        if self.table is None or t_s - self.t0 >= self.world.config.replan_s:
+            self.table = self._solve(t_s, fleet)
+            self.t0 = t_s
+        ok = self.allowed.at(t_s)
+        got = self.routes.get(taxi)
+        if got is None or got[0] != self.t0 or not got[1] or got[1][0] not in self.world.succ[link]:
+            g = self.world.graph
+            plan = plan_from_table(
+                self.table,
+                int(g.edge_id[link]),
+                1.0,  # decided at the end of the link
+                self.world.minute_at(t_s),
+                self.world.params,
+                "statistics",
+            )
+            route = [int(x) for x in g.local(list(plan.edges))]
+            got = (self.t0, route)
+            self.routes[taxi] = got
+        route = got[1]
+        if route and route[0] in self.world.succ[link] and ok[route[0]]:
+            return route.pop(0)
+        self.routes.pop(taxi, None)
+        return policy_step(self.table, link, t_s - self.t0, None)
+
+    def reset_taxi(self, taxi: int) -> None:
+        self.routes.pop(taxi, None)
+
+
 def make_policy(name: str, world: World, allowed: Allowed, seed: int, multiplier: float) -> Policy:
     factories: dict[str, Callable[[], Policy]] = {
         "random": lambda: RandomPolicy(world, allowed, rng, multiplier),
@@ -287,6 +334,7 @@ def make_policy(name: str, world: World, allowed: Allowed, seed: int, multiplier
         "hotspot": lambda: HotspotPolicy(world, allowed, rng, multiplier),
         "nagashi": lambda: NagashiPolicy(world, allowed, rng, multiplier),
         "nagashi-lone": lambda: NagashiPolicy(world, allowed, rng, multiplier, supply=False),
+        "nagashi-route": lambda: NagashiRoutePolicy(world, allowed, rng, multiplier),
     }
     if name not in factories:
         raise ValueError(f"unknown policy {name!r}")
