@@ -101,7 +101,10 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 def test_replaying_a_day_of_the_demand_is_refused_unless_allowed(
-    manhattan_tiles: Path, demand_dir: Path, capsys: pytest.CaptureFixture[str]
+    manhattan_tiles: Path,
+    demand_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     base = ["simulate", "--tiles", str(manhattan_tiles), "--demand", str(demand_dir),
             "--passengers", str(UBER), "--start", "2014-04-01T17:00", "--hours", "0.1",
@@ -111,12 +114,18 @@ def test_replaying_a_day_of_the_demand_is_refused_unless_allowed(
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and "2014-04-20" in err and "--allow-in-sample" in err
     assert "2014-04-22" not in err  # only the leaked day is named
-    rc, out, err = _cli([*base, "--days", "2014-04-20", "--allow-in-sample", "--gate"], capsys)
+    png = tmp_path / "adoption.png"
+    allowed = ["--days", "2014-04-20", "--allow-in-sample", "--gate", "--adoption", "0.5,1.0"]
+    rc, out, err = _cli([*base, *allowed, "--adoption-plot", str(png)], capsys)
     assert rc in (0, 1)
     doc = json.loads(out)
     assert doc["passengers"]["in_sample"] is True
     assert doc["passengers"]["days"] == ["2014-04-20"]
     assert doc["demand_days"]["filter"] == [["2014-04-01", "2014-04-20"]]
+    points = doc["adoption"]["nagashi"]
+    assert [(p["adoption"], p["test_taxis"]) for p in points] == [(0.5, 2), (1.0, 4)]
+    assert points[-1]["fleet_paired"] == points[-1]["paired"] == doc["paired"]["nagashi"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and doc["adoption_plot"] == str(png)
     assert doc["fleet"] == {
         "taxis": 4, "test_taxis": 4, "adoption": 1.0, "sized": "given",
         "occupied_share_reference": doc["fleet"]["occupied_share_reference"],
