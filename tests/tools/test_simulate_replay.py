@@ -86,6 +86,14 @@ def test_replay_has_one_passenger_per_record_of_the_day(
     # what the Uber records lack is drawn per seed: fares and patience differ, all positive
     assert not np.array_equal(a.fare, b.fare) and not np.array_equal(a.leave_s, b.leave_s)
     assert np.all(a.fare > 0) and np.all(a.duration_s >= 60) and np.all(a.leave_s >= a.arrive_s)
+    # a day's passengers do not depend on the other days read with it
+    both = load_replay(
+        world.graph, world.table, [UBER], frozenset({DAY, DAY + dt.timedelta(days=1)}),
+        START_MIN, HOURS,
+    )  # fmt: skip
+    same = both.days[0]
+    assert same.day == DAY and np.array_equal(same.link, replay.days[0].link)
+    assert np.array_equal(same.t_s, replay.days[0].t_s)
     # every one of them is in the run: served, expired or still waiting at the end
     run = run_shift(world, a, "hotspot", 0, 1.0)
     assert run.passengers == expected

@@ -136,9 +136,6 @@ def _shift_records(
 ) -> tuple[list[DayRecords], list[int], tuple[str, ...], tuple[str, ...]]:
     trips = read_trips(list(paths), bbox, days=days)
     snapped = snap_pickups(graph, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat)
-    # one direction per two-way pickup, drawn once with the snap weights (fixed seed)
-    u = np.random.default_rng(0x5A1D).uniform(0.0, 1.0, trips.n)
-    link = np.where((snapped.edge_b >= 0) & (u >= snapped.weight_a), snapped.edge_b, snapped.edge_a)
     out: list[DayRecords] = []
     not_snapped: list[int] = []
     for day in sorted(days):
@@ -149,6 +146,11 @@ def _shift_records(
         not_snapped.append(int(np.sum(inside & ~snapped.ok)))
         sel = np.flatnonzero(inside & snapped.ok)
         sel = sel[np.lexsort((sel, rel[sel]))]  # time order, file order among equal times
+        # one direction per two-way pickup, drawn once with the snap weights, seeded by the
+        # day alone: a day's passengers do not depend on which other days are read
+        u = np.random.default_rng([0x5A1D, day.toordinal()]).uniform(0.0, 1.0, sel.shape[0])
+        other = (snapped.edge_b[sel] >= 0) & (u >= snapped.weight_a[sel])
+        link = np.where(other, snapped.edge_b[sel], snapped.edge_a[sel])
         has_drop = np.isfinite(trips.dropoff_lon[sel]) & np.isfinite(trips.dropoff_lat[sel])
         grid_cell = np.full(sel.shape[0], DRAW, dtype=np.int64)
         if has_drop.any():
@@ -159,7 +161,7 @@ def _shift_records(
             DayRecords(
                 day=day,
                 start_minute_of_week=day.weekday() * 1440 + start_minute_of_day,
-                link=link[sel].astype(np.int64),
+                link=link.astype(np.int64),
                 t_s=rel[sel],
                 fare=trips.fare[sel],
                 duration_s=trips.duration_s[sel],
