@@ -1,4 +1,9 @@
-"""``nagashi simulate``: the demand/supply simulator comparing cruising policies."""
+"""``nagashi simulate``: the demand/supply simulator comparing cruising policies.
+
+Passengers are synthetic (Poisson at the demand table's rates: in-sample) unless
+``--passengers FILE... --days D`` replays recorded trips of held-out days
+(:mod:`tools.sim.replay`); a day the demand table was built from is refused (exit 2) unless
+``--allow-in-sample``."""
 
 from __future__ import annotations
 
@@ -12,7 +17,17 @@ from typing import Any
 
 from tools.errors import ToolsError
 
-POLICY_CHOICES = ("random", "hotspot", "greedy", "nagashi", "nagashi-lone", "all")
+POLICY_CHOICES = (
+    "random",
+    "random-walk",
+    "random-destination",
+    "hotspot",
+    "greedy",
+    "nagashi",
+    "nagashi-lone",
+    "nagashi-route",
+    "all",
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,10 +37,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--policy",
         default="all",
-        help="random, hotspot, greedy, nagashi (nagashi-lone: without the supply map), "
-        "a comma-separated list, or all (the four)",
+        help="random (= random-walk), random-destination, hotspot, greedy, nagashi "
+        "(nagashi-lone: without the supply map; nagashi-route: the agent as shipped, alone and "
+        "following its route read-out), a comma-separated list, or all (random, "
+        "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
+        "random-walk and random-destination instead of random)",
     )
-    p.add_argument("--taxis", type=int, default=30, help="cabs in the simulated fleet")
+    p.add_argument(
+        "--taxis",
+        default="30",
+        help="cabs in the simulated fleet, or auto (with --passengers): the size at which the "
+        "reference fleet, all on hotspot, is occupied 40-50%% of its time on the first day",
+    )
     p.add_argument(
         "--test-taxis",
         type=int,
@@ -34,7 +57,50 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--hours", type=float, default=4.0, help="shift length")
     p.add_argument(
-        "--start", default="2015-06-02T08:00", metavar="ISO", help="shift start, local time"
+        "--start",
+        default="2015-06-02T08:00",
+        metavar="ISO",
+        help="shift start, local time (with --passengers only its time of day is used: each "
+        "replayed day's shift starts then)",
+    )
+    p.add_argument(
+        "--passengers",
+        nargs="+",
+        metavar="FILE",
+        help="replay these trip records as the passengers (TLC yellow CSVs, the Uber 2014 "
+        "pickups): each record appears at its time on the link its pickup snaps to; what a "
+        "record lacks (Uber: drop-off, trip time, fare) is drawn per seed from the demand "
+        "table's yellow-cab distributions of the pickup's link and cell",
+    )
+    p.add_argument(
+        "--days",
+        metavar="D1..D2,D3",
+        help="the days to replay (with --passengers), e.g. 2014-04-21..2014-04-27",
+    )
+    p.add_argument(
+        "--allow-in-sample",
+        action="store_true",
+        help="replay days the demand table was built from (refused otherwise: leakage)",
+    )
+    p.add_argument(
+        "--matching",
+        choices=("hail", "dispatch"),
+        default="hail",
+        help="hail: the first vacant cab to pass the passenger's link within her patience; "
+        "dispatch: the nearest vacant cab that can reach her within --max-wait-s (COMSET)",
+    )
+    p.add_argument(
+        "--max-wait-s", type=float, default=600.0, help="dispatch: longest wait (COMSET: 600)"
+    )
+    p.add_argument(
+        "--adoption",
+        metavar="A1,A2",
+        help="shares of the fleet on the policy under test, the rest on hotspot, e.g. "
+        "0.05,0.25,0.5,1.0 (the largest is the main table)",
+    )
+    p.add_argument("--adoption-plot", metavar="PNG", help="plot revenue/h against adoption")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="worker processes for the runs (same results)"
     )
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, default=30, help="number of seeds (CIs need >= 2)")
@@ -55,14 +121,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--gate",
         action="store_true",
-        help="exit 1 unless nagashi beats hotspot on revenue/h with non-overlapping 95%% CIs",
+        help="exit 1 unless the 95%% interval of nagashi's paired revenue/h difference against "
+        "hotspot (same passengers, starting positions, seeds) lies above zero, at every "
+        "adoption level run",
     )
     p.add_argument("--plot", metavar="PNG", help="plot one shift's routes (first seed)")
     p.set_defaults(func=cmd_simulate)
 
 
-def _policies(text: str, gate: bool) -> list[str]:
-    names = ["random", "hotspot", "greedy", "nagashi"] if text == "all" else text.split(",")
+def _policies(text: str, gate: bool, matching: str = "hail") -> list[str]:
+    four = ["random", "hotspot", "greedy", "nagashi"]
+    if matching == "dispatch":
+        four = ["random-walk", "random-destination", "hotspot", "greedy", "nagashi"]
+    names = four if text == "all" else text.split(",")
     for n in names:
         if n not in POLICY_CHOICES or n == "all":
             raise ToolsError(f"unknown policy {n!r} (choose from {', '.join(POLICY_CHOICES)})")
@@ -98,63 +169,143 @@ def _progress(msg: str) -> None:
     print(f"  {msg}", file=sys.stderr, flush=True)
 
 
+def _replay_days(args: argparse.Namespace) -> frozenset[dt.date] | None:
+    from models.trips import parse_days
+
+    if args.passengers is None:
+        if args.days is not None or args.allow_in_sample:
+            raise ToolsError("--days and --allow-in-sample go with --passengers")
+        return None
+    if args.days is None:
+        raise ToolsError("--passengers needs --days (the held-out days to replay)")
+    for f in args.passengers:
+        if not Path(f).is_file():
+            raise ToolsError(f"--passengers {f}: no such file")
+    return parse_days(args.days)  # a bad value is a DemandDataError: one line, exit 2
+
+
+def _adoption(text: str | None) -> list[float]:
+    if text is None:
+        return []
+    try:
+        shares = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ToolsError(f"--adoption {text!r}: expected shares like 0.05,0.25,0.5,1.0") from None
+    if not shares or any(not 0 < a <= 1 for a in shares):
+        raise ToolsError(f"--adoption {text!r}: each share must be in (0, 1]")
+    return sorted(set(shares))
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from agent.planner import minute_of_week_of
     from models import DemandTable
     from tiles import TileStore
     from tools.sim.engine import run_shift
     from tools.sim.experiment import gate, json_finite, run_experiment
-    from tools.sim.plot import plot_routes
+    from tools.sim.plot import plot_adoption, plot_routes
+    from tools.sim.replay import describe_days, in_sample_days, load_replay, replay_passengers
     from tools.sim.world import SimConfig, make_passengers
 
-    policies = _policies(args.policy, args.gate)
+    policies = _policies(args.policy, args.gate, args.matching)
     if args.seeds < 1:
         raise ToolsError("--seeds must be at least 1")
+    if args.jobs < 1:
+        raise ToolsError("--jobs must be at least 1")
+    days = _replay_days(args)
+    taxis_auto = args.taxis == "auto"
+    if taxis_auto and days is None:
+        raise ToolsError("--taxis auto needs --passengers (synthetic passengers follow the fleet)")
+    try:
+        taxis = 30 if taxis_auto else int(args.taxis)
+    except ValueError:
+        raise ToolsError(f"--taxis {args.taxis!r}: a number of cabs or auto") from None
+    adoption = _adoption(args.adoption)
+    if args.adoption_plot and not adoption:
+        raise ToolsError("--adoption-plot needs --adoption")
     try:
         start = dt.datetime.fromisoformat(args.start)
+        start_minute = minute_of_week_of(start)
+        if days is not None and start.hour * 60 + start.minute + args.hours * 60 > 1440:
+            raise ValueError("with --passengers the shift must end by midnight of its day")
         config = SimConfig(
-            taxis=args.taxis,
-            test_taxis=min(args.test_taxis, args.taxis),
+            taxis=taxis,
+            test_taxis=min(args.test_taxis, taxis),
             hours=args.hours,
-            start_minute_of_week=minute_of_week_of(start),
+            start_minute_of_week=start_minute,
             replan_s=args.replan_s,
+            matching=args.matching,
+            max_wait_s=args.max_wait_s,
             **({} if args.patience_s is None else {"patience_s": args.patience_s}),
         )
     except ValueError as e:
         raise ToolsError(str(e)) from None
     table = DemandTable.load(args.demand)
+    if days is not None:
+        leaked = in_sample_days(table, days)
+        if leaked is None and not args.allow_in_sample:
+            raise ToolsError(
+                "the demand table does not record the days it was built from, so the replay "
+                "cannot be checked for leakage (rebuild it, or pass --allow-in-sample)"
+            )
+        if leaked and not args.allow_in_sample:
+            raise ToolsError(
+                f"refusing to replay {describe_days(leaked)}: the demand table was built from "
+                f"those days (pass --allow-in-sample to replay them anyway)"
+            )
     planner = _planner_section(args.params) if args.params else {}
     t0 = time.monotonic()
     seeds = list(range(args.seed, args.seed + args.seeds))
+    progress = None if args.json else _progress
     with TileStore(args.tiles) as store:
         if table.network_sha256 != store.meta.get("source_sha256"):
             raise ToolsError("the demand table was built for another road network")
-        progress = None if args.json else _progress
-        exp = run_experiment(store.all(), table, config, policies, seeds, planner, progress)
-    world, cal, summary = exp.world, exp.calibration, exp.summary
-    doc: dict[str, Any] = exp.to_json(table.version)
-    doc["config"]["start"] = start.isoformat()
-    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
-    ok, verdict = gate(summary) if args.gate else (True, "")
-    if args.gate:
-        doc["gate"] = {"pass": ok, "verdict": verdict}
-    if args.plot:
-        runs = [
-            run_shift(
-                world,
-                make_passengers(world, seeds[0], cal.multiplier),
-                p,
-                seeds[0],
-                cal.multiplier,
-                record=True,
+        graph = store.all()
+    replay = None
+    if days is not None:
+        if progress is not None:
+            progress("reading and snapping the recorded passengers ...")
+        replay = load_replay(
+            graph, table, list(args.passengers), days, start.hour * 60 + start.minute, args.hours
+        )
+        if replay.records == 0:
+            raise ToolsError(
+                f"no record of {', '.join(args.passengers)} has a pickup in the area on "
+                f"{describe_days(days)} between {start:%H:%M} and the shift's end"
             )
-            for p in policies
-        ]
+    exp = run_experiment(
+        graph,
+        table,
+        config,
+        policies,
+        seeds,
+        planner,
+        progress,
+        replay=replay,
+        taxis_auto=taxis_auto,
+        adoption=adoption,
+        jobs=args.jobs,
+    )
+    world, cal = exp.world, exp.calibration
+    doc: dict[str, Any] = exp.to_json(table.version)
+    doc["config"]["start"] = start.isoformat() if replay is None else f"{start:%H:%M}"
+    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
+    ok, verdict = gate(json_finite(doc)) if args.gate else (True, "")
+    if args.gate:
+        doc["gate"] = {"pass": ok, "verdict": verdict, "rule": doc["gate_rule"]}
+    if args.plot:
+        pax = (
+            make_passengers(world, seeds[0], cal.multiplier)
+            if replay is None
+            else replay_passengers(world, replay.days[0], seeds[0])
+        )
+        runs = [run_shift(world, pax, p, seeds[0], cal.multiplier, record=True) for p in policies]
         doc["plot"] = str(plot_routes(world, runs, args.plot))
+    if args.adoption_plot:
+        doc["adoption_plot"] = str(plot_adoption(json_finite(doc), args.adoption_plot))
     if args.json:
         print(json.dumps(json_finite(doc), indent=2, sort_keys=True))
     else:
-        _print_table(doc)
+        _print_table(json_finite(doc))
         if args.gate:
             print(verdict)
     return 0 if ok else 1
@@ -162,21 +313,87 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _print_table(doc: dict[str, Any]) -> None:
     cal = doc["calibration"]
+    pas = doc["passengers"]
+    fleet = doc["fleet"]
+    if pas["days"]:
+        print(
+            f"passengers: {pas['records']} recorded on {', '.join(pas['days'])} (held out: "
+            f"{'no' if pas['in_sample'] else 'yes'}); demand from {_days_text(doc)}"
+        )
+    else:
+        print(
+            f"passengers: synthetic (in-sample); arrivals x{cal['multiplier']} of the observed "
+            f"rate share; served {cal['served_trips_per_h']}/h vs target "
+            f"{cal['target_trips_per_h']}/h"
+        )
+    occ = fleet["occupied_share_reference"]
     print(
-        f"calibration: arrivals x{cal['multiplier']} of the observed rate share; served "
-        f"{cal['served_trips_per_h']}/h vs target {cal['target_trips_per_h']}/h"
+        f"fleet: {fleet['taxis']} cabs ({fleet['sized']}), {fleet['test_taxis']} on the policy "
+        f"under test; reference fleet occupied "
+        f"{'n/a' if occ is None else f'{100 * occ:.1f}%'} of its time; "
+        f"matching {doc['config']['matching']}"
     )
-    head = ("policy", "revenue/h", "95% CI", "pickups/h", "occupied", "empty km/pickup")
-    print(f"{head[0]:<13}{head[1]:>10}  {head[2]:<17}{head[3]:>10}{head[4]:>10}{head[5]:>16}")
+    sizing = fleet.get("sizing")
+    if sizing is not None:
+        tried = ", ".join(
+            f"{t['taxis']}: {100 * t['occupied_share']:.1f}%" for t in sizing["tried"]
+        )
+        lo, hi = (100 * x for x in sizing["band"])
+        print(
+            f"taxis auto: tried {tried}; "
+            + (
+                f"{sizing['taxis']} cabs are in the {lo:.0f}-{hi:.0f}% band"
+                if sizing["in_band"]
+                else f"NO fleet size reaches the {lo:.0f}-{hi:.0f}% band; running the closest, "
+                f"{sizing['taxis']} cabs"
+            )
+        )
+    head = ("policy", "revenue/h", "95% CI", "pickups/h", "occ.time", "search s", "wait s")
+    print(
+        f"{head[0]:<19}{head[1]:>10}  {head[2]:<17}{head[3]:>10}{head[4]:>9}{head[5]:>9}"
+        f"{head[6]:>8}  expired"
+    )
     for name, row in doc["policies"].items():
         r = row["revenue_per_h"]
-        ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+        ci = f"[{_f(r['ci95'][0])}, {_f(r['ci95'][1])}]"
         print(
-            f"{name:<13}{r['mean']:>10.2f}  {ci:<17}{row['pickups_per_h']['mean']:>10.2f}"
-            f"{row['occupied_share']['mean']:>10.3f}{row['empty_km_per_pickup']['mean']:>16.2f}"
+            f"{name:<19}{_f(r['mean']):>10}  {ci:<17}{_f(row['pickups_per_h']['mean']):>10}"
+            f"{_f(row['occupied_time_share']['mean'], 3):>9}"
+            f"{_f(row['search_time_s']['mean'], 0):>9}"
+            f"{_f(row['wait_time_s']['mean'], 0):>8}  {_f(row['expired_share']['mean'], 3)}"
         )
-    if "nagashi_vs_hotspot" in doc:
-        g = doc["nagashi_vs_hotspot"]
-        print(f"nagashi vs hotspot (paired): {100 * g['relative_gain']:+.1f}% revenue/h")
+    for name, pg in doc.get("paired", {}).items():
+        d = pg["revenue_per_h_diff"]
+        gain = pg["relative_gain"]
+        print(
+            f"{name} - {doc['reference']} (paired): {_f(d['mean'])}/h "
+            f"[{_f(d['ci95'][0])}, {_f(d['ci95'][1])}]"
+            + (f", {100 * gain:+.1f}%" if gain is not None else "")
+        )
+    for name, points in doc.get("adoption", {}).items():
+        for pt in points:
+            a, f = pt["adopters_revenue_per_h"], pt["fleet_revenue_per_h"]
+            d = pt["paired"]["revenue_per_h_diff"]
+            fd = pt["fleet_paired"]["revenue_per_h_diff"]
+            print(
+                f"adoption {pt['adoption']:g} ({pt['test_taxis']} cabs on {name}): adopters "
+                f"{_f(a['mean'])}/h ({_f(d['mean'])} [{_f(d['ci95'][0])}, {_f(d['ci95'][1])}] "
+                f"vs hotspot), whole fleet {_f(f['mean'])}/h ({_f(fd['mean'])} "
+                f"[{_f(fd['ci95'][0])}, {_f(fd['ci95'][1])}])"
+            )
     if "plot" in doc:
         print(f"plot: {doc['plot']}")
+    if "adoption_plot" in doc:
+        print(f"adoption plot: {doc['adoption_plot']}")
+
+
+def _days_text(doc: dict[str, Any]) -> str:
+    days = doc.get("demand_days") or {}
+    ranges = days.get("filter") or days.get("ranges")
+    if ranges:
+        return ",".join(a if a == b else f"{a}..{b}" for a, b in ranges)
+    return f"{days.get('first')}..{days.get('last')}" if days else "unknown days"
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"

@@ -15,7 +15,7 @@ import pytest
 from agent.planner import speed_factor_from_demand
 from models import DemandTable
 from tiles import TileStore
-from tools.sim.engine import CRUISE, DROPOFF, run_shift
+from tools.sim.engine import CRUISE, DISPATCHED, DROPOFF, run_shift
 from tools.sim.experiment import calibrate, gate, mean_ci, run_seeds, summarise
 from tools.sim.policies import POLICIES
 from tools.sim.world import SimConfig, World, build_world, make_passengers
@@ -70,10 +70,12 @@ def test_calibration_reproduces_the_observed_pickups(world: World) -> None:
     assert cal.background_vacant_per_h > 0
 
 
-def test_every_policy_drives_only_legal_allowed_links(world: World) -> None:
+@pytest.mark.parametrize("matching", ["hail", "dispatch"])
+def test_every_policy_drives_only_legal_allowed_links(world: World, matching: str) -> None:
+    world = dataclasses.replace(world, config=dataclasses.replace(world.config, matching=matching))
     pax = make_passengers(world, 0, 10.0)
     g = world.graph
-    for policy in POLICIES:
+    for policy in (*POLICIES, "random-destination", "nagashi-route"):
         run = run_shift(world, pax, policy, 0, 10.0, record=True)
         assert len(run.tracks) == world.config.test_taxis
         for track in run.tracks:
@@ -82,7 +84,7 @@ def test_every_policy_drives_only_legal_allowed_links(world: World) -> None:
                     continue
                 assert world.cruisable[link], f"{policy} drove a forbidden link"
                 assert not g.closed_at(math.floor(world.minute_at(t)))[link]
-                if kind == CRUISE:
+                if kind in (CRUISE, DISPATCHED):
                     assert link in world.succ[prev], f"{policy} made an illegal turn"
 
 
@@ -99,8 +101,10 @@ def test_runs_are_repeatable_and_metrics_consistent(world: World) -> None:
             assert m["revenue_per_h"] >= 0 and r.served <= r.passengers
     s = summarise(a)
     assert s["nagashi"]["seeds"] == 2
-    mean, lo, hi = s["hotspot"]["revenue_per_h"]["mean"], *s["hotspot"]["revenue_per_h"]["ci95"]
-    assert lo <= mean <= hi
+    rev = s["hotspot"]["revenue_per_h"]
+    assert isinstance(rev, dict)
+    lo, hi = rev["ci95"]
+    assert lo <= rev["mean"] <= hi
 
 
 def test_mean_ci_and_gate() -> None:
@@ -110,12 +114,31 @@ def test_mean_ci_and_gate() -> None:
     assert hi - mean == pytest.approx(3.182446 * 1.290994 / 2.0, rel=1e-5)
     assert lo == pytest.approx(2 * mean - hi)
 
-    def row(m: float, lo: float, hi: float) -> dict[str, object]:
-        return {"revenue_per_h": {"mean": m, "ci95": [lo, hi]}}
+    def doc(
+        lo: float, hi: float, points: tuple[tuple[float, float], ...] = ()
+    ) -> dict[str, object]:
+        def pg(lo: float, hi: float) -> dict[str, object]:
+            return {"revenue_per_h_diff": {"mean": (lo + hi) / 2, "ci95": [lo, hi]}}
 
-    assert gate({"nagashi": row(20, 18, 22), "hotspot": row(15, 13, 17)})[0]
-    assert not gate({"nagashi": row(20, 16, 24), "hotspot": row(15, 13, 17)})[0]
-    assert not gate({"nagashi": row(20, 18, 22)})[0]
+        return {
+            "reference": "hotspot",
+            "paired": {"nagashi": pg(lo, hi)},
+            "adoption": {
+                "nagashi": [
+                    {"adoption": 0.25 * (k + 1), "paired": pg(*p)} for k, p in enumerate(points)
+                ]
+            },
+        }
+
+    assert gate(doc(0.5, 3.0))[0]
+    assert "PASS" in gate(doc(0.5, 3.0))[1] and "above zero" in gate(doc(0.5, 3.0))[1]
+    assert not gate(doc(-0.5, 3.0))[0]  # the interval reaches zero: not shown to be better
+    assert not gate(doc(-3.0, -0.5))[0]  # a loss fails, and says so
+    assert "FAIL" in gate(doc(-3.0, -0.5))[1]
+    assert not gate(doc(0.5, 3.0, ((0.1, 1.0), (-2.0, -1.0))))[0]  # one adoption level lost
+    assert gate(doc(0.5, 3.0, ((0.1, 1.0), (0.2, 2.0))))[0]
+    assert not gate({"reference": "hotspot", "paired": {}})[0]
+    assert not gate(doc(math.nan, math.nan))[0]  # one run: no interval
 
 
 def test_simulate_cli_json_gate_and_plot(

@@ -1,8 +1,9 @@
-"""``--plot out.png``: one simulated shift's routes (matplotlib, Agg backend)."""
+"""``--plot out.png``: one simulated shift's routes; ``--adoption-plot out.png``: revenue per hour
+against adoption (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,55 @@ def draw_routes(world: World, runs: Sequence[RunResult]) -> Any:
         "Road network © OpenStreetMap contributors (ODbL 1.0)", fontsize=9, x=0.01, ha="left"
     )
     return fig
+
+
+def plot_adoption(doc: Mapping[str, Any], out: str | Path) -> Path:
+    """Revenue per hour against the share of the fleet on the policy under test (the table's
+    ``adoption``): the adopters' and the whole fleet's, with 95 % intervals, beside the
+    reference (everyone on it) on the same runs. Written atomically."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tiles.fileio import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ref = doc.get("reference", "hotspot")
+    styles = (
+        ("adopters_revenue_per_h", "adopters ({p})", "o-"),
+        ("fleet_revenue_per_h", "whole fleet ({p} + {ref})", "s-"),
+        ("reference_fleet_revenue_per_h", "whole fleet, all on {ref}", "k--"),
+    )
+    for p, points in doc["adoption"].items():
+        xs = [pt["adoption"] for pt in points]
+        for key, label, style in styles:
+            mean = [pt[key]["mean"] for pt in points]
+            lo = [pt[key]["ci95"][0] for pt in points]
+            hi = [pt[key]["ci95"][1] for pt in points]
+            err = [
+                [m - (lo_ if lo_ is not None else m) for m, lo_ in zip(mean, lo, strict=True)],
+                [(hi_ if hi_ is not None else m) - m for m, hi_ in zip(mean, hi, strict=True)],
+            ]
+            ax.errorbar(xs, mean, yerr=err, fmt=style, capsize=3, label=label.format(p=p, ref=ref))
+    pas = doc.get("passengers", {})
+    where = ", ".join(pas.get("days") or []) or "synthetic passengers"
+    fleet = doc.get("fleet", {})
+    ax.set_xlabel("adoption (share of the fleet on the policy)")
+    ax.set_ylabel("revenue per cab-hour (95% CI)")
+    ax.set_xticks(sorted({pt["adoption"] for pts in doc["adoption"].values() for pt in pts}))
+    ax.set_xlim(0.0, 1.05)
+    ax.set_title(
+        f"{fleet.get('taxis')} cabs, matching {doc.get('config', {}).get('matching')}; {where}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    path = Path(out)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

@@ -3,7 +3,9 @@
 Every policy chooses only among legal successors (turns) that a cruising taxi may enter at that
 minute (``World.allowed``), so no policy is ever given an illegal edge.
 
-* ``random``: a uniformly random allowed successor.
+* ``random`` (= ``random-walk``, COMSET's baseline): a uniformly random allowed successor.
+* ``random-destination`` (COMSET's other baseline): the fastest path to a uniformly random
+  cruisable link, then another.
 * ``greedy``: the successor with the highest one-step expected revenue ``P_f F_f`` (the
   planner's pickup model and the simulated rates), ties broken at random.
 * ``hotspot``: the usual drivers' heuristic: head for the nearest (by travel time) of the
@@ -13,7 +15,9 @@ minute (``World.allowed``), so no policy is ever given an illegal edge.
   each cab's own plan would compute over its 3 km radius, which covers Midtown) with the
   fleet's supply map (vacant passes per link and hour over the last ``supply_window_s``, what a
   fleet server knows from its cabs' logs) and each cab follows ``argmax Q`` from where it is.
-  ``nagashi-lone`` is the ablation without the supply map (every cab plans as if alone).
+  ``nagashi-lone`` is the ablation without the supply map (every cab plans as if alone);
+  ``nagashi-route`` is the agent as shipped: alone, and following the route read-out the
+  driver is shown (:class:`NagashiRoutePolicy`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
-from agent.planner import ValueTable, policy_step, solve
+from agent.planner import ValueTable, plan_from_table, policy_step, solve
 from tiles.conditional import MINUTES_PER_WEEK
 from tools.sim.world import World
 
@@ -44,6 +48,9 @@ class Allowed:
     def __init__(self, world: World) -> None:
         self.world = world
         self._cache: dict[int, Bool] = {}
+        self._csr_key = b""
+        self._csr = sp.csr_matrix((world.n, world.n))
+        self._csr_rev = self._csr
 
     def at(self, t_s: float) -> Bool:
         m = math.floor(self.world.minute_at(t_s)) % MINUTES_PER_WEEK
@@ -58,6 +65,22 @@ class Allowed:
     def successors(self, link: int, t_s: float) -> list[int]:
         ok = self.at(t_s)
         return [f for f in self.world.succ[link] if ok[f]]
+
+    def line_graph(self, t_s: float, reverse: bool = False) -> sp.csr_matrix:
+        """The links a cruising cab may enter now as a graph: ``e -> f`` costs ``tau_f`` (the
+        time to drive ``f``), so a distance from ``e`` is the time from the end of ``e`` to the
+        end of the target; ``reverse``: its transpose (distances *to* a link)."""
+        ok = self.at(t_s)
+        key = ok.tobytes()
+        if self._csr_key != key:
+            src, dst = self.world.graph.turn_pairs
+            keep = ok[dst]
+            n = self.world.n
+            w = np.maximum(self.world.tau_s[dst[keep]], 1e-9)
+            self._csr = sp.csr_matrix((w, (src[keep], dst[keep])), shape=(n, n))
+            self._csr_rev = self._csr.T.tocsr()
+            self._csr_key = key
+        return self._csr_rev if reverse else self._csr
 
 
 class Fleet(Protocol):
@@ -147,11 +170,6 @@ class HotspotPolicy(Policy):
         self.paths: dict[int, list[int]] = {}
         self._slot = -2
         self.hot: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        src, dst = world.graph.turn_pairs
-        self.src = src
-        self.dst = dst
-        self._csr_key = b""
-        self._csr = sp.csr_matrix((world.n, world.n))
 
     def _hotspots(self, t_s: float) -> npt.NDArray[np.int64]:
         rate = self.rates.at(t_s)
@@ -163,19 +181,8 @@ class HotspotPolicy(Policy):
             self._slot = self.rates._slot
         return self.hot
 
-    def _line_graph(self, t_s: float) -> sp.csr_matrix:
-        ok = self.allowed.at(t_s)
-        key = ok.tobytes()
-        if self._csr_key != key:
-            keep = ok[self.dst]
-            n = self.world.n
-            w = np.maximum(self.world.tau_s[self.dst[keep]], 1e-9)
-            self._csr = sp.csr_matrix((w, (self.src[keep], self.dst[keep])), shape=(n, n))
-            self._csr_key = key
-        return self._csr
-
     def _retarget(self, link: int, t_s: float) -> list[int]:
-        m = self._line_graph(t_s)
+        m = self.allowed.line_graph(t_s)
         all_hot = self._hotspots(t_s)
         # the nearest hotspot is usually close: search a few minutes first, then everything
         for limit in (HOTSPOT_SEARCH_S, np.inf):
@@ -188,14 +195,7 @@ class HotspotPolicy(Policy):
         if hot.size == 0:
             return []
         target = int(hot[int(np.argmin(dist[hot]))])
-        path = [target]
-        while path[-1] != link:
-            p = int(pred[path[-1]])
-            if p < 0:
-                return []
-            path.append(p)
-        path.reverse()
-        return path[1:]
+        return path_to(pred, link, target)
 
     def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
         path = self.paths.get(taxi)
@@ -210,6 +210,35 @@ class HotspotPolicy(Policy):
 
     def reset_taxi(self, taxi: int) -> None:
         self.paths.pop(taxi, None)
+
+
+class RandomDestinationPolicy(HotspotPolicy):
+    """COMSET's ``random-destination`` baseline: drive the fastest legal path to a uniformly
+    random cruisable link, then draw the next."""
+
+    name = "random-destination"
+
+    def _retarget(self, link: int, t_s: float) -> list[int]:
+        m = self.allowed.line_graph(t_s)
+        dist, pred = dijkstra(m, directed=True, indices=link, return_predecessors=True)
+        ok = self.allowed.at(t_s)
+        cand = np.flatnonzero(ok & np.isfinite(dist))
+        cand = cand[cand != link]
+        if cand.size == 0:
+            return []
+        return path_to(pred, link, int(cand[int(self.rng.integers(cand.size))]))
+
+
+def path_to(pred: npt.NDArray[np.int32], link: int, target: int) -> list[int]:
+    """The links after ``link`` up to ``target`` along a Dijkstra predecessor tree."""
+    path = [target]
+    while path[-1] != link:
+        p = int(pred[path[-1]])
+        if p < 0:
+            return []
+        path.append(p)
+    path.reverse()
+    return path[1:]
 
 
 class NagashiPolicy(Policy):
@@ -251,13 +280,61 @@ class NagashiPolicy(Policy):
         return policy_step(self.table, link, t_s - self.t0, last)
 
 
+class NagashiRoutePolicy(NagashiPolicy):
+    """The agent as shipped: it plans alone (no fleet supply map) and the driver follows the
+    route it shows, the read-out of ``agent.planner.plan_from_table`` (at least
+    ``route_min_m`` / ``route_min_s``, no U-turn, at most ``route_max_visits`` passes of a
+    link), read again from the cab's link whenever a new table is solved (every ``replan_s``,
+    the agent's tick) or the route runs out -- instead of ``argmax Q`` at every junction. The
+    table is solved once per tick for the whole area and shared by the cabs (the agent solves
+    its 3 km radius, which covers Midtown). Not modelled: the runtime's matching of a GPS fix
+    and the route-stability rules of ``agent.decide``."""
+
+    name = "nagashi-route"
+
+    def __init__(self, world: World, allowed: Allowed, rng: np.random.Generator, m: float):
+        super().__init__(world, allowed, rng, m, supply=False)
+        self.routes: dict[int, tuple[float, list[int]]] = {}
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        if self.table is None or t_s - self.t0 >= self.world.config.replan_s:
+            self.table = self._solve(t_s, fleet)
+            self.t0 = t_s
+        ok = self.allowed.at(t_s)
+        got = self.routes.get(taxi)
+        if got is None or got[0] != self.t0 or not got[1] or got[1][0] not in self.world.succ[link]:
+            g = self.world.graph
+            plan = plan_from_table(
+                self.table,
+                int(g.edge_id[link]),
+                1.0,  # decided at the end of the link
+                self.world.minute_at(t_s),
+                self.world.params,
+                "statistics",
+            )
+            route = [int(x) for x in g.local(list(plan.edges))]
+            got = (self.t0, route)
+            self.routes[taxi] = got
+        route = got[1]
+        if route and route[0] in self.world.succ[link] and ok[route[0]]:
+            return route.pop(0)
+        self.routes.pop(taxi, None)
+        return policy_step(self.table, link, t_s - self.t0, None)
+
+    def reset_taxi(self, taxi: int) -> None:
+        self.routes.pop(taxi, None)
+
+
 def make_policy(name: str, world: World, allowed: Allowed, seed: int, multiplier: float) -> Policy:
     factories: dict[str, Callable[[], Policy]] = {
         "random": lambda: RandomPolicy(world, allowed, rng, multiplier),
+        "random-walk": lambda: RandomPolicy(world, allowed, rng, multiplier),
+        "random-destination": lambda: RandomDestinationPolicy(world, allowed, rng, multiplier),
         "greedy": lambda: GreedyPolicy(world, allowed, rng, multiplier),
         "hotspot": lambda: HotspotPolicy(world, allowed, rng, multiplier),
         "nagashi": lambda: NagashiPolicy(world, allowed, rng, multiplier),
         "nagashi-lone": lambda: NagashiPolicy(world, allowed, rng, multiplier, supply=False),
+        "nagashi-route": lambda: NagashiRoutePolicy(world, allowed, rng, multiplier),
     }
     if name not in factories:
         raise ValueError(f"unknown policy {name!r}")

@@ -44,6 +44,8 @@ Bool = npt.NDArray[np.bool_]
 TRIPS_PER_TAXI_H = 485_000.0 / (13_437 * 24.0)
 #: z of the 10 % / 90 % quantiles of a normal distribution
 Z90 = 1.2815515655446004
+#: the matching rules of :class:`SimConfig`
+MATCHING = ("hail", "dispatch")
 #: how close to the area's bounding box a link must be to receive cabs coming back from outside
 EDGE_BAND_M = 300.0
 
@@ -68,8 +70,16 @@ class SimConfig:
     calibration_rounds: int = 8
     calibration_tolerance: float = 0.03
     max_multiplier: float = 20.0
+    #: how a passenger finds a cab: "hail" (the first vacant cab to finish her link while she
+    #: waits) or "dispatch" (the nearest vacant cab that can reach her within ``max_wait_s``)
+    matching: str = "hail"
+    max_wait_s: float = 600.0  # dispatch: COMSET's resource lifetime
 
     def __post_init__(self) -> None:
+        if self.matching not in MATCHING:
+            raise ValueError(f"matching must be one of {', '.join(MATCHING)}")
+        if self.max_wait_s <= 0:
+            raise ValueError("max_wait_s must be positive")
         if (
             self.taxis < 1
             or not self.test_taxis >= 1
@@ -123,7 +133,15 @@ class World:
         return dataclasses.replace(tick, pickups_per_h=scaled)
 
 
-def build_world(graph: Graph, table: DemandTable, config: SimConfig, speed_factor: float) -> World:
+def build_world(
+    graph: Graph,
+    table: DemandTable,
+    config: SimConfig,
+    speed_factor: float,
+    share: float | None = None,
+) -> World:
+    """The world of ``config``; ``share`` (default: the fleet's share of the yellow trips, module
+    docs) scales the table's absolute rates to what the simulated cabs see."""
     n = graph.n
     tau = graph.travel_time_s / speed_factor
     cruisable = graph.cruise_allowed()
@@ -154,7 +172,8 @@ def build_world(graph: Graph, table: DemandTable, config: SimConfig, speed_facto
     steps = np.arange(0.0, config.hours * 60.0, SLOT_MINUTES / 2)
     minutes = (config.start_minute_of_week + steps).astype(np.int64)
     area_rate = float(table.rates(graph.edge_id, minutes).sum(axis=1).mean())
-    share = config.taxis * config.trips_per_taxi_h / area_rate if area_rate > 0 else 0.0
+    if share is None:
+        share = config.taxis * config.trips_per_taxi_h / area_rate if area_rate > 0 else 0.0
     params = PlannerParams(speed_factor=speed_factor, patience_s=config.patience_s)
     return World(
         graph=graph,
@@ -193,8 +212,6 @@ class Passengers:
 
 def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
     rng = np.random.default_rng([seed, 0x5EED])
-    t = world.table
-    g = world.graph
     n = world.n
     links: list[I64] = []
     times: list[F64] = []
@@ -217,7 +234,22 @@ def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
     link, arrive = link[order], arrive[order]
     m = link.shape[0]
     leave = arrive + rng.exponential(world.config.patience_s, m)
-    gid = g.edge_id[link].astype(np.int64)
+    fare, duration, distance, drop, outside = draw_trips(world, link, rng)
+    offsets = np.searchsorted(link, np.arange(n + 1)).astype(np.int64)
+    return Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
+
+
+def draw_trips(
+    world: World, link: I64, rng: np.random.Generator
+) -> tuple[F64, F64, F64, I64, Bool]:
+    """Fare, trip duration, distance, drop-off link and "ends outside" of trips starting on the
+    local links ``link``, drawn from the table's yellow-cab distributions (module docs): the
+    link's fare quantiles (shrunk toward its cell's), its mean trip time and distance, and its
+    cell's drop-off distribution. The table carries no hour dimension for these, so the draw
+    is the same at every hour."""
+    t = world.table
+    m = link.shape[0]
+    gid = world.graph.edge_id[link].astype(np.int64)
     q = t.fare_quantiles[gid].astype(np.float64)
     q10 = np.maximum(q[:, 0], 0.5)
     q50 = np.maximum(q[:, 1], q10)
@@ -232,15 +264,22 @@ def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
     cum = np.cumsum(t.dropoff[cells].astype(np.float64), axis=1)
     u = rng.uniform(0.0, 1.0, m) * cum[:, -1]
     dcell = (cum < u[:, None]).sum(axis=1)
-    n_cells = t.grid.n_cells
+    drop, outside = drop_links(world, dcell, rng)
+    return fare, duration, distance, drop, outside
+
+
+def drop_links(world: World, dcell: I64, rng: np.random.Generator) -> tuple[I64, Bool]:
+    """A uniform cruisable link of each drop-off cell; a cell outside the grid (or with no
+    cruisable link) ends outside: the cab comes back on a link near the area's edge."""
+    m = dcell.shape[0]
+    n_cells = world.table.grid.n_cells
     u2 = np.asarray(rng.uniform(0.0, 1.0, m), dtype=np.float64)
     drop = np.full(m, -1, dtype=np.int64)
-    for i in np.flatnonzero(dcell < n_cells):
+    for i in np.flatnonzero((dcell >= 0) & (dcell < n_cells)):
         cand = world.cell_links[int(dcell[i])]
         if cand.size:
             drop[i] = int(cand[min(int(u2[i] * cand.size), cand.size - 1)])
     outside = drop < 0
     band = world.edge_band
     drop[outside] = band[rng.integers(0, band.size, int(outside.sum()))]
-    offsets = np.searchsorted(link, np.arange(n + 1)).astype(np.int64)
-    return Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
+    return drop, outside
