@@ -331,28 +331,11 @@ def _along_m(
     lo: float = 0.0,
     hi: float = math.inf,
 ) -> tuple[float, float]:
-    """(distance along the line to the point's projection, distance from the line), metres,
-    projecting only onto the part of the line between ``lo`` and ``hi`` metres along it (so
-    that a route passing the same street twice is measured on the pass the cab is on)."""
-    from tiles.geo import LocalProjection
+    """(distance along the route, distance from it), metres: :func:`tiles.geo.project_onto_line`
+    on the stretch between ``lo`` and ``hi`` metres along it."""
+    from tiles.geo import project_onto_line
 
-    proj = LocalProjection(lon, lat)
-    pts = [tuple(map(float, proj.to_xy(x, y))) for x, y in coords]
-    best = (math.inf, lo)
-    walked = 0.0
-    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-        dx, dy = x1 - x0, y1 - y0
-        seg = math.hypot(dx, dy)
-        a, b = max(lo - walked, 0.0), min(hi - walked, seg)  # the usable part of the segment
-        if a <= b and seg > 0:
-            s = min(max(-(x0 * dx + y0 * dy) / seg, a), b)
-            off = math.hypot(x0 + s / seg * dx, y0 + s / seg * dy)
-            if off < best[0]:
-                best = (off, walked + s)
-        walked += seg
-        if walked > hi:
-            break
-    return best[1], best[0]
+    return project_onto_line(coords, lon, lat, lo, hi)
 
 
 def advance(ins: Instruction, lon: float, lat: float, heading_deg: float | None) -> Instruction:

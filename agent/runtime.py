@@ -14,7 +14,6 @@ run then writes its ``stop`` record, closes the trip log and flushes the outbox 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import threading
@@ -38,7 +37,7 @@ from agent.version import code_version
 from safety import ReversalCounter, SafetyGate, maneuver_key
 from sync import BundleStore, Outbox, SyncError
 from sync.backoff import backoff_delay_s
-from tiles.geo import LocalProjection
+from tiles.geo import project_onto_line
 
 if TYPE_CHECKING:  # the sync client (tuf, httpx) is imported only when sync is configured
     from sync import LogUploader, Updater
@@ -108,20 +107,8 @@ class RunSummary:
 
 
 def distance_to_line_m(lon: float, lat: float, coords: tuple[tuple[float, float], ...]) -> float:
-    """Planar distance (metres) from a point to a polyline; inf for an empty line."""
-    if not coords:
-        return math.inf
-    proj = LocalProjection(lon, lat)
-    best = math.inf
-    pts = [tuple(map(float, proj.to_xy(x, y))) for x, y in coords]
-    if len(pts) == 1:
-        return math.hypot(*pts[0])
-    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-        dx, dy = x1 - x0, y1 - y0
-        L2 = dx * dx + dy * dy
-        t = 0.0 if L2 == 0 else min(max(-(x0 * dx + y0 * dy) / L2, 0.0), 1.0)
-        best = min(best, math.hypot(x0 + t * dx, y0 + t * dy))
-    return best
+    """Distance (metres) from a point to a polyline; inf for an empty line."""
+    return project_onto_line(coords, lon, lat)[1]
 
 
 def start_bundle(config: AgentConfig) -> LoadedBundle:

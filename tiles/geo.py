@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -72,3 +76,39 @@ class LocalProjection:
         lon = np.asarray(x, dtype=np.float64) / self.kx + self.lon0
         lat = np.asarray(y, dtype=np.float64) / self.ky + self.lat0
         return lon, lat
+
+
+def project_onto_line(
+    coords: Sequence[tuple[float, float]],
+    lon: float,
+    lat: float,
+    lo_m: float = 0.0,
+    hi_m: float = math.inf,
+) -> tuple[float, float]:
+    """``(along_m, off_m)``: where the point projects onto the polyline ``coords`` ((lon, lat)
+    pairs), as the distance along the line, and how far from the line it is, in metres (a local
+    plane around the point). Only the part of the line between ``lo_m`` and ``hi_m`` along it is
+    considered, so that a route passing the same street twice is measured on the pass the cab
+    is on. An empty line gives ``(lo_m, inf)``; a single point, its distance. The one
+    point-to-line projection of the project (the agent's countdown and its off-route check)."""
+    if not coords:
+        return lo_m, math.inf
+    proj = LocalProjection(lon, lat)
+    pts = [(float(x), float(y)) for x, y in (proj.to_xy(a, b) for a, b in coords)]
+    if len(pts) == 1:
+        return lo_m, math.hypot(*pts[0])
+    best = (math.inf, lo_m)
+    walked = 0.0
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        dx, dy = x1 - x0, y1 - y0
+        seg = math.hypot(dx, dy)
+        a, b = max(lo_m - walked, 0.0), min(hi_m - walked, seg)  # the usable part of the segment
+        if a <= b and seg > 0:
+            s = min(max(-(x0 * dx + y0 * dy) / seg, a), b)
+            off = math.hypot(x0 + s / seg * dx, y0 + s / seg * dy)
+            if off < best[0]:
+                best = (off, walked + s)
+        walked += seg
+        if walked > hi_m:
+            break
+    return best[1], best[0]

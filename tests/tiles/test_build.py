@@ -272,3 +272,18 @@ def test_tiles_open_from_a_path_with_uri_characters(manhattan_tiles: Path, tmp_p
     shutil.copyfile(manhattan_tiles, odd)
     with TileStore(odd) as store:
         assert store.meta["source_sha256"] and store.all().n > 1000
+
+
+def test_one_point_to_line_projection() -> None:
+    from tiles.geo import project_onto_line
+
+    # a street driven east then back west: the point projects on the pass asked for
+    line = [(-73.98, 40.75), (-73.97, 40.75), (-73.98, 40.75001)]
+    along_first, off_first = project_onto_line(line, -73.975, 40.75)
+    along_second, off_second = project_onto_line(line, -73.975, 40.75, lo_m=900.0)
+    assert off_first < 1.0 and 400 < along_first < 450
+    assert off_second < 2.0 and along_second > 1200
+    assert project_onto_line([], -73.975, 40.75) == (0.0, float("inf"))
+    assert project_onto_line([(-73.975, 40.7509)], -73.975, 40.75)[1] == pytest.approx(
+        100, rel=0.01
+    )
