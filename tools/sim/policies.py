@@ -287,8 +287,10 @@ class NagashiRoutePolicy(NagashiPolicy):
     link), read again from the cab's link whenever a new table is solved (every ``replan_s``,
     the agent's tick) or the route runs out -- instead of ``argmax Q`` at every junction. The
     table is solved once per tick for the whole area and shared by the cabs (the agent solves
-    its 3 km radius, which covers Midtown). Not modelled: the runtime's matching of a GPS fix
-    and the route-stability rules of ``agent.decide``."""
+    its 3 km radius, which covers Midtown). The route-stability rules are the agent's own:
+    at each new table the route shown is kept unless the new read-out is better by
+    ``route_switch_margin``, and the next link is committed. Not modelled: the runtime's
+    matching of a GPS fix."""
 
     name = "nagashi-route"
 
@@ -304,6 +306,12 @@ class NagashiRoutePolicy(NagashiPolicy):
         got = self.routes.get(taxi)
         if got is None or got[0] != self.t0 or not got[1] or got[1][0] not in self.world.succ[link]:
             g = self.world.graph
+            # the route shown so far, if the cab can still drive it: the agent's hysteresis
+            # (agent.planner.stability) keeps it unless the new read-out is clearly better,
+            # and the cab at the end of its link is committed to the next one
+            previous = None
+            if got is not None and got[1] and got[1][0] in self.world.succ[link]:
+                previous = [int(x) for x in g.edge_id[got[1]]]
             plan = plan_from_table(
                 self.table,
                 int(g.edge_id[link]),
@@ -311,6 +319,8 @@ class NagashiRoutePolicy(NagashiPolicy):
                 self.world.minute_at(t_s),
                 self.world.params,
                 "statistics",
+                previous_route=previous,
+                committed_links=1 if previous else 0,
             )
             route = [int(x) for x in g.local(list(plan.edges))]
             got = (self.t0, route)
