@@ -100,6 +100,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--adoption-plot", metavar="PNG", help="plot revenue/h against adoption")
     p.add_argument(
+        "--revenue-plot",
+        metavar="PNG",
+        help="plot revenue/h per policy with 95%% intervals and the paired differences",
+    )
+    p.add_argument(
         "--jobs", type=int, default=1, help="worker processes for the runs (same results)"
     )
     p.add_argument("--seed", type=int, default=0, help="first seed")
@@ -202,7 +207,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from tiles import TileStore
     from tools.sim.engine import run_shift
     from tools.sim.experiment import gate, json_finite, run_experiment
-    from tools.sim.plot import plot_adoption, plot_routes
+    from tools.sim.plot import plot_adoption, plot_revenue, plot_routes
     from tools.sim.replay import describe_days, in_sample_days, load_replay, replay_passengers
     from tools.sim.world import SimConfig, make_passengers
 
@@ -302,6 +307,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         doc["plot"] = str(plot_routes(world, runs, args.plot))
     if args.adoption_plot:
         doc["adoption_plot"] = str(plot_adoption(json_finite(doc), args.adoption_plot))
+    if args.revenue_plot:
+        doc["revenue_plot"] = str(plot_revenue(json_finite(doc), args.revenue_plot))
     if args.json:
         print(json.dumps(json_finite(doc), indent=2, sort_keys=True))
     else:
@@ -385,6 +392,8 @@ def _print_table(doc: dict[str, Any]) -> None:
         print(f"plot: {doc['plot']}")
     if "adoption_plot" in doc:
         print(f"adoption plot: {doc['adoption_plot']}")
+    if "revenue_plot" in doc:
+        print(f"revenue plot: {doc['revenue_plot']}")
 
 
 def _days_text(doc: dict[str, Any]) -> str:

@@ -171,10 +171,14 @@ def test_simulate_cli_json_gate_and_plot(
             "--gate",
             "--plot",
             str(png),
+            "--revenue-plot",
+            str(png.with_name("revenue.png")),
         ]
     )
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["policies"]) == {"random", "nagashi", "hotspot"}  # the gate adds hotspot
+    revenue = png.with_name("revenue.png")  # revenue per policy and the paired differences
+    assert doc["revenue_plot"] == str(revenue) and revenue.read_bytes()[:4] == b"\x89PNG"
     assert rc == (0 if doc["gate"]["pass"] else 1)
     for row in doc["policies"].values():
         assert row["seeds"] == 2

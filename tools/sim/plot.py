@@ -144,3 +144,64 @@ def plot_adoption(doc: Mapping[str, Any], out: str | Path) -> Path:
     path = Path(out)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def plot_revenue(doc: Mapping[str, Any], out: str | Path) -> Path:
+    """Revenue per hour of each policy with its 95 % interval (the simulation table's
+    ``policies``), and, beside each, the paired difference to the reference with its interval
+    (the gate's test), from the same runs. Written atomically."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tiles.fileio import atomic_write_bytes
+
+    policies = list(doc["policies"])
+    rev = [doc["policies"][p]["revenue_per_h"] for p in policies]
+    means = [r["mean"] for r in rev]
+    lo = [
+        m - (r["ci95"][0] if r["ci95"][0] is not None else m)
+        for m, r in zip(means, rev, strict=True)
+    ]
+    hi = [
+        (r["ci95"][1] if r["ci95"][1] is not None else m) - m
+        for m, r in zip(means, rev, strict=True)
+    ]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    ax.bar(policies, means, yerr=[lo, hi], capsize=5, color="#1e88e5")
+    ax.set_ylabel("revenue per cab-hour (95% CI)")
+    ax.set_title("Revenue per hour by policy", fontsize=11)
+    ax.tick_params(axis="x", labelrotation=20)
+    paired = doc.get("paired") or {}
+    names = [p for p in policies if p in paired]
+    if names:
+        d = [paired[p]["revenue_per_h_diff"] for p in names]
+        dm = [x["mean"] for x in d]
+        dl = [m - x["ci95"][0] for m, x in zip(dm, d, strict=True)]
+        dh = [x["ci95"][1] - m for m, x in zip(dm, d, strict=True)]
+        colours = ["#2e7d32" if x["ci95"][0] > 0 else "#c62828" for x in d]
+        bx.barh(names, dm, xerr=[dl, dh], capsize=5, color=colours)
+        bx.axvline(0.0, color="black", linewidth=0.8)
+        ref = doc.get("reference", "hotspot")
+        bx.set_xlabel(f"paired difference to {ref}, per cab-hour (95% CI)", fontsize=9)
+        bx.set_title("Gate: green if the interval is above 0", fontsize=11)
+    else:
+        bx.axis("off")
+    pas = doc.get("passengers") or {}
+    where = ", ".join(pas.get("days") or []) or "synthetic passengers"
+    fleet = doc.get("fleet") or {}
+    fig.suptitle(
+        f"{fleet.get('taxis', doc.get('config', {}).get('taxis'))} cabs, matching "
+        f"{doc.get('config', {}).get('matching', 'hail')}; passengers: {where}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    path = Path(out)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
