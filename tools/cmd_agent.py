@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from tools.errors import CA_FILE_HELP, ToolsError, check_ca_file, check_server_url
+from tools.errors import ToolsError
+from tools.server_options import CA_FILE_HELP, check_ca_file, check_server_url
 
 DEFAULT_GPS = "tcp://127.0.0.1:10110"  # the usual NMEA-over-TCP port of GPS bridges
 

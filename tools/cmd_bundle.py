@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from tools.errors import CA_FILE_HELP, ToolsError, check_ca_file, check_server_url
+from tools.errors import ToolsError
+from tools.server_options import CA_FILE_HELP, check_ca_file, check_server_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

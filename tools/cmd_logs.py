@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from tools.errors import CA_FILE_HELP, ToolsError, check_ca_file, check_server_url
+from tools.errors import ToolsError
+from tools.server_options import CA_FILE_HELP, check_ca_file, check_server_url
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -391,9 +391,13 @@ def _log_counts(dec: NmeaDecoder, what: str) -> None:
 
 
 def _ddmm(value: float, degree_digits: int) -> str:
+    """``ddmm.mmmm`` / ``dddmm.mmmm``, the minutes rounded to 4 decimals; a value whose minutes
+    round up to 60 carries into the degrees (1.99999999 is ``0200.0000``, not ``0160.0000``)."""
     a = abs(value)
     deg = int(a)
-    minutes = (a - deg) * 60.0
+    minutes = round((a - deg) * 60.0, 4)
+    if minutes >= 60.0:
+        deg, minutes = deg + 1, 0.0
     return f"{deg:0{degree_digits}d}{minutes:07.4f}"
 
 

@@ -280,3 +280,12 @@ def test_coordinates_are_read_by_their_minutes_and_bounded() -> None:
     ):
         with pytest.raises(ValueError):
             _coord(bad, hemi, digits)
+
+
+def test_formatted_minutes_that_round_to_60_carry_into_the_degrees() -> None:
+    # Hypothesis found it: 1.9999999999999858 was written as 01°60.0000', which no receiver sends
+    from agent.gps.nmea import _coord, _ddmm
+
+    assert _ddmm(1.9999999999999858, 2) == "0200.0000"
+    assert _coord(_ddmm(1.9999999999999858, 2), "N", 2) == 2.0
+    assert _ddmm(73.98551, 3) == "07359.1306"
