@@ -9,10 +9,11 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from sync._serve_process import free_port
 
 SEARCH_DIRS = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
                "/usr/lib/postgresql/15/bin")  # fmt: skip
@@ -29,12 +30,6 @@ def _require(name: str) -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PgCluster:
     """One running cluster; :meth:`database` makes a fresh database and returns its URL."""
 
@@ -47,7 +42,7 @@ class PgCluster:
             self.as_user = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.base, "postgres", "postgres")
         self.data = self.base / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._names = itertools.count(1)
         self._run(
             [

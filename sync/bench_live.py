@@ -28,8 +28,6 @@ import asyncio
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -38,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from sync._serve_process import FleetServerProcess
 from tiles.fileio import real_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,40 +69,6 @@ def _at_least_10(text: str) -> int:
     if n < 10:
         raise argparse.ArgumentTypeError("must be at least 10")
     return n
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Server:
-    def __init__(self, root: Path) -> None:
-        import httpx
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "fleet", "serve", "--root", str(root),
-             "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO,
-        )  # fmt: skip
-        for _ in range(600):
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.close()
-        raise RuntimeError("fleet server did not start")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def _cpu_s(pid: int) -> float:
@@ -378,7 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tokens = [storage.add_token("vehicle", f"bench-cab-{i}", 0.0) for i in range(args.cabs)]
         storage.close()
         cabs = _Cabs(tiles, args.cabs, args.seed, meta["source_sha256"])
-        server = _Server(fleet)
+        server = FleetServerProcess(fleet, start_timeout_s=30.0)
         try:
             cpu0 = _cpu_s(server.proc.pid)
             paced = asyncio.run(

@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import resource
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sync._serve_process import FleetServerProcess
 from tiles.fileio import real_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,38 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record-bytes", type=int, default=200, help="payload per record")
     parser.add_argument("--batch-records", type=int, default=500)
     parser.add_argument("--keep", type=Path, help="keep the work directory here")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Server:
-    def __init__(self, root: Path) -> None:
-        import httpx
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "fleet", "serve", "--root", str(root),
-             "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO,
-        )  # fmt: skip
-        for _ in range(400):
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.close()
-        raise RuntimeError("fleet server did not start")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def _counting_fetcher() -> Any:
@@ -178,7 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         storage = SqliteLogStorage(fleet / "fleet.sqlite")
         token = storage.add_token("vehicle", "bench-cab", time.time())
         storage.close()
-        server = _Server(fleet)
+        server = FleetServerProcess(fleet, start_timeout_s=20.0)
         try:
             store = BundleStore(work / "device")
             trusted = repo.trusted_root_path().read_bytes()
