@@ -20,8 +20,9 @@ The names below are imported on first use, so that ``import agent.planner`` stay
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from tiles._lazy import lazy_attribute
 
 _LAZY: dict[str, str] = {
     "Agent": "agent.runtime",
@@ -69,10 +70,7 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agent' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return lazy_attribute(__name__, _LAZY, globals(), name)
 
 
 def __dir__() -> list[str]:

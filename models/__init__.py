@@ -5,7 +5,6 @@ May import :mod:`tiles`.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from models.demand import (
@@ -20,6 +19,7 @@ from models.demand import (
     tick_demand_from_table,
 )
 from models.errors import DemandDataError, ModelOutputError, ModelsError
+from tiles._lazy import lazy_attribute
 
 if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
     from models.predict import DemandModel, InferenceConfig, open_demand, statistical_tick
@@ -60,12 +60,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # next time a plain lookup
-    return value
+    return lazy_attribute(__name__, _LAZY, globals(), name)
 
 
 def __dir__() -> list[str]:

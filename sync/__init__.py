@@ -7,7 +7,6 @@ May import :mod:`tiles` and :mod:`models` (health checks). The live layer's cab 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from sync.errors import (
@@ -26,6 +25,7 @@ from sync.errors import (
     UpdateRejectedError,
 )
 from sync.names import check_bundle_id, check_file_name
+from tiles._lazy import lazy_attribute
 
 if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
     from sync.bundle import Bundle, BundleInputs, FileEntry, build_bundle
@@ -174,12 +174,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sync' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # next time a plain lookup
-    return value
+    return lazy_attribute(__name__, _LAZY, globals(), name)
 
 
 def __dir__() -> list[str]:

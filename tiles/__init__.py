@@ -6,8 +6,9 @@ module (``tiles.fileio``, ``tiles.tags``) does not load the graph code, scipy or
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from tiles._lazy import lazy_attribute
 
 if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
     from tiles.build import build_tiles
@@ -74,12 +75,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tiles' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # next time a plain lookup
-    return value
+    return lazy_attribute(__name__, _LAZY, globals(), name)
 
 
 def __dir__() -> list[str]:
