@@ -107,6 +107,7 @@ import shapely
 from agent.errors import AgentError
 from agent.planner.core import ValueTable, prepare, solve_table
 from agent.planner.directions import Direction, directions
+from agent.planner.fleet import FleetView, demand_aligned, fleet_view, with_fleet
 from agent.planner.readout import action_values, best_next, follow
 from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
 from models.demand import DemandTable, TickDemand, tick_demand_from_table
@@ -423,6 +424,7 @@ def plan_cruise(
     last_pass_age_s: PassAges | None = None,
     previous_route: Sequence[int] | None = None,
     committed_links: int = 0,
+    fleet: FleetView | None = None,
 ) -> Plan:
     """Plan from a cab on ``start_edge_id`` (at ``fraction`` of it) at ``minute_of_week``.
 
@@ -432,6 +434,10 @@ def plan_cruise(
     own link counts as passed when the cab leaves it (a vacant cab is driving it now).
     ``previous_route`` / ``committed_links``: the route shown before (global ids of the links
     still to enter after ``start_edge_id``) and the hysteresis of :func:`plan_from_table`.
+    ``fleet`` (:func:`agent.planner.fleet.fleet_view`, per local link of ``graph``): the other
+    cabs, from the live snapshot or the supply prior: its background supply adds to
+    ``supply_per_h``, the links where another vacant cab is now count as passed, and the others'
+    planned passes weigh on the route read-out (:func:`agent.planner.fleet.with_fleet`).
     """
     g = graph
     e0 = int(g.local([start_edge_id])[0])
@@ -444,7 +450,16 @@ def plan_cruise(
     ages = pass_age_array(g, last_pass_age_s)
     ages = np.full(g.n, np.inf) if ages is None else ages + rest_s  # aged to the decision
     ages[e0] = 0.0
+    if fleet is not None:
+        background = demand_aligned(g, fleet.supply_per_h, demand.edge_id)
+        if background is not None:
+            given = 0.0 if supply_per_h is None else np.asarray(supply_per_h, dtype=np.float64)
+            supply_per_h = background + given
+        if fleet.seen_age_s is not None:
+            ages = np.minimum(ages, fleet.seen_age_s + rest_s)
     table = solve(g, demand, t_dec, params, area, supply_per_h, monday, ages)
+    if fleet is not None and fleet.claims_per_h is not None:
+        table = with_fleet(table, FleetView(fleet.source, claims_per_h=fleet.claims_per_h))
     return plan_from_table(
         table,
         start_edge_id,
@@ -622,6 +637,7 @@ def plan_from_fix(
 
 __all__ = [
     "Direction",
+    "FleetView",
     "PassAges",
     "Plan",
     "PlannerError",
@@ -631,6 +647,7 @@ __all__ = [
     "action_values",
     "area_mask",
     "choose_route",
+    "fleet_view",
     "is_committed",
     "minute_of_week_of",
     "next_link",
@@ -642,4 +659,5 @@ __all__ = [
     "route_value",
     "solve",
     "speed_factor_from_demand",
+    "with_fleet",
 ]

@@ -1,0 +1,197 @@
+"""What the planner knows of the rest of the fleet at one tick, and how it uses it.
+
+A cab plans on its own device, so the fleet reaches its plan only through its inputs. Three
+sources, best first (:attr:`FleetView.source`):
+
+``live``
+    a fresh live snapshot of the area (:mod:`sync.live`): per link, the other vacant cabs on it
+    now and the passes the other vacant cabs' routes plan over their next ~2 km. The snapshot's
+    counts include this cab's own last heartbeat; :func:`fleet_view` subtracts the link and route
+    it reported, so a cab sees the others' plans but not its own (it does not flee its own
+    route).
+``prior``
+    no fresh snapshot (offline, or a refused one): the bundle's supply prior, what the fleet's
+    vacant passes per link usually are in this slot (:class:`models.supply.SupplyTable`). A cab
+    offline then plans against the usual traffic of empty cabs, not an empty road, so it does
+    not herd onto the corridors the whole fleet usually drives.
+``none``
+    neither: the planner's ``competing_vacant_per_h`` alone (the lone cab of issue 4).
+
+How each enters the plan (docs/planner.md, "The fleet"):
+
+* ``supply_per_h``, the *background* supply: the prior's rate in this slot. It is the
+  solve's ``ν`` (with ``competing_vacant_per_h``): a hail on a link that many empty cabs pass
+  stays available for a shorter ``W``, so a corridor the fleet crowds is worth less over the
+  whole horizon.
+* ``claims_per_h``, the others' planned passes: a link on another vacant cab's route will be
+  passed within minutes. Each planned pass counts as supply spread over ``claim_horizon_s``
+  (``3600 / claim_horizon_s`` passes per hour) on that link, in the route read-out
+  (:func:`with_fleet`): two cabs at one junction no longer read the same street, the second
+  takes the parallel one. Claims reach only the read-out (the next ~2 km the driver is shown),
+  not the values of the whole horizon: a route is a few minutes' intent, and the values of the
+  area must not swing with every snapshot (the herd moving from corridor to corridor).
+* ``seen_age_s``: a link where another vacant cab is now has just been drained (the curb
+  rule of the planner's "Recent passes", the same input as the cab's own passes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.planner.core import ValueTable
+from tiles.graph import Graph
+
+F64 = npt.NDArray[np.float64]
+
+LIVE = "live"
+PRIOR = "prior"
+NONE = "none"
+#: a pass planned by another cab's route counts as supply over this many seconds: the ~2 km a
+#: heartbeat carries take about 5 minutes at Midtown's cruising speed, and a plan is revised
+#: at every tick, so a claim is worth about one pass in 10 minutes
+CLAIM_HORIZON_S = 600.0
+
+
+class SnapshotCounts(Protocol):
+    """What :func:`fleet_view` reads of a :class:`sync.live.Snapshot` (duck-typed, so that
+    importing the planner does not import the sync client)."""
+
+    version: int
+    built_s: float
+    sha256: str
+
+    def link_counts(self, edge_ids: npt.ArrayLike) -> tuple[Any, Any]: ...
+
+
+@dataclass(frozen=True, eq=False)
+class FleetView:
+    """The fleet as the planner sees it at one tick, per local link of the tick's graph (see
+    the module docstring). ``None``: nothing known of that kind."""
+
+    source: str
+    supply_per_h: F64 | None = None
+    claims_per_h: F64 | None = None
+    seen_age_s: F64 | None = None
+    snapshot_version: int = 0
+    snapshot_sha256: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """What the tick log keeps of it (the arrays are inputs recomputed by replay)."""
+
+        def total(a: F64 | None) -> float | None:
+            return None if a is None else round(float(np.sum(a)), 3)
+
+        seen = 0 if self.seen_age_s is None else int(np.count_nonzero(np.isfinite(self.seen_age_s)))
+        return {
+            "source": self.source,
+            "snapshot_version": self.snapshot_version,
+            "snapshot_sha256": self.snapshot_sha256,
+            "supply_per_h_total": total(self.supply_per_h),
+            "claims_per_h_total": total(self.claims_per_h),
+            "links_seen": seen,
+        }
+
+
+NO_FLEET = FleetView(NONE)
+
+
+def fleet_view(
+    graph: Graph,
+    *,
+    now_s: float,
+    snapshot: SnapshotCounts | None = None,
+    own_link: int = -1,
+    own_route: Sequence[int] = (),
+    prior_per_h: npt.ArrayLike | None = None,
+    claim_horizon_s: float = CLAIM_HORIZON_S,
+) -> FleetView:
+    """The :class:`FleetView` of a tick at ``now_s`` (the clock the snapshot's ``built_s`` is
+    on) on ``graph``.
+
+    ``snapshot``: a verified, unexpired live snapshot (None: none fresh); ``own_link`` /
+    ``own_route``: the global edge ids this cab reported in its last heartbeat before the
+    snapshot was built (subtracted: the snapshot counts every vacant cab, this one too);
+    ``prior_per_h``: the supply prior's vacant passes per hour on each local link of ``graph``
+    in this slot (None: no prior). Pure."""
+    if claim_horizon_s <= 0 or not math.isfinite(claim_horizon_s):
+        raise ValueError("claim_horizon_s must be positive")
+    prior = None
+    if prior_per_h is not None:
+        prior = np.asarray(prior_per_h, dtype=np.float64)
+        if prior.shape != (graph.n,):
+            raise ValueError(f"supply prior has {prior.shape} values for {graph.n} links")
+        prior = np.where(np.isfinite(prior), np.maximum(prior, 0.0), 0.0)
+    if snapshot is None:
+        return FleetView(PRIOR, supply_per_h=prior) if prior is not None else NO_FLEET
+    now_raw, planned_raw = snapshot.link_counts(graph.edge_id)
+    now = np.asarray(now_raw, dtype=np.float64).copy()
+    planned = np.asarray(planned_raw, dtype=np.float64).copy()
+    own = int(graph.local([own_link])[0]) if own_link >= 0 else -1
+    if own >= 0:
+        now[own] = max(now[own] - 1.0, 0.0)
+    if len(own_route):
+        ids = np.unique(np.asarray(own_route, dtype=np.int64))
+        ids = ids[ids != own_link]
+        loc = graph.local(ids)
+        loc = loc[loc >= 0]
+        planned[loc] = np.maximum(planned[loc] - 1.0, 0.0)
+    age = max(float(now_s) - float(snapshot.built_s), 0.0)
+    seen = np.where(now > 0, age, np.inf)
+    claims = planned * (3600.0 / claim_horizon_s)
+    return FleetView(
+        LIVE,
+        supply_per_h=prior,
+        claims_per_h=claims if np.any(claims > 0) else None,
+        seen_age_s=seen if np.any(np.isfinite(seen)) else None,
+        snapshot_version=int(snapshot.version),
+        snapshot_sha256=str(snapshot.sha256),
+    )
+
+
+def demand_aligned(graph: Graph, per_link: F64 | None, edge_id: npt.ArrayLike) -> F64 | None:
+    """A per-local-link array of ``graph`` re-aligned to ``edge_id`` (a demand's links; 0 where
+    a link is not in ``graph``), as :func:`agent.planner.solve`'s ``supply_per_h`` wants it."""
+    if per_link is None:
+        return None
+    loc = graph.local(np.asarray(edge_id, dtype=np.int64))
+    return np.where(loc >= 0, per_link[np.maximum(loc, 0)], 0.0)
+
+
+def with_fleet(table: ValueTable, view: FleetView, seen_offset_s: float = 0.0) -> ValueTable:
+    """``table`` as the route read-out of this cab sees it (module docstring): the others'
+    claimed links hold their hails for a shorter ``W`` (``P`` lower), and the links where another
+    vacant cab was seen count as passed ``seen_age_s + seen_offset_s`` seconds before the
+    table's start (``seen_offset_s``: the time from the table's start to now, when the table
+    was solved earlier; the values themselves are not solved again). The table is unchanged
+    where the view has nothing."""
+    claims = view.claims_per_h
+    seen = view.seen_age_s
+    if claims is None and seen is None:
+        return table
+    changes: dict[str, Any] = {}
+    if claims is not None:
+        extra = np.asarray(claims, dtype=np.float64)
+        hit = np.flatnonzero(extra > 0)
+        if hit.size:
+            window = table.window_s.copy()
+            window[hit] = 1.0 / (1.0 / window[hit] + extra[hit] / 3600.0)
+            prob = table.pickup_prob.copy()
+            tau = table.prep.tau_s[hit]
+            prob[:, hit] = -np.expm1(-table.rate_h[:, hit] * ((tau + window[hit]) / 3600.0))
+            changes["window_s"] = window
+            changes["pickup_prob"] = prob
+    if seen is not None:
+        # ages at the table's start: seen now, i.e. seen_age_s before now, now being
+        # seen_offset_s after the start (a negative age at the start: passed after it began)
+        at_start = np.asarray(seen, dtype=np.float64) - seen_offset_s
+        base = table.pass_age_s
+        ages = at_start if base is None else np.minimum(base, at_start)
+        changes["pass_age_s"] = ages
+    return dataclasses.replace(table, **changes) if changes else table
