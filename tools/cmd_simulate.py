@@ -26,6 +26,8 @@ POLICY_CHOICES = (
     "nagashi",
     "nagashi-lone",
     "nagashi-route",
+    "nagashi-live",
+    "nagashi-offline",
     "all",
 )
 
@@ -39,7 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="all",
         help="random (= random-walk), random-destination, hotspot, greedy, nagashi "
         "(nagashi-lone: without the supply map; nagashi-route: the agent as shipped, alone and "
-        "following its route read-out), a comma-separated list, or all (random, "
+        "following its route read-out; nagashi-live: as shipped with the fleet's live layer "
+        "and the supply prior; nagashi-offline: the prior only, every cab offline), a "
+        "comma-separated list, or all (random, "
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",
     )

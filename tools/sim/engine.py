@@ -45,7 +45,7 @@ from scipy.sparse.csgraph import dijkstra
 from tools.sim.policies import Allowed, Policy, make_policy, path_to
 from tools.sim.world import Passengers, World
 
-END, DROP, PICK, ARRIVE = 0, 1, 2, 3
+END, DROP, PICK, ARRIVE, LIVE = 0, 1, 2, 3, 4
 START, CRUISE, DROPOFF, RELOCATE, DISPATCHED = "start", "cruise", "dropoff", "relocate", "dispatch"
 VACANT, ENROUTE, OCCUPIED = 0, 1, 2
 
@@ -125,9 +125,15 @@ def run_shift(
     record: bool = False,
     test_taxis: int | None = None,
     starts: list[int] | None = None,
+    passes: list[tuple[float, int]] | None = None,
 ) -> RunResult:
     """One shift of ``world.config.taxis`` cabs, the first ``test_taxis`` on ``policy_name``;
-    ``starts``: their starting links (default: :func:`start_links` of the seed)."""
+    ``starts``: their starting links (default: :func:`start_links` of the seed); ``passes``:
+    if given, every vacant pass of every cab is appended to it as ``(t_s, local link)``.
+
+    A policy with a live layer (``policy.live``, :class:`tools.sim.live.LiveLayer`) gets it
+    driven at its cadence: at every heartbeat time the test cabs' links, vacancy and routes
+    (``policy.route_of``), and every pickup of a test cab as a meter event."""
     cfg = world.config
     dispatch = cfg.matching == "dispatch"
     n_taxis = cfg.taxis
@@ -136,7 +142,7 @@ def run_shift(
     tau = world.tau_s.tolist()
     length = world.length_m.tolist()
     allowed = Allowed(world)
-    policy = make_policy(policy_name, world, allowed, seed, multiplier)
+    policy = make_policy(policy_name, world, allowed, seed, multiplier, n_test)
     background: Policy = (
         policy
         if policy_name == cfg.calibrate_with
@@ -172,6 +178,9 @@ def run_shift(
     heap: list[tuple[float, int, int, int]] = [(tau[links[i]], i, END, 0) for i in range(n_taxis)]
     if dispatch:
         heap += [(arrive[j], n_taxis + j, ARRIVE, 0) for j in range(pax.count) if arrive[j] < shift]
+    live = getattr(policy, "live", None)
+    if live is not None:
+        heap.append((0.0, -1, LIVE, 0))
     heapq.heapify(heap)
     vacant_since = [0.0] * n_taxis
     cab_revenue = [0.0] * n_taxis
@@ -191,6 +200,8 @@ def run_shift(
         nonlocal served, pickups, occ_m, empty_m, search_s, wait_s
         taken[j] = 1
         served += 1
+        if live is not None and i < n_test:
+            live.pickup(t_pick, p_link[j])
         t_free = t_pick + duration[j]
         cab_occupied_s[i] += max(min(t_free, shift) - t_pick, 0.0)
         cab_revenue[i] += fare[j]
@@ -230,6 +241,16 @@ def run_shift(
     while heap:
         t, i, kind, ver = heapq.heappop(heap)
         if t >= shift:
+            continue
+        if kind == LIVE:
+            assert live is not None
+            live.tick(
+                t,
+                links[:n_test],
+                [bool(state[c] == VACANT) and not stuck_once[c] for c in range(n_test)],
+                [policy.route_of(c) for c in range(n_test)],
+            )
+            heapq.heappush(heap, (t + live.heartbeat_s, -1, LIVE, 0))
             continue
         if kind == ARRIVE:
             j = i - n_taxis
@@ -300,6 +321,8 @@ def run_shift(
                 fleet.add(t, e)
             else:
                 bg_passes += 1
+            if passes is not None:
+                passes.append((t, e))
         got = -1
         if not dispatch:  # a passenger waiting on e?
             t0 = t_in[i]

@@ -22,17 +22,28 @@ minute (``World.allowed``), so no policy is ever given an illegal edge.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
-from agent.planner import ValueTable, plan_from_table, policy_step, solve
+from agent.planner import (
+    FleetView,
+    ValueTable,
+    fleet_view,
+    plan_from_table,
+    policy_step,
+    solve,
+    with_fleet,
+)
+from sync.live import Snapshot
 from tiles.conditional import MINUTES_PER_WEEK
+from tools.sim.live import LiveLayer, supply_prior
 from tools.sim.world import World
 
 F64 = npt.NDArray[np.float64]
@@ -107,6 +118,13 @@ class Policy:
 
     def reset_taxi(self, taxi: int) -> None:
         """The cab became vacant somewhere new (after a drop-off)."""
+
+    #: the live layer this policy's cabs report to and read (tools.sim.live), if any
+    live: LiveLayer | None = None
+
+    def route_of(self, taxi: int) -> Sequence[int]:
+        """The local links the cab means to drive next (what its heartbeat carries)."""
+        return ()
 
 
 class RandomPolicy(Policy):
@@ -296,7 +314,11 @@ class NagashiRoutePolicy(NagashiPolicy):
 
     def __init__(self, world: World, allowed: Allowed, rng: np.random.Generator, m: float):
         super().__init__(world, allowed, rng, m, supply=False)
-        self.routes: dict[int, tuple[float, list[int]]] = {}
+        self.routes: dict[int, tuple[object, list[int]]] = {}
+
+    def _read_key(self, taxi: int, t_s: float) -> object:
+        """A route read out under another key is read again (here: at each new table)."""
+        return self.t0
 
     def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
         if self.table is None or t_s - self.t0 >= self.world.config.replan_s:
@@ -304,7 +326,8 @@ class NagashiRoutePolicy(NagashiPolicy):
             self.t0 = t_s
         ok = self.allowed.at(t_s)
         got = self.routes.get(taxi)
-        if got is None or got[0] != self.t0 or not got[1] or got[1][0] not in self.world.succ[link]:
+        key = self._read_key(taxi, t_s)
+        if got is None or got[0] != key or not got[1] or got[1][0] not in self.world.succ[link]:
             g = self.world.graph
             # the route shown so far, if the cab can still drive it: the agent's hysteresis
             # (agent.planner.stability) keeps it unless the new read-out is clearly better,
@@ -313,7 +336,7 @@ class NagashiRoutePolicy(NagashiPolicy):
             if got is not None and got[1] and got[1][0] in self.world.succ[link]:
                 previous = [int(x) for x in g.edge_id[got[1]]]
             plan = plan_from_table(
-                self.table,
+                self._table_for(taxi, t_s),
                 int(g.edge_id[link]),
                 1.0,  # decided at the end of the link
                 self.world.minute_at(t_s),
@@ -323,7 +346,7 @@ class NagashiRoutePolicy(NagashiPolicy):
                 committed_links=1 if previous else 0,
             )
             route = [int(x) for x in g.local(list(plan.edges))]
-            got = (self.t0, route)
+            got = (key, route)
             self.routes[taxi] = got
         route = got[1]
         if route and route[0] in self.world.succ[link] and ok[route[0]]:
@@ -331,11 +354,159 @@ class NagashiRoutePolicy(NagashiPolicy):
         self.routes.pop(taxi, None)
         return policy_step(self.table, link, t_s - self.t0, None)
 
+    def _table_for(self, taxi: int, t_s: float) -> ValueTable:
+        """The table this cab's read-out uses (the shared one; with the fleet: per cab)."""
+        assert self.table is not None
+        return self.table
+
     def reset_taxi(self, taxi: int) -> None:
         self.routes.pop(taxi, None)
 
+    def route_of(self, taxi: int) -> Sequence[int]:
+        got = self.routes.get(taxi)
+        return got[1] if got is not None else ()
 
-def make_policy(name: str, world: World, allowed: Allowed, seed: int, multiplier: float) -> Policy:
+
+class _Counts:
+    """A snapshot's link counts on the world's graph, computed once per snapshot."""
+
+    def __init__(self, snap: Snapshot, edge_ids: npt.NDArray[np.integer[Any]]) -> None:
+        self.version = snap.version
+        self.built_s = snap.built_s
+        self.sha256 = snap.sha256
+        self._ids = edge_ids
+        self._snap = snap
+        self._counts = snap.link_counts(edge_ids)
+
+    def link_counts(self, edge_ids: npt.ArrayLike) -> tuple[Any, Any]:
+        if edge_ids is not self._ids:  # another graph: count again
+            return self._snap.link_counts(edge_ids)
+        return self._counts
+
+
+class NagashiLivePolicy(NagashiRoutePolicy):
+    """The agent as shipped with the fleet's live layer (issue 17): each cab follows the route
+    read-out (as :class:`NagashiRoutePolicy`) and sends heartbeats; the shared table is solved
+    with the supply prior as background supply (``prior``), and each cab's read-out sees the
+    latest snapshot it has fetched (up to a minute old) without its own heartbeat
+    (:func:`agent.planner.fleet.fleet_view`, :func:`agent.planner.fleet.with_fleet`): the
+    others' planned passes as claims, the links where other vacant cabs are as drained.
+    ``live=False`` is the fleet offline (no snapshot ever, the prior only)."""
+
+    name = "nagashi-live"
+
+    def __init__(
+        self,
+        world: World,
+        allowed: Allowed,
+        rng: np.random.Generator,
+        m: float,
+        *,
+        seed: int,
+        live: bool = True,
+        prior: bool = True,
+        n_cabs: int = 0,
+    ):
+        super().__init__(world, allowed, rng, m)
+        self.live = LiveLayer(world, n_cabs, seed) if live else None
+        self.prior = supply_prior(world, multiplier=m) if prior else None
+        self._counts: _Counts | None = None
+        self.edge_ids = world.graph.edge_id
+        import os
+
+        self.variant = os.environ.get("NAGASHI_SIM_VARIANT", "")
+        self._ema: F64 | None = None
+        self._ema_version = 0
+        self.own_passes: dict[int, dict[int, float]] = {}
+
+    def _read_key(self, taxi: int, t_s: float) -> object:
+        if self.live is None:
+            return self.t0
+        if "junction" in self.variant:
+            return t_s
+        if "snap" in self.variant:
+            snap, _, _ = self.live.seen_by(taxi, t_s)
+            return (self.t0, 0 if snap is None else snap.version)
+        return self.t0
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        if "own" in self.variant:
+            mine = self.own_passes.setdefault(taxi, {})
+            mine[link] = t_s
+            if len(mine) > 64:
+                cut = t_s - self.world.params.patience_s
+                for k in [k for k, v in mine.items() if v < cut]:
+                    del mine[k]
+        return super().choose(taxi, link, t_s, fleet)
+
+    def reset_taxi(self, taxi: int) -> None:
+        super().reset_taxi(taxi)
+        self.own_passes.pop(taxi, None)
+
+    def _live_supply(self) -> F64 | None:
+        """EMA of the planned passes per hour over the snapshots built so far."""
+        if self.live is None or not self.live.snapshots:
+            return self._ema
+        if "bg" in self.variant:
+            snap = self.live.snapshots[-2 if len(self.live.snapshots) > 1 else -1][1]
+            _, planned = snap.link_counts(self.edge_ids)
+            return np.asarray(planned, dtype=np.float64) * (3600.0 / 600.0)
+        for _built, snap, _ in self.live.snapshots:
+            if snap.version <= self._ema_version:
+                continue
+            _, planned = snap.link_counts(self.edge_ids)
+            rate = np.asarray(planned, dtype=np.float64) * (3600.0 / 600.0)
+            a = 30.0 / 300.0
+            self._ema = rate if self._ema is None else (1 - a) * self._ema + a * rate
+            self._ema_version = snap.version
+        return self._ema
+
+    def _solve(self, t_s: float, fleet: Fleet) -> ValueTable:
+        w = self.world
+        minute = w.minute_at(t_s)
+        demand = w.tick_demand(minute, self.multiplier)
+        supply = self.prior.at(minute) if self.prior is not None else None
+        if "ema" in self.variant or "bg" in self.variant:
+            ema = self._live_supply()
+            if ema is not None:
+                supply = ema if supply is None or "only" in self.variant else supply + ema
+        return solve(w.graph, demand, minute, w.params, supply_per_h=supply)
+
+    def _table_for(self, taxi: int, t_s: float) -> ValueTable:
+        assert self.table is not None
+        mine = self.own_passes.get(taxi)
+        if self.live is None:
+            snap = None
+        else:
+            snap, own_link, own_route = self.live.seen_by(taxi, t_s)
+        if snap is None:
+            if not mine:
+                return self.table
+            view = FleetView("none", seen_age_s=self._own_ages(mine, t_s, None))
+            return with_fleet(self.table, view, seen_offset_s=t_s - self.t0)
+        if self._counts is None or self._counts.version != snap.version:
+            self._counts = _Counts(snap, self.edge_ids)
+        view = fleet_view(
+            self.world.graph,
+            now_s=t_s,
+            snapshot=self._counts,
+            own_link=own_link,
+            own_route=own_route,
+        )
+        if mine:
+            view = dataclasses.replace(view, seen_age_s=self._own_ages(mine, t_s, view.seen_age_s))
+        return with_fleet(self.table, view, seen_offset_s=t_s - self.t0)
+
+    def _own_ages(self, mine: dict[int, float], t_s: float, seen: F64 | None) -> F64:
+        ages = np.full(self.world.n, np.inf) if seen is None else seen.copy()
+        for f, t in mine.items():
+            ages[f] = min(ages[f], t_s - t)
+        return ages
+
+
+def make_policy(
+    name: str, world: World, allowed: Allowed, seed: int, multiplier: float, n_cabs: int = 0
+) -> Policy:
     factories: dict[str, Callable[[], Policy]] = {
         "random": lambda: RandomPolicy(world, allowed, rng, multiplier),
         "random-walk": lambda: RandomPolicy(world, allowed, rng, multiplier),
@@ -345,6 +516,12 @@ def make_policy(name: str, world: World, allowed: Allowed, seed: int, multiplier
         "nagashi": lambda: NagashiPolicy(world, allowed, rng, multiplier),
         "nagashi-lone": lambda: NagashiPolicy(world, allowed, rng, multiplier, supply=False),
         "nagashi-route": lambda: NagashiRoutePolicy(world, allowed, rng, multiplier),
+        "nagashi-live": lambda: NagashiLivePolicy(
+            world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs
+        ),
+        "nagashi-offline": lambda: NagashiLivePolicy(
+            world, allowed, rng, multiplier, seed=seed, live=False, n_cabs=n_cabs
+        ),
     }
     if name not in factories:
         raise ValueError(f"unknown policy {name!r}")
