@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from sync.logstore import SqliteLogStorage
 from sync.server import create_app
 from tests.conftest import DRIVE_CSV
 from tests.sync.conftest import accept_all, run_server, utcnow
+from tools.cli import main
 from tools.field.replay import replay_log
 
 AREA = "manhattan"
@@ -198,7 +200,9 @@ def _unaffected(lb: LoadedBundle, ticks: list[dict[str, Any]]) -> None:
 
 
 # ====================================================================== end to end
-def test_the_tick_plans_with_the_other_cabs_route(fleet: Fleet, tmp_path: Path) -> None:
+def test_the_tick_plans_with_the_other_cabs_route(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """One agent and a second cab (heartbeats sent by the test) on one server: the agent's
     tick record shows a live FleetView whose claims come from the other cab's route, never
     from its own; replay takes the snapshots back from the archive, bit for bit."""
@@ -275,6 +279,16 @@ def test_the_tick_plans_with_the_other_cabs_route(fleet: Fleet, tmp_path: Path) 
     assert all(r.identical for r in results if not r.snapshot_missing)
     again = list(replay_log(data / "trips", fleet.device, snapshots=[tmp_path / "elsewhere"]))
     assert all(r.identical for r in again)
+    # the command: one line per tick it could not replay, exit status 1; 0 with the archive
+    capsys.readouterr()
+    argv = ["replay", "--log", str(data), "--bundle-dir", str(fleet.device)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert sum("NOT REPLAYED, live snapshot manhattan v" in x for x in out) == len(used)
+    assert out[-1].endswith(f"{len(used)} not replayed (live snapshot missing)")
+    assert "DIFFERS" not in "\n".join(out)
+    assert main([*argv, "--snapshots", str(tmp_path / "elsewhere")]) == 0
+    assert capsys.readouterr().out.strip().endswith("all byte-identical")
 
 
 # ====================================================================== faults
@@ -493,3 +507,52 @@ def test_threads_do_not_exist_without_a_server(tmp_path: Path, manhattan_bundle:
     assert ticks and all(t["live"] is None and t["fleet"]["source"] == "none" for t in ticks)
     assert "live" not in agent.sync_status()
     assert not [t for t in threading.enumerate() if t.name.startswith("agent-live")]
+
+
+def test_the_threads_survive_whatever_a_step_throws(fleet: Fleet, tmp_path: Path) -> None:
+    """Injected exceptions in the heartbeat and the fetch: logged, counted, and the threads
+    carry on (the next steps reach the network again: here a server that is gone)."""
+    from agent.live import LiveLink, Position
+
+    with _serve(fleet.root) as (url, _):
+        pass
+    link = LiveLink(
+        server_url=url,
+        token="t",
+        area=AREA,
+        network_sha256=fleet.network,
+        data_dir=tmp_path,
+        tuf_dir=BundleStore(fleet.device).tuf_dir,
+        clock=time.time,
+        heartbeat_every_s=FAST,
+        snapshot_every_s=FAST,
+    )
+    calls: Counter[str] = Counter()
+    assert link.snapshots is not None
+    real_send, real_fetch = link.heartbeat.send, link.snapshots.fetch
+
+    def send(**kw: Any) -> Any:
+        calls["send"] += 1
+        if calls["send"] <= 3:
+            raise RuntimeError("injected")
+        return real_send(**kw)
+
+    def fetch() -> Any:
+        calls["fetch"] += 1
+        if calls["fetch"] <= 3:
+            raise ValueError("injected")
+        return real_fetch()
+
+    link.heartbeat.send = send  # type: ignore[method-assign]  # inject failures
+    link.snapshots.fetch = fetch  # type: ignore[method-assign]  # inject failures
+    link.note(Position(time.time(), 5, -73.98, 40.75, (6, 7)))
+    link.start()
+    try:
+        _wait_for(lambda: calls["send"] >= 5 and calls["fetch"] >= 5, "steps after the failures")
+    finally:
+        link.close()
+    st = link.status()
+    assert st["unexpected_errors"] == 6
+    assert st["heartbeats"]["unreachable"] >= 1
+    assert st["snapshot"]["outcomes"][LIVE_UNREACHABLE] >= 1
+    assert link.tick_input(time.time()).reason == LIVE_UNREACHABLE
