@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 #: how much of the shown route a heartbeat carries (the claims of the others' plans)
 ROUTE_AHEAD_M = 2000.0
 #: a heartbeat the server took more than this long before a snapshot was built no longer
-#: counts in it (the server's ``LiveConfig.max_age_s``)
+#: counts in it: its route (the server's ``LiveConfig.max_age_s``) and its link as a cab
+#: there now (``LiveConfig.current_s``)
 COUNTED_FOR_S = 120.0
+COUNTED_NOW_S = 45.0
 
 
 @dataclass(frozen=True)
@@ -222,11 +224,12 @@ class LiveLink:
                 reason = LIVE_EXPIRED if client.last_version > 0 else LIVE_NO_SNAPSHOT
             return LiveInput(self.area, reason=reason)
         own = self._own_before(snap.built_s)
+        on_link = own is not None and snap.built_s - own.server_s <= COUNTED_NOW_S
         return LiveInput(
             self.area,
             snap,
             age_s=now_s - snap.built_s,
-            own_link=-1 if own is None else own.link,
+            own_link=own.link if own is not None and on_link else -1,
             own_route=() if own is None else own.route,
             reason=reason,
         )

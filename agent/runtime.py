@@ -281,8 +281,10 @@ class Agent:
                 snapshot_every_s=s.snapshot_interval_s,
                 keep_snapshots=s.keep_snapshots,
             )
-        except SyncError as e:  # a bad CA file, a network id that is no sha256
-            raise AgentError(f"live layer cannot start: {e}") from e
+        except SyncError as e:  # a network id that is no sha256, a bad CA file: guidance
+            # and the log upload go on without the live layer
+            self._sync_status["live_error"] = str(e)
+            log.error("live layer cannot start: %s", e)
 
     def _backoff_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
