@@ -1,7 +1,9 @@
 """One planning tick, as a pure function of the bundle and the tick's inputs.
 
-    inputs (fix, previous fix, now, locale) + bundle
+    inputs (fix, previous fix, now, locale, the live snapshot) + bundle
       -> road graph around the cab -> map match -> demand for the links considered
+      -> the fleet around it (agent.planner.fleet_view: the live snapshot without this cab's
+         own heartbeat, else the bundle's supply prior)
       -> cruising plan (agent.planner) -> safety verdict (safety.SafetyGate)
       -> the driver's instruction
 
@@ -16,12 +18,23 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from agent.bundle import LoadedBundle
 from agent.gps import Fix
 from agent.instruction import Instruction, build_instruction, first_turn
-from agent.planner import Plan, PlannerError, PlannerParams, is_committed, plan_cruise
+from agent.planner import (
+    FleetView,
+    Plan,
+    PlannerError,
+    PlannerParams,
+    fleet_view,
+    is_committed,
+    plan_cruise,
+)
 from agent.triplog import pack
 from agent.version import code_version
 from models import ModelsError, TickDemand, tick_demand_from_table
@@ -31,6 +44,59 @@ from tiles import Graph, Match, NoMatchError, TilesError, match_fix
 log = logging.getLogger(__name__)
 
 RECORD_KIND = "tick"
+
+#: the live layer is on but the cab holds no snapshot yet (none fetched, or none accepted)
+LIVE_NO_SNAPSHOT = "LIVE_NO_SNAPSHOT"
+
+
+class LiveSnapshot(Protocol):
+    """What a tick reads of a :class:`sync.live.Snapshot` (duck-typed: importing the agent
+    must not import the sync client, tuf or httpx)."""
+
+    @property
+    def area(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def built_s(self) -> float: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def network(self) -> str: ...
+
+    def link_counts(self, edge_ids: npt.ArrayLike) -> tuple[Any, Any]: ...
+
+
+@dataclass(frozen=True)
+class LiveInput:
+    """The fleet's live layer as one tick sees it (the runtime takes it from the snapshot
+    thread without waiting; replay takes the snapshot back from the archive)."""
+
+    area: str
+    #: the fresh, verified snapshot this tick plans with (None when none is fresh: offline,
+    #: expired, refused); the log names it by ``area``, ``version`` and ``sha256``
+    snapshot: LiveSnapshot | None = None
+    #: its age at the tick, seconds by the cab's clock (the clock its ``built_s`` is on)
+    age_s: float = 0.0
+    #: the link and route (global edge ids) of this cab's last heartbeat the snapshot counted:
+    #: subtracted, the cab does not see itself (-1 / () when none)
+    own_link: int = -1
+    own_route: tuple[int, ...] = ()
+    #: why no snapshot is fresh, or the refusal of the last fetch while an older snapshot is
+    #: still used (a ``LIVE_*`` code of sync.live, or :data:`LIVE_NO_SNAPSHOT`; "" when fine)
+    reason: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        s = self.snapshot
+        return {
+            "area": self.area,
+            "version": None if s is None else int(s.version),
+            "sha256": None if s is None else str(s.sha256),
+            "age_s": self.age_s,
+            "own_link": self.own_link,
+            "own_route": list(self.own_route),
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -49,6 +115,8 @@ class TickInputs:
     #: the route the driver was shown (``Instruction.route_edges``: the cab's link first), for
     #: the hysteresis; () when none (first tick, fallback)
     previous_route: tuple[int, ...] = ()
+    #: the live layer (None: off, no fleet server configured)
+    live: LiveInput | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +130,7 @@ class TickResult:
     planner_error: str
     verdict: Verdict
     instruction: Instruction
+    fleet: FleetView | None = None  # None when there was no graph to plan on
 
     def to_record(self, lb: LoadedBundle) -> dict[str, Any]:
         """The trip-log record of this tick (``kind: tick``); see agent.triplog."""
@@ -80,12 +149,14 @@ class TickResult:
             "last_moving_fix": None if moving is None else moving.to_record(),
             "last_pass_age_s": [[e, a] for e, a in self.inputs.last_pass_age_s],
             "previous_route": list(self.inputs.previous_route),
+            "live": None if self.inputs.live is None else self.inputs.live.to_record(),
             "minute_of_week": self.minute_of_week,
             "match": None if m is None else match_record(m),
             "bundle": {"id": lb.bundle_id, "manifest": lb.manifest},
             "params": lb.params_record(),
             "demand": None if self.demand is None else self.demand.to_record(),
             "demand_sha256": None if self.demand is None else demand_sha256(self.demand),
+            "fleet": None if self.fleet is None else self.fleet.to_json(),
             "plan": None if self.plan is None else self.plan.to_json(),
             "planner_error": self.planner_error,
             "safety": self.verdict.to_record(),
@@ -178,6 +249,10 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
                 )
             except ModelsError as e:
                 planner_error = f"demand: {e}"
+    fleet: FleetView | None = None
+    if graph is not None:
+        fleet, fleet_error = tick_fleet(lb, graph, mow, inputs.live)
+        planner_error = planner_error or fleet_error
     if graph is not None and m is not None and demand is not None:
         area = lb.area.edge_mask(graph) if lb.area is not None else None
         previous, committed = previous_route(graph, m, fix, inputs.previous_route, params)
@@ -195,6 +270,7 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
                 last_pass_age_s=dict(inputs.last_pass_age_s),
                 previous_route=previous,
                 committed_links=committed,
+                fleet=fleet,
             )
         except PlannerError as e:
             planner_error = str(e)
@@ -217,7 +293,41 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
         locale=inputs.locale,
     )
     instruction = _instruction(lb, graph, m, fix, plan, verdict, inputs)
-    return TickResult(inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction)
+    return TickResult(
+        inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction, fleet
+    )
+
+
+def tick_fleet(
+    lb: LoadedBundle, graph: Graph, minute_of_week: float, live: LiveInput | None
+) -> tuple[FleetView, str]:
+    """The tick's :class:`FleetView` on ``graph`` and an error text ("" when none): the live
+    snapshot (without this cab's own heartbeat) when one is fresh, with the bundle's supply
+    prior (``LoadedBundle.supply``, when the bundle ships one) as the background; the prior
+    alone without a snapshot; nothing without either. A prior that cannot be read for this
+    tick is left out (the error says why), never a reason to stop planning."""
+    prior: npt.NDArray[np.float64] | None = None
+    error = ""
+    supply = getattr(lb, "supply", None)
+    if supply is not None:
+        try:
+            prior = np.asarray(supply.rates(graph.edge_id, minute_of_week), dtype=np.float64)
+            if prior.shape != (graph.n,):
+                raise ValueError(f"{prior.shape} rates for {graph.n} links")
+        except (ValueError, TypeError, IndexError) as e:
+            prior, error = None, f"supply prior: {e}"
+    snap = None if live is None else live.snapshot
+    if snap is None or live is None:
+        return fleet_view(graph, now_s=0.0, prior_per_h=prior), error
+    view = fleet_view(
+        graph,
+        now_s=float(snap.built_s) + max(float(live.age_s), 0.0),
+        snapshot=snap,
+        own_link=live.own_link,
+        own_route=live.own_route,
+        prior_per_h=prior,
+    )
+    return view, error
 
 
 #: how many links of the route shown before count as where the cab may still be (it was on

@@ -7,8 +7,10 @@ every ``plan_interval_s`` of the source's clock, and sooner (but not more often 
 sync outbox through :class:`OutboxFeed`, which on start-up re-enqueues the trip log's tail the
 outbox never got) and published to the HTTP API. Between ticks only the cab's position moves on the
 page. A background thread pulls bundles (sync.Updater; a new bundle is swapped in at the next
-tick) and uploads the outbox (sync.LogUploader). :meth:`Agent.stop` (SIGTERM) ends the loop; the
-run then writes its ``stop`` record, closes the trip log and flushes the outbox to the server.
+tick) and uploads the outbox (sync.LogUploader); two more (:class:`agent.live.LiveLink`) send
+heartbeats and fetch the fleet's live snapshot, which each tick plans with (``TickInputs.live``)
+without waiting for the network. :meth:`Agent.stop` (SIGTERM) ends the loop; the run then writes
+its ``stop`` record, closes the trip log and flushes the outbox to the server.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sync.backoff import backoff_delay_s
 from tiles.geo import project_onto_line
 
 if TYPE_CHECKING:  # the sync client (tuf, httpx) is imported only when sync is configured
+    from agent.live import LiveLink
     from sync import LogUploader, Updater
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,11 @@ class SyncSettings:
     shutdown_flush_attempts: int = 3
     ca_file: str | None = None  # PEM of the CA of the server's TLS certificate (None: system)
     cohort: str | None = None  # staged rollouts: this cab's cohort (local configuration only)
+    # the live layer (agent.live): heartbeats, and snapshots when bundle sync gives the trust
+    live: bool = True
+    heartbeat_interval_s: float = 15.0
+    snapshot_interval_s: float = 30.0
+    keep_snapshots: int = 20_000  # archived for replay under <data dir>/live/ (about a week)
 
 
 @dataclass(frozen=True)
@@ -194,7 +202,9 @@ class Agent:
         self._uploader: LogUploader | None = None
         self._updater: Updater | None = None
         self._sync_thread: threading.Thread | None = None
+        self._live: LiveLink | None = None
         self._setup_sync()
+        self._setup_live()
         self._publish_bundle()
         self.state.status_providers["trip_log"] = self.triplog.status
         self.state.status_providers["sync"] = self.sync_status
@@ -243,12 +253,47 @@ class Agent:
             )
             self._updater = Updater(store, config, root)
 
+    def _setup_live(self) -> None:
+        """The heartbeat and snapshot threads (agent.live), when a fleet server is configured:
+        the area is the bundle sync's, else the bundle's own; snapshots need the fleet's TUF
+        metadata in the bundle store (bundle sync on), heartbeats only the token."""
+        s = self.config.sync
+        if s is None or not s.live:
+            return
+        area = s.area or self.bundle.manifest.get("area")
+        if not isinstance(area, str) or not area:
+            log.warning("live: the bundle names no area; no heartbeats, no snapshots")
+            return
+        from agent.live import LiveLink
+
+        tuf_dir = BundleStore(self.config.bundle_dir).tuf_dir if self._updater is not None else None
+        try:
+            self._live = LiveLink(
+                server_url=s.server_url,
+                token=s.token,
+                area=area,
+                network_sha256=self.bundle.demand.network_sha256,
+                data_dir=self.config.data_dir,
+                tuf_dir=tuf_dir,
+                clock=self.clock.now,
+                ca_file=s.ca_file,
+                heartbeat_every_s=s.heartbeat_interval_s,
+                snapshot_every_s=s.snapshot_interval_s,
+                keep_snapshots=s.keep_snapshots,
+            )
+        except SyncError as e:  # a network id that is no sha256, a bad CA file: guidance
+            # and the log upload go on without the live layer
+            self._sync_status["live_error"] = str(e)
+            log.error("live layer cannot start: %s", e)
+
     def _backoff_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
 
     def sync_status(self) -> dict[str, Any]:
         out = dict(self._sync_status)
         out["outbox"] = self._outbox_stats if self._outbox_closed else self.outbox.stats()
+        if self._live is not None:
+            out["live"] = self._live.status()
         return out
 
     def meter(self, occupied: bool) -> None:
@@ -256,6 +301,10 @@ class Agent:
         cab's passes do not drain the curb of hails (it cannot take them)."""
         self._occupied = bool(occupied)
         fix = self._last_fix
+        if self._live is not None:  # pickups and drop-offs go with the next heartbeats
+            self._live.meter(
+                self._occupied, None if fix is None else fix.lon, None if fix is None else fix.lat
+            )
         self.triplog.append(
             {
                 "kind": "meter",
@@ -357,6 +406,8 @@ class Agent:
             self._sync_thread = threading.Thread(target=self._sync_loop, name="agent-sync")
             self._sync_thread.daemon = True
             self._sync_thread.start()
+        if self._live is not None:
+            self._live.start()
         last_tick: float | None = None
         prev: Fix | None = None
         moving: Fix | None = None
@@ -416,6 +467,7 @@ class Agent:
             moving,
             last_pass_age_s=tuple((e, max(now - t, 0.0)) for e, t in sorted(self._passes.items())),
             previous_route=tuple(ins.route_edges) if ins.kind == "route" else (),
+            live=None if self._live is None else self._live.tick_input(self.clock.now()),
         )
 
     def _note_passes(self, previous: Instruction, result: Any, now: float) -> None:
@@ -469,6 +521,10 @@ class Agent:
         previous, _, _, _ = self.state.snapshot()
         result = decide(self.bundle, inputs, self.gate)
         self._note_passes(previous, result, inputs.now_s)
+        if self._live is not None:
+            from agent.live import position_of
+
+            self._live.note(position_of(result, self.clock.now()))
         record = result.to_record(self.bundle)
         record["run_id"] = self.run_id
         record["vehicle_id"] = self.config.vehicle_id
@@ -507,6 +563,11 @@ class Agent:
         self.gate = SafetyGate(new.safety, area=new.area, locale=self.config.locale)
         self.state.status_providers["safety"] = self.gate.stats
         self._publish_bundle()
+        if self._live is not None:
+            try:
+                self._live.set_network(new.demand.network_sha256)
+            except SyncError as e:  # not a sha256: heartbeats keep the old tag, refused later
+                log.error("live: new bundle's road network: %s", e)
         self.triplog.append(
             {
                 "kind": "bundle",
@@ -553,6 +614,8 @@ class Agent:
             self.triplog.close()
         if self._sync_thread is not None:
             self._sync_thread.join(timeout=30.0)
+        if self._live is not None:
+            self._live.close()
         if self._uploader is not None:
             self._final_flush()
         self._outbox_stats = self.outbox.stats()

@@ -209,6 +209,9 @@ class HeartbeatResult:
     detail: str = ""
     bytes_sent: int = 0
     events_acked: int = 0
+    #: the server's clock when it took the heartbeat (accepted only): the cab compares it with
+    #: a snapshot's ``built_s`` to know which of its heartbeats the snapshot counted
+    server_s: float | None = None
 
 
 class HeartbeatClient:
@@ -292,13 +295,25 @@ class HeartbeatClient:
         if r.status_code == 200:
             with self._lock:
                 self._pending = [e for e in self._pending if e not in events]
-            return HeartbeatResult("accepted", "", len(body), len(events))
+            return HeartbeatResult("accepted", "", len(body), len(events), _server_s(r.content))
         detail = _error_text(r)
         if r.status_code == 422:
             return HeartbeatResult("stale", detail, len(body))
         if r.status_code >= 500 or r.status_code == 429:
             return HeartbeatResult("unreachable", f"{r.status_code} {detail}", len(body))
         return HeartbeatResult("refused", f"{r.status_code} {detail}", len(body))
+
+
+def _server_s(content: bytes) -> float | None:
+    """``server_s`` of a heartbeat's answer (None when the answer does not carry one)."""
+    try:
+        doc = msgpack.unpackb(content, raw=False, max_map_len=8)
+    except Exception:  # msgpack raises several unrelated types; the heartbeat was taken
+        return None
+    v = doc.get("server_s") if isinstance(doc, dict) else None
+    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+        return None
+    return float(v)
 
 
 def _error_text(r: httpx.Response) -> str:

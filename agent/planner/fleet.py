@@ -61,11 +61,15 @@ CLAIM_HORIZON_S = 600.0
 
 class SnapshotCounts(Protocol):
     """What :func:`fleet_view` reads of a :class:`sync.live.Snapshot` (duck-typed, so that
-    importing the planner does not import the sync client)."""
+    importing the planner does not import the sync client). Read-only, as the frozen
+    Snapshot's fields are."""
 
-    version: int
-    built_s: float
-    sha256: str
+    @property
+    def version(self) -> int: ...
+    @property
+    def built_s(self) -> float: ...
+    @property
+    def sha256(self) -> str: ...
 
     def link_counts(self, edge_ids: npt.ArrayLike) -> tuple[Any, Any]: ...
 

@@ -1,11 +1,15 @@
 """Replay: recompute logged decisions with the bundle they were made with, compare the bytes.
 
 For each ``tick`` record the logged inputs (fix, previous fix, time, locale, trigger, the cab's
-recent passes and the route it was shown) go through
-:func:`agent.decide.decide` again with the bundle named in the record. Each part of the new
-record is packed and compared with the logged one byte for byte:
+recent passes, the route it was shown and the live snapshot it used) go through
+:func:`agent.decide.decide` again with the bundle named in the record. The live snapshot is
+named in the record (``live``: area, version, sha256) and read back from the agent's snapshot
+archive (``<data dir>/live/``, :class:`sync.live.SnapshotArchive`); a tick whose snapshot is not
+there is reported as such (:attr:`TickReplay.snapshot_missing`), not replayed. Each part of the
+new record is packed and compared with the logged one byte for byte:
 
-* derived inputs: ``minute_of_week``, ``match``, ``demand`` (by ``demand_sha256``), ``params``;
+* derived inputs: ``minute_of_week``, ``match``, ``demand`` (by ``demand_sha256``), ``params``,
+  ``fleet`` (the planner's view of the other cabs; in records that have it);
 * outputs: ``plan`` (the planner's canonical JSON), ``safety`` (the verdict), ``instruction``.
 
 A difference is reported with what differs: the parts and their first differing fields, and
@@ -25,16 +29,30 @@ from pathlib import Path
 from typing import Any
 
 from agent.bundle import LoadedBundle, load_bundle
-from agent.decide import RECORD_KIND, TickInputs, decide
+from agent.decide import RECORD_KIND, LiveInput, LiveSnapshot, TickInputs, decide
 from agent.errors import BundleLoadError, ReplayError
 from agent.gps import Fix
 from agent.triplog import pack, read_records
 from agent.version import code_version
-from tools.field.logpaths import trip_log_paths
+from sync import SyncError
+from tools.field.logpaths import TRIPS_DIR, trip_log_paths
 
 log = logging.getLogger(__name__)
 
-COMPARED = ("minute_of_week", "match", "params", "demand_sha256", "plan", "safety", "instruction")
+COMPARED = (
+    "minute_of_week",
+    "match",
+    "params",
+    "demand_sha256",
+    "fleet",
+    "plan",
+    "safety",
+    "instruction",
+)
+#: compared only when the logged record has them (logs written before they existed)
+OPTIONAL = frozenset({"fleet"})
+#: the snapshot archive beside the trip logs in an agent's data folder
+LIVE_DIR = "live"
 MAX_DIFF_LINES = 8
 
 
@@ -49,6 +67,8 @@ class TickReplay:
     bundle_used: str = ""
     code_logged: dict[str, Any] = field(default_factory=dict)
     demand_verified: bool | None = None  # the logged demand bytes match their logged hash
+    #: the live snapshot the tick used is not in the archive: the tick was not replayed
+    snapshot_missing: str = ""
 
     @property
     def bundle_differs(self) -> bool:
@@ -72,6 +92,7 @@ class TickReplay:
             "code_now": code_version(),
             "code_differs": self.code_differs,
             "demand_verified": self.demand_verified,
+            "snapshot_missing": self.snapshot_missing,
         }
 
 
@@ -115,10 +136,92 @@ def _plain(part: str, v: Any) -> Any:
     return v
 
 
-def replay_tick(record: dict[str, Any], lb: LoadedBundle) -> TickReplay:
-    """Recompute one logged tick with ``lb`` and compare (see module docstring)."""
+class SnapshotLookup:
+    """Live snapshots by (area, version, sha256) from one or more archive folders."""
+
+    def __init__(self, dirs: Iterable[str | os.PathLike[str]]) -> None:
+        self.dirs = [Path(d) for d in dirs]
+        self._cache: dict[tuple[str, int, str], LiveSnapshot | None] = {}
+
+    def get(self, area: str, version: int, sha256: str) -> LiveSnapshot | None:
+        key = (area, version, sha256)
+        if key not in self._cache:
+            self._cache[key] = self._find(area, version, sha256)
+        return self._cache[key]
+
+    def _find(self, area: str, version: int, sha256: str) -> LiveSnapshot | None:
+        from sync.live import SnapshotArchive
+
+        for d in self.dirs:
+            try:
+                return SnapshotArchive(d).get(area, version=version, sha256=sha256)
+            except SyncError as e:  # absent, damaged, a bad name: try the next folder
+                log.debug("snapshot %s v%d not in %s: %s", area, version, d, e)
+        return None
+
+    def describe(self) -> str:
+        return ", ".join(str(d) for d in self.dirs) or "no snapshot folder"
+
+
+def default_snapshot_dirs(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> list[Path]:
+    """The snapshot archives of the agents whose trip logs ``paths`` are: ``live/`` beside
+    each ``trips/`` folder (given as the folder, a file in it, or the agent's data folder)."""
+    out: list[Path] = []
+    for p in trip_log_paths(paths):
+        trips = p if p.is_dir() else p.parent
+        cand = trips.parent / LIVE_DIR
+        if trips.name == TRIPS_DIR and cand.is_dir() and cand not in out:
+            out.append(cand)
+    return out
+
+
+def _live_input(
+    rec: Any, snapshots: SnapshotLookup | None, seq: Any
+) -> tuple[LiveInput | None, str]:
+    """The tick's live input from its ``live`` record, and what is missing ("" if nothing)."""
+    if rec is None:
+        return None, ""
+    try:
+        area = str(rec["area"])
+        version = rec.get("version")
+        sha = rec.get("sha256")
+        own_link = int(rec.get("own_link", -1))
+        own_route = tuple(int(e) for e in rec.get("own_route") or ())
+        age_s = float(rec.get("age_s", 0.0))
+        reason = str(rec.get("reason", ""))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ReplayError(f"tick record {seq}: its live input is unreadable: {e}") from e
+    if version is None:
+        return LiveInput(area, None, age_s, own_link, own_route, reason), ""
+    snap = None if snapshots is None else snapshots.get(area, int(version), str(sha))
+    if snap is None:
+        where = "no snapshot folder" if snapshots is None else snapshots.describe()
+        return None, (
+            f"live snapshot {area} v{version} ({str(sha)[:12]}) is not in the archive ({where})"
+        )
+    return LiveInput(area, snap, age_s, own_link, own_route, reason), ""
+
+
+def replay_tick(
+    record: dict[str, Any], lb: LoadedBundle, snapshots: SnapshotLookup | None = None
+) -> TickReplay:
+    """Recompute one logged tick with ``lb`` and compare (see module docstring); the live
+    snapshot it used comes from ``snapshots``."""
     if record.get("kind") != RECORD_KIND:
         raise ReplayError(f"record {record.get('seq')} is a {record.get('kind')!r}, not a tick")
+    live, missing = _live_input(record.get("live"), snapshots, record.get("seq"))
+    if missing:
+        return TickReplay(
+            seq=int(record.get("seq", -1)),
+            time_s=float(record.get("time_s", 0.0)),
+            identical=False,
+            bundle_logged=str((record.get("bundle") or {}).get("id", "")),
+            bundle_used=lb.bundle_id,
+            code_logged=dict(record.get("code") or {}),
+            snapshot_missing=missing,
+        )
     try:
         inputs = TickInputs(
             now_s=float(record["time_s"]),
@@ -131,6 +234,7 @@ def replay_tick(record: dict[str, Any], lb: LoadedBundle) -> TickReplay:
                 (int(e), float(a)) for e, a in record.get("last_pass_age_s") or ()
             ),
             previous_route=tuple(int(e) for e in record.get("previous_route") or ()),
+            live=live,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ReplayError(f"tick record {record.get('seq')} lacks its inputs: {e}") from e
@@ -152,6 +256,8 @@ def replay_tick(record: dict[str, Any], lb: LoadedBundle) -> TickReplay:
             "demand_sha256"
         )
     for part in COMPARED:
+        if part in OPTIONAL and part not in record:
+            continue
         if pack({"v": record.get(part)}) != pack({"v": new.get(part)}):
             out.identical = False
             out.differing.append(part)
@@ -200,9 +306,12 @@ def replay_log(
     *,
     tick: int | None = None,
     timezone: str | None = None,
+    snapshots: Iterable[str | os.PathLike[str]] | None = None,
 ) -> Iterator[TickReplay]:
-    """Replay every tick of a log (or only the tick with seq ``tick``), in order."""
+    """Replay every tick of a log (or only the tick with seq ``tick``), in order. The live
+    snapshots come from the folders ``snapshots`` (default: :func:`default_snapshot_dirs`)."""
     bundles = BundleCache(bundle_dir, timezone)
+    lookup = SnapshotLookup(default_snapshot_dirs(paths) if snapshots is None else snapshots)
     found = False
     try:
         for r in read_records(trip_log_paths(paths)):
@@ -212,7 +321,7 @@ def replay_log(
                 continue
             found = True
             bid = str((r.get("bundle") or {}).get("id", ""))
-            yield replay_tick(r, bundles.get(bid))
+            yield replay_tick(r, bundles.get(bid), lookup)
             if tick is not None:
                 return
     finally:
