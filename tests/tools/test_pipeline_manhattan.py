@@ -1,6 +1,6 @@
 """The whole release pipeline on the real Manhattan data: pipelines/manhattan.yaml itself, with
-only the expensive sizes made small (20 trees, 2 simulated seeds of half an hour, two
-policies: the gate's intervals need two seeds).
+only the expensive sizes made small (20 trees; the planner gate on one held-out day, a quarter
+of an hour, 2 seeds: the gate's intervals need two runs).
 
 Run it, run it again (nothing recomputed), change one parameter (only its dependants re-run),
 reproduce the first run from its record (same bundle bytes), compare runs side by side.
@@ -26,9 +26,12 @@ from tools.pipeline.reproduce import reproduce_run
 EXAMPLE = REPO / "pipelines" / "manhattan.yaml"
 SMALL = {
     "train": {"n_estimators_max": 20},
-    "simulate": {"seeds": 2, "hours": 0.5, "policies": ["hotspot", "nagashi"]},
+    "simulate": {"seeds": 2, "hours": 0.25, "days": "2014-04-22"},
 }
-STEPS = ["tiles", "trips", "demand", "train", "evaluate", "params", "simulate", "bundle", "publish"]
+STEPS = [
+    "tiles", "trips", "demand", "train", "evaluate", "params", "gate-demand", "simulate",
+    "bundle", "publish",
+]  # fmt: skip
 
 
 def small_pipeline(tmp: Path, **changes: dict[str, Any]) -> Path:
@@ -118,6 +121,9 @@ def test_gates_decide_what_ships_and_whether_it_is_published(
     else:
         assert report.status == "refused" and not release["passed"]
         assert "planner gate failed" in str(report.error) and "hotspot" in str(report.error)
+        # the refusal says what the gate measured: held-out passengers, demand from other days
+        assert "held-out passengers 2014-04-22 17:00-17:15" in str(report.error)
+        assert "demand from 2014-04-01..2014-04-20" in str(report.error)
         assert receipt["published"] is False and "manhattan" not in published
 
 

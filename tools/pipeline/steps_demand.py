@@ -24,24 +24,48 @@ def _overrides(params: Any) -> dict[str, Any]:
     }
 
 
+def _check_days(days: str | None) -> None:
+    """``days`` as ``models.trips.parse_days`` reads it (a bad value: the parameter's error)."""
+    if days is None:
+        return
+    from models.errors import ModelsError
+    from models.trips import parse_days
+
+    try:
+        parse_days(days)
+    except ModelsError as e:
+        raise ValueError(str(e)) from None
+
+
 @dataclass(frozen=True)
 class BuildDemandParams:
-    """Overrides of ``models.statistics.StatsConfig`` (None: the models/ default)."""
+    """Overrides of ``models.statistics.StatsConfig`` (None: the models/ default), and ``days``:
+    the local dates whose pickups make the rates (``2014-04-01..2014-04-20``, as ``nagashi
+    demand build --days``; None: every date), so that a simulation can replay other days; fares,
+    trip times and drop-offs still come from every record that carries them."""
 
     trips_per_day_citywide: float | None = None
     cell_m: float | None = None
     k_cell: float | None = None
     k_link: float | None = None
     k_length: float | None = None
+    days: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_days(self.days)
 
 
 def run_build_demand(ctx: StepContext) -> StepResult:
     from models.statistics import StatsConfig, build_demand_table
+    from models.trips import parse_days
     from tiles import TileStore
 
-    config = dataclasses.replace(StatsConfig(), **_overrides(ctx.params))
+    p: BuildDemandParams = ctx.params
+    over = {k: v for k, v in _overrides(p).items() if k != "days"}
+    config = dataclasses.replace(StatsConfig(), **over)
+    days = parse_days(p.days) if p.days is not None else None
     with TileStore(ctx.input("tiles")) as store:
-        table, report = build_demand_table(store, list(ctx.input_list("trips")), config)
+        table, report = build_demand_table(store, list(ctx.input_list("trips")), config, days=days)
     table.save(ctx.output("demand"))
     metrics = {
         "version": table.version,
@@ -50,12 +74,17 @@ def run_build_demand(ctx: StepContext) -> StepResult:
         "network_area_pickups_per_day": report["network_area_pickups_per_day"],
         "max_link_pickups_per_h": report["max_link_pickups_per_h"],
         "inputs": [
-            {k: f.get(k) for k in ("rows", "kept", "mode", "sha256")} for f in report["inputs"]
+            {k: f.get(k) for k in ("rows", "kept", "outside_days", "mode", "sha256")}
+            for f in report["inputs"]
         ],
+        # the dates the rates were built from (demand.json ``days``): the simulate step refuses
+        # to replay them
+        "days": report["days"],
     }
+    built_from = f" from {p.days}" if p.days is not None else ""
     return StepResult(
         metrics=metrics,
-        summary=f"{table.version}: {report['pickups_snapped']} pickups snapped, "
+        summary=f"{table.version}: {report['pickups_snapped']} pickups snapped{built_from}, "
         f"{report['network_area_pickups_per_day']} hails/day in the area",
     )
 
