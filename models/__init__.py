@@ -22,6 +22,7 @@ from models.errors import DemandDataError, ModelOutputError, ModelsError
 from tiles._lazy import lazy_attribute
 
 if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
+    from models.peopleflow import PeopleFlow, ShapeConfig, read_people_flow, shape_by_people_flow
     from models.predict import DemandModel, InferenceConfig, open_demand, statistical_tick
     from models.recent import RecentPickups
     from models.statistics import StatsConfig, build_demand_table
@@ -29,6 +30,10 @@ if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr_
 _LAZY: dict[str, str] = {
     "DemandModel": "models.predict",
     "InferenceConfig": "models.predict",
+    "PeopleFlow": "models.peopleflow",
+    "ShapeConfig": "models.peopleflow",
+    "read_people_flow": "models.peopleflow",
+    "shape_by_people_flow": "models.peopleflow",
     "StatsConfig": "models.statistics",
     "build_demand_table": "models.statistics",
     "RecentPickups": "models.recent",
@@ -47,12 +52,16 @@ __all__ = [
     "InferenceConfig",
     "ModelOutputError",
     "ModelsError",
+    "PeopleFlow",
     "RecentPickups",
+    "ShapeConfig",
     "StatsConfig",
     "TickDemand",
     "build_demand_table",
     "day_type_of_weekday",
     "open_demand",
+    "read_people_flow",
+    "shape_by_people_flow",
     "slot_of_minute_of_week",
     "statistical_tick",
     "tick_demand_from_table",

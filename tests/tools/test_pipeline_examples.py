@@ -72,6 +72,13 @@ def test_shibuya_bundle_ships_transferred_demand_and_says_so(
     assert m["statistical_demand"]["version"] == table.version
     assert table.meta["source"] == "transferred" and table.meta["currency"] == "JPY"
     assert "transferred from stat-" in table.meta["note"]
+    # spread over Shibuya by MLIT's people-flow (models/peopleflow.py), and it says so
+    assert table.version.startswith("transfer-peopleflow-")
+    assert table.sources is not None
+    flow = table.sources["pickup_rate"][-1]
+    assert flow["path"].endswith("jp_peopleflow_shibuya_2019.csv") and "MLIT" in flow["kind"]
+    assert table.meta["people_flow"]["links_without_people_figure"] == 0
+    assert report.step("demand").metrics["share_moved_between_meshes_week"] > 0
     cruising = table.pickups_per_h.sum(axis=(0, 1)) > 0
     assert cruising.sum() > 500  # every cruisable Shibuya link gets demand
     assert np.all(table.fare_mean[cruising] >= 500.0)  # Tokyo tariff: 500 JPY minimum

@@ -1,6 +1,7 @@
 """Demand steps: ``build_demand`` (statistical demand), ``train_model`` (ONNX predicted demand),
-``evaluate_demand`` (held-out evaluation + the demand release gate) and ``transfer_demand``
-(demand for an area without its own taxi data, by a documented transfer)."""
+``evaluate_demand`` (held-out evaluation + the demand release gate), ``transfer_demand``
+(demand for an area without its own taxi data, by a documented transfer) and ``shape_demand``
+(that demand spread over the area by MLIT's people-flow, models/peopleflow.py)."""
 
 from __future__ import annotations
 
@@ -149,6 +150,56 @@ KINDS += (
         outputs=(OutputDecl("demand", "demand", is_dir=True),),
         sources=("tiles", "models", "tools.pipeline.transfer", "tools.pipeline.steps_demand"),
         description="demand for an area without trip data: transfer by road class and time",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ShapeDemandParams:
+    """See :class:`models.peopleflow.ShapeConfig` (None: its default)."""
+
+    months: tuple[int, ...] | None = None
+    exponent: float | None = None
+
+
+def run_shape_demand(ctx: StepContext) -> StepResult:
+    from models import DemandTable
+    from models.peopleflow import ShapeConfig, read_people_flow, shape_by_people_flow
+    from tiles import TileStore
+
+    config = ShapeConfig(**_overrides(ctx.params))
+    table = DemandTable.load(ctx.input("demand"))
+    flow = read_people_flow(list(ctx.input_list("people_flow")), months=config.months)
+    with TileStore(ctx.input("tiles")) as t:
+        if t.meta.get("source_sha256") != table.network_sha256:
+            raise ValueError("demand was not built on tiles")
+        shaped, report = shape_by_people_flow(table, t.all(), flow, config)
+    shaped.save(ctx.output("demand"))
+    keys = (
+        "months_read",
+        "links_with_demand",
+        "links_without_people_figure",
+        "share_moved_between_meshes_week",
+        "correlation_old_new_link_rates",
+    )
+    return StepResult(
+        metrics={"version": shaped.version, "input_version": table.version}
+        | {k: report[k] for k in keys},
+        summary=f"{shaped.version} from {table.version}: "
+        f"{100 * report['share_moved_between_meshes_week']:.1f} % of the week's demand moved "
+        "between 1 km meshes by MLIT people-flow",
+    )
+
+
+KINDS += (
+    StepKind(
+        name="shape_demand",
+        run=run_shape_demand,
+        params_type=ShapeDemandParams,
+        inputs=("tiles", "demand", "people_flow"),
+        outputs=(OutputDecl("demand", "demand", is_dir=True),),
+        sources=("tiles", "models", "tools.pipeline.steps_demand"),
+        description="spread demand over the area by the people present per 1 km mesh (MLIT)",
     ),
 )
 
