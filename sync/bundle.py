@@ -31,7 +31,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,33 @@ ATTRIBUTION_TEXT = (
     "Road data © OpenStreetMap contributors, available under the Open Database License "
     "(ODbL 1.0): https://www.openstreetmap.org/copyright\n"
 )
+
+
+def _attributions(node: object) -> list[str]:
+    """Every ``attribution`` string in a JSON document (the demand table names its sources)."""
+    if isinstance(node, dict):
+        found = [node["attribution"]] if isinstance(node.get("attribution"), str) else []
+        return found + [a for v in node.values() for a in _attributions(v)]
+    if isinstance(node, list):
+        return [a for v in node for a in _attributions(v)]
+    return []
+
+
+def attribution_text(sources: Sequence[tuple[str, Path]]) -> str:
+    """ATTRIBUTION.txt: OpenStreetMap's notice, then the attributions the bundle's demand
+    table asks for (e.g. MLIT's people-flow, CC BY 4.0), each once."""
+    extra: list[str] = []
+    for name, src in sources:
+        if Path(name).name != "demand.json":
+            continue
+        try:
+            doc = json.loads(Path(src).read_bytes()[:MAX_SIDE_FILE_BYTES])
+        except (OSError, ValueError):
+            continue  # check_inputs already read it; a file that cannot be read adds nothing
+        for a in _attributions(doc):
+            if a not in extra:
+                extra.append(a)
+    return ATTRIBUTION_TEXT + "".join(f"Demand data: {a}\n" for a in extra)
 
 
 @dataclass(frozen=True)
@@ -341,7 +368,7 @@ def build_bundle(composed: Composed, inputs: BundleInputs, out_dir: str | Path) 
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             fsync_file(dst)
-        (stage / ATTRIBUTION_FILE).write_bytes(ATTRIBUTION_TEXT.encode())
+        (stage / ATTRIBUTION_FILE).write_bytes(attribution_text(sources).encode())
         fsync_file(stage / ATTRIBUTION_FILE)
         for name in sorted([*(n for n, _ in sources), ATTRIBUTION_FILE]):
             p = stage / name
