@@ -18,6 +18,7 @@ File format (one ``.npz``, never pickled): ``edge_id`` (int64, sorted, unique),
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -135,6 +136,16 @@ class SupplyTable:
             cabs=_cabs(cabs),
             meta=full_meta,
         )
+
+    @property
+    def version(self) -> str:
+        """``supply-`` and 12 hex digits of the sha256 of the rates, links and fleet size (not
+        of ``meta``): the ``fleet_supply.version`` a bundle manifest names for this table."""
+        h = hashlib.sha256()
+        h.update(f"{SUPPLY_SCHEMA_VERSION}:{self.slot_minutes}:{self.cabs}:".encode())
+        h.update(self.edge_id.astype("<i8").tobytes())
+        h.update(self.passes_per_h.astype("<f4").tobytes())
+        return f"supply-{h.hexdigest()[:12]}"
 
     def rates(self, edge_ids: npt.ArrayLike, minute_of_week: float) -> npt.NDArray[np.float64]:
         """Vacant passes per hour on ``edge_ids`` in the slot of ``minute_of_week`` (wrapped

@@ -351,6 +351,7 @@ def cmd_supply(args: argparse.Namespace) -> int:
         f"{summary['days']:.3f} days observed in {summary['observed_slots']} of 336 slots, "
         f"{summary['measured_cabs']} cab(s) (written for {summary['cabs']}) -> {path}"
     )
+    print(f"supply: version {summary['version']} (the manifest's fleet_supply.version)")
     if vac["guidance"]:
         print(
             f"supply: {vac['guidance']} of {vac['guidance'] + vac['meter']} run(s) logged no "

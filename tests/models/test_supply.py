@@ -125,6 +125,17 @@ def test_save_load_round_trip(tmp_path: Path, rows: list[tuple[int, float]], cab
     np.testing.assert_array_equal(back.passes_per_h, table.passes_per_h)
     assert back.edge_id.dtype == np.int64 and back.passes_per_h.dtype == np.float32
     assert [p.name for p in tmp_path.iterdir()] == ["supply.npz"]  # no temp file left
+    assert back.version == table.version
+
+
+def test_the_version_names_the_rates_not_the_meta() -> None:
+    a = table_of([(1, 10.0), (2, 20.0)])
+    assert a.version.startswith("supply-") and len(a.version) == len("supply-") + 12
+    assert table_of([(1, 10.0), (2, 20.0)]).version == a.version
+    relabelled = SupplyTable(a.edge_id, 30, a.passes_per_h, a.cabs, {"source": "other"})
+    assert relabelled.version == a.version
+    assert table_of([(1, 10.0), (2, 50.0)]).version != a.version  # another slot
+    assert a.scaled(20).version != a.version
 
 
 def _npz(**arrays: np.ndarray) -> bytes:

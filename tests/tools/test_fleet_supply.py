@@ -217,3 +217,42 @@ def test_observed_time_is_the_union_split_into_slots(spans: list[tuple[int, int]
     for minute in covered:
         want[(minute // 30) % SLOTS_PER_WEEK] += 1
     np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_the_drive_s_supply_rides_in_the_bundle_to_the_agent(
+    drive_run: dict[str, Any],
+    manhattan_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Logs -> ``fleet supply`` -> ``bundle build --supply`` -> ``LoadedBundle.supply``."""
+    import yaml
+
+    from agent.bundle import load_bundle
+    from sync import Bundle
+
+    out = tmp_path / "supply.npz"
+    doc = _supply(
+        ["--logs", str(drive_run["data"]), "--tiles", str(manhattan_bundle), "--out", str(out)],
+        capsys,
+    )
+    src = Bundle(manhattan_bundle)
+    manifest = {**src.manifest, "fleet_supply": {"version": doc["version"]}}
+    mpath = tmp_path / "manifest.yaml"
+    mpath.write_text(yaml.safe_dump(manifest))
+    args = ["bundle", "build", "--manifest", str(mpath), "--out", str(tmp_path / "bundles")]
+    args += ["--tiles", str(src.tiles_path), "--demand", str(src.demand_dir)]
+    args += ["--params", str(src.params_path), "--area", str(src.area_path)]
+    assert main([*args, "--supply", str(out)]) == 0
+    built = Path(capsys.readouterr().out.strip())
+    loaded = load_bundle(built, verify=True)
+    try:
+        assert loaded.supply is not None and loaded.supply.version == doc["version"]
+        table = SupplyTable.load(out)
+        minute = float(_ticks(drive_run["records"])[0]["minute_of_week"])
+        np.testing.assert_array_equal(
+            loaded.supply.rates(table.edge_id, minute), table.rates(table.edge_id, minute)
+        )
+        assert loaded.supply.rates(table.edge_id, minute).max() > 0
+    finally:
+        loaded.close()

@@ -169,6 +169,7 @@ def build_supply(
         "passes": int(edges.size),
         "links": int(table.edge_id.size),
         "cabs": table.cabs,
+        "version": table.version,
         "measured_cabs": measured,
         "observed_slots": int(np.count_nonzero(days)),
         **{k: v for k, v in meta.items() if k not in {"source"}},
