@@ -11,7 +11,7 @@ It is measured from the fleet's own trip logs (``nagashi fleet supply``) or, in 
 the reference fleet; ``cabs`` is the fleet size it was measured with, and :meth:`scaled` gives
 the rates of a fleet of another size (rates are proportional to the number of cabs).
 
-File format (one ``.npz``, never pickled): ``edge_id`` (int64, sorted, unique),
+File format (one compressed ``.npz``, never pickled): ``edge_id`` (int64, sorted, unique),
 ``passes_per_h`` (float32, (336, n)) and ``meta_json`` (uint8: the UTF-8 JSON of
 ``schema_version``, ``slot_minutes``, ``cabs`` and ``meta``).
 """
@@ -183,7 +183,9 @@ class SupplyTable:
         }
         meta_bytes = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()
         buf = io.BytesIO()
-        np.savez(
+        # compressed: 1.3 MB instead of 4.6 for a midtown-sized table (3,431 links) whose
+        # links all carry passes, for the cab's cellular link; loads in ~70 ms
+        np.savez_compressed(
             buf,
             edge_id=self.edge_id.astype("<i8"),
             passes_per_h=self.passes_per_h.astype("<f4"),
