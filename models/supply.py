@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -151,6 +152,8 @@ class SupplyTable:
         """Vacant passes per hour on ``edge_ids`` in the slot of ``minute_of_week`` (wrapped
         to the week); 0 for links the table does not know."""
         q = np.asarray(edge_ids, dtype=np.int64).reshape(-1)
+        if not math.isfinite(minute_of_week):
+            raise DemandDataError(f"supply rates at minute of week {minute_of_week!r}")
         slot = int(_slot_of(np.asarray([float(minute_of_week)]))[0])
         out = np.zeros(q.size, dtype=np.float64)
         if self.edge_id.size == 0 or q.size == 0:

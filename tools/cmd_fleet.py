@@ -346,6 +346,12 @@ def cmd_supply(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
     vac = summary["vacancy_from"]
+    if summary["ticks_without_time"] or summary["torn_tails"]:
+        print(
+            f"supply: left out {summary['ticks_without_time']} tick(s) without a time and "
+            f"{summary['torn_tails']} torn file tail(s)",
+            file=sys.stderr,
+        )
     print(
         f"supply: {summary['passes']} vacant passes on {summary['links']} links, "
         f"{summary['days']:.3f} days observed in {summary['observed_slots']} of 336 slots, "

@@ -61,6 +61,9 @@ def test_a_known_pass_and_the_slot_convention() -> None:
     assert table.rates([3], -1.0).tolist() == [0.5]  # minutes wrap to the week
     assert table.rates([3], 10079.0 + 7 * 1440).tolist() == [0.5]
     assert table.passes_per_h.shape == (SLOTS_PER_WEEK, 2)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(DemandDataError, match="minute of week"):
+            table.rates([7], bad)
 
 
 def test_days_per_slot_may_differ_and_unobserved_slots_must_be_empty() -> None:

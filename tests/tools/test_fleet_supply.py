@@ -102,6 +102,27 @@ def test_without_meter_events_the_ticks_with_guidance_are_vacant(
     assert set(SupplyTable.load(out).edge_id.tolist()) >= {t["match"]["edge_id"] for t in guided}
 
 
+def test_untimed_ticks_and_torn_tails_are_counted_not_lost_silently(
+    drive_run: dict[str, Any],
+    manhattan_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    records = list(drive_run["records"])
+    i = next(k for k, r in enumerate(records) if r["kind"] == "tick")
+    records[i] = {k: v for k, v in records[i].items() if k != "minute_of_week"}
+    log = _write_log(records, tmp_path / "trip-000000000000.msgpack")
+    with log.open("ab") as fh:
+        fh.write(pack(records[-1])[:-7])  # a record cut short by a power loss
+    args = ["--logs", str(log), "--tiles", str(manhattan_bundle), "--out", str(tmp_path / "s")]
+    doc = _supply(args, capsys)
+    assert doc["ticks_without_time"] == 1 and doc["torn_tails"] == 1
+    assert doc["ticks"] == len(_ticks(records)) - 1
+    assert main(["fleet", "supply", *args]) == 0
+    err = capsys.readouterr().err
+    assert "left out 1 tick(s) without a time and 1 torn file tail(s)" in err
+
+
 def test_cabs_writes_it_for_a_fleet_of_that_size(
     drive_run: dict[str, Any],
     manhattan_bundle: Path,

@@ -80,7 +80,8 @@ def build_supply(
         n_edges = store.n_edges_total
         network = store.meta.get("source_sha256")
     paths = trip_log_paths(logs)
-    runs, kinds = _read_runs(paths)
+    read = ReadReport()
+    runs, kinds, untimed = _read_runs(paths, read)
     names = ", ".join(str(p) for p in paths)
     if not kinds & RECORD_KINDS:
         raise ToolsError(f"no trip-log records in {names}: is it a nagashi trip log?")
@@ -157,6 +158,8 @@ def build_supply(
         "vehicles": measured,
         "vacancy_from": vacancy,
         **counts,
+        "ticks_without_time": untimed,
+        "torn_tails": len(read.torn_tails),
     }
     edges = np.array(pass_edges, dtype=np.int64)
     # the middle of each pass's slot, computed as the observed time is split into slots
@@ -177,12 +180,13 @@ def build_supply(
     return table, summary
 
 
-def _read_runs(paths: list[Path]) -> tuple[dict[str, _Run], set[str]]:
+def _read_runs(paths: list[Path], read: ReadReport) -> tuple[dict[str, _Run], set[str], int]:
     """The few fields supply needs of every record, grouped by run (records are streamed: a
-    fleet's logs are not held in memory)."""
+    fleet's logs are not held in memory); the kinds seen and the ticks without a usable time."""
     runs: dict[str, _Run] = {}
     kinds: set[str] = set()
-    for r in read_records(paths, ReadReport()):
+    untimed = 0
+    for r in read_records(paths, read):
         kind = r.get("kind")
         if not isinstance(kind, str):
             continue
@@ -198,9 +202,11 @@ def _read_runs(paths: list[Path]) -> tuple[dict[str, _Run], set[str]]:
             run.meters.append((float(r["time_s"]), bool(r["occupied"])))
         elif kind == "tick":
             tick = _tick(r)
-            if tick is not None:
+            if tick is None:
+                untimed += 1
+            else:
                 run.ticks.append((int(r.get("seq", 0)), tick))
-    return runs, kinds
+    return runs, kinds, untimed
 
 
 def _tick(r: dict[str, Any]) -> _Tick | None:
