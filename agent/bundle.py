@@ -8,7 +8,10 @@ come from the bundle's ``params.yaml``::
     timezone: America/New_York   # local time of the area (demand slots, no-entry windows)
     planner: {radius_m: 3000, horizon_s: 2700, speed_factor: 0.42, ...}   # PlannerParams
 
-Unknown keys are kept (``LoadedBundle.params_doc``) and ignored. A planner parameter the file
+The supply prior (``supply.npz``, :class:`models.SupplyTable`: the fleet's usual vacant passes
+per link and slot) is ``LoadedBundle.supply`` when the bundle ships one, else None; a supply
+file that does not load, or names links the tiles lack, refuses the bundle like any damaged
+file. Unknown keys are kept (``LoadedBundle.params_doc``) and ignored. A planner parameter the file
 does not name takes its default, except ``speed_factor``, which is then measured from the
 bundle's own trips (:func:`agent.planner.speed_factor_from_demand`), so it is never a guess.
 """
@@ -30,7 +33,7 @@ import yaml
 
 from agent.errors import BundleLoadError, GpsError
 from agent.planner import PlannerParams, minute_of_week_of, monday_of, speed_factor_from_demand
-from models import DemandModel, DemandTable, ModelsError, open_demand
+from models import DemandModel, DemandTable, ModelsError, SupplyTable, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
 from sync import Bundle, BundleStore, SyncError, UnsafeNameError, check_bundle_id
 from tiles import TilesError, TileStore
@@ -57,6 +60,9 @@ class LoadedBundle:
     area: BusinessArea | None
     timezone: zoneinfo.ZoneInfo
     params_doc: dict[str, Any]
+    #: the fleet's usual vacant passes per link and slot (the planner's supply without a live
+    #: snapshot), when the bundle ships one
+    supply: SupplyTable | None = None
 
     def minute_of_week(self, time_s: float) -> float:
         """Fractional local minute of week of a UNIX time (Monday 00:00 = 0).
@@ -200,6 +206,7 @@ def load_bundle(
             area = BusinessArea.from_geojson(area_doc)
         except (OSError, json.JSONDecodeError, SafetyError) as e:
             raise BundleLoadError(f"bundle {b.bundle_id[:12]}: area.geojson: {e}") from e
+    supply = _load_supply(b, store)
     planner = _planner_params(doc, table, store)
     return LoadedBundle(
         bundle_id=b.bundle_id,
@@ -213,7 +220,33 @@ def load_bundle(
         area=area,
         timezone=tz,
         params_doc=doc,
+        supply=supply,
     )
+
+
+def _load_supply(b: Bundle, store: TileStore) -> SupplyTable | None:
+    """The bundle's supply prior, if it ships one; BundleLoadError when it is unusable."""
+    path = b.supply_path
+    if path is None:
+        return None
+    try:
+        table = SupplyTable.load(path)
+    except ModelsError as e:
+        store.close()
+        raise BundleLoadError(f"bundle {b.bundle_id[:12]}: {e}") from e
+    want = (b.manifest.get("fleet_supply") or {}).get("version")
+    problem = None
+    if want is not None and table.version != want:
+        problem = f"supply.npz is {table.version}, the manifest says {want}"
+    elif table.edge_id.size and int(table.edge_id[-1]) >= store.n_edges_total:
+        problem = (
+            f"supply.npz names link {int(table.edge_id[-1])}, the tiles have "
+            f"{store.n_edges_total} links"
+        )
+    if problem is not None:
+        store.close()
+        raise BundleLoadError(f"bundle {b.bundle_id[:12]}: {problem}")
+    return table
 
 
 def load_start_bundle(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr_
     from models.predict import DemandModel, InferenceConfig, open_demand, statistical_tick
     from models.recent import RecentPickups
     from models.statistics import StatsConfig, build_demand_table
+    from models.supply import SupplyTable
 
 _LAZY: dict[str, str] = {
     "DemandModel": "models.predict",
@@ -39,6 +40,7 @@ _LAZY: dict[str, str] = {
     "RecentPickups": "models.recent",
     "open_demand": "models.predict",
     "statistical_tick": "models.predict",
+    "SupplyTable": "models.supply",
 }
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "RecentPickups",
     "ShapeConfig",
     "StatsConfig",
+    "SupplyTable",
     "TickDemand",
     "build_demand_table",
     "day_type_of_weekday",

@@ -12,6 +12,8 @@ lists every other file with its sha256 and size. Once written it is never modifi
     demand/features.npz  its static per-link features
     params.yaml          planner / safety parameters
     area.geojson         business area polygon (lon, lat)
+    supply.npz           the fleet's usual vacant passes per link and slot (models.SupplyTable;
+                         only when the manifest names fleet_supply.version)
     ATTRIBUTION.txt      © OpenStreetMap contributors (ODbL 1.0)
 
 Version checks at build time (a mismatch refuses the build): the tile database's
@@ -20,7 +22,10 @@ Version checks at build time (a mismatch refuses the build): the tile database's
 ``source_sha256``; ``demand/model.json`` has ``version == predicted_demand.version`` and
 ``shipped: true`` (and no shipped model when that is ``"none"``); ``params.yaml`` has ``version ==
 planner_parameters.version`` (and ``cost_features_version == cost_features.version`` when it
-names one); ``area.geojson`` has a top-level ``"version"`` equal to ``business_area.version``.
+names one); ``area.geojson`` has a top-level ``"version"`` equal to ``business_area.version``;
+``supply.npz`` is given exactly when the manifest names ``fleet_supply.version``, loads as a
+``SupplyTable`` whose ``version`` is that one, and names only links of the tiles (and the
+tiles' network, when its meta names one).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ MODEL_JSON = "model.json"
 MODEL_SHIPPED_FILES = ("model.onnx", "features.npz")  # present only when the gate passed
 PARAMS_FILE = "params.yaml"
 AREA_FILE = "area.geojson"
+SUPPLY_FILE = "supply.npz"
 ATTRIBUTION_FILE = "ATTRIBUTION.txt"
 MAX_BUNDLE_MANIFEST_BYTES = 4 << 20
 MAX_SIDE_FILE_BYTES = 16 << 20  # params, area, json sidecars read at build time
@@ -164,6 +170,11 @@ class Bundle:
         return p if f"{DEMAND_DIR}/{MODEL_SHIPPED_FILES[0]}" in self.files else None
 
     @property
+    def supply_path(self) -> Path | None:
+        """The supply prior (``supply.npz``), when the bundle ships one."""
+        return self.path / SUPPLY_FILE if SUPPLY_FILE in self.files else None
+
+    @property
     def params_path(self) -> Path:
         return self.path / PARAMS_FILE
 
@@ -218,6 +229,7 @@ class BundleInputs:
     demand_dir: Path  # holds demand.npz + demand.json (+ model.onnx + model.json)
     params: Path  # params.yaml
     area: Path  # area.geojson
+    supply: Path | None = None  # supply.npz (optional: the manifest's fleet_supply)
 
     @staticmethod
     def resolve(composed: Composed, **flags: Path | None) -> BundleInputs:
@@ -233,7 +245,9 @@ class BundleInputs:
         tiles = found["tiles"]
         if tiles.is_dir():
             tiles = tiles / TILES_FILE
-        return BundleInputs(tiles, found["demand"], found["params"], found["area"])
+        return BundleInputs(
+            tiles, found["demand"], found["params"], found["area"], found.get("supply")
+        )
 
 
 def _read_json(p: Path, what: str) -> dict[str, Any]:
@@ -304,6 +318,47 @@ def _model_files(want: str, demand_dir: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def _supply_files(
+    manifest: Mapping[str, Any], supply: Path | None, tiles_meta: Mapping[str, str]
+) -> list[tuple[str, Path]]:
+    """The supply prior to ship, checked against ``fleet_supply.version`` and the tiles."""
+    section = manifest.get("fleet_supply")
+    want = section.get("version") if isinstance(section, dict) else None
+    if want is None and supply is None:
+        return []
+    if want is None:
+        raise BundleInputError(
+            f"refusing to build: a supply table is given ({supply}) but the manifest names no "
+            "fleet_supply.version (add fleet_supply: {version: ...} to the overlay)"
+        )
+    if supply is None:
+        raise BundleInputError(
+            f"fleet supply {want!r} needs a supply table (--supply or inputs.supply)"
+        )
+    from models import ModelsError
+    from models.supply import SupplyTable
+
+    try:
+        table = SupplyTable.load(supply)
+    except ModelsError as e:
+        raise BundleInputError(f"refusing to build: {e}") from e
+    if table.version != want:
+        raise _mismatch(f"fleet_supply.version ({supply.name})", table.version, want)
+    network = table.meta.get("network_sha256")
+    if network is not None and network != tiles_meta.get("source_sha256"):
+        raise BundleInputError(
+            f"refusing to build: the supply table was measured on network {network!r}, the "
+            f"tiles are {tiles_meta.get('source_sha256')!r}"
+        )
+    n_edges = int(tiles_meta.get("n_edges", "0"))
+    if table.edge_id.size and int(table.edge_id[-1]) >= n_edges:
+        raise BundleInputError(
+            f"refusing to build: the supply table names link {int(table.edge_id[-1])}, the "
+            f"tiles have {n_edges} links"
+        )
+    return [(SUPPLY_FILE, supply)]
+
+
 def check_inputs(manifest: Mapping[str, Any], inputs: BundleInputs) -> list[tuple[str, Path]]:
     """Check every input's version against the manifest; the (bundle name, source) pairs."""
     meta = _tiles_meta(inputs.tiles)
@@ -348,6 +403,7 @@ def check_inputs(manifest: Mapping[str, Any], inputs: BundleInputs) -> list[tupl
     if area.get("version") != want:
         raise _mismatch("business_area.version (area.geojson)", area.get("version"), want)
     files += [(PARAMS_FILE, inputs.params), (AREA_FILE, inputs.area)]
+    files += _supply_files(manifest, inputs.supply, meta)
     return files
 
 

@@ -4,7 +4,8 @@ The agent passes its own check (tiles open, the ONNX model answers a probe, the 
 a validated route at a known point); this default covers what sync/ can check without the
 planner: the tile database opens read-only and loads a tile, the demand table loads (with
 ``models.predict.open_demand``, which also loads a shipped ONNX model and checks its feature
-spec) and belongs to the same network, and the ONNX model answers a probe of zeros.
+spec) and belongs to the same network, the ONNX model answers a probe of zeros, and a shipped
+supply prior (``supply.npz``) loads and names only links of the tiles.
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ def default_health_check(bundle: Bundle) -> None:
         )
     if bundle.onnx_path is not None:
         probe_onnx(str(bundle.onnx_path))
+    if bundle.supply_path is not None:
+        from models.supply import SupplyTable
+
+        try:
+            supply = SupplyTable.load(bundle.supply_path)
+        except ModelsError as e:
+            raise HealthCheckError(f"supply prior does not load: {e}") from e
+        if supply.edge_id.size and int(supply.edge_id[-1]) >= n_edges:
+            raise HealthCheckError(
+                f"supply prior names link {int(supply.edge_id[-1])}, tiles have {n_edges}"
+            )
 
 
 def probe_onnx(path: str) -> None:

@@ -12,7 +12,10 @@ A manifest names the version of every input of a bundle. The schema (``schema_ve
     cost_features:      {version: str}            # driving-cost feature extraction queries
     business_area:      {version: str, name: str (optional)}
     planner_parameters: {version: str}
-    inputs:             {tiles: path, demand: path, params: path, area: path}   # optional,
+    fleet_supply:       {version: str}            # optional: the bundle ships supply.npz (the
+                        # fleet's usual vacant passes, models.SupplyTable.version)
+    inputs:             {tiles: path, demand: path, params: path, area: path,
+                         supply: path}                                        # optional,
                         # build-side only, relative to the manifest file; never in a bundle
 
 Composing deep-merges the overlay over the base (mappings merge, anything else is replaced).
@@ -42,7 +45,7 @@ from tiles.fileio import one_line_error
 SCHEMA_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 20
 NO_MODEL = "none"
-INPUT_KEYS = ("tiles", "demand", "params", "area")
+INPUT_KEYS = ("tiles", "demand", "params", "area", "supply")
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _AREA = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -60,6 +63,7 @@ SCHEMA: dict[str, Any] = {
     "cost_features": dict(_VERSION_STR),
     "business_area": {"version": "str!", "name": "str"},
     "planner_parameters": dict(_VERSION_STR),
+    "fleet_supply": dict(_VERSION_STR),
     "inputs": {k: "str" for k in INPUT_KEYS},
 }
 #: sections every composed manifest must have

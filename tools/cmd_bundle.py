@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build.add_argument("--demand", type=Path, help="directory with demand.npz, demand.json")
     build.add_argument("--params", type=Path, help="params.yaml")
     build.add_argument("--area", type=Path, help="area.geojson")
+    build.add_argument(
+        "--supply",
+        type=Path,
+        help="supply.npz from `nagashi fleet supply` (the manifest names its fleet_supply.version)",
+    )
     build.add_argument("--json", action="store_true")
     build.set_defaults(func=cmd_build)
 
@@ -78,7 +83,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     composed = compose(args.manifest, *args.overlay)
     inputs = BundleInputs.resolve(
-        composed, tiles=args.tiles, demand=args.demand, params=args.params, area=args.area
+        composed,
+        tiles=args.tiles,
+        demand=args.demand,
+        params=args.params,
+        area=args.area,
+        supply=args.supply,
     )
     bundle = build_bundle(composed, inputs, args.out)
     out = {

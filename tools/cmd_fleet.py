@@ -125,6 +125,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     rev_.set_defaults(func=cmd_rollout_evaluate)
 
+    sup = fsub.add_parser(
+        "supply", help="the supply prior for the bundle, from the fleet's trip logs"
+    )
+    sup.add_argument(
+        "--logs", nargs="+", required=True, help="trip-log files or folders (agent data folders)"
+    )
+    sup.add_argument("--tiles", required=True, help="the logs' road tiles (or their bundle)")
+    sup.add_argument("--out", required=True, help="the supply table to write (supply.npz)")
+    sup.add_argument(
+        "--cabs",
+        type=_positive_int,
+        default=None,
+        help="write it for a fleet of N cabs (default: the vehicles in the logs)",
+    )
+    sup.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sup.set_defaults(func=cmd_supply)
+
     serve = with_database(
         with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
     )
@@ -311,6 +328,42 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"revoked {n} token(s) of {args.name}")
+    return 0
+
+
+def cmd_supply(args: argparse.Namespace) -> int:
+    import sys
+
+    from tools.field.supply import build_supply
+
+    table, summary = build_supply(args.logs, args.tiles, args.cabs)
+    try:
+        path = table.save(args.out)
+    except OSError as e:
+        raise ToolsError(f"cannot write {args.out}: {e.strerror or e}") from e
+    summary["out"] = str(path)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0
+    vac = summary["vacancy_from"]
+    if summary["ticks_without_time"] or summary["torn_tails"]:
+        print(
+            f"supply: left out {summary['ticks_without_time']} tick(s) without a time and "
+            f"{summary['torn_tails']} torn file tail(s)",
+            file=sys.stderr,
+        )
+    print(
+        f"supply: {summary['passes']} vacant passes on {summary['links']} links, "
+        f"{summary['days']:.3f} days observed in {summary['observed_slots']} of 336 slots, "
+        f"{summary['measured_cabs']} cab(s) (written for {summary['cabs']}) -> {path}"
+    )
+    print(f"supply: version {summary['version']} (the manifest's fleet_supply.version)")
+    if vac["guidance"]:
+        print(
+            f"supply: {vac['guidance']} of {vac['guidance'] + vac['meter']} run(s) logged no "
+            "taximeter event: their ticks with cruising guidance were taken as vacant",
+            file=sys.stderr,
+        )
     return 0
 
 
