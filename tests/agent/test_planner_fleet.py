@@ -58,6 +58,17 @@ def test_the_cab_does_not_see_its_own_heartbeat() -> None:
     assert v.claims_per_h is not None and v.seen_age_s is not None
     per_pass = 3600.0 / CLAIM_HORIZON_S
     assert v.claims_per_h.tolist() == [0.0, 0.0, 0.0, per_pass]
+    assert v.supply_per_h is not None and v.supply_per_h.tolist() == v.claims_per_h.tolist()
+    withp = fleet_view(
+        g,
+        now_s=1030.0,
+        snapshot=snap,
+        own_link=1,
+        own_route=[1, 2, 3],
+        prior_per_h=[1.0, 1.0, 1.0, 1.0],
+    )
+    assert withp.supply_per_h is not None
+    assert withp.supply_per_h.tolist() == [1.0, 1.0, 1.0, 1.0 + per_pass]
     assert v.seen_age_s[3] == 30.0 and math.isinf(v.seen_age_s[1])
     alone = fleet_view(
         g, now_s=1030.0, snapshot=FakeSnapshot([1, 2], [1, 0], [0, 1]), own_link=1, own_route=[1, 2]

@@ -41,6 +41,7 @@ from agent.planner import (
     solve,
     with_fleet,
 )
+from agent.planner.fleet import CLAIM_HORIZON_S
 from sync.live import Snapshot
 from tiles.conditional import MINUTES_PER_WEEK
 from tools.sim.live import LiveLayer, supply_prior
@@ -412,64 +413,43 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         self.prior = supply_prior(world, multiplier=m) if prior else None
         self._counts: _Counts | None = None
         self.edge_ids = world.graph.edge_id
-        import os
-
-        self.variant = os.environ.get("NAGASHI_SIM_VARIANT", "")
-        self._ema: F64 | None = None
-        self._ema_version = 0
         self.own_passes: dict[int, dict[int, float]] = {}
 
-    def _read_key(self, taxi: int, t_s: float) -> object:
-        if self.live is None:
-            return self.t0
-        if "junction" in self.variant:
-            return t_s
-        if "snap" in self.variant:
-            snap, _, _ = self.live.seen_by(taxi, t_s)
-            return (self.t0, 0 if snap is None else snap.version)
-        return self.t0
-
     def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
-        if "own" in self.variant:
-            mine = self.own_passes.setdefault(taxi, {})
-            mine[link] = t_s
-            if len(mine) > 64:
-                cut = t_s - self.world.params.patience_s
-                for k in [k for k, v in mine.items() if v < cut]:
-                    del mine[k]
+        # the cab's own vacant passes (the agent's ``last_pass_age_s``): a curb it drained
+        # holds fewer hails when its read-out comes back to it
+        mine = self.own_passes.setdefault(taxi, {})
+        mine[link] = t_s
+        if len(mine) > 64:
+            cut = t_s - self.world.params.patience_s
+            for k in [k for k, v in mine.items() if v < cut]:
+                del mine[k]
         return super().choose(taxi, link, t_s, fleet)
 
     def reset_taxi(self, taxi: int) -> None:
         super().reset_taxi(taxi)
         self.own_passes.pop(taxi, None)
 
-    def _live_supply(self) -> F64 | None:
-        """EMA of the planned passes per hour over the snapshots built so far."""
+    def _planned_per_h(self) -> F64 | None:
+        """The others' planned passes as supply per hour on each link, from the snapshot
+        before the newest (what the cabs have fetched by now: 30 to 60 s old)."""
         if self.live is None or not self.live.snapshots:
-            return self._ema
-        if "bg" in self.variant:
-            snap = self.live.snapshots[-2 if len(self.live.snapshots) > 1 else -1][1]
-            _, planned = snap.link_counts(self.edge_ids)
-            return np.asarray(planned, dtype=np.float64) * (3600.0 / 600.0)
-        for _built, snap, _ in self.live.snapshots:
-            if snap.version <= self._ema_version:
-                continue
-            _, planned = snap.link_counts(self.edge_ids)
-            rate = np.asarray(planned, dtype=np.float64) * (3600.0 / 600.0)
-            a = 30.0 / 300.0
-            self._ema = rate if self._ema is None else (1 - a) * self._ema + a * rate
-            self._ema_version = snap.version
-        return self._ema
+            return None
+        snap = self.live.snapshots[-2 if len(self.live.snapshots) > 1 else -1][1]
+        _, planned = snap.link_counts(self.edge_ids)
+        return np.asarray(planned, dtype=np.float64) * (3600.0 / CLAIM_HORIZON_S)
 
     def _solve(self, t_s: float, fleet: Fleet) -> ValueTable:
+        """The shared table: background supply = the prior plus, live, every cab's planned
+        passes (the agent's own solve leaves its own route out; one table for the whole fleet
+        cannot, so here a cab's own route weighs on it too)."""
         w = self.world
         minute = w.minute_at(t_s)
         demand = w.tick_demand(minute, self.multiplier)
         supply = self.prior.at(minute) if self.prior is not None else None
-        if "ema" in self.variant or "bg" in self.variant:
-            ema = self._live_supply()
-            if ema is not None:
-                supply = ema if supply is None or "only" in self.variant else supply + ema
+        planned = self._planned_per_h()
+        if planned is not None:
+            supply = planned if supply is None else supply + planned
         return solve(w.graph, demand, minute, w.params, supply_per_h=supply)
 
     def _table_for(self, taxi: int, t_s: float) -> ValueTable:
