@@ -101,18 +101,13 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
     p = -np.expm1(-table.rate_h[slot, links] * ((tau + window) / 3600.0))
     p = np.where(since < w, p, table.pickup_prob[slot, links])
     # C_i: value after a drop-off from f_i's cell, read as the table does (fractional layers)
-    c_next = np.array(
-        [
-            _interp(
-                table.cont.reshape(-1),
-                table.cont.shape[1],
-                int(k[i]),
-                np.array([tau[i] / dt + table.trip_layers[f]]),
-                np.array([table.cell[f]]),
-                table.slope_c[int(k[i])],
-            )[0]
-            for i, f in enumerate(links.tolist())
-        ]
+    c_next = _interp(
+        table.cont.reshape(-1),
+        table.cont.shape[1],
+        k,
+        tau / dt + table.trip_layers[links],
+        table.cell[links],
+        table.slope_c[k],
     )
     end = int(links[-1])
     k_end = int(k[-1])
