@@ -28,6 +28,7 @@ POLICY_CHOICES = (
     "nagashi-route",
     "nagashi-live",
     "nagashi-offline",
+    "nagashi-offline-own",
     "all",
 )
 
@@ -42,7 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="random (= random-walk), random-destination, hotspot, greedy, nagashi "
         "(nagashi-lone: without the supply map; nagashi-route: the agent as shipped, alone and "
         "following its route read-out; nagashi-live: as shipped with the fleet's live layer "
-        "and the supply prior; nagashi-offline: the prior only, every cab offline), a "
+        "and the supply prior; nagashi-offline: the reference fleet's supply prior only, "
+        "every cab offline; "
+        "nagashi-offline-own: offline with the prior of a fleet on nagashi-live), a "
         "comma-separated list, or all (random, "
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",

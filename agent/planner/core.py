@@ -135,7 +135,7 @@ class ValueTable:
 
 
 def _interp(
-    flat: F64, width: int, layer: float | F64, shift: F64, cols: I64, slope: F64 | float
+    flat: F64, width: int, layer: float | F64 | I64, shift: F64, cols: I64, slope: F64 | float
 ) -> F64:
     """Values at fractional layers ``layer + shift`` for columns ``cols`` of a (rows, width)
     array: linear between layers; less than one layer ahead, the next layer's value plus the

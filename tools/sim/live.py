@@ -181,23 +181,28 @@ class SupplyPrior:
         return np.asarray(self.rates[int(hit[0])])
 
 
-_PRIORS: dict[tuple[int, int, int], SupplyPrior] = {}
+_PRIORS: dict[tuple[int, int, int, str], SupplyPrior] = {}
 
 
-def supply_prior(world: World, seed: int = 0x5AFE, multiplier: float = 1.0) -> SupplyPrior:
-    """The reference fleet's vacant passes per link and slot (module docs), measured once per
+def supply_prior(
+    world: World, seed: int = 0x5AFE, multiplier: float = 1.0, policy: str | None = None
+) -> SupplyPrior:
+    """The vacant passes per link and slot of a whole fleet on ``policy`` (default: the
+    reference fleet, ``SimConfig.calibrate_with``; ``nagashi-live``: the fleet's own logs once
+    it runs nagashi) on passengers drawn from the demand table (module docs), measured once per
     world (cached)."""
     from tools.sim.engine import run_shift
     from tools.sim.world import make_passengers
 
-    key = (id(world), seed, round(multiplier * 1e6))
+    cfg = world.config
+    policy = policy or cfg.calibrate_with
+    key = (id(world), seed, round(multiplier * 1e6), policy)
     hit = _PRIORS.get(key)
     if hit is not None and hit.world is world:
         return hit
     pax = make_passengers(world, seed, multiplier)
     passes: list[tuple[float, int]] = []
-    cfg = world.config
-    run_shift(world, pax, cfg.calibrate_with, seed, multiplier, test_taxis=cfg.taxis, passes=passes)
+    run_shift(world, pax, policy, seed, multiplier, test_taxis=cfg.taxis, passes=passes)
     n = world.n
     minute0 = cfg.start_minute_of_week
     if passes:

@@ -406,11 +406,12 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         seed: int,
         live: bool = True,
         prior: bool = True,
+        prior_policy: str | None = None,
         n_cabs: int = 0,
     ):
         super().__init__(world, allowed, rng, m)
         self.live = LiveLayer(world, n_cabs, seed) if live else None
-        self.prior = supply_prior(world, multiplier=m) if prior else None
+        self.prior = supply_prior(world, multiplier=m, policy=prior_policy) if prior else None
         self._counts: _Counts | None = None
         self.edge_ids = world.graph.edge_id
         self.own_passes: dict[int, dict[int, float]] = {}
@@ -501,6 +502,16 @@ def make_policy(
         ),
         "nagashi-offline": lambda: NagashiLivePolicy(
             world, allowed, rng, multiplier, seed=seed, live=False, n_cabs=n_cabs
+        ),
+        "nagashi-offline-own": lambda: NagashiLivePolicy(
+            world,
+            allowed,
+            rng,
+            multiplier,
+            seed=seed,
+            live=False,
+            prior_policy="nagashi-live",
+            n_cabs=n_cabs,
         ),
     }
     if name not in factories:
