@@ -75,7 +75,13 @@ def test_every_policy_drives_only_legal_allowed_links(world: World, matching: st
     world = dataclasses.replace(world, config=dataclasses.replace(world.config, matching=matching))
     pax = make_passengers(world, 0, 10.0)
     g = world.graph
-    for policy in (*POLICIES, "random-destination", "nagashi-route"):
+    for policy in (
+        *POLICIES,
+        "random-destination",
+        "nagashi-route",
+        "nagashi-live",
+        "nagashi-offline",
+    ):
         run = run_shift(world, pax, policy, 0, 10.0, record=True)
         assert len(run.tracks) == world.config.test_taxis
         for track in run.tracks:

@@ -1,0 +1,83 @@
+"""The live layer in the simulator's loop (tools.sim.live): cadence, delay, what a cab sees of
+itself and of the others, and the supply prior of the reference fleet."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from agent.planner import fleet_view
+from tests.tools.test_simulate import world  # noqa: F401  (the module fixture)
+from tools.sim.engine import run_shift
+from tools.sim.live import HEARTBEAT_S, SNAPSHOT_S, LiveLayer, supply_prior
+from tools.sim.policies import Allowed, NagashiLivePolicy, make_policy
+from tools.sim.world import World, make_passengers
+
+
+def test_cadence_delay_and_own_heartbeat(world: World) -> None:  # noqa: F811
+    live = LiveLayer(world, 3, seed=1)
+    cruisable = np.flatnonzero(world.cruisable)
+    a, b, c = (int(x) for x in cruisable[:3])
+    route = [int(f) for f in world.succ[a]][:1]
+    for k in range(5):
+        t = k * HEARTBEAT_S
+        live.tick(t, [a, b, c], [True, True, False], [route, [], [a]])
+    # snapshots every 30 s (0, 30, 60), versions growing, sizes measured
+    assert [s.version for _, s, _ in live.snapshots] == [1, 2, 3]
+    assert len(live.bytes_sent) == 3 and min(live.bytes_sent) > 0
+    snap = live.snapshots[-1][1]
+    ids = world.graph.edge_id
+    now, _ = snap.link_counts(ids[[a, b, c]])
+    assert now.tolist() == [1, 1, 0]  # the occupied cab is not counted
+    _, planned = snap.link_counts(ids[route])
+    assert planned.tolist() == [1]  # cab 0's route; the occupied cab's route is not sent
+    # a cab sees a snapshot only after its own fetch delay, at most a minute old
+    for cab in range(3):
+        d = float(live.delay_s[cab])
+        assert 0.0 <= d < SNAPSHOT_S
+        seen, own_link, own_route = live.seen_by(cab, 60.0 + d - 1e-6)
+        assert seen is not None and seen.version == 2
+        assert 60.0 + d - seen.built_s <= 2 * SNAPSHOT_S
+    seen, own_link, own_route = live.seen_by(0, 200.0)
+    assert seen is not None and seen.version == 3
+    assert own_link == int(ids[a]) and list(own_route) == [int(ids[f]) for f in route]
+    assert live.seen_by(2, 200.0)[1] == -1  # occupied: it reported no link to subtract
+    # the cab's own view subtracts itself: cab 0 alone on its link sees no one there
+    g = world.graph
+    view = fleet_view(g, now_s=200.0, snapshot=seen, own_link=own_link, own_route=own_route)
+    assert view.seen_age_s is None or not np.isfinite(view.seen_age_s[a])
+    assert view.seen_age_s is not None and np.isfinite(view.seen_age_s[b])
+    assert live.seen_by(0, -1.0) == (None, -1, ())
+
+
+def test_a_fleet_on_the_live_layer_runs_it_in_the_loop(world: World) -> None:  # noqa: F811
+    w = dataclasses.replace(world, config=dataclasses.replace(world.config, test_taxis=10))
+    pax = make_passengers(w, 0, 10.0)
+    allowed = Allowed(w)
+    pol = make_policy("nagashi-live", w, allowed, 0, 10.0, n_cabs=10)
+    assert isinstance(pol, NagashiLivePolicy) and pol.live is not None
+    off = make_policy("nagashi-offline", w, allowed, 0, 10.0, n_cabs=10)
+    assert off.live is None
+    run = run_shift(w, pax, "nagashi-live", 0, 10.0)
+    assert run.test_taxis == 10 and run.revenue_per_h >= 0.0
+    # the run is repeatable with the live layer in it
+    again = run_shift(w, pax, "nagashi-live", 0, 10.0)
+    assert again.metrics() == run.metrics()
+
+
+def test_supply_prior_is_the_reference_fleets_passes(world: World) -> None:  # noqa: F811
+    prior = supply_prior(world, multiplier=10.0)
+    assert supply_prior(world, multiplier=10.0) is prior  # measured once per world
+    rates = prior.at(world.config.start_minute_of_week)
+    assert rates.shape == (world.n,) and np.all(rates >= 0) and rates.sum() > 0
+    assert not np.any(rates[~world.cruisable])  # no cab passes a link it may not enter
+    # the passes of one whole-fleet run, per hour: the prior's total over the shift
+    passes: list[tuple[float, int]] = []
+    pax = make_passengers(world, 0x5AFE, 10.0)
+    cfg = world.config
+    run_shift(world, pax, cfg.calibrate_with, 0x5AFE, 10.0, test_taxis=cfg.taxis, passes=passes)
+    # the shift (18:00-19:00) is two whole slots, each observed for half an hour
+    assert prior.rates.shape[0] == 2
+    assert prior.rates.sum() * 0.5 == pytest.approx(len(passes), rel=1e-9)
