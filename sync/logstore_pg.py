@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from sync._live_pg import LIVE_MIGRATION, PostgresLiveInputs
 from sync.errors import SyncDataError, SyncStorageError
 from sync.logstore import (
     MAX_INT,
@@ -99,6 +100,8 @@ PG_MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX health_bundle ON health (bundle_id);
         """,
     ),
+    # the live layer's inputs, shared by the server processes (sync/_live_pg.py)
+    ("0003_live", LIVE_MIGRATION),
 )
 
 # a transaction-level advisory lock key for the migration runner (any constant)
@@ -200,6 +203,11 @@ class PostgresLogStorage:
                 yield conn
         except (psycopg.Error, PoolTimeout) as e:
             raise SyncStorageError(f"log storage: {_one_line(e)}") from e
+
+    def live_inputs(self) -> PostgresLiveInputs:
+        """The live layer's inputs in this database (same pool), shared by every server
+        process on it."""
+        return PostgresLiveInputs(self._tx)
 
     # ------------------------------------------------------------------------- records
     def insert_batch(
