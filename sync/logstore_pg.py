@@ -20,6 +20,9 @@ The same records, identities and answers as :class:`~sync.logstore.SqliteLogStor
   SQLite's ``PRAGMA user_version``, is the row count of ``nagashi_schema`` (one row per applied
   migration, with its name). Each migration runs in one transaction with its row, under a
   transaction-level advisory lock, so several processes starting at once apply it once.
+* The same database keeps the live layer's inputs (:meth:`PostgresLogStorage.live_inputs`,
+  :mod:`sync._live_pg`) and the staged rollouts' state (:meth:`PostgresLogStorage.rollout_state`,
+  :class:`PostgresRolloutState`), in the same pool.
 * A lost connection (a database restart) is :class:`~sync.errors.SyncStorageError`: the server
   answers 503 and the cab retries; the pool checks a connection before lending it
   (``ConnectionPool.check_connection``), so the next request after a restart reconnects.
