@@ -238,3 +238,47 @@ def test_fleet_serve_processes_on_one_database_serve_the_same_snapshot(
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def test_a_database_restart_gives_503_to_heartbeats_and_keeps_the_snapshot(
+    fleet: Fleet, pg_cluster: Any
+) -> None:
+    """While PostgreSQL is away a heartbeat is answered 503 (retry later; the cab keeps its
+    pickups) and the last snapshot is still served; after the restart both work again."""
+    from sync.server import create_app
+    from tests.sync.conftest import run_server
+
+    storage = PostgresLogStorage(pg_cluster.database(), timeout_s=2.0)
+    token = storage.add_token("vehicle", "cab-1", 0.0)
+    app = create_app(fleet.root, storage=storage)
+    app.state.live.config = LiveConfig(build_every_s=3600)  # builds when the test says
+    auth = {"authorization": f"Bearer {token}"}
+
+    def beat() -> httpx.Response:
+        body = encode_heartbeat(_hb(int(time.time())))
+        return httpx.post(f"{url}/v1/live/heartbeat", content=body, headers=auth, timeout=30)
+
+    def snapshot() -> httpx.Response:
+        return httpx.get(
+            f"{url}/v1/live/snapshot", params={"area": "monaco"}, headers=auth, timeout=30
+        )
+
+    try:
+        with run_server(app) as url:
+            assert beat().status_code == 200
+            app.state.live.rebuild()
+            before = snapshot()
+            assert before.status_code == 200
+            pg_cluster.stop("fast")
+            try:
+                r = beat()
+                assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+                during = snapshot()
+                assert during.status_code == 200 and during.content == before.content
+            finally:
+                pg_cluster.start()
+            assert beat().status_code == 200
+            assert app.state.live.rebuild()["monaco"] > int(before.headers["etag"].strip('"'))
+            assert snapshot().headers["etag"] != before.headers["etag"]
+    finally:
+        storage.close()
