@@ -16,7 +16,10 @@ from typing import Any
 
 import httpx
 import msgpack
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sync import FleetRepository
 from sync._live_server import LiveConfig, LiveService, _area_context
@@ -280,5 +283,64 @@ def test_a_database_restart_gives_503_to_heartbeats_and_keeps_the_snapshot(
             assert beat().status_code == 200
             assert app.state.live.rebuild()["monaco"] > int(before.headers["etag"].strip('"'))
             assert snapshot().headers["etag"] != before.headers["etag"]
+    finally:
+        storage.close()
+
+
+@pytest.fixture(scope="module")
+def equivalence_db(pg_cluster: Any) -> str:
+    """One database for all the examples below (emptied at the start of each)."""
+    url: str = pg_cluster.database()
+    return url
+
+
+_event = st.tuples(st.sampled_from([PICKUP, DROPOFF]), st.integers(0, EVENT_MAX_AGE_S))
+_beat = st.tuples(
+    st.integers(0, 3),  # cab
+    st.integers(0, 90),  # seconds since the previous heartbeat (the server's clock)
+    st.integers(-150, 40),  # the heartbeat's time against the server's clock
+    st.integers(0, 5),  # link
+    st.booleans(),  # vacant
+    st.lists(_event, max_size=4),
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # reset in each example
+)
+@given(beats=st.lists(_beat, max_size=25), later=st.integers(0, 4000))
+def test_both_back_ends_take_the_same_inputs(
+    fleet: Fleet, equivalence_db: str, beats: list[Any], later: int
+) -> None:
+    """Any sequence of heartbeats (stale, ahead, out of order, events re-sent): what a build
+    takes later is the same in memory and in PostgreSQL."""
+    storage = PostgresLogStorage(equivalence_db)
+    try:
+        with psycopg.connect(equivalence_db) as conn:  # a fresh start for each example
+            conn.execute("TRUNCATE live_latest, live_pickups, live_versions, live_snapshots")
+        memory = LiveService(fleet.repo)
+        pg = LiveService(fleet.repo, inputs=storage.live_inputs())
+        now = float(T0)
+        sent: dict[int, list[MeterEvent]] = {}
+        for cab, step, ahead, link, vacant, events in beats:
+            now += step
+            t = int(now) + ahead
+            mine = sent.setdefault(cab, [])
+            mine += [MeterEvent(kind, t - age, 7.42, 43.73) for kind, age in events]
+            hb = _hb(t, link=link, vacant=vacant, events=tuple(mine[-8:]))  # re-sent ones too
+            outcomes: list[int | str] = []
+            for live in (memory, pg):
+                try:
+                    outcomes.append(live.accept(f"cab-{cab}", hb, now))
+                except ValueError as e:  # stale or ahead: refused by both alike
+                    outcomes.append(str(e))
+            assert outcomes[0] == outcomes[1]
+        at = now + later
+        got = [live.inputs.take("monaco", at, live.config) for live in (memory, pg)]
+        (hbs_m, picks_m), (hbs_p, picks_p) = got
+        assert sorted(map(repr, hbs_m)) == sorted(map(repr, hbs_p))
+        assert sorted(map(repr, picks_m)) == sorted(map(repr, picks_p))
     finally:
         storage.close()
