@@ -180,8 +180,10 @@ class MemoryLiveInputs:
             for v in [v for v, h in st.latest.items() if now - h.t_s > config.max_age_s]:
                 del st.latest[v]
                 st.seen.pop(v, None)
-            while st.pickups and now - st.pickups[0].t_s > EVENT_MAX_AGE_S:
-                st.pickups.popleft()
+            # in arrival order, not time order (a cab sends its older pickups after a newer
+            # one): every one is checked, not only the first
+            if any(now - e.t_s > EVENT_MAX_AGE_S for e in st.pickups):
+                st.pickups = deque(e for e in st.pickups if now - e.t_s <= EVENT_MAX_AGE_S)
             return list(st.latest.values()), list(st.pickups)
 
     def next_version(self, area: str, now: float) -> int:
