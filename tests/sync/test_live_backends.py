@@ -280,6 +280,10 @@ def test_a_database_restart_gives_503_to_heartbeats_and_keeps_the_snapshot(
                 assert during.status_code == 200 and during.content == before.content
             finally:
                 pg_cluster.start()
+            for _ in range(300):  # the pool reconnects (with its backoff): bounded retries
+                if beat().status_code == 200:
+                    break
+                time.sleep(0.1)
             assert beat().status_code == 200
             assert app.state.live.rebuild()["monaco"] > int(before.headers["etag"].strip('"'))
             assert snapshot().headers["etag"] != before.headers["etag"]
