@@ -6,17 +6,27 @@
   heartbeats and read snapshots for up to 30 s), every field
   checked before anything is kept (400). A heartbeat older than ``max_age_s`` or more than
   ``max_ahead_s`` ahead of the server's clock is dropped (422, nothing kept, never queued).
-  Answer: ``{"server_s", "events_acked"}`` (msgpack).
+  Answer: ``{"server_s", "events_acked"}`` (msgpack). 503 while the database is away.
 * ``GET /v1/live/snapshot?area=A``: the area's latest signed snapshot (vehicles and
   engineers); ``ETag: "<version>"``, ``If-None-Match`` -> 304; 503 while none is built or
   the repository has no live key (``nagashi fleet keys rotate --role live``).
 
-State is **in memory, per area, in this server process**: the latest heartbeat of each cab and
-the last hour of (deduplicated) pickups. A restart loses at most the perishable live inputs
-(the cabs refill them within one heartbeat period; the pickups of the last hour come back
-empty); snapshot versions are kept on disk (``live/versions.json`` under the fleet root), so
-they only grow across restarts. A background task (started with the first live request)
-rebuilds every area's snapshot every ``build_every_s``.
+The live inputs (the latest heartbeat of each cab and the deduplicated pickups of the last
+hour, per area) and the snapshot versions are kept by a :class:`LiveInputs` back end:
+
+* :class:`MemoryLiveInputs` (``fleet serve --root DIR``, one process): in memory; a restart
+  loses at most the perishable inputs (the cabs refill them within one heartbeat period; the
+  pickups of the last hour come back empty); the versions are kept on disk
+  (``live/versions.json`` under the fleet root), so they only grow across restarts.
+* :class:`sync._live_pg.PostgresLiveInputs` (``--database postgresql://…``): in the database,
+  shared by every server process on it, so each builds its snapshot from the same inputs; the
+  version comes from the database (``UPDATE … RETURNING``), so versions only grow across
+  processes and restarts, and every process serves the newest snapshot any of them built
+  (kept in the database too): a cab whose requests go to several processes never sees a
+  version go back.
+
+A background task (started with the first live request) rebuilds every area's snapshot every
+``build_every_s``.
 """
 
 from __future__ import annotations
@@ -29,8 +39,9 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 from starlette.applications import Starlette
@@ -61,6 +72,7 @@ from sync.logstore import Principal
 from sync.repository import FleetRepository
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -79,11 +91,115 @@ class LiveConfig:
 class _Area:
     network: str = ""
     grid: GridSpec | None = None
+    signed: bytes | None = None  # the newest snapshot this process knows (built or read)
+    version: int = 0
+
+
+class LiveInputs(Protocol):
+    """Where the live layer's inputs and snapshot versions are kept (thread-safe)."""
+
+    def accept(self, vehicle: str, hb: Heartbeat, now: float, config: LiveConfig) -> None:
+        """Keep ``hb`` as the cab's latest heartbeat in its area (unless a later one is kept)
+        and its pickups of the last hour, each (cab, time) once. LiveInputError when the
+        area already holds ``config.max_cabs_per_area`` other cabs."""
+        ...
+
+    def take(
+        self, area: str, now: float, config: LiveConfig
+    ) -> tuple[list[Heartbeat], list[MeterEvent]]:
+        """The area's latest heartbeats at most ``max_age_s`` old (without their events) and
+        its pickups of the last hour (at most ``max_pickups_per_area``, the latest, oldest
+        first); older ones may be removed."""
+        ...
+
+    def next_version(self, area: str, now: float) -> int:
+        """A new snapshot version: ``max(last + 1, int(now))``, never handed out twice."""
+        ...
+
+    def put_snapshot(self, area: str, version: int, signed: bytes) -> None:
+        """Keep a built snapshot (shared back ends: unless a newer one is kept)."""
+        ...
+
+    def newer_snapshot(self, area: str, version: int) -> tuple[int, bytes] | None:
+        """A kept snapshot newer than ``version`` (built by another process), else None."""
+        ...
+
+
+@dataclass
+class _Inputs:
     latest: dict[str, Heartbeat] = field(default_factory=dict)
     pickups: deque[MeterEvent] = field(default_factory=deque)
     seen: dict[str, dict[tuple[int, int], int]] = field(default_factory=dict)  # cab -> events
-    signed: bytes | None = None
-    version: int = 0
+
+
+class MemoryLiveInputs:
+    """:class:`LiveInputs` in this process's memory; versions in ``versions_path`` (JSON)."""
+
+    def __init__(self, versions_path: Path) -> None:
+        self.versions_path = versions_path
+        self._lock = threading.Lock()
+        self._areas: dict[str, _Inputs] = {}
+        self._versions = self._read_versions()
+
+    def _read_versions(self) -> dict[str, int]:
+        try:
+            doc = json.loads(read_bounded(self.versions_path, 1 << 20))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, SyncDataError) as e:
+            raise SyncStorageError(f"{self.versions_path} is unreadable: {e}") from e
+        return {str(k): int(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
+    def accept(self, vehicle: str, hb: Heartbeat, now: float, config: LiveConfig) -> None:
+        with self._lock:
+            st = self._areas.setdefault(hb.area, _Inputs())
+            prev = st.latest.get(vehicle)
+            if prev is None and len(st.latest) >= config.max_cabs_per_area:
+                raise LiveInputError(f"more than {config.max_cabs_per_area} cabs in {hb.area}")
+            if prev is None or hb.t_s >= prev.t_s:
+                st.latest[vehicle] = replace(hb, events=()) if hb.events else hb
+            seen = st.seen.setdefault(vehicle, {})
+            for e in hb.events:
+                key = (e.kind, e.t_s)
+                if key in seen:
+                    continue
+                seen[key] = e.t_s
+                if e.kind == PICKUP and now - e.t_s <= EVENT_MAX_AGE_S:
+                    st.pickups.append(e)
+                    if len(st.pickups) > config.max_pickups_per_area:
+                        st.pickups.popleft()
+            if len(seen) > 4 * 32:
+                for k in [k for k, t in seen.items() if now - t > EVENT_MAX_AGE_S]:
+                    del seen[k]
+
+    def take(
+        self, area: str, now: float, config: LiveConfig
+    ) -> tuple[list[Heartbeat], list[MeterEvent]]:
+        with self._lock:
+            st = self._areas.setdefault(area, _Inputs())
+            for v in [v for v, h in st.latest.items() if now - h.t_s > config.max_age_s]:
+                del st.latest[v]
+                st.seen.pop(v, None)
+            # in arrival order, not time order (a cab sends its older pickups after a newer
+            # one): every one is checked, not only the first
+            if any(now - e.t_s > EVENT_MAX_AGE_S for e in st.pickups):
+                st.pickups = deque(e for e in st.pickups if now - e.t_s <= EVENT_MAX_AGE_S)
+            return list(st.latest.values()), list(st.pickups)
+
+    def next_version(self, area: str, now: float) -> int:
+        with self._lock:
+            version = max(self._versions.get(area, 0) + 1, int(now))
+            self._versions[area] = version
+            doc = json.dumps(self._versions, sort_keys=True).encode()
+            self.versions_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.versions_path, doc)
+        return version
+
+    def put_snapshot(self, area: str, version: int, signed: bytes) -> None:
+        return None  # one process: the service's own copy is the newest
+
+    def newer_snapshot(self, area: str, version: int) -> tuple[int, bytes] | None:
+        return None
 
 
 def _area_context(repo: FleetRepository, index: dict[str, Any]) -> tuple[str, GridSpec | None]:
@@ -111,14 +227,15 @@ class LiveService:
         repo: FleetRepository,
         config: LiveConfig | None = None,
         clock: Callable[[], float] = time.time,
+        inputs: LiveInputs | None = None,
     ) -> None:
         self.repo = repo
         self.config = config or LiveConfig()
         self.clock = clock
+        self.inputs: LiveInputs = inputs or MemoryLiveInputs(repo.root / "live" / "versions.json")
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
         self._areas: dict[str, _Area] = {}
-        self._versions_path = repo.root / "live" / "versions.json"
         self.builds_s: deque[float] = deque(maxlen=1000)  # build durations (the bench reads)
         self.problem = "no live snapshot built yet"
         self.refresh_areas()
@@ -131,68 +248,35 @@ class LiveService:
             log.warning("live: %s", e)
             return
         ctx = {a: _area_context(self.repo, i) for a, i in published.items()}
-        versions = self._read_versions()
         with self._lock:
             for a, (network, grid) in ctx.items():
-                st = self._areas.setdefault(a, _Area(version=versions.get(a, 0)))
+                st = self._areas.setdefault(a, _Area())
                 st.network, st.grid = network, grid
-
-    def _read_versions(self) -> dict[str, int]:
-        try:
-            doc = json.loads(read_bounded(self._versions_path, 1 << 20))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, SyncDataError) as e:
-            raise SyncStorageError(f"{self._versions_path} is unreadable: {e}") from e
-        return {str(k): int(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
 
     # ---------------------------------------------------------------- heartbeats
     def accept(self, vehicle: str, hb: Heartbeat, now: float) -> int:
         """Keep a checked heartbeat; returns the meter events acknowledged. Raises
-        LiveInputError (400) for an unknown area, ValueError (422) for a stale one."""
+        LiveInputError (400) for an unknown area, ValueError (422) for a stale one,
+        SyncStorageError (503) when the inputs' database is away."""
         cfg = self.config
         if now - hb.t_s > cfg.max_age_s:
             raise ValueError(f"heartbeat {now - hb.t_s:.0f} s old (dropped past {cfg.max_age_s:g})")
         if hb.t_s - now > cfg.max_ahead_s:
             raise ValueError(f"heartbeat {hb.t_s - now:.0f} s ahead of the server's clock")
-        with self._lock:
-            st = self._areas.get(hb.area)
-            if st is None:
-                raise LiveInputError(f"area {hb.area!r} is not published on this server")
-            prev = st.latest.get(vehicle)
-            if prev is None and len(st.latest) >= cfg.max_cabs_per_area:
-                raise LiveInputError(f"more than {cfg.max_cabs_per_area} cabs in {hb.area}")
-            if prev is None or hb.t_s >= prev.t_s:
-                st.latest[vehicle] = hb
-            seen = st.seen.setdefault(vehicle, {})
-            for e in hb.events:
-                key = (e.kind, e.t_s)
-                if key in seen:
-                    continue
-                seen[key] = e.t_s
-                if e.kind == PICKUP and now - e.t_s <= EVENT_MAX_AGE_S:
-                    st.pickups.append(e)
-                    if len(st.pickups) > cfg.max_pickups_per_area:
-                        st.pickups.popleft()
-            if len(seen) > 4 * 32:
-                for k in [k for k, t in seen.items() if now - t > EVENT_MAX_AGE_S]:
-                    del seen[k]
-            return len(hb.events)
+        if not self.known(hb.area):
+            raise LiveInputError(f"area {hb.area!r} is not published on this server")
+        self.inputs.accept(vehicle, hb, now, cfg)
+        return len(hb.events)
+
+    def inputs_now(self, area: str) -> tuple[list[Heartbeat], list[MeterEvent]]:
+        """The area's live inputs as the next build takes them (the latest heartbeat of each
+        cab, the pickups of the last hour)."""
+        return self.inputs.take(area, self.clock(), self.config)
 
     # ---------------------------------------------------------------- snapshots
-    def _take(self, area: str, now: float) -> tuple[list[Heartbeat], list[MeterEvent], _Area]:
-        with self._lock:
-            st = self._areas[area]
-            for v in [v for v, h in st.latest.items() if now - h.t_s > self.config.max_age_s]:
-                del st.latest[v]
-                st.seen.pop(v, None)
-            while st.pickups and now - st.pickups[0].t_s > EVENT_MAX_AGE_S:
-                st.pickups.popleft()
-            return list(st.latest.values()), list(st.pickups), st
-
     def rebuild(self, now: float | None = None) -> dict[str, int]:
         """Build and sign every area's snapshot; returns area -> version ({} without a live
-        key). Versions only grow (``max(last + 1, int(now))``, persisted)."""
+        key). Versions only grow (``max(last + 1, int(now))``, from the inputs' back end)."""
         t = self.clock() if now is None else now
         signer = self.repo.live_signer()
         if signer is None:
@@ -205,35 +289,49 @@ class LiveService:
                 areas = sorted(self._areas)
             for area in areas:
                 t0 = time.perf_counter()
-                hbs, pickups, st = self._take(area, t)
-                version = max(st.version + 1, int(t))
+                hbs, pickups = self.inputs.take(area, t, self.config)
+                with self._lock:
+                    st = self._areas[area]
+                    network, grid = st.network, st.grid
+                version = self.inputs.next_version(area, t)
                 snap = build_snapshot(
                     hbs,
                     t,
                     area=area,
                     pickups=pickups,
-                    network=st.network,
-                    grid=st.grid,
+                    network=network,
+                    grid=grid,
                     version=version,
                     expires_in_s=self.config.expires_in_s,
                     current_s=self.config.current_s,
                     planned_s=self.config.max_age_s,
                 )
                 signed = sign_envelope(encode_body(snap), [signer])
+                self.inputs.put_snapshot(area, version, signed)
                 self.builds_s.append(time.perf_counter() - t0)
                 with self._lock:
-                    st.signed, st.version = signed, version
+                    if version > st.version:
+                        st.signed, st.version = signed, version
                 out[area] = version
-            with self._lock:
-                versions = {a: s.version for a, s in self._areas.items()}
-            self._versions_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self._versions_path, json.dumps(versions, sort_keys=True).encode())
         return out
 
     def current(self, area: str) -> tuple[int, bytes] | None:
+        """The newest snapshot of ``area``: this process's, or a newer one another process
+        built (shared back ends). A database that is away serves this process's copy."""
         with self._lock:
             st = self._areas.get(area)
-            if st is None or st.signed is None:
+            if st is None:
+                return None
+            have = st.version if st.signed is not None else 0
+        try:
+            newer = self.inputs.newer_snapshot(area, have)
+        except SyncStorageError as e:
+            log.warning("live: %s", e)
+            newer = None
+        with self._lock:
+            if newer is not None and newer[0] > st.version:
+                st.version, st.signed = newer
+            if st.signed is None:
                 return None
             return st.version, st.signed
 
@@ -269,6 +367,13 @@ def live_app(
     # 15 s does not hit the token database each time; a revoked token stops within auth_ttl_s
     known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
     auth_ttl_s = service.config.auth_ttl_s
+
+    async def offload(fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``: in a worker thread when the inputs are in a database, at once when
+        they are in memory (no thread hop on the heartbeat path)."""
+        if isinstance(service.inputs, MemoryLiveInputs):
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
 
     async def tick() -> None:
         while True:
@@ -323,7 +428,7 @@ def live_app(
         now = service.clock()
         try:
             hb = decode_heartbeat(bytes(buf))
-            acked = service.accept(who.subject, hb, now)
+            acked = await offload(service.accept, who.subject, hb, now)
         except LiveInputError as e:
             raise _HTTPError(400, str(e)) from e
         except ValueError as e:
@@ -337,7 +442,7 @@ def live_app(
         area = request.query_params.get("area", "")
         if not service.known(area):
             raise _HTTPError(404, f"no live snapshot for area {area[:64]!r}")
-        cur = service.current(area)
+        cur = await offload(service.current, area)
         if cur is None:
             raise _HTTPError(503, service.problem, {"retry-after": "30"})
         version, data = cur
@@ -355,6 +460,13 @@ def live_app(
                 return resp
             except _HTTPError as e:
                 return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+            except SyncStorageError as e:  # the database is away (a restart): retry later
+                log.warning("%s %s: %s", request.method, request.url.path, e)
+                return JSONResponse(
+                    {"error": "storage unavailable, retry later"},
+                    status_code=503,
+                    headers={"retry-after": "1"},
+                )
 
         return handler
 

@@ -1,4 +1,5 @@
-"""Fleet server under a fleet: N simulated cabs upload trip logs and poll for bundles.
+"""Fleet server under a fleet: N simulated cabs upload trip logs, send live heartbeats, poll
+for bundles and fetch the live snapshot.
 
 ``nagashi bench fleet --cabs 300 --interval-s 15 --minutes 1 --database all --json``
 
@@ -13,7 +14,19 @@ Each cab (an asyncio task over one shared httpx.AsyncClient, keep-alive) wakes e
 * an upload: ``--records-per-upload`` msgpack records of about ``--record-bytes``, gzip, with
   its outbox epoch and increasing seqs (re-sent as the cab would when an upload fails);
 * a bundle poll as the cab's TUF client makes it when nothing changed: ``GET
-  /metadata/<n+1>.root.json`` (404) and ``GET /metadata/timestamp.json``.
+  /metadata/<n+1>.root.json`` (404) and ``GET /metadata/timestamp.json``;
+* a live heartbeat (``POST /v1/live/heartbeat``: a link, a ~2 km route of 20 links, a meter
+  pickup every fourth wake, re-sent until acknowledged), and every second wake (every 30 s at
+  15 s) ``GET /v1/live/snapshot`` with ``If-None-Match`` as the cab's SnapshotClient does
+  (a 503 before the first build is counted in ``snapshot_not_ready``, not as an error).
+
+The fleet root publishes no bundle: its one area, ``bench-<back end>`` (runs may share one
+``--postgres-url`` database), is entered in ``published.json``
+with no files (the live layer needs only the area; without a demand table the snapshot has
+no cell grid and counts links on any network). The servers rebuild the snapshot every
+``--live-build-every`` seconds; after the run the snapshot each server serves is read back:
+``snapshot_cabs`` (the vacant cabs it counts, per server: every cab, also across two
+processes on PostgreSQL, when the run is longer than one build period).
 
 Reported per back end: requests and requests/s, p50/p95/p99/max latency (ms) of uploads and
 polls, errors (non-200 answers other than the 404 of the next root, and transport errors),
@@ -21,7 +34,9 @@ polls, errors (non-200 answers other than the 404 of the next root, and transpor
 ``records_lost`` (acknowledged but not stored; must be 0) and ``records_unacked`` (given up
 after retries), duplicates (stored more than once; must be 0), the servers' peak RSS (MiB,
 sampled every second) and whether the offered load was held (``lag_p99_ms``: how late the cabs'
-wake-ups ran behind schedule).
+wake-ups ran behind schedule). With ``sqlite`` in the run, ``ratios_to_sqlite`` gives each
+other back end's figures divided by SQLite's of the same run (requests/s held, latency
+percentiles, RSS): the figures to compare across machines.
 """
 
 from __future__ import annotations
@@ -48,6 +63,8 @@ from typing import Any
 
 import msgpack
 
+from sync._fs import atomic_write_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ("sqlite", "postgresql", "postgresql-2proc")
 
@@ -66,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record-bytes", type=int, default=200)
     parser.add_argument("--max-connections", type=int, default=256, help="client connections")
     parser.add_argument("--seed", type=int, default=19)
+    parser.add_argument(
+        "--live-build-every", type=float, default=30.0, help="the servers' snapshot period, s"
+    )
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -80,11 +100,13 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 @contextmanager
-def _serve(root: Path, database: str | None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def _serve(
+    root: Path, database: str | None, live_build_every_s: float = 30.0
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [sys.executable, "-m", "tools.cli", "fleet", "serve", "--root", str(root),
             "--port", "0", "--max-connections-per-ip", "100000", "--max-connections", "4096",
-            "--token-burst", "1000"]  # fmt: skip
+            "--token-burst", "1000", "--live-build-every", str(live_build_every_s)]  # fmt: skip
     if database:
         args += ["--database", database]
     proc = subprocess.Popen(
@@ -122,21 +144,25 @@ def _rss_sampler(pids: list[int], stop: threading.Event, peak: list[float]) -> N
 
 
 async def _drive(
-    urls: list[str], tokens: dict[str, str], args: argparse.Namespace
+    urls: list[str], tokens: dict[str, str], args: argparse.Namespace, area: str
 ) -> dict[str, Any]:
     import httpx
+
+    from sync.live import PICKUP, Heartbeat, MeterEvent, encode_heartbeat
 
     rng = random.Random(args.seed)
     duration = args.minutes * 60.0
     limits = httpx.Limits(
         max_connections=args.max_connections, max_keepalive_connections=args.max_connections
     )
-    lat: dict[str, list[float]] = {"upload": [], "poll": []}
+    lat: dict[str, list[float]] = {"upload": [], "poll": [], "heartbeat": [], "snapshot": []}
     lag: list[float] = []
     errors: dict[str, int] = {}
     acked: dict[str, set[int]] = {}
     unacked = 0
     requests = 0
+    not_ready = 0
+    events_unacked = 0
     pad = b"x" * max(0, args.record_bytes - 40)
 
     def error(kind: str) -> None:
@@ -163,9 +189,46 @@ async def _drive(
                 lat[kind].append(time.perf_counter() - t0)
                 return r
 
-        async def cab(i: int, vehicle: str, token: str) -> None:
-            nonlocal unacked
+        async def live(i: int, wake: int, headers: dict[str, str], state: dict[str, Any]) -> None:
+            """One heartbeat (its pending pickups re-sent until acknowledged) and, every second
+            wake, a snapshot fetch with the last ETag."""
+            nonlocal not_ready
             base = urls[i % len(urls)]
+            t = int(time.time())
+            if wake % 4 == 0:
+                state["events"].append(MeterEvent(PICKUP, t - 1, 139.70 + i * 1e-5, 35.66))
+            link = 1 + (i * 37 + wake) % 50_000
+            hb = Heartbeat(
+                area=area, t_s=t, network=b"\0\0\0\0", link=link, lon=139.70 + i * 1e-5,
+                lat=35.66, vacant=i % 5 != 0, events=tuple(state["events"][-32:]),
+                route=tuple(range(link + 1, link + 21)),
+            )  # fmt: skip
+            r = await timed(
+                "heartbeat", "POST", f"{base}/v1/live/heartbeat",
+                content=encode_heartbeat(hb), headers=headers,
+            )  # fmt: skip
+            if r is not None and r.status_code == 200:
+                state["events"].clear()
+            elif r is not None:
+                error(f"heartbeat:HTTP {r.status_code}")
+            if wake % 2 == 1:
+                h = {**headers, "If-None-Match": state["etag"]} if state["etag"] else headers
+                r = await timed(
+                    "snapshot", "GET", f"{base}/v1/live/snapshot", params={"area": area},
+                    headers=h,
+                )  # fmt: skip
+                if r is not None and r.status_code == 200:
+                    state["etag"] = r.headers.get("etag", "")
+                elif r is not None and r.status_code == 503:
+                    not_ready += 1
+                elif r is not None and r.status_code != 304:
+                    error(f"snapshot:HTTP {r.status_code}")
+
+        async def cab(i: int, vehicle: str, token: str) -> None:
+            nonlocal unacked, events_unacked
+            base = urls[i % len(urls)]
+            live_state: dict[str, Any] = {"events": [], "etag": ""}
+            wake = 0
             epoch = secrets.token_hex(8)
             headers = {"Authorization": f"Bearer {token}"}
             seq = 0
@@ -206,7 +269,10 @@ async def _drive(
                     r = await timed("poll", "GET", f"{base}{path}")
                     if r is not None and r.status_code != ok:
                         error(f"poll:HTTP {r.status_code}")
+                await live(i, wake, headers, live_state)
+                wake += 1
                 due += args.interval_s
+            events_unacked += len(live_state["events"])
 
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
@@ -216,9 +282,14 @@ async def _drive(
         "requests": requests,
         "wall_s": round(wall, 1),
         "requests_per_s": round(requests / wall, 1),
-        "offered_requests_per_s": round(3 * len(tokens) / args.interval_s, 1),
+        "offered_requests_per_s": round(4.5 * len(tokens) / args.interval_s, 1),
         "upload_ms": _percentiles(lat["upload"]),
         "poll_ms": _percentiles(lat["poll"]),
+        "heartbeat_ms": _percentiles(lat["heartbeat"]),
+        "snapshot_ms": _percentiles(lat["snapshot"]),
+        "heartbeats": len(lat["heartbeat"]),
+        "snapshot_not_ready": not_ready,
+        "pickups_unacked": events_unacked,
         "lag_p99_ms": _percentiles(lag)["p99"],
         "errors": sum(errors.values()),
         "error_kinds": dict(sorted(errors.items())),
@@ -232,7 +303,12 @@ def _one(backend: str, work: Path, args: argparse.Namespace, pg: Any) -> dict[st
     from sync.logstore import open_storage
 
     root = work / backend
-    FleetRepository(root).init(datetime.now(UTC).replace(microsecond=0))
+    repo = FleetRepository(root)
+    repo.init(datetime.now(UTC).replace(microsecond=0))
+    # the live layer's area (no bundle: see the module docstring)
+    area = f"bench-{backend}"
+    index = {"area": area, "bundle_id": "", "files": {}}
+    atomic_write_bytes(repo.published_path, json.dumps({area: index}).encode())
     database = None
     if backend.startswith("postgresql"):
         database = args.postgres_url or pg().database()
@@ -243,17 +319,21 @@ def _one(backend: str, work: Path, args: argparse.Namespace, pg: Any) -> dict[st
         tokens = {v: storage.add_token("vehicle", v, 0.0) for v in names}
         n_proc = 2 if backend.endswith("2proc") else 1
         with ExitStack() as stack:
-            servers = [stack.enter_context(_serve(root, database)) for _ in range(n_proc)]
+            servers = [
+                stack.enter_context(_serve(root, database, args.live_build_every))
+                for _ in range(n_proc)
+            ]
             stop, peak = threading.Event(), [0.0]
             sampler = threading.Thread(
                 target=_rss_sampler, args=([p.pid for _, p in servers], stop, peak), daemon=True
             )
             sampler.start()
             try:
-                out = asyncio.run(_drive([u for u, _ in servers], tokens, args))
+                out = asyncio.run(_drive([u for u, _ in servers], tokens, args, area))
             finally:
                 stop.set()
                 sampler.join(5)
+            out["snapshot_cabs"] = [_snapshot_cabs(u, area, tokens[names[0]]) for u, _ in servers]
         acked = out.pop("acked")
         stored = lost = dup = 0
         for v in tokens:
@@ -275,6 +355,39 @@ def _one(backend: str, work: Path, args: argparse.Namespace, pg: Any) -> dict[st
         return out
     finally:
         storage.close()
+
+
+def _snapshot_cabs(url: str, area: str, token: str) -> int | None:
+    """The vacant cabs the snapshot a server serves counts (None: no snapshot)."""
+    import httpx
+
+    from sync.live import decode_body, open_envelope
+
+    r = httpx.get(
+        f"{url}/v1/live/snapshot",
+        params={"area": area},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    if r.status_code != 200:
+        return None
+    body, _ = open_envelope(r.content)
+    return decode_body(body).vacant_cabs
+
+
+def _ratios(figures: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
+    """``figures`` over the same run's ``peer`` (SQLite): requests/s, latencies, RSS."""
+
+    def ratio(a: Any, b: Any) -> float | None:
+        return round(a / b, 2) if isinstance(a, int | float) and b else None
+
+    out = {"requests_per_s": ratio(figures["requests_per_s"], peer["requests_per_s"])}
+    for kind in ("upload", "poll", "heartbeat", "snapshot"):
+        for q in ("p50", "p95", "p99"):
+            key = f"{kind}_ms"
+            out[f"{kind}_{q}"] = ratio(figures[key][q], peer[key][q])
+    out["server_peak_rss"] = ratio(figures["server_peak_rss_mib"], peer["server_peak_rss_mib"])
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -307,4 +420,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for c in cluster:
             c.destroy()
         shutil.rmtree(work, ignore_errors=True)
+    if "sqlite" in result:
+        result["ratios_to_sqlite"] = {
+            b: _ratios(result[b], result["sqlite"]) for b in wanted if b != "sqlite"
+        }
     return result

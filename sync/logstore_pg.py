@@ -20,6 +20,9 @@ The same records, identities and answers as :class:`~sync.logstore.SqliteLogStor
   SQLite's ``PRAGMA user_version``, is the row count of ``nagashi_schema`` (one row per applied
   migration, with its name). Each migration runs in one transaction with its row, under a
   transaction-level advisory lock, so several processes starting at once apply it once.
+* The same database keeps the live layer's inputs (:meth:`PostgresLogStorage.live_inputs`,
+  :mod:`sync._live_pg`) and the staged rollouts' state (:meth:`PostgresLogStorage.rollout_state`,
+  :class:`PostgresRolloutState`), in the same pool.
 * A lost connection (a database restart) is :class:`~sync.errors.SyncStorageError`: the server
   answers 503 and the cab retries; the pool checks a connection before lending it
   (``ConnectionPool.check_connection``), so the next request after a restart reconnects.
@@ -31,13 +34,15 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from sync._live_pg import LIVE_MIGRATION, PostgresLiveInputs
 from sync.errors import SyncDataError, SyncStorageError
 from sync.logstore import (
     MAX_INT,
@@ -99,7 +104,23 @@ PG_MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX health_bundle ON health (bundle_id);
         """,
     ),
+    # the live layer's inputs, shared by the server processes (sync/_live_pg.py)
+    ("0003_live", LIVE_MIGRATION),
+    (
+        # staged rollouts: one row per rollout ("<area>/<cohort or _all>"), sync.rollout
+        "0004_rollouts",
+        """
+        CREATE TABLE rollout_state (
+            key TEXT PRIMARY KEY,
+            doc JSONB NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )
+
+# transaction-level advisory lock keys (any constants)
+_ROLLOUT_LOCK = 0x726F6C6C  # "roll": rollout commands take turns, on any machine
 
 # a transaction-level advisory lock key for the migration runner (any constant)
 _MIGRATION_LOCK = 0x6E616761  # "naga"
@@ -200,6 +221,15 @@ class PostgresLogStorage:
                 yield conn
         except (psycopg.Error, PoolTimeout) as e:
             raise SyncStorageError(f"log storage: {_one_line(e)}") from e
+
+    def rollout_state(self) -> PostgresRolloutState:
+        """The staged rollouts' state in this database (:class:`sync.rollout.RolloutState`)."""
+        return PostgresRolloutState(self._tx)
+
+    def live_inputs(self) -> PostgresLiveInputs:
+        """The live layer's inputs in this database (same pool), shared by every server
+        process on it."""
+        return PostgresLiveInputs(self._tx)
 
     # ------------------------------------------------------------------------- records
     def insert_batch(
@@ -410,6 +440,57 @@ class PostgresLogStorage:
                 "SELECT kind, subject FROM tokens WHERE token_sha256 = %s", (token_hash(token),)
             ).fetchone()
         return Principal(str(row[0]), str(row[1])) if row else None
+
+
+class PostgresRolloutState:
+    """:class:`sync.rollout.RolloutState` in the table ``rollout_state``, the commands
+    serialised by a transaction-level advisory lock (machines and processes take turns). What
+    the targets role signed (``signed()``, ROOT/rollouts.json) wins when the two differ: it is
+    what the cabs see (a crash between signing and the commit, or a command run without
+    ``--database``); the table gets it back at the end of the command."""
+
+    def __init__(
+        self, transaction: Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+    ) -> None:
+        self._tx = transaction
+
+    @staticmethod
+    def _rows(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        rows = conn.execute("SELECT key, doc FROM rollout_state ORDER BY key").fetchall()
+        return {str(k): d for k, d in rows}
+
+    @staticmethod
+    def _reconciled(stored: dict[str, Any], signed: dict[str, Any]) -> dict[str, Any]:
+        if stored != signed:
+            log.warning(
+                "rollout state in the database differs from the signed rollouts.json "
+                "(%d vs %d rollouts): the signed one is taken",
+                len(stored),
+                len(signed),
+            )
+        return signed
+
+    @contextmanager
+    def locked(self, signed: Callable[[], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ROLLOUT_LOCK,))
+            stored = self._rows(conn)
+            state = self._reconciled(stored, signed())
+            yield state
+            for key in sorted(set(stored) - set(state)):
+                conn.execute("DELETE FROM rollout_state WHERE key = %s", (key,))
+            for key, doc in sorted(state.items()):
+                if stored.get(key) != doc:
+                    conn.execute(
+                        "INSERT INTO rollout_state (key, doc) VALUES (%s, %s) "
+                        "ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()",
+                        (key, Jsonb(doc)),
+                    )
+
+    def load(self, signed: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        with self._tx() as conn:
+            stored = self._rows(conn)
+        return self._reconciled(stored, signed())
 
 
 def _one_line(e: BaseException) -> str:

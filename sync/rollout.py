@@ -20,21 +20,38 @@ For a whole-area rollout the stage's members are exact: the registered vehicles 
 tokens) under the stage's threshold. A cohort's members are known to the cabs only (their local
 configuration), so its stage is a hash share of the id space and its counts are the cabs that
 reported.
+
+**Where the state lives.** ``ROOT/rollouts.json`` is what the targets role signed (the
+repository re-signs from it at every publish and timestamp). Every command that changes a
+rollout runs under a lock (:class:`RolloutState`): with SQLite, ``ROOT/.rollout.lock``
+(commands on this machine); with PostgreSQL (``--database``), a transaction-level advisory
+lock on the database, which also keeps the state in the table ``rollout_state`` (one row per
+rollout), so commands run on several machines (two ``rollout evaluate`` crons) take turns and
+the state is backed up with the database. Should the table and the signed file differ (a
+crash between signing and the commit, or a command run without ``--database``), the signed
+file is what the cabs see: it is taken, and written back at the next command.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
+import logging
 import math
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sync.cohorts import ALL, MAX_HASH, check_cohort, stage_hash, threshold_for
 from sync.errors import SyncDataError
 from sync.logstore import LogStorage
 from sync.repository import FleetRepository
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,20 +81,70 @@ def _key(area: str, cohort: str | None) -> str:
     return f"{area}/{cohort or ALL}"
 
 
+class RolloutState(Protocol):
+    """Where the rollout state is kept, and the lock that serialises the commands changing it.
+    ``signed`` reads what the targets role signed (``FleetRepository.rollouts``)."""
+
+    def locked(
+        self, signed: Callable[[], dict[str, Any]]
+    ) -> AbstractContextManager[dict[str, Any]]:
+        """The state, under the lock, to change in place (and sign); kept when the block ends
+        without an error."""
+        ...
+
+    def load(self, signed: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The state (no lock)."""
+        ...
+
+
+class FileRolloutState:
+    """SQLite fleets: the state is the signed ``ROOT/rollouts.json``; the lock is
+    ``ROOT/.rollout.lock`` (this machine's commands take turns)."""
+
+    def __init__(self, repo: FleetRepository) -> None:
+        self.repo = repo
+
+    @contextlib.contextmanager
+    def locked(self, signed: Callable[[], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        with open(self.repo.root / ".rollout.lock", "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield signed()
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def load(self, signed: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        return signed()
+
+
+def rollout_state(repo: FleetRepository, storage: LogStorage) -> RolloutState:
+    """The log storage's rollout state when it keeps one (PostgreSQL), else the file's."""
+    make = getattr(storage, "rollout_state", None)
+    if callable(make):
+        state: RolloutState = make()
+        return state
+    return FileRolloutState(repo)
+
+
 class Rollouts:
-    """The rollouts of one fleet: state in ``ROOT/rollouts.json``, signed through ``repo``,
-    health and the vehicle registry in ``storage``."""
+    """The rollouts of one fleet: state in :class:`RolloutState` (see the module docstring),
+    signed through ``repo``, health and the vehicle registry in ``storage``."""
 
     def __init__(self, repo: FleetRepository, storage: LogStorage) -> None:
         self.repo = repo
         self.storage = storage
+        self.state = rollout_state(repo, storage)
 
-    def _get(self, area: str, cohort: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-        rollouts = self.repo.rollouts()
+    def _locked(self) -> AbstractContextManager[dict[str, Any]]:
+        return self.state.locked(self.repo.rollouts)
+
+    @staticmethod
+    def _get(rollouts: dict[str, Any], area: str, cohort: str | None) -> dict[str, Any]:
         r = rollouts.get(_key(area, cohort))
         if r is None:
             raise SyncDataError(f"no rollout for {_key(area, cohort)}")
-        return rollouts, r
+        assert isinstance(r, dict)  # what start() stores
+        return r
 
     def _threshold(self, r: dict[str, Any]) -> int:
         percent = float(r["stages"][r["stage"]])
@@ -100,7 +167,20 @@ class Rollouts:
                 check_cohort(cohort)
             except ValueError as e:
                 raise SyncDataError(str(e)) from e
-        rollouts = self.repo.rollouts()
+        with self._locked() as rollouts:
+            r = self._start(rollouts, bundle_dir, area, stages, now, cohort, rules)
+        return self.describe(r, now.timestamp())
+
+    def _start(
+        self,
+        rollouts: dict[str, Any],
+        bundle_dir: str,
+        area: str,
+        stages: list[float],
+        now: datetime,
+        cohort: str | None,
+        rules: RolloutRules | None,
+    ) -> dict[str, Any]:
         old = rollouts.get(_key(area, cohort))
         if old is not None and old["state"] == "running" and old["stage"] < len(old["stages"]) - 1:
             raise SyncDataError(
@@ -129,7 +209,7 @@ class Rollouts:
         r["threshold"] = self._threshold(r)
         rollouts[_key(area, cohort)] = r
         self.repo.sign_rollouts(rollouts, now)
-        return self.describe(r, t)
+        return r
 
     def members(self, r: dict[str, Any]) -> list[str] | None:
         """The stage's registered vehicles (None for a cohort: the cabs know, not the server)."""
@@ -178,12 +258,25 @@ class Rollouts:
         }
 
     def status(self, now_s: float) -> list[dict[str, Any]]:
-        return [self.describe(r, now_s) for _, r in sorted(self.repo.rollouts().items())]
+        rollouts = self.state.load(self.repo.rollouts)
+        return [self.describe(r, now_s) for _, r in sorted(rollouts.items())]
 
     def promote(
         self, area: str, cohort: str | None, now: datetime, *, force: bool = False
     ) -> dict[str, Any]:
-        rollouts, r = self._get(area, cohort)
+        with self._locked() as rollouts:
+            return self._promote(rollouts, area, cohort, now, force=force)
+
+    def _promote(
+        self,
+        rollouts: dict[str, Any],
+        area: str,
+        cohort: str | None,
+        now: datetime,
+        *,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        r = self._get(rollouts, area, cohort)
         t = now.timestamp()
         if r["state"] != "running":
             raise SyncDataError(f"the rollout to {_key(area, cohort)} is {r['state']}")
@@ -210,7 +303,13 @@ class Rollouts:
         return self.describe(r, t)
 
     def halt(self, area: str, cohort: str | None, now: datetime, reason: str) -> dict[str, Any]:
-        rollouts, r = self._get(area, cohort)
+        with self._locked() as rollouts:
+            return self._halt(rollouts, area, cohort, now, reason)
+
+    def _halt(
+        self, rollouts: dict[str, Any], area: str, cohort: str | None, now: datetime, reason: str
+    ) -> dict[str, Any]:
+        r = self._get(rollouts, area, cohort)
         t = now.timestamp()
         if r["state"] != "running":
             raise SyncDataError(f"the rollout to {_key(area, cohort)} is {r['state']}")
@@ -223,11 +322,12 @@ class Rollouts:
         """Apply the rules to every running rollout (run it from cron); what was done."""
         t = now.timestamp()
         done = []
-        for _, r in sorted(self.repo.rollouts().items()):
-            d = self.describe(r, t)
-            if d["decision"] == "halt":
-                reason = f"{len(d['failed'])} of {d['members']} cab(s) failed health"
-                done.append(self.halt(r["area"], r.get("cohort"), now, reason))
-            elif d["decision"] == "promote":
-                done.append(self.promote(r["area"], r.get("cohort"), now))
+        with self._locked() as rollouts:
+            for _, r in sorted(rollouts.items()):
+                d = self.describe(r, t)
+                if d["decision"] == "halt":
+                    reason = f"{len(d['failed'])} of {d['members']} cab(s) failed health"
+                    done.append(self._halt(rollouts, r["area"], r.get("cohort"), now, reason))
+                elif d["decision"] == "promote":
+                    done.append(self._promote(rollouts, r["area"], r.get("cohort"), now))
         return done

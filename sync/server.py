@@ -56,6 +56,7 @@ class ServerConfig:
     max_page_records: int = 5_000
     max_vehicle_id_chars: int = 128
     limits: ServeLimits = field(default_factory=ServeLimits)  # timeouts, connections, rates
+    live_build_every_s: float = 30.0  # the live snapshots are rebuilt this often
 
 
 class _HTTPError(Exception):
@@ -283,9 +284,13 @@ def create_app(
         Mount("/metadata", app=StaticFiles(directory=repo.metadata_dir), name="metadata"),
         Mount("/targets", app=StaticFiles(directory=repo.targets_dir), name="targets"),
     ]
-    from sync._live_server import LiveService, live_app  # the live layer (sync.live)
+    from sync._live_server import LiveConfig, LiveService, live_app  # sync.live's server
 
-    live = LiveService(repo, clock=clock)
+    # the live inputs: in the database when the log storage offers it (PostgreSQL: shared by
+    # the server processes), else in this process's memory
+    make_inputs = getattr(store, "live_inputs", None)
+    inputs = make_inputs() if callable(make_inputs) else None
+    live = LiveService(repo, LiveConfig(build_every_s=cfg.live_build_every_s), clock, inputs)
     routes.append(Mount("/v1/live", app=live_app(live, store.authenticate, cfg.limits)))
     body_deadline = Middleware(BodyDeadline, timeout_s=cfg.limits.body_timeout_s)
     app = Starlette(routes=routes, middleware=[body_deadline])

@@ -188,6 +188,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"requests per token in a burst, else 429 (default {d.token_burst})",
     )
     serve.add_argument(
+        "--live-build-every",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="seconds between builds of the live snapshots (default 30)",
+    )
+    serve.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
     )
     serve.set_defaults(func=cmd_serve)
@@ -390,7 +397,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.root,
         args.host,
         args.port,
-        ServerConfig(limits=limits),
+        ServerConfig(limits=limits, live_build_every_s=args.live_build_every),
         database=args.database,
         log_level=args.log_level,
         on_ready=lambda url: print(f"serving {args.root} on {url}/", file=sys.stderr, flush=True),

@@ -43,13 +43,16 @@ def test_bench_live_runs_and_loses_no_heartbeat(monaco_tiles: Path) -> None:
 
 def test_bench_fleet_loses_and_duplicates_nothing_on_both_back_ends(pg_cluster: object) -> None:
     """A small run of ``nagashi bench fleet`` (counts, not timings): every acknowledged record
-    is stored once, on SQLite, PostgreSQL and two processes on PostgreSQL."""
+    is stored once, every heartbeat taken, on SQLite, PostgreSQL and two processes on
+    PostgreSQL, and the snapshot of each process counts every vacant cab (with two processes
+    too: the live inputs are in the database)."""
     from sync import bench_fleet
 
     parser = argparse.ArgumentParser()
     bench_fleet.add_arguments(parser)
     url = pg_cluster.database()  # type: ignore[attr-defined]
     args = ["--cabs", "20", "--interval-s", "2", "--minutes", "0.1", "--postgres-url", url]
+    args += ["--live-build-every", "0.5"]
     out = bench_fleet.run(parser.parse_args(args))
     for backend in ("sqlite", "postgresql", "postgresql-2proc"):
         r = out[backend]
@@ -57,3 +60,7 @@ def test_bench_fleet_loses_and_duplicates_nothing_on_both_back_ends(pg_cluster: 
         assert r["records_lost"] == 0 and r["records_duplicated"] == 0
         assert r["records_stored"] == r["records_acked"] > 0
         assert r["server_peak_rss_mib"] > 0
+        assert r["heartbeats"] >= 20 * 2 and r["pickups_unacked"] == 0
+        assert r["snapshot_cabs"] == [16] * r["servers"]  # i % 5 != 0 of 20 are vacant
+    assert set(out["ratios_to_sqlite"]) == {"postgresql", "postgresql-2proc"}
+    assert out["ratios_to_sqlite"]["postgresql"]["requests_per_s"] is not None

@@ -1,6 +1,9 @@
 """Soak (issue 13): cabs upload through a fault-injecting loopback proxy while the fleet server
 and the cabs are SIGKILLed at random; at the end the server holds exactly the records the cabs
-logged, each once, apart from those an outbox bound dropped on purpose (counted)."""
+logged, each once, apart from those an outbox bound dropped on purpose (counted).
+
+On both back ends (issue 19): on PostgreSQL (a throwaway cluster, tests/pgcluster.py) the
+database is also restarted at random moments; that variant is shorter (fewer kills)."""
 
 from __future__ import annotations
 
@@ -23,12 +26,13 @@ import pytest
 
 from agent.triplog import read_records
 from sync import FleetRepository, Outbox
-from sync.logstore import SqliteLogStorage
+from sync.logstore import open_storage
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SEED = 13
-CHAOS_S = 40.0
-KILLS_EACH = 3  # SIGKILLs of the server and of each cab
+# per back end: the chaos phase's bound, SIGKILLs of the server and of each cab, database
+# restarts
+CHAOS = {"sqlite": (40.0, 3, 0), "postgresql": (30.0, 2, 2)}
 DRAIN_S = 60.0
 CABS = {"cab-a": 100_000, "cab-b": 100_000, "cab-c": 6}  # vehicle: outbox max_records
 
@@ -120,11 +124,17 @@ class FaultyProxy:
 
 
 @pytest.mark.slow
-def test_soak_kills_and_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_soak_kills_and_faults_lose_and_duplicate_nothing(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     rng = random.Random(SEED)
+    chaos_s, kills_each, db_restarts = CHAOS[backend]
     root = tmp_path / "fleet"
     FleetRepository(root).init(dt.datetime.now(dt.UTC))  # `fleet serve` wants a repository
-    storage = SqliteLogStorage(root / "fleet.sqlite")
+    cluster = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+    database = cluster.database() if cluster is not None else None
+    storage = open_storage(root, database)
     tokens = {v: storage.add_token("vehicle", v, 0.0) for v in CABS}
     storage.close()
     port = _free_port()
@@ -138,7 +148,8 @@ def test_soak_kills_and_faults_lose_and_duplicate_nothing(tmp_path: Path) -> Non
     def start_server() -> None:
         procs["server"] = subprocess.Popen(
             [sys.executable, "-m", "tools.cli", "fleet", "serve", "--root", str(root),
-             "--host", "127.0.0.1", "--port", str(port)],
+             "--host", "127.0.0.1", "--port", str(port),
+             *(["--database", database] if database else [])],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -163,13 +174,18 @@ def test_soak_kills_and_faults_lose_and_duplicate_nothing(tmp_path: Path) -> Non
         start_server()
         for v in CABS:
             start_cab(v)
-        victims = ["server", *CABS] * KILLS_EACH
+        victims = ["server", *CABS] * kills_each + ["database"] * db_restarts
         rng.shuffle(victims)
-        end = time.monotonic() + CHAOS_S  # a hard bound on the chaos phase
+        end = time.monotonic() + chaos_s  # a hard bound on the chaos phase
         for victim in victims:
             if time.monotonic() > end:
                 break
             time.sleep(rng.uniform(0.2, 1.0))
+            if victim == "database":  # connections cut, transactions rolled back
+                assert cluster is not None
+                cluster.restart()
+                kills[victim] += 1
+                continue
             procs[victim].send_signal(signal.SIGKILL)
             procs[victim].wait(10)
             kills[victim] += 1
@@ -195,8 +211,9 @@ def test_soak_kills_and_faults_lose_and_duplicate_nothing(tmp_path: Path) -> Non
         proxy.close()
 
     assert kills["server"] >= 2 and sum(kills[v] for v in CABS) >= 6, kills  # chaos happened
+    assert kills["database"] >= min(1, db_restarts), kills
     assert proxy.counts["cut_answer"] and proxy.counts["cut_request"], proxy.counts
-    storage = SqliteLogStorage(root / "fleet.sqlite")
+    storage = open_storage(root, database)
     try:
         total_dropped = 0
         for v in CABS:
