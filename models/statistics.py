@@ -265,25 +265,68 @@ def build_from_trips(
     grid = make_grid(g, config.cell_m)
     if trips.n == 0:
         raise DemandDataError("no trip in the given files has a pickup inside the road network")
-    snapped = snap_pickups(
+    rate_snapped = snap_pickups(
         g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
     )
-    rate_trips, rate_snapped = trips, snapped
-    allowed = g.cruise_allowed()
     mid_lon, mid_lat = edge_midpoints(g)
     edge_cell = grid.cell_of(mid_lon, mid_lat)
-    counts = pickup_counts(trips, snapped, g.n)
+    counts = pickup_counts(trips, rate_snapped, g.n)
     exposure, inv_pi = effective_exposure(trips, config)
     rates = rates_from_counts(
-        counts, exposure, edge_cell, grid.n_cells, g.length_m.astype(np.float64), allowed, config
+        counts,
+        exposure,
+        edge_cell,
+        grid.n_cells,
+        g.length_m.astype(np.float64),
+        g.cruise_allowed(),
+        config,
     )
     # fares, distances, durations of trips starting on each link (shrunk toward the cell's)
+    vtrips, vsnapped = trips, rate_snapped
     if value_trips is not None:
-        trips = value_trips
-        snapped = snap_pickups(
-            g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
+        vtrips = value_trips
+        vsnapped = snap_pickups(
+            g, vtrips.lon, vtrips.lat, vtrips.dropoff_lon, vtrips.dropoff_lat, snap_config
         )
-    trip_i, edge_i, w = snapped.edge_weights(g.n)
+    distance, duration, detour, speed = _distances_and_durations(vtrips, config)
+    means, fare_q = _link_values(g, grid, edge_cell, vtrips, vsnapped, distance, duration, config)
+    dropoff = _dropoff_matrix(vtrips, grid, vsnapped, config)
+    sources = column_sources(vtrips, vsnapped.ok, distance, duration, grid)
+    sources["pickup_rate"] = column_sources(trips, rate_snapped.ok, trips.lon, trips.lon, grid)[
+        "pickup_rate"
+    ]
+    lacking = [c for c in ("fare", "trip_time", "dropoff") if not sources[c]]
+    if lacking:
+        raise DemandDataError(
+            f"no input file gives {', '.join(lacking)} for pickups inside the network (app"
+            " pickups have none): add a yellow-cab trip file"
+        )
+    real_trips = sum(config.trips_per_day_citywide / 24.0 * float(c.sum()) for c in trips.covered_h)
+    report = _report(
+        trips, rate_snapped, inv_pi, rates, sources, detour, speed, config, snap_config
+    )
+    table = DemandTable(
+        network_sha256=store.meta.get("source_sha256", ""),
+        n_edges=g.n_edges_total,
+        pickups_per_h=rates.astype(np.float32),
+        fare_mean=means["fare"].astype(np.float32),
+        fare_quantiles=fare_q.astype(np.float32),
+        trip_duration_s=means["duration"].astype(np.float32),
+        trip_distance_m=means["distance"].astype(np.float32),
+        grid=grid,
+        edge_cell=edge_cell.astype(np.int32),
+        dropoff=dropoff.astype(np.float32),
+        scale_factor=float(real_trips / max(sum(trips.citywide), 1)),
+        version=_statistics_version(store, trips, config, snap_config),
+        meta={"source": "statistical", "predicted_model": None, **report},
+    )
+    table.validate()
+    return table, report
+
+
+def _distances_and_durations(trips: Trips, config: StatsConfig) -> tuple[F64, F64, float, float]:
+    """Per trip its distance (measured, else straight line x the measured median detour) and
+    duration (measured, else distance / the measured median speed); the detour and speed."""
     measured = np.isfinite(trips.distance_m)
     straight = haversine_m(trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat)
     detour = config.detour_factor
@@ -296,6 +339,22 @@ def build_from_trips(
     if np.sum(timed) >= 50:
         speed = float(np.median(distance[timed] / trips.duration_s[timed]))
     duration = np.where(np.isfinite(trips.duration_s), trips.duration_s, distance / speed)
+    return distance, duration, detour, speed
+
+
+def _link_values(
+    g: Graph,
+    grid: CellGrid,
+    edge_cell: npt.NDArray[np.int64],
+    trips: Trips,
+    snapped: Snapped,
+    distance: F64,
+    duration: F64,
+    config: StatsConfig,
+) -> tuple[dict[str, F64], F64]:
+    """Per link the mean fare, distance and duration of the trips starting on it, shrunk toward
+    its cell's (and the cell's toward the area's), and its fare quantiles."""
+    trip_i, edge_i, w = snapped.edge_weights(g.n)
     cells_e = edge_cell[edge_i]
     out: dict[str, F64] = {}
     for name, vals in (("fare", trips.fare), ("distance", distance), ("duration", duration)):
@@ -307,74 +366,63 @@ def build_from_trips(
         )
         out[name] = _shrunk_mean(v, w, edge_i, g.n, cell_mean[edge_cell], config.k_fare)
     fare_q = _fare_quantiles(trips.fare[trip_i], edge_i, cells_e, edge_cell, g.n, config)
-    dropoff = _dropoff_matrix(trips, grid, snapped, config)
-    sources = column_sources(trips, snapped.ok, distance, duration, grid)
-    sources["pickup_rate"] = column_sources(
-        rate_trips, rate_snapped.ok, rate_trips.lon, rate_trips.lon, grid
-    )["pickup_rate"]
-    lacking = [c for c in ("fare", "trip_time", "dropoff") if not sources[c]]
-    if lacking:
-        raise DemandDataError(
-            f"no input file gives {', '.join(lacking)} for pickups inside the network (app"
-            " pickups have none): add a yellow-cab trip file"
-        )
+    return out, fare_q
+
+
+def _statistics_version(
+    store: TileStore, trips: Trips, config: StatsConfig, snap_config: SnapConfig
+) -> str:
+    """``stat-`` and a hash of everything the rates depend on: the files, their windows and
+    citywide counts, the road network, both configs and the days."""
     sha = hashlib.sha256()
-    for f in rate_trips.files:
+    for f in trips.files:
         sha.update(file_sha256(Path(f)).encode())
-    sha.update(repr([[w.start for w in ws] for ws in rate_trips.windows]).encode())
-    sha.update(repr(rate_trips.citywide).encode())
+    sha.update(repr([[w.start for w in ws] for ws in trips.windows]).encode())
+    sha.update(repr(trips.citywide).encode())
     sha.update(store.meta.get("source_sha256", "").encode())
     sha.update(repr(sorted(asdict(config).items())).encode())
     sha.update(repr(sorted(asdict(snap_config).items())).encode())
-    if rate_trips.days is not None:
-        sha.update(repr(sorted(rate_trips.days)).encode())
-    version = f"stat-{sha.hexdigest()[:12]}"
-    real_trips = sum(
-        config.trips_per_day_citywide / 24.0 * float(c.sum()) for c in rate_trips.covered_h
-    )
-    scale = float(real_trips / max(sum(rate_trips.citywide), 1))
-    citywide_total_per_day = config.trips_per_day_citywide
+    if trips.days is not None:
+        sha.update(repr(sorted(trips.days)).encode())
+    return f"stat-{sha.hexdigest()[:12]}"
+
+
+def _report(
+    trips: Trips,
+    snapped: Snapped,
+    inv_pi: list[float],
+    rates: F64,
+    sources: dict[str, Any],
+    detour: float,
+    speed: float,
+    config: StatsConfig,
+    snap_config: SnapConfig,
+) -> dict[str, Any]:
+    """What the table was built from and how (``demand.json``)."""
     area_per_day = float(
         sum(rates[d].sum() * 0.5 * days for d, days in enumerate(_days_per_week_of_type())) / 7.0
     )
-    report = {
+    return {
         "inputs": [
             {**f, "sha256": file_sha256(Path(f["path"])), "real_trips_per_sample_trip": ip}
-            for f, ip in zip(rate_trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]  # report() is dict[str, object]
+            for f, ip in zip(trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]  # report() is dict[str, object]
         ],
-        "snapping": {**rate_snapped.summary(), **asdict(snap_config)},
-        "pickups_snapped": int(np.sum(rate_snapped.ok)),
+        "snapping": {**snapped.summary(), **asdict(snap_config)},
+        "pickups_snapped": int(np.sum(snapped.ok)),
         "scale": {
-            "trips_per_day_citywide": citywide_total_per_day,
+            "trips_per_day_citywide": config.trips_per_day_citywide,
             "source": "NYC TLC Factbook 2014: ~485,000 yellow-cab trips per day",
             "rule": "rate = pickups / sum_f(pi_f * covered_h_f); pi_f = N_f/(485000/24 * H_f)",
             "scale_factor_meaning": "real trips per sample trip, pooled over the input files",
         },
         "sources": sources,
-        "days": days_built_from(rate_trips),
+        "days": days_built_from(trips),
         "network_area_pickups_per_day": round(area_per_day, 1),
         "max_link_pickups_per_h": round(float(rates.max()), 3),
         "measured_detour_factor": round(detour, 4),
         "measured_speed_mps": round(speed, 4),
         "config": asdict(config),
     }
-    table = DemandTable(
-        network_sha256=store.meta.get("source_sha256", ""),
-        n_edges=g.n_edges_total,
-        pickups_per_h=rates.astype(np.float32),
-        fare_mean=out["fare"].astype(np.float32),
-        fare_quantiles=fare_q.astype(np.float32),
-        trip_duration_s=out["duration"].astype(np.float32),
-        trip_distance_m=out["distance"].astype(np.float32),
-        grid=grid,
-        edge_cell=edge_cell.astype(np.int32),
-        dropoff=dropoff.astype(np.float32),
-        scale_factor=scale,
-        version=version,
-        meta={"source": "statistical", "predicted_model": None, **report},
-    )
-    table.validate()
-    return table, report
 
 
 def column_sources(
