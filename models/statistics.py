@@ -45,10 +45,10 @@ import numpy.typing as npt
 from models.demand import DAY_TYPES, SLOTS_PER_DAY, CellGrid, DemandTable
 from models.errors import DemandDataError
 from models.snap import SnapConfig, Snapped, snap_pickups
+from models.trip_values import distances_and_durations, dropoff_matrix, link_values
 from models.trips import FORMAT_DESCRIPTIONS, FORMAT_RECORDS, Trips, day_ranges, read_trips
 from tiles import Graph, TileStore
 from tiles.fileio import sha256_file
-from tiles.geo import haversine_m
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +193,6 @@ def rates_from_counts(
     return np.asarray(rates, dtype=np.float64)
 
 
-def _shrunk_mean(values: F64, weights: F64, group: I64, n_groups: int, prior: F64, k: float) -> F64:
-    ok = np.isfinite(values)
-    s = np.bincount(group[ok], weights=(values * weights)[ok], minlength=n_groups)
-    w = np.bincount(group[ok], weights=weights[ok], minlength=n_groups)
-    return (s + k * prior) / (w + k)
-
-
 def network_bbox(grid: CellGrid) -> tuple[float, float, float, float]:
     return (
         grid.min_lon,
@@ -288,9 +281,9 @@ def build_from_trips(
         vsnapped = snap_pickups(
             g, vtrips.lon, vtrips.lat, vtrips.dropoff_lon, vtrips.dropoff_lat, snap_config
         )
-    distance, duration, detour, speed = _distances_and_durations(vtrips, config)
-    means, fare_q = _link_values(g, grid, edge_cell, vtrips, vsnapped, distance, duration, config)
-    dropoff = _dropoff_matrix(vtrips, grid, vsnapped, config)
+    distance, duration, detour, speed = distances_and_durations(vtrips, config)
+    means, fare_q = link_values(g, grid, edge_cell, vtrips, vsnapped, distance, duration, config)
+    dropoff = dropoff_matrix(vtrips, grid, vsnapped, config)
     sources = column_sources(vtrips, vsnapped.ok, distance, duration, grid)
     sources["pickup_rate"] = column_sources(trips, rate_snapped.ok, trips.lon, trips.lon, grid)[
         "pickup_rate"
@@ -322,51 +315,6 @@ def build_from_trips(
     )
     table.validate()
     return table, report
-
-
-def _distances_and_durations(trips: Trips, config: StatsConfig) -> tuple[F64, F64, float, float]:
-    """Per trip its distance (measured, else straight line x the measured median detour) and
-    duration (measured, else distance / the measured median speed); the detour and speed."""
-    measured = np.isfinite(trips.distance_m)
-    straight = haversine_m(trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat)
-    detour = config.detour_factor
-    both = measured & np.isfinite(straight) & (straight > 200)
-    if np.sum(both) >= 50:
-        detour = float(np.median(trips.distance_m[both] / straight[both]))
-    distance = np.where(measured, trips.distance_m, straight * detour)
-    timed = np.isfinite(trips.duration_s) & np.isfinite(distance) & (distance > 0)
-    speed = config.speed_mps
-    if np.sum(timed) >= 50:
-        speed = float(np.median(distance[timed] / trips.duration_s[timed]))
-    duration = np.where(np.isfinite(trips.duration_s), trips.duration_s, distance / speed)
-    return distance, duration, detour, speed
-
-
-def _link_values(
-    g: Graph,
-    grid: CellGrid,
-    edge_cell: npt.NDArray[np.int64],
-    trips: Trips,
-    snapped: Snapped,
-    distance: F64,
-    duration: F64,
-    config: StatsConfig,
-) -> tuple[dict[str, F64], F64]:
-    """Per link the mean fare, distance and duration of the trips starting on it, shrunk toward
-    its cell's (and the cell's toward the area's), and its fare quantiles."""
-    trip_i, edge_i, w = snapped.edge_weights(g.n)
-    cells_e = edge_cell[edge_i]
-    out: dict[str, F64] = {}
-    for name, vals in (("fare", trips.fare), ("distance", distance), ("duration", duration)):
-        v = vals[trip_i]
-        ok = np.isfinite(v)
-        glob = float(np.average(v[ok], weights=w[ok])) if ok.any() else 0.0
-        cell_mean = _shrunk_mean(
-            v, w, cells_e, grid.n_cells, np.full(grid.n_cells, glob), config.k_fare
-        )
-        out[name] = _shrunk_mean(v, w, edge_i, g.n, cell_mean[edge_cell], config.k_fare)
-    fare_q = _fare_quantiles(trips.fare[trip_i], edge_i, cells_e, edge_cell, g.n, config)
-    return out, fare_q
 
 
 def _statistics_version(
@@ -483,53 +431,6 @@ def days_built_from(trips: Trips) -> dict[str, Any]:
 
 def _days_per_week_of_type() -> tuple[float, float, float]:
     return (5.0, 1.0, 1.0)
-
-
-def _fare_quantiles(
-    fare: F64, edge_i: I64, cells_e: I64, edge_cell: I64, n: int, config: StatsConfig
-) -> F64:
-    ok = np.isfinite(fare)
-    fare, edge_i, cells_e = fare[ok], edge_i[ok], cells_e[ok]
-    qs = (0.1, 0.5, 0.9)
-    glob = np.quantile(fare, qs) if fare.size else np.zeros(3)
-    out = np.tile(glob, (n, 1))
-    by_cell: dict[int, F64] = {}
-    for c in np.unique(cells_e):
-        v = fare[cells_e == c]
-        if v.size >= config.min_quantile_trips:
-            by_cell[int(c)] = np.quantile(v, qs)
-    for e in range(n):
-        q = by_cell.get(int(edge_cell[e]))
-        if q is not None:
-            out[e] = q
-    order = np.argsort(edge_i, kind="stable")
-    es, fs = edge_i[order], fare[order]
-    bounds = np.flatnonzero(np.diff(es)) + 1
-    for grp_e, grp_f in zip(np.split(es, bounds), np.split(fs, bounds), strict=True):
-        if grp_f.size >= config.min_quantile_trips:
-            out[int(grp_e[0])] = np.quantile(grp_f, qs)
-    return out
-
-
-def _dropoff_matrix(trips: Trips, grid: CellGrid, snapped: Snapped, config: StatsConfig) -> F64:
-    """P(drop-off cell | pickup cell), last column outside the grid; shrunk to the area's."""
-    ok = snapped.ok & np.isfinite(trips.dropoff_lon) & np.isfinite(trips.dropoff_lat)
-    pc = grid.cell_of(trips.lon[ok], trips.lat[ok])
-    dc = grid.cell_of(trips.dropoff_lon[ok], trips.dropoff_lat[ok])
-    dc = np.where(dc < 0, grid.n_cells, dc)
-    keep = pc >= 0
-    m = np.zeros((grid.n_cells, grid.n_cells + 1))
-    np.add.at(m, (pc[keep], dc[keep]), 1.0)
-    total = m.sum(axis=0)
-    area = (
-        total / total.sum()
-        if total.sum() > 0
-        else np.full(grid.n_cells + 1, 1.0 / (grid.n_cells + 1))
-    )
-    return np.asarray(
-        (m + config.k_dropoff * area[None, :]) / (m.sum(axis=1, keepdims=True) + config.k_dropoff),
-        dtype=np.float64,
-    )
 
 
 def file_sha256(p: Path) -> str:
