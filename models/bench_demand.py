@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from models.errors import DemandDataError
 from models.features import assemble
@@ -36,6 +37,9 @@ from models.predict import DemandModel, InferenceConfig, statistical_tick
 from models.recent import RecentPickups
 from tiles import TileStore, build_tiles
 from tiles.fileio import real_data_dir
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
 
 DEFAULT_OSM = str(real_data_dir() / "osm" / "nyc_manhattan_midtown.osm.pbf")
 DEFAULT_TRIPS = str(real_data_dir() / "trips")
@@ -198,51 +202,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if model.granularity == "cell":
             recent = _recent_inputs(args.trips_dir, args.recent_at, model.table.grid)
         tick = model.tick(edges, mow, hz, recent=recent)  # warm-up
-        if model.granularity == "cell":
-            x = _cell_rows(model, edges, tick.slot_minute_of_week, mow)
-        else:
-            x = assemble(
-                model.static, model.table, model.cell_rate, edges, tick.slot_minute_of_week[:1]
-            )  # what tick() sends: one row per link
-        onnx_t: list[float] = []
-        offline_t: list[float] = []
-        run_t: list[float] = []
-        stat_t: list[float] = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            model.tick(edges, mow, hz, recent=recent)
-            onnx_t.append(time.perf_counter() - t)
-            if recent is not None:
-                t = time.perf_counter()
-                model.tick(edges, mow, hz)
-                offline_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            model.session.run([model.output_name], {model.input_name: x})
-            run_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            statistical_tick(model.table, edges, mow, hz)
-            stat_t.append(time.perf_counter() - t)
-        probe = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _RSS_PROBE,
-                str(model_dir),
-                str(tiles),
-                str(lon),
-                str(lat),
-                str(args.radius_m),
-                str(args.threads),
-                str(mow),
-                str(hz),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        agent_rss = json.loads(probe.stdout)["peak_rss_mb"]
+        x = _one_call_rows(model, edges, tick.slot_minute_of_week, mow)
+        times = _interleaved_timings(model, edges, mow, hz, recent, x, args.repeats)
+        agent_rss = _agent_peak_rss_mb(model_dir, tiles, lon, lat, args)
         doc = json.loads((model_dir / "model.json").read_text())
-    o, s = _stats(onnx_t), _stats(stat_t)
+    o, s = _stats(times["onnx"]), _stats(times["statistical"])
     extra: dict[str, Any] = {}
     if recent is not None:
         extra = {
@@ -250,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "slot_minutes": model.slot_minutes,
             "recent_pickups": int(recent.minutes_ago.size),
             "recent_at": args.recent_at,
-            "onnx_tick_offline": _stats(offline_t),
+            "onnx_tick_offline": _stats(times["offline"]),
         }
     return {
         **extra,
@@ -267,10 +231,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "prepare_s": round(prepare_s, 2),
         "model_load_s": round(load_s, 4),
         "onnx_tick": o,
-        "onnx_run_only": _stats(run_t),
+        "onnx_run_only": _stats(times["run"]),
         "statistical_tick": s,
         "ratio_p95_onnx_over_statistical": round(o["p95_ms"] / s["p95_ms"], 2),
         "goal_p95_ms": 5.0,
         "agent_peak_rss_mb": round(agent_rss, 1),
         "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def _one_call_rows(model: DemandModel, edges: I64, slots: I64, mow: int) -> F32:
+    """The input of one ONNX call of a tick (what ``tick()`` sends)."""
+    if model.granularity == "cell":
+        rows: F32 = _cell_rows(model, edges, slots, mow)
+        return rows
+    # one row per link
+    return assemble(model.static, model.table, model.cell_rate, edges, slots[:1])
+
+
+def _interleaved_timings(
+    model: DemandModel,
+    edges: I64,
+    mow: int,
+    hz: int,
+    recent: RecentPickups | None,
+    x: F32,
+    repeats: int,
+) -> dict[str, list[float]]:
+    """Seconds per repeat of the model's tick (with recent inputs, and without when it has
+    them), of the ONNX call alone and of the statistical tick, interleaved in one loop."""
+    times: dict[str, list[float]] = {"onnx": [], "offline": [], "run": [], "statistical": []}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.tick(edges, mow, hz, recent=recent)
+        times["onnx"].append(time.perf_counter() - t)
+        if recent is not None:
+            t = time.perf_counter()
+            model.tick(edges, mow, hz)
+            times["offline"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        model.session.run([model.output_name], {model.input_name: x})
+        times["run"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        statistical_tick(model.table, edges, mow, hz)
+        times["statistical"].append(time.perf_counter() - t)
+    return times
+
+
+def _agent_peak_rss_mb(
+    model_dir: Path, tiles: Path, lon: float, lat: float, args: argparse.Namespace
+) -> float:
+    """Peak RSS of a fresh process that loads what the agent loads and runs one tick."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _RSS_PROBE,
+            str(model_dir),
+            str(tiles),
+            str(lon),
+            str(lat),
+            str(args.radius_m),
+            str(args.threads),
+            str(args.minute_of_week),
+            str(args.horizon_min),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(probe.stdout)["peak_rss_mb"])

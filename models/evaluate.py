@@ -31,8 +31,9 @@ import datetime as dt
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +41,7 @@ import numpy.typing as npt
 from models.demand import DAY_TYPES, SLOTS_PER_DAY, DemandTable, _atomic_write
 from models.errors import DemandDataError
 from models.predict import FEATURES_NPZ, MODEL_JSON, MODEL_ONNX, DemandModel, read_model_json
-from models.snap import SnapConfig, snap_pickups
+from models.snap import SnapConfig, Snapped, snap_pickups
 from models.statistics import (
     StatsConfig,
     effective_exposure,
@@ -50,7 +51,10 @@ from models.statistics import (
 )
 from models.train import poisson_deviance
 from models.trips import Trips, read_trips
-from tiles import TileStore
+from tiles import Graph, TileStore
+
+if TYPE_CHECKING:  # models.rolling is loaded only for a cell model
+    from models.rolling import MonthData
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +136,8 @@ def evaluate_trips(
     stats_config: StatsConfig = StatsConfig(),
     snap_config: SnapConfig = SnapConfig(),
 ) -> dict[str, Any]:
+    """A link model against statistics on held-out trips: expected pickups per (covered slot,
+    cruisable link) from each, scored per cell and per link against the observed ones."""
     table = model.table
     g = full_graph(g_store)
     if trips.n == 0:
@@ -154,37 +160,10 @@ def evaluate_trips(
     rate_stat = table.pickups_per_h[dts[:, None], sls[:, None], edges[None, :]].astype(np.float64)
     expo = exposure[dts, sls][:, None]
     mu = {"model": rate_model * expo, "statistics": rate_stat * expo}
-    # observed pickups per (slot k, edge column)
-    trip_i, edge_local, w = snapped.edge_weights(g.n)
-    col_of_local = np.full(g.n, -1, dtype=np.int64)
-    col_of_local[np.flatnonzero(allowed)] = np.arange(edges.size)
-    col = col_of_local[edge_local]
-    t_dt = trips.pickup_day_type[trip_i]
-    t_slot = (trips.pickup_minute_of_week[trip_i] % 1440) // 30
-    k_of = {(dt, s): k for k, (dt, s) in enumerate(slots)}
-    k = np.array([k_of.get((int(a), int(b)), -1) for a, b in zip(t_dt, t_slot, strict=True)])
-    ok = (col >= 0) & (k >= 0)
-    y = np.zeros((len(slots), edges.size))
-    np.add.at(y, (k[ok], col[ok]), w[ok])
+    obs = _observed(g, trips, snapped, allowed, edges, slots)
     # cells: every cell with a cruisable link
-    cell = table.edge_cell[edges].astype(np.int64)
-    cells, cell_col = np.unique(cell, return_inverse=True)
-
-    def to_cells(a: F64) -> F64:
-        out = np.zeros((a.shape[0], cells.size))
-        for r in range(a.shape[0]):
-            out[r] = np.bincount(cell_col, weights=a[r], minlength=cells.size)
-        return out
-
-    y_cell = to_cells(y).ravel()
-    result: dict[str, Any] = {}
-    for name, m in mu.items():
-        met = _metrics(y_cell, to_cells(m).ravel())
-        p = m / np.maximum(m.sum(axis=1, keepdims=True), 1e-300)
-        ll = np.log(np.maximum(p[k[ok], col[ok]], 1e-300))
-        met["link_loglik_per_pickup"] = float(np.sum(w[ok] * ll) / np.sum(w[ok]))
-        met["expected_pickups"] = float(m.sum())
-        result[name] = met
+    cells, cell_col = np.unique(table.edge_cell[edges].astype(np.int64), return_inverse=True)
+    result = {name: _scores(m, obs, cells.size, cell_col) for name, m in mu.items()}
     ratios = {
         key: (
             result["model"][key] / result["statistics"][key]
@@ -203,7 +182,7 @@ def evaluate_trips(
         "model_version": model.version,
         "statistics_version": table.version,
         "evaluated_on": used,
-        "heldout_pickups": float(np.sum(w[ok])),
+        "heldout_pickups": float(np.sum(obs.w)),
         "slots": [f"{DAY_TYPES[dt]} {s // 2:02d}:{30 * (s % 2):02d}" for dt, s in slots],
         "cells": int(cells.size),
         "links": int(edges.size),
@@ -216,6 +195,59 @@ def evaluate_trips(
         "slot_minutes": 30,
         "model_beats_statistics": passed,
     }
+
+
+@dataclass(frozen=True, eq=False)
+class _Observed:
+    """The held-out pickups: per (slot k, link column) counts ``y``, and per snapped pickup
+    inside a slot and on a cruisable link its slot ``k``, column ``col`` and weight ``w``."""
+
+    y: F64
+    k: npt.NDArray[np.int64]
+    col: npt.NDArray[np.int64]
+    w: F64
+
+
+def _observed(
+    g: Graph,
+    trips: Trips,
+    snapped: Snapped,
+    allowed: npt.NDArray[np.bool_],
+    edges: npt.NDArray[np.int64],
+    slots: list[tuple[int, int]],
+) -> _Observed:
+    trip_i, edge_local, w = snapped.edge_weights(g.n)
+    col_of_local = np.full(g.n, -1, dtype=np.int64)
+    col_of_local[np.flatnonzero(allowed)] = np.arange(edges.size)
+    col = col_of_local[edge_local]
+    t_dt = trips.pickup_day_type[trip_i]
+    t_slot = (trips.pickup_minute_of_week[trip_i] % 1440) // 30
+    k_of = {(dt, s): k for k, (dt, s) in enumerate(slots)}
+    k = np.array([k_of.get((int(a), int(b)), -1) for a, b in zip(t_dt, t_slot, strict=True)])
+    ok = (col >= 0) & (k >= 0)
+    y = np.zeros((len(slots), edges.size))
+    np.add.at(y, (k[ok], col[ok]), w[ok])
+    return _Observed(y, k[ok], col[ok], w[ok])
+
+
+def _scores(
+    m: F64, obs: _Observed, n_cells: int, cell_col: npt.NDArray[np.int64]
+) -> dict[str, float]:
+    """Expected pickups ``m`` (slot x link) scored: the cell metrics, the per-pickup link
+    log-likelihood within its slot, and the expected total."""
+
+    def to_cells(a: F64) -> F64:
+        out = np.zeros((a.shape[0], n_cells))
+        for r in range(a.shape[0]):
+            out[r] = np.bincount(cell_col, weights=a[r], minlength=n_cells)
+        return out
+
+    met = _metrics(to_cells(obs.y).ravel(), to_cells(m).ravel())
+    p = m / np.maximum(m.sum(axis=1, keepdims=True), 1e-300)
+    ll = np.log(np.maximum(p[obs.k, obs.col], 1e-300))
+    met["link_loglik_per_pickup"] = float(np.sum(obs.w * ll) / np.sum(obs.w))
+    met["expected_pickups"] = float(m.sum())
+    return met
 
 
 #: a cell model is evaluated on consecutive dates: at most this many between the first and
@@ -236,45 +268,11 @@ def evaluate_cell_model(
     Recent inputs come from the files' own records, before each slot. Refuses a date the model
     was trained on.
     """
-    from models.rolling import beats, cached_month, evaluate_days, ratios
+    from models.rolling import beats, evaluate_days, ratios
 
     table = model.table
     train = model.doc.get("training", {})
-    trained = {dt.date.fromisoformat(x) for x in train.get("train_days", [])}
-    if days is not None and set(days) & trained:
-        raise DemandDataError(
-            f"dates {', '.join(d.isoformat() for d in sorted(set(days) & trained))} were used"
-            " for training"
-        )
-    probe = read_trips(list(trip_files), network_bbox(table.grid))
-    if probe.n == 0:
-        raise DemandDataError("no held-out pickup inside the road network")
-    lo, hi = int(probe.pickup_date_ord.min()), int(probe.pickup_date_ord.max())
-    if hi - lo + 1 > MAX_EVAL_SPAN_DAYS:
-        raise DemandDataError(
-            f"a recent-demand model is evaluated on consecutive days of pickups (the Uber"
-            f" month); these files span {hi - lo + 1} days"
-        )
-    md = cached_month(store, list(trip_files), probe)
-    if md.grid.to_json() != table.grid.to_json() or md.n_local != table.n_edges:
-        raise DemandDataError("the trips were binned on another grid or network than the model")
-    present = {md.date_of(i) for i in np.unique(md.pk_day)}
-    if days is None:
-        last = max(trained) if trained else dt.date.min
-        held = sorted(d for d in present if d > last)[:7]
-    else:
-        held = sorted(days)
-    used = sorted(set(held) & trained)
-    if used:
-        raise DemandDataError(
-            f"dates {', '.join(d.isoformat() for d in used)} were used for training"
-        )
-    missing = [d for d in held if d not in present or md.day_index(d) < 1]
-    if not held or missing:
-        raise DemandDataError(
-            "no held-out date with pickups (and the day before) in these files"
-            + (f": {', '.join(d.isoformat() for d in missing)}" if missing else "")
-        )
+    md, held = _heldout_month(store, model, trip_files, days)
     rates = table.pickups_per_h.astype(np.float64) * model.pickups_per_hail
     window = int(train.get("selection", {}).get("recent_level_window_min", 60))
 
@@ -312,6 +310,58 @@ def evaluate_cell_model(
         # the gate: the stronger baseline, and a cab offline no worse than statistics
         "gate_passed": bool(beats_recent and offline_ok),
     }
+
+
+def _heldout_month(
+    store: TileStore,
+    model: DemandModel,
+    trip_files: list[str | os.PathLike[str]],
+    days: frozenset[dt.date] | None,
+) -> tuple[MonthData, list[dt.date]]:
+    """The files' month binned as the model's (same grid and network) and the held-out dates:
+    ``days``, else the first 7 after the last training date; never a training date, and each
+    with pickups and the day before."""
+    from models.rolling import cached_month
+
+    table = model.table
+    trained = {
+        dt.date.fromisoformat(x) for x in model.doc.get("training", {}).get("train_days", [])
+    }
+    if days is not None and set(days) & trained:
+        raise DemandDataError(
+            f"dates {', '.join(d.isoformat() for d in sorted(set(days) & trained))} were used"
+            " for training"
+        )
+    probe = read_trips(list(trip_files), network_bbox(table.grid))
+    if probe.n == 0:
+        raise DemandDataError("no held-out pickup inside the road network")
+    lo, hi = int(probe.pickup_date_ord.min()), int(probe.pickup_date_ord.max())
+    if hi - lo + 1 > MAX_EVAL_SPAN_DAYS:
+        raise DemandDataError(
+            f"a recent-demand model is evaluated on consecutive days of pickups (the Uber"
+            f" month); these files span {hi - lo + 1} days"
+        )
+    md = cached_month(store, list(trip_files), probe)
+    if md.grid.to_json() != table.grid.to_json() or md.n_local != table.n_edges:
+        raise DemandDataError("the trips were binned on another grid or network than the model")
+    present = {md.date_of(i) for i in np.unique(md.pk_day)}
+    if days is None:
+        last = max(trained) if trained else dt.date.min
+        held = sorted(d for d in present if d > last)[:7]
+    else:
+        held = sorted(days)
+    used = sorted(set(held) & trained)
+    if used:
+        raise DemandDataError(
+            f"dates {', '.join(d.isoformat() for d in used)} were used for training"
+        )
+    missing = [d for d in held if d not in present or md.day_index(d) < 1]
+    if not held or missing:
+        raise DemandDataError(
+            "no held-out date with pickups (and the day before) in these files"
+            + (f": {', '.join(d.isoformat() for d in missing)}" if missing else "")
+        )
+    return md, held
 
 
 def _round(d: dict[str, float]) -> dict[str, float]:

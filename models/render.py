@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from models.demand import TickDemand, _atomic_write
 from models.errors import DemandDataError
 from models.predict import open_demand, statistical_tick
-from tiles import ATTRIBUTION, TileStore
+from tiles import ATTRIBUTION, Graph, TileStore
+
+F64 = npt.NDArray[np.float64]
 
 #: the colour bins of the map: the links under the median, then up to the 75th, 90th, 95th and
 #: 99th percentile of the slot's rates, then the hottest 1 %: hot spots stand out by design
@@ -58,11 +62,42 @@ def render_map(
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.collections import LineCollection
-        from matplotlib.colors import BoundaryNorm, ListedColormap
     except ImportError as e:
         raise DemandDataError(f"maps need the train extra (matplotlib): {e}") from e
+    g, allowed, tick = _link_demand(demand_dir, tiles, minute_of_week, source)
+    rate = tick.pickups_per_h[0].astype(np.float64)
+    day = _DAYS[minute_of_week // 1440].capitalize()
+    hhmm = f"{(minute_of_week % 1440) // 60:02d}:{minute_of_week % 60:02d}"
+    fig = _draw(
+        g,
+        allowed,
+        rate,
+        title
+        or f"Expected street hails per hour, {day} {hhmm} ({tick.source}); "
+        f"area total {rate.sum():,.0f}/h",
+    )
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    plt.close(fig)
+    return {
+        "out": str(path),
+        "source": tick.source,
+        "minute_of_week": minute_of_week,
+        "links": int(np.sum(allowed)),
+        "area_pickups_per_h": round(float(rate.sum()), 1),
+        "max_link_pickups_per_h": round(float(rate.max()), 2),
+    }
+
+
+def _link_demand(
+    demand_dir: str | os.PathLike[str],
+    tiles: str | os.PathLike[str],
+    minute_of_week: int,
+    source: str,
+) -> tuple[Graph, npt.NDArray[np.bool_], TickDemand]:
+    """The whole network, its cruisable links at that minute, and their demand (the model's
+    for ``auto``/``model`` when the directory ships one, else statistics)."""
     table, model = open_demand(demand_dir)
     if source == "model" and model is None:
         raise DemandDataError(f"{demand_dir} ships no ONNX model (statistics only)")
@@ -78,7 +113,17 @@ def render_map(
         if use_model and model is not None
         else statistical_tick(table, edges, minute_of_week, 0)
     )
-    rate = tick.pickups_per_h[0].astype(np.float64)
+    return g, allowed, tick
+
+
+def _draw(g: Graph, allowed: npt.NDArray[np.bool_], rate: F64, title: str) -> Any:
+    """The figure: every link in grey, the cruisable ones coloured by their hot-spot bin (the
+    busiest on top), the colour bar and the attribution."""
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
     segs = [g.geometry(i) for i in range(g.n)]
     fig, ax = plt.subplots(figsize=(10, 7.5), dpi=120)
     ax.add_collection(LineCollection(segs, colors="#d0d0d0", linewidths=0.6, zorder=1))
@@ -98,13 +143,7 @@ def render_map(
     ax.set_aspect(1.0 / np.cos(np.radians(float(pts[:, 1].mean()))))
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
-    day = _DAYS[minute_of_week // 1440].capitalize()
-    hhmm = f"{(minute_of_week % 1440) // 60:02d}:{minute_of_week % 60:02d}"
-    ax.set_title(
-        title
-        or f"Expected street hails per hour, {day} {hhmm} ({tick.source}); "
-        f"area total {rate.sum():,.0f}/h"
-    )
+    ax.set_title(title)
     scale = ScalarMappable(
         norm=BoundaryNorm(bounds, len(HOT_COLOURS)), cmap=ListedColormap(HOT_COLOURS)
     )
@@ -113,15 +152,4 @@ def render_map(
     bar.set_label("hails per hour on the link\n(bins: median, 75th, 90th, 95th, 99th percentile)")
     fig.text(0.01, 0.01, f"Road network {ATTRIBUTION}; trips: NYC TLC", fontsize=7)
     fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
-    plt.close(fig)
-    return {
-        "out": str(path),
-        "source": tick.source,
-        "minute_of_week": minute_of_week,
-        "links": int(edges.size),
-        "area_pickups_per_h": round(float(rate.sum()), 1),
-        "max_link_pickups_per_h": round(float(rate.max()), 2),
-    }
+    return fig

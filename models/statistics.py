@@ -45,10 +45,10 @@ import numpy.typing as npt
 from models.demand import DAY_TYPES, SLOTS_PER_DAY, CellGrid, DemandTable
 from models.errors import DemandDataError
 from models.snap import SnapConfig, Snapped, snap_pickups
+from models.trip_values import distances_and_durations, dropoff_matrix, link_values
 from models.trips import FORMAT_DESCRIPTIONS, FORMAT_RECORDS, Trips, day_ranges, read_trips
 from tiles import Graph, TileStore
 from tiles.fileio import sha256_file
-from tiles.geo import haversine_m
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +193,6 @@ def rates_from_counts(
     return np.asarray(rates, dtype=np.float64)
 
 
-def _shrunk_mean(values: F64, weights: F64, group: I64, n_groups: int, prior: F64, k: float) -> F64:
-    ok = np.isfinite(values)
-    s = np.bincount(group[ok], weights=(values * weights)[ok], minlength=n_groups)
-    w = np.bincount(group[ok], weights=weights[ok], minlength=n_groups)
-    return (s + k * prior) / (w + k)
-
-
 def network_bbox(grid: CellGrid) -> tuple[float, float, float, float]:
     return (
         grid.min_lon,
@@ -265,116 +258,119 @@ def build_from_trips(
     grid = make_grid(g, config.cell_m)
     if trips.n == 0:
         raise DemandDataError("no trip in the given files has a pickup inside the road network")
-    snapped = snap_pickups(
+    rate_snapped = snap_pickups(
         g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
     )
-    rate_trips, rate_snapped = trips, snapped
-    allowed = g.cruise_allowed()
     mid_lon, mid_lat = edge_midpoints(g)
     edge_cell = grid.cell_of(mid_lon, mid_lat)
-    counts = pickup_counts(trips, snapped, g.n)
+    counts = pickup_counts(trips, rate_snapped, g.n)
     exposure, inv_pi = effective_exposure(trips, config)
     rates = rates_from_counts(
-        counts, exposure, edge_cell, grid.n_cells, g.length_m.astype(np.float64), allowed, config
+        counts,
+        exposure,
+        edge_cell,
+        grid.n_cells,
+        g.length_m.astype(np.float64),
+        g.cruise_allowed(),
+        config,
     )
     # fares, distances, durations of trips starting on each link (shrunk toward the cell's)
+    vtrips, vsnapped = trips, rate_snapped
     if value_trips is not None:
-        trips = value_trips
-        snapped = snap_pickups(
-            g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
+        vtrips = value_trips
+        vsnapped = snap_pickups(
+            g, vtrips.lon, vtrips.lat, vtrips.dropoff_lon, vtrips.dropoff_lat, snap_config
         )
-    trip_i, edge_i, w = snapped.edge_weights(g.n)
-    measured = np.isfinite(trips.distance_m)
-    straight = haversine_m(trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat)
-    detour = config.detour_factor
-    both = measured & np.isfinite(straight) & (straight > 200)
-    if np.sum(both) >= 50:
-        detour = float(np.median(trips.distance_m[both] / straight[both]))
-    distance = np.where(measured, trips.distance_m, straight * detour)
-    timed = np.isfinite(trips.duration_s) & np.isfinite(distance) & (distance > 0)
-    speed = config.speed_mps
-    if np.sum(timed) >= 50:
-        speed = float(np.median(distance[timed] / trips.duration_s[timed]))
-    duration = np.where(np.isfinite(trips.duration_s), trips.duration_s, distance / speed)
-    cells_e = edge_cell[edge_i]
-    out: dict[str, F64] = {}
-    for name, vals in (("fare", trips.fare), ("distance", distance), ("duration", duration)):
-        v = vals[trip_i]
-        ok = np.isfinite(v)
-        glob = float(np.average(v[ok], weights=w[ok])) if ok.any() else 0.0
-        cell_mean = _shrunk_mean(
-            v, w, cells_e, grid.n_cells, np.full(grid.n_cells, glob), config.k_fare
-        )
-        out[name] = _shrunk_mean(v, w, edge_i, g.n, cell_mean[edge_cell], config.k_fare)
-    fare_q = _fare_quantiles(trips.fare[trip_i], edge_i, cells_e, edge_cell, g.n, config)
-    dropoff = _dropoff_matrix(trips, grid, snapped, config)
-    sources = column_sources(trips, snapped.ok, distance, duration, grid)
-    sources["pickup_rate"] = column_sources(
-        rate_trips, rate_snapped.ok, rate_trips.lon, rate_trips.lon, grid
-    )["pickup_rate"]
+    distance, duration, detour, speed = distances_and_durations(vtrips, config)
+    means, fare_q = link_values(g, grid, edge_cell, vtrips, vsnapped, distance, duration, config)
+    dropoff = dropoff_matrix(vtrips, grid, vsnapped, config)
+    sources = column_sources(vtrips, vsnapped.ok, distance, duration, grid)
+    sources["pickup_rate"] = column_sources(trips, rate_snapped.ok, trips.lon, trips.lon, grid)[
+        "pickup_rate"
+    ]
     lacking = [c for c in ("fare", "trip_time", "dropoff") if not sources[c]]
     if lacking:
         raise DemandDataError(
             f"no input file gives {', '.join(lacking)} for pickups inside the network (app"
             " pickups have none): add a yellow-cab trip file"
         )
+    real_trips = sum(config.trips_per_day_citywide / 24.0 * float(c.sum()) for c in trips.covered_h)
+    report = _report(
+        trips, rate_snapped, inv_pi, rates, sources, detour, speed, config, snap_config
+    )
+    table = DemandTable(
+        network_sha256=store.meta.get("source_sha256", ""),
+        n_edges=g.n_edges_total,
+        pickups_per_h=rates.astype(np.float32),
+        fare_mean=means["fare"].astype(np.float32),
+        fare_quantiles=fare_q.astype(np.float32),
+        trip_duration_s=means["duration"].astype(np.float32),
+        trip_distance_m=means["distance"].astype(np.float32),
+        grid=grid,
+        edge_cell=edge_cell.astype(np.int32),
+        dropoff=dropoff.astype(np.float32),
+        scale_factor=float(real_trips / max(sum(trips.citywide), 1)),
+        version=_statistics_version(store, trips, config, snap_config),
+        meta={"source": "statistical", "predicted_model": None, **report},
+    )
+    table.validate()
+    return table, report
+
+
+def _statistics_version(
+    store: TileStore, trips: Trips, config: StatsConfig, snap_config: SnapConfig
+) -> str:
+    """``stat-`` and a hash of everything the rates depend on: the files, their windows and
+    citywide counts, the road network, both configs and the days."""
     sha = hashlib.sha256()
-    for f in rate_trips.files:
+    for f in trips.files:
         sha.update(file_sha256(Path(f)).encode())
-    sha.update(repr([[w.start for w in ws] for ws in rate_trips.windows]).encode())
-    sha.update(repr(rate_trips.citywide).encode())
+    sha.update(repr([[w.start for w in ws] for ws in trips.windows]).encode())
+    sha.update(repr(trips.citywide).encode())
     sha.update(store.meta.get("source_sha256", "").encode())
     sha.update(repr(sorted(asdict(config).items())).encode())
     sha.update(repr(sorted(asdict(snap_config).items())).encode())
-    if rate_trips.days is not None:
-        sha.update(repr(sorted(rate_trips.days)).encode())
-    version = f"stat-{sha.hexdigest()[:12]}"
-    real_trips = sum(
-        config.trips_per_day_citywide / 24.0 * float(c.sum()) for c in rate_trips.covered_h
-    )
-    scale = float(real_trips / max(sum(rate_trips.citywide), 1))
-    citywide_total_per_day = config.trips_per_day_citywide
+    if trips.days is not None:
+        sha.update(repr(sorted(trips.days)).encode())
+    return f"stat-{sha.hexdigest()[:12]}"
+
+
+def _report(
+    trips: Trips,
+    snapped: Snapped,
+    inv_pi: list[float],
+    rates: F64,
+    sources: dict[str, Any],
+    detour: float,
+    speed: float,
+    config: StatsConfig,
+    snap_config: SnapConfig,
+) -> dict[str, Any]:
+    """What the table was built from and how (``demand.json``)."""
     area_per_day = float(
         sum(rates[d].sum() * 0.5 * days for d, days in enumerate(_days_per_week_of_type())) / 7.0
     )
-    report = {
+    return {
         "inputs": [
             {**f, "sha256": file_sha256(Path(f["path"])), "real_trips_per_sample_trip": ip}
-            for f, ip in zip(rate_trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]  # report() is dict[str, object]
+            for f, ip in zip(trips.report()["files"], inv_pi, strict=True)  # type: ignore[call-overload]  # report() is dict[str, object]
         ],
-        "snapping": {**rate_snapped.summary(), **asdict(snap_config)},
-        "pickups_snapped": int(np.sum(rate_snapped.ok)),
+        "snapping": {**snapped.summary(), **asdict(snap_config)},
+        "pickups_snapped": int(np.sum(snapped.ok)),
         "scale": {
-            "trips_per_day_citywide": citywide_total_per_day,
+            "trips_per_day_citywide": config.trips_per_day_citywide,
             "source": "NYC TLC Factbook 2014: ~485,000 yellow-cab trips per day",
             "rule": "rate = pickups / sum_f(pi_f * covered_h_f); pi_f = N_f/(485000/24 * H_f)",
             "scale_factor_meaning": "real trips per sample trip, pooled over the input files",
         },
         "sources": sources,
-        "days": days_built_from(rate_trips),
+        "days": days_built_from(trips),
         "network_area_pickups_per_day": round(area_per_day, 1),
         "max_link_pickups_per_h": round(float(rates.max()), 3),
         "measured_detour_factor": round(detour, 4),
         "measured_speed_mps": round(speed, 4),
         "config": asdict(config),
     }
-    table = DemandTable(
-        network_sha256=store.meta.get("source_sha256", ""),
-        n_edges=g.n_edges_total,
-        pickups_per_h=rates.astype(np.float32),
-        fare_mean=out["fare"].astype(np.float32),
-        fare_quantiles=fare_q.astype(np.float32),
-        trip_duration_s=out["duration"].astype(np.float32),
-        trip_distance_m=out["distance"].astype(np.float32),
-        grid=grid,
-        edge_cell=edge_cell.astype(np.int32),
-        dropoff=dropoff.astype(np.float32),
-        scale_factor=scale,
-        version=version,
-        meta={"source": "statistical", "predicted_model": None, **report},
-    )
-    table.validate()
-    return table, report
 
 
 def column_sources(
@@ -435,53 +431,6 @@ def days_built_from(trips: Trips) -> dict[str, Any]:
 
 def _days_per_week_of_type() -> tuple[float, float, float]:
     return (5.0, 1.0, 1.0)
-
-
-def _fare_quantiles(
-    fare: F64, edge_i: I64, cells_e: I64, edge_cell: I64, n: int, config: StatsConfig
-) -> F64:
-    ok = np.isfinite(fare)
-    fare, edge_i, cells_e = fare[ok], edge_i[ok], cells_e[ok]
-    qs = (0.1, 0.5, 0.9)
-    glob = np.quantile(fare, qs) if fare.size else np.zeros(3)
-    out = np.tile(glob, (n, 1))
-    by_cell: dict[int, F64] = {}
-    for c in np.unique(cells_e):
-        v = fare[cells_e == c]
-        if v.size >= config.min_quantile_trips:
-            by_cell[int(c)] = np.quantile(v, qs)
-    for e in range(n):
-        q = by_cell.get(int(edge_cell[e]))
-        if q is not None:
-            out[e] = q
-    order = np.argsort(edge_i, kind="stable")
-    es, fs = edge_i[order], fare[order]
-    bounds = np.flatnonzero(np.diff(es)) + 1
-    for grp_e, grp_f in zip(np.split(es, bounds), np.split(fs, bounds), strict=True):
-        if grp_f.size >= config.min_quantile_trips:
-            out[int(grp_e[0])] = np.quantile(grp_f, qs)
-    return out
-
-
-def _dropoff_matrix(trips: Trips, grid: CellGrid, snapped: Snapped, config: StatsConfig) -> F64:
-    """P(drop-off cell | pickup cell), last column outside the grid; shrunk to the area's."""
-    ok = snapped.ok & np.isfinite(trips.dropoff_lon) & np.isfinite(trips.dropoff_lat)
-    pc = grid.cell_of(trips.lon[ok], trips.lat[ok])
-    dc = grid.cell_of(trips.dropoff_lon[ok], trips.dropoff_lat[ok])
-    dc = np.where(dc < 0, grid.n_cells, dc)
-    keep = pc >= 0
-    m = np.zeros((grid.n_cells, grid.n_cells + 1))
-    np.add.at(m, (pc[keep], dc[keep]), 1.0)
-    total = m.sum(axis=0)
-    area = (
-        total / total.sum()
-        if total.sum() > 0
-        else np.full(grid.n_cells + 1, 1.0 / (grid.n_cells + 1))
-    )
-    return np.asarray(
-        (m + config.k_dropoff * area[None, :]) / (m.sum(axis=1, keepdims=True) + config.k_dropoff),
-        dtype=np.float64,
-    )
 
 
 def file_sha256(p: Path) -> str:

@@ -43,13 +43,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.demand import DAY_TYPES, SLOTS_PER_DAY, DemandTable, _atomic_write
+from models.demand import DAY_TYPES, SLOTS_PER_DAY, CellGrid, DemandTable, _atomic_write
 from models.errors import DemandDataError
 from models.features import (
     FEATURE_SPEC_VERSION,
     FEATURES,
     MANHATTAN_GRID_DEG,
-    STAT_LOG_RATE_INDEX,
     STATIC_FEATURES,
     assemble,
     cell_rates,
@@ -69,18 +68,25 @@ from models.statistics import (
     pickup_counts,
     rates_from_counts,
 )
+from models.train_onnx import C_FLOOR, INPUT_NAME, OUTPUT_NAME, onnx_parity, to_onnx
 from models.trips import FORMAT_DESCRIPTIONS, Trips, read_trips
 from tiles import Graph, TileStore
 from tiles.geo import LocalProjection
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "C_FLOOR",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "TrainConfig",
+    "poisson_deviance",
+    "static_features",
+    "train_model",
+]
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
-
-C_FLOOR = 0.05  # the model never predicts less than 5 % of statistics
-INPUT_NAME = "X"
-OUTPUT_NAME = "rate"
 
 
 @dataclass(frozen=True)
@@ -218,15 +224,7 @@ def train_model(
     ``train_windows`` keeps only those windows of windows-mode training files (the others are
     held out for :mod:`models.evaluate`); span samples are used whole.
     """
-    try:
-        from onnx import helper
-        from skl2onnx import convert_sklearn
-        from skl2onnx.common.data_types import FloatTensorType
-        from sklearn.ensemble import GradientBoostingRegressor
-    except ImportError as e:
-        raise DemandDataError(
-            f"training needs the train extra (pip install -e '.[train]'): {e}"
-        ) from e
+    _require_train_extra()
     g = full_graph(store)
     grid = make_grid(g, stats_config.cell_m)
     bbox = network_bbox(grid)
@@ -240,17 +238,69 @@ def train_model(
         g, trips.lon, trips.lat, trips.dropoff_lon, trips.dropoff_lat, snap_config
     )
     static = static_features(g, trips, snapped, table)
+    edges = g.edge_id[g.cruise_allowed()].astype(np.int64)
+    x, y, mu0 = _cross_fitted_rows(g, grid, trips, snapped, table, edges, config, stats_config)
+    model = _fit(x, y, mu0, config)
+    # selection on the validation file
+    vrows = _validation_rows(
+        g, bbox, static, table, edges, valid_files, config, stats_config, snap_config
+    )
+    best, dev_model, dev_stats = _select_trees(model, vrows)
+    blob = to_onnx(model)
+    parity = onnx_parity(blob, model, vrows.x)
+    if not parity <= 1e-4:
+        raise DemandDataError(f"the exported ONNX model differs from sklearn by {parity:.3g}")
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    table.save(d)
+    _atomic_write(d / MODEL_ONNX, lambda fh: fh.write(blob))
+    _atomic_write(d / FEATURES_NPZ, lambda fh: np.savez(fh, static=static))
+    figures = {
+        "rows": int(x.shape[0]),
+        "pickups": float(y.sum()),
+        "n_estimators_selected": best,
+        "onnx_parity_max_rel_diff": parity,
+        "valid_poisson_deviance_model": round(dev_model, 6),
+        "valid_poisson_deviance_statistics": round(dev_stats, 6),
+        "config": asdict(config),
+    }
+    doc = _model_json(blob, table, trips, store, train_files, valid_files, train_windows, figures)
+    _atomic_write(d / MODEL_JSON, lambda fh: fh.write(json.dumps(doc, indent=2).encode()))
+    return doc
+
+
+def _require_train_extra() -> None:
+    """Fail at once, before any data is read, without the ``train`` extra."""
+    try:
+        import onnx  # noqa: F401
+        import skl2onnx  # noqa: F401
+        import sklearn.ensemble  # noqa: F401
+    except ImportError as e:
+        raise DemandDataError(
+            f"training needs the train extra (pip install -e '.[train]'): {e}"
+        ) from e
+
+
+def _cross_fitted_rows(
+    g: Graph,
+    grid: CellGrid,
+    trips: Trips,
+    snapped: Snapped,
+    table: DemandTable,
+    edges: npt.NDArray[np.int64],
+    config: TrainConfig,
+    stats_config: StatsConfig,
+) -> tuple[F32, F64, F64]:
+    """Training rows (x, pickups y, their expectation mu0 > 0), cross-fitted: for each fold,
+    statistics, densities and link shares from the other folds, targets from this one."""
     allowed = g.cruise_allowed()
-    edges = g.edge_id[allowed].astype(np.int64)
     mid_lon, mid_lat = edge_midpoints(g)
     edge_cell = grid.cell_of(mid_lon, mid_lat)
     length = g.length_m.astype(np.float64)
     exposure, _ = effective_exposure(trips, stats_config)
-    # cross-fitted rows
     fold = _fold_of(trips, config.folds)
     rows: list[_Rows] = []
     for k in range(config.folds):
-        # statistics, densities and link shares from the other folds; targets from this one
         in_k = fold == k
         out_counts = pickup_counts(trips.subset(~in_k), _sub(snapped, ~in_k), g.n)
         in_counts = pickup_counts(trips.subset(in_k), _sub(snapped, in_k), g.n)
@@ -282,7 +332,13 @@ def train_model(
     y = np.concatenate([r.y for r in rows])
     mu0 = np.concatenate([r.mu0 for r in rows])
     keep = mu0 > 0
-    x, y, mu0 = x[keep], y[keep], mu0[keep]
+    return x[keep], y[keep], mu0[keep]
+
+
+def _fit(x: F32, y: F64, mu0: F64, config: TrainConfig) -> Any:
+    """The correction ``c``: least squares on ``y / mu0`` weighted by ``mu0`` (module docs)."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
     model = GradientBoostingRegressor(
         loss="squared_error",
         n_estimators=config.n_estimators_max,
@@ -293,14 +349,28 @@ def train_model(
         random_state=config.seed,
     )
     model.fit(x, y / mu0, sample_weight=mu0)
-    # selection on the validation file
+    return model
+
+
+def _validation_rows(
+    g: Graph,
+    bbox: tuple[float, float, float, float],
+    static: F32,
+    table: DemandTable,
+    edges: npt.NDArray[np.int64],
+    valid_files: list[str | os.PathLike[str]],
+    config: TrainConfig,
+    stats_config: StatsConfig,
+    snap_config: SnapConfig,
+) -> _Rows:
+    """Rows of the validation file's pickups against the full statistics."""
     vtrips = read_trips(list(valid_files), bbox)
     vsnap = snap_pickups(
         g, vtrips.lon, vtrips.lat, vtrips.dropoff_lon, vtrips.dropoff_lat, snap_config
     )
     vcounts = pickup_counts(vtrips, vsnap, g.n)
     vexpo, _ = effective_exposure(vtrips, stats_config)
-    vrows = _block_rows(
+    return _block_rows(
         static,
         table,
         vcounts,
@@ -309,6 +379,11 @@ def train_model(
         edges,
         config.block_slots,
     )
+
+
+def _select_trees(model: Any, vrows: _Rows) -> tuple[int, float, float]:
+    """Keep the number of trees with the least validation deviance (``staged_predict``); the
+    model is cut to it. Returns (trees, its deviance, the deviance of statistics alone)."""
     base_dev = poisson_deviance(vrows.y, vrows.mu0)
     devs: list[float] = []
     for pred in model.staged_predict(vrows.x):
@@ -321,46 +396,25 @@ def train_model(
     log.info(
         "selected %d trees: valid deviance %.5f (statistics %.5f)", best, devs[best - 1], base_dev
     )
-    # export
-    onx = convert_sklearn(
-        model,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, len(FEATURES)]))],
-        target_opset={"": 17, "ai.onnx.ml": 3},
-        # a fixed graph name: skl2onnx otherwise names the graph with a random id, and the
-        # same training would give different bytes (and model version) every time
-        name="nagashi_demand_correction",
-    )
-    graph = onx.graph
-    raw_name = graph.output[0].name
-    nodes = [
-        helper.make_node("Max", [raw_name, "c_floor"], ["correction"]),
-        helper.make_node("Gather", [INPUT_NAME, "stat_index"], ["stat_log_rate"], axis=1),
-        helper.make_node("Exp", ["stat_log_rate"], ["stat_rate"]),
-        helper.make_node("Mul", ["correction", "stat_rate"], [OUTPUT_NAME]),
-    ]
-    graph.node.extend(nodes)
-    graph.initializer.extend(
-        [
-            helper.make_tensor("c_floor", 1, [1], [C_FLOOR]),
-            helper.make_tensor("stat_index", 7, [1], [STAT_LOG_RATE_INDEX]),
-        ]
-    )
-    del graph.output[:]
-    graph.output.extend([helper.make_tensor_value_info(OUTPUT_NAME, 1, [None, 1])])
-    blob = onx.SerializeToString()
-    parity = _onnx_parity(blob, model, vrows.x)
-    if not parity <= 1e-4:
-        raise DemandDataError(f"the exported ONNX model differs from sklearn by {parity:.3g}")
-    version = "gbr-" + hashlib.sha256(blob).hexdigest()[:12]
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    table.save(d)
-    _atomic_write(d / MODEL_ONNX, lambda fh: fh.write(blob))
-    _atomic_write(d / FEATURES_NPZ, lambda fh: np.savez(fh, static=static))
+    return best, devs[best - 1], base_dev
+
+
+def _model_json(
+    blob: bytes,
+    table: DemandTable,
+    trips: Trips,
+    store: TileStore,
+    train_files: list[str | os.PathLike[str]],
+    valid_files: list[str | os.PathLike[str]],
+    train_windows: set[int] | None,
+    figures: dict[str, Any],
+) -> dict[str, Any]:
+    """model.json: the model's interface, its statistics, what it was trained from and the
+    training ``figures``."""
     max_stat = float(table.pickups_per_h.max())
-    doc: dict[str, Any] = {
+    return {
         "schema_version": MODEL_SCHEMA_VERSION,
-        "version": version,
+        "version": "gbr-" + hashlib.sha256(blob).hexdigest()[:12],
         "kind": "sklearn.GradientBoostingRegressor correction of statistical demand",
         "feature_spec_version": FEATURE_SPEC_VERSION,
         "features": list(FEATURES),
@@ -394,19 +448,11 @@ def train_model(
                 for i, f in enumerate(train_files)
             ],
             "valid_files": [{"path": str(f), "sha256": file_sha256(Path(f))} for f in valid_files],
-            "rows": int(x.shape[0]),
-            "pickups": float(y.sum()),
-            "n_estimators_selected": best,
-            "onnx_parity_max_rel_diff": parity,
-            "valid_poisson_deviance_model": round(devs[best - 1], 6),
-            "valid_poisson_deviance_statistics": round(base_dev, 6),
-            "config": asdict(config),
+            **figures,
         },
         "shipped": True,
         "gate": None,
     }
-    _atomic_write(d / MODEL_JSON, lambda fh: fh.write(json.dumps(doc, indent=2).encode()))
-    return doc
 
 
 def _target_text(formats: tuple[str, ...]) -> str:
@@ -424,16 +470,3 @@ def _sub(s: Snapped, mask: npt.NDArray[np.bool_]) -> Snapped:
     return Snapped(
         s.edge_a[mask], s.edge_b[mask], s.weight_a[mask], s.distance_m[mask], s.rule[mask]
     )
-
-
-def _onnx_parity(blob: bytes, model: Any, x: F32) -> float:
-    """Largest relative difference between the ONNX graph and sklearn (times statistics)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x})
-    want = np.maximum(model.predict(x), C_FLOOR) * np.exp(
-        x[:, STAT_LOG_RATE_INDEX].astype(np.float64)
-    )
-    rel = np.abs(np.asarray(got, dtype=np.float64)[:, 0] - want) / np.maximum(want, 1e-6)
-    return float(rel.max()) if rel.size else 0.0

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from scipy.spatial import cKDTree
 
 from tiles.build import build_tiles
 from tiles.fileio import real_data_dir
+from tiles.graph import Graph
 from tiles.routing import DEFAULT_AVOID, Route, shortest_path
 from tiles.store import TileStore
 
@@ -112,19 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         build_s = time.perf_counter() - t0
         store = TileStore(path)
         g = store.all()
-        rng = np.random.default_rng(args.seed)
-        ok = np.flatnonzero((g.flags & DEFAULT_AVOID) == 0)
-        pairs = []
-        for _ in range(args.queries):
-            a, b = rng.choice(ok, 2, replace=False)
-            fa, fb = rng.uniform(0.2, 0.8, 2)
-            pa = g.geometry(int(a))[0] * (1 - fa) + g.geometry(int(a))[-1] * fa
-            pb = g.geometry(int(b))[0] * (1 - fb) + g.geometry(int(b))[-1] * fb
-            pairs.append(((float(pa[0]), float(pa[1])), (float(pb[0]), float(pb[1]))))
-
+        pairs = _query_pairs(g, args.queries, args.seed)
         cold: list[float] = []
-        warm: list[float] = []
-        ref: list[float] = []
         routes: list[Route | None] = []
         for o, d in pairs:
             t = time.perf_counter()
@@ -137,97 +128,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception:
                 routes.append(None)
         m = g.line_graph(g.travel_time_s, (g.flags & DEFAULT_AVOID) == 0)
-        pts = g.geom_lonlat
-        owner = np.repeat(np.arange(g.n), np.diff(g.geom_offsets))
-        coslat = np.cos(np.radians(float(pts[:, 1].mean())))
-        kd = cKDTree(np.column_stack([pts[:, 0] * coslat, pts[:, 1]]))
-        allowed = (g.flags & DEFAULT_AVOID) == 0
-
-        def scipy_query(o: tuple[float, float], d: tuple[float, float]) -> float:
-            t = time.perf_counter()
-            _, i_o = kd.query((o[0] * coslat, o[1]))
-            _, i_d = kd.query((d[0] * coslat, d[1]), k=8)
-            s = int(owner[i_o])
-            cands = owner[np.atleast_1d(i_d)]
-            t_ = int(next((c for c in cands if allowed[c]), cands[0]))
-            _, pred = dijkstra(m, directed=True, indices=s, return_predecessors=True)
-            node = t_
-            while node != s and node >= 0:
-                node = int(pred[node])
-            return time.perf_counter() - t
-
-        def nagashi_query(o: tuple[float, float], d: tuple[float, float]) -> float:
-            t = time.perf_counter()
-            with contextlib.suppress(Exception):
-                shortest_path(store, o, d)
-            return time.perf_counter() - t
-
         cch = _cch_peer(g, m)
-
-        def cch_only(s: int, t_: int) -> tuple[float, int | None]:
-            assert cch is not None
-            t = time.perf_counter()
-            res = cch["query"].run(s, t_)
-            return time.perf_counter() - t, res.distance
-
-        def dijkstra_only(s: int) -> float:
-            t = time.perf_counter()
-            dijkstra(m, directed=True, indices=s, return_predecessors=True)
-            return time.perf_counter() - t
-
-        # Each query is timed ROUNDS times, nagashi and scipy alternating, and keeps its fastest
-        # time on each side: both sides see the same machine load, and a stray scheduler pause
-        # does not land on one side only.
-        warm_none: list[float] = []  # queries with no legal route (the whole graph searched)
-        ref_only: list[float] = []
-        cch_s: list[float] = []
-        cch_ratio: list[float] = []
-        for (o, d), r in zip(pairs, routes, strict=True):
-            if r is None or len(r.edges) < 2:
-                warm_none.append(min(nagashi_query(o, d) for _ in range(ROUNDS)))
-                continue
-            src = int(g.local([r.edges[0]])[0])
-            a, b, c = [], [], []
-            for _ in range(ROUNDS):
-                a.append(nagashi_query(o, d))
-                b.append(scipy_query(o, d))
-                c.append(dijkstra_only(src))
-            warm.append(min(a))
-            ref.append(min(b))
-            ref_only.append(min(c))
-            if cch is not None:
-                dst = int(g.local([r.edges[-1]])[0])
-                runs = [cch_only(src, dst) for _ in range(ROUNDS)]
-                cch_s.append(min(x for x, _ in runs))
-                want = dijkstra(m, directed=True, indices=src)[dst]
-                got = runs[0][1]
-                if got is not None and want > 0:
-                    cch_ratio.append(got / 1000.0 / float(want))
-
+        times = _warm_rounds(store, g, m, cch, pairs, routes)
         mid = next(p for p, r in zip(pairs, routes, strict=True) if r is not None)
-        probe = subprocess.run(
-            [sys.executable, "-c", _RSS_PROBE, str(path), *map(str, (*mid[0], *mid[1]))],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        agent_rss = json.loads(probe.stdout)["peak_rss_mb"]
+        agent_rss = _agent_peak_rss_mb(path, mid)
         store.close()
-    warm_s, ref_s = _stats(warm), _stats(ref)
+    warm_s, ref_s = _stats(times["warm"]), _stats(times["ref"])
     peer: dict[str, Any] = {"cch": None}
     if cch is not None:
-        cst = _stats(cch_s)
-        peer = {
-            "cch": cst,
-            "cch_build_s": round(cch["build_s"], 3),
-            "cch_travel_time_ratio_min": round(min(cch_ratio), 6) if cch_ratio else None,
-            "cch_travel_time_ratio_max": round(max(cch_ratio), 6) if cch_ratio else None,
-            "cch_queries_compared": len(cch_ratio),
-            "ratio_warm_p95_nagashi_over_cch": round(warm_s["p95_ms"] / cst["p95_ms"], 1),
-            "ratio_dijkstra_only_p95_over_cch": round(
-                _stats(ref_only)["p95_ms"] / cst["p95_ms"], 1
-            ),
-        }
+        peer = _cch_figures(cch, times, warm_s)
     return {
         "osm": str(args.osm),
         "queries": len(pairs),
@@ -237,12 +146,148 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "build_s": round(build_s, 3),
         "nagashi_cold": _stats(cold),
         "nagashi_warm": warm_s,
-        "nagashi_warm_no_route": {"queries": len(warm_none), **_stats(warm_none or [0.0])},
+        "nagashi_warm_no_route": {
+            "queries": len(times["warm_none"]),
+            **_stats(times["warm_none"] or [0.0]),
+        },
         "scipy": ref_s,
-        "scipy_dijkstra_only": _stats(ref_only),
+        "scipy_dijkstra_only": _stats(times["ref_only"]),
         "ratio_warm_p95_nagashi_over_scipy": round(warm_s["p95_ms"] / ref_s["p95_ms"], 3),
         "ratio_warm_median_nagashi_over_scipy": round(warm_s["median_ms"] / ref_s["median_ms"], 3),
         **peer,
         "agent_peak_rss_mb": round(agent_rss, 1),
         "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+_Point = tuple[float, float]
+
+
+def _query_pairs(g: Graph, queries: int, seed: int) -> list[tuple[_Point, _Point]]:
+    """Random (origin, destination) points part way along two cruisable links."""
+    rng = np.random.default_rng(seed)
+    ok = np.flatnonzero((g.flags & DEFAULT_AVOID) == 0)
+    pairs = []
+    for _ in range(queries):
+        a, b = rng.choice(ok, 2, replace=False)
+        fa, fb = rng.uniform(0.2, 0.8, 2)
+        pa = g.geometry(int(a))[0] * (1 - fa) + g.geometry(int(a))[-1] * fa
+        pb = g.geometry(int(b))[0] * (1 - fb) + g.geometry(int(b))[-1] * fb
+        pairs.append(((float(pa[0]), float(pa[1])), (float(pb[0]), float(pb[1]))))
+    return pairs
+
+
+def _scipy_query(g: Graph, m: Any) -> Callable[[_Point, _Point], float]:
+    """The peer: snap both points with a cKDTree, scipy's Dijkstra from the origin's link,
+    walk the predecessors back; returns its seconds per query."""
+    pts = g.geom_lonlat
+    owner = np.repeat(np.arange(g.n), np.diff(g.geom_offsets))
+    coslat = np.cos(np.radians(float(pts[:, 1].mean())))
+    kd = cKDTree(np.column_stack([pts[:, 0] * coslat, pts[:, 1]]))
+    allowed = (g.flags & DEFAULT_AVOID) == 0
+
+    def scipy_query(o: _Point, d: _Point) -> float:
+        t = time.perf_counter()
+        _, i_o = kd.query((o[0] * coslat, o[1]))
+        _, i_d = kd.query((d[0] * coslat, d[1]), k=8)
+        s = int(owner[i_o])
+        cands = owner[np.atleast_1d(i_d)]
+        t_ = int(next((c for c in cands if allowed[c]), cands[0]))
+        _, pred = dijkstra(m, directed=True, indices=s, return_predecessors=True)
+        node = t_
+        while node != s and node >= 0:
+            node = int(pred[node])
+        return time.perf_counter() - t
+
+    return scipy_query
+
+
+def _warm_rounds(
+    store: TileStore,
+    g: Graph,
+    m: Any,
+    cch: dict[str, Any] | None,
+    pairs: list[tuple[_Point, _Point]],
+    routes: list[Route | None],
+) -> dict[str, list[float]]:
+    """Warm timings per query (seconds, the fastest of ``ROUNDS``): nagashi (``warm``, or
+    ``warm_none`` with no legal route), the scipy peer (``ref``), Dijkstra alone
+    (``ref_only``), CCH alone (``cch_s``) and CCH's travel time over Dijkstra's
+    (``cch_ratio``)."""
+    scipy_query = _scipy_query(g, m)
+
+    def nagashi_query(o: _Point, d: _Point) -> float:
+        t = time.perf_counter()
+        with contextlib.suppress(Exception):
+            shortest_path(store, o, d)
+        return time.perf_counter() - t
+
+    def cch_only(s: int, t_: int) -> tuple[float, int | None]:
+        assert cch is not None
+        t = time.perf_counter()
+        res = cch["query"].run(s, t_)
+        return time.perf_counter() - t, res.distance
+
+    def dijkstra_only(s: int) -> float:
+        t = time.perf_counter()
+        dijkstra(m, directed=True, indices=s, return_predecessors=True)
+        return time.perf_counter() - t
+
+    # Each query is timed ROUNDS times, nagashi and scipy alternating, and keeps its fastest
+    # time on each side: both sides see the same machine load, and a stray scheduler pause
+    # does not land on one side only.
+    out: dict[str, list[float]] = {
+        k: [] for k in ("warm", "warm_none", "ref", "ref_only", "cch_s", "cch_ratio")
+    }
+    for (o, d), r in zip(pairs, routes, strict=True):
+        if r is None or len(r.edges) < 2:
+            out["warm_none"].append(min(nagashi_query(o, d) for _ in range(ROUNDS)))
+            continue
+        src = int(g.local([r.edges[0]])[0])
+        a, b, c = [], [], []
+        for _ in range(ROUNDS):
+            a.append(nagashi_query(o, d))
+            b.append(scipy_query(o, d))
+            c.append(dijkstra_only(src))
+        out["warm"].append(min(a))
+        out["ref"].append(min(b))
+        out["ref_only"].append(min(c))
+        if cch is not None:
+            dst = int(g.local([r.edges[-1]])[0])
+            runs = [cch_only(src, dst) for _ in range(ROUNDS)]
+            out["cch_s"].append(min(x for x, _ in runs))
+            want = dijkstra(m, directed=True, indices=src)[dst]
+            got = runs[0][1]
+            if got is not None and want > 0:
+                out["cch_ratio"].append(got / 1000.0 / float(want))
+    return out
+
+
+def _cch_figures(
+    cch: dict[str, Any], times: dict[str, list[float]], warm_s: dict[str, float]
+) -> dict[str, Any]:
+    """RoutingKit's CCH as a peer: its timings, build time, and travel times against ours."""
+    cst = _stats(times["cch_s"])
+    cch_ratio = times["cch_ratio"]
+    return {
+        "cch": cst,
+        "cch_build_s": round(cch["build_s"], 3),
+        "cch_travel_time_ratio_min": round(min(cch_ratio), 6) if cch_ratio else None,
+        "cch_travel_time_ratio_max": round(max(cch_ratio), 6) if cch_ratio else None,
+        "cch_queries_compared": len(cch_ratio),
+        "ratio_warm_p95_nagashi_over_cch": round(warm_s["p95_ms"] / cst["p95_ms"], 1),
+        "ratio_dijkstra_only_p95_over_cch": round(
+            _stats(times["ref_only"])["p95_ms"] / cst["p95_ms"], 1
+        ),
+    }
+
+
+def _agent_peak_rss_mb(path: Path, mid: tuple[_Point, _Point]) -> float:
+    """Peak RSS of a fresh process that opens the tiles and routes one query."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, str(path), *map(str, (*mid[0], *mid[1]))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(probe.stdout)["peak_rss_mb"])

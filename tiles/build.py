@@ -8,7 +8,8 @@ from typing import Any
 
 from tiles._osm import ProgressFn, read_osm
 from tiles.fileio import sha256_file
-from tiles.store import DEFAULT_TILE_DEG, TILES_FILENAME, write_tiles
+from tiles.schema import DEFAULT_TILE_DEG, TILES_FILENAME
+from tiles.store_write import write_tiles
 
 log = logging.getLogger(__name__)
 

@@ -305,11 +305,64 @@ def match_fix(
     """Match one fix to the most likely directed edge of ``g``; raise NoMatchError if none.
 
     On a graph made by :meth:`Graph.subset` (the planner's radius graph) the parent's cached
-    segment index is reused; the result is bit-identical to matching on ``segments(g)``."""
+    segment index is reused; the result is bit-identical to matching on ``segments(g)``.
+    The steps: the segments within ``config.radius_m`` and their nearest points
+    (:func:`_near_segments`), a score per segment from the distance and the heading, the best
+    segment of each edge (:func:`_ranked`), the candidates (:func:`_candidates`)."""
     if g.n == 0:
         raise NoMatchError("no road links loaded around the fix")
     sub = _subset_index(g)
     s = segments(g) if sub is None else None
+    near = _near_segments(sub, s, lon, lat, config, allowed)
+    score = (near.d / config.sigma_m) ** 2
+    use_heading = (
+        heading_deg is not None
+        and speed_mps is not None
+        and np.isfinite(heading_deg)
+        and speed_mps >= config.min_speed_for_heading_mps
+    )
+    hdiff = None
+    if use_heading and heading_deg is not None:
+        bearing = sub.parent.bearing[near.pseg] if near.pseg is not None else s.bearing[near.idx]  # type: ignore[union-attr]
+        hdiff = angle_diff_deg(bearing, heading_deg)
+    if hdiff is not None:
+        score = score + (hdiff / config.sigma_heading_deg) ** 2
+    k = _ranked(near.edge, score, config.max_candidates)
+    cands, sc, ways = _candidates(g, sub, s, near, k, score, hdiff)
+    like = np.exp(-0.5 * (sc - sc[0]))
+    confidence = float(like[0] / like.sum())
+    best = cands[0]
+    ambiguous = bool(np.any((ways[1:] != ways[0]) & (like[1:] >= config.ambiguity_ratio)))
+    return Match(best=best, candidates=tuple(cands), confidence=confidence, ambiguous=ambiguous)
+
+
+@dataclass(frozen=True, eq=False)
+class _Near:
+    """The segments near a fix, by position in the candidate list: segment id ``idx`` (in
+    ``segments(g)``) or ``pseg`` (in the parent's, on a subset), local edge, length, the
+    fraction ``t`` along the segment of its nearest point ``(cx, cy)`` and the distance ``d``
+    (metres, local projection)."""
+
+    proj: LocalProjection
+    idx: npt.NDArray[np.int64]
+    edge: npt.NDArray[np.int64]
+    pseg: npt.NDArray[np.int64] | None
+    sl: npt.NDArray[np.float64]
+    t: npt.NDArray[np.float64]
+    cx: npt.NDArray[np.float64]
+    cy: npt.NDArray[np.float64]
+    d: npt.NDArray[np.float64]
+
+
+def _near_segments(
+    sub: _SubsetIndex | None,
+    s: Segments | None,
+    lon: float,
+    lat: float,
+    config: MatchConfig,
+    allowed: npt.NDArray[np.bool_] | None,
+) -> _Near:
+    """The (``allowed``) segments within ``config.radius_m`` of the fix, projected on."""
     proj = sub.proj if sub is not None else s.proj  # type: ignore[union-attr]
     px, py = proj.to_xy(lon, lat)
     if not (np.isfinite(px) and np.isfinite(py)):
@@ -340,46 +393,60 @@ def match_fix(
     cy_near = y0 + t_near * dy
     d_near = np.hypot(px - cx_near, py - cy_near)
     keep = d_near <= config.radius_m
-    near_idx, near_edge, sl = near_idx[keep], near_edge[keep], sl[keep]
     if pseg is not None:
         pseg = pseg[keep]
-    t_near, cx_near, cy_near, d_near = (a[keep] for a in (t_near, cx_near, cy_near, d_near))
-    if near_idx.size == 0:
+    if not np.any(keep):
         raise NoMatchError(f"no road link within {config.radius_m:.0f} m of ({lon:.6f}, {lat:.6f})")
-    # arrays below are indexed by position k in the candidate list; seg ids by near_idx[k]
-    idx = near_idx
-    score = (d_near / config.sigma_m) ** 2
-    use_heading = (
-        heading_deg is not None
-        and speed_mps is not None
-        and np.isfinite(heading_deg)
-        and speed_mps >= config.min_speed_for_heading_mps
+    return _Near(
+        proj,
+        near_idx[keep],
+        near_edge[keep],
+        pseg,
+        sl[keep],
+        t_near[keep],
+        cx_near[keep],
+        cy_near[keep],
+        d_near[keep],
     )
-    hdiff = None
-    if use_heading and heading_deg is not None:
-        bearing = sub.parent.bearing[pseg] if pseg is not None else s.bearing[idx]  # type: ignore[union-attr]
-        hdiff = angle_diff_deg(bearing, heading_deg)
-    if hdiff is not None:
-        score = score + (hdiff / config.sigma_heading_deg) ** 2
-    # best segment per edge
-    edges = near_edge
+
+
+def _ranked(
+    edges: npt.NDArray[np.int64], score: npt.NDArray[np.float64], max_candidates: int
+) -> npt.NDArray[np.int64]:
+    """Positions of the best-scoring segment of each edge, best first, at most
+    ``max_candidates``."""
     order = np.lexsort((score, edges))
     first = np.ones(order.shape[0], dtype=bool)
     first[1:] = edges[order][1:] != edges[order][:-1]
     best_seg = order[first]
-    cand_order = best_seg[np.argsort(score[best_seg], kind="stable")][: config.max_candidates]
-    k = cand_order
-    e_loc = edges[k]
-    seg = idx[k]
+    ranked: npt.NDArray[np.int64] = best_seg[np.argsort(score[best_seg], kind="stable")][
+        :max_candidates
+    ]
+    return ranked
+
+
+def _candidates(
+    g: Graph,
+    sub: _SubsetIndex | None,
+    s: Segments | None,
+    near: _Near,
+    k: npt.NDArray[np.int64],
+    score: npt.NDArray[np.float64],
+    hdiff: npt.NDArray[np.float64] | None,
+) -> tuple[list[Candidate], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """The candidates at positions ``k``: where along its edge each nearest point lies, its
+    position, score and way; with their scores and way ids as arrays."""
+    e_loc = near.edge[k]
+    seg = near.idx[k]
     if sub is not None:
-        along = sub.along0(seg, e_loc) + t_near[k] * sl[k]
+        along = sub.along0(seg, e_loc) + near.t[k] * near.sl[k]
         elen = sub.edge_len(e_loc)
     else:
         assert s is not None
-        along = s.along0[seg] + t_near[k] * sl[k]
+        along = s.along0[seg] + near.t[k] * near.sl[k]
         elen = s.edge_len[e_loc]
     frac = np.minimum(np.maximum(along / np.maximum(elen, 1e-9), 0.0), 1.0)
-    clon, clat = proj.to_lonlat(cx_near[k], cy_near[k])
+    clon, clat = near.proj.to_lonlat(near.cx[k], near.cy[k])
     hd = hdiff[k].tolist() if hdiff is not None else [None] * len(k)
     sc = score[k]
     ways = g.way_id[e_loc]
@@ -397,7 +464,7 @@ def match_fix(
         for ei, fr, dm, h, sv, lo, la, wi in zip(
             g.edge_id[e_loc].tolist(),
             frac.tolist(),
-            d_near[k].tolist(),
+            near.d[k].tolist(),
             hd,
             sc.tolist(),
             clon.tolist(),
@@ -406,8 +473,4 @@ def match_fix(
             strict=True,
         )
     ]
-    like = np.exp(-0.5 * (sc - sc[0]))
-    confidence = float(like[0] / like.sum())
-    best = cands[0]
-    ambiguous = bool(np.any((ways[1:] != ways[0]) & (like[1:] >= config.ambiguity_ratio)))
-    return Match(best=best, candidates=tuple(cands), confidence=confidence, ambiguous=ambiguous)
+    return cands, sc, ways

@@ -1,19 +1,9 @@
-"""Area tiles in SQLite: write once at build time, open read-only in the cab.
+"""Area tiles in SQLite, read-only in the cab: :class:`TileStore` opens the resolved path with
+``mode=ro&immutable=1`` and keeps a bounded LRU cache of tiles and of the joined graphs built
+from them.
 
-Layout (``schema_version`` 1):
-
-* ``meta(key, value)``: schema version, tile size, source file and its sha256, attribution,
-  counts and the import summary (JSON).
-* ``tiles``: one row per non-empty tile of a regular lon/lat grid (``tile_deg`` degrees); each
-  edge lives in the tile of its start node (as in Valhalla), and a tile's edges have the
-  contiguous global ids ``first_edge .. first_edge + n_edges - 1``. Its graph is kept as
-  fixed-width little-endian numpy arrays in BLOB columns (edge records, geometry, legal turns as
-  a successor list, no-entry windows): loading a tile is a few ``frombuffer`` calls, not a loop.
-* ``ways`` and ``restrictions``: rows for what an engineer queries (names, tags, how each turn
-  restriction was applied).
-
-The reader opens the resolved path with ``mode=ro&immutable=1`` and keeps a bounded LRU cache of
-tiles and of the joined graphs built from them.
+The layout is in :mod:`tiles.schema`, the writer (build time) in :mod:`tiles.store_write`; both
+are re-exported here (``write_tiles`` lazily, so the agent does not load the writer).
 """
 
 from __future__ import annotations
@@ -23,264 +13,58 @@ import logging
 import math
 import os
 import sqlite3
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from tiles._lazy import lazy_attribute
 from tiles.conditional import Area
 from tiles.errors import TilesDataError
 from tiles.fileio import sqlite_readonly_uri
 from tiles.geo import haversine_m
 from tiles.graph import DatedRules, Graph
+from tiles.schema import (
+    ATTRIBUTION,
+    DEFAULT_TILE_DEG,
+    EDGE_DTYPE,
+    SCHEMA_VERSION,
+    TILES_FILENAME,
+    WINDOW_DTYPE,
+    resolve_tiles_path,
+    tile_of,
+)
 
-if TYPE_CHECKING:  # the importer (pyosmium) is for building only, not for the agent
-    from tiles._osm import RawGraph
+if TYPE_CHECKING:  # the writer is for building only, not for the agent
+    from tiles.store_write import write_tiles
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-ATTRIBUTION = "© OpenStreetMap contributors (ODbL 1.0, https://www.openstreetmap.org/copyright)"
-DEFAULT_TILE_DEG = 0.01
-TILES_FILENAME = "tiles.sqlite"
+__all__ = [
+    "ATTRIBUTION",
+    "DEFAULT_TILE_DEG",
+    "EDGE_DTYPE",
+    "SCHEMA_VERSION",
+    "TILES_FILENAME",
+    "WINDOW_DTYPE",
+    "TileInfo",
+    "TileStore",
+    "open_tiles",
+    "resolve_tiles_path",
+    "tile_of",
+    "write_tiles",
+]
 
-EDGE_DTYPE = np.dtype(
-    [
-        ("u_node", "<i4"),
-        ("v_node", "<i4"),
-        ("way_id", "<i8"),
-        ("length_m", "<f4"),
-        ("speed_kph", "<f4"),
-        ("highway", "u1"),
-        ("pad", "u1"),
-        ("flags", "<u2"),
-        ("bearing_start", "<f4"),
-        ("bearing_end", "<f4"),
-        ("u_lon", "<f8"),
-        ("u_lat", "<f8"),
-        ("v_lon", "<f8"),
-        ("v_lat", "<f8"),
-    ]
-)
-WINDOW_DTYPE = np.dtype([("edge", "<i4"), ("start", "<i2"), ("end", "<i2")])
+_LAZY = {"write_tiles": "tiles.store_write"}
 
 
-def tile_of(lon: npt.ArrayLike, lat: npt.ArrayLike, tile_deg: float) -> npt.NDArray[np.int64]:
-    """Tile id of points on the regular grid (row-major from (-180, -90))."""
-    ncols = math.ceil(360.0 / tile_deg)
-    tx = np.floor((np.asarray(lon, dtype=np.float64) + 180.0) / tile_deg).astype(np.int64)
-    ty = np.floor((np.asarray(lat, dtype=np.float64) + 90.0) / tile_deg).astype(np.int64)
-    return ty * ncols + tx
-
-
-def resolve_tiles_path(path: str | os.PathLike[str]) -> Path:
-    """A tile database path from a file or a directory holding ``tiles.sqlite``."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / TILES_FILENAME
-    return p
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def write_tiles(
-    raw: RawGraph, out: Path, tile_deg: float, source: dict[str, str]
-) -> dict[str, Any]:
-    """Write ``raw`` as tiles to ``out`` atomically; return the summary stored in ``meta``."""
-    if not (0.0005 <= tile_deg <= 1.0):
-        raise TilesDataError(f"--tile-deg must be between 0.0005 and 1, got {tile_deg}")
-    u_lon = raw.node_lon[raw.edge_u]
-    u_lat = raw.node_lat[raw.edge_u]
-    tile = tile_of(u_lon, u_lat, tile_deg)
-    order = np.lexsort((np.arange(raw.n_edges), tile))  # stable: by tile, then import order
-    new_id = np.empty(raw.n_edges, dtype=np.int32)
-    new_id[order] = np.arange(raw.n_edges, dtype=np.int32)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tiles-", suffix=".sqlite.tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        summary = _write_db(raw, tmp, tile_deg, source, tile, order, new_id)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-        dir_fd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return summary
-
-
-def _write_db(
-    raw: RawGraph,
-    path: Path,
-    tile_deg: float,
-    source: dict[str, str],
-    tile: npt.NDArray[np.int64],
-    order: npt.NDArray[np.int64],
-    new_id: npt.NDArray[np.int32],
-) -> dict[str, Any]:
-    import sqlite_utils  # for writing only: the agent reads with sqlite3
-
-    ncols = math.ceil(360.0 / tile_deg)
-    db = sqlite_utils.Database(path)
-    db.conn.execute("PRAGMA journal_mode=DELETE")
-    db.conn.execute("PRAGMA page_size=8192")
-    n = raw.n_edges
-    rec = np.zeros(n, dtype=EDGE_DTYPE)
-    rec["u_node"] = raw.edge_u
-    rec["v_node"] = raw.edge_v
-    rec["way_id"] = raw.edge_way
-    rec["length_m"] = raw.edge_length_m
-    rec["speed_kph"] = raw.edge_speed_kph
-    rec["highway"] = raw.edge_highway
-    rec["flags"] = raw.edge_flags
-    rec["bearing_start"] = raw.edge_bearing_start
-    rec["bearing_end"] = raw.edge_bearing_end
-    rec["u_lon"] = raw.node_lon[raw.edge_u]
-    rec["u_lat"] = raw.node_lat[raw.edge_u]
-    rec["v_lon"] = raw.node_lon[raw.edge_v]
-    rec["v_lat"] = raw.node_lat[raw.edge_v]
-    rec = rec[order]
-    sorted_tile = tile[order]
-    # turns, renumbered to new ids, grouped by the new order
-    tcounts = np.diff(raw.turn_offsets)[order]
-    tstarts = raw.turn_offsets[:-1][order]
-    turn_to = (
-        np.concatenate(
-            [new_id[raw.turn_to[s : s + c]] for s, c in zip(tstarts, tcounts, strict=True)]
-        )
-        if n
-        else np.zeros(0, dtype=np.int32)
-    )
-    turn_off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(tcounts, out=turn_off[1:])
-    gcounts = np.diff(raw.geom_offsets)[order]
-    gstarts = raw.geom_offsets[:-1][order]
-    geom = np.concatenate(
-        [raw.geom_lonlat[s : s + c] for s, c in zip(gstarts, gcounts, strict=True)]
-    )
-    geom_off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(gcounts, out=geom_off[1:])
-    win = np.zeros(raw.win_edge.shape[0], dtype=WINDOW_DTYPE)
-    win["edge"] = new_id[raw.win_edge] if raw.win_edge.size else raw.win_edge
-    win["start"] = raw.win_start
-    win["end"] = raw.win_end
-    win = win[np.argsort(win["edge"], kind="stable")]
-    win_tile = sorted_tile[win["edge"]] if win.size else np.zeros(0, dtype=np.int64)
-
-    tile_ids, starts, counts = np.unique(sorted_tile, return_index=True, return_counts=True)
-    rows = []
-    for tid, s, c in zip(tile_ids.tolist(), starts.tolist(), counts.tolist(), strict=True):
-        tx = tid % ncols
-        ty = tid // ncols
-        wsel = win[win_tile == tid]
-        rows.append(
-            {
-                "tile_id": tid,
-                "tx": tx,
-                "ty": ty,
-                "min_lon": tx * tile_deg - 180.0,
-                "min_lat": ty * tile_deg - 90.0,
-                "max_lon": (tx + 1) * tile_deg - 180.0,
-                "max_lat": (ty + 1) * tile_deg - 90.0,
-                "first_edge": s,
-                "n_edges": c,
-                "edges": rec[s : s + c].tobytes(),
-                "geom_offsets": (geom_off[s : s + c + 1] - geom_off[s]).astype("<i8").tobytes(),
-                "geom": geom[geom_off[s] : geom_off[s + c]].astype("<f8").tobytes(),
-                "turn_offsets": (turn_off[s : s + c + 1] - turn_off[s]).astype("<i8").tobytes(),
-                "turn_to": turn_to[turn_off[s] : turn_off[s + c]].astype("<i4").tobytes(),
-                "windows": wsel.tobytes(),
-            }
-        )
-    db.table("tiles").insert_all(rows, pk="tile_id")
-    db.table("ways").insert_all(
-        (
-            {
-                "way_id": w,
-                "name": t.get("name"),
-                "highway": t.get("highway"),
-                "tags": json.dumps(t, ensure_ascii=False, sort_keys=True),
-            }
-            for w, t in sorted(raw.ways.items())
-        ),
-        pk="way_id",
-    )
-    db.table("restrictions").insert_all(
-        (
-            {
-                **{k: v for k, v in r.items() if k not in {"pairs", "via_nodes", "via_ways"}},
-                "via_nodes": json.dumps(r["via_nodes"]),
-                "via_ways": json.dumps(r["via_ways"]),
-                "pairs": json.dumps([[int(new_id[f]), int(new_id[t])] for f, t in r["pairs"]]),
-            }
-            for r in raw.restrictions
-        ),
-        columns={
-            "relation_id": int,
-            "kind": str,
-            "from_way": int,
-            "to_way": int,
-            "via_nodes": str,
-            "via_ways": str,
-            "status": str,
-            "pairs": str,
-        },
-    )
-    db.table("conditionals").insert_all(
-        raw.conditionals,
-        columns={"way_id": int, "key": str, "value": str, "status": str, "reason": str},
-    )
-    db.table("dated_rules").insert_all(
-        ({"edge": int(new_id[e]), "value": v, "kind": k} for e, v, k in raw.dated),
-        columns={"edge": int, "value": str, "kind": str},
-    )
-    db.table("blobs").insert(
-        {"name": "node_osm_id", "data": raw.node_osm_id.astype("<i8").tobytes()}, pk="name"
-    )
-    lon = raw.node_lon
-    lat = raw.node_lat
-    summary = {
-        "nodes": raw.n_nodes,
-        "directed_edges": n,
-        "tiles": len(rows),
-        "tile_deg": tile_deg,
-        "bbox": [float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())],
-        **raw.summary,
-    }
-    meta = {
-        "schema_version": str(SCHEMA_VERSION),
-        "attribution": ATTRIBUTION,
-        "tile_deg": repr(tile_deg),
-        "n_edges": str(n),
-        "n_nodes": str(raw.n_nodes),
-        "summary": json.dumps(summary, sort_keys=True),
-        "conditional_area": json.dumps(
-            {"lat_lon": list(raw.area.coords or ()), "country": raw.area.country}
-        ),
-        **{f"source_{k}": v for k, v in source.items()},
-    }
-    db.table("meta").insert_all(({"key": k, "value": v} for k, v in meta.items()), pk="key")
-    db.conn.commit()
-    db.close()
-    return summary
-
-
-# --------------------------------------------------------------------------- reading
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, _LAZY, globals(), name)
 
 
 @dataclass(frozen=True)

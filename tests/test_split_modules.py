@@ -1,0 +1,51 @@
+"""Modules split into packages or several files (issue 14) keep their public names where other
+code imports them, and the reader of the tile database stays free of its writer."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+#: the old modules and names that other code or users imported from them
+SPLIT = {
+    "models.trips": ["Trips", "read_trips", "parse_days", "coverage", "Window", "day_ranges",
+                     "day_type_of_date", "us_holidays", "FORMAT_RECORDS", "FORMAT_DESCRIPTIONS",
+                     "MAX_TRIP_FILE_BYTES", "DROP_REASONS"],
+    "models.rolling": ["MonthData", "RecentConfig", "fit", "make_rows", "prepare_month",
+                       "rolling_origin", "train_recent_model", "cell_sum", "exp_cum_of",
+                       "stats_rates", "beats", "evaluate_days", "ratios", "cached_month"],
+    "models.train": ["C_FLOOR", "INPUT_NAME", "OUTPUT_NAME", "TrainConfig", "train_model",
+                     "poisson_deviance", "static_features"],
+    "tiles._osm": ["RawGraph", "RawWay", "RawRestriction", "ProgressFn", "read_osm"],
+    "tiles.store": ["TileStore", "open_tiles", "write_tiles", "tile_of", "resolve_tiles_path",
+                    "ATTRIBUTION", "EDGE_DTYPE", "WINDOW_DTYPE", "SCHEMA_VERSION",
+                    "DEFAULT_TILE_DEG", "TILES_FILENAME"],
+    "agent.api.app": ["AgentState", "create_app", "network_geojson", "route_labels",
+                      "openapi_document", "API_SCHEMA_VERSION", "STATIC_DIR"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", sorted(SPLIT))
+def test_old_names_resolve_and_are_listed(module: str) -> None:
+    mod = importlib.import_module(module)
+    for name in SPLIT[module]:
+        assert getattr(mod, name) is not None, (module, name)
+        assert name in mod.__all__, (module, name)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None, (module, name)
+
+
+def test_write_tiles_is_the_writers_and_loaded_only_when_asked_for() -> None:
+    import tiles.store
+    import tiles.store_write
+
+    assert tiles.store.write_tiles is tiles.store_write.write_tiles
+    code = (
+        "import sys, tiles.store; a = 'tiles.store_write' in sys.modules;"
+        " from tiles.store import write_tiles; print(a, 'tiles.store_write' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
