@@ -133,15 +133,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--gate",
         action="store_true",
-        help="exit 1 unless the 95%% interval of nagashi's paired revenue/h difference against "
-        "hotspot (same passengers, starting positions, seeds) lies above zero, at every "
+        help="exit 1 unless the 95%% interval of the gated policy's paired revenue/h difference "
+        "against hotspot (same passengers, starting positions, seeds) lies above zero, at every "
         "adoption level run",
+    )
+    p.add_argument(
+        "--gate-policy",
+        default="nagashi-live",
+        help="the policy --gate judges (default nagashi-live: the agent as shipped with the "
+        "fleet's live layer; nagashi: the idealised whole-area policy)",
     )
     p.add_argument("--plot", metavar="PNG", help="plot one shift's routes (first seed)")
     p.set_defaults(func=cmd_simulate)
 
 
-def _policies(text: str, gate: bool, matching: str = "hail") -> list[str]:
+def _policies(
+    text: str, gate: bool, matching: str = "hail", gate_policy: str = "nagashi-live"
+) -> list[str]:
     four = ["random", "hotspot", "greedy", "nagashi"]
     if matching == "dispatch":
         four = ["random-walk", "random-destination", "hotspot", "greedy", "nagashi"]
@@ -150,7 +158,9 @@ def _policies(text: str, gate: bool, matching: str = "hail") -> list[str]:
         if n not in POLICY_CHOICES or n == "all":
             raise ToolsError(f"unknown policy {n!r} (choose from {', '.join(POLICY_CHOICES)})")
     if gate:
-        for needed in ("hotspot", "nagashi"):
+        if gate_policy not in POLICY_CHOICES or gate_policy in ("all", "hotspot"):
+            raise ToolsError(f"--gate-policy {gate_policy!r} is not a policy to gate")
+        for needed in ("hotspot", gate_policy):
             if needed not in names:
                 names.append(needed)
     return names
@@ -218,7 +228,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from tools.sim.replay import describe_days, in_sample_days, load_replay, replay_passengers
     from tools.sim.world import SimConfig, make_passengers
 
-    policies = _policies(args.policy, args.gate, args.matching)
+    policies = _policies(args.policy, args.gate, args.matching, args.gate_policy)
     if args.seeds < 1:
         raise ToolsError("--seeds must be at least 1")
     if args.jobs < 1:
@@ -301,7 +311,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = exp.to_json(table.version)
     doc["config"]["start"] = start.isoformat() if replay is None else f"{start:%H:%M}"
     doc["elapsed_s"] = round(time.monotonic() - t0, 1)
-    ok, verdict = gate(json_finite(doc)) if args.gate else (True, "")
+    ok, verdict = gate(json_finite(doc), args.gate_policy) if args.gate else (True, "")
     if args.gate:
         doc["gate"] = {"pass": ok, "verdict": verdict, "rule": doc["gate_rule"]}
     if args.plot:

@@ -28,7 +28,13 @@ def _spec(tmp: Path, tiles: Path, simulate: dict[str, Any], passengers: bool = T
     sim_inputs: dict[str, Any] = {"tiles": str(tiles), "demand": "@gate-demand.demand"}
     if passengers:
         sim_inputs["passengers"] = [str(UBER)]
-    params = {"start": "2014-04-22T17:00", "hours": 0.1, "seeds": 2, "policies": ["nagashi"]}
+    params = {
+        "start": "2014-04-22T17:00",
+        "hours": 0.1,
+        "seeds": 2,
+        "policies": ["nagashi"],
+        "gate_policy": "nagashi",
+    }
     doc = {
         "schema_version": 1,
         "name": "gate",

@@ -90,7 +90,8 @@ def test_first_run_builds_everything_and_records_it(first: tuple[Path, RunReport
     assert {"poisson_deviance", "mae", "rmse", "link_loglik_per_pickup"} <= set(ev["model"])
     assert ev["heldout_pickups"] > 100
     sim = steps["simulate"]["metrics"]["policies"]
-    assert set(sim) == {"hotspot", "nagashi"} and sim["nagashi"]["revenue_per_h"]["mean"] > 0
+    assert set(sim) == {"hotspot", "nagashi-live"}
+    assert sim["nagashi-live"]["revenue_per_h"]["mean"] > 0
     assert len(sim["hotspot"]["empty_km_per_pickup"]["ci95"]) == 2
     for s in STEPS:
         assert steps[s]["code_version"] and steps[s]["output_hashes"], s
@@ -161,7 +162,7 @@ def test_runs_compare_and_cli(
         rows = {k: (a, b) for k, a, b in compare_rows(db.get_run(1), db.get_run(3))}
     assert rows["simulate.params.seeds"] == (2, 3)
     assert rows["tiles.params.tile_deg"] == (0.01, 0.01)
-    assert "simulate.metrics.policies.nagashi.revenue_per_h.mean" in rows
+    assert "simulate.metrics.policies.nagashi-live.revenue_per_h.mean" in rows
     assert "simulate.metrics.policies.hotspot.occupied_share.ci95" in rows
     assert rows["evaluate.metrics.model.poisson_deviance"][0] is not None
     runs_db = str(tmp / "runs.sqlite")

@@ -16,7 +16,8 @@ from agent.planner import speed_factor_from_demand
 from models import DemandTable
 from tiles import TileStore
 from tools.sim.engine import CRUISE, DISPATCHED, DROPOFF, run_shift
-from tools.sim.experiment import calibrate, gate, mean_ci, run_seeds, summarise
+from tools.sim.experiment import calibrate, mean_ci, run_seeds, summarise
+from tools.sim.experiment import gate as gate_of
 from tools.sim.policies import POLICIES
 from tools.sim.world import SimConfig, World, build_world, make_passengers
 
@@ -136,6 +137,12 @@ def test_mean_ci_and_gate() -> None:
             },
         }
 
+    # the gate judges the agent as shipped (nagashi-live) unless told otherwise
+    assert not gate_of(doc(0.5, 3.0))[0] and "nagashi-live" in gate_of(doc(0.5, 3.0))[1]
+
+    def gate(d: dict[str, object]) -> tuple[bool, str]:
+        return gate_of(d, "nagashi")
+
     assert gate(doc(0.5, 3.0))[0]
     assert "PASS" in gate(doc(0.5, 3.0))[1] and "above zero" in gate(doc(0.5, 3.0))[1]
     assert not gate(doc(-0.5, 3.0))[0]  # the interval reaches zero: not shown to be better
@@ -175,6 +182,8 @@ def test_simulate_cli_json_gate_and_plot(
             "2",
             "--json",
             "--gate",
+            "--gate-policy",
+            "nagashi",
             "--plot",
             str(png),
             "--revenue-plot",

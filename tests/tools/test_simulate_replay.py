@@ -123,7 +123,8 @@ def test_replaying_a_day_of_the_demand_is_refused_unless_allowed(
     assert err.count("\n") == 1 and "2014-04-20" in err and "--allow-in-sample" in err
     assert "2014-04-22" not in err  # only the leaked day is named
     png = tmp_path / "adoption.png"
-    allowed = ["--days", "2014-04-20", "--allow-in-sample", "--gate", "--adoption", "0.5,1.0"]
+    allowed = ["--days", "2014-04-20", "--allow-in-sample", "--gate", "--gate-policy", "nagashi",
+               "--adoption", "0.5,1.0"]  # fmt: skip
     rc, out, err = _cli([*base, *allowed, "--adoption-plot", str(png)], capsys)
     assert rc in (0, 1)
     doc = json.loads(out)
@@ -162,7 +163,7 @@ def test_the_gate_reads_the_paired_difference() -> None:
         pg = paired_gain({"nagashi": runs, "hotspot": ref}, "nagashi", "hotspot")
         lo, hi = pg["revenue_per_h_diff"]["ci95"]  # type: ignore[index]
         assert (lo > 0) == passes and lo < hi
-        ok, why = gate({"reference": "hotspot", "paired": {"nagashi": pg}})
+        ok, why = gate({"reference": "hotspot", "paired": {"nagashi": pg}}, "nagashi")
         assert ok == passes and ("PASS" if passes else "FAIL") in why
 
 
