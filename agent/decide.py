@@ -1,7 +1,9 @@
 """One planning tick, as a pure function of the bundle and the tick's inputs.
 
     inputs (fix, previous fix, now, locale, the live snapshot) + bundle
-      -> road graph around the cab -> map match -> demand for the links considered
+      -> road graph around the cab -> map match -> demand for the links considered (a cell
+         model with recent-demand inputs gets the live snapshot's per-cell pickups:
+         :func:`tick_recent`)
       -> the fleet around it (agent.planner.fleet_view: the live snapshot without this cab's
          own heartbeat, else the bundle's supply prior)
       -> cruising plan (agent.planner) -> safety verdict (safety.SafetyGate)
@@ -24,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.bundle import LoadedBundle
+from agent.errors import AgentError
 from agent.gps import Fix
 from agent.instruction import Instruction, build_instruction, first_turn
 from agent.planner import (
@@ -37,7 +40,14 @@ from agent.planner import (
 )
 from agent.triplog import pack
 from agent.version import code_version
-from models import ModelsError, TickDemand, tick_demand_from_table
+from models import (
+    SNAPSHOT_WINDOWS_MIN,
+    DemandModel,
+    ModelsError,
+    RecentCounts,
+    TickDemand,
+    tick_demand_from_table,
+)
 from safety import BundleStatus, SafetyGate, TickInput, Verdict, check_fix
 from tiles import Graph, Match, NoMatchError, TilesError, match_fix
 
@@ -47,6 +57,29 @@ RECORD_KIND = "tick"
 
 #: the live layer is on but the cab holds no snapshot yet (none fetched, or none accepted)
 LIVE_NO_SNAPSHOT = "LIVE_NO_SNAPSHOT"
+
+#: why a cell model with recent inputs was asked without them (the tick record's ``recent``)
+RECENT_NO_SNAPSHOT = "RECENT_NO_SNAPSHOT"  # no fresh live snapshot (offline, refused, off)
+RECENT_NO_UNITS = "RECENT_NO_UNITS"  # params.yaml names no live.pickups_per_hail
+RECENT_OTHER_GRID = "RECENT_OTHER_GRID"  # the snapshot's cells are not the model's grid
+RECENT_BAD_COUNTS = "RECENT_BAD_COUNTS"  # negative, non-cumulative, misshapen, outside the grid
+RECENT_TOO_FEW = "RECENT_TOO_FEW"  # the fleet sees too few pickups for them to say anything
+#: the snapshot's counts are used only when one fleet pickup stands for at most this many of
+#: the model's source pickups and the area's last hour should hold at least
+#: RECENT_MIN_EXPECTED fleet pickups: with fewer, the scaled counts are noise and the model
+#: does worse than statistics (measured on the validation week, docs/demand.md)
+RECENT_MAX_SCALE = 4.0
+RECENT_MIN_EXPECTED = 10.0
+#: the cell model's recent inputs a snapshot gives (its 15/30/60-minute counts) ...
+RECENT_FROM_SNAPSHOT = (
+    "recent_nb_15m",
+    "recent_nb_30m",
+    "recent_nb_60m",
+    "recent_cell_60m",
+    "recent_area_60m",
+)
+#: ... and those it does not, filled from the last hour (models.recent.fill_unobserved)
+RECENT_FILLED = ("recent_nb_120m", "recent_area_day")
 
 
 class LiveSnapshot(Protocol):
@@ -65,6 +98,9 @@ class LiveSnapshot(Protocol):
     def network(self) -> str: ...
 
     def link_counts(self, edge_ids: npt.ArrayLike) -> tuple[Any, Any]: ...
+
+    # read by tick_recent when present (getattr): ``grid`` (min_lon, min_lat, dlon, dlat,
+    # ncols, nrows) or None, ``cell_ids`` sorted cells, ``pickups`` (len(cell_ids), 3)
 
 
 @dataclass(frozen=True)
@@ -131,6 +167,9 @@ class TickResult:
     verdict: Verdict
     instruction: Instruction
     fleet: FleetView | None = None  # None when there was no graph to plan on
+    #: which recent-demand inputs the demand model was given (:func:`tick_recent`); None when
+    #: the bundle's demand takes none (statistics, a link model) or no demand was asked
+    recent: dict[str, Any] | None = None
 
     def to_record(self, lb: LoadedBundle) -> dict[str, Any]:
         """The trip-log record of this tick (``kind: tick``); see agent.triplog."""
@@ -156,6 +195,7 @@ class TickResult:
             "params": lb.params_record(),
             "demand": None if self.demand is None else self.demand.to_record(),
             "demand_sha256": None if self.demand is None else demand_sha256(self.demand),
+            "recent": self.recent,
             "fleet": None if self.fleet is None else self.fleet.to_json(),
             "plan": None if self.plan is None else self.plan.to_json(),
             "planner_error": self.planner_error,
@@ -198,6 +238,7 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
     graph: Graph | None = None
     m: Match | None = None
     demand: TickDemand | None = None
+    recent_rec: dict[str, Any] | None = None
     plan: Plan | None = None
     planner_error = ""
     params = lb.planner
@@ -237,8 +278,16 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
             m = on_route_match(m, inputs.previous_route, mc.ambiguity_ratio)
         horizon_min = math.ceil(params.horizon_s / 60.0)
         if lb.model is not None:
+            recent: RecentCounts | None = None
+            if getattr(lb.model, "granularity", "link") == "cell":
+                recent, recent_rec = tick_recent(lb, lb.model, inputs.live)
             try:
-                demand = lb.model.tick(graph.edge_id, math.floor(mow), horizon_min)
+                now_min = math.floor(mow)
+                demand = (
+                    lb.model.tick(graph.edge_id, now_min, horizon_min)
+                    if recent is None
+                    else lb.model.tick(graph.edge_id, now_min, horizon_min, recent)
+                )
             except ModelsError as e:  # NaN, negative, absurd: this tick runs on statistics
                 planner_error = f"demand model: {e}"
                 log.warning("demand model failed, using statistics: %s", e)
@@ -294,8 +343,103 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
     )
     instruction = _instruction(lb, graph, m, fix, plan, verdict, inputs)
     return TickResult(
-        inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction, fleet
+        inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction, fleet, recent_rec
     )
+
+
+def tick_recent(
+    lb: LoadedBundle, model: DemandModel, live: LiveInput | None
+) -> tuple[RecentCounts | None, dict[str, Any]]:
+    """The recent-demand inputs of a cell model from the tick's live snapshot, and the tick
+    record's ``recent`` (which inputs were used, or why none).
+
+    The snapshot counts the fleet's meter pickups per cell of the demand grid in the last 15,
+    30 and 60 minutes before it was built; they are scaled into the model's units (its
+    ``recent.pickups_per_hail`` over the bundle's ``params.yaml`` ``live.pickups_per_hail``,
+    the fleet's meter pickups per hail of the demand table) and end at the snapshot's own
+    minute. The 120-minute window and the day so far are not in a snapshot: the model fills
+    them from the last hour at their usual level (:func:`models.recent.fill_unobserved`).
+    Without a fresh snapshot, units, or with counts that cannot be right, the model is asked
+    without recent inputs (as a cab offline) and ``reason`` says why."""
+    rec: dict[str, Any] = {
+        "used": [],
+        "windows_min": [],
+        "filled": [],
+        "scale": None,
+        "pickups": None,
+        "reason": "",
+    }
+    snap = None if live is None else live.snapshot
+    if snap is None:
+        rec["reason"] = RECENT_NO_SNAPSHOT
+        return None, rec
+    units = _live_pickups_per_hail(lb)
+    if units is None:
+        rec["reason"] = RECENT_NO_UNITS
+        return None, rec
+    grid = model.table.grid
+    want = (grid.min_lon, grid.min_lat, grid.cell_deg_lon, grid.cell_deg_lat)
+    g = getattr(snap, "grid", None)
+    try:
+        same = (
+            g is not None
+            and len(g) == 6
+            and (int(g[4]), int(g[5])) == (grid.ncols, grid.nrows)
+            and all(
+                math.isclose(float(a), b, rel_tol=0, abs_tol=1e-12)
+                for a, b in zip(g[:4], want, strict=True)
+            )
+        )
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        rec["reason"] = RECENT_OTHER_GRID
+        return None, rec
+    try:
+        ids = np.asarray(getattr(snap, "cell_ids", None), dtype=np.int64)
+        counts = np.asarray(getattr(snap, "pickups", None), dtype=np.float64)
+        k = len(SNAPSHOT_WINDOWS_MIN)
+        if (
+            ids.ndim != 1
+            or counts.shape != (ids.size, k)
+            or (ids.size and (int(ids.min()) < 0 or int(ids.max()) >= grid.n_cells))
+            or np.unique(ids).size != ids.size
+        ):
+            raise ValueError("cells outside the model's grid or counts of another shape")
+        per_cell = np.zeros((grid.n_cells, k), dtype=np.float64)
+        per_cell[ids] = counts
+        scale = model.pickups_per_hail / units
+        end = math.floor(lb.minute_of_week(float(snap.built_s)))
+        recent = RecentCounts(per_cell * scale, end)
+    except (TypeError, ValueError, ModelsError, AgentError) as e:
+        rec["reason"] = RECENT_BAD_COUNTS
+        rec["error"] = str(e)[:200]
+        return None, rec
+    expected = model.expected_area_pickups(end, SNAPSHOT_WINDOWS_MIN[-1]) / scale
+    rec["expected_fleet_pickups_60m"] = round(expected, 3)
+    if scale > RECENT_MAX_SCALE or expected < RECENT_MIN_EXPECTED:
+        rec["reason"] = RECENT_TOO_FEW
+        return None, rec
+    rec.update(
+        used=list(RECENT_FROM_SNAPSHOT),
+        windows_min=list(SNAPSHOT_WINDOWS_MIN),
+        filled=list(RECENT_FILLED),
+        scale=scale,
+        pickups=int(counts[:, -1].sum()) if counts.size else 0,
+        end_minute_of_week=end,
+    )
+    return recent, rec
+
+
+def _live_pickups_per_hail(lb: LoadedBundle) -> float | None:
+    """``params.yaml`` ``live.pickups_per_hail``: the fleet's meter pickups per hail of the
+    demand table (its share of street hails), None when absent or not a positive number."""
+    live = lb.params_doc.get("live")
+    v = live.get("pickups_per_hail") if isinstance(live, dict) else None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) and f > 0 else None
 
 
 def tick_fleet(

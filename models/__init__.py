@@ -24,7 +24,7 @@ from tiles._lazy import lazy_attribute
 if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
     from models.peopleflow import PeopleFlow, ShapeConfig, read_people_flow, shape_by_people_flow
     from models.predict import DemandModel, InferenceConfig, open_demand, statistical_tick
-    from models.recent import RecentPickups
+    from models.recent import SNAPSHOT_WINDOWS_MIN, RecentCounts, RecentPickups
     from models.statistics import StatsConfig, build_demand_table
     from models.supply import SupplyTable
 
@@ -37,7 +37,9 @@ _LAZY: dict[str, str] = {
     "shape_by_people_flow": "models.peopleflow",
     "StatsConfig": "models.statistics",
     "build_demand_table": "models.statistics",
+    "RecentCounts": "models.recent",
     "RecentPickups": "models.recent",
+    "SNAPSHOT_WINDOWS_MIN": "models.recent",
     "open_demand": "models.predict",
     "statistical_tick": "models.predict",
     "SupplyTable": "models.supply",
@@ -47,6 +49,7 @@ __all__ = [
     "DAY_TYPES",
     "SLOTS_PER_DAY",
     "SLOT_MINUTES",
+    "SNAPSHOT_WINDOWS_MIN",
     "CellGrid",
     "DemandDataError",
     "DemandModel",
@@ -55,6 +58,7 @@ __all__ = [
     "ModelOutputError",
     "ModelsError",
     "PeopleFlow",
+    "RecentCounts",
     "RecentPickups",
     "ShapeConfig",
     "StatsConfig",

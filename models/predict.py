@@ -47,12 +47,15 @@ from models.features import (
     cell_rates,
 )
 from models.recent import (
+    RecentCounts,
     RecentPickups,
     cab_features,
+    counts_features,
     expected_per_minute_of_week,
     missing_features,
     neighbour_sum,
     week_cumulative,
+    week_window,
 )
 
 log = logging.getLogger(__name__)
@@ -227,6 +230,12 @@ class DemandModel:
         self.nb_rate_h = neighbour_sum(self.cell_rate_h, grid)
         self.exp_week_cum = week_cumulative(expected_per_minute_of_week(crate, pi))
 
+    def expected_area_pickups(self, end_minute_of_week: int, window_min: int) -> float:
+        """A cell model's expected pickups (its recent source's units) over the whole area in
+        the ``window_min`` minutes before ``end_minute_of_week`` of an ordinary week."""
+        e = week_window(self.exp_week_cum, int(end_minute_of_week) % (7 * 1440), window_min)
+        return float(e[0, self.area_cells].sum())
+
     def _check_signature(self, in_name: str, out_name: str) -> None:
         ins = self.session.get_inputs()
         outs = self.session.get_outputs()
@@ -288,11 +297,12 @@ class DemandModel:
         cells: npt.NDArray[np.int64],
         slot_starts: npt.ArrayLike,
         now_minute_of_week: int,
-        recent: RecentPickups | None,
+        recent: RecentPickups | RecentCounts | None,
     ) -> npt.NDArray[np.float64]:
         """Factors on statistics ``(len(slot_starts), len(cells))`` of a cell model: one ONNX
         call over every model slot inside the given 30-minute slots, recent inputs ending at
-        ``now_minute_of_week`` (none: ``recent_missing``), averaged per 30-minute slot."""
+        ``now_minute_of_week`` (a live snapshot's counts: at its own minute; none:
+        ``recent_missing``), averaged per 30-minute slot."""
         starts = np.atleast_1d(np.asarray(slot_starts, dtype=np.int64))
         sub = 30 // self.slot_minutes
         # model slots, as offsets from now (the horizon may cross the end of the week)
@@ -305,6 +315,10 @@ class DemandModel:
         lead = np.maximum(rel, 0).astype(np.float64)
         if recent is None:
             feats = missing_features(1, cells.size)
+        elif isinstance(recent, RecentCounts):
+            feats = counts_features(
+                recent, self.table.grid, self.exp_week_cum, cells, self.area_cells
+            )
         else:
             feats = cab_features(
                 recent,
@@ -335,13 +349,14 @@ class DemandModel:
         edge_ids: npt.ArrayLike,
         minute_of_week: int,
         horizon_min: int,
-        recent: RecentPickups | None = None,
+        recent: RecentPickups | RecentCounts | None = None,
     ) -> TickDemand:
         """Predicted TickDemand over the slots covering ``horizon_min`` from now (fares,
         durations and drop-offs from statistics).
 
         Cell model (spec 2): one ONNX call, one row per (cell of the links, model slot), with
-        the recent pickups (``recent``; the fleet's live layer) seen before now, or without
+        the recent pickups (``recent``; the fleet's live layer: its pickups, or a snapshot's
+        per-cell counts, :class:`~models.recent.RecentCounts`) seen before now, or without
         them (``None``: a cab offline); each link gets its cell's factor on statistics.
 
         Link model (spec 1, no recent inputs: ``recent`` is not used): one ONNX call with one

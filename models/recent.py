@@ -8,6 +8,11 @@ tick's current minute on the cab), the inputs compare the pickups seen in window
 * the cell alone, the last 60 minutes; the whole network area, the last 60 minutes;
 * the whole area since local midnight ("the day so far against its usual level").
 
+On the cab these come either from the live layer's pickups one by one (:class:`RecentPickups`,
+:func:`cab_features`) or from a live snapshot's per-cell counts of the last 15, 30 and 60
+minutes (:class:`RecentCounts`, :func:`counts_features`): then the 120-minute window and the day
+so far are filled in from the last hour (:func:`fill_unobserved`; measured in docs/demand.md).
+
 Each is ``log((observed + k) / (expected + k))`` (``k`` pseudo-pickups keep empty windows
 finite). A pickup counts in a window ``[A - w, A)`` by the minute it happened in: a pickup at
 10:00:30 is seen from anchor 10:01 on, never by a prediction anchored at 10:00 (causal, tested).
@@ -190,17 +195,129 @@ def cab_features(
     def count(w: int) -> F64:
         return np.bincount(cell[back <= w], minlength=n).astype(np.float64)[None, :]
 
-    def expected(w: int) -> F64:
-        lo = now_minute_of_week - w
-        e = exp_week_cum[now_minute_of_week] - exp_week_cum[max(lo, 0)]
-        if lo < 0:  # the window reaches into the previous week
-            e = e + exp_week_cum[MINUTES_PER_WEEK] - exp_week_cum[MINUTES_PER_WEEK + lo]
-        return np.asarray(e, dtype=np.float64)[None, :]
-
     since = now_minute_of_week % 1440
     obs = {w: count(w) for w in NEIGHBOUR_WINDOWS_MIN}
-    exp = {w: expected(w) for w in NEIGHBOUR_WINDOWS_MIN}
-    return features_from_windows(obs, exp, count(since), expected(since), cells, grid, area_cells)
+    exp = {w: week_window(exp_week_cum, now_minute_of_week, w) for w in NEIGHBOUR_WINDOWS_MIN}
+    return features_from_windows(
+        obs,
+        exp,
+        count(since),
+        week_window(exp_week_cum, now_minute_of_week, since),
+        cells,
+        grid,
+        area_cells,
+    )
+
+
+def week_window(exp_week_cum: F64, end_minute_of_week: int, w: int) -> F64:
+    """``(1, n_cells)`` expected pickups in the ``w`` minutes before ``end_minute_of_week`` of
+    an ordinary week (a window reaching before Monday 00:00 wraps to the previous week)."""
+    lo = end_minute_of_week - w
+    e = exp_week_cum[end_minute_of_week] - exp_week_cum[max(lo, 0)]
+    if lo < 0:
+        e = e + exp_week_cum[MINUTES_PER_WEEK] - exp_week_cum[MINUTES_PER_WEEK + lo]
+    return np.asarray(e, dtype=np.float64)[None, :]
+
+
+#: the windows the fleet's live snapshot counts per cell (sync.live: the last 15, 30, 60 min)
+SNAPSHOT_WINDOWS_MIN: tuple[int, ...] = (15, 30, 60)
+#: the recent inputs a live snapshot cannot give, filled in by :func:`fill_unobserved`
+FILLED_FEATURES: tuple[str, ...] = ("recent_nb_120m", "recent_area_day")
+#: how the unobserved part of a window is filled: at its usual level, or at the last hour's
+FILL_RULES: tuple[str, ...] = ("usual", "level")
+
+
+@dataclass(frozen=True, eq=False)
+class RecentCounts:
+    """Pickups per cell counted in the windows of the fleet's live snapshot.
+
+    ``counts[c, j]`` are the pickups of cell ``c`` of the model's grid in the last
+    :data:`SNAPSHOT_WINDOWS_MIN` ``[j]`` minutes before ``end_minute_of_week`` (the minute
+    of week the snapshot was built in), already in the model's units (``model.json``
+    ``recent.pickups_per_hail``). Cumulative windows: finite, >= 0, non-decreasing along ``j``.
+    The 120-minute window and the day so far are not counted: :func:`counts_features` fills
+    their unobserved part (``fill``, see :func:`fill_unobserved`).
+    """
+
+    counts: F64
+    end_minute_of_week: int
+    fill: str = "level"  # chosen on the validation week (docs/demand.md, "From a snapshot")
+
+    def __post_init__(self) -> None:
+        c = np.asarray(self.counts)
+        if c.ndim != 2 or c.shape[1] != len(SNAPSHOT_WINDOWS_MIN):
+            raise DemandDataError(
+                f"recent counts: shape {c.shape}, expected (n_cells, {len(SNAPSHOT_WINDOWS_MIN)})"
+            )
+        if not np.all(np.isfinite(c)) or np.any(c < 0):
+            raise DemandDataError("recent counts must be finite and >= 0")
+        if np.any(np.diff(c, axis=1) < 0):
+            raise DemandDataError("recent counts: a longer window holds fewer pickups")
+        if not 0 <= int(self.end_minute_of_week) < MINUTES_PER_WEEK:
+            raise DemandDataError(f"recent counts: minute of week {self.end_minute_of_week}")
+        if self.fill not in FILL_RULES:
+            raise DemandDataError(f"recent counts: fill {self.fill!r}, one of {FILL_RULES}")
+
+
+def fill_unobserved(
+    obs60: F64,
+    exp60: F64,
+    exp120: F64,
+    exp_day: F64,
+    since_midnight: npt.ArrayLike,
+    area_cells: I64,
+    fill: str = "usual",
+) -> tuple[F64, F64]:
+    """``(obs120, obs_day)`` from the last hour's pickups only, arrays ``(K, n_cells)``;
+    ``since_midnight`` (K,) minutes of each anchor's day so far.
+
+    ``usual``: the part of a window before the last hour had its expected pickups (the cell's
+    120-minute ratio is the 60-minute one shrunk toward 1; the day's is the last hour's
+    shrunk by how much of the day it covers). ``level``: that part ran at the last hour's
+    level (the neighbourhood's for 120 min, the area's for the day). A day shorter than an
+    hour holds the hour's pickups in proportion to its expectation.
+    """
+    since = np.asarray(since_midnight, dtype=np.int64).reshape(-1, 1)
+    older120 = exp120 - exp60
+    older_day = exp_day - exp60
+    if fill == "usual":
+        r_nb: F64 | float = 1.0
+        r_area: F64 | float = 1.0
+    else:
+        r_nb = (obs60 + K_NEIGHBOURS) / (exp60 + K_NEIGHBOURS)
+        o = obs60[:, area_cells].sum(axis=1, keepdims=True)
+        e = exp60[:, area_cells].sum(axis=1, keepdims=True)
+        r_area = (o + K_AREA) / (e + K_AREA)
+    obs120 = obs60 + older120 * r_nb
+    part = np.divide(exp_day, exp60, out=np.zeros_like(exp_day), where=exp60 > 0)
+    obs_day = np.where(since >= 60, obs60 + older_day * r_area, obs60 * part)
+    return np.asarray(obs120, np.float64), np.asarray(obs_day, np.float64)
+
+
+def counts_features(
+    recent: RecentCounts,
+    grid: CellGrid,
+    exp_week_cum: F64,
+    cells: I64,
+    area_cells: I64,
+) -> F32:
+    """The recent inputs ``(1, len(cells), 8)`` from a live snapshot's counts: the 15/30/60
+    minute windows as counted, ending at ``recent.end_minute_of_week``, the 120-minute window
+    and the day so far filled (:func:`fill_unobserved`)."""
+    if recent.counts.shape[0] != grid.n_cells:
+        raise DemandDataError(
+            f"recent counts for {recent.counts.shape[0]} cells, the model's grid has {grid.n_cells}"
+        )
+    end = int(recent.end_minute_of_week)
+    c = np.asarray(recent.counts, dtype=np.float64)
+    obs = {w: c[None, :, j].copy() for j, w in enumerate(SNAPSHOT_WINDOWS_MIN)}
+    exp = {w: week_window(exp_week_cum, end, w) for w in NEIGHBOUR_WINDOWS_MIN}
+    since = end % 1440
+    exp_day = week_window(exp_week_cum, end, since)
+    obs[120], obs_day = fill_unobserved(
+        obs[60], exp[60], exp[120], exp_day, [since], area_cells, recent.fill
+    )
+    return features_from_windows(obs, exp, obs_day, exp_day, cells, grid, area_cells)
 
 
 def week_cumulative(exp_week: F64) -> F64:

@@ -44,13 +44,14 @@ COMPARED = (
     "match",
     "params",
     "demand_sha256",
+    "recent",
     "fleet",
     "plan",
     "safety",
     "instruction",
 )
 #: compared only when the logged record has them (logs written before they existed)
-OPTIONAL = frozenset({"fleet"})
+OPTIONAL = frozenset({"fleet", "recent"})
 #: the snapshot archive beside the trip logs in an agent's data folder
 LIVE_DIR = "live"
 MAX_DIFF_LINES = 8
