@@ -29,6 +29,7 @@ POLICY_CHOICES = (
     "nagashi-live",
     "nagashi-offline",
     "nagashi-offline-own",
+    "nagashi-live-tick",
     "all",
 )
 
@@ -45,7 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "following its route read-out; nagashi-live: as shipped with the fleet's live layer "
         "and the supply prior; nagashi-offline: the reference fleet's supply prior only, "
         "every cab offline; "
-        "nagashi-offline-own: offline with the prior of a fleet on nagashi-live), a "
+        "nagashi-offline-own: offline with the prior of a fleet on nagashi-live; "
+        "nagashi-live-tick: nagashi-live reading its route again at every junction), a "
         "comma-separated list, or all (random, "
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",

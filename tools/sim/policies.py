@@ -408,13 +408,20 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         prior: bool = True,
         prior_policy: str | None = None,
         n_cabs: int = 0,
+        every_link: bool = False,
     ):
         super().__init__(world, allowed, rng, m)
+        self.every_link = every_link
         self.live = LiveLayer(world, n_cabs, seed) if live else None
         self.prior = supply_prior(world, multiplier=m, policy=prior_policy) if prior else None
         self._counts: _Counts | None = None
         self.edge_ids = world.graph.edge_id
         self.own_passes: dict[int, dict[int, float]] = {}
+
+    def _read_key(self, taxi: int, t_s: float) -> object:
+        # every_link: the route is read again at every junction (the agent's tick, every few
+        # seconds, with its hysteresis), not only at each new table
+        return t_s if self.every_link else self.t0
 
     def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
         # the cab's own vacant passes (the agent's ``last_pass_age_s``): a curb it drained
@@ -502,6 +509,9 @@ def make_policy(
         ),
         "nagashi-offline": lambda: NagashiLivePolicy(
             world, allowed, rng, multiplier, seed=seed, live=False, n_cabs=n_cabs
+        ),
+        "nagashi-live-tick": lambda: NagashiLivePolicy(
+            world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs, every_link=True
         ),
         "nagashi-offline-own": lambda: NagashiLivePolicy(
             world,
