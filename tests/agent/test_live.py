@@ -33,6 +33,7 @@ from agent.runtime import Agent, AgentConfig, SyncSettings
 from agent.triplog import read_records
 from sync import Bundle, BundleStore, FleetRepository, PullConfig, Updater
 from sync._live_server import LiveConfig, LiveService
+from sync._serve_limits import ServeLimits
 from sync.live import (
     LIVE_BAD_SIGNATURE,
     LIVE_EXPIRED,
@@ -46,7 +47,7 @@ from sync.live import (
     sign_envelope,
 )
 from sync.logstore import SqliteLogStorage
-from sync.server import create_app
+from sync.server import ServerConfig, create_app
 from tests.conftest import DRIVE_CSV
 from tests.sync.conftest import accept_all, run_server, utcnow
 from tools.cli import main
@@ -98,7 +99,10 @@ def _serve(root: Path) -> Iterator[tuple[str, LiveService]]:
     """A fresh fleet server (its live state starts empty) on loopback; snapshots are built
     when a test says so (the background build runs once, at the first live request)."""
     storage = SqliteLogStorage(root / "fleet.sqlite")
-    app = create_app(root, storage=storage)
+    # the cabs here talk every FAST seconds: far above a real cab's rate, so the per-token rate
+    # limit (5/s, burst 100, which a long run under load exhausts) is raised
+    limits = ServeLimits(token_rate_per_s=10_000.0, token_burst=100_000)
+    app = create_app(root, ServerConfig(limits=limits), storage=storage)
     live: LiveService = app.state.live
     live.config = LiveConfig(build_every_s=3600)
     try:
@@ -299,6 +303,20 @@ def _signed(
     return sign_envelope(encode_body(s), [signer or repo.live_signer()])
 
 
+def _rebuild(live: LiveService) -> int:
+    """Build the area's snapshot and wait until the server serves it: versions follow the
+    clock in whole seconds, and a forged one served by :func:`_serve_instead` bumped the
+    served version, so a rebuild in the same second may not replace it yet."""
+    end = time.monotonic() + 30.0
+    while True:
+        v = live.rebuild()[AREA]
+        with live._lock:
+            if live._areas[AREA].version == v:
+                return v
+        assert time.monotonic() < end, "the rebuilt snapshot is never served"
+        time.sleep(0.25)
+
+
 def _serve_instead(live: LiveService, data: bytes) -> None:
     """The server hands out ``data`` as its area's snapshot (a forger, a replay, ...)."""
     with live._lock:
@@ -314,7 +332,7 @@ def test_refused_snapshots_and_a_wrong_clock_never_stop_guidance(
     with _serve(fleet.root) as (url, live):
 
         def accepted(agent: Agent) -> None:
-            v = live.rebuild()[AREA]
+            v = _rebuild(live)
             good.setdefault("v", v)  # the first good one: what the refusals keep
             _wait_for(lambda: _live_status(agent)["snapshot"]["version"] == v, "good snapshot")
 
@@ -331,7 +349,7 @@ def test_refused_snapshots_and_a_wrong_clock_never_stop_guidance(
                 n = _outcome(agent, reason)
                 stale = _live_status(agent)["heartbeats"].get("stale", 0)
                 clock.offset_s = offset_s
-                live.rebuild()  # a fresh snapshot, which the cab's clock says is not valid
+                _rebuild(live)  # a fresh snapshot, which the cab's clock says is not valid
                 _wait_for(lambda: _outcome(agent, reason) > n + 1, reason)
                 _wait_for(lambda: _live_status(agent)["heartbeats"].get("stale", 0) > stale, "hb")
 
