@@ -60,6 +60,8 @@ GATE_RULE = (
 #: the policy the release gate judges: the agent as shipped, following its route read-out with
 #: the fleet's live layer (``nagashi`` is the idealised whole-area policy, kept for comparison)
 GATE_POLICY = "nagashi-live"
+#: baselines every nagashi variant is also paired with when they run alongside (``paired_vs``)
+BASELINES = ("random-destination", "random-walk", "random", "greedy")
 #: calibration seeds are far from the evaluation seeds
 CALIBRATION_SEED_BASE = 1_000_000
 
@@ -410,6 +412,14 @@ class Experiment:
             }
         if "nagashi" in self.results and "hotspot" in self.results:
             doc["nagashi_vs_hotspot"] = paired_gain(self.results, "nagashi", "hotspot")
+        # against the other baselines too (a herding reference flatters whatever spreads out):
+        # every nagashi variant paired with every baseline run alongside
+        others = [q for q in BASELINES if q in self.results and q != ref]
+        mine = [p for p in self.results if p.startswith("nagashi")]
+        if others and mine:
+            doc["paired_vs"] = {
+                q: {p: paired_gain(self.results, p, q) for p in mine} for q in others
+            }
         return doc
 
 
