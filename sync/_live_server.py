@@ -47,12 +47,12 @@ import msgpack
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from sync._fs import atomic_write_bytes, read_bounded
 from sync._serve_limits import ServeLimits
-from sync._serving import TokenBuckets
+from sync._serving import HTTPError, TokenBuckets, guarded
 from sync.errors import LiveInputError, SyncDataError, SyncStorageError
 from sync.live import (
     EVENT_MAX_AGE_S,
@@ -346,14 +346,6 @@ class LiveService:
             return area in self._areas
 
 
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
-
-
 def live_app(
     service: LiveService,
     authenticate: Callable[[str], Principal | None],
@@ -393,7 +385,7 @@ def live_app(
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise _HTTPError(401, "missing bearer token")
+            raise HTTPError(401, "missing bearer token")
         digest = hashlib.sha256(token.encode()).hexdigest()
         hit = known.pop(digest, None)
         t = time.monotonic()
@@ -407,10 +399,10 @@ def live_app(
                 while len(known) > lim.max_tracked_tokens:
                     known.popitem(last=False)
         if who is None:
-            raise _HTTPError(401, "unknown token")
+            raise HTTPError(401, "unknown token")
         wait = buckets.take(digest)
         if wait > 0:
-            raise _HTTPError(
+            raise HTTPError(
                 429, "too many requests for this token", {"retry-after": str(max(1, round(wait)))}
             )
         return who
@@ -419,20 +411,20 @@ def live_app(
         ensure_ticker()
         who = await principal(request)
         if who.kind != "vehicle":
-            raise _HTTPError(403, "only vehicles send heartbeats")
+            raise HTTPError(403, "only vehicles send heartbeats")
         buf = bytearray()
         async for piece in request.stream():
             buf += piece
             if len(buf) > MAX_HEARTBEAT_BYTES:
-                raise _HTTPError(413, f"heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
+                raise HTTPError(413, f"heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
         now = service.clock()
         try:
             hb = decode_heartbeat(bytes(buf))
             acked = await offload(service.accept, who.subject, hb, now)
         except LiveInputError as e:
-            raise _HTTPError(400, str(e)) from e
+            raise HTTPError(400, str(e)) from e
         except ValueError as e:
-            raise _HTTPError(422, str(e)) from e
+            raise HTTPError(422, str(e)) from e
         doc = {"server_s": now, "events_acked": acked}
         return Response(msgpack.packb(doc, use_bin_type=True), media_type=MSGPACK)
 
@@ -441,10 +433,10 @@ def live_app(
         await principal(request)
         area = request.query_params.get("area", "")
         if not service.known(area):
-            raise _HTTPError(404, f"no live snapshot for area {area[:64]!r}")
+            raise HTTPError(404, f"no live snapshot for area {area[:64]!r}")
         cur = await offload(service.current, area)
         if cur is None:
-            raise _HTTPError(503, service.problem, {"retry-after": "30"})
+            raise HTTPError(503, service.problem, {"retry-after": "30"})
         version, data = cur
         etag = f'"{version}"'
         headers = {"etag": etag, "cache-control": "no-cache"}
@@ -452,23 +444,6 @@ def live_app(
         if etag in [x.strip() for x in inm.split(",")]:
             return Response(status_code=304, headers=headers)
         return Response(data, media_type=MSGPACK, headers=headers)
-
-    def guarded(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def handler(request: Request) -> Response:
-            try:
-                resp: Response = await fn(request)
-                return resp
-            except _HTTPError as e:
-                return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
-            except SyncStorageError as e:  # the database is away (a restart): retry later
-                log.warning("%s %s: %s", request.method, request.url.path, e)
-                return JSONResponse(
-                    {"error": "storage unavailable, retry later"},
-                    status_code=503,
-                    headers={"retry-after": "1"},
-                )
-
-        return handler
 
     return Starlette(
         routes=[

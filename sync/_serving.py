@@ -10,6 +10,9 @@ body one byte at a time would hold a connection, and a file descriptor, for ever
   connections, the next one gets ``429`` and is closed at once (its descriptor freed).
 * :class:`BodyDeadline` (ASGI middleware): a request body must be complete within
   ``body_timeout_s`` of the headers, or ``408``.
+* :class:`HTTPError` and :func:`guarded`: a route's error as one JSON answer (``{"error": …}``
+  with its status), and a database that is away as 503 with ``Retry-After`` (both apps: the
+  fleet server's and its live layer's).
 * :class:`TokenBuckets`: requests per credential (token bucket: ``token_rate_per_s`` refill,
   ``token_burst`` capacity), over it ``429`` with ``Retry-After``.
 
@@ -30,9 +33,12 @@ from collections.abc import Callable
 from typing import Any
 
 import h11
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sync._serve_limits import ServeLimits
+from sync.errors import SyncStorageError
 
 __all__ = [
     "BodyDeadline",
@@ -51,6 +57,37 @@ ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 
 log = logging.getLogger(__name__)
+
+
+class HTTPError(Exception):
+    """An answer other than 2xx from a route: ``status``, a one-line ``message``, headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def guarded(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """The route ``fn`` with :class:`HTTPError` as its JSON answer and a storage error (the
+    database is away, a restart) as 503 "retry later"."""
+
+    async def handler(request: Request) -> Response:
+        try:
+            resp: Response = await fn(request)
+            return resp
+        except HTTPError as e:
+            return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+        except SyncStorageError as e:  # the database is away (a restart): retry later
+            log.warning("%s %s: %s", request.method, request.url.path, e)
+            return JSONResponse(
+                {"error": "storage unavailable, retry later"},
+                status_code=503,
+                headers={"retry-after": "1"},
+            )
+
+    return handler
 
 
 class _OncePerInterval(logging.Filter):

@@ -39,7 +39,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from sync._serve_limits import ServeLimits
-from sync._serving import BodyDeadline, TokenBuckets, bounded_protocol, prepare_process
+from sync._serving import (
+    BodyDeadline,
+    HTTPError,
+    TokenBuckets,
+    bounded_protocol,
+    guarded,
+    prepare_process,
+)
 from sync.errors import SyncDataError, SyncStorageError, SyncTransportError
 from sync.logs import MSGPACK, WIRE_SCHEMA
 from sync.logstore import MAX_INT, LogStorage, Principal, check_batch, open_storage
@@ -57,14 +64,6 @@ class ServerConfig:
     max_vehicle_id_chars: int = 128
     limits: ServeLimits = field(default_factory=ServeLimits)  # timeouts, connections, rates
     live_build_every_s: float = 30.0  # the live snapshots are rebuilt this often
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
 
 
 def _pack(doc: dict[str, Any]) -> Response:
@@ -91,13 +90,13 @@ def create_app(
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise _HTTPError(401, "missing bearer token")
+            raise HTTPError(401, "missing bearer token")
         who = await run_in_threadpool(store.authenticate, token.strip())
         if who is None:
-            raise _HTTPError(401, "unknown token")
+            raise HTTPError(401, "unknown token")
         wait = buckets.take(hashlib.sha256(token.strip().encode()).hexdigest())
         if wait > 0:
-            raise _HTTPError(
+            raise HTTPError(
                 429,
                 f"more than {cfg.limits.token_burst} requests in a burst or "
                 f"{cfg.limits.token_rate_per_s:g}/s for this token",
@@ -110,17 +109,17 @@ def create_app(
         if declared is not None:
             try:
                 if int(declared) > cfg.max_batch_bytes:
-                    raise _HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
+                    raise HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
             except ValueError as e:
-                raise _HTTPError(400, "bad Content-Length") from e
+                raise HTTPError(400, "bad Content-Length") from e
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip"):
-            raise _HTTPError(415, f"unsupported Content-Encoding {encoding!r} (gzip or none)")
+            raise HTTPError(415, f"unsupported Content-Encoding {encoding!r} (gzip or none)")
         buf = bytearray()
         async for piece in request.stream():
             buf += piece
             if len(buf) > cfg.max_batch_bytes:
-                raise _HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
+                raise HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
         if encoding == "identity":
             return bytes(buf)
         # bounded inflation: a small body must not expand past the cap (a "zip bomb")
@@ -128,35 +127,35 @@ def create_app(
         try:
             out = inflater.decompress(bytes(buf), cfg.max_batch_bytes + 1)
         except zlib.error as e:
-            raise _HTTPError(400, f"batch is not valid gzip: {e}") from e
+            raise HTTPError(400, f"batch is not valid gzip: {e}") from e
         if len(out) > cfg.max_batch_bytes:
-            raise _HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes uncompressed")
+            raise HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes uncompressed")
         if not inflater.eof or inflater.unused_data:
-            raise _HTTPError(400, "batch is not one complete gzip member")
+            raise HTTPError(400, "batch is not one complete gzip member")
         return out
 
     async def ingest(request: Request) -> Response:
         who = await principal(request)
         if who.kind != "vehicle":
-            raise _HTTPError(403, "only vehicles upload logs")
+            raise HTTPError(403, "only vehicles upload logs")
         body = await read_body(request)
         try:
             doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises several unrelated types
-            raise _HTTPError(400, f"batch is not msgpack: {type(e).__name__}") from e
+            raise HTTPError(400, f"batch is not msgpack: {type(e).__name__}") from e
         if not isinstance(doc, dict) or doc.get("schema_version") != WIRE_SCHEMA:
-            raise _HTTPError(400, "batch has an unknown schema_version")
+            raise HTTPError(400, "batch has an unknown schema_version")
         vehicle = doc.get("vehicle_id")
         if vehicle != who.subject:
-            raise _HTTPError(403, "a vehicle uploads only its own logs")
+            raise HTTPError(403, "a vehicle uploads only its own logs")
         records = doc.get("records")
         if not isinstance(records, list) or len(records) > cfg.max_records_per_batch:
-            raise _HTTPError(400, "records must be a list of bounded length")
+            raise HTTPError(400, "records must be a list of bounded length")
         epoch = doc.get("epoch", "")  # absent: an outbox from before epochs
         rows: list[tuple[int, float, bytes]] = []
         for r in records:
             if not isinstance(r, dict):
-                raise _HTTPError(400, "record is not a map")
+                raise HTTPError(400, "record is not a map")
             seq, t_s, data = r.get("seq"), r.get("t_s"), r.get("data")
             if (
                 not isinstance(seq, int)
@@ -165,17 +164,17 @@ def create_app(
                 or isinstance(t_s, bool)
                 or not isinstance(data, bytes)
             ):
-                raise _HTTPError(400, "record needs seq > 0 (int), t_s (number), data (bytes)")
+                raise HTTPError(400, "record needs seq > 0 (int), t_s (number), data (bytes)")
             try:
                 t = float(t_s)
             except OverflowError as e:
-                raise _HTTPError(400, f"record {seq}: t_s is out of range") from e
+                raise HTTPError(400, f"record {seq}: t_s is out of range") from e
             rows.append((seq, t, data))
         dropped = doc.get("dropped_total", 0)
         try:
             check_batch(rows, dropped, epoch)
         except SyncDataError as e:
-            raise _HTTPError(400, str(e)) from e
+            raise HTTPError(400, str(e)) from e
         res = await run_in_threadpool(
             store.insert_batch, who.subject, rows, dropped, clock(), epoch
         )
@@ -194,45 +193,45 @@ def create_app(
         """A cab's health verdict on a bundle it tried (staged rollouts, sync.rollout)."""
         who = await principal(request)
         if who.kind != "vehicle":
-            raise _HTTPError(403, "only vehicles report health")
+            raise HTTPError(403, "only vehicles report health")
         body = await read_body(request)
         try:
             doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises several unrelated types
-            raise _HTTPError(400, f"report is not msgpack: {type(e).__name__}") from e
+            raise HTTPError(400, f"report is not msgpack: {type(e).__name__}") from e
         if not isinstance(doc, dict) or doc.get("schema_version") != WIRE_SCHEMA:
-            raise _HTTPError(400, "report has an unknown schema_version")
+            raise HTTPError(400, "report has an unknown schema_version")
         if doc.get("vehicle_id") != who.subject:
-            raise _HTTPError(403, "a vehicle reports only its own health")
+            raise HTTPError(403, "a vehicle reports only its own health")
         bundle_id, ok, detail = doc.get("bundle_id"), doc.get("ok"), doc.get("detail", "")
         if not isinstance(bundle_id, str) or not is_hex64(bundle_id):
-            raise _HTTPError(400, "bundle_id must be 64 lowercase hex characters")
+            raise HTTPError(400, "bundle_id must be 64 lowercase hex characters")
         if not isinstance(ok, bool) or not isinstance(detail, str) or len(detail) > 500:
-            raise _HTTPError(400, "ok must be a boolean, detail a string of at most 500")
+            raise HTTPError(400, "ok must be a boolean, detail a string of at most 500")
         await run_in_threadpool(store.record_health, who.subject, bundle_id, ok, detail, clock())
         return _pack({"schema_version": WIRE_SCHEMA, "recorded": True})
 
     async def read_logs(request: Request) -> Response:
         who = await principal(request)
         if who.kind != "engineer":
-            raise _HTTPError(403, "only engineers read logs")
+            raise HTTPError(403, "only engineers read logs")
         vehicle = request.path_params["vehicle_id"]
         q = request.query_params
         unknown = sorted(set(q.keys()) - {"since_s", "after_id", "limit"})
         if unknown:
-            raise _HTTPError(400, f"unknown parameter(s) {', '.join(unknown)}")
+            raise HTTPError(400, f"unknown parameter(s) {', '.join(unknown)}")
         try:
             since_s = float(q.get("since_s", "0"))
             after = int(q.get("after_id", "0"))
             limit = int(q.get("limit", "1000"))
         except ValueError as e:
-            raise _HTTPError(400, "since_s, after_id and limit must be numbers") from e
+            raise HTTPError(400, "since_s, after_id and limit must be numbers") from e
         if not math.isfinite(since_s):
-            raise _HTTPError(400, "since_s must be finite")
+            raise HTTPError(400, "since_s must be finite")
         if not 0 <= after <= MAX_INT:
-            raise _HTTPError(400, "after_id must be in 0..2^63-1")
+            raise HTTPError(400, "after_id must be in 0..2^63-1")
         if not 0 < limit <= MAX_INT:
-            raise _HTTPError(400, "limit must be positive")
+            raise HTTPError(400, "limit must be positive")
         limit = min(limit, cfg.max_page_records)
         recs = await run_in_threadpool(store.read, vehicle, since_s, after, limit)
         dropped = await run_in_threadpool(store.dropped_total, vehicle)
@@ -258,23 +257,6 @@ def create_app(
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
-
-    def guarded(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def handler(request: Request) -> Response:
-            try:
-                resp: Response = await fn(request)
-                return resp
-            except _HTTPError as e:
-                return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
-            except SyncStorageError as e:  # the database is away (a restart): retry later
-                log.warning("%s %s: %s", request.method, request.url.path, e)
-                return JSONResponse(
-                    {"error": "storage unavailable, retry later"},
-                    status_code=503,
-                    headers={"retry-after": "1"},
-                )
-
-        return handler
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
