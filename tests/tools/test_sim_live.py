@@ -70,7 +70,7 @@ def test_a_fleet_on_the_live_layer_runs_it_in_the_loop(world: World) -> None:  #
 def test_supply_prior_is_the_reference_fleets_passes(world: World) -> None:  # noqa: F811
     prior = supply_prior(world, multiplier=10.0)
     assert supply_prior(world, multiplier=10.0) is prior  # measured once per world
-    rates = prior.at(world.config.start_minute_of_week)
+    rates = prior.rates(world.graph.edge_id, world.config.start_minute_of_week)
     assert rates.shape == (world.n,) and np.all(rates >= 0) and rates.sum() > 0
     assert not np.any(rates[~world.cruisable])  # no cab passes a link it may not enter
     # the passes of one whole-fleet run, per hour: the prior's total over the shift
@@ -79,5 +79,7 @@ def test_supply_prior_is_the_reference_fleets_passes(world: World) -> None:  # n
     cfg = world.config
     run_shift(world, pax, cfg.calibrate_with, 0x5AFE, 10.0, test_taxis=cfg.taxis, passes=passes)
     # the shift (18:00-19:00) is two whole slots, each observed for half an hour
-    assert prior.rates.shape[0] == 2
-    assert prior.rates.sum() * 0.5 == pytest.approx(len(passes), rel=1e-9)
+    assert np.count_nonzero(prior.passes_per_h.sum(axis=1)) == 2
+    assert float(prior.passes_per_h.sum(dtype=np.float64)) * 0.5 == pytest.approx(
+        len(passes), rel=1e-6
+    )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from models.supply import SupplyTable
 from sync.live import (
     PICKUP,
     Heartbeat,
@@ -45,7 +46,7 @@ SNAPSHOT_S = 30.0
 AREA = "sim"
 #: the route a heartbeat carries: its first links up to this length (sync.live: ~2 km)
 HEARTBEAT_ROUTE_M = 2000.0
-SLOT_S = 1800.0
+SLOT_MINUTES = 30  # the supply prior's slots (models.supply)
 
 
 @dataclass
@@ -163,34 +164,16 @@ class LiveLayer:
         return None, -1, ()
 
 
-class SupplyPrior:
-    """Vacant passes per hour per local link and 30-minute slot of the week (module docs)."""
-
-    def __init__(self, world: World, slot_start_minute: I64, rates: F64, cabs: int) -> None:
-        self.world = world
-        self.slot_start_minute = slot_start_minute  # (S,) minute of week of each row
-        self.rates = rates  # (S, n)
-        self.cabs = cabs
-
-    def at(self, minute_of_week: float) -> F64:
-        """Rates in the slot of ``minute_of_week`` (0 outside the slots measured)."""
-        slot = (math.floor(minute_of_week) % MINUTES_PER_WEEK) // 30 * 30
-        hit = np.flatnonzero(self.slot_start_minute == slot)
-        if hit.size == 0:
-            return np.zeros(self.world.n)
-        return np.asarray(self.rates[int(hit[0])])
-
-
-_PRIORS: dict[tuple[int, int, int, str], SupplyPrior] = {}
+_PRIORS: dict[tuple[int, int, int, str], tuple[World, SupplyTable]] = {}
 
 
 def supply_prior(
     world: World, seed: int = 0x5AFE, multiplier: float = 1.0, policy: str | None = None
-) -> SupplyPrior:
+) -> SupplyTable:
     """The vacant passes per link and slot of a whole fleet on ``policy`` (default: the
     reference fleet, ``SimConfig.calibrate_with``; ``nagashi-live``: the fleet's own logs once
-    it runs nagashi) on passengers drawn from the demand table (module docs), measured once per
-    world (cached)."""
+    it runs nagashi) on passengers drawn from the demand table (module docs), as the
+    :class:`models.supply.SupplyTable` a bundle ships; measured once per world (cached)."""
     from tools.sim.engine import run_shift
     from tools.sim.world import make_passengers
 
@@ -198,38 +181,24 @@ def supply_prior(
     policy = policy or cfg.calibrate_with
     key = (id(world), seed, round(multiplier * 1e6), policy)
     hit = _PRIORS.get(key)
-    if hit is not None and hit.world is world:
-        return hit
+    if hit is not None and hit[0] is world:
+        return hit[1]
     pax = make_passengers(world, seed, multiplier)
     passes: list[tuple[float, int]] = []
     run_shift(world, pax, policy, seed, multiplier, test_taxis=cfg.taxis, passes=passes)
-    n = world.n
     minute0 = cfg.start_minute_of_week
-    if passes:
-        t = np.asarray([p[0] for p in passes], dtype=np.float64)
-        link = np.asarray([p[1] for p in passes], dtype=np.int64)
-    else:
-        t = np.zeros(0)
-        link = np.zeros(0, dtype=np.int64)
-    minute = (np.floor(minute0 + t / 60.0).astype(np.int64)) % MINUTES_PER_WEEK
-    slot = minute // 30 * 30
-    starts = np.unique(
-        (
-            np.floor(minute0 + np.arange(0.0, world.shift_s, 60.0) / 60.0).astype(np.int64)
-            % MINUTES_PER_WEEK
-        )
-        // 30
-        * 30
-    )
-    rates = np.zeros((starts.shape[0], n))
-    # hours observed per slot (the shift may cut the first and last)
-    obs_min = np.zeros(starts.shape[0])
+    t = np.asarray([p[0] for p in passes], dtype=np.float64)
+    link = np.asarray([p[1] for p in passes], dtype=np.int64)
+    # the share of a day each slot was observed (the shift may cut the first and last)
+    days = np.zeros(MINUTES_PER_WEEK // SLOT_MINUTES)
     for m in range(math.ceil(world.shift_s / 60.0)):
-        s = (math.floor(minute0 + m) % MINUTES_PER_WEEK) // 30 * 30
-        obs_min[int(np.searchsorted(starts, s))] += 1.0
-    row = np.searchsorted(starts, slot)
-    np.add.at(rates, (row, link), 1.0)
-    rates /= np.maximum(obs_min, 1.0)[:, None] / 60.0
-    prior = SupplyPrior(world, starts, rates, cfg.taxis)
-    _PRIORS[key] = prior
-    return prior
+        days[(math.floor(minute0 + m) % MINUTES_PER_WEEK) // SLOT_MINUTES] += 1.0 / SLOT_MINUTES
+    table = SupplyTable.from_passes(
+        np.asarray(world.graph.edge_id, dtype=np.int64)[link],
+        minute0 + t / 60.0,
+        days_per_slot=days,
+        cabs=cfg.taxis,
+        meta={"source": f"simulated fleet on {policy}", "seed": seed},
+    )
+    _PRIORS[key] = (world, table)
+    return table

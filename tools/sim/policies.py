@@ -454,7 +454,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         w = self.world
         minute = w.minute_at(t_s)
         demand = w.tick_demand(minute, self.multiplier)
-        supply = self.prior.at(minute) if self.prior is not None else None
+        supply = self.prior.rates(w.graph.edge_id, minute) if self.prior is not None else None
         planned = self._planned_per_h()
         if planned is not None:
             supply = planned if supply is None else supply + planned
