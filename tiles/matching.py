@@ -323,7 +323,11 @@ def match_fix(
     )
     hdiff = None
     if use_heading and heading_deg is not None:
-        bearing = sub.parent.bearing[near.pseg] if near.pseg is not None else s.bearing[near.idx]  # type: ignore[union-attr]
+        if near.pseg is not None and sub is not None:
+            bearing = sub.parent.bearing[near.pseg]
+        else:
+            assert s is not None  # exactly one of sub and s is set
+            bearing = s.bearing[near.idx]
         hdiff = angle_diff_deg(bearing, heading_deg)
     if hdiff is not None:
         score = score + (hdiff / config.sigma_heading_deg) ** 2
@@ -363,7 +367,11 @@ def _near_segments(
     allowed: npt.NDArray[np.bool_] | None,
 ) -> _Near:
     """The (``allowed``) segments within ``config.radius_m`` of the fix, projected on."""
-    proj = sub.proj if sub is not None else s.proj  # type: ignore[union-attr]
+    if sub is not None:
+        proj = sub.proj
+    else:
+        assert s is not None  # exactly one of sub and s is set
+        proj = s.proj
     px, py = proj.to_xy(lon, lat)
     if not (np.isfinite(px) and np.isfinite(py)):
         raise NoMatchError("the fix has no finite position")

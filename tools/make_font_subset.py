@@ -107,7 +107,7 @@ def make_subset(chars: set[str], out_dir: Path) -> dict[str, object]:
         if not Path(collection).is_file():
             raise SystemExit(f"{collection} missing: apt-get install -y fonts-noto-cjk")
         font = _japanese_face(collection)
-        cmap = font.getBestCmap()  # type: ignore[attr-defined]
+        cmap = font.getBestCmap()  # type: ignore[attr-defined]  # fontTools is untyped
         have = sorted(ord(c) for c in chars if ord(c) in cmap)
         lacking = sorted(c for c in chars if ord(c) not in cmap)
         opts = subset.Options()
@@ -123,7 +123,7 @@ def make_subset(chars: set[str], out_dir: Path) -> dict[str, object]:
         buf = io.BytesIO()
         subset.save_font(font, buf, opts)  # WOFF2 (brotli), as opts.flavor says
         out = atomic_write_bytes(out_dir / name, buf.getvalue())
-        version = font["name"].getDebugName(5)  # type: ignore[index]
+        version = font["name"].getDebugName(5)  # type: ignore[index]  # fontTools is untyped
         report[name] = {
             "chars": len(have),
             "bytes": out.stat().st_size,

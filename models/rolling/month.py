@@ -222,5 +222,5 @@ def cached_month(
         "pk_edge": md.pk_edge,
         "pk_w": md.pk_w,
     }
-    _atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+    _atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]  # numpy stubs reject a dict of arrays as **kwds
     return md

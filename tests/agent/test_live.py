@@ -22,7 +22,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 import pytest
-from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # not in its __all__
 
 from agent.bundle import LoadedBundle, load_bundle
 from agent.clock import ManualClock, SystemClock
@@ -460,7 +460,7 @@ def test_decide_turns_the_live_input_into_a_fleet_view(manhattan_bundle: Path) -
         rec = plain.to_record(lb)
         assert rec["live"] is None and rec["fleet"]["source"] == "none"
         # the bundle's supply prior: planned against offline, and under a live snapshot
-        sb = dataclasses.replace(lb, supply=FakeSupply(30.0))  # type: ignore[arg-type]
+        sb = dataclasses.replace(lb, supply=FakeSupply(30.0))  # type: ignore[arg-type]  # a duck-typed SupplyTable
         off = LiveInput(AREA, None, reason=LIVE_UNREACHABLE)
         prior = decide(sb, TickInputs(f.time_s, f, None, "en", "interval", live=off))
         assert prior.fleet is not None and prior.fleet.source == "prior"

@@ -172,7 +172,7 @@ def _loop_instruction() -> tuple[Instruction, list[tuple[float, float]], float]:
             side = 3.0 if len(fixes) % 2 else -3.0
             nx, ny = -(y1 - y0) / seg, (x1 - x0) / seg
             x, y = x0 + f * (x1 - x0) + side * nx, y0 + f * (y1 - y0) + side * ny
-            fixes.append(tuple(float(v) for v in proj.to_lonlat(x, y)))  # type: ignore[arg-type]
+            fixes.append(tuple(float(v) for v in proj.to_lonlat(x, y)))  # type: ignore[arg-type]  # to_lonlat is typed for arrays, returns floats here
         walked += seg
     return ins, fixes, turn_m
 

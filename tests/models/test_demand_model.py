@@ -225,7 +225,7 @@ class _CountingSession:
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         self.calls += 1
         self.rows.append(next(iter(feed.values())).shape[0])
-        return self.inner.run(names, feed)  # type: ignore[attr-defined,no-any-return]
+        return self.inner.run(names, feed)  # type: ignore[attr-defined,no-any-return]  # onnxruntime ships no type stubs
 
 
 def test_one_batched_call_per_tick(trained_model_dir: Path, near_links: np.ndarray) -> None:

@@ -195,7 +195,7 @@ def log_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[Path], Any
         made.append(storage)
         return storage
 
-    make.backend = request.param  # type: ignore[attr-defined]
+    make.backend = request.param  # type: ignore[attr-defined]  # tests read which backend they got
     yield make
     for s in made:
         s.close()

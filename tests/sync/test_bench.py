@@ -50,7 +50,7 @@ def test_bench_fleet_loses_and_duplicates_nothing_on_both_back_ends(pg_cluster: 
 
     parser = argparse.ArgumentParser()
     bench_fleet.add_arguments(parser)
-    url = pg_cluster.database()  # type: ignore[attr-defined]
+    url = pg_cluster.database()  # type: ignore[attr-defined]  # the fixture is a PgCluster when the backend is PostgreSQL
     args = ["--cabs", "20", "--interval-s", "2", "--minutes", "0.1", "--postgres-url", url]
     args += ["--live-build-every", "0.5"]
     out = bench_fleet.run(parser.parse_args(args))

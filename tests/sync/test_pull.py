@@ -175,4 +175,6 @@ def test_damaged_installed_copy_is_fetched_again_not_rejected(fleet: Fleet, serv
     assert res.chunks_downloaded > 0
     p2 = fleet.store().pointer()
     assert p2.current == v2.bundle_id and not p2.rejected
-    fleet.store().active().verify()  # type: ignore[union-attr]
+    active = fleet.store().active()
+    assert active is not None
+    active.verify()

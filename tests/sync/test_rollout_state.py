@@ -63,7 +63,7 @@ def test_concurrent_commands_take_turns(fleet: Fleet, log_backend: Callable[[Pat
     assert status["stage"] == 5 and status["percent"] == 90.0
     events = [h["event"] for h in status["history"]]
     assert events == ["started at 10%", *(f"promoted to {p}%" for p in (30, 50, 70, 90))]
-    if log_backend.backend == "postgresql":  # type: ignore[attr-defined]
+    if log_backend.backend == "postgresql":  # type: ignore[attr-defined]  # conftest sets .backend on the factory
         assert _stored(storage.database) == _signed(fleet.root)
 
 

@@ -161,7 +161,7 @@ def test_the_gate_reads_the_paired_difference() -> None:
     worse = [_result(b - 0.5 - 0.1 * k, k) for k, b in enumerate(base)]
     for runs, passes in ((better, True), (worse, False)):
         pg = paired_gain({"nagashi": runs, "hotspot": ref}, "nagashi", "hotspot")
-        lo, hi = pg["revenue_per_h_diff"]["ci95"]  # type: ignore[index]
+        lo, hi = pg["revenue_per_h_diff"]["ci95"]  # type: ignore[index]  # paired_gain returns JSON-shaped dict[str, object]
         assert (lo > 0) == passes and lo < hi
         ok, why = gate({"reference": "hotspot", "paired": {"nagashi": pg}}, "nagashi")
         assert ok == passes and ("PASS" if passes else "FAIL") in why
