@@ -120,7 +120,7 @@ class EdgeRouter:
         *,
         backend: Backend | None = None,
     ) -> None:
-        self.graph = g
+        # no reference to ``g``: the caches hold routers weakly keyed by their graph
         self.cost = np.asarray(cost, dtype=np.float64)
         self.allowed = (
             np.ones(g.n, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)

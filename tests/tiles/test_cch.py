@@ -9,10 +9,12 @@ of the CCH's integer weights (0.5 / scale a link of either path).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +257,7 @@ def test_fallback_forced_in_process(manhattan_tiles: Path, monkeypatch: pytest.M
 
 _PROBE = """
 import sys
+import weakref
 {block}
 import tiles.routing as r
 from tiles import TileStore, shortest_path
@@ -287,3 +290,22 @@ def test_backend_selected_at_import(how: str, manhattan_tiles: Path, tmp_path: P
     name, duration = out.stdout.split()
     assert name == ("cch" if how == "default" else "dijkstra")
     assert 200 < float(duration) < 1500
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["cch", "dijkstra"])
+def test_cached_router_does_not_keep_its_graph_alive(
+    enabled: bool, manhattan_tiles: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caches are keyed weakly by the graph: a store's graph, once dropped, is freed with
+    its router and hierarchy (a fresh store per query must not grow the process)."""
+    if enabled:
+        _need_cch()
+    monkeypatch.setattr(tiles_cch, "ENABLED", enabled)
+    store = TileStore(manhattan_tiles)
+    g = store.all()
+    edge_path(g, 0, int(g.turn_pairs[1][0]))
+    alive = weakref.ref(g)
+    store.close()
+    del store, g
+    gc.collect()
+    assert alive() is None
