@@ -12,7 +12,8 @@ Three phases, each cached where it is reused:
   Midtown's 3,431 links) depends on the topology and the link positions only; it is kept with
   the graph object and on disk (:func:`cache_dir`), named by the SHA-256 of exactly what it was
   computed from (links, turns, positions, the library's version), so a changed graph rebuilds;
-* the *hierarchy* (contraction), once per graph object;
+* the *hierarchy* (contraction), once per graph object (an equal graph of another store
+  reuses one of the last few);
 * the *metric* (customisation, a few ms), once per cost and allowed mask.
 
 Weights are integers (RoutingKit's are 32-bit): ``scale`` units per cost unit, 10,000 (0.1 ms,
@@ -29,6 +30,7 @@ in the environment when this module is first imported, :data:`ENABLED` is false 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -36,6 +38,7 @@ import math
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,7 @@ Bool = npt.NDArray[np.bool_]
 I64 = npt.NDArray[np.int64]
 
 
+@functools.cache
 def library_version() -> str | None:
     """The installed ``routingkit-cch`` version (None when it is not installed)."""
     if _rk is None:
@@ -89,27 +93,40 @@ def cache_dir() -> Path:
 class Hierarchy:
     """The order and the contraction of one graph's edge-based graph (weights come later)."""
 
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, key: str | None = None) -> None:
         assert _rk is not None, "routingkit-cch is not installed"
         src, dst = g.turn_pairs
         self.n = g.n
         self.tail = src.astype(np.int64)
         self.head = dst.astype(np.int64)
-        order, self.order_source = _order(g, self.tail, self.head)  # "disk" or "computed"
+        self.key = key if key is not None else order_key(g, self.tail, self.head)
+        order, self.order_source = _order(g, self)  # "disk" or "computed"
         self.cch = _rk.CCH(order, self.tail.tolist(), self.head.tolist(), False)
 
 
 _HIERARCHIES: weakref.WeakKeyDictionary[Graph, Hierarchy] = weakref.WeakKeyDictionary()
+#: the last few hierarchies by content key: an equal graph of another store reuses one
+_RECENT: OrderedDict[str, Hierarchy] = OrderedDict()
+RECENT_HIERARCHIES = 4
 _HIER_LOCK = threading.Lock()
 
 
 def hierarchy(g: Graph) -> Hierarchy:
-    """The graph's hierarchy, built on first use and kept as long as the graph object."""
+    """The graph's hierarchy, built on first use and kept as long as the graph object (and,
+    among the last :data:`RECENT_HIERARCHIES`, for an equal graph)."""
     with _HIER_LOCK:
         h = _HIERARCHIES.get(g)
+        if h is not None:
+            return h
+        src, dst = g.turn_pairs
+        key = order_key(g, src.astype(np.int64), dst.astype(np.int64))
+        h = _RECENT.pop(key, None)
         if h is None:
-            h = Hierarchy(g)
-            _HIERARCHIES[g] = h
+            h = Hierarchy(g, key)
+        _RECENT[key] = h
+        while len(_RECENT) > RECENT_HIERARCHIES:
+            _RECENT.popitem(last=False)
+        _HIERARCHIES[g] = h
         return h
 
 
@@ -129,10 +146,11 @@ def _positions(g: Graph) -> tuple[F64, F64]:
     return lat, lon
 
 
-def _order(g: Graph, tail: I64, head: I64) -> tuple[list[int], str]:
+def _order(g: Graph, h: Hierarchy) -> tuple[list[int], str]:
     """The nested-dissection order, from the disk cache when it holds this graph's."""
     assert _rk is not None
-    path = cache_dir() / f"order-{order_key(g, tail, head)}.npy"
+    tail, head = h.tail, h.head
+    path = cache_dir() / f"order-{h.key}.npy"
     try:
         order = np.load(path, allow_pickle=False)
         if order.shape == (g.n,) and np.array_equal(np.sort(order), np.arange(g.n)):

@@ -220,10 +220,13 @@ def test_order_is_cached_on_disk_keyed_by_the_graph(
     with TileStore(monaco_tiles) as m:
         assert tiles_cch.Hierarchy(m.all()).order_source == "computed"
     assert len(list((tmp_path / "cch").glob("order-*.npy"))) == 3
-    # and the hierarchy is kept with the graph object
-    with TileStore(manhattan_tiles) as c:
+    # the hierarchy is kept with the graph object, and an equal graph of another store
+    # (a fresh store per query) reuses it
+    with TileStore(manhattan_tiles) as c, TileStore(manhattan_tiles) as d:
         g = c.all()
         assert tiles_cch.hierarchy(g) is tiles_cch.hierarchy(g)
+        assert tiles_cch.hierarchy(d.all()) is tiles_cch.hierarchy(g)
+        assert tiles_cch.hierarchy(d.graph([d.tiles[0].tile_id])) is not tiles_cch.hierarchy(g)
 
 
 def test_fallback_forced_in_process(manhattan_tiles: Path, monkeypatch: pytest.MonkeyPatch) -> None:
