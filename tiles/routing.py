@@ -298,7 +298,7 @@ def _route_on(
     heading_deg: float | None,
     match_config: MatchConfig,
 ) -> Route:
-    allowed = allowed_mask(g, avoid_flags, minute_of_week)
+    allowed = router(g, weight, avoid_flags, minute_of_week).allowed  # cached with the router
     # a route needs each end's best candidate only (not the runner-ups of an ambiguity check)
     match_config = dataclasses.replace(match_config, max_candidates=1)
     m0 = match_fix(
