@@ -16,13 +16,23 @@ if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr_
     from tiles.errors import NoMatchError, NoRouteError, TilesDataError, TilesError
     from tiles.graph import Graph
     from tiles.matching import Candidate, Match, MatchConfig, match_fix
-    from tiles.routing import Route, allowed_mask, edge_cost, edge_path, shortest_path
+    from tiles.routing import (
+        EdgeRouter,
+        Route,
+        allowed_mask,
+        edge_cost,
+        edge_path,
+        router,
+        routing_backend,
+        shortest_path,
+    )
     from tiles.store import ATTRIBUTION, TileStore, open_tiles, resolve_tiles_path, tile_of
 
 _LAZY: dict[str, str] = {
     "ATTRIBUTION": "tiles.store",
     "Area": "tiles.conditional",
     "Candidate": "tiles.matching",
+    "EdgeRouter": "tiles.routing",
     "Graph": "tiles.graph",
     "Match": "tiles.matching",
     "MatchConfig": "tiles.matching",
@@ -42,6 +52,8 @@ _LAZY: dict[str, str] = {
     "open_tiles": "tiles.store",
     "parse_conditional": "tiles.conditional",
     "resolve_tiles_path": "tiles.store",
+    "router": "tiles.routing",
+    "routing_backend": "tiles.routing",
     "shortest_path": "tiles.routing",
     "tile_of": "tiles.store",
 }
@@ -50,6 +62,7 @@ __all__ = [
     "ATTRIBUTION",
     "Area",
     "Candidate",
+    "EdgeRouter",
     "Graph",
     "Match",
     "MatchConfig",
@@ -69,6 +82,8 @@ __all__ = [
     "open_tiles",
     "parse_conditional",
     "resolve_tiles_path",
+    "router",
+    "routing_backend",
     "shortest_path",
     "tile_of",
 ]

@@ -1,13 +1,25 @@
-"""Route queries: nagashi (tiled, from SQLite, cold and warm) against scipy's Dijkstra.
+"""Route queries: nagashi (tiled, from SQLite, cold and warm; on its CCH and on Dijkstra) against
+scipy's Dijkstra and RoutingKit's CCH.
 
 Builds the tiles from ``--osm`` (timed), then answers the same seeded point-to-point queries
-three ways in one run:
+in one run:
 
 * ``nagashi_cold``: a fresh :class:`~tiles.TileStore` per query (tiles read from SQLite);
 * ``nagashi_warm``: one store, caches warm (what the agent sees), over the queries that have a
   route of two or more edges, the same ones the scipy reference answers below; queries with no
   legal route (a one-way street leaving the clipped extract, say) are timed apart
-  (``nagashi_warm_no_route``): nagashi searches the whole network before it says so;
+  (``nagashi_warm_no_route``): nagashi searches the whole network before it says so. It runs
+  on :func:`tiles.routing.routing_backend` (``backend``); ``nagashi_warm_dijkstra`` is the same
+  with the scipy fallback forced (what an install without ``routingkit-cch`` runs);
+* ``nagashi_cch`` / ``nagashi_dijkstra``: nagashi's own edge-to-edge query,
+  :func:`tiles.edge_path` on the whole graph (path and float cost), on the CCH
+  (:mod:`tiles.cch`) and on the Dijkstra fallback, over the same link pairs as the ``cch``
+  peer below; their costs are compared (``nagashi_cch_cost_ratio_min/max``, CCH over Dijkstra,
+  and ``nagashi_cch_cost_max_abs_diff``); ``nagashi_cch_build_s`` is the order, contraction
+  and customisation (the order computed, not read from the disk cache:
+  ``nagashi_cch_build_cached_s`` is with it); ``nagashi_cch_library_only`` is the library's
+  query alone on the same hierarchy (path read), so the difference is nagashi's Python
+  overhead (``nagashi_cch_python_overhead_median_ms``);
 * ``scipy``: the same point-to-point query done the plain scipy way on the same edge-based graph
   held whole in memory: ``scipy.spatial.cKDTree`` over edge shape points to find the source and
   target edges, ``scipy.sparse.csgraph.dijkstra`` from the source, path read from the
@@ -19,10 +31,12 @@ three ways in one run:
   links, arcs the legal turns: turn restrictions and avoided links included), weights in
   integer milliseconds; the same edge-to-edge queries with the path, and its travel times
   checked against Dijkstra's (``cch_travel_time_ratio_min/max``). Built once (``cch_build_s``:
-  order, contraction and customisation).
+  order, contraction and customisation). ``cch`` reads the distance only; ``cch_with_path``
+  also reads the node path, the work ``nagashi_cch`` does (its path and cost).
+  ``ratio_p95_nagashi_cch_over_cch`` and ``..._over_cch_with_path`` are the goal's ratios.
 
-Warm and scipy timings alternate query by query (each query three times a side, its fastest
-time kept), so both sides see the same machine load.
+Timings alternate query by query (each query three times a side, its fastest time kept), so
+every side sees the same machine load.
 
 Peak RSS of the agent side (open the Manhattan tiles, load every tile, answer a route) is
 measured in a fresh subprocess so the build's memory does not count.
@@ -33,12 +47,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +61,18 @@ import numpy as np
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
+from tiles import cch as tiles_cch
 from tiles.build import build_tiles
 from tiles.fileio import real_data_dir
 from tiles.graph import Graph
-from tiles.routing import DEFAULT_AVOID, Route, shortest_path
+from tiles.routing import (
+    DEFAULT_AVOID,
+    EdgeRouter,
+    Route,
+    edge_path,
+    routing_backend,
+    shortest_path,
+)
 from tiles.store import TileStore
 
 DEFAULT_OSM = str(real_data_dir() / "osm" / "nyc_manhattan_midtown.osm.pbf")
@@ -79,7 +102,14 @@ try:
     shortest_path(s, (a[0], a[1]), (a[2], a[3]))
 except Exception:
     pass
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM: this process's own peak (ru_maxrss keeps the forked parent's across the exec)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    with open("/proc/self/status") as f:
+        peak = next(int(x.split()[1]) for x in f if x.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    pass
+print(json.dumps({"peak_rss_mb": peak / 1024}))
 """
 
 
@@ -108,12 +138,16 @@ def _cch_peer(g: Any, m: Any) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="nagashi-bench-route-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="nagashi-bench-route-") as tmp,
+        _order_cache_in(Path(tmp) / "cache"),
+    ):
         t0 = time.perf_counter()
         path, summary = build_tiles(args.osm, Path(tmp))
         build_s = time.perf_counter() - t0
         store = TileStore(path)
         g = store.all()
+        own_build = _own_cch_build(g)  # before any query: the order is computed, not cached
         pairs = _query_pairs(g, args.queries, args.seed)
         cold: list[float] = []
         routes: list[Route | None] = []
@@ -144,19 +178,82 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "directed_edges": summary["directed_edges"],
         "tiles": summary["tiles"],
         "build_s": round(build_s, 3),
+        "backend": routing_backend(),
         "nagashi_cold": _stats(cold),
         "nagashi_warm": warm_s,
+        "nagashi_warm_dijkstra": _stats(times["warm_dijkstra"]),
         "nagashi_warm_no_route": {
             "queries": len(times["warm_none"]),
             **_stats(times["warm_none"] or [0.0]),
         },
+        "nagashi_warm_route_duration_max_abs_diff_s": _max_abs(times["warm_duration_diff"]),
         "scipy": ref_s,
         "scipy_dijkstra_only": _stats(times["ref_only"]),
         "ratio_warm_p95_nagashi_over_scipy": round(warm_s["p95_ms"] / ref_s["p95_ms"], 3),
         "ratio_warm_median_nagashi_over_scipy": round(warm_s["median_ms"] / ref_s["median_ms"], 3),
+        **_own_figures(times, own_build),
         **peer,
         "agent_peak_rss_mb": round(agent_rss, 1),
         "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+@contextlib.contextmanager
+def _order_cache_in(folder: Path) -> Iterator[None]:
+    """Keep the CCH orders of the bench's own tiles in its temporary folder."""
+    old = os.environ.get(tiles_cch.CACHE_ENV)
+    os.environ[tiles_cch.CACHE_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(tiles_cch.CACHE_ENV, None)
+        else:
+            os.environ[tiles_cch.CACHE_ENV] = old
+
+
+def _own_cch_build(g: Graph) -> dict[str, float] | None:
+    """Seconds to build nagashi's CCH on ``g``: order computed, then read from the disk cache
+    (each with the contraction and the customisation)."""
+    if not tiles_cch.ENABLED:
+        return None
+    allowed = (g.flags & DEFAULT_AVOID) == 0
+    out: dict[str, float] = {}
+    for name in ("computed", "disk"):
+        t = time.perf_counter()
+        h = tiles_cch.Hierarchy(g)
+        tiles_cch.Metric(h, g.travel_time_s, allowed)
+        out[name] = time.perf_counter() - t
+        assert h.order_source == name, h.order_source
+    return out
+
+
+def _max_abs(xs: list[float]) -> float | None:
+    return round(max(abs(x) for x in xs), 6) if xs else None
+
+
+def _own_figures(times: dict[str, list[float]], build: dict[str, float] | None) -> dict[str, Any]:
+    """nagashi's edge-to-edge query on its CCH and on Dijkstra, and their costs compared."""
+    out: dict[str, Any] = {"nagashi_dijkstra": _stats(times["own_dijkstra"])}
+    if build is None:
+        return {**out, "nagashi_cch": None}
+    ratio = times["own_cost_ratio"]
+    return {
+        **out,
+        "nagashi_cch": _stats(times["own_cch"]),
+        "nagashi_cch_library_only": _stats(times["own_library"]),
+        "nagashi_cch_build_s": round(build["computed"], 3),
+        "nagashi_cch_build_cached_s": round(build["disk"], 3),
+        "nagashi_cch_cost_ratio_min": round(min(ratio), 9) if ratio else None,
+        "nagashi_cch_cost_ratio_max": round(max(ratio), 9) if ratio else None,
+        "nagashi_cch_cost_max_abs_diff": _max_abs(times["own_cost_diff"]),
+        "nagashi_cch_queries_compared": len(ratio),
+        "nagashi_cch_python_overhead_median_ms": round(
+            _stats(times["own_cch"])["median_ms"] - _stats(times["own_library"])["median_ms"], 4
+        ),
+        "ratio_p95_nagashi_dijkstra_over_nagashi_cch": round(
+            _stats(times["own_dijkstra"])["p95_ms"] / _stats(times["own_cch"])["p95_ms"], 1
+        ),
     }
 
 
@@ -211,10 +308,14 @@ def _warm_rounds(
     routes: list[Route | None],
 ) -> dict[str, list[float]]:
     """Warm timings per query (seconds, the fastest of ``ROUNDS``): nagashi (``warm``, or
-    ``warm_none`` with no legal route), the scipy peer (``ref``), Dijkstra alone
-    (``ref_only``), CCH alone (``cch_s``) and CCH's travel time over Dijkstra's
-    (``cch_ratio``)."""
+    ``warm_none`` with no legal route; ``warm_dijkstra`` with the fallback forced), the scipy
+    peer (``ref``), Dijkstra alone (``ref_only``), nagashi's edge query (``own_cch``,
+    ``own_dijkstra``), RoutingKit's CCH (``cch_s``, ``cch_path_s``) and the cost checks."""
     scipy_query = _scipy_query(g, m)
+    own_cch = tiles_cch.ENABLED
+    dijkstra_router = EdgeRouter(
+        g, g.travel_time_s, (g.flags & DEFAULT_AVOID) == 0, backend="dijkstra"
+    )
 
     def nagashi_query(o: _Point, d: _Point) -> float:
         t = time.perf_counter()
@@ -222,44 +323,110 @@ def _warm_rounds(
             shortest_path(store, o, d)
         return time.perf_counter() - t
 
+    def nagashi_query_dijkstra(o: _Point, d: _Point) -> float:
+        tiles_cch.ENABLED = False
+        try:
+            return nagashi_query(o, d)
+        finally:
+            tiles_cch.ENABLED = own_cch
+
+    raw = (
+        tiles_cch.Metric(tiles_cch.hierarchy(g), g.travel_time_s, (g.flags & DEFAULT_AVOID) == 0)
+        if own_cch
+        else None
+    )
+
+    def own_library(s: int, t_: int) -> float:
+        """The library call alone on nagashi's own hierarchy (its path read, no wrapper)."""
+        assert raw is not None
+        t = time.perf_counter()
+        res = raw.query.run(s, t_)
+        _ = res.distance, res.node_path
+        del res
+        return time.perf_counter() - t
+
+    def own(s: int, t_: int) -> float:
+        t = time.perf_counter()
+        edge_path(g, s, t_)
+        return time.perf_counter() - t
+
+    def own_dijkstra(s: int, t_: int) -> float:
+        t = time.perf_counter()
+        dijkstra_router.path(s, t_)
+        return time.perf_counter() - t
+
     def cch_only(s: int, t_: int) -> tuple[float, int | None]:
         assert cch is not None
         t = time.perf_counter()
         res = cch["query"].run(s, t_)
-        return time.perf_counter() - t, res.distance
+        d: int | None = res.distance
+        del res
+        return time.perf_counter() - t, d
+
+    def cch_with_path(s: int, t_: int) -> float:
+        assert cch is not None
+        t = time.perf_counter()
+        res = cch["query"].run(s, t_)
+        _ = res.distance, res.node_path
+        del res
+        return time.perf_counter() - t
 
     def dijkstra_only(s: int) -> float:
         t = time.perf_counter()
         dijkstra(m, directed=True, indices=s, return_predecessors=True)
         return time.perf_counter() - t
 
-    # Each query is timed ROUNDS times, nagashi and scipy alternating, and keeps its fastest
-    # time on each side: both sides see the same machine load, and a stray scheduler pause
-    # does not land on one side only.
-    out: dict[str, list[float]] = {
-        k: [] for k in ("warm", "warm_none", "ref", "ref_only", "cch_s", "cch_ratio")
-    }
-    for (o, d), r in zip(pairs, routes, strict=True):
+    # Each query is timed ROUNDS times, the sides alternating, and keeps its fastest time on
+    # each side: every side sees the same machine load, and a stray scheduler pause does not
+    # land on one side only. The microsecond queries (the CCHs) are timed apart, each ROUNDS
+    # times in a row and in an order rotated query by query, so that none of them always
+    # comes first after the millisecond ones have flushed the CPU caches.
+    keys = (
+        "warm warm_none warm_dijkstra warm_duration_diff ref ref_only own_cch own_dijkstra"
+        " own_library own_cost_ratio own_cost_diff cch_s cch_path_s cch_ratio"
+    )
+    fast: list[tuple[str, Callable[[int, int], float]]] = []
+    if own_cch:
+        fast += [("own_cch", own), ("own_library", own_library)]
+    if cch is not None:
+        fast += [("cch_s", lambda s, t_: cch_only(s, t_)[0]), ("cch_path_s", cch_with_path)]
+    out: dict[str, list[float]] = {k: [] for k in keys.split()}
+    for q, ((o, d), r) in enumerate(zip(pairs, routes, strict=True)):
         if r is None or len(r.edges) < 2:
             out["warm_none"].append(min(nagashi_query(o, d) for _ in range(ROUNDS)))
             continue
         src = int(g.local([r.edges[0]])[0])
-        a, b, c = [], [], []
+        dst = int(g.local([r.edges[-1]])[0])
+        runs: dict[str, list[float]] = {k: [] for k in keys.split()}
         for _ in range(ROUNDS):
-            a.append(nagashi_query(o, d))
-            b.append(scipy_query(o, d))
-            c.append(dijkstra_only(src))
-        out["warm"].append(min(a))
-        out["ref"].append(min(b))
-        out["ref_only"].append(min(c))
+            runs["warm"].append(nagashi_query(o, d))
+            runs["warm_dijkstra"].append(nagashi_query_dijkstra(o, d))
+            runs["ref"].append(scipy_query(o, d))
+            runs["ref_only"].append(dijkstra_only(src))
+            runs["own_dijkstra"].append(own_dijkstra(src, dst))
+        for i in range(len(fast)):
+            name, fn = fast[(q + i) % len(fast)]
+            runs[name] = [fn(src, dst) for _ in range(ROUNDS)]
+        for k, v in runs.items():
+            if v:
+                out[k].append(min(v))
+        tiles_cch.ENABLED = False
+        try:
+            fallback = shortest_path(store, o, d)
+        finally:
+            tiles_cch.ENABLED = own_cch
+        out["warm_duration_diff"].append(
+            shortest_path(store, o, d).duration_s - fallback.duration_s
+        )
+        want = float(dijkstra(m, directed=True, indices=src)[dst])
+        if own_cch and want > 0:
+            got = edge_path(g, src, dst)[1]
+            out["own_cost_ratio"].append(got / want)
+            out["own_cost_diff"].append(got - want)
         if cch is not None:
-            dst = int(g.local([r.edges[-1]])[0])
-            runs = [cch_only(src, dst) for _ in range(ROUNDS)]
-            out["cch_s"].append(min(x for x, _ in runs))
-            want = dijkstra(m, directed=True, indices=src)[dst]
-            got = runs[0][1]
-            if got is not None and want > 0:
-                out["cch_ratio"].append(got / 1000.0 / float(want))
+            got_ms = cch_only(src, dst)[1]
+            if got_ms is not None and want > 0:
+                out["cch_ratio"].append(got_ms / 1000.0 / want)
     return out
 
 
@@ -268,9 +435,11 @@ def _cch_figures(
 ) -> dict[str, Any]:
     """RoutingKit's CCH as a peer: its timings, build time, and travel times against ours."""
     cst = _stats(times["cch_s"])
+    cpath = _stats(times["cch_path_s"])
     cch_ratio = times["cch_ratio"]
-    return {
+    out: dict[str, Any] = {
         "cch": cst,
+        "cch_with_path": cpath,
         "cch_build_s": round(cch["build_s"], 3),
         "cch_travel_time_ratio_min": round(min(cch_ratio), 6) if cch_ratio else None,
         "cch_travel_time_ratio_max": round(max(cch_ratio), 6) if cch_ratio else None,
@@ -280,6 +449,12 @@ def _cch_figures(
             _stats(times["ref_only"])["p95_ms"] / cst["p95_ms"], 1
         ),
     }
+    if times["own_cch"]:
+        own = _stats(times["own_cch"])
+        for name, peer in (("cch", cst), ("cch_with_path", cpath)):
+            for q, col in (("p95", "p95_ms"), ("median", "median_ms")):
+                out[f"ratio_{q}_nagashi_cch_over_{name}"] = round(own[col] / peer[col], 2)
+    return out
 
 
 def _agent_peak_rss_mb(path: Path, mid: tuple[_Point, _Point]) -> float:

@@ -44,6 +44,7 @@ from agent.planner import (
 from agent.planner.fleet import CLAIM_HORIZON_S
 from sync.live import Snapshot
 from tiles.conditional import MINUTES_PER_WEEK
+from tiles.routing import EdgeRouter, routing_backend
 from tools.sim.live import LiveLayer, supply_prior
 from tools.sim.world import World
 
@@ -63,6 +64,8 @@ class Allowed:
         self._csr_key = b""
         self._csr = sp.csr_matrix((world.n, world.n))
         self._csr_rev = self._csr
+        self._router_key = b""
+        self._router: EdgeRouter | None = None
 
     def at(self, t_s: float) -> Bool:
         m = math.floor(self.world.minute_at(t_s)) % MINUTES_PER_WEEK
@@ -93,6 +96,16 @@ class Allowed:
             self._csr_rev = self._csr.T.tocsr()
             self._csr_key = key
         return self._csr_rev if reverse else self._csr
+
+    def router(self, t_s: float) -> EdgeRouter:
+        """The same rules and costs as :meth:`line_graph` as a ``tiles.EdgeRouter`` (RoutingKit's
+        CCH when it is installed): one customisation per change of the mask."""
+        ok = self.at(t_s)
+        key = ok.tobytes()
+        if self._router is None or self._router_key != key:
+            self._router = EdgeRouter(self.world.graph, self.world.tau_s, ok)
+            self._router_key = key
+        return self._router
 
 
 class Fleet(Protocol):
@@ -201,8 +214,15 @@ class HotspotPolicy(Policy):
         return self.hot
 
     def _retarget(self, link: int, t_s: float) -> list[int]:
-        m = self.allowed.line_graph(t_s)
         all_hot = self._hotspots(t_s)
+        if routing_backend() == "cch":  # microseconds a search: no radius first
+            r = self.allowed.router(t_s)
+            d = r.costs_from(link, all_hot)
+            d[all_hot == link] = np.inf
+            if not np.isfinite(d).any():
+                return []
+            return r.path(link, int(all_hot[int(np.argmin(d))]))[0][1:]
+        m = self.allowed.line_graph(t_s)
         # the nearest hotspot is usually close: search a few minutes first, then everything
         for limit in (HOTSPOT_SEARCH_S, np.inf):
             dist, pred = dijkstra(
