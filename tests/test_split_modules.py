@@ -25,6 +25,8 @@ SPLIT = {
                     "DEFAULT_TILE_DEG", "TILES_FILENAME"],
     "agent.api.app": ["AgentState", "create_app", "network_geojson", "route_labels",
                       "openapi_document", "API_SCHEMA_VERSION", "STATIC_DIR"],
+    "tools.pipeline.runner": ["RunOptions", "RunReport", "StepEvent", "StepOutcome",
+                              "run_pipeline", "REPO_ROOT", "utc_now"],
 }  # fmt: skip
 
 

@@ -12,10 +12,18 @@ from tools.errors import ToolsError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``nagashi demand``: one helper per sub-command."""
     demand = sub.add_parser("demand", help="build, train, evaluate, gate and map demand")
     dsub = demand.add_subparsers(dest="demand_command", metavar="ACTION")
     dsub.required = True
+    _add_build(dsub)
+    _add_train(dsub)
+    _add_eval_and_gate(dsub)
+    _add_rolling(dsub)
+    _add_map(dsub)
 
+
+def _add_build(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build = dsub.add_parser(
         "build", help="statistical demand (DemandTable) from TLC / Uber trip files"
     )
@@ -36,6 +44,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build.add_argument("--json", action="store_true", help="print the report as JSON")
     build.set_defaults(func=cmd_build)
 
+
+def _add_train(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train = dsub.add_parser(
         "train", help="train the ONNX predicted-demand model (and its statistics) into a dir"
     )
@@ -81,6 +91,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_train)
 
+
+def _add_eval_and_gate(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``eval`` and ``gate`` take the same options."""
     for name, helptext, func in (
         ("eval", "held-out metrics of the model and of statistics", cmd_eval),
         ("gate", "exit 1 (and ship statistics only) unless the model beats statistics", cmd_gate),
@@ -108,6 +121,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
 
+
+def _add_rolling(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     roll = dsub.add_parser(
         "rolling",
         help="rolling-origin evaluation of the recent-demand model on a month of pickups",
@@ -136,6 +151,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     roll.add_argument("--json", action="store_true")
     roll.set_defaults(func=cmd_rolling)
 
+
+def _add_map(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dmap = dsub.add_parser("map", help="draw links coloured by expected pickups (PNG)")
     dmap.add_argument(
         "--demand", required=True, help="demand directory, or a bundle directory (its demand/)"

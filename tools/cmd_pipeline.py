@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tools.errors import ToolsError
+
+if TYPE_CHECKING:
+    from tools.pipeline.outcome import RunReport, StepEvent
+    from tools.pipeline.status import StepStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,22 +46,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ingest.set_defaults(func=cmd_pipeline_ingest)
 
 
-_MARK = {
-    "running": "running",
-    "ran": "done",
-    "skipped": "skipped",
-    "failed": "FAILED",
-    "blocked": "blocked",
-    "would_run": "would run",
-    "up_to_date": "up to date",
-    "not_selected": "-",
-}
+@functools.cache
+def _marks() -> dict[StepStatus, str]:
+    """What the display shows for each step status."""
+    from tools.pipeline.status import StepStatus
+
+    return {
+        StepStatus.RUNNING: "running",
+        StepStatus.RAN: "done",
+        StepStatus.SKIPPED: "skipped",
+        StepStatus.FAILED: "FAILED",
+        StepStatus.BLOCKED: "blocked",
+        StepStatus.WOULD_RUN: "would run",
+        StepStatus.UP_TO_DATE: "up to date",
+        StepStatus.NOT_SELECTED: "-",
+    }
 
 
-def _progress(ev: Any) -> None:
+def _progress(ev: StepEvent) -> None:
     took = f" {ev.duration_s:.1f} s" if ev.duration_s is not None else ""
     tail = ev.summary or ev.reason
-    mark = _MARK.get(ev.status, ev.status)
+    mark = _marks().get(ev.status, ev.status)
     print(
         f"[{ev.index}/{ev.total}] {ev.step:<14} {mark:<10}{took}  {tail}",
         file=sys.stderr,
@@ -64,12 +74,21 @@ def _progress(ev: Any) -> None:
     )
 
 
-def _dry_line(ev: Any) -> None:
-    if ev.status in ("would_run", "up_to_date", "blocked", "failed", "not_selected"):
-        print(f"{ev.step:<14} {_MARK[ev.status]:<11} {ev.reason}")
+def _dry_line(ev: StepEvent) -> None:
+    from tools.pipeline.status import StepStatus
+
+    shown = (
+        StepStatus.WOULD_RUN,
+        StepStatus.UP_TO_DATE,
+        StepStatus.BLOCKED,
+        StepStatus.FAILED,
+        StepStatus.NOT_SELECTED,
+    )
+    if ev.status in shown:
+        print(f"{ev.step:<14} {_marks()[ev.status]:<11} {ev.reason}")
 
 
-def report_json(report: Any) -> dict[str, Any]:
+def report_json(report: RunReport) -> dict[str, Any]:
     return {
         "run_id": report.run_id,
         "status": report.status,
@@ -91,21 +110,23 @@ def report_json(report: Any) -> dict[str, Any]:
     }
 
 
-def raise_for_status(report: Any) -> None:
+def raise_for_status(report: RunReport) -> None:
     """Turn a run that did not succeed into one clear line (and a non-zero exit)."""
     from tools.pipeline.errors import GateRefusedError, StepFailedError
+    from tools.pipeline.status import RunStatus, StepStatus
 
     where = f" (run {report.run_id})" if report.run_id is not None else ""
-    if report.status == "refused":
+    if report.status == RunStatus.REFUSED:
         raise GateRefusedError(f"{report.error}{where}")
-    if report.status == "failed":
-        blocked = [s.name for s in report.steps if s.status == "blocked"]
+    if report.status == RunStatus.FAILED:
+        blocked = report.names(StepStatus.BLOCKED)
         tail = f"; not run: {', '.join(blocked)}" if blocked else ""
         raise StepFailedError(f"{report.error}{tail}{where}")
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
     from tools.pipeline import RunOptions, load_pipeline, run_pipeline
+    from tools.pipeline.status import StepStatus
 
     spec = load_pipeline(args.pipeline, workdir=args.workdir, runs_db=args.runs_db)
     opts = RunOptions(only=tuple(args.only), force=args.force, jobs=args.jobs, dry_run=args.dry_run)
@@ -116,8 +137,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report_json(report), indent=2, sort_keys=True, ensure_ascii=False))
     elif not args.dry_run:
-        ran = len(report.names("ran"))
-        skipped = len(report.names("skipped"))
+        ran = len(report.names(StepStatus.RAN))
+        skipped = len(report.names(StepStatus.SKIPPED))
         print(
             f"run {report.run_id}: {report.status}; {ran} ran, {skipped} skipped"
             + (f"; bundle {report.bundle_id}" if report.bundle_id else "")

@@ -193,6 +193,7 @@ def cmd_runs_reproduce(args: argparse.Namespace) -> int:
     from tools.cmd_pipeline import _progress
     from tools.pipeline.errors import ReproduceError
     from tools.pipeline.reproduce import reproduce_run
+    from tools.pipeline.status import RunStatus
 
     result, report = reproduce_run(
         args.db, args.id, args.workdir, jobs=args.jobs, progress=None if args.json else _progress
@@ -212,7 +213,11 @@ def cmd_runs_reproduce(args: argparse.Namespace) -> int:
         raise ReproduceError(
             f"run {result.run_id} did not reproduce: bundle {result.new_bundle_id} "
             f"!= {result.bundle_id}"
-            + (f" (status {report.status}: {report.error})" if report.status != "ok" else "")
+            + (
+                f" (status {report.status}: {report.error})"
+                if report.status != RunStatus.OK
+                else ""
+            )
             + (
                 f"; outputs differ in {', '.join(result.output_diffs)}"
                 if result.output_diffs

@@ -66,6 +66,82 @@ class _Run:
     meters: list[tuple[float, bool]] = field(default_factory=list)  # (time_s, occupied)
 
 
+@dataclass
+class _Tally:
+    """What the runs of the logs add up to: passes, observed time, counts."""
+
+    pass_edges: list[int] = field(default_factory=list)
+    pass_minutes: list[float] = field(default_factory=list)  # local minutes of each pass
+    starts: list[float] = field(default_factory=list)  # each tick's observed span (local min)
+    ends: list[float] = field(default_factory=list)
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"ticks": 0, "vacant_ticks": 0, "ticks_without_match": 0}
+    )
+    vacancy: dict[str, int] = field(default_factory=lambda: {"meter": 0, "guidance": 0})
+    vehicles: set[str] = field(default_factory=set)
+    first_s: float = math.inf
+    last_s: float = -math.inf
+
+    def add_run(self, run_id: str, run: _Run, network: str | None, n_edges: int) -> None:
+        """Count the passes and the observed time of one run (with at least one tick)."""
+        ticks = [t for _, t in sorted(run.ticks, key=lambda st: (st[1].time_s, st[0]))]
+        self.vehicles.add(run.vehicle or f"run:{run_id}")
+        _check_ticks(run_id, ticks, network, n_edges)
+        times = np.array([t.time_s for t in ticks])
+        if run.meters:
+            self.vacancy["meter"] += 1
+            vacant = ~_occupied_at(run.meters, times)
+        else:
+            self.vacancy["guidance"] += 1
+            vacant = np.array([t.guidance for t in ticks], dtype=bool)
+        self._add_passes(ticks, vacant)
+        gaps = np.minimum(np.diff(times, append=times[-1] + run.plan_interval_s), MAX_TICK_GAP_S)
+        local = np.array([t.local_min for t in ticks])
+        self.starts.extend(local.tolist())
+        self.ends.extend((local + np.maximum(gaps, 0.0) / 60.0).tolist())
+        self.first_s = min(self.first_s, float(times[0]))
+        self.last_s = max(self.last_s, float(times[-1]))
+
+    def _add_passes(self, ticks: list[_Tick], vacant: npt.NDArray[np.bool_]) -> None:
+        """One pass per (cab, link) visit at vacant ticks (see the module docstring)."""
+        counts = self.counts
+        prev_edge: int | None = None
+        prev_route: tuple[int, ...] = ()
+        for t, free in zip(ticks, vacant, strict=True):
+            counts["ticks"] += 1
+            if t.edge is None:
+                counts["ticks_without_match"] += 1
+                prev_edge, prev_route = None, t.route
+                continue
+            if not free:
+                prev_edge, prev_route = None, t.route
+                continue
+            counts["vacant_ticks"] += 1
+            passed: list[int] = []
+            if t.edge in prev_route:  # still on the route shown: its links before this one
+                passed = [e for e in prev_route[: prev_route.index(t.edge)] if e != prev_edge]
+            if t.edge != prev_edge:
+                passed.append(t.edge)
+            self.pass_edges.extend(passed)
+            self.pass_minutes.extend([t.local_min] * len(passed))
+            prev_edge, prev_route = t.edge, t.route
+
+
+def _check_ticks(run_id: str, ticks: list[_Tick], network: str | None, n_edges: int) -> None:
+    """Refuse logs made on another road network than ``tiles``."""
+    for t in ticks:
+        if t.network is not None and network is not None and t.network != network:
+            raise ToolsError(
+                f"the logs of run {run_id} were made on road network {t.network[:12]}, "
+                f"the tiles are {network[:12]}: give the tiles of the logs' bundle"
+            )
+        if t.edge is not None and not 0 <= t.edge < n_edges:
+            raise ToolsError(
+                f"run {run_id} matched link {t.edge}, which the tiles ({n_edges} links) "
+                "do not have: give the tiles of the logs' bundle"
+            )
+
+
 def build_supply(
     logs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     tiles: str | os.PathLike[str],
@@ -87,83 +163,37 @@ def build_supply(
         raise ToolsError(f"no trip-log records in {names}: is it a nagashi trip log?")
     if not any(r.ticks for r in runs.values()):
         raise ToolsError(f"no tick records in {names}: nothing to measure supply from")
-
-    pass_edges: list[int] = []
-    pass_minutes: list[float] = []
-    starts: list[float] = []
-    ends: list[float] = []
-    counts = {"ticks": 0, "vacant_ticks": 0, "ticks_without_match": 0}
-    vacancy = {"meter": 0, "guidance": 0}
-    vehicles: set[str] = set()
-    first_s, last_s = math.inf, -math.inf
+    tally = _Tally()
     for run_id, run in runs.items():
-        if not run.ticks:
-            continue
-        ticks = [t for _, t in sorted(run.ticks, key=lambda st: (st[1].time_s, st[0]))]
-        vehicles.add(run.vehicle or f"run:{run_id}")
-        for t in ticks:
-            if t.network is not None and network is not None and t.network != network:
-                raise ToolsError(
-                    f"the logs of run {run_id} were made on road network {t.network[:12]}, "
-                    f"the tiles are {network[:12]}: give the tiles of the logs' bundle"
-                )
-            if t.edge is not None and not 0 <= t.edge < n_edges:
-                raise ToolsError(
-                    f"run {run_id} matched link {t.edge}, which the tiles ({n_edges} links) "
-                    "do not have: give the tiles of the logs' bundle"
-                )
-        times = np.array([t.time_s for t in ticks])
-        if run.meters:
-            vacancy["meter"] += 1
-            vacant = ~_occupied_at(run.meters, times)
-        else:
-            vacancy["guidance"] += 1
-            vacant = np.array([t.guidance for t in ticks], dtype=bool)
-        prev_edge: int | None = None
-        prev_route: tuple[int, ...] = ()
-        for t, free in zip(ticks, vacant, strict=True):
-            counts["ticks"] += 1
-            if t.edge is None:
-                counts["ticks_without_match"] += 1
-                prev_edge, prev_route = None, t.route
-                continue
-            if not free:
-                prev_edge, prev_route = None, t.route
-                continue
-            counts["vacant_ticks"] += 1
-            passed: list[int] = []
-            if t.edge in prev_route:  # still on the route shown: its links before this one
-                passed = [e for e in prev_route[: prev_route.index(t.edge)] if e != prev_edge]
-            if t.edge != prev_edge:
-                passed.append(t.edge)
-            pass_edges.extend(passed)
-            pass_minutes.extend([t.local_min] * len(passed))
-            prev_edge, prev_route = t.edge, t.route
-        gaps = np.minimum(np.diff(times, append=times[-1] + run.plan_interval_s), MAX_TICK_GAP_S)
-        local = np.array([t.local_min for t in ticks])
-        starts.extend(local.tolist())
-        ends.extend((local + np.maximum(gaps, 0.0) / 60.0).tolist())
-        first_s, last_s = min(first_s, float(times[0])), max(last_s, float(times[-1]))
-
-    observed_min = _observed_minutes_per_slot(np.array(starts), np.array(ends))
-    days = observed_min / SLOT_MIN
-    measured = len(vehicles)
+        if run.ticks:
+            tally.add_run(run_id, run, network, n_edges)
+    observed_min = _observed_minutes_per_slot(np.array(tally.starts), np.array(tally.ends))
     meta: dict[str, Any] = {
         "source": "trip logs",
         "days": round(float(observed_min.sum()) / 1440.0, 6),
         "network_sha256": network,
-        "from_utc": _iso(first_s),
-        "to_utc": _iso(last_s),
+        "from_utc": _iso(tally.first_s),
+        "to_utc": _iso(tally.last_s),
         "runs": sum(1 for r in runs.values() if r.ticks),
-        "vehicles": measured,
-        "vacancy_from": vacancy,
-        **counts,
+        "vehicles": len(tally.vehicles),
+        "vacancy_from": tally.vacancy,
+        **tally.counts,
         "ticks_without_time": untimed,
         "torn_tails": len(read.torn_tails),
     }
-    edges = np.array(pass_edges, dtype=np.int64)
+    return _table(tally, observed_min, meta, cabs)
+
+
+def _table(
+    tally: _Tally, observed_min: npt.NDArray[np.float64], meta: dict[str, Any], cabs: int | None
+) -> tuple[SupplyTable, dict[str, Any]]:
+    """The table of ``tally``'s passes over the minutes observed per slot, for ``cabs`` cabs
+    (default: the vehicles measured), and the summary."""
+    days = observed_min / SLOT_MIN
+    measured = len(tally.vehicles)
+    edges = np.array(tally.pass_edges, dtype=np.int64)
     # the middle of each pass's slot, computed as the observed time is split into slots
-    slot = np.floor(np.array(pass_minutes, dtype=np.float64) / SLOT_MIN) % SLOTS_PER_WEEK
+    slot = np.floor(np.array(tally.pass_minutes, dtype=np.float64) / SLOT_MIN) % SLOTS_PER_WEEK
     minutes = slot * SLOT_MIN + SLOT_MIN / 2
     table = SupplyTable.from_passes(edges, minutes, days_per_slot=days, cabs=measured, meta=meta)
     if cabs is not None and cabs != measured:

@@ -15,7 +15,8 @@ from tools.pipeline.errors import (
     StepFailedError,
 )
 from tools.pipeline.ingest import IngestReport, TripStore, export_trips_csv, trip_key
-from tools.pipeline.runner import RunOptions, RunReport, StepEvent, StepOutcome, run_pipeline
+from tools.pipeline.outcome import RunReport, StepEvent, StepOutcome
+from tools.pipeline.runner import RunOptions, run_pipeline
 from tools.pipeline.runsdb import RunsDB
 from tools.pipeline.spec import PipelineSpec, StepSpec, load_pipeline
 from tools.pipeline.status import RunStatus, StepStatus

@@ -1,5 +1,5 @@
-"""Execution helpers of the runner: running one step (in a worker process or inline), the
-cache evaluation record, and the one-line reason a step runs."""
+"""Execution helpers of the runner: running one step (in a worker process or inline) and what
+that call gives back, a named result rather than a positional tuple."""
 
 from __future__ import annotations
 
@@ -7,28 +7,38 @@ import concurrent.futures as cf
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from tools.pipeline.runsdb import CacheEntry
 from tools.pipeline.step import StepContext, StepResult
 
 
-@dataclass
-class Eval:
-    """A step's cache evaluation."""
+@dataclass(frozen=True)
+class StepSucceeded:
+    """The step kind returned ``result``; its staged outputs are ready to be committed."""
 
-    run: bool
-    reason: str
-    input_hashes: dict[str, list[list[str]]] = field(default_factory=dict)
-    key: str | None = None
-    code_hash: str | None = None
-    code_parts: dict[str, str] = field(default_factory=dict)
-    cached: CacheEntry | None = None
+    result: StepResult
 
 
-def execute_step(kind_name: str, ctx: StepContext, log_level: int) -> tuple[Any, ...]:
-    """Run one step (in a worker process or inline): ("ok", result) or ("error", ...)."""
+@dataclass(frozen=True)
+class StepRaised:
+    """The step (or committing its outputs, or the worker running it) failed."""
+
+    error_type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def of(cls, e: BaseException) -> StepRaised:
+        """The exception being handled, with its traceback."""
+        return cls(type(e).__name__, str(e) or type(e).__name__, traceback.format_exc())
+
+
+StepCall = StepSucceeded | StepRaised
+
+
+def execute_step(kind_name: str, ctx: StepContext, log_level: int) -> StepCall:
+    """Run one step (in a worker process or inline)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     from tools.pipeline.registry import step_kinds
@@ -37,9 +47,9 @@ def execute_step(kind_name: str, ctx: StepContext, log_level: int) -> tuple[Any,
         result = step_kinds()[kind_name].run(ctx)
         if not isinstance(result, StepResult):
             raise TypeError(f"step kind {kind_name} returned {type(result).__name__}")
-        return ("ok", result)
+        return StepSucceeded(result)
     except Exception as e:
-        return ("error", type(e).__name__, str(e) or type(e).__name__, traceback.format_exc())
+        return StepRaised.of(e)
 
 
 class InlineExecutor(cf.Executor):
@@ -52,30 +62,3 @@ class InlineExecutor(cf.Executor):
         except BaseException as e:
             fut.set_exception(e)
         return fut
-
-
-def diff_reason(prev: dict[str, Any] | None, params: dict[str, Any], ev: Eval) -> str:
-    if prev is None:
-        return "cache record lost"
-    changed_params = sorted(
-        k
-        for k in set(params) | set(prev["params"] or {})
-        if params.get(k) != (prev["params"] or {}).get(k)
-    )
-    if changed_params:
-        return "parameters changed: " + ", ".join(changed_params)
-    prev_inputs = prev["input_hashes"] or {}
-    changed_inputs = sorted(
-        k
-        for k in set(ev.input_hashes) | set(prev_inputs)
-        if [h for _, h in ev.input_hashes.get(k, [])] != [h for _, h in prev_inputs.get(k, [])]
-    )
-    if changed_inputs:
-        return "inputs changed: " + ", ".join(changed_inputs)
-    prev_code = prev["code_sources"] or {}
-    changed_code = sorted(
-        k for k in set(ev.code_parts) | set(prev_code) if ev.code_parts.get(k) != prev_code.get(k)
-    )
-    if changed_code:
-        return "code changed: " + ", ".join(changed_code)
-    return "step definition changed"

@@ -35,10 +35,13 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiles.fileio import atomic_write_bytes, migrate_sqlite, sha256_file
 from tools.pipeline.errors import IngestError
+
+if TYPE_CHECKING:
+    from models.trips import Trips
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,32 @@ def trip_key(
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def _rows(trips: Trips, label: str) -> list[tuple[Any, ...]]:
+    """The ``trips`` table's rows (without ``first_ingest``) of every usable trip read."""
+    rows = []
+    for i in range(trips.n):
+        t = _EPOCH + dt.timedelta(seconds=float(trips.pickup_s[i]))
+        local = t.strftime("%Y-%m-%d %H:%M:%S")
+        lon, lat = float(trips.lon[i]), float(trips.lat[i])
+        dlon, dlat = _num(trips.dropoff_lon[i]), _num(trips.dropoff_lat[i])
+        fare = _num(trips.fare[i])
+        rows.append(
+            (
+                trip_key(local, lon, lat, dlon, dlat, fare),
+                label,
+                local,
+                lon,
+                lat,
+                dlon,
+                dlat,
+                fare,
+                _num(trips.distance_m[i]),
+                _num(trips.duration_s[i]),
+            )
+        )
+    return rows
+
+
 class TripStore:
     """The trips database at ``path`` (WAL, created on first use)."""
 
@@ -213,27 +242,33 @@ class TripStore:
             raise IngestError(f"cannot read trip file {p}: {e.strerror or e}") from e
         except ModelsError as e:
             raise IngestError(str(e)) from e
-        rows = []
-        for i in range(trips.n):
-            t = _EPOCH + dt.timedelta(seconds=float(trips.pickup_s[i]))
-            local = t.strftime("%Y-%m-%d %H:%M:%S")
-            lon, lat = float(trips.lon[i]), float(trips.lat[i])
-            dlon, dlat = _num(trips.dropoff_lon[i]), _num(trips.dropoff_lat[i])
-            fare = _num(trips.fare[i])
-            rows.append(
-                (
-                    trip_key(local, lon, lat, dlon, dlat, fare),
-                    label,
-                    local,
-                    lon,
-                    lat,
-                    dlon,
-                    dlat,
-                    fare,
-                    _num(trips.distance_m[i]),
-                    _num(trips.duration_s[i]),
-                )
-            )
+        rows = _rows(trips, label)
+        new = self._upsert(p, digest, label, trips, rows, now)
+        report = IngestReport(
+            str(p),
+            digest,
+            label,
+            trips.rows_read[0],
+            trips.n,
+            new,
+            trips.n - new,
+            dict(trips.dropped[0]),
+            trips.duplicates[0],
+        )
+        log.info("ingested %s as %s: %d new, %d merged", p, label, new, trips.n - new)
+        return report
+
+    def _upsert(
+        self,
+        p: Path,
+        digest: str,
+        label: str,
+        trips: Trips,
+        rows: list[tuple[Any, ...]],
+        now: dt.datetime,
+    ) -> int:
+        """Record the ingest of ``p`` and upsert its ``rows`` in one transaction; returns how
+        many trips are new."""
         c = self._conn
         try:
             c.execute("BEGIN IMMEDIATE")
@@ -273,19 +308,7 @@ class TripStore:
                 raise
         except sqlite3.Error as e:
             raise IngestError(f"trips database {self.path}: {e}") from e
-        report = IngestReport(
-            str(p),
-            digest,
-            label,
-            trips.rows_read[0],
-            trips.n,
-            new,
-            trips.n - new,
-            dict(trips.dropped[0]),
-            trips.duplicates[0],
-        )
-        log.info("ingested %s as %s: %d new, %d merged", p, label, new, trips.n - new)
-        return report
+        return new
 
     def export_rows(self, labels: Sequence[str]) -> Iterable[tuple[Any, ...]]:
         q = (

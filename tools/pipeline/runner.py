@@ -14,6 +14,11 @@ outputs to temporary paths beside the final ones; only when it returned are they
 place, so a crash never leaves a partial output that looks complete. A failed step leaves every
 completed output (its own previous outputs included) intact and stops only its dependants; the
 next run resumes where it stopped, since the steps that succeeded are then current.
+
+The pieces: the cache evaluation in :mod:`tools.pipeline._evaluate`, the record of the run in
+:mod:`tools.pipeline._recorder`, the report's types in :mod:`tools.pipeline.outcome`, running
+one step in :mod:`tools.pipeline._exec`, output staging in :mod:`tools.pipeline._staging`; this
+module holds the options and the loop that hands ready steps out.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.pipeline._exec import Eval, InlineExecutor, diff_reason, execute_step
+from tools.pipeline._evaluate import CacheEvaluator, Eval, input_path
+from tools.pipeline._exec import InlineExecutor, StepCall, StepRaised, StepSucceeded, execute_step
+from tools.pipeline._recorder import Recorded, Recorder
 from tools.pipeline._staging import (
     clean_stale,
     commit_outputs,
@@ -42,11 +49,22 @@ from tools.pipeline._staging import (
     workdir_lock,
 )
 from tools.pipeline.errors import PipelineSpecError
-from tools.pipeline.hashing import code_version, git_state, sha256_json, sha256_path
+from tools.pipeline.hashing import sha256_path
+from tools.pipeline.outcome import RunReport, StepEvent, StepOutcome
 from tools.pipeline.runsdb import CacheEntry, RunsDB
-from tools.pipeline.spec import InputRef, PipelineSpec, StepSpec
-from tools.pipeline.status import RunStatus, StepStatus
-from tools.pipeline.step import StepContext, StepResult, params_to_json
+from tools.pipeline.spec import PipelineSpec, StepSpec
+from tools.pipeline.status import StepStatus
+from tools.pipeline.step import StepContext, StepResult
+
+__all__ = [
+    "REPO_ROOT",
+    "RunOptions",
+    "RunReport",
+    "StepEvent",
+    "StepOutcome",
+    "run_pipeline",
+    "utc_now",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,50 +86,15 @@ class RunOptions:
     exclude_kinds: tuple[str, ...] = ()  # step kinds left out (``runs reproduce``: publish)
     reproduce_of: int | None = None  # recorded with the run
 
-
-@dataclass(frozen=True)
-class StepEvent:
-    """Progress of one step, for the display."""
-
-    step: str
-    index: int  # 1-based position in the pipeline
-    total: int
-    status: StepStatus
-    reason: str
-    duration_s: float | None = None
-    summary: str = ""
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    name: str
-    kind: str
-    status: StepStatus
-    reason: str
-    duration_s: float | None
-    metrics: dict[str, Any]
-    verdict: dict[str, Any] | None
-    error: str | None
-    error_type: str | None
-
-
-@dataclass(frozen=True)
-class RunReport:
-    run_id: int | None  # None for a dry run
-    status: RunStatus
-    steps: tuple[StepOutcome, ...]
-    bundle_id: str | None = None
-    manifest_sha256: str | None = None
-    error: str | None = None
-
-    def step(self, name: str) -> StepOutcome:
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
-
-    def names(self, status: StepStatus | str) -> list[str]:
-        return [s.name for s in self.steps if s.status == status]
+    def to_json(self) -> dict[str, Any]:
+        """As recorded with the run (``dry_run`` is never recorded: a dry run records nothing)."""
+        return {
+            "only": list(self.only),
+            "force": self.force,
+            "jobs": self.jobs,
+            "exclude_kinds": list(self.exclude_kinds),
+            "reproduce_of": self.reproduce_of,
+        }
 
 
 @dataclass
@@ -139,15 +122,8 @@ class _Run:
         self.spec = spec
         self.opt = options
         self.db = db
-        self.progress = progress
-        self.clock = clock
-        self.workdir = str(spec.workdir)
-        self.status: dict[str, StepStatus] = {}
-        self.outcomes: dict[str, StepOutcome] = {}
-        self.output_hash: dict[tuple[str, str], str] = {}
-        self.code_cache: dict[str, tuple[str, dict[str, str]]] = {}
-        self.index = {s.name: i + 1 for i, s in enumerate(spec.steps)}
-        self.run_id: int | None = None
+        self.rec = Recorder(spec, db, progress, clock)
+        self.cache = CacheEvaluator(spec, db, force=options.force)
         selected = set(options.only) if options.only else {s.name for s in spec.steps}
         for name in options.only:
             spec.step(name)  # unknown names are errors
@@ -157,141 +133,9 @@ class _Run:
             if s.name in selected and s.kind.name not in options.exclude_kinds
         }
 
-    # ---------------------------------------------------------------- evaluation
-
-    def _emit(self, step: str, status: StepStatus, reason: str, **kw: Any) -> None:
-        if self.progress:
-            self.progress(
-                StepEvent(step, self.index[step], len(self.spec.steps), status, reason, **kw)
-            )
-
-    def _code(self, s: StepSpec) -> tuple[str, dict[str, str]]:
-        if s.kind.name not in self.code_cache:
-            self.code_cache[s.kind.name] = code_version(s.kind.sources)
-        return self.code_cache[s.kind.name]
-
-    def _input_hash(
-        self, s: StepSpec, ref_step: str | None, out: str | None, path: Path | None
-    ) -> str:
-        if ref_step is not None and out is not None:
-            known = self.output_hash.get((ref_step, out))
-            if known is not None:
-                return known
-            p = self.spec.step(ref_step).outputs[out]
-            try:
-                h = sha256_path(p)
-            except FileNotFoundError:
-                raise FileNotFoundError(
-                    f"input @{ref_step}.{out} ({p}) does not exist: run step {ref_step} first"
-                ) from None
-            self.output_hash[(ref_step, out)] = h
-            return h
-        assert path is not None
-        try:
-            return sha256_path(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"input {path} does not exist") from None
-
-    def _path(self, r: InputRef) -> Path:
-        if r.step is not None and r.output is not None:
-            return self.spec.step(r.step).outputs[r.output]
-        assert r.path is not None
-        return r.path
-
-    def evaluate(self, s: StepSpec) -> Eval:
-        code_hash, code_parts = self._code(s)
-        inputs: dict[str, list[list[str]]] = {}
-        for k, refs in s.inputs.items():
-            inputs[k] = [
-                [r.describe(), self._input_hash(s, r.step, r.output, r.path)] for r in refs
-            ]
-        params = params_to_json(s.params)
-        key = sha256_json(
-            {
-                "kind": s.kind.name,
-                "params": params,
-                "inputs": {k: [h for _, h in v] for k, v in inputs.items()},
-                "code": code_hash,
-            }
-        )
-        ev = Eval(True, "", inputs, key, code_hash, code_parts)
-        cached = self.db.cached(self.workdir, s.name) if self.db else None
-        ev.cached = cached
-        if self.opt.force:
-            ev.reason = "forced"
-        elif cached is None:
-            ev.reason = "no previous successful run"
-        elif cached.cache_key != key:
-            prev = self.db.step_record(cached.run_id, s.name) if self.db else None
-            ev.reason = diff_reason(prev, params, ev)
-        else:
-            for name, final in s.outputs.items():
-                try:
-                    h = sha256_path(final)
-                except FileNotFoundError:
-                    ev.reason = f"output {name} missing"
-                    break
-                if h != cached.output_hashes.get(name):
-                    ev.reason = f"output {name} modified since it was written"
-                    break
-            else:
-                ev.run = False
-                ev.reason = "up to date"
-        return ev
-
-    # ---------------------------------------------------------------- recording
-
-    def _record(
-        self,
-        s: StepSpec,
-        status: StepStatus,
-        reason: str,
-        ev: Eval | None,
-        *,
-        metrics: dict[str, Any] | None = None,
-        verdict: dict[str, Any] | None = None,
-        output_hashes: dict[str, str] | None = None,
-        produced_by: int | None = None,
-        duration_s: float | None = None,
-        error: str | None = None,
-        error_type: str | None = None,
-    ) -> None:
-        self.status[s.name] = status
-        self.outcomes[s.name] = StepOutcome(
-            s.name,
-            s.kind.name,
-            status,
-            reason,
-            duration_s,
-            metrics or {},
-            verdict,
-            error,
-            error_type,
-        )
-        if self.db is None or self.run_id is None:
-            return
-        self.db.record_step(
-            self.run_id,
-            {
-                "step": s.name,
-                "position": self.index[s.name],
-                "kind": s.kind.name,
-                "status": status,
-                "reason": reason,
-                "cache_key": ev.key if ev else None,
-                "params": params_to_json(s.params),
-                "input_hashes": ev.input_hashes if ev else {},
-                "code_version": ev.code_hash if ev else None,
-                "code_sources": ev.code_parts if ev else None,
-                "outputs": {k: str(p) for k, p in s.outputs.items()},
-                "output_hashes": output_hashes,
-                "metrics": metrics,
-                "verdict": verdict,
-                "produced_by_run": produced_by,
-                "duration_s": duration_s,
-                "error": error,
-            },
-        )
+    @property
+    def run_id(self) -> int | None:
+        return self.rec.run_id
 
     # ---------------------------------------------------------------- main loop
 
@@ -300,25 +144,7 @@ class _Run:
         if not opt.dry_run:
             spec.workdir.mkdir(parents=True, exist_ok=True)
             clean_stale(spec)
-            assert self.db is not None
-            git = git_state(REPO_ROOT)
-            self.run_id = self.db.start_run(
-                pipeline=spec.name,
-                pipeline_path=str(spec.path),
-                pipeline_sha256=sha256_json(spec.text),
-                pipeline_text=spec.text,
-                workdir=self.workdir,
-                started_at=self.clock().isoformat(),
-                git_commit=git.commit,
-                git_dirty=git.dirty,
-                options={
-                    "only": list(opt.only),
-                    "force": opt.force,
-                    "jobs": opt.jobs,
-                    "exclude_kinds": list(opt.exclude_kinds),
-                    "reproduce_of": opt.reproduce_of,
-                },
-            )
+            self.rec.start(opt.to_json(), REPO_ROOT)
         executor: cf.Executor
         if opt.jobs > 1 and not opt.dry_run:
             executor = cf.ProcessPoolExecutor(
@@ -334,7 +160,7 @@ class _Run:
         try:
             with executor:
                 while order.is_active():
-                    for name in sorted(order.get_ready(), key=self.index.__getitem__):
+                    for name in sorted(order.get_ready(), key=self.rec.index.__getitem__):
                         job = self._start(self.spec.step(name), executor)
                         if job is None:
                             order.done(name)
@@ -353,54 +179,60 @@ class _Run:
                 for p in job.staged.values():
                     remove(p)
                 shutil.rmtree(job.scratch, ignore_errors=True)
-        return self._report()
+        return self.rec.report(opt.dry_run)
+
+    # ---------------------------------------------------------------- deciding a step
 
     def _start(self, s: StepSpec, executor: cf.Executor) -> _Running | None:
         """Decide step ``s`` (all it depends on is done): record it at once and return None, or
         submit it to ``executor`` and return what is running."""
         if s.name not in self.selected:
-            self._settle(s, StepStatus.NOT_SELECTED, "not selected")
+            self.rec.settle(s, StepStatus.NOT_SELECTED, "not selected")
             return None
+        status = self.rec.status
         deps = s.depends_on
-        bad = sorted(d for d in deps if self.status[d] in (StepStatus.FAILED, StepStatus.BLOCKED))
+        bad = sorted(d for d in deps if status[d] in (StepStatus.FAILED, StepStatus.BLOCKED))
         if bad:
-            self._settle(s, StepStatus.BLOCKED, "blocked: " + ", ".join(bad) + " failed")
+            self.rec.settle(s, StepStatus.BLOCKED, "blocked: " + ", ".join(bad) + " failed")
             return None
-        upstream_runs = sorted(d for d in deps if self.status[d] == StepStatus.WOULD_RUN)
+        upstream_runs = sorted(d for d in deps if status[d] == StepStatus.WOULD_RUN)
         if self.opt.dry_run and upstream_runs:
             reason = "upstream " + ", ".join(upstream_runs) + " would run (its outputs may change)"
-            self._settle(s, StepStatus.WOULD_RUN, reason)
+            self.rec.settle(s, StepStatus.WOULD_RUN, reason)
             return None
         try:
-            ev = self.evaluate(s)
+            ev = self.cache.evaluate(s)
         except FileNotFoundError as e:
             reason = str(e).strip("'\"")
-            self._record(
-                s, StepStatus.FAILED, reason, None, error=reason, error_type="FileNotFoundError"
-            )
-            self._emit(s.name, StepStatus.FAILED, reason)
+            failed = Recorded(error=reason, error_type="FileNotFoundError")
+            self.rec.record(s, StepStatus.FAILED, reason, None, failed)
+            self.rec.emit(s.name, StepStatus.FAILED, reason)
             return None
         if not ev.run:
             assert ev.cached is not None
-            for k, h in ev.cached.output_hashes.items():
-                self.output_hash[(s.name, k)] = h
-            status = StepStatus.UP_TO_DATE if self.opt.dry_run else StepStatus.SKIPPED
-            self._record(
-                s,
-                status,
-                ev.reason,
-                ev,
-                metrics=ev.cached.metrics,
-                verdict=ev.cached.verdict,
-                output_hashes=ev.cached.output_hashes,
-                produced_by=ev.cached.run_id,
-            )
-            self._emit(s.name, status, ev.reason)
+            self._reuse(s, ev, ev.cached)
             return None
         if self.opt.dry_run:
-            self._record(s, StepStatus.WOULD_RUN, ev.reason, ev)
-            self._emit(s.name, StepStatus.WOULD_RUN, ev.reason)
+            self.rec.record(s, StepStatus.WOULD_RUN, ev.reason, ev)
+            self.rec.emit(s.name, StepStatus.WOULD_RUN, ev.reason)
             return None
+        return self._submit(s, ev, executor)
+
+    def _reuse(self, s: StepSpec, ev: Eval, cached: CacheEntry) -> None:
+        """``s`` is current: its outputs of an earlier run stand, with that run's metrics."""
+        self.cache.remember(s.name, cached.output_hashes)
+        status = StepStatus.UP_TO_DATE if self.opt.dry_run else StepStatus.SKIPPED
+        kept = Recorded(
+            metrics=cached.metrics,
+            verdict=cached.verdict,
+            output_hashes=cached.output_hashes,
+            produced_by=cached.run_id,
+        )
+        self.rec.record(s, status, ev.reason, ev, kept)
+        self.rec.emit(s.name, status, ev.reason)
+
+    def _submit(self, s: StepSpec, ev: Eval, executor: cf.Executor) -> _Running:
+        """Stage ``s``'s outputs and scratch folder and hand it to ``executor``."""
         token = secrets.token_hex(6)
         staged: dict[str, Path] = {}
         for name, final in s.outputs.items():
@@ -413,13 +245,15 @@ class _Run:
         scratch.mkdir(parents=True)
         ctx = StepContext(
             step=s.name,
-            inputs={k: tuple(self._path(r) for r in refs) for k, refs in s.inputs.items()},
+            inputs={
+                k: tuple(input_path(self.spec, r) for r in refs) for k, refs in s.inputs.items()
+            },
             outputs=staged,
             params=s.params,
             scratch=scratch,
             pipeline_dir=self.spec.path.parent,
         )
-        self._emit(s.name, StepStatus.RUNNING, ev.reason)
+        self.rec.emit(s.name, StepStatus.RUNNING, ev.reason)
         t0 = _monotonic()
         try:
             fut = executor.submit(
@@ -430,103 +264,62 @@ class _Run:
             fut.set_exception(e)
         return _Running(fut, s, ev, staged, scratch, token, t0)
 
-    def _settle(self, s: StepSpec, status: StepStatus, reason: str) -> None:
-        """Record a step decided without running it."""
-        self._record(s, status, reason, None)
-        self._emit(s.name, status, reason)
+    # ---------------------------------------------------------------- a step ended
 
     def _finish(self, job: _Running) -> None:
-        s, ev, staged, token = job.step, job.ev, job.staged, job.token
         duration = round(_monotonic() - job.t0, 3)
-        fut, scratch = job.future, job.scratch
         try:
-            out = fut.result()
+            out: StepCall = job.future.result()
         except Exception as e:  # a worker died (BrokenProcessPool) or the call itself failed
-            out = ("error", type(e).__name__, str(e) or type(e).__name__, traceback.format_exc())
-        shutil.rmtree(scratch, ignore_errors=True)
-        if out[0] == "ok":
-            result: StepResult = out[1]
-            try:
-                commit_outputs(s, staged, token)
-                hashes = {k: sha256_path(p) for k, p in s.outputs.items()}
-            except (OSError, FileNotFoundError) as e:
-                out = ("error", type(e).__name__, str(e), traceback.format_exc())
-            else:
-                for k, h in hashes.items():
-                    self.output_hash[(s.name, k)] = h
-                verdict = result.verdict.to_json() if result.verdict else None
-                assert ev.key is not None
-                if self.db is not None and self.run_id is not None:
-                    self.db.store_cache(
-                        self.workdir,
-                        s.name,
-                        CacheEntry(ev.key, hashes, result.metrics, verdict, self.run_id),
-                        self.clock().isoformat(),
-                    )
-                self._record(
-                    s,
-                    StepStatus.RAN,
-                    ev.reason,
-                    ev,
-                    metrics=result.metrics,
-                    verdict=verdict,
-                    output_hashes=hashes,
-                    produced_by=self.run_id,
-                    duration_s=duration,
-                )
-                self._emit(
-                    s.name, StepStatus.RAN, ev.reason, duration_s=duration, summary=result.summary
-                )
+            out = StepRaised.of(e)
+        shutil.rmtree(job.scratch, ignore_errors=True)
+        if isinstance(out, StepSucceeded):
+            failure = self._commit(job, out.result, duration)
+            if failure is None:
                 return
-        for p in staged.values():
-            remove(p)
-        _, etype, msg, tb = out
-        log.debug("step %s failed:\n%s", s.name, tb)
-        self._record(
-            s, StepStatus.FAILED, ev.reason, ev, duration_s=duration, error=msg, error_type=etype
-        )
-        self._emit(s.name, StepStatus.FAILED, f"{etype}: {msg}", duration_s=duration)
-
-    def _report(self) -> RunReport:
-        steps = tuple(self.outcomes[s.name] for s in self.spec.steps if s.name in self.outcomes)
-        failed = [o for o in steps if o.status == StepStatus.FAILED]
-        refused = [
-            o
-            for o in steps
-            if o.verdict is not None
-            and o.verdict.get("gate") == "release"
-            and not o.verdict.get("passed")
-            and o.status.produced_outputs
-        ]
-        if self.opt.dry_run:
-            status = RunStatus.DRY_RUN
-        elif failed or any(o.status == StepStatus.BLOCKED for o in steps):
-            status = RunStatus.FAILED
-        elif refused:
-            status = RunStatus.REFUSED
         else:
-            status = RunStatus.OK
-        error = "; ".join(f"{o.name}: {o.error}" for o in failed) or None
-        if status == RunStatus.REFUSED:
-            error = "; ".join(str(o.verdict["reason"]) for o in refused if o.verdict)
-        bundle_id = manifest_sha = None
-        manifest: dict[str, Any] | None = None
-        for o in steps:
-            if "manifest" in o.metrics and o.status.produced_outputs:
-                bundle_id = o.metrics["bundle_id"]
-                manifest = o.metrics.get("manifest")
-                manifest_sha = o.metrics.get("manifest_sha256")
-        if self.db is not None and self.run_id is not None:
-            self.db.finish_run(
-                self.run_id,
-                finished_at=self.clock().isoformat(),
-                status=status,
-                manifest=manifest,
-                manifest_sha256=manifest_sha,
-                bundle_id=bundle_id,
-                error=error,
+            failure = out
+        for p in job.staged.values():
+            remove(p)
+        s = job.step
+        log.debug("step %s failed:\n%s", s.name, failure.traceback)
+        failed = Recorded(duration_s=duration, error=failure.message, error_type=failure.error_type)
+        self.rec.record(s, StepStatus.FAILED, job.ev.reason, job.ev, failed)
+        reason = f"{failure.error_type}: {failure.message}"
+        self.rec.emit(s.name, StepStatus.FAILED, reason, duration_s=duration)
+
+    def _commit(self, job: _Running, result: StepResult, duration: float) -> StepRaised | None:
+        """Rename the staged outputs of a step that returned into place, cache and record it;
+        what went wrong if the outputs could not be committed."""
+        s, ev = job.step, job.ev
+        try:
+            commit_outputs(s, job.staged, job.token)
+            hashes = {k: sha256_path(p) for k, p in s.outputs.items()}
+        except (OSError, FileNotFoundError) as e:
+            return StepRaised(type(e).__name__, str(e), traceback.format_exc())
+        self.cache.remember(s.name, hashes)
+        verdict = result.verdict.to_json() if result.verdict else None
+        assert ev.key is not None
+        run_id = self.rec.run_id
+        if self.db is not None and run_id is not None:
+            self.db.store_cache(
+                str(self.spec.workdir),
+                s.name,
+                CacheEntry(ev.key, hashes, result.metrics, verdict, run_id),
+                self.rec.clock().isoformat(),
             )
-        return RunReport(self.run_id, status, steps, bundle_id, manifest_sha, error)
+        ran = Recorded(
+            metrics=result.metrics,
+            verdict=verdict,
+            output_hashes=hashes,
+            produced_by=run_id,
+            duration_s=duration,
+        )
+        self.rec.record(s, StepStatus.RAN, ev.reason, ev, ran)
+        self.rec.emit(
+            s.name, StepStatus.RAN, ev.reason, duration_s=duration, summary=result.summary
+        )
+        return None
 
 
 def _monotonic() -> float:
@@ -552,16 +345,7 @@ def run_pipeline(
             with lock:
                 return run.execute()
         except BaseException as e:  # interrupted (Ctrl-C) or the runner itself failed
-            if db is not None and run.run_id is not None:
-                db.finish_run(
-                    run.run_id,
-                    finished_at=clock().isoformat(),
-                    status="interrupted",
-                    manifest=None,
-                    manifest_sha256=None,
-                    bundle_id=None,
-                    error=f"{type(e).__name__}: {e}",
-                )
+            run.rec.interrupted(e)
             raise
     finally:
         if db is not None:

@@ -19,11 +19,14 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tools.pipeline.step import OutputDecl, StepContext, StepKind, StepResult, Verdict
+
+if TYPE_CHECKING:
+    from tools.sim.world import SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,36 +86,18 @@ class SimulateParams:
 
 
 def run_simulate(ctx: StepContext) -> StepResult:
-    from agent.planner import minute_of_week_of
     from models import DemandTable
     from tiles import TileStore
-    from tiles.fileio import atomic_write_bytes as write_atomic
     from tools.sim.experiment import gate, json_finite, run_experiment
-    from tools.sim.world import SimConfig
 
     p: SimulateParams = ctx.params
-    over: dict[str, Any] = {
-        k: getattr(p, k)
-        for k in ("test_taxis", "hours", "replan_s", "matching", "max_wait_s")
-        if getattr(p, k) is not None
-    }
-    if isinstance(p.taxis, int):
-        over["taxis"] = p.taxis
-    if p.start is not None:
-        over["start_minute_of_week"] = minute_of_week_of(dt.datetime.fromisoformat(p.start))
-    config = dataclasses.replace(SimConfig(), **over)
-    if config.test_taxis > config.taxis:
-        config = dataclasses.replace(config, test_taxis=config.taxis)
+    config = _sim_config(p)
     policies = list(p.policies)
     for needed in ("hotspot", p.gate_policy):
         if needed not in policies:
             policies.append(needed)
     table = DemandTable.load(ctx.input("demand"))
-    planner: dict[str, Any] = {}
-    params_path = ctx.optional_input("params")
-    if params_path is not None:
-        doc = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
-        planner = dict(doc.get("planner") or {})
+    planner = _planner_params(ctx)
     seeds = list(range(p.first_seed, p.first_seed + p.seeds))
     passengers = ctx.input_list("passengers")
     if not passengers and (p.days is not None or p.taxis_auto or p.allow_in_sample):
@@ -145,6 +130,45 @@ def run_simulate(ctx: StepContext) -> StepResult:
     verdict = Verdict("planner", bool(passed), reason)
     doc_out["sample"] = sample
     doc_out["gate"] = {"pass": bool(passed), "verdict": reason, "rule": doc_out["gate_rule"]}
+    _write_outputs(ctx, doc_out, verdict, sample)
+    return StepResult(metrics=_metrics(doc_out, p, sample), verdict=verdict, summary=reason)
+
+
+def _sim_config(p: SimulateParams) -> SimConfig:
+    """The simulator's settings: ``SimConfig``'s defaults with the step's params over them."""
+    from agent.planner import minute_of_week_of
+    from tools.sim.world import SimConfig
+
+    over: dict[str, Any] = {
+        k: getattr(p, k)
+        for k in ("test_taxis", "hours", "replan_s", "matching", "max_wait_s")
+        if getattr(p, k) is not None
+    }
+    if isinstance(p.taxis, int):
+        over["taxis"] = p.taxis
+    if p.start is not None:
+        over["start_minute_of_week"] = minute_of_week_of(dt.datetime.fromisoformat(p.start))
+    config = dataclasses.replace(SimConfig(), **over)
+    if config.test_taxis > config.taxis:
+        config = dataclasses.replace(config, test_taxis=config.taxis)
+    return config
+
+
+def _planner_params(ctx: StepContext) -> dict[str, Any]:
+    """The planner section of the optional input ``params`` (the bundle's params.yaml)."""
+    params_path = ctx.optional_input("params")
+    if params_path is None:
+        return {}
+    doc = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
+    return dict(doc.get("planner") or {})
+
+
+def _write_outputs(
+    ctx: StepContext, doc_out: dict[str, Any], verdict: Verdict, sample: dict[str, Any]
+) -> None:
+    """The simulation table and the verdict (with the table), each written atomically."""
+    from tiles.fileio import atomic_write_bytes as write_atomic
+
     write_atomic(ctx.output("table"), json.dumps(doc_out, indent=2, sort_keys=True).encode())
     write_atomic(
         ctx.output("verdict"),
@@ -154,27 +178,27 @@ def run_simulate(ctx: StepContext) -> StepResult:
             sort_keys=True,
         ).encode(),
     )
+
+
+def _metrics(doc_out: dict[str, Any], p: SimulateParams, sample: dict[str, Any]) -> dict[str, Any]:
+    """The step's metrics: the simulation table and the gated policy against hotspot."""
     gated = doc_out["paired"].get(p.gate_policy) or {}
     gain = gated.get("relative_gain")
-    return StepResult(
-        metrics={
-            # what was replayed against what the demand was built from, on both sides
-            "sample": sample,
-            # the simulation table: per policy, each metric's mean and 95 % interval
-            "policies": doc_out["policies"],
-            "gate_policy": p.gate_policy,
-            "gated_vs_hotspot": gated,
-            "gated_vs_hotspot_gain": gain,
-            "paired": doc_out["paired"],
-            "gate_rule": doc_out["gate_rule"],
-            "calibration": doc_out["calibration"],
-            "fleet": doc_out["fleet"],
-            **({"adoption": doc_out["adoption"]} if "adoption" in doc_out else {}),
-            "seeds": p.seeds,
-        },
-        verdict=verdict,
-        summary=reason,
-    )
+    return {
+        # what was replayed against what the demand was built from, on both sides
+        "sample": sample,
+        # the simulation table: per policy, each metric's mean and 95 % interval
+        "policies": doc_out["policies"],
+        "gate_policy": p.gate_policy,
+        "gated_vs_hotspot": gated,
+        "gated_vs_hotspot_gain": gain,
+        "paired": doc_out["paired"],
+        "gate_rule": doc_out["gate_rule"],
+        "calibration": doc_out["calibration"],
+        "fleet": doc_out["fleet"],
+        **({"adoption": doc_out["adoption"]} if "adoption" in doc_out else {}),
+        "seeds": p.seeds,
+    }
 
 
 def _replay(

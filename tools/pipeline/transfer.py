@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.demand import DemandTable
+from models.demand import CellGrid, DemandTable
 from models.statistics import edge_midpoints, make_grid
 from tiles import Graph
 from tiles.tags import HIGHWAY_CLASSES
@@ -81,15 +81,22 @@ def _weighted_mean(values: F64, weights: F64, default: float) -> float:
     return float((values * weights).sum() / w) if w > 0 else default
 
 
-def transfer_demand(
-    source: DemandTable,
-    source_graph: Graph,
-    target_graph: Graph,
-    target_network_sha256: str,
-    config: TransferConfig = TransferConfig(),
-) -> tuple[DemandTable, dict[str, Any]]:
-    """The transferred table for ``target_graph`` (every edge) and a report per class."""
-    sg, tg = source_graph, target_graph
+@dataclass(frozen=True)
+class _SourceProfile:
+    """What the source table says per road class (index into ``HIGHWAY_CLASSES``)."""
+
+    density: F64  # (classes, 3, 48) street hails per hour per cruisable km
+    trip_distance_m: F64  # (classes,) pickup-weighted mean trip distance
+    trip_duration_s: F64  # (classes,)
+    fare_ratio: F64  # (classes, 3) the fare quantiles' ratio to the mean fare
+    all_distance_m: float  # the all-class mean trip distance
+    ok_ids: npt.NDArray[np.int64]  # the source's cruisable links (global ids)
+    ok_weight: F64  # their pickups over the week profile
+    per_class: dict[str, Any]  # the report's per-class figures
+
+
+def _source_profile(source: DemandTable, sg: Graph, config: TransferConfig) -> _SourceProfile:
+    """Densities, trip lengths and durations and fare ratios of ``source`` by road class."""
     s_ids = sg.edge_id.astype(np.int64)
     s_ok = sg.cruise_allowed() & (s_ids < source.n_edges)
     s_km = sg.length_m.astype(np.float64) / 1000.0
@@ -137,27 +144,60 @@ def transfer_demand(
                 "hails_per_km_h_mean": round(float(density[k].mean()), 4),
                 "trip_distance_m": round(float(dist_cls[k]), 1),
             }
+    return _SourceProfile(
+        density, dist_cls, dur_cls, q_ratio, all_dist, s_ids[s_ok], w_ok, per_class
+    )
+
+
+@dataclass(frozen=True)
+class _TargetLinks:
+    """Per target link (global ids, every edge of the network): rates and trip figures."""
+
+    pickups_per_h: F64  # (3, 48, n)
+    trip_distance_m: F64
+    trip_duration_s: F64
+    fare_mean: F64  # yen, the Tokyo tariff on the class's mean trip distance
+    fare_quantiles: F64  # (n, 3)
+
+
+def _target_links(prof: _SourceProfile, tg: Graph, config: TransferConfig) -> _TargetLinks:
+    """Each target link gets its class's density times its length, and its class's trips."""
     t_ids = tg.edge_id.astype(np.int64)
     n = tg.n_edges_total
     t_ok = tg.cruise_allowed()
     t_cls = tg.highway.astype(np.int64)
     t_km = tg.length_m.astype(np.float64) / 1000.0
     out_rates = np.zeros((3, 48, n), dtype=np.float64)
-    local_rates = density[t_cls] * (t_km * config.scale)[:, None, None]  # (n_local, 3, 48)
+    local_rates = prof.density[t_cls] * (t_km * config.scale)[:, None, None]  # (n_local, 3, 48)
     local_rates[~t_ok] = 0.0
     out_rates[:, :, t_ids] = np.transpose(local_rates, (1, 2, 0))
     distance = np.zeros(n)
     duration = np.zeros(n)
-    distance[t_ids] = dist_cls[t_cls]
-    duration[t_ids] = dur_cls[t_cls]
+    distance[t_ids] = prof.trip_distance_m[t_cls]
+    duration[t_ids] = prof.trip_duration_s[t_cls]
     fare = np.zeros(n)
-    fare[t_ids] = tokyo_fare_jpy(dist_cls[t_cls])
+    fare[t_ids] = tokyo_fare_jpy(prof.trip_distance_m[t_cls])
     quant = np.zeros((n, 3))
-    quant[t_ids] = fare[t_ids, None] * q_ratio[t_cls]
-    # drop-offs over a fresh grid of the target network
+    quant[t_ids] = fare[t_ids, None] * prof.fare_ratio[t_cls]
+    return _TargetLinks(out_rates, distance, duration, fare, quant)
+
+
+@dataclass(frozen=True)
+class _Dropoffs:
+    grid: CellGrid
+    edge_cell: npt.NDArray[np.int64]
+    dropoff: F64  # (cells, cells + 1): the last column is "outside the area"
+    outside: float
+
+
+def _dropoffs(
+    source: DemandTable, prof: _SourceProfile, tg: Graph, config: TransferConfig
+) -> _Dropoffs:
+    """Drop-offs over a fresh grid of the target network (see the module docstring)."""
+    t_ids = tg.edge_id.astype(np.int64)
     grid = make_grid(tg, config.cell_m)
     mid_lon, mid_lat = edge_midpoints(tg)
-    edge_cell = np.full(n, 0, dtype=np.int64)
+    edge_cell = np.full(tg.n_edges_total, 0, dtype=np.int64)
     edge_cell[t_ids] = grid.cell_of(mid_lon, mid_lat)
     cx = (np.arange(grid.n_cells) % grid.ncols + 0.5) * grid.cell_deg_lon
     cy = (np.arange(grid.n_cells) // grid.ncols + 0.5) * grid.cell_deg_lat
@@ -165,18 +205,33 @@ def transfer_demand(
     kx = _M_PER_DEG_LAT * math.cos(math.radians(lat0))
     dx = (cx[:, None] - cx[None, :]) * kx
     dy = (cy[:, None] - cy[None, :]) * _M_PER_DEG_LAT
-    mean_trip_m = max(all_dist, config.cell_m)
+    mean_trip_m = max(prof.all_distance_m, config.cell_m)
     kernel = np.exp(-np.hypot(dx, dy) / mean_trip_m)
     kernel /= kernel.sum(axis=1, keepdims=True)
     s_cell_w = np.bincount(
-        source.edge_cell[s_ids[s_ok]].astype(np.int64),
-        weights=w_ok,
+        source.edge_cell[prof.ok_ids].astype(np.int64),
+        weights=prof.ok_weight,
         minlength=source.grid.n_cells,
     ).astype(np.float64)
     outside = _weighted_mean(source.dropoff[:, -1].astype(np.float64), s_cell_w, 0.0)
     dropoff = np.concatenate(
         [kernel * (1.0 - outside), np.full((grid.n_cells, 1), outside)], axis=1
     )
+    return _Dropoffs(grid, edge_cell, dropoff, outside)
+
+
+def transfer_demand(
+    source: DemandTable,
+    source_graph: Graph,
+    target_graph: Graph,
+    target_network_sha256: str,
+    config: TransferConfig = TransferConfig(),
+) -> tuple[DemandTable, dict[str, Any]]:
+    """The transferred table for ``target_graph`` (every edge) and a report per class."""
+    prof = _source_profile(source, source_graph, config)
+    links = _target_links(prof, target_graph, config)
+    drop = _dropoffs(source, prof, target_graph, config)
+    out_rates = links.pickups_per_h
     params = asdict(config)
     version_src = json.dumps(
         [source.version, source.network_sha256, target_network_sha256, params], sort_keys=True
@@ -188,9 +243,9 @@ def transfer_demand(
         "source_network_sha256": source.network_sha256,
         "config": params,
         "fare_tariff": "Tokyo special wards 2022-11-14: 500 JPY to 1,096 m, +100 JPY per 255 m",
-        "dropoff_outside_share": round(outside, 4),
-        "mean_trip_distance_m": round(all_dist, 1),
-        "classes": per_class,
+        "dropoff_outside_share": round(drop.outside, 4),
+        "mean_trip_distance_m": round(prof.all_distance_m, 1),
+        "classes": prof.per_class,
         "area_hails_per_day": round(
             float(sum(out_rates[d].sum() * 0.5 * days for d, days in enumerate((5, 1, 1))) / 7),
             1,
@@ -198,15 +253,15 @@ def transfer_demand(
     }
     table = DemandTable(
         network_sha256=target_network_sha256,
-        n_edges=n,
+        n_edges=target_graph.n_edges_total,
         pickups_per_h=out_rates.astype(np.float32),
-        fare_mean=fare.astype(np.float32),
-        fare_quantiles=quant.astype(np.float32),
-        trip_duration_s=duration.astype(np.float32),
-        trip_distance_m=distance.astype(np.float32),
-        grid=grid,
-        edge_cell=edge_cell.astype(np.int32),
-        dropoff=dropoff.astype(np.float32),
+        fare_mean=links.fare_mean.astype(np.float32),
+        fare_quantiles=links.fare_quantiles.astype(np.float32),
+        trip_duration_s=links.trip_duration_s.astype(np.float32),
+        trip_distance_m=links.trip_distance_m.astype(np.float32),
+        grid=drop.grid,
+        edge_cell=drop.edge_cell.astype(np.int32),
+        dropoff=drop.dropoff.astype(np.float32),
         scale_factor=float(source.scale_factor),
         version=version,
         meta={
