@@ -25,6 +25,11 @@ SPLIT = {
                     "DEFAULT_TILE_DEG", "TILES_FILENAME"],
     "agent.api.app": ["AgentState", "create_app", "network_geojson", "route_labels",
                       "openapi_document", "API_SCHEMA_VERSION", "STATIC_DIR"],
+    "tools.sim.experiment": ["Experiment", "run_experiment", "run_seeds", "calibrate",
+                             "Calibration", "size_fleet", "Sizing", "mean_ci", "summarise",
+                             "paired_gain", "gate", "json_finite", "METRICS", "GATE_RULE",
+                             "GATE_POLICY", "BASELINES", "OCCUPANCY_BAND", "SIZING_ROUNDS",
+                             "CALIBRATION_SEED_BASE"],
 }  # fmt: skip
 
 
