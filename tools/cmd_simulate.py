@@ -12,10 +12,18 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tools.errors import ToolsError
+
+if TYPE_CHECKING:
+    from models import DemandTable
+    from tiles import Graph
+    from tools.sim.experiment import Experiment
+    from tools.sim.replay import Replay
+    from tools.sim.world import SimConfig
 
 POLICY_CHOICES = (
     "random",
@@ -36,6 +44,17 @@ POLICY_CHOICES = (
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="simulate cruising policies on real demand")
+    _add_inputs(p)
+    _add_fleet(p)
+    _add_passengers(p)
+    _add_adoption_and_plots(p)
+    _add_runs(p)
+    _add_outputs(p)
+    p.set_defaults(func=cmd_simulate)
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    """The road tiles and demand, and the policies to compare."""
     p.add_argument("--tiles", required=True, help="tile database or its directory")
     p.add_argument("--demand", required=True, help="demand directory (DemandTable)")
     p.add_argument(
@@ -52,6 +71,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",
     )
+
+
+def _add_fleet(p: argparse.ArgumentParser) -> None:
+    """The fleet and its shift."""
     p.add_argument(
         "--taxis",
         default="30",
@@ -72,6 +95,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="shift start, local time (with --passengers only its time of day is used: each "
         "replayed day's shift starts then)",
     )
+
+
+def _add_passengers(p: argparse.ArgumentParser) -> None:
+    """Recorded passengers to replay, and how they are matched with cabs."""
     p.add_argument(
         "--passengers",
         nargs="+",
@@ -101,6 +128,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--max-wait-s", type=float, default=600.0, help="dispatch: longest wait (COMSET: 600)"
     )
+
+
+def _add_adoption_and_plots(p: argparse.ArgumentParser) -> None:
+    """Adoption levels and the plots of the results."""
     p.add_argument(
         "--adoption",
         metavar="A1,A2",
@@ -113,6 +144,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PNG",
         help="plot revenue/h per policy with 95%% intervals and the paired differences",
     )
+
+
+def _add_runs(p: argparse.ArgumentParser) -> None:
+    """Where the runs run, their seeds, and what the simulated cabs plan with."""
     p.add_argument(
         "--jobs", type=int, default=1, help="worker processes for the runs (same results)"
     )
@@ -131,6 +166,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a bundle's params.yaml: its planner section is what the simulated cabs run "
         "(as the pipeline's simulate step does); default: the planner's defaults",
     )
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    """The output (JSON or the table), the release gate, one shift's routes."""
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
         "--gate",
@@ -146,7 +185,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "fleet's live layer; nagashi: the idealised whole-area policy)",
     )
     p.add_argument("--plot", metavar="PNG", help="plot one shift's routes (first seed)")
-    p.set_defaults(func=cmd_simulate)
 
 
 def _policies(
@@ -221,14 +259,8 @@ def _adoption(text: str | None) -> list[float]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agent.planner import minute_of_week_of
     from models import DemandTable
-    from tiles import TileStore
-    from tools.sim.engine import run_shift
     from tools.sim.experiment import gate, json_finite, run_experiment
-    from tools.sim.plot import plot_adoption, plot_revenue, plot_routes
-    from tools.sim.replay import describe_days, in_sample_days, load_replay, replay_passengers
-    from tools.sim.world import SimConfig, make_passengers
 
     policies = _policies(args.policy, args.gate, args.matching, args.gate_policy)
     if args.seeds < 1:
@@ -246,6 +278,54 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     adoption = _adoption(args.adoption)
     if args.adoption_plot and not adoption:
         raise ToolsError("--adoption-plot needs --adoption")
+    start, config = _config(args, days, taxis)
+    table = DemandTable.load(args.demand)
+    if days is not None:
+        _refuse_leakage(table, days, args.allow_in_sample)
+    planner = _planner_section(args.params) if args.params else {}
+    t0 = time.monotonic()
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    progress = None if args.json else _progress
+    graph = _graph(args.tiles, table)
+    replay = None
+    if days is not None:
+        replay = _replay(args, graph, table, days, start, progress)
+    exp = run_experiment(
+        graph,
+        table,
+        config,
+        policies,
+        seeds,
+        planner,
+        progress,
+        replay=replay,
+        taxis_auto=taxis_auto,
+        adoption=adoption,
+        jobs=args.jobs,
+    )
+    doc: dict[str, Any] = exp.to_json(table.version)
+    doc["config"]["start"] = start.isoformat() if replay is None else f"{start:%H:%M}"
+    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
+    ok, verdict = gate(json_finite(doc), args.gate_policy) if args.gate else (True, "")
+    if args.gate:
+        doc["gate"] = {"pass": ok, "verdict": verdict, "rule": doc["gate_rule"]}
+    _plots(args, doc, exp, policies, seeds)
+    if args.json:
+        print(json.dumps(json_finite(doc), indent=2, sort_keys=True))
+    else:
+        _print_table(json_finite(doc))
+        if args.gate:
+            print(verdict)
+    return 0 if ok else 1
+
+
+def _config(
+    args: argparse.Namespace, days: frozenset[dt.date] | None, taxis: int
+) -> tuple[dt.datetime, SimConfig]:
+    """The shift's start and the simulator's configuration from the options."""
+    from agent.planner import minute_of_week_of
+    from tools.sim.world import SimConfig
+
     try:
         start = dt.datetime.fromisoformat(args.start)
         start_minute = minute_of_week_of(start)
@@ -263,59 +343,76 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise ToolsError(str(e)) from None
-    table = DemandTable.load(args.demand)
-    if days is not None:
-        leaked = in_sample_days(table, days)
-        if leaked is None and not args.allow_in_sample:
-            raise ToolsError(
-                "the demand table does not record the days it was built from, so the replay "
-                "cannot be checked for leakage (rebuild it, or pass --allow-in-sample)"
-            )
-        if leaked and not args.allow_in_sample:
-            raise ToolsError(
-                f"refusing to replay {describe_days(leaked)}: the demand table was built from "
-                f"those days (pass --allow-in-sample to replay them anyway)"
-            )
-    planner = _planner_section(args.params) if args.params else {}
-    t0 = time.monotonic()
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    progress = None if args.json else _progress
-    with TileStore(args.tiles) as store:
+    return start, config
+
+
+def _refuse_leakage(table: DemandTable, days: frozenset[dt.date], allow: bool) -> None:
+    """Refuse to replay a day the demand table was built from (or cannot tell) unless
+    ``--allow-in-sample``."""
+    from tools.sim.replay import describe_days, in_sample_days
+
+    leaked = in_sample_days(table, days)
+    if leaked is None and not allow:
+        raise ToolsError(
+            "the demand table does not record the days it was built from, so the replay "
+            "cannot be checked for leakage (rebuild it, or pass --allow-in-sample)"
+        )
+    if leaked and not allow:
+        raise ToolsError(
+            f"refusing to replay {describe_days(leaked)}: the demand table was built from "
+            f"those days (pass --allow-in-sample to replay them anyway)"
+        )
+
+
+def _graph(tiles: str, table: DemandTable) -> Graph:
+    """The whole road graph of ``tiles``, which must be the network the demand was built for."""
+    from tiles import TileStore
+
+    with TileStore(tiles) as store:
         if table.network_sha256 != store.meta.get("source_sha256"):
             raise ToolsError("the demand table was built for another road network")
-        graph = store.all()
-    replay = None
-    if days is not None:
-        if progress is not None:
-            progress("reading and snapping the recorded passengers ...")
-        replay = load_replay(
-            graph, table, list(args.passengers), days, start.hour * 60 + start.minute, args.hours
-        )
-        if replay.records == 0:
-            raise ToolsError(
-                f"no record of {', '.join(args.passengers)} has a pickup in the area on "
-                f"{describe_days(days)} between {start:%H:%M} and the shift's end"
-            )
-    exp = run_experiment(
-        graph,
-        table,
-        config,
-        policies,
-        seeds,
-        planner,
-        progress,
-        replay=replay,
-        taxis_auto=taxis_auto,
-        adoption=adoption,
-        jobs=args.jobs,
+        return store.all()
+
+
+def _replay(
+    args: argparse.Namespace,
+    graph: Graph,
+    table: DemandTable,
+    days: frozenset[dt.date],
+    start: dt.datetime,
+    progress: Callable[[str], None] | None,
+) -> Replay:
+    """The recorded passengers of ``days`` in the shift's window (none is a user error)."""
+    from tools.sim.replay import describe_days, load_replay
+
+    if progress is not None:
+        progress("reading and snapping the recorded passengers ...")
+    replay = load_replay(
+        graph, table, list(args.passengers), days, start.hour * 60 + start.minute, args.hours
     )
-    world, cal = exp.world, exp.calibration
-    doc: dict[str, Any] = exp.to_json(table.version)
-    doc["config"]["start"] = start.isoformat() if replay is None else f"{start:%H:%M}"
-    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
-    ok, verdict = gate(json_finite(doc), args.gate_policy) if args.gate else (True, "")
-    if args.gate:
-        doc["gate"] = {"pass": ok, "verdict": verdict, "rule": doc["gate_rule"]}
+    if replay.records == 0:
+        raise ToolsError(
+            f"no record of {', '.join(args.passengers)} has a pickup in the area on "
+            f"{describe_days(days)} between {start:%H:%M} and the shift's end"
+        )
+    return replay
+
+
+def _plots(
+    args: argparse.Namespace,
+    doc: dict[str, Any],
+    exp: Experiment,
+    policies: list[str],
+    seeds: list[int],
+) -> None:
+    """The plots asked for (one shift's routes, adoption, revenue), their paths into ``doc``."""
+    from tools.sim.engine import run_shift
+    from tools.sim.experiment import json_finite
+    from tools.sim.plot import plot_adoption, plot_revenue, plot_routes
+    from tools.sim.replay import replay_passengers
+    from tools.sim.world import make_passengers
+
+    world, cal, replay = exp.world, exp.calibration, exp.replay
     if args.plot:
         pax = (
             make_passengers(world, seeds[0], cal.multiplier)
@@ -328,13 +425,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         doc["adoption_plot"] = str(plot_adoption(json_finite(doc), args.adoption_plot))
     if args.revenue_plot:
         doc["revenue_plot"] = str(plot_revenue(json_finite(doc), args.revenue_plot))
-    if args.json:
-        print(json.dumps(json_finite(doc), indent=2, sort_keys=True))
-    else:
-        _print_table(json_finite(doc))
-        if args.gate:
-            print(verdict)
-    return 0 if ok else 1
 
 
 def _print_table(doc: dict[str, Any]) -> None:
