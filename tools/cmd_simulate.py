@@ -3,7 +3,8 @@
 Passengers are synthetic (Poisson at the demand table's rates: in-sample) unless
 ``--passengers FILE... --days D`` replays recorded trips of held-out days
 (:mod:`tools.sim.replay`); a day the demand table was built from is refused (exit 2) unless
-``--allow-in-sample``."""
+``--allow-in-sample``. The runs go to ``--jobs N`` worker processes, or to the workers of a Dask
+cluster (``--dask tcp://HOST:PORT``, the ``sim`` extra): the same results either way."""
 
 from __future__ import annotations
 
@@ -151,6 +152,12 @@ def _add_runs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--jobs", type=int, default=1, help="worker processes for the runs (same results)"
     )
+    p.add_argument(
+        "--dask",
+        metavar="tcp://HOST:PORT",
+        help="run the runs on the Dask cluster of this scheduler instead (the sim extra; "
+        "its workers need nagashi installed; same results)",
+    )
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, default=30, help="number of seeds (CIs need >= 2)")
     p.add_argument("--replan-s", type=float, default=60.0, help="nagashi replanning interval")
@@ -267,6 +274,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ToolsError("--seeds must be at least 1")
     if args.jobs < 1:
         raise ToolsError("--jobs must be at least 1")
+    if args.dask is not None:
+        from tools.sim.runs import check_dask_address
+
+        if args.jobs > 1:
+            raise ToolsError("--jobs and --dask: the runs go to one or the other")
+        check_dask_address(args.dask)
     days = _replay_days(args)
     taxis_auto = args.taxis == "auto"
     if taxis_auto and days is None:
@@ -302,6 +315,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         taxis_auto=taxis_auto,
         adoption=adoption,
         jobs=args.jobs,
+        dask=args.dask,
     )
     doc: dict[str, Any] = exp.to_json(table.version)
     doc["config"]["start"] = start.isoformat() if replay is None else f"{start:%H:%M}"

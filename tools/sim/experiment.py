@@ -42,7 +42,7 @@ from tools.sim.calibration import (
 )
 from tools.sim.engine import RunResult, run_shift
 from tools.sim.replay import Replay, replay_passengers
-from tools.sim.runs import _run_tasks, _Tasks, run_seeds
+from tools.sim.runs import _run_tasks, _Tasks, dask_client, run_seeds
 from tools.sim.summary import (
     BASELINES,
     GATE_POLICY,
@@ -201,27 +201,29 @@ def run_experiment(
     taxis_auto: bool = False,
     adoption: Sequence[float] = (),
     jobs: int = 1,
+    dask: str | None = None,
 ) -> Experiment:
     """Build the world, give its cabs the planner parameters ``planner`` (a params.yaml's planner
     section; its ``speed_factor`` if any, else the one measured from the demand's trips), then:
     synthetic -- calibrate arrivals; replay -- size the fleet (``taxis_auto``) and measure the
     reference fleet on the first day; then run every policy on every run (per adoption level:
     ``adoption`` shares of the fleet on the policy under test, else ``config.test_taxis``), in
-    ``jobs`` processes (same results)."""
+    ``jobs`` processes or on the Dask scheduler at ``dask`` (same results)."""
     if taxis_auto and replay is None:
         raise ValueError(
             "taxis auto needs recorded passengers (the synthetic ones follow the fleet)"
         )
-    world = _planned_world(graph, table, config, planner, replay)
-    if replay is None:
-        setup = _synthetic(world, seeds, progress)
-    else:
-        setup = _replayed(world, config, replay, seeds, taxis_auto, progress)
-    worlds = _with_competition(setup.worlds, setup.calibration)
-    world = worlds[0]
-    levels = _levels(world.config, adoption)
-    spec = _Tasks(worlds, replay, tuple(policies), levels, setup.multiplier, setup.tasks)
-    runs = _run_tasks(spec, jobs, progress)
+    with dask_client(dask) as client:  # connected (or refused) before the long setup
+        world = _planned_world(graph, table, config, planner, replay)
+        if replay is None:
+            setup = _synthetic(world, seeds, progress)
+        else:
+            setup = _replayed(world, config, replay, seeds, taxis_auto, progress)
+        worlds = _with_competition(setup.worlds, setup.calibration)
+        world = worlds[0]
+        levels = _levels(world.config, adoption)
+        spec = _Tasks(worlds, replay, tuple(policies), levels, setup.multiplier, setup.tasks)
+        runs = _run_tasks(spec, jobs, progress, client)
     per_level = tuple(
         (k, {p: [r[li][pi] for r in runs] for pi, p in enumerate(policies)})
         for li, k in enumerate(levels)
