@@ -27,6 +27,11 @@ SPLIT = {
                       "openapi_document", "API_SCHEMA_VERSION", "STATIC_DIR"],
     "tools.pipeline.runner": ["RunOptions", "RunReport", "StepEvent", "StepOutcome",
                               "run_pipeline", "REPO_ROOT", "utc_now"],
+    "tools.sim.experiment": ["Experiment", "run_experiment", "run_seeds", "calibrate",
+                             "Calibration", "size_fleet", "Sizing", "mean_ci", "summarise",
+                             "paired_gain", "gate", "json_finite", "METRICS", "GATE_RULE",
+                             "GATE_POLICY", "BASELINES", "OCCUPANCY_BAND", "SIZING_ROUNDS",
+                             "CALIBRATION_SEED_BASE"],
 }  # fmt: skip
 
 

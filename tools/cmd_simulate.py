@@ -3,7 +3,8 @@
 Passengers are synthetic (Poisson at the demand table's rates: in-sample) unless
 ``--passengers FILE... --days D`` replays recorded trips of held-out days
 (:mod:`tools.sim.replay`); a day the demand table was built from is refused (exit 2) unless
-``--allow-in-sample``."""
+``--allow-in-sample``. The runs go to ``--jobs N`` worker processes, or to the workers of a Dask
+cluster (``--dask tcp://HOST:PORT``, the ``sim`` extra): the same results either way."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tools.errors import ToolsError
+
+if TYPE_CHECKING:
+    from models import DemandTable
+    from tiles import Graph
+    from tools.sim.experiment import Experiment
+    from tools.sim.replay import Replay
+    from tools.sim.world import SimConfig
 
 POLICY_CHOICES = (
     "random",
@@ -36,6 +45,17 @@ POLICY_CHOICES = (
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="simulate cruising policies on real demand")
+    _add_inputs(p)
+    _add_fleet(p)
+    _add_passengers(p)
+    _add_adoption_and_plots(p)
+    _add_runs(p)
+    _add_outputs(p)
+    p.set_defaults(func=cmd_simulate)
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    """The road tiles and demand, and the policies to compare."""
     p.add_argument("--tiles", required=True, help="tile database or its directory")
     p.add_argument("--demand", required=True, help="demand directory (DemandTable)")
     p.add_argument(
@@ -52,6 +72,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",
     )
+
+
+def _add_fleet(p: argparse.ArgumentParser) -> None:
+    """The fleet and its shift."""
     p.add_argument(
         "--taxis",
         default="30",
@@ -72,6 +96,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="shift start, local time (with --passengers only its time of day is used: each "
         "replayed day's shift starts then)",
     )
+
+
+def _add_passengers(p: argparse.ArgumentParser) -> None:
+    """Recorded passengers to replay, and how they are matched with cabs."""
     p.add_argument(
         "--passengers",
         nargs="+",
@@ -101,6 +129,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--max-wait-s", type=float, default=600.0, help="dispatch: longest wait (COMSET: 600)"
     )
+
+
+def _add_adoption_and_plots(p: argparse.ArgumentParser) -> None:
+    """Adoption levels and the plots of the results."""
     p.add_argument(
         "--adoption",
         metavar="A1,A2",
@@ -113,8 +145,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PNG",
         help="plot revenue/h per policy with 95%% intervals and the paired differences",
     )
+
+
+def _add_runs(p: argparse.ArgumentParser) -> None:
+    """Where the runs run, their seeds, and what the simulated cabs plan with."""
     p.add_argument(
         "--jobs", type=int, default=1, help="worker processes for the runs (same results)"
+    )
+    p.add_argument(
+        "--dask",
+        metavar="tcp://HOST:PORT",
+        help="run the runs on the Dask cluster of this scheduler instead (the sim extra; "
+        "its workers need nagashi installed; same results)",
     )
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, default=30, help="number of seeds (CIs need >= 2)")
@@ -131,6 +173,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a bundle's params.yaml: its planner section is what the simulated cabs run "
         "(as the pipeline's simulate step does); default: the planner's defaults",
     )
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    """The output (JSON or the table), the release gate, one shift's routes."""
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
         "--gate",
@@ -146,7 +192,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "fleet's live layer; nagashi: the idealised whole-area policy)",
     )
     p.add_argument("--plot", metavar="PNG", help="plot one shift's routes (first seed)")
-    p.set_defaults(func=cmd_simulate)
 
 
 def _policies(
@@ -221,20 +266,21 @@ def _adoption(text: str | None) -> list[float]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agent.planner import minute_of_week_of
     from models import DemandTable
-    from tiles import TileStore
-    from tools.sim.engine import run_shift
+    from tools._simulate_table import print_table
     from tools.sim.experiment import gate, json_finite, run_experiment
-    from tools.sim.plot import plot_adoption, plot_revenue, plot_routes
-    from tools.sim.replay import describe_days, in_sample_days, load_replay, replay_passengers
-    from tools.sim.world import SimConfig, make_passengers
 
     policies = _policies(args.policy, args.gate, args.matching, args.gate_policy)
     if args.seeds < 1:
         raise ToolsError("--seeds must be at least 1")
     if args.jobs < 1:
         raise ToolsError("--jobs must be at least 1")
+    if args.dask is not None:
+        from tools.sim.runs import check_dask_address
+
+        if args.jobs > 1:
+            raise ToolsError("--jobs and --dask: the runs go to one or the other")
+        check_dask_address(args.dask)
     days = _replay_days(args)
     taxis_auto = args.taxis == "auto"
     if taxis_auto and days is None:
@@ -246,6 +292,55 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     adoption = _adoption(args.adoption)
     if args.adoption_plot and not adoption:
         raise ToolsError("--adoption-plot needs --adoption")
+    start, config = _config(args, days, taxis)
+    table = DemandTable.load(args.demand)
+    if days is not None:
+        _refuse_leakage(table, days, args.allow_in_sample)
+    planner = _planner_section(args.params) if args.params else {}
+    t0 = time.monotonic()
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    progress = None if args.json else _progress
+    graph = _graph(args.tiles, table)
+    replay = None
+    if days is not None:
+        replay = _replay(args, graph, table, days, start, progress)
+    exp = run_experiment(
+        graph,
+        table,
+        config,
+        policies,
+        seeds,
+        planner,
+        progress,
+        replay=replay,
+        taxis_auto=taxis_auto,
+        adoption=adoption,
+        jobs=args.jobs,
+        dask=args.dask,
+    )
+    doc: dict[str, Any] = exp.to_json(table.version)
+    doc["config"]["start"] = start.isoformat() if replay is None else f"{start:%H:%M}"
+    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
+    ok, verdict = gate(json_finite(doc), args.gate_policy) if args.gate else (True, "")
+    if args.gate:
+        doc["gate"] = {"pass": ok, "verdict": verdict, "rule": doc["gate_rule"]}
+    _plots(args, doc, exp, policies, seeds)
+    if args.json:
+        print(json.dumps(json_finite(doc), indent=2, sort_keys=True))
+    else:
+        print_table(json_finite(doc))
+        if args.gate:
+            print(verdict)
+    return 0 if ok else 1
+
+
+def _config(
+    args: argparse.Namespace, days: frozenset[dt.date] | None, taxis: int
+) -> tuple[dt.datetime, SimConfig]:
+    """The shift's start and the simulator's configuration from the options."""
+    from agent.planner import minute_of_week_of
+    from tools.sim.world import SimConfig
+
     try:
         start = dt.datetime.fromisoformat(args.start)
         start_minute = minute_of_week_of(start)
@@ -263,59 +358,76 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise ToolsError(str(e)) from None
-    table = DemandTable.load(args.demand)
-    if days is not None:
-        leaked = in_sample_days(table, days)
-        if leaked is None and not args.allow_in_sample:
-            raise ToolsError(
-                "the demand table does not record the days it was built from, so the replay "
-                "cannot be checked for leakage (rebuild it, or pass --allow-in-sample)"
-            )
-        if leaked and not args.allow_in_sample:
-            raise ToolsError(
-                f"refusing to replay {describe_days(leaked)}: the demand table was built from "
-                f"those days (pass --allow-in-sample to replay them anyway)"
-            )
-    planner = _planner_section(args.params) if args.params else {}
-    t0 = time.monotonic()
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    progress = None if args.json else _progress
-    with TileStore(args.tiles) as store:
+    return start, config
+
+
+def _refuse_leakage(table: DemandTable, days: frozenset[dt.date], allow: bool) -> None:
+    """Refuse to replay a day the demand table was built from (or cannot tell) unless
+    ``--allow-in-sample``."""
+    from tools.sim.replay import describe_days, in_sample_days
+
+    leaked = in_sample_days(table, days)
+    if leaked is None and not allow:
+        raise ToolsError(
+            "the demand table does not record the days it was built from, so the replay "
+            "cannot be checked for leakage (rebuild it, or pass --allow-in-sample)"
+        )
+    if leaked and not allow:
+        raise ToolsError(
+            f"refusing to replay {describe_days(leaked)}: the demand table was built from "
+            f"those days (pass --allow-in-sample to replay them anyway)"
+        )
+
+
+def _graph(tiles: str, table: DemandTable) -> Graph:
+    """The whole road graph of ``tiles``, which must be the network the demand was built for."""
+    from tiles import TileStore
+
+    with TileStore(tiles) as store:
         if table.network_sha256 != store.meta.get("source_sha256"):
             raise ToolsError("the demand table was built for another road network")
-        graph = store.all()
-    replay = None
-    if days is not None:
-        if progress is not None:
-            progress("reading and snapping the recorded passengers ...")
-        replay = load_replay(
-            graph, table, list(args.passengers), days, start.hour * 60 + start.minute, args.hours
-        )
-        if replay.records == 0:
-            raise ToolsError(
-                f"no record of {', '.join(args.passengers)} has a pickup in the area on "
-                f"{describe_days(days)} between {start:%H:%M} and the shift's end"
-            )
-    exp = run_experiment(
-        graph,
-        table,
-        config,
-        policies,
-        seeds,
-        planner,
-        progress,
-        replay=replay,
-        taxis_auto=taxis_auto,
-        adoption=adoption,
-        jobs=args.jobs,
+        return store.all()
+
+
+def _replay(
+    args: argparse.Namespace,
+    graph: Graph,
+    table: DemandTable,
+    days: frozenset[dt.date],
+    start: dt.datetime,
+    progress: Callable[[str], None] | None,
+) -> Replay:
+    """The recorded passengers of ``days`` in the shift's window (none is a user error)."""
+    from tools.sim.replay import describe_days, load_replay
+
+    if progress is not None:
+        progress("reading and snapping the recorded passengers ...")
+    replay = load_replay(
+        graph, table, list(args.passengers), days, start.hour * 60 + start.minute, args.hours
     )
-    world, cal = exp.world, exp.calibration
-    doc: dict[str, Any] = exp.to_json(table.version)
-    doc["config"]["start"] = start.isoformat() if replay is None else f"{start:%H:%M}"
-    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
-    ok, verdict = gate(json_finite(doc), args.gate_policy) if args.gate else (True, "")
-    if args.gate:
-        doc["gate"] = {"pass": ok, "verdict": verdict, "rule": doc["gate_rule"]}
+    if replay.records == 0:
+        raise ToolsError(
+            f"no record of {', '.join(args.passengers)} has a pickup in the area on "
+            f"{describe_days(days)} between {start:%H:%M} and the shift's end"
+        )
+    return replay
+
+
+def _plots(
+    args: argparse.Namespace,
+    doc: dict[str, Any],
+    exp: Experiment,
+    policies: list[str],
+    seeds: list[int],
+) -> None:
+    """The plots asked for (one shift's routes, adoption, revenue), their paths into ``doc``."""
+    from tools.sim.engine import run_shift
+    from tools.sim.experiment import json_finite
+    from tools.sim.plot import plot_adoption, plot_revenue, plot_routes
+    from tools.sim.replay import replay_passengers
+    from tools.sim.world import make_passengers
+
+    world, cal, replay = exp.world, exp.calibration, exp.replay
     if args.plot:
         pax = (
             make_passengers(world, seeds[0], cal.multiplier)
@@ -328,100 +440,3 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         doc["adoption_plot"] = str(plot_adoption(json_finite(doc), args.adoption_plot))
     if args.revenue_plot:
         doc["revenue_plot"] = str(plot_revenue(json_finite(doc), args.revenue_plot))
-    if args.json:
-        print(json.dumps(json_finite(doc), indent=2, sort_keys=True))
-    else:
-        _print_table(json_finite(doc))
-        if args.gate:
-            print(verdict)
-    return 0 if ok else 1
-
-
-def _print_table(doc: dict[str, Any]) -> None:
-    cal = doc["calibration"]
-    pas = doc["passengers"]
-    fleet = doc["fleet"]
-    if pas["days"]:
-        print(
-            f"passengers: {pas['records']} recorded on {', '.join(pas['days'])} (held out: "
-            f"{'no' if pas['in_sample'] else 'yes'}); demand from {_days_text(doc)}"
-        )
-    else:
-        print(
-            f"passengers: synthetic (in-sample); arrivals x{cal['multiplier']} of the observed "
-            f"rate share; served {cal['served_trips_per_h']}/h vs target "
-            f"{cal['target_trips_per_h']}/h"
-        )
-    occ = fleet["occupied_share_reference"]
-    print(
-        f"fleet: {fleet['taxis']} cabs ({fleet['sized']}), {fleet['test_taxis']} on the policy "
-        f"under test; reference fleet occupied "
-        f"{'n/a' if occ is None else f'{100 * occ:.1f}%'} of its time; "
-        f"matching {doc['config']['matching']}"
-    )
-    sizing = fleet.get("sizing")
-    if sizing is not None:
-        tried = ", ".join(
-            f"{t['taxis']}: {100 * t['occupied_share']:.1f}%" for t in sizing["tried"]
-        )
-        lo, hi = (100 * x for x in sizing["band"])
-        print(
-            f"taxis auto: tried {tried}; "
-            + (
-                f"{sizing['taxis']} cabs are in the {lo:.0f}-{hi:.0f}% band"
-                if sizing["in_band"]
-                else f"NO fleet size reaches the {lo:.0f}-{hi:.0f}% band; running the closest, "
-                f"{sizing['taxis']} cabs"
-            )
-        )
-    head = ("policy", "revenue/h", "95% CI", "pickups/h", "occ.time", "search s", "wait s")
-    print(
-        f"{head[0]:<19}{head[1]:>10}  {head[2]:<17}{head[3]:>10}{head[4]:>9}{head[5]:>9}"
-        f"{head[6]:>8}  expired"
-    )
-    for name, row in doc["policies"].items():
-        r = row["revenue_per_h"]
-        ci = f"[{_f(r['ci95'][0])}, {_f(r['ci95'][1])}]"
-        print(
-            f"{name:<19}{_f(r['mean']):>10}  {ci:<17}{_f(row['pickups_per_h']['mean']):>10}"
-            f"{_f(row['occupied_time_share']['mean'], 3):>9}"
-            f"{_f(row['search_time_s']['mean'], 0):>9}"
-            f"{_f(row['wait_time_s']['mean'], 0):>8}  {_f(row['expired_share']['mean'], 3)}"
-        )
-    for name, pg in doc.get("paired", {}).items():
-        d = pg["revenue_per_h_diff"]
-        gain = pg["relative_gain"]
-        print(
-            f"{name} - {doc['reference']} (paired): {_f(d['mean'])}/h "
-            f"[{_f(d['ci95'][0])}, {_f(d['ci95'][1])}]"
-            + (f", {100 * gain:+.1f}%" if gain is not None else "")
-        )
-    for name, points in doc.get("adoption", {}).items():
-        for pt in points:
-            a, f = pt["adopters_revenue_per_h"], pt["fleet_revenue_per_h"]
-            d = pt["paired"]["revenue_per_h_diff"]
-            fd = pt["fleet_paired"]["revenue_per_h_diff"]
-            print(
-                f"adoption {pt['adoption']:g} ({pt['test_taxis']} cabs on {name}): adopters "
-                f"{_f(a['mean'])}/h ({_f(d['mean'])} [{_f(d['ci95'][0])}, {_f(d['ci95'][1])}] "
-                f"vs hotspot), whole fleet {_f(f['mean'])}/h ({_f(fd['mean'])} "
-                f"[{_f(fd['ci95'][0])}, {_f(fd['ci95'][1])}])"
-            )
-    if "plot" in doc:
-        print(f"plot: {doc['plot']}")
-    if "adoption_plot" in doc:
-        print(f"adoption plot: {doc['adoption_plot']}")
-    if "revenue_plot" in doc:
-        print(f"revenue plot: {doc['revenue_plot']}")
-
-
-def _days_text(doc: dict[str, Any]) -> str:
-    days = doc.get("demand_days") or {}
-    ranges = days.get("filter") or days.get("ranges")
-    if ranges:
-        return ",".join(a if a == b else f"{a}..{b}" for a, b in ranges)
-    return f"{days.get('first')}..{days.get('last')}" if days else "unknown days"
-
-
-def _f(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"

@@ -57,6 +57,9 @@ class SimulateParams:
     max_wait_s: float | None = None
     adoption: tuple[float, ...] = ()  # shares of the fleet on the policy under test
     jobs: int = 1
+    #: a Dask scheduler's address (``tcp://HOST:PORT``, the ``sim`` extra): the runs go there
+    #: instead of ``jobs`` processes (same results)
+    dask: str | None = None
     #: the policy the gate judges (tools.sim.experiment.GATE_POLICY: the agent as shipped)
     gate_policy: str = "nagashi-live"
 
@@ -65,6 +68,8 @@ class SimulateParams:
             raise ValueError("seeds must be at least 1 (the gate's intervals need 2)")
         if self.jobs < 1:
             raise ValueError("jobs must be at least 1")
+        if self.dask is not None and self.jobs > 1:
+            raise ValueError("jobs and dask: the runs go to one or the other")
         if isinstance(self.taxis, str) and self.taxis != "auto":
             raise ValueError(f"taxis: a number of cabs or auto, not {self.taxis!r}")
         if any(not 0 < a <= 1 for a in self.adoption):
@@ -122,6 +127,7 @@ def run_simulate(ctx: StepContext) -> StepResult:
         taxis_auto=p.taxis_auto,
         adoption=p.adoption,
         jobs=p.jobs,
+        dask=p.dask,
     )
     doc_out: dict[str, Any] = json_finite(exp.to_json(table.version))
     passed, why = gate(doc_out, p.gate_policy)

@@ -134,254 +134,357 @@ def run_shift(
     A policy with a live layer (``policy.live``, :class:`tools.sim.live.LiveLayer`) gets it
     driven at its cadence: at every heartbeat time the test cabs' links, vacancy and routes
     (``policy.route_of``), and every pickup of a test cab as a meter event."""
-    cfg = world.config
-    dispatch = cfg.matching == "dispatch"
-    n_taxis = cfg.taxis
-    n_test = min(cfg.test_taxis if test_taxis is None else test_taxis, n_taxis)
-    shift = world.shift_s
-    tau = world.tau_s.tolist()
-    length = world.length_m.tolist()
-    allowed = Allowed(world)
-    policy = make_policy(policy_name, world, allowed, seed, multiplier, n_test)
-    background: Policy = (
-        policy
-        if policy_name == cfg.calibrate_with
-        else make_policy(cfg.calibrate_with, world, allowed, seed + 7919, multiplier)
-    )
-    cab_policy = [policy if i < n_test else background for i in range(n_taxis)]
-    rng = np.random.default_rng([seed, 0xDEAD])
-    band = world.edge_band
-    off = pax.offsets.tolist()
-    p_link = pax.link.tolist()
-    arrive = pax.arrive_s.tolist()
-    leave = pax.leave_s.tolist()
-    fare = pax.fare.tolist()
-    duration = pax.duration_s.tolist()
-    distance = pax.distance_m.tolist()
-    drop_link = pax.dropoff_link.tolist()
-    outside = pax.outside.tolist()
-    taken = bytearray(pax.count)
+    shift = _Shift(world, pax, policy_name, seed, multiplier, record, test_taxis, starts, passes)
+    shift.run()
+    return shift.result()
 
-    links = list(starts) if starts is not None else start_links(world, seed)
-    if len(links) != n_taxis:
-        raise ValueError(f"{len(links)} starting links for {n_taxis} cabs")
-    t_in = [0.0] * n_taxis
-    stuck_once = [False] * n_taxis
-    fleet = _Fleet(world.n)
-    # dispatch: who is vacant where, and when its current link ends (numpy, for the search)
-    state = np.full(n_taxis, VACANT, dtype=np.int8)
-    at_link = np.asarray(links, dtype=np.int64)
-    link_end = np.asarray([tau[e] for e in links], dtype=np.float64)
-    version = [0] * n_taxis
-    enroute = [-1] * n_taxis
-    waiting: list[int] = []  # dispatch: passengers no cab could reach yet, in arrival order
-    heap: list[tuple[float, int, int, int]] = [(tau[links[i]], i, END, 0) for i in range(n_taxis)]
-    if dispatch:
-        heap += [(arrive[j], n_taxis + j, ARRIVE, 0) for j in range(pax.count) if arrive[j] < shift]
-    live = getattr(policy, "live", None)
-    if live is not None:
-        heap.append((0.0, -1, LIVE, 0))
-    heapq.heapify(heap)
-    vacant_since = [0.0] * n_taxis
-    cab_revenue = [0.0] * n_taxis
-    cab_occupied_s = [0.0] * n_taxis
-    pickups = 0
-    served = 0
-    occ_m = 0.0
-    empty_m = 0.0
-    stuck = 0
-    bg_passes = 0
-    search_s = 0.0
-    wait_s = 0.0
-    tracks: list[list[tuple[int, str, float]]] = [[(links[i], START, 0.0)] for i in range(n_test)]
-    picked_links: list[int] = []
 
-    def pick_up(i: int, j: int, t_pick: float) -> None:
-        nonlocal served, pickups, occ_m, empty_m, search_s, wait_s
-        taken[j] = 1
-        served += 1
-        if live is not None and i < n_test:
-            live.pickup(t_pick, p_link[j])
-        t_free = t_pick + duration[j]
-        cab_occupied_s[i] += max(min(t_free, shift) - t_pick, 0.0)
-        cab_revenue[i] += fare[j]
-        if outside[j]:
-            t_free += duration[j]
-        if i < n_test:
-            pickups += 1
-            occ_m += distance[j]
-            search_s += t_pick - vacant_since[i]
-            wait_s += t_pick - arrive[j]
-            if outside[j]:
-                empty_m += distance[j]
-            if record:
-                picked_links.append(p_link[j])
-                tracks[i].append((drop_link[j], DROPOFF, t_free))
-        links[i] = drop_link[j]
-        stuck_once[i] = False
-        state[i] = OCCUPIED
-        version[i] += 1
-        heapq.heappush(heap, (t_free, i, DROP, version[i]))
+class _Shift:
+    """The state of one shift and one method per event kind (:func:`run_shift`)."""
 
-    def send(i: int, j: int, t: float, reach: float, path: list[int]) -> None:
-        """Dispatch: cab ``i`` (vacant, on ``links[i]``) to passenger ``j`` along ``path``."""
-        nonlocal empty_m
-        if j in waiting:
-            waiting.remove(j)
-        taken[j] = 1  # reserved
-        state[i] = ENROUTE
-        enroute[i] = j
-        version[i] += 1
-        if i < n_test:
-            empty_m += length[links[i]] + sum(length[f] for f in path)
-            if record:
-                tracks[i].extend((f, DISPATCHED, t) for f in path)
-        heapq.heappush(heap, (t + reach, i, PICK, version[i]))
+    def __init__(
+        self,
+        world: World,
+        pax: Passengers,
+        policy_name: str,
+        seed: int,
+        multiplier: float,
+        record: bool,
+        test_taxis: int | None,
+        starts: list[int] | None,
+        passes: list[tuple[float, int]] | None,
+    ) -> None:
+        cfg = world.config
+        self.world, self.pax, self.cfg = world, pax, cfg
+        self.policy_name, self.seed, self.record, self.passes = policy_name, seed, record, passes
+        self.dispatch = cfg.matching == "dispatch"
+        self.n_taxis = n_taxis = cfg.taxis
+        self.n_test = min(cfg.test_taxis if test_taxis is None else test_taxis, n_taxis)
+        self.shift = world.shift_s
+        self.tau: list[float] = world.tau_s.tolist()
+        self.length: list[float] = world.length_m.tolist()
+        self._policies(policy_name, seed, multiplier)
+        self.rng = np.random.default_rng([seed, 0xDEAD])
+        self.band = world.edge_band
+        self._passengers(pax)
+        links = list(starts) if starts is not None else start_links(world, seed)
+        if len(links) != n_taxis:
+            raise ValueError(f"{len(links)} starting links for {n_taxis} cabs")
+        self._cabs(links)
+        self._heap(links)
+        self._measures(links)
 
-    while heap:
-        t, i, kind, ver = heapq.heappop(heap)
-        if t >= shift:
-            continue
-        if kind == LIVE:
-            assert live is not None
-            live.tick(
-                t,
-                links[:n_test],
-                [bool(state[c] == VACANT) and not stuck_once[c] for c in range(n_test)],
-                [policy.route_of(c) for c in range(n_test)],
-            )
-            heapq.heappush(heap, (t + live.heartbeat_s, -1, LIVE, 0))
-            continue
-        if kind == ARRIVE:
-            j = i - n_taxis
-            p = p_link[j]
-            vac = np.flatnonzero(state == VACANT)
-            if vac.size:
-                dist, pred = dijkstra(
-                    allowed.line_graph(t, reverse=True),
-                    directed=True,
-                    indices=p,
-                    return_predecessors=True,
-                    limit=cfg.max_wait_s,
-                )
-                reach = np.maximum(link_end[vac] - t, 0.0) + dist[at_link[vac]]
-                k = int(np.argmin(reach))
-                if reach[k] <= leave[j] - t:
-                    c = int(vac[k])
-                    path: list[int] = []
-                    x = links[c]
-                    while x != p:
-                        x = int(pred[x])
-                        path.append(x)
-                    send(c, j, t, float(reach[k]), path)
-                    continue
-            waiting.append(j)
-            continue
-        if ver != version[i]:
-            continue  # superseded (the cab was dispatched)
-        test = i < n_test
-        if kind == PICK:
-            j = enroute[i]
-            enroute[i] = -1
-            pick_up(i, j, t)
-            continue
-        if kind == DROP:
-            t_in[i] = t
-            vacant_since[i] = t
-            state[i] = VACANT
-            at_link[i] = links[i]
-            cab_policy[i].reset_taxi(i)
-            if dispatch and waiting:
-                waiting[:] = [j for j in waiting if leave[j] >= t]
-                if waiting:
-                    dist, pred = dijkstra(
-                        allowed.line_graph(t),
-                        directed=True,
-                        indices=links[i],
-                        return_predecessors=True,
-                        limit=cfg.max_wait_s,
-                    )
-                    best = -1
-                    best_reach = math.inf
-                    for j in waiting:
-                        r = tau[links[i]] + float(dist[p_link[j]])
-                        if r < best_reach and t + r <= leave[j]:
-                            best, best_reach = j, r
-                    if best >= 0:
-                        path = path_to(pred, links[i], p_link[best])
-                        send(i, best, t, best_reach, path)
-                        continue
-            link_end[i] = t + tau[links[i]]
-            heapq.heappush(heap, (link_end[i], i, END, version[i]))
-            continue
-        e = links[i]
-        if not stuck_once[i]:
-            if test:
-                empty_m += length[e]
-                fleet.add(t, e)
+    def _policies(self, policy_name: str, seed: int, multiplier: float) -> None:
+        """The policy under test (the first ``n_test`` cabs) and the background policy."""
+        world, cfg, n_test = self.world, self.cfg, self.n_test
+        self.allowed = allowed = Allowed(world)
+        self.policy = policy = make_policy(policy_name, world, allowed, seed, multiplier, n_test)
+        background: Policy = (
+            policy
+            if policy_name == cfg.calibrate_with
+            else make_policy(cfg.calibrate_with, world, allowed, seed + 7919, multiplier)
+        )
+        self.cab_policy = [policy if i < n_test else background for i in range(self.n_taxis)]
+        self.live = getattr(policy, "live", None)
+
+    def _passengers(self, pax: Passengers) -> None:
+        """The passengers as lists (faster to index one at a time than numpy arrays)."""
+        self.off: list[int] = pax.offsets.tolist()
+        self.p_link: list[int] = pax.link.tolist()
+        self.arrive: list[float] = pax.arrive_s.tolist()
+        self.leave: list[float] = pax.leave_s.tolist()
+        self.fare: list[float] = pax.fare.tolist()
+        self.duration: list[float] = pax.duration_s.tolist()
+        self.distance: list[float] = pax.distance_m.tolist()
+        self.drop_link: list[int] = pax.dropoff_link.tolist()
+        self.outside: list[bool] = pax.outside.tolist()
+        self.taken = bytearray(pax.count)
+        self.waiting: list[int] = []  # dispatch: passengers no cab could reach yet, in order
+
+    def _cabs(self, links: list[int]) -> None:
+        """Where each cab is, since when, and (dispatch) its state and current link's end."""
+        n_taxis = self.n_taxis
+        self.links = links
+        self.t_in = [0.0] * n_taxis
+        self.stuck_once = [False] * n_taxis
+        self.fleet = _Fleet(self.world.n)
+        # dispatch: who is vacant where, and when its current link ends (numpy, for the search)
+        self.state = np.full(n_taxis, VACANT, dtype=np.int8)
+        self.at_link = np.asarray(links, dtype=np.int64)
+        self.link_end = np.asarray([self.tau[e] for e in links], dtype=np.float64)
+        self.version = [0] * n_taxis
+        self.enroute = [-1] * n_taxis
+
+    def _heap(self, links: list[int]) -> None:
+        """The first events: every cab's first link end, the passengers' appearances
+        (dispatch) and the live layer's first heartbeat."""
+        n_taxis, tau, arrive = self.n_taxis, self.tau, self.arrive
+        heap: list[tuple[float, int, int, int]] = [
+            (tau[links[i]], i, END, 0) for i in range(n_taxis)
+        ]
+        if self.dispatch:
+            heap += [
+                (arrive[j], n_taxis + j, ARRIVE, 0)
+                for j in range(self.pax.count)
+                if arrive[j] < self.shift
+            ]
+        if self.live is not None:
+            heap.append((0.0, -1, LIVE, 0))
+        heapq.heapify(heap)
+        self.heap = heap
+
+    def _measures(self, links: list[int]) -> None:
+        n_taxis = self.n_taxis
+        self.vacant_since = [0.0] * n_taxis
+        self.cab_revenue = [0.0] * n_taxis
+        self.cab_occupied_s = [0.0] * n_taxis
+        self.pickups = 0
+        self.served = 0
+        self.occ_m = 0.0
+        self.empty_m = 0.0
+        self.stuck = 0
+        self.bg_passes = 0
+        self.search_s = 0.0
+        self.wait_s = 0.0
+        self.tracks: list[list[tuple[int, str, float]]] = [
+            [(links[i], START, 0.0)] for i in range(self.n_test)
+        ]
+        self.picked_links: list[int] = []
+
+    def run(self) -> None:
+        """Pop events in time order until the shift ends."""
+        heap, shift, n_taxis, version = self.heap, self.shift, self.n_taxis, self.version
+        while heap:
+            t, i, kind, ver = heapq.heappop(heap)
+            if t >= shift:
+                continue
+            if kind == LIVE:
+                self.on_live(t)
+            elif kind == ARRIVE:
+                self.on_arrive(t, i - n_taxis)
+            elif ver != version[i]:
+                continue  # superseded (the cab was dispatched)
+            elif kind == PICK:
+                j = self.enroute[i]
+                self.enroute[i] = -1
+                self.pick_up(i, j, t)
+            elif kind == DROP:
+                self.on_drop(t, i)
             else:
-                bg_passes += 1
-            if passes is not None:
-                passes.append((t, e))
-        got = -1
-        if not dispatch:  # a passenger waiting on e?
-            t0 = t_in[i]
-            for j in range(off[e], off[e + 1]):
-                if arrive[j] > t:
-                    break
-                if not taken[j] and leave[j] >= t0:
-                    got = j
-                    break
+                self.on_link_end(t, i)
+
+    def on_live(self, t: float) -> None:
+        """A heartbeat of the live layer: the test cabs' links, vacancy and routes."""
+        live, n_test, state, stuck_once = self.live, self.n_test, self.state, self.stuck_once
+        assert live is not None
+        live.tick(
+            t,
+            self.links[:n_test],
+            [bool(state[c] == VACANT) and not stuck_once[c] for c in range(n_test)],
+            [self.policy.route_of(c) for c in range(n_test)],
+        )
+        heapq.heappush(self.heap, (t + live.heartbeat_s, -1, LIVE, 0))
+
+    def on_arrive(self, t: float, j: int) -> None:
+        """Dispatch: passenger ``j`` appears; send the vacant cab that reaches her soonest if
+        it is in time, else she waits."""
+        p = self.p_link[j]
+        vac = np.flatnonzero(self.state == VACANT)
+        if vac.size:
+            dist, pred = dijkstra(
+                self.allowed.line_graph(t, reverse=True),
+                directed=True,
+                indices=p,
+                return_predecessors=True,
+                limit=self.cfg.max_wait_s,
+            )
+            reach = np.maximum(self.link_end[vac] - t, 0.0) + dist[self.at_link[vac]]
+            k = int(np.argmin(reach))
+            if reach[k] <= self.leave[j] - t:
+                c = int(vac[k])
+                path: list[int] = []
+                x = self.links[c]
+                while x != p:
+                    x = int(pred[x])
+                    path.append(x)
+                self.send(c, j, t, float(reach[k]), path)
+                return
+        self.waiting.append(j)
+
+    def on_drop(self, t: float, i: int) -> None:
+        """Cab ``i`` drops its passenger off and is vacant at the start of the drop-off link
+        (dispatch: it is sent to the waiting passenger it reaches soonest, if any in time)."""
+        links, tau = self.links, self.tau
+        self.t_in[i] = t
+        self.vacant_since[i] = t
+        self.state[i] = VACANT
+        self.at_link[i] = links[i]
+        self.cab_policy[i].reset_taxi(i)
+        if self.dispatch and self.waiting and self._send_to_waiting(t, i):
+            return
+        self.link_end[i] = t + tau[links[i]]
+        heapq.heappush(self.heap, (self.link_end[i], i, END, self.version[i]))
+
+    def _send_to_waiting(self, t: float, i: int) -> bool:
+        """Dispatch: send vacant cab ``i`` to the waiting passenger it reaches soonest in time
+        (the expired ones are dropped from the queue); whether one was."""
+        waiting, leave, links = self.waiting, self.leave, self.links
+        waiting[:] = [j for j in waiting if leave[j] >= t]
+        if not waiting:
+            return False
+        dist, pred = dijkstra(
+            self.allowed.line_graph(t),
+            directed=True,
+            indices=links[i],
+            return_predecessors=True,
+            limit=self.cfg.max_wait_s,
+        )
+        best = -1
+        best_reach = math.inf
+        for j in waiting:
+            r = self.tau[links[i]] + float(dist[self.p_link[j]])
+            if r < best_reach and t + r <= leave[j]:
+                best, best_reach = j, r
+        if best < 0:
+            return False
+        path = path_to(pred, links[i], self.p_link[best])
+        self.send(i, best, t, best_reach, path)
+        return True
+
+    def on_link_end(self, t: float, i: int) -> None:
+        """Cab ``i`` (vacant) finishes its link: count the pass, take a hail on it if one is
+        waiting, else drive on where its policy chooses."""
+        e = self.links[i]
+        if not self.stuck_once[i]:
+            if i < self.n_test:
+                self.empty_m += self.length[e]
+                self.fleet.add(t, e)
+            else:
+                self.bg_passes += 1
+            if self.passes is not None:
+                self.passes.append((t, e))
+        got = -1 if self.dispatch else self._hail(t, i, e)
         if got >= 0:
-            pick_up(i, got, max(t_in[i], arrive[got]))
-            continue
-        f = cab_policy[i].choose(i, e, t, fleet)
+            self.pick_up(i, got, max(self.t_in[i], self.arrive[got]))
+            return
+        self.cruise(t, i, e)
+
+    def _hail(self, t: float, i: int, e: int) -> int:
+        """The passenger waiting on ``e`` whom cab ``i`` takes (the first to have arrived among
+        those still waiting at some moment of its traversal), or -1."""
+        arrive, taken, leave = self.arrive, self.taken, self.leave
+        t0 = self.t_in[i]
+        for j in range(self.off[e], self.off[e + 1]):
+            if arrive[j] > t:
+                break
+            if not taken[j] and leave[j] >= t0:
+                return j
+        return -1
+
+    def cruise(self, t: float, i: int, e: int) -> None:
+        """Cab ``i`` leaves link ``e`` vacant onto the link its policy chooses; with none
+        allowed it waits where it is, then (still stuck) comes back near the edge."""
+        test = i < self.n_test
+        stuck_once, link_end = self.stuck_once, self.link_end
+        f = self.cab_policy[i].choose(i, e, t, self.fleet)
         kind_in = CRUISE
         if f < 0:
-            stuck += int(test)
+            self.stuck += int(test)
             if stuck_once[i]:
-                f = int(band[int(rng.integers(band.size))])
+                f = int(self.band[int(self.rng.integers(self.band.size))])
                 stuck_once[i] = False
                 kind_in = RELOCATE
             else:
                 stuck_once[i] = True
-                t_in[i] = t
-                link_end[i] = t + cfg.dead_end_wait_s
-                heapq.heappush(heap, (link_end[i], i, END, version[i]))
-                continue
+                self.t_in[i] = t
+                link_end[i] = t + self.cfg.dead_end_wait_s
+                heapq.heappush(self.heap, (link_end[i], i, END, self.version[i]))
+                return
         else:
             stuck_once[i] = False
-        links[i] = f
-        at_link[i] = f
-        t_in[i] = t
-        link_end[i] = t + tau[f]
-        heapq.heappush(heap, (link_end[i], i, END, version[i]))
-        if record and test:
-            tracks[i].append((f, kind_in, t))
-    hours = cfg.hours
-    arrived = int(np.count_nonzero(pax.arrive_s < shift))
-    never = np.frombuffer(bytes(taken), dtype=np.uint8) == 0
-    expired = int(np.count_nonzero(never & (pax.arrive_s < shift) & (pax.leave_s < shift)))
-    n_bg_links = max(int(world.cruisable.sum()), 1)
-    return RunResult(
-        policy=policy_name,
-        seed=seed,
-        revenue_per_h=float(sum(cab_revenue[:n_test]) / (n_test * hours)),
-        pickups_per_h=pickups / (n_test * hours),
-        occupied_share=occ_m / (occ_m + empty_m) if occ_m + empty_m > 0 else 0.0,
-        empty_km_per_pickup=(empty_m / 1000.0) / pickups if pickups else float("nan"),
-        passengers=arrived,
-        served=served,
-        stuck=stuck,
-        background_vacant_passes_per_link_h=bg_passes / (n_bg_links * hours),
-        occupied_time_share=float(sum(cab_occupied_s[:n_test]) / (n_test * shift)),
-        search_time_s=float(search_s / pickups) if pickups else math.nan,
-        wait_time_s=float(wait_s / pickups) if pickups else math.nan,
-        expired=expired,
-        taxis=n_taxis,
-        test_taxis=n_test,
-        fleet_revenue_per_h=float(sum(cab_revenue) / (n_taxis * hours)),
-        fleet_occupied_time_share=float(sum(cab_occupied_s) / (n_taxis * shift)),
-        tracks=tuple(tuple(tr) for tr in tracks) if record else (),
-        pickups=tuple(picked_links),
-    )
+        self.links[i] = f
+        self.at_link[i] = f
+        self.t_in[i] = t
+        link_end[i] = t + self.tau[f]
+        heapq.heappush(self.heap, (link_end[i], i, END, self.version[i]))
+        if self.record and test:
+            self.tracks[i].append((f, kind_in, t))
+
+    def pick_up(self, i: int, j: int, t_pick: float) -> None:
+        """Cab ``i`` picks passenger ``j`` up at ``t_pick`` and is occupied until the drop-off
+        (after an outside trip: as long again, empty)."""
+        self.taken[j] = 1
+        self.served += 1
+        test = i < self.n_test
+        if self.live is not None and test:
+            self.live.pickup(t_pick, self.p_link[j])
+        duration = self.duration[j]
+        t_free = t_pick + duration
+        self.cab_occupied_s[i] += max(min(t_free, self.shift) - t_pick, 0.0)
+        self.cab_revenue[i] += self.fare[j]
+        outside = self.outside[j]
+        if outside:
+            t_free += duration
+        if test:
+            self.pickups += 1
+            self.occ_m += self.distance[j]
+            self.search_s += t_pick - self.vacant_since[i]
+            self.wait_s += t_pick - self.arrive[j]
+            if outside:
+                self.empty_m += self.distance[j]
+            if self.record:
+                self.picked_links.append(self.p_link[j])
+                self.tracks[i].append((self.drop_link[j], DROPOFF, t_free))
+        self.links[i] = self.drop_link[j]
+        self.stuck_once[i] = False
+        self.state[i] = OCCUPIED
+        self.version[i] += 1
+        heapq.heappush(self.heap, (t_free, i, DROP, self.version[i]))
+
+    def send(self, i: int, j: int, t: float, reach: float, path: list[int]) -> None:
+        """Dispatch: cab ``i`` (vacant, on ``links[i]``) to passenger ``j`` along ``path``."""
+        if j in self.waiting:
+            self.waiting.remove(j)
+        self.taken[j] = 1  # reserved
+        self.state[i] = ENROUTE
+        self.enroute[i] = j
+        self.version[i] += 1
+        if i < self.n_test:
+            length = self.length
+            self.empty_m += length[self.links[i]] + sum(length[f] for f in path)
+            if self.record:
+                self.tracks[i].extend((f, DISPATCHED, t) for f in path)
+        heapq.heappush(self.heap, (t + reach, i, PICK, self.version[i]))
+
+    def result(self) -> RunResult:
+        """The measures of the shift (:class:`RunResult`)."""
+        world, pax, cfg = self.world, self.pax, self.cfg
+        n_test, n_taxis, shift, pickups = self.n_test, self.n_taxis, self.shift, self.pickups
+        occ_m, empty_m = self.occ_m, self.empty_m
+        hours = cfg.hours
+        arrived = int(np.count_nonzero(pax.arrive_s < shift))
+        never = np.frombuffer(bytes(self.taken), dtype=np.uint8) == 0
+        expired = int(np.count_nonzero(never & (pax.arrive_s < shift) & (pax.leave_s < shift)))
+        n_bg_links = max(int(world.cruisable.sum()), 1)
+        return RunResult(
+            policy=self.policy_name,
+            seed=self.seed,
+            revenue_per_h=float(sum(self.cab_revenue[:n_test]) / (n_test * hours)),
+            pickups_per_h=pickups / (n_test * hours),
+            occupied_share=occ_m / (occ_m + empty_m) if occ_m + empty_m > 0 else 0.0,
+            empty_km_per_pickup=(empty_m / 1000.0) / pickups if pickups else float("nan"),
+            passengers=arrived,
+            served=self.served,
+            stuck=self.stuck,
+            background_vacant_passes_per_link_h=self.bg_passes / (n_bg_links * hours),
+            occupied_time_share=float(sum(self.cab_occupied_s[:n_test]) / (n_test * shift)),
+            search_time_s=float(self.search_s / pickups) if pickups else math.nan,
+            wait_time_s=float(self.wait_s / pickups) if pickups else math.nan,
+            expired=expired,
+            taxis=n_taxis,
+            test_taxis=n_test,
+            fleet_revenue_per_h=float(sum(self.cab_revenue) / (n_taxis * hours)),
+            fleet_occupied_time_share=float(sum(self.cab_occupied_s) / (n_taxis * shift)),
+            tracks=tuple(tuple(tr) for tr in self.tracks) if self.record else (),
+            pickups=tuple(self.picked_links),
+        )
