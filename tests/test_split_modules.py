@@ -25,6 +25,13 @@ SPLIT = {
                     "DEFAULT_TILE_DEG", "TILES_FILENAME"],
     "agent.api.app": ["AgentState", "create_app", "network_geojson", "route_labels",
                       "openapi_document", "API_SCHEMA_VERSION", "STATIC_DIR"],
+    "agent.decide": ["decide", "TickInputs", "TickResult", "RECORD_KIND", "LiveInput",
+                     "LiveSnapshot", "LIVE_NO_SNAPSHOT", "tick_recent", "tick_fleet",
+                     "on_route_match", "previous_route", "ON_ROUTE_LINKS", "match_record",
+                     "demand_sha256", "RECENT_NO_SNAPSHOT", "RECENT_NO_UNITS",
+                     "RECENT_OTHER_GRID", "RECENT_BAD_COUNTS", "RECENT_TOO_FEW",
+                     "RECENT_MAX_SCALE", "RECENT_MIN_EXPECTED", "RECENT_FROM_SNAPSHOT",
+                     "RECENT_FILLED"],
 }  # fmt: skip
 
 
