@@ -170,6 +170,10 @@ class PeopleFlow:
         return out
 
 
+#: one figure of a people-flow file: (mesh code, year, month, dayflag, band)
+_FlowKey = tuple[int, int, int, int, int]
+
+
 def read_people_flow(
     paths: Sequence[str | os.PathLike[str]],
     months: Sequence[int] = (),
@@ -187,55 +191,12 @@ def read_people_flow(
         raise DemandDataError(f"people-flow months run 1-12, got {bad_months[0]}")
     keep_months = set(months)
     keep_codes = None if codes is None else {int(c) for c in codes}
-    values: dict[tuple[int, int, int, int, int], float] = {}
+    values: dict[_FlowKey, float] = {}
     files: list[dict[str, Any]] = []
     for path in paths:
         p = Path(path)
-        rows_read = rows_used = 0
         try:
-            with p.open(newline="", encoding="utf-8-sig") as fh:
-                reader = csv.reader(fh)
-                header = next(reader, None)
-                if header is None or tuple(h.strip() for h in header) != COLUMNS:
-                    raise DemandDataError(
-                        f"{p}: not an MLIT people-flow mesh file (header must be "
-                        f"{','.join(COLUMNS)})"
-                    )
-                for lineno, row in enumerate(reader, start=2):
-                    if not row:
-                        continue
-                    rows_read += 1
-                    try:
-                        if len(row) != len(COLUMNS):
-                            raise ValueError(f"{len(row)} columns")
-                        code = int(row[0])
-                        mesh1km_box(code)
-                        year, month = int(row[3]), int(row[4])
-                        dayflag, band = int(row[5]), int(row[6])
-                        pop = float(row[7])
-                        if (
-                            not 1 <= month <= 12
-                            or dayflag not in (0, 1, 2)
-                            or band not in (0, 1, 2)
-                        ):
-                            raise ValueError("month, dayflag or timezone out of range")
-                        if not (math.isfinite(pop) and pop >= 0):
-                            raise ValueError(f"population {row[7]!r}")
-                    except ValueError as e:
-                        raise DemandDataError(f"{p}:{lineno}: bad people-flow row: {e}") from e
-                    if keep_months and month not in keep_months:
-                        continue
-                    if keep_codes is not None and code not in keep_codes:
-                        continue
-                    key = (code, year, month, dayflag, band)
-                    old = values.get(key)
-                    if old is not None and old != pop:
-                        raise DemandDataError(
-                            f"{p}:{lineno}: mesh {code} {year}-{month:02d} dayflag {dayflag} "
-                            f"timezone {band} given twice ({old:g} and {pop:g})"
-                        )
-                    values[key] = pop
-                    rows_used += 1
+            rows_read, rows_used = _read_file(p, keep_months, keep_codes, values)
         except OSError as e:
             raise DemandDataError(f"cannot read people-flow file {p}: {e.strerror or e}") from e
         except UnicodeDecodeError as e:
@@ -254,6 +215,67 @@ def read_people_flow(
             "no people-flow figure in " + ", ".join(str(p) for p in paths) + " for the months "
             "and meshes asked"
         )
+    return _mean_over_months(values, tuple(files))
+
+
+def _read_file(
+    p: Path, keep_months: set[int], keep_codes: set[int] | None, values: dict[_FlowKey, float]
+) -> tuple[int, int]:
+    """Add the figures of one file (of the months and meshes kept) to ``values``; the rows
+    read and the rows used. :class:`DemandDataError` for a file of another format, a bad row
+    or a figure given twice with two values."""
+    rows_read = rows_used = 0
+    with p.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != COLUMNS:
+            raise DemandDataError(
+                f"{p}: not an MLIT people-flow mesh file (header must be {','.join(COLUMNS)})"
+            )
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            rows_read += 1
+            try:
+                key, pop = _parse_row(row)
+            except ValueError as e:
+                raise DemandDataError(f"{p}:{lineno}: bad people-flow row: {e}") from e
+            code, year, month, dayflag, band = key
+            if keep_months and month not in keep_months:
+                continue
+            if keep_codes is not None and code not in keep_codes:
+                continue
+            old = values.get(key)
+            if old is not None and old != pop:
+                raise DemandDataError(
+                    f"{p}:{lineno}: mesh {code} {year}-{month:02d} dayflag {dayflag} "
+                    f"timezone {band} given twice ({old:g} and {pop:g})"
+                )
+            values[key] = pop
+            rows_used += 1
+    return rows_read, rows_used
+
+
+def _parse_row(row: list[str]) -> tuple[_FlowKey, float]:
+    """One row of :data:`COLUMNS` as its key and figure; ValueError when a value is wrong."""
+    if len(row) != len(COLUMNS):
+        raise ValueError(f"{len(row)} columns")
+    code = int(row[0])
+    mesh1km_box(code)
+    year, month = int(row[3]), int(row[4])
+    dayflag, band = int(row[5]), int(row[6])
+    pop = float(row[7])
+    if not 1 <= month <= 12 or dayflag not in (0, 1, 2) or band not in (0, 1, 2):
+        raise ValueError("month, dayflag or timezone out of range")
+    if not (math.isfinite(pop) and pop >= 0):
+        raise ValueError(f"population {row[7]!r}")
+    return (code, year, month, dayflag, band), pop
+
+
+def _mean_over_months(
+    values: dict[_FlowKey, float], files: tuple[dict[str, Any], ...]
+) -> PeopleFlow:
+    """The mean over the months read of each mesh's figure per dayflag and band."""
     all_codes = np.array(sorted({k[0] for k in values}), dtype=np.int64)
     ym = tuple(sorted({(k[1], k[2]) for k in values}))
     total = np.zeros((len(all_codes), 3, 3))
@@ -264,7 +286,7 @@ def read_people_flow(
         count[index[code], dayflag, band] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         population = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return PeopleFlow(codes=all_codes, population=population, months=ym, files=tuple(files))
+    return PeopleFlow(codes=all_codes, population=population, months=ym, files=files)
 
 
 @dataclass(frozen=True)
@@ -365,6 +387,49 @@ def shape_by_people_flow(
             "the people-flow files have no figure for any mesh of the road network "
             f"(meshes of its links: {', '.join(str(c) for c in sorted(set(mesh[demand_links])))})"
         )
+    sources_files = [
+        {**f, "kind": FORMAT_KIND, "licence": LICENCE, "attribution": ATTRIBUTION}
+        for f in flow.files
+    ]
+    report = _shaping_report(table, graph, flow, config, rates, shaped, mesh, unknown)
+    report["files"] = sources_files
+    params = asdict(config)
+    version_src = json.dumps(
+        [table.version, [f["sha256"] for f in flow.files], params], sort_keys=True
+    )
+    version = "transfer-peopleflow-" + hashlib.sha256(version_src.encode()).hexdigest()[:12]
+    out = DemandTable(
+        network_sha256=table.network_sha256,
+        n_edges=table.n_edges,
+        pickups_per_h=shaped.astype(np.float32),
+        fare_mean=table.fare_mean,
+        fare_quantiles=table.fare_quantiles,
+        trip_duration_s=table.trip_duration_s,
+        trip_distance_m=table.trip_distance_m,
+        grid=table.grid,
+        edge_cell=table.edge_cell,
+        dropoff=table.dropoff,
+        scale_factor=table.scale_factor,
+        version=version,
+        meta=_shaped_meta(table, report, sources_files),
+    )
+    out.validate()
+    return out, report
+
+
+def _shaping_report(
+    table: DemandTable,
+    graph: Graph,
+    flow: PeopleFlow,
+    config: ShapeConfig,
+    rates: F64,
+    shaped: F64,
+    mesh: I64,
+    unknown: npt.NDArray[np.bool_],
+) -> dict[str, Any]:
+    """What the shaping did (the table's ``meta.people_flow``, without its ``files``): the
+    share of demand that changed mesh, the correlation of old and new link rates, per mesh."""
+    demand_links = rates.sum(axis=(0, 1)) > 0
     area_codes = np.array(sorted({int(c) for c in mesh[demand_links]}), dtype=np.int64)
     before = _mesh_shares(rates, mesh, area_codes)
     after = _mesh_shares(shaped, mesh, area_codes)
@@ -379,36 +444,9 @@ def shape_by_people_flow(
         )
         for d, name in enumerate(DAY_TYPES)
     }
-    per_mesh: list[dict[str, Any]] = []
-    length_km = np.zeros(table.n_edges)
-    length_km[graph.edge_id.astype(np.int64)] = graph.length_m.astype(np.float64) / 1000.0
     midday = SLOT_BAND.index(BAND_MIDDAY)
     night = SLOT_BAND.index(BAND_NIGHT)
-    for j, code in enumerate(area_codes):
-        on = demand_links & (mesh == code)
-        row: dict[str, Any] = {
-            "mesh1kmid": int(code),
-            "links": int(on.sum()),
-            "road_km": round(float(length_km[on].sum()), 3),
-        }
-        for dflag, dname in ((DAYFLAG_WEEKDAY, "weekday"), (DAYFLAG_HOLIDAY, "holiday")):
-            for band in range(3):
-                v = flow.people([int(code)], dflag, band)[0]
-                row[f"people_{dname}_{BAND_NAMES[band]}"] = None if np.isnan(v) else round(v, 1)
-        for d, s, label in ((0, midday, "weekday_midday"), (0, night, "weekday_night")):
-            row[f"share_{label}_before"] = round(float(before[d, s, j]), 4)
-            row[f"share_{label}_after"] = round(float(after[d, s, j]), 4)
-        per_mesh.append(row)
-    sources_files = [
-        {**f, "kind": FORMAT_KIND, "licence": LICENCE, "attribution": ATTRIBUTION}
-        for f in flow.files
-    ]
-    params = asdict(config)
-    version_src = json.dumps(
-        [table.version, [f["sha256"] for f in flow.files], params], sort_keys=True
-    )
-    version = "transfer-peopleflow-" + hashlib.sha256(version_src.encode()).hexdigest()[:12]
-    report: dict[str, Any] = {
+    return {
         "method": "transferred link rates x people present in the link's 1 km mesh "
         "(models.peopleflow), each slot's area total kept",
         "input_version": table.version,
@@ -426,9 +464,50 @@ def shape_by_people_flow(
         "share_moved_weekday_midday": round(float(moved[0, midday]), 4),
         "share_moved_weekday_night": round(float(moved[0, night]), 4),
         "correlation_old_new_link_rates": correlation,
-        "meshes": per_mesh,
-        "files": sources_files,
+        "meshes": _mesh_rows(table, graph, flow, mesh, demand_links, area_codes, before, after),
     }
+
+
+def _mesh_rows(
+    table: DemandTable,
+    graph: Graph,
+    flow: PeopleFlow,
+    mesh: I64,
+    demand_links: npt.NDArray[np.bool_],
+    area_codes: I64,
+    before: F64,
+    after: F64,
+) -> list[dict[str, Any]]:
+    """One report row per mesh of the area: its links and road, its people-flow figures and
+    its share of weekday midday and night demand before and after the shaping."""
+    length_km = np.zeros(table.n_edges)
+    length_km[graph.edge_id.astype(np.int64)] = graph.length_m.astype(np.float64) / 1000.0
+    midday = SLOT_BAND.index(BAND_MIDDAY)
+    night = SLOT_BAND.index(BAND_NIGHT)
+    per_mesh: list[dict[str, Any]] = []
+    for j, code in enumerate(area_codes):
+        on = demand_links & (mesh == code)
+        row: dict[str, Any] = {
+            "mesh1kmid": int(code),
+            "links": int(on.sum()),
+            "road_km": round(float(length_km[on].sum()), 3),
+        }
+        for dflag, dname in ((DAYFLAG_WEEKDAY, "weekday"), (DAYFLAG_HOLIDAY, "holiday")):
+            for band in range(3):
+                v = flow.people([int(code)], dflag, band)[0]
+                row[f"people_{dname}_{BAND_NAMES[band]}"] = None if np.isnan(v) else round(v, 1)
+        for d, s, label in ((0, midday, "weekday_midday"), (0, night, "weekday_night")):
+            row[f"share_{label}_before"] = round(float(before[d, s, j]), 4)
+            row[f"share_{label}_after"] = round(float(after[d, s, j]), 4)
+        per_mesh.append(row)
+    return per_mesh
+
+
+def _shaped_meta(
+    table: DemandTable, report: dict[str, Any], sources_files: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The input table's ``meta`` with the people-flow files added to the pickup rate's
+    sources (the other columns keep theirs), the report and a note."""
     meta = dict(table.meta)
     rate_source = {
         "kind": "transferred demand (tools/pipeline/transfer.py)",
@@ -449,20 +528,4 @@ def shape_by_people_flow(
         note + "; its spread over the area shaped by the people present per 1 km mesh "
         "(MLIT people-flow 2019, models/peopleflow.py)"
     ).lstrip("; ")
-    out = DemandTable(
-        network_sha256=table.network_sha256,
-        n_edges=table.n_edges,
-        pickups_per_h=shaped.astype(np.float32),
-        fare_mean=table.fare_mean,
-        fare_quantiles=table.fare_quantiles,
-        trip_duration_s=table.trip_duration_s,
-        trip_distance_m=table.trip_distance_m,
-        grid=table.grid,
-        edge_cell=table.edge_cell,
-        dropoff=table.dropoff,
-        scale_factor=table.scale_factor,
-        version=version,
-        meta=meta,
-    )
-    out.validate()
-    return out, report
+    return meta
