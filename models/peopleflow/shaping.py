@@ -106,7 +106,13 @@ def shape_rates(rates: F64, weights: F64) -> F64:
     weighted = rates * weights
     wsum = weighted.sum(axis=2, keepdims=True)
     ok = wsum > 0
-    return np.where(ok, weighted * (total / np.where(ok, wsum, 1.0)), rates)
+    safe_wsum = np.where(ok, wsum, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = weighted * (total / safe_wsum)
+    # a weighted total so small that total / wsum overflows (subnormal rates): the shares
+    # first, which never overflow; every other slot keeps the product above, bit for bit
+    scaled = np.where(np.isfinite(scaled), scaled, weighted / safe_wsum * total)
+    return np.where(ok, scaled, rates)
 
 
 def _mesh_shares(rates: F64, mesh: I64, codes: I64) -> F64:
