@@ -189,12 +189,12 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
     fix = inputs.fix
     mow = lb.minute_of_week(inputs.now_s)
     monday = lb.monday(inputs.now_s)  # the real date: public holidays and the like
-    graph = road_around(lb, fix)
+    graph = road_around(lb, fix)  # fix -> the roads around it
     m: Match | None = None
     demand: TickDemand | None = None
     recent_rec: dict[str, Any] | None = None
     planner_error = ""
-    if graph is not None and fix is not None:
+    if graph is not None and fix is not None:  # -> match, demand on those roads
         m = match_on_route(
             graph,
             fix,
@@ -207,14 +207,14 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
         )
         demand, recent_rec, planner_error = tick_demand(lb, graph, mow, inputs.live)
     fleet: FleetView | None = None
-    if graph is not None:
+    if graph is not None:  # -> the other cabs on them
         fleet, fleet_error = tick_fleet(lb, graph, mow, inputs.live)
         planner_error = planner_error or fleet_error
     plan: Plan | None = None
-    if graph is not None and m is not None and demand is not None:
+    if graph is not None and m is not None and demand is not None:  # -> plan
         plan, plan_error = tick_plan(lb, inputs, mow, monday, graph, m, demand, fleet)
         planner_error = plan_error or planner_error
-    verdict = tick_verdict(gate, lb, inputs, mow, monday, graph, m, demand, plan)
+    verdict = tick_verdict(gate, lb, inputs, mow, monday, graph, m, demand, plan)  # -> safety
     instruction = _instruction(lb, graph, m, fix, plan, verdict, inputs)
     return TickResult(
         inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction, fleet, recent_rec
