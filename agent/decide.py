@@ -1,138 +1,96 @@
 """One planning tick, as a pure function of the bundle and the tick's inputs.
 
     inputs (fix, previous fix, now, locale, the live snapshot) + bundle
-      -> road graph around the cab -> map match -> demand for the links considered (a cell
-         model with recent-demand inputs gets the live snapshot's per-cell pickups:
-         :func:`tick_recent`)
-      -> the fleet around it (agent.planner.fleet_view: the live snapshot without this cab's
-         own heartbeat, else the bundle's supply prior)
-      -> cruising plan (agent.planner) -> safety verdict (safety.SafetyGate)
-      -> the driver's instruction
+      -> road graph around the cab (:func:`road_around`)
+      -> map match, preferring the route shown (agent.tick_route.match_on_route)
+      -> demand for the links considered (:func:`tick_demand`; a cell model with
+         recent-demand inputs gets the live snapshot's per-cell pickups:
+         agent.tick_recent.tick_recent)
+      -> the fleet around it (agent.tick_live.tick_fleet: the live snapshot without this
+         cab's own heartbeat, else the bundle's supply prior)
+      -> cruising plan (:func:`tick_plan`, agent.planner) -> safety verdict (:func:`tick_verdict`,
+         safety.SafetyGate) -> the driver's instruction
 
 The runtime calls :func:`decide` and logs :meth:`TickResult.to_record`; ``nagashi replay``
 calls it again on the logged inputs with the same bundle and compares the bytes. Nothing here
-reads the clock, files other than the bundle's, or the network.
+reads the clock, files other than the bundle's, or the network. The tick's inputs from the
+live layer are in :mod:`agent.tick_live`, the recent-demand inputs in :mod:`agent.tick_recent`,
+the use of the route shown before in :mod:`agent.tick_route`; their names are also importable
+from here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import Any
 
 from agent.bundle import LoadedBundle
-from agent.errors import AgentError
 from agent.gps import Fix
-from agent.instruction import Instruction, build_instruction, first_turn
-from agent.planner import (
-    FleetView,
-    Plan,
-    PlannerError,
-    PlannerParams,
-    fleet_view,
-    is_committed,
-    plan_cruise,
+from agent.instruction import Instruction, build_instruction
+from agent.planner import FleetView, Plan, PlannerError, plan_cruise
+from agent.tick_live import LIVE_NO_SNAPSHOT, LiveInput, LiveSnapshot, tick_fleet
+from agent.tick_recent import (
+    RECENT_BAD_COUNTS,
+    RECENT_FILLED,
+    RECENT_FROM_SNAPSHOT,
+    RECENT_MAX_SCALE,
+    RECENT_MIN_EXPECTED,
+    RECENT_NO_SNAPSHOT,
+    RECENT_NO_UNITS,
+    RECENT_OTHER_GRID,
+    RECENT_TOO_FEW,
+    tick_recent,
+)
+from agent.tick_route import (
+    ON_ROUTE_LINKS,
+    finite,
+    match_on_route,
+    on_route_match,
+    previous_route,
 )
 from agent.triplog import pack
 from agent.version import code_version
-from models import (
-    SNAPSHOT_WINDOWS_MIN,
-    DemandModel,
-    ModelsError,
-    RecentCounts,
-    TickDemand,
-    tick_demand_from_table,
-)
-from safety import BundleStatus, SafetyGate, TickInput, Verdict, check_fix
-from tiles import Graph, Match, NoMatchError, TilesError, match_fix
+from models import ModelsError, RecentCounts, TickDemand, tick_demand_from_table
+from safety import BundleStatus, SafetyGate, TickInput, Verdict
+from tiles import Graph, Match, TilesError
+
+__all__ = [
+    "LIVE_NO_SNAPSHOT",
+    "ON_ROUTE_LINKS",
+    "RECENT_BAD_COUNTS",
+    "RECENT_FILLED",
+    "RECENT_FROM_SNAPSHOT",
+    "RECENT_MAX_SCALE",
+    "RECENT_MIN_EXPECTED",
+    "RECENT_NO_SNAPSHOT",
+    "RECENT_NO_UNITS",
+    "RECENT_OTHER_GRID",
+    "RECENT_TOO_FEW",
+    "RECORD_KIND",
+    "LiveInput",
+    "LiveSnapshot",
+    "TickInputs",
+    "TickResult",
+    "decide",
+    "demand_sha256",
+    "match_record",
+    "on_route_match",
+    "previous_route",
+    "road_around",
+    "tick_demand",
+    "tick_fleet",
+    "tick_plan",
+    "tick_recent",
+    "tick_verdict",
+]
 
 log = logging.getLogger(__name__)
 
 RECORD_KIND = "tick"
-
-#: the live layer is on but the cab holds no snapshot yet (none fetched, or none accepted)
-LIVE_NO_SNAPSHOT = "LIVE_NO_SNAPSHOT"
-
-#: why a cell model with recent inputs was asked without them (the tick record's ``recent``)
-RECENT_NO_SNAPSHOT = "RECENT_NO_SNAPSHOT"  # no fresh live snapshot (offline, refused, off)
-RECENT_NO_UNITS = "RECENT_NO_UNITS"  # params.yaml names no live.pickups_per_hail
-RECENT_OTHER_GRID = "RECENT_OTHER_GRID"  # the snapshot's cells are not the model's grid
-RECENT_BAD_COUNTS = "RECENT_BAD_COUNTS"  # negative, non-cumulative, misshapen, outside the grid
-RECENT_TOO_FEW = "RECENT_TOO_FEW"  # the fleet sees too few pickups for them to say anything
-#: the snapshot's counts are used only when one fleet pickup stands for at most this many of
-#: the model's source pickups and the area's last hour should hold at least
-#: RECENT_MIN_EXPECTED fleet pickups: with fewer, the scaled counts are noise and the model
-#: does worse than statistics (measured on the validation week, docs/demand.md)
-RECENT_MAX_SCALE = 4.0
-RECENT_MIN_EXPECTED = 10.0
-#: the cell model's recent inputs a snapshot gives (its 15/30/60-minute counts) ...
-RECENT_FROM_SNAPSHOT = (
-    "recent_nb_15m",
-    "recent_nb_30m",
-    "recent_nb_60m",
-    "recent_cell_60m",
-    "recent_area_60m",
-)
-#: ... and those it does not, filled from the last hour (models.recent.fill_unobserved)
-RECENT_FILLED = ("recent_nb_120m", "recent_area_day")
-
-
-class LiveSnapshot(Protocol):
-    """What a tick reads of a :class:`sync.live.Snapshot` (duck-typed: importing the agent
-    must not import the sync client, tuf or httpx)."""
-
-    @property
-    def area(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def built_s(self) -> float: ...
-    @property
-    def sha256(self) -> str: ...
-    @property
-    def network(self) -> str: ...
-
-    def link_counts(self, edge_ids: npt.ArrayLike) -> tuple[Any, Any]: ...
-
-    # read by tick_recent when present (getattr): ``grid`` (min_lon, min_lat, dlon, dlat,
-    # ncols, nrows) or None, ``cell_ids`` sorted cells, ``pickups`` (len(cell_ids), 3)
-
-
-@dataclass(frozen=True)
-class LiveInput:
-    """The fleet's live layer as one tick sees it (the runtime takes it from the snapshot
-    thread without waiting; replay takes the snapshot back from the archive)."""
-
-    area: str
-    #: the fresh, verified snapshot this tick plans with (None when none is fresh: offline,
-    #: expired, refused); the log names it by ``area``, ``version`` and ``sha256``
-    snapshot: LiveSnapshot | None = None
-    #: its age at the tick, seconds by the cab's clock (the clock its ``built_s`` is on)
-    age_s: float = 0.0
-    #: the link and route (global edge ids) of this cab's last heartbeat the snapshot counted:
-    #: subtracted, the cab does not see itself (-1 / () when none)
-    own_link: int = -1
-    own_route: tuple[int, ...] = ()
-    #: why no snapshot is fresh, or the refusal of the last fetch while an older snapshot is
-    #: still used (a ``LIVE_*`` code of sync.live, or :data:`LIVE_NO_SNAPSHOT`; "" when fine)
-    reason: str = ""
-
-    def to_record(self) -> dict[str, Any]:
-        s = self.snapshot
-        return {
-            "area": self.area,
-            "version": None if s is None else int(s.version),
-            "sha256": None if s is None else str(s.sha256),
-            "age_s": self.age_s,
-            "own_link": self.own_link,
-            "own_route": list(self.own_route),
-            "reason": self.reason,
-        }
 
 
 @dataclass(frozen=True)
@@ -224,10 +182,6 @@ def match_record(m: Match) -> dict[str, Any]:
     }
 
 
-def _finite(*values: float | None) -> bool:
-    return all(v is not None and math.isfinite(v) for v in values)
-
-
 def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None) -> TickResult:
     """Plan and judge one tick (see module docstring). Never raises for bad inputs: a fix that
     cannot be matched or planned from ends as a safety fallback."""
@@ -235,101 +189,142 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
     fix = inputs.fix
     mow = lb.minute_of_week(inputs.now_s)
     monday = lb.monday(inputs.now_s)  # the real date: public holidays and the like
-    graph: Graph | None = None
+    graph = road_around(lb, fix)  # fix -> the roads around it
     m: Match | None = None
     demand: TickDemand | None = None
     recent_rec: dict[str, Any] | None = None
-    plan: Plan | None = None
     planner_error = ""
-    params = lb.planner
-    if (
-        fix is not None
-        and _finite(fix.lon, fix.lat)
-        and -180 <= fix.lon <= 180
-        and (-90 <= fix.lat <= 90)
-    ):
-        try:
-            graph = lb.store.radius_graph(fix.lon, fix.lat, params.radius_m)
-        except TilesError:  # no tile near the fix: outside the bundle's network
-            graph = None
-        if graph is not None and graph.n == 0:
-            graph = None
-    if graph is not None and fix is not None:
-        # match with the direction the gate will judge by (receiver heading when moving, else
-        # the bearing from the previous fix, else the last moving heading while stopped)
-        mc = lb.safety.match.matching
-        fc = check_fix(
+    if graph is not None and fix is not None:  # -> match, demand on those roads
+        m = match_on_route(
+            graph,
             fix,
             inputs.previous_fix,
-            inputs.now_s,
-            None,
-            lb.safety.gps,
             inputs.last_moving_fix,
+            inputs.now_s,
+            inputs.previous_route,
+            lb.safety.gps,
+            lb.safety.match,
         )
-        heading = fc.heading_deg
-        speed = fix.speed_mps if _finite(fix.speed_mps) else 0.0
-        if heading is not None:
-            speed = max(speed or 0.0, mc.min_speed_for_heading_mps)
-        try:
-            m = match_fix(graph, fix.lon, fix.lat, heading, speed, mc)
-        except NoMatchError:
-            m = None
-        if m is not None:
-            m = on_route_match(m, inputs.previous_route, mc.ambiguity_ratio)
-        horizon_min = math.ceil(params.horizon_s / 60.0)
-        if lb.model is not None:
-            recent: RecentCounts | None = None
-            if getattr(lb.model, "granularity", "link") == "cell":
-                recent, recent_rec = tick_recent(lb, lb.model, inputs.live)
-            try:
-                now_min = math.floor(mow)
-                demand = (
-                    lb.model.tick(graph.edge_id, now_min, horizon_min)
-                    if recent is None
-                    else lb.model.tick(graph.edge_id, now_min, horizon_min, recent)
-                )
-            except ModelsError as e:  # NaN, negative, absurd: this tick runs on statistics
-                planner_error = f"demand model: {e}"
-                log.warning("demand model failed, using statistics: %s", e)
-        if demand is None:
-            try:
-                demand = tick_demand_from_table(
-                    lb.demand, graph.edge_id, math.floor(mow), horizon_min
-                )
-            except ModelsError as e:
-                planner_error = f"demand: {e}"
+        demand, recent_rec, planner_error = tick_demand(lb, graph, mow, inputs.live)
     fleet: FleetView | None = None
-    if graph is not None:
+    if graph is not None:  # -> the other cabs on them
         fleet, fleet_error = tick_fleet(lb, graph, mow, inputs.live)
         planner_error = planner_error or fleet_error
-    if graph is not None and m is not None and demand is not None:
-        area = lb.area.edge_mask(graph) if lb.area is not None else None
-        previous, committed = previous_route(graph, m, fix, inputs.previous_route, params)
+    plan: Plan | None = None
+    if graph is not None and m is not None and demand is not None:  # -> plan
+        plan, plan_error = tick_plan(lb, inputs, mow, monday, graph, m, demand, fleet)
+        planner_error = plan_error or planner_error
+    verdict = tick_verdict(gate, lb, inputs, mow, monday, graph, m, demand, plan)  # -> safety
+    instruction = _instruction(lb, graph, m, fix, plan, verdict, inputs)
+    return TickResult(
+        inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction, fleet, recent_rec
+    )
+
+
+def road_around(lb: LoadedBundle, fix: Fix | None) -> Graph | None:
+    """The bundle's road graph within the planner's radius of the fix; None without a usable
+    position or when no link of the bundle's network is near it."""
+    if fix is None or not finite(fix.lon, fix.lat):
+        return None
+    if not (-180 <= fix.lon <= 180 and -90 <= fix.lat <= 90):
+        return None
+    try:
+        graph = lb.store.radius_graph(fix.lon, fix.lat, lb.planner.radius_m)
+    except TilesError:  # no tile near the fix: outside the bundle's network
+        return None
+    return None if graph.n == 0 else graph
+
+
+def tick_demand(
+    lb: LoadedBundle, graph: Graph, minute_of_week: float, live: LiveInput | None
+) -> tuple[TickDemand | None, dict[str, Any] | None, str]:
+    """The demand over the planning horizon on ``graph``'s links: the bundle's model's (with
+    the recent inputs of :func:`tick_recent` for a cell model), else the statistical table's;
+    with the tick record's ``recent`` (None unless a cell model was asked) and an error text
+    ("" when none). A model that fails leaves this tick to statistics; None when neither
+    gives demand."""
+    horizon_min = math.ceil(lb.planner.horizon_s / 60.0)
+    now_min = math.floor(minute_of_week)
+    demand: TickDemand | None = None
+    recent_rec: dict[str, Any] | None = None
+    error = ""
+    if lb.model is not None:
+        recent: RecentCounts | None = None
+        if getattr(lb.model, "granularity", "link") == "cell":
+            recent, recent_rec = tick_recent(lb, lb.model, live)
         try:
-            plan = plan_cruise(
-                graph,
-                demand,
-                m.best.edge_id,
-                mow,
-                params,
-                fraction=m.best.fraction,
-                area=area,
-                way_names=lb.store.way_names,
-                monday=monday,
-                last_pass_age_s=dict(inputs.last_pass_age_s),
-                previous_route=previous,
-                committed_links=committed,
-                fleet=fleet,
+            demand = (
+                lb.model.tick(graph.edge_id, now_min, horizon_min)
+                if recent is None
+                else lb.model.tick(graph.edge_id, now_min, horizon_min, recent)
             )
-        except PlannerError as e:
-            planner_error = str(e)
-            log.warning("planner: %s", e)
-    verdict = gate.check(
+        except ModelsError as e:  # NaN, negative, absurd: this tick runs on statistics
+            error = f"demand model: {e}"
+            log.warning("demand model failed, using statistics: %s", e)
+    if demand is None:
+        try:
+            demand = tick_demand_from_table(lb.demand, graph.edge_id, now_min, horizon_min)
+        except ModelsError as e:
+            error = f"demand: {e}"
+    return demand, recent_rec, error
+
+
+def tick_plan(
+    lb: LoadedBundle,
+    inputs: TickInputs,
+    minute_of_week: float,
+    monday: dt.date,
+    graph: Graph,
+    m: Match,
+    demand: TickDemand,
+    fleet: FleetView | None,
+) -> tuple[Plan | None, str]:
+    """The cruising plan from the matched link (agent.planner.plan_cruise), inside the
+    business area, with the route shown before and the cab's own passes; (None, the error)
+    when the planner refuses."""
+    params = lb.planner
+    area = lb.area.edge_mask(graph) if lb.area is not None else None
+    previous, committed = previous_route(graph, m, inputs.fix, inputs.previous_route, params)
+    try:
+        plan = plan_cruise(
+            graph,
+            demand,
+            m.best.edge_id,
+            minute_of_week,
+            params,
+            fraction=m.best.fraction,
+            area=area,
+            way_names=lb.store.way_names,
+            monday=monday,
+            last_pass_age_s=dict(inputs.last_pass_age_s),
+            previous_route=previous,
+            committed_links=committed,
+            fleet=fleet,
+        )
+    except PlannerError as e:
+        log.warning("planner: %s", e)
+        return None, str(e)
+    return plan, ""
+
+
+def tick_verdict(
+    gate: SafetyGate,
+    lb: LoadedBundle,
+    inputs: TickInputs,
+    minute_of_week: float,
+    monday: dt.date,
+    graph: Graph | None,
+    m: Match | None,
+    demand: TickDemand | None,
+    plan: Plan | None,
+) -> Verdict:
+    """The safety gate's verdict on everything this tick used (never raises)."""
+    return gate.check(
         TickInput(
             now_s=inputs.now_s,
-            minute_of_week=mow,
+            minute_of_week=minute_of_week,
             monday=monday,
-            fix=fix,
+            fix=inputs.fix,
             graph=graph,
             route=None if plan is None else plan.edges,
             previous_fix=inputs.previous_fix,
@@ -341,194 +336,6 @@ def decide(lb: LoadedBundle, inputs: TickInputs, gate: SafetyGate | None = None)
         ),
         locale=inputs.locale,
     )
-    instruction = _instruction(lb, graph, m, fix, plan, verdict, inputs)
-    return TickResult(
-        inputs, mow, graph, m, demand, plan, planner_error, verdict, instruction, fleet, recent_rec
-    )
-
-
-def tick_recent(
-    lb: LoadedBundle, model: DemandModel, live: LiveInput | None
-) -> tuple[RecentCounts | None, dict[str, Any]]:
-    """The recent-demand inputs of a cell model from the tick's live snapshot, and the tick
-    record's ``recent`` (which inputs were used, or why none).
-
-    The snapshot counts the fleet's meter pickups per cell of the demand grid in the last 15,
-    30 and 60 minutes before it was built; they are scaled into the model's units (its
-    ``recent.pickups_per_hail`` over the bundle's ``params.yaml`` ``live.pickups_per_hail``,
-    the fleet's meter pickups per hail of the demand table) and end at the snapshot's own
-    minute. The 120-minute window and the day so far are not in a snapshot: the model fills
-    them from the last hour at their usual level (:func:`models.recent.fill_unobserved`).
-    Without a fresh snapshot, units, or with counts that cannot be right, the model is asked
-    without recent inputs (as a cab offline) and ``reason`` says why."""
-    rec: dict[str, Any] = {
-        "used": [],
-        "windows_min": [],
-        "filled": [],
-        "scale": None,
-        "pickups": None,
-        "reason": "",
-    }
-    snap = None if live is None else live.snapshot
-    if snap is None:
-        rec["reason"] = RECENT_NO_SNAPSHOT
-        return None, rec
-    units = _live_pickups_per_hail(lb)
-    if units is None:
-        rec["reason"] = RECENT_NO_UNITS
-        return None, rec
-    grid = model.table.grid
-    want = (grid.min_lon, grid.min_lat, grid.cell_deg_lon, grid.cell_deg_lat)
-    g = getattr(snap, "grid", None)
-    try:
-        same = (
-            g is not None
-            and len(g) == 6
-            and (int(g[4]), int(g[5])) == (grid.ncols, grid.nrows)
-            and all(
-                math.isclose(float(a), b, rel_tol=0, abs_tol=1e-12)
-                for a, b in zip(g[:4], want, strict=True)
-            )
-        )
-    except (TypeError, ValueError):
-        same = False
-    if not same:
-        rec["reason"] = RECENT_OTHER_GRID
-        return None, rec
-    try:
-        ids = np.asarray(getattr(snap, "cell_ids", None), dtype=np.int64)
-        counts = np.asarray(getattr(snap, "pickups", None), dtype=np.float64)
-        k = len(SNAPSHOT_WINDOWS_MIN)
-        if (
-            ids.ndim != 1
-            or counts.shape != (ids.size, k)
-            or (ids.size and (int(ids.min()) < 0 or int(ids.max()) >= grid.n_cells))
-            or np.unique(ids).size != ids.size
-        ):
-            raise ValueError("cells outside the model's grid or counts of another shape")
-        per_cell = np.zeros((grid.n_cells, k), dtype=np.float64)
-        per_cell[ids] = counts
-        scale = model.pickups_per_hail / units
-        end = math.floor(lb.minute_of_week(float(snap.built_s)))
-        recent = RecentCounts(per_cell * scale, end)
-    except (TypeError, ValueError, ModelsError, AgentError) as e:
-        rec["reason"] = RECENT_BAD_COUNTS
-        rec["error"] = str(e)[:200]
-        return None, rec
-    expected = model.expected_area_pickups(end, SNAPSHOT_WINDOWS_MIN[-1]) / scale
-    rec["expected_fleet_pickups_60m"] = round(expected, 3)
-    if scale > RECENT_MAX_SCALE or expected < RECENT_MIN_EXPECTED:
-        rec["reason"] = RECENT_TOO_FEW
-        return None, rec
-    rec.update(
-        used=list(RECENT_FROM_SNAPSHOT),
-        windows_min=list(SNAPSHOT_WINDOWS_MIN),
-        filled=list(RECENT_FILLED),
-        scale=scale,
-        pickups=int(counts[:, -1].sum()) if counts.size else 0,
-        end_minute_of_week=end,
-    )
-    return recent, rec
-
-
-def _live_pickups_per_hail(lb: LoadedBundle) -> float | None:
-    """``params.yaml`` ``live.pickups_per_hail``: the fleet's meter pickups per hail of the
-    demand table (its share of street hails), None when absent or not a positive number."""
-    live = lb.params_doc.get("live")
-    v = live.get("pickups_per_hail") if isinstance(live, dict) else None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    f = float(v)
-    return f if math.isfinite(f) and f > 0 else None
-
-
-def tick_fleet(
-    lb: LoadedBundle, graph: Graph, minute_of_week: float, live: LiveInput | None
-) -> tuple[FleetView, str]:
-    """The tick's :class:`FleetView` on ``graph`` and an error text ("" when none): the live
-    snapshot (without this cab's own heartbeat) when one is fresh, with the bundle's supply
-    prior (``LoadedBundle.supply``, when the bundle ships one) as the background; the prior
-    alone without a snapshot; nothing without either. A prior that cannot be read for this
-    tick is left out (the error says why), never a reason to stop planning."""
-    prior: npt.NDArray[np.float64] | None = None
-    error = ""
-    supply = getattr(lb, "supply", None)
-    if supply is not None:
-        try:
-            prior = np.asarray(supply.rates(graph.edge_id, minute_of_week), dtype=np.float64)
-            if prior.shape != (graph.n,):
-                raise ValueError(f"{prior.shape} rates for {graph.n} links")
-        except (ValueError, TypeError, IndexError) as e:
-            prior, error = None, f"supply prior: {e}"
-    snap = None if live is None else live.snapshot
-    if snap is None or live is None:
-        return fleet_view(graph, now_s=0.0, prior_per_h=prior), error
-    view = fleet_view(
-        graph,
-        now_s=float(snap.built_s) + max(float(live.age_s), 0.0),
-        snapshot=snap,
-        own_link=live.own_link,
-        own_route=live.own_route,
-        prior_per_h=prior,
-    )
-    return view, error
-
-
-#: how many links of the route shown before count as where the cab may still be (it was on
-#: the first one a tick ago)
-ON_ROUTE_LINKS = 3
-
-
-def on_route_match(m: Match, shown: tuple[int, ...], ratio: float) -> Match:
-    """The match, preferring the route the cab was shown: when the best candidate is not on
-    its first :data:`ON_ROUTE_LINKS` links but a candidate that is lies within ``ratio`` of
-    the best likelihood (a cab stopped at the junction, GPS jitter across it), that candidate
-    is the match. Otherwise ``m``, unchanged. Without this, a cab waiting at a light flips
-    between the link before the junction and one after it, and its route with it."""
-    near = shown[:ON_ROUTE_LINKS]
-    if not near or m.best.edge_id in near:
-        return m
-    pick = next(
-        (
-            c
-            for c in m.candidates
-            if c.edge_id in near and math.exp(-0.5 * (c.score - m.best.score)) >= ratio
-        ),
-        None,
-    )
-    if pick is None:
-        return m
-    cands = (pick, *(c for c in m.candidates if c is not pick))
-    like = [math.exp(-0.5 * (c.score - pick.score)) for c in cands]
-    ambiguous = any(
-        c.way_id != pick.way_id and w >= ratio for c, w in zip(cands[1:], like[1:], strict=True)
-    )
-    return Match(best=pick, candidates=cands, confidence=1.0 / sum(like), ambiguous=ambiguous)
-
-
-def previous_route(
-    graph: Graph,
-    m: Match,
-    fix: Fix | None,
-    shown: tuple[int, ...],
-    params: PlannerParams,
-) -> tuple[tuple[int, ...] | None, int]:
-    """What is left of the route shown before, from the cab's matched link (the links still to
-    enter after it), and how many of them the cab is committed to (those through the next
-    manoeuvre when it is within ``params.route_commit_s`` / ``route_commit_m``). (None, 0)
-    when nothing was shown or the cab is not on it (it left the route: plan afresh)."""
-    here = m.best.edge_id
-    if here not in shown:
-        return None, 0
-    rest = shown[shown.index(here) :]
-    turn = first_turn(graph, rest, m.best.fraction)
-    speed = fix.speed_mps if fix is not None and _finite(fix.speed_mps) else None
-    committed = 0
-    if turn is not None and is_committed(
-        turn[1], speed, params.route_commit_s, params.route_commit_m
-    ):
-        committed = turn[0]
-    return rest[1:], committed
 
 
 def _instruction(
@@ -541,13 +348,11 @@ def _instruction(
     inputs: TickInputs,
 ) -> Instruction:
     position = (m.best.lon, m.best.lat) if m is not None else None
-    if position is None and fix is not None and _finite(fix.lon, fix.lat):
+    if position is None and fix is not None and finite(fix.lon, fix.lat):
         position = (fix.lon, fix.lat)
-    heading = fix.heading_deg if fix is not None and _finite(fix.heading_deg) else None
+    heading = fix.heading_deg if fix is not None and finite(fix.heading_deg) else None
     if graph is None or m is None:
-        from agent.instruction import Instruction as I
-
-        return I(
+        return Instruction(
             kind="fallback",
             time_s=inputs.now_s,
             message=verdict.message,

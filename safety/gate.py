@@ -18,9 +18,9 @@ import numpy as np
 from safety.config import SafetyConfig
 from safety.data import check_bundle, check_demand
 from safety.inputs import BusinessArea, TickInput
-from safety.position import check_fix, check_match
+from safety.position import FixCheck, check_fix, check_match
 from safety.reasons import Family, Reason, fallback_message, normalise_locale
-from safety.route import follow_the_road, hard_to_judge, judge_route, route_array
+from safety.route import I64, follow_the_road, hard_to_judge, judge_route, route_array
 from safety.verdict import Verdict
 from tiles import Graph, Match, NoMatchError, match_fix
 
@@ -62,7 +62,11 @@ def evaluate(
     area: BusinessArea | None = None,
     locale: str = "ja",
 ) -> Verdict:
-    """Check every input of one tick; pure, may raise on bugs (use :class:`SafetyGate`)."""
+    """Check every input of one tick; pure, may raise on bugs (use :class:`SafetyGate`).
+
+    In order: the bundle, the fix, the match, the demand, then the proposed route; the
+    reasons keep that order (each once). No reason: the route (maybe trimmed) is validated;
+    any reason: a fallback, with the road's continuation unless the position is in doubt."""
     loc = normalise_locale(locale)
     now = float(tick.now_s)
     mow = float(tick.minute_of_week)
@@ -74,22 +78,8 @@ def evaluate(
     )
     fc = check_fix(tick.fix, tick.previous_fix, now, area, config.gps, tick.last_moving_fix)
     reasons += fc.reasons
-    fix = tick.fix
-    lon = _finite_or_none(fix.lon) if fix is not None else None
-    lat = _finite_or_none(fix.lat) if fix is not None else None
-
-    g = tick.graph
-    m: Match | None = None
-    if g is None:
-        reasons.append(Reason.MATCH_NONE)
-    elif not _POSITION_UNUSABLE.intersection(fc.reasons):
-        m = _match(tick, g, fc.heading_deg, config)
-        if m is None or int(g.local([m.best.edge_id])[0]) < 0:
-            m = None
-            reasons.append(Reason.MATCH_NONE)
-        else:
-            reasons += check_match(g, m, fc.heading_deg, config.match)
-
+    m, match_reasons = _checked_match(tick, fc, config)
+    reasons += match_reasons
     reasons += check_demand(
         tick.demand,
         tick.demand_table,
@@ -97,86 +87,109 @@ def evaluate(
         config.demand,
         required=config.require_demand,
     )
-
     proposed = route_array(tick.route)
+    shown, trimmed, route_reasons = _checked_route(tick, m, proposed, mow, config, area)
+    reasons += route_reasons
+    unique = tuple(dict.fromkeys(reasons))
+    fix = tick.fix
+    ok = not unique
+    route: tuple[int, ...] = ()
+    if ok:
+        assert shown is not None  # no ROUTE_MISSING: a route was proposed
+        route = tuple(int(x) for x in shown)
+    return Verdict(
+        ok=ok,
+        route=route,
+        trimmed=trimmed if ok else (),
+        reasons=unique,
+        message="" if ok else fallback_message(unique, loc),
+        locale=loc,
+        continuation=() if ok else _continuation(tick, m, unique, mow, config),
+        time_s=now,
+        minute_of_week=mow,
+        lon=_finite_or_none(fix.lon) if fix is not None else None,
+        lat=_finite_or_none(fix.lat) if fix is not None else None,
+        edge_id=m.best.edge_id if m is not None else None,
+        fraction=m.best.fraction if m is not None else None,
+        proposed=tuple(int(x) for x in proposed) if proposed is not None else (),
+    )
+
+
+def _checked_match(
+    tick: TickInput, fc: FixCheck, config: SafetyConfig
+) -> tuple[Match | None, list[Reason]]:
+    """The match the route is judged from (None when there is no graph, the position is
+    unusable or no link of the graph matches) and the reasons against it."""
+    g = tick.graph
+    if g is None:
+        return None, [Reason.MATCH_NONE]
+    if _POSITION_UNUSABLE.intersection(fc.reasons):
+        return None, []
+    m = _match(tick, g, fc.heading_deg, config)
+    if m is None or int(g.local([m.best.edge_id])[0]) < 0:
+        return None, [Reason.MATCH_NONE]
+    return m, list(check_match(g, m, fc.heading_deg, config.match))
+
+
+def _checked_route(
+    tick: TickInput,
+    m: Match | None,
+    proposed: I64 | None,
+    mow: float,
+    config: SafetyConfig,
+    area: BusinessArea | None,
+) -> tuple[I64 | None, tuple[Reason, ...], list[Reason]]:
+    """What of the proposed route may be shown, the trimmed reasons (problems further ahead
+    that only shorten it) and the reasons against it (see safety.route.judge_route)."""
+    reasons: list[Reason] = []
     if proposed is None and tick.route is not None:
         reasons.append(Reason.ROUTE_UNKNOWN_LINK)
     elif proposed is None or proposed.size == 0:
         reasons.append(Reason.ROUTE_MISSING)
     if not math.isfinite(mow):
         reasons.append(Reason.ROUTE_CLOSED_WINDOW)  # no time: every window may be closed
-
-    edge_id = m.best.edge_id if m is not None else None
-    fraction = m.best.fraction if m is not None else None
+    g = tick.graph
     shown = proposed
     trimmed: tuple[Reason, ...] = ()
-    if g is not None and m is not None:
-        if proposed is not None and proposed.size and math.isfinite(mow):
-            mask = area.edge_mask(g) if area is not None else None
-            j = judge_route(
-                g,
-                proposed,
-                m.best.edge_id,
-                m.best.fraction,
-                mow,
-                config.route,
-                mask,
-                monday=getattr(tick, "monday", None),
-            )
-            reasons += j.reasons
-            trimmed = j.trimmed
-            if trimmed:
-                shown = proposed[: j.keep]
-                if j.keep == 0 or not j.kept_length_m >= config.route.min_route_m:
-                    reasons += trimmed  # too little left to be worth showing
-                    trimmed = ()
-        if hard_to_judge(g, m.best.edge_id, m.best.fraction, shown, config.route):
-            reasons.append(Reason.HARD_TO_JUDGE_ROAD)
-
-    unique = tuple(dict.fromkeys(reasons))
-    proposed_t = tuple(int(x) for x in proposed) if proposed is not None else ()
-    if not unique:
-        assert shown is not None
-        return Verdict(
-            ok=True,
-            route=tuple(int(x) for x in shown),
-            trimmed=trimmed,
-            reasons=(),
-            message="",
-            locale=loc,
-            continuation=(),
-            time_s=now,
-            minute_of_week=mow,
-            lon=lon,
-            lat=lat,
-            edge_id=edge_id,
-            fraction=fraction,
-            proposed=proposed_t,
-        )
-    continuation: tuple[int, ...] = ()
-    position_doubt = any(r.family in (Family.GPS, Family.MATCH) for r in unique)
-    if g is not None and m is not None and not position_doubt:
-        continuation = follow_the_road(
+    if g is None or m is None:
+        return shown, trimmed, reasons
+    if proposed is not None and proposed.size and math.isfinite(mow):
+        mask = area.edge_mask(g) if area is not None else None
+        j = judge_route(
             g,
+            proposed,
             m.best.edge_id,
-            mow if math.isfinite(mow) else 0.0,
+            m.best.fraction,
+            mow,
             config.route,
+            mask,
             monday=getattr(tick, "monday", None),
         )
-    return Verdict(
-        ok=False,
-        route=(),
-        reasons=unique,
-        message=fallback_message(unique, loc),
-        locale=loc,
-        continuation=continuation,
-        time_s=now,
-        minute_of_week=mow,
-        lon=lon,
-        lat=lat,
-        edge_id=edge_id,
-        fraction=fraction,
-        proposed=proposed_t,
+        reasons += j.reasons
+        trimmed = j.trimmed
+        if trimmed:
+            shown = proposed[: j.keep]
+            if j.keep == 0 or not j.kept_length_m >= config.route.min_route_m:
+                reasons += trimmed  # too little left to be worth showing
+                trimmed = ()
+    if hard_to_judge(g, m.best.edge_id, m.best.fraction, shown, config.route):
+        reasons.append(Reason.HARD_TO_JUDGE_ROAD)
+    return shown, trimmed, reasons
+
+
+def _continuation(
+    tick: TickInput, m: Match | None, unique: tuple[Reason, ...], mow: float, config: SafetyConfig
+) -> tuple[int, ...]:
+    """The fallback's "follow the road" links, none when the position itself is in doubt."""
+    g = tick.graph
+    if g is None or m is None or any(r.family in (Family.GPS, Family.MATCH) for r in unique):
+        return ()
+    return follow_the_road(
+        g,
+        m.best.edge_id,
+        mow if math.isfinite(mow) else 0.0,
+        config.route,
+        monday=getattr(tick, "monday", None),
     )
 
 

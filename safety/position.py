@@ -55,7 +55,42 @@ def check_fix(
     """
     if fix is None:
         return FixCheck((Reason.GPS_MISSING,), None, None)
+    values = _fix_numbers(fix)
+    if values is None:
+        return FixCheck((Reason.GPS_NAN,), None, None)
+    t, lon, lat, heading, speed, acc = values
+    if (
+        not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0)
+        or (heading is not None and not 0.0 <= heading <= 360.0)
+        or (speed is not None and not 0.0 <= speed <= cfg.max_speed_mps)
+        or (acc is not None and acc < 0.0)
+    ):
+        return FixCheck((Reason.GPS_OUT_OF_RANGE,), None, None)
+    now = _num(now_s)
+    if now is None or not math.isfinite(now):
+        return FixCheck((Reason.GPS_STALE,), None, None)
     reasons: list[Reason] = []
+    if now - t > cfg.max_fix_age_s or t - now > cfg.max_future_skew_s:
+        reasons.append(Reason.GPS_STALE)
+    if acc is None or acc > cfg.max_accuracy_m:
+        reasons.append(Reason.GPS_POOR_ACCURACY)
+    if area is not None and not bool(area.contains(lon, lat)):
+        reasons.append(Reason.GPS_OUTSIDE_AREA)
+    jump, derived = _step_from_previous(previous, t, lon, lat, acc, cfg)
+    if jump:
+        reasons.append(Reason.GPS_JUMP)
+    direction, source = _direction(heading, speed, derived, last_moving, t, lon, lat, cfg)
+    if direction is None:
+        reasons.append(Reason.GPS_NO_HEADING_LOW_SPEED)
+    return FixCheck(tuple(reasons), direction, speed, source)
+
+
+def _fix_numbers(
+    fix: Fix,
+) -> tuple[float, float, float, float | None, float | None, float | None] | None:
+    """(time, lon, lat, heading, speed, accuracy) of the fix as floats, the optional ones
+    None when absent (a NaN heading is "no heading", as receivers report it); None when any
+    value is not a number or not finite."""
     t, lon, lat = _num(fix.time_s), _num(fix.lon), _num(fix.lat)
     optional = {
         "heading": fix.heading_deg,
@@ -78,58 +113,62 @@ def check_fix(
             opt[k] = n
     values = [x for x in (t, lon, lat, *opt.values()) if x is not None]
     if bad_number or not all(math.isfinite(x) for x in values):
-        return FixCheck((Reason.GPS_NAN,), None, None)
+        return None
     assert t is not None and lon is not None and lat is not None
-    heading, speed, acc = opt["heading"], opt["speed"], opt["accuracy"]
-    if (
-        not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0)
-        or (heading is not None and not 0.0 <= heading <= 360.0)
-        or (speed is not None and not 0.0 <= speed <= cfg.max_speed_mps)
-        or (acc is not None and acc < 0.0)
-    ):
-        return FixCheck((Reason.GPS_OUT_OF_RANGE,), None, None)
-    now = _num(now_s)
-    if now is None or not math.isfinite(now):
-        return FixCheck((Reason.GPS_STALE,), None, None)
-    if now - t > cfg.max_fix_age_s or t - now > cfg.max_future_skew_s:
-        reasons.append(Reason.GPS_STALE)
-    if acc is None or acc > cfg.max_accuracy_m:
-        reasons.append(Reason.GPS_POOR_ACCURACY)
-    if area is not None and not bool(area.contains(lon, lat)):
-        reasons.append(Reason.GPS_OUTSIDE_AREA)
-    derived: float | None = None
+    return t, lon, lat, opt["heading"], opt["speed"], opt["accuracy"]
+
+
+def _step_from_previous(
+    previous: Fix | None, t: float, lon: float, lat: float, acc: float | None, cfg: GpsConfig
+) -> tuple[bool, float | None]:
+    """Whether the step from a usable previous fix is a jump (faster than
+    ``max_implied_speed_kph`` beyond both fixes' accuracy), and otherwise the bearing of the
+    step when the cab moved far enough for it to be a direction (else None)."""
     prev = _usable_previous(previous, t, cfg)
-    if prev is not None:
-        plon, plat, pt, pacc = prev
-        dist = float(haversine_m(plon, plat, lon, lat))
-        slack = (acc or 0.0) + pacc
-        dt = t - pt
-        moved = max(dist - slack, 0.0)
-        if moved > 0.0 and (dt <= 0.0 or moved / dt * 3.6 > cfg.max_implied_speed_kph):
-            reasons.append(Reason.GPS_JUMP)
-        elif dist >= max(cfg.min_displacement_for_heading_m, slack) and dt > 0.0:
-            derived = float(bearing_deg(plon, plat, lon, lat))
+    if prev is None:
+        return False, None
+    plon, plat, pt, pacc = prev
+    dist = float(haversine_m(plon, plat, lon, lat))
+    slack = (acc or 0.0) + pacc
+    dt = t - pt
+    moved = max(dist - slack, 0.0)
+    if moved > 0.0 and (dt <= 0.0 or moved / dt * 3.6 > cfg.max_implied_speed_kph):
+        return True, None
+    if dist >= max(cfg.min_displacement_for_heading_m, slack) and dt > 0.0:
+        return False, float(bearing_deg(plon, plat, lon, lat))
+    return False, None
+
+
+def _direction(
+    heading: float | None,
+    speed: float | None,
+    derived: float | None,
+    last_moving: Fix | None,
+    t: float,
+    lon: float,
+    lat: float,
+    cfg: GpsConfig,
+) -> tuple[float | None, str]:
+    """The direction of travel and its source (see :class:`FixCheck`): the receiver's
+    heading when moving, else the bearing from the previous fix, else (stopped) the held
+    heading of the last moving fix; (None, "") when none is known."""
     moving = speed is not None and speed >= cfg.min_speed_for_heading_mps
-    direction: float | None = None
-    source = ""
     if heading is not None and moving:
-        direction, source = heading % 360.0, "gps"
-    elif derived is not None:
-        direction, source = derived, "previous_fix"
-    elif not moving:
-        direction = _held_heading(last_moving, t, lon, lat, cfg)
-        # a heading the receiver still reports at crawling speed that disagrees with the held
-        # one means the cab turned while crawling: the held heading is no longer its direction
-        if (
-            direction is not None
-            and heading is not None
-            and abs((heading - direction + 180.0) % 360.0 - 180.0) > cfg.held_heading_max_turn_deg
-        ):
-            direction = None
-        source = "held" if direction is not None else ""
-    if direction is None:
-        reasons.append(Reason.GPS_NO_HEADING_LOW_SPEED)
-    return FixCheck(tuple(reasons), direction, speed, source)
+        return heading % 360.0, "gps"
+    if derived is not None:
+        return derived, "previous_fix"
+    if moving:
+        return None, ""
+    direction = _held_heading(last_moving, t, lon, lat, cfg)
+    # a heading the receiver still reports at crawling speed that disagrees with the held
+    # one means the cab turned while crawling: the held heading is no longer its direction
+    if (
+        direction is not None
+        and heading is not None
+        and abs((heading - direction + 180.0) % 360.0 - 180.0) > cfg.held_heading_max_turn_deg
+    ):
+        direction = None
+    return direction, "held" if direction is not None else ""
 
 
 def _held_heading(

@@ -190,47 +190,17 @@ def judge_route(
         reasons.append(Reason.ROUTE_NOT_FROM_POSITION)
         path = loc  # the rest is still judged on its own
     first_entered = 1 if path[0] == b else 0
-    entered = path[first_entered:]
-    idx = _index(g)
-
-    if ((g.flags[entered] & T.CRUISE_FORBIDDEN) != 0).any():
-        reasons.append(Reason.ROUTE_FORBIDDEN_LINK)
-    if area_mask is not None and not area_mask[entered].all():
-        reasons.append(Reason.ROUTE_OUTSIDE_AREA)
-    a, c = path[:-1], path[1:]
-    joined = g.v_node[a] == g.u_node[c]
-    if not joined.all():
-        reasons.append(Reason.ROUTE_DISCONNECTED)
-    if a.size and not legal_turns(g, a[joined], g.edge_id[c[joined]]).all():
-        reasons.append(Reason.ROUTE_ILLEGAL_TURN)
+    joined, condemned = _condemning_reasons(g, path, path[first_entered:], area_mask)
+    reasons += condemned
 
     # trimmable problems: the first path index at which each appears (path.size if never)
-    n = path.size
-    never = n
-    u_turn = np.concatenate([[False], joined & (g.v_node[c] == g.u_node[a])])
-    over_u = np.flatnonzero(np.cumsum(u_turn) > cfg.max_u_turns)
-    order = np.argsort(path, kind="stable")
-    srt = path[order]
-    group_start = np.flatnonzero(np.concatenate([[True], srt[1:] != srt[:-1]]))
-    sizes = np.diff(np.concatenate([group_start, [n]]))
-    occurrence = np.empty(n, dtype=np.int64)
-    occurrence[order] = np.arange(n) - np.repeat(group_start, sizes)
-    over_v = np.flatnonzero(occurrence >= cfg.max_visits_per_link)
-    loop_at = int(min(over_u[0] if over_u.size else never, over_v[0] if over_v.size else never))
+    never = path.size
+    loop_at = _loop_at(path, joined, g, cfg)
+    idx = _index(g)
     cum_len = np.cumsum(idx.length_m[path]) - (frac * idx.length_m[b] if path[0] == b else 0.0)
     too_long = np.flatnonzero(~(cum_len <= cfg.max_length_m))
     length_at = int(too_long[0]) if too_long.size else never
-    closed_at = never
-    if idx.win_local.size and entered.size:
-        tt = idx.travel_time_s
-        first_rest = (1.0 - frac) * tt[b] if path[0] == b else 0.0
-        entry_s = np.concatenate([[0.0], np.cumsum(tt[entered])[:-1]]) + first_rest
-        hit = _closed_when_entered(idx, entered, entry_s, minute_of_week, cfg.slowdown_factor)
-        if monday is not None and g.dated is not None:
-            _dated_entries(g, hit, entered, entry_s, minute_of_week, cfg.slowdown_factor, monday)
-        if hit.any():
-            closed_at = int(np.argmax(hit)) + first_entered
-
+    closed_at = _closed_at(g, path, b, frac, minute_of_week, cfg, monday)
     trimmed = [
         r
         for r, at in (
@@ -244,6 +214,68 @@ def judge_route(
     keep = max(cut - prepended, 0)
     kept = float(cum_len[cut - 1]) if cut > 0 else 0.0
     return RouteJudgement(tuple(reasons), tuple(trimmed), keep, kept)
+
+
+def _condemning_reasons(
+    g: Graph, path: I64, entered: I64, area_mask: npt.NDArray[np.bool_] | None
+) -> tuple[npt.NDArray[np.bool_], list[Reason]]:
+    """Whether each step of ``path`` joins its links at one node, and the reasons that reject
+    the whole route: a forbidden link or one outside the area entered, a jump, an illegal
+    turn."""
+    reasons: list[Reason] = []
+    if ((g.flags[entered] & T.CRUISE_FORBIDDEN) != 0).any():
+        reasons.append(Reason.ROUTE_FORBIDDEN_LINK)
+    if area_mask is not None and not area_mask[entered].all():
+        reasons.append(Reason.ROUTE_OUTSIDE_AREA)
+    a, c = path[:-1], path[1:]
+    joined = g.v_node[a] == g.u_node[c]
+    if not joined.all():
+        reasons.append(Reason.ROUTE_DISCONNECTED)
+    if a.size and not legal_turns(g, a[joined], g.edge_id[c[joined]]).all():
+        reasons.append(Reason.ROUTE_ILLEGAL_TURN)
+    return joined, reasons
+
+
+def _loop_at(path: I64, joined: npt.NDArray[np.bool_], g: Graph, cfg: RouteConfig) -> int:
+    """The first index of ``path`` past ``max_u_turns`` U-turns or visiting a link more than
+    ``max_visits_per_link`` times (``path.size`` if none)."""
+    n = path.size
+    a, c = path[:-1], path[1:]
+    u_turn = np.concatenate([[False], joined & (g.v_node[c] == g.u_node[a])])
+    over_u = np.flatnonzero(np.cumsum(u_turn) > cfg.max_u_turns)
+    order = np.argsort(path, kind="stable")
+    srt = path[order]
+    group_start = np.flatnonzero(np.concatenate([[True], srt[1:] != srt[:-1]]))
+    sizes = np.diff(np.concatenate([group_start, [n]]))
+    occurrence = np.empty(n, dtype=np.int64)
+    occurrence[order] = np.arange(n) - np.repeat(group_start, sizes)
+    over_v = np.flatnonzero(occurrence >= cfg.max_visits_per_link)
+    return int(min(over_u[0] if over_u.size else n, over_v[0] if over_v.size else n))
+
+
+def _closed_at(
+    g: Graph,
+    path: I64,
+    b: int,
+    frac: float,
+    minute_of_week: float,
+    cfg: RouteConfig,
+    monday: dt.date | None,
+) -> int:
+    """The first index of ``path`` whose link may be inside a no-entry window when the cab
+    enters it (``path.size`` if none); the cab's own link ``b`` (at ``frac``) is not entered."""
+    idx = _index(g)
+    first_entered = 1 if path[0] == b else 0
+    entered = path[first_entered:]
+    if not (idx.win_local.size and entered.size):
+        return int(path.size)
+    tt = idx.travel_time_s
+    first_rest = (1.0 - frac) * tt[b] if path[0] == b else 0.0
+    entry_s = np.concatenate([[0.0], np.cumsum(tt[entered])[:-1]]) + first_rest
+    hit = _closed_when_entered(idx, entered, entry_s, minute_of_week, cfg.slowdown_factor)
+    if monday is not None and g.dated is not None:
+        _dated_entries(g, hit, entered, entry_s, minute_of_week, cfg.slowdown_factor, monday)
+    return int(np.argmax(hit)) + first_entered if hit.any() else int(path.size)
 
 
 def _closed_when_entered(

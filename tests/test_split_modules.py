@@ -32,6 +32,17 @@ SPLIT = {
                              "paired_gain", "gate", "json_finite", "METRICS", "GATE_RULE",
                              "GATE_POLICY", "BASELINES", "OCCUPANCY_BAND", "SIZING_ROUNDS",
                              "CALIBRATION_SEED_BASE"],
+    "models.peopleflow": ["PeopleFlow", "ShapeConfig", "read_people_flow",
+                          "shape_by_people_flow", "shape_rates", "shape_weights", "mesh1km_of",
+                          "mesh1km_box", "COLUMNS", "SLOT_BAND", "BAND_ALL_DAY", "BAND_MIDDAY",
+                          "BAND_NIGHT", "DAYFLAG_HOLIDAY", "DAYFLAG_WEEKDAY"],
+    "agent.decide": ["decide", "TickInputs", "TickResult", "RECORD_KIND", "LiveInput",
+                     "LiveSnapshot", "LIVE_NO_SNAPSHOT", "tick_recent", "tick_fleet",
+                     "on_route_match", "previous_route", "ON_ROUTE_LINKS", "match_record",
+                     "demand_sha256", "RECENT_NO_SNAPSHOT", "RECENT_NO_UNITS",
+                     "RECENT_OTHER_GRID", "RECENT_BAD_COUNTS", "RECENT_TOO_FEW",
+                     "RECENT_MAX_SCALE", "RECENT_MIN_EXPECTED", "RECENT_FROM_SNAPSHOT",
+                     "RECENT_FILLED"],
 }  # fmt: skip
 
 

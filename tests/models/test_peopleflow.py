@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from models import DemandDataError, DemandTable
@@ -167,6 +167,7 @@ def test_slot_bands_follow_mlits_hours() -> None:
     ),
     st.floats(0.0, 2.0),
 )
+@example(([5e-324, 1.0], [1.0, 0.0]), 1.0)  # a subnormal weighted total: total / it overflows
 def test_shaping_keeps_every_slots_total(pair: tuple[list[float], list[float]], exp: float) -> None:
     rates = np.asarray(pair[0]).reshape(1, 1, -1)
     people = np.asarray(pair[1]).reshape(1, 1, -1)
