@@ -25,6 +25,12 @@ SPLIT = {
                     "DEFAULT_TILE_DEG", "TILES_FILENAME"],
     "agent.api.app": ["AgentState", "create_app", "network_geojson", "route_labels",
                       "openapi_document", "API_SCHEMA_VERSION", "STATIC_DIR"],
+    "agent.planner": ["PlannerError", "PlannerParams", "Plan", "SCHEMA_VERSION", "PassAges",
+                      "ValueTable", "Direction", "FleetView", "RouteChoice", "solve",
+                      "plan_cruise", "plan_from_fix", "plan_from_table", "next_link",
+                      "policy_step", "pass_age_array", "area_mask", "speed_factor_from_demand",
+                      "minute_of_week_of", "monday_of", "action_values", "choose_route",
+                      "is_committed", "route_value", "fleet_view", "with_fleet"],
 }  # fmt: skip
 
 
