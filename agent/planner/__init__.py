@@ -74,7 +74,7 @@ last pass (that cab would have taken it), so of the window ``W`` only the last
 (the exact expectation under exponential waiting is ``λ W (1 − e^{−a/W})``; ``min(W, a)`` is its
 piecewise-linear envelope, equal at both ends, the read-out's and the simulator's rule, and it
 ends: from ``k ≥ (W_e − a_e)/Δ`` the curb is as fresh as the model assumes, so only the first
-few layers of the recently passed links differ, ``core._depleted_probability``). The backward
+few layers of the recently passed links differ, ``terms._depleted_probability``). The backward
 pass uses ``P_e(k)`` in those layers: a hail arriving after now builds up again, so later
 layers are unchanged. The cab's own link counts as passed when it leaves it (``a = 0``).
 

@@ -259,7 +259,7 @@ def _run(  # pragma: no cover - compiled
     u_out_next = 0.0
     n_early = prob_early.shape[0]
     for k in range(K - 1, -1, -1):
-        # the first layers' P: recent passes deplete curbs (core._depleted_probability)
+        # the first layers' P: recent passes deplete curbs (terms._depleted_probability)
         prob_k = prob_early[k] if k < n_early else prob[layer_slot[k]]
         u_out = layer(
             k,
