@@ -8,7 +8,7 @@ time of day, so other rates and values), under the common slot times of the tick
 in its own district (the drop-off matrix is block-diagonal, as dense as a city-wide one: the
 planner multiplies the full ``cells x cells`` matrix every layer) or outside the city.
 
-Nine districts of 3,431 links make 30,879 links and 486 drop-off cells (issue 20 measured
+Nine districts of 3,431 links make 30,879 links and 432 drop-off cells (48 per district tick) (issue 20 measured
 31,731 links as seven Monaco-sized districts).
 """
 

@@ -14,7 +14,7 @@ per case and interleaved, on the same arrays (the kernel that plan solved):
 
 ``--case city`` (issue 20): the same figures for ``plan_cruise`` on a whole city of
 ``--districts`` real districts (:mod:`agent._bench_city`: 9 copies of the Manhattan extract,
-30,879 links, 486 drop-off cells, demand of different times of the week), from a cruisable link
+30,879 links, 432 drop-off cells, demand of different times of the week), from a cruisable link
 of any district at any minute; the city's demand cut is timed apart (``demand_cut_ms``) and the
 goal is p95 100 ms.
 
