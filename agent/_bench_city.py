@@ -8,8 +8,9 @@ time of day, so other rates and values), under the common slot times of the tick
 in its own district (the drop-off matrix is block-diagonal, as dense as a city-wide one: the
 planner multiplies the full ``cells x cells`` matrix every layer) or outside the city.
 
-Nine districts of 3,431 links make 30,879 links and 432 drop-off cells (48 per district tick) (issue 20 measured
-31,731 links as seven Monaco-sized districts).
+Nine districts of 3,431 links make 30,879 links and 432 drop-off cells (48 per district's
+tick; issue 20 measured 31,731 links as seven Monaco-sized districts). ``DISTRICT_SHIFT_MIN``
+is whole slots, so every district's cut covers the same number of slots.
 """
 
 from __future__ import annotations
