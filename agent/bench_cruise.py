@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -65,6 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--districts", type=int, default=9, help="city case (9: 30,879 links)")
     p.add_argument("--cases", type=int, default=None, help="positions and times (200; city 20)")
+    p.add_argument(
+        "--dropoff-top-k",
+        type=int,
+        default=0,
+        help="also plan each case with the top-k drop-off approximation and compare it with "
+        "the exact plan (value difference, same first move, time)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--radius-m", type=float, default=3000.0)
     p.add_argument("--horizon-min", type=float, default=45.0)
@@ -155,11 +163,20 @@ class _Samples:
     lengths: list[float] = field(default_factory=list)
     layers: list[int] = field(default_factory=list)
     same_bytes: int = 0
+    #: with --dropoff-top-k: the approximate plan's time, |V - V_exact| at the start, and
+    #: whether its first link is the exact plan's
+    topk_ms: list[float] = field(default_factory=list)
+    topk_abs_diff: list[float] = field(default_factory=list)
+    topk_rel_diff: list[float] = field(default_factory=list)
+    topk_same_first: int = 0
 
 
-def _measure(plan: Callable[[], Any], jit: Any, s: _Samples) -> None:
+def _measure(
+    plan: Callable[[], Any], jit: Any, s: _Samples, approx: Callable[[], Any] | None = None
+) -> None:
     """One case, interleaved: ``plan()`` on the path the agent runs, then (numba installed)
-    on the numpy path, the value iteration of that plan on both, and the minimal kernel."""
+    on the numpy path, the value iteration of that plan on both, the minimal kernel, and the
+    approximate plan ``approx()`` (top-k drop-offs) against the exact one."""
     from agent.planner import core, kernel_jit
 
     kernels: list[Any] = []
@@ -180,6 +197,14 @@ def _measure(plan: Callable[[], Any], jit: Any, s: _Samples) -> None:
             s.backward_ms.append(_ms(jit, kn))
         s.backward_numpy_ms.append(_ms(core._backward_pass, kn))
     s.kernel_ms.append(_ms(successor_max_kernel, kn))
+    if approx is not None:
+        t0 = time.perf_counter()
+        near = approx()
+        s.topk_ms.append((time.perf_counter() - t0) * 1000.0)
+        diff = abs(near.expected_revenue - got.expected_revenue)
+        s.topk_abs_diff.append(diff)
+        s.topk_rel_diff.append(diff / abs(got.expected_revenue) if got.expected_revenue else 0.0)
+        s.topk_same_first += near.edges[:1] == got.edges[:1]
 
 
 def _radius_case(
@@ -204,7 +229,11 @@ def _radius_case(
     s = _Samples()
     for i in range(args.cases):
         fix = (float(lons[i]), float(lats[i]), float(heads[i]), float(minutes[i]))
-        _measure(functools.partial(plan_from_fix, store, table, *fix, params), jit, s)
+        approx = None
+        if args.dropoff_top_k:
+            near = dataclasses.replace(params, dropoff_top_k=args.dropoff_top_k)
+            approx = functools.partial(plan_from_fix, store, table, *fix, near)
+        _measure(functools.partial(plan_from_fix, store, table, *fix, params), jit, s, approx)
     return s
 
 
@@ -232,7 +261,11 @@ def _city_case(
         demand = city_demand(table, district, args.districts, float(minutes[i]), params.horizon_s)
         cut_ms.append((time.perf_counter() - t0) * 1000.0)
         case = (int(starts[i]), float(minutes[i]))
-        _measure(functools.partial(plan_cruise, city, demand, *case, params), jit, s)
+        approx = None
+        if args.dropoff_top_k:
+            near = dataclasses.replace(params, dropoff_top_k=args.dropoff_top_k)
+            approx = functools.partial(plan_cruise, city, demand, *case, near)
+        _measure(functools.partial(plan_cruise, city, demand, *case, params), jit, s, approx)
     extra = {
         "districts": args.districts,
         "city_links": city.n,
@@ -320,4 +353,11 @@ def _report(
         out["speedup_plan_numba_p50"] = round(statistics.median(s.plan_numpy_ms) / p50, 2)
         out["ratio_backward_numpy_to_kernel_p50"] = round(n50 / k50, 2) if k50 > 0 else None
         out["plans_bit_identical"] = f"{s.same_bytes}/{args.cases}"
+    if s.topk_ms:
+        out["dropoff_top_k"] = args.dropoff_top_k
+        out.update(_figures(s.topk_ms, "plan_top_k_ms"))
+        out["top_k_value_abs_diff_max"] = round(max(s.topk_abs_diff), 6)
+        out["top_k_value_abs_diff_mean"] = round(statistics.fmean(s.topk_abs_diff), 6)
+        out["top_k_value_rel_diff_max"] = round(max(s.topk_rel_diff), 6)
+        out["top_k_same_first_move"] = f"{s.topk_same_first}/{args.cases}"
     return out

@@ -118,6 +118,8 @@ class Arrays(NamedTuple):
     empty: Any
     full_idx: Any  # cells with a member link
     p_out: Any
+    top_idx: Any  # (k, n_cells) top-k drop-off cells and probabilities; (0, 0): exact
+    top_val: Any
     n: int
     nc1: int
     share: float  # outside_value_share
@@ -245,6 +247,17 @@ def layer(  # pragma: no cover - compiled
 
 
 @njit
+def top_k_dot(a: Arrays, w: Work) -> None:  # pragma: no cover - compiled
+    """``dot = Σ_j top_val[j] U[top_idx[j]]`` per cell, ``j`` in order, as ``bellman``."""
+    idx, val, u, dot = a.top_idx, a.top_val, w.u, w.dot
+    for c in range(dot.shape[0]):
+        res = val[0, c] * u[idx[0, c]]
+        for j in range(1, idx.shape[0]):
+            res = res + val[j, c] * u[idx[j, c]]
+        dot[c] = res
+
+
+@njit
 def finish(k: int, u_out: float, a: Arrays, w: Work) -> None:  # pragma: no cover - compiled
     """``C(c, k) = (p_in @ U)(c) + p_out(c) u_out``, ``C(out, k) = u_out``, and its mean."""
     nc1, dot, p_out = a.nc1, w.dot, a.p_out
@@ -272,8 +285,11 @@ def _run(K: int, a: Arrays, w: Work, p_in: Any) -> None:  # pragma: no cover - c
         # the first layers' P: recent passes deplete curbs (terms._depleted_probability)
         prob_k = prob_early[k] if k < n_early else prob[layer_slot[k]]
         u_out = layer(k, u_out_next, prob_k, penalty[layer_minute[k]], a, w)
-        with numba.objmode():
-            np.matmul(p_in, u, out=dot)
+        if a.top_idx.shape[0] > 0:
+            top_k_dot(a, w)
+        else:
+            with numba.objmode():
+                np.matmul(p_in, u, out=dot)
         finish(k, u_out, a, w)
         u_out_next = u_out
 
@@ -315,6 +331,12 @@ def _arrays(kn: _Kernel) -> Arrays:
         empty=np.ascontiguousarray(kn.empty, dtype=np.bool_),
         full_idx=np.flatnonzero(full).astype(np.int64),
         p_out=f64(kn.p_out),
+        top_idx=np.ascontiguousarray(kn.p_top_idx, dtype=np.int64).reshape(
+            kn.p_top_idx.shape[0], kn.n_cells
+        ),
+        top_val=np.ascontiguousarray(kn.p_top_val, dtype=np.float64).reshape(
+            kn.p_top_idx.shape[0], kn.n_cells
+        ),
         n=int(kn.n),
         nc1=int(kn.n_cells + 1),
         share=float(kn.outside_value_share),

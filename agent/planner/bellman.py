@@ -150,7 +150,14 @@ def _continuation(kn: _Kernel, b: _Buffers, k: int, row: F64) -> float:
     u_out = kn.outside_value_share * np.add.reduce(u[b.full]) * b.inv_full if b.any_full else 0.0
     u[kn.empty] = u_out
     crow = b.cont[k]
-    crow[:n_cells] = kn.p_in @ u
+    if kn.p_top_idx.shape[0]:  # top-k drop-offs, in cell order (as the compiled kernel)
+        idx, val = kn.p_top_idx, kn.p_top_val
+        acc = val[0] * u[idx[0]]
+        for j in range(1, idx.shape[0]):
+            acc += val[j] * u[idx[j]]
+        crow[:n_cells] = acc
+    else:
+        crow[:n_cells] = kn.p_in @ u
     if u_out:
         crow[:n_cells] += kn.p_out * u_out
     crow[n_cells] = u_out

@@ -30,6 +30,7 @@ from agent.planner.terms import (
     _link_demand,
     _LinkDemand,
     _pickup_probability,
+    _top_k_dropoffs,
 )
 from models.demand import TickDemand
 from tiles import tags as T
@@ -228,6 +229,10 @@ class _Kernel:
     p_in: F64
     p_out: F64
     outside_value_share: float
+    #: the drop-off product restricted to the top-k cells (``terms._top_k_dropoffs``, (k,
+    #: n_cells)); empty: the exact ``p_in @ U``
+    p_top_idx: I64
+    p_top_val: F64
 
 
 def _backward_pass(kn: _Kernel) -> tuple[F64, F64, F64, F64, F64]:
@@ -271,6 +276,7 @@ def solve_table(
     supply_per_h: npt.NDArray[np.floating[Any]] | None = None,
     monday: date | None = None,
     pass_age_s: F64 | None = None,
+    dropoff_top_k: int = 0,
 ) -> ValueTable:
     """Solve the MDP over ``horizon_s`` from ``start_minute_of_week``: the tick's demand on the
     links (``λ``, ``F``, ``D``, ``π``), the pickup probabilities (``W``, ``P``), the driving
@@ -313,6 +319,7 @@ def solve_table(
             cz,
         ),
         outside_value_share,
+        dropoff_top_k,
     )
     values, cont, exit_value, slope_v, slope_c = _backward_pass(kernel)
     return ValueTable(
@@ -362,6 +369,7 @@ def _kernel(
     layer_slot: I64,
     prob_early: F64,
     outside_value_share: float,
+    dropoff_top_k: int,
 ) -> _Kernel:
     """The backward pass's arrays, restricted to the cruisable links ``cz``: where ``V`` is read
     ``τ/Δ`` layers ahead and ``C`` ``(τ + D)/Δ`` layers ahead (flat offsets and weights), the
@@ -373,6 +381,7 @@ def _kernel(
     v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], prep.n, cz)
     c_off, c_wpos, c_wneg = _shift_weights(trip_shift[cz], n_cells + 1, cell[cz])
     srcs, columns = _successor_columns(prep, cz)
+    top_idx, top_val = _top_k_dropoffs(d.p_in, dropoff_top_k)
     return _Kernel(
         n=prep.n,
         n_cells=n_cells,
@@ -402,4 +411,6 @@ def _kernel(
         p_in=d.p_in,
         p_out=d.p_out,
         outside_value_share=outside_value_share,
+        p_top_idx=top_idx,
+        p_top_val=top_val,
     )

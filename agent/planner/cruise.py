@@ -60,6 +60,7 @@ def solve(
         supply_per_h,
         monday,
         pass_age_array(graph, last_pass_age_s),
+        dropoff_top_k=params.dropoff_top_k,
     )
 
 

@@ -35,6 +35,10 @@ class PlannerParams:
     competing_vacant_per_h: float = 0.0
     #: value of a drop-off outside the planned links, as a share of the mean cell value
     outside_value_share: float = 0.0
+    #: drop-offs: 0 (exact) uses every cell's drop-off probabilities; k > 0 keeps only the k
+    #: most likely drop-off cells of each pickup cell (their probabilities scaled to the row's
+    #: mass), an approximation that changes the plan (it is named in the plan's ``params``)
+    dropoff_top_k: int = 0
     #: the route covers at least this distance and this time (unless the horizon ends first)
     route_min_m: float = 2000.0
     route_min_s: float = 300.0
@@ -63,6 +67,7 @@ class PlannerParams:
             "patience_s": self.patience_s > 0,
             "competing_vacant_per_h": self.competing_vacant_per_h >= 0,
             "outside_value_share": 0 <= self.outside_value_share <= 1,
+            "dropoff_top_k": self.dropoff_top_k >= 0,
             "route_min_m": self.route_min_m >= 0,
             "route_min_s": self.route_min_s >= 0,
             "max_route_edges": self.max_route_edges >= 1,
@@ -81,7 +86,12 @@ class PlannerParams:
         return 1.0 / (self.competing_vacant_per_h / 3600.0 + 1.0 / self.patience_s)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """All fields; ``dropoff_top_k`` only when it is not 0 (exact plans keep the bytes
+        they had before the option existed)."""
+        out = asdict(self)
+        if not self.dropoff_top_k:
+            del out["dropoff_top_k"]
+        return out
 
     @classmethod
     def from_mapping(

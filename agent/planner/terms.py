@@ -24,6 +24,28 @@ I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
 
 
+def _top_k_dropoffs(p_in: F64, k: int) -> tuple[I64, F64]:
+    """The ``k`` most likely drop-off cells of each pickup cell (ties: the lower cell), as
+    ``(k, n_cells)`` arrays of cells and probabilities, the kept ones scaled to the row's mass:
+
+        π_k(c' | c) = π(c' | c) · Σ_{c''} π(c'' | c) / Σ_{c'' ∈ top_k(c)} π(c'' | c)
+
+    so ``C(c, k) ≈ Σ_{j<k} π_k(c_j | c) U_{c_j}`` costs ``k`` products a cell, not ``n_cells``.
+    ``k = 0``: the exact product (empty arrays)."""
+    n = int(p_in.shape[0])
+    if k <= 0 or n == 0:
+        return np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0), dtype=np.float64)
+    k = min(k, n)
+    idx = np.sort(np.argsort(-p_in, axis=1, kind="stable")[:, :k], axis=1)
+    val = np.take_along_axis(p_in, idx, axis=1)
+    kept = val.sum(axis=1)
+    scale = np.where(kept > 0, p_in.sum(axis=1) / np.where(kept > 0, kept, 1.0), 0.0)
+    return (
+        np.ascontiguousarray(idx.T, dtype=np.int64),
+        np.ascontiguousarray((val * scale[:, None]).T, dtype=np.float64),
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class _LinkDemand:
     """One tick's demand on the graph's local links (zeros where the table has none)."""
