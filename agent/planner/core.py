@@ -299,6 +299,7 @@ def solve_table(
         prep, demand, start_minute_of_week, K, monday
     )
     cz = np.flatnonzero(prep.cruisable).astype(np.int64)  # only they can be entered
+    early = _depleted_probability(prep, d.rate_h, window_s, pickup_prob, layer_slot, pass_age_s, cz)
     kernel = _kernel(
         prep,
         d,
@@ -309,15 +310,7 @@ def solve_table(
         allowed,
         layer_minute,
         layer_slot,
-        _depleted_probability(
-            prep,
-            d.rate_h,
-            window_s,
-            pickup_prob,
-            layer_slot,
-            pass_age_s,
-            cz,
-        ),
+        early,
         outside_value_share,
         dropoff_top_k,
     )
