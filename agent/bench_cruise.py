@@ -1,4 +1,5 @@
-"""Cruising planner latency: 200 seeded positions and times in Manhattan, p50/p95, peak RSS.
+"""Cruising planner latency: 200 seeded positions and times in Manhattan (or 20 in a whole city),
+p50/p95, peak RSS.
 
 Each case is what the agent does per tick: load the links within the radius, map-match the fix,
 cut the TickDemand for the horizon, solve the MDP and read out the plan (``plan_ms``: the path
@@ -11,6 +12,12 @@ per case and interleaved, on the same arrays (the kernel that plan solved):
   same layers (``np.maximum`` per out-degree rank, as the numpy path does it); reported as the
   ratios ``plan / kernel`` and ``value iteration / kernel`` of medians (issue 20: goal 3x).
 
+``--case city`` (issue 20): the same figures for ``plan_cruise`` on a whole city of
+``--districts`` real districts (:mod:`agent._bench_city`: 9 copies of the Manhattan extract,
+30,879 links, 432 drop-off cells, demand of different times of the week), from a cruisable link
+of any district at any minute; the city's demand cut is timed apart (``demand_cut_ms``) and the
+goal is p95 100 ms.
+
 The process is pinned to one core.
 
 Without ``--tiles``/``--demand``, both are built from the real data (``data/``) into a temporary
@@ -21,13 +28,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import multiprocessing
 import os
 import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +57,22 @@ MANHATTAN_TRIPS = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiles", help="Manhattan tile database (default: built from shared data)")
     p.add_argument("--demand", help="demand directory for those tiles (default: built)")
-    p.add_argument("--cases", type=int, default=200, help="positions and times")
+    p.add_argument(
+        "--case",
+        choices=("radius", "city"),
+        default="radius",
+        help="radius: plan_from_fix within --radius-m (the cab's tick); city: plan_cruise on "
+        "the whole city of --districts real districts (issue 20)",
+    )
+    p.add_argument("--districts", type=int, default=9, help="city case (9: 30,879 links)")
+    p.add_argument("--cases", type=int, default=None, help="positions and times (200; city 20)")
+    p.add_argument(
+        "--dropoff-top-k",
+        type=int,
+        default=0,
+        help="also plan each case with the top-k drop-off approximation and compare it with "
+        "the exact plan (value difference, same first move, time)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--radius-m", type=float, default=3000.0)
     p.add_argument("--horizon-min", type=float, default=45.0)
@@ -124,22 +149,147 @@ def _figures(xs: list[float], name: str) -> dict[str, float]:
     return {f"{name}_p50": round(statistics.median(xs), 3), f"{name}_p95": round(_pct(xs, 95), 3)}
 
 
+@dataclass
+class _Samples:
+    """Per case: the timed plan, its numpy twin, the value iteration alone on both paths and
+    the minimal kernel on the same arrays, with the plan's size."""
+
+    plan_ms: list[float] = field(default_factory=list)
+    plan_numpy_ms: list[float] = field(default_factory=list)
+    backward_ms: list[float] = field(default_factory=list)
+    backward_numpy_ms: list[float] = field(default_factory=list)
+    kernel_ms: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    lengths: list[float] = field(default_factory=list)
+    layers: list[int] = field(default_factory=list)
+    same_bytes: int = 0
+    #: with --dropoff-top-k: the approximate plan's time, |V - V_exact| at the start, and
+    #: whether its first link is the exact plan's
+    topk_ms: list[float] = field(default_factory=list)
+    topk_abs_diff: list[float] = field(default_factory=list)
+    topk_rel_diff: list[float] = field(default_factory=list)
+    topk_same_first: int = 0
+
+
+def _measure(
+    plan: Callable[[], Any], jit: Any, s: _Samples, approx: Callable[[], Any] | None = None
+) -> None:
+    """One case, interleaved: ``plan()`` on the path the agent runs, then (numba installed)
+    on the numpy path, the value iteration of that plan on both, the minimal kernel, and the
+    approximate plan ``approx()`` (top-k drop-offs) against the exact one."""
+    from agent.planner import core, kernel_jit
+
+    kernels: list[Any] = []
+    with _capturing(kernels):
+        t0 = time.perf_counter()
+        got = plan()
+        s.plan_ms.append((time.perf_counter() - t0) * 1000.0)
+    kn = kernels[-1]
+    s.lengths.append(got.length_m)
+    s.sizes.append(kn.n)
+    s.layers.append(kn.n_layers)
+    with kernel_jit.suspended():
+        if jit is not None:
+            t0 = time.perf_counter()
+            again = plan()
+            s.plan_numpy_ms.append((time.perf_counter() - t0) * 1000.0)
+            s.same_bytes += again.to_json() == got.to_json()
+            s.backward_ms.append(_ms(jit, kn))
+        s.backward_numpy_ms.append(_ms(core._backward_pass, kn))
+    s.kernel_ms.append(_ms(successor_max_kernel, kn))
+    if approx is not None:
+        t0 = time.perf_counter()
+        near = approx()
+        s.topk_ms.append((time.perf_counter() - t0) * 1000.0)
+        diff = abs(near.expected_revenue - got.expected_revenue)
+        s.topk_abs_diff.append(diff)
+        s.topk_rel_diff.append(diff / abs(got.expected_revenue) if got.expected_revenue else 0.0)
+        s.topk_same_first += near.edges[:1] == got.edges[:1]
+
+
+def _radius_case(
+    args: argparse.Namespace, store: Any, table: Any, params: Any, jit: Any
+) -> _Samples:
+    """What the agent does per tick: fixes on cruisable links of the whole extract (5 m GPS
+    noise, heading within 10 degrees), any minute of the week, through ``plan_from_fix``."""
+    from agent.planner import plan_from_fix
+
+    rng = np.random.default_rng(args.seed)
+    full = store.all()
+    cand = np.flatnonzero(full.cruise_allowed())
+    picks = cand[rng.integers(0, cand.shape[0], args.cases)]
+    frac = rng.uniform(0.0, 1.0, args.cases)
+    noise = rng.normal(0.0, 5.0 / 111_195.0, (args.cases, 2))
+    lons = full.u_lon[picks] + frac * (full.v_lon[picks] - full.u_lon[picks]) + noise[:, 0]
+    lats = full.u_lat[picks] + frac * (full.v_lat[picks] - full.u_lat[picks]) + noise[:, 1]
+    heads = (full.bearing_start[picks].astype(np.float64) + rng.normal(0, 10, args.cases)) % 360
+    minutes = rng.uniform(0.0, 7 * 1440.0, args.cases)
+    # warm-up (imports, tile cache): not timed
+    plan_from_fix(store, table, float(lons[0]), float(lats[0]), None, 600.0, params)
+    s = _Samples()
+    for i in range(args.cases):
+        fix = (float(lons[i]), float(lats[i]), float(heads[i]), float(minutes[i]))
+        approx = None
+        if args.dropoff_top_k:
+            near = dataclasses.replace(params, dropoff_top_k=args.dropoff_top_k)
+            approx = functools.partial(plan_from_fix, store, table, *fix, near)
+        _measure(functools.partial(plan_from_fix, store, table, *fix, params), jit, s, approx)
+    return s
+
+
+def _city_case(
+    args: argparse.Namespace, store: Any, table: Any, params: Any, jit: Any
+) -> tuple[_Samples, dict[str, Any]]:
+    """The whole city (:mod:`agent._bench_city`): ``plan_cruise`` from a cruisable link of any
+    district at any minute, on the city graph (prepared once, as a cab keeping its city would)
+    and the tick's city demand (its cut timed apart: ``demand_cut_ms``)."""
+    from agent._bench_city import city_demand, city_graph
+    from agent.planner import plan_cruise
+
+    district = store.all()
+    city = city_graph(district, args.districts)
+    rng = np.random.default_rng(args.seed)
+    cand = np.flatnonzero(city.cruise_allowed())
+    starts = city.edge_id[cand[rng.integers(0, cand.shape[0], args.cases)]]
+    minutes = rng.uniform(0.0, 7 * 1440.0, args.cases)
+    demand = city_demand(table, district, args.districts, 600.0, params.horizon_s)
+    plan_cruise(city, demand, int(starts[0]), 600.0, params)  # warm-up: not timed
+    s = _Samples()
+    cut_ms: list[float] = []
+    for i in range(args.cases):
+        t0 = time.perf_counter()
+        demand = city_demand(table, district, args.districts, float(minutes[i]), params.horizon_s)
+        cut_ms.append((time.perf_counter() - t0) * 1000.0)
+        case = (int(starts[i]), float(minutes[i]))
+        approx = None
+        if args.dropoff_top_k:
+            near = dataclasses.replace(params, dropoff_top_k=args.dropoff_top_k)
+            approx = functools.partial(plan_cruise, city, demand, *case, near)
+        _measure(functools.partial(plan_cruise, city, demand, *case, params), jit, s, approx)
+    extra = {
+        "districts": args.districts,
+        "city_links": city.n,
+        "city_cells": int(demand.dropoff.shape[0]),
+        **_figures(cut_ms, "demand_cut_ms"),
+    }
+    return s, extra
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.planner import (
-        PlannerParams,
-        core,
-        kernel_jit,
-        plan_from_fix,
-        speed_factor_from_demand,
-    )
+    from agent.planner import PlannerParams, kernel_jit, speed_factor_from_demand
     from models import DemandTable
     from tiles import TileStore
 
+    if args.cases is None:
+        args.cases = 20 if args.case == "city" else 200
+    if args.cases < 1 or args.districts < 1:
+        raise AgentError("bench cruise: --cases and --districts must be at least 1")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     t = time.perf_counter()
     jit = kernel_jit.warm_up()  # compile or load it now: never inside a timed plan
     warm_up_s = time.perf_counter() - t
+    extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="nagashi-bench-cruise-") as tmp_name:
         tiles, demand_dir = _inputs(args, Path(tmp_name))
         table = DemandTable.load(demand_dir)
@@ -149,85 +299,65 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             horizon_s=args.horizon_min * 60.0,
             speed_factor=speed_factor_from_demand(table, store.all()),
         )
-        rng = np.random.default_rng(args.seed)
-        # fixes on cruisable links of the whole extract (5 m GPS noise), any minute of the week
-        full = store.all()
-        cand = np.flatnonzero(full.cruise_allowed())
-        picks = cand[rng.integers(0, cand.shape[0], args.cases)]
-        frac = rng.uniform(0.0, 1.0, args.cases)
-        noise = rng.normal(0.0, 5.0 / 111_195.0, (args.cases, 2))
-        lons = full.u_lon[picks] + frac * (full.v_lon[picks] - full.u_lon[picks]) + noise[:, 0]
-        lats = full.u_lat[picks] + frac * (full.v_lat[picks] - full.u_lat[picks]) + noise[:, 1]
-        heads = (full.bearing_start[picks].astype(np.float64) + rng.normal(0, 10, args.cases)) % 360
-        minutes = rng.uniform(0.0, 7 * 1440.0, args.cases)
-        # warm-up (imports, tile cache): not timed
-        plan_from_fix(store, table, float(lons[0]), float(lats[0]), None, 600.0, params)
-        plan_ms: list[float] = []
-        plan_numpy_ms: list[float] = []
-        backward_ms: list[float] = []
-        backward_numpy_ms: list[float] = []
-        kernel_ms: list[float] = []
-        sizes: list[int] = []
-        lengths: list[float] = []
-        layers: list[int] = []
-        same_bytes = 0
-        for i in range(args.cases):
-            fix = (float(lons[i]), float(lats[i]), float(heads[i]), float(minutes[i]))
-            kernels: list[Any] = []
-            with _capturing(kernels):
-                t0 = time.perf_counter()
-                plan = plan_from_fix(store, table, *fix, params)
-                plan_ms.append((time.perf_counter() - t0) * 1000.0)
-            kn = kernels[-1]
-            lengths.append(plan.length_m)
-            sizes.append(kn.n)
-            layers.append(kn.n_layers)
-            with kernel_jit.suspended():
-                if jit is not None:
-                    t0 = time.perf_counter()
-                    again = plan_from_fix(store, table, *fix, params)
-                    plan_numpy_ms.append((time.perf_counter() - t0) * 1000.0)
-                    same_bytes += again.to_json() == plan.to_json()
-                    backward_ms.append(_ms(jit, kn))
-                backward_numpy_ms.append(_ms(core._backward_pass, kn))
-            kernel_ms.append(_ms(successor_max_kernel, kn))
+        if args.case == "city":
+            s, extra = _city_case(args, store, table, params, jit)
+        else:
+            s = _radius_case(args, store, table, params, jit)
         store.close()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    p50 = statistics.median(plan_ms)
-    k50 = statistics.median(kernel_ms)
-    b50 = statistics.median(backward_ms or backward_numpy_ms)
+    out = _report(args, params, s, jit, warm_up_s, rss_mb)
+    out.update(extra)
+    return out
+
+
+def _report(
+    args: argparse.Namespace, params: Any, s: _Samples, jit: Any, warm_up_s: float, rss_mb: float
+) -> dict[str, Any]:
+    from agent.planner import kernel_jit
+
+    p50 = statistics.median(s.plan_ms)
+    k50 = statistics.median(s.kernel_ms)
+    b50 = statistics.median(s.backward_ms or s.backward_numpy_ms)
     out: dict[str, Any] = {
+        "case": args.case,
         "cases": args.cases,
         "seed": args.seed,
         "radius_m": args.radius_m,
         "horizon_min": args.horizon_min,
         "step_s": params.step_s,
-        "layers_p50": int(np.median(layers)),
+        "layers_p50": int(np.median(s.layers)),
         "speed_factor": round(params.speed_factor, 4),
-        "links_in_radius_p50": int(np.median(sizes)),
-        "route_length_m_p50": round(statistics.median(lengths), 1),
+        "links_in_radius_p50": int(np.median(s.sizes)),
+        "route_length_m_p50": round(statistics.median(s.lengths), 1),
         "backward_pass": "numba" if jit is not None else "numpy",
         "jit": kernel_jit.status(),
         "jit_warm_up_s": round(warm_up_s, 3),
         "plan_ms_p50": round(p50, 3),
-        "plan_ms_p95": round(_pct(plan_ms, 95), 3),
-        "plan_ms_max": round(max(plan_ms), 3),
-        **_figures(plan_numpy_ms, "plan_numpy_ms"),
-        **_figures(backward_ms, "backward_ms"),
-        **_figures(backward_numpy_ms, "backward_numpy_ms"),
-        **_figures(kernel_ms, "kernel_ms"),
+        "plan_ms_p95": round(_pct(s.plan_ms, 95), 3),
+        "plan_ms_max": round(max(s.plan_ms), 3),
+        **_figures(s.plan_numpy_ms, "plan_numpy_ms"),
+        **_figures(s.backward_ms, "backward_ms"),
+        **_figures(s.backward_numpy_ms, "backward_numpy_ms"),
+        **_figures(s.kernel_ms, "kernel_ms"),
         "ratio_plan_to_kernel_p50": round(p50 / k50, 2) if k50 > 0 else None,
         "ratio_backward_to_kernel_p50": round(b50 / k50, 2) if k50 > 0 else None,
         "peak_rss_mb": round(rss_mb, 1),
-        "goal_p95_ms": 10.0,
+        "goal_p95_ms": 100.0 if args.case == "city" else 10.0,
         "goal_ratio_to_kernel": 3.0,
         "goal_rss_mb": 200.0,
         "cores": 1,
     }
-    if plan_numpy_ms:
-        n50 = statistics.median(backward_numpy_ms)
+    if s.plan_numpy_ms:
+        n50 = statistics.median(s.backward_numpy_ms)
         out["speedup_backward_numba_p50"] = round(n50 / b50, 2) if b50 > 0 else None
-        out["speedup_plan_numba_p50"] = round(statistics.median(plan_numpy_ms) / p50, 2)
+        out["speedup_plan_numba_p50"] = round(statistics.median(s.plan_numpy_ms) / p50, 2)
         out["ratio_backward_numpy_to_kernel_p50"] = round(n50 / k50, 2) if k50 > 0 else None
-        out["plans_bit_identical"] = f"{same_bytes}/{args.cases}"
+        out["plans_bit_identical"] = f"{s.same_bytes}/{args.cases}"
+    if s.topk_ms:
+        out["dropoff_top_k"] = args.dropoff_top_k
+        out.update(_figures(s.topk_ms, "plan_top_k_ms"))
+        out["top_k_value_abs_diff_max"] = round(max(s.topk_abs_diff), 6)
+        out["top_k_value_abs_diff_mean"] = round(statistics.fmean(s.topk_abs_diff), 6)
+        out["top_k_value_rel_diff_max"] = round(max(s.topk_rel_diff), 6)
+        out["top_k_same_first_move"] = f"{s.topk_same_first}/{args.cases}"
     return out

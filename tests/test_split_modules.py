@@ -43,6 +43,12 @@ SPLIT = {
                      "RECENT_OTHER_GRID", "RECENT_BAD_COUNTS", "RECENT_TOO_FEW",
                      "RECENT_MAX_SCALE", "RECENT_MIN_EXPECTED", "RECENT_FROM_SNAPSHOT",
                      "RECENT_FILLED"],
+    "agent.planner": ["PlannerError", "PlannerParams", "Plan", "SCHEMA_VERSION", "PassAges",
+                      "ValueTable", "Direction", "FleetView", "RouteChoice", "solve",
+                      "plan_cruise", "plan_from_fix", "plan_from_table", "next_link",
+                      "policy_step", "pass_age_array", "area_mask", "speed_factor_from_demand",
+                      "minute_of_week_of", "monday_of", "action_values", "choose_route",
+                      "is_committed", "route_value", "fleet_view", "with_fleet"],
 }  # fmt: skip
 
 

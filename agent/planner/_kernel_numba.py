@@ -6,7 +6,7 @@ See :mod:`agent.planner.kernel_jit` for why the arithmetic is bit-identical to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numba
 import numpy as np
@@ -90,54 +90,74 @@ def pairwise(a: Any, lo: int, n: int) -> float:  # pragma: no cover - compiled
     return result
 
 
+class Arrays(NamedTuple):
+    """The kernel's read-only inputs (``core._Kernel``, contiguous and 64-bit), for the cruisable
+    links ``cz`` unless said otherwise; one numba tuple type, so the helpers take few
+    arguments."""
+
+    v_off: Any  # flat offsets and weights of V at k + tau / step
+    v_wpos: Any
+    v_wneg: Any
+    c_off: Any  # ... of C at k + (tau + trip) / step
+    c_wpos: Any
+    c_wneg: Any
+    fare: Any
+    cost: Any
+    prob: Any  # (n_slots, |cz|)
+    prob_early: Any  # (k_dep, |cz|)
+    penalty: Any  # (minutes, |cz|)
+    layer_slot: Any
+    layer_minute: Any
+    srcs: Any  # sources with a cruisable successor, out-degree order
+    col_flat: Any  # the successor columns, concatenated
+    col_start: Any
+    col_len: Any
+    members: Any  # cruisable links with demand and their cells
+    member_cell: Any
+    inv_count: Any
+    empty: Any
+    full_idx: Any  # cells with a member link
+    p_out: Any
+    top_idx: Any  # (k, n_cells) top-k drop-off cells and probabilities; (0, 0): exact
+    top_val: Any
+    n: int
+    nc1: int
+    share: float  # outside_value_share
+    inv_n: float
+    inv_nc1: float
+    inv_full: float
+
+
+class Work(NamedTuple):
+    """The outputs and scratch buffers, allocated once per pass and written in place."""
+
+    vflat: Any  # V, flat (rows_v * n)
+    cflat: Any  # C, flat (rows_c * nc1)
+    row_mean: Any
+    cont_mean: Any
+    slope_v: Any
+    slope_c: Any
+    exit_value: Any
+    q_ext: Any  # Q per cruisable link, the last slot -inf (no successor)
+    best: Any  # the successor maximum per source
+    u: Any  # U per cell
+    ufull: Any
+    dot: Any  # p_in @ u
+
+
 @njit
-def layer(  # pragma: no cover - compiled
-    k: int,
-    u_out_next: float,
-    vflat: Any,
-    cflat: Any,
-    n: int,
-    nc1: int,
-    row_mean: Any,
-    cont_mean: Any,
-    slope_v: Any,
-    slope_c: Any,
-    exit_value: Any,
-    v_off: Any,
-    v_wpos: Any,
-    v_wneg: Any,
-    c_off: Any,
-    c_wpos: Any,
-    c_wneg: Any,
-    fare: Any,
-    cost: Any,
-    prob: Any,
-    penalty: Any,
-    q_ext: Any,
-    srcs: Any,
-    col_flat: Any,
-    col_start: Any,
-    col_len: Any,
-    best: Any,
-    members: Any,
-    member_cell: Any,
-    inv_count: Any,
-    empty: Any,
-    full_idx: Any,
-    share: float,
-    inv_n: float,
-    inv_full: float,
-    u: Any,
-    ufull: Any,
-) -> float:
-    sv = row_mean[k + 1] - row_mean[k + 2]
-    sc = cont_mean[k + 1] - cont_mean[k + 2]
-    slope_v[k] = sv
-    slope_c[k] = sc
-    vb0, vb1 = k * n, (k + 1) * n
-    cb0, cb1 = k * nc1, (k + 1) * nc1
-    m = v_off.shape[0]
-    for i in range(m):
+def action_values(  # pragma: no cover - compiled
+    k: int, sv: float, sc: float, prob: Any, penalty: Any, a: Arrays, w: Work
+) -> None:
+    """``Q = V~ + P (F + C~ - V~) - cost + penalty`` into ``w.q_ext`` (``core``'s
+    ``_values_ahead`` and ``_action_values``), operation by operation as numpy does them."""
+    vflat, cflat, q_ext = w.vflat, w.cflat, w.q_ext
+    v_off, v_wpos, v_wneg = a.v_off, a.v_wpos, a.v_wneg
+    c_off, c_wpos, c_wneg = a.c_off, a.c_wpos, a.c_wneg
+    fare, cost = a.fare, a.cost
+    vb0, vb1 = k * a.n, (k + 1) * a.n
+    cb0, cb1 = k * a.nc1, (k + 1) * a.nc1
+    for i in range(v_off.shape[0]):
         v0 = vflat[vb0 + v_off[i]]
         v1 = vflat[vb1 + v_off[i]]
         c0 = cflat[cb0 + c_off[i]]
@@ -156,25 +176,33 @@ def layer(  # pragma: no cover - compiled
         q = v1 + c1
         q = q - cost[i]
         q_ext[i] = q + penalty[i]
+
+
+@njit
+def successor_max(a: Arrays, w: Work) -> int:  # pragma: no cover - compiled
+    """``V(s) = max over successors of Q`` into ``w.best`` (``core._successor_max``): the
+    maximum per out-degree rank, as ``np.maximum`` (NaN propagates). Returns the sources'
+    count."""
+    best, q_ext, col_flat, col_start, col_len = w.best, w.q_ext, a.col_flat, a.col_start, a.col_len
     n0 = col_len[0]
     for i in range(n0):
         best[i] = q_ext[col_flat[i]]
     for d in range(1, col_len.shape[0]):
         s0 = col_start[d]
         for i in range(col_len[d]):
-            a = best[i]
-            b = q_ext[col_flat[s0 + i]]
-            # np.maximum: NaN propagates, else the larger
-            if not (a >= b or a != a):
-                best[i] = b
-    row = vflat[vb0 : vb0 + n]
-    for j in range(n):
-        row[j] = u_out_next
-    for i in range(n0):
-        b = best[i]
-        row[srcs[i]] = u_out_next if b == -np.inf else b
-    row_mean[k] = pairwise(row, 0, n) * inv_n
-    exit_value[k] = u_out_next
+            x = best[i]
+            y = q_ext[col_flat[s0 + i]]
+            if not (x >= y or x != x):
+                best[i] = y
+    return int(n0)
+
+
+@njit
+def cell_values(row: Any, a: Arrays, w: Work) -> float:  # pragma: no cover - compiled
+    """``U`` per cell (the mean of its member links' ``V``; empty cells ``u_out``) into
+    ``w.u``; returns ``u_out = share * mean of U over the cells with members``
+    (``core._continuation``, before the drop-off product)."""
+    u, members, member_cell, inv_count = w.u, a.members, a.member_cell, a.inv_count
     n_cells = u.shape[0]
     for c in range(n_cells):
         u[c] = 0.0
@@ -183,126 +211,86 @@ def layer(  # pragma: no cover - compiled
     for c in range(n_cells):
         u[c] = u[c] * inv_count[c]
     u_out = 0.0
+    full_idx, ufull = a.full_idx, w.ufull
     if full_idx.shape[0] > 0:
         for j in range(full_idx.shape[0]):
             ufull[j] = u[full_idx[j]]
-        u_out = share * pairwise(ufull, 0, full_idx.shape[0]) * inv_full
+        u_out = a.share * pairwise(ufull, 0, full_idx.shape[0]) * a.inv_full
     for c in range(n_cells):
-        if empty[c]:
+        if a.empty[c]:
             u[c] = u_out
     return u_out
 
 
 @njit
-def finish(  # pragma: no cover - compiled
-    k: int, dot: Any, u_out: float, cflat: Any, nc1: int, p_out: Any, cont_mean: Any, inv: float
-) -> None:
+def layer(  # pragma: no cover - compiled
+    k: int, u_out_next: float, prob: Any, penalty: Any, a: Arrays, w: Work
+) -> float:
+    """One layer ``k`` up to the cells' values: the slopes, ``Q``, ``V(., k)``, ``U``; returns
+    ``u_out``."""
+    sv = w.row_mean[k + 1] - w.row_mean[k + 2]
+    sc = w.cont_mean[k + 1] - w.cont_mean[k + 2]
+    w.slope_v[k] = sv
+    w.slope_c[k] = sc
+    action_values(k, sv, sc, prob, penalty, a, w)
+    n0 = successor_max(a, w)
+    n, best, srcs = a.n, w.best, a.srcs
+    row = w.vflat[k * n : (k + 1) * n]
+    for j in range(n):
+        row[j] = u_out_next
+    for i in range(n0):
+        b = best[i]
+        row[srcs[i]] = u_out_next if b == -np.inf else b
+    w.row_mean[k] = pairwise(row, 0, n) * a.inv_n
+    w.exit_value[k] = u_out_next
+    return cell_values(row, a, w)
+
+
+@njit
+def top_k_dot(a: Arrays, w: Work) -> None:  # pragma: no cover - compiled
+    """``dot = Σ_j top_val[j] U[top_idx[j]]`` per cell, ``j`` in order, as ``bellman``."""
+    idx, val, u, dot = a.top_idx, a.top_val, w.u, w.dot
+    for c in range(dot.shape[0]):
+        res = val[0, c] * u[idx[0, c]]
+        for j in range(1, idx.shape[0]):
+            res = res + val[j, c] * u[idx[j, c]]
+        dot[c] = res
+
+
+@njit
+def finish(k: int, u_out: float, a: Arrays, w: Work) -> None:  # pragma: no cover - compiled
+    """``C(c, k) = (p_in @ U)(c) + p_out(c) u_out``, ``C(out, k) = u_out``, and its mean."""
+    nc1, dot, p_out = a.nc1, w.dot, a.p_out
     n_cells = nc1 - 1
-    crow = cflat[k * nc1 : (k + 1) * nc1]
+    crow = w.cflat[k * nc1 : (k + 1) * nc1]
     for c in range(n_cells):
         crow[c] = dot[c]
     if u_out != 0.0 or u_out != u_out:
         for c in range(n_cells):
             crow[c] = crow[c] + p_out[c] * u_out
     crow[n_cells] = u_out
-    cont_mean[k] = pairwise(crow, 0, nc1) * inv
+    w.cont_mean[k] = pairwise(crow, 0, nc1) * a.inv_nc1
 
 
 @njit
-def _run(  # pragma: no cover - compiled
-    K: int,
-    vflat: Any,
-    cflat: Any,
-    n: int,
-    nc1: int,
-    row_mean: Any,
-    cont_mean: Any,
-    slope_v: Any,
-    slope_c: Any,
-    exit_value: Any,
-    v_off: Any,
-    v_wpos: Any,
-    v_wneg: Any,
-    c_off: Any,
-    c_wpos: Any,
-    c_wneg: Any,
-    fare: Any,
-    cost: Any,
-    prob: Any,
-    prob_early: Any,
-    penalty: Any,
-    layer_slot: Any,
-    layer_minute: Any,
-    q_ext: Any,
-    srcs: Any,
-    col_flat: Any,
-    col_start: Any,
-    col_len: Any,
-    best: Any,
-    members: Any,
-    member_cell: Any,
-    inv_count: Any,
-    empty: Any,
-    full_idx: Any,
-    share: float,
-    inv_n: float,
-    inv_full: float,
-    u: Any,
-    ufull: Any,
-    p_in: Any,
-    dot: Any,
-    p_out: Any,
-    inv_nc1: float,
-) -> None:
+def _run(K: int, a: Arrays, w: Work, p_in: Any) -> None:  # pragma: no cover - compiled
     """All layers, ``k = K-1 .. 0``; the drop-off product ``p_in @ u`` is numpy's own
     (``objmode``: the same BLAS call as the numpy path, so the same bits)."""
     u_out_next = 0.0
+    prob_early, prob, layer_slot = a.prob_early, a.prob, a.layer_slot
+    penalty, layer_minute = a.penalty, a.layer_minute
     n_early = prob_early.shape[0]
+    u, dot = w.u, w.dot
     for k in range(K - 1, -1, -1):
-        # the first layers' P: recent passes deplete curbs (core._depleted_probability)
+        # the first layers' P: recent passes deplete curbs (terms._depleted_probability)
         prob_k = prob_early[k] if k < n_early else prob[layer_slot[k]]
-        u_out = layer(
-            k,
-            u_out_next,
-            vflat,
-            cflat,
-            n,
-            nc1,
-            row_mean,
-            cont_mean,
-            slope_v,
-            slope_c,
-            exit_value,
-            v_off,
-            v_wpos,
-            v_wneg,
-            c_off,
-            c_wpos,
-            c_wneg,
-            fare,
-            cost,
-            prob_k,
-            penalty[layer_minute[k]],
-            q_ext,
-            srcs,
-            col_flat,
-            col_start,
-            col_len,
-            best,
-            members,
-            member_cell,
-            inv_count,
-            empty,
-            full_idx,
-            share,
-            inv_n,
-            inv_full,
-            u,
-            ufull,
-        )
-        with numba.objmode():
-            np.matmul(p_in, u, out=dot)
-        finish(k, dot, u_out, cflat, nc1, p_out, cont_mean, inv_nc1)
+        u_out = layer(k, u_out_next, prob_k, penalty[layer_minute[k]], a, w)
+        if a.top_idx.shape[0] > 0:
+            top_k_dot(a, w)
+        else:
+            with numba.objmode():
+                np.matmul(p_in, u, out=dot)
+        finish(k, u_out, a, w)
         u_out_next = u_out
 
 
@@ -314,6 +302,50 @@ def i64(a: Any) -> Any:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def _arrays(kn: _Kernel) -> Arrays:
+    lens = np.array([c.shape[0] for c in kn.columns], dtype=np.int64)
+    col_start = np.zeros(lens.shape[0], dtype=np.int64)
+    np.cumsum(lens[:-1], out=col_start[1:])
+    full = ~kn.empty
+    return Arrays(
+        v_off=i64(kn.v_off),
+        v_wpos=f64(kn.v_wpos),
+        v_wneg=f64(kn.v_wneg),
+        c_off=i64(kn.c_off),
+        c_wpos=f64(kn.c_wpos),
+        c_wneg=f64(kn.c_wneg),
+        fare=f64(kn.fare),
+        cost=f64(kn.cost),
+        prob=f64(kn.prob),
+        prob_early=f64(kn.prob_early),
+        penalty=f64(kn.penalty),
+        layer_slot=i64(kn.layer_slot),
+        layer_minute=i64(kn.layer_minute),
+        srcs=i64(kn.srcs),
+        col_flat=np.concatenate(kn.columns).astype(np.int64),
+        col_start=col_start,
+        col_len=lens,
+        members=i64(kn.members),
+        member_cell=i64(kn.member_cell),
+        inv_count=f64(kn.inv_count),
+        empty=np.ascontiguousarray(kn.empty, dtype=np.bool_),
+        full_idx=np.flatnonzero(full).astype(np.int64),
+        p_out=f64(kn.p_out),
+        top_idx=np.ascontiguousarray(kn.p_top_idx, dtype=np.int64).reshape(
+            kn.p_top_idx.shape[0], kn.n_cells
+        ),
+        top_val=np.ascontiguousarray(kn.p_top_val, dtype=np.float64).reshape(
+            kn.p_top_idx.shape[0], kn.n_cells
+        ),
+        n=int(kn.n),
+        nc1=int(kn.n_cells + 1),
+        share=float(kn.outside_value_share),
+        inv_n=1.0 / kn.n,
+        inv_nc1=1.0 / (kn.n_cells + 1),
+        inv_full=1.0 / max(int(full.sum()), 1),
+    )
+
+
 def backward_pass(kn: _Kernel) -> tuple[Any, Any, Any, Any, Any]:
     """``core._backward_pass`` compiled: the same results, bit for bit. Arrays are passed
     contiguous and 64-bit (one compiled signature; ``p_in`` as it is, for numpy's own product:
@@ -321,83 +353,20 @@ def backward_pass(kn: _Kernel) -> tuple[Any, Any, Any, Any, Any]:
     n, nc1, K = kn.n, kn.n_cells + 1, kn.n_layers
     values = np.zeros((kn.rows_v, n), dtype=np.float64)
     cont = np.zeros((kn.rows_c, nc1), dtype=np.float64)
-    vflat = values.reshape(-1)
-    cflat = cont.reshape(-1)
-    exit_value = np.zeros(K, dtype=np.float64)
-    slope_v = np.zeros(K, dtype=np.float64)
-    slope_c = np.zeros(K, dtype=np.float64)
-    row_mean = np.zeros(kn.rows_v, dtype=np.float64)
-    cont_mean = np.zeros(kn.rows_c, dtype=np.float64)
-    m = kn.cz.shape[0]
-    q_ext = np.full(m + 1, -np.inf, dtype=np.float64)  # last slot: no successor
-    lens = np.array([c.shape[0] for c in kn.columns], dtype=np.int64)
-    col_start = np.zeros(lens.shape[0], dtype=np.int64)
-    np.cumsum(lens[:-1], out=col_start[1:])
-    col_flat = np.concatenate(kn.columns).astype(np.int64)
-    best = np.empty(max(int(lens[0]), 1), dtype=np.float64)
-    full = ~kn.empty
-    full_idx = np.flatnonzero(full).astype(np.int64)
-    inv_full = 1.0 / max(int(full.sum()), 1)
-    n_cells = kn.n_cells
-    u = np.zeros(n_cells, dtype=np.float64)
-    ufull = np.zeros(max(full_idx.shape[0], 1), dtype=np.float64)
-    dot = np.zeros(n_cells, dtype=np.float64)
-    p_in = kn.p_in
-    share = float(kn.outside_value_share)
-    inv_n = 1.0 / n
-    inv_nc1 = 1.0 / nc1
-    members = i64(kn.members)
-    member_cell = i64(kn.member_cell)
-    empty = np.ascontiguousarray(kn.empty, dtype=np.bool_)
-    layer_slot, layer_minute, prob, penalty = (
-        kn.layer_slot,
-        kn.layer_minute,
-        kn.prob,
-        kn.penalty,
+    a = _arrays(kn)
+    w = Work(
+        vflat=values.reshape(-1),
+        cflat=cont.reshape(-1),
+        row_mean=np.zeros(kn.rows_v, dtype=np.float64),
+        cont_mean=np.zeros(kn.rows_c, dtype=np.float64),
+        slope_v=np.zeros(K, dtype=np.float64),
+        slope_c=np.zeros(K, dtype=np.float64),
+        exit_value=np.zeros(K, dtype=np.float64),
+        q_ext=np.full(kn.cz.shape[0] + 1, -np.inf, dtype=np.float64),
+        best=np.empty(max(int(a.col_len[0]), 1), dtype=np.float64),
+        u=np.zeros(kn.n_cells, dtype=np.float64),
+        ufull=np.zeros(max(a.full_idx.shape[0], 1), dtype=np.float64),
+        dot=np.zeros(kn.n_cells, dtype=np.float64),
     )
-    _run(
-        K,
-        vflat,
-        cflat,
-        n,
-        nc1,
-        row_mean,
-        cont_mean,
-        slope_v,
-        slope_c,
-        exit_value,
-        i64(kn.v_off),
-        f64(kn.v_wpos),
-        f64(kn.v_wneg),
-        i64(kn.c_off),
-        f64(kn.c_wpos),
-        f64(kn.c_wneg),
-        f64(kn.fare),
-        f64(kn.cost),
-        f64(prob),
-        f64(kn.prob_early),
-        f64(penalty),
-        i64(layer_slot),
-        i64(layer_minute),
-        q_ext,
-        i64(kn.srcs),
-        col_flat,
-        col_start,
-        lens,
-        best,
-        members,
-        member_cell,
-        f64(kn.inv_count),
-        empty,
-        full_idx,
-        share,
-        inv_n,
-        inv_full,
-        u,
-        ufull,
-        p_in,
-        dot,
-        f64(kn.p_out),
-        inv_nc1,
-    )
-    return values, cont, exit_value, slope_v, slope_c
+    _run(K, a, w, kn.p_in)
+    return values, cont, w.exit_value, w.slope_v, w.slope_c

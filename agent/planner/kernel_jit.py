@@ -146,6 +146,8 @@ KNOWN_FIELDS = frozenset(
         "p_in",
         "p_out",
         "outside_value_share",
+        "p_top_idx",
+        "p_top_val",
     )
 )
 
@@ -204,4 +206,6 @@ def _tiny_kernel(cls: type[_Kernel], layout: str) -> _Kernel:
         p_in=drop[:, :2],
         p_out=np.full(2, 0.5),
         outside_value_share=0.5,
+        p_top_idx=np.zeros((0, 0), dtype=np.int64),
+        p_top_val=np.zeros((0, 0)),
     )

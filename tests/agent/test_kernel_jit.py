@@ -107,3 +107,32 @@ def test_a_new_kernel_input_turns_the_compiled_path_off(monkeypatch: pytest.Monk
     assert kernel_jit.warm_up() is None
     st = kernel_jit.status()
     assert st["state"] == "failed" and "p_out" in st["error"]
+
+
+def test_top_k_dropoffs_are_the_same_bits_compiled_and_named_in_the_plan(
+    manhattan: tuple[TileStore, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dropoff_top_k``: the approximation runs compiled and on numpy with the same bits, says
+    so in the plan's params (exact plans do not carry the key), and with k at least the number
+    of cells it is the exact solver up to the order of the sums."""
+    import dataclasses
+    import json
+
+    pytest.importorskip("numba")
+    store, table = manhattan
+    monkeypatch.setattr(kernel_jit, "_compiled", None)
+    monkeypatch.setattr(kernel_jit, "_state", "idle")
+    assert kernel_jit.warm_up() is not None, kernel_jit.status()
+    exact = PlannerParams(speed_factor=speed_factor_from_demand(table, store.all()))
+    near = dataclasses.replace(exact, dropoff_top_k=6)
+    every = dataclasses.replace(exact, dropoff_top_k=10_000)
+    for case in _cases(store, 3):
+        compiled = plan_from_fix(store, table, *case, near)
+        with kernel_jit.suspended():
+            assert plan_from_fix(store, table, *case, near).to_json() == compiled.to_json()
+        plain = plan_from_fix(store, table, *case, exact)
+        assert json.loads(compiled.to_json())["params"]["dropoff_top_k"] == 6
+        assert "dropoff_top_k" not in json.loads(plain.to_json())["params"]
+        full = plan_from_fix(store, table, *case, every)
+        assert full.expected_revenue == pytest.approx(plain.expected_revenue, rel=1e-9)
+        assert full.edges == plain.edges

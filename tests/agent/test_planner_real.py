@@ -302,3 +302,58 @@ def test_cruise_cli_reads_a_bundle_directory(
     (bundle / "params.yaml").write_text("planner:\n  horizon_s: soon\n")
     assert main([*argv, "--time", "2015-06-02T18:05"]) == 2
     assert "planner.horizon_s must be a number" in capsys.readouterr().err
+
+
+def test_city_is_districts_of_the_real_extract_side_by_side(
+    manhattan_tiles: Path, manhattan_demand: Path
+) -> None:
+    """bench cruise --case city: every district keeps the extract's links, turns and demand."""
+    from agent._bench_city import DISTRICT_SHIFT_MIN, city_demand, city_graph
+
+    table = DemandTable.load(manhattan_demand)
+    with TileStore(manhattan_tiles) as store:
+        district = store.all()
+    city = city_graph(district, 3)
+    n = district.n_edges_total
+    assert city.n == 3 * district.n and city.n_edges_total == 3 * n
+    assert np.all(np.diff(city.edge_id) > 0)
+    src, dst = district.turn_pairs
+    csrc, cdst = city.turn_pairs
+    pairs = {(int(a), int(b)) for a, b in zip(csrc, cdst, strict=True)}
+    want = {(int(a) + i * district.n, int(b) + i * district.n) for i in range(3) for a, b in
+            zip(src, dst, strict=True)}  # fmt: skip
+    assert pairs == want  # no turn between districts, none lost
+    assert city.u_lon[2 * district.n :].min() > district.u_lon.max()  # side by side, no overlap
+    minute = 2 * 1440 + 8 * 60 + 5.0  # Wednesday 08:05
+    demand = city_demand(table, district, 3, minute, 2700.0)
+    for i in range(3):
+        alone = tick_demand_from_table(
+            table, district.edge_id, math.floor(minute) + i * DISTRICT_SHIFT_MIN, 47
+        )
+        part = slice(i * district.n, (i + 1) * district.n)
+        assert np.array_equal(demand.edge_id[part], alone.edge_id + i * n)
+        assert np.array_equal(demand.pickups_per_h[:, part], alone.pickups_per_h)
+        c = alone.dropoff.shape[0]
+        block = demand.dropoff[i * c : (i + 1) * c]
+        assert np.array_equal(block[:, i * c : (i + 1) * c], alone.dropoff[:, :c])
+        assert np.array_equal(block[:, -1], alone.dropoff[:, -1])
+    assert np.allclose(demand.dropoff.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_bench_cruise_city_case_reports_its_figures(
+    manhattan_tiles: Path, manhattan_demand: Path
+) -> None:
+    from agent import bench_cruise
+
+    p = argparse.ArgumentParser()
+    bench_cruise.add_arguments(p)
+    inputs = ["--tiles", str(manhattan_tiles), "--demand", str(manhattan_demand)]
+    args = p.parse_args([*inputs, "--case", "city", "--districts", "2", "--cases", "2"])
+    out = bench_cruise.run(args)
+    with TileStore(manhattan_tiles) as store:
+        n = store.all().n
+    assert out["case"] == "city" and out["city_links"] == 2 * n
+    assert out["links_in_radius_p50"] == 2 * n and out["layers_p50"] == 270
+    assert out["plan_ms_p50"] > 0 and out["demand_cut_ms_p50"] > 0 and out["goal_p95_ms"] == 100
+    if out["backward_pass"] == "numba":
+        assert out["plans_bit_identical"] == "2/2"

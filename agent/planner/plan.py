@@ -1,0 +1,218 @@
+"""The plan: the route read out of a solved table, its figures, its canonical bytes."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.planner.core import ValueTable
+from agent.planner.directions import Direction, directions
+from agent.planner.errors import PlannerError
+from agent.planner.params import PlannerParams
+from agent.planner.readout import follow
+from agent.planner.stability import RouteChoice, choose_route
+from tiles.graph import Graph
+
+SCHEMA_VERSION = 1
+WayNames = Callable[[Iterable[int]], Mapping[int, str]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A cruising recommendation (see :meth:`to_json` for the canonical bytes)."""
+
+    start_edge_id: int
+    start_fraction: float
+    minute_of_week: float
+    edges: tuple[int, ...]  # global ids of the links to enter, in order
+    coordinates: tuple[tuple[float, float], ...]  # from the cab's position, (lon, lat)
+    length_m: float
+    duration_s: float
+    pickup_probability: tuple[float, ...]  # per link of ``edges``, as planned
+    expected_revenue: float  # V(e0, 0) over the horizon
+    expected_revenue_per_h: float
+    directions: tuple[Direction, ...]
+    params: PlannerParams
+    demand_source: str
+    #: the hysteresis' decision when a previous route was given (agent.planner.stability)
+    route_choice: RouteChoice | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "start": {
+                "edge_id": self.start_edge_id,
+                "fraction": round(self.start_fraction, 6),
+                "minute_of_week": round(self.minute_of_week, 6),
+            },
+            "edges": list(self.edges),
+            "coordinates": [[round(x, 7), round(y, 7)] for x, y in self.coordinates],
+            "length_m": round(self.length_m, 2),
+            "duration_s": round(self.duration_s, 2),
+            "pickup_probability": [round(p, 6) for p in self.pickup_probability],
+            "expected_revenue": round(self.expected_revenue, 4),
+            "expected_revenue_per_h": round(self.expected_revenue_per_h, 4),
+            "directions": [d.to_json() for d in self.directions],
+            "params": self.params.to_json(),
+            "demand_source": self.demand_source,
+        }
+        if self.route_choice is not None:
+            out["route_choice"] = self.route_choice.to_json()
+        return out
+
+    def to_json(self) -> bytes:
+        """Canonical serialisation: sorted keys, fixed rounding, no whitespace."""
+        return json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+
+def plan_from_table(
+    table: ValueTable,
+    start_edge_id: int,
+    fraction: float,
+    minute_of_week: float,
+    params: PlannerParams,
+    demand_source: str,
+    way_names: WayNames | None = None,
+    *,
+    previous_route: Sequence[int] | None = None,
+    committed_links: int = 0,
+) -> Plan:
+    """The plan of a cab on ``start_edge_id`` read from an already solved table.
+
+    With ``previous_route`` (global ids of the links still to enter after ``start_edge_id``
+    on the route shown before; links outside the table make it unusable), the read-out's new
+    route replaces it only as :func:`agent.planner.stability.choose_route` decides
+    (``params.route_switch_margin``, ``committed_links``); a kept route is extended by the
+    read-out from its last link to the minimum length. ``Plan.route_choice`` says why."""
+    g = table.prep.graph
+    prep = table.prep
+    e0 = int(g.local([start_edge_id])[0])
+    if e0 < 0:
+        raise PlannerError(f"start link {start_edge_id} is not among the planned links")
+    rest_s = (1.0 - fraction) * float(prep.tau_s[e0])
+    t0_rel = (minute_of_week - table.start_minute_of_week) * 60.0 + rest_s
+    route, length, duration, choice = _read_route(
+        table, e0, t0_rel, params, previous_route, committed_links
+    )
+    layer = max(math.floor(t0_rel / prep.step_s + 0.5), 0)
+    value = float(table.values[min(layer, table.n_layers - 1), e0])
+    names: Mapping[int, str] = {}
+    if way_names is not None and route:
+        names = way_names(sorted({int(g.way_id[e]) for e in route}))
+    horizon_h = (table.n_layers - min(layer, table.n_layers - 1)) * prep.step_s / 3600.0
+    return Plan(
+        start_edge_id=int(start_edge_id),
+        start_fraction=float(fraction),
+        minute_of_week=float(minute_of_week),
+        edges=tuple(int(g.edge_id[e]) for e in route),
+        coordinates=_coordinates(g, e0, fraction, route),
+        length_m=float(length + (1.0 - fraction) * float(prep.length_m[e0])),
+        duration_s=float(duration + rest_s),
+        pickup_probability=_route_pickup_probability(table, route, t0_rel),
+        expected_revenue=value,
+        expected_revenue_per_h=value / horizon_h if horizon_h > 0 else 0.0,
+        directions=directions(g, e0, route, names),
+        params=params,
+        demand_source=demand_source,
+        route_choice=choice,
+    )
+
+
+def _read_route(
+    table: ValueTable,
+    e0: int,
+    t0_rel: float,
+    params: PlannerParams,
+    previous_route: Sequence[int] | None,
+    committed_links: int,
+) -> tuple[list[int], float, float, RouteChoice | None]:
+    """The route (local links), its length and duration from the decision at ``t0_rel``: the
+    read-out of ``argmax Q``, or the route shown before where the hysteresis keeps it."""
+    route, length, duration = follow(
+        table,
+        e0,
+        t0_rel,
+        params.route_min_m,
+        params.route_min_s,
+        params.max_route_edges,
+        max_visits=params.route_max_visits,
+    )
+    if previous_route is None:
+        return route, length, duration, None
+    g = table.prep.graph
+    prev_local = g.local(list(previous_route)) if len(previous_route) else np.zeros(0, int)
+    usable = bool(np.all(prev_local >= 0))
+
+    def extend(prefix: tuple[int, ...]) -> list[int]:
+        return follow(
+            table,
+            e0,
+            t0_rel,
+            params.route_min_m,
+            params.route_min_s,
+            params.max_route_edges,
+            max_visits=params.route_max_visits,
+            prefix=prefix,
+        )[0]
+
+    choice = choose_route(
+        table,
+        e0,
+        t0_rel,
+        route,
+        [int(f) for f in prev_local] if usable else None,
+        params.route_switch_margin,
+        committed_links,
+        extend,
+    )
+    if list(choice.route) != route:
+        route, length, duration = follow(
+            table,
+            e0,
+            t0_rel,
+            0.0,
+            0.0,
+            len(choice.route),
+            prefix=choice.route,
+        )
+    return route, length, duration, choice
+
+
+def _route_pickup_probability(
+    table: ValueTable, route: list[int], t0_rel: float
+) -> tuple[float, ...]:
+    """``P_f(t)`` of each link of the route at the layer the cab enters it, as planned."""
+    prep = table.prep
+    probs: list[float] = []
+    t = t0_rel
+    for f in route:
+        k = min(math.floor(t / prep.step_s + 0.5), table.n_layers - 1)
+        probs.append(float(table.pickup_prob[table.layer_slot[k], f]))
+        t += float(prep.tau_s[f])
+    return tuple(probs)
+
+
+def _coordinates(
+    g: Graph, e0: int, fraction: float, route: list[int]
+) -> tuple[tuple[float, float], ...]:
+    geom = g.geometry(e0)
+    seg = np.hypot(np.diff(geom[:, 0]), np.diff(geom[:, 1]))
+    along = np.concatenate([[0.0], np.cumsum(seg)])
+    target = fraction * float(along[-1])
+    i = min(int(np.searchsorted(along, target, side="right")), len(along) - 1)
+    i = max(i, 1)
+    span = along[i] - along[i - 1]
+    w = (target - along[i - 1]) / span if span > 0 else 0.0
+    p = geom[i - 1] + w * (geom[i] - geom[i - 1])
+    pts: list[tuple[float, float]] = [(float(p[0]), float(p[1]))]
+    pts.extend((float(x), float(y)) for x, y in geom[i:])
+    for e in route:
+        pts.extend((float(x), float(y)) for x, y in g.geometry(e)[1:])
+    return tuple(pts)
