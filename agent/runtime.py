@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.api import AgentState
+from agent.api.state import AgentState
 from agent.bundle import LoadedBundle, load_bundle, load_start_bundle
 from agent.clock import Clock
 from agent.decide import TickInputs, decide
