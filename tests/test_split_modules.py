@@ -25,6 +25,10 @@ SPLIT = {
                     "DEFAULT_TILE_DEG", "TILES_FILENAME"],
     "agent.api.app": ["AgentState", "create_app", "network_geojson", "route_labels",
                       "openapi_document", "API_SCHEMA_VERSION", "STATIC_DIR"],
+    "agent.api": ["AgentState", "create_app", "network_geojson", "openapi_document",
+                  "API_SCHEMA_VERSION", "STATIC_DIR"],
+    "agent.runtime": ["Agent", "AgentConfig", "SyncSettings", "RunSummary", "start_bundle",
+                      "distance_to_line_m", "RETIRED_BUNDLE_GRACE_S"],
 }  # fmt: skip
 
 
