@@ -58,7 +58,7 @@ class ApiServer:
     def _listen(self) -> socket.socket:
         host, port = self.config.host, self.config.port
         try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1", else IPv4
             return socket.create_server((host, port), family=family)
         except OSError as e:
             raise AgentError(f"the API could not listen on {host}:{port}: {e}") from e
