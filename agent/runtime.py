@@ -9,8 +9,10 @@ outbox never got) and published to the HTTP API. Between ticks only the cab's po
 page. A background thread pulls bundles (sync.Updater; a new bundle is swapped in at the next
 tick) and uploads the outbox (sync.LogUploader); two more (:class:`agent.live.LiveLink`) send
 heartbeats and fetch the fleet's live snapshot, which each tick plans with (``TickInputs.live``)
-without waiting for the network. :meth:`Agent.stop` (SIGTERM) ends the loop; the run then writes
-its ``stop`` record, closes the trip log and flushes the outbox to the server.
+without waiting for the network. They start once the first instruction is published (or the
+receiver is silent), so that the first tick does not share the interpreter with them.
+:meth:`Agent.stop` (SIGTERM) ends the loop; the run then writes its ``stop`` record, closes the
+trip log and flushes the outbox to the server.
 
 The loop is here; the fleet-server side (sync clients, the sync thread, the live layer's
 setup, the final flush, :func:`start_bundle`) is in :mod:`agent.runtime_sync`, the settings
@@ -153,6 +155,7 @@ class Agent(BackgroundSync):
         self._uploader = None  # the sync clients and the live link (see BackgroundSync)
         self._updater = None
         self._sync_thread: threading.Thread | None = None
+        self._background_started = False
         self._live = None
         self._setup_sync()
         self._setup_live()
@@ -215,12 +218,6 @@ class Agent(BackgroundSync):
                 },
             }
         )
-        if self.config.sync is not None:
-            self._sync_thread = threading.Thread(target=self._sync_loop, name="agent-sync")
-            self._sync_thread.daemon = True
-            self._sync_thread.start()
-        if self._live is not None:
-            self._live.start()
         last_tick: float | None = None
         prev: Fix | None = None
         moving: Fix | None = None
@@ -230,6 +227,7 @@ class Agent(BackgroundSync):
                 if self._stop.is_set():
                     break
                 if fix is None:  # the receiver is silent: judge the last fix as it ages
+                    self._start_background()
                     now = self.source.now()
                     last = self._last_fix
                     if (
@@ -258,10 +256,25 @@ class Agent(BackgroundSync):
                     last_tick = now
                     if self.summary.first_instruction_s is None:
                         self.summary.first_instruction_s = self.clock.monotonic() - t_start
+                        self._start_background()
                 prev = fix
         finally:
             self._shutdown(track)
         return self.summary
+
+    def _start_background(self) -> None:
+        """Start the sync thread and the live layer's threads, once: after the first tick has
+        published its instruction (or when the receiver is silent before any), so that the
+        first instruction does not wait for a bundle pull or a snapshot check (issue 20)."""
+        if self._background_started:
+            return
+        self._background_started = True
+        if self.config.sync is not None:
+            self._sync_thread = threading.Thread(target=self._sync_loop, name="agent-sync")
+            self._sync_thread.daemon = True
+            self._sync_thread.start()
+        if self._live is not None:
+            self._live.start()
 
     def _inputs(
         self, now: float, fix: Fix | None, prev: Fix | None, trigger: str, moving: Fix | None

@@ -60,3 +60,36 @@ def test_the_first_tick_loads_no_heavy_module(manhattan_bundle: Path, tmp_path: 
     assert "agent.decide" in modules and "numpy" in modules  # it did tick
     loaded = sorted(m for m in HEAVY if m in modules)
     assert loaded == [], loaded
+
+
+def test_the_sync_thread_starts_after_the_first_instruction(
+    manhattan_bundle: Path, tmp_path: Path
+) -> None:
+    """The first tick does not share the interpreter with the sync thread: it starts once the
+    first instruction is published (here it then fails to upload to a closed port, counted)."""
+    import threading
+
+    from agent.clock import ManualClock, SystemClock
+    from agent.gps import TraceReplay, read_csv_trace
+    from agent.instruction import Instruction
+    from agent.runtime import Agent, AgentConfig, SyncSettings
+
+    sync = SyncSettings(
+        "http://127.0.0.1:9", token="t", live=False, upload_interval_s=0.05,
+        shutdown_flush_attempts=1,
+    )  # fmt: skip
+    threads_at_first: list[list[str]] = []
+
+    def on_instruction(ins: Instruction) -> None:
+        if not threads_at_first:
+            threads_at_first.append([t.name for t in threading.enumerate()])
+
+    agent = Agent(
+        AgentConfig(bundle_dir=manhattan_bundle, data_dir=tmp_path, sync=sync),
+        TraceReplay(read_csv_trace(DRIVE_CSV)[:30], ManualClock(), speed=1.0),
+        SystemClock(),
+        on_instruction=on_instruction,
+    )
+    agent.run()
+    assert threads_at_first and "agent-sync" not in threads_at_first[0]
+    assert agent._sync_thread is not None  # and it did start after it
