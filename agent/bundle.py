@@ -40,6 +40,8 @@ from tiles import TilesError, TileStore
 from tiles.fileio import one_line_error
 
 log = logging.getLogger(__name__)
+#: libyaml's parser when PyYAML has it (the same objects as yaml.safe_load, ~10x faster at start-up)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 MAX_PARAMS_BYTES = 1 << 20
 MAX_AREA_BYTES = 16 << 20
@@ -171,7 +173,7 @@ def load_bundle(
     except SyncError as e:
         raise BundleLoadError(str(e)) from e
     try:
-        doc = yaml.safe_load(_read_bounded(b.params_path, MAX_PARAMS_BYTES)) or {}
+        doc = yaml.load(_read_bounded(b.params_path, MAX_PARAMS_BYTES), Loader=_SAFE_LOADER) or {}
     except (OSError, yaml.YAMLError) as e:
         raise BundleLoadError(
             f"bundle {b.bundle_id[:12]}: {b.params_path} unreadable ({one_line_error(e)})"

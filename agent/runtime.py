@@ -9,8 +9,15 @@ outbox never got) and published to the HTTP API. Between ticks only the cab's po
 page. A background thread pulls bundles (sync.Updater; a new bundle is swapped in at the next
 tick) and uploads the outbox (sync.LogUploader); two more (:class:`agent.live.LiveLink`) send
 heartbeats and fetch the fleet's live snapshot, which each tick plans with (``TickInputs.live``)
-without waiting for the network. :meth:`Agent.stop` (SIGTERM) ends the loop; the run then writes
-its ``stop`` record, closes the trip log and flushes the outbox to the server.
+without waiting for the network. They start once the first instruction is published (or the
+receiver is silent), so that the first tick does not share the interpreter with them.
+:meth:`Agent.stop` (SIGTERM) ends the loop; the run then writes its ``stop`` record, closes the
+trip log and flushes the outbox to the server.
+
+The loop is here; the fleet-server side (sync clients, the sync thread, the live layer's
+setup, the final flush, :func:`start_bundle`) is in :mod:`agent.runtime_sync`, the settings
+(:class:`AgentConfig`, :class:`SyncSettings`) in :mod:`agent.runtime_config`; both are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -23,68 +30,37 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.api import AgentState
-from agent.bundle import LoadedBundle, load_bundle, load_start_bundle
+from agent.api.state import AgentState
+from agent.bundle import LoadedBundle, load_bundle
 from agent.clock import Clock
 from agent.decide import TickInputs, decide
 from agent.errors import AgentError, BundleLoadError
 from agent.gps import Fix, GpsSource
 from agent.instruction import Instruction, advance
 from agent.outbox_feed import OutboxFeed
+from agent.runtime_config import AgentConfig, SyncSettings
+from agent.runtime_sync import BackgroundSync, start_bundle
 from agent.triplog import TripLog, TripLogConfig
 from agent.version import code_version
 from safety import ReversalCounter, SafetyGate, maneuver_key
-from sync import BundleStore, Outbox, SyncError
-from sync.backoff import backoff_delay_s
+from sync import Outbox, SyncError
 from tiles.geo import project_onto_line
 
-if TYPE_CHECKING:  # the sync client (tuf, httpx) is imported only when sync is configured
-    from agent.live import LiveLink
-    from sync import LogUploader, Updater
+__all__ = [
+    "RETIRED_BUNDLE_GRACE_S",
+    "Agent",
+    "AgentConfig",
+    "RunSummary",
+    "SyncSettings",
+    "distance_to_line_m",
+    "start_bundle",
+]
 
 log = logging.getLogger(__name__)
 
 RETIRED_BUNDLE_GRACE_S = 30.0  # a replaced bundle's tile database stays open this long
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    """Fleet server access (the token is never logged). Intervals in seconds of wall time."""
-
-    server_url: str
-    token: str = field(repr=False)
-    area: str | None = None  # bundle pulls need the area and the fleet's trusted root
-    trusted_root: Path | None = None
-    pull_interval_s: float = 300.0
-    upload_interval_s: float = 30.0
-    retry_max_s: float = 900.0  # backoff cap after repeated failures (never below an interval)
-    shutdown_flush_attempts: int = 3
-    ca_file: str | None = None  # PEM of the CA of the server's TLS certificate (None: system)
-    cohort: str | None = None  # staged rollouts: this cab's cohort (local configuration only)
-    # the live layer (agent.live): heartbeats, and snapshots when bundle sync gives the trust
-    live: bool = True
-    heartbeat_interval_s: float = 15.0
-    snapshot_interval_s: float = 30.0
-    keep_snapshots: int = 20_000  # archived for replay under <data dir>/live/ (about a week)
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """The runtime's settings (seconds, metres)."""
-
-    bundle_dir: Path
-    data_dir: Path  # trip logs and the outbox
-    vehicle_id: str = "dev"
-    locale: str = "en"
-    timezone: str | None = None  # only when the bundle's params.yaml names none
-    plan_interval_s: float = 5.0
-    min_replan_interval_s: float = 1.0
-    off_route_m: float = 40.0
-    log_max_file_bytes: int = 8 * 1024 * 1024
-    sync: SyncSettings | None = None
 
 
 @dataclass
@@ -119,32 +95,9 @@ def distance_to_line_m(lon: float, lat: float, coords: tuple[tuple[float, float]
     return project_onto_line(coords, lon, lat)[1]
 
 
-def start_bundle(config: AgentConfig) -> LoadedBundle:
-    """The bundle the agent starts on (:func:`agent.bundle.load_start_bundle`): the active one,
-    else the previous good one in the store, else the active one pulled again from the fleet
-    (verified through TUF) when bundle sync is configured."""
-    s = config.sync
-    repair: Callable[[], object] | None = None
-    if s is not None and s.area and s.trusted_root is not None:
-        area, root_path = s.area, s.trusted_root
+class Agent(BackgroundSync):
+    """The loop (module docstring); the fleet-server side is :class:`BackgroundSync`'s."""
 
-        def repair() -> object:
-            from sync import FetchConfig, PullConfig, Updater
-
-            u = Updater(
-                BundleStore(config.bundle_dir),
-                PullConfig(s.server_url, area, fetch=FetchConfig(ca_file=s.ca_file)),
-                root_path.read_bytes(),
-            )
-            try:
-                return u.pull(verify=True)
-            finally:
-                u.close()
-
-    return load_start_bundle(config.bundle_dir, timezone=config.timezone, repair=repair)
-
-
-class Agent:
     def __init__(
         self,
         config: AgentConfig,
@@ -199,10 +152,11 @@ class Agent:
                 log.warning("start-up: %d trip-log record(s) enqueued for upload again", n)
         except (SyncError, AgentError) as e:  # the next record's catch-up tries again
             log.error("start-up: trip log not reconciled with the outbox: %s", e)
-        self._uploader: LogUploader | None = None
-        self._updater: Updater | None = None
+        self._uploader = None  # the sync clients and the live link (see BackgroundSync)
+        self._updater = None
         self._sync_thread: threading.Thread | None = None
-        self._live: LiveLink | None = None
+        self._background_started = False
+        self._live = None
         self._setup_sync()
         self._setup_live()
         self._publish_bundle()
@@ -216,85 +170,6 @@ class Agent:
         with self.state.lock:
             self.state.bundle = self.bundle.summary()
             self.state.store = self.bundle.store
-
-    def _setup_sync(self) -> None:
-        s = self.config.sync
-        if s is None:
-            return
-        from sync import (
-            FetchConfig,
-            LogClient,
-            LogClientConfig,
-            LogUploader,
-            PullConfig,
-            RetryConfig,
-            Updater,
-        )
-
-        self._uploader = LogUploader(
-            self.outbox,
-            LogClient(s.server_url, s.token, LogClientConfig(ca_file=s.ca_file)),
-            self.config.vehicle_id,
-            RetryConfig(max_attempts=3),
-            sleep=self._backoff_sleep,
-        )
-        if s.area and s.trusted_root is not None:
-            try:
-                root = s.trusted_root.read_bytes()
-                store = BundleStore(self.config.bundle_dir)
-            except (OSError, SyncError) as e:
-                raise AgentError(f"bundle sync cannot start: {e}") from e
-            config = PullConfig(
-                s.server_url,
-                s.area,
-                fetch=FetchConfig(ca_file=s.ca_file),
-                vehicle_id=self.config.vehicle_id,
-                cohort=s.cohort,
-            )
-            self._updater = Updater(store, config, root)
-
-    def _setup_live(self) -> None:
-        """The heartbeat and snapshot threads (agent.live), when a fleet server is configured:
-        the area is the bundle sync's, else the bundle's own; snapshots need the fleet's TUF
-        metadata in the bundle store (bundle sync on), heartbeats only the token."""
-        s = self.config.sync
-        if s is None or not s.live:
-            return
-        area = s.area or self.bundle.manifest.get("area")
-        if not isinstance(area, str) or not area:
-            log.warning("live: the bundle names no area; no heartbeats, no snapshots")
-            return
-        from agent.live import LiveLink
-
-        tuf_dir = BundleStore(self.config.bundle_dir).tuf_dir if self._updater is not None else None
-        try:
-            self._live = LiveLink(
-                server_url=s.server_url,
-                token=s.token,
-                area=area,
-                network_sha256=self.bundle.demand.network_sha256,
-                data_dir=self.config.data_dir,
-                tuf_dir=tuf_dir,
-                clock=self.clock.now,
-                ca_file=s.ca_file,
-                heartbeat_every_s=s.heartbeat_interval_s,
-                snapshot_every_s=s.snapshot_interval_s,
-                keep_snapshots=s.keep_snapshots,
-            )
-        except SyncError as e:  # a network id that is no sha256, a bad CA file: guidance
-            # and the log upload go on without the live layer
-            self._sync_status["live_error"] = str(e)
-            log.error("live layer cannot start: %s", e)
-
-    def _backoff_sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)
-
-    def sync_status(self) -> dict[str, Any]:
-        out = dict(self._sync_status)
-        out["outbox"] = self._outbox_stats if self._outbox_closed else self.outbox.stats()
-        if self._live is not None:
-            out["live"] = self._live.status()
-        return out
 
     def meter(self, occupied: bool) -> None:
         """A taximeter change (from the API thread): logged for the trial reports; an occupied
@@ -315,65 +190,6 @@ class Agent:
                 "lat": None if fix is None else fix.lat,
             }
         )
-
-    # ------------------------------------------------------------------ background sync
-    def _sync_step(self, name: str, step: Callable[[], None], interval_s: float) -> float:
-        """Run one sync step (``pull`` or ``upload``); the seconds until the next. Never raises:
-        whatever goes wrong is logged and counted, and the step is retried after an
-        exponential backoff (the interval, doubled per consecutive failure, capped)."""
-        s = self.config.sync
-        assert s is not None
-        st = self._sync_status
-        try:
-            step()
-        except SyncError as e:  # offline, expired, rejected: keep the bundle and the records
-            st[f"{name}_error"] = str(e)
-            log.info("%s: %s (keeping %s)", name, e, self.bundle.bundle_id[:12])
-        except Exception as e:  # a bug, or data no check foresaw: the thread must carry on
-            st[f"{name}_error"] = f"{type(e).__name__}: {e}"
-            st["unexpected_errors"] = st.get("unexpected_errors", 0) + 1
-            log.exception("sync %s failed unexpectedly; the sync thread carries on", name)
-        else:
-            st[f"{name}_error"] = ""
-            st[f"{name}_consecutive_failures"] = 0
-            return interval_s
-        st[f"{name}_failures"] = st.get(f"{name}_failures", 0) + 1
-        n = int(st.get(f"{name}_consecutive_failures", 0)) + 1
-        st[f"{name}_consecutive_failures"] = n
-        delay = backoff_delay_s(n, interval_s, max(interval_s, s.retry_max_s))
-        st[f"{name}_retry_in_s"] = delay
-        return delay
-
-    def _pull_step(self) -> None:
-        from sync import pull_reporting_health
-
-        assert self._updater is not None
-        reporter = self._uploader.client if self._uploader is not None else None
-        res = pull_reporting_health(self._updater, reporter, self.config.vehicle_id)
-        self._sync_status["last_pull"] = {"status": res.status, "bundle": res.bundle_id}
-        # a new bundle, the active one repaired, or the agent started on an older one
-        if res.status != "up_to_date" or res.bundle_id != self.bundle.bundle_id:
-            self._reload.set()
-
-    def _upload_step(self) -> None:
-        assert self._uploader is not None
-        r = self._uploader.flush()
-        self._sync_status["last_upload"] = {"sent": r.sent, "batches": r.batches}
-
-    def _sync_loop(self) -> None:
-        s = self.config.sync
-        assert s is not None
-        next_pull = 0.0
-        next_upload = 0.0
-        while not self._stop.is_set():
-            now = self.clock.monotonic()
-            if self._updater is not None and now >= next_pull:
-                next_pull = now + self._sync_step("pull", self._pull_step, s.pull_interval_s)
-            if self._uploader is not None and now >= next_upload:
-                next_upload = now + self._sync_step(
-                    "upload", self._upload_step, s.upload_interval_s
-                )
-            self._stop.wait(1.0)
 
     # ------------------------------------------------------------------ the loop
     _last_fix: Fix | None = None
@@ -402,12 +218,6 @@ class Agent:
                 },
             }
         )
-        if self.config.sync is not None:
-            self._sync_thread = threading.Thread(target=self._sync_loop, name="agent-sync")
-            self._sync_thread.daemon = True
-            self._sync_thread.start()
-        if self._live is not None:
-            self._live.start()
         last_tick: float | None = None
         prev: Fix | None = None
         moving: Fix | None = None
@@ -417,6 +227,7 @@ class Agent:
                 if self._stop.is_set():
                     break
                 if fix is None:  # the receiver is silent: judge the last fix as it ages
+                    self._start_background()
                     now = self.source.now()
                     last = self._last_fix
                     if (
@@ -445,10 +256,25 @@ class Agent:
                     last_tick = now
                     if self.summary.first_instruction_s is None:
                         self.summary.first_instruction_s = self.clock.monotonic() - t_start
+                        self._start_background()
                 prev = fix
         finally:
             self._shutdown(track)
         return self.summary
+
+    def _start_background(self) -> None:
+        """Start the sync thread and the live layer's threads, once: after the first tick has
+        published its instruction (or when the receiver is silent before any), so that the
+        first instruction does not wait for a bundle pull or a snapshot check (issue 20)."""
+        if self._background_started:
+            return
+        self._background_started = True
+        if self.config.sync is not None:
+            self._sync_thread = threading.Thread(target=self._sync_loop, name="agent-sync")
+            self._sync_thread.daemon = True
+            self._sync_thread.start()
+        if self._live is not None:
+            self._live.start()
 
     def _inputs(
         self, now: float, fix: Fix | None, prev: Fix | None, trigger: str, moving: Fix | None
@@ -623,26 +449,3 @@ class Agent:
         self._outbox_closed = True
         self.outbox.close()
         self._close_retired()
-
-    def _final_flush(self) -> None:
-        assert self._uploader is not None and self.config.sync is not None
-        from sync import LogUploader, RetryConfig
-
-        uploader = LogUploader(
-            self.outbox,
-            self._uploader.client,
-            self.config.vehicle_id,
-            RetryConfig(
-                base_delay_s=0.5,
-                max_delay_s=2.0,
-                max_attempts=self.config.sync.shutdown_flush_attempts,
-            ),
-        )
-        try:
-            r = uploader.flush()
-            log.info("shutdown: %d log records uploaded", r.sent)
-        except SyncError as e:
-            self.summary.flush_error = str(e)
-            log.warning("shutdown: log upload incomplete (%s); records stay in the outbox", e)
-        finally:
-            self._uploader.client.close()

@@ -50,6 +50,8 @@ from sync.names import check_file_name, is_hex64
 from tiles.fileio import one_line_error, sqlite_readonly_uri
 
 log = logging.getLogger(__name__)
+#: libyaml's parser when PyYAML has it (the same objects as yaml.safe_load, ~10x faster at start-up)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 MANIFEST_FILE = "manifest.yaml"
 TILES_FILE = "tiles.sqlite"
@@ -105,7 +107,7 @@ class FileEntry:
 
 def _parse_bundle_manifest(data: bytes, where: str) -> tuple[dict[str, Any], dict[str, FileEntry]]:
     try:
-        doc = yaml.safe_load(data.decode("utf-8"))
+        doc = yaml.load(data.decode("utf-8"), Loader=_SAFE_LOADER)
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         raise BundleVerifyError(
             f"{where}: manifest.yaml is not valid YAML ({one_line_error(e)})"

@@ -49,6 +49,10 @@ SPLIT = {
                       "policy_step", "pass_age_array", "area_mask", "speed_factor_from_demand",
                       "minute_of_week_of", "monday_of", "action_values", "choose_route",
                       "is_committed", "route_value", "fleet_view", "with_fleet"],
+    "agent.api": ["AgentState", "create_app", "network_geojson", "openapi_document",
+                  "API_SCHEMA_VERSION", "STATIC_DIR"],
+    "agent.runtime": ["Agent", "AgentConfig", "SyncSettings", "RunSummary", "start_bundle",
+                      "distance_to_line_m", "RETIRED_BUNDLE_GRACE_S"],
 }  # fmt: skip
 
 

@@ -25,7 +25,11 @@ def command_modules() -> list[str]:
     return sorted(f"tools.{p.stem}" for p in here.glob("cmd_*.py"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``nagashi`` parser. With ``command``, only ``tools/cmd_<command>.py`` registers when
+    it exists (each module registers the command it is named for, and the others are not
+    needed to parse its line: ``agent run`` starts without importing every command's
+    dependencies); otherwise, and for ``--help``, every module registers."""
     parser = argparse.ArgumentParser(
         prog="nagashi",
         description="On-device cruising navigation for street-hail taxis.",
@@ -33,10 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in command_modules():
+    modules = command_modules()
+    if command is not None and f"tools.cmd_{command}" in modules:
+        modules = [f"tools.cmd_{command}"]
+    for name in modules:
         module = importlib.import_module(name)
         module.register(sub)
     return parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command word of a command line (after ``-v``), None with ``-h`` before it."""
+    for token in argv:
+        if token in ("-h", "--help"):
+            return None
+        if not token.startswith("-"):
+            return token
+    return None
 
 
 _NEGATIVE_VALUE = re.compile(r"^-\d")
@@ -54,8 +71,8 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
+    words = _join_negative_values(sys.argv[1:] if argv is None else argv)
+    args = build_parser(command_of(words)).parse_args(words)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -9,9 +9,13 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from tools.errors import ToolsError
 from tools.server_options import CA_FILE_HELP, check_ca_file, check_server_url
+
+if TYPE_CHECKING:
+    from agent.runtime import Agent, RunSummary
 
 DEFAULT_GPS = "tcp://127.0.0.1:10110"  # the usual NMEA-over-TCP port of GPS bridges
 
@@ -72,9 +76,13 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
-    """Shared by ``agent run`` and ``demo``: build, serve, run until the source ends or SIGTERM."""
-    from agent.api import AgentState
+    """Shared by ``agent run`` and ``demo``: build, serve, run until the source ends or SIGTERM.
+
+    The API's socket listens before the bundle loads; its thread imports the web stack and
+    serves while the bundle loads and the first tick runs (the page says "starting" until then).
+    """
     from agent.api.server import ApiServer, parse_listen
+    from agent.api.state import AgentState
     from agent.clock import SystemClock
     from agent.gps import open_source
     from agent.instruction import Instruction, format_line
@@ -99,40 +107,32 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
         plan_interval_s=args.plan_interval,
         sync=sync,
     )
-    # fail fast on a bad bundle: every file is checked against its manifest hash (a damaged
-    # active bundle in a store: the previous good one, or the active one pulled again)
-    bundle = start_bundle(config)
-    clock = SystemClock()
-    source = open_source(gps, clock, speed=args.speed)
     state = AgentState(locale=args.locale)
-    last: list[str] = [""]
-
-    def show(ins: Instruction) -> None:
-        key = f"{ins.kind}|{ins.maneuver.text if ins.maneuver else ''}|{ins.message}"
-        if key != last[0] and not args.quiet:
-            print(format_line(ins), flush=True)
-        last[0] = key
-
-    agent = Agent(config, source, clock, state, on_instruction=show, bundle=bundle)
-    server = None
-    if not args.no_api:
-        server = ApiServer(state, parse_listen(args.api)).start()
-        print(f"tablet page: {server.url}/   (API: {server.url}/openapi.json)", file=sys.stderr)
-    print(
-        f"bundle {agent.bundle.bundle_id[:12]} ({agent.bundle.manifest.get('area')}), "
-        f"GPS {source.description}, logs in {agent.triplog.config.directory}",
-        file=sys.stderr,
-    )
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        agent.stop()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    server = None if args.no_api else ApiServer(state, parse_listen(args.api)).start()
     try:
-        summary = agent.run()
+        # fail fast on a bad bundle: every file is checked against its manifest hash (a damaged
+        # active bundle in a store: the previous good one, or the active one pulled again)
+        bundle = start_bundle(config)
+        clock = SystemClock()
+        source = open_source(gps, clock, speed=args.speed)
+        last: list[str] = [""]
+
+        def show(ins: Instruction) -> None:
+            key = f"{ins.kind}|{ins.maneuver.text if ins.maneuver else ''}|{ins.message}"
+            if key != last[0] and not args.quiet:
+                print(format_line(ins), flush=True)
+            last[0] = key
+
+        agent = Agent(config, source, clock, state, on_instruction=show, bundle=bundle)
+        if server is not None:
+            print(f"tablet page: {server.url}/   (API: {server.url}/openapi.json)", file=sys.stderr)
+        print(
+            f"bundle {agent.bundle.bundle_id[:12]} ({agent.bundle.manifest.get('area')}), "
+            f"GPS {source.description}, logs in {agent.triplog.config.directory}",
+            file=sys.stderr,
+        )
+        summary = _run_until_signal(agent)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
         if server is not None:
             server.stop()
     if args.json:
@@ -145,6 +145,20 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _run_until_signal(agent: Agent) -> RunSummary:
+    """``agent.run()``, ended early by SIGTERM or SIGINT (the handlers are restored after)."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        agent.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return agent.run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def cmd_agent_run(args: argparse.Namespace) -> int:

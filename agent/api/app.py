@@ -1,4 +1,4 @@
-"""The local HTTP API (starlette) that the tablet page and tools read, and the shared state.
+"""The local HTTP API (starlette) that the tablet page and tools read, over the shared state.
 
 Endpoints (JSON, ``schema_version`` 1; errors are ``{"error": {"status", "message"}}``):
 
@@ -14,7 +14,8 @@ Endpoints (JSON, ``schema_version`` 1; errors are ``{"error": {"status", "messag
 * ``GET /``: the tablet page (``agent/api/static``), fully offline.
 
 The map's data (links and street labels) is in :mod:`agent.api.streets`, the OpenAPI document in
-:mod:`agent.api.openapi`; both are re-exported here.
+:mod:`agent.api.openapi`, the shared :class:`AgentState` in :mod:`agent.api.state`; all are
+re-exported here.
 
 The server binds to 127.0.0.1 unless told otherwise: the tablet's browser runs on the same
 machine, and nothing here is meant for the network.
@@ -25,9 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from agent.api.openapi import API_SCHEMA_VERSION, openapi_document
+from agent.api.state import AgentState
 from agent.api.streets import (
     LABEL_RADIUS_M,
     MAX_ROUTE_LABELS,
@@ -46,7 +45,7 @@ from agent.api.streets import (
     route_labels,
 )
 from agent.errors import ApiError
-from agent.instruction import Instruction, waiting
+from agent.instruction import Instruction
 from tiles import TileStore
 
 log = logging.getLogger(__name__)
@@ -70,57 +69,6 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 4096
 MAX_NETWORK_RADIUS_M = 2000.0
 DEFAULT_NETWORK_RADIUS_M = 800.0
-
-
-@dataclass
-class AgentState:
-    """What the runtime publishes and the API reads; every access goes through the lock."""
-
-    locale: str = "en"
-    instruction: Instruction = field(default_factory=lambda: waiting(0.0, "en"))
-    bundle: dict[str, Any] = field(default_factory=dict)
-    store: TileStore | None = None
-    status_providers: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
-    on_meter: Callable[[bool], None] | None = None
-    ticks: int = 0
-    last_error: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def publish(self, instruction: Instruction, *, tick: bool = True) -> None:
-        """Show ``instruction``; ``tick=False`` for a position update between planning ticks."""
-        with self.lock:
-            self.instruction = instruction
-            if tick:
-                self.ticks += 1
-
-    def snapshot(self) -> tuple[Instruction, dict[str, Any], TileStore | None, int]:
-        with self.lock:
-            return self.instruction, dict(self.bundle), self.store, self.ticks
-
-    def status(self) -> dict[str, Any]:
-        instruction, bundle, _, ticks = self.snapshot()
-        out: dict[str, Any] = {
-            "schema_version": API_SCHEMA_VERSION,
-            "bundle": bundle,
-            "ticks": ticks,
-            "instruction_kind": instruction.kind,
-            "last_error": self.last_error,
-        }
-        for name, provider in list(self.status_providers.items()):
-            try:
-                out[name] = provider()
-            except Exception as e:  # a status page must not fail because one part did
-                out[name] = {"error": f"{type(e).__name__}: {e}"}
-        return out
-
-    def health(self) -> dict[str, Any]:
-        _instruction, bundle, store, ticks = self.snapshot()
-        checks = {
-            "bundle_loaded": bool(bundle) and store is not None,
-            "ticking": ticks > 0,
-        }
-        status = "ok" if all(checks.values()) else ("starting" if ticks == 0 else "degraded")
-        return {"schema_version": API_SCHEMA_VERSION, "status": status, "checks": checks}
 
 
 def _float_param(request: Request, name: str, default: float | None = None) -> float:

@@ -81,8 +81,6 @@ def open_source(spec: str, clock: Clock, speed: float = 1.0) -> GpsSource:
     recorded NMEA stream, paced by its own timestamps; ``tcp://HOST:PORT``: a live NMEA stream;
     ``gpsd://HOST[:PORT]``: a gpsd daemon's JSON reports (port 2947 by default).
     """
-    from agent.gps.nmea import NmeaFileSource, NmeaSocketSource
-
     if spec.startswith("gpsd://"):
         from agent.gps.gpsd import DEFAULT_PORT, GpsdSource
 
@@ -96,8 +94,12 @@ def open_source(spec: str, clock: Clock, speed: float = 1.0) -> GpsSource:
         host, _, port = spec.removeprefix("tcp://").rpartition(":")
         if not host or not port.isdigit():
             raise GpsError(f"expected tcp://HOST:PORT, got {spec!r}")
+        from agent.gps.nmea import NmeaSocketSource
+
         return NmeaSocketSource(host, int(port), clock)
     p = Path(spec)
     if p.suffix.lower() in {".nmea", ".txt", ".log"}:
+        from agent.gps.nmea import NmeaFileSource
+
         return NmeaFileSource(p, clock, speed)
     return TraceReplay(load_trace(p), clock, speed, description=f"replay of {p.name}")

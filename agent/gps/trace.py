@@ -23,7 +23,6 @@ import itertools
 import logging
 import math
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,6 +219,8 @@ def read_gpx_trace(
     uere_m: float = DEFAULT_UERE_M,
 ) -> list[Fix]:
     """Fixes of every track point of a GPX 1.0/1.1 file, in file order."""
+    import xml.etree.ElementTree as ET  # GPX only: not loaded for a CSV trace or NMEA
+
     p = Path(path)
     data = _read_bounded(p, max_bytes)
     try:
@@ -261,6 +262,8 @@ def read_gpx_trace(
 def write_gpx_trace(
     fixes: Iterable[Fix], path: str | os.PathLike[str], name: str, uere_m: float = DEFAULT_UERE_M
 ) -> Path:
+    import xml.etree.ElementTree as ET
+
     ET.register_namespace("", GPX_NS)
     ET.register_namespace("gpxtpx", TPX_NS)
     root = ET.Element(f"{{{GPX_NS}}}gpx", {"version": "1.1", "creator": "nagashi"})
