@@ -299,6 +299,147 @@ def _scipy_query(g: Graph, m: Any) -> Callable[[_Point, _Point], float]:
     return scipy_query
 
 
+class _Timers:
+    """One timed call per way of answering a query on ``g`` (seconds)."""
+
+    def __init__(self, store: TileStore, g: Graph, m: Any, cch: dict[str, Any] | None) -> None:
+        self.store, self.g, self.m, self.cch = store, g, m, cch
+        self.scipy_query = _scipy_query(g, m)
+        self.own_cch = tiles_cch.ENABLED
+        allowed = (g.flags & DEFAULT_AVOID) == 0
+        self.dijkstra_router = EdgeRouter(g, g.travel_time_s, allowed, backend="dijkstra")
+        self.raw = (
+            tiles_cch.Metric(tiles_cch.hierarchy(g), g.travel_time_s, allowed)
+            if self.own_cch
+            else None
+        )
+
+    def nagashi(self, o: _Point, d: _Point) -> float:
+        t = time.perf_counter()
+        with contextlib.suppress(Exception):
+            shortest_path(self.store, o, d)
+        return time.perf_counter() - t
+
+    def nagashi_dijkstra(self, o: _Point, d: _Point) -> float:
+        tiles_cch.ENABLED = False
+        try:
+            return self.nagashi(o, d)
+        finally:
+            tiles_cch.ENABLED = self.own_cch
+
+    def own_library(self, s: int, t_: int) -> float:
+        """The library call alone on nagashi's own hierarchy (its path read, no wrapper)."""
+        assert self.raw is not None
+        t = time.perf_counter()
+        res = self.raw.query.run(s, t_)
+        _ = res.distance, res.node_path
+        del res
+        return time.perf_counter() - t
+
+    def own(self, s: int, t_: int) -> float:
+        t = time.perf_counter()
+        edge_path(self.g, s, t_)
+        return time.perf_counter() - t
+
+    def own_dijkstra(self, s: int, t_: int) -> float:
+        t = time.perf_counter()
+        self.dijkstra_router.path(s, t_)
+        return time.perf_counter() - t
+
+    def cch_only(self, s: int, t_: int) -> tuple[float, int | None]:
+        assert self.cch is not None
+        t = time.perf_counter()
+        res = self.cch["query"].run(s, t_)
+        d: int | None = res.distance
+        del res
+        return time.perf_counter() - t, d
+
+    def cch_time(self, s: int, t_: int) -> float:
+        return self.cch_only(s, t_)[0]
+
+    def cch_with_path(self, s: int, t_: int) -> float:
+        assert self.cch is not None
+        t = time.perf_counter()
+        res = self.cch["query"].run(s, t_)
+        _ = res.distance, res.node_path
+        del res
+        return time.perf_counter() - t
+
+    def dijkstra_only(self, s: int) -> float:
+        t = time.perf_counter()
+        dijkstra(self.m, directed=True, indices=s, return_predecessors=True)
+        return time.perf_counter() - t
+
+    def fast(self) -> list[tuple[str, Callable[[int, int], float]]]:
+        """The microsecond queries (the CCHs), timed apart from the millisecond ones."""
+        out: list[tuple[str, Callable[[int, int], float]]] = []
+        if self.own_cch:
+            out += [("own_cch", self.own), ("own_library", self.own_library)]
+        if self.cch is not None:
+            out += [("cch_s", self.cch_time), ("cch_path_s", self.cch_with_path)]
+        return out
+
+
+_WARM_KEYS = [
+    "warm",
+    "warm_none",
+    "warm_dijkstra",
+    "warm_duration_diff",
+    "ref",
+    "ref_only",
+    "own_cch",
+    "own_dijkstra",
+    "own_library",
+    "own_cost_ratio",
+    "own_cost_diff",
+    "cch_s",
+    "cch_path_s",
+    "cch_ratio",
+]
+
+
+def _time_query(
+    tm: _Timers, q: int, o: _Point, d: _Point, src: int, dst: int
+) -> dict[str, list[float]]:
+    """Each way timed ROUNDS times, the sides alternating, so every side sees the same machine
+    load and a stray scheduler pause does not land on one side only. The microsecond queries
+    are timed apart, each ROUNDS times in a row and in an order rotated query by query, so that
+    none of them always comes first after the millisecond ones have flushed the CPU caches."""
+    runs: dict[str, list[float]] = {k: [] for k in _WARM_KEYS}
+    for _ in range(ROUNDS):
+        runs["warm"].append(tm.nagashi(o, d))
+        runs["warm_dijkstra"].append(tm.nagashi_dijkstra(o, d))
+        runs["ref"].append(tm.scipy_query(o, d))
+        runs["ref_only"].append(tm.dijkstra_only(src))
+        runs["own_dijkstra"].append(tm.own_dijkstra(src, dst))
+    fast = tm.fast()
+    for i in range(len(fast)):
+        name, fn = fast[(q + i) % len(fast)]
+        runs[name] = [fn(src, dst) for _ in range(ROUNDS)]
+    return runs
+
+
+def _check_costs(
+    tm: _Timers, o: _Point, d: _Point, src: int, dst: int, out: dict[str, list[float]]
+) -> None:
+    """The travel times of both backends and of RoutingKit against Dijkstra's optimum."""
+    tiles_cch.ENABLED = False
+    try:
+        fallback = shortest_path(tm.store, o, d)
+    finally:
+        tiles_cch.ENABLED = tm.own_cch
+    out["warm_duration_diff"].append(shortest_path(tm.store, o, d).duration_s - fallback.duration_s)
+    want = float(dijkstra(tm.m, directed=True, indices=src)[dst])
+    if tm.own_cch and want > 0:
+        got = edge_path(tm.g, src, dst)[1]
+        out["own_cost_ratio"].append(got / want)
+        out["own_cost_diff"].append(got - want)
+    if tm.cch is not None:
+        got_ms = tm.cch_only(src, dst)[1]
+        if got_ms is not None and want > 0:
+            out["cch_ratio"].append(got_ms / 1000.0 / want)
+
+
 def _warm_rounds(
     store: TileStore,
     g: Graph,
@@ -311,122 +452,18 @@ def _warm_rounds(
     ``warm_none`` with no legal route; ``warm_dijkstra`` with the fallback forced), the scipy
     peer (``ref``), Dijkstra alone (``ref_only``), nagashi's edge query (``own_cch``,
     ``own_dijkstra``), RoutingKit's CCH (``cch_s``, ``cch_path_s``) and the cost checks."""
-    scipy_query = _scipy_query(g, m)
-    own_cch = tiles_cch.ENABLED
-    dijkstra_router = EdgeRouter(
-        g, g.travel_time_s, (g.flags & DEFAULT_AVOID) == 0, backend="dijkstra"
-    )
-
-    def nagashi_query(o: _Point, d: _Point) -> float:
-        t = time.perf_counter()
-        with contextlib.suppress(Exception):
-            shortest_path(store, o, d)
-        return time.perf_counter() - t
-
-    def nagashi_query_dijkstra(o: _Point, d: _Point) -> float:
-        tiles_cch.ENABLED = False
-        try:
-            return nagashi_query(o, d)
-        finally:
-            tiles_cch.ENABLED = own_cch
-
-    raw = (
-        tiles_cch.Metric(tiles_cch.hierarchy(g), g.travel_time_s, (g.flags & DEFAULT_AVOID) == 0)
-        if own_cch
-        else None
-    )
-
-    def own_library(s: int, t_: int) -> float:
-        """The library call alone on nagashi's own hierarchy (its path read, no wrapper)."""
-        assert raw is not None
-        t = time.perf_counter()
-        res = raw.query.run(s, t_)
-        _ = res.distance, res.node_path
-        del res
-        return time.perf_counter() - t
-
-    def own(s: int, t_: int) -> float:
-        t = time.perf_counter()
-        edge_path(g, s, t_)
-        return time.perf_counter() - t
-
-    def own_dijkstra(s: int, t_: int) -> float:
-        t = time.perf_counter()
-        dijkstra_router.path(s, t_)
-        return time.perf_counter() - t
-
-    def cch_only(s: int, t_: int) -> tuple[float, int | None]:
-        assert cch is not None
-        t = time.perf_counter()
-        res = cch["query"].run(s, t_)
-        d: int | None = res.distance
-        del res
-        return time.perf_counter() - t, d
-
-    def cch_with_path(s: int, t_: int) -> float:
-        assert cch is not None
-        t = time.perf_counter()
-        res = cch["query"].run(s, t_)
-        _ = res.distance, res.node_path
-        del res
-        return time.perf_counter() - t
-
-    def dijkstra_only(s: int) -> float:
-        t = time.perf_counter()
-        dijkstra(m, directed=True, indices=s, return_predecessors=True)
-        return time.perf_counter() - t
-
-    # Each query is timed ROUNDS times, the sides alternating, and keeps its fastest time on
-    # each side: every side sees the same machine load, and a stray scheduler pause does not
-    # land on one side only. The microsecond queries (the CCHs) are timed apart, each ROUNDS
-    # times in a row and in an order rotated query by query, so that none of them always
-    # comes first after the millisecond ones have flushed the CPU caches.
-    keys = (
-        "warm warm_none warm_dijkstra warm_duration_diff ref ref_only own_cch own_dijkstra"
-        " own_library own_cost_ratio own_cost_diff cch_s cch_path_s cch_ratio"
-    )
-    fast: list[tuple[str, Callable[[int, int], float]]] = []
-    if own_cch:
-        fast += [("own_cch", own), ("own_library", own_library)]
-    if cch is not None:
-        fast += [("cch_s", lambda s, t_: cch_only(s, t_)[0]), ("cch_path_s", cch_with_path)]
-    out: dict[str, list[float]] = {k: [] for k in keys.split()}
+    tm = _Timers(store, g, m, cch)
+    out: dict[str, list[float]] = {k: [] for k in _WARM_KEYS}
     for q, ((o, d), r) in enumerate(zip(pairs, routes, strict=True)):
         if r is None or len(r.edges) < 2:
-            out["warm_none"].append(min(nagashi_query(o, d) for _ in range(ROUNDS)))
+            out["warm_none"].append(min(tm.nagashi(o, d) for _ in range(ROUNDS)))
             continue
         src = int(g.local([r.edges[0]])[0])
         dst = int(g.local([r.edges[-1]])[0])
-        runs: dict[str, list[float]] = {k: [] for k in keys.split()}
-        for _ in range(ROUNDS):
-            runs["warm"].append(nagashi_query(o, d))
-            runs["warm_dijkstra"].append(nagashi_query_dijkstra(o, d))
-            runs["ref"].append(scipy_query(o, d))
-            runs["ref_only"].append(dijkstra_only(src))
-            runs["own_dijkstra"].append(own_dijkstra(src, dst))
-        for i in range(len(fast)):
-            name, fn = fast[(q + i) % len(fast)]
-            runs[name] = [fn(src, dst) for _ in range(ROUNDS)]
-        for k, v in runs.items():
+        for k, v in _time_query(tm, q, o, d, src, dst).items():
             if v:
                 out[k].append(min(v))
-        tiles_cch.ENABLED = False
-        try:
-            fallback = shortest_path(store, o, d)
-        finally:
-            tiles_cch.ENABLED = own_cch
-        out["warm_duration_diff"].append(
-            shortest_path(store, o, d).duration_s - fallback.duration_s
-        )
-        want = float(dijkstra(m, directed=True, indices=src)[dst])
-        if own_cch and want > 0:
-            got = edge_path(g, src, dst)[1]
-            out["own_cost_ratio"].append(got / want)
-            out["own_cost_diff"].append(got - want)
-        if cch is not None:
-            got_ms = cch_only(src, dst)[1]
-            if got_ms is not None and want > 0:
-                out["cch_ratio"].append(got_ms / 1000.0 / want)
+        _check_costs(tm, o, d, src, dst, out)
     return out
 
 
