@@ -25,6 +25,15 @@ SPLIT = {
                     "DEFAULT_TILE_DEG", "TILES_FILENAME"],
     "agent.api.app": ["AgentState", "create_app", "network_geojson", "route_labels",
                       "openapi_document", "API_SCHEMA_VERSION", "STATIC_DIR"],
+    "sync.live": ["DROPOFF", "EVENT_MAX_AGE_S", "FetchOutcome", "GridSpec", "Heartbeat",
+                  "HeartbeatClient", "LIVE_BAD_SIGNATURE", "LIVE_EXPIRED", "LIVE_MALFORMED",
+                  "LIVE_NOT_YET_VALID", "LIVE_NO_TRUST", "LIVE_OTHER_NETWORK",
+                  "LIVE_STALE_VERSION", "LIVE_UNREACHABLE", "LiveClientConfig", "LiveTrust",
+                  "MAX_HEARTBEAT_BYTES", "MSGPACK", "MeterEvent", "PICKUP", "Snapshot",
+                  "SnapshotArchive", "SnapshotClient", "TrustSource", "build_snapshot",
+                  "decode_body", "decode_heartbeat", "encode_body", "encode_heartbeat",
+                  "grid_spec", "network_tag", "open_envelope", "sign_envelope",
+                  "verify_snapshot"],
 }  # fmt: skip
 
 
