@@ -34,6 +34,8 @@ SPLIT = {
                   "decode_body", "decode_heartbeat", "encode_body", "encode_heartbeat",
                   "grid_spec", "network_tag", "open_envelope", "sign_envelope",
                   "verify_snapshot"],
+    "sync.repository": ["FleetRepository", "PublishResult", "RepoConfig", "INDEX_SCHEMA",
+                        "chunk_target_path", "index_target_path"],
 }  # fmt: skip
 
 
