@@ -346,28 +346,37 @@ class LiveService:
             return area in self._areas
 
 
-def live_app(
-    service: LiveService,
-    authenticate: Callable[[str], Principal | None],
-    limits: ServeLimits | None = None,
-) -> Starlette:
-    """The ``/v1/live`` routes over ``service``; ``authenticate`` is the log storage's."""
-    lim = limits or ServeLimits()
-    buckets = TokenBuckets(lim.token_rate_per_s, lim.token_burst, lim.max_tracked_tokens)
-    ticker: dict[str, asyncio.Task[None]] = {}
-    # token sha256 -> (principal, monotonic time it was looked up): a cab's heartbeat every
-    # 15 s does not hit the token database each time; a revoked token stops within auth_ttl_s
-    known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
-    auth_ttl_s = service.config.auth_ttl_s
+class _LiveRoutes:
+    """The ``/v1/live`` routes over ``service``, with the background build task they start and
+    their token check: a token found by ``authenticate`` is remembered for ``auth_ttl_s``."""
 
-    async def offload(fn: Callable[..., _T], *args: Any) -> _T:
+    def __init__(
+        self,
+        service: LiveService,
+        authenticate: Callable[[str], Principal | None],
+        limits: ServeLimits,
+    ) -> None:
+        self.service = service
+        self.authenticate = authenticate
+        self.lim = limits
+        self.buckets = TokenBuckets(
+            limits.token_rate_per_s, limits.token_burst, limits.max_tracked_tokens
+        )
+        self.ticker: dict[str, asyncio.Task[None]] = {}
+        # token sha256 -> (principal, monotonic time it was looked up): a cab's heartbeat every
+        # 15 s does not hit the token database each time; a revoked token stops within auth_ttl_s
+        self.known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self.auth_ttl_s = service.config.auth_ttl_s
+
+    async def offload(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)``: in a worker thread when the inputs are in a database, at once when
         they are in memory (no thread hop on the heartbeat path)."""
-        if isinstance(service.inputs, MemoryLiveInputs):
+        if isinstance(self.service.inputs, MemoryLiveInputs):
             return fn(*args)
         return await run_in_threadpool(fn, *args)
 
-    async def tick() -> None:
+    async def tick(self) -> None:
+        service = self.service
         while True:
             try:
                 await run_in_threadpool(service.refresh_areas)
@@ -376,40 +385,41 @@ def live_app(
                 log.exception("live: snapshot build failed")
             await asyncio.sleep(service.config.build_every_s)
 
-    def ensure_ticker() -> None:
-        task = ticker.get("task")
+    def ensure_ticker(self) -> None:
+        task = self.ticker.get("task")
         if task is None or task.done():
-            ticker["task"] = asyncio.get_running_loop().create_task(tick())
+            self.ticker["task"] = asyncio.get_running_loop().create_task(self.tick())
 
-    async def principal(request: Request) -> Principal:
+    async def principal(self, request: Request) -> Principal:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise HTTPError(401, "missing bearer token")
         digest = hashlib.sha256(token.encode()).hexdigest()
+        known = self.known
         hit = known.pop(digest, None)
         t = time.monotonic()
-        if hit is not None and t - hit[1] <= auth_ttl_s:
+        if hit is not None and t - hit[1] <= self.auth_ttl_s:
             who: Principal | None = hit[0]
             known[digest] = hit
         else:
-            who = await run_in_threadpool(authenticate, token)
+            who = await run_in_threadpool(self.authenticate, token)
             if who is not None:
                 known[digest] = (who, t)
-                while len(known) > lim.max_tracked_tokens:
+                while len(known) > self.lim.max_tracked_tokens:
                     known.popitem(last=False)
         if who is None:
             raise HTTPError(401, "unknown token")
-        wait = buckets.take(digest)
+        wait = self.buckets.take(digest)
         if wait > 0:
             raise HTTPError(
                 429, "too many requests for this token", {"retry-after": str(max(1, round(wait)))}
             )
         return who
 
-    async def heartbeat(request: Request) -> Response:
-        ensure_ticker()
-        who = await principal(request)
+    async def heartbeat(self, request: Request) -> Response:
+        self.ensure_ticker()
+        who = await self.principal(request)
         if who.kind != "vehicle":
             raise HTTPError(403, "only vehicles send heartbeats")
         buf = bytearray()
@@ -417,10 +427,10 @@ def live_app(
             buf += piece
             if len(buf) > MAX_HEARTBEAT_BYTES:
                 raise HTTPError(413, f"heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
-        now = service.clock()
+        now = self.service.clock()
         try:
             hb = decode_heartbeat(bytes(buf))
-            acked = await offload(service.accept, who.subject, hb, now)
+            acked = await self.offload(self.service.accept, who.subject, hb, now)
         except LiveInputError as e:
             raise HTTPError(400, str(e)) from e
         except ValueError as e:
@@ -428,15 +438,15 @@ def live_app(
         doc = {"server_s": now, "events_acked": acked}
         return Response(msgpack.packb(doc, use_bin_type=True), media_type=MSGPACK)
 
-    async def snapshot(request: Request) -> Response:
-        ensure_ticker()
-        await principal(request)
+    async def snapshot(self, request: Request) -> Response:
+        self.ensure_ticker()
+        await self.principal(request)
         area = request.query_params.get("area", "")
-        if not service.known(area):
+        if not self.service.known(area):
             raise HTTPError(404, f"no live snapshot for area {area[:64]!r}")
-        cur = await offload(service.current, area)
+        cur = await self.offload(self.service.current, area)
         if cur is None:
-            raise HTTPError(503, service.problem, {"retry-after": "30"})
+            raise HTTPError(503, self.service.problem, {"retry-after": "30"})
         version, data = cur
         etag = f'"{version}"'
         headers = {"etag": etag, "cache-control": "no-cache"}
@@ -445,9 +455,17 @@ def live_app(
             return Response(status_code=304, headers=headers)
         return Response(data, media_type=MSGPACK, headers=headers)
 
+
+def live_app(
+    service: LiveService,
+    authenticate: Callable[[str], Principal | None],
+    limits: ServeLimits | None = None,
+) -> Starlette:
+    """The ``/v1/live`` routes over ``service``; ``authenticate`` is the log storage's."""
+    routes = _LiveRoutes(service, authenticate, limits or ServeLimits())
     return Starlette(
         routes=[
-            Route("/heartbeat", guarded(heartbeat), methods=["POST"]),
-            Route("/snapshot", guarded(snapshot), methods=["GET"]),
+            Route("/heartbeat", guarded(routes.heartbeat), methods=["POST"]),
+            Route("/snapshot", guarded(routes.snapshot), methods=["GET"]),
         ]
     )

@@ -59,11 +59,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from sync._fs import atomic_write_bytes
+
+if TYPE_CHECKING:  # the bench imports httpx only when it runs
+    import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ("sqlite", "postgresql", "postgresql-2proc")
@@ -143,159 +146,198 @@ def _rss_sampler(pids: list[int], stop: threading.Event, peak: list[float]) -> N
         stop.wait(1.0)
 
 
-async def _drive(
-    urls: list[str], tokens: dict[str, str], args: argparse.Namespace, area: str
-) -> dict[str, Any]:
-    import httpx
+class _Load:
+    """The cabs' load on the servers at ``urls`` and what it measured (see the module
+    docstring): one shared httpx.AsyncClient, at most ``--max-connections`` requests in
+    flight."""
 
-    from sync.live import PICKUP, Heartbeat, MeterEvent, encode_heartbeat
-
-    rng = random.Random(args.seed)
-    duration = args.minutes * 60.0
-    limits = httpx.Limits(
-        max_connections=args.max_connections, max_keepalive_connections=args.max_connections
-    )
-    lat: dict[str, list[float]] = {"upload": [], "poll": [], "heartbeat": [], "snapshot": []}
-    lag: list[float] = []
-    errors: dict[str, int] = {}
-    acked: dict[str, set[int]] = {}
-    unacked = 0
-    requests = 0
-    not_ready = 0
-    events_unacked = 0
-    pad = b"x" * max(0, args.record_bytes - 40)
-
-    def error(kind: str) -> None:
-        errors[kind] = errors.get(kind, 0) + 1
-
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
+    def __init__(
+        self,
+        urls: list[str],
+        args: argparse.Namespace,
+        area: str,
+        client: httpx.AsyncClient,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.urls, self.args, self.area = urls, args, area
+        self.client = client
+        self.loop = loop
+        self.rng = random.Random(args.seed)
+        self.lat: dict[str, list[float]] = {
+            "upload": [], "poll": [], "heartbeat": [], "snapshot": []
+        }  # fmt: skip
+        self.lag: list[float] = []
+        self.errors: dict[str, int] = {}
+        self.acked: dict[str, set[int]] = {}
+        self.unacked = 0
+        self.requests = 0
+        self.not_ready = 0
+        self.events_unacked = 0
+        self.pad = b"x" * max(0, args.record_bytes - 40)
         # at most --max-connections requests in flight: httpcore's pool assigns waiting
         # requests in O(waiting x connections), which with thousands of cabs queued made the
         # load generator, not the server, the bottleneck. Latency is measured from here: the
         # server's answer time with that many concurrent requests (``lag_p99_ms`` says when
         # the generator fell behind the offered schedule).
-        in_flight = asyncio.Semaphore(args.max_connections)
+        self.in_flight = asyncio.Semaphore(args.max_connections)
 
-        async def timed(kind: str, method: str, url: str, **kw: Any) -> httpx.Response | None:
-            nonlocal requests
-            async with in_flight:
-                t0 = time.perf_counter()
-                requests += 1
-                try:
-                    r = await client.request(method, url, **kw)
-                except httpx.HTTPError as e:
-                    error(f"{kind}:{type(e).__name__}")
-                    return None
-                lat[kind].append(time.perf_counter() - t0)
-                return r
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
-        async def live(i: int, wake: int, headers: dict[str, str], state: dict[str, Any]) -> None:
-            """One heartbeat (its pending pickups re-sent until acknowledged) and, every second
-            wake, a snapshot fetch with the last ETag."""
-            nonlocal not_ready
-            base = urls[i % len(urls)]
-            t = int(time.time())
-            if wake % 4 == 0:
-                state["events"].append(MeterEvent(PICKUP, t - 1, 139.70 + i * 1e-5, 35.66))
-            link = 1 + (i * 37 + wake) % 50_000
-            hb = Heartbeat(
-                area=area, t_s=t, network=b"\0\0\0\0", link=link, lon=139.70 + i * 1e-5,
-                lat=35.66, vacant=i % 5 != 0, events=tuple(state["events"][-32:]),
-                route=tuple(range(link + 1, link + 21)),
-            )  # fmt: skip
-            r = await timed(
-                "heartbeat", "POST", f"{base}/v1/live/heartbeat",
-                content=encode_heartbeat(hb), headers=headers,
+    async def timed(self, kind: str, method: str, url: str, **kw: Any) -> httpx.Response | None:
+        """The answer to one request (None on a transport error, counted), its latency kept."""
+        import httpx
+
+        async with self.in_flight:
+            t0 = time.perf_counter()
+            self.requests += 1
+            try:
+                r = await self.client.request(method, url, **kw)
+            except httpx.HTTPError as e:
+                self.error(f"{kind}:{type(e).__name__}")
+                return None
+            self.lat[kind].append(time.perf_counter() - t0)
+            return r
+
+    async def live(self, i: int, wake: int, headers: dict[str, str], state: dict[str, Any]) -> None:
+        """One heartbeat (its pending pickups re-sent until acknowledged) and, every second
+        wake, a snapshot fetch with the last ETag."""
+        from sync.live import PICKUP, Heartbeat, MeterEvent, encode_heartbeat
+
+        area = self.area
+        base = self.urls[i % len(self.urls)]
+        t = int(time.time())
+        if wake % 4 == 0:
+            state["events"].append(MeterEvent(PICKUP, t - 1, 139.70 + i * 1e-5, 35.66))
+        link = 1 + (i * 37 + wake) % 50_000
+        hb = Heartbeat(
+            area=area, t_s=t, network=b"\0\0\0\0", link=link, lon=139.70 + i * 1e-5,
+            lat=35.66, vacant=i % 5 != 0, events=tuple(state["events"][-32:]),
+            route=tuple(range(link + 1, link + 21)),
+        )  # fmt: skip
+        r = await self.timed(
+            "heartbeat", "POST", f"{base}/v1/live/heartbeat",
+            content=encode_heartbeat(hb), headers=headers,
+        )  # fmt: skip
+        if r is not None and r.status_code == 200:
+            state["events"].clear()
+        elif r is not None:
+            self.error(f"heartbeat:HTTP {r.status_code}")
+        if wake % 2 == 1:
+            h = {**headers, "If-None-Match": state["etag"]} if state["etag"] else headers
+            r = await self.timed(
+                "snapshot", "GET", f"{base}/v1/live/snapshot", params={"area": area},
+                headers=h,
             )  # fmt: skip
             if r is not None and r.status_code == 200:
-                state["events"].clear()
-            elif r is not None:
-                error(f"heartbeat:HTTP {r.status_code}")
-            if wake % 2 == 1:
-                h = {**headers, "If-None-Match": state["etag"]} if state["etag"] else headers
-                r = await timed(
-                    "snapshot", "GET", f"{base}/v1/live/snapshot", params={"area": area},
-                    headers=h,
-                )  # fmt: skip
-                if r is not None and r.status_code == 200:
-                    state["etag"] = r.headers.get("etag", "")
-                elif r is not None and r.status_code == 503:
-                    not_ready += 1
-                elif r is not None and r.status_code != 304:
-                    error(f"snapshot:HTTP {r.status_code}")
+                state["etag"] = r.headers.get("etag", "")
+            elif r is not None and r.status_code == 503:
+                self.not_ready += 1
+            elif r is not None and r.status_code != 304:
+                self.error(f"snapshot:HTTP {r.status_code}")
 
-        async def cab(i: int, vehicle: str, token: str) -> None:
-            nonlocal unacked, events_unacked
-            base = urls[i % len(urls)]
-            live_state: dict[str, Any] = {"events": [], "etag": ""}
-            wake = 0
-            epoch = secrets.token_hex(8)
-            headers = {"Authorization": f"Bearer {token}"}
-            seq = 0
-            mine = acked.setdefault(vehicle, set())
-            start = loop.time()
-            due = start + rng.uniform(0, args.interval_s)
-            while due < start + duration:
-                await asyncio.sleep(max(0.0, due - loop.time()))
-                lag.append(max(0.0, loop.time() - due))
-                records = []
-                for _ in range(args.records_per_upload):
-                    seq += 1
-                    data = msgpack.packb({"kind": "tick", "seq": seq, "pad": pad})
-                    records.append({"seq": seq, "t_s": time.time(), "data": data})
-                body = gzip.compress(
-                    msgpack.packb(
-                        {"schema_version": 1, "vehicle_id": vehicle, "epoch": epoch,
-                         "dropped_total": 0, "records": records},
-                        use_bin_type=True,
-                    ),
-                    compresslevel=6,
-                )  # fmt: skip
-                want = {r["seq"] for r in records}
-                for _attempt in range(5):  # a cab retries; the seqs are the same
-                    r = await timed(
-                        "upload", "POST", f"{base}/v1/logs", content=body,
-                        headers={**headers, "Content-Encoding": "gzip"},
-                    )  # fmt: skip
-                    if r is not None and r.status_code == 200:
-                        mine.update(set(msgpack.unpackb(r.content)["acked"]) & want)
-                        break
-                    if r is not None:
-                        error(f"upload:HTTP {r.status_code}")
-                    await asyncio.sleep(0.5)
-                else:
-                    unacked += len(want - mine)
-                for path, ok in (("/metadata/2.root.json", 404), ("/metadata/timestamp.json", 200)):
-                    r = await timed("poll", "GET", f"{base}{path}")
-                    if r is not None and r.status_code != ok:
-                        error(f"poll:HTTP {r.status_code}")
-                await live(i, wake, headers, live_state)
-                wake += 1
-                due += args.interval_s
-            events_unacked += len(live_state["events"])
+    async def upload(
+        self, base: str, vehicle: str, epoch: str, seq: int, headers: dict[str, str]
+    ) -> int:
+        """One upload of ``--records-per-upload`` records after ``seq`` (retried as a cab
+        does, the same seqs); the last seq."""
+        args = self.args
+        mine = self.acked.setdefault(vehicle, set())
+        records = []
+        for _ in range(args.records_per_upload):
+            seq += 1
+            data = msgpack.packb({"kind": "tick", "seq": seq, "pad": self.pad})
+            records.append({"seq": seq, "t_s": time.time(), "data": data})
+        body = gzip.compress(
+            msgpack.packb(
+                {"schema_version": 1, "vehicle_id": vehicle, "epoch": epoch,
+                 "dropped_total": 0, "records": records},
+                use_bin_type=True,
+            ),
+            compresslevel=6,
+        )  # fmt: skip
+        want = {r["seq"] for r in records}
+        for _attempt in range(5):  # a cab retries; the seqs are the same
+            r = await self.timed(
+                "upload", "POST", f"{base}/v1/logs", content=body,
+                headers={**headers, "Content-Encoding": "gzip"},
+            )  # fmt: skip
+            if r is not None and r.status_code == 200:
+                mine.update(set(msgpack.unpackb(r.content)["acked"]) & want)
+                break
+            if r is not None:
+                self.error(f"upload:HTTP {r.status_code}")
+            await asyncio.sleep(0.5)
+        else:
+            self.unacked += len(want - mine)
+        return seq
 
-        loop = asyncio.get_running_loop()
+    async def poll(self, base: str) -> None:
+        """A bundle poll as the cab's TUF client makes it when nothing changed."""
+        for path, ok in (("/metadata/2.root.json", 404), ("/metadata/timestamp.json", 200)):
+            r = await self.timed("poll", "GET", f"{base}{path}")
+            if r is not None and r.status_code != ok:
+                self.error(f"poll:HTTP {r.status_code}")
+
+    async def cab(self, i: int, vehicle: str, token: str) -> None:
+        args, loop = self.args, self.loop
+        base = self.urls[i % len(self.urls)]
+        live_state: dict[str, Any] = {"events": [], "etag": ""}
+        wake = 0
+        epoch = secrets.token_hex(8)
+        headers = {"Authorization": f"Bearer {token}"}
+        seq = 0
+        self.acked.setdefault(vehicle, set())
+        start = loop.time()
+        due = start + self.rng.uniform(0, args.interval_s)
+        while due < start + args.minutes * 60.0:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self.lag.append(max(0.0, loop.time() - due))
+            seq = await self.upload(base, vehicle, epoch, seq, headers)
+            await self.poll(base)
+            await self.live(i, wake, headers, live_state)
+            wake += 1
+            due += args.interval_s
+        self.events_unacked += len(live_state["events"])
+
+    def figures(self, wall: float, cabs: int) -> dict[str, Any]:
+        lat = self.lat
+        return {
+            "requests": self.requests,
+            "wall_s": round(wall, 1),
+            "requests_per_s": round(self.requests / wall, 1),
+            "offered_requests_per_s": round(4.5 * cabs / self.args.interval_s, 1),
+            "upload_ms": _percentiles(lat["upload"]),
+            "poll_ms": _percentiles(lat["poll"]),
+            "heartbeat_ms": _percentiles(lat["heartbeat"]),
+            "snapshot_ms": _percentiles(lat["snapshot"]),
+            "heartbeats": len(lat["heartbeat"]),
+            "snapshot_not_ready": self.not_ready,
+            "pickups_unacked": self.events_unacked,
+            "lag_p99_ms": _percentiles(self.lag)["p99"],
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(sorted(self.errors.items())),
+            "acked": {v: sorted(s) for v, s in self.acked.items()},
+            "records_unacked": self.unacked,
+        }
+
+
+async def _drive(
+    urls: list[str], tokens: dict[str, str], args: argparse.Namespace, area: str
+) -> dict[str, Any]:
+    import httpx
+
+    limits = httpx.Limits(
+        max_connections=args.max_connections, max_keepalive_connections=args.max_connections
+    )
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
+        load = _Load(urls, args, area, client, asyncio.get_running_loop())
         t0 = time.perf_counter()
-        await asyncio.gather(*(cab(i, v, t) for i, (v, t) in enumerate(sorted(tokens.items()))))
+        await asyncio.gather(
+            *(load.cab(i, v, t) for i, (v, t) in enumerate(sorted(tokens.items())))
+        )
         wall = time.perf_counter() - t0
-    return {
-        "requests": requests,
-        "wall_s": round(wall, 1),
-        "requests_per_s": round(requests / wall, 1),
-        "offered_requests_per_s": round(4.5 * len(tokens) / args.interval_s, 1),
-        "upload_ms": _percentiles(lat["upload"]),
-        "poll_ms": _percentiles(lat["poll"]),
-        "heartbeat_ms": _percentiles(lat["heartbeat"]),
-        "snapshot_ms": _percentiles(lat["snapshot"]),
-        "heartbeats": len(lat["heartbeat"]),
-        "snapshot_not_ready": not_ready,
-        "pickups_unacked": events_unacked,
-        "lag_p99_ms": _percentiles(lag)["p99"],
-        "errors": sum(errors.values()),
-        "error_kinds": dict(sorted(errors.items())),
-        "acked": {v: sorted(s) for v, s in acked.items()},
-        "records_unacked": unacked,
-    }
+    return load.figures(wall, len(tokens))
 
 
 def _one(backend: str, work: Path, args: argparse.Namespace, pg: Any) -> dict[str, Any]:

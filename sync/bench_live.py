@@ -30,14 +30,18 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sync._serve_process import FleetServerProcess
 from tiles.fileio import real_data_dir
+
+if TYPE_CHECKING:  # the bench imports sync.live only when it runs
+    from sync.live import Snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OSM = real_data_dir() / "osm" / "nyc_manhattan_midtown.osm.pbf"
@@ -309,108 +313,154 @@ def _snapshot_figures(root: Path, cabs: _Cabs, n: int, builds: int, applies: int
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-
+def _published_fleet(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, Any], Path]:
+    """Tiles, a bundle with the demand model's 500 m grid published to a fleet repository
+    (and a copy of it for the in-process figures): the tiles, their meta, the fleet root."""
     from sync import BundleInputs, FleetRepository, build_bundle
     from sync._fixtures import base_manifest, composed, tiles_meta, write_inputs
-    from sync.live import decode_body, open_envelope
-    from sync.logstore import SqliteLogStorage
     from tiles import build_tiles
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    tiles = args.tiles or build_tiles(args.osm, work / "tiles")[0]
+    meta = tiles_meta(tiles)
+    m = base_manifest(meta["source_sha256"], area=AREA)
+    src = work / "inputs"
+    src.mkdir(exist_ok=True)
+    shutil.copyfile(tiles, src / "tiles.sqlite")
+    p = write_inputs(src, src / "tiles.sqlite", m, cell_m=500.0)
+    bundle = build_bundle(
+        composed(m), BundleInputs(p["tiles"], p["demand"], p["params"], p["area"]),
+        work / "bundles",
+    )  # fmt: skip
+    fleet = work / "fleet"
+    repo = FleetRepository(fleet)
+    repo.init(now)
+    repo.publish(bundle.path, AREA, now)
+    shutil.copytree(fleet, work / "fleet-inproc")
+    return tiles, meta, fleet
+
+
+def _served_snapshot(url: str, token: str, args: argparse.Namespace) -> tuple[Snapshot | None, int]:
+    """The snapshot the server serves and its size, once its own build covers half the cabs
+    (or ``--served-wait-s`` has passed): (None, 0) when it serves none."""
+    import httpx
+
+    from sync.live import decode_body, open_envelope
+
+    served: Snapshot | None = None
+    served_bytes = 0
+    deadline = time.monotonic() + args.served_wait_s  # its next build (every 30 s)
+    while True:
+        r = httpx.get(
+            f"{url}/v1/live/snapshot",
+            params={"area": AREA},
+            headers={"authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        if r.status_code == 200:
+            served, served_bytes = decode_body(open_envelope(r.content)[0]), len(r.content)
+            if served.vacant_cabs + served.occupied_cabs >= args.cabs // 2:
+                break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    return served, served_bytes
+
+
+@dataclass(frozen=True)
+class _ServerLoad:
+    paced: dict[str, Any]
+    burst: dict[str, Any]
+    cpu_s: tuple[float, float, float]  # the server's CPU seconds before, between, after
+    served: Snapshot | None
+    served_bytes: int
+
+
+def _server_load(
+    fleet: Path, tokens: list[str], cabs: _Cabs, args: argparse.Namespace
+) -> _ServerLoad:
+    """The paced and burst heartbeats against a real ``nagashi fleet serve``, the server's CPU
+    during each, and the snapshot it serves afterwards."""
+    server = FleetServerProcess(fleet, start_timeout_s=30.0)
+    try:
+        cpu0 = _cpu_s(server.proc.pid)
+        paced = asyncio.run(
+            _paced(server.port, tokens, cabs, args.period_s, args.seconds, args.connections)
+        )
+        cpu1 = _cpu_s(server.proc.pid)
+        burst = asyncio.run(_burst(server.port, tokens, cabs, args.connections))
+        cpu2 = _cpu_s(server.proc.pid)
+        served, served_bytes = _served_snapshot(server.url, tokens[0], args)
+    finally:
+        server.close()
+    return _ServerLoad(paced, burst, (cpu0, cpu1, cpu2), served, served_bytes)
+
+
+def _figures(
+    args: argparse.Namespace,
+    cabs: _Cabs,
+    load: _ServerLoad,
+    small: dict[str, Any],
+    full: dict[str, Any],
+) -> dict[str, Any]:
+    """The report: the server's heartbeat figures, then the snapshot build and apply ones."""
+    paced, burst, served = load.paced, load.burst, load.served
+    cpu0, cpu1, cpu2 = load.cpu_s
+    lat = paced["lat"]
+    return {
+        "osm": args.osm.name if not args.tiles else str(args.tiles),
+        "edges": len(cabs.graph.edge_id),
+        "cabs": args.cabs,
+        "period_s": args.period_s,
+        "heartbeats_sent": paced["sent"],
+        "heartbeats_lost": len(paced["lost"]),
+        "heartbeats_lost_first": paced["lost"][:3],
+        "heartbeats_per_s": round(paced["sent"] / paced["elapsed_s"], 1),
+        "heartbeats_needed_per_s": round(args.cabs / args.period_s, 1),
+        "heartbeat_latency_ms_p50": round(_pct(lat, 50) * 1e3, 2),
+        "heartbeat_latency_ms_p95": round(_pct(lat, 95) * 1e3, 2),
+        "heartbeat_bytes_mean": round(float(np.mean(paced["sizes"])), 1),
+        "heartbeat_bytes_p95": round(_pct([float(x) for x in paced["sizes"]], 95), 1),
+        "heartbeat_bytes_with_hour_of_pickups_mean": round(float(np.mean(paced["sizes_first"])), 1),
+        "server_cpu_ms_per_heartbeat": round((cpu1 - cpu0) * 1e3 / paced["sent"], 3),
+        "server_cpu_ms_per_heartbeat_burst": round((cpu2 - cpu1) * 1e3 / args.cabs, 3),
+        "burst_heartbeats_per_s": round(burst["per_s"], 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "burst_lost": burst["lost"],
+        "served_snapshot_bytes": load.served_bytes,
+        "served_snapshot_cabs": served.vacant_cabs + served.occupied_cabs if served else 0,
+        f"snapshot_bytes_{max(1, args.cabs // 10)}_cabs": small["bytes"],
+        f"snapshot_bytes_{args.cabs}_cabs": full["bytes"],
+        "snapshot_links": full["links"],
+        "snapshot_cells": full["cells"],
+        "build_ms_p50": full["build_ms_p50"],
+        "build_ms_p95": full["build_ms_p95"],
+        f"build_ms_p95_{max(1, args.cabs // 10)}_cabs": small["build_ms_p95"],
+        "apply_ms_p50": full["apply_ms_p50"],
+        "apply_ms_p95": full["apply_ms_p95"],
+        "apply_cpu_ms_p95": full["apply_cpu_ms_p95"],
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from sync.logstore import SqliteLogStorage
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nagashi-bench-live-"))
     work.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC).replace(microsecond=0)
     random.seed(args.seed)
     try:
-        tiles = args.tiles or build_tiles(args.osm, work / "tiles")[0]
-        meta = tiles_meta(tiles)
-        m = base_manifest(meta["source_sha256"], area=AREA)
-        src = work / "inputs"
-        src.mkdir(exist_ok=True)
-        shutil.copyfile(tiles, src / "tiles.sqlite")
-        p = write_inputs(src, src / "tiles.sqlite", m, cell_m=500.0)
-        bundle = build_bundle(
-            composed(m), BundleInputs(p["tiles"], p["demand"], p["params"], p["area"]),
-            work / "bundles",
-        )  # fmt: skip
-        fleet = work / "fleet"
-        repo = FleetRepository(fleet)
-        repo.init(now)
-        repo.publish(bundle.path, AREA, now)
-        shutil.copytree(fleet, work / "fleet-inproc")
+        tiles, meta, fleet = _published_fleet(args, work)
         storage = SqliteLogStorage(fleet / "fleet.sqlite")
         tokens = [storage.add_token("vehicle", f"bench-cab-{i}", 0.0) for i in range(args.cabs)]
         storage.close()
         cabs = _Cabs(tiles, args.cabs, args.seed, meta["source_sha256"])
-        server = FleetServerProcess(fleet, start_timeout_s=30.0)
-        try:
-            cpu0 = _cpu_s(server.proc.pid)
-            paced = asyncio.run(
-                _paced(server.port, tokens, cabs, args.period_s, args.seconds, args.connections)
-            )
-            cpu1 = _cpu_s(server.proc.pid)
-            burst = asyncio.run(_burst(server.port, tokens, cabs, args.connections))
-            cpu2 = _cpu_s(server.proc.pid)
-            served, served_bytes = None, 0
-            deadline = time.monotonic() + args.served_wait_s  # its next build (every 30 s)
-            while True:
-                r = httpx.get(
-                    f"{server.url}/v1/live/snapshot",
-                    params={"area": AREA},
-                    headers={"authorization": f"Bearer {tokens[0]}"},
-                    timeout=10,
-                )
-                if r.status_code == 200:
-                    served, served_bytes = decode_body(open_envelope(r.content)[0]), len(r.content)
-                    if served.vacant_cabs + served.occupied_cabs >= args.cabs // 2:
-                        break
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(1.0)
-        finally:
-            server.close()
+        load = _server_load(fleet, tokens, cabs, args)
         small = _snapshot_figures(
             work / "fleet-inproc", cabs, max(1, args.cabs // 10), args.builds, args.applies
         )
         shutil.rmtree(work / "fleet-inproc" / "live", ignore_errors=True)
         full = _snapshot_figures(work / "fleet-inproc", cabs, args.cabs, args.builds, args.applies)
-        lat = paced["lat"]
-        return {
-            "osm": args.osm.name if not args.tiles else str(args.tiles),
-            "edges": len(cabs.graph.edge_id),
-            "cabs": args.cabs,
-            "period_s": args.period_s,
-            "heartbeats_sent": paced["sent"],
-            "heartbeats_lost": len(paced["lost"]),
-            "heartbeats_lost_first": paced["lost"][:3],
-            "heartbeats_per_s": round(paced["sent"] / paced["elapsed_s"], 1),
-            "heartbeats_needed_per_s": round(args.cabs / args.period_s, 1),
-            "heartbeat_latency_ms_p50": round(_pct(lat, 50) * 1e3, 2),
-            "heartbeat_latency_ms_p95": round(_pct(lat, 95) * 1e3, 2),
-            "heartbeat_bytes_mean": round(float(np.mean(paced["sizes"])), 1),
-            "heartbeat_bytes_p95": round(_pct([float(x) for x in paced["sizes"]], 95), 1),
-            "heartbeat_bytes_with_hour_of_pickups_mean": round(
-                float(np.mean(paced["sizes_first"])), 1
-            ),
-            "server_cpu_ms_per_heartbeat": round((cpu1 - cpu0) * 1e3 / paced["sent"], 3),
-            "server_cpu_ms_per_heartbeat_burst": round((cpu2 - cpu1) * 1e3 / args.cabs, 3),
-            "burst_heartbeats_per_s": round(burst["per_s"], 1),
-            "load_average_1min": round(os.getloadavg()[0], 2),
-            "burst_lost": burst["lost"],
-            "served_snapshot_bytes": served_bytes,
-            "served_snapshot_cabs": served.vacant_cabs + served.occupied_cabs if served else 0,
-            f"snapshot_bytes_{max(1, args.cabs // 10)}_cabs": small["bytes"],
-            f"snapshot_bytes_{args.cabs}_cabs": full["bytes"],
-            "snapshot_links": full["links"],
-            "snapshot_cells": full["cells"],
-            "build_ms_p50": full["build_ms_p50"],
-            "build_ms_p95": full["build_ms_p95"],
-            f"build_ms_p95_{max(1, args.cabs // 10)}_cabs": small["build_ms_p95"],
-            "apply_ms_p50": full["apply_ms_p50"],
-            "apply_ms_p95": full["apply_ms_p95"],
-            "apply_cpu_ms_p95": full["apply_cpu_ms_p95"],
-        }
+        return _figures(args, cabs, load, small, full)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

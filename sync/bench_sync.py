@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,29 +106,93 @@ def _upload_child(url: str, token: str, work: str, n: int, size: int, batch: int
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from sync import BundleInputs, BundleStore, FleetRepository, PullConfig, RepoConfig, Updater
+def _bundles(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Bundles v1, v2 (one tile's records changed) and v3 (that tile gains an edge and later
+    tiles are renumbered) from one tile build."""
+    from sync import BundleInputs
     from sync import build_bundle as build
     from sync._fixtures import base_manifest, change_one_tile, composed, tiles_meta, write_inputs
-    from sync.logstore import SqliteLogStorage
     from tiles import build_tiles
+
+    tiles, _ = build_tiles(args.osm, work / "tiles")
+    m = base_manifest(tiles_meta(tiles)["source_sha256"], area="bench")
+    bundles = {}
+    for name, changed in (("v1", None), ("v2", args.tile_index), ("v3", args.tile_index)):
+        src = work / f"in-{name}"
+        src.mkdir()
+        shutil.copyfile(tiles, src / "tiles.sqlite")
+        if changed is not None:
+            change_one_tile(src / "tiles.sqlite", changed, renumber=name == "v3")
+        p = write_inputs(src, src / "tiles.sqlite", m)
+        inputs = BundleInputs(p["tiles"], p["demand"], p["params"], p["area"])
+        bundles[name] = build(composed(m), inputs, work / "bundles")
+    return bundles
+
+
+def _upload(url: str, token: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The log upload's figures, from a fresh interpreter (its own peak RSS)."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    child = ctx.Process(
+        target=_upload_child,
+        args=(url, token, str(work), args.records, args.record_bytes, args.batch_records, q),
+    )
+    child.start()
+    up: dict[str, Any] = q.get(timeout=600)
+    child.join(60)
+    return up
+
+
+@dataclass(frozen=True)
+class _Pulls:
+    fetchers: tuple[Any, Any, Any]  # the counting fetchers of the v1, v2 and v3 pulls
+    results: tuple[Any, Any, Any]  # their PullResults
+    update_s: float  # the v1 -> v2 update's wall time
+    upload: dict[str, Any]  # the log upload's figures
+
+
+def _pulls(
+    repo: Any,
+    url: str,
+    token: str,
+    work: Path,
+    bundles: dict[str, Any],
+    args: argparse.Namespace,
+    now: datetime,
+) -> _Pulls:
+    """The device's pulls (v1, then v1 -> v2 timed, then v2 -> v3) with the bytes each read,
+    and the log upload, against the server at ``url`` (v2 and v3 are published in turn)."""
+    from sync import BundleStore, PullConfig, Updater
+
+    store = BundleStore(work / "device")
+    trusted = repo.trusted_root_path().read_bytes()
+    f1 = _counting_fetcher()
+    first = Updater(store, PullConfig(url, "bench"), trusted, fetcher=f1).pull()
+    v2, v3 = bundles["v2"], bundles["v3"]
+    repo.publish(v2.path, "bench", now)
+    f2 = _counting_fetcher()
+    t0 = time.monotonic()
+    upd = Updater(store, PullConfig(url, "bench"), trusted, fetcher=f2).pull()
+    update_s = time.monotonic() - t0
+    assert upd.bundle_id == v2.bundle_id
+    # v2 -> v3: the same tile grows by an edge and later tiles are renumbered
+    repo.publish(v3.path, "bench", now)
+    f3 = _counting_fetcher()
+    upd3 = Updater(store, PullConfig(url, "bench"), trusted, fetcher=f3).pull()
+    assert upd3.bundle_id == v3.bundle_id
+    up = _upload(url, token, work, args)
+    return _Pulls((f1, f2, f3), (first, upd, upd3), update_s, up)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from sync import FleetRepository, RepoConfig
+    from sync.logstore import SqliteLogStorage
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nagashi-bench-sync-"))
     work.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC).replace(microsecond=0)
     try:
-        tiles, _ = build_tiles(args.osm, work / "tiles")
-        m = base_manifest(tiles_meta(tiles)["source_sha256"], area="bench")
-        bundles = {}
-        for name, changed in (("v1", None), ("v2", args.tile_index), ("v3", args.tile_index)):
-            src = work / f"in-{name}"
-            src.mkdir()
-            shutil.copyfile(tiles, src / "tiles.sqlite")
-            if changed is not None:
-                change_one_tile(src / "tiles.sqlite", changed, renumber=name == "v3")
-            p = write_inputs(src, src / "tiles.sqlite", m)
-            inputs = BundleInputs(p["tiles"], p["demand"], p["params"], p["area"])
-            bundles[name] = build(composed(m), inputs, work / "bundles")
+        bundles = _bundles(args, work)
         v1, v2 = bundles["v1"], bundles["v2"]
         full_bytes = sum(e.size_bytes for e in v2.files.values())
         full_bytes += (v2.path / "manifest.yaml").stat().st_size
@@ -145,34 +210,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         storage.close()
         server = FleetServerProcess(fleet, start_timeout_s=20.0)
         try:
-            store = BundleStore(work / "device")
-            trusted = repo.trusted_root_path().read_bytes()
-            f1 = _counting_fetcher()
-            first = Updater(store, PullConfig(server.url, "bench"), trusted, fetcher=f1).pull()
-            repo.publish(v2.path, "bench", now)
-            f2 = _counting_fetcher()
-            t0 = time.monotonic()
-            upd = Updater(store, PullConfig(server.url, "bench"), trusted, fetcher=f2).pull()
-            update_s = time.monotonic() - t0
-            assert upd.bundle_id == v2.bundle_id
-            # v2 -> v3: the same tile grows by an edge and later tiles are renumbered
-            v3 = bundles["v3"]
-            repo.publish(v3.path, "bench", now)
-            f3 = _counting_fetcher()
-            upd3 = Updater(store, PullConfig(server.url, "bench"), trusted, fetcher=f3).pull()
-            assert upd3.bundle_id == v3.bundle_id
-            ctx = mp.get_context("spawn")
-            q = ctx.Queue()
-            child = ctx.Process(
-                target=_upload_child,
-                args=(server.url, token, str(work), args.records, args.record_bytes,
-                      args.batch_records, q),
-            )  # fmt: skip
-            child.start()
-            up = q.get(timeout=600)
-            child.join(60)
+            r = _pulls(repo, server.url, token, work, bundles, args, now)
         finally:
             server.close()
+        (f1, f2, f3), (first, upd, upd3), up = r.fetchers, r.results, r.upload
         update_bytes = f2.by_kind["metadata"] + f2.by_kind["targets"]
         meta = f2.by_kind["metadata"]
         return {
@@ -185,7 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "update_bytes": update_bytes,
             "update_chunks_downloaded": upd.chunks_downloaded,
             "update_chunks_reused": upd.chunks_reused,
-            "update_s": round(update_s, 3),
+            "update_s": round(r.update_s, 3),
             "ratio_vs_changed_plus_metadata": round(update_bytes / (changed_bytes + meta), 4),
             "ratio_vs_full_bundle": round(update_bytes / full_bytes, 4),
             "first_pull_status": first.status,

@@ -70,46 +70,42 @@ def _pack(doc: dict[str, Any]) -> Response:
     return Response(msgpack.packb(doc, use_bin_type=True), media_type=MSGPACK)
 
 
-def create_app(
-    root: str | Path,
-    config: ServerConfig | None = None,
-    storage: LogStorage | None = None,
-    clock: Callable[[], float] = time.time,
-) -> Starlette:
-    """The ASGI app serving the repository under ``root`` and its log storage."""
-    cfg = config or ServerConfig()
-    repo = FleetRepository(root)
-    repo.metadata_dir.mkdir(parents=True, exist_ok=True)
-    repo.targets_dir.mkdir(parents=True, exist_ok=True)
-    store: LogStorage = storage or open_storage(root)
-    buckets = TokenBuckets(
-        cfg.limits.token_rate_per_s, cfg.limits.token_burst, cfg.limits.max_tracked_tokens
-    )
+class _LogRoutes:
+    """The log and health routes (``/v1/logs``, ``/v1/health``, ``/v1/vehicles/{id}/logs``) over
+    one log storage, with their bearer-token check and per-token rate limit."""
 
-    async def principal(request: Request) -> Principal:
+    def __init__(self, cfg: ServerConfig, store: LogStorage, clock: Callable[[], float]) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.buckets = TokenBuckets(
+            cfg.limits.token_rate_per_s, cfg.limits.token_burst, cfg.limits.max_tracked_tokens
+        )
+
+    async def principal(self, request: Request) -> Principal:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise HTTPError(401, "missing bearer token")
-        who = await run_in_threadpool(store.authenticate, token.strip())
+        who = await run_in_threadpool(self.store.authenticate, token.strip())
         if who is None:
             raise HTTPError(401, "unknown token")
-        wait = buckets.take(hashlib.sha256(token.strip().encode()).hexdigest())
+        wait = self.buckets.take(hashlib.sha256(token.strip().encode()).hexdigest())
         if wait > 0:
             raise HTTPError(
                 429,
-                f"more than {cfg.limits.token_burst} requests in a burst or "
-                f"{cfg.limits.token_rate_per_s:g}/s for this token",
+                f"more than {self.cfg.limits.token_burst} requests in a burst or "
+                f"{self.cfg.limits.token_rate_per_s:g}/s for this token",
                 {"retry-after": str(max(1, round(wait)))},
             )
         return who
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
-                if int(declared) > cfg.max_batch_bytes:
-                    raise HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
+                if int(declared) > self.cfg.max_batch_bytes:
+                    raise HTTPError(413, f"batch larger than {self.cfg.max_batch_bytes} bytes")
             except ValueError as e:
                 raise HTTPError(400, "bad Content-Length") from e
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -118,27 +114,27 @@ def create_app(
         buf = bytearray()
         async for piece in request.stream():
             buf += piece
-            if len(buf) > cfg.max_batch_bytes:
-                raise HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes")
+            if len(buf) > self.cfg.max_batch_bytes:
+                raise HTTPError(413, f"batch larger than {self.cfg.max_batch_bytes} bytes")
         if encoding == "identity":
             return bytes(buf)
         # bounded inflation: a small body must not expand past the cap (a "zip bomb")
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
-            out = inflater.decompress(bytes(buf), cfg.max_batch_bytes + 1)
+            out = inflater.decompress(bytes(buf), self.cfg.max_batch_bytes + 1)
         except zlib.error as e:
             raise HTTPError(400, f"batch is not valid gzip: {e}") from e
-        if len(out) > cfg.max_batch_bytes:
-            raise HTTPError(413, f"batch larger than {cfg.max_batch_bytes} bytes uncompressed")
+        if len(out) > self.cfg.max_batch_bytes:
+            raise HTTPError(413, f"batch larger than {self.cfg.max_batch_bytes} bytes uncompressed")
         if not inflater.eof or inflater.unused_data:
             raise HTTPError(400, "batch is not one complete gzip member")
         return out
 
-    async def ingest(request: Request) -> Response:
-        who = await principal(request)
+    async def ingest(self, request: Request) -> Response:
+        who = await self.principal(request)
         if who.kind != "vehicle":
             raise HTTPError(403, "only vehicles upload logs")
-        body = await read_body(request)
+        body = await self.read_body(request)
         try:
             doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises several unrelated types
@@ -149,7 +145,7 @@ def create_app(
         if vehicle != who.subject:
             raise HTTPError(403, "a vehicle uploads only its own logs")
         records = doc.get("records")
-        if not isinstance(records, list) or len(records) > cfg.max_records_per_batch:
+        if not isinstance(records, list) or len(records) > self.cfg.max_records_per_batch:
             raise HTTPError(400, "records must be a list of bounded length")
         epoch = doc.get("epoch", "")  # absent: an outbox from before epochs
         rows: list[tuple[int, float, bytes]] = []
@@ -176,7 +172,7 @@ def create_app(
         except SyncDataError as e:
             raise HTTPError(400, str(e)) from e
         res = await run_in_threadpool(
-            store.insert_batch, who.subject, rows, dropped, clock(), epoch
+            self.store.insert_batch, who.subject, rows, dropped, self.clock(), epoch
         )
         return _pack(
             {
@@ -189,12 +185,12 @@ def create_app(
             }
         )
 
-    async def report_health(request: Request) -> Response:
+    async def report_health(self, request: Request) -> Response:
         """A cab's health verdict on a bundle it tried (staged rollouts, sync.rollout)."""
-        who = await principal(request)
+        who = await self.principal(request)
         if who.kind != "vehicle":
             raise HTTPError(403, "only vehicles report health")
-        body = await read_body(request)
+        body = await self.read_body(request)
         try:
             doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises several unrelated types
@@ -208,11 +204,13 @@ def create_app(
             raise HTTPError(400, "bundle_id must be 64 lowercase hex characters")
         if not isinstance(ok, bool) or not isinstance(detail, str) or len(detail) > 500:
             raise HTTPError(400, "ok must be a boolean, detail a string of at most 500")
-        await run_in_threadpool(store.record_health, who.subject, bundle_id, ok, detail, clock())
+        await run_in_threadpool(
+            self.store.record_health, who.subject, bundle_id, ok, detail, self.clock()
+        )
         return _pack({"schema_version": WIRE_SCHEMA, "recorded": True})
 
-    async def read_logs(request: Request) -> Response:
-        who = await principal(request)
+    async def read_logs(self, request: Request) -> Response:
+        who = await self.principal(request)
         if who.kind != "engineer":
             raise HTTPError(403, "only engineers read logs")
         vehicle = request.path_params["vehicle_id"]
@@ -232,9 +230,9 @@ def create_app(
             raise HTTPError(400, "after_id must be in 0..2^63-1")
         if not 0 < limit <= MAX_INT:
             raise HTTPError(400, "limit must be positive")
-        limit = min(limit, cfg.max_page_records)
-        recs = await run_in_threadpool(store.read, vehicle, since_s, after, limit)
-        dropped = await run_in_threadpool(store.dropped_total, vehicle)
+        limit = min(limit, self.cfg.max_page_records)
+        recs = await run_in_threadpool(self.store.read, vehicle, since_s, after, limit)
+        dropped = await run_in_threadpool(self.store.dropped_total, vehicle)
         return _pack(
             {
                 "schema_version": WIRE_SCHEMA,
@@ -255,14 +253,29 @@ def create_app(
             }
         )
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True})
 
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+def create_app(
+    root: str | Path,
+    config: ServerConfig | None = None,
+    storage: LogStorage | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The ASGI app serving the repository under ``root`` and its log storage."""
+    cfg = config or ServerConfig()
+    repo = FleetRepository(root)
+    repo.metadata_dir.mkdir(parents=True, exist_ok=True)
+    repo.targets_dir.mkdir(parents=True, exist_ok=True)
+    store: LogStorage = storage or open_storage(root)
+    logs = _LogRoutes(cfg, store, clock)
     routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/v1/logs", guarded(ingest), methods=["POST"]),
-        Route("/v1/health", guarded(report_health), methods=["POST"]),
-        Route("/v1/vehicles/{vehicle_id}/logs", guarded(read_logs), methods=["GET"]),
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/v1/logs", guarded(logs.ingest), methods=["POST"]),
+        Route("/v1/health", guarded(logs.report_health), methods=["POST"]),
+        Route("/v1/vehicles/{vehicle_id}/logs", guarded(logs.read_logs), methods=["GET"]),
         Mount("/metadata", app=StaticFiles(directory=repo.metadata_dir), name="metadata"),
         Mount("/targets", app=StaticFiles(directory=repo.targets_dir), name="targets"),
     ]

@@ -53,6 +53,17 @@ SPLIT = {
                   "API_SCHEMA_VERSION", "STATIC_DIR"],
     "agent.runtime": ["Agent", "AgentConfig", "SyncSettings", "RunSummary", "start_bundle",
                       "distance_to_line_m", "RETIRED_BUNDLE_GRACE_S"],
+    "sync.live": ["DROPOFF", "EVENT_MAX_AGE_S", "FetchOutcome", "GridSpec", "Heartbeat",
+                  "HeartbeatClient", "LIVE_BAD_SIGNATURE", "LIVE_EXPIRED", "LIVE_MALFORMED",
+                  "LIVE_NOT_YET_VALID", "LIVE_NO_TRUST", "LIVE_OTHER_NETWORK",
+                  "LIVE_STALE_VERSION", "LIVE_UNREACHABLE", "LiveClientConfig", "LiveTrust",
+                  "MAX_HEARTBEAT_BYTES", "MSGPACK", "MeterEvent", "PICKUP", "Snapshot",
+                  "SnapshotArchive", "SnapshotClient", "TrustSource", "build_snapshot",
+                  "decode_body", "decode_heartbeat", "encode_body", "encode_heartbeat",
+                  "grid_spec", "network_tag", "open_envelope", "sign_envelope",
+                  "verify_snapshot"],
+    "sync.repository": ["FleetRepository", "PublishResult", "RepoConfig", "INDEX_SCHEMA",
+                        "chunk_target_path", "index_target_path"],
 }  # fmt: skip
 
 

@@ -24,43 +24,57 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f = sub.add_parser("fleet", help="fleet server: keys, publishing, tokens, serving")
     fsub = f.add_subparsers(dest="fleet_command", metavar="ACTION")
     fsub.required = True
+    _register_keys(fsub)
+    _register_repository(fsub)
+    _register_token(fsub)
+    _register_rollout(fsub)
+    _register_supply(fsub)
+    _register_serve(fsub)
 
-    def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--root", default=".", help="fleet directory (default: .)")
-        return p
 
-    def with_database(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--database",
-            default=None,
-            help="log and token storage: postgresql://USER@HOST:PORT/DB (password from "
-            "PGPASSWORD or ~/.pgpass), or a SQLite file (default: ROOT/fleet.sqlite)",
-        )
-        return p
+def _with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--root", default=".", help="fleet directory (default: .)")
+    return p
 
+
+def _with_database(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument(
+        "--database",
+        default=None,
+        help="log and token storage: postgresql://USER@HOST:PORT/DB (password from "
+        "PGPASSWORD or ~/.pgpass), or a SQLite file (default: ROOT/fleet.sqlite)",
+    )
+    return p
+
+
+def _register_keys(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``fleet keys init|rotate|renew-root``."""
     keys = fsub.add_parser("keys", help="create or rotate the repository's signing keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     ksub.required = True
-    init = with_root(ksub.add_parser("init", help="new ed25519 keys and metadata v1"))
+    init = _with_root(ksub.add_parser("init", help="new ed25519 keys and metadata v1"))
     init.set_defaults(func=cmd_keys_init)
-    rot = with_root(ksub.add_parser("rotate", help="replace one role's key (new root version)"))
+    rot = _with_root(ksub.add_parser("rotate", help="replace one role's key (new root version)"))
     rot.add_argument(
         "--role", required=True, choices=["root", "targets", "snapshot", "timestamp", "live"]
     )
     rot.set_defaults(func=cmd_keys_rotate)
 
-    renew = with_root(
+    renew = _with_root(
         ksub.add_parser("renew-root", help="re-sign root with a fresh expiry (yearly)")
     )
     renew.set_defaults(func=cmd_keys_renew_root)
 
-    pub = with_root(fsub.add_parser("publish", help="sign and publish a bundle for an area"))
+
+def _register_repository(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``fleet publish|timestamp|prune|status``: the signed repository."""
+    pub = _with_root(fsub.add_parser("publish", help="sign and publish a bundle for an area"))
     pub.add_argument("--bundle", required=True, help="bundle directory (built by bundle build)")
     pub.add_argument("--area", required=True)
     pub.add_argument("--json", action="store_true")
     pub.set_defaults(func=cmd_publish)
 
-    ts = with_root(
+    ts = _with_root(
         fsub.add_parser("timestamp", help="re-sign snapshot and timestamp (run daily from cron)")
     )
     ts.add_argument(
@@ -68,36 +82,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ts.set_defaults(func=cmd_timestamp)
 
-    pr = with_root(
+    pr = _with_root(
         fsub.add_parser("prune", help="delete chunks and metadata no longer signed (aged)")
     )
     pr.add_argument("--min-age-days", type=float, default=7.0)
     pr.add_argument("--keep-versions", type=int, default=10)
     pr.set_defaults(func=cmd_prune)
 
-    st = with_database(
-        with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
+    st = _with_database(
+        _with_root(fsub.add_parser("status", help="metadata versions, expiry, published areas"))
     )
     st.set_defaults(func=cmd_status)
 
+
+def _register_token(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``fleet token add|revoke``."""
     tok = fsub.add_parser("token", help="vehicle and engineer credentials for the log API")
     tsub = tok.add_subparsers(dest="token_command", metavar="ACTION")
     tsub.required = True
-    add = with_database(with_root(tsub.add_parser("add", help="create a token (printed once)")))
+    add = _with_database(_with_root(tsub.add_parser("add", help="create a token (printed once)")))
     who = add.add_mutually_exclusive_group(required=True)
     who.add_argument("--vehicle", help="vehicle id: may upload its own logs only")
     who.add_argument("--engineer", help="engineer name: may read every vehicle's logs")
     add.set_defaults(func=cmd_token_add)
-    rev = with_database(
-        with_root(tsub.add_parser("revoke", help="revoke every token of a vehicle/engineer"))
+    rev = _with_database(
+        _with_root(tsub.add_parser("revoke", help="revoke every token of a vehicle/engineer"))
     )
     rev.add_argument("name")
     rev.set_defaults(func=cmd_token_revoke)
 
+
+def _register_rollout(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``fleet rollout start|promote|halt|status|evaluate``."""
     ro = fsub.add_parser("rollout", help="staged rollouts of a bundle to an area's cabs")
     rsub = ro.add_subparsers(dest="rollout_command", metavar="ACTION")
     rsub.required = True
-    rs = with_database(with_root(rsub.add_parser("start", help="start a staged rollout")))
+    rs = _with_database(_with_root(rsub.add_parser("start", help="start a staged rollout")))
     rs.add_argument("--bundle", required=True, help="bundle directory (built by bundle build)")
     rs.add_argument("--area", required=True)
     rs.add_argument("--stages", default="5%,25%,100%", help="shares of the cabs, in order")
@@ -112,19 +132,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("promote", "move to the next stage (past the last: publish)", "cmd_rollout_promote"),
         ("halt", "stop; the stage's cabs go back to the published bundle", "cmd_rollout_halt"),
     ):
-        rp = with_database(with_root(rsub.add_parser(name, help=helptext)))
+        rp = _with_database(_with_root(rsub.add_parser(name, help=helptext)))
         rp.add_argument("--area", required=True)
         rp.add_argument("--cohort", default=None)
         if name == "promote":
             rp.add_argument("--force", action="store_true", help="even past the failure share")
         rp.set_defaults(func=globals()[func])
-    rst = with_database(with_root(rsub.add_parser("status", help="stages, health, decision")))
+    rst = _with_database(_with_root(rsub.add_parser("status", help="stages, health, decision")))
     rst.set_defaults(func=cmd_rollout_status)
-    rev_ = with_database(
-        with_root(rsub.add_parser("evaluate", help="apply the rules: promote or halt (cron)"))
+    rev_ = _with_database(
+        _with_root(rsub.add_parser("evaluate", help="apply the rules: promote or halt (cron)"))
     )
     rev_.set_defaults(func=cmd_rollout_evaluate)
 
+
+def _register_supply(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``fleet supply``."""
     sup = fsub.add_parser(
         "supply", help="the supply prior for the bundle, from the fleet's trip logs"
     )
@@ -142,8 +165,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sup.add_argument("--json", action="store_true", help="print the summary as JSON")
     sup.set_defaults(func=cmd_supply)
 
-    serve = with_database(
-        with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
+
+def _register_serve(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``fleet serve``: the address, then the bounds (sync._serve_limits), the live period."""
+    serve = _with_database(
+        _with_root(fsub.add_parser("serve", help="serve the repository and log ingest"))
     )
     serve.add_argument("--port", type=int, default=8470)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (put TLS in front)")
