@@ -127,6 +127,10 @@ class Policy:
         """The local links the cab means to drive next (what its heartbeat carries)."""
         return ()
 
+    def stats(self) -> dict[str, Any]:
+        """What the policy counted over the shift (``RunResult.policy_stats``); none here."""
+        return {}
+
 
 class RandomPolicy(Policy):
     name = "random"
