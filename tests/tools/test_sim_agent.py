@@ -18,6 +18,7 @@ from agent.bundle import LoadedBundle
 from agent.decide import TickInputs, TickResult, decide
 from safety import Fix, SafetyConfig, SafetyGate, follow_the_road
 from tests.tools.test_simulate import world  # noqa: F401  (the module fixture)
+from tools.sim.agent_compare import agent_figures
 from tools.sim.agent_tick import MIN_TICK_S, SIM_EPOCH_S, TICK_S, NagashiAgentPolicy
 from tools.sim.engine import run_shift
 from tools.sim.policies import Fleet
@@ -170,6 +171,17 @@ def test_the_same_seed_gives_the_same_run(short: World) -> None:
     assert a.tracks == b.tracks and sum(len(t) for t in a.tracks) > 20
     assert _stable(a.policy_stats) == _stable(b.policy_stats)
     assert not math.isnan(a.policy_stats["fallback_share"])
+    # the comparison's figures add the runs' counts up
+    fig = agent_figures({"nagashi-agent": [a, b]}, short.config.hours)["nagashi-agent"]
+    assert fig["ticks"] == 2 * a.policy_stats["ticks"]
+    assert fig["fallback_ticks"] == 2 * a.policy_stats["fallback_ticks"]
+    assert fig["first_move_equal_share"]["mean"] == pytest.approx(
+        a.policy_stats["first_move_equal_share"], abs=1e-4
+    )
+    cab_h = 2 * a.test_taxis * short.config.hours
+    assert fig["ticks_per_cab_h"] == pytest.approx(fig["ticks"] / cab_h, abs=0.01)
+    share = sum(a.policy_stats["fallback_reasons"].values()) / a.policy_stats["ticks"]
+    assert sum(fig["fallback_reasons_per_tick"].values()) == pytest.approx(share, abs=1e-4)
 
 
 def test_the_simulated_fix_is_the_cab_on_its_link(short: World) -> None:
