@@ -205,3 +205,20 @@ def test_the_simulated_fix_is_the_cab_on_its_link(short: World) -> None:
     assert start.time_s == SIM_EPOCH_S + short.minute_at(30.0) * 60.0
     assert end.heading_deg == pytest.approx(float(g.bearing_end[e]), abs=2.0)
     assert end.speed_mps == pytest.approx(float(short.length_m[e] / short.tau_s[e]))
+
+
+def test_simulate_and_the_gate_accept_the_agent_policies() -> None:
+    from tools.cmd_simulate import _policies
+    from tools.errors import ToolsError
+
+    assert _policies("hotspot,nagashi-agent,nagashi-agent-offline", False) == [
+        "hotspot",
+        "nagashi-agent",
+        "nagashi-agent-offline",
+    ]
+    assert _policies("nagashi-agent", True, gate_policy="nagashi-agent") == [
+        "nagashi-agent",
+        "hotspot",
+    ]
+    with pytest.raises(ToolsError):
+        _policies("nagashi-agents", False)
