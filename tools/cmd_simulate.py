@@ -39,6 +39,8 @@ POLICY_CHOICES = (
     "nagashi-offline",
     "nagashi-offline-own",
     "nagashi-live-tick",
+    "nagashi-agent",
+    "nagashi-agent-offline",
     "all",
 )
 
@@ -67,7 +69,9 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         "and the supply prior; nagashi-offline: the reference fleet's supply prior only, "
         "every cab offline; "
         "nagashi-offline-own: offline with the prior of a fleet on nagashi-live; "
-        "nagashi-live-tick: nagashi-live reading its route again at every junction), a "
+        "nagashi-live-tick: nagashi-live reading its route again at every junction; "
+        "nagashi-agent: every cab runs the agent's own tick, GPS fix to instruction, and "
+        "drives it; nagashi-agent-offline: the same, every cab offline), a "
         "comma-separated list, or all (random, "
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",

@@ -36,7 +36,9 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +76,11 @@ class RunResult:
     #: DROPOFF (driven occupied to that link), RELOCATE (back from a dead end), START
     tracks: tuple[tuple[tuple[int, str, float], ...], ...] = field(default=(), repr=False)
     pickups: tuple[int, ...] = field(default=(), repr=False)  # links of test cabs' pickups
+    #: what the policy under test counted (its ``stats()``, e.g. nagashi-agent's ticks and
+    #: fallbacks; empty when it counts nothing) and the CPU seconds of the shift (this
+    #: process's, after the policies were made)
+    policy_stats: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    cpu_s: float = field(default=0.0, repr=False, compare=False)
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -186,6 +193,7 @@ class _Shift:
         )
         self.cab_policy = [policy if i < n_test else background for i in range(self.n_taxis)]
         self.live = getattr(policy, "live", None)
+        self.cpu0 = time.process_time()  # the shift, not the policies' setup (a supply prior)
 
     def _passengers(self, pax: Passengers) -> None:
         """The passengers as lists (faster to index one at a time than numpy arrays)."""
@@ -487,4 +495,6 @@ class _Shift:
             fleet_occupied_time_share=float(sum(self.cab_occupied_s) / (n_taxis * shift)),
             tracks=tuple(tuple(tr) for tr in self.tracks) if self.record else (),
             pickups=tuple(self.picked_links),
+            policy_stats=self.policy.stats(),
+            cpu_s=time.process_time() - self.cpu0,
         )

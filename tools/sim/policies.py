@@ -17,7 +17,11 @@ minute (``World.allowed``), so no policy is ever given an illegal edge.
   fleet server knows from its cabs' logs) and each cab follows ``argmax Q`` from where it is.
   ``nagashi-lone`` is the ablation without the supply map (every cab plans as if alone);
   ``nagashi-route`` is the agent as shipped: alone, and following the route read-out the
-  driver is shown (:class:`NagashiRoutePolicy`).
+  driver is shown (:class:`NagashiRoutePolicy`); ``nagashi-live`` adds the fleet's live layer
+  and the supply prior (:class:`NagashiLivePolicy`: one value table a minute shared by the
+  cabs, a fast approximation of the agent); ``nagashi-agent`` runs the agent's own tick
+  (``agent.decide``: the GPS fix, matching, the cab's own plan, safety and its instruction)
+  in every cab (:mod:`tools.sim.agent_tick`), ``nagashi-agent-offline`` the same offline.
 """
 
 from __future__ import annotations
@@ -139,6 +143,10 @@ class Policy:
     def route_of(self, taxi: int) -> Sequence[int]:
         """The local links the cab means to drive next (what its heartbeat carries)."""
         return ()
+
+    def stats(self) -> dict[str, Any]:
+        """What the policy counted over the shift (``RunResult.policy_stats``); none here."""
+        return {}
 
 
 class RandomPolicy(Policy):
@@ -512,6 +520,16 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         return ages
 
 
+def _agent_policy(
+    world: World, allowed: Allowed, rng: np.random.Generator, m: float, **kw: Any
+) -> Policy:
+    """``nagashi-agent``: every cab runs the agent's own tick (tools.sim.agent_tick, which
+    builds on this module: imported when asked for)."""
+    from tools.sim.agent_tick import NagashiAgentPolicy
+
+    return NagashiAgentPolicy(world, allowed, rng, m, **kw)
+
+
 def make_policy(
     name: str, world: World, allowed: Allowed, seed: int, multiplier: float, n_cabs: int = 0
 ) -> Policy:
@@ -532,6 +550,12 @@ def make_policy(
         ),
         "nagashi-live-tick": lambda: NagashiLivePolicy(
             world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs, every_link=True
+        ),
+        "nagashi-agent": lambda: _agent_policy(
+            world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs
+        ),
+        "nagashi-agent-offline": lambda: _agent_policy(
+            world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs, live=False
         ),
         "nagashi-offline-own": lambda: NagashiLivePolicy(
             world,
