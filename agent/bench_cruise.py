@@ -114,9 +114,9 @@ def _capturing(kernels: list[Any]) -> Iterator[None]:
 
     solve = core._backward_pass
 
-    def capture(kn: Any) -> Any:
+    def capture(kn: Any, ws: Any = None) -> Any:
         kernels.append(kn)
-        return solve(kn)
+        return solve(kn, ws)
 
     core._backward_pass = capture
     try:
@@ -178,6 +178,7 @@ def _measure(
     on the numpy path, the value iteration of that plan on both, the minimal kernel, and the
     approximate plan ``approx()`` (top-k drop-offs) against the exact one."""
     from agent.planner import core, kernel_jit
+    from agent.planner.workspace import WORKSPACE
 
     kernels: list[Any] = []
     with _capturing(kernels):
@@ -194,8 +195,10 @@ def _measure(
             again = plan()
             s.plan_numpy_ms.append((time.perf_counter() - t0) * 1000.0)
             s.same_bytes += again.to_json() == got.to_json()
-            s.backward_ms.append(_ms(jit, kn))
-        s.backward_numpy_ms.append(_ms(core._backward_pass, kn))
+        with WORKSPACE.borrowed() as ws:  # V and C kept between passes, as plans keep them
+            if jit is not None:
+                s.backward_ms.append(_ms(jit, kn, ws))
+            s.backward_numpy_ms.append(_ms(core._backward_pass, kn, ws))
     s.kernel_ms.append(_ms(successor_max_kernel, kn))
     if approx is not None:
         t0 = time.perf_counter()
@@ -314,6 +317,7 @@ def _report(
     args: argparse.Namespace, params: Any, s: _Samples, jit: Any, warm_up_s: float, rss_mb: float
 ) -> dict[str, Any]:
     from agent.planner import kernel_jit
+    from agent.planner.workspace import WORKSPACE
 
     p50 = statistics.median(s.plan_ms)
     k50 = statistics.median(s.kernel_ms)
@@ -342,6 +346,7 @@ def _report(
         "ratio_plan_to_kernel_p50": round(p50 / k50, 2) if k50 > 0 else None,
         "ratio_backward_to_kernel_p50": round(b50 / k50, 2) if k50 > 0 else None,
         "peak_rss_mb": round(rss_mb, 1),
+        "workspace_mb": round(WORKSPACE.nbytes() / 2**20, 1),
         "goal_p95_ms": 100.0 if args.case == "city" else 10.0,
         "goal_ratio_to_kernel": 3.0,
         "goal_rss_mb": 200.0,

@@ -13,6 +13,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
+    from agent.planner.workspace import Workspace
 
 njit = numba.njit(cache=True, error_model="numpy")
 
@@ -346,13 +347,15 @@ def _arrays(kn: _Kernel) -> Arrays:
     )
 
 
-def backward_pass(kn: _Kernel) -> tuple[Any, Any, Any, Any, Any]:
+def backward_pass(kn: _Kernel, ws: Workspace | None = None) -> tuple[Any, Any, Any, Any, Any]:
     """``core._backward_pass`` compiled: the same results, bit for bit. Arrays are passed
     contiguous and 64-bit (one compiled signature; ``p_in`` as it is, for numpy's own product:
-    two, C-contiguous or not)."""
-    n, nc1, K = kn.n, kn.n_cells + 1, kn.n_layers
-    values = np.zeros((kn.rows_v, n), dtype=np.float64)
-    cont = np.zeros((kn.rows_c, nc1), dtype=np.float64)
+    two, C-contiguous or not). ``V`` and ``C`` are kept in ``ws`` when given
+    (``bellman._tables``)."""
+    from agent.planner.bellman import _tables
+
+    K = kn.n_layers
+    values, cont = _tables(kn, ws)
     a = _arrays(kn)
     w = Work(
         vflat=values.reshape(-1),

@@ -24,18 +24,26 @@ import contextlib
 import importlib.util
 import os
 import threading
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
+    from agent.planner.workspace import Workspace
 
 Result = tuple[Any, Any, Any, Any, Any]
 
+
+class BackwardPass(Protocol):
+    """``core._backward_pass``'s signature: the kernel, and the workspace keeping ``V``/``C``."""
+
+    def __call__(self, kn: _Kernel, ws: Workspace | None = None, /) -> Result: ...
+
+
 _lock = threading.Lock()
-_compiled: Callable[[_Kernel], Result] | None = None
+_compiled: BackwardPass | None = None
 _state = "idle"  # idle -> scheduled -> compiling -> ready | failed | disabled
 _error: str | None = None
 
@@ -54,7 +62,7 @@ def status() -> dict[str, Any]:
 _suspended = threading.local()
 
 
-def ready() -> Callable[[_Kernel], Result] | None:
+def ready() -> BackwardPass | None:
     """The compiled backward pass if it is ready, else None (never blocks, never compiles)."""
     if _compiled is None or getattr(_suspended, "on", False):
         return None
@@ -72,7 +80,7 @@ def suspended() -> Iterator[None]:
         _suspended.on = before
 
 
-def warm_up() -> Callable[[_Kernel], Result] | None:
+def warm_up() -> BackwardPass | None:
     """Compile (or load from the disk cache) the kernel, running it on a tiny case; idempotent
     and thread-safe. Returns the compiled backward pass, or None without numba or on failure
     (the reason in :func:`status`)."""
@@ -152,7 +160,7 @@ KNOWN_FIELDS = frozenset(
 )
 
 
-def _build() -> Callable[[_Kernel], Result]:
+def _build() -> BackwardPass:
     import dataclasses
 
     from agent.planner.core import _Kernel

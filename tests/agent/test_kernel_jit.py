@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agent.planner import PlannerParams, core, kernel_jit, plan_from_fix, speed_factor_from_demand
+from agent.planner.workspace import Workspace
 from models import DemandTable
 from tiles import TileStore
 
@@ -59,9 +60,9 @@ def test_compiled_backward_pass_is_bit_identical(
     kernels: list[core._Kernel] = []
     numpy_pass = core._backward_pass
 
-    def capture(kn: core._Kernel) -> Any:
+    def capture(kn: core._Kernel, ws: Workspace | None = None) -> Any:
         kernels.append(kn)
-        return numpy_pass(kn)
+        return numpy_pass(kn, ws)
 
     params = PlannerParams(speed_factor=speed_factor_from_demand(table, store.all()))
     jit_plans = []
