@@ -12,9 +12,10 @@ The values do not depend on the buffer: every row ``k < K`` of ``V`` and ``C`` i
 full by layer ``k`` before any layer reads it, and the rows past the horizon (the terminal 0)
 are zeroed on every loan, so a reused buffer gives the same bits as ``np.zeros``.
 
-A buffer is reused while it holds between one and two plans' worth (radius graphs differ in
-size from tick to tick); a larger plan allocates a new one with an eighth to spare, a plan of
-less than half frees it for a smaller one. :func:`release_workspace` frees it at once (the
+A buffer is reused while it holds between one and four plans' worth (radius graphs differ in
+size from tick to tick, and a bench compares plans with coarser layers); a larger plan
+allocates a new one with an eighth to spare, a plan of less than a quarter frees it for a
+smaller one. :func:`release_workspace` frees it at once (the
 runtime on a new bundle).
 """
 
@@ -54,7 +55,7 @@ class Workspace:
         the rows before hold what an earlier pass left there (the caller overwrites them)."""
         need = rows * width
         buf = self._buffers.get(name)
-        if buf is None or buf.shape[0] < need or buf.shape[0] > 2 * need:
+        if buf is None or buf.shape[0] < need or buf.shape[0] > 4 * need:
             self._buffers.pop(name, None)  # free the old one before taking the new
             buf = np.zeros(need + need // 8, dtype=np.float64)
             self._buffers[name] = buf
