@@ -330,6 +330,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _dropoff_product(jit: Any) -> str:
+    if jit is None:
+        return "numpy"
+    from agent.planner import _kernel_numba
+
+    return "blas" if _kernel_numba.USE_GEMV else "objmode"
+
+
 def _report(
     args: argparse.Namespace, params: Any, s: _Samples, jit: Any, warm_up_s: float, rss_mb: float
 ) -> dict[str, Any]:
@@ -351,6 +359,9 @@ def _report(
         "links_in_radius_p50": int(np.median(s.sizes)),
         "route_length_m_p50": round(statistics.median(s.lengths), 1),
         "backward_pass": "numba" if jit is not None else "numpy",
+        # the compiled pass's drop-off product: numpy's BLAS called directly, or np.matmul
+        # in object mode once a layer (kernel_jit's warm-up decides)
+        "dropoff_product": _dropoff_product(jit),
         "jit": kernel_jit.status(),
         "jit_warm_up_s": round(warm_up_s, 3),
         "plan_ms_p50": round(p50, 3),
