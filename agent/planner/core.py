@@ -305,14 +305,15 @@ def solve_table(
         prep, demand, start_minute_of_week, K, monday
     )
     cz = np.flatnonzero(prep.cruisable).astype(np.int64)  # only they can be entered
-    early = _depleted_probability(prep, d.rate_h, window_s, pickup_prob, layer_slot, pass_age_s, cz)
+    prob_cz = np.ascontiguousarray(pickup_prob[:, cz])  # P per slot of the enterable links
+    early = _depleted_probability(prep, d.rate_h, window_s, prob_cz, layer_slot, pass_age_s, cz)
     kernel = _kernel(
         prep,
         d,
         cz,
         K,
         cost,
-        pickup_prob,
+        prob_cz,
         allowed,
         layer_minute,
         layer_slot,
@@ -362,7 +363,7 @@ def _kernel(
     cz: I64,
     K: int,
     cost: F64,
-    pickup_prob: F64,
+    prob_cz: F64,
     allowed: Bool,
     layer_minute: I64,
     layer_slot: I64,
@@ -396,9 +397,11 @@ def _kernel(
         c_wneg=c_wneg,
         fare=d.fare[cz],
         cost=cost[cz],
-        prob=np.ascontiguousarray(pickup_prob[:, cz]),
+        prob=prob_cz,
         prob_early=prob_early,
-        penalty=np.where(allowed[:, cz], 0.0, -np.inf),
+        # row-major like every other kernel array (``allowed[:, cz]`` alone is column-major:
+        # the compiled pass copied it and numpy added strided rows)
+        penalty=np.where(np.ascontiguousarray(allowed[:, cz]), 0.0, -np.inf),
         layer_slot=layer_slot,
         layer_minute=layer_minute,
         srcs=srcs,

@@ -10,7 +10,8 @@ fresh arrays (never blocks, never shares).
 
 The values do not depend on the buffer: every row ``k < K`` of ``V`` and ``C`` is written in
 full by layer ``k`` before any layer reads it, and the rows past the horizon (the terminal 0)
-are zeroed on every loan, so a reused buffer gives the same bits as ``np.zeros``.
+are zeroed again on a loan where an earlier pass wrote them (the workspace tracks how far its
+passes wrote), so a reused buffer gives the same bits as ``np.zeros``.
 
 A buffer is reused while it holds between one and four plans' worth (radius graphs differ in
 size from tick to tick, and a bench compares plans with coarser layers); a larger plan
@@ -37,6 +38,8 @@ class Workspace:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._buffers: dict[str, F64] = {}
+        #: per buffer, where the elements that may be non-zero end (all after it are 0)
+        self._dirty: dict[str, int] = {}
 
     @contextlib.contextmanager
     def borrowed(self) -> Iterator[Workspace | None]:
@@ -59,9 +62,13 @@ class Workspace:
             self._buffers.pop(name, None)  # free the old one before taking the new
             buf = np.zeros(need + need // 8, dtype=np.float64)
             self._buffers[name] = buf
-        out = buf[:need].reshape(rows, width)
-        out[zero_from:] = 0.0
-        return out
+            self._dirty[name] = 0
+        written = zero_from * width  # the caller writes everything before
+        dirty = self._dirty.get(name, need)
+        if dirty > written:  # only what an earlier pass wrote there needs zeroing again
+            buf[written : min(dirty, need)] = 0.0
+        self._dirty[name] = max(written, dirty) if dirty > need else written
+        return buf[:need].reshape(rows, width)
 
     def nbytes(self) -> int:
         return sum(int(b.nbytes) for b in self._buffers.values())
@@ -70,6 +77,7 @@ class Workspace:
         """Free every buffer (waits for a pass that holds the workspace to finish)."""
         with self._lock:
             self._buffers.clear()
+            self._dirty.clear()
 
 
 #: the planner's workspace (one: the runtime plans in one thread)

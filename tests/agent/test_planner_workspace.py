@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.planner import (
     PlannerParams,
@@ -111,3 +113,24 @@ def test_a_workspace_buffer_is_replaced_when_far_too_large() -> None:
     assert np.shares_memory(a, b) and not b[50:].any() and (b[:50] == 7.0).all()
     c = ws.table("values", 10, 1000, 5)  # a tenth: a new, small buffer
     assert not np.shares_memory(a, c) and ws.nbytes() < 2 * c.nbytes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 40), st.integers(1, 30), st.integers(0, 40)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_every_loan_is_zero_past_the_rows_its_pass_writes(
+    loans: list[tuple[int, int, int]],
+) -> None:
+    """Passes of any sizes one after another (each writing its rows before ``zero_from``, as
+    the backward pass does): every loan is 0 from ``zero_from`` on, whatever came before."""
+    ws = Workspace()
+    for i, (rows, width, zero_from) in enumerate(loans):
+        t = ws.table("values", rows, width, min(zero_from, rows))
+        assert t.shape == (rows, width)
+        assert not t[min(zero_from, rows) :].any()
+        t[: min(zero_from, rows)] = i + 1.0  # what the pass writes
