@@ -73,6 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also plan each case with the top-k drop-off approximation and compare it with "
         "the exact plan (value difference, same first move, time)",
     )
+    p.add_argument(
+        "--approx-step-s",
+        type=float,
+        default=None,
+        help="also plan each case with coarser layers of this many seconds (PlannerParams."
+        "step_s; with --dropoff-top-k, both) and compare it with the exact plan",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--radius-m", type=float, default=3000.0)
     p.add_argument("--horizon-min", type=float, default=45.0)
@@ -114,9 +121,9 @@ def _capturing(kernels: list[Any]) -> Iterator[None]:
 
     solve = core._backward_pass
 
-    def capture(kn: Any) -> Any:
+    def capture(kn: Any, ws: Any = None) -> Any:
         kernels.append(kn)
-        return solve(kn)
+        return solve(kn, ws)
 
     core._backward_pass = capture
     try:
@@ -163,12 +170,12 @@ class _Samples:
     lengths: list[float] = field(default_factory=list)
     layers: list[int] = field(default_factory=list)
     same_bytes: int = 0
-    #: with --dropoff-top-k: the approximate plan's time, |V - V_exact| at the start, and
-    #: whether its first link is the exact plan's
-    topk_ms: list[float] = field(default_factory=list)
-    topk_abs_diff: list[float] = field(default_factory=list)
-    topk_rel_diff: list[float] = field(default_factory=list)
-    topk_same_first: int = 0
+    #: with --dropoff-top-k / --approx-step-s: the approximate plan's time, |V - V_exact| at
+    #: the start, and whether its first link is the exact plan's
+    approx_ms: list[float] = field(default_factory=list)
+    approx_abs_diff: list[float] = field(default_factory=list)
+    approx_rel_diff: list[float] = field(default_factory=list)
+    approx_same_first: int = 0
 
 
 def _measure(
@@ -176,8 +183,9 @@ def _measure(
 ) -> None:
     """One case, interleaved: ``plan()`` on the path the agent runs, then (numba installed)
     on the numpy path, the value iteration of that plan on both, the minimal kernel, and the
-    approximate plan ``approx()`` (top-k drop-offs) against the exact one."""
+    approximate plan ``approx()`` (top-k drop-offs, coarser layers) against the exact one."""
     from agent.planner import core, kernel_jit
+    from agent.planner.workspace import WORKSPACE
 
     kernels: list[Any] = []
     with _capturing(kernels):
@@ -194,17 +202,29 @@ def _measure(
             again = plan()
             s.plan_numpy_ms.append((time.perf_counter() - t0) * 1000.0)
             s.same_bytes += again.to_json() == got.to_json()
-            s.backward_ms.append(_ms(jit, kn))
-        s.backward_numpy_ms.append(_ms(core._backward_pass, kn))
+        with WORKSPACE.borrowed() as ws:  # V and C kept between passes, as plans keep them
+            if jit is not None:
+                s.backward_ms.append(_ms(jit, kn, ws))
+            s.backward_numpy_ms.append(_ms(core._backward_pass, kn, ws))
     s.kernel_ms.append(_ms(successor_max_kernel, kn))
     if approx is not None:
         t0 = time.perf_counter()
         near = approx()
-        s.topk_ms.append((time.perf_counter() - t0) * 1000.0)
+        s.approx_ms.append((time.perf_counter() - t0) * 1000.0)
         diff = abs(near.expected_revenue - got.expected_revenue)
-        s.topk_abs_diff.append(diff)
-        s.topk_rel_diff.append(diff / abs(got.expected_revenue) if got.expected_revenue else 0.0)
-        s.topk_same_first += near.edges[:1] == got.edges[:1]
+        s.approx_abs_diff.append(diff)
+        s.approx_rel_diff.append(diff / abs(got.expected_revenue) if got.expected_revenue else 0.0)
+        s.approx_same_first += near.edges[:1] == got.edges[:1]
+
+
+def _approx_params(args: argparse.Namespace, params: Any) -> Any:
+    """The approximate planner of ``--dropoff-top-k`` / ``--approx-step-s`` (None: neither)."""
+    changes: dict[str, Any] = {}
+    if args.dropoff_top_k:
+        changes["dropoff_top_k"] = args.dropoff_top_k
+    if args.approx_step_s is not None:
+        changes["step_s"] = args.approx_step_s
+    return dataclasses.replace(params, **changes) if changes else None
 
 
 def _radius_case(
@@ -229,10 +249,10 @@ def _radius_case(
     s = _Samples()
     for i in range(args.cases):
         fix = (float(lons[i]), float(lats[i]), float(heads[i]), float(minutes[i]))
-        approx = None
-        if args.dropoff_top_k:
-            near = dataclasses.replace(params, dropoff_top_k=args.dropoff_top_k)
-            approx = functools.partial(plan_from_fix, store, table, *fix, near)
+        near = _approx_params(args, params)
+        approx = (
+            None if near is None else functools.partial(plan_from_fix, store, table, *fix, near)
+        )
         _measure(functools.partial(plan_from_fix, store, table, *fix, params), jit, s, approx)
     return s
 
@@ -261,10 +281,8 @@ def _city_case(
         demand = city_demand(table, district, args.districts, float(minutes[i]), params.horizon_s)
         cut_ms.append((time.perf_counter() - t0) * 1000.0)
         case = (int(starts[i]), float(minutes[i]))
-        approx = None
-        if args.dropoff_top_k:
-            near = dataclasses.replace(params, dropoff_top_k=args.dropoff_top_k)
-            approx = functools.partial(plan_cruise, city, demand, *case, near)
+        near = _approx_params(args, params)
+        approx = None if near is None else functools.partial(plan_cruise, city, demand, *case, near)
         _measure(functools.partial(plan_cruise, city, demand, *case, params), jit, s, approx)
     extra = {
         "districts": args.districts,
@@ -284,6 +302,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.cases = 20 if args.case == "city" else 200
     if args.cases < 1 or args.districts < 1:
         raise AgentError("bench cruise: --cases and --districts must be at least 1")
+    if args.approx_step_s is not None and not args.approx_step_s > 0:
+        raise AgentError("bench cruise: --approx-step-s must be a positive number of seconds")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     t = time.perf_counter()
@@ -310,10 +330,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _dropoff_product(jit: Any) -> str:
+    if jit is None:
+        return "numpy"
+    from agent.planner import _kernel_numba
+
+    return "blas" if _kernel_numba.USE_GEMV else "objmode"
+
+
 def _report(
     args: argparse.Namespace, params: Any, s: _Samples, jit: Any, warm_up_s: float, rss_mb: float
 ) -> dict[str, Any]:
     from agent.planner import kernel_jit
+    from agent.planner.workspace import WORKSPACE
 
     p50 = statistics.median(s.plan_ms)
     k50 = statistics.median(s.kernel_ms)
@@ -330,6 +359,9 @@ def _report(
         "links_in_radius_p50": int(np.median(s.sizes)),
         "route_length_m_p50": round(statistics.median(s.lengths), 1),
         "backward_pass": "numba" if jit is not None else "numpy",
+        # the compiled pass's drop-off product: numpy's BLAS called directly, or np.matmul
+        # in object mode once a layer (kernel_jit's warm-up decides)
+        "dropoff_product": _dropoff_product(jit),
         "jit": kernel_jit.status(),
         "jit_warm_up_s": round(warm_up_s, 3),
         "plan_ms_p50": round(p50, 3),
@@ -342,6 +374,7 @@ def _report(
         "ratio_plan_to_kernel_p50": round(p50 / k50, 2) if k50 > 0 else None,
         "ratio_backward_to_kernel_p50": round(b50 / k50, 2) if k50 > 0 else None,
         "peak_rss_mb": round(rss_mb, 1),
+        "workspace_mb": round(WORKSPACE.nbytes() / 2**20, 1),
         "goal_p95_ms": 100.0 if args.case == "city" else 10.0,
         "goal_ratio_to_kernel": 3.0,
         "goal_rss_mb": 200.0,
@@ -353,11 +386,13 @@ def _report(
         out["speedup_plan_numba_p50"] = round(statistics.median(s.plan_numpy_ms) / p50, 2)
         out["ratio_backward_numpy_to_kernel_p50"] = round(n50 / k50, 2) if k50 > 0 else None
         out["plans_bit_identical"] = f"{s.same_bytes}/{args.cases}"
-    if s.topk_ms:
-        out["dropoff_top_k"] = args.dropoff_top_k
-        out.update(_figures(s.topk_ms, "plan_top_k_ms"))
-        out["top_k_value_abs_diff_max"] = round(max(s.topk_abs_diff), 6)
-        out["top_k_value_abs_diff_mean"] = round(statistics.fmean(s.topk_abs_diff), 6)
-        out["top_k_value_rel_diff_max"] = round(max(s.topk_rel_diff), 6)
-        out["top_k_same_first_move"] = f"{s.topk_same_first}/{args.cases}"
+    if s.approx_ms:
+        a50 = statistics.median(s.approx_ms)
+        out["approx"] = {"dropoff_top_k": args.dropoff_top_k, "step_s": args.approx_step_s}
+        out.update(_figures(s.approx_ms, "plan_approx_ms"))
+        out["approx_speedup_p50"] = round(p50 / a50, 2) if a50 > 0 else None
+        out["approx_value_abs_diff_max"] = round(max(s.approx_abs_diff), 6)
+        out["approx_value_abs_diff_mean"] = round(statistics.fmean(s.approx_abs_diff), 6)
+        out["approx_value_rel_diff_max"] = round(max(s.approx_rel_diff), 6)
+        out["approx_same_first_move"] = f"{s.approx_same_first}/{args.cases}"
     return out

@@ -10,11 +10,65 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numba
 import numpy as np
+from numba import types
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
+    from agent.planner.workspace import Workspace
 
 njit = numba.njit(cache=True, error_model="numpy")
+
+#: numpy's own ``cblas_dgemv`` (64-bit integers), under a name of ours: the compiled pass calls
+#: it directly instead of entering object mode for ``np.matmul`` once a layer (the same
+#: function with the arguments numpy passes, so the same bits: :func:`gemv_matches_numpy`).
+#: The symbol is resolved by name, so the compiled code stays cacheable.
+GEMV_SYMBOL = "nagashi_cblas_dgemv64"
+ROW_MAJOR, COL_MAJOR, NO_TRANS = 101, 102, 111
+_gemv: Any = types.ExternalFunction(
+    GEMV_SYMBOL,
+    types.void(
+        types.int32,  # order
+        types.int32,  # transpose
+        types.int64,  # M
+        types.int64,  # N
+        types.float64,  # alpha
+        types.uintp,  # A
+        types.int64,  # lda
+        types.uintp,  # x
+        types.int64,  # incx
+        types.float64,  # beta
+        types.uintp,  # y
+        types.int64,  # incy
+    ),
+)
+
+
+def _register_gemv() -> bool:
+    """Find numpy's BLAS ``cblas_dgemv`` with 64-bit integers (the library numpy's
+    ``matmul`` calls) and register it as :data:`GEMV_SYMBOL`; False when there is none."""
+    import ctypes
+    import importlib
+
+    import llvmlite.binding as llvm
+
+    try:  # the BLAS library numpy links is among its extension module's dependencies
+        lib = ctypes.CDLL(importlib.import_module("numpy._core._multiarray_umath").__file__)
+    except (ImportError, OSError):
+        return False
+    for name in ("scipy_cblas_dgemv64_", "cblas_dgemv64_"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            addr = ctypes.cast(fn, ctypes.c_void_p).value
+            if addr:
+                llvm.add_symbol(GEMV_SYMBOL, addr)
+                return True
+    return False
+
+
+#: the compiled pass calls BLAS itself (else: object mode for ``np.matmul``); set by
+#: :mod:`agent.planner.kernel_jit`'s warm-up once :func:`gemv_matches_numpy` holds
+USE_GEMV = False
+HAVE_GEMV = _register_gemv()
 
 
 @njit
@@ -294,6 +348,80 @@ def _run(K: int, a: Arrays, w: Work, p_in: Any) -> None:  # pragma: no cover - c
         u_out_next = u_out
 
 
+@njit
+def _run_gemv(  # pragma: no cover - compiled
+    K: int, a: Arrays, w: Work, p_in: Any, order: int, lda: int
+) -> None:
+    """:func:`_run` with the drop-off product ``p_in @ u`` by numpy's ``cblas_dgemv`` called
+    directly (``order``/``lda``: :func:`gemv_layout`), no object mode."""
+    u_out_next = 0.0
+    prob_early, prob, layer_slot = a.prob_early, a.prob, a.layer_slot
+    penalty, layer_minute = a.penalty, a.layer_minute
+    n_early = prob_early.shape[0]
+    u, dot = w.u, w.dot
+    m = u.shape[0]
+    for k in range(K - 1, -1, -1):
+        prob_k = prob_early[k] if k < n_early else prob[layer_slot[k]]
+        u_out = layer(k, u_out_next, prob_k, penalty[layer_minute[k]], a, w)
+        if a.top_idx.shape[0] > 0:
+            top_k_dot(a, w)
+        elif m > 0:
+            _gemv(
+                order, NO_TRANS, m, m, 1.0, p_in.ctypes.data, lda, u.ctypes.data, 1, 0.0,
+                dot.ctypes.data, 1,
+            )  # fmt: skip
+        finish(k, u_out, a, w)
+        u_out_next = u_out
+
+
+def gemv_layout(p_in: Any) -> tuple[int, int] | None:
+    """``(order, lda)`` of the square float64 matrix ``p_in`` for ``cblas_dgemv`` (rows or
+    columns contiguous), or None (then :func:`_run`'s object mode, as numpy would not call
+    BLAS either)."""
+    m = int(p_in.shape[0])
+    if p_in.dtype != np.float64 or p_in.ndim != 2 or p_in.shape[1] != m or m == 0:
+        return None
+    s0, s1 = int(p_in.strides[0]), int(p_in.strides[1])
+    if s1 == 8 and s0 % 8 == 0 and s0 >= 8 * m:
+        return ROW_MAJOR, s0 // 8
+    if s0 == 8 and s1 % 8 == 0 and s1 >= 8 * m:
+        return COL_MAJOR, s1 // 8
+    return None
+
+
+@njit
+def _gemv_once(p_in: Any, u: Any, out: Any, order: int, lda: int) -> None:  # pragma: no cover
+    m = u.shape[0]
+    _gemv(order, NO_TRANS, m, m, 1.0, p_in.ctypes.data, lda, u.ctypes.data, 1, 0.0,
+          out.ctypes.data, 1)  # fmt: skip
+
+
+def gemv_matches_numpy(seed: int = 20) -> bool:
+    """The directly called ``cblas_dgemv`` gives ``np.matmul``'s bits on random drop-off
+    matrices of several sizes, rows contiguous, a column slice of a wider matrix (as
+    ``TickDemand.dropoff[:, :n_cells]``) and columns contiguous."""
+    if not HAVE_GEMV:
+        return False
+    rng = np.random.default_rng(seed)
+    for m in (1, 2, 7, 48, 131, 432):
+        wide = rng.random((m, m + 1)) * rng.choice([1e-3, 1.0])
+        wide /= wide.sum(axis=1, keepdims=True)
+        u = rng.normal(size=m) * 40.0
+        for p_in in (
+            np.ascontiguousarray(wide[:, :m]),
+            wide[:, :m],
+            np.asfortranarray(wide[:, :m]),
+        ):
+            lay = gemv_layout(p_in)
+            if lay is None:
+                return False
+            out = np.zeros(m)
+            _gemv_once(p_in, u, out, *lay)
+            if out.tobytes() != np.matmul(p_in, u).tobytes():
+                return False
+    return True
+
+
 def f64(a: Any) -> Any:
     return np.ascontiguousarray(a, dtype=np.float64)
 
@@ -346,13 +474,15 @@ def _arrays(kn: _Kernel) -> Arrays:
     )
 
 
-def backward_pass(kn: _Kernel) -> tuple[Any, Any, Any, Any, Any]:
+def backward_pass(kn: _Kernel, ws: Workspace | None = None) -> tuple[Any, Any, Any, Any, Any]:
     """``core._backward_pass`` compiled: the same results, bit for bit. Arrays are passed
     contiguous and 64-bit (one compiled signature; ``p_in`` as it is, for numpy's own product:
-    two, C-contiguous or not)."""
-    n, nc1, K = kn.n, kn.n_cells + 1, kn.n_layers
-    values = np.zeros((kn.rows_v, n), dtype=np.float64)
-    cont = np.zeros((kn.rows_c, nc1), dtype=np.float64)
+    two, C-contiguous or not). ``V`` and ``C`` are kept in ``ws`` when given
+    (``bellman._tables``)."""
+    from agent.planner.bellman import _tables
+
+    K = kn.n_layers
+    values, cont = _tables(kn, ws)
     a = _arrays(kn)
     w = Work(
         vflat=values.reshape(-1),
@@ -368,5 +498,9 @@ def backward_pass(kn: _Kernel) -> tuple[Any, Any, Any, Any, Any]:
         ufull=np.zeros(max(a.full_idx.shape[0], 1), dtype=np.float64),
         dot=np.zeros(kn.n_cells, dtype=np.float64),
     )
-    _run(K, a, w, kn.p_in)
+    lay = gemv_layout(kn.p_in) if USE_GEMV else None
+    if lay is None:
+        _run(K, a, w, kn.p_in)
+    else:
+        _run_gemv(K, a, w, kn.p_in, *lay)
     return values, cont, w.exit_value, w.slope_v, w.slope_c

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
+    from agent.planner.workspace import Workspace
 
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
@@ -47,10 +48,20 @@ class _Buffers:
     inv_full: float
 
 
-def _allocate(kn: _Kernel) -> _Buffers:
+def _tables(kn: _Kernel, ws: Workspace | None) -> tuple[F64, F64]:
+    """``V`` (rows_v, n) and ``C`` (rows_c, n_cells + 1), zero past the horizon (the rows
+    before are written by the pass): fresh, or kept in ``ws`` between plans (no page faults;
+    :mod:`agent.planner.workspace`)."""
+    nc1 = kn.n_cells + 1
+    if ws is None:
+        return np.zeros((kn.rows_v, kn.n)), np.zeros((kn.rows_c, nc1))
+    K = kn.n_layers
+    return ws.table("values", kn.rows_v, kn.n, K), ws.table("cont", kn.rows_c, nc1, K)
+
+
+def _allocate(kn: _Kernel, ws: Workspace | None = None) -> _Buffers:
     n, nc1 = kn.n, kn.n_cells + 1
-    values = np.zeros((kn.rows_v, n), dtype=np.float64)
-    cont = np.zeros((kn.rows_c, nc1), dtype=np.float64)
+    values, cont = _tables(kn, ws)
     m = kn.cz.shape[0]
     q_ext = np.full(m + 1, -np.inf, dtype=np.float64)
     full = ~kn.empty

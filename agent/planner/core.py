@@ -11,7 +11,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,9 @@ from models.demand import TickDemand
 from tiles import tags as T
 from tiles.conditional import MINUTES_PER_WEEK
 from tiles.graph import Graph
+
+if TYPE_CHECKING:
+    from agent.planner.workspace import Workspace
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -235,7 +238,7 @@ class _Kernel:
     p_top_val: F64
 
 
-def _backward_pass(kn: _Kernel) -> tuple[F64, F64, F64, F64, F64]:
+def _backward_pass(kn: _Kernel, ws: Workspace | None = None) -> tuple[F64, F64, F64, F64, F64]:
     """Backward value iteration over the layers, ``k = K-1 .. 0`` (docs/planner.md), each layer
     in four steps: the values ahead (:func:`_values_ahead`: ``V~``, ``C~``), the action values
     (:func:`_action_values`: ``Q``), the successor maximum (:func:`_successor_max`: ``V``) and
@@ -244,16 +247,17 @@ def _backward_pass(kn: _Kernel) -> tuple[F64, F64, F64, F64, F64]:
 
     Returns ``(V, C, exit value, slope_v, slope_c)``. Buffers are reused in place
     (:class:`_Buffers`): one layer is a fixed sequence of numpy calls on preallocated arrays,
-    in a fixed order (bit-identical).
+    in a fixed order (bit-identical). ``V`` and ``C`` are kept in ``ws`` between plans when
+    given (:mod:`agent.planner.workspace`: the returned arrays are then the workspace's).
 
     With numba (the ``jit`` extra) the same arithmetic runs compiled
     (:mod:`agent.planner.kernel_jit`, bit-identical), once its warm-up, started in the
     background by the first pass, has finished."""
     jit = kernel_jit.ready()
     if jit is not None:
-        return jit(kn)
+        return jit(kn, ws)
     kernel_jit.start_warm_up()
-    b = _allocate(kn)
+    b = _allocate(kn, ws)
     u_out_next = 0.0
     for k in range(kn.n_layers - 1, -1, -1):
         _values_ahead(kn, b, k)
@@ -277,6 +281,7 @@ def solve_table(
     monday: date | None = None,
     pass_age_s: F64 | None = None,
     dropoff_top_k: int = 0,
+    workspace: Workspace | None = None,
 ) -> ValueTable:
     """Solve the MDP over ``horizon_s`` from ``start_minute_of_week``: the tick's demand on the
     links (``λ``, ``F``, ``D``, ``π``), the pickup probabilities (``W``, ``P``), the driving
@@ -285,7 +290,8 @@ def solve_table(
 
     ``pass_age_s`` (per local link, optional): seconds since a vacant cab last passed each link
     at the start (``inf``: unknown): the curbs it drained hold fewer hails in the first layers
-    (:func:`_depleted_probability`)."""
+    (:func:`_depleted_probability`). With ``workspace`` the table's ``V`` and ``C`` are its
+    buffers: valid until the workspace's next loan (:mod:`agent.planner.workspace`)."""
     dt = prep.step_s
     K = max(round(horizon_s / dt), 1)
     d = _link_demand(prep, demand)
@@ -299,14 +305,15 @@ def solve_table(
         prep, demand, start_minute_of_week, K, monday
     )
     cz = np.flatnonzero(prep.cruisable).astype(np.int64)  # only they can be entered
-    early = _depleted_probability(prep, d.rate_h, window_s, pickup_prob, layer_slot, pass_age_s, cz)
+    prob_cz = np.ascontiguousarray(pickup_prob[:, cz])  # P per slot of the enterable links
+    early = _depleted_probability(prep, d.rate_h, window_s, prob_cz, layer_slot, pass_age_s, cz)
     kernel = _kernel(
         prep,
         d,
         cz,
         K,
         cost,
-        pickup_prob,
+        prob_cz,
         allowed,
         layer_minute,
         layer_slot,
@@ -314,7 +321,7 @@ def solve_table(
         outside_value_share,
         dropoff_top_k,
     )
-    values, cont, exit_value, slope_v, slope_c = _backward_pass(kernel)
+    values, cont, exit_value, slope_v, slope_c = _backward_pass(kernel, workspace)
     return ValueTable(
         prep=prep,
         start_minute_of_week=float(start_minute_of_week),
@@ -356,7 +363,7 @@ def _kernel(
     cz: I64,
     K: int,
     cost: F64,
-    pickup_prob: F64,
+    prob_cz: F64,
     allowed: Bool,
     layer_minute: I64,
     layer_slot: I64,
@@ -390,9 +397,11 @@ def _kernel(
         c_wneg=c_wneg,
         fare=d.fare[cz],
         cost=cost[cz],
-        prob=np.ascontiguousarray(pickup_prob[:, cz]),
+        prob=prob_cz,
         prob_early=prob_early,
-        penalty=np.where(allowed[:, cz], 0.0, -np.inf),
+        # row-major like every other kernel array (``allowed[:, cz]`` alone is column-major:
+        # the compiled pass copied it and numpy added strided rows)
+        penalty=np.where(np.ascontiguousarray(allowed[:, cz]), 0.0, -np.inf),
         layer_slot=layer_slot,
         layer_minute=layer_minute,
         srcs=srcs,

@@ -19,6 +19,7 @@ from agent.planner.inputs import Bool, PassAges, area_mask, pass_age_array
 from agent.planner.params import PlannerParams
 from agent.planner.plan import Plan, WayNames, plan_from_table
 from agent.planner.readout import best_next
+from agent.planner.workspace import WORKSPACE, Workspace
 from models.demand import DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
 from tiles.matching import match_fix
@@ -46,6 +47,24 @@ def solve(
     (this one, or later the fleet's) last passed each link; a recently passed curb holds only
     the hails that arrived since (module docstring, "Recent passes").
     """
+    return _solve(
+        graph, demand, minute_of_week, params, area, supply_per_h, monday, last_pass_age_s
+    )
+
+
+def _solve(
+    graph: Graph,
+    demand: TickDemand,
+    minute_of_week: float,
+    params: PlannerParams,
+    area: Bool | None,
+    supply_per_h: npt.NDArray[np.floating[Any]] | None,
+    monday: dt.date | None,
+    last_pass_age_s: PassAges | None,
+    workspace: Workspace | None = None,
+) -> ValueTable:
+    """:func:`solve`; with ``workspace`` the table's ``V`` and ``C`` are its buffers (the table
+    is then valid only while the caller holds the workspace)."""
     prep = prepare(graph, params.step_s, params.speed_factor, area)
     return solve_table(
         prep,
@@ -61,6 +80,7 @@ def solve(
         monday,
         pass_age_array(graph, last_pass_age_s),
         dropoff_top_k=params.dropoff_top_k,
+        workspace=workspace,
     )
 
 
@@ -136,20 +156,23 @@ def plan_cruise(
             supply_per_h = background + given
         if fleet.seen_age_s is not None:
             ages = np.minimum(ages, fleet.seen_age_s + rest_s)
-    table = solve(g, demand, t_dec, params, area, supply_per_h, monday, ages)
-    if fleet is not None and fleet.claims_per_h is not None:
-        table = with_fleet(table, FleetView(fleet.source, claims_per_h=fleet.claims_per_h))
-    return plan_from_table(
-        table,
-        start_edge_id,
-        frac,
-        minute_of_week,
-        params,
-        demand.source,
-        way_names,
-        previous_route=previous_route,
-        committed_links=committed_links,
-    )
+    # the table never leaves this call, so its V and C may live in the planner's workspace
+    # (no page faults on a fresh array every tick: agent/planner/workspace.py)
+    with WORKSPACE.borrowed() as ws:
+        table = _solve(g, demand, t_dec, params, area, supply_per_h, monday, ages, ws)
+        if fleet is not None and fleet.claims_per_h is not None:
+            table = with_fleet(table, FleetView(fleet.source, claims_per_h=fleet.claims_per_h))
+        return plan_from_table(
+            table,
+            start_edge_id,
+            frac,
+            minute_of_week,
+            params,
+            demand.source,
+            way_names,
+            previous_route=previous_route,
+            committed_links=committed_links,
+        )
 
 
 def plan_from_fix(

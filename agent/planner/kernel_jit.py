@@ -9,8 +9,11 @@ are bit-identical (tests/agent/test_kernel_jit.py compares them on real cases):
 * sums over arrays use numpy's pairwise summation (:func:`_pairwise`, the algorithm of
   ``np.add.reduce``: blocks of 8 accumulators below 128 elements, halves above);
 * ``np.bincount`` with weights adds in index order from zero, as here;
-* the drop-off matrix product ``p_in @ u`` stays a numpy call (BLAS: its summation order is the
-  library's), once per layer between two compiled calls.
+* the drop-off matrix product ``p_in @ u`` is numpy's BLAS (its summation order is the
+  library's): its ``cblas_dgemv`` called from the compiled code with the arguments numpy passes
+  (``_kernel_numba._run_gemv``; the warm-up checks it gives ``np.matmul``'s bits on random
+  matrices first), else ``np.matmul`` in object mode once a layer (``_run``: about 5 µs a layer
+  more, 13 % of a Manhattan pass).
 
 Compiled code is cached on disk (``cache=True``; ``NUMBA_CACHE_DIR`` moves it), and nothing
 here is compiled on import: :func:`warm_up` compiles (or loads) it, and ``core`` only uses it
@@ -24,18 +27,26 @@ import contextlib
 import importlib.util
 import os
 import threading
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
+    from agent.planner.workspace import Workspace
 
 Result = tuple[Any, Any, Any, Any, Any]
 
+
+class BackwardPass(Protocol):
+    """``core._backward_pass``'s signature: the kernel, and the workspace keeping ``V``/``C``."""
+
+    def __call__(self, kn: _Kernel, ws: Workspace | None = None, /) -> Result: ...
+
+
 _lock = threading.Lock()
-_compiled: Callable[[_Kernel], Result] | None = None
+_compiled: BackwardPass | None = None
 _state = "idle"  # idle -> scheduled -> compiling -> ready | failed | disabled
 _error: str | None = None
 
@@ -54,7 +65,7 @@ def status() -> dict[str, Any]:
 _suspended = threading.local()
 
 
-def ready() -> Callable[[_Kernel], Result] | None:
+def ready() -> BackwardPass | None:
     """The compiled backward pass if it is ready, else None (never blocks, never compiles)."""
     if _compiled is None or getattr(_suspended, "on", False):
         return None
@@ -72,7 +83,7 @@ def suspended() -> Iterator[None]:
         _suspended.on = before
 
 
-def warm_up() -> Callable[[_Kernel], Result] | None:
+def warm_up() -> BackwardPass | None:
     """Compile (or load from the disk cache) the kernel, running it on a tiny case; idempotent
     and thread-safe. Returns the compiled backward pass, or None without numba or on failure
     (the reason in :func:`status`)."""
@@ -152,7 +163,7 @@ KNOWN_FIELDS = frozenset(
 )
 
 
-def _build() -> Callable[[_Kernel], Result]:
+def _build() -> BackwardPass:
     import dataclasses
 
     from agent.planner.core import _Kernel
@@ -162,8 +173,15 @@ def _build() -> Callable[[_Kernel], Result]:
         raise RuntimeError(f"the kernel's inputs changed: {sorted(fields ^ KNOWN_FIELDS)}")
     from agent.planner import _kernel_numba
 
-    for layout in ("C", "F", "A"):  # compile (or load) every signature now, not on a tick
-        _kernel_numba.backward_pass(_tiny_kernel(_Kernel, layout))
+    # numpy's BLAS called directly (no object mode a layer) where it gives numpy's bits here
+    _kernel_numba.USE_GEMV = _kernel_numba.gemv_matches_numpy()
+    for gemv in (False, True) if _kernel_numba.USE_GEMV else (False,):
+        use, _kernel_numba.USE_GEMV = _kernel_numba.USE_GEMV, gemv
+        try:  # compile (or load) every signature now, not on a tick
+            for layout in ("C", "F", "A"):
+                _kernel_numba.backward_pass(_tiny_kernel(_Kernel, layout))
+        finally:
+            _kernel_numba.USE_GEMV = use
     return _kernel_numba.backward_pass
 
 

@@ -73,7 +73,8 @@ def best_next(
     if not ok.any():
         return -1
     layer = math.floor(t_rel_s / prep.step_s + 0.5)
-    age = None
+    links = succ.tolist()
+    age: list[float] | None = None
     if last_pass_s is not None or own_passes or table.pass_age_s is not None:
         last = (
             np.asarray(last_pass_s[succ], dtype=np.float64)
@@ -83,13 +84,71 @@ def best_next(
         if table.pass_age_s is not None:
             last = np.maximum(last, -table.pass_age_s[succ])
         if own_passes:
-            for j, f in enumerate(succ.tolist()):
+            for j, f in enumerate(links):
                 if f in own_passes:
                     last[j] = max(last[j], own_passes[f])
-        age = t_rel_s - last
-    q = action_values(table, layer, succ, age)
-    q = np.where(ok, q, -np.inf)
-    return int(succ[int(np.argmax(q))])
+        age = (t_rel_s - last).tolist()
+    q = _scalar_action_values(table, layer, links, age)
+    best, best_q = -1, -math.inf
+    for j, allowed in enumerate(ok.tolist()):
+        # np.argmax over np.where(ok, q, -inf): the first maximum, a NaN counting as one
+        if allowed and (best < 0 or q[j] > best_q or (q[j] != q[j] and best_q == best_q)):
+            best, best_q = j, q[j]
+    return int(links[best if best >= 0 else 0])
+
+
+def _scalar_interp(
+    flat: F64, width: int, layer: int, shift: float, col: int, slope: float
+) -> float:
+    """:func:`agent.planner.core._interp` for one column, in Python floats (the same IEEE
+    operations in the same order, so the same bits)."""
+    a = max(math.floor(shift), 1.0)
+    w = shift - a
+    lo = min(int(layer + a), flat.shape[0] // width - 2)
+    i = lo * width + col
+    v0 = float(flat[i])
+    return v0 + (w * (float(flat[i + width]) - v0) if w >= 0.0 else -w * slope)
+
+
+def _scalar_action_values(
+    table: ValueTable, layer: int, links: list[int], age_s: list[float] | None
+) -> list[float]:
+    """:func:`action_values` of a few links (a link's successors) in Python floats: the same
+    operations in the same order, the depleted ``P`` through numpy's ``expm1`` (its own
+    implementation), so bit for bit the values of :func:`action_values` (tested) at a fraction
+    of the numpy calls."""
+    prep = table.prep
+    dt = prep.step_s
+    k = min(max(layer, 0), table.n_layers - 1)
+    n = prep.n
+    vflat = table.values.reshape(-1)
+    cflat = table.cont.reshape(-1)
+    nc = table.cont.shape[1]
+    slope_v, slope_c = float(table.slope_v[k]), float(table.slope_c[k])
+    slot = int(table.layer_slot[k])
+    if age_s is None and table.pass_age_s is not None:
+        age_s = (table.pass_age_s[links] + max(layer, 0) * dt).tolist()
+    tau = prep.tau_s[links].tolist()
+    p = table.pickup_prob[slot, links].tolist()
+    if age_s is not None:
+        window = table.window_s[links].tolist()
+        short = [j for j, a in enumerate(age_s) if max(a, 0.0) < window[j]]
+        if short:
+            rate = table.rate_h[slot, links].tolist()
+            x = [-rate[j] * ((tau[j] + min(window[j], max(age_s[j], 0.0))) / 3600.0) for j in short]
+            for j, e in zip(short, np.expm1(np.asarray(x, dtype=np.float64)).tolist(), strict=True):
+                p[j] = -e
+    fare = table.fare[links].tolist()
+    cost = table.cost[links].tolist()
+    trip = table.trip_layers[links].tolist()
+    cell = table.cell[links].tolist()
+    out = []
+    for j, f in enumerate(links):
+        shift = tau[j] / dt
+        v_next = _scalar_interp(vflat, n, k, shift, f, slope_v)
+        c_next = _scalar_interp(cflat, nc, k, shift + trip[j], cell[j], slope_c)
+        out.append(p[j] * (fare[j] + c_next) + (1.0 - p[j]) * v_next - cost[j])
+    return out
 
 
 def follow(

@@ -107,7 +107,7 @@ def _depleted_probability(
     prep: Prepared,
     rate_h: F64,
     window_s: F64,
-    pickup_prob: F64,
+    prob_cols: F64,
     layer_slot: I64,
     pass_age_s: F64 | None,
     cols: I64,
@@ -120,7 +120,8 @@ def _depleted_probability(
         P_e(k) = 1 − exp( −λ_e(t_k) (τ_e + min(W_e, a_e + k Δ)) / 3600 )
 
     which is the fresh ``P`` once ``a_e + k Δ ≥ W_e``: the rows cover the layers before the
-    last such link recovers, ``k < max_e (W_e − a_e) / Δ`` (none without a recent pass)."""
+    last such link recovers, ``k < max_e (W_e − a_e) / Δ`` (none without a recent pass).
+    ``prob_cols``: the fresh ``P`` per slot of the links ``cols`` (``(n_slots, |cols|)``)."""
     empty = np.zeros((0, cols.shape[0]), dtype=np.float64)
     if pass_age_s is None:
         return empty
@@ -133,7 +134,7 @@ def _depleted_probability(
     ages = np.maximum(age[short], 0.0)
     k_dep = int(np.ceil(float(np.max((window_s[links] - ages) / dt))))
     k_dep = min(max(k_dep, 1), int(layer_slot.shape[0]))
-    early = np.ascontiguousarray(pickup_prob[layer_slot[:k_dep]][:, cols])
+    early = prob_cols[layer_slot[:k_dep]]  # a new (k_dep, |cols|) array, row-major
     t = np.arange(k_dep, dtype=np.float64)[:, None] * dt
     window = np.minimum(window_s[links][None, :], ages[None, :] + t)
     rate = rate_h[layer_slot[:k_dep]][:, links]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agent.planner import PlannerParams, core, kernel_jit, plan_from_fix, speed_factor_from_demand
+from agent.planner.workspace import Workspace
 from models import DemandTable
 from tiles import TileStore
 
@@ -54,14 +55,17 @@ def test_compiled_backward_pass_is_bit_identical(
     assert kernel_jit.status()["state"] == "ready"
     from agent.planner import _kernel_numba
 
-    compiled = set(_kernel_numba._run.signatures)  # the warm-up compiled (or loaded) these
+    def signatures() -> set[Any]:
+        return set(_kernel_numba._run.signatures) | set(_kernel_numba._run_gemv.signatures)
+
+    compiled = signatures()  # the warm-up compiled (or loaded) these
     # the kernels of real plans, solved by numpy (captured on the way), then compiled
     kernels: list[core._Kernel] = []
     numpy_pass = core._backward_pass
 
-    def capture(kn: core._Kernel) -> Any:
+    def capture(kn: core._Kernel, ws: Workspace | None = None) -> Any:
         kernels.append(kn)
-        return numpy_pass(kn)
+        return numpy_pass(kn, ws)
 
     params = PlannerParams(speed_factor=speed_factor_from_demand(table, store.all()))
     jit_plans = []
@@ -69,14 +73,19 @@ def test_compiled_backward_pass_is_bit_identical(
     for lon, lat, heading, minute in cases:  # whole plans with the compiled pass
         jit_plans.append(plan_from_fix(store, table, lon, lat, heading, minute, params).to_json())
     # real plans need no signature the warm-up did not compile: no JIT time on a tick
-    assert set(_kernel_numba._run.signatures) == compiled
+    assert signatures() == compiled
     _numpy_only(monkeypatch)
     monkeypatch.setattr(core, "_backward_pass", capture)
     for (lon, lat, heading, minute), want in zip(cases, jit_plans, strict=True):
         plan = plan_from_fix(store, table, lon, lat, heading, minute, params)
         assert plan.to_json() == want  # the canonical plan bytes
     assert len(kernels) == len(cases)
-    for kn in kernels:
+    # numpy's BLAS called directly where numpy's own product is matched (it is with numpy's
+    # wheels), else object mode for np.matmul: both give numpy's bits
+    assert _kernel_numba.gemv_matches_numpy() == _kernel_numba.USE_GEMV
+    gemv = [_kernel_numba.USE_GEMV, False]
+    for i, kn in enumerate(kernels):
+        monkeypatch.setattr(_kernel_numba, "USE_GEMV", gemv[i % 2])
         a, b = numpy_pass(kn), jit(kn)
         for x, y in zip(a, b, strict=True):
             assert x.dtype == y.dtype and x.shape == y.shape
