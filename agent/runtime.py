@@ -40,6 +40,7 @@ from agent.errors import AgentError, BundleLoadError
 from agent.gps import Fix, GpsSource
 from agent.instruction import Instruction, advance
 from agent.outbox_feed import OutboxFeed
+from agent.planner.workspace import release_workspace
 from agent.runtime_config import AgentConfig, SyncSettings
 from agent.runtime_sync import BackgroundSync, start_bundle
 from agent.triplog import TripLog, TripLogConfig
@@ -405,6 +406,7 @@ class Agent(BackgroundSync):
         )
         log.info("bundle %s -> %s", old.bundle_id[:12], new.bundle_id[:12])
         self._retire(old)
+        release_workspace()  # the planner's kept buffers were sized for the old network
 
     def _retire(self, old: LoadedBundle) -> None:
         """Close ``old``'s tile database once no request can still be using it."""
