@@ -61,35 +61,68 @@ def best_next(
     ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link;
     the passes the table was solved with (``table.pass_age_s``) count too.
     ``skip``: local links not to enter (the route read-out's U-turns and revisits).
-    """
+
+    The maximum of :func:`action_values` over the allowed successors (the first of equal
+    ones), evaluated one successor at a time on Python floats: a junction has two or three
+    successors, where numpy's per-call overhead was most of the route read-out's time. Same
+    operations in the same order, and the depleted probability through ``np.expm1`` as
+    there, so the same bits (tests/agent/test_readout_scalar.py compares both)."""
     prep = table.prep
     lo, hi = int(prep.arc_offsets[link]), int(prep.arc_offsets[link + 1])
     if hi == lo:
         return -1
-    succ = prep.arc_dst[lo:hi]
-    ok = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)[succ]
-    if skip:
-        ok = ok & ~np.isin(succ, np.fromiter(skip, dtype=succ.dtype, count=len(skip)))
-    if not ok.any():
+    allowed = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)
+    succ = [f for f in prep.arc_dst[lo:hi].tolist() if allowed[f] and not (skip and f in skip)]
+    if not succ:
         return -1
-    layer = math.floor(t_rel_s / prep.step_s + 0.5)
-    age = None
-    if last_pass_s is not None or own_passes or table.pass_age_s is not None:
-        last = (
-            np.asarray(last_pass_s[succ], dtype=np.float64)
-            if last_pass_s is not None
-            else np.full(succ.shape[0], -np.inf)
-        )
-        if table.pass_age_s is not None:
-            last = np.maximum(last, -table.pass_age_s[succ])
-        if own_passes:
-            for j, f in enumerate(succ.tolist()):
-                if f in own_passes:
-                    last[j] = max(last[j], own_passes[f])
-        age = t_rel_s - last
-    q = action_values(table, layer, succ, age)
-    q = np.where(ok, q, -np.inf)
-    return int(succ[int(np.argmax(q))])
+    dt = prep.step_s
+    layer = math.floor(t_rel_s / dt + 0.5)
+    k = min(max(layer, 0), table.n_layers - 1)
+    values = table.values.reshape(-1)
+    cont = table.cont.reshape(-1)
+    n = prep.n
+    nc = table.cont.shape[1]
+    rows_v = values.shape[0] // n - 2
+    rows_c = cont.shape[0] // nc - 2
+    slope_v = float(table.slope_v[k])
+    slope_c = float(table.slope_c[k])
+    slot = int(table.layer_slot[k])
+    pass_age = table.pass_age_s
+    with_age = last_pass_s is not None or bool(own_passes) or pass_age is not None
+    best_f = -1
+    best_q = -math.inf
+    for f in succ:
+        tau = float(prep.tau_s[f])
+        shift = tau / dt
+        # _interp, one column: V at layer k + tau / dt
+        a = max(float(math.floor(shift)), 1.0)
+        w = shift - a
+        i = min(int(k + a), rows_v) * n + f
+        v0 = float(values[i])
+        v_next = v0 + (w * (float(values[i + n]) - v0) if w >= 0.0 else -w * slope_v)
+        # the continuation after a drop-off from f's cell, trip_layers later
+        shift_c = shift + float(table.trip_layers[f])
+        a = max(float(math.floor(shift_c)), 1.0)
+        w = shift_c - a
+        i = min(int(k + a), rows_c) * nc + int(table.cell[f])
+        c0 = float(cont[i])
+        c_next = c0 + (w * (float(cont[i + nc]) - c0) if w >= 0.0 else -w * slope_c)
+        p = float(table.pickup_prob[slot, f])
+        if with_age:
+            last = float(last_pass_s[f]) if last_pass_s is not None else -math.inf
+            if pass_age is not None:
+                last = max(last, -float(pass_age[f]))
+            if own_passes and f in own_passes:
+                last = max(last, own_passes[f])
+            age = max(t_rel_s - last, 0.0)
+            window = float(table.window_s[f])
+            if age < window:
+                rate = float(table.rate_h[slot, f])
+                p = float(-np.expm1(-rate * ((tau + min(window, age)) / 3600.0)))
+        q = p * (float(table.fare[f]) + c_next) + (1.0 - p) * v_next - float(table.cost[f])
+        if best_f < 0 or q > best_q:
+            best_f, best_q = f, q
+    return best_f
 
 
 def follow(
