@@ -13,7 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.planner import PlannerParams, ValueTable, action_values, solve, speed_factor_from_demand
+from agent.planner import (
+    PlannerParams,
+    ValueTable,
+    action_values,
+    plan_from_table,
+    route_from_table,
+    solve,
+    speed_factor_from_demand,
+)
 from agent.planner.readout import best_next
 from models import DemandTable, tick_demand_from_table
 from tiles import TileStore
@@ -107,3 +115,41 @@ def test_best_next_is_the_argmax_of_action_values_bit_for_bit(
     barred = {f for f in succ if rng.random() < 0.3}
     args = (last, mine if own else None, barred if skip else None)
     assert best_next(table, link, t_rel_s, *args) == reference(table, link, t_rel_s, *args)
+
+
+def test_route_from_table_is_the_plans_route(tables: tuple[ValueTable, ValueTable]) -> None:
+    """The simulator's read-out (the route alone) is the driver's plan's route and choice, with
+    and without a route shown before."""
+    params = PlannerParams()
+    for table in tables:
+        g = table.prep.graph
+        cruisable = np.flatnonzero(table.prep.cruisable)
+        for e in cruisable[:: max(cruisable.size // 25, 1)].tolist():
+            gid = int(g.edge_id[e])
+            minute = MINUTE + 1.5
+            plan = plan_from_table(table, gid, 1.0, minute, params, "statistics")
+            route, choice = route_from_table(table, gid, 1.0, minute, params)
+            assert tuple(int(x) for x in g.edge_id[route]) == plan.edges and choice is None
+            # a route shown before: the first read-out's without its last link
+            before = list(plan.edges[:-1])
+            kept = plan_from_table(
+                table,
+                gid,
+                1.0,
+                minute + 0.25,
+                params,
+                "statistics",
+                previous_route=before,
+                committed_links=1 if before else 0,
+            )
+            route, choice = route_from_table(
+                table,
+                gid,
+                1.0,
+                minute + 0.25,
+                params,
+                previous_route=before,
+                committed_links=1 if before else 0,
+            )
+            assert tuple(int(x) for x in g.edge_id[route]) == kept.edges
+            assert choice == kept.route_choice

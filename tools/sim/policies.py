@@ -36,8 +36,8 @@ from agent.planner import (
     FleetView,
     ValueTable,
     fleet_view,
-    plan_from_table,
     policy_step,
+    route_from_table,
     solve,
     with_fleet,
 )
@@ -356,17 +356,17 @@ class NagashiRoutePolicy(NagashiPolicy):
             previous = None
             if got is not None and got[1] and got[1][0] in self.world.succ[link]:
                 previous = [int(x) for x in g.edge_id[got[1]]]
-            plan = plan_from_table(
+            # the route of agent.planner.plan_from_table (the driver's plan), without the
+            # coordinates and directions it shows
+            route, _ = route_from_table(
                 self._table_for(taxi, t_s),
                 int(g.edge_id[link]),
                 1.0,  # decided at the end of the link
                 self.world.minute_at(t_s),
                 self.world.params,
-                "statistics",
                 previous_route=previous,
                 committed_links=1 if previous else 0,
             )
-            route = [int(x) for x in g.local(list(plan.edges))]
             got = (key, route)
             self.routes[taxi] = got
         route = got[1]
