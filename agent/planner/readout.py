@@ -6,6 +6,7 @@ U-turn, a bounded number of visits per link, the route's own passes counted as v
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 
@@ -46,6 +47,59 @@ def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None =
     return np.asarray(p * (table.fare[links] + c_next) + (1.0 - p) * v_next - table.cost[links])
 
 
+#: per solved table (its values and what :func:`action_values` reads besides ``P``), the terms
+#: of ``Q`` that do not depend on the pickup probability, per layer: a few recent tables
+_TERMS: OrderedDict[int, tuple[tuple[object, ...], dict[int, tuple[list[float], ...]]]] = (
+    OrderedDict()
+)
+_TERMS_MAX = 4
+
+
+def _layer_terms(table: ValueTable, k: int) -> tuple[list[float], ...]:
+    """At layer ``k``, per link ``f``: ``F_f + C_f`` (the fare and the value after the
+    drop-off), ``V`` after driving ``f``, and ``f``'s driving cost, computed for every link at
+    once as :func:`action_values` computes them (the same bits per element) and kept for the
+    table: the tables a read-out sees with the fleet (:func:`agent.planner.fleet.with_fleet`)
+    change ``P`` only, so the cabs of one tick share them."""
+    prep = table.prep
+    inputs = (
+        table.values,
+        table.cont,
+        table.fare,
+        table.cost,
+        table.cell,
+        table.trip_layers,
+        table.slope_v,
+        table.slope_c,
+        prep.tau_s,
+    )
+    key = id(table.values)
+    hit = _TERMS.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit[0], inputs, strict=True)):
+        hit = (inputs, {})
+        _TERMS[key] = hit
+        while len(_TERMS) > _TERMS_MAX:
+            _TERMS.popitem(last=False)
+    layers = hit[1]
+    got = layers.get(k)
+    if got is None:
+        n = prep.n
+        links = np.arange(n, dtype=np.int64)
+        shift = prep.tau_s / prep.step_s
+        v_next = _interp(table.values.reshape(-1), n, k, shift, links, table.slope_v[k])
+        c_next = _interp(
+            table.cont.reshape(-1),
+            table.cont.shape[1],
+            k,
+            shift + table.trip_layers,
+            table.cell,
+            table.slope_c[k],
+        )
+        got = ((table.fare + c_next).tolist(), v_next.tolist(), table.cost.tolist())
+        layers[k] = got
+    return got
+
+
 def best_next(
     table: ValueTable,
     link: int,
@@ -78,35 +132,13 @@ def best_next(
     dt = prep.step_s
     layer = math.floor(t_rel_s / dt + 0.5)
     k = min(max(layer, 0), table.n_layers - 1)
-    values = table.values.reshape(-1)
-    cont = table.cont.reshape(-1)
-    n = prep.n
-    nc = table.cont.shape[1]
-    rows_v = values.shape[0] // n - 2
-    rows_c = cont.shape[0] // nc - 2
-    slope_v = float(table.slope_v[k])
-    slope_c = float(table.slope_c[k])
+    gain, v_next, cost = _layer_terms(table, k)
     slot = int(table.layer_slot[k])
     pass_age = table.pass_age_s
     with_age = last_pass_s is not None or bool(own_passes) or pass_age is not None
     best_f = -1
     best_q = -math.inf
     for f in succ:
-        tau = float(prep.tau_s[f])
-        shift = tau / dt
-        # _interp, one column: V at layer k + tau / dt
-        a = max(float(math.floor(shift)), 1.0)
-        w = shift - a
-        i = min(int(k + a), rows_v) * n + f
-        v0 = float(values[i])
-        v_next = v0 + (w * (float(values[i + n]) - v0) if w >= 0.0 else -w * slope_v)
-        # the continuation after a drop-off from f's cell, trip_layers later
-        shift_c = shift + float(table.trip_layers[f])
-        a = max(float(math.floor(shift_c)), 1.0)
-        w = shift_c - a
-        i = min(int(k + a), rows_c) * nc + int(table.cell[f])
-        c0 = float(cont[i])
-        c_next = c0 + (w * (float(cont[i + nc]) - c0) if w >= 0.0 else -w * slope_c)
         p = float(table.pickup_prob[slot, f])
         if with_age:
             last = float(last_pass_s[f]) if last_pass_s is not None else -math.inf
@@ -118,8 +150,9 @@ def best_next(
             window = float(table.window_s[f])
             if age < window:
                 rate = float(table.rate_h[slot, f])
+                tau = float(prep.tau_s[f])
                 p = float(-np.expm1(-rate * ((tau + min(window, age)) / 3600.0)))
-        q = p * (float(table.fare[f]) + c_next) + (1.0 - p) * v_next - float(table.cost[f])
+        q = p * gain[f] + (1.0 - p) * v_next[f] - cost[f]
         if best_f < 0 or q > best_q:
             best_f, best_q = f, q
     return best_f
