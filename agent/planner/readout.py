@@ -6,6 +6,7 @@ U-turn, a bounded number of visits per link, the route's own passes counted as v
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -49,19 +50,41 @@ def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None =
 
 #: per solved table (its values and what :func:`action_values` reads besides ``P``), the terms
 #: of ``Q`` that do not depend on the pickup probability, per layer: a few recent tables
-_TERMS: OrderedDict[int, tuple[tuple[object, ...], dict[int, tuple[list[float], ...]]]] = (
-    OrderedDict()
-)
+Terms = tuple[list[float], list[float], list[float]]
+_TERMS: OrderedDict[int, tuple[tuple[object, ...], dict[int, Terms]]] = OrderedDict()
 _TERMS_MAX = 4
 
 
-def _layer_terms(table: ValueTable, k: int) -> tuple[list[float], ...]:
+class _Last(threading.local):
+    """Per thread, the table of the last call and its terms (no identity checks between the
+    steps of one read-out, which all see the same table)."""
+
+    def __init__(self) -> None:
+        self.table: ValueTable | None = None
+        self.layers: dict[int, Terms] = {}
+
+
+_LAST = _Last()
+
+
+def _layer_terms(table: ValueTable, k: int) -> Terms:
     """At layer ``k``, per link ``f``: ``F_f + C_f`` (the fare and the value after the
     drop-off), ``V`` after driving ``f``, and ``f``'s driving cost, computed for every link at
     once as :func:`action_values` computes them (the same bits per element) and kept for the
     table: the tables a read-out sees with the fleet (:func:`agent.planner.fleet.with_fleet`)
     change ``P`` only, so the cabs of one tick share them."""
-    prep = table.prep
+    last = _LAST
+    if last.table is not table:
+        last.table, last.layers = table, _table_terms(table)
+    got = last.layers.get(k)
+    if got is None:
+        got = _terms_at(table, k)
+        last.layers[k] = got
+    return got
+
+
+def _table_terms(table: ValueTable) -> dict[int, Terms]:
+    """The per-layer terms kept for ``table``'s values and inputs (a new entry: none yet)."""
     inputs = (
         table.values,
         table.cont,
@@ -71,7 +94,7 @@ def _layer_terms(table: ValueTable, k: int) -> tuple[list[float], ...]:
         table.trip_layers,
         table.slope_v,
         table.slope_c,
-        prep.tau_s,
+        table.prep.tau_s,
     )
     key = id(table.values)
     hit = _TERMS.get(key)
@@ -80,24 +103,24 @@ def _layer_terms(table: ValueTable, k: int) -> tuple[list[float], ...]:
         _TERMS[key] = hit
         while len(_TERMS) > _TERMS_MAX:
             _TERMS.popitem(last=False)
-    layers = hit[1]
-    got = layers.get(k)
-    if got is None:
-        n = prep.n
-        links = np.arange(n, dtype=np.int64)
-        shift = prep.tau_s / prep.step_s
-        v_next = _interp(table.values.reshape(-1), n, k, shift, links, table.slope_v[k])
-        c_next = _interp(
-            table.cont.reshape(-1),
-            table.cont.shape[1],
-            k,
-            shift + table.trip_layers,
-            table.cell,
-            table.slope_c[k],
-        )
-        got = ((table.fare + c_next).tolist(), v_next.tolist(), table.cost.tolist())
-        layers[k] = got
-    return got
+    return hit[1]
+
+
+def _terms_at(table: ValueTable, k: int) -> Terms:
+    prep = table.prep
+    n = prep.n
+    links = np.arange(n, dtype=np.int64)
+    shift = prep.tau_s / prep.step_s
+    v_next = _interp(table.values.reshape(-1), n, k, shift, links, table.slope_v[k])
+    c_next = _interp(
+        table.cont.reshape(-1),
+        table.cont.shape[1],
+        k,
+        shift + table.trip_layers,
+        table.cell,
+        table.slope_c[k],
+    )
+    return (table.fare + c_next).tolist(), v_next.tolist(), table.cost.tolist()
 
 
 def best_next(
