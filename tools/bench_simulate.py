@@ -12,7 +12,8 @@ counted, nor are the one-off costs of the first run in a process: the planner's 
 background compile thread lands in the first nagashi case's CPU time) and the routing
 hierarchy's order (loaded once per graph). The issue's goal, a 14-hour day of 3,000 cabs all
 on nagashi in under 5 CPU-minutes, needs 3,000 * 14 / 300 = 140 cab-hours per CPU-second;
-``goal_met`` compares the measured rate.
+``goal_met`` compares the measured rate of ``nagashi``, ``goal_met_nagashi_live`` that of
+``nagashi-live``.
 """
 
 from __future__ import annotations
@@ -122,5 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if live
         else None,
         "goal_met": bool(rate and rate >= GOAL_CAB_HOURS_PER_CPU_S),
+        # the agent as shipped (the policy the release gate judges) against the same goal
+        "goal_met_nagashi_live": bool(live and live >= GOAL_CAB_HOURS_PER_CPU_S),
         "jit": kernel_jit.status()["state"],
     }
