@@ -434,7 +434,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         self.every_link = every_link
         self.live = LiveLayer(world, n_cabs, seed) if live else None
         self.prior = supply_prior(world, multiplier=m, policy=prior_policy) if prior else None
-        self._counts: _Counts | None = None
+        self._counts: dict[int, _Counts] = {}  # by snapshot version
         self.edge_ids = world.graph.edge_id
         self.own_passes: dict[int, dict[int, float]] = {}
 
@@ -492,12 +492,16 @@ class NagashiLivePolicy(NagashiRoutePolicy):
                 return self.table
             view = FleetView("none", seen_age_s=self._own_ages(mine, t_s, None))
             return with_fleet(self.table, view, seen_offset_s=t_s - self.t0)
-        if self._counts is None or self._counts.version != snap.version:
-            self._counts = _Counts(snap, self.edge_ids)
+        # the cabs' fetch delays differ, so two snapshots are in use at once: keep both
+        counts = self._counts.get(snap.version)
+        if counts is None:
+            counts = self._counts[snap.version] = _Counts(snap, self.edge_ids)
+            for v in [v for v in self._counts if v < snap.version - 3]:
+                del self._counts[v]
         view = fleet_view(
             self.world.graph,
             now_s=t_s,
-            snapshot=self._counts,
+            snapshot=counts,
             own_link=own_link,
             own_route=own_route,
         )
