@@ -7,8 +7,13 @@ trips (fares, trip times, drop-offs); the passengers are the Uber records of a h
 weekday (2014-04-22) from ``--start`` for ``--hours``. Each case is one shift
 (:func:`tools.sim.engine.run_shift`) with every cab on the policy; CPU time is this process's
 (``time.process_time``), setup (building the table, reading and snapping the records) is not
-counted. The issue's goal, a 14-hour day of 3,000 cabs all on nagashi in under 5 CPU-minutes,
-needs 3,000 * 14 / 300 = 140 cab-hours per CPU-second; ``goal_met`` compares the measured rate.
+counted, nor are the one-off costs of the first run in a process: the planner's compiled kernel
+(numba: compiled or loaded from its disk cache by ``kernel_jit.warm_up`` first; otherwise its
+background compile thread lands in the first nagashi case's CPU time) and the routing
+hierarchy's order (loaded once per graph). The issue's goal, a 14-hour day of 3,000 cabs all
+on nagashi in under 5 CPU-minutes, needs 3,000 * 14 / 300 = 140 cab-hours per CPU-second;
+``goal_met`` compares the measured rate of ``nagashi``, ``goal_met_nagashi_live`` that of
+``nagashi-live``.
 """
 
 from __future__ import annotations
@@ -45,12 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.planner import speed_factor_from_demand
+    from agent.planner import kernel_jit, speed_factor_from_demand
     from models.statistics import build_demand_table
     from tiles import TileStore, build_tiles
     from tools.sim.engine import run_shift
     from tools.sim.experiment import CALIBRATION_SEED_BASE
     from tools.sim.live import supply_prior
+    from tools.sim.policies import Allowed
     from tools.sim.replay import load_replay, replay_passengers
     from tools.sim.world import SimConfig, build_world
 
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         matching=args.matching,
     )
     world0 = build_world(g, table, base, speed_factor_from_demand(table, g), replay.share)
+    kernel_jit.warm_up()  # setup: never a compile inside a timed case
+    Allowed(world0).router(0.0)  # setup: the routing hierarchy of the graph
     cases: list[dict[str, Any]] = []
     for n in (int(x) for x in args.fleets.split(",")):
         world = dataclasses.replace(world0, config=dataclasses.replace(base, taxis=n, test_taxis=n))
@@ -115,4 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if live
         else None,
         "goal_met": bool(rate and rate >= GOAL_CAB_HOURS_PER_CPU_S),
+        # the agent as shipped (the policy the release gate judges) against the same goal
+        "goal_met_nagashi_live": bool(live and live >= GOAL_CAB_HOURS_PER_CPU_S),
+        "jit": kernel_jit.status()["state"],
     }

@@ -106,7 +106,7 @@ from agent.planner.inputs import (
     speed_factor_from_demand,
 )
 from agent.planner.params import PlannerParams
-from agent.planner.plan import SCHEMA_VERSION, Plan, plan_from_table
+from agent.planner.plan import SCHEMA_VERSION, Plan, plan_from_table, route_from_table
 from agent.planner.readout import action_values
 from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
 
@@ -133,6 +133,7 @@ __all__ = [
     "plan_from_fix",
     "plan_from_table",
     "policy_step",
+    "route_from_table",
     "route_value",
     "solve",
     "speed_factor_from_demand",

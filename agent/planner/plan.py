@@ -93,11 +93,7 @@ def plan_from_table(
     read-out from its last link to the minimum length. ``Plan.route_choice`` says why."""
     g = table.prep.graph
     prep = table.prep
-    e0 = int(g.local([start_edge_id])[0])
-    if e0 < 0:
-        raise PlannerError(f"start link {start_edge_id} is not among the planned links")
-    rest_s = (1.0 - fraction) * float(prep.tau_s[e0])
-    t0_rel = (minute_of_week - table.start_minute_of_week) * 60.0 + rest_s
+    e0, rest_s, t0_rel = _start(table, start_edge_id, fraction, minute_of_week)
     route, length, duration, choice = _read_route(
         table, e0, t0_rel, params, previous_route, committed_links
     )
@@ -123,6 +119,37 @@ def plan_from_table(
         demand_source=demand_source,
         route_choice=choice,
     )
+
+
+def route_from_table(
+    table: ValueTable,
+    start_edge_id: int,
+    fraction: float,
+    minute_of_week: float,
+    params: PlannerParams,
+    *,
+    previous_route: Sequence[int] | None = None,
+    committed_links: int = 0,
+) -> tuple[list[int], RouteChoice | None]:
+    """The route of :func:`plan_from_table` alone, as local links of ``table``'s graph, and the
+    hysteresis' decision (None without ``previous_route``): the same read-out without the
+    plan's coordinates, directions and figures (the simulator follows the route only)."""
+    e0, _, t0_rel = _start(table, start_edge_id, fraction, minute_of_week)
+    route, _, _, choice = _read_route(table, e0, t0_rel, params, previous_route, committed_links)
+    return route, choice
+
+
+def _start(
+    table: ValueTable, start_edge_id: int, fraction: float, minute_of_week: float
+) -> tuple[int, float, float]:
+    """The start link (local), the seconds left on it, and the decision time after the
+    table's start."""
+    prep = table.prep
+    e0 = int(prep.graph.local([start_edge_id])[0])
+    if e0 < 0:
+        raise PlannerError(f"start link {start_edge_id} is not among the planned links")
+    rest_s = (1.0 - fraction) * float(prep.tau_s[e0])
+    return e0, rest_s, (minute_of_week - table.start_minute_of_week) * 60.0 + rest_s
 
 
 def _read_route(

@@ -6,6 +6,8 @@ U-turn, a bounded number of visits per link, the route's own passes counted as v
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -46,6 +48,81 @@ def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None =
     return np.asarray(p * (table.fare[links] + c_next) + (1.0 - p) * v_next - table.cost[links])
 
 
+#: per solved table (its values and what :func:`action_values` reads besides ``P``), the terms
+#: of ``Q`` that do not depend on the pickup probability, per layer: a few recent tables
+Terms = tuple[list[float], list[float], list[float]]
+_TERMS: OrderedDict[int, tuple[tuple[object, ...], dict[int, Terms]]] = OrderedDict()
+_TERMS_MAX = 4
+
+
+class _Last(threading.local):
+    """Per thread, the table of the last call and its terms (no identity checks between the
+    steps of one read-out, which all see the same table)."""
+
+    def __init__(self) -> None:
+        self.table: ValueTable | None = None
+        self.layers: dict[int, Terms] = {}
+
+
+_LAST = _Last()
+
+
+def _layer_terms(table: ValueTable, k: int) -> Terms:
+    """At layer ``k``, per link ``f``: ``F_f + C_f`` (the fare and the value after the
+    drop-off), ``V`` after driving ``f``, and ``f``'s driving cost, computed for every link at
+    once as :func:`action_values` computes them (the same bits per element) and kept for the
+    table: the tables a read-out sees with the fleet (:func:`agent.planner.fleet.with_fleet`)
+    change ``P`` only, so the cabs of one tick share them."""
+    last = _LAST
+    if last.table is not table:
+        last.table, last.layers = table, _table_terms(table)
+    got = last.layers.get(k)
+    if got is None:
+        got = _terms_at(table, k)
+        last.layers[k] = got
+    return got
+
+
+def _table_terms(table: ValueTable) -> dict[int, Terms]:
+    """The per-layer terms kept for ``table``'s values and inputs (a new entry: none yet)."""
+    inputs = (
+        table.values,
+        table.cont,
+        table.fare,
+        table.cost,
+        table.cell,
+        table.trip_layers,
+        table.slope_v,
+        table.slope_c,
+        table.prep.tau_s,
+    )
+    key = id(table.values)
+    hit = _TERMS.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit[0], inputs, strict=True)):
+        hit = (inputs, {})
+        _TERMS[key] = hit
+        while len(_TERMS) > _TERMS_MAX:
+            _TERMS.popitem(last=False)
+    return hit[1]
+
+
+def _terms_at(table: ValueTable, k: int) -> Terms:
+    prep = table.prep
+    n = prep.n
+    links = np.arange(n, dtype=np.int64)
+    shift = prep.tau_s / prep.step_s
+    v_next = _interp(table.values.reshape(-1), n, k, shift, links, table.slope_v[k])
+    c_next = _interp(
+        table.cont.reshape(-1),
+        table.cont.shape[1],
+        k,
+        shift + table.trip_layers,
+        table.cell,
+        table.slope_c[k],
+    )
+    return (table.fare + c_next).tolist(), v_next.tolist(), table.cost.tolist()
+
+
 def best_next(
     table: ValueTable,
     link: int,
@@ -61,94 +138,47 @@ def best_next(
     ``own_passes`` (the same, overriding) give the time of the last vacant pass of each link;
     the passes the table was solved with (``table.pass_age_s``) count too.
     ``skip``: local links not to enter (the route read-out's U-turns and revisits).
-    """
+
+    The maximum of :func:`action_values` over the allowed successors (the first of equal
+    ones), evaluated one successor at a time on Python floats: a junction has two or three
+    successors, where numpy's per-call overhead was most of the route read-out's time. Same
+    operations in the same order, and the depleted probability through ``np.expm1`` as
+    there, so the same bits (tests/agent/test_readout_scalar.py compares both)."""
     prep = table.prep
     lo, hi = int(prep.arc_offsets[link]), int(prep.arc_offsets[link + 1])
     if hi == lo:
         return -1
-    succ = prep.arc_dst[lo:hi]
-    ok = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)[succ]
-    if skip:
-        ok = ok & ~np.isin(succ, np.fromiter(skip, dtype=succ.dtype, count=len(skip)))
-    if not ok.any():
+    allowed = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)
+    succ = [f for f in prep.arc_dst[lo:hi].tolist() if allowed[f] and not (skip and f in skip)]
+    if not succ:
         return -1
-    layer = math.floor(t_rel_s / prep.step_s + 0.5)
-    links = succ.tolist()
-    age: list[float] | None = None
-    if last_pass_s is not None or own_passes or table.pass_age_s is not None:
-        last = (
-            np.asarray(last_pass_s[succ], dtype=np.float64)
-            if last_pass_s is not None
-            else np.full(succ.shape[0], -np.inf)
-        )
-        if table.pass_age_s is not None:
-            last = np.maximum(last, -table.pass_age_s[succ])
-        if own_passes:
-            for j, f in enumerate(links):
-                if f in own_passes:
-                    last[j] = max(last[j], own_passes[f])
-        age = (t_rel_s - last).tolist()
-    q = _scalar_action_values(table, layer, links, age)
-    best, best_q = -1, -math.inf
-    for j, allowed in enumerate(ok.tolist()):
-        # np.argmax over np.where(ok, q, -inf): the first maximum, a NaN counting as one
-        if allowed and (best < 0 or q[j] > best_q or (q[j] != q[j] and best_q == best_q)):
-            best, best_q = j, q[j]
-    return int(links[best if best >= 0 else 0])
-
-
-def _scalar_interp(
-    flat: F64, width: int, layer: int, shift: float, col: int, slope: float
-) -> float:
-    """:func:`agent.planner.core._interp` for one column, in Python floats (the same IEEE
-    operations in the same order, so the same bits)."""
-    a = max(math.floor(shift), 1.0)
-    w = shift - a
-    lo = min(int(layer + a), flat.shape[0] // width - 2)
-    i = lo * width + col
-    v0 = float(flat[i])
-    return v0 + (w * (float(flat[i + width]) - v0) if w >= 0.0 else -w * slope)
-
-
-def _scalar_action_values(
-    table: ValueTable, layer: int, links: list[int], age_s: list[float] | None
-) -> list[float]:
-    """:func:`action_values` of a few links (a link's successors) in Python floats: the same
-    operations in the same order, the depleted ``P`` through numpy's ``expm1`` (its own
-    implementation), so bit for bit the values of :func:`action_values` (tested) at a fraction
-    of the numpy calls."""
-    prep = table.prep
     dt = prep.step_s
+    layer = math.floor(t_rel_s / dt + 0.5)
     k = min(max(layer, 0), table.n_layers - 1)
-    n = prep.n
-    vflat = table.values.reshape(-1)
-    cflat = table.cont.reshape(-1)
-    nc = table.cont.shape[1]
-    slope_v, slope_c = float(table.slope_v[k]), float(table.slope_c[k])
+    gain, v_next, cost = _layer_terms(table, k)
     slot = int(table.layer_slot[k])
-    if age_s is None and table.pass_age_s is not None:
-        age_s = (table.pass_age_s[links] + max(layer, 0) * dt).tolist()
-    tau = prep.tau_s[links].tolist()
-    p = table.pickup_prob[slot, links].tolist()
-    if age_s is not None:
-        window = table.window_s[links].tolist()
-        short = [j for j, a in enumerate(age_s) if max(a, 0.0) < window[j]]
-        if short:
-            rate = table.rate_h[slot, links].tolist()
-            x = [-rate[j] * ((tau[j] + min(window[j], max(age_s[j], 0.0))) / 3600.0) for j in short]
-            for j, e in zip(short, np.expm1(np.asarray(x, dtype=np.float64)).tolist(), strict=True):
-                p[j] = -e
-    fare = table.fare[links].tolist()
-    cost = table.cost[links].tolist()
-    trip = table.trip_layers[links].tolist()
-    cell = table.cell[links].tolist()
-    out = []
-    for j, f in enumerate(links):
-        shift = tau[j] / dt
-        v_next = _scalar_interp(vflat, n, k, shift, f, slope_v)
-        c_next = _scalar_interp(cflat, nc, k, shift + trip[j], cell[j], slope_c)
-        out.append(p[j] * (fare[j] + c_next) + (1.0 - p[j]) * v_next - cost[j])
-    return out
+    pass_age = table.pass_age_s
+    with_age = last_pass_s is not None or bool(own_passes) or pass_age is not None
+    best_f = -1
+    best_q = -math.inf
+    for f in succ:
+        p = float(table.pickup_prob[slot, f])
+        if with_age:
+            last = float(last_pass_s[f]) if last_pass_s is not None else -math.inf
+            if pass_age is not None:
+                last = max(last, -float(pass_age[f]))
+            if own_passes and f in own_passes:
+                last = max(last, own_passes[f])
+            age = max(t_rel_s - last, 0.0)
+            window = float(table.window_s[f])
+            if age < window:
+                rate = float(table.rate_h[slot, f])
+                tau = float(prep.tau_s[f])
+                p = float(-np.expm1(-rate * ((tau + min(window, age)) / 3600.0)))
+        q = p * gain[f] + (1.0 - p) * v_next[f] - cost[f]
+        if best_f < 0 or q > best_q:
+            best_f, best_q = f, q
+    return best_f
 
 
 def follow(

@@ -173,7 +173,7 @@ def _enterable(table: ValueTable, start: int, t0_rel_s: float, route: tuple[int,
     e = start
     for f in route:
         lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
-        if f not in prep.arc_dst[lo:hi]:
+        if f not in prep.arc_dst[lo:hi].tolist():  # a list: faster than numpy's `in` here
             return False
         if not bool(table.allowed_at(table.start_minute_of_week + t / 60.0)[f]):
             return False

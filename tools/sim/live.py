@@ -78,6 +78,11 @@ class LiveLayer:
         self.gid = np.asarray(g.edge_id, dtype=np.int64)
         self.mid_lon = ((g.u_lon + g.v_lon) / 2).astype(np.float64)
         self.mid_lat = ((g.u_lat + g.v_lat) / 2).astype(np.float64)
+        # the same as lists: the heartbeats read them one link at a time
+        self._gid: list[int] = self.gid.tolist()
+        self._length: list[float] = np.asarray(world.length_m, dtype=np.float64).tolist()
+        self._mid_lon: list[float] = self.mid_lon.tolist()
+        self._mid_lat: list[float] = self.mid_lat.tolist()
         self.latest: list[Heartbeat | None] = [None] * n_cabs
         self.pickups: list[MeterEvent] = []
         # (built_s, snapshot, what each cab had reported when it was built)
@@ -104,14 +109,15 @@ class LiveLayer:
         """At ``t_s``: the heartbeats of every cab (local ``links``, ``vacant``, local
         ``routes`` to follow), then the snapshot when one is due."""
         if t_s + 1e-9 >= self.next_heartbeat_s:
-            length = self.world.length_m
+            length, gid = self._length, self._gid
+            mid_lon, mid_lat = self._mid_lon, self._mid_lat
             for i in range(self.n_cabs):
                 route: list[int] = []
                 if vacant[i]:
                     run = 0.0
                     for f in routes[i]:
-                        route.append(int(self.gid[f]))
-                        run += float(length[f])
+                        route.append(gid[f])
+                        run += length[f]
                         if run >= HEARTBEAT_ROUTE_M:
                             break
                 e = int(links[i])
@@ -119,9 +125,9 @@ class LiveLayer:
                     area=AREA,
                     t_s=int(t_s),
                     network=b"\0\0\0\0",
-                    link=int(self.gid[e]) if e >= 0 else -1,
-                    lon=float(self.mid_lon[e]) if e >= 0 else 0.0,
-                    lat=float(self.mid_lat[e]) if e >= 0 else 0.0,
+                    link=gid[e] if e >= 0 else -1,
+                    lon=mid_lon[e] if e >= 0 else 0.0,
+                    lat=mid_lat[e] if e >= 0 else 0.0,
                     vacant=bool(vacant[i]),
                     route=tuple(route),
                 )

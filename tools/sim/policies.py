@@ -40,8 +40,8 @@ from agent.planner import (
     FleetView,
     ValueTable,
     fleet_view,
-    plan_from_table,
     policy_step,
+    route_from_table,
     solve,
     with_fleet,
 )
@@ -364,17 +364,17 @@ class NagashiRoutePolicy(NagashiPolicy):
             previous = None
             if got is not None and got[1] and got[1][0] in self.world.succ[link]:
                 previous = [int(x) for x in g.edge_id[got[1]]]
-            plan = plan_from_table(
+            # the route of agent.planner.plan_from_table (the driver's plan), without the
+            # coordinates and directions it shows
+            route, _ = route_from_table(
                 self._table_for(taxi, t_s),
                 int(g.edge_id[link]),
                 1.0,  # decided at the end of the link
                 self.world.minute_at(t_s),
                 self.world.params,
-                "statistics",
                 previous_route=previous,
                 committed_links=1 if previous else 0,
             )
-            route = [int(x) for x in g.local(list(plan.edges))]
             got = (key, route)
             self.routes[taxi] = got
         route = got[1]
@@ -442,7 +442,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         self.every_link = every_link
         self.live = LiveLayer(world, n_cabs, seed) if live else None
         self.prior = supply_prior(world, multiplier=m, policy=prior_policy) if prior else None
-        self._counts: _Counts | None = None
+        self._counts: dict[int, _Counts] = {}  # by snapshot version
         self.edge_ids = world.graph.edge_id
         self.own_passes: dict[int, dict[int, float]] = {}
 
@@ -500,12 +500,16 @@ class NagashiLivePolicy(NagashiRoutePolicy):
                 return self.table
             view = FleetView("none", seen_age_s=self._own_ages(mine, t_s, None))
             return with_fleet(self.table, view, seen_offset_s=t_s - self.t0)
-        if self._counts is None or self._counts.version != snap.version:
-            self._counts = _Counts(snap, self.edge_ids)
+        # the cabs' fetch delays differ, so two snapshots are in use at once: keep both
+        counts = self._counts.get(snap.version)
+        if counts is None:
+            counts = self._counts[snap.version] = _Counts(snap, self.edge_ids)
+            for v in [v for v in self._counts if v < snap.version - 3]:
+                del self._counts[v]
         view = fleet_view(
             self.world.graph,
             now_s=t_s,
-            snapshot=self._counts,
+            snapshot=counts,
             own_link=own_link,
             own_route=own_route,
         )
