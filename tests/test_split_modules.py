@@ -64,6 +64,10 @@ SPLIT = {
                   "verify_snapshot"],
     "sync.repository": ["FleetRepository", "PublishResult", "RepoConfig", "INDEX_SCHEMA",
                         "chunk_target_path", "index_target_path"],
+    "tools.sim.policies": ["POLICIES", "HOTSPOT_SEARCH_S", "Allowed", "Fleet", "Policy", "path_to",
+                           "RandomPolicy", "RandomDestinationPolicy", "GreedyPolicy",
+                           "HotspotPolicy", "NagashiPolicy", "NagashiRoutePolicy",
+                           "NagashiLivePolicy", "make_policy"],
 }  # fmt: skip
 
 

@@ -1,0 +1,267 @@
+"""The nagashi policies: the planner solved once a minute for the area (`NagashiPolicy`), its
+route read-out as the driver is shown it (`NagashiRoutePolicy`), and with the fleet's live layer
+and the supply prior (`NagashiLivePolicy`); see :mod:`tools.sim.policies`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.planner import (
+    FleetView,
+    ValueTable,
+    fleet_view,
+    policy_step,
+    route_from_table,
+    solve,
+    with_fleet,
+)
+from agent.planner.fleet import CLAIM_HORIZON_S
+from sync.live import Snapshot
+from tools.sim.live import LiveLayer, supply_prior
+from tools.sim.policy_base import Allowed, Fleet, Policy
+from tools.sim.world import World
+
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+
+
+class NagashiPolicy(Policy):
+    name = "nagashi"
+
+    def __init__(
+        self,
+        world: World,
+        allowed: Allowed,
+        rng: np.random.Generator,
+        m: float,
+        supply: bool = True,
+    ):
+        super().__init__(world, allowed, rng, m)
+        self.table: ValueTable | None = None
+        self.t0 = -math.inf
+        self.use_supply = supply
+
+    def _supply(self, t_s: float, fleet: Fleet) -> F64:
+        """Vacant passes per hour on each link over the last ``supply_window_s`` (the fleet
+        server's view of its own cabs, which includes this cab's own recent passes)."""
+        window = min(self.world.config.supply_window_s, max(t_s, 1.0))
+        passes = fleet.vacant_passes(t_s - window)
+        counts = np.bincount(passes, minlength=self.world.n).astype(np.float64)
+        return counts * (3600.0 / window)
+
+    def _solve(self, t_s: float, fleet: Fleet) -> ValueTable:
+        w = self.world
+        minute = w.minute_at(t_s)
+        demand = w.tick_demand(minute, self.multiplier)
+        supply = self._supply(t_s, fleet) if self.use_supply else None
+        return solve(w.graph, demand, minute, w.params, supply_per_h=supply)
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        if self.table is None or t_s - self.t0 >= self.world.config.replan_s:
+            self.table = self._solve(t_s, fleet)
+            self.t0 = t_s
+        last = fleet.last_pass_s - self.t0 if self.use_supply else None
+        return policy_step(self.table, link, t_s - self.t0, last)
+
+
+class NagashiRoutePolicy(NagashiPolicy):
+    """The agent as shipped: it plans alone (no fleet supply map) and the driver follows the
+    route it shows, the read-out of ``agent.planner.plan_from_table`` (at least
+    ``route_min_m`` / ``route_min_s``, no U-turn, at most ``route_max_visits`` passes of a
+    link), read again from the cab's link whenever a new table is solved (every ``replan_s``,
+    the agent's tick) or the route runs out -- instead of ``argmax Q`` at every junction. The
+    table is solved once per tick for the whole area and shared by the cabs (the agent solves
+    its 3 km radius, which covers Midtown). The route-stability rules are the agent's own:
+    at each new table the route shown is kept unless the new read-out is better by
+    ``route_switch_margin``, and the next link is committed. Not modelled: the runtime's
+    matching of a GPS fix."""
+
+    name = "nagashi-route"
+
+    def __init__(self, world: World, allowed: Allowed, rng: np.random.Generator, m: float):
+        super().__init__(world, allowed, rng, m, supply=False)
+        self.routes: dict[int, tuple[object, list[int]]] = {}
+
+    def _read_key(self, taxi: int, t_s: float) -> object:
+        """A route read out under another key is read again (here: at each new table)."""
+        return self.t0
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        if self.table is None or t_s - self.t0 >= self.world.config.replan_s:
+            self.table = self._solve(t_s, fleet)
+            self.t0 = t_s
+        ok = self.allowed.at(t_s)
+        got = self.routes.get(taxi)
+        key = self._read_key(taxi, t_s)
+        if got is None or got[0] != key or not got[1] or got[1][0] not in self.world.succ[link]:
+            g = self.world.graph
+            # the route shown so far, if the cab can still drive it: the agent's hysteresis
+            # (agent.planner.stability) keeps it unless the new read-out is clearly better,
+            # and the cab at the end of its link is committed to the next one
+            previous = None
+            if got is not None and got[1] and got[1][0] in self.world.succ[link]:
+                previous = [int(x) for x in g.edge_id[got[1]]]
+            # the route of agent.planner.plan_from_table (the driver's plan), without the
+            # coordinates and directions it shows
+            route, _ = route_from_table(
+                self._table_for(taxi, t_s),
+                int(g.edge_id[link]),
+                1.0,  # decided at the end of the link
+                self.world.minute_at(t_s),
+                self.world.params,
+                previous_route=previous,
+                committed_links=1 if previous else 0,
+            )
+            got = (key, route)
+            self.routes[taxi] = got
+        route = got[1]
+        if route and route[0] in self.world.succ[link] and ok[route[0]]:
+            return route.pop(0)
+        self.routes.pop(taxi, None)
+        return policy_step(self.table, link, t_s - self.t0, None)
+
+    def _table_for(self, taxi: int, t_s: float) -> ValueTable:
+        """The table this cab's read-out uses (the shared one; with the fleet: per cab)."""
+        assert self.table is not None
+        return self.table
+
+    def reset_taxi(self, taxi: int) -> None:
+        self.routes.pop(taxi, None)
+
+    def route_of(self, taxi: int) -> Sequence[int]:
+        got = self.routes.get(taxi)
+        return got[1] if got is not None else ()
+
+
+class _Counts:
+    """A snapshot's link counts on the world's graph, computed once per snapshot."""
+
+    def __init__(self, snap: Snapshot, edge_ids: npt.NDArray[np.integer[Any]]) -> None:
+        self.version = snap.version
+        self.built_s = snap.built_s
+        self.sha256 = snap.sha256
+        self._ids = edge_ids
+        self._snap = snap
+        self._counts = snap.link_counts(edge_ids)
+
+    def link_counts(self, edge_ids: npt.ArrayLike) -> tuple[Any, Any]:
+        if edge_ids is not self._ids:  # another graph: count again
+            return self._snap.link_counts(edge_ids)
+        return self._counts
+
+
+class NagashiLivePolicy(NagashiRoutePolicy):
+    """The agent as shipped with the fleet's live layer (issue 17): each cab follows the route
+    read-out (as :class:`NagashiRoutePolicy`) and sends heartbeats; the shared table is solved
+    with the supply prior as background supply (``prior``), and each cab's read-out sees the
+    latest snapshot it has fetched (up to a minute old) without its own heartbeat
+    (:func:`agent.planner.fleet.fleet_view`, :func:`agent.planner.fleet.with_fleet`): the
+    others' planned passes as claims, the links where other vacant cabs are as drained.
+    ``live=False`` is the fleet offline (no snapshot ever, the prior only)."""
+
+    name = "nagashi-live"
+
+    def __init__(
+        self,
+        world: World,
+        allowed: Allowed,
+        rng: np.random.Generator,
+        m: float,
+        *,
+        seed: int,
+        live: bool = True,
+        prior: bool = True,
+        prior_policy: str | None = None,
+        n_cabs: int = 0,
+        every_link: bool = False,
+    ):
+        super().__init__(world, allowed, rng, m)
+        self.every_link = every_link
+        self.live = LiveLayer(world, n_cabs, seed) if live else None
+        self.prior = supply_prior(world, multiplier=m, policy=prior_policy) if prior else None
+        self._counts: dict[int, _Counts] = {}  # by snapshot version
+        self.edge_ids = world.graph.edge_id
+        self.own_passes: dict[int, dict[int, float]] = {}
+
+    def _read_key(self, taxi: int, t_s: float) -> object:
+        # every_link: the route is read again at every junction (the agent's tick, every few
+        # seconds, with its hysteresis), not only at each new table
+        return t_s if self.every_link else self.t0
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        # the cab's own vacant passes (the agent's ``last_pass_age_s``): a curb it drained
+        # holds fewer hails when its read-out comes back to it
+        mine = self.own_passes.setdefault(taxi, {})
+        mine[link] = t_s
+        if len(mine) > 64:
+            cut = t_s - self.world.params.patience_s
+            for k in [k for k, v in mine.items() if v < cut]:
+                del mine[k]
+        return super().choose(taxi, link, t_s, fleet)
+
+    def reset_taxi(self, taxi: int) -> None:
+        super().reset_taxi(taxi)
+        self.own_passes.pop(taxi, None)
+
+    def _planned_per_h(self) -> F64 | None:
+        """The others' planned passes as supply per hour on each link, from the snapshot
+        before the newest (what the cabs have fetched by now: 30 to 60 s old)."""
+        if self.live is None or not self.live.snapshots:
+            return None
+        snap = self.live.snapshots[-2 if len(self.live.snapshots) > 1 else -1][1]
+        _, planned = snap.link_counts(self.edge_ids)
+        return np.asarray(planned, dtype=np.float64) * (3600.0 / CLAIM_HORIZON_S)
+
+    def _solve(self, t_s: float, fleet: Fleet) -> ValueTable:
+        """The shared table: background supply = the prior plus, live, every cab's planned
+        passes (the agent's own solve leaves its own route out; one table for the whole fleet
+        cannot, so here a cab's own route weighs on it too)."""
+        w = self.world
+        minute = w.minute_at(t_s)
+        demand = w.tick_demand(minute, self.multiplier)
+        supply = self.prior.rates(w.graph.edge_id, minute) if self.prior is not None else None
+        planned = self._planned_per_h()
+        if planned is not None:
+            supply = planned if supply is None else supply + planned
+        return solve(w.graph, demand, minute, w.params, supply_per_h=supply)
+
+    def _table_for(self, taxi: int, t_s: float) -> ValueTable:
+        assert self.table is not None
+        mine = self.own_passes.get(taxi)
+        if self.live is None:
+            snap = None
+        else:
+            snap, own_link, own_route = self.live.seen_by(taxi, t_s)
+        if snap is None:
+            if not mine:
+                return self.table
+            view = FleetView("none", seen_age_s=self._own_ages(mine, t_s, None))
+            return with_fleet(self.table, view, seen_offset_s=t_s - self.t0)
+        # the cabs' fetch delays differ, so two snapshots are in use at once: keep both
+        counts = self._counts.get(snap.version)
+        if counts is None:
+            counts = self._counts[snap.version] = _Counts(snap, self.edge_ids)
+            for v in [v for v in self._counts if v < snap.version - 3]:
+                del self._counts[v]
+        view = fleet_view(
+            self.world.graph,
+            now_s=t_s,
+            snapshot=counts,
+            own_link=own_link,
+            own_route=own_route,
+        )
+        if mine:
+            view = dataclasses.replace(view, seen_age_s=self._own_ages(mine, t_s, view.seen_age_s))
+        return with_fleet(self.table, view, seen_offset_s=t_s - self.t0)
+
+    def _own_ages(self, mine: dict[int, float], t_s: float, seen: F64 | None) -> F64:
+        ages = np.full(self.world.n, np.inf) if seen is None else seen.copy()
+        for f, t in mine.items():
+            ages[f] = min(ages[f], t_s - t)
+        return ages
