@@ -15,12 +15,14 @@ from tests.conftest import DRIVE_CSV
 #: loaded by nothing the first tick does: bundle sync and the live layer (the TUF client, its
 #: signers, the HTTP client), building tiles and routing (scipy, sqlite-utils, pyosmium),
 #: training and the ONNX model (the demo bundle ships statistics only), the numba kernel,
-#: the web stack (the API's own thread imports it), GPX and NMEA decoding for a CSV trace
+#: the web stack (the API's own thread imports it), GPX and NMEA decoding for a CSV trace,
+#: numpy's masked arrays (np.quantile and np.unique import them: the demand check's floors
+#: do without)
 HEAVY = (
     "tuf", "securesystemslib", "boto3", "botocore", "cryptography", "httpx", "scipy",
     "sqlite_utils", "osmium", "onnxruntime", "onnx", "sklearn", "pandas", "matplotlib", "numba",
     "llvmlite", "dask", "starlette", "uvicorn", "xml.etree.ElementTree", "agent.gps.nmea",
-    "agent.live", "sync.client", "sync.live",
+    "agent.live", "sync.client", "sync.live", "numpy.ma",
 )  # fmt: skip
 
 CHILD = """
