@@ -17,12 +17,12 @@ from tests.conftest import DRIVE_CSV
 #: training and the ONNX model (the demo bundle ships statistics only), the numba kernel,
 #: the web stack (the API's own thread imports it), GPX and NMEA decoding for a CSV trace,
 #: numpy's masked arrays (np.quantile and np.unique import them: the demand check's floors
-#: do without)
+#: do without), importlib.metadata (the code version reads pyproject.toml in a source tree)
 HEAVY = (
     "tuf", "securesystemslib", "boto3", "botocore", "cryptography", "httpx", "scipy",
     "sqlite_utils", "osmium", "onnxruntime", "onnx", "sklearn", "pandas", "matplotlib", "numba",
     "llvmlite", "dask", "starlette", "uvicorn", "xml.etree.ElementTree", "agent.gps.nmea",
-    "agent.live", "sync.client", "sync.live", "numpy.ma",
+    "agent.live", "sync.client", "sync.live", "numpy.ma", "importlib.metadata",
 )  # fmt: skip
 
 CHILD = """
