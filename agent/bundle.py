@@ -196,7 +196,7 @@ def load_bundle(
         raise BundleLoadError(f"bundle {b.bundle_id[:12]}: {e}") from e
     model: DemandModel | None = None
     try:
-        _, model = open_demand(b.demand_dir)
+        _, model = open_demand(b.demand_dir, table=table)  # the same table, read once
     except ModelsError as e:  # the statistics still drive; say so loudly
         log.error(
             "bundle %s: demand model unusable, planning on statistics: %s", b.bundle_id[:12], e

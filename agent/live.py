@@ -17,8 +17,10 @@ server is configured (``--sync-server``):
 
 Both survive any error (logged, counted in ``GET /v1/status`` under ``sync.live``) and never
 hold a tick: :meth:`LiveLink.tick_input` takes what the snapshot thread last accepted (a lock,
-no I/O) and says why there is none (:class:`agent.decide.LiveInput`). ``sync.live`` (httpx,
-tuf) is imported only when a LiveLink is made: ``import agent.runtime`` stays light.
+no I/O) and says why there is none (:class:`agent.decide.LiveInput`). ``sync.live`` is
+imported only when a LiveLink is made (``import agent.runtime`` stays light), and a LiveLink
+made loads neither httpx nor tuf: each thread's first request does (after the first
+instruction, issue 20), so a restart's archived snapshot reaches the first tick without them.
 """
 
 from __future__ import annotations
@@ -124,8 +126,6 @@ class LiveLink:
         snapshot_every_s: float = 30.0,
         keep_snapshots: int = 20_000,
     ) -> None:
-        import httpx
-
         from sync._tls import client_verify
         from sync.live import (
             LIVE_NO_TRUST,
@@ -153,10 +153,10 @@ class LiveLink:
         self._accepted = 0
         self._threads: list[threading.Thread] = []
         verify = client_verify(ca_file)  # SyncDataError for an unreadable CA file
-        # one connection pool each: a slow snapshot download never delays a heartbeat
-        self._http = [httpx.Client(timeout=2.0, verify=verify)]
+        # one connection pool each (a slow snapshot download never delays a heartbeat), each
+        # made by its thread's first request: httpx is not imported before the first tick
         self.heartbeat: HeartbeatClient = HeartbeatClient(
-            server_url, token, area, network_sha256, client=self._http[0], clock=clock
+            server_url, token, area, network_sha256, timeout_s=2.0, verify=verify, clock=clock
         )
         self.archive: SnapshotArchive = SnapshotArchive(data_dir / "live")
         self.snapshots: SnapshotClient | None = None
@@ -164,7 +164,6 @@ class LiveLink:
         if tuf_dir is None:
             log.info("live: no trusted fleet metadata (bundle sync is off): no snapshots")
             return
-        self._http.append(httpx.Client(timeout=5.0, verify=verify))
         try:
             self.snapshots = SnapshotClient(
                 server_url,
@@ -173,8 +172,10 @@ class LiveLink:
                 TrustSource(tuf_dir),
                 archive=self.archive,
                 network=network_sha256,
-                config=LiveClientConfig(every_s=snapshot_every_s, jitter_s=snapshot_every_s / 6),
-                client=self._http[-1],
+                config=LiveClientConfig(
+                    every_s=snapshot_every_s, jitter_s=snapshot_every_s / 6, timeout_s=5.0
+                ),
+                verify=verify,
                 clock=clock,
                 rng=random.Random(),
             )
@@ -330,5 +331,3 @@ class LiveLink:
         if self.snapshots is not None:
             self.snapshots.close()
         self.heartbeat.close()
-        for h in self._http:
-            h.close()

@@ -155,6 +155,7 @@ class Agent(BackgroundSync):
             log.error("start-up: trip log not reconciled with the outbox: %s", e)
         self._uploader = None  # the sync clients and the live link (see BackgroundSync)
         self._updater = None
+        self._sync_clients_lock = threading.Lock()
         self._sync_thread: threading.Thread | None = None
         self._background_started = False
         self._live = None
@@ -444,7 +445,7 @@ class Agent(BackgroundSync):
             self._sync_thread.join(timeout=30.0)
         if self._live is not None:
             self._live.close()
-        if self._uploader is not None:
+        if self.config.sync is not None:
             self._final_flush()
         self._outbox_stats = self.outbox.stats()
         self.summary.outbox_remaining = self._outbox_stats.get("records")

@@ -71,42 +71,68 @@ class BackgroundSync:
     _uploader: LogUploader | None
     _updater: Updater | None
     _live: LiveLink | None
+    # checked at start-up, for the clients the sync thread makes (see _setup_sync)
+    _trusted_root: bytes | None = None
+    _sync_store: BundleStore | None = None
+    _sync_clients_lock: threading.Lock
 
     def _setup_sync(self) -> None:
+        """What bundle sync and the log upload need, checked at start-up (an unreadable trusted
+        root, bundle store or CA file is the operator's to fix): the clients themselves, and
+        the TUF client, httpx and securesystemslib they import, are made by
+        :meth:`_sync_clients` in the sync thread, after the first instruction (issue 20)."""
         s = self.config.sync
         if s is None:
             return
-        from sync import (
-            FetchConfig,
-            LogClient,
-            LogClientConfig,
-            LogUploader,
-            PullConfig,
-            RetryConfig,
-            Updater,
-        )
+        if s.ca_file:
+            from sync._tls import client_verify
 
-        self._uploader = LogUploader(
-            self.outbox,
-            LogClient(s.server_url, s.token, LogClientConfig(ca_file=s.ca_file)),
-            self.config.vehicle_id,
-            RetryConfig(max_attempts=3),
-            sleep=self._backoff_sleep,
-        )
+            try:
+                client_verify(s.ca_file)
+            except SyncError as e:
+                raise AgentError(f"sync cannot start: {e}") from e
         if s.area and s.trusted_root is not None:
             try:
-                root = s.trusted_root.read_bytes()
-                store = BundleStore(self.config.bundle_dir)
+                self._trusted_root = s.trusted_root.read_bytes()
+                self._sync_store = BundleStore(self.config.bundle_dir)
             except (OSError, SyncError) as e:
                 raise AgentError(f"bundle sync cannot start: {e}") from e
-            config = PullConfig(
-                s.server_url,
-                s.area,
-                fetch=FetchConfig(ca_file=s.ca_file),
-                vehicle_id=self.config.vehicle_id,
-                cohort=s.cohort,
+
+    def _sync_clients(self) -> None:
+        """The log uploader and, with bundle sync, the updater (once; the sync thread's first
+        step, or the final flush's when the thread never ran)."""
+        s = self.config.sync
+        assert s is not None
+        with self._sync_clients_lock:
+            if self._uploader is not None:
+                return
+            from sync import (
+                FetchConfig,
+                LogClient,
+                LogClientConfig,
+                LogUploader,
+                PullConfig,
+                RetryConfig,
+                Updater,
             )
-            self._updater = Updater(store, config, root)
+
+            if self._sync_store is not None and self._trusted_root is not None:
+                assert s.area is not None  # a store is opened for bundle sync only
+                config = PullConfig(
+                    s.server_url,
+                    s.area,
+                    fetch=FetchConfig(ca_file=s.ca_file),
+                    vehicle_id=self.config.vehicle_id,
+                    cohort=s.cohort,
+                )
+                self._updater = Updater(self._sync_store, config, self._trusted_root)
+            self._uploader = LogUploader(
+                self.outbox,
+                LogClient(s.server_url, s.token, LogClientConfig(ca_file=s.ca_file)),
+                self.config.vehicle_id,
+                RetryConfig(max_attempts=3),
+                sleep=self._backoff_sleep,
+            )
 
     def _setup_live(self) -> None:
         """The heartbeat and snapshot threads (agent.live), when a fleet server is configured:
@@ -121,7 +147,7 @@ class BackgroundSync:
             return
         from agent.live import LiveLink
 
-        tuf_dir = BundleStore(self.config.bundle_dir).tuf_dir if self._updater is not None else None
+        tuf_dir = self._sync_store.tuf_dir if self._sync_store is not None else None
         try:
             self._live = LiveLink(
                 server_url=s.server_url,
@@ -198,6 +224,13 @@ class BackgroundSync:
     def _sync_loop(self) -> None:
         s = self.config.sync
         assert s is not None
+        try:
+            self._sync_clients()
+        except Exception as e:  # checked at start-up, so a bug: guidance goes on without sync
+            self._sync_status["clients_error"] = f"{type(e).__name__}: {e}"
+            self._sync_status["unexpected_errors"] += 1
+            log.exception("sync clients cannot be made: no bundle pulls, no log upload")
+            return
         next_pull = 0.0
         next_upload = 0.0
         while not self._stop.is_set():
@@ -211,7 +244,13 @@ class BackgroundSync:
             self._stop.wait(1.0)
 
     def _final_flush(self) -> None:
-        assert self._uploader is not None and self.config.sync is not None
+        assert self.config.sync is not None
+        try:
+            self._sync_clients()  # made already, unless the sync thread never ran
+        except Exception as e:  # the sync thread logged it: the records stay in the outbox
+            self.summary.flush_error = f"{type(e).__name__}: {e}"
+            return
+        assert self._uploader is not None
         from sync import LogUploader, RetryConfig
 
         uploader = LogUploader(

@@ -402,11 +402,16 @@ def statistical_tick(
 
 
 def open_demand(
-    directory: str | os.PathLike[str], config: InferenceConfig = InferenceConfig()
+    directory: str | os.PathLike[str],
+    config: InferenceConfig = InferenceConfig(),
+    *,
+    table: DemandTable | None = None,
 ) -> tuple[DemandTable, DemandModel | None]:
-    """The statistical table and, when one shipped (gate passed), the ONNX model."""
+    """The statistical table and, when one shipped (gate passed), the ONNX model (built on
+    that table). ``table``: the directory's table, already loaded (it is not read again)."""
     d = Path(directory)
-    table = DemandTable.load(d)
+    if table is None:
+        table = DemandTable.load(d)
     if not (d / MODEL_JSON).exists():
         return table, None
     doc = read_model_json(d)

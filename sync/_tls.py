@@ -4,9 +4,12 @@ failure (one is retried later, the other is a configuration to fix: never retrie
 
 from __future__ import annotations
 
-import ssl
+from typing import TYPE_CHECKING
 
 from sync.errors import SyncAuthError, SyncDataError
+
+if TYPE_CHECKING:  # ssl loads with the first context (or with httpx): not at the agent's start
+    import ssl
 
 
 def client_verify(ca_file: str | None) -> ssl.SSLContext | bool:
@@ -14,6 +17,8 @@ def client_verify(ca_file: str | None) -> ssl.SSLContext | bool:
     a context trusting only the CA certificates in ``ca_file`` (PEM), host names checked."""
     if not ca_file:
         return True
+    import ssl
+
     try:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as e:
@@ -22,6 +27,8 @@ def client_verify(ca_file: str | None) -> ssl.SSLContext | bool:
 
 def certificate_problem(e: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate verification error behind ``e`` (httpx wraps it), if any."""
+    import ssl
+
     seen: set[int] = set()
     cur: BaseException | None = e
     while cur is not None and id(cur) not in seen:

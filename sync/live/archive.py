@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sync._fs import atomic_write_bytes, sha256_bytes, storage_errors
 from sync.errors import LiveInputError, SyncStorageError
-from sync.live.envelope import open_envelope
+from sync.live.envelope import envelope_body
 from sync.live.protocol import _AREA
 from sync.live.snapshot import Snapshot, decode_body
 
@@ -58,7 +58,7 @@ class SnapshotArchive:
         sha = sha256_bytes(data)
         if sha != p.name.split(".")[1]:
             raise SyncStorageError(f"{p} is damaged (its content hash differs from its name)")
-        body, _ = open_envelope(data)
+        body = envelope_body(data)
         return decode_body(body, sha256=sha)
 
     def highest_version(self, area: str) -> int:

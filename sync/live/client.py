@@ -9,14 +9,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from sync.errors import LiveRefusedError, SyncDataError, SyncStorageError
 from sync.live.archive import SnapshotArchive
 from sync.live.protocol import LIVE_UNREACHABLE
 from sync.live.snapshot import Snapshot
 from sync.live.trust import LiveTrust, TrustSource, verify_snapshot
+
+if TYPE_CHECKING:  # httpx loads with the first fetch (the agent's start-up, issue 20)
+    import ssl
+
+    import httpx
 
 log = logging.getLogger("sync.live")  # the name it logged under before the split
 
@@ -51,7 +55,9 @@ class _State:
 class SnapshotClient:
     """The cab's live snapshot: :meth:`fetch` (one GET, blocking, never raises for the
     network or a bad snapshot) and :meth:`latest` (no I/O: what a planning tick reads).
-    :meth:`start` runs :meth:`fetch` in a background thread every ``every_s`` (+ jitter)."""
+    :meth:`start` runs :meth:`fetch` in a background thread every ``every_s`` (+ jitter).
+    Without a ``client`` it makes its own (TLS ``verify``) at the first fetch: a restart's
+    archived snapshot is read back, and served by :meth:`latest`, without httpx or tuf."""
 
     def __init__(
         self,
@@ -64,6 +70,7 @@ class SnapshotClient:
         network: str | None = None,
         config: LiveClientConfig | None = None,
         client: httpx.Client | None = None,
+        verify: ssl.SSLContext | bool = True,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -76,9 +83,11 @@ class SnapshotClient:
         self.clock = clock
         self._rng = rng or random.Random()
         self._own_client = client is None
-        self._client = client or httpx.Client(timeout=self.config.timeout_s)
+        self._client = client
+        self._verify = verify
         self._headers = {"authorization": f"Bearer {token}"}
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()  # making the client (not the state lock)
         self._state = _State()
         if archive is not None:  # a restart: the last accepted snapshot is the floor (and
             # still usable while valid); the server answers 304 while it has nothing newer
@@ -117,6 +126,14 @@ class SnapshotClient:
             return dict(self._state.outcomes)
 
     # ---------------------------------------------------------------- fetching
+    def _http(self) -> httpx.Client:
+        import httpx
+
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=self.config.timeout_s, verify=self._verify)
+            return self._client
+
     def _trust(self) -> LiveTrust:
         return self.trust.current() if isinstance(self.trust, TrustSource) else self.trust
 
@@ -136,8 +153,10 @@ class SnapshotClient:
             if self._state.etag is not None:
                 headers["if-none-match"] = self._state.etag
             last = self._state.last_version
+        import httpx
+
         try:
-            with self._client.stream(
+            with self._http().stream(
                 "GET", self.url, params={"area": self.area}, headers=headers
             ) as r:
                 buf = bytearray()
@@ -204,5 +223,9 @@ class SnapshotClient:
 
     def close(self) -> None:
         self.stop()
-        if self._own_client:
-            self._client.close()
+        if not self._own_client:
+            return
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

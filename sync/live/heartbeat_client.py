@@ -8,13 +8,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
 import msgpack
 
 from sync.errors import LiveInputError
 from sync.live.heartbeat import Heartbeat, MeterEvent, encode_heartbeat, network_tag
 from sync.live.protocol import EVENT_KINDS, EVENT_MAX_AGE_S, MAX_EVENTS, MAX_ROUTE_EDGES, MSGPACK
+
+if TYPE_CHECKING:  # httpx loads with the first heartbeat sent (the agent's start-up, issue 20)
+    import ssl
+
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,8 @@ class HeartbeatClient:
 
     Meter events are kept (at most :data:`MAX_EVENTS`, at most an hour old) and carried by
     every heartbeat until one is acknowledged. A heartbeat older than ``max_age_s`` by the
-    cab's clock is not sent: the next one carries the fresh state."""
+    cab's clock is not sent: the next one carries the fresh state. Without a ``client`` it
+    makes its own (``timeout_s``, TLS ``verify``) when it first sends."""
 
     def __init__(
         self,
@@ -44,6 +50,7 @@ class HeartbeatClient:
         *,
         client: httpx.Client | None = None,
         timeout_s: float = 2.0,
+        verify: ssl.SSLContext | bool = True,
         max_age_s: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -53,14 +60,29 @@ class HeartbeatClient:
         self.max_age_s = max_age_s
         self.clock = clock
         self._own_client = client is None
-        self._client = client or httpx.Client(timeout=timeout_s)
+        self._client = client
+        self._timeout_s = timeout_s
+        self._verify = verify
         self._headers = {"authorization": f"Bearer {token}", "content-type": MSGPACK}
         self._pending: list[MeterEvent] = []
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()  # making the client (not the state lock)
+
+    def _http(self) -> httpx.Client:
+        import httpx
+
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=self._timeout_s, verify=self._verify)
+            return self._client
 
     def close(self) -> None:
-        if self._own_client:
-            self._client.close()
+        if not self._own_client:
+            return
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def record_event(self, kind: int, t_s: float, lon: float, lat: float) -> None:
         if kind not in EVENT_KINDS:
@@ -102,8 +124,10 @@ class HeartbeatClient:
             tuple(route[:MAX_ROUTE_EDGES]),
         )
         body = encode_heartbeat(hb)
+        import httpx
+
         try:
-            r = self._client.post(self.url, content=body, headers=self._headers)
+            r = self._http().post(self.url, content=body, headers=self._headers)
         except httpx.HTTPError as e:
             return HeartbeatResult("unreachable", f"{type(e).__name__}: {e}", len(body))
         if r.status_code == 200:

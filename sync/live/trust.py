@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-
-from securesystemslib.signer import Signature  # type: ignore[attr-defined]
-from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING
 
 from sync._fs import read_bounded, sha256_bytes
 from sync.errors import LiveInputError, LiveRefusedError, SyncDataError
@@ -25,6 +23,10 @@ from sync.live.protocol import (
 )
 from sync.live.snapshot import Snapshot, decode_body
 
+if TYPE_CHECKING:  # tuf (and securesystemslib, boto3) load with the first trust read
+    from securesystemslib.signer import Signature  # type: ignore[attr-defined]
+    from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
+
 
 class LiveTrust:
     """The live role's keys, from targets metadata verified against a trusted root."""
@@ -38,6 +40,8 @@ class LiveTrust:
     @classmethod
     def from_metadata(cls, root_json: bytes, targets_json: bytes) -> LiveTrust:
         """Trust from a root the cab trusts and the targets that root signed."""
+        from tuf.api.metadata import Metadata
+
         try:
             root: Metadata[Root] = Metadata.from_bytes(root_json)
             targets: Metadata[Targets] = Metadata.from_bytes(targets_json)

@@ -12,7 +12,7 @@ import pytest
 from agent.bundle import LoadedBundle, load_bundle
 from agent.decide import TickInputs, decide
 from agent.gps import read_csv_trace
-from models import ModelOutputError, TickDemand, open_demand
+from models import DemandTable, ModelOutputError, TickDemand, open_demand
 from tests.conftest import DRIVE_CSV
 from tools.field.replay import replay_tick
 
@@ -43,6 +43,33 @@ def onnx_bundle(
 
         model = DemandModel(out, table)  # use it even if it did not pass the gate
     return dataclasses.replace(lb, demand=table, model=model)
+
+
+def test_a_bundle_reads_its_demand_table_once(
+    manhattan_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_bundle reads demand.npz once (start-up, issue 20): the model, when one shipped, is
+    built on the same table (open_demand's ``table``)."""
+    reads: list[Path] = []
+    real_load = DemandTable.load
+
+    def counting_load(directory: Any) -> DemandTable:
+        reads.append(Path(directory))
+        return real_load(directory)
+
+    monkeypatch.setattr(DemandTable, "load", staticmethod(counting_load))
+    lb = load_bundle(manhattan_bundle)
+    assert len(reads) == 1, reads
+    table, _ = open_demand(reads[0], table=lb.demand)
+    assert table is lb.demand and len(reads) == 1
+
+
+def test_a_shipped_model_is_built_on_the_table_given(onnx_bundle: LoadedBundle) -> None:
+    assert onnx_bundle.model is not None  # the fixture always loads a model
+    d = onnx_bundle.model.directory
+    table = DemandTable.load(d)
+    _, model = open_demand(d, table=table)
+    assert model is not None and model.table is table
 
 
 def test_ticks_use_the_model_and_replay_identically(onnx_bundle: LoadedBundle) -> None:

@@ -10,18 +10,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.triplog import read_records
+from sync import BundleStore
+from sync.live import SnapshotArchive, SnapshotClient, TrustSource
+from tests.agent.test_live import AREA, Fleet, _rebuild, _serve
+from tests.agent.test_live import fleet as fleet  # the fixture, shared
 from tests.conftest import DRIVE_CSV
 
 #: loaded by nothing the first tick does: bundle sync and the live layer (the TUF client, its
 #: signers, the HTTP client), building tiles and routing (scipy, sqlite-utils, pyosmium),
 #: training and the ONNX model (the demo bundle ships statistics only), the numba kernel,
-#: the web stack (the API's own thread imports it), GPX and NMEA decoding for a CSV trace
+#: the web stack (the API's own thread imports it), GPX and NMEA decoding for a CSV trace,
+#: numpy's masked arrays (np.quantile and np.unique import them: the demand check's floors
+#: do without), importlib.metadata (the code version reads pyproject.toml in a source tree)
 HEAVY = (
     "tuf", "securesystemslib", "boto3", "botocore", "cryptography", "httpx", "scipy",
     "sqlite_utils", "osmium", "onnxruntime", "onnx", "sklearn", "pandas", "matplotlib", "numba",
     "llvmlite", "dask", "starlette", "uvicorn", "xml.etree.ElementTree", "agent.gps.nmea",
-    "agent.live", "sync.client", "sync.live",
+    "agent.live", "sync.client", "sync.live", "numpy.ma", "importlib.metadata",
 )  # fmt: skip
+
+#: with ``--sync-server``: the live layer is made (its restored snapshot is on the first tick),
+#: not the clients of bundle sync, log upload and live requests (tuf, securesystemslib and the
+#: boto3 its signers import, httpx), made in the sync and live threads after the first tick
+HEAVY_WITH_SYNC = tuple(m for m in HEAVY if m not in ("agent.live", "sync.live"))
 
 CHILD = """
 import json, sys
@@ -39,12 +51,12 @@ print(json.dumps({"rc": rc, "modules": first[0] if first else None}))
 """
 
 
-def _modules_at_first_tick(bundle: Path, tmp_path: Path) -> list[str]:
+def _modules_at_first_tick(bundle: Path, tmp_path: Path, *more: str) -> list[str]:
     drive = tmp_path / "drive.csv"
     drive.write_text("".join(DRIVE_CSV.read_text().splitlines(keepends=True)[:8]))
     argv = [
         "agent", "run", "--bundle-dir", str(bundle), "--gps", str(drive), "--speed", "0",
-        "--no-api", "--quiet", "--data-dir", str(tmp_path / "data"),
+        "--no-api", "--quiet", "--data-dir", str(tmp_path / "data"), *more,
     ]  # fmt: skip
     out = subprocess.run(
         [sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, check=True
@@ -93,3 +105,39 @@ def test_the_sync_thread_starts_after_the_first_instruction(
     agent.run()
     assert threads_at_first and "agent-sync" not in threads_at_first[0]
     assert agent._sync_thread is not None  # and it did start after it
+
+
+def test_with_a_fleet_server_the_first_tick_loads_no_sync_client(
+    fleet: Fleet,  # the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """``--sync-server`` after a restart: the snapshot a run before archived is on the first
+    tick (read back from the archive, no tuf, no httpx), and the sync clients wait for the
+    sync thread, after the first instruction."""
+    data = tmp_path / "data"
+    token = tmp_path / "token"
+    token.write_text(fleet.tokens["cab-3"])
+    with _serve(fleet.root) as (url, live):
+        _rebuild(live)
+        before = SnapshotClient(  # the run before this one: it accepted and archived one
+            url,
+            AREA,
+            fleet.tokens["cab-3"],
+            TrustSource(BundleStore(fleet.device).tuf_dir),
+            archive=SnapshotArchive(data / "live"),
+            network=fleet.network,
+        )
+        try:
+            got = before.fetch()
+        finally:
+            before.close()
+        assert got.status == "accepted", got
+        modules = _modules_at_first_tick(
+            fleet.device, tmp_path, "--sync-server", url, "--token-file", str(token),
+            "--area", AREA, "--trusted-root", str(fleet.trusted), "--vehicle", "cab-3",
+        )  # fmt: skip
+    assert "agent.live" in modules and "agent.decide" in modules  # the live layer was made
+    loaded = sorted(m for m in HEAVY_WITH_SYNC if m in modules)
+    assert loaded == [], loaded
+    first = next(r for r in read_records(data / "trips") if r["kind"] == "tick")
+    assert first["live"]["version"] == got.version and first["live"]["reason"] == ""

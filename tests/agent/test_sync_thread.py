@@ -106,6 +106,7 @@ def test_any_exception_in_a_pull_is_counted_backed_off_and_survived(
     calls: list[float] = []
 
     def inject(repo: FleetRepository, agent: Agent) -> None:
+        agent._sync_clients()  # made now (the sync thread would make them after the first tick)
         assert agent._updater is not None
         real = agent._updater.pull
 

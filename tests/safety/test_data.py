@@ -7,9 +7,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from models import TickDemand
 from safety import BundleStatus, DemandCheckConfig, Reason, SafetyGate, check_bundle, check_demand
+from safety.data import _quantile_linear
 from tiles import Graph
 
 from .helpers import NOW_S, fake_table, long_walk, ok_tick, tick_demand
@@ -129,3 +133,20 @@ def test_demand_without_a_table_skips_only_the_distribution_check(manhattan: Gra
     assert check_demand(huge, None, MONDAY_10H, CFG) == ()
     nan = replace(d, pickups_per_h=d.pickups_per_h * np.nan)
     assert check_demand(nan, None, MONDAY_10H, CFG) == (Reason.DEMAND_NAN,)
+
+
+_POSITIVE_F32 = st.floats(
+    min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=True, width=32
+)
+
+
+@given(
+    values=hnp.arrays(np.float32, st.integers(1, 60), elements=_POSITIVE_F32),
+    q=st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.5, 0.99, 1.0])),
+)
+def test_the_quantile_is_numpys_linear_quantile_bit_for_bit(values: np.ndarray, q: float) -> None:
+    """What the demand check's floors use instead of np.quantile (issue 20): the same value
+    for positive float32 values (what the floors are taken over), infinities included."""
+    want = float(np.quantile(values, q))
+    got = _quantile_linear(values.copy(), q)
+    assert got == want or (math.isnan(got) and math.isnan(want)), (got, want)

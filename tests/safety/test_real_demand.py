@@ -74,3 +74,18 @@ def test_real_demand_nan_negative_and_missing_slot(manhattan: Graph, table: Dema
         replace(d, trip_duration_s=-d.trip_duration_s - 1), table, 600, CFG
     )
     assert check_demand(d, table, 600 + 120, CFG) == (Reason.DEMAND_SLOT_MISSING,)
+
+
+def test_the_ood_floors_are_numpys_quantiles_bit_for_bit(table: DemandTable) -> None:
+    """The floors are computed without np.quantile (its import of numpy.ma on the first tick,
+    issue 20) and equal it on the real table, at the default and other quantiles."""
+    from safety.data import _TableStats
+
+    for q in (0.99, 0.5, 0.9, 0.999, 0.0, 1.0):
+        s = _TableStats(table, replace(CFG, ood_floor_quantile=q))
+        rates = np.asarray(table.pickups_per_h, np.float32)
+        fare = np.asarray(table.fare_mean, np.float32)
+        dur = np.asarray(table.trip_duration_s, np.float32)
+        assert s.floor == float(np.quantile(rates[rates > 0], q))
+        assert s.fare_floor == float(np.quantile(fare[fare > 0], q))
+        assert s.duration_floor == float(np.quantile(dur[dur > 0], q))
