@@ -36,7 +36,8 @@ class MatchCheckConfig:
     """Map-matching acceptance (on top of :class:`tiles.MatchConfig`).
 
     Confidence here is *path confidence*: the share of the candidates' likelihood that lies on
-    the best link or on the links just before/after it in the same direction (the raw
+    the best link or on the links just before/after it in the same direction, and past such
+    a link of at most ``short_link_m`` the ones before/after that (the raw
     :attr:`tiles.Match.confidence` splits between consecutive links of one street and would
     reject half of all perfect fixes).
     """
@@ -45,6 +46,10 @@ class MatchCheckConfig:
     ambiguity_ratio: float = 0.5  # another road this likely (relative to best) is ambiguous
     max_distance_m: float = 25.0  # snapped distance from the fix
     max_heading_diff_deg: float = 60.0  # between the heading and the matched link
+    #: a link this short that agrees with the best one passes the agreement on to the links
+    #: after (or before) it: a junction mapped as several nodes a few metres apart (one
+    #: position sigma of ``matching``) is one junction of the cab's way, not another road
+    short_link_m: float = 10.0
     matching: MatchConfig = field(default_factory=MatchConfig)
 
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from safety.config import GpsConfig, MatchCheckConfig
 from safety.inputs import BusinessArea, Fix
@@ -210,24 +211,61 @@ def _usable_previous(
     return plon, plat, pt, pacc
 
 
-def path_confidence(g: Graph, m: Match, ambiguity_ratio: float) -> tuple[float, bool]:
+def path_confidence(
+    g: Graph, m: Match, ambiguity_ratio: float, short_link_m: float = 0.0
+) -> tuple[float, bool]:
     """(confidence, ambiguous) of a match, counting the links just before and after the best
-    one in the same direction as agreeing with it (see :class:`MatchCheckConfig`)."""
+    one in the same direction as agreeing with it (see :class:`MatchCheckConfig`), and, past
+    a link of at most ``short_link_m`` metres that agrees, the links just before/after that
+    one (:func:`_agreeing`)."""
     cands = m.candidates
     scores = np.array([c.score for c in cands], dtype=np.float64)
     like = np.exp(-0.5 * (scores - scores.min()))
-    loc = g.local([c.edge_id for c in cands])
+    loc = g.local([c.edge_id for c in cands]).astype(np.int64)
     b = int(g.local([m.best.edge_id])[0])
     if b < 0 or (loc < 0).any():
         return 0.0, True
-    bu, bv = g.u_node[b], g.v_node[b]
-    u, v = g.u_node[loc], g.v_node[loc]
-    reverse = (u == bv) & (v == bu)
-    agree = (loc == b) | (((v == bu) | (u == bv)) & ~reverse)
+    agree = _agreeing(g, b, loc, short_link_m)
     conf = float(like[agree].sum() / like.sum())
     best_like = float(like[loc == b].max())
     ambiguous = bool((like[~agree] >= ambiguity_ratio * best_like).any())
     return conf, ambiguous
+
+
+def _agreeing(
+    g: Graph, b: int, loc: npt.NDArray[np.int64], short_link_m: float
+) -> npt.NDArray[np.bool_]:
+    """Which candidate links (local ``loc``) lie on the cab's way through the best one ``b``:
+    ``b`` itself, a link from its end or into its start that is not back along it, and,
+    through an agreeing link no longer than ``short_link_m`` (a junction that OSM splits
+    into several nodes a few metres apart), the links after or before that one in the
+    same way (never back along the link they follow)."""
+    u, v = g.u_node[loc], g.v_node[loc]
+    agree: npt.NDArray[np.bool_] = np.asarray(loc == b)
+    # (node, the node the way came from) at the end of the agreeing chain, ahead and behind
+    ahead = [(int(g.v_node[b]), int(g.u_node[b]))]
+    behind = [(int(g.u_node[b]), int(g.v_node[b]))]
+    while ahead or behind:
+        nxt_ahead: list[tuple[int, int]] = []
+        nxt_behind: list[tuple[int, int]] = []
+        for node, came in ahead:
+            hit = (u == node) & (v != came) & ~agree
+            agree |= hit
+            nxt_ahead += [
+                (int(v[i]), node)
+                for i in np.flatnonzero(hit).tolist()
+                if float(g.length_m[loc[i]]) <= short_link_m
+            ]
+        for node, came in behind:
+            hit = (v == node) & (u != came) & ~agree
+            agree |= hit
+            nxt_behind += [
+                (int(u[i]), node)
+                for i in np.flatnonzero(hit).tolist()
+                if float(g.length_m[loc[i]]) <= short_link_m
+            ]
+        ahead, behind = nxt_ahead, nxt_behind
+    return agree
 
 
 def check_match(
@@ -235,7 +273,7 @@ def check_match(
 ) -> tuple[Reason, ...]:
     """Reasons a match cannot be trusted (empty when it can)."""
     reasons: list[Reason] = []
-    conf, ambiguous = path_confidence(g, m, cfg.ambiguity_ratio)
+    conf, ambiguous = path_confidence(g, m, cfg.ambiguity_ratio, cfg.short_link_m)
     low = conf < cfg.min_confidence or m.best.distance_m > cfg.max_distance_m
     if fix_heading_deg is not None:
         b = int(g.local([m.best.edge_id])[0])

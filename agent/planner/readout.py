@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from agent.planner.core import F64, I64, ValueTable, _interp
+from agent.planner.deadends import live_links
 
 
 def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None = None) -> F64:
@@ -201,7 +202,10 @@ def follow(
     only where every other move is barred. This is the shape safety/ shows (``RouteConfig``):
     the MDP's state cannot know that the route itself drained a curb a few minutes before
     (only the cab's past passes, ``table.pass_age_s``), so its policy alone may circle one
-    block.
+    block. From a link that is not a dead end itself it enters none
+    (:mod:`agent.planner.deadends`: a link the route could only leave by a U-turn, or not at
+    all): where only dead ends are left, the route ends before them (the cab would end there
+    with no route to show).
 
     ``prefix``: local links the route enters first, as given (a route kept from the previous
     tick); the read-out continues from its last link."""
@@ -212,6 +216,7 @@ def follow(
     length = 0.0
     t = t0_rel_s
     e = start
+    live = live_links(table, table.start_minute_of_week + t0_rel_s / 60.0) if max_visits else None
     own: dict[int, float] = {start: t0_rel_s}
     visits: dict[int, int] = {start: 1}
     for f in prefix:
@@ -231,7 +236,18 @@ def follow(
             back = int(g.u_node[e])
             skip = {f for f in succ if visits.get(f, 0) >= max_visits or int(g.v_node[f]) == back}
         f = -1
-        if skip is not None:  # a link not on the route yet, while there is one
+        if (
+            skip is not None and live is not None and live[e]
+        ):  # no dead end; a link not on the route yet first
+            ends = {f for f in succ if not live[f]}
+            f = best_next(
+                table, e, t, last_pass_s, own, skip | ends | {f for f in succ if f in visits}
+            )
+            if f < 0:
+                f = best_next(table, e, t, last_pass_s, own, skip | ends)
+            if f < 0:
+                break  # only a dead end is left: the route ends before it
+        elif skip is not None:  # a link not on the route yet, while there is one
             f = best_next(table, e, t, last_pass_s, own, skip | {f for f in succ if f in visits})
         if f < 0:
             f = best_next(table, e, t, last_pass_s, own, skip)
