@@ -15,7 +15,7 @@ from sync.errors import LiveInputError
 from sync.live.protocol import ENVELOPE_MAGIC, SNAPSHOT_SCHEMA
 
 if TYPE_CHECKING:
-    from securesystemslib.signer import Signature  # type: ignore[attr-defined]
+    from securesystemslib.signer import Signature  # type: ignore[attr-defined]  # not in the package's __all__
 
 
 def sign_envelope(body: bytes, signers: Sequence[Any]) -> bytes:
@@ -27,7 +27,7 @@ def sign_envelope(body: bytes, signers: Sequence[Any]) -> bytes:
 
 def open_envelope(data: bytes) -> tuple[bytes, dict[str, Signature]]:
     """The body and signatures of an envelope (shape checked, nothing verified)."""
-    from securesystemslib.signer import Signature  # type: ignore[attr-defined]
+    from securesystemslib.signer import Signature  # type: ignore[attr-defined]  # not in the package's __all__
 
     body, sigs = _unpack(data)
     return body, {k: Signature(k, v.hex()) for k, v in sigs.items()}

@@ -24,8 +24,8 @@ from sync.live.protocol import (
 from sync.live.snapshot import Snapshot, decode_body
 
 if TYPE_CHECKING:  # tuf (and securesystemslib, boto3) load with the first trust read
-    from securesystemslib.signer import Signature  # type: ignore[attr-defined]
-    from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
+    from securesystemslib.signer import Signature  # type: ignore[attr-defined]  # not in the package's __all__
+    from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]  # not in the package's __all__
 
 
 class LiveTrust:

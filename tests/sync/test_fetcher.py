@@ -32,7 +32,7 @@ def fetcher(
 ) -> tuple[HttpxFetcher, list[float]]:
     sleeps: list[float] = []
     f = HttpxFetcher(
-        FetchConfig(**cfg),  # type: ignore[arg-type]
+        FetchConfig(**cfg),  # type: ignore[arg-type]  # the tests pass only float fields
         httpx.Client(transport=httpx.MockTransport(handler)),
         sleep=sleeps.append,
         rng=random.Random(0),
