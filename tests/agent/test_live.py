@@ -334,7 +334,11 @@ def test_refused_snapshots_and_a_wrong_clock_never_stop_guidance(
         def accepted(agent: Agent) -> None:
             v = _rebuild(live)
             good.setdefault("v", v)  # the first good one: what the refusals keep
-            _wait_for(lambda: _live_status(agent)["snapshot"]["version"] == v, "good snapshot")
+            # the cab's first verify imports tuf lazily: under a loaded machine (the full suite
+            # beside other work) that alone has taken over 10 s, so this wait is generous
+            _wait_for(
+                lambda: _live_status(agent)["snapshot"]["version"] == v, "good snapshot", 90.0
+            )
 
         def refused(make: Callable[[], bytes], reason: str) -> Callable[[Agent], None]:
             def hold(agent: Agent) -> None:
