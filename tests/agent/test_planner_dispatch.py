@@ -194,3 +194,37 @@ def test_matching_is_read_from_params_yaml() -> None:
         PlannerParams.from_mapping({"matching": 1})
     with pytest.raises(ValueError, match="dispatch_reach_s"):
         PlannerParams(dispatch_reach_s=0.0)
+
+
+def test_a_bundle_params_yaml_can_say_dispatch(
+    manhattan_tiles: Path,
+    manhattan_demand: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import shutil
+
+    from tools.cli import main
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.yaml").write_text("schema_version: 1\n")
+    shutil.copy(manhattan_tiles, bundle / "tiles.sqlite")
+    shutil.copytree(manhattan_demand, bundle / "demand")
+    argv = ["cruise", "--bundle-or-tiles", str(bundle), "--at", "-73.98551,40.75800"]
+    argv += ["--time", "2015-06-02T18:05", "--json"]
+    (bundle / "params.yaml").write_text("planner:\n  horizon_s: 900\n")
+    assert main(argv) == 0
+    hail = json.loads(capsys.readouterr().out)
+    (bundle / "params.yaml").write_text("planner:\n  horizon_s: 900\n  matching: dispatch\n")
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["params"]["matching"] == "dispatch" and doc["params"]["dispatch_reach_s"] == 300
+    assert "matching" not in hail["params"]
+    assert doc["expected_revenue"] != hail["expected_revenue"]
+    # a matching rule the planner does not know: one line, exit 2
+    (bundle / "params.yaml").write_text("planner:\n  matching: telepathy\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "matching" in err and len(err.strip().splitlines()) == 1
