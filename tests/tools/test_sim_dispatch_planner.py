@@ -42,9 +42,9 @@ def test_the_matching_rule_reaches_the_planner(graph_table: tuple[Graph, DemandT
     assert hail.params.matching == "hail" and hail.config.matching == "dispatch"
 
 
-def shared_table_window(world: World) -> npt.NDArray[np.float64]:
-    """W of the shared table nagashi-live solves first in ``world``."""
-    policy = make_policy("nagashi-live", world, Allowed(world), 0, 10.0, world.config.taxis)
+def shared_table_window(world: World, name: str = "nagashi-live") -> npt.NDArray[np.float64]:
+    """W of the shared table the policy ``name`` solves first in ``world``."""
+    policy = make_policy(name, world, Allowed(world), 0, 10.0, world.config.taxis)
     assert isinstance(policy, NagashiLivePolicy)
     policy.choose(0, int(np.flatnonzero(world.cruisable)[0]), 0.0, _Fleet(world.n))
     assert policy.table is not None  # solved at the first choice
@@ -59,6 +59,7 @@ def test_dispatch_cabs_plan_with_the_catchment_and_drive_legally(
     hail = _planned_world(g, table, config("dispatch"), {"matching": "hail"}, None)
     assert np.all(shared_table_window(world) == 0.0)  # no curb wait: dispatch values
     assert np.all(shared_table_window(hail) > 0.0)
+    assert np.all(shared_table_window(world, "nagashi-live-hail") > 0.0)
     pax = make_passengers(world, 0, 10.0)
     run = run_shift(world, pax, "nagashi-live", 0, 10.0, record=True)
     assert run.pickups_per_h > 0
