@@ -171,16 +171,15 @@ def assigned_demand(
         nu[li] += np.asarray(supply_per_h, dtype=np.float64)[has]
     cabs = np.asarray(catch.within @ (nu * prep.tau_s / 3600.0), dtype=np.float64)
     assigned = requests * competitor_share(cabs)[None, :]
-    # the requests it is sent to, weighted by their mean rate λ̄
+    # the requests it is sent to, weighted by their mean rate λ̄ (matrix-vector products)
     mean_rate = rate.mean(axis=0) if n_slots else np.zeros(n)
-    weights = catch.within.multiply(mean_rate[None, :]).tocsr()
-    total = np.asarray(weights.sum(axis=1)).ravel()
+    total = np.asarray(catch.within @ mean_rate, dtype=np.float64)
     keep = np.flatnonzero(total > 0)
     tot = total[keep]
-    fare_out = np.asarray(weights @ fare)[keep] / tot
-    drive = np.asarray(catch.time_s.multiply(mean_rate[None, :]).sum(axis=1)).ravel()[keep]
-    trip_out = (np.asarray(weights @ trip)[keep] + drive) / tot
-    busiest = np.asarray(weights.argmax(axis=1)).ravel()[keep]
+    fare_out = np.asarray(catch.within @ (mean_rate * fare))[keep] / tot
+    drive = np.asarray(catch.time_s @ mean_rate)[keep]
+    trip_out = (np.asarray(catch.within @ (mean_rate * trip))[keep] + drive) / tot
+    busiest = _busiest(catch, mean_rate)[keep]
     return AssignedDemand(
         edge_id=np.asarray(g.edge_id[keep], dtype=np.int32),
         slot_minute_of_week=demand.slot_minute_of_week,
@@ -191,3 +190,16 @@ def assigned_demand(
         dropoff=demand.dropoff,
         source=demand.source,
     )
+
+
+def _busiest(catch: Catchment, rate: F64) -> I64:
+    """Per link ``l``, the link of ``R(l)`` with the highest ``rate`` (ties: the lowest index;
+    every catchment holds its own link)."""
+    m = catch.within
+    sizes = np.diff(m.indptr)
+    vals = rate[m.indices]
+    top = np.maximum.reduceat(vals, m.indptr[:-1])
+    rows = np.repeat(np.arange(sizes.shape[0]), sizes)
+    pos = np.flatnonzero(vals == top[rows])
+    _, first = np.unique(rows[pos], return_index=True)
+    return np.asarray(m.indices[pos[first]], dtype=np.int64)
