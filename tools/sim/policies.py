@@ -532,7 +532,9 @@ def _agent_policy(
 
 def _planning_for(world: World, matching: str) -> World:
     """``world`` whose nagashi cabs plan for the matching rule ``matching``."""
-    return dataclasses.replace(world, params=dataclasses.replace(world.params, matching=matching))
+    from dataclasses import replace  # (self-contained: this module is being split on main)
+
+    return replace(world, params=replace(world.params, matching=matching))
 
 
 def make_policy(
