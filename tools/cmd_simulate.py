@@ -39,6 +39,7 @@ POLICY_CHOICES = (
     "nagashi-offline",
     "nagashi-offline-own",
     "nagashi-live-tick",
+    "nagashi-live-hail",
     "nagashi-agent",
     "nagashi-agent-offline",
     "all",
@@ -70,6 +71,8 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         "every cab offline; "
         "nagashi-offline-own: offline with the prior of a fleet on nagashi-live; "
         "nagashi-live-tick: nagashi-live reading its route again at every junction; "
+        "nagashi-live-hail: nagashi-live planning with the street-hail values whatever "
+        "--matching says (under dispatch the others plan with the dispatch values); "
         "nagashi-agent: every cab runs the agent's own tick, GPS fix to instruction, and "
         "drives it; nagashi-agent-offline: the same, every cab offline), a "
         "comma-separated list, or all (random, "

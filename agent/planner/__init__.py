@@ -78,6 +78,14 @@ few layers of the recently passed links differ, ``terms._depleted_probability``)
 pass uses ``P_e(k)`` in those layers: a hail arriving after now builds up again, so later
 layers are unchanged. The cab's own link counts as passed when it leaves it (``a = 0``).
 
+Dispatch
+--------
+With ``PlannerParams.matching == "dispatch"`` (an app sends the nearest vacant cab when a
+request appears) ``P_f`` is the chance of being *assigned* while on ``f``: the cab's share of the
+requests appearing within ``dispatch_reach_s`` of ``f`` among the vacant cabs there, with no curb
+window (``W = 0``), and ``F``, ``D`` and the drop-off cell are those of the requests it would be
+sent to (:mod:`agent.planner.dispatch`). Everything else above is unchanged.
+
 The recommended route follows ``argmax Q`` from the cab's link (decision at the end of the
 current link, ties to the lowest local index), advancing time by each link's ``τ``, until it
 covers ``route_min_m`` and ``route_min_s`` (or the horizon ends). The read-out counts the

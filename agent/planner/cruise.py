@@ -46,6 +46,10 @@ def solve(
     ``last_pass_age_s`` (:data:`PassAges`, at ``minute_of_week``): how long ago a vacant cab
     (this one, or later the fleet's) last passed each link; a recently passed curb holds only
     the hails that arrived since (module docstring, "Recent passes").
+
+    ``params.matching == "dispatch"``: the pickup term is the cab's share of the requests
+    around each link (:mod:`agent.planner.dispatch`); ``supply_per_h`` counts the cabs it
+    competes with there, and recent passes deplete nothing (no request waits at the curb).
     """
     return _solve(
         graph, demand, minute_of_week, params, area, supply_per_h, monday, last_pass_age_s
@@ -66,6 +70,13 @@ def _solve(
     """:func:`solve`; with ``workspace`` the table's ``V`` and ``C`` are its buffers (the table
     is then valid only while the caller holds the workspace)."""
     prep = prepare(graph, params.step_s, params.speed_factor, area)
+    if params.matching == "dispatch":
+        from agent.planner.dispatch import assigned_demand
+
+        demand = assigned_demand(
+            prep, demand, params.dispatch_reach_s, params.competing_vacant_per_h, supply_per_h
+        )
+        supply_per_h = None
     return solve_table(
         prep,
         demand,

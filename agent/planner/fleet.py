@@ -190,7 +190,9 @@ def with_fleet(table: ValueTable, view: FleetView, seen_offset_s: float = 0.0) -
     changes: dict[str, Any] = {}
     if claims is not None:
         extra = np.asarray(claims, dtype=np.float64)
-        hit = np.flatnonzero(extra > 0)
+        # (a link without a curb wait, W = 0 under dispatch, holds no hail to claim: its
+        # competitors are in the solve's supply already, agent.planner.dispatch)
+        hit = np.flatnonzero((extra > 0) & (table.window_s > 0))
         if hit.size:
             window = table.window_s.copy()
             window[hit] = 1.0 / (1.0 / window[hit] + extra[hit] / 3600.0)

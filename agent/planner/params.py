@@ -10,6 +10,9 @@ from typing import Any
 
 log = logging.getLogger("agent.planner")
 
+#: the values of :attr:`PlannerParams.matching`
+MATCHING = ("hail", "dispatch")
+
 
 @dataclass(frozen=True)
 class PlannerParams:
@@ -55,6 +58,14 @@ class PlannerParams:
     #: next manoeuvre, a new route that does not make that same manoeuvre is refused
     route_commit_s: float = 8.0
     route_commit_m: float = 30.0
+    #: how a passenger finds a cab: "hail" (she hails the first vacant cab to pass her link,
+    #: the MDP of issue 4) or "dispatch" (an app sends the nearest vacant cab when she asks:
+    #: the pickup term is the cab's share of the requests within ``dispatch_reach_s`` of its
+    #: link, agent.planner.dispatch); "dispatch" names both in the plan's ``params``
+    matching: str = "hail"
+    #: dispatch: the requests a cab on a link may be sent to are those it reaches within this
+    #: many seconds of cruising (its catchment), and its competitors the vacant cabs there
+    dispatch_reach_s: float = 300.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -75,8 +86,11 @@ class PlannerParams:
             "route_switch_margin": 0 <= self.route_switch_margin <= 1,
             "route_commit_s": 0 <= self.route_commit_s <= 60,
             "route_commit_m": 0 <= self.route_commit_m <= 500,
+            "dispatch_reach_s": 0 < self.dispatch_reach_s <= 1800,
         }
         bad = [k for k, ok in checks.items() if not (ok and math.isfinite(float(getattr(self, k))))]
+        if self.matching not in MATCHING:
+            bad.append(f"matching ({' or '.join(MATCHING)}, got {self.matching!r})")
         if bad:
             raise ValueError(f"invalid planner parameters: {', '.join(bad)}")
 
@@ -86,11 +100,14 @@ class PlannerParams:
         return 1.0 / (self.competing_vacant_per_h / 3600.0 + 1.0 / self.patience_s)
 
     def to_json(self) -> dict[str, Any]:
-        """All fields; ``dropoff_top_k`` only when it is not 0 (exact plans keep the bytes
-        they had before the option existed)."""
+        """All fields; ``dropoff_top_k`` only when it is not 0, ``matching`` and
+        ``dispatch_reach_s`` only under dispatch (plans keep the bytes they had before the
+        options existed)."""
         out = asdict(self)
         if not self.dropoff_top_k:
             del out["dropoff_top_k"]
+        if self.matching == "hail":
+            del out["matching"], out["dispatch_reach_s"]
         return out
 
     @classmethod
@@ -111,6 +128,10 @@ class PlannerParams:
             log.warning("%s: unknown planner parameter(s) ignored: %s", where, ", ".join(unknown))
         values = {k: v for k, v in raw.items() if k in types}
         for k, v in values.items():
+            if types[k] in ("str", str):
+                if not isinstance(v, str):
+                    raise ValueError(f"{where}: planner.{k} must be a string, got {v!r}")
+                continue
             whole = types[k] in ("int", int)
             if isinstance(v, bool) or not isinstance(v, int if whole else int | float):
                 kind = "a whole number" if whole else "a number"

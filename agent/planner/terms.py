@@ -59,6 +59,9 @@ class _LinkDemand:
     p_out: F64  # (n_cells,) drop-off outside the cells
     local: I64  # local index of each demand link present in the graph
     present: Bool  # which of the demand's links are in the graph
+    #: False under dispatch (agent.planner.dispatch.AssignedDemand): no request waits at the
+    #: curb for a passing cab, ``rate_h`` is already the rate of being assigned one
+    curb_wait: bool = True
 
 
 def _link_demand(prep: Prepared, demand: TickDemand) -> _LinkDemand:
@@ -78,7 +81,8 @@ def _link_demand(prep: Prepared, demand: TickDemand) -> _LinkDemand:
     cell[li] = np.asarray(demand.cell, dtype=np.int64)[has]
     drop = np.asarray(demand.dropoff, dtype=np.float64)
     p_out = drop[:, n_cells] if drop.shape[1] > n_cells else np.zeros(n_cells)
-    return _LinkDemand(rate, fare, trip_s, cell, n_cells, drop[:, :n_cells], p_out, li, has)
+    curb = bool(getattr(demand, "curb_wait", True))
+    return _LinkDemand(rate, fare, trip_s, cell, n_cells, drop[:, :n_cells], p_out, li, has, curb)
 
 
 def _pickup_probability(
@@ -94,7 +98,13 @@ def _pickup_probability(
     ``nu`` the vacant passes of other cabs per hour (``competing_vacant_per_h``, plus the live
     ``supply_per_h`` where given) and ``theta`` the passenger's patience;
     ``P = 1 - exp(-lambda (tau + W) / 3600)``: the chance of a hail on the link while the cab
-    passes (``tau``) or arrived within ``W`` before it."""
+    passes (``tau``) or arrived within ``W`` before it.
+
+    Without a curb wait (dispatch, :mod:`agent.planner.dispatch`, whose rates already count
+    the competing cabs): ``W = 0``, ``P = 1 - exp(-lambda tau / 3600)``."""
+    if not d.curb_wait:
+        window_s = np.zeros(prep.n, dtype=np.float64)
+        return window_s, -np.expm1(-d.rate_h * (prep.tau_s / 3600.0)[None, :])
     nu_h = np.full(prep.n, competing_vacant_per_h, dtype=np.float64)
     if supply_per_h is not None:
         nu_h[d.local] += np.asarray(supply_per_h, dtype=np.float64)[d.present]

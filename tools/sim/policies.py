@@ -71,6 +71,13 @@ def _agent_policy(
     return NagashiAgentPolicy(world, allowed, rng, m, **kw)
 
 
+def _planning_for(world: World, matching: str) -> World:
+    """``world`` whose nagashi cabs plan for the matching rule ``matching``."""
+    from dataclasses import replace  # (self-contained: this module is being split on main)
+
+    return replace(world, params=replace(world.params, matching=matching))
+
+
 def make_policy(
     name: str, world: World, allowed: Allowed, seed: int, multiplier: float, n_cabs: int = 0
 ) -> Policy:
@@ -91,6 +98,11 @@ def make_policy(
         ),
         "nagashi-live-tick": lambda: NagashiLivePolicy(
             world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs, every_link=True
+        ),
+        # the street-hail values whatever the market's matching rule (under dispatch, the
+        # measure of the dispatch-aware values: docs/planner.md, "Under dispatch")
+        "nagashi-live-hail": lambda: NagashiLivePolicy(
+            _planning_for(world, "hail"), allowed, rng, multiplier, seed=seed, n_cabs=n_cabs
         ),
         "nagashi-agent": lambda: _agent_policy(
             world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs

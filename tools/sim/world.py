@@ -174,7 +174,11 @@ def build_world(
     area_rate = float(table.rates(graph.edge_id, minutes).sum(axis=1).mean())
     if share is None:
         share = config.taxis * config.trips_per_taxi_h / area_rate if area_rate > 0 else 0.0
-    params = PlannerParams(speed_factor=speed_factor, patience_s=config.patience_s)
+    # the cabs plan for the market's matching rule (a params.yaml's planner section may say
+    # otherwise: ``matching: hail`` measures the street-hail values under dispatch)
+    params = PlannerParams(
+        speed_factor=speed_factor, patience_s=config.patience_s, matching=config.matching
+    )
     return World(
         graph=graph,
         table=table,
