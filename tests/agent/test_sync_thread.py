@@ -91,7 +91,10 @@ def test_signed_index_with_a_slash_in_the_bundle_id_does_not_stop_sync(
 
     def pulled_twice_and_uploaded(agent: Agent) -> bool:
         st = agent.sync_status()
-        return st.get("pull_failures", 0) >= 2 and bool(st.get("last_upload"))
+        # an upload that sent something: one can run before the first records reach the
+        # outbox (the sync thread starts right after the first instruction), sending none
+        sent = int((st.get("last_upload") or {}).get("sent", 0))
+        return bool(st.get("pull_failures", 0) >= 2 and sent > 0)
 
     agent = _drive(manhattan_bundle, tmp_path, pulled_twice_and_uploaded, forge)
     st = agent.sync_status()
