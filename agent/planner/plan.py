@@ -162,22 +162,8 @@ def _read_route(
 ) -> tuple[list[int], float, float, RouteChoice | None]:
     """The route (local links), its length and duration from the decision at ``t0_rel``: the
     read-out of ``argmax Q``, or the route shown before where the hysteresis keeps it."""
-    route, length, duration = follow(
-        table,
-        e0,
-        t0_rel,
-        params.route_min_m,
-        params.route_min_s,
-        params.max_route_edges,
-        max_visits=params.route_max_visits,
-    )
-    if previous_route is None:
-        return route, length, duration, None
-    g = table.prep.graph
-    prev_local = g.local(list(previous_route)) if len(previous_route) else np.zeros(0, int)
-    usable = bool(np.all(prev_local >= 0))
 
-    def extend(prefix: tuple[int, ...]) -> list[int]:
+    def read(prefix: tuple[int, ...] = ()) -> tuple[list[int], float, float]:
         return follow(
             table,
             e0,
@@ -187,7 +173,17 @@ def _read_route(
             params.max_route_edges,
             max_visits=params.route_max_visits,
             prefix=prefix,
-        )[0]
+        )
+
+    route, length, duration = read()
+    if previous_route is None:
+        return route, length, duration, None
+    g = table.prep.graph
+    prev_local = g.local(list(previous_route)) if len(previous_route) else np.zeros(0, int)
+    usable = bool(np.all(prev_local >= 0))
+
+    def extend(prefix: tuple[int, ...]) -> list[int]:
+        return read(prefix)[0]
 
     choice = choose_route(
         table,
