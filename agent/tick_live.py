@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from agent.bundle import LoadedBundle
 from agent.planner import FleetView, fleet_view
+from agent.planner.fleet import SnapshotCounts
 from tiles import Graph
 
 __all__ = ["LIVE_NO_SNAPSHOT", "LiveInput", "LiveSnapshot", "tick_fleet"]
@@ -24,22 +25,15 @@ __all__ = ["LIVE_NO_SNAPSHOT", "LiveInput", "LiveSnapshot", "tick_fleet"]
 LIVE_NO_SNAPSHOT = "LIVE_NO_SNAPSHOT"
 
 
-class LiveSnapshot(Protocol):
+class LiveSnapshot(SnapshotCounts, Protocol):
     """What a tick reads of a :class:`sync.live.Snapshot` (duck-typed: importing the agent
-    must not import the sync client, tuf or httpx)."""
+    must not import the sync client, tuf or httpx): what the planner reads
+    (:class:`agent.planner.fleet.SnapshotCounts`), and its area and road network."""
 
     @property
     def area(self) -> str: ...
     @property
-    def version(self) -> int: ...
-    @property
-    def built_s(self) -> float: ...
-    @property
-    def sha256(self) -> str: ...
-    @property
     def network(self) -> str: ...
-
-    def link_counts(self, edge_ids: npt.ArrayLike) -> tuple[Any, Any]: ...
 
     # read by tick_recent when present (getattr): ``grid`` (min_lon, min_lat, dlon, dlat,
     # ncols, nrows) or None, ``cell_ids`` sorted cells, ``pickups`` (len(cell_ids), 3)
