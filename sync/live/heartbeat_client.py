@@ -37,7 +37,9 @@ class HeartbeatClient:
     """The cab's heartbeat sender: one POST, a short timeout, never a retry.
 
     Meter events are kept (at most :data:`MAX_EVENTS`, at most an hour old) and carried by
-    every heartbeat until one is acknowledged. A heartbeat older than ``max_age_s`` by the
+    every heartbeat until one is acknowledged, from the first whose ``t_s`` is not before
+    them (the server takes a heartbeat's events of the hour up to its time: a meter change
+    after the position being sent goes with a later one). A heartbeat older than ``max_age_s`` by the
     cab's clock is not sent: the next one carries the fresh state. Without a ``client`` it
     makes its own (``timeout_s``, TLS ``verify``) when it first sends."""
 
@@ -109,9 +111,10 @@ class HeartbeatClient:
         t = int(t_s)
         if now - t > self.max_age_s:
             return HeartbeatResult("stale", f"{now - t:.0f} s old by the cab's clock: not sent")
-        with self._lock:
-            self._pending = [e for e in self._pending if t - EVENT_MAX_AGE_S <= e.t_s <= t]
-            events = tuple(self._pending)
+        with self._lock:  # the server takes events of the hour up to t_s: older ones are
+            # dropped, newer ones (a meter change after the position sent) wait for a later t_s
+            self._pending = [e for e in self._pending if e.t_s >= t - EVENT_MAX_AGE_S]
+            events = tuple(e for e in self._pending if e.t_s <= t)
         hb = Heartbeat(
             self.area,
             t,

@@ -41,6 +41,7 @@ from sync.live import (
     LIVE_NOT_YET_VALID,
     LIVE_STALE_VERSION,
     LIVE_UNREACHABLE,
+    PICKUP,
     HeartbeatClient,
     SnapshotClient,
     TrustSource,
@@ -441,6 +442,29 @@ def test_refused_snapshots_and_a_wrong_clock_never_stop_guidance(
     finally:
         lb.close()
     assert sum(t["instruction"]["kind"] == "route" for t in ticks) > 0.7 * len(ticks)
+
+
+def test_a_pickup_after_the_last_tick_waits_for_a_heartbeat_after_it(fleet: Fleet) -> None:
+    """The meter is pressed between two ticks, and a heartbeat goes before the next tick: it
+    carries the last tick's position, older than the pickup, and the server takes only
+    events up to a heartbeat's time, so the pickup waits for the next tick's heartbeat (it
+    was dropped from the pending events there, for good: the end-to-end test's wait for
+    "pickup acked" then never ended)."""
+    tick_s = float(int(time.time())) - 10.0  # the last tick's position, in a whole second
+    with _serve(fleet.root) as (url, live):
+        hc = HeartbeatClient(url, fleet.tokens["cab-9"], AREA, fleet.network)
+        try:
+            hc.record_event(PICKUP, tick_s + 2.0, -73.98, 40.75)  # the meter, 2 s later
+            early = hc.send(t_s=tick_s, link=5, lon=-73.98, lat=40.75, vacant=True)
+            assert (early.status, early.events_acked) == ("accepted", 0), early
+            assert [e.t_s for e in hc.pending_events()] == [int(tick_s) + 2]  # kept
+            late = hc.send(t_s=tick_s + 5.0, link=5, lon=-73.98, lat=40.75, vacant=False)
+            assert (late.status, late.events_acked) == ("accepted", 1), late
+            assert hc.pending_events() == ()
+        finally:
+            hc.close()
+        _, pickups = live.inputs_now(AREA)
+        assert [e.t_s for e in pickups] == [int(tick_s) + 2]  # the server has it, once
 
 
 def test_server_down_guidance_goes_on(fleet: Fleet, tmp_path: Path) -> None:
