@@ -275,8 +275,11 @@ def test_the_tick_plans_with_the_other_cabs_route(
             v = live.rebuild()[AREA]
             _wait_for(lambda: _live_status(agent)["snapshot"]["version"] == v, "snapshot 2")
 
-        def pickup(agent: Agent) -> None:  # the meter: a pickup reaches the server's cells
+        def meter(agent: Agent) -> None:  # the meter, between two ticks (fixes 40 and 45)
             agent.meter(True)
+
+        def pickup(agent: Agent) -> None:  # the pickup reaches the server's cells: with a
+            # heartbeat about a position after it (the tick at fix 45), not an older one
             _wait_for(lambda: _live_status(agent)["events_acked"] >= 1, "pickup acked")
             live.rebuild()
             cur = live.current(AREA)
@@ -290,10 +293,10 @@ def test_the_tick_plans_with_the_other_cabs_route(
             ]
 
         agent, ticks, marks = _drive(
-            fleet, tmp_path, url, {12: own_only, 27: other_cab, 42: pickup}, n_fixes=50
+            fleet, tmp_path, url, {12: own_only, 27: other_cab, 42: meter, 47: pickup}, n_fixes=50
         )
     phases = _phases(ticks, marks)
-    alone, mine, shared = phases[1], phases[2], phases[3]
+    alone, mine, shared = phases[1], phases[2], phases[3] + phases[4]
     assert alone and mine
     for t in alone:  # only this cab in the snapshot: nothing of the fleet to plan around
         assert t["live"]["version"] is not None and t["live"]["reason"] == ""
