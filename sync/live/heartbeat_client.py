@@ -39,9 +39,10 @@ class HeartbeatClient:
     Meter events are kept (at most :data:`MAX_EVENTS`, at most an hour old) and carried by
     every heartbeat until one is acknowledged, from the first whose ``t_s`` is not before
     them (the server takes a heartbeat's events of the hour up to its time: a meter change
-    after the position being sent goes with a later one). A heartbeat older than ``max_age_s`` by the
-    cab's clock is not sent: the next one carries the fresh state. Without a ``client`` it
-    makes its own (``timeout_s``, TLS ``verify``) when it first sends."""
+    after the position being sent goes with a later one). A heartbeat older than
+    ``max_age_s`` by the cab's clock is not sent: the next one carries the fresh state.
+    Without a ``client`` it makes its own (``timeout_s``, TLS ``verify``) when it first
+    sends."""
 
     def __init__(
         self,
