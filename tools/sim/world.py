@@ -21,6 +21,14 @@ distance scaling the link's observed means by ``fare / mean fare`` (metered fare
 both), and a drop-off cell from the observed drop-off distribution of the pickup cell; the
 drop-off link is a uniform cruisable link of that cell. A trip ending outside the area brings
 the cab back empty after as long again, onto a cruisable link near the area's edge.
+
+Traps (:func:`tiles.traps.trapped_links`: links a cab can enter but never drive out of, such as
+a one-way street into a service spur cut by the extract's edge). No passenger waits and no cab
+is put in one: a passenger drawn on a trapped link waits on the nearest link that is not
+(:func:`tiles.traps.escape_links`: she walks out of the spur), and a drop-off link, a link
+near the edge a cab comes back on, or a starting link that is trapped is replaced by that
+link the same way (same draws: every other passenger, drop-off and start is unchanged). A cab
+that drives into a trap all the same is taken out by the engine (``RunResult.trap_rescues``).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import numpy.typing as npt
 from agent.planner import PlannerParams
 from models.demand import SLOT_MINUTES, DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
+from tiles.traps import escape_links, trapped_links
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -106,6 +115,8 @@ class World:
     cell_links: tuple[I64, ...]  # cruisable local links per demand cell
     share: float
     observed_area_rate_h: float  # mean over the shift of the table's area rate
+    trapped: Bool  # links a cab cannot drive out of (tiles.traps, no-entry windows aside)
+    escape: I64  # per link: itself, or for a trapped one the nearest cruisable untrapped link
 
     @property
     def n(self) -> int:
@@ -162,12 +173,19 @@ def build_world(
         | (mid_lat < lat0 + band_lat)
         | (mid_lat > lat1 - band_lat)
     )
+    trapped = trapped_links(graph)
+    escape = escape_links(graph, trapped, cruisable)
+    if (escape < 0).any():  # every cruisable link is trapped: nowhere to take a cab out to
+        trapped = np.zeros(n, dtype=bool)
+        escape = np.arange(n, dtype=np.int64)
     edge_band = np.flatnonzero(near & cruisable).astype(np.int64)
     if edge_band.size == 0:
         edge_band = np.flatnonzero(cruisable).astype(np.int64)
+    # a trapped entry is replaced by its escape link, not dropped: the draws stay the same
+    edge_band = escape[edge_band]
     cells = table.edge_cell[graph.edge_id].astype(np.int64)
     cell_links = tuple(
-        np.flatnonzero((cells == c) & cruisable).astype(np.int64) for c in range(table.grid.n_cells)
+        escape[np.flatnonzero((cells == c) & cruisable)] for c in range(table.grid.n_cells)
     )
     steps = np.arange(0.0, config.hours * 60.0, SLOT_MINUTES / 2)
     minutes = (config.start_minute_of_week + steps).astype(np.int64)
@@ -192,6 +210,8 @@ def build_world(
         cell_links=cell_links,
         share=share,
         observed_area_rate_h=area_rate,
+        trapped=trapped,
+        escape=escape,
     )
 
 
@@ -239,6 +259,15 @@ def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
     m = link.shape[0]
     leave = arrive + rng.exponential(world.config.patience_s, m)
     fare, duration, distance, drop, outside = draw_trips(world, link, rng)
+    # a passenger on a trapped link walks out of it (module docs): drawn first, moved after,
+    # so every other passenger is the same; her fare and trip are those of where she arrived
+    moved = world.trapped[link]
+    if moved.any():
+        link = world.escape[link]
+        order = np.lexsort((arrive, link))
+        link, arrive, leave = link[order], arrive[order], leave[order]
+        fare, duration, distance = fare[order], duration[order], distance[order]
+        drop, outside = drop[order], outside[order]
     offsets = np.searchsorted(link, np.arange(n + 1)).astype(np.int64)
     return Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
 

@@ -1,0 +1,81 @@
+"""The simulator and the road network's traps (tiles.traps): no passenger, drop-off or return
+from outside lands a cab in one, and a cab on a trapped link (Midtown's east-edge service
+spur, OSM way 1090458890) is put on the nearest free link and counted, instead of following
+the road between the spur's two directions for the rest of the shift."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.planner import speed_factor_from_demand
+from models import DemandTable
+from tiles import TileStore, trapped_links
+from tiles.graph import Graph
+from tools.sim.engine import run_shift
+from tools.sim.world import SimConfig, World, build_world, make_passengers
+
+SPUR_WAY = 1090458890
+#: a weekday's evening peak, the arrivals of a fleet of 95 (x10): passengers on many links
+CONFIG = SimConfig(taxis=95, test_taxis=95, hours=0.5, start_minute_of_week=1440 + 1080)
+
+
+@pytest.fixture(scope="module")
+def midtown(manhattan_tiles: Path, manhattan_demand: Path) -> tuple[Graph, World]:
+    table = DemandTable.load(manhattan_demand)
+    with TileStore(manhattan_tiles) as store:
+        g = store.all()
+    return g, build_world(g, table, CONFIG, speed_factor_from_demand(table, g))
+
+
+def test_no_passenger_or_drop_off_is_on_a_trapped_link(midtown: tuple[Graph, World]) -> None:
+    g, world = midtown
+    trapped = trapped_links(g)
+    assert trapped.any()
+    assert not trapped[world.edge_band].any()
+    assert not any(trapped[c].any() for c in world.cell_links)
+    for seed in (3, 4):
+        pax = make_passengers(world, seed, 10.0)
+        assert pax.count > 500
+        assert not trapped[pax.link].any()
+        assert not trapped[pax.dropoff_link].any()
+        # still sorted by (link, arrival), with offsets per link
+        key = pax.link * 1e6 + pax.arrive_s
+        assert np.all(np.diff(key) >= 0)
+        assert np.array_equal(pax.offsets, np.searchsorted(pax.link, np.arange(g.n + 1)))
+
+
+@pytest.mark.parametrize("matching", ["hail", "dispatch"])
+def test_a_cab_in_the_spur_is_taken_out_and_counted(
+    midtown: tuple[Graph, World], matching: str
+) -> None:
+    g, world0 = midtown
+    # three cabs in the market of 95 (the passengers of the world above)
+    config = dataclasses.replace(CONFIG, taxis=3, test_taxis=3, matching=matching)
+    world = dataclasses.replace(world0, config=config)
+    trapped = trapped_links(g)
+    spur = np.flatnonzero(g.way_id == SPUR_WAY)
+    assert spur.size == 2 and trapped[spur].all()
+    pax = make_passengers(world, 3, 10.0)
+    free = int(np.flatnonzero(world.cruisable & ~trapped)[0])
+    starts = [int(spur[0]), int(spur[1]), free]
+    run = run_shift(world, pax, "random", 3, 10.0, record=True, starts=starts)
+    for track in run.tracks:
+        # the cab drove on: most of its links are not the spur's
+        assert sum(1 for e, _, _ in track if e in spur) <= len(track) // 2
+    for c in (0, 1):
+        track = run.tracks[c]
+        assert track[1][1] == "rescue"  # at the end of its first link
+        assert not trapped[track[1][0]]
+        assert track[1][2] == pytest.approx(float(world.tau_s[starts[c]]))
+    rescues = 0
+    for track in run.tracks:
+        for (e, _, _), nxt in itertools.pairwise(track):
+            if trapped[e]:
+                assert nxt[1] == "rescue" and not trapped[nxt[0]]  # never a second trapped link
+            rescues += nxt[1] == "rescue"
+    assert run.trap_rescues == rescues >= 2
