@@ -49,6 +49,19 @@ def test_no_passenger_or_drop_off_is_on_a_trapped_link(midtown: tuple[Graph, Wor
         assert np.array_equal(pax.offsets, np.searchsorted(pax.link, np.arange(g.n + 1)))
 
 
+def test_the_rates_a_cab_meets_are_moved_off_the_traps(midtown: tuple[Graph, World]) -> None:
+    g, world = midtown
+    trapped = trapped_links(g)
+    minute = CONFIG.start_minute_of_week
+    table = world.link_rates(minute, 10.0)
+    met = world.rates(minute, 10.0)
+    assert table[trapped].sum() > 0  # the table has pickups on trapped links at that hour
+    assert not met[trapped].any()
+    assert met.sum() == pytest.approx(table.sum())
+    free = ~trapped & ~np.isin(np.arange(g.n), world.escape[trapped])
+    assert np.array_equal(met[free], table[free])
+
+
 @pytest.mark.parametrize("matching", ["hail", "dispatch"])
 def test_a_cab_in_the_spur_is_taken_out_and_counted(
     midtown: tuple[Graph, World], matching: str

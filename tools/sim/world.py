@@ -27,8 +27,10 @@ a one-way street into a service spur cut by the extract's edge). No passenger wa
 is put in one: a passenger drawn on a trapped link waits on the nearest link that is not
 (:func:`tiles.traps.escape_links`: she walks out of the spur), and a drop-off link, a link
 near the edge a cab comes back on, or a starting link that is trapped is replaced by that
-link the same way (same draws: every other passenger, drop-off and start is unchanged). A cab
-that drives into a trap all the same is taken out by the engine (``RunResult.trap_rescues``).
+link the same way (same draws: every other passenger, drop-off and start is unchanged).
+:meth:`World.rates` (what the baselines see) has a trapped link's rates on its escape link,
+where its passengers wait. A cab that drives into a trap all the same is taken out by the
+engine (``RunResult.trap_rescues``).
 """
 
 from __future__ import annotations
@@ -129,10 +131,21 @@ class World:
     def minute_at(self, t_s: float) -> float:
         return self.config.start_minute_of_week + t_s / 60.0
 
-    def rates(self, minute_of_week: float, multiplier: float) -> F64:
-        """Arrival rates (per hour) of the simulated world on every local link."""
+    def link_rates(self, minute_of_week: float, multiplier: float) -> F64:
+        """Arrival rates (per hour) of the simulated world on every local link as the table
+        has them (what :func:`make_passengers` draws from)."""
         r = self.table.rates(self.graph.edge_id, [math.floor(minute_of_week)])[0]
         return np.asarray(r, dtype=np.float64) * (self.share * multiplier)
+
+    def rates(self, minute_of_week: float, multiplier: float) -> F64:
+        """Arrival rates (per hour) where a cab meets the passengers: :meth:`link_rates`, a
+        trapped link's moved onto its escape link (module docs; what the baselines see)."""
+        r = self.link_rates(minute_of_week, multiplier)
+        if not self.trapped.any():
+            return r
+        met = np.zeros_like(r)
+        np.add.at(met, self.escape, r)
+        return met
 
     def tick_demand(self, minute_of_week: float, multiplier: float) -> TickDemand:
         """What a nagashi cab sees: the table cut for the horizon, at the simulated rates."""
@@ -246,7 +259,7 @@ def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
         minute = world.minute_at(start)
         to_slot_end = (SLOT_MINUTES - (minute % SLOT_MINUTES)) * 60.0
         length = min(to_slot_end, piece_s, world.shift_s - start)
-        rate = world.rates(minute, multiplier)
+        rate = world.link_rates(minute, multiplier)
         counts = rng.poisson(rate * length / 3600.0)
         idx = np.repeat(np.arange(n, dtype=np.int64), counts)
         links.append(idx)
