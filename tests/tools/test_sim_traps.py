@@ -6,6 +6,7 @@ the road between the spur's two directions for the rest of the shift."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from models import DemandTable
 from tiles import TileStore, trapped_links
 from tiles.graph import Graph
 from tools.sim.engine import run_shift
+from tools.sim.replay import DRAW, DayRecords, replay_passengers
 from tools.sim.world import SimConfig, World, build_world, make_passengers
 
 SPUR_WAY = 1090458890
@@ -47,6 +49,33 @@ def test_no_passenger_or_drop_off_is_on_a_trapped_link(midtown: tuple[Graph, Wor
         key = pax.link * 1e6 + pax.arrive_s
         assert np.all(np.diff(key) >= 0)
         assert np.array_equal(pax.offsets, np.searchsorted(pax.link, np.arange(g.n + 1)))
+
+
+def test_a_replayed_passenger_on_a_trapped_link_waits_on_its_escape_link(
+    midtown: tuple[Graph, World],
+) -> None:
+    g, world = midtown
+    trapped = trapped_links(g)
+    spur = np.flatnonzero(g.way_id == SPUR_WAY)
+    free = np.flatnonzero(world.cruisable & ~trapped)[:4]
+    link = np.array([*spur.tolist(), *free.tolist()], dtype=np.int64)
+    m = link.size
+    nan = np.full(m, np.nan)
+    day = DayRecords(
+        day=dt.date(2014, 4, 22),
+        start_minute_of_week=CONFIG.start_minute_of_week,
+        link=link,
+        t_s=np.linspace(10.0, 600.0, m),
+        fare=np.full(m, 12.5),
+        duration_s=nan,
+        distance_m=nan,
+        dropoff_cell=np.full(m, DRAW, dtype=np.int64),
+    )
+    pax = replay_passengers(world, day, 0)
+    assert not trapped[pax.link].any() and not trapped[pax.dropoff_link].any()
+    assert sorted(pax.link.tolist()) == sorted(world.escape[link].tolist())
+    assert np.array_equal(np.sort(pax.arrive_s), day.t_s)
+    assert np.array_equal(pax.offsets, np.searchsorted(pax.link, np.arange(g.n + 1)))
 
 
 def test_the_rates_a_cab_meets_are_moved_off_the_traps(midtown: tuple[Graph, World]) -> None:

@@ -272,17 +272,31 @@ def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
     m = link.shape[0]
     leave = arrive + rng.exponential(world.config.patience_s, m)
     fare, duration, distance, drop, outside = draw_trips(world, link, rng)
-    # a passenger on a trapped link walks out of it (module docs): drawn first, moved after,
-    # so every other passenger is the same; her fare and trip are those of where she arrived
-    moved = world.trapped[link]
-    if moved.any():
-        link = world.escape[link]
-        order = np.lexsort((arrive, link))
-        link, arrive, leave = link[order], arrive[order], leave[order]
-        fare, duration, distance = fare[order], duration[order], distance[order]
-        drop, outside = drop[order], outside[order]
     offsets = np.searchsorted(link, np.arange(n + 1)).astype(np.int64)
-    return Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
+    pax = Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
+    return walk_out_of_traps(world, pax)
+
+
+def walk_out_of_traps(world: World, pax: Passengers) -> Passengers:
+    """``pax`` with every passenger on a trapped link waiting on its escape link instead (module
+    docs), sorted again by (link, arrival); her fare and trip are those drawn where she
+    arrived, so every other passenger is the same. ``pax`` itself when none is trapped."""
+    if not world.trapped[pax.link].any():
+        return pax
+    link = world.escape[pax.link]
+    order = np.lexsort((pax.arrive_s, link))
+    link = link[order]
+    return Passengers(
+        link=link,
+        arrive_s=pax.arrive_s[order],
+        leave_s=pax.leave_s[order],
+        fare=pax.fare[order],
+        duration_s=pax.duration_s[order],
+        distance_m=pax.distance_m[order],
+        dropoff_link=pax.dropoff_link[order],
+        outside=pax.outside[order],
+        offsets=np.searchsorted(link, np.arange(world.n + 1)).astype(np.int64),
+    )
 
 
 def draw_trips(
