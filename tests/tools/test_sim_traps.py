@@ -121,3 +121,29 @@ def test_a_cab_in_the_spur_is_taken_out_and_counted(
                 assert nxt[1] == "rescue" and not trapped[nxt[0]]  # never a second trapped link
             rescues += nxt[1] == "rescue"
     assert run.trap_rescues == rescues >= 2
+
+
+def test_a_trap_whose_escape_link_is_closed_now_is_waited_out(
+    midtown: tuple[Graph, World],
+) -> None:
+    g, world0 = midtown
+    trapped = trapped_links(g)
+    spur = int(np.flatnonzero(g.way_id == SPUR_WAY)[0])
+    out = int(world0.escape[spur])
+    # a no-entry window on the escape link for the whole week
+    closed = dataclasses.replace(
+        g,
+        win_edge=np.array([g.edge_id[out]], dtype=np.int32),
+        win_start=np.array([0], dtype=np.int16),
+        win_end=np.array([10080], dtype=np.int16),
+    )
+    config = dataclasses.replace(CONFIG, taxis=1, test_taxis=1)
+    world = dataclasses.replace(world0, graph=closed, config=config)
+    pax = make_passengers(world, 3, 10.0)
+    run = run_shift(world, pax, "random", 3, 10.0, record=True, starts=[spur])
+    track = run.tracks[0]
+    # a dead end's wait (dead_end_wait_s), then back on a link near the edge, never the closed one
+    assert track[1][1] == "relocate" and not trapped[track[1][0]] and track[1][0] != out
+    assert track[1][2] == pytest.approx(float(world.tau_s[spur]) + CONFIG.dead_end_wait_s)
+    assert run.stuck >= 2
+    assert run.trap_rescues == sum(1 for _, kind, _ in track if kind == "rescue")

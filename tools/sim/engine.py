@@ -18,8 +18,9 @@ long again, then on a link near the area's edge). A cab with no allowed successo
 A cab that finishes a trapped link (``World.trapped``: one it could never drive out of, such
 as a one-way street into a service spur cut by the extract's edge) is put at once on the
 nearest link that is not (``World.escape``: the driver turns round, or the road goes on beyond
-the extract), counted in ``RunResult.trap_rescues``; a link closed only at that minute (a
-no-entry window) is a dead end, not a trap, and is waited out as above. No passenger, drop-off,
+the extract), counted in ``RunResult.trap_rescues`` (when that link is in a no-entry window
+just then, the cab waits as at a dead end); a link closed only at that minute (a no-entry
+window) is a dead end, not a trap, and is waited out as above. No passenger, drop-off,
 start or return from outside is on a trapped link (``tools.sim.world``).
 
 ``dispatch`` (app dispatch, the rule of COMSET, the ACM SIGSPATIAL GIS Cup 2019): when a
@@ -412,9 +413,12 @@ class _Shift:
         if self.trapped[e]:
             f = self.escape[e]
             kind_in = RESCUE
-            self.trap_rescues += int(test)
-            stuck_once[i] = False
-            self.cab_policy[i].reset_taxi(i)  # somewhere new: its route and fixes say nothing
+            if self.allowed.at(t)[f]:
+                self.trap_rescues += int(test)
+                stuck_once[i] = False
+                self.cab_policy[i].reset_taxi(i)  # somewhere new: its route and fixes say nothing
+            else:  # in a no-entry window now: a dead end, waited out (then the edge band)
+                f = -1
         else:
             f = self.cab_policy[i].choose(i, e, t, self.fleet)
             kind_in = CRUISE
