@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr_
         shortest_path,
     )
     from tiles.store import ATTRIBUTION, TileStore, open_tiles, resolve_tiles_path, tile_of
+    from tiles.traps import escape_links, trapped_links
 
 _LAZY: dict[str, str] = {
     "ATTRIBUTION": "tiles.store",
@@ -47,6 +48,7 @@ _LAZY: dict[str, str] = {
     "build_tiles": "tiles.build",
     "edge_cost": "tiles.routing",
     "edge_path": "tiles.routing",
+    "escape_links": "tiles.traps",
     "match_fix": "tiles.matching",
     "minute_of_week": "tiles.conditional",
     "open_tiles": "tiles.store",
@@ -56,6 +58,7 @@ _LAZY: dict[str, str] = {
     "routing_backend": "tiles.routing",
     "shortest_path": "tiles.routing",
     "tile_of": "tiles.store",
+    "trapped_links": "tiles.traps",
 }
 
 __all__ = [
@@ -77,6 +80,7 @@ __all__ = [
     "build_tiles",
     "edge_cost",
     "edge_path",
+    "escape_links",
     "match_fix",
     "minute_of_week",
     "open_tiles",
@@ -86,6 +90,7 @@ __all__ = [
     "routing_backend",
     "shortest_path",
     "tile_of",
+    "trapped_links",
 ]
 
 

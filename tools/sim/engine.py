@@ -15,6 +15,13 @@ passengers, and the first cab to finish the link wins. The cab is occupied until
 where it is vacant again at the start of the drop-off link (after an outside trip: empty for as
 long again, then on a link near the area's edge). A cab with no allowed successor waits
 ``dead_end_wait_s`` where it is, then, if still stuck, comes back on a link near the edge.
+A cab that finishes a trapped link (``World.trapped``: one it could never drive out of, such
+as a one-way street into a service spur cut by the extract's edge) is put at once on the
+nearest link that is not (``World.escape``: the driver turns round, or the road goes on beyond
+the extract), counted in ``RunResult.trap_rescues`` (when that link is in a no-entry window
+just then, the cab waits as at a dead end); a link closed only at that minute (a no-entry
+window) is a dead end, not a trap, and is waited out as above. No passenger, drop-off,
+start or return from outside is on a trapped link (``tools.sim.world``).
 
 ``dispatch`` (app dispatch, the rule of COMSET, the ACM SIGSPATIAL GIS Cup 2019): when a
 passenger appears, the vacant cab that can reach her link soonest (the rest of its current link,
@@ -49,6 +56,7 @@ from tools.sim.world import Passengers, World
 
 END, DROP, PICK, ARRIVE, LIVE = 0, 1, 2, 3, 4
 START, CRUISE, DROPOFF, RELOCATE, DISPATCHED = "start", "cruise", "dropoff", "relocate", "dispatch"
+RESCUE = "rescue"
 VACANT, ENROUTE, OCCUPIED = 0, 1, 2
 
 
@@ -72,8 +80,11 @@ class RunResult:
     test_taxis: int
     fleet_revenue_per_h: float  # per cab of the whole fleet
     fleet_occupied_time_share: float  # the whole fleet
+    #: test cabs taken off a trapped link onto the nearest free one (module docs)
+    trap_rescues: int = 0
     #: per test cab: (link, kind, time entered) with kind one of CRUISE (chosen by the policy),
-    #: DROPOFF (driven occupied to that link), RELOCATE (back from a dead end), START
+    #: DROPOFF (driven occupied to that link), RELOCATE (back from a dead end), RESCUE (taken
+    #: off a trap), START
     tracks: tuple[tuple[tuple[int, str, float], ...], ...] = field(default=(), repr=False)
     pickups: tuple[int, ...] = field(default=(), repr=False)  # links of test cabs' pickups
     #: what the policy under test counted (its ``stats()``, e.g. nagashi-agent's ticks and
@@ -120,7 +131,8 @@ def start_links(world: World, seed: int) -> list[int]:
     """Where the cabs start (the same for every policy of a seed)."""
     rng = np.random.default_rng([seed, 0x57A27])
     cand = np.flatnonzero(world.cruisable)
-    return [int(x) for x in cand[rng.integers(0, cand.size, world.config.taxis)]]
+    # a draw on a trapped link starts on its escape link (the same draws for every other cab)
+    return [int(world.escape[x]) for x in cand[rng.integers(0, cand.size, world.config.taxis)]]
 
 
 def run_shift(
@@ -170,6 +182,8 @@ class _Shift:
         self.shift = world.shift_s
         self.tau: list[float] = world.tau_s.tolist()
         self.length: list[float] = world.length_m.tolist()
+        self.trapped: list[bool] = world.trapped.tolist()
+        self.escape: list[int] = world.escape.tolist()
         self._policies(policy_name, seed, multiplier)
         self.rng = np.random.default_rng([seed, 0xDEAD])
         self.band = world.edge_band
@@ -251,6 +265,7 @@ class _Shift:
         self.occ_m = 0.0
         self.empty_m = 0.0
         self.stuck = 0
+        self.trap_rescues = 0
         self.bg_passes = 0
         self.search_s = 0.0
         self.wait_s = 0.0
@@ -391,11 +406,22 @@ class _Shift:
 
     def cruise(self, t: float, i: int, e: int) -> None:
         """Cab ``i`` leaves link ``e`` vacant onto the link its policy chooses; with none
-        allowed it waits where it is, then (still stuck) comes back near the edge."""
+        allowed it waits where it is, then (still stuck) comes back near the edge; off a
+        trapped link it is put on the nearest free one (module docs)."""
         test = i < self.n_test
         stuck_once, link_end = self.stuck_once, self.link_end
-        f = self.cab_policy[i].choose(i, e, t, self.fleet)
-        kind_in = CRUISE
+        if self.trapped[e]:
+            f = self.escape[e]
+            kind_in = RESCUE
+            if self.allowed.at(t)[f]:
+                self.trap_rescues += int(test)
+                stuck_once[i] = False
+                self.cab_policy[i].reset_taxi(i)  # somewhere new: its route and fixes say nothing
+            else:  # in a no-entry window now: a dead end, waited out (then the edge band)
+                f = -1
+        else:
+            f = self.cab_policy[i].choose(i, e, t, self.fleet)
+            kind_in = CRUISE
         if f < 0:
             self.stuck += int(test)
             if stuck_once[i]:
@@ -484,6 +510,7 @@ class _Shift:
             passengers=arrived,
             served=self.served,
             stuck=self.stuck,
+            trap_rescues=self.trap_rescues,
             background_vacant_passes_per_link_h=self.bg_passes / (n_bg_links * hours),
             occupied_time_share=float(sum(self.cab_occupied_s[:n_test]) / (n_test * shift)),
             search_time_s=float(self.search_s / pickups) if pickups else math.nan,

@@ -41,7 +41,7 @@ from models.snap import snap_pickups
 from models.statistics import network_bbox
 from models.trips import day_ranges, day_type_of_date, read_trips
 from tiles.graph import Graph
-from tools.sim.world import Passengers, World, draw_trips, drop_links
+from tools.sim.world import Passengers, World, draw_trips, drop_links, walk_out_of_traps
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -251,4 +251,5 @@ def replay_passengers(world: World, day: DayRecords, seed: int) -> Passengers:
         drop[known] = d2
         outside[known] = o2
     offsets = np.searchsorted(link, np.arange(world.n + 1)).astype(np.int64)
-    return Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
+    pax = Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
+    return walk_out_of_traps(world, pax)

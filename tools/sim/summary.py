@@ -71,6 +71,7 @@ def summarise(results: dict[str, list[RunResult]]) -> dict[str, dict[str, object
             mean, lo, hi = mean_ci([r.metrics()[name] for r in runs])
             row[name] = {"mean": _r(mean), "ci95": [_r(lo), _r(hi)]}
         row["dead_end_waits"] = int(sum(r.stuck for r in runs))
+        row["trap_rescues"] = int(sum(r.trap_rescues for r in runs))
         out[policy] = row
     return out
 

@@ -21,6 +21,16 @@ distance scaling the link's observed means by ``fare / mean fare`` (metered fare
 both), and a drop-off cell from the observed drop-off distribution of the pickup cell; the
 drop-off link is a uniform cruisable link of that cell. A trip ending outside the area brings
 the cab back empty after as long again, onto a cruisable link near the area's edge.
+
+Traps (:func:`tiles.traps.trapped_links`: links a cab can enter but never drive out of, such as
+a one-way street into a service spur cut by the extract's edge). No passenger waits and no cab
+is put in one: a passenger drawn on a trapped link waits on the nearest link that is not
+(:func:`tiles.traps.escape_links`: she walks out of the spur), and a drop-off link, a link
+near the edge a cab comes back on, or a starting link that is trapped is replaced by that
+link the same way (same draws: every other passenger, drop-off and start is unchanged).
+:meth:`World.rates` (what the baselines see) has a trapped link's rates on its escape link,
+where its passengers wait. A cab that drives into a trap all the same is taken out by the
+engine (``RunResult.trap_rescues``).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import numpy.typing as npt
 from agent.planner import PlannerParams
 from models.demand import SLOT_MINUTES, DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
+from tiles.traps import escape_links, trapped_links
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -106,6 +117,8 @@ class World:
     cell_links: tuple[I64, ...]  # cruisable local links per demand cell
     share: float
     observed_area_rate_h: float  # mean over the shift of the table's area rate
+    trapped: Bool  # links a cab cannot drive out of (tiles.traps, no-entry windows aside)
+    escape: I64  # per link: itself, or for a trapped one the nearest cruisable untrapped link
 
     @property
     def n(self) -> int:
@@ -118,10 +131,21 @@ class World:
     def minute_at(self, t_s: float) -> float:
         return self.config.start_minute_of_week + t_s / 60.0
 
-    def rates(self, minute_of_week: float, multiplier: float) -> F64:
-        """Arrival rates (per hour) of the simulated world on every local link."""
+    def link_rates(self, minute_of_week: float, multiplier: float) -> F64:
+        """Arrival rates (per hour) of the simulated world on every local link as the table
+        has them (what :func:`make_passengers` draws from)."""
         r = self.table.rates(self.graph.edge_id, [math.floor(minute_of_week)])[0]
         return np.asarray(r, dtype=np.float64) * (self.share * multiplier)
+
+    def rates(self, minute_of_week: float, multiplier: float) -> F64:
+        """Arrival rates (per hour) where a cab meets the passengers: :meth:`link_rates`, a
+        trapped link's moved onto its escape link (module docs; what the baselines see)."""
+        r = self.link_rates(minute_of_week, multiplier)
+        if not self.trapped.any():
+            return r
+        met = np.zeros_like(r)
+        np.add.at(met, self.escape, r)
+        return met
 
     def tick_demand(self, minute_of_week: float, multiplier: float) -> TickDemand:
         """What a nagashi cab sees: the table cut for the horizon, at the simulated rates."""
@@ -162,12 +186,19 @@ def build_world(
         | (mid_lat < lat0 + band_lat)
         | (mid_lat > lat1 - band_lat)
     )
+    trapped = trapped_links(graph)
+    escape = escape_links(graph, trapped, cruisable)
+    if (escape < 0).any():  # every cruisable link is trapped: nowhere to take a cab out to
+        trapped = np.zeros(n, dtype=bool)
+        escape = np.arange(n, dtype=np.int64)
     edge_band = np.flatnonzero(near & cruisable).astype(np.int64)
     if edge_band.size == 0:
         edge_band = np.flatnonzero(cruisable).astype(np.int64)
+    # a trapped entry is replaced by its escape link, not dropped: the draws stay the same
+    edge_band = escape[edge_band]
     cells = table.edge_cell[graph.edge_id].astype(np.int64)
     cell_links = tuple(
-        np.flatnonzero((cells == c) & cruisable).astype(np.int64) for c in range(table.grid.n_cells)
+        escape[np.flatnonzero((cells == c) & cruisable)] for c in range(table.grid.n_cells)
     )
     steps = np.arange(0.0, config.hours * 60.0, SLOT_MINUTES / 2)
     minutes = (config.start_minute_of_week + steps).astype(np.int64)
@@ -192,6 +223,8 @@ def build_world(
         cell_links=cell_links,
         share=share,
         observed_area_rate_h=area_rate,
+        trapped=trapped,
+        escape=escape,
     )
 
 
@@ -226,7 +259,7 @@ def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
         minute = world.minute_at(start)
         to_slot_end = (SLOT_MINUTES - (minute % SLOT_MINUTES)) * 60.0
         length = min(to_slot_end, piece_s, world.shift_s - start)
-        rate = world.rates(minute, multiplier)
+        rate = world.link_rates(minute, multiplier)
         counts = rng.poisson(rate * length / 3600.0)
         idx = np.repeat(np.arange(n, dtype=np.int64), counts)
         links.append(idx)
@@ -240,7 +273,30 @@ def make_passengers(world: World, seed: int, multiplier: float) -> Passengers:
     leave = arrive + rng.exponential(world.config.patience_s, m)
     fare, duration, distance, drop, outside = draw_trips(world, link, rng)
     offsets = np.searchsorted(link, np.arange(n + 1)).astype(np.int64)
-    return Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
+    pax = Passengers(link, arrive, leave, fare, duration, distance, drop, outside, offsets)
+    return walk_out_of_traps(world, pax)
+
+
+def walk_out_of_traps(world: World, pax: Passengers) -> Passengers:
+    """``pax`` with every passenger on a trapped link waiting on its escape link instead (module
+    docs), sorted again by (link, arrival); her fare and trip are those drawn where she
+    arrived, so every other passenger is the same. ``pax`` itself when none is trapped."""
+    if not world.trapped[pax.link].any():
+        return pax
+    link = world.escape[pax.link]
+    order = np.lexsort((pax.arrive_s, link))
+    link = link[order]
+    return Passengers(
+        link=link,
+        arrive_s=pax.arrive_s[order],
+        leave_s=pax.leave_s[order],
+        fare=pax.fare[order],
+        duration_s=pax.duration_s[order],
+        distance_m=pax.distance_m[order],
+        dropoff_link=pax.dropoff_link[order],
+        outside=pax.outside[order],
+        offsets=np.searchsorted(link, np.arange(world.n + 1)).astype(np.int64),
+    )
 
 
 def draw_trips(
