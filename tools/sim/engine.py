@@ -15,13 +15,9 @@ passengers, and the first cab to finish the link wins. The cab is occupied until
 where it is vacant again at the start of the drop-off link (after an outside trip: empty for as
 long again, then on a link near the area's edge). A cab with no allowed successor waits
 ``dead_end_wait_s`` where it is, then, if still stuck, comes back on a link near the edge.
-A cab that finishes a trapped link (``World.trapped``: one it could never drive out of, such
-as a one-way street into a service spur cut by the extract's edge) is put at once on the
-nearest link that is not (``World.escape``: the driver turns round, or the road goes on beyond
-the extract), counted in ``RunResult.trap_rescues`` (when that link is in a no-entry window
-just then, the cab waits as at a dead end); a link closed only at that minute (a no-entry
-window) is a dead end, not a trap, and is waited out as above. No passenger, drop-off,
-start or return from outside is on a trapped link (``tools.sim.world``).
+A cab that finishes a trapped link (``World.trapped``, ``tiles.trapped_links``) is put at once
+on its ``World.escape`` link, counted in ``RunResult.trap_rescues`` (an escape link in a no-entry
+window just then: waited out as a dead end). Nothing is placed on a trapped link (world docs).
 
 ``dispatch`` (app dispatch, the rule of COMSET, the ACM SIGSPATIAL GIS Cup 2019): when a
 passenger appears, the vacant cab that can reach her link soonest (the rest of its current link,
@@ -82,9 +78,8 @@ class RunResult:
     fleet_occupied_time_share: float  # the whole fleet
     #: test cabs taken off a trapped link onto the nearest free one (module docs)
     trap_rescues: int = 0
-    #: per test cab: (link, kind, time entered) with kind one of CRUISE (chosen by the policy),
-    #: DROPOFF (driven occupied to that link), RELOCATE (back from a dead end), RESCUE (taken
-    #: off a trap), START
+    #: per test cab: (link, kind, time entered), kind CRUISE (the policy's choice), DROPOFF (driven
+    #: occupied there), RELOCATE (back from a dead end), RESCUE (off a trap) or START
     tracks: tuple[tuple[tuple[int, str, float], ...], ...] = field(default=(), repr=False)
     pickups: tuple[int, ...] = field(default=(), repr=False)  # links of test cabs' pickups
     #: what the policy under test counted (its ``stats()``, e.g. nagashi-agent's ticks and
@@ -411,8 +406,7 @@ class _Shift:
         test = i < self.n_test
         stuck_once, link_end = self.stuck_once, self.link_end
         if self.trapped[e]:
-            f = self.escape[e]
-            kind_in = RESCUE
+            f, kind_in = self.escape[e], RESCUE
             if self.allowed.at(t)[f]:
                 self.trap_rescues += int(test)
                 stuck_once[i] = False
@@ -420,8 +414,7 @@ class _Shift:
             else:  # in a no-entry window now: a dead end, waited out (then the edge band)
                 f = -1
         else:
-            f = self.cab_policy[i].choose(i, e, t, self.fleet)
-            kind_in = CRUISE
+            f, kind_in = self.cab_policy[i].choose(i, e, t, self.fleet), CRUISE
         if f < 0:
             self.stuck += int(test)
             if stuck_once[i]:
