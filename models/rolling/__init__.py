@@ -12,7 +12,7 @@ Sources compared on held-out dates (never a date seen in training):
   slot gets half its 30-minute slot);
 * ``recent_baseline`` (UCTB's "HA with recent level"): that average times the recent level of
   the whole area, ``(pickups of the last W minutes + 10) / (their historical average + 10)``,
-  only what happened before the slot (W of 30, 60 or 120 minutes, chosen on the validation week);
+  only what happened before the slot (W of 30, 60 or 120 minutes, chosen on the validation weeks);
 * ``model``: the historical average times a learnt correction per (cell, slot) from
   :data:`models.features.CELL_FEATURES` (time, place, statistics, recent inputs of
   :mod:`models.recent`); for the kinds of :data:`LEVEL_KINDS` the correction is around the

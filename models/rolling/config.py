@@ -1,5 +1,5 @@
 """The recent-demand model's settings (:class:`RecentConfig`) and constants: the ONNX names, the
-feature indices the graph reads, the validation week, the historical average's statistics."""
+feature indices the graph reads, the validation weeks, the historical average's statistics."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class RecentConfig:
     """The recent-demand model's training parameters."""
 
     slot_minutes: int = 15
-    #: candidates, chosen on the validation week
+    #: candidates, chosen on the validation weeks
     kinds: tuple[str, ...] = ("gbr", "gbr_level", "gbr_recent", "poisson")
     #: validation weeks (rolling origins inside the training dates, the last ones first): the
     #: kind, trees and the baseline's window minimise the mean Poisson deviance over them; a
