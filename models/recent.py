@@ -91,8 +91,8 @@ def neighbour_sum(a: npt.NDArray[np.floating], grid: CellGrid) -> F64:
     """Sum over each cell and its 8 neighbours; ``a`` has the cells on its last axis."""
     lead = a.shape[:-1]
     g = np.asarray(a, dtype=np.float64).reshape(*lead, grid.nrows, grid.ncols)
-    pad = [(0, 0)] * len(lead) + [(1, 1), (1, 1)]
-    p = np.pad(g, pad)
+    p = np.zeros((*lead, grid.nrows + 2, grid.ncols + 2))
+    p[..., 1:-1, 1:-1] = g  # zero padding (np.pad costs more than the sum on a cab's tick)
     out = np.zeros_like(g)
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
@@ -155,9 +155,11 @@ def features_from_windows(
     c = np.asarray(cells, dtype=np.int64)
     k = obs[NEIGHBOUR_WINDOWS_MIN[0]].shape[0]
     out = np.empty((k, c.size, len(RECENT_FEATURES)), dtype=np.float32)
-    for j, w in enumerate(NEIGHBOUR_WINDOWS_MIN):
-        o = neighbour_sum(obs[w], grid)[:, c]
-        e = neighbour_sum(exp[w], grid)[:, c]
+    ws = NEIGHBOUR_WINDOWS_MIN
+    # one neighbourhood sum over every window, observed and expected (same sums as one by one)
+    nb = neighbour_sum(np.stack([obs[w] for w in ws] + [exp[w] for w in ws]), grid)[..., c]
+    for j in range(len(ws)):
+        o, e = nb[j], nb[len(ws) + j]
         out[:, :, j] = np.log((o + K_NEIGHBOURS) / (e + K_NEIGHBOURS))
     o60, e60 = obs[60], exp[60]
     out[:, :, 4] = np.log((o60[:, c] + K_NEIGHBOURS) / (e60[:, c] + K_NEIGHBOURS))

@@ -66,7 +66,8 @@ def _add_train(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=None,
         metavar="D1..D2",
         help="the recent-demand cell model: train on these consecutive dates of --train,"
-        " e.g. 2014-04-01..2014-04-23 (its choices are made on the last 7 of them)",
+        " e.g. 2014-04-01..2014-04-23 (its choices are made on the last 14 of them:"
+        " two validation weeks)",
     )
     train.add_argument(
         "--values",

@@ -1,5 +1,5 @@
 """The recent-demand model's settings (:class:`RecentConfig`) and constants: the ONNX names, the
-feature indices the graph reads, the validation week, the historical average's statistics."""
+feature indices the graph reads, the validation weeks, the historical average's statistics."""
 
 from __future__ import annotations
 
@@ -18,10 +18,29 @@ I64 = npt.NDArray[np.int64]
 INPUT_NAME = "X"
 OUTPUT_NAME = "correction"
 VALID_DAYS = 7
+MIN_INNER_DAYS = 7  # statistics need every day type: a week of dates before a validation week
 MISSING_INDEX = CELL_FEATURES.index("recent_missing")
 #: ``gbr_level`` multiplies its trees by the area's recent level (this feature, exponentiated):
 #: trees cannot extrapolate a level above the training range, a factor can
 LEVEL_INDEX = CELL_FEATURES.index("recent_area_60m")
+#: the kinds whose base is the recent-level baseline (statistics x the area's level over the
+#: last 60 minutes, :data:`LEVEL_INDEX`): their learnt correction is around it, not around mu0
+LEVEL_KINDS: tuple[str, ...] = ("gbr_level", "gbr_recent")
+#: ``gbr_recent`` shows its trees the recent ratios of the cell and its neighbourhood relative
+#: to the area's level (minus :data:`LEVEL_INDEX`), and neither the level nor the day so far:
+#: the trees learn where the area's level is wrong, never the level itself (which they cannot
+#: extrapolate, and which they learnt to revert toward the training dates' mean)
+RELATIVE_INDICES: tuple[int, ...] = tuple(
+    CELL_FEATURES.index(n)
+    for n in (
+        "recent_nb_15m",
+        "recent_nb_30m",
+        "recent_nb_60m",
+        "recent_nb_120m",
+        "recent_cell_60m",
+    )
+)
+HIDDEN_INDICES: tuple[int, ...] = (LEVEL_INDEX, CELL_FEATURES.index("recent_area_day"))
 LEVEL_WINDOWS_MIN = (30, 60, 120)  # candidate windows of the recent-level baseline
 #: the historical average of a census: no smoothing of the area total or shares across slots
 HA_STATS = StatsConfig(area_halfwidth_slots=0, share_halfwidth_slots=0)
@@ -32,8 +51,12 @@ class RecentConfig:
     """The recent-demand model's training parameters."""
 
     slot_minutes: int = 15
-    #: candidates, chosen on the validation week
-    kinds: tuple[str, ...] = ("gbr", "gbr_level", "poisson")
+    #: candidates, chosen on the validation weeks
+    kinds: tuple[str, ...] = ("gbr", "gbr_level", "gbr_recent", "poisson")
+    #: validation weeks (rolling origins inside the training dates, the last ones first): the
+    #: kind, trees and the baseline's window minimise the mean Poisson deviance over them; a
+    #: week is used only if at least :data:`MIN_INNER_DAYS` training dates come before it
+    valid_weeks: int = 2
     leads_min: tuple[int, ...] = (0, 15, 30, 45, 60)  # a tick predicts up to an hour ahead
     dropout: float = 0.3  # share of training slots shown without recent inputs (offline cab)
     #: without recent inputs: "statistics" (factor 1), "model" (the correction learnt with

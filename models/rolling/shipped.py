@@ -22,11 +22,12 @@ from models.rolling.config import (
     F64,
     INPUT_NAME,
     LEVEL_INDEX,
+    LEVEL_KINDS,
     MISSING_INDEX,
     OUTPUT_NAME,
     RecentConfig,
 )
-from models.rolling.fitting import Fitted
+from models.rolling.fitting import Fitted, relative_matrix
 from models.rolling.month import (
     MonthData,
     cell_sum,
@@ -43,6 +44,8 @@ from models.train import C_FLOOR
 from models.trips import FORMAT_RECORDS, Trips, read_trips
 from tiles import Graph, TileStore
 
+REL_INPUT = "X_relative"  # gbr_recent: what its trees read
+
 
 def export_onnx(fitted: Fitted, x_check: F32) -> tuple[bytes, float]:
     """ONNX graph ``X`` (N, F) float32 -> ``correction`` (N, 1) float32 (floored), and the
@@ -51,16 +54,28 @@ def export_onnx(fitted: Fitted, x_check: F32) -> tuple[bytes, float]:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
+    relative = fitted.kind == "gbr_recent"
     onx = convert_sklearn(
         fitted.estimator,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, len(CELL_FEATURES)]))],
+        initial_types=[
+            (REL_INPUT if relative else INPUT_NAME, FloatTensorType([None, len(CELL_FEATURES)]))
+        ],
         target_opset={"": 17, "ai.onnx.ml": 3},
         name="nagashi_recent_demand_correction",
     )
     graph = onx.graph
+    if relative:
+        # the trees read X @ A (models.rolling.relative_matrix): the graph's input stays X
+        graph.node.insert(0, helper.make_node("MatMul", [INPUT_NAME, "relative_a"], [REL_INPUT]))
+        a = relative_matrix()
+        graph.initializer.extend(
+            [helper.make_tensor("relative_a", 1, list(a.shape), a.ravel().tolist())]
+        )
+        (inp,) = graph.input
+        inp.name = INPUT_NAME
     raw = graph.output[0].name
     floored = OUTPUT_NAME if fitted.offline == "model" else "floored"
-    level = fitted.kind == "gbr_level"
+    level = fitted.kind in LEVEL_KINDS
     graph.node.extend(
         [
             helper.make_node("Reshape", [raw, "col_shape"], ["raw_col"]),
@@ -245,6 +260,8 @@ def _model_json(
         "kind": {
             "gbr": "sklearn.GradientBoostingRegressor",
             "gbr_level": "sklearn.GradientBoostingRegressor x the recent area level",
+            "gbr_recent": "sklearn.GradientBoostingRegressor around the recent-level baseline"
+            " (inputs relative to the area's recent level)",
             "poisson": "sklearn.PoissonRegressor (standardised inputs)",
         }[fitted.kind]
         + " correction of statistical demand per 500 m cell and slot, with recent-demand inputs",

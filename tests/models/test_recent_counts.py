@@ -109,3 +109,23 @@ def test_counts_for_another_grid_are_refused() -> None:
         counts_features(RecentCounts(np.zeros((7, 3)), 100), GRID, cum, cells, cells)
     with pytest.raises(DemandDataError, match="minute of week"):
         RecentCounts(np.zeros((GRID.n_cells, 3)), MINUTES_PER_WEEK)
+
+
+def test_neighbour_sum_equals_the_padded_sum_bit_for_bit() -> None:
+    """The tick's one stacked neighbourhood sum (zero padding by slicing) equals a plain
+    ``np.pad`` sum of each array alone, bit for bit (training and the cab share it)."""
+    from models.recent import neighbour_sum
+
+    rng = np.random.default_rng(5)
+    a = rng.gamma(2.0, 1.3, size=(8, 3, GRID.n_cells))
+    g = a.reshape(8, 3, GRID.nrows, GRID.ncols)
+    p = np.pad(g, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    want = np.zeros_like(g)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            want += p[..., dy : dy + GRID.nrows, dx : dx + GRID.ncols]
+    got = neighbour_sum(a, GRID)
+    assert np.array_equal(got, want.reshape(8, 3, GRID.n_cells))
+    assert np.array_equal(got[2], neighbour_sum(a[2], GRID))
+    # a corner cell sums its 3 neighbours and itself
+    assert got[0, 0, 0] == pytest.approx(a[0, 0, [0, 1, GRID.ncols, GRID.ncols + 1]].sum())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from models import DemandDataError
@@ -271,6 +272,21 @@ def test_gate_compares_with_the_recent_baseline(
     assert heldout["gate_passed"] is expect
 
 
+def _whole_pickups(
+    month: MonthData,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Minute, edge and cumulative counts per cell of the month's whole pickups only (a pickup
+    split over two directions would count twice on the cab)."""
+    one = month.pk_w == 1.0
+    minute = month.pk_day[one] * 1440 + month.pk_minute[one]
+    edges = month.pk_edge[one]
+    per_min = np.zeros((month.n_days * 1440, month.grid.n_cells))
+    np.add.at(per_min, (minute, month.edge_cell[edges]), 1.0)
+    obs_cum = np.zeros((per_min.shape[0] + 1, per_min.shape[1]))
+    np.cumsum(per_min, axis=0, out=obs_cum[1:])
+    return minute, edges, obs_cum
+
+
 def test_cab_inputs_equal_the_training_inputs(
     recent_model_dir: Path, month: MonthData, manhattan_tiles: Path
 ) -> None:
@@ -282,13 +298,7 @@ def test_cab_inputs_equal_the_training_inputs(
     model = DemandModel(recent_model_dir)
     with TileStore(manhattan_tiles) as store:
         mid_lon, mid_lat = edge_midpoints(full_graph(store))
-    # whole pickups only (a pickup split over two directions would count twice on the cab)
-    one = month.pk_w == 1.0
-    minute = month.pk_day[one] * 1440 + month.pk_minute[one]
-    per_min = np.zeros((month.n_days * 1440, month.grid.n_cells))
-    np.add.at(per_min, (minute, month.edge_cell[month.pk_edge[one]]), 1.0)
-    obs_cum = np.zeros((per_min.shape[0] + 1, per_min.shape[1]))
-    np.cumsum(per_min, axis=0, out=obs_cum[1:])
+    minute, pk_edges, obs_cum = _whole_pickups(month)
     exp_cum = exp_cum_of(month, model.cell_rate_h)
     cells = month.area_cells
     for when in (dt.datetime(2014, 4, 24, 18, 0), dt.datetime(2014, 4, 28, 0, 40)):
@@ -298,12 +308,101 @@ def test_cab_inputs_equal_the_training_inputs(
             obs_cum, exp_cum, np.array([anchor]), np.array([day_start]), cells, month.grid, cells
         )
         before = (minute < anchor) & (minute >= anchor - 1440)
-        edges = month.pk_edge[one][before]
-        rec = RecentPickups(anchor - minute[before] - 0.5, mid_lon[edges], mid_lat[edges])
+        edges = pk_edges[before]
+        rec = RecentPickups(
+            np.asarray(anchor - minute[before] - 0.5, np.float64), mid_lon[edges], mid_lat[edges]
+        )
         mow = when.weekday() * 1440 + when.hour * 60 + when.minute
         got = cab_features(rec, month.grid, mow, model.exp_week_cum, cells, model.area_cells)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         assert np.abs(want[0, :, :7]).max() > 0.05  # the inputs say something
+
+
+def test_gbr_recent_on_the_cab_equals_training(
+    recent_model_dir: Path, month: MonthData, manhattan_tiles: Path, tmp_path: Path
+) -> None:
+    """The kind around the recent-level baseline, run by the cab's tick (ONNX, inputs from the
+    live layer's pickups or a snapshot's counts) equals sklearn on the training rows of the
+    same records; offline it is statistics exactly."""
+    import shutil
+
+    from models.recent import (
+        RECENT_FEATURES,
+        SNAPSHOT_WINDOWS_MIN,
+        RecentCounts,
+        cab_features,
+        counts_features,
+    )
+    from models.rolling import (
+        LEVEL_INDEX,
+        cell_sum,
+        exp_cum_of,
+        export_onnx,
+        inputs_of,
+        stats_rates,
+    )
+    from models.statistics import edge_midpoints
+
+    days = sorted(month.day_index(d) for d in TRAIN_DAYS)
+    config = RecentConfig(slot_minutes=30, kinds=("gbr_recent",), folds=2, n_estimators_max=20)
+    fitted, _ = fit(month, days, config, "gbr_recent")
+    fitted.offline = "statistics"
+    crate = cell_sum(month, stats_rates(month, days, config.stats))
+    minute, pk_edges, obs_cum = _whole_pickups(month)
+    whole = dataclasses.replace(month, obs_cum=obs_cum)
+    day = month.day_index(dt.date(2014, 4, 24))
+    rows = make_rows(whole, [day], 30, crate, exp_cum_of(month, crate))
+    n = month.area_cells.size
+    x18 = rows.x.reshape(48, n, -1)[36]  # the slot of 18:00, anchored at 18:00
+    blob, parity = export_onnx(fitted, rows.x)
+    assert parity <= 1e-5
+    d = tmp_path / "gbr_recent"
+    shutil.copytree(recent_model_dir, d)
+    (d / "model.onnx").write_bytes(blob)
+    model = DemandModel(d)
+    with TileStore(manhattan_tiles) as store:
+        mid_lon, mid_lat = edge_midpoints(full_graph(store))
+    anchor = day * 1440 + 18 * 60
+    before = (minute < anchor) & (minute >= anchor - 1440)
+    edges = pk_edges[before]
+    rec = RecentPickups(
+        np.asarray(anchor - minute[before] - 0.5, np.float64), mid_lon[edges], mid_lat[edges]
+    )
+    cells = month.area_cells
+    cab = model.cell_corrections(cells, [THU_18H], THU_18H, rec)[0]
+    want = fitted.predict(x18)
+    np.testing.assert_allclose(cab, want, rtol=1e-4)
+    assert np.ptp(want) > 0.05 and abs(float(np.mean(np.log(want)))) > 0.02
+    # a snapshot's counts of the same pickups: the level (the base) is counted, not filled
+    back = np.ceil(anchor - minute[before] - 0.5).astype(np.int64)
+    cell = month.grid.cell_of(mid_lon[edges], mid_lat[edges])
+    counts = np.stack(
+        [np.bincount(cell[back <= w], minlength=month.grid.n_cells) for w in SNAPSHOT_WINDOWS_MIN],
+        axis=1,
+    ).astype(np.float64)
+    snap = RecentCounts(counts, THU_18H)
+    fs = counts_features(snap, model.table.grid, model.exp_week_cum, cells, model.area_cells)
+    fr = cab_features(rec, model.table.grid, THU_18H, model.exp_week_cum, cells, model.area_cells)
+    lvl = RECENT_FEATURES.index("recent_area_60m")
+    np.testing.assert_allclose(fs[0, :, lvl], fr[0, :, lvl], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.exp(fr[0, 0, lvl]), np.exp(x18[0, LEVEL_INDEX]), rtol=1e-4
+    )  # the cab's base is training's
+    xs, xr = x18.copy(), x18.copy()
+    xs[:, CELL_RECENT_START:] = fs[0]
+    xr[:, CELL_RECENT_START:] = fr[0]
+    differ = np.flatnonzero(np.any(inputs_of("gbr_recent", xs) != inputs_of("gbr_recent", xr), 0))
+    assert set(differ) <= {CELL_RECENT_START + RECENT_FEATURES.index("recent_nb_120m")}
+    snap_c = model.cell_corrections(cells, [THU_18H], THU_18H, snap)[0]
+    np.testing.assert_allclose(snap_c, fitted.predict(xs), rtol=1e-4)
+    # offline: statistics exactly
+    table, _ = open_demand(d)
+    with TileStore(manhattan_tiles) as store:
+        g = store.radius_graph(-73.9855, 40.7580, 3000.0)
+    links = g.edge_id[g.cruise_allowed()]
+    off = model.tick(links, THU_18H, 60)
+    stat = statistical_tick(table, links, THU_18H, 60)
+    np.testing.assert_allclose(off.pickups_per_h, stat.pickups_per_h, rtol=1e-6)
 
 
 def test_bench_runs_the_cell_model_with_recent_inputs(
