@@ -295,8 +295,10 @@ class _Shift:
 
     def on_arrive(self, t: float, j: int) -> None:
         """Dispatch: passenger ``j`` appears; send the vacant cab that reaches her soonest if
-        it is in time, else she waits."""
+        it is in time, else she waits (the live layer hears of every request)."""
         p = self.p_link[j]
+        if self.live is not None:
+            self.live.request(t, p)
         vac = np.flatnonzero(self.state == VACANT)
         if vac.size:
             dist, pred = dijkstra(
