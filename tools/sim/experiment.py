@@ -136,7 +136,14 @@ class Experiment:
             }
             # each +model policy paired with its statistics twin on the same runs
             doc["model_vs_statistics"] = {
-                p: paired_gain(self.results, p, p.removesuffix("+model"))
+                p: {
+                    **paired_gain(self.results, p, p.removesuffix("+model")),
+                    # per run (task order), to pool runs of several calls
+                    "runs_revenue_per_h": {
+                        q: [_r(r.metrics()["revenue_per_h"]) for r in self.results[q]]
+                        for q in (p.removesuffix("+model"), p)
+                    },
+                }
                 for p in self.results
                 if p.endswith("+model") and p.removesuffix("+model") in self.results
             }
