@@ -51,7 +51,14 @@ import numpy as np
 from agent.bundle import LoadedBundle
 from agent.tick_live import LiveInput
 from agent.tick_recent import tick_recent
-from models import DemandDataError, DemandModel, ModelsError, RecentCounts, TickDemand
+from models import (
+    DemandDataError,
+    DemandModel,
+    DemandTable,
+    ModelsError,
+    RecentCounts,
+    TickDemand,
+)
 from safety import SafetyConfig
 from sync.live import GridSpec, Snapshot
 from tools.errors import ToolsError
@@ -217,7 +224,7 @@ def model_days(model: DemandModel) -> tuple[tuple[str, ...], object]:
 
 def load_sim_model(
     directory: str,
-    world_table: Any,
+    world_table: DemandTable,
     days: frozenset[dt.date] | None,
     allow_in_sample: bool,
 ) -> SimModel:
