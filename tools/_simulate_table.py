@@ -85,6 +85,7 @@ def _print_policies(doc: dict[str, Any]) -> None:
             f"[{_f(d['ci95'][0])}, {_f(d['ci95'][1])}]"
             + (f", {100 * gain:+.1f}%" if gain is not None else "")
         )
+    _print_model(doc)
     for name, points in doc.get("adoption", {}).items():
         for pt in points:
             a, f = pt["adopters_revenue_per_h"], pt["fleet_revenue_per_h"]
@@ -96,6 +97,27 @@ def _print_policies(doc: dict[str, Any]) -> None:
                 f"vs hotspot), whole fleet {_f(f['mean'])}/h ({_f(fd['mean'])} "
                 f"[{_f(fd['ci95'][0])}, {_f(fd['ci95'][1])}])"
             )
+
+
+def _print_model(doc: dict[str, Any]) -> None:
+    """With ``--model``: the model, each +model policy against its statistics twin, and how
+    often its read-outs had recent inputs."""
+    m = doc.get("model")
+    if m is None:
+        return
+    days = m["train_days"]
+    print(f"model {m['version']} trained on {days[0]}..{days[-1]} ({m['train_dates']} dates)")
+    for name, pg in doc.get("model_vs_statistics", {}).items():
+        d = pg["revenue_per_h_diff"]
+        gain = pg["relative_gain"]
+        print(
+            f"{name} - {name.removesuffix('+model')} (paired): {_f(d['mean'])}/h "
+            f"[{_f(d['ci95'][0])}, {_f(d['ci95'][1])}]"
+            + (f", {100 * gain:+.1f}%" if gain is not None else "")
+        )
+    for name, rec in doc.get("model_recent", {}).items():
+        by = ", ".join(f"{k} {v}" for k, v in rec["readouts_by_recent"].items())
+        print(f"{name} read-outs: {rec['readouts']} ({by})")
 
 
 def _days_text(doc: dict[str, Any]) -> str:

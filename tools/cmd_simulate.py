@@ -42,8 +42,12 @@ POLICY_CHOICES = (
     "nagashi-live-hail",
     "nagashi-agent",
     "nagashi-agent-offline",
+    "nagashi-live+model",
+    "nagashi-offline+model",
     "all",
 )
+#: the policies that plan with ``--model``, and the statistics policy each is the twin of
+MODEL_TWINS = {"nagashi-live": "nagashi-live+model", "nagashi-offline": "nagashi-offline+model"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +66,15 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiles", required=True, help="tile database or its directory")
     p.add_argument("--demand", required=True, help="demand directory (DemandTable)")
     p.add_argument(
+        "--model",
+        metavar="DIR",
+        help="a recent-demand cell model (a demand train --train-days output directory): "
+        "nagashi-live and nagashi-offline also run as nagashi-live+model and "
+        "nagashi-offline+model, planning with the model's factors on the table's rates and "
+        "the recent inputs the live layer gives (needs --passengers; a model trained on a "
+        "replayed day is refused unless --allow-in-sample)",
+    )
+    p.add_argument(
         "--policy",
         default="all",
         help="random (= random-walk), random-destination, hotspot, greedy, nagashi "
@@ -74,7 +87,9 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         "nagashi-live-hail: nagashi-live planning with the street-hail values whatever "
         "--matching says (under dispatch the others plan with the dispatch values); "
         "nagashi-agent: every cab runs the agent's own tick, GPS fix to instruction, and "
-        "drives it; nagashi-agent-offline: the same, every cab offline), a "
+        "drives it; nagashi-agent-offline: the same, every cab offline; "
+        "nagashi-live+model, nagashi-offline+model: nagashi-live, nagashi-offline planning "
+        "with the --model demand model), a "
         "comma-separated list, or all (random, "
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",
@@ -220,6 +235,29 @@ def _policies(
     return names
 
 
+def _with_model_twins(names: list[str], model: str | None) -> list[str]:
+    """With ``--model``: ``names`` with the ``+model`` twin of each statistics policy that has
+    one (after it); without it a ``+model`` policy is refused."""
+    if model is None:
+        for n in names:
+            if n.endswith("+model"):
+                raise ToolsError(f"--policy {n} needs --model DIR")
+        return names
+    out: list[str] = []
+    for n in names:
+        if n not in out:
+            out.append(n)
+        twin = MODEL_TWINS.get(n)
+        if twin is not None and twin not in names and twin not in out:
+            out.append(twin)
+    if not any(n.endswith("+model") for n in out):
+        raise ToolsError(
+            "--model: no policy plans with it (name nagashi-live or nagashi-offline, or their "
+            "+model variants, in --policy)"
+        )
+    return out
+
+
 def _planner_section(path: str) -> dict[str, Any]:
     import yaml
 
@@ -277,7 +315,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from tools._simulate_table import print_table
     from tools.sim.experiment import gate, json_finite, run_experiment
 
-    policies = _policies(args.policy, args.gate, args.matching, args.gate_policy)
+    policies = _with_model_twins(
+        _policies(args.policy, args.gate, args.matching, args.gate_policy), args.model
+    )
     if args.seeds < 1:
         raise ToolsError("--seeds must be at least 1")
     if args.jobs < 1:
@@ -303,6 +343,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     table = DemandTable.load(args.demand)
     if days is not None:
         _refuse_leakage(table, days, args.allow_in_sample)
+    model = None
+    if args.model is not None:
+        from tools.sim.sim_model import load_sim_model
+
+        model = load_sim_model(args.model, table, days, args.allow_in_sample)
     planner = _planner_section(args.params) if args.params else {}
     t0 = time.monotonic()
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -311,6 +356,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     replay = None
     if days is not None:
         replay = _replay(args, graph, table, days, start, progress)
+        if model is not None:
+            model = model.with_replay(replay)
     exp = run_experiment(
         graph,
         table,
@@ -324,6 +371,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         adoption=adoption,
         jobs=args.jobs,
         dask=args.dask,
+        model=model,
     )
     doc: dict[str, Any] = exp.to_json(table.version)
     doc["config"]["start"] = start.isoformat() if replay is None else f"{start:%H:%M}"

@@ -14,10 +14,9 @@ of ``e`` who arrived first among those still waiting at some moment of its trave
 passengers, and the first cab to finish the link wins. The cab is occupied until the drop-off,
 where it is vacant again at the start of the drop-off link (after an outside trip: empty for as
 long again, then on a link near the area's edge). A cab with no allowed successor waits
-``dead_end_wait_s`` where it is, then, if still stuck, comes back on a link near the edge.
-A cab that finishes a trapped link (``World.trapped``, ``tiles.trapped_links``) is put at once
-on its ``World.escape`` link, counted in ``RunResult.trap_rescues`` (an escape link in a no-entry
-window just then: waited out as a dead end). Nothing is placed on a trapped link (world docs).
+``dead_end_wait_s`` where it is, then, if still stuck, comes back on a link near the edge. Off
+a trapped link (``tiles.trapped_links``) a cab is put on its ``World.escape`` link at once
+(``trap_rescues``; one closed just then is waited out as a dead end); nothing starts in a trap.
 
 ``dispatch`` (app dispatch, the rule of COMSET, the ACM SIGSPATIAL GIS Cup 2019): when a
 passenger appears, the vacant cab that can reach her link soonest (the rest of its current link,
@@ -76,8 +75,7 @@ class RunResult:
     test_taxis: int
     fleet_revenue_per_h: float  # per cab of the whole fleet
     fleet_occupied_time_share: float  # the whole fleet
-    #: test cabs taken off a trapped link onto the nearest free one (module docs)
-    trap_rescues: int = 0
+    trap_rescues: int = 0  # test cabs taken off a trapped link onto a free one (module docs)
     #: per test cab: (link, kind, time entered), kind CRUISE (the policy's choice), DROPOFF (driven
     #: occupied there), RELOCATE (back from a dead end), RESCUE (off a trap) or START
     tracks: tuple[tuple[tuple[int, str, float], ...], ...] = field(default=(), repr=False)
@@ -304,9 +302,11 @@ class _Shift:
         heapq.heappush(self.heap, (t + live.heartbeat_s, -1, LIVE, 0))
 
     def on_arrive(self, t: float, j: int) -> None:
-        """Dispatch: passenger ``j`` appears; send the vacant cab that reaches her soonest if
-        it is in time, else she waits."""
+        """Dispatch: passenger ``j`` appears (the live layer hears of it); the vacant cab that
+        reaches her soonest is sent if in time, else she waits."""
         p = self.p_link[j]
+        if self.live is not None:  # the dispatcher's server sees every request
+            self.live.request(t, p)
         vac = np.flatnonzero(self.state == VACANT)
         if vac.size:
             dist, pred = dijkstra(

@@ -60,6 +60,7 @@ from tools.sim.world import SimConfig, World, build_world
 if TYPE_CHECKING:
     from models import DemandTable
     from tiles import Graph
+    from tools.sim.sim_model import SimModel
 
 __all__ = [
     "BASELINES",
@@ -126,6 +127,8 @@ class Experiment:
             "demand_days": w.table.meta.get("days"),
             "gate_rule": GATE_RULE,
         }
+        if w.model is not None:
+            doc.update(self._model_json())
         runs = len(next(iter(self.results.values()))) if self.results else 0
         doc["runs"] = runs
         if self.replay is not None:
@@ -168,6 +171,61 @@ class Experiment:
             }
         return doc
 
+    def _model_json(self) -> dict[str, Any]:
+        """``simulate --model``: the cell demand model the +model policies planned with, per such
+        policy what their read-outs had as recent inputs (summed over the runs), and each paired
+        with its statistics twin on the same runs."""
+        assert self.world.model is not None
+        doc: dict[str, Any] = {}
+        doc["model"] = self.world.model.to_json()
+        doc["model_recent"] = {
+            p: _recent_counts(rs) for p, rs in self.results.items() if p.endswith("+model")
+        }
+        # each +model policy paired with its statistics twin on the same runs
+        doc["model_vs_statistics"] = {
+            p: {
+                **paired_gain(self.results, p, p.removesuffix("+model")),
+                # per run (task order), to pool runs of several calls
+                "runs_revenue_per_h": {
+                    q: [_r(r.metrics()["revenue_per_h"]) for r in self.results[q]]
+                    for q in (p.removesuffix("+model"), p)
+                },
+            }
+            for p in self.results
+            if p.endswith("+model") and p.removesuffix("+model") in self.results
+        }
+        return doc
+
+
+def _recent_counts(runs: Sequence[RunResult]) -> dict[str, Any]:
+    """The ``+model`` policy's read-outs by recent inputs (``used``) or the reason why none,
+    its solves, and the live layer's units, over ``runs``."""
+    by: dict[str, int] = {}
+    solves = {"solves_offline": 0, "solves_with_recent": 0}
+    expected: list[float] = []
+    units = None
+    counts = None
+    for r in runs:
+        st = r.policy_stats
+        for k, v in st.get("readouts_by_recent", {}).items():
+            by[k] = by.get(k, 0) + int(v)
+        for k in solves:
+            solves[k] += int(st.get(k, 0))
+        if st.get("expected_fleet_pickups_60m"):
+            expected += [float(x) for x in st["expected_fleet_pickups_60m"]]
+        units = st.get("live_pickups_per_hail", units)
+        counts = st.get("live_counts", counts)
+    total = sum(by.values())
+    return {
+        "readouts": total,
+        "readouts_by_recent": dict(sorted(by.items())),
+        "used_share": _r(by.get("used", 0) / total) if total else None,
+        **solves,
+        "expected_fleet_pickups_60m": [_r(min(expected)), _r(max(expected))] if expected else None,
+        "live_counts": counts,
+        "live_pickups_per_hail": units,
+    }
+
 
 def _adoption_point(
     a: float, k: int, res: dict[str, list[RunResult]], p: str, ref: str
@@ -202,19 +260,23 @@ def run_experiment(
     adoption: Sequence[float] = (),
     jobs: int = 1,
     dask: str | None = None,
+    model: SimModel | None = None,
 ) -> Experiment:
     """Build the world, give its cabs the planner parameters ``planner`` (a params.yaml's planner
     section; its ``speed_factor`` if any, else the one measured from the demand's trips), then:
     synthetic -- calibrate arrivals; replay -- size the fleet (``taxis_auto``) and measure the
     reference fleet on the first day; then run every policy on every run (per adoption level:
     ``adoption`` shares of the fleet on the policy under test, else ``config.test_taxis``), in
-    ``jobs`` processes or on the Dask scheduler at ``dask`` (same results)."""
+    ``jobs`` processes or on the Dask scheduler at ``dask`` (same results). ``model``: the
+    cell demand model the ``+model`` policies plan with (:mod:`tools.sim.sim_model`)."""
     if taxis_auto and replay is None:
         raise ValueError(
             "taxis auto needs recorded passengers (the synthetic ones follow the fleet)"
         )
     with dask_client(dask) as client:  # connected (or refused) before the long setup
-        world = _planned_world(graph, table, config, planner, replay)
+        world = dataclasses.replace(
+            _planned_world(graph, table, config, planner, replay), model=model
+        )
         if replay is None:
             setup = _synthetic(world, seeds, progress)
         else:

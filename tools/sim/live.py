@@ -11,6 +11,13 @@ old. Signing and verification are left out (they cannot change a count; ``bench 
 their cost). The same heartbeat is what the cab's own planner subtracts (it sees the others,
 not itself).
 
+Pickups per cell (the recent inputs of a cell demand model, :mod:`tools.sim.sim_model`): with a
+``grid`` the snapshot counts, per cell, what the fleet server sees in the last 15, 30 and 60
+minutes: ``counts="pickups"`` the meter pickups of the reporting cabs (street hails: the server
+sees nothing else), ``counts="requests"`` every passenger request when it is made (dispatch:
+the server receives them all; a dispatched request's meter pickup is not counted again).
+Without a grid no cell is counted (as before the model).
+
 :func:`supply_prior` is the offline prior of the simulated fleet: the vacant passes per link and
 30-minute slot of the reference fleet (``SimConfig.calibrate_with``, hotspot) on passengers
 drawn from the demand table (the training days, never the replayed ones), what a fleet's own
@@ -29,6 +36,7 @@ import numpy.typing as npt
 from models.supply import SupplyTable
 from sync.live import (
     PICKUP,
+    GridSpec,
     Heartbeat,
     MeterEvent,
     Snapshot,
@@ -47,6 +55,8 @@ AREA = "sim"
 #: the route a heartbeat carries: its first links up to this length (sync.live: ~2 km)
 HEARTBEAT_ROUTE_M = 2000.0
 SLOT_MINUTES = 30  # the supply prior's slots (models.supply)
+#: what the fleet server counts per cell (module docs)
+LIVE_COUNTS = ("pickups", "requests")
 
 
 @dataclass
@@ -65,10 +75,17 @@ class LiveLayer:
         seed: int,
         heartbeat_s: float = HEARTBEAT_S,
         snapshot_s: float = SNAPSHOT_S,
+        *,
+        grid: GridSpec | None = None,
+        counts: str = "pickups",
     ) -> None:
         if heartbeat_s <= 0 or snapshot_s <= 0:
             raise ValueError("heartbeat_s and snapshot_s must be positive")
+        if counts not in LIVE_COUNTS:
+            raise ValueError(f"counts must be one of {', '.join(LIVE_COUNTS)}")
         self.world = world
+        self.grid = grid
+        self.counts = counts
         self.n_cabs = n_cabs
         self.heartbeat_s = heartbeat_s
         self.snapshot_s = snapshot_s
@@ -94,7 +111,17 @@ class LiveLayer:
 
     def pickup(self, t_s: float, link: int) -> None:
         """A meter pickup of a test cab on local ``link`` at ``t_s`` (its place: the link's
-        middle)."""
+        middle); counted per cell with ``counts="pickups"``."""
+        if self.counts == "pickups":
+            self._event(t_s, link)
+
+    def request(self, t_s: float, link: int) -> None:
+        """A passenger's request on local ``link`` at ``t_s`` (dispatch: the server receives
+        every one); counted per cell with ``counts="requests"``."""
+        if self.counts == "requests":
+            self._event(t_s, link)
+
+    def _event(self, t_s: float, link: int) -> None:
         self.pickups.append(
             MeterEvent(PICKUP, int(t_s), float(self.mid_lon[link]), float(self.mid_lat[link]))
         )
@@ -146,6 +173,7 @@ class LiveLayer:
             float(int(t_s)),
             area=AREA,
             pickups=self.pickups,
+            grid=self.grid,
             version=self.version,
         )
         body = encode_body(snap)

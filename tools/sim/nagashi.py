@@ -1,11 +1,14 @@
 """The nagashi policies: the planner solved once a minute for the area (`NagashiPolicy`), its
 route read-out as the driver is shown it (`NagashiRoutePolicy`), and with the fleet's live layer
-and the supply prior (`NagashiLivePolicy`); see :mod:`tools.sim.policies`."""
+and the supply prior (`NagashiLivePolicy`); see :mod:`tools.sim.policies`. With ``model`` the
+live policy plans with the world's cell demand model (``nagashi-live+model``,
+``nagashi-offline+model``; :mod:`tools.sim.sim_model`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,9 +25,12 @@ from agent.planner import (
     with_fleet,
 )
 from agent.planner.fleet import CLAIM_HORIZON_S
+from agent.tick_recent import RECENT_NO_SNAPSHOT
+from models import RecentCounts
 from sync.live import Snapshot
 from tools.sim.live import LiveLayer, supply_prior
 from tools.sim.policy_base import Allowed, Fleet, Policy
+from tools.sim.sim_model import RECENT_USED
 from tools.sim.world import World
 
 F64 = npt.NDArray[np.float64]
@@ -124,7 +130,14 @@ class NagashiRoutePolicy(NagashiPolicy):
         if route and route[0] in self.world.succ[link] and ok[route[0]]:
             return route.pop(0)
         self.routes.pop(taxi, None)
-        return policy_step(self.table, link, t_s - self.t0, None)
+        return policy_step(self._base_table(taxi), link, t_s - self.t0, None)
+
+    def _base_table(self, taxi: int, count: bool = False) -> ValueTable:
+        """The table solved for this cab at the tick (the shared one; with a demand model
+        and recent inputs: the one of the snapshot the cab had; ``count``: a read-out, counted
+        in :meth:`stats`)."""
+        assert self.table is not None
+        return self.table
 
     def _table_for(self, taxi: int, t_s: float) -> ValueTable:
         """The table this cab's read-out uses (the shared one; with the fleet: per cab)."""
@@ -163,7 +176,16 @@ class NagashiLivePolicy(NagashiRoutePolicy):
     latest snapshot it has fetched (up to a minute old) without its own heartbeat
     (:func:`agent.planner.fleet.fleet_view`, :func:`agent.planner.fleet.with_fleet`): the
     others' planned passes as claims, the links where other vacant cabs are as drained.
-    ``live=False`` is the fleet offline (no snapshot ever, the prior only)."""
+    ``live=False`` is the fleet offline (no snapshot ever, the prior only).
+
+    ``model``: the demand is the world's cell model's (:mod:`tools.sim.sim_model`): the shared
+    table is solved with the model asked offline (statistics, by its design), and a cab whose
+    snapshot (the one it had fetched at the tick, ``t0``) gives recent inputs
+    (:func:`agent.tick_recent.tick_recent`) reads its route from the table solved with them,
+    one per (snapshot version, tick) shared by the cabs that had that snapshot. The live
+    layer then counts per cell what the fleet server sees (meter pickups; under dispatch every
+    request). :meth:`stats` counts the read-outs by the recent inputs they had (``used``) or
+    why not (a ``RECENT_*`` reason)."""
 
     name = "nagashi-live"
 
@@ -180,10 +202,32 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         prior_policy: str | None = None,
         n_cabs: int = 0,
         every_link: bool = False,
+        model: bool = False,
     ):
         super().__init__(world, allowed, rng, m)
         self.every_link = every_link
-        self.live = LiveLayer(world, n_cabs, seed) if live else None
+        self.use_model = model
+        self.live: LiveLayer | None = None
+        if model:
+            sim = world.model
+            if sim is None:
+                raise ValueError("a +model policy needs the world's demand model (--model)")
+            counts = "requests" if world.config.matching == "dispatch" else "pickups"
+            if live:
+                self.live = LiveLayer(world, n_cabs, seed, grid=sim.grid, counts=counts)
+            self.live_pickups_per_hail = sim.live_pickups_per_hail(world, counts, n_cabs)
+            self._lb = sim.bundle(world, self.live_pickups_per_hail)
+        elif live:
+            self.live = LiveLayer(world, n_cabs, seed)
+        # with the model: the recent inputs per snapshot version, the tables solved with them
+        # at the current tick (by version), the tick's supply, and the counts of :meth:`stats`
+        self._recent: dict[int, tuple[RecentCounts | None, dict[str, Any]]] = {}
+        self._tables: dict[int, ValueTable] = {}
+        self._supply_t0: F64 | None = None
+        self.recent_reasons: Counter[str] = Counter()
+        self.expected_60m: list[float] = []  # per snapshot asked: tick_recent's expectation
+        self.solves = 0
+        self.recent_solves = 0
         self.prior = supply_prior(world, multiplier=m, policy=prior_policy) if prior else None
         self._counts: dict[int, _Counts] = {}  # by snapshot version
         self.edge_ids = world.graph.edge_id
@@ -224,15 +268,69 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         cannot, so here a cab's own route weighs on it too)."""
         w = self.world
         minute = w.minute_at(t_s)
-        demand = w.tick_demand(minute, self.multiplier)
+        # with the model, offline: no recent inputs (statistics, by the model's design)
+        demand = w.tick_demand(minute, self.multiplier, model=self.use_model)
         supply = self.prior.rates(w.graph.edge_id, minute) if self.prior is not None else None
         planned = self._planned_per_h()
         if planned is not None:
             supply = planned if supply is None else supply + planned
+        if self.use_model:
+            self._supply_t0 = supply
+            self._tables.clear()
+        self.solves += 1
         return solve(w.graph, demand, minute, w.params, supply_per_h=supply)
 
-    def _table_for(self, taxi: int, t_s: float) -> ValueTable:
+    def _base_table(self, taxi: int, count: bool = False) -> ValueTable:
+        """With the model: the table of the snapshot this cab had fetched at the tick (``t0``)
+        when it gives recent inputs, else the shared one (class docs)."""
         assert self.table is not None
+        if not self.use_model:
+            return self.table
+        snap = None if self.live is None else self.live.seen_by(taxi, self.t0)[0]
+        if snap is None:
+            self.recent_reasons[RECENT_NO_SNAPSHOT] += count
+            return self.table
+        got = self._recent.get(snap.version)
+        if got is None:
+            sim = self.world.model
+            assert sim is not None  # checked in __init__
+            got = self._recent[snap.version] = sim.recent(self._lb, self.world, snap)
+            expected = got[1].get("expected_fleet_pickups_60m")
+            if expected is not None:
+                self.expected_60m.append(float(expected))
+            for v in [v for v in self._recent if v < snap.version - 3]:
+                del self._recent[v]
+        recent, rec = got
+        if recent is None:
+            self.recent_reasons[str(rec.get("reason", ""))] += count
+            return self.table
+        self.recent_reasons[RECENT_USED] += count
+        table = self._tables.get(snap.version)
+        if table is None:
+            w = self.world
+            minute = w.minute_at(self.t0)
+            demand = w.tick_demand(minute, self.multiplier, model=True, recent=recent)
+            table = solve(w.graph, demand, minute, w.params, supply_per_h=self._supply_t0)
+            self._tables[snap.version] = table
+            self.recent_solves += 1
+        return table
+
+    def stats(self) -> dict[str, Any]:
+        if not self.use_model:
+            return {}
+        return {
+            "readouts_by_recent": {k: v for k, v in sorted(self.recent_reasons.items()) if v},
+            "solves_offline": self.solves,
+            "solves_with_recent": self.recent_solves,
+            "live_pickups_per_hail": self.live_pickups_per_hail,
+            "expected_fleet_pickups_60m": [min(self.expected_60m), max(self.expected_60m)]
+            if self.expected_60m
+            else None,
+            "live_counts": None if self.live is None else self.live.counts,
+        }
+
+    def _table_for(self, taxi: int, t_s: float) -> ValueTable:
+        base = self._base_table(taxi, count=True)
         mine = self.own_passes.get(taxi)
         if self.live is None:
             snap = None
@@ -240,9 +338,9 @@ class NagashiLivePolicy(NagashiRoutePolicy):
             snap, own_link, own_route = self.live.seen_by(taxi, t_s)
         if snap is None:
             if not mine:
-                return self.table
+                return base
             view = FleetView("none", seen_age_s=self._own_ages(mine, t_s, None))
-            return with_fleet(self.table, view, seen_offset_s=t_s - self.t0)
+            return with_fleet(base, view, seen_offset_s=t_s - self.t0)
         # the cabs' fetch delays differ, so two snapshots are in use at once: keep both
         counts = self._counts.get(snap.version)
         if counts is None:
@@ -258,7 +356,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         )
         if mine:
             view = dataclasses.replace(view, seen_age_s=self._own_ages(mine, t_s, view.seen_age_s))
-        return with_fleet(self.table, view, seen_offset_s=t_s - self.t0)
+        return with_fleet(base, view, seen_offset_s=t_s - self.t0)
 
     def _own_ages(self, mine: dict[int, float], t_s: float, seen: F64 | None) -> F64:
         ages = np.full(self.world.n, np.inf) if seen is None else seen.copy()

@@ -22,6 +22,9 @@ minute (``World.allowed``), so no policy is ever given an illegal edge.
   cabs, a fast approximation of the agent); ``nagashi-agent`` runs the agent's own tick
   (``agent.decide``: the GPS fix, matching, the cab's own plan, safety and its instruction)
   in every cab (:mod:`tools.sim.agent_tick`), ``nagashi-agent-offline`` the same offline.
+  ``nagashi-live+model`` and ``nagashi-offline+model`` are ``nagashi-live`` and
+  ``nagashi-offline`` planning with the cell demand model of ``simulate --model``
+  (:mod:`tools.sim.sim_model`).
 """
 
 from __future__ import annotations
@@ -109,6 +112,13 @@ def make_policy(
         ),
         "nagashi-agent-offline": lambda: _agent_policy(
             world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs, live=False
+        ),
+        # with the world's cell demand model (simulate --model; tools.sim.sim_model)
+        "nagashi-live+model": lambda: NagashiLivePolicy(
+            world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs, model=True
+        ),
+        "nagashi-offline+model": lambda: NagashiLivePolicy(
+            world, allowed, rng, multiplier, seed=seed, live=False, n_cabs=n_cabs, model=True
         ),
         "nagashi-offline-own": lambda: NagashiLivePolicy(
             world,

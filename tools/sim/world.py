@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +47,10 @@ from agent.planner import PlannerParams
 from models.demand import SLOT_MINUTES, DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
 from tiles.traps import escape_links, trapped_links
+
+if TYPE_CHECKING:
+    from models import RecentCounts
+    from tools.sim.sim_model import SimModel
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -119,6 +124,8 @@ class World:
     observed_area_rate_h: float  # mean over the shift of the table's area rate
     trapped: Bool  # links a cab cannot drive out of (tiles.traps, no-entry windows aside)
     escape: I64  # per link: itself, or for a trapped one the nearest cruisable untrapped link
+    #: the cell demand model the ``+model`` nagashi policies plan with (``simulate --model``)
+    model: SimModel | None = None
 
     @property
     def n(self) -> int:
@@ -147,14 +154,28 @@ class World:
         np.add.at(met, self.escape, r)
         return met
 
-    def tick_demand(self, minute_of_week: float, multiplier: float) -> TickDemand:
-        """What a nagashi cab sees: the table cut for the horizon, at the simulated rates."""
+    def tick_demand(
+        self,
+        minute_of_week: float,
+        multiplier: float,
+        *,
+        model: bool = False,
+        recent: RecentCounts | None = None,
+    ) -> TickDemand:
+        """What a nagashi cab sees: the table cut for the horizon, at the simulated rates;
+        ``model``: times the factors of the world's cell demand model (``self.model``), asked
+        with the ``recent`` inputs (None: as a cab offline), as a cab with the model in its
+        bundle plans (:meth:`tools.sim.sim_model.SimModel.tick`)."""
         horizon_min = math.ceil(self.params.horizon_s / 60.0) + 1
-        tick = tick_demand_from_table(
-            self.table, self.graph.edge_id, math.floor(minute_of_week), horizon_min
-        )
+        minute = math.floor(minute_of_week)
+        tick = tick_demand_from_table(self.table, self.graph.edge_id, minute, horizon_min)
         scaled = (tick.pickups_per_h * np.float32(self.share * multiplier)).astype(np.float32)
-        return dataclasses.replace(tick, pickups_per_h=scaled)
+        tick = dataclasses.replace(tick, pickups_per_h=scaled)
+        if not model:
+            return tick
+        if self.model is None:
+            raise ValueError("this world has no demand model (simulate --model)")
+        return self.model.tick(tick, minute, recent)
 
 
 def build_world(
