@@ -80,10 +80,7 @@ def prepare(graph: Graph, step_s: float, speed_factor: float, area: Bool | None)
         _PREPARED.move_to_end(key)
         return hit
     n = graph.n
-    src, dst = graph.turn_pairs
-    order = np.lexsort((dst, src))
-    arc_src = src[order].astype(np.int64)
-    arc_dst = dst[order].astype(np.int64)
+    arc_src, arc_dst = _sorted_arcs(graph)
     counts = np.bincount(arc_src, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -108,6 +105,33 @@ def prepare(graph: Graph, step_s: float, speed_factor: float, area: Bool | None)
     while len(_PREPARED) > _PREPARED_MAX:
         _PREPARED.popitem(last=False)
     return prep
+
+
+def _own_sorted_arcs(graph: Graph) -> tuple[I64, I64]:
+    """The graph's legal turns (local from, to) sorted by (from, to)."""
+    src, dst = graph.turn_pairs
+    order = np.lexsort((dst, src))
+    return src[order].astype(np.int64), dst[order].astype(np.int64)
+
+
+def _sorted_arcs(graph: Graph) -> tuple[I64, I64]:
+    """:func:`_own_sorted_arcs`; for a subset of a graph (a tick's radius graph) filtered from
+    the parent's, sorted once per parent (:data:`agent.planner.workspace.PER_GRAPH`): a subset
+    keeps its parent's order of links, so the kept turns stay sorted and are the same pairs
+    (the turns between two kept links) in the same order."""
+    if graph.subset_of is None:
+        return _own_sorted_arcs(graph)
+    from agent.planner.workspace import PER_GRAPH
+
+    parent, idx = graph.subset_of
+    if idx.shape[0] != graph.n or (idx.shape[0] > 1 and not bool(np.all(idx[1:] > idx[:-1]))):
+        return _own_sorted_arcs(graph)
+    p_src, p_dst = PER_GRAPH.get(parent, "sorted_arcs", _own_sorted_arcs)
+    pos = np.full(parent.n, -1, dtype=np.int64)
+    pos[idx] = np.arange(idx.shape[0], dtype=np.int64)
+    src, dst = pos[p_src], pos[p_dst]
+    keep = (src >= 0) & (dst >= 0)
+    return src[keep], dst[keep]
 
 
 @dataclass(frozen=True, eq=False)
