@@ -250,9 +250,11 @@ class _Kernel:
     cost: F64
     prob: F64  # (n_slots, |cz|)
     prob_early: F64  # (k_dep, |cz|): P of the first layers, where recent passes deplete curbs
-    penalty: F64  # (minutes, |cz|): 0 where the link may be entered, -inf where not
+    #: (rows, |cz|): 0 where the link may be entered, -inf where not; one row per run of
+    #: minutes with the same links allowed (:func:`_penalty`)
+    penalty: F64
     layer_slot: I64
-    layer_minute: I64
+    layer_minute: I64  # (n_layers,) the penalty row of each layer
     srcs: I64  # sources with a cruisable successor (out-degree order)
     columns: list[I64]  # per out-degree rank, the successor of each of those sources
     members: I64  # cruisable links with demand, and their cells (the cell means U)
@@ -387,6 +389,24 @@ def _cell_members(prep: Prepared, d: _LinkDemand) -> tuple[I64, F64, Bool]:
     return mi.astype(np.int64), inv_count, empty
 
 
+def _penalty(allowed: Bool, cz: I64, layer_minute: I64) -> tuple[F64, I64]:
+    """The penalty rows ``0`` / ``−∞`` of the links ``cz`` (row-major like every other kernel
+    array: ``allowed[:, cz]`` alone is column-major, the compiled pass copied it and numpy
+    added strided rows) and each layer's row. No-entry windows open and close at a few
+    minutes of a horizon, so consecutive minutes with the same links allowed share one row:
+    the same values per layer, built from a few rows instead of one per minute."""
+    m = allowed.shape[0]
+    if m > 1:
+        change = np.any(allowed[1:] != allowed[:-1], axis=1)
+        first = np.flatnonzero(np.concatenate(([True], change)))
+        run = np.cumsum(np.concatenate(([0], change.astype(np.int64))))
+    else:
+        first = np.zeros(m, dtype=np.int64)
+        run = np.zeros(m, dtype=np.int64)
+    rows = np.ascontiguousarray(allowed[first][:, cz])
+    return np.where(rows, 0.0, -np.inf), np.asarray(run[layer_minute], dtype=np.int64)
+
+
 def _kernel(
     prep: Prepared,
     d: _LinkDemand,
@@ -412,6 +432,7 @@ def _kernel(
     c_off, c_wpos, c_wneg = _shift_weights(trip_shift[cz], n_cells + 1, cell[cz])
     srcs, columns = _successor_columns(prep, cz)
     top_idx, top_val = _top_k_dropoffs(d.p_in, dropoff_top_k)
+    penalty, penalty_row = _penalty(allowed, cz, layer_minute)
     return _Kernel(
         n=prep.n,
         n_cells=n_cells,
@@ -429,11 +450,9 @@ def _kernel(
         cost=cost[cz],
         prob=prob_cz,
         prob_early=prob_early,
-        # row-major like every other kernel array (``allowed[:, cz]`` alone is column-major:
-        # the compiled pass copied it and numpy added strided rows)
-        penalty=np.where(np.ascontiguousarray(allowed[:, cz]), 0.0, -np.inf),
+        penalty=penalty,
         layer_slot=layer_slot,
-        layer_minute=layer_minute,
+        layer_minute=penalty_row,
         srcs=srcs,
         columns=columns,
         members=members,
