@@ -7,6 +7,7 @@ bit-identical values.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -63,6 +64,35 @@ class Prepared:
     @property
     def n(self) -> int:
         return int(self.tau_s.shape[0])
+
+    @functools.cached_property
+    def statics(self) -> _Statics:
+        """What the kernel needs of the graph alone, computed once per prepared graph (a city
+        kept from tick to tick, the simulator's table graph; never written)."""
+        return _statics(self)
+
+
+@dataclass(frozen=True, eq=False)
+class _Statics:
+    """The kernel's per-graph arrays (:func:`_kernel`), the same every tick on one graph."""
+
+    cz: I64  # the cruisable links: only they can be entered
+    step_shift: F64  # tau / step per link
+    v_off: I64  # flat offsets and weights of V at layer k + tau / step, per cruisable link
+    v_wpos: F64
+    v_wneg: F64
+    srcs: I64
+    columns: list[I64]
+
+
+def _statics(prep: Prepared) -> _Statics:
+    cz = np.flatnonzero(prep.cruisable).astype(np.int64)
+    step_shift = prep.tau_s / prep.step_s
+    v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], prep.n, cz)
+    srcs, columns = _successor_columns(prep, cz)
+    # shared by every kernel on the graph and never written (left writeable: the compiled
+    # pass has one signature, for writeable arrays)
+    return _Statics(cz, step_shift, v_off, v_wpos, v_wneg, srcs, columns)
 
 
 #: a few recently prepared graphs (strong references, so bounded: a weak-keyed cache would be
@@ -336,7 +366,7 @@ def solve_table(
     minutes, layer_minute, allowed, layer_slot = _layers(
         prep, demand, start_minute_of_week, K, monday
     )
-    cz = np.flatnonzero(prep.cruisable).astype(np.int64)  # only they can be entered
+    cz = prep.statics.cz  # only they can be entered
     prob_cz = np.ascontiguousarray(pickup_prob[:, cz])  # P per slot of the enterable links
     early = _depleted_probability(prep, d.rate_h, window_s, prob_cz, layer_slot, pass_age_s, cz)
     kernel = _kernel(
@@ -426,11 +456,16 @@ def _kernel(
     successor columns, the penalty ``−∞`` outside ``A(·, k)``, the cell members."""
     n_cells, cell = d.n_cells, d.cell
     members, inv_count, empty = _cell_members(prep, d)
-    step_shift = prep.tau_s / prep.step_s
+    st = prep.statics
+    if st.cz is cz:  # per graph: computed once (Prepared.statics)
+        step_shift, v_off, v_wpos, v_wneg = st.step_shift, st.v_off, st.v_wpos, st.v_wneg
+        srcs, columns = st.srcs, st.columns
+    else:
+        step_shift = prep.tau_s / prep.step_s
+        v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], prep.n, cz)
+        srcs, columns = _successor_columns(prep, cz)
     trip_shift = step_shift + d.trip_s / prep.step_s
-    v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], prep.n, cz)
     c_off, c_wpos, c_wneg = _shift_weights(trip_shift[cz], n_cells + 1, cell[cz])
-    srcs, columns = _successor_columns(prep, cz)
     top_idx, top_val = _top_k_dropoffs(d.p_in, dropoff_top_k)
     penalty, penalty_row = _penalty(allowed, cz, layer_minute)
     return _Kernel(
