@@ -7,6 +7,7 @@ bit-identical values.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -64,6 +65,35 @@ class Prepared:
     def n(self) -> int:
         return int(self.tau_s.shape[0])
 
+    @functools.cached_property
+    def statics(self) -> _Statics:
+        """What the kernel needs of the graph alone, computed once per prepared graph (a city
+        kept from tick to tick, the simulator's table graph; never written)."""
+        return _statics(self)
+
+
+@dataclass(frozen=True, eq=False)
+class _Statics:
+    """The kernel's per-graph arrays (:func:`_kernel`), the same every tick on one graph."""
+
+    cz: I64  # the cruisable links: only they can be entered
+    step_shift: F64  # tau / step per link
+    v_off: I64  # flat offsets and weights of V at layer k + tau / step, per cruisable link
+    v_wpos: F64
+    v_wneg: F64
+    srcs: I64
+    columns: list[I64]
+
+
+def _statics(prep: Prepared) -> _Statics:
+    cz = np.flatnonzero(prep.cruisable).astype(np.int64)
+    step_shift = prep.tau_s / prep.step_s
+    v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], prep.n, cz)
+    srcs, columns = _successor_columns(prep, cz)
+    # shared by every kernel on the graph and never written (left writeable: the compiled
+    # pass has one signature, for writeable arrays)
+    return _Statics(cz, step_shift, v_off, v_wpos, v_wneg, srcs, columns)
+
 
 #: a few recently prepared graphs (strong references, so bounded: a weak-keyed cache would be
 #: kept alive by ``Prepared.graph`` itself)
@@ -80,10 +110,7 @@ def prepare(graph: Graph, step_s: float, speed_factor: float, area: Bool | None)
         _PREPARED.move_to_end(key)
         return hit
     n = graph.n
-    src, dst = graph.turn_pairs
-    order = np.lexsort((dst, src))
-    arc_src = src[order].astype(np.int64)
-    arc_dst = dst[order].astype(np.int64)
+    arc_src, arc_dst = _sorted_arcs(graph)
     counts = np.bincount(arc_src, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -108,6 +135,33 @@ def prepare(graph: Graph, step_s: float, speed_factor: float, area: Bool | None)
     while len(_PREPARED) > _PREPARED_MAX:
         _PREPARED.popitem(last=False)
     return prep
+
+
+def _own_sorted_arcs(graph: Graph) -> tuple[I64, I64]:
+    """The graph's legal turns (local from, to) sorted by (from, to)."""
+    src, dst = graph.turn_pairs
+    order = np.lexsort((dst, src))
+    return src[order].astype(np.int64), dst[order].astype(np.int64)
+
+
+def _sorted_arcs(graph: Graph) -> tuple[I64, I64]:
+    """:func:`_own_sorted_arcs`; for a subset of a graph (a tick's radius graph) filtered from
+    the parent's, sorted once per parent (:data:`agent.planner.workspace.PER_GRAPH`): a subset
+    keeps its parent's order of links, so the kept turns stay sorted and are the same pairs
+    (the turns between two kept links) in the same order."""
+    if graph.subset_of is None:
+        return _own_sorted_arcs(graph)
+    from agent.planner.workspace import PER_GRAPH
+
+    parent, idx = graph.subset_of
+    if idx.shape[0] != graph.n or (idx.shape[0] > 1 and not bool(np.all(idx[1:] > idx[:-1]))):
+        return _own_sorted_arcs(graph)
+    p_src, p_dst = PER_GRAPH.get(parent, "sorted_arcs", _own_sorted_arcs)
+    pos = np.full(parent.n, -1, dtype=np.int64)
+    pos[idx] = np.arange(idx.shape[0], dtype=np.int64)
+    src, dst = pos[p_src], pos[p_dst]
+    keep = (src >= 0) & (dst >= 0)
+    return src[keep], dst[keep]
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,9 +280,11 @@ class _Kernel:
     cost: F64
     prob: F64  # (n_slots, |cz|)
     prob_early: F64  # (k_dep, |cz|): P of the first layers, where recent passes deplete curbs
-    penalty: F64  # (minutes, |cz|): 0 where the link may be entered, -inf where not
+    #: (rows, |cz|): 0 where the link may be entered, -inf where not; one row per run of
+    #: minutes with the same links allowed (:func:`_penalty`)
+    penalty: F64
     layer_slot: I64
-    layer_minute: I64
+    layer_minute: I64  # (n_layers,) the penalty row of each layer
     srcs: I64  # sources with a cruisable successor (out-degree order)
     columns: list[I64]  # per out-degree rank, the successor of each of those sources
     members: I64  # cruisable links with demand, and their cells (the cell means U)
@@ -310,7 +366,7 @@ def solve_table(
     minutes, layer_minute, allowed, layer_slot = _layers(
         prep, demand, start_minute_of_week, K, monday
     )
-    cz = np.flatnonzero(prep.cruisable).astype(np.int64)  # only they can be entered
+    cz = prep.statics.cz  # only they can be entered
     prob_cz = np.ascontiguousarray(pickup_prob[:, cz])  # P per slot of the enterable links
     early = _depleted_probability(prep, d.rate_h, window_s, prob_cz, layer_slot, pass_age_s, cz)
     kernel = _kernel(
@@ -363,6 +419,24 @@ def _cell_members(prep: Prepared, d: _LinkDemand) -> tuple[I64, F64, Bool]:
     return mi.astype(np.int64), inv_count, empty
 
 
+def _penalty(allowed: Bool, cz: I64, layer_minute: I64) -> tuple[F64, I64]:
+    """The penalty rows ``0`` / ``−∞`` of the links ``cz`` (row-major like every other kernel
+    array: ``allowed[:, cz]`` alone is column-major, the compiled pass copied it and numpy
+    added strided rows) and each layer's row. No-entry windows open and close at a few
+    minutes of a horizon, so consecutive minutes with the same links allowed share one row:
+    the same values per layer, built from a few rows instead of one per minute."""
+    m = allowed.shape[0]
+    if m > 1:
+        change = np.any(allowed[1:] != allowed[:-1], axis=1)
+        first = np.flatnonzero(np.concatenate(([True], change)))
+        run = np.cumsum(np.concatenate(([0], change.astype(np.int64))))
+    else:
+        first = np.zeros(m, dtype=np.int64)
+        run = np.zeros(m, dtype=np.int64)
+    rows = np.ascontiguousarray(allowed[first][:, cz])
+    return np.where(rows, 0.0, -np.inf), np.asarray(run[layer_minute], dtype=np.int64)
+
+
 def _kernel(
     prep: Prepared,
     d: _LinkDemand,
@@ -382,12 +456,18 @@ def _kernel(
     successor columns, the penalty ``−∞`` outside ``A(·, k)``, the cell members."""
     n_cells, cell = d.n_cells, d.cell
     members, inv_count, empty = _cell_members(prep, d)
-    step_shift = prep.tau_s / prep.step_s
+    st = prep.statics
+    if st.cz is cz:  # per graph: computed once (Prepared.statics)
+        step_shift, v_off, v_wpos, v_wneg = st.step_shift, st.v_off, st.v_wpos, st.v_wneg
+        srcs, columns = st.srcs, st.columns
+    else:
+        step_shift = prep.tau_s / prep.step_s
+        v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], prep.n, cz)
+        srcs, columns = _successor_columns(prep, cz)
     trip_shift = step_shift + d.trip_s / prep.step_s
-    v_off, v_wpos, v_wneg = _shift_weights(step_shift[cz], prep.n, cz)
     c_off, c_wpos, c_wneg = _shift_weights(trip_shift[cz], n_cells + 1, cell[cz])
-    srcs, columns = _successor_columns(prep, cz)
     top_idx, top_val = _top_k_dropoffs(d.p_in, dropoff_top_k)
+    penalty, penalty_row = _penalty(allowed, cz, layer_minute)
     return _Kernel(
         n=prep.n,
         n_cells=n_cells,
@@ -405,11 +485,9 @@ def _kernel(
         cost=cost[cz],
         prob=prob_cz,
         prob_early=prob_early,
-        # row-major like every other kernel array (``allowed[:, cz]`` alone is column-major:
-        # the compiled pass copied it and numpy added strided rows)
-        penalty=np.where(np.ascontiguousarray(allowed[:, cz]), 0.0, -np.inf),
+        penalty=penalty,
         layer_slot=layer_slot,
-        layer_minute=layer_minute,
+        layer_minute=penalty_row,
         srcs=srcs,
         columns=columns,
         members=members,

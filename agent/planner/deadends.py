@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from agent.planner.core import ValueTable
+from agent.planner.core import Prepared, ValueTable
 from agent.planner.inputs import Bool
 
 _CACHE: weakref.WeakKeyDictionary[ValueTable, dict[int, Bool]] = weakref.WeakKeyDictionary()
@@ -50,8 +52,26 @@ def live_links(table: ValueTable, minute_of_week: float) -> Bool:
     return live
 
 
-def _peel(table: ValueTable, allowed: Bool) -> Bool:
-    prep = table.prep
+@dataclass(frozen=True)
+class _Arcs:
+    """A prepared graph's forward turns (no U-turn) by their target, and its links with a
+    legal turn onto a link outside the graph."""
+
+    src: npt.NDArray[np.int64]  # forward turns, sources
+    dst: npt.NDArray[np.int64]  # ... and targets
+    in_src: npt.NDArray[np.int64]  # the sources of the forward turns into each link ...
+    in_offsets: npt.NDArray[np.int64]  # ... link f's from in_offsets[f] to in_offsets[f + 1]
+    beyond: Bool
+
+
+_ARCS: weakref.WeakKeyDictionary[Prepared, _Arcs] = weakref.WeakKeyDictionary()
+
+
+def _arcs(prep: Prepared) -> _Arcs:
+    with _LOCK:
+        hit = _ARCS.get(prep)
+    if hit is not None:
+        return hit
     g = prep.graph
     src, dst = prep.arc_src, prep.arc_dst
     forward = g.v_node[dst] != g.u_node[src]  # not back along the link the cab came by
@@ -62,11 +82,35 @@ def _peel(table: ValueTable, allowed: Bool) -> Bool:
     beyond = np.zeros(g.n, dtype=bool)
     if outside.any():
         beyond[np.repeat(np.arange(g.n), counts)[outside]] = True
+    in_offsets = np.zeros(g.n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(dst, minlength=g.n), out=in_offsets[1:])
+    arcs = _Arcs(src, dst, src[np.argsort(dst, kind="stable")], in_offsets, beyond)
+    with _LOCK:
+        _ARCS[prep] = arcs
+    return arcs
+
+
+def _peel(table: ValueTable, allowed: Bool) -> Bool:
+    """The live links: the greatest set of allowed links each of which has a forward turn into
+    the set or onto a link outside the graph. Peeled from the links with no allowed way on,
+    then only around the links that died in the last round (each takes one way on from the
+    sources of its turns): the same set as counting every link's ways on again until nothing
+    changes, without a pass over every turn per round of the longest chain of dead ends."""
+    a = _arcs(table.prep)
+    n = table.prep.n
     live = np.asarray(allowed, dtype=bool).copy()
-    while True:
-        ok = live[dst]
-        has = np.bincount(src[ok], minlength=g.n) > 0
-        nxt = live & (has | beyond)
-        if np.array_equal(nxt, live):
-            return live
-        live = nxt
+    ways_on = np.bincount(a.src[live[a.dst]], minlength=n)  # forward turns into live links
+    dying = np.flatnonzero(live & (ways_on == 0) & ~a.beyond)
+    while dying.shape[0]:
+        live[dying] = False
+        lo, hi = a.in_offsets[dying], a.in_offsets[dying + 1]
+        size = hi - lo
+        total = int(size.sum())
+        if total == 0:
+            break
+        # the turns into the links that died: their sources lose one way on each
+        into = a.in_src[np.repeat(lo - np.cumsum(size) + size, size) + np.arange(total)]
+        np.subtract.at(ways_on, into, 1)
+        into = np.unique(into)
+        dying = into[live[into] & (ways_on[into] == 0) & ~a.beyond[into]]
+    return live

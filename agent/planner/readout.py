@@ -52,8 +52,42 @@ def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None =
 #: per solved table (its values and what :func:`action_values` reads besides ``P``), the terms
 #: of ``Q`` that do not depend on the pickup probability, per layer: a few recent tables
 Terms = tuple[list[float], list[float], list[float]]
-_TERMS: OrderedDict[int, tuple[tuple[object, ...], dict[int, Terms]]] = OrderedDict()
+#: one link's terms at one layer: ``F + C``, ``V`` after the link, the driving cost
+LinkTerms = tuple[float, float, float]
+_TERMS: OrderedDict[int, tuple[tuple[object, ...], dict[int, _LayerTerms]]] = OrderedDict()
 _TERMS_MAX = 4
+#: a layer asked for more than ``n / _FULL_SHARE`` links (the simulator's many cabs on one
+#: table) computes every link at once; fewer (one cab's read-out: a few per layer) one at a time
+_FULL_SHARE = 32
+_FULL_MIN = 16
+
+
+class _LayerTerms:
+    """The terms of one layer ``k`` of a table: per link on demand (:func:`_link_terms`, on
+    Python floats), or for every link at once (:func:`_terms_at`) once many links were asked
+    for. Both give the same bits per link (the same IEEE operations in the same order)."""
+
+    __slots__ = ("full", "k", "limit", "some", "table")
+
+    def __init__(self, table: ValueTable, k: int) -> None:
+        self.table = table
+        self.k = k
+        self.full: Terms | None = None
+        self.some: dict[int, LinkTerms] = {}
+        self.limit = max(_FULL_MIN, table.prep.n // _FULL_SHARE)
+
+    def at(self, f: int) -> LinkTerms:
+        full = self.full
+        if full is not None:
+            return full[0][f], full[1][f], full[2][f]
+        got = self.some.get(f)
+        if got is None:
+            got = _link_terms(self.table, self.k, f)
+            self.some[f] = got
+            if len(self.some) > self.limit:
+                self.full = _terms_at(self.table, self.k)
+                self.some = {}
+        return got
 
 
 class _Last(threading.local):
@@ -62,29 +96,29 @@ class _Last(threading.local):
 
     def __init__(self) -> None:
         self.table: ValueTable | None = None
-        self.layers: dict[int, Terms] = {}
+        self.layers: dict[int, _LayerTerms] = {}
 
 
 _LAST = _Last()
 
 
-def _layer_terms(table: ValueTable, k: int) -> Terms:
+def _layer_terms(table: ValueTable, k: int) -> _LayerTerms:
     """At layer ``k``, per link ``f``: ``F_f + C_f`` (the fare and the value after the
-    drop-off), ``V`` after driving ``f``, and ``f``'s driving cost, computed for every link at
-    once as :func:`action_values` computes them (the same bits per element) and kept for the
-    table: the tables a read-out sees with the fleet (:func:`agent.planner.fleet.with_fleet`)
-    change ``P`` only, so the cabs of one tick share them."""
+    drop-off), ``V`` after driving ``f``, and ``f``'s driving cost, computed as
+    :func:`action_values` computes them (the same bits per element) and kept for the table:
+    the tables a read-out sees with the fleet (:func:`agent.planner.fleet.with_fleet`) change
+    ``P`` only, so the cabs of one tick share them."""
     last = _LAST
     if last.table is not table:
         last.table, last.layers = table, _table_terms(table)
     got = last.layers.get(k)
     if got is None:
-        got = _terms_at(table, k)
+        got = _LayerTerms(table, k)
         last.layers[k] = got
     return got
 
 
-def _table_terms(table: ValueTable) -> dict[int, Terms]:
+def _table_terms(table: ValueTable) -> dict[int, _LayerTerms]:
     """The per-layer terms kept for ``table``'s values and inputs (a new entry: none yet)."""
     inputs = (
         table.values,
@@ -124,6 +158,32 @@ def _terms_at(table: ValueTable, k: int) -> Terms:
     return (table.fare + c_next).tolist(), v_next.tolist(), table.cost.tolist()
 
 
+def _interp_at(table2d: F64, k: int, x: float, col: int, slope: float) -> float:
+    """:func:`agent.planner.core._interp` of one column of a ``(rows, width)`` array on Python
+    floats: the same operations in the same order (``floor``, ``max``, the truncation to a row,
+    the clamp of the lower row, the same elements as the flat offsets there)."""
+    a = max(float(math.floor(x)), 1.0)
+    w = x - a
+    lo = min(int(float(k) + a), table2d.shape[0] - 2)
+    v0 = float(table2d[lo, col])
+    if w >= 0.0:
+        return v0 + w * (float(table2d[lo + 1, col]) - v0)
+    return v0 + -w * slope
+
+
+def _link_terms(table: ValueTable, k: int, f: int) -> LinkTerms:
+    """The terms of :func:`_terms_at` for the link ``f`` alone (the same bits)."""
+    prep = table.prep
+    shift = float(prep.tau_s[f]) / prep.step_s
+    c_shift = shift + float(table.trip_layers[f])
+    if not (math.isfinite(shift) and math.isfinite(c_shift)):  # as numpy does it, however odd
+        full = _terms_at(table, k)
+        return full[0][f], full[1][f], full[2][f]
+    v_next = _interp_at(table.values, k, shift, f, float(table.slope_v[k]))
+    c_next = _interp_at(table.cont, k, c_shift, int(table.cell[f]), float(table.slope_c[k]))
+    return float(table.fare[f]) + c_next, v_next, float(table.cost[f])
+
+
 def best_next(
     table: ValueTable,
     link: int,
@@ -156,7 +216,7 @@ def best_next(
     dt = prep.step_s
     layer = math.floor(t_rel_s / dt + 0.5)
     k = min(max(layer, 0), table.n_layers - 1)
-    gain, v_next, cost = _layer_terms(table, k)
+    terms = _layer_terms(table, k)
     slot = int(table.layer_slot[k])
     pass_age = table.pass_age_s
     with_age = last_pass_s is not None or bool(own_passes) or pass_age is not None
@@ -176,7 +236,8 @@ def best_next(
                 rate = float(table.rate_h[slot, f])
                 tau = float(prep.tau_s[f])
                 p = float(-np.expm1(-rate * ((tau + min(window, age)) / 3600.0)))
-        q = p * gain[f] + (1.0 - p) * v_next[f] - cost[f]
+        gain, v_next, cost = terms.at(f)
+        q = p * gain + (1.0 - p) * v_next - cost
         if best_f < 0 or q > best_q:
             best_f, best_q = f, q
     return best_f

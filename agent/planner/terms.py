@@ -147,7 +147,7 @@ def _depleted_probability(
     early = prob_cols[layer_slot[:k_dep]]  # a new (k_dep, |cols|) array, row-major
     t = np.arange(k_dep, dtype=np.float64)[:, None] * dt
     window = np.minimum(window_s[links][None, :], ages[None, :] + t)
-    rate = rate_h[layer_slot[:k_dep]][:, links]
+    rate = rate_h[layer_slot[:k_dep, None], links[None, :]]  # the rows of `links` only
     early[:, short] = -np.expm1(-rate * ((prep.tau_s[links][None, :] + window) / 3600.0))
     return early
 

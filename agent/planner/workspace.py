@@ -18,16 +18,26 @@ size from tick to tick, and a bench compares plans with coarser layers); a large
 allocates a new one with an eighth to spare, a plan of less than a quarter frees it for a
 smaller one. :func:`release_workspace` frees it at once (the
 runtime on a new bundle).
+
+:data:`PER_GRAPH` keeps what is derived once from a bundle's graph and reused by every radius
+graph cut from it (``Graph.subset_of``): the parent's legal turns sorted by (from, to), so a
+tick's ``prepare`` filters them instead of sorting its own (issue 20). It holds a few parents
+and is cleared with the buffers by :func:`release_workspace`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from tiles.graph import Graph
 
 F64 = npt.NDArray[np.float64]
 
@@ -80,10 +90,47 @@ class Workspace:
             self._dirty.clear()
 
 
+class PerGraph:
+    """Values derived once per graph (a bundle's graph, the parent of the radius graphs), for
+    the few most recently used graphs; held by strong reference and checked by identity (a
+    weak-keyed cache would be kept alive by values that refer to the graph)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._items: OrderedDict[tuple[int, str], tuple[Graph, Any]] = OrderedDict()
+
+    def get(self, graph: Graph, name: str, make: Callable[[Graph], Any]) -> Any:
+        """``make(graph)``, computed once per graph and ``name`` while kept."""
+        key = (id(graph), name)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] is graph:
+                self._items.move_to_end(key)
+                return hit[1]
+        value = make(graph)
+        with self._lock:
+            self._items[key] = (graph, value)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 #: the planner's workspace (one: the runtime plans in one thread)
 WORKSPACE = Workspace()
+#: per bundle graph, what every tick's radius graph reuses (module docstring)
+PER_GRAPH = PerGraph()
 
 
 def release_workspace() -> None:
-    """Free the planner's kept buffers (e.g. when the bundle, so the road network, changes)."""
+    """Free the planner's kept buffers and per-graph values (e.g. when the bundle, so the road
+    network, changes)."""
     WORKSPACE.release()
+    PER_GRAPH.clear()
