@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import OSM, REPO
+from tests.conftest import OSM, REPO, TRIPS
 from tiles.fileio import sha256_file
 from tools.cli import main
 from tools.cmd_runs import compare_rows
@@ -269,3 +269,30 @@ def test_bad_recent_model_params_are_refused_when_loaded(
 
     with pytest.raises(PipelineSpecError, match=message):
         load_pipeline(small_pipeline(tmp_path, **{step: params}))
+
+
+def test_evaluate_refuses_windows_for_a_cell_model(
+    first: tuple[Path, RunReport, float], tmp_path: Path
+) -> None:
+    """A cell model is evaluated on held-out days: ``windows`` (the link model's) is refused
+    with one line, not ignored."""
+    from tools.pipeline.step import StepContext
+    from tools.pipeline.steps_demand import EvaluateDemandParams, run_evaluate_demand
+
+    tmp, _, _ = first
+    (tmp_path / "gated").mkdir()
+    ctx = StepContext(
+        step="evaluate",
+        inputs={
+            "tiles": (tmp / "work" / "tiles" / "tiles.sqlite",),
+            "model": (tmp / "work" / "train" / "model",),
+            "trips": (TRIPS["uber_2014_04"],),
+        },
+        outputs={"model": tmp_path / "gated", "verdict": tmp_path / "verdict.json"},
+        params=EvaluateDemandParams(windows=(2, 3)),
+        scratch=tmp_path,
+        pipeline_dir=EXAMPLE.parent,
+    )
+    with pytest.raises(ValueError, match="the model is a cell model, evaluated on held-out days"):
+        run_evaluate_demand(ctx)
+    assert not (tmp_path / "verdict.json").exists()
