@@ -1,5 +1,7 @@
-"""Demand steps: ``build_demand`` (statistical demand), ``train_model`` (ONNX predicted demand),
-``evaluate_demand`` (held-out evaluation + the demand release gate), ``transfer_demand``
+"""Demand steps: ``build_demand`` (statistical demand), ``train_model`` (the ONNX link model),
+``train_recent_model`` (the ONNX recent-demand cell model on a month of pickups, as ``nagashi
+demand train --train-days``), ``evaluate_demand`` (held-out evaluation + the demand release gate,
+for either model), ``transfer_demand``
 (demand for an area without its own taxi data, by a documented transfer) and ``shape_demand``
 (that demand spread over the area by MLIT's people-flow, models/peopleflow.py)."""
 
@@ -250,12 +252,156 @@ def run_train_model(ctx: StepContext) -> StepResult:
     )
 
 
+#: the slot lengths a cell model is trained at (``models.predict.DemandModel`` loads these)
+RECENT_SLOT_MINUTES = (15, 30)
+
+
+@dataclass(frozen=True)
+class TrainRecentModelParams:
+    """``models.rolling.train_recent_model``, as ``nagashi demand train --train-days``: the
+    training dates (consecutive dates of the pickup files, e.g. ``2014-04-01..2014-04-23``; the
+    model's choices are made on the last 14 of them), the slot length (15, the release model,
+    or 30), and ``RecentConfig`` overrides (None: its default), which make a test's model
+    small: ``kinds`` (candidates), ``n_estimators_max``, ``folds`` (cross-fitting),
+    ``valid_weeks``, ``seed``."""
+
+    train_days: str
+    slot_minutes: int = 15
+    kinds: tuple[str, ...] | None = None
+    n_estimators_max: int | None = None
+    folds: int | None = None
+    valid_weeks: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        from models.rolling import RecentConfig
+
+        _check_days(self.train_days)
+        if self.slot_minutes not in RECENT_SLOT_MINUTES:
+            raise ValueError(f"slot_minutes must be 15 or 30, not {self.slot_minutes}")
+        known = RecentConfig().kinds
+        if self.kinds is not None and (not self.kinds or set(self.kinds) - set(known)):
+            raise ValueError(f"kinds must be some of {', '.join(known)}, not {list(self.kinds)}")
+        for name in ("n_estimators_max", "folds", "valid_weeks"):
+            v = getattr(self, name)
+            least = 2 if name == "folds" else 1
+            if v is not None and v < least:
+                raise ValueError(f"{name} must be at least {least}, not {v}")
+
+
+def run_train_recent_model(ctx: StepContext) -> StepResult:
+    from models.rolling import RecentConfig, train_recent_model
+    from models.trips import parse_days
+    from tiles import TileStore
+
+    p: TrainRecentModelParams = ctx.params
+    over = {k: v for k, v in _overrides(p).items() if k != "train_days"}
+    config = dataclasses.replace(RecentConfig(), **over)
+    with TileStore(ctx.input("tiles")) as store:
+        doc = train_recent_model(
+            store,
+            list(ctx.input_list("train")),
+            list(ctx.input_list("values")),
+            ctx.output("model"),
+            parse_days(p.train_days),
+            config,
+        )
+    t = doc["training"]
+    sel = t["selection"]
+    metrics = {
+        "version": doc["version"],
+        "statistics_version": doc["statistics_version"],
+        "kind": sel["chosen"],
+        "slot_minutes": doc["slot_minutes"],
+        "trees": t["n_estimators_selected"],
+        "train_days": [t["train_days"][0], t["train_days"][-1]],
+        "valid_days": [sel["valid_days"][0], sel["valid_days"][-1]],
+        "candidates": sel["candidates"],
+        "recent_level_window_min": sel["recent_level_window_min"],
+        "offline": sel["offline"],
+        "pickups_per_hail": doc["recent"]["pickups_per_hail"],
+    }
+    trees = f", {t['n_estimators_selected']} trees" if t["n_estimators_selected"] else ""
+    dev = sel["candidates"][sel["chosen"]]["valid_poisson_deviance"]
+    return StepResult(
+        metrics=metrics,
+        summary=f"{doc['version']}: {sel['chosen']}{trees}, {doc['slot_minutes']}-min slots, "
+        f"trained on {t['train_days'][0]}..{t['train_days'][-1]}, valid deviance {dev}",
+    )
+
+
 @dataclass(frozen=True)
 class EvaluateDemandParams:
-    """``models.evaluate``: held-out windows (None: those the model was not trained on)."""
+    """``models.evaluate``: for a link model the held-out ``windows`` (None: those it was not
+    trained on); for a cell model (``train_recent_model``) the held-out ``days`` (None: the 7
+    dates of the trip files after its last training date, as ``nagashi demand eval`` finds
+    them). Each is refused for the other kind of model."""
 
     windows: tuple[int, ...] | None = None
+    days: str | None = None
     threads: int = 1  # onnxruntime intra-op threads
+
+    def __post_init__(self) -> None:
+        _check_days(self.days)
+
+
+#: the evaluation's keys kept as the step's metrics (those the model's kind has)
+_EVALUATION_METRICS = (
+    "model",
+    "statistics",
+    "recent_baseline",
+    "model_offline",
+    "ratio_model_over_statistics",
+    "ratio_model_over_recent_baseline",
+    "ratio_offline_model_over_statistics",
+    "heldout_pickups",
+    "evaluated_on",
+    "slot_minutes",
+    "recent_level_window_min",
+    "model_version",
+    "statistics_version",
+)
+
+
+def _ratios(ratios: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(ratios.items()))
+
+
+def _demand_reason(result: dict[str, Any], passed: bool) -> str:
+    """The verdict's one line: what the model was compared with, on what, and the ratios.
+
+    The model's version stays out of it (it goes into the bundle's manifest): the link model's
+    ONNX export names its graph with a random id, so its version differs on every training even
+    when the predictions do not (docs/pipeline.md, limitations)."""
+    if "gate_passed" not in result:  # the link model: against statistics
+        detail = _ratios(result["ratio_model_over_statistics"])
+        if passed:
+            return (
+                "the predicted-demand model beats statistics on held-out data "
+                f"(model/statistics: {detail})"
+            )
+        return (
+            "the predicted-demand model lost to statistics on held-out data "
+            f"(model/statistics: {detail})"
+        )
+    days = result["evaluated_on"][0]["days"]
+    held = f"{days[0]}..{days[-1]}" if days else "none"
+    measured = (
+        f"held-out days {held}, {result['slot_minutes']}-min slots "
+        f"(model/recent baseline: {_ratios(result['ratio_model_over_recent_baseline'])}; "
+        f"offline model/statistics: {_ratios(result['ratio_offline_model_over_statistics'])})"
+    )
+    if passed:
+        return (
+            "the recent-demand model beats the recent-level baseline, and offline is no worse "
+            f"than statistics, on {measured}"
+        )
+    why = (
+        "is not better offline than statistics"
+        if result["model_beats_recent_baseline"]
+        else "lost to the recent-level baseline"
+    )
+    return f"the recent-demand model {why} on {measured}"
 
 
 def run_evaluate_demand(ctx: StepContext) -> StepResult:
@@ -263,6 +409,7 @@ def run_evaluate_demand(ctx: StepContext) -> StepResult:
 
     from models.evaluate import apply_gate, evaluate
     from models.predict import DemandModel, InferenceConfig
+    from models.trips import parse_days
     from tiles import TileStore
     from tiles.fileio import atomic_write_bytes as write_atomic
     from tools.pipeline.step import Verdict
@@ -272,6 +419,11 @@ def run_evaluate_demand(ctx: StepContext) -> StepResult:
     gated.rmdir()  # the runner made it; copytree wants to create it
     shutil.copytree(ctx.input("model"), gated)  # the trained model stays untouched
     model = DemandModel(gated, config=InferenceConfig(intra_op_threads=p.threads))
+    cell = model.granularity == "cell"
+    if cell and p.windows is not None:
+        raise ValueError("windows: the model is a cell model, evaluated on held-out days")
+    if not cell and p.days is not None:
+        raise ValueError("days: the model is a link model, evaluated on held-out windows")
     with TileStore(ctx.input("tiles")) as store:
         result = evaluate(
             store,
@@ -279,38 +431,17 @@ def run_evaluate_demand(ctx: StepContext) -> StepResult:
             list(ctx.input_list("trips")),
             windows=set(p.windows) if p.windows is not None else None,
             model=model,
+            days=parse_days(p.days) if p.days is not None else None,
         )
     passed = apply_gate(gated, result)
-    ratios = result["ratio_model_over_statistics"]
-    detail = ", ".join(f"{k} {v}" for k, v in sorted(ratios.items()))
-    # the model's version stays out of the reason (it goes into the bundle's manifest): the ONNX
-    # export names its graph with a random id, so the version differs on every training even
-    # when the predictions do not (see docs/pipeline.md, limitations)
-    reason = (
-        f"the predicted-demand model beats statistics on held-out data (model/statistics: {detail})"
-        if passed
-        else f"the predicted-demand model lost to statistics on held-out data "
-        f"(model/statistics: {detail})"
-    )
+    reason = _demand_reason(result, passed)
     verdict = Verdict("demand", passed, reason)
     write_atomic(
         ctx.output("verdict"),
         json.dumps({**verdict.to_json(), "evaluation": result}, indent=2, sort_keys=True).encode(),
     )
     return StepResult(
-        metrics={
-            k: result[k]
-            for k in (
-                "model",
-                "statistics",
-                "ratio_model_over_statistics",
-                "heldout_pickups",
-                "evaluated_on",
-                "model_version",
-                "statistics_version",
-            )
-            if k in result
-        },
+        metrics={k: result[k] for k in _EVALUATION_METRICS if k in result} | {"passed": passed},
         verdict=verdict,
         summary=("pass: " if passed else "FAIL (ships statistics): ") + reason,
     )
@@ -336,6 +467,17 @@ KINDS += (
             OutputDecl("verdict", "verdict.json"),
         ),
         sources=("tiles", "models", "tools.pipeline.steps_demand", "tools.pipeline.step"),
-        description="held-out evaluation vs statistics + the demand release gate",
+        description="held-out evaluation + the demand release gate (link model: vs statistics;"
+        " cell model: vs the recent-level baseline)",
+    ),
+    StepKind(
+        name="train_recent_model",
+        run=run_train_recent_model,
+        params_type=TrainRecentModelParams,
+        inputs=("tiles", "train", "values"),
+        outputs=(OutputDecl("model", "model", is_dir=True),),
+        sources=("tiles", "models", "tools.pipeline.steps_demand"),
+        description="ONNX recent-demand cell model (models.rolling) on a month of pickups;"
+        " fares, trip times and drop-offs from the values files",
     ),
 )
