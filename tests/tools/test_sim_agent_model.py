@@ -25,6 +25,7 @@ from tests.tools.test_sim_model import (  # the model, the world and a dispatch 
     recent_model_dir,
     setting,
 )
+from tools.sim.agent_compare import agent_figures
 from tools.sim.agent_tick import NagashiAgentPolicy, _Cab
 from tools.sim.engine import run_shift
 from tools.sim.policies import Allowed
@@ -76,6 +77,11 @@ def test_without_recent_inputs_the_agent_with_the_model_is_the_agent(
         else:  # the warm-up rule holds for the agent's own tick too
             assert by.get(RECENT_SIM_WARMING, 0) > 0
             assert set(by) <= {"RECENT_NO_SNAPSHOT", RECENT_SIM_WARMING, "not_asked"}
+            # bench simagent's figures: each agent policy, compared with its own peer
+            fig = agent_figures({stat_name: [r0], f"{stat_name}+model": [r1]}, 0.1)
+            assert fig[f"{stat_name}+model"]["compared_with"] == "nagashi-live+model"
+            assert fig[stat_name]["compared_with"] == "nagashi-live"
+            assert fig[f"{stat_name}+model"]["ticks"] == fig[stat_name]["ticks"] == st0["ticks"]
 
 
 def _agent(world: World, layer_until_s: float, replay: Replay) -> NagashiAgentPolicy:
