@@ -12,7 +12,16 @@ shipped").
   (:func:`tools.sim.live.supply_prior`) as the bundle's ``supply.npz``. Time: minute 0 of the
   simulated week is Monday 2014-04-21 00:00 UTC (:data:`SIM_MONDAY`), so the tick's
   ``minute_of_week`` is the simulator's; a rule that depends on the date is read on that week
-  (the simulator's other policies read the ordinary week).
+  (the simulator's other policies read the ordinary week). The cab's clock is a UNIX time
+  (:func:`tools.sim.sim_model.cab_time_s`): its fixes, ``now_s`` and the live snapshot's
+  ``built_s`` / ``expires_s`` as it receives it (:func:`~tools.sim.sim_model.cab_snapshot`).
+* **With the model** (``nagashi-agent+model``, ``nagashi-agent-offline+model``, ``simulate
+  --model``): the bundle also carries the world's cell demand model on its table
+  (:class:`tools.sim.sim_model.BundleModel`) and ``params.yaml``'s ``live.pickups_per_hail``
+  (the +model live layer's units), so :func:`~agent.decide.decide` asks it with the recent
+  inputs its own :func:`~agent.tick_recent.tick_recent` makes of the snapshot the cab has
+  fetched; in the live layer's first hour the snapshot comes without its cell counts
+  (``RECENT_SIM_WARMING``). Offline, or warming up, the ticks equal ``nagashi-agent``'s.
 * **The tick's inputs.** The cab ticks every :data:`TICK_S` (``AgentConfig.plan_interval_s``,
   5 s) on its own clock, and at once when it is off the route shown (``off_route``). The
   simulator only sees a cab at the ends of its links, so at each junction the cab runs the
@@ -37,7 +46,10 @@ of :func:`~agent.decide.decide`), by trigger, fallbacks and their reason codes, 
 route and from following the road, the CPU seconds in the tick, and, with ``compare`` (on for
 ``nagashi-agent``), how often the tick's first move equals the one ``nagashi-live`` reads out of
 its shared table for the same cab, link, time, snapshot, own passes and shown route (that
-read-out's CPU is counted apart, ``compare_cpu_s``, not in the cab's cost).
+read-out's CPU is counted apart, ``compare_cpu_s``, not in the cab's cost); with the model,
+against ``nagashi-live+model``'s read-out, and the ticks by their recent inputs
+(``readouts_by_recent``: ``used`` or the ``RECENT_*`` reason, ``not_asked`` when the tick
+asked no demand).
 """
 
 from __future__ import annotations
