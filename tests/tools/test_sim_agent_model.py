@@ -189,3 +189,19 @@ def test_the_warm_up_rule_holds_in_the_agent_s_tick(
     cols = pol.world.graph.local(demand.edge_id)
     k = demand.slot_minute_of_week.size
     assert np.array_equal(demand.pickups_per_h, stat.pickups_per_h[:k, cols])
+
+
+def test_simulate_runs_the_agent_s_model_twins() -> None:
+    from tools.cmd_simulate import _policies, _with_model_twins
+    from tools.errors import ToolsError
+
+    names = _policies("hotspot,nagashi-agent,nagashi-agent-offline", False)
+    assert _with_model_twins(names, "DIR") == [
+        "hotspot",
+        "nagashi-agent",
+        "nagashi-agent+model",
+        "nagashi-agent-offline",
+        "nagashi-agent-offline+model",
+    ]
+    with pytest.raises(ToolsError, match="needs --model"):
+        _with_model_twins(_policies("nagashi-agent+model", False), None)
