@@ -8,6 +8,10 @@ ticks that fell back and why, the share of first moves equal between the agent's
 ``--tiles`` and ``--demand`` default to building them from the real data as ``bench simulate``
 does (Midtown tiles; demand from 2014-04-01..04-20 of the Uber month with the TLC 2015 trips'
 fares, trip times and drop-offs); the replayed days must be held out from the demand.
+``--model DIR`` (a ``demand train --train-days`` cell model on that demand's network and grid,
+not trained on a replayed day) also runs ``nagashi-live+model`` and ``nagashi-agent+model``
+(the agent's tick with the model in the cab's bundle, its first moves compared with
+``nagashi-live+model``'s read-out; :mod:`tools.sim.sim_model`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ SHARED_DATA = real_data_dir()
 OSM = SHARED_DATA / "osm" / "nyc_manhattan_midtown.osm.pbf"
 UBER = SHARED_DATA / "trips" / "nyc_uber_2014-04_fivethirtyeight.csv.zip"
 YELLOW = SHARED_DATA / "trips" / "nyc_tlc_yellow_2015-06_reuven.csv"
+AGENT_MODEL = "nagashi-agent+model"
 DEMAND_DAYS = frozenset(dt.date(2014, 4, 1) + dt.timedelta(days=k) for k in range(20))
 
 
@@ -39,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=2, help="seeds per day (intervals need 2 runs)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (same results)")
     p.add_argument("--matching", choices=("hail", "dispatch"), default="hail")
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        help="a recent-demand cell model: also run nagashi-live+model and nagashi-agent+model",
+    )
     p.add_argument(
         "--policies",
         default="hotspot,nagashi-live,nagashi-agent",
@@ -76,6 +86,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if leaked is None or leaked:
         raise ToolsError("the replayed days must be held out from the demand table's days")
     replay = load_replay(g, table, [UBER], days, start_min, args.hours)
+    policies = [p for p in args.policies.split(",") if p]
+    model = None
+    if args.model:
+        from tools.sim.sim_model import load_sim_model
+
+        model = load_sim_model(args.model, table, days, False).with_replay(replay)
+        policies += [p for p in ("nagashi-live+model", AGENT_MODEL) if p not in policies]
     config = SimConfig(
         taxis=args.taxis,
         test_taxis=args.taxis,
@@ -89,8 +106,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config,
         list(range(args.seeds)),
         replay=replay,
-        policies=[p for p in args.policies.split(",") if p],
+        policies=policies,
         jobs=args.jobs,
+        model=model,
         progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
     )
     doc["elapsed_s"] = round(time.monotonic() - t0, 1)

@@ -44,10 +44,17 @@ POLICY_CHOICES = (
     "nagashi-agent-offline",
     "nagashi-live+model",
     "nagashi-offline+model",
+    "nagashi-agent+model",
+    "nagashi-agent-offline+model",
     "all",
 )
 #: the policies that plan with ``--model``, and the statistics policy each is the twin of
-MODEL_TWINS = {"nagashi-live": "nagashi-live+model", "nagashi-offline": "nagashi-offline+model"}
+MODEL_TWINS = {
+    "nagashi-live": "nagashi-live+model",
+    "nagashi-offline": "nagashi-offline+model",
+    "nagashi-agent": "nagashi-agent+model",
+    "nagashi-agent-offline": "nagashi-agent-offline+model",
+}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,10 +76,10 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         "--model",
         metavar="DIR",
         help="a recent-demand cell model (a demand train --train-days output directory): "
-        "nagashi-live and nagashi-offline also run as nagashi-live+model and "
-        "nagashi-offline+model, planning with the model's factors on the table's rates and "
-        "the recent inputs the live layer gives (needs --passengers; a model trained on a "
-        "replayed day is refused unless --allow-in-sample)",
+        "nagashi-live, nagashi-offline, nagashi-agent and nagashi-agent-offline also run as "
+        "their +model twins (nagashi-live+model, ...), planning with the model's factors on "
+        "the table's rates and the recent inputs the live layer gives (needs --passengers; "
+        "a model trained on a replayed day is refused unless --allow-in-sample)",
     )
     p.add_argument(
         "--policy",
@@ -88,8 +95,9 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         "--matching says (under dispatch the others plan with the dispatch values); "
         "nagashi-agent: every cab runs the agent's own tick, GPS fix to instruction, and "
         "drives it; nagashi-agent-offline: the same, every cab offline; "
-        "nagashi-live+model, nagashi-offline+model: nagashi-live, nagashi-offline planning "
-        "with the --model demand model), a "
+        "nagashi-live+model, nagashi-offline+model, nagashi-agent+model, "
+        "nagashi-agent-offline+model: nagashi-live, nagashi-offline, nagashi-agent, "
+        "nagashi-agent-offline planning with the --model demand model), a "
         "comma-separated list, or all (random, "
         "hotspot, greedy, nagashi; under --matching dispatch COMSET's baselines "
         "random-walk and random-destination instead of random)",
@@ -252,8 +260,8 @@ def _with_model_twins(names: list[str], model: str | None) -> list[str]:
             out.append(twin)
     if not any(n.endswith("+model") for n in out):
         raise ToolsError(
-            "--model: no policy plans with it (name nagashi-live or nagashi-offline, or their "
-            "+model variants, in --policy)"
+            "--model: no policy plans with it (name nagashi-live, nagashi-offline, "
+            "nagashi-agent or nagashi-agent-offline, or their +model variants, in --policy)"
         )
     return out
 

@@ -5,6 +5,8 @@ the share of its ticks that fell back and why, the share of its first moves equa
 ``nagashi-live``'s read-out, and the CPU cost per cab-hour of every policy (the shift's
 ``process_time`` in the process that ran it; for ``nagashi-agent`` without the
 ``nagashi-live`` read-out it runs beside each tick only to count equal first moves).
+``nagashi-agent+model`` (``bench simagent --model DIR``) is counted the same way against
+``nagashi-live+model``'s read-out (:data:`PEERS`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from tools.sim.world import SimConfig
 if TYPE_CHECKING:
     from models import DemandTable
     from tiles import Graph
+    from tools.sim.sim_model import SimModel
 
 AGENT = "nagashi-agent"
 POLICIES = ("hotspot", "nagashi-live", AGENT)
+#: the agent's policies and the nagashi-live variant each one's first moves are compared with
+#: (its own read-out: ``nagashi-agent+model`` against ``nagashi-live+model``)
+PEERS = {AGENT: "nagashi-live", f"{AGENT}+model": "nagashi-live+model"}
 
 
 def _ci(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
@@ -38,7 +44,8 @@ def _ci(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
 
 def agent_figures(results: Mapping[str, Sequence[RunResult]], hours: float) -> dict[str, Any]:
     """The agent's tick counts over the runs of shifts of ``hours`` (``results``: per policy,
-    as :attr:`Experiment.results`), and every policy's CPU cost."""
+    as :attr:`Experiment.results`; every policy of :data:`PEERS` that ran), and every
+    policy's CPU cost."""
     out: dict[str, Any] = {"cpu_s_per_cab_h": {}}
     for policy, runs in results.items():
         per = []
@@ -46,9 +53,17 @@ def agent_figures(results: Mapping[str, Sequence[RunResult]], hours: float) -> d
             cpu = r.cpu_s - float(r.policy_stats.get("compare_cpu_s", 0.0))
             per.append(cpu / (r.test_taxis * hours))
         out["cpu_s_per_cab_h"][policy] = _ci(per)
-    runs = results.get(AGENT, [])
-    if not runs:
-        return out
+    for agent, peer in PEERS.items():
+        if results.get(agent):
+            out[agent] = _tick_figures(results, agent, peer, hours)
+    return out
+
+
+def _tick_figures(
+    results: Mapping[str, Sequence[RunResult]], agent: str, peer: str, hours: float
+) -> dict[str, Any]:
+    """:func:`agent_figures` of one agent policy, ``peer`` the one it is paired with."""
+    runs = results[agent]
     reasons: Counter[str] = Counter()
     triggers: Counter[str] = Counter()
     for r in runs:
@@ -61,7 +76,7 @@ def agent_figures(results: Mapping[str, Sequence[RunResult]], hours: float) -> d
     moves = sum(int(r.policy_stats["moves"]) for r in runs)
     road = sum(int(r.policy_stats["road_moves"]) for r in runs)
     cab_h = sum(r.test_taxis * hours for r in runs)
-    out[AGENT] = {
+    return {
         "ticks": ticks,
         "ticks_per_cab_h": round(ticks / cab_h, 2),
         "ticks_by_trigger": dict(sorted(triggers.items())),
@@ -80,15 +95,14 @@ def agent_figures(results: Mapping[str, Sequence[RunResult]], hours: float) -> d
         ),
         "first_moves_compared": compared,
         "first_moves_equal": equal,
-        "paired_vs_nagashi_live": paired_gain(
-            {k: list(v) for k, v in results.items()}, AGENT, "nagashi-live"
-        )
-        if "nagashi-live" in results
+        # (the key names the peer as it did when there was one agent policy)
+        "paired_vs_nagashi_live": paired_gain({k: list(v) for k, v in results.items()}, agent, peer)
+        if peer in results
         else None,
+        "compared_with": peer,
         "gps_sigma_m": runs[0].policy_stats.get("gps_sigma_m"),
         "tick_s": runs[0].policy_stats.get("tick_s"),
     }
-    return out
 
 
 def compare_agent(
@@ -102,10 +116,21 @@ def compare_agent(
     policies: Sequence[str] = POLICIES,
     jobs: int = 1,
     progress: Callable[[str], None] | None = None,
+    model: SimModel | None = None,
 ) -> dict[str, Any]:
-    """Run the experiment on ``policies`` and add :func:`agent_figures` (``agent``)."""
+    """Run the experiment on ``policies`` and add :func:`agent_figures` (``agent``);
+    ``model``: the cell demand model of the ``+model`` policies (:mod:`tools.sim.sim_model`)."""
     exp = run_experiment(
-        graph, table, config, policies, seeds, planner, progress, replay=replay, jobs=jobs
+        graph,
+        table,
+        config,
+        policies,
+        seeds,
+        planner,
+        progress,
+        replay=replay,
+        jobs=jobs,
+        model=model,
     )
     doc = exp.to_json(table.version)
     doc["agent"] = agent_figures(exp.results, exp.world.config.hours)

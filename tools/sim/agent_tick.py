@@ -12,7 +12,16 @@ shipped").
   (:func:`tools.sim.live.supply_prior`) as the bundle's ``supply.npz``. Time: minute 0 of the
   simulated week is Monday 2014-04-21 00:00 UTC (:data:`SIM_MONDAY`), so the tick's
   ``minute_of_week`` is the simulator's; a rule that depends on the date is read on that week
-  (the simulator's other policies read the ordinary week).
+  (the simulator's other policies read the ordinary week). The cab's clock is a UNIX time
+  (:func:`tools.sim.sim_model.cab_time_s`): its fixes, ``now_s`` and the live snapshot's
+  ``built_s`` / ``expires_s`` as it receives it (:func:`~tools.sim.sim_model.cab_snapshot`).
+* **With the model** (``nagashi-agent+model``, ``nagashi-agent-offline+model``, ``simulate
+  --model``): the bundle also carries the world's cell demand model on its table
+  (:class:`tools.sim.sim_model.BundleModel`) and ``params.yaml``'s ``live.pickups_per_hail``
+  (the +model live layer's units), so :func:`~agent.decide.decide` asks it with the recent
+  inputs its own :func:`~agent.tick_recent.tick_recent` makes of the snapshot the cab has
+  fetched; in the live layer's first hour the snapshot comes without its cell counts
+  (``RECENT_SIM_WARMING``). Offline, or warming up, the ticks equal ``nagashi-agent``'s.
 * **The tick's inputs.** The cab ticks every :data:`TICK_S` (``AgentConfig.plan_interval_s``,
   5 s) on its own clock, and at once when it is off the route shown (``off_route``). The
   simulator only sees a cab at the ends of its links, so at each junction the cab runs the
@@ -37,7 +46,10 @@ of :func:`~agent.decide.decide`), by trigger, fallbacks and their reason codes, 
 route and from following the road, the CPU seconds in the tick, and, with ``compare`` (on for
 ``nagashi-agent``), how often the tick's first move equals the one ``nagashi-live`` reads out of
 its shared table for the same cab, link, time, snapshot, own passes and shown route (that
-read-out's CPU is counted apart, ``compare_cpu_s``, not in the cab's cost).
+read-out's CPU is counted apart, ``compare_cpu_s``, not in the cab's cost); with the model,
+against ``nagashi-live+model``'s read-out, and the ticks by their recent inputs
+(``readouts_by_recent``: ``used`` or the ``RECENT_*`` reason, ``not_asked`` when the tick
+asked no demand).
 """
 
 from __future__ import annotations
@@ -65,6 +77,15 @@ from tiles.geo import haversine_m
 from tiles.graph import Graph
 from tools.sim.live import AREA
 from tools.sim.policies import Allowed, Fleet, NagashiLivePolicy
+from tools.sim.sim_model import (
+    RECENT_SIM_WARMING,
+    RECENT_USED,
+    SimModel,
+    cab_snapshot,
+    cab_time_s,
+    warming,
+    warming_snapshot,
+)
 from tools.sim.world import World
 
 F64 = npt.NDArray[np.float64]
@@ -108,23 +129,35 @@ class WorldTiles:
         """Nothing to close (the graph is the world's)."""
 
 
-def sim_bundle(world: World, multiplier: float, supply: SupplyTable | None) -> LoadedBundle:
-    """The bundle the simulated agents run (module docs)."""
+def sim_bundle(
+    world: World,
+    multiplier: float,
+    supply: SupplyTable | None,
+    model: SimModel | None = None,
+    live_pickups_per_hail: float | None = None,
+) -> LoadedBundle:
+    """The bundle the simulated agents run (module docs); with ``model`` (``+model``) it
+    carries the world's cell model on its table (:class:`tools.sim.sim_model.BundleModel`)
+    and its ``params.yaml`` names the live layer's units (``live_pickups_per_hail``)."""
     t = world.table
     scale = np.float32(world.share * multiplier)
     table: DemandTable = replace(t, pickups_per_h=(t.pickups_per_h * scale).astype(np.float32))
+    doc: dict[str, Any] = {"version": "sim", "planner": world.params.to_json()}
+    if model is not None and live_pickups_per_hail is not None:
+        doc["live"] = {"pickups_per_hail": live_pickups_per_hail}
     return LoadedBundle(
         bundle_id="sim",
         path=Path("simulated"),
         manifest={"area": AREA},
         store=WorldTiles(world.graph),  # type: ignore[arg-type]  # the world's graph as the tiles
         demand=table,
-        model=None,
+        # the model's factors on this table (duck-typed as the DemandModel the tick asks)
+        model=None if model is None else model.in_bundle(table, float(scale)),  # type: ignore[arg-type]
         planner=world.params,
         safety=SafetyConfig(),
         area=None,
         timezone=zoneinfo.ZoneInfo("UTC"),
-        params_doc={"version": "sim", "planner": world.params.to_json()},
+        params_doc=doc,
         supply=supply,
     )
 
@@ -163,8 +196,9 @@ class NagashiAgentPolicy(NagashiLivePolicy):
         tick_s: float = TICK_S,
         gps_sigma_m: float = GPS_SIGMA_M,
         heading_sigma_deg: float = HEADING_SIGMA_DEG,
+        model: bool = False,
     ):
-        super().__init__(world, allowed, rng, m, seed=seed, live=live, n_cabs=n_cabs)
+        super().__init__(world, allowed, rng, m, seed=seed, live=live, n_cabs=n_cabs, model=model)
         if tick_s <= 0 or gps_sigma_m < 0 or heading_sigma_deg < 0:
             raise ValueError("tick_s must be positive and the GPS errors not negative")
         self.compare = compare
@@ -172,7 +206,14 @@ class NagashiAgentPolicy(NagashiLivePolicy):
         self.gps_sigma_m = gps_sigma_m
         self.heading_sigma_deg = heading_sigma_deg
         self.gps_rng = np.random.default_rng([seed, 0x6F1C])
-        self.bundle = sim_bundle(world, m, self.prior)
+        self.bundle = (
+            sim_bundle(world, m, self.prior, world.model, self.live_pickups_per_hail)
+            if model
+            else sim_bundle(world, m, self.prior)
+        )
+        # with the model: the ticks by the recent inputs decide gave it (used, or why none)
+        self.tick_recent: Counter[str] = Counter()
+        self.tick_expected_60m: tuple[float, float] | None = None  # (min, max)
         self.gate = SafetyGate(self.bundle.safety, area=None, locale=LOCALE)
         self.cabs: dict[int, _Cab] = {}
         g = world.graph
@@ -194,7 +235,7 @@ class NagashiAgentPolicy(NagashiLivePolicy):
 
     def stats(self) -> dict[str, Any]:
         moves = self.route_moves + self.road_moves
-        return {
+        return self._model_stats() | {
             "ticks": self.ticks,
             "ticks_by_trigger": dict(sorted(self.triggers.items())),
             "fallback_ticks": self.fallbacks,
@@ -211,6 +252,24 @@ class NagashiAgentPolicy(NagashiLivePolicy):
             "compare_cpu_s": self.compare_cpu_s,
             "gps_sigma_m": self.gps_sigma_m,
             "tick_s": self.tick_s,
+        }
+
+    def _model_stats(self) -> dict[str, Any]:
+        """With the model: the ticks by their recent inputs (``readouts_by_recent``, as the
+        ``+model`` policies report their read-outs: ``used`` or the reason; ``not_asked``: a
+        tick that asked no demand), the live layer's units, and the compared ``+model``
+        read-outs' own counts."""
+        if not self.use_model:
+            return {}
+        e = self.tick_expected_60m
+        return {
+            "readouts_by_recent": dict(sorted(self.tick_recent.items())),
+            "compare_readouts_by_recent": {
+                k: v for k, v in sorted(self.recent_reasons.items()) if v
+            },
+            "live_pickups_per_hail": self.live_pickups_per_hail,
+            "expected_fleet_pickups_60m": None if e is None else list(e),
+            "live_counts": None if self.live is None else self.live.counts,
         }
 
     def route_of(self, taxi: int) -> Sequence[int]:
@@ -272,11 +331,16 @@ class NagashiAgentPolicy(NagashiLivePolicy):
         w = self.world
         fix = self.make_fix(link, max(0.0, 1.0 - (t_s - at_s) / float(w.tau_s[link])), at_s)
         live = None
+        warm = False
         if self.live is not None:
             snap, own_link, own_route = self.live.seen_by(taxi, at_s)
+            seen = None
+            if snap is not None:  # on the cab's clock; warming up: without its cell counts
+                warm = self.use_model and warming(snap)
+                seen = cab_snapshot(w, warming_snapshot(snap) if warm else snap)
             live = LiveInput(
                 area=AREA,
-                snapshot=snap,
+                snapshot=seen,
                 age_s=0.0 if snap is None else max(at_s - snap.built_s, 0.0),
                 own_link=own_link,
                 own_route=own_route,
@@ -285,7 +349,7 @@ class NagashiAgentPolicy(NagashiLivePolicy):
         mine = self.own_passes.get(taxi, {})
         ages = tuple(sorted((int(self.gid[f]), max(at_s - t, 0.0)) for f, t in mine.items()))
         inputs = TickInputs(
-            now_s=SIM_EPOCH_S + w.minute_at(at_s) * 60.0,
+            now_s=cab_time_s(w, at_s),
             fix=fix,
             previous_fix=cab.fix,
             locale=LOCALE,
@@ -300,6 +364,8 @@ class NagashiAgentPolicy(NagashiLivePolicy):
         self.tick_cpu_s += time.process_time() - c0
         self.ticks += 1
         self.triggers[trigger] += 1
+        if self.use_model:
+            self._count_recent(result.recent, warm)
         cab.last_tick_s = at_s
         cab.ticked = True
         cab.fix = fix
@@ -328,6 +394,20 @@ class NagashiAgentPolicy(NagashiLivePolicy):
             self.compared += 1
             self.equal += int(first == cab.queue[0])
 
+    def _count_recent(self, rec: dict[str, Any] | None, warm: bool) -> None:
+        """Count a tick by the recent inputs its demand model had (:meth:`_model_stats`)."""
+        if rec is None:
+            self.tick_recent["not_asked"] += 1
+            return
+        if warm:
+            self.tick_recent[RECENT_SIM_WARMING] += 1
+            return
+        self.tick_recent[str(rec.get("reason") or RECENT_USED)] += 1
+        expected = rec.get("expected_fleet_pickups_60m")
+        if expected is not None:
+            x, e = float(expected), self.tick_expected_60m
+            self.tick_expected_60m = (x, x) if e is None else (min(e[0], x), max(e[1], x))
+
     # ---- the simulated GPS and the driver --------------------------------------------------
 
     def make_fix(self, link: int, fraction: float, t_s: float) -> Fix:
@@ -341,7 +421,7 @@ class NagashiAgentPolicy(NagashiLivePolicy):
         lat2 = lat + dn / M_PER_DEG_LAT
         lon2 = lon + de / (M_PER_DEG_LAT * math.cos(math.radians(lat)))
         return Fix(
-            time_s=SIM_EPOCH_S + self.world.minute_at(t_s) * 60.0,
+            time_s=cab_time_s(self.world, t_s),
             lon=float(lon2),
             lat=float(lat2),
             heading_deg=float((bearing + dh) % 360.0),

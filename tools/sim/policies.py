@@ -24,7 +24,8 @@ minute (``World.allowed``), so no policy is ever given an illegal edge.
   in every cab (:mod:`tools.sim.agent_tick`), ``nagashi-agent-offline`` the same offline.
   ``nagashi-live+model`` and ``nagashi-offline+model`` are ``nagashi-live`` and
   ``nagashi-offline`` planning with the cell demand model of ``simulate --model``
-  (:mod:`tools.sim.sim_model`).
+  (:mod:`tools.sim.sim_model`); ``nagashi-agent+model`` and ``nagashi-agent-offline+model``
+  the agent's tick with that model in the cab's bundle.
 """
 
 from __future__ import annotations
@@ -119,6 +120,12 @@ def make_policy(
         ),
         "nagashi-offline+model": lambda: NagashiLivePolicy(
             world, allowed, rng, multiplier, seed=seed, live=False, n_cabs=n_cabs, model=True
+        ),
+        "nagashi-agent+model": lambda: _agent_policy(
+            world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs, model=True
+        ),
+        "nagashi-agent-offline+model": lambda: _agent_policy(
+            world, allowed, rng, multiplier, seed=seed, n_cabs=n_cabs, live=False, model=True
         ),
         "nagashi-offline-own": lambda: NagashiLivePolicy(
             world,

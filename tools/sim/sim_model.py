@@ -31,6 +31,20 @@ size: it never reads the replayed day's volume.
 snapshot's longest window (60 min) its counts miss the time before the shift, so the cab is
 given no recent inputs then (:data:`RECENT_SIM_WARMING`, counted like the ``RECENT_*`` reasons).
 
+**The cab's clock.** The simulator's time is seconds since the shift start; a cab's clock (its
+fixes' times, ``TickInputs.now_s``, a snapshot's ``built_s`` as the cab receives it) is a UNIX
+time, minute 0 of the simulated week being Monday 2014-04-21 00:00 UTC (:func:`cab_time_s`;
+:func:`cab_snapshot` puts a simulated snapshot on it).
+
+**In the agent's own tick** (``nagashi-agent+model``, ``nagashi-agent-offline+model``,
+:mod:`tools.sim.agent_tick`): the simulated bundle carries the model as :class:`BundleModel`,
+the model's factors on the bundle's table at the simulated rates (what :meth:`SimModel.tick`
+gives ``nagashi-live+model``), and :func:`agent.decide.decide` runs its own
+:func:`~agent.tick_recent.tick_recent` on the snapshot the cab has fetched, on the cab's
+clock. During the warm-up the cab is given that snapshot without its cell counts
+(:func:`warming_snapshot`: the fleet part stays), so its tick asks the model without recent
+inputs, and the policy counts the tick as :data:`RECENT_SIM_WARMING`.
+
 No leakage: the model's training days (``model.json`` ``training.train_days``) and its
 statistics' days are refused as replayed days, as the demand table's are
 (``--allow-in-sample`` allows both).
@@ -47,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.bundle import LoadedBundle
 from agent.tick_live import LiveInput
@@ -58,7 +73,9 @@ from models import (
     ModelsError,
     RecentCounts,
     TickDemand,
+    tick_demand_from_table,
 )
+from models.predict import check_output
 from safety import SafetyConfig
 from sync.live import GridSpec, Snapshot
 from tools.errors import ToolsError
@@ -70,9 +87,14 @@ if TYPE_CHECKING:
 __all__ = [
     "RECENT_SIM_WARMING",
     "RECENT_USED",
+    "BundleModel",
     "SimModel",
+    "cab_snapshot",
+    "cab_time_s",
     "load_sim_model",
     "model_days",
+    "warming",
+    "warming_snapshot",
 ]
 
 #: the live layer has not yet run for the snapshot's longest window (module docs)
@@ -184,15 +206,12 @@ class SimModel:
         """The recent inputs a cab that fetched ``snap`` gives the model, and the tick
         record's ``recent`` (:func:`agent.tick_recent.tick_recent`; the simulator's own
         reason: :data:`RECENT_SIM_WARMING`)."""
-        if snap is not None and snap.built_s < _WARM_S:
+        if snap is not None and warming(snap):
             return None, {"reason": RECENT_SIM_WARMING}
         live = None
         if snap is not None:
             # the snapshot's clock is the shift's: on the cab's clock it is a UNIX time
-            at = dataclasses.replace(
-                snap, built_s=_SIM_EPOCH_S + world.minute_at(snap.built_s) * 60
-            )
-            live = LiveInput(area=snap.area, snapshot=at)
+            live = LiveInput(area=snap.area, snapshot=cab_snapshot(world, snap))
         return tick_recent(lb, self.model, live)
 
     def tick(
@@ -207,6 +226,87 @@ class SimModel:
         corr = m.cell_corrections(cells, base.slot_minute_of_week, minute_of_week, recent)
         rates = (base.pickups_per_h.astype(np.float64) * corr[:, inv]).astype(np.float32)
         return dataclasses.replace(base, pickups_per_h=rates, source=f"onnx:{m.version}")
+
+    def in_bundle(self, table: DemandTable, scale: float) -> BundleModel:
+        """The model as the simulated agent's bundle carries it: its factors on ``table``
+        (the bundle's, the world's table at the simulated rates, ``scale`` x its own)."""
+        return BundleModel(self, table, scale)
+
+
+class BundleModel:
+    """A cell model in the simulated agent's bundle (module docs): what
+    :func:`agent.decide.tick_demand` and :func:`agent.tick_recent.tick_recent` ask of a
+    :class:`models.DemandModel` (its grid, units and expected pickups are the model's own),
+    with :meth:`tick` the model's factors (:meth:`SimModel.tick`) on ``table``, the bundle's
+    table at the simulated rates (``scale`` x the model's own rates, so the absurd-rate bound
+    is scaled too)."""
+
+    granularity = "cell"
+
+    def __init__(self, sim: SimModel, table: DemandTable, scale: float) -> None:
+        self.sim = sim
+        self.scaled = table
+        self.scale = float(scale)
+
+    @property
+    def version(self) -> str:
+        return self.sim.version
+
+    @property
+    def table(self) -> DemandTable:
+        """The model's own table (its grid and network: what ``tick_recent`` checks)."""
+        return self.sim.model.table
+
+    @property
+    def pickups_per_hail(self) -> float:
+        return self.sim.model.pickups_per_hail
+
+    def expected_area_pickups(self, end_minute_of_week: int, window_min: int) -> float:
+        return self.sim.model.expected_area_pickups(end_minute_of_week, window_min)
+
+    def tick(
+        self,
+        edge_ids: npt.ArrayLike,
+        minute_of_week: int,
+        horizon_min: int,
+        recent: RecentCounts | None = None,
+    ) -> TickDemand:
+        """:meth:`models.DemandModel.tick` on the bundle's table: the factors of the cells of
+        ``edge_ids`` (``recent``: the inputs ending at the snapshot's minute; None: offline)
+        times the bundle's rates; raises :class:`models.ModelOutputError` as it does."""
+        base = tick_demand_from_table(self.scaled, edge_ids, minute_of_week, horizon_min)
+        out = self.sim.tick(base, minute_of_week, recent)
+        check_output(out.pickups_per_h, self.sim.model.max_rate_per_h * self.scale, self.version)
+        return out
+
+
+def cab_time_s(world: World, t_s: float) -> float:
+    """Simulated time ``t_s`` (seconds since the shift start) on the cab's clock (a UNIX time:
+    minute 0 of the simulated week is Monday 2014-04-21 00:00 UTC; module docs)."""
+    return _SIM_EPOCH_S + world.minute_at(t_s) * 60.0
+
+
+def cab_snapshot(world: World, snap: Snapshot) -> Snapshot:
+    """``snap`` (built on the simulator's clock) as the cab receives it: its ``built_s`` and
+    ``expires_s`` on the cab's clock (:func:`cab_time_s`)."""
+    return dataclasses.replace(
+        snap, built_s=cab_time_s(world, snap.built_s), expires_s=cab_time_s(world, snap.expires_s)
+    )
+
+
+def warming(snap: Snapshot) -> bool:
+    """Whether the simulated live layer had not yet run for the snapshot's longest window
+    when it built ``snap`` (on the simulator's clock; module docs, "Warm-up")."""
+    return snap.built_s < _WARM_S
+
+
+def warming_snapshot(snap: Snapshot) -> Snapshot:
+    """``snap`` without its cell counts (no grid, no cells): what the agent's tick gets
+    during the warm-up (module docs), its fleet counts unchanged."""
+    none = np.zeros(0, dtype=np.int64)
+    return dataclasses.replace(
+        snap, grid=None, cell_ids=none, pickups=np.zeros((0, 3), dtype=np.int64)
+    )
 
 
 def model_days(model: DemandModel) -> tuple[tuple[str, ...], object]:
