@@ -137,3 +137,58 @@ def drive_run(manhattan_bundle: Path, tmp_path_factory: pytest.TempPathFactory) 
         "state": state,
         "records": list(read_records(data / "trips")),
     }
+
+
+# -- the small recent-demand cell model (tests/models/test_recent_demand.py and the modules that
+# -- plan or simulate with it): the Uber month inside the Manhattan extract, binned, and one model
+# -- trained on 2014-04-01..23 with the GLM alone at 30-minute slots, once per session
+
+
+@pytest.fixture(scope="session")
+def month_trips(manhattan_tiles: Path, uber_april_trips: Trips) -> Trips:
+    from models.statistics import full_graph, make_grid, network_bbox
+    from tiles import TileStore
+
+    with TileStore(manhattan_tiles) as store:
+        g = full_graph(store)
+    lo_lon, lo_lat, hi_lon, hi_lat = network_bbox(make_grid(g, 500.0))
+    t = uber_april_trips
+    inside = (t.lon >= lo_lon) & (t.lon < hi_lon) & (t.lat >= lo_lat) & (t.lat < hi_lat)
+    return t.subset(inside)
+
+
+@pytest.fixture(scope="session")
+def month(manhattan_tiles: Path, month_trips: Trips) -> Any:
+    from models.rolling import prepare_month
+    from tiles import TileStore
+
+    with TileStore(manhattan_tiles) as store:
+        return prepare_month(store, month_trips)
+
+
+@pytest.fixture(scope="session")
+def recent_model_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+    manhattan_tiles: Path,
+    month: Any,
+    month_trips: Trips,
+) -> Path:
+    import datetime as dt
+
+    from models.rolling import RecentConfig, train_recent_model
+    from tiles import TileStore
+
+    out = tmp_path_factory.mktemp("demand-recent")
+    train_days = frozenset(dt.date(2014, 4, 1) + dt.timedelta(days=i) for i in range(23))
+    with TileStore(manhattan_tiles) as store:
+        train_recent_model(
+            store,
+            [TRIPS["uber_2014_04"]],
+            [TRIPS["reuven_2015_06"]],
+            out,
+            train_days,
+            RecentConfig(slot_minutes=30, kinds=("poisson",), folds=2),
+            month=month,
+            trips=month_trips,
+        )
+    return out

@@ -32,14 +32,7 @@ from models import open_demand, tick_demand_from_table
 from models.recent import week_window
 from sync.live import PICKUP, MeterEvent, Snapshot, build_snapshot, grid_spec
 from tests.conftest import DRIVE_CSV
-from tests.models.test_recent_demand import (  # the small cell model of the models tests
-    month,
-    month_trips,
-    recent_model_dir,
-)
 from tools.field.replay import SnapshotLookup, replay_tick
-
-__all__ = ["month", "month_trips", "recent_model_dir"]  # fixtures, used by name
 
 AREA = "manhattan"
 #: the fleet's meter pickups per hail of the demand table, as params.yaml would say

@@ -23,11 +23,9 @@ from models.rolling import (
     RecentConfig,
     fit,
     make_rows,
-    prepare_month,
     rolling_origin,
-    train_recent_model,
 )
-from models.statistics import full_graph, make_grid, network_bbox
+from models.statistics import full_graph
 from models.trips import Trips
 from tests.conftest import TRIPS
 from tiles import TileStore
@@ -40,42 +38,8 @@ FAST = RecentConfig(slot_minutes=30, kinds=("poisson",), folds=2)
 THU_18H = 3 * 1440 + 18 * 60  # 2014-04-24 was a Thursday
 
 
-@pytest.fixture(scope="module")
-def month_trips(manhattan_tiles: Path, uber_april_trips: Trips) -> Trips:
-    with TileStore(manhattan_tiles) as store:
-        g = full_graph(store)
-    lo_lon, lo_lat, hi_lon, hi_lat = network_bbox(make_grid(g, 500.0))
-    t = uber_april_trips
-    inside = (t.lon >= lo_lon) & (t.lon < hi_lon) & (t.lat >= lo_lat) & (t.lat < hi_lat)
-    return t.subset(inside)
-
-
-@pytest.fixture(scope="module")
-def month(manhattan_tiles: Path, month_trips: Trips) -> MonthData:
-    with TileStore(manhattan_tiles) as store:
-        return prepare_month(store, month_trips)
-
-
-@pytest.fixture(scope="module")
-def recent_model_dir(
-    tmp_path_factory: pytest.TempPathFactory,
-    manhattan_tiles: Path,
-    month: MonthData,
-    month_trips: Trips,
-) -> Path:
-    out = tmp_path_factory.mktemp("demand-recent")
-    with TileStore(manhattan_tiles) as store:
-        train_recent_model(
-            store,
-            [TRIPS["uber_2014_04"]],
-            [TRIPS["reuven_2015_06"]],
-            out,
-            TRAIN_DAYS,
-            FAST,
-            month=month,
-            trips=month_trips,
-        )
-    return out
+# month_trips, month and recent_model_dir (the small cell model trained on FAST) are session
+# fixtures in tests/conftest.py: four test modules use the same model, trained once
 
 
 @pytest.fixture(scope="module")

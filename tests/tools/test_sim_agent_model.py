@@ -20,9 +20,6 @@ from safety import SafetyGate
 from sync.live import Snapshot
 from tests.tools.test_sim_model import (  # the model, the world and a dispatch live layer
     _requests_layer,
-    month,
-    month_trips,
-    recent_model_dir,
     setting,
 )
 from tools.sim.agent_compare import agent_figures
@@ -33,7 +30,7 @@ from tools.sim.replay import Replay, replay_passengers
 from tools.sim.sim_model import RECENT_SIM_WARMING, RECENT_USED, cab_time_s
 from tools.sim.world import World
 
-__all__ = ["month", "month_trips", "recent_model_dir", "setting"]  # fixtures, used by name
+__all__ = ["setting"]  # a fixture, used by name
 
 UNTIL_S = 3900.0  # the layer's snapshot: past the 60-minute warm-up
 

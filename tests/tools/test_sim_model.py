@@ -20,11 +20,6 @@ from agent.tick_recent import RECENT_TOO_FEW
 from models import DemandTable, RecentCounts
 from models.predict import DemandModel
 from tests.conftest import TRIPS
-from tests.models.test_recent_demand import (  # the small cell model of the models tests
-    month,
-    month_trips,
-    recent_model_dir,
-)
 from tiles import TileStore
 from tools.cli import main
 from tools.sim.engine import run_shift
@@ -34,8 +29,6 @@ from tools.sim.policies import Allowed, make_policy
 from tools.sim.replay import Replay, load_replay, replay_passengers
 from tools.sim.sim_model import RECENT_SIM_WARMING, load_sim_model
 from tools.sim.world import TRIPS_PER_TAXI_H, SimConfig, World, build_world
-
-__all__ = ["month", "month_trips", "recent_model_dir"]  # fixtures, used by name
 
 UBER = TRIPS["uber_2014_04"]
 DAY = dt.date(2014, 4, 24)  # a Thursday, after the model's training days
