@@ -111,6 +111,7 @@ def _peel(table: ValueTable, allowed: Bool) -> Bool:
         # the turns into the links that died: their sources lose one way on each
         into = a.in_src[np.repeat(lo - np.cumsum(size) + size, size) + np.arange(total)]
         np.subtract.at(ways_on, into, 1)
-        into = np.unique(into)
+        into = np.sort(into)  # unique, as np.unique would (which imports numpy.ma: not on tick 1)
+        into = into[np.concatenate(([True], into[1:] != into[:-1]))]
         dying = into[live[into] & (ways_on[into] == 0) & ~a.beyond[into]]
     return live
