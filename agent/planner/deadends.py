@@ -13,12 +13,14 @@ the table's values count it; the read-out must not.
 for as long as it likes, over links allowed at that minute. It peels the graph: a link stays
 live while one of its successors (not a U-turn, allowed) is live. A link with a legal turn
 onto a link outside the planned graph (the planner's radius) stays live: the road network
-goes on there. Pure, cached per table and minute.
+goes on there. Pure: it depends on the prepared graph and the allowed mask alone, so it is
+cached per prepared graph and mask, shared by the tables solved on that graph and by a cab's
+view of one with the fleet (:func:`agent.planner.fleet.with_fleet`: the simulator's thousands
+of per-cab tables a tick peel once, not once each).
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import weakref
 from dataclasses import dataclass
@@ -29,25 +31,27 @@ import numpy.typing as npt
 from agent.planner.core import Prepared, ValueTable
 from agent.planner.inputs import Bool
 
-_CACHE: weakref.WeakKeyDictionary[ValueTable, dict[int, Bool]] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[Prepared, dict[bytes, Bool]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
-_PER_TABLE = 8  # minutes kept per table (a route read-out spans a few)
+_PER_PREP = 8  # masks kept per prepared graph (they change with the no-entry windows only)
 
 
 def live_links(table: ValueTable, minute_of_week: float) -> Bool:
     """Per local link of ``table``'s graph: can a route go on from its end without a U-turn,
     on links allowed at ``minute_of_week``, without end (module docstring)? Read-only."""
-    minute = math.floor(minute_of_week)
+    allowed = np.asarray(table.allowed_at(minute_of_week), dtype=bool)
+    key = allowed.tobytes()
+    prep = table.prep
     with _LOCK:
-        hit = _CACHE.get(table, {}).get(minute)
+        hit = _CACHE.get(prep, {}).get(key)
     if hit is not None:
         return hit
-    live = _peel(table, table.allowed_at(minute_of_week))
+    live = _peel(table, allowed)
     live.flags.writeable = False
     with _LOCK:
-        per = _CACHE.setdefault(table, {})
-        per[minute] = live
-        while len(per) > _PER_TABLE:
+        per = _CACHE.setdefault(prep, {})
+        per[key] = live
+        while len(per) > _PER_PREP:
             del per[next(iter(per))]
     return live
 

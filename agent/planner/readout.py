@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from agent.planner.core import F64, I64, ValueTable, _interp
+from agent.planner.core import F64, I64, Prepared, ValueTable, _interp
 from agent.planner.deadends import live_links
 
 
@@ -100,6 +100,41 @@ class _Last(threading.local):
 
 
 _LAST = _Last()
+
+
+class _Links(threading.local):
+    """Per thread, the prepared graph of the last read-out and what its walk reads of each link
+    on Python values (:func:`_link`), filled on demand: a step of the walk asked numpy for a
+    slice of successors and a few scalars, each a new object (one cab's read-out visits a few
+    dozen links; the simulator's thousands of cabs on one graph revisit the same ones)."""
+
+    def __init__(self) -> None:
+        self.prep: object = None
+        self.links: dict[int, tuple[list[int], int, int, float, float]] = {}
+
+
+_LINKS = _Links()
+
+
+def _link(prep: Prepared, e: int) -> tuple[list[int], int, int, float, float]:
+    """Link ``e`` of ``prep``: its successors (``arc_dst`` in order), its start and end nodes,
+    its length and traversal time (the same values as the arrays')."""
+    memo = _LINKS
+    if memo.prep is not prep:
+        memo.prep, memo.links = prep, {}
+    got = memo.links.get(e)
+    if got is None:
+        g = prep.graph
+        lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
+        got = (
+            prep.arc_dst[lo:hi].tolist(),
+            int(g.u_node[e]),
+            int(g.v_node[e]),
+            float(prep.length_m[e]),
+            float(prep.tau_s[e]),
+        )
+        memo.links[e] = got
+    return got
 
 
 def _layer_terms(table: ValueTable, k: int) -> _LayerTerms:
@@ -206,11 +241,11 @@ def best_next(
     operations in the same order, and the depleted probability through ``np.expm1`` as
     there, so the same bits (tests/agent/test_readout_scalar.py compares both)."""
     prep = table.prep
-    lo, hi = int(prep.arc_offsets[link]), int(prep.arc_offsets[link + 1])
-    if hi == lo:
+    out = _link(prep, link)[0]
+    if not out:
         return -1
     allowed = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)
-    succ = [f for f in prep.arc_dst[lo:hi].tolist() if allowed[f] and not (skip and f in skip)]
+    succ = [f for f in out if allowed[f] and not (skip and f in skip)]
     if not succ:
         return -1
     dt = prep.step_s
@@ -234,7 +269,7 @@ def best_next(
             window = float(table.window_s[f])
             if age < window:
                 rate = float(table.rate_h[slot, f])
-                tau = float(prep.tau_s[f])
+                tau = _link(prep, f)[4]
                 p = float(-np.expm1(-rate * ((tau + min(window, age)) / 3600.0)))
         gain, v_next, cost = terms.at(f)
         q = p * gain + (1.0 - p) * v_next - cost
@@ -271,7 +306,6 @@ def follow(
     ``prefix``: local links the route enters first, as given (a route kept from the previous
     tick); the read-out continues from its last link."""
     prep = table.prep
-    g = prep.graph
     horizon_s = table.n_layers * prep.step_s
     route: list[int] = []
     length = 0.0
@@ -282,8 +316,9 @@ def follow(
     visits: dict[int, int] = {start: 1}
     for f in prefix:
         route.append(f)
-        length += float(prep.length_m[f])
-        t += float(prep.tau_s[f])
+        _, _, _, f_m, f_s = _link(prep, f)
+        length += f_m
+        t += f_s
         own[f] = t
         visits[f] = visits.get(f, 0) + 1
         e = f
@@ -292,10 +327,8 @@ def follow(
             break
         skip: set[int] | None = None
         if max_visits > 0:
-            lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
-            succ = prep.arc_dst[lo:hi].tolist()
-            back = int(g.u_node[e])
-            skip = {f for f in succ if visits.get(f, 0) >= max_visits or int(g.v_node[f]) == back}
+            succ, back = _link(prep, e)[:2]
+            skip = {f for f in succ if visits.get(f, 0) >= max_visits or _link(prep, f)[2] == back}
         f = -1
         if (
             skip is not None and live is not None and live[e]
@@ -315,8 +348,9 @@ def follow(
         if f < 0:
             break
         route.append(f)
-        length += float(prep.length_m[f])
-        t += float(prep.tau_s[f])
+        _, _, _, f_m, f_s = _link(prep, f)
+        length += f_m
+        t += f_s
         own[f] = t
         visits[f] = visits.get(f, 0) + 1
         e = f

@@ -4,6 +4,7 @@ could only leave by a U-turn, so the tick at the end of a route it showed still 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import zoneinfo
@@ -14,9 +15,9 @@ import pytest
 
 from agent.bundle import LoadedBundle, load_bundle
 from agent.decide import TickInputs, decide, tick_demand
-from agent.planner import solve
+from agent.planner import FleetView, solve, with_fleet
 from agent.planner.core import ValueTable
-from agent.planner.deadends import live_links
+from agent.planner.deadends import _peel, live_links
 from agent.planner.readout import follow
 from safety import Fix, Reason
 from tools.sim.agent_tick import _point_along
@@ -124,3 +125,24 @@ def test_the_tick_at_the_end_of_every_link_of_a_route_shown_still_has_a_route(
         assert math.isfinite(r.plan.expected_revenue)
         if r.instruction.kind == "route":
             shown = tuple(r.instruction.route_edges)
+
+
+def test_the_views_of_one_mask_share_its_live_links_and_another_mask_has_its_own(
+    table: ValueTable,
+) -> None:
+    """A cab's view of the table with the fleet (the simulator's thousands a tick) peels no
+    graph again (failed before: the cache was per table, and every view is a new table); a mask
+    with links closed on the same graph gets its own live links, not the cached ones."""
+    mow = table.start_minute_of_week
+    live = live_links(table, mow)
+    view = with_fleet(table, FleetView("none", seen_age_s=np.zeros(table.prep.n)))
+    assert view is not table and view.prep is table.prep
+    assert live_links(view, mow) is live
+    shut = np.flatnonzero(live)[:50]
+    allowed = table.allowed.copy()
+    allowed[:, shut] = False
+    other = dataclasses.replace(table, allowed=allowed)
+    got = live_links(other, mow)
+    assert np.array_equal(got, _peel(other, other.allowed_at(mow)))
+    assert not got[shut].any() and live[shut].all()
+    assert live_links(table, mow) is live  # the first mask's entry is still there
