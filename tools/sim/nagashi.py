@@ -2,7 +2,9 @@
 route read-out as the driver is shown it (`NagashiRoutePolicy`), and with the fleet's live layer
 and the supply prior (`NagashiLivePolicy`); see :mod:`tools.sim.policies`. With ``model`` the
 live policy plans with the world's cell demand model (``nagashi-live+model``,
-``nagashi-offline+model``; :mod:`tools.sim.sim_model`)."""
+``nagashi-offline+model``; :mod:`tools.sim.sim_model`). ``NagashiSpreadPolicy`` is the offline
+fleet whose read-out spreads its cabs over the near-best successors by a per-cab hash
+(``nagashi-offline-spread``, an experiment: nothing in agent/ does this)."""
 
 from __future__ import annotations
 
