@@ -422,13 +422,17 @@ class NagashiSpreadPolicy(NagashiLivePolicy):
         super().__init__(world, allowed, rng, m, seed=seed, live=False, n_cabs=n_cabs)
         self.eps = eps
         self.seed = seed
-        self.decisions = 0  # junctions with more than one near-best successor
+        self.steps = 0  # read-out steps with a successor to take
+        self.decisions = 0  # of those, with more than one near-best successor
         self.deviations = 0  # of those, where the hash named another than the best
         self._links: dict[int, tuple[list[int], int, int, float, float]] = {}
 
     def stats(self) -> dict[str, Any]:
-        return {"spread_eps": self.eps, "spread_decisions": self.decisions} | {
-            "spread_deviations": self.deviations
+        return {
+            "spread_eps": self.eps,
+            "spread_steps": self.steps,
+            "spread_decisions": self.decisions,
+            "spread_deviations": self.deviations,
         }
 
     def _link(self, table: ValueTable, e: int) -> tuple[list[int], int, int, float, float]:
@@ -454,6 +458,7 @@ class NagashiSpreadPolicy(NagashiLivePolicy):
         """The successor of ``e`` left at ``t`` (seconds after the table's start): the best
         (``best_next``), or a near-best one named by the cab's hash."""
         f = best_next(table, e, t, None, own, skip)
+        self.steps += f >= 0
         if f < 0 or self.eps <= 0.0:
             return f
         allowed = table.allowed_at(table.start_minute_of_week + t / 60.0)
