@@ -38,6 +38,7 @@ POLICY_CHOICES = (
     "nagashi-live",
     "nagashi-offline",
     "nagashi-offline-own",
+    "nagashi-offline-spread",  # also nagashi-offline-spread@EPS: its margin (tools.sim.nagashi)
     "nagashi-live-tick",
     "nagashi-live-hail",
     "nagashi-agent",
@@ -230,8 +231,15 @@ def _policies(
     four = ["random", "hotspot", "greedy", "nagashi"]
     if matching == "dispatch":
         four = ["random-walk", "random-destination", "hotspot", "greedy", "nagashi"]
+    from tools.sim.policies import spread_eps_of
+
     names = four if text == "all" else text.split(",")
     for n in names:
+        try:
+            if spread_eps_of(n) is not None:
+                continue  # nagashi-offline-spread@EPS
+        except ValueError as exc:
+            raise ToolsError(str(exc)) from None
         if n not in POLICY_CHOICES or n == "all":
             raise ToolsError(f"unknown policy {n!r} (choose from {', '.join(POLICY_CHOICES)})")
     if gate:

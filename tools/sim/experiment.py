@@ -169,6 +169,12 @@ class Experiment:
             doc["paired_vs"] = {
                 q: {p: paired_gain(self.results, p, q) for p in mine} for q in others
             }
+        # the spread offline fleet against the offline fleet it spreads (nagashi-offline)
+        spread = [p for p in self.results if p.startswith("nagashi-offline-spread")]
+        if spread and "nagashi-offline" in self.results:
+            doc.setdefault("paired_vs", {})["nagashi-offline"] = {
+                p: paired_gain(self.results, p, "nagashi-offline") for p in spread
+            }
         return doc
 
     def _model_json(self) -> dict[str, Any]:

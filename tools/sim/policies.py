@@ -25,11 +25,15 @@ minute (``World.allowed``), so no policy is ever given an illegal edge.
   ``nagashi-live+model`` and ``nagashi-offline+model`` are ``nagashi-live`` and
   ``nagashi-offline`` planning with the cell demand model of ``simulate --model``
   (:mod:`tools.sim.sim_model`); ``nagashi-agent+model`` and ``nagashi-agent-offline+model``
-  the agent's tick with that model in the cab's bundle.
+  the agent's tick with that model in the cab's bundle. ``nagashi-offline-spread`` is
+  ``nagashi-offline`` whose read-out takes, at each junction, one of the successors within a
+  margin of the best ``Q``, named by a per-cab hash (:class:`NagashiSpreadPolicy`;
+  ``nagashi-offline-spread@EPS`` sets the margin, default :data:`SPREAD_EPS`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -41,13 +45,21 @@ from tools.sim.baselines import (
     RandomDestinationPolicy,
     RandomPolicy,
 )
-from tools.sim.nagashi import NagashiLivePolicy, NagashiPolicy, NagashiRoutePolicy
+from tools.sim.nagashi import (
+    SPREAD_EPS,
+    NagashiLivePolicy,
+    NagashiPolicy,
+    NagashiRoutePolicy,
+    NagashiSpreadPolicy,
+)
 from tools.sim.policy_base import HOTSPOT_SEARCH_S, Allowed, Fleet, Policy, path_to
 from tools.sim.world import World
 
 __all__ = [
     "HOTSPOT_SEARCH_S",
     "POLICIES",
+    "SPREAD",
+    "SPREAD_EPS",
     "Allowed",
     "Fleet",
     "GreedyPolicy",
@@ -55,14 +67,35 @@ __all__ = [
     "NagashiLivePolicy",
     "NagashiPolicy",
     "NagashiRoutePolicy",
+    "NagashiSpreadPolicy",
     "Policy",
     "RandomDestinationPolicy",
     "RandomPolicy",
     "make_policy",
     "path_to",
+    "spread_eps_of",
 ]
 
 POLICIES = ("random", "hotspot", "greedy", "nagashi")
+#: the spread offline fleet; ``SPREAD + "@" + EPS`` names its margin
+SPREAD = "nagashi-offline-spread"
+
+
+def spread_eps_of(name: str) -> float | None:
+    """The margin a ``nagashi-offline-spread[@EPS]`` name gives (None: another policy);
+    ValueError for a margin that is not a number >= 0."""
+    if name == SPREAD:
+        return SPREAD_EPS
+    if not name.startswith(SPREAD + "@"):
+        return None
+    text = name[len(SPREAD) + 1 :]
+    try:
+        eps = float(text)
+    except ValueError:
+        eps = math.nan
+    if not (math.isfinite(eps) and eps >= 0.0):
+        raise ValueError(f"policy {name!r}: the margin after @ must be a number >= 0")
+    return eps
 
 
 def _agent_policy(
@@ -138,6 +171,11 @@ def make_policy(
             n_cabs=n_cabs,
         ),
     }
+    eps = spread_eps_of(name)
+    if eps is not None:
+        factories[name] = lambda: NagashiSpreadPolicy(
+            world, allowed, rng, multiplier, seed=seed, eps=eps, n_cabs=n_cabs
+        )
     if name not in factories:
         raise ValueError(f"unknown policy {name!r}")
     rng = np.random.default_rng([seed, 0x9011C7, sum(map(ord, name))])
