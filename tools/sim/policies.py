@@ -45,14 +45,9 @@ from tools.sim.baselines import (
     RandomDestinationPolicy,
     RandomPolicy,
 )
-from tools.sim.nagashi import (
-    SPREAD_EPS,
-    NagashiLivePolicy,
-    NagashiPolicy,
-    NagashiRoutePolicy,
-    NagashiSpreadPolicy,
-)
+from tools.sim.nagashi import NagashiLivePolicy, NagashiPolicy, NagashiRoutePolicy
 from tools.sim.policy_base import HOTSPOT_SEARCH_S, Allowed, Fleet, Policy, path_to
+from tools.sim.spread import SPREAD_EPS, NagashiSpreadPolicy
 from tools.sim.world import World
 
 __all__ = [
