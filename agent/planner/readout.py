@@ -104,7 +104,7 @@ _LAST = _Last()
 
 class _Links(threading.local):
     """Per thread, the prepared graph of the last read-out and what its walk reads of each link
-    on Python values (:func:`_link`), filled on demand: a step of the walk asked numpy for a
+    on Python values (:func:`link_facts`), filled on demand: a step of the walk asked numpy for a
     slice of successors and a few scalars, each a new object (one cab's read-out visits a few
     dozen links; the simulator's thousands of cabs on one graph revisit the same ones)."""
 
@@ -116,7 +116,7 @@ class _Links(threading.local):
 _LINKS = _Links()
 
 
-def _link(prep: Prepared, e: int) -> tuple[list[int], int, int, float, float]:
+def link_facts(prep: Prepared, e: int) -> tuple[list[int], int, int, float, float]:
     """Link ``e`` of ``prep``: its successors (``arc_dst`` in order), its start and end nodes,
     its length and traversal time (the same values as the arrays')."""
     memo = _LINKS
@@ -241,7 +241,7 @@ def best_next(
     operations in the same order, and the depleted probability through ``np.expm1`` as
     there, so the same bits (tests/agent/test_readout_scalar.py compares both)."""
     prep = table.prep
-    out = _link(prep, link)[0]
+    out = link_facts(prep, link)[0]
     if not out:
         return -1
     allowed = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)
@@ -269,7 +269,7 @@ def best_next(
             window = float(table.window_s[f])
             if age < window:
                 rate = float(table.rate_h[slot, f])
-                tau = _link(prep, f)[4]
+                tau = link_facts(prep, f)[4]
                 p = float(-np.expm1(-rate * ((tau + min(window, age)) / 3600.0)))
         gain, v_next, cost = terms.at(f)
         q = p * gain + (1.0 - p) * v_next - cost
@@ -316,7 +316,7 @@ def follow(
     visits: dict[int, int] = {start: 1}
     for f in prefix:
         route.append(f)
-        _, _, _, f_m, f_s = _link(prep, f)
+        _, _, _, f_m, f_s = link_facts(prep, f)
         length += f_m
         t += f_s
         own[f] = t
@@ -327,8 +327,10 @@ def follow(
             break
         skip: set[int] | None = None
         if max_visits > 0:
-            succ, back = _link(prep, e)[:2]
-            skip = {f for f in succ if visits.get(f, 0) >= max_visits or _link(prep, f)[2] == back}
+            succ, back = link_facts(prep, e)[:2]
+            skip = {
+                f for f in succ if visits.get(f, 0) >= max_visits or link_facts(prep, f)[2] == back
+            }
         f = -1
         if (
             skip is not None and live is not None and live[e]
@@ -348,7 +350,7 @@ def follow(
         if f < 0:
             break
         route.append(f)
-        _, _, _, f_m, f_s = _link(prep, f)
+        _, _, _, f_m, f_s = link_facts(prep, f)
         length += f_m
         t += f_s
         own[f] = t

@@ -288,12 +288,7 @@ class NagashiAgentPolicy(NagashiLivePolicy):
     # ---- the cab at the end of a link ------------------------------------------------------
 
     def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
-        mine = self.own_passes.setdefault(taxi, {})
-        mine[link] = t_s
-        if len(mine) > 64:
-            cut = t_s - self.world.params.patience_s
-            for k in [k for k, v in mine.items() if v < cut]:
-                del mine[k]
+        self._note_own_pass(taxi, link, t_s)
         cab = self.cabs.setdefault(taxi, _Cab())
         ok = self.allowed.at(t_s)
         succ = self.world.succ[link]

@@ -247,15 +247,18 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         # seconds, with its hysteresis), not only at each new table
         return t_s if self.every_link else self.t0
 
-    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
-        # the cab's own vacant passes (the agent's ``last_pass_age_s``): a curb it drained
-        # holds fewer hails when its read-out comes back to it
+    def _note_own_pass(self, taxi: int, link: int, t_s: float) -> None:
+        """The cab's own vacant pass (the agent's ``last_pass_age_s``): a curb it drained holds
+        fewer hails when its read-out comes back to it; passes older than the patience go."""
         mine = self.own_passes.setdefault(taxi, {})
         mine[link] = t_s
         if len(mine) > 64:
             cut = t_s - self.world.params.patience_s
             for k in [k for k, v in mine.items() if v < cut]:
                 del mine[k]
+
+    def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
+        self._note_own_pass(taxi, link, t_s)
         return super().choose(taxi, link, t_s, fleet)
 
     def reset_taxi(self, taxi: int) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from agent.planner import ValueTable, action_values, choose_route
 from agent.planner.deadends import live_links
-from agent.planner.readout import best_next
+from agent.planner.readout import best_next, link_facts
 from tools.sim.nagashi import NagashiLivePolicy
 from tools.sim.policy_base import Allowed
 from tools.sim.world import World
@@ -64,7 +64,6 @@ class NagashiSpreadPolicy(NagashiLivePolicy):
         self.steps = 0  # read-out steps with a successor to take
         self.decisions = 0  # of those, with more than one near-best successor
         self.deviations = 0  # of those, where the hash named another than the best
-        self._links: dict[int, tuple[list[int], int, int, float, float]] = {}
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -73,23 +72,6 @@ class NagashiSpreadPolicy(NagashiLivePolicy):
             "spread_decisions": self.decisions,
             "spread_deviations": self.deviations,
         }
-
-    def _link(self, table: ValueTable, e: int) -> tuple[list[int], int, int, float, float]:
-        """Link ``e``: its successors, start and end nodes, length and time (as the read-out's)."""
-        got = self._links.get(e)
-        if got is None:
-            prep = table.prep
-            g = prep.graph
-            lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
-            got = (
-                prep.arc_dst[lo:hi].tolist(),
-                int(g.u_node[e]),
-                int(g.v_node[e]),
-                float(prep.length_m[e]),
-                float(prep.tau_s[e]),
-            )
-            self._links[e] = got
-        return got
 
     def _pick(
         self, table: ValueTable, cab: int, e: int, t: float, own: dict[int, float], skip: set[int]
@@ -101,7 +83,7 @@ class NagashiSpreadPolicy(NagashiLivePolicy):
         if f < 0 or self.eps <= 0.0:
             return f
         allowed = table.allowed_at(table.start_minute_of_week + t / 60.0)
-        cands = [x for x in self._link(table, e)[0] if allowed[x] and x not in skip]
+        cands = [x for x in link_facts(table.prep, e)[0] if allowed[x] and x not in skip]
         if len(cands) < 2:
             return f
         # Q of each candidate with the ages best_next uses (the table's passes, the route's own)
@@ -144,7 +126,7 @@ class NagashiSpreadPolicy(NagashiLivePolicy):
         def enter(f: int) -> None:
             nonlocal length, t, e
             route.append(f)
-            _, _, _, f_m, f_s = self._link(table, f)
+            _, _, _, f_m, f_s = link_facts(table.prep, f)
             length += f_m
             t += f_s
             own[f] = t
@@ -159,11 +141,11 @@ class NagashiSpreadPolicy(NagashiLivePolicy):
             skip: set[int] = set()
             succ: list[int] = []
             if max_visits > 0:
-                succ, back = self._link(table, e)[:2]
+                succ, back = link_facts(table.prep, e)[:2]
                 skip = {
                     x
                     for x in succ
-                    if visits.get(x, 0) >= max_visits or self._link(table, x)[2] == back
+                    if visits.get(x, 0) >= max_visits or link_facts(table.prep, x)[2] == back
                 }
             f = -1
             if max_visits > 0 and live is not None and live[e]:
