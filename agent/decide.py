@@ -111,6 +111,9 @@ class TickInputs:
     previous_route: tuple[int, ...] = ()
     #: the live layer (None: off, no fleet server configured)
     live: LiveInput | None = None
+    #: this cab's salt for the route read-out's spread without a live snapshot
+    #: (agent.planner.spread_salt_of its ``vehicle_id``; None: no spread, ``argmax Q``)
+    spread_salt: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,7 +138,7 @@ class TickResult:
         prev = self.inputs.previous_fix
         moving = self.inputs.last_moving_fix
         m = self.match
-        return {
+        rec: dict[str, Any] = {
             "kind": RECORD_KIND,
             "time_s": self.inputs.now_s,
             "trigger": self.inputs.trigger,
@@ -160,6 +163,9 @@ class TickResult:
             "safety": self.verdict.to_record(),
             "instruction": self.instruction.to_json(),
         }
+        if self.inputs.spread_salt is not None:  # logs from before the spread keep their bytes
+            rec["spread_salt"] = self.inputs.spread_salt
+        return rec
 
 
 def demand_sha256(d: TickDemand) -> str:
@@ -300,6 +306,7 @@ def tick_plan(
             previous_route=previous,
             committed_links=committed,
             fleet=fleet,
+            spread_salt=inputs.spread_salt,
         )
     except PlannerError as e:
         log.warning("planner: %s", e)

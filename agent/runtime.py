@@ -40,6 +40,7 @@ from agent.errors import AgentError, BundleLoadError
 from agent.gps import Fix, GpsSource
 from agent.instruction import Instruction, advance
 from agent.outbox_feed import OutboxFeed
+from agent.planner.readout import spread_salt_of
 from agent.planner.workspace import release_workspace
 from agent.runtime_config import AgentConfig, SyncSettings
 from agent.runtime_sync import BackgroundSync, start_bundle
@@ -112,6 +113,8 @@ class Agent(BackgroundSync):
         self.config = config
         self.source = source
         self.clock = clock
+        #: the route read-out's spread without a live snapshot: this cab's own (the vehicle's)
+        self._spread_salt = spread_salt_of(config.vehicle_id)
         self.state = state or AgentState(locale=config.locale)
         self.state.locale = config.locale
         self.on_instruction = on_instruction
@@ -296,6 +299,7 @@ class Agent(BackgroundSync):
             last_pass_age_s=tuple((e, max(now - t, 0.0)) for e, t in sorted(self._passes.items())),
             previous_route=tuple(ins.route_edges) if ins.kind == "route" else (),
             live=None if self._live is None else self._live.tick_input(self.clock.now()),
+            spread_salt=self._spread_salt,
         )
 
     def _note_passes(self, previous: Instruction, result: Any, now: float) -> None:

@@ -94,14 +94,24 @@ link twice (``route_max_visits = 1``) and makes no U-turn: beyond the cab's past
 values assume a fresh curb, so the bare policy may circle one hot block. With the route shown
 before, :mod:`agent.planner.stability` keeps it unless the new one is better by
 ``route_switch_margin`` and never takes back a manoeuvre the cab is committed to.
-``V(e₀, 0)`` is the expected net revenue over the horizon. Same inputs, same bytes:
-:meth:`Plan.to_json`.
+Without a live snapshot and with ``route_spread_eps`` > 0, each junction takes one of the
+successors within ``eps · |Q_best|`` of the best, named by a hash of the cab's salt, the link
+and the minute (:class:`agent.planner.readout.Spread`): offline cabs reading the same values no
+longer drive the same corridors. ``V(e₀, 0)`` is the expected net revenue over the horizon.
+Same inputs, same bytes: :meth:`Plan.to_json`.
 """
 
 from __future__ import annotations
 
 from agent.planner.core import ValueTable
-from agent.planner.cruise import next_link, plan_cruise, plan_from_fix, policy_step, solve
+from agent.planner.cruise import (
+    next_link,
+    plan_cruise,
+    plan_from_fix,
+    policy_step,
+    solve,
+    spread_of,
+)
 from agent.planner.directions import Direction
 from agent.planner.errors import PlannerError
 from agent.planner.fleet import FleetView, fleet_view, with_fleet
@@ -113,12 +123,13 @@ from agent.planner.inputs import (
     pass_age_array,
     speed_factor_from_demand,
 )
-from agent.planner.params import PlannerParams
+from agent.planner.params import ROUTE_SPREAD_EPS, PlannerParams
 from agent.planner.plan import SCHEMA_VERSION, Plan, plan_from_table, route_from_table
-from agent.planner.readout import action_values
+from agent.planner.readout import Spread, action_values, spread_salt_of
 from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
 
 __all__ = [
+    "ROUTE_SPREAD_EPS",
     "SCHEMA_VERSION",
     "Direction",
     "FleetView",
@@ -127,6 +138,7 @@ __all__ = [
     "PlannerError",
     "PlannerParams",
     "RouteChoice",
+    "Spread",
     "ValueTable",
     "action_values",
     "area_mask",
@@ -145,5 +157,7 @@ __all__ = [
     "route_value",
     "solve",
     "speed_factor_from_demand",
+    "spread_of",
+    "spread_salt_of",
     "with_fleet",
 ]

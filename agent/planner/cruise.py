@@ -14,11 +14,11 @@ import shapely
 
 from agent.planner.core import ValueTable, prepare, solve_table
 from agent.planner.errors import PlannerError
-from agent.planner.fleet import FleetView, demand_aligned, with_fleet
+from agent.planner.fleet import LIVE, FleetView, demand_aligned, with_fleet
 from agent.planner.inputs import Bool, PassAges, area_mask, pass_age_array
 from agent.planner.params import PlannerParams
 from agent.planner.plan import Plan, WayNames, plan_from_table
-from agent.planner.readout import best_next
+from agent.planner.readout import Spread, best_next
 from agent.planner.workspace import WORKSPACE, Workspace
 from models.demand import DemandTable, TickDemand, tick_demand_from_table
 from tiles.graph import Graph
@@ -135,6 +135,7 @@ def plan_cruise(
     previous_route: Sequence[int] | None = None,
     committed_links: int = 0,
     fleet: FleetView | None = None,
+    spread_salt: int | None = None,
 ) -> Plan:
     """Plan from a cab on ``start_edge_id`` (at ``fraction`` of it) at ``minute_of_week``.
 
@@ -148,6 +149,9 @@ def plan_cruise(
     cabs, from the live snapshot or the supply prior: its background supply adds to
     ``supply_per_h``, the links where another vacant cab is now count as passed, and the others'
     planned passes weigh on the route read-out (:func:`agent.planner.fleet.with_fleet`).
+    ``spread_salt``: the cab's own salt (:func:`agent.planner.readout.spread_salt_of`): with
+    ``params.route_spread_eps`` > 0 and no live snapshot in ``fleet``, the read-out spreads
+    (:func:`spread_of`); None reads out ``argmax Q``.
     """
     g = graph
     e0 = int(g.local([start_edge_id])[0])
@@ -183,7 +187,19 @@ def plan_cruise(
             way_names,
             previous_route=previous_route,
             committed_links=committed_links,
+            spread=spread_of(params, fleet, spread_salt),
         )
+
+
+def spread_of(params: PlannerParams, fleet: FleetView | None, salt: int | None) -> Spread | None:
+    """The read-out's spread of a cab with ``salt`` (None: none given): only without a live
+    snapshot (``fleet`` from the supply prior, or none), where the cabs would otherwise all read
+    the same values the same way; with one, the other cabs' planned passes keep them apart."""
+    if salt is None or params.route_spread_eps <= 0.0:
+        return None
+    if fleet is not None and fleet.source == LIVE:
+        return None
+    return Spread(params.route_spread_eps, salt)
 
 
 def plan_from_fix(

@@ -13,6 +13,10 @@ log = logging.getLogger("agent.planner")
 #: the values of :attr:`PlannerParams.matching`
 MATCHING = ("hail", "dispatch")
 
+#: the read-out's spread margin the bundles nagashi builds ship (``route_spread_eps``; the
+#: demo's and the pipeline's ``params.yaml``): docs/planner.md, "Offline cabs that spread"
+ROUTE_SPREAD_EPS = 0.05
+
 
 @dataclass(frozen=True)
 class PlannerParams:
@@ -58,6 +62,12 @@ class PlannerParams:
     #: next manoeuvre, a new route that does not make that same manoeuvre is refused
     route_commit_s: float = 8.0
     route_commit_m: float = 30.0
+    #: without a live snapshot (offline, expired, refused), the route read-out takes at each
+    #: junction one of the successors within this share of the best ``Q``, named by a hash of
+    #: the cab's own salt, the link and the minute (agent.planner.readout.Spread): cabs that
+    #: plan with the same values no longer herd (docs/planner.md, "Offline cabs that spread");
+    #: 0 reads out ``argmax Q`` everywhere. Bundles built by nagashi set :data:`ROUTE_SPREAD_EPS`
+    route_spread_eps: float = 0.0
     #: how a passenger finds a cab: "hail" (she hails the first vacant cab to pass her link,
     #: the MDP of issue 4) or "dispatch" (an app sends the nearest vacant cab when she asks:
     #: the pickup term is the cab's share of the requests within ``dispatch_reach_s`` of its
@@ -86,6 +96,7 @@ class PlannerParams:
             "route_switch_margin": 0 <= self.route_switch_margin <= 1,
             "route_commit_s": 0 <= self.route_commit_s <= 60,
             "route_commit_m": 0 <= self.route_commit_m <= 500,
+            "route_spread_eps": 0 <= self.route_spread_eps <= 1,
             "dispatch_reach_s": 0 < self.dispatch_reach_s <= 1800,
         }
         bad = [k for k, ok in checks.items() if not (ok and math.isfinite(float(getattr(self, k))))]
@@ -100,12 +111,14 @@ class PlannerParams:
         return 1.0 / (self.competing_vacant_per_h / 3600.0 + 1.0 / self.patience_s)
 
     def to_json(self) -> dict[str, Any]:
-        """All fields; ``dropoff_top_k`` only when it is not 0, ``matching`` and
-        ``dispatch_reach_s`` only under dispatch (plans keep the bytes they had before the
-        options existed)."""
+        """All fields; ``dropoff_top_k`` and ``route_spread_eps`` only when they are not 0,
+        ``matching`` and ``dispatch_reach_s`` only under dispatch (plans keep the bytes they had
+        before the options existed)."""
         out = asdict(self)
         if not self.dropoff_top_k:
             del out["dropoff_top_k"]
+        if not self.route_spread_eps:
+            del out["route_spread_eps"]
         if self.matching == "hail":
             del out["matching"], out["dispatch_reach_s"]
         return out

@@ -14,7 +14,7 @@ from agent.planner.core import ValueTable
 from agent.planner.directions import Direction, directions
 from agent.planner.errors import PlannerError
 from agent.planner.params import PlannerParams
-from agent.planner.readout import follow
+from agent.planner.readout import Spread, follow
 from agent.planner.stability import RouteChoice, choose_route
 from tiles.graph import Graph
 
@@ -41,6 +41,8 @@ class Plan:
     demand_source: str
     #: the hysteresis' decision when a previous route was given (agent.planner.stability)
     route_choice: RouteChoice | None = None
+    #: the read-out's spread when it was used (no live snapshot, ``route_spread_eps`` > 0)
+    spread: Spread | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -63,6 +65,8 @@ class Plan:
         }
         if self.route_choice is not None:
             out["route_choice"] = self.route_choice.to_json()
+        if self.spread is not None:
+            out["spread"] = {"eps": self.spread.eps, "salt": self.spread.salt}
         return out
 
     def to_json(self) -> bytes:
@@ -83,6 +87,7 @@ def plan_from_table(
     *,
     previous_route: Sequence[int] | None = None,
     committed_links: int = 0,
+    spread: Spread | None = None,
 ) -> Plan:
     """The plan of a cab on ``start_edge_id`` read from an already solved table.
 
@@ -90,12 +95,14 @@ def plan_from_table(
     on the route shown before; links outside the table make it unusable), the read-out's new
     route replaces it only as :func:`agent.planner.stability.choose_route` decides
     (``params.route_switch_margin``, ``committed_links``); a kept route is extended by the
-    read-out from its last link to the minimum length. ``Plan.route_choice`` says why."""
+    read-out from its last link to the minimum length. ``Plan.route_choice`` says why.
+    ``spread``: the read-out's spread (:class:`agent.planner.readout.Spread`), named in
+    ``Plan.spread``."""
     g = table.prep.graph
     prep = table.prep
     e0, rest_s, t0_rel = _start(table, start_edge_id, fraction, minute_of_week)
     route, length, duration, choice = _read_route(
-        table, e0, t0_rel, params, previous_route, committed_links
+        table, e0, t0_rel, params, previous_route, committed_links, spread
     )
     layer = max(math.floor(t0_rel / prep.step_s + 0.5), 0)
     value = float(table.values[min(layer, table.n_layers - 1), e0])
@@ -118,6 +125,7 @@ def plan_from_table(
         params=params,
         demand_source=demand_source,
         route_choice=choice,
+        spread=spread,
     )
 
 
@@ -130,12 +138,15 @@ def route_from_table(
     *,
     previous_route: Sequence[int] | None = None,
     committed_links: int = 0,
+    spread: Spread | None = None,
 ) -> tuple[list[int], RouteChoice | None]:
     """The route of :func:`plan_from_table` alone, as local links of ``table``'s graph, and the
     hysteresis' decision (None without ``previous_route``): the same read-out without the
     plan's coordinates, directions and figures (the simulator follows the route only)."""
     e0, _, t0_rel = _start(table, start_edge_id, fraction, minute_of_week)
-    route, _, _, choice = _read_route(table, e0, t0_rel, params, previous_route, committed_links)
+    route, _, _, choice = _read_route(
+        table, e0, t0_rel, params, previous_route, committed_links, spread
+    )
     return route, choice
 
 
@@ -159,6 +170,7 @@ def _read_route(
     params: PlannerParams,
     previous_route: Sequence[int] | None,
     committed_links: int,
+    spread: Spread | None = None,
 ) -> tuple[list[int], float, float, RouteChoice | None]:
     """The route (local links), its length and duration from the decision at ``t0_rel``: the
     read-out of ``argmax Q``, or the route shown before where the hysteresis keeps it."""
@@ -173,6 +185,7 @@ def _read_route(
             params.max_route_edges,
             max_visits=params.route_max_visits,
             prefix=prefix,
+            spread=spread,
         )
 
     route, length, duration = read()

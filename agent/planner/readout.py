@@ -5,9 +5,12 @@ U-turn, a bounded number of visits per link, the route's own passes counted as v
 
 from __future__ import annotations
 
+import hashlib
 import math
+import struct
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -236,18 +239,39 @@ def best_next(
     ``skip``: local links not to enter (the route read-out's U-turns and revisits).
 
     The maximum of :func:`action_values` over the allowed successors (the first of equal
-    ones), evaluated one successor at a time on Python floats: a junction has two or three
-    successors, where numpy's per-call overhead was most of the route read-out's time. Same
-    operations in the same order, and the depleted probability through ``np.expm1`` as
+    ones), evaluated one successor at a time on Python floats (:func:`successor_values`)."""
+    best_f = -1
+    best_q = -math.inf
+    for f, q in successor_values(table, link, t_rel_s, last_pass_s, own_passes, skip):
+        if best_f < 0 or q > best_q:
+            best_f, best_q = f, q
+    return best_f
+
+
+def successor_values(
+    table: ValueTable,
+    link: int,
+    t_rel_s: float,
+    last_pass_s: F64 | None = None,
+    own_passes: dict[int, float] | None = None,
+    skip: set[int] | None = None,
+) -> list[tuple[int, float]]:
+    """``(f, Q_f)`` of each successor ``f`` of ``link`` that may be entered when leaving it
+    ``t_rel_s`` after the table's start (not in ``skip``), in the graph's successor order; the
+    arguments are :func:`best_next`'s.
+
+    :func:`action_values` one successor at a time on Python floats: a junction has two or
+    three successors, where numpy's per-call overhead was most of the route read-out's time.
+    Same operations in the same order, and the depleted probability through ``np.expm1`` as
     there, so the same bits (tests/agent/test_readout_scalar.py compares both)."""
     prep = table.prep
     out = link_facts(prep, link)[0]
     if not out:
-        return -1
+        return []
     allowed = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)
     succ = [f for f in out if allowed[f] and not (skip and f in skip)]
     if not succ:
-        return -1
+        return []
     dt = prep.step_s
     layer = math.floor(t_rel_s / dt + 0.5)
     k = min(max(layer, 0), table.n_layers - 1)
@@ -255,8 +279,7 @@ def best_next(
     slot = int(table.layer_slot[k])
     pass_age = table.pass_age_s
     with_age = last_pass_s is not None or bool(own_passes) or pass_age is not None
-    best_f = -1
-    best_q = -math.inf
+    scored: list[tuple[int, float]] = []
     for f in succ:
         p = float(table.pickup_prob[slot, f])
         if with_age:
@@ -272,10 +295,69 @@ def best_next(
                 tau = link_facts(prep, f)[4]
                 p = float(-np.expm1(-rate * ((tau + min(window, age)) / 3600.0)))
         gain, v_next, cost = terms.at(f)
-        q = p * gain + (1.0 - p) * v_next - cost
+        scored.append((f, p * gain + (1.0 - p) * v_next - cost))
+    return scored
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The read-out's spread (``PlannerParams.route_spread_eps``, docs/planner.md, "Offline
+    cabs that spread"): at each junction, among the successors whose ``Q`` is within
+    ``eps * |Q_best|`` of the best, the one :func:`spread_hash` of (``salt``, the link, the
+    minute) names, instead of the best alone. ``salt`` is the cab's own (the agent's
+    ``TickInputs.spread_salt``), so that cabs planning with the same values no longer drive the
+    same corridors; where one successor is clearly better every cab still takes it."""
+
+    eps: float
+    salt: int
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.eps <= 1.0):
+            raise ValueError(f"the spread margin must be within [0, 1], not {self.eps!r}")
+        if not (-(2**63) <= self.salt < 2**63):
+            raise ValueError("the spread salt must be a signed 64-bit integer")
+
+
+def spread_hash(salt: int, edge_id: int, minute: int) -> int:
+    """A deterministic 64-bit hash of (the cab's salt, a link's global edge id, a minute of the
+    week): which of the near-best successors the cab takes there and then (reproducible from
+    the tick's logged inputs, independent of the radius graph's local numbering)."""
+    data = struct.pack("<3q", salt, edge_id, minute)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def spread_salt_of(name: str) -> int:
+    """A cab's spread salt from its name (the runtime's ``vehicle_id``): a signed 64-bit
+    integer, the same on every run."""
+    h = hashlib.blake2b(name.encode("utf-8"), digest_size=8, person=b"nagashi-spread").digest()
+    return int.from_bytes(h, "little", signed=True)
+
+
+def spread_next(
+    table: ValueTable,
+    link: int,
+    t_rel_s: float,
+    last_pass_s: F64 | None,
+    own_passes: dict[int, float] | None,
+    skip: set[int] | None,
+    spread: Spread,
+) -> int:
+    """:func:`best_next`, spread (:class:`Spread`): the best successor, or a near-best one
+    named by the cab's hash. ``eps = 0`` is :func:`best_next` exactly."""
+    scored = successor_values(table, link, t_rel_s, last_pass_s, own_passes, skip)
+    best_f, best_q = -1, -math.inf
+    for f, q in scored:
         if best_f < 0 or q > best_q:
             best_f, best_q = f, q
-    return best_f
+    if len(scored) < 2 or spread.eps <= 0.0:
+        return best_f
+    floor = best_q - spread.eps * abs(best_q)
+    near = [best_f] + [f for f, q in scored if f != best_f and q > floor]
+    if len(near) < 2:
+        return best_f
+    minute = math.floor(table.start_minute_of_week + t_rel_s / 60.0)
+    edge = int(table.prep.graph.edge_id[link])
+    return near[spread_hash(spread.salt, edge, minute) % len(near)]
 
 
 def follow(
@@ -288,6 +370,7 @@ def follow(
     last_pass_s: F64 | None = None,
     max_visits: int = 0,
     prefix: tuple[int, ...] = (),
+    spread: Spread | None = None,
 ) -> tuple[list[int], float, float]:
     """Route read out of the table's policy: (local links, length_m, duration_s). The route's
     own earlier passes count as vacant passes (a block driven twice finds fewer hails).
@@ -304,8 +387,15 @@ def follow(
     with no route to show).
 
     ``prefix``: local links the route enters first, as given (a route kept from the previous
-    tick); the read-out continues from its last link."""
+    tick); the read-out continues from its last link. ``spread``: each step takes
+    :func:`spread_next`'s successor, not :func:`best_next`'s (``route_spread_eps``)."""
     prep = table.prep
+
+    def pick(e: int, t: float, skip: set[int] | None) -> int:
+        if spread is None:
+            return best_next(table, e, t, last_pass_s, own, skip)
+        return spread_next(table, e, t, last_pass_s, own, skip, spread)
+
     horizon_s = table.n_layers * prep.step_s
     route: list[int] = []
     length = 0.0
@@ -336,17 +426,15 @@ def follow(
             skip is not None and live is not None and live[e]
         ):  # no dead end; a link not on the route yet first
             ends = {f for f in succ if not live[f]}
-            f = best_next(
-                table, e, t, last_pass_s, own, skip | ends | {f for f in succ if f in visits}
-            )
+            f = pick(e, t, skip | ends | {f for f in succ if f in visits})
             if f < 0:
-                f = best_next(table, e, t, last_pass_s, own, skip | ends)
+                f = pick(e, t, skip | ends)
             if f < 0:
                 break  # only a dead end is left: the route ends before it
         elif skip is not None:  # a link not on the route yet, while there is one
-            f = best_next(table, e, t, last_pass_s, own, skip | {f for f in succ if f in visits})
+            f = pick(e, t, skip | {f for f in succ if f in visits})
         if f < 0:
-            f = best_next(table, e, t, last_pass_s, own, skip)
+            f = pick(e, t, skip)
         if f < 0:
             break
         route.append(f)

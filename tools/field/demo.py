@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from agent.errors import BundleLoadError
-from agent.planner import speed_factor_from_demand
+from agent.planner import ROUTE_SPREAD_EPS, speed_factor_from_demand
 from safety import bbox_area_geojson
 from tiles.fileio import atomic_write_bytes
 
@@ -88,7 +88,10 @@ def build_manhattan_bundle(shared_data: Path, work_dir: Path) -> Path:
         "version": m["planner_parameters"]["version"],
         "cost_features_version": m["cost_features"]["version"],
         "timezone": TIMEZONE,
-        "planner": {"speed_factor": round(float(speed_factor), 6)},
+        "planner": {
+            "speed_factor": round(float(speed_factor), 6),
+            "route_spread_eps": ROUTE_SPREAD_EPS,
+        },
         "measured": {"speed_factor_from": "pickup-weighted median trip speed / free-flow"},
     }
     params_path = atomic_write_bytes(

@@ -236,6 +236,7 @@ def replay_tick(
             ),
             previous_route=tuple(int(e) for e in record.get("previous_route") or ()),
             live=live,
+            spread_salt=_salt(record.get("spread_salt")),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ReplayError(f"tick record {record.get('seq')} lacks its inputs: {e}") from e
@@ -331,3 +332,12 @@ def replay_log(
         raise ReplayError(
             "no tick record in the log" if tick is None else f"no tick with seq {tick} in the log"
         )
+
+
+def _salt(raw: object) -> int | None:
+    """A tick record's ``spread_salt`` (absent in logs from before the spread: None)."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ValueError(f"spread_salt is {raw!r}, not an integer")
+    return raw

@@ -61,6 +61,8 @@ class BundleParamsParams:
     cost_per_m: float | None = None
     cost_per_s: float | None = None
     patience_s: float | None = None
+    #: the route read-out's spread without a live snapshot (agent.planner.ROUTE_SPREAD_EPS)
+    route_spread_eps: float | None = 0.05
 
     def __post_init__(self) -> None:
         import zoneinfo
@@ -79,6 +81,7 @@ _PLANNER_KEYS = (
     "cost_per_m",
     "cost_per_s",
     "patience_s",
+    "route_spread_eps",
 )
 
 

@@ -2,10 +2,11 @@
 route read-out as the driver is shown it (`NagashiRoutePolicy`), and with the fleet's live layer
 and the supply prior (`NagashiLivePolicy`); see :mod:`tools.sim.policies`. With ``model`` the
 live policy plans with the world's cell demand model (``nagashi-live+model``,
-``nagashi-offline+model``; :mod:`tools.sim.sim_model`). ``NagashiSpreadPolicy`` is the offline
-fleet whose read-out spreads its cabs over the near-best successors by a per-cab hash
-(``nagashi-offline-spread``, an experiment: nothing in agent/ does this; in
-:mod:`tools.sim.spread`)."""
+``nagashi-offline+model``; :mod:`tools.sim.sim_model`). A cab of the live policy without a
+snapshot spreads its read-out over the near-best successors by a hash of its own salt, as the
+agent does (``PlannerParams.route_spread_eps``, agent.planner.readout.Spread);
+``nagashi-offline-spread[@EPS]`` (:mod:`tools.sim.spread`) is the offline fleet with that margin
+set."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy.typing as npt
 
 from agent.planner import (
     FleetView,
+    Spread,
     ValueTable,
     fleet_view,
     policy_step,
@@ -28,6 +30,7 @@ from agent.planner import (
     with_fleet,
 )
 from agent.planner.fleet import CLAIM_HORIZON_S
+from agent.planner.readout import spread_salt_of
 from agent.tick_recent import RECENT_NO_SNAPSHOT
 from models import RecentCounts
 from sync.live import Snapshot
@@ -138,8 +141,13 @@ class NagashiRoutePolicy(NagashiPolicy):
             self.world.params,
             previous_route=previous,
             committed_links=1 if previous else 0,
+            spread=self._spread_for(taxi, t_s),
         )
         return route
+
+    def _spread_for(self, taxi: int, t_s: float) -> Spread | None:
+        """The read-out's spread of this cab at ``t_s`` (None here: ``argmax Q``)."""
+        return None
 
     def _base_table(self, taxi: int, count: bool = False) -> ValueTable:
         """The table solved for this cab at the tick (the shared one; with a demand model
@@ -241,6 +249,10 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         self._counts: dict[int, _Counts] = {}  # by snapshot version
         self.edge_ids = world.graph.edge_id
         self.own_passes: dict[int, dict[int, float]] = {}
+        self.seed = seed
+        #: the read-out's spread without a snapshot: the world's, as the bundle gives it
+        self.spread_eps = world.params.route_spread_eps
+        self._salts: dict[int, int] = {}
 
     def _read_key(self, taxi: int, t_s: float) -> object:
         # every_link: the route is read again at every junction (the agent's tick, every few
@@ -260,6 +272,18 @@ class NagashiLivePolicy(NagashiRoutePolicy):
     def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
         self._note_own_pass(taxi, link, t_s)
         return super().choose(taxi, link, t_s, fleet)
+
+    def _spread_for(self, taxi: int, t_s: float) -> Spread | None:
+        """As the agent does it (:func:`agent.planner.spread_of`): with the world's
+        ``route_spread_eps`` > 0 and no snapshot fetched by this cab, its read-out spreads,
+        with a salt of its own (the run's seed and the cab: :func:`sim_salt`)."""
+        eps = self.spread_eps
+        if eps <= 0.0 or (self.live is not None and self.live.seen_by(taxi, t_s)[0] is not None):
+            return None
+        salt = self._salts.get(taxi)
+        if salt is None:
+            salt = self._salts[taxi] = sim_salt(self.seed, taxi)
+        return Spread(eps, salt)
 
     def reset_taxi(self, taxi: int) -> None:
         super().reset_taxi(taxi)
@@ -375,3 +399,9 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         for f, t in mine.items():
             ages[f] = min(ages[f], t_s - t)
         return ages
+
+
+def sim_salt(seed: int, cab: int) -> int:
+    """A simulated cab's spread salt (the agent's is its ``vehicle_id``'s): one per run seed
+    and cab, the same on every run."""
+    return spread_salt_of(f"sim/{seed}/{cab}")
