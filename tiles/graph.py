@@ -219,17 +219,23 @@ class Graph:
 
     def subset(self, mask: Bool) -> Graph:
         """The graph restricted to the edges in ``mask`` (turns to dropped edges vanish)."""
-        idx = np.flatnonzero(mask)
-        counts = np.diff(self.geom_offsets)[idx]
+        keep = np.asarray(mask, dtype=bool).reshape(-1)
+        idx = np.flatnonzero(keep)
+        # shape points and turns of the kept edges: masks repeated per point / per turn and
+        # compressed (a radius graph every plan: 3x faster than gathering index ranges)
+        all_counts = np.diff(self.geom_offsets)
+        counts = all_counts[idx]
         geom_offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(counts, out=geom_offsets[1:])
-        gidx = _ranges(self.geom_offsets[idx], counts)
-        tcounts = np.diff(self.turn_offsets)[idx]
+        geom = np.compress(np.repeat(keep, all_counts), self.geom_lonlat, axis=0)
+        all_tcounts = np.diff(self.turn_offsets)
+        tcounts = all_tcounts[idx]
         turn_offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(tcounts, out=turn_offsets[1:])
-        tidx = _ranges(self.turn_offsets[idx], tcounts)
-        kept_ids = self.edge_id[idx]
-        wkeep = np.isin(self.win_edge, kept_ids)
+        turn_to = np.compress(np.repeat(keep, all_tcounts), self.turn_to)
+        # the windows of kept edges (np.isin on the kept ids, by the local index instead)
+        wloc = self.local(self.win_edge)
+        wkeep = keep[np.where(wloc >= 0, wloc, 0)] & (wloc >= 0)
         return Graph(
             edge_id=self.edge_id[idx],
             u_lon=self.u_lon[idx],
@@ -246,9 +252,9 @@ class Graph:
             bearing_start=self.bearing_start[idx],
             bearing_end=self.bearing_end[idx],
             geom_offsets=geom_offsets,
-            geom_lonlat=self.geom_lonlat[gidx],
+            geom_lonlat=geom,
             turn_offsets=turn_offsets,
-            turn_to=self.turn_to[tidx],
+            turn_to=turn_to,
             win_edge=self.win_edge[wkeep],
             win_start=self.win_start[wkeep],
             win_end=self.win_end[wkeep],

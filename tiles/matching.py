@@ -185,8 +185,8 @@ class _SubsetIndex:
     :func:`segments` takes it); the parent's grid gives a superset of the segments near a fix,
     and every number :func:`match_fix` reads is computed for those segments alone with the
     same element-wise operations as :func:`segments`, so a match is bit-identical to one on
-    ``segments(g)``. ``along0`` depends on a cumulative sum over all of the subset's segments,
-    computed only when a candidate is not the first segment of its edge."""
+    ``segments(g)``. ``along0`` depends on a cumulative sum over the subset's segments, computed
+    only when a candidate is not the first segment of its edge, and only through that edge."""
 
     def __init__(self, g: Graph, parent: Graph, idx: npt.NDArray[np.int64]) -> None:
         # the subset's arrays, not the graph: the cache is keyed weakly by the graph, and a
@@ -199,6 +199,7 @@ class _SubsetIndex:
         pts = g.geom_lonlat
         self.proj = LocalProjection(float(pts[:, 0].mean()), float(pts[:, 1].mean()))
         self._cum: npt.NDArray[np.float64] | None = None
+        self._cum_edges = 0  # the edges whose segments ``_cum`` covers
 
     def near(
         self, lon: float, lat: float, r: float
@@ -237,17 +238,30 @@ class _SubsetIndex:
         out = np.zeros(seg.shape[0], dtype=np.float64)
         later = seg != first
         if later.any():
-            if self._cum is None:
-                x, y = self.proj.to_xy(self.geom_lonlat[:, 0], self.geom_lonlat[:, 1])
-                last = np.zeros(x.shape[0], dtype=bool)
-                last[self.geom_offsets[1:] - 1] = True
-                start_idx = np.flatnonzero(~last)
-                dx = x[start_idx + 1] - x[start_idx]
-                dy = y[start_idx + 1] - y[start_idx]
-                self._cum = np.concatenate([[0.0], np.cumsum(np.hypot(dx, dy))])
-            cum = self._cum
+            cum = self._cum_to(int(edge[later].max()))
             out[later] = cum[seg[later]] - cum[first[later]]
         return out
+
+    def _cum_to(self, last_edge: int) -> npt.NDArray[np.float64]:
+        """The running sum of the subset's segment lengths, ``cum[j]`` over its first ``j``
+        segments, at least through the segments of edge ``last_edge``: only the shape points
+        up to that edge's last are projected (a running sum's prefix is the same whatever
+        follows it: ``np.cumsum`` adds in order), extended when a later call needs more."""
+        if self._cum is not None and self._cum_edges > last_edge:
+            return self._cum
+        n_edges = last_edge + 1
+        n_pts = int(self.geom_offsets[n_edges])
+        pts = self.geom_lonlat[:n_pts]
+        x, y = self.proj.to_xy(pts[:, 0], pts[:, 1])
+        last = np.zeros(n_pts, dtype=bool)
+        last[self.geom_offsets[1 : n_edges + 1] - 1] = True
+        start_idx = np.flatnonzero(~last)
+        # x[start + 1] - x[start] is np.diff's subtraction: one gather instead of two
+        dx = np.diff(x)[start_idx]
+        dy = np.diff(y)[start_idx]
+        self._cum = np.concatenate([[0.0], np.cumsum(np.hypot(dx, dy))])
+        self._cum_edges = n_edges
+        return self._cum
 
     def edge_len(self, edge: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         counts = self.geom_offsets[edge + 1] - self.geom_offsets[edge] - 1

@@ -237,6 +237,26 @@ def _shift_weights(shift: F64, width: int, cols: I64) -> tuple[I64, F64, F64]:
     return off, np.maximum(w, 0.0), np.maximum(-w, 0.0)
 
 
+def _stable_argsort(keys: npt.NDArray[np.integer[Any]]) -> I64:
+    """``np.argsort(keys, kind="stable")`` of integer keys, the same permutation (a stable
+    order is unique) in a tenth of the time on a tick's few thousand keys: keys spanning at
+    most 2**16 values are shifted into ``uint16``, which numpy sorts stably by radix (int64
+    keys go to timsort, 0.4 ms for 5,000); wider ones are made unique with their position,
+    ``key * m + i``, and sorted by numpy's unstable (vectorised) sort."""
+    a = np.asarray(keys)
+    m = int(a.shape[0])
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(a.min()), int(a.max())
+    if hi - lo < 1 << 16:
+        return np.argsort((a - lo).astype(np.uint16), kind="stable").astype(np.int64)
+    if (hi - lo + 1) * m < 1 << 62:
+        key = (a.astype(np.int64) - lo) * m + np.arange(m, dtype=np.int64)
+        key.sort()
+        return np.asarray(key % m, dtype=np.int64)
+    return np.argsort(a, kind="stable").astype(np.int64)
+
+
 def _successor_columns(prep: Prepared, cz: I64) -> tuple[I64, list[I64]]:
     """Sources with a cruisable successor, sorted by out-degree (descending), and per column
     ``d`` the position in ``cz`` of each source's ``d``-th successor (a prefix of sources)."""
@@ -247,7 +267,7 @@ def _successor_columns(prep: Prepared, cz: I64) -> tuple[I64, list[I64]]:
     dst = pos[prep.arc_dst[keep]]
     deg = np.bincount(src, minlength=prep.n)
     has = np.flatnonzero(deg > 0)
-    order = has[np.argsort(-deg[has], kind="stable")]
+    order = has[_stable_argsort(-deg[has])]
     first = np.zeros(prep.n + 1, dtype=np.int64)
     np.cumsum(deg, out=first[1:])
     columns: list[I64] = []

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.planner.core import Prepared, ValueTable
+from agent.planner.core import Prepared, ValueTable, _stable_argsort
 from agent.planner.inputs import Bool
 
 _CACHE: weakref.WeakKeyDictionary[Prepared, dict[bytes, Bool]] = weakref.WeakKeyDictionary()
@@ -88,7 +88,7 @@ def _arcs(prep: Prepared) -> _Arcs:
         beyond[np.repeat(np.arange(g.n), counts)[outside]] = True
     in_offsets = np.zeros(g.n + 1, dtype=np.int64)
     np.cumsum(np.bincount(dst, minlength=g.n), out=in_offsets[1:])
-    arcs = _Arcs(src, dst, src[np.argsort(dst, kind="stable")], in_offsets, beyond)
+    arcs = _Arcs(src, dst, src[_stable_argsort(dst)], in_offsets, beyond)
     with _LOCK:
         _ARCS[prep] = arcs
     return arcs

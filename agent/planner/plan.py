@@ -248,7 +248,12 @@ def _coordinates(
     w = (target - along[i - 1]) / span if span > 0 else 0.0
     p = geom[i - 1] + w * (geom[i] - geom[i - 1])
     pts: list[tuple[float, float]] = [(float(p[0]), float(p[1]))]
-    pts.extend((float(x), float(y)) for x, y in geom[i:])
-    for e in route:
-        pts.extend((float(x), float(y)) for x, y in g.geometry(e)[1:])
+    pts.extend((x, y) for x, y in geom[i:].tolist())
+    if route:  # each link's shape points but its first (the previous link's last), at once
+        links = np.asarray(route, dtype=np.int64)
+        first = g.geom_offsets[links] + 1
+        counts = g.geom_offsets[links + 1] - first
+        ends = np.cumsum(counts)
+        at = np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(first - (ends - counts), counts)
+        pts.extend((x, y) for x, y in g.geom_lonlat[at].tolist())
     return tuple(pts)

@@ -111,3 +111,21 @@ def test_a_copy_with_other_geometry_is_not_matched_on_the_parent(monaco_tiles: P
         forged = dataclasses.replace(other, subset_of=g.subset_of)  # ... claiming g's parent
         a, b = _both(forged, lon, lat, None, None)
         assert a == b and forged not in _SUBSET_CACHE
+
+
+def test_one_radius_graph_matched_again_further_on(monaco_tiles: Path) -> None:
+    """``along0``'s running sum covers only the subset's edges up to the candidate's: fixes on
+    one radius graph late, early, then later again (shortened, then extended) stay exact."""
+    with TileStore(monaco_tiles) as store:
+        full = store.all()
+        lon, lat = float(full.u_lon[200]), float(full.u_lat[200])
+        g = store.radius_graph(lon, lat, 1500.0)
+        counts = np.diff(g.geom_offsets)
+        curved = np.flatnonzero(counts >= 4)
+        assert curved.size > 10
+        order = [curved[curved.size // 2], curved[0], curved[-1], curved[1]]
+        for e in order:
+            p = g.geometry(int(e))[counts[e] - 2]
+            a, b = _both(g, float(p[0]), float(p[1]), None, None)
+            assert isinstance(a, Match) and a == b, (e, a, b)
+        assert g in _SUBSET_CACHE
