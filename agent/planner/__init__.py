@@ -100,6 +100,8 @@ before, :mod:`agent.planner.stability` keeps it unless the new one is better by
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from agent.planner.core import ValueTable
 from agent.planner.cruise import next_link, plan_cruise, plan_from_fix, policy_step, solve
 from agent.planner.directions import Direction
@@ -116,7 +118,18 @@ from agent.planner.inputs import (
 from agent.planner.params import PlannerParams
 from agent.planner.plan import SCHEMA_VERSION, Plan, plan_from_table, route_from_table
 from agent.planner.readout import action_values
-from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
+from tiles._lazy import lazy_attribute
+
+if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
+    from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
+
+#: imported on first use: the first tick has no route shown before it to keep (issue 20)
+_LAZY: dict[str, str] = {
+    "RouteChoice": "agent.planner.stability",
+    "choose_route": "agent.planner.stability",
+    "is_committed": "agent.planner.stability",
+    "route_value": "agent.planner.stability",
+}
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -147,3 +160,11 @@ __all__ = [
     "speed_factor_from_demand",
     "with_fleet",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, _LAZY, globals(), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
