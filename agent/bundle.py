@@ -27,17 +27,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from agent.errors import BundleLoadError, GpsError
 from agent.planner import PlannerParams, minute_of_week_of, monday_of, speed_factor_from_demand
-from models import DemandModel, DemandTable, ModelsError, SupplyTable, open_demand
+from models import DemandModel, DemandTable, ModelsError, open_demand
 from safety import BusinessArea, SafetyConfig, SafetyError
-from sync import Bundle, BundleStore, SyncError, UnsafeNameError, check_bundle_id
+from sync import Bundle, SyncError, UnsafeNameError, check_bundle_id
 from tiles import TilesError, TileStore
 from tiles.fileio import one_line_error
+
+if TYPE_CHECKING:  # imported where used: a bundle without supply.npz, not in a store (issue 20)
+    from models import SupplyTable
 
 log = logging.getLogger(__name__)
 #: libyaml's parser when PyYAML has it (the same objects as yaml.safe_load, ~10x faster at start-up)
@@ -124,6 +127,8 @@ def resolve_bundle_path(bundle_dir: str | os.PathLike[str], bundle_id: str | Non
         except UnsafeNameError as e:
             raise BundleLoadError(str(e)) from e
     if (d / "current.json").is_file() or (d / "bundles").is_dir():
+        from sync import BundleStore
+
         try:
             store = BundleStore(d)
             if bundle_id is not None:
@@ -231,6 +236,8 @@ def _load_supply(b: Bundle, store: TileStore) -> SupplyTable | None:
     path = b.supply_path
     if path is None:
         return None
+    from models import SupplyTable
+
     try:
         table = SupplyTable.load(path)
     except ModelsError as e:
@@ -272,6 +279,8 @@ def load_start_bundle(
     d = Path(bundle_dir)
     if not ((d / "current.json").is_file() or (d / "bundles").is_dir()):
         raise first
+    from sync import BundleStore
+
     try:
         fallbacks = BundleStore(d).fallback_ids()
     except SyncError as e:

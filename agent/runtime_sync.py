@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from agent.bundle import LoadedBundle, load_start_bundle
 from agent.errors import AgentError
 from agent.runtime_config import AgentConfig
-from sync import BundleStore, Outbox, SyncError
+from sync import Outbox, SyncError
 from sync.backoff import backoff_delay_s
 
 if TYPE_CHECKING:  # the sync client (tuf, httpx) is imported only when sync is configured
     from agent.clock import Clock
     from agent.live import LiveLink
     from agent.runtime import RunSummary
-    from sync import LogUploader, Updater
+    from sync import BundleStore, LogUploader, Updater
 
 __all__ = ["BackgroundSync", "start_bundle"]
 
@@ -39,7 +39,7 @@ def start_bundle(config: AgentConfig) -> LoadedBundle:
         area, root_path = s.area, s.trusted_root
 
         def repair() -> object:
-            from sync import FetchConfig, PullConfig, Updater
+            from sync import BundleStore, FetchConfig, PullConfig, Updater
 
             u = Updater(
                 BundleStore(config.bundle_dir),
@@ -92,6 +92,8 @@ class BackgroundSync:
             except SyncError as e:
                 raise AgentError(f"sync cannot start: {e}") from e
         if s.area and s.trusted_root is not None:
+            from sync import BundleStore  # bundle sync only: not for a bundle directory
+
             try:
                 self._trusted_root = s.trusted_root.read_bytes()
                 self._sync_store = BundleStore(self.config.bundle_dir)

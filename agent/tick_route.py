@@ -11,7 +11,7 @@ import math
 
 from agent.gps import Fix
 from agent.instruction import first_turn
-from agent.planner import PlannerParams, is_committed
+from agent.planner import PlannerParams
 from safety import GpsConfig, MatchCheckConfig, check_fix
 from tiles import Graph, Match, NoMatchError, match_fix
 
@@ -99,6 +99,8 @@ def previous_route(
     turn = first_turn(graph, rest, m.best.fraction)
     speed = fix.speed_mps if fix is not None and finite(fix.speed_mps) else None
     committed = 0
+    from agent.planner import is_committed  # with a route shown: not on the first tick
+
     if turn is not None and is_committed(
         turn[1], speed, params.route_commit_s, params.route_commit_m
     ):

@@ -39,15 +39,17 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from sync._fs import fsync_dir, fsync_file, read_bounded, sha256_bytes, sha256_file, storage_errors
 from sync.errors import BundleInputError, BundleVerifyError, UnsafeNameError
-from sync.manifest import NO_MODEL, SCHEMA_VERSION, Composed, dump_yaml, manifest_hash
 from sync.names import check_file_name, is_hex64
 from tiles.fileio import one_line_error, sqlite_readonly_uri
+
+if TYPE_CHECKING:  # composing is the build side's: opening a bundle needs none of it (issue 20)
+    from sync.manifest import Composed
 
 log = logging.getLogger(__name__)
 #: libyaml's parser when PyYAML has it (the same objects as yaml.safe_load, ~10x faster at start-up)
@@ -287,6 +289,8 @@ def _model_files(want: str, demand_dir: Path) -> list[tuple[str, Path]]:
     models/ writes ``model.json`` (with ``shipped`` saying whether the model passed the release
     gate) and, when it passed, ``model.onnx`` + ``features.npz``.
     """
+    from sync.manifest import NO_MODEL
+
     model_json = demand_dir / MODEL_JSON
     doc = _read_json(model_json, "model spec") if model_json.exists() else None
     shipped = bool(doc and doc.get("shipped", False))
@@ -412,6 +416,8 @@ def check_inputs(manifest: Mapping[str, Any], inputs: BundleInputs) -> list[tupl
 @storage_errors
 def build_bundle(composed: Composed, inputs: BundleInputs, out_dir: str | Path) -> Bundle:
     """Assemble a bundle under ``out_dir/<bundle id>``; the same inputs give the same bytes."""
+    from sync.manifest import SCHEMA_VERSION, dump_yaml, manifest_hash
+
     manifest = composed.manifest
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise BundleInputError("manifest is not composed (no schema_version)")

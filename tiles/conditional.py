@@ -48,10 +48,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import opening_hours
+
+if TYPE_CHECKING:  # imported where a time is read: the agent's tick reads none (issue 20)
+    import opening_hours
 
 MINUTES_PER_DAY = 1440
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
@@ -132,12 +135,18 @@ _SUN = re.compile(r"sunrise|sunset|dawn|dusk", re.IGNORECASE)
 _UNIT_FACTOR = {"kg": 0.001, "st": 0.907, "ft": 0.3048}
 
 Bool = npt.NDArray[np.bool_]
-#: what the library raises for a text it cannot read (ParserError is not in its type stubs)
-_READ_ERRORS: tuple[type[Exception], ...] = (
-    opening_hours.ParserError,  # type: ignore[attr-defined]  # not in its stubs
-    SyntaxError,
-    ValueError,
-)
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What the library raises for a text it cannot read (ParserError is not in its type
+    stubs)."""
+    import opening_hours
+
+    return (
+        opening_hours.ParserError,  # type: ignore[attr-defined]  # not in its stubs
+        SyntaxError,
+        ValueError,
+    )
 
 
 class _Doubt(Exception):
@@ -298,6 +307,8 @@ def _compile(text: str, area: Area, holidays: bool) -> opening_hours.OpeningHour
     once per process. Wall-clock times are local (the library takes the time zone of the
     coordinates).
     """
+    import opening_hours
+
     use_coords = area.coords is not None and (
         _SUN.search(text) is not None or (holidays and area.country is None)
     )
@@ -322,9 +333,10 @@ def _time_condition(part: str, area: Area, normalized: list[str]) -> _Time:
         raise _Doubt(f"school holidays (SH) cannot be evaluated in {part.strip()!r}")
     if text != part.strip():
         normalized.append(f"{part.strip()!r} read as {text!r}")
+    read_errors = _read_errors()
     try:
         _compiled(text, area, False)
-    except _READ_ERRORS as e:
+    except read_errors as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise _Doubt(f"cannot read the time {part.strip()!r} ({first})") from None
     texts = [text]
@@ -333,7 +345,7 @@ def _time_condition(part: str, area: Area, normalized: list[str]) -> _Time:
         try:
             _compiled(additive, area, False)
             texts.append(additive)
-        except _READ_ERRORS:
+        except read_errors:
             pass
     return _Time(tuple(texts))
 
@@ -342,6 +354,8 @@ def _holds_mask(
     times: tuple[_Time, ...], area: Area, holidays: bool, start: dt.datetime, minutes: int
 ) -> Bool:
     """Minutes from ``start`` (local) when every time condition holds (open or unknown)."""
+    import opening_hours
+
     out = np.ones(minutes, dtype=bool)
     end = start + dt.timedelta(minutes=minutes)
     for t in times:
@@ -476,6 +490,8 @@ def minute_of_week(weekday: int, hour: int, minute: int) -> int:
 
 def check_country(code: str) -> str:
     """``code`` if the holiday calendar knows this ISO country code (``US``, ``JP``, ``MC``)."""
+    import opening_hours
+
     try:
         opening_hours.OpeningHours("PH", country=code)
     except opening_hours.UnknownCountryError as e:  # type: ignore[attr-defined]  # not in its stubs

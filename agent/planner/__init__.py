@@ -103,6 +103,8 @@ Same inputs, same bytes: :meth:`Plan.to_json`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from agent.planner.core import ValueTable
 from agent.planner.cruise import (
     next_link,
@@ -126,7 +128,18 @@ from agent.planner.inputs import (
 from agent.planner.params import ROUTE_SPREAD_EPS, PlannerParams
 from agent.planner.plan import SCHEMA_VERSION, Plan, plan_from_table, route_from_table
 from agent.planner.readout import Spread, action_values, spread_salt_of
-from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
+from tiles._lazy import lazy_attribute
+
+if TYPE_CHECKING:  # the types, for mypy and editors; at run time see __getattr__
+    from agent.planner.stability import RouteChoice, choose_route, is_committed, route_value
+
+#: imported on first use: the first tick has no route shown before it to keep (issue 20)
+_LAZY: dict[str, str] = {
+    "RouteChoice": "agent.planner.stability",
+    "choose_route": "agent.planner.stability",
+    "is_committed": "agent.planner.stability",
+    "route_value": "agent.planner.stability",
+}
 
 __all__ = [
     "ROUTE_SPREAD_EPS",
@@ -161,3 +174,11 @@ __all__ = [
     "spread_salt_of",
     "with_fleet",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, _LAZY, globals(), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -64,9 +64,9 @@ class PlannerParams:
     route_commit_m: float = 30.0
     #: without a live snapshot (offline, expired, refused), the route read-out takes at each
     #: junction one of the successors within this share of the best ``Q``, named by a hash of
-    #: the cab's own salt, the link and the minute (agent.planner.readout.Spread): cabs that
-    #: plan with the same values no longer herd (docs/planner.md, "Offline cabs that spread");
-    #: 0 reads out ``argmax Q`` everywhere. Bundles built by nagashi set :data:`ROUTE_SPREAD_EPS`
+    #: the cab's own salt and the link (agent.planner.readout.Spread): cabs that plan with the
+    #: same values no longer herd (docs/planner.md, "Offline cabs that spread"); 0 reads out
+    #: ``argmax Q`` everywhere. Bundles built by nagashi set :data:`ROUTE_SPREAD_EPS`
     route_spread_eps: float = 0.0
     #: how a passenger finds a cab: "hail" (she hails the first vacant cab to pass her link,
     #: the MDP of issue 4) or "dispatch" (an app sends the nearest vacant cab when she asks:

@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,8 +15,10 @@ from agent.planner.directions import Direction, directions
 from agent.planner.errors import PlannerError
 from agent.planner.params import PlannerParams
 from agent.planner.readout import Spread, follow
-from agent.planner.stability import RouteChoice, choose_route
 from tiles.graph import Graph
+
+if TYPE_CHECKING:  # imported by the first read-out that has a route shown before (issue 20)
+    from agent.planner.stability import RouteChoice
 
 SCHEMA_VERSION = 1
 WayNames = Callable[[Iterable[int]], Mapping[int, str]]
@@ -191,6 +193,8 @@ def _read_route(
     route, length, duration = read()
     if previous_route is None:
         return route, length, duration, None
+    from agent.planner.stability import choose_route
+
     g = table.prep.graph
     prev_local = g.local(list(previous_route)) if len(previous_route) else np.zeros(0, int)
     usable = bool(np.all(prev_local >= 0))

@@ -303,8 +303,8 @@ def successor_values(
 class Spread:
     """The read-out's spread (``PlannerParams.route_spread_eps``, docs/planner.md, "Offline
     cabs that spread"): at each junction, among the successors whose ``Q`` is within
-    ``eps * |Q_best|`` of the best, the one :func:`spread_hash` of (``salt``, the link, the
-    minute) names, instead of the best alone. ``salt`` is the cab's own (the agent's
+    ``eps * |Q_best|`` of the best, the one :func:`spread_hash` of (``salt``, the link)
+    names, instead of the best alone. ``salt`` is the cab's own (the agent's
     ``TickInputs.spread_salt``), so that cabs planning with the same values no longer drive the
     same corridors; where one successor is clearly better every cab still takes it."""
 
@@ -318,11 +318,12 @@ class Spread:
             raise ValueError("the spread salt must be a signed 64-bit integer")
 
 
-def spread_hash(salt: int, edge_id: int, minute: int) -> int:
-    """A deterministic 64-bit hash of (the cab's salt, a link's global edge id, a minute of the
-    week): which of the near-best successors the cab takes there and then (reproducible from
-    the tick's logged inputs, independent of the radius graph's local numbering)."""
-    data = struct.pack("<3q", salt, edge_id, minute)
+def spread_hash(salt: int, edge_id: int) -> int:
+    """A deterministic 64-bit hash of (the cab's salt, a link's global edge id): which of the
+    near-best successors the cab takes there (reproducible from the tick's logged inputs,
+    independent of the radius graph's local numbering). It does not change with time, so a
+    cab's next tick reads the same choices out again and its route shown stays put."""
+    data = struct.pack("<2q", salt, edge_id)
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
@@ -355,9 +356,8 @@ def spread_next(
     near = [best_f] + [f for f, q in scored if f != best_f and q > floor]
     if len(near) < 2:
         return best_f
-    minute = math.floor(table.start_minute_of_week + t_rel_s / 60.0)
     edge = int(table.prep.graph.edge_id[link])
-    return near[spread_hash(spread.salt, edge, minute) % len(near)]
+    return near[spread_hash(spread.salt, edge) % len(near)]
 
 
 def follow(
