@@ -318,12 +318,18 @@ class Spread:
             raise ValueError("the spread salt must be a signed 64-bit integer")
 
 
-def spread_hash(salt: int, edge_id: int) -> int:
-    """A deterministic 64-bit hash of (the cab's salt, a link's global edge id): which of the
-    near-best successors the cab takes there (reproducible from the tick's logged inputs,
-    independent of the radius graph's local numbering). It does not change with time, so a
-    cab's next tick reads the same choices out again and its route shown stays put."""
-    data = struct.pack("<2q", salt, edge_id)
+#: the spread's choices change every this many minutes (:func:`spread_hash`)
+SPREAD_PERIOD_MIN = 10
+
+
+def spread_hash(salt: int, edge_id: int, period: int) -> int:
+    """A deterministic 64-bit hash of (the cab's salt, a link's global edge id, the period of
+    :data:`SPREAD_PERIOD_MIN` minutes of the week): which of the near-best successors the cab
+    takes there and then (reproducible from the tick's logged inputs, independent of the radius
+    graph's local numbering). Within a period the next tick reads the same choices out again,
+    so the route shown stays put; from one period to the next a cab that comes back to a
+    junction may take another branch, so it does not drive one fixed circuit."""
+    data = struct.pack("<3q", salt, edge_id, period)
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
@@ -343,8 +349,9 @@ def spread_next(
     skip: set[int] | None,
     spread: Spread,
 ) -> int:
-    """:func:`best_next`, spread (:class:`Spread`): the best successor, or a near-best one
-    named by the cab's hash. ``eps = 0`` is :func:`best_next` exactly."""
+    """:func:`best_next`, spread (:class:`Spread`): among the successors within the margin of
+    the best, the one whose :func:`spread_hash` (the cab's salt, the successor, the period) is
+    lowest. ``eps = 0`` is :func:`best_next` exactly."""
     scored = successor_values(table, link, t_rel_s, last_pass_s, own_passes, skip)
     best_f, best_q = -1, -math.inf
     for f, q in scored:
@@ -356,8 +363,11 @@ def spread_next(
     near = [best_f] + [f for f, q in scored if f != best_f and q > floor]
     if len(near) < 2:
         return best_f
-    edge = int(table.prep.graph.edge_id[link])
-    return near[spread_hash(spread.salt, edge) % len(near)]
+    # the near-best successor this cab ranks first (rendezvous hashing: when a successor enters
+    # or leaves the near set, the choice changes only if it is the one ranked first)
+    ids = table.prep.graph.edge_id
+    period = math.floor((table.start_minute_of_week + t_rel_s / 60.0) / SPREAD_PERIOD_MIN)
+    return min(near, key=lambda f: spread_hash(spread.salt, int(ids[f]), period))
 
 
 def follow(

@@ -1,6 +1,6 @@
 """The route read-out's spread (issue 17, "Offline"; ``PlannerParams.route_spread_eps``): without
 a live snapshot, each junction takes one of the successors within ``eps · |Q_best|`` of the best,
-named by a hash of the cab's salt and the link. Margin 0 is ``argmax Q``; a choice
+the one the cab's hash of (salt, successor, 10-minute period) ranks first. Margin 0 is ``argmax Q``; a choice
 is always near-best and allowed; cabs with other salts take other streets; a live snapshot turns
 it off; the tick logs the salt and replay recomputes the same bytes."""
 
@@ -89,9 +89,9 @@ def test_a_spread_choice_is_allowed_and_within_the_margin(table: ValueTable) -> 
 
 
 def test_the_hash_is_per_salt_and_link() -> None:
-    h = spread_hash(1, 2)
-    assert h == spread_hash(1, 2) and 0 <= h < 2**64
-    assert len({h, spread_hash(2, 2), spread_hash(1, 7), spread_hash(7, 1)}) == 4
+    h = spread_hash(1, 2, 3)
+    assert h == spread_hash(1, 2, 3) and 0 <= h < 2**64
+    assert len({h, spread_hash(2, 2, 3), spread_hash(1, 7, 3), spread_hash(1, 2, 4)}) == 4
     salts = {spread_salt_of(f"cab-{i}") for i in range(1000)}
     assert len(salts) == 1000 and all(-(2**63) <= s < 2**63 for s in salts)
     with pytest.raises(ValueError, match="margin"):
