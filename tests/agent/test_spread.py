@@ -1,8 +1,9 @@
 """The route read-out's spread (issue 17, "Offline"; ``PlannerParams.route_spread_eps``): without
 a live snapshot, each junction takes one of the successors within ``eps · |Q_best|`` of the best,
-the one the cab's hash of (salt, successor, 10-minute period) ranks first. Margin 0 is ``argmax Q``; a choice
-is always near-best and allowed; cabs with other salts take other streets; a live snapshot turns
-it off; the tick logs the salt and replay recomputes the same bytes."""
+the one the cab's hash of (salt, successor, 10-minute period) ranks first. Margin 0 is
+``argmax Q``; a choice is always near-best and allowed, and holds when another near successor
+drops out; cabs with other salts take other streets; a live snapshot turns it off; the tick logs
+the salt and replay recomputes the same bytes."""
 
 from __future__ import annotations
 
@@ -151,3 +152,24 @@ def test_the_pipeline_ships_the_margin() -> None:
     from tools.pipeline.steps_release import BundleParamsParams
 
     assert BundleParamsParams(timezone="America/New_York").route_spread_eps == ROUTE_SPREAD_EPS
+
+
+def test_a_choice_holds_when_another_near_successor_drops_out(table: ValueTable) -> None:
+    """Rendezvous hashing: barring a near-best successor the cab did not take (nor the best)
+    leaves its choice as it was; with ``pick = near[h % len(near)]`` it would often move."""
+    prep = table.prep
+    checked = 0
+    for e in range(prep.n):
+        scored = successor_values(table, e, 0.0)
+        if len(scored) < 3:
+            continue
+        best_f, best_q = max(scored, key=lambda fq: fq[1])
+        near = [f for f, q in scored if q >= best_q - 0.05 * abs(best_q)]
+        for salt in range(4):
+            sp = Spread(0.05, salt)
+            pick = spread_next(table, e, 0.0, None, None, None, sp)
+            for f in near:
+                if f not in (pick, best_f):
+                    assert spread_next(table, e, 0.0, None, None, {f}, sp) == pick
+                    checked += 1
+    assert checked > 0
