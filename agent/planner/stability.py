@@ -27,8 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.planner.core import ValueTable, _interp
+from agent.planner.readout import link_facts
 
 #: why a tick's route is the one it is
 NEW = "new"  # no previous route to keep (first tick, fallback before, cab left it)
@@ -71,57 +73,111 @@ def is_committed(
 def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[int]) -> float:
     """Expected net revenue of entering the local links ``route`` in order after ``start``
     (left ``t0_rel_s`` after the table's start), then following the policy (module
-    docstring). An empty route is the policy's value ``V(start, t0)``."""
+    docstring). An empty route is the policy's value ``V(start, t0)``.
+
+    Evaluated one link at a time on Python floats (a route has a few dozen links, where
+    numpy's per-call overhead was most of the time; the simulator values two routes per cab
+    and table): the same IEEE operations in the same order as the array form (the entry
+    times a running sum, as ``np.cumsum``), and the depleted probabilities through one
+    ``np.expm1`` on a contiguous array, so the same bits
+    (tests/tools/test_sim_speed_stability.py compares both)."""
     prep = table.prep
     dt = prep.step_s
-    n = prep.n
-    flat = table.values.reshape(-1)
-    k0 = min(max(math.floor(t0_rel_s / dt + 0.5), 0), table.n_layers - 1)
+    top = table.n_layers - 1
+    k0 = min(max(math.floor(t0_rel_s / dt + 0.5), 0), top)
     if not route:
         return float(table.values[k0, start])
-    links = np.asarray(route, dtype=np.int64)
-    tau = prep.tau_s[links]
-    t_in = t0_rel_s + np.concatenate([[0.0], np.cumsum(tau)[:-1]])
+    idx = np.asarray(route, dtype=np.int64)
+    links: list[int] = idx.tolist()
+    tau: list[float] = prep.tau_s[idx].tolist()
+    w_s: list[float] = table.window_s[idx].tolist()
+    trip: list[float] = table.trip_layers[idx].tolist()
+    cells: list[int] = table.cell[idx].tolist()
+    ages: list[float] | None = None if table.pass_age_s is None else table.pass_age_s[idx].tolist()
+    layer_slot, rate_h, pickup_prob = table.layer_slot, table.rate_h, table.pickup_prob
+    slope_c, cont = table.slope_c, table.cont
+    rows_c = cont.shape[0]
+    count = len(links)
+    ks: list[int] = [0] * count
+    p: list[float] = [0.0] * count
+    c_next: list[float] = [0.0] * count
+    depleted: list[int] = []  # where the route's or the table's last pass depletes P
+    args: list[float] = []
     # last vacant pass before each entry: the table's passes, then the route's own (start too)
-    base = (
-        -table.pass_age_s[links]
-        if table.pass_age_s is not None
-        else np.full(links.shape[0], -np.inf)
-    )
-    last = {int(start): t0_rel_s}
-    since = np.empty(links.shape[0], dtype=np.float64)
-    for i, f in enumerate(links.tolist()):
-        since[i] = t_in[i] - max(float(base[i]), last.get(f, -math.inf))
-        last[f] = float(t_in[i] + tau[i])
-    layers = np.minimum(np.maximum(np.floor(t_in / dt + 0.5), 0), table.n_layers - 1)
-    k = layers.astype(np.int64)
-    slot = table.layer_slot[k]
-    w = table.window_s[links]
-    window = np.minimum(w, np.maximum(since, 0.0))
-    p = -np.expm1(-table.rate_h[slot, links] * ((tau + window) / 3600.0))
-    p = np.where(since < w, p, table.pickup_prob[slot, links])
-    # C_i: value after a drop-off from f_i's cell, read as the table does (fractional layers)
-    c_next = _interp(
-        table.cont.reshape(-1),
-        table.cont.shape[1],
-        k,
-        tau / dt + table.trip_layers[links],
-        table.cell[links],
-        table.slope_c[k],
-    )
-    end = int(links[-1])
-    k_end = int(k[-1])
-    r = float(
-        _interp(flat, n, k_end, np.array([tau[-1] / dt]), np.array([end]), table.slope_v[k_end])[0]
-    )
-    for i in range(links.shape[0] - 1, -1, -1):
-        f = int(links[i])
-        r = (
-            -float(table.cost[f])
-            + float(p[i]) * (float(table.fare[f]) + float(c_next[i]))
-            + (1.0 - float(p[i])) * r
+    last: dict[int, float] = {int(start): t0_rel_s}
+    run = 0.0  # the entry time's offset from t0: np.cumsum's running sum
+    for i, f in enumerate(links):
+        t_in = t0_rel_s + run
+        tau_i = tau[i]
+        run += tau_i
+        base = -ages[i] if ages is not None else -math.inf
+        since = t_in - max(base, last.get(f, -math.inf))
+        last[f] = t_in + tau_i
+        k = min(max(math.floor(t_in / dt + 0.5), 0), top)
+        ks[i] = k
+        slot = int(layer_slot[k])
+        w = w_s[i]
+        if since < w:
+            window = min(w, max(since, 0.0))
+            depleted.append(i)
+            args.append(-float(rate_h[slot, f]) * ((tau_i + window) / 3600.0))
+        else:
+            p[i] = float(pickup_prob[slot, f])
+        # C_i: value after a drop-off from f_i's cell, read as the table does (fractional
+        # layers)
+        x = tau_i / dt + trip[i]
+        if not math.isfinite(x):  # as numpy does it, however odd
+            c_next[i] = float(
+                _interp(
+                    cont.reshape(-1),
+                    cont.shape[1],
+                    k,
+                    np.array([x]),
+                    np.array([cells[i]]),
+                    slope_c[k],
+                )[0]
+            )
+        else:
+            c_next[i] = _interp_one(cont, rows_c, k, x, cells[i], float(slope_c[k]))
+    if depleted:
+        got = (-np.expm1(np.array(args, dtype=np.float64))).tolist()
+        for i, v in zip(depleted, got, strict=True):
+            p[i] = v
+    end = links[-1]
+    k_end = ks[-1]
+    x_end = tau[-1] / dt
+    if math.isfinite(x_end):
+        r = _interp_one(
+            table.values, table.values.shape[0], k_end, x_end, end, float(table.slope_v[k_end])
         )
+    else:
+        flat = table.values.reshape(-1)
+        r = float(
+            _interp(flat, prep.n, k_end, np.array([x_end]), np.array([end]), table.slope_v[k_end])[
+                0
+            ]
+        )
+    fare, cost = table.fare, table.cost
+    for i in range(count - 1, -1, -1):
+        f = links[i]
+        r = -float(cost[f]) + p[i] * (float(fare[f]) + c_next[i]) + (1.0 - p[i]) * r
     return r
+
+
+def _interp_one(
+    table2d: npt.NDArray[np.float64], rows: int, k: int, x: float, col: int, slope: float
+) -> float:
+    """:func:`agent.planner.core._interp` of one column ``col`` of a ``(rows, width)`` array
+    at layer ``k`` and finite shift ``x``, on Python floats: the same operations in the same
+    order (``floor``, the ``max`` with 1, the truncation to a row, the clamp of the lower row,
+    the linear or the sub-layer term)."""
+    a = max(float(math.floor(x)), 1.0)
+    w = x - a
+    lo = min(int(float(k) + a), rows - 2)
+    v0 = float(table2d[lo, col])
+    if w >= 0.0:
+        return v0 + w * (float(table2d[lo + 1, col]) - v0)
+    return v0 + -w * slope
 
 
 def choose_route(
@@ -171,12 +227,19 @@ def _enterable(table: ValueTable, start: int, t0_rel_s: float, route: tuple[int,
         return False
     t = t0_rel_s
     e = start
+    minute0 = table.start_minute_of_week
+    allowed = None
+    at = math.nan  # the whole minute ``allowed`` is of (allowed_at reads the floor alone)
     for f in route:
-        lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
-        if f not in prep.arc_dst[lo:hi].tolist():  # a list: faster than numpy's `in` here
+        succ = link_facts(prep, e)[0]
+        if f not in succ:
             return False
-        if not bool(table.allowed_at(table.start_minute_of_week + t / 60.0)[f]):
+        minute = minute0 + t / 60.0
+        if allowed is None or math.floor(minute) != at:
+            allowed = table.allowed_at(minute)
+            at = math.floor(minute)
+        if not allowed[f]:
             return False
-        t += float(prep.tau_s[f])
+        t += link_facts(prep, f)[4]
         e = f
     return True
