@@ -23,8 +23,11 @@ rules.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -80,7 +83,9 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
     and table): the same IEEE operations in the same order as the array form (the entry
     times a running sum, as ``np.cumsum``), and the depleted probabilities through one
     ``np.expm1`` on a contiguous array, so the same bits
-    (tests/tools/test_sim_speed_stability.py compares both)."""
+    (tests/tools/test_sim_speed_stability.py compares both). The arrays a cab's view of the
+    table shares with the table (:func:`agent.planner.fleet.with_fleet` changes ``P``, ``W``
+    and the pass ages only) are read as lists kept per array (:func:`_as_list`)."""
     prep = table.prep
     dt = prep.step_s
     top = table.n_layers - 1
@@ -89,95 +94,121 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
         return float(table.values[k0, start])
     idx = np.asarray(route, dtype=np.int64)
     links: list[int] = idx.tolist()
-    tau: list[float] = prep.tau_s[idx].tolist()
-    w_s: list[float] = table.window_s[idx].tolist()
-    trip: list[float] = table.trip_layers[idx].tolist()
-    cells: list[int] = table.cell[idx].tolist()
-    ages: list[float] | None = None if table.pass_age_s is None else table.pass_age_s[idx].tolist()
-    layer_slot, rate_h, pickup_prob = table.layer_slot, table.rate_h, table.pickup_prob
-    slope_c, cont = table.slope_c, table.cont
-    rows_c = cont.shape[0]
     count = len(links)
+    tau = _as_list(prep.tau_s)
+    ages: list[float] | None = None if table.pass_age_s is None else table.pass_age_s[idx].tolist()
+    layer_slot = _as_list(table.layer_slot)
     ks: list[int] = [0] * count
-    p: list[float] = [0.0] * count
-    c_next: list[float] = [0.0] * count
-    depleted: list[int] = []  # where the route's or the table's last pass depletes P
-    args: list[float] = []
+    since: list[float] = [0.0] * count
     # last vacant pass before each entry: the table's passes, then the route's own (start too)
     last: dict[int, float] = {int(start): t0_rel_s}
     run = 0.0  # the entry time's offset from t0: np.cumsum's running sum
+    # (``b if b > a else a`` is ``max(a, b)``, ``b if b < a else a`` is ``min(a, b)``, NaN
+    # and signed zeros included: the builtins cost several times more per call)
+    no_pass = -math.inf
+    floor = math.floor
     for i, f in enumerate(links):
         t_in = t0_rel_s + run
-        tau_i = tau[i]
-        run += tau_i
-        base = -ages[i] if ages is not None else -math.inf
-        since = t_in - max(base, last.get(f, -math.inf))
-        last[f] = t_in + tau_i
-        k = min(max(math.floor(t_in / dt + 0.5), 0), top)
-        ks[i] = k
-        slot = int(layer_slot[k])
-        w = w_s[i]
-        if since < w:
-            window = min(w, max(since, 0.0))
-            depleted.append(i)
-            args.append(-float(rate_h[slot, f]) * ((tau_i + window) / 3600.0))
-        else:
-            p[i] = float(pickup_prob[slot, f])
-        # C_i: value after a drop-off from f_i's cell, read as the table does (fractional
-        # layers)
-        x = tau_i / dt + trip[i]
+        tau_f = tau[f]
+        run += tau_f
+        base = -ages[i] if ages is not None else no_pass
+        mine = last.get(f, no_pass)
+        since[i] = t_in - (mine if mine > base else base)
+        last[f] = t_in + tau_f
+        k = floor(t_in / dt + 0.5)
+        k = 0 if k < 0 else k
+        ks[i] = top if top < k else k
+    slots = [layer_slot[k] for k in ks]
+    p: list[float] = table.pickup_prob[slots, idx].tolist()
+    w_s: list[float] = table.window_s[idx].tolist()
+    # where the route's or the table's last pass depletes P: 1 - exp(-rate (tau + window))
+    depleted = [i for i in range(count) if since[i] < w_s[i]]
+    if depleted:
+        rate: list[float] = table.rate_h[
+            [slots[i] for i in depleted], [links[i] for i in depleted]
+        ].tolist()
+        args: list[float] = []
+        for r, i in zip(rate, depleted, strict=True):
+            s_i = since[i]
+            s_i = 0.0 if s_i < 0.0 else s_i
+            w_i = w_s[i]
+            args.append(-r * ((tau[links[i]] + (s_i if s_i < w_i else w_i)) / 3600.0))
+        for i, v in zip(
+            depleted, (-np.expm1(np.array(args, dtype=np.float64))).tolist(), strict=True
+        ):
+            p[i] = v
+    # C_i: value after a drop-off from f_i's cell, read as the table does (fractional layers)
+    cont = _as_list(table.cont)
+    rows_c = len(cont)
+    slope_c = _as_list(table.slope_c)
+    trip = _as_list(table.trip_layers)
+    cell = _as_list(table.cell)
+    c_next: list[float] = [0.0] * count
+    for i, f in enumerate(links):
+        k = ks[i]
+        x = tau[f] / dt + trip[f]
         if not math.isfinite(x):  # as numpy does it, however odd
             c_next[i] = float(
                 _interp(
-                    cont.reshape(-1),
-                    cont.shape[1],
+                    table.cont.reshape(-1),
+                    table.cont.shape[1],
                     k,
                     np.array([x]),
-                    np.array([cells[i]]),
-                    slope_c[k],
+                    np.array([cell[f]]),
+                    table.slope_c[k],
                 )[0]
             )
-        else:
-            c_next[i] = _interp_one(cont, rows_c, k, x, cells[i], float(slope_c[k]))
-    if depleted:
-        got = (-np.expm1(np.array(args, dtype=np.float64))).tolist()
-        for i, v in zip(depleted, got, strict=True):
-            p[i] = v
+            continue
+        a = float(floor(x))
+        a = 1.0 if a < 1.0 else a
+        w = x - a
+        lo = int(float(k) + a)
+        lo = rows_c - 2 if rows_c - 2 < lo else lo
+        v0 = cont[lo][cell[f]]
+        c_next[i] = v0 + w * (cont[lo + 1][cell[f]] - v0) if w >= 0.0 else v0 + -w * slope_c[k]
     end = links[-1]
     k_end = ks[-1]
-    x_end = tau[-1] / dt
+    x_end = tau[end] / dt
+    slope_v = float(table.slope_v[k_end])
     if math.isfinite(x_end):
-        r = _interp_one(
-            table.values, table.values.shape[0], k_end, x_end, end, float(table.slope_v[k_end])
-        )
+        a = max(float(math.floor(x_end)), 1.0)
+        w = x_end - a
+        lo = min(int(float(k_end) + a), table.values.shape[0] - 2)
+        v0 = float(table.values[lo, end])
+        r = v0 + w * (float(table.values[lo + 1, end]) - v0) if w >= 0.0 else v0 + -w * slope_v
     else:
         flat = table.values.reshape(-1)
-        r = float(
-            _interp(flat, prep.n, k_end, np.array([x_end]), np.array([end]), table.slope_v[k_end])[
-                0
-            ]
-        )
-    fare, cost = table.fare, table.cost
+        x = np.array([x_end])
+        r = float(_interp(flat, prep.n, k_end, x, np.array([end]), table.slope_v[k_end])[0])
+    fare = _as_list(table.fare)
+    cost = _as_list(table.cost)
     for i in range(count - 1, -1, -1):
         f = links[i]
-        r = -float(cost[f]) + p[i] * (float(fare[f]) + c_next[i]) + (1.0 - p[i]) * r
+        r = -cost[f] + p[i] * (fare[f] + c_next[i]) + (1.0 - p[i]) * r
     return r
 
 
-def _interp_one(
-    table2d: npt.NDArray[np.float64], rows: int, k: int, x: float, col: int, slope: float
-) -> float:
-    """:func:`agent.planner.core._interp` of one column ``col`` of a ``(rows, width)`` array
-    at layer ``k`` and finite shift ``x``, on Python floats: the same operations in the same
-    order (``floor``, the ``max`` with 1, the truncation to a row, the clamp of the lower row,
-    the linear or the sub-layer term)."""
-    a = max(float(math.floor(x)), 1.0)
-    w = x - a
-    lo = min(int(float(k) + a), rows - 2)
-    v0 = float(table2d[lo, col])
-    if w >= 0.0:
-        return v0 + w * (float(table2d[lo + 1, col]) - v0)
-    return v0 + -w * slope
+#: per array (by identity): its ``tolist()``, for the few arrays of the recent tables
+_LISTS: OrderedDict[int, tuple[npt.NDArray[Any], list[Any]]] = OrderedDict()
+_LISTS_MAX = 32
+_LISTS_LOCK = threading.Lock()
+
+
+def _as_list(a: npt.NDArray[Any]) -> list[Any]:
+    """``a.tolist()``, kept while ``a`` is the same object (a solved table's arrays are not
+    written to after the solve); the few most recent arrays are kept."""
+    key = id(a)
+    with _LISTS_LOCK:
+        hit = _LISTS.get(key)
+        if hit is not None and hit[0] is a:
+            _LISTS.move_to_end(key)
+            return hit[1]
+    got: list[Any] = a.tolist()
+    with _LISTS_LOCK:
+        _LISTS[key] = (a, got)
+        while len(_LISTS) > _LISTS_MAX:
+            _LISTS.popitem(last=False)
+    return got
 
 
 def choose_route(
