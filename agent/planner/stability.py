@@ -27,10 +27,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from agent.planner.core import ValueTable, _interp
 from agent.planner.readout import link_facts
@@ -83,23 +81,26 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
     and table): the same IEEE operations in the same order as the array form (the entry
     times a running sum, as ``np.cumsum``), and the depleted probabilities through one
     ``np.expm1`` on a contiguous array, so the same bits
-    (tests/tools/test_sim_speed_stability.py compares both). The arrays a cab's view of the
-    table shares with the table (:func:`agent.planner.fleet.with_fleet` changes ``P``, ``W``
-    and the pass ages only) are read as lists kept per array (:func:`_as_list`)."""
+    (tests/tools/test_sim_speed_stability.py compares both). What a cab's view of the table
+    shares with the table (:func:`agent.planner.fleet.with_fleet` changes ``P``, ``W`` and the
+    pass ages only) is read from lists kept per table (:func:`_static`)."""
     prep = table.prep
     dt = prep.step_s
     top = table.n_layers - 1
     k0 = min(max(math.floor(t0_rel_s / dt + 0.5), 0), top)
     if not route:
         return float(table.values[k0, start])
+    st = _static(table)
+    tau, layer_slot, cont, slope_c, cell = st.tau, st.layer_slot, st.cont, st.slope_c, st.cell
+    shift_a, shift_w, last_row = st.shift_a, st.shift_w, st.last_row
     idx = np.asarray(route, dtype=np.int64)
     links: list[int] = idx.tolist()
     count = len(links)
-    tau = _as_list(prep.tau_s)
     ages: list[float] | None = None if table.pass_age_s is None else table.pass_age_s[idx].tolist()
-    layer_slot = _as_list(table.layer_slot)
     ks: list[int] = [0] * count
+    slots: list[int] = [0] * count
     since: list[float] = [0.0] * count
+    c_next: list[float] = [0.0] * count
     # last vacant pass before each entry: the table's passes, then the route's own (start too)
     last: dict[int, float] = {int(start): t0_rel_s}
     run = 0.0  # the entry time's offset from t0: np.cumsum's running sum
@@ -117,8 +118,30 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
         last[f] = t_in + tau_f
         k = floor(t_in / dt + 0.5)
         k = 0 if k < 0 else k
-        ks[i] = top if top < k else k
-    slots = [layer_slot[k] for k in ks]
+        k = top if top < k else k
+        ks[i] = k
+        slots[i] = layer_slot[k]
+        # C_i: value after a drop-off from f_i's cell, read as the table does (fractional
+        # layers: core._interp at the shift tau / dt + trip layers, split per link in _static)
+        a = shift_a[f]
+        if a < 0:  # a shift that is not finite: as numpy does it, however odd
+            c_next[i] = float(
+                _interp(
+                    table.cont.reshape(-1),
+                    table.cont.shape[1],
+                    k,
+                    np.array([tau_f / dt + float(table.trip_layers[f])]),
+                    np.array([cell[f]]),
+                    table.slope_c[k],
+                )[0]
+            )
+            continue
+        lo = k + a
+        lo = last_row if last_row < lo else lo
+        col = cell[f]
+        v0 = cont[lo][col]
+        w = shift_w[f]
+        c_next[i] = v0 + w * (cont[lo + 1][col] - v0) if w >= 0.0 else v0 + -w * slope_c[k]
     p: list[float] = table.pickup_prob[slots, idx].tolist()
     w_s: list[float] = table.window_s[idx].tolist()
     # where the route's or the table's last pass depletes P: 1 - exp(-rate (tau + window))
@@ -137,77 +160,95 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
             depleted, (-np.expm1(np.array(args, dtype=np.float64))).tolist(), strict=True
         ):
             p[i] = v
-    # C_i: value after a drop-off from f_i's cell, read as the table does (fractional layers)
-    cont = _as_list(table.cont)
-    rows_c = len(cont)
-    slope_c = _as_list(table.slope_c)
-    trip = _as_list(table.trip_layers)
-    cell = _as_list(table.cell)
-    c_next: list[float] = [0.0] * count
-    for i, f in enumerate(links):
-        k = ks[i]
-        x = tau[f] / dt + trip[f]
-        if not math.isfinite(x):  # as numpy does it, however odd
-            c_next[i] = float(
-                _interp(
-                    table.cont.reshape(-1),
-                    table.cont.shape[1],
-                    k,
-                    np.array([x]),
-                    np.array([cell[f]]),
-                    table.slope_c[k],
-                )[0]
-            )
-            continue
-        a = float(floor(x))
-        a = 1.0 if a < 1.0 else a
-        w = x - a
-        lo = int(float(k) + a)
-        lo = rows_c - 2 if rows_c - 2 < lo else lo
-        v0 = cont[lo][cell[f]]
-        c_next[i] = v0 + w * (cont[lo + 1][cell[f]] - v0) if w >= 0.0 else v0 + -w * slope_c[k]
     end = links[-1]
     k_end = ks[-1]
     x_end = tau[end] / dt
     slope_v = float(table.slope_v[k_end])
     if math.isfinite(x_end):
-        a = max(float(math.floor(x_end)), 1.0)
-        w = x_end - a
-        lo = min(int(float(k_end) + a), table.values.shape[0] - 2)
+        a_end = max(float(math.floor(x_end)), 1.0)
+        w = x_end - a_end
+        lo = min(int(float(k_end) + a_end), table.values.shape[0] - 2)
         v0 = float(table.values[lo, end])
         r = v0 + w * (float(table.values[lo + 1, end]) - v0) if w >= 0.0 else v0 + -w * slope_v
     else:
         flat = table.values.reshape(-1)
         x = np.array([x_end])
         r = float(_interp(flat, prep.n, k_end, x, np.array([end]), table.slope_v[k_end])[0])
-    fare = _as_list(table.fare)
-    cost = _as_list(table.cost)
+    fare, cost = st.fare, st.cost
     for i in range(count - 1, -1, -1):
         f = links[i]
         r = -cost[f] + p[i] * (fare[f] + c_next[i]) + (1.0 - p[i]) * r
     return r
 
 
-#: per array (by identity): its ``tolist()``, for the few arrays of the recent tables
-_LISTS: OrderedDict[int, tuple[npt.NDArray[Any], list[Any]]] = OrderedDict()
-_LISTS_MAX = 32
-_LISTS_LOCK = threading.Lock()
+@dataclass(frozen=True, eq=False)
+class _Static:
+    """What :func:`route_value` reads of a table that its views with the fleet share, as
+    Python lists: per link its time, drop-off cell, fare and cost and the drop-off value's
+    fractional-layer shift ``tau / dt + trip layers`` split as core._interp splits it (the
+    whole layers ``a = max(floor(x), 1)``, -1 where not finite, and the rest ``x - a``); per
+    layer its slot and the network-mean slope; the drop-off values by row."""
+
+    inputs: tuple[object, ...]
+    tau: list[float]
+    cell: list[int]
+    fare: list[float]
+    cost: list[float]
+    shift_a: list[int]
+    shift_w: list[float]
+    layer_slot: list[int]
+    slope_c: list[float]
+    cont: list[list[float]]
+    last_row: int  # the last row core._interp reads from below (rows - 2)
 
 
-def _as_list(a: npt.NDArray[Any]) -> list[Any]:
-    """``a.tolist()``, kept while ``a`` is the same object (a solved table's arrays are not
-    written to after the solve); the few most recent arrays are kept."""
-    key = id(a)
-    with _LISTS_LOCK:
-        hit = _LISTS.get(key)
-        if hit is not None and hit[0] is a:
-            _LISTS.move_to_end(key)
-            return hit[1]
-    got: list[Any] = a.tolist()
-    with _LISTS_LOCK:
-        _LISTS[key] = (a, got)
-        while len(_LISTS) > _LISTS_MAX:
-            _LISTS.popitem(last=False)
+#: per table (by the identity of what :class:`_Static` reads), a few recent tables
+_STATIC: OrderedDict[int, _Static] = OrderedDict()
+_STATIC_MAX = 8
+_STATIC_LOCK = threading.Lock()
+
+
+def _static(table: ValueTable) -> _Static:
+    """The :class:`_Static` lists of ``table``, kept while its arrays are the same objects (a
+    solved table's arrays are not written to after the solve)."""
+    prep = table.prep
+    inputs = (
+        prep.tau_s,
+        prep.step_s,
+        table.cell,
+        table.fare,
+        table.cost,
+        table.trip_layers,
+        table.layer_slot,
+        table.slope_c,
+        table.cont,
+    )
+    key = id(table.cont)
+    with _STATIC_LOCK:
+        hit = _STATIC.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit.inputs, inputs, strict=True)):
+            _STATIC.move_to_end(key)
+            return hit
+    x = prep.tau_s / prep.step_s + table.trip_layers  # as route_value's array form
+    finite = np.isfinite(x)
+    a = np.maximum(np.floor(np.where(finite, x, 0.0)), 1.0)
+    got = _Static(
+        inputs=inputs,
+        tau=prep.tau_s.tolist(),
+        cell=table.cell.tolist(),
+        fare=table.fare.tolist(),
+        cost=table.cost.tolist(),
+        shift_a=np.where(finite, a, -1.0).astype(np.int64).tolist(),
+        shift_w=np.where(finite, x - a, 0.0).tolist(),
+        layer_slot=table.layer_slot.tolist(),
+        slope_c=table.slope_c.tolist(),
+        cont=table.cont.tolist(),
+        last_row=table.cont.shape[0] - 2,
+    )
+    with _STATIC_LOCK:
+        _STATIC[key] = got
+        while len(_STATIC) > _STATIC_MAX:
+            _STATIC.popitem(last=False)
     return got
 
 
