@@ -264,24 +264,25 @@ class SnapshotReadout:
         now_s: float,
         own_link: int = -1,
         own_route: Sequence[int] = (),
-        own_ages: dict[int, float] | None = None,
+        own_passes: dict[int, float] | None = None,
         seen_offset_s: float = 0.0,
     ) -> ValueTable:
         """``with_fleet(table, view, seen_offset_s)`` of the :func:`fleet_view` at ``now_s``
         with this cab's ``own_link`` and ``own_route`` (global ids, as there), its seen ages
-        lowered to ``own_ages`` (local link -> seconds since this cab passed it) where those
-        are lower (a cab's own recent passes, the curbs it drained itself)."""
+        lowered to ``now_s - t`` where ``own_passes`` (local link -> the time ``t`` this cab
+        last passed it, on ``now_s``'s clock) makes them lower (a cab's own recent passes,
+        the curbs it drained itself)."""
         table = self.table
         graph = self._graph
         changes: dict[str, Any] = {}
         # the claims: the snapshot's, but the cab's own route's links (its own heartbeat)
         if self._window is not None and self._prob is not None:
             window, prob = self._window, self._prob
-            own = {int(i) for i in own_route}
-            own.discard(int(own_link))
-            loc = [x for x in (graph.local_index(i) for i in own) if x >= 0]
-            if loc:
-                idx = np.asarray(loc, dtype=np.int64)
+            if len(own_route):
+                # (a link twice on the route is written twice with the same value)
+                ids = np.asarray(own_route, dtype=np.int64)
+                idx = graph.local(ids[ids != own_link]).astype(np.int64)
+                idx = idx[idx >= 0]
                 planned = self._planned[idx]
                 idx = idx[planned > 0]  # a link the snapshot does not claim is left as it is
                 if idx.size:
@@ -309,13 +310,14 @@ class SnapshotReadout:
         # (fleet_view keeps the ages if one is finite: a non-finite age is none)
         n_vacant = self._n_vacant - (1 if alone else 0) if math.isfinite(age) else 0
         seen: F64 | None = None
-        if n_vacant > 0 or own_ages:
+        if n_vacant > 0 or own_passes:
             seen = np.where(self._vacant, age, np.inf)
             if alone:
                 seen[own_local] = np.inf
-            if own_ages:
-                links = np.fromiter(own_ages.keys(), dtype=np.int64, count=len(own_ages))
-                ages = np.fromiter(own_ages.values(), dtype=np.float64, count=len(own_ages))
+            if own_passes:
+                count = len(own_passes)
+                links = np.fromiter(own_passes.keys(), dtype=np.int64, count=count)
+                ages = float(now_s) - np.fromiter(own_passes.values(), np.float64, count=count)
                 seen[links] = np.minimum(seen[links], ages)
         if seen is not None:
             at_start = seen - seen_offset_s

@@ -125,15 +125,15 @@ def test_the_snapshot_readout_is_with_fleet_of_fleet_view_bit_for_bit(
         own_link, own_route = (hb.link, hb.route) if hb.vacant else (-1, ())
         if k % 4 == 3:
             own_link, own_route = -1, ()
-        mine: dict[int, float] = {}
+        mine: dict[int, float] = {}  # the cab's own passes: link -> when
         if k % 3:
             for f in rng.choice(g.n, int(rng.integers(1, 70)), replace=False).tolist():
-                mine[int(f)] = float(rng.uniform(0.0, 600.0))
+                mine[int(f)] = now_s - float(rng.uniform(0.0, 600.0))
         view = fleet_view(g, now_s=now_s, snapshot=snap, own_link=own_link, own_route=own_route)
-        if mine:  # the simulator's own passes: the lower of the two ages
+        if mine:  # as the simulator read them: the lower of the two ages
             ages = np.full(g.n, np.inf) if view.seen_age_s is None else view.seen_age_s.copy()
-            for f, a in mine.items():
-                ages[f] = min(ages[f], a)
+            for f, t in mine.items():
+                ages[f] = min(ages[f], now_s - t)
             view = dataclasses.replace(view, seen_age_s=ages)
         want = with_fleet(table, view, seen_offset_s=offset_s)
         got = readout.table_for(now_s, own_link, own_route, mine or None, seen_offset_s=offset_s)

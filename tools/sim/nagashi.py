@@ -366,8 +366,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
             self._readouts[(id(base), snap.version)] = readout
             while len(self._readouts) > 8:
                 del self._readouts[next(iter(self._readouts))]
-        own_ages = {f: t_s - t for f, t in mine.items()} if mine else None
-        return readout.table_for(t_s, own_link, own_route, own_ages, seen_offset_s=t_s - self.t0)
+        return readout.table_for(t_s, own_link, own_route, mine, seen_offset_s=t_s - self.t0)
 
     def _own_ages(self, mine: dict[int, float], t_s: float, seen: F64 | None) -> F64:
         ages = np.full(self.world.n, np.inf) if seen is None else seen.copy()
