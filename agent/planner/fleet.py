@@ -257,6 +257,9 @@ class SnapshotReadout:
                 window = table.window_s.copy()
                 prob = table.pickup_prob.copy()
                 window[hit], prob[:, hit] = _claimed(table, hit, claims[hit])
+                # shared by the tables of every cab whose own route claims nothing: read-only
+                window.flags.writeable = False
+                prob.flags.writeable = False
                 self._window, self._prob = window, prob
 
     def table_for(

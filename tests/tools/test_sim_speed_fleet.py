@@ -170,3 +170,9 @@ def test_a_cab_alone_on_its_link_and_route_reads_the_table_without_claims(
     assert bool(np.all(other.window_s[route] <= table.window_s[route]))
     assert bool(np.any(other.window_s[route] < table.window_s[route]))
     assert other.pass_age_s is not None and other.pass_age_s[7] == 5.0
+    # its claims are the snapshot's, shared with every such cab: not written through one
+    assert other.window_s is readout.table_for(BUILT_S + 9.0).window_s
+    with pytest.raises(ValueError):
+        other.window_s[route[0]] = 0.0
+    with pytest.raises(ValueError):
+        other.pickup_prob[0, route[0]] = 0.0
