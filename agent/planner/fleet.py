@@ -195,10 +195,8 @@ def with_fleet(table: ValueTable, view: FleetView, seen_offset_s: float = 0.0) -
         hit = np.flatnonzero((extra > 0) & (table.window_s > 0))
         if hit.size:
             window = table.window_s.copy()
-            window[hit] = 1.0 / (1.0 / window[hit] + extra[hit] / 3600.0)
             prob = table.pickup_prob.copy()
-            tau = table.prep.tau_s[hit]
-            prob[:, hit] = -np.expm1(-table.rate_h[:, hit] * ((tau + window[hit]) / 3600.0))
+            window[hit], prob[:, hit] = _claimed(table, hit, extra[hit])
             changes["window_s"] = window
             changes["pickup_prob"] = prob
     if seen is not None:
@@ -209,3 +207,123 @@ def with_fleet(table: ValueTable, view: FleetView, seen_offset_s: float = 0.0) -
         ages = at_start if base is None else np.minimum(base, at_start)
         changes["pass_age_s"] = ages
     return dataclasses.replace(table, **changes) if changes else table
+
+
+def _claimed(table: ValueTable, hit: npt.NDArray[np.int64], extra: F64) -> tuple[F64, F64]:
+    """``W`` and ``P`` (every slot) of the links ``hit`` under ``extra`` claims per hour each:
+    the hails a claimed curb holds wait for a shorter ``W`` (:func:`with_fleet`)."""
+    window = 1.0 / (1.0 / table.window_s[hit] + extra / 3600.0)
+    tau = table.prep.tau_s[hit]
+    prob = -np.expm1(-table.rate_h[:, hit] * ((tau + window) / 3600.0))
+    return window, prob
+
+
+class SnapshotReadout:
+    """:func:`with_fleet` of :func:`fleet_view` for the many cabs that read their routes from
+    one ``table`` with one live ``snapshot`` (the simulator's fleet: thousands a tick).
+
+    The snapshot's claims change ``W`` and ``P`` on most links, the same for every cab but
+    where a cab's own route is subtracted: they are computed once here for the whole snapshot,
+    and :meth:`table_for` copies them and computes again only the links of the cab's own
+    route. The same operations per link as ``with_fleet(table, fleet_view(...))``, so the same
+    bits (tests/tools/test_sim_speed_fleet.py compares both). The view's ``supply_per_h``
+    (the solve's input, not the read-out's) is not made; no prior."""
+
+    def __init__(
+        self,
+        table: ValueTable,
+        snapshot: SnapshotCounts,
+        claim_horizon_s: float = CLAIM_HORIZON_S,
+    ) -> None:
+        if claim_horizon_s <= 0 or not math.isfinite(claim_horizon_s):
+            raise ValueError("claim_horizon_s must be positive")
+        self.table = table
+        self.snapshot = snapshot
+        self._graph = graph = table.prep.graph
+        now_raw, planned_raw = snapshot.link_counts(graph.edge_id)
+        self._now = np.asarray(now_raw, dtype=np.float64)
+        self._planned = np.asarray(planned_raw, dtype=np.float64)
+        self._scale = 3600.0 / claim_horizon_s
+        self._vacant = self._now > 0
+        self._n_vacant = int(np.count_nonzero(self._vacant))
+        self._built_s = float(snapshot.built_s)
+        claims = self._planned * self._scale
+        self._window: F64 | None = None
+        self._prob: F64 | None = None
+        # the whole snapshot's claims (cabs whose own route claims nothing read them as they are)
+        if bool(np.any(claims > 0)):
+            hit = np.flatnonzero((claims > 0) & (table.window_s > 0))
+            if hit.size:
+                window = table.window_s.copy()
+                prob = table.pickup_prob.copy()
+                window[hit], prob[:, hit] = _claimed(table, hit, claims[hit])
+                # shared by the tables of every cab whose own route claims nothing: read-only
+                window.flags.writeable = False
+                prob.flags.writeable = False
+                self._window, self._prob = window, prob
+
+    def table_for(
+        self,
+        now_s: float,
+        own_link: int = -1,
+        own_route: Sequence[int] = (),
+        own_passes: dict[int, float] | None = None,
+        seen_offset_s: float = 0.0,
+    ) -> ValueTable:
+        """``with_fleet(table, view, seen_offset_s)`` of the :func:`fleet_view` at ``now_s``
+        with this cab's ``own_link`` and ``own_route`` (global ids, as there), its seen ages
+        lowered to ``now_s - t`` where ``own_passes`` (local link -> the time ``t`` this cab
+        last passed it, on ``now_s``'s clock) makes them lower (a cab's own recent passes,
+        the curbs it drained itself)."""
+        table = self.table
+        graph = self._graph
+        changes: dict[str, Any] = {}
+        # the claims: the snapshot's, but the cab's own route's links (its own heartbeat)
+        if self._window is not None and self._prob is not None:
+            window, prob = self._window, self._prob
+            if len(own_route):
+                # (a link twice on the route is written twice with the same value)
+                ids = np.asarray(own_route, dtype=np.int64)
+                idx = graph.local(ids[ids != own_link]).astype(np.int64)
+                idx = idx[idx >= 0]
+                planned = self._planned[idx]
+                idx = idx[planned > 0]  # a link the snapshot does not claim is left as it is
+                if idx.size:
+                    extra = np.maximum(self._planned[idx] - 1.0, 0.0) * self._scale
+                    base_w = table.window_s[idx]
+                    claimed = (extra > 0) & (base_w > 0)
+                    window = window.copy()
+                    prob = prob.copy()
+                    gone = idx[~claimed]  # only this cab claimed it: the table's own values
+                    window[gone] = table.window_s[gone]
+                    prob[:, gone] = table.pickup_prob[:, gone]
+                    still = idx[claimed]
+                    if still.size:
+                        window[still], prob[:, still] = _claimed(table, still, extra[claimed])
+            changes["window_s"] = window
+            changes["pickup_prob"] = prob
+        # the links where another vacant cab is now: drained (fleet_view's seen_age_s)
+        own_local = graph.local_index(int(own_link)) if own_link >= 0 else -1
+        alone = (
+            own_local >= 0
+            and bool(self._vacant[own_local])
+            and max(float(self._now[own_local]) - 1.0, 0.0) <= 0
+        )
+        age = max(float(now_s) - self._built_s, 0.0)
+        # (fleet_view keeps the ages if one is finite: a non-finite age is none)
+        n_vacant = self._n_vacant - (1 if alone else 0) if math.isfinite(age) else 0
+        seen: F64 | None = None
+        if n_vacant > 0 or own_passes:
+            seen = np.where(self._vacant, age, np.inf)
+            if alone:
+                seen[own_local] = np.inf
+            if own_passes:
+                count = len(own_passes)
+                links = np.fromiter(own_passes.keys(), dtype=np.int64, count=count)
+                ages = float(now_s) - np.fromiter(own_passes.values(), np.float64, count=count)
+                seen[links] = np.minimum(seen[links], ages)
+        if seen is not None:
+            at_start = seen - seen_offset_s
+            base = table.pass_age_s
+            changes["pass_age_s"] = at_start if base is None else np.minimum(base, at_start)
+        return dataclasses.replace(table, **changes) if changes else table

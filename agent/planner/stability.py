@@ -23,12 +23,15 @@ rules.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from agent.planner.core import ValueTable, _interp
+from agent.planner.readout import link_facts
 
 #: why a tick's route is the one it is
 NEW = "new"  # no previous route to keep (first tick, fallback before, cab left it)
@@ -71,57 +74,182 @@ def is_committed(
 def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[int]) -> float:
     """Expected net revenue of entering the local links ``route`` in order after ``start``
     (left ``t0_rel_s`` after the table's start), then following the policy (module
-    docstring). An empty route is the policy's value ``V(start, t0)``."""
+    docstring). An empty route is the policy's value ``V(start, t0)``.
+
+    Evaluated one link at a time on Python floats (a route has a few dozen links, where
+    numpy's per-call overhead was most of the time; the simulator values two routes per cab
+    and table): the same IEEE operations in the same order as the array form (the entry
+    times a running sum, as ``np.cumsum``), and the depleted probabilities through one
+    ``np.expm1`` on a contiguous array, so the same bits
+    (tests/tools/test_sim_speed_stability.py compares both). What a cab's view of the table
+    shares with the table (:func:`agent.planner.fleet.with_fleet` changes ``P``, ``W`` and the
+    pass ages only) is read from lists kept per table (:func:`_static`)."""
     prep = table.prep
     dt = prep.step_s
-    n = prep.n
-    flat = table.values.reshape(-1)
-    k0 = min(max(math.floor(t0_rel_s / dt + 0.5), 0), table.n_layers - 1)
+    top = table.n_layers - 1
+    k0 = min(max(math.floor(t0_rel_s / dt + 0.5), 0), top)
     if not route:
         return float(table.values[k0, start])
-    links = np.asarray(route, dtype=np.int64)
-    tau = prep.tau_s[links]
-    t_in = t0_rel_s + np.concatenate([[0.0], np.cumsum(tau)[:-1]])
+    st = _static(table)
+    tau, layer_slot, cont, slope_c, cell = st.tau, st.layer_slot, st.cont, st.slope_c, st.cell
+    shift_a, shift_w, last_row = st.shift_a, st.shift_w, st.last_row
+    idx = np.asarray(route, dtype=np.int64)
+    links: list[int] = idx.tolist()
+    count = len(links)
+    ages: list[float] | None = None if table.pass_age_s is None else table.pass_age_s[idx].tolist()
+    ks: list[int] = [0] * count
+    slots: list[int] = [0] * count
+    since: list[float] = [0.0] * count
+    c_next: list[float] = [0.0] * count
     # last vacant pass before each entry: the table's passes, then the route's own (start too)
-    base = (
-        -table.pass_age_s[links]
-        if table.pass_age_s is not None
-        else np.full(links.shape[0], -np.inf)
-    )
-    last = {int(start): t0_rel_s}
-    since = np.empty(links.shape[0], dtype=np.float64)
-    for i, f in enumerate(links.tolist()):
-        since[i] = t_in[i] - max(float(base[i]), last.get(f, -math.inf))
-        last[f] = float(t_in[i] + tau[i])
-    layers = np.minimum(np.maximum(np.floor(t_in / dt + 0.5), 0), table.n_layers - 1)
-    k = layers.astype(np.int64)
-    slot = table.layer_slot[k]
-    w = table.window_s[links]
-    window = np.minimum(w, np.maximum(since, 0.0))
-    p = -np.expm1(-table.rate_h[slot, links] * ((tau + window) / 3600.0))
-    p = np.where(since < w, p, table.pickup_prob[slot, links])
-    # C_i: value after a drop-off from f_i's cell, read as the table does (fractional layers)
-    c_next = _interp(
-        table.cont.reshape(-1),
-        table.cont.shape[1],
-        k,
-        tau / dt + table.trip_layers[links],
-        table.cell[links],
-        table.slope_c[k],
-    )
-    end = int(links[-1])
-    k_end = int(k[-1])
-    r = float(
-        _interp(flat, n, k_end, np.array([tau[-1] / dt]), np.array([end]), table.slope_v[k_end])[0]
-    )
-    for i in range(links.shape[0] - 1, -1, -1):
-        f = int(links[i])
-        r = (
-            -float(table.cost[f])
-            + float(p[i]) * (float(table.fare[f]) + float(c_next[i]))
-            + (1.0 - float(p[i])) * r
-        )
+    last: dict[int, float] = {int(start): t0_rel_s}
+    run = 0.0  # the entry time's offset from t0: np.cumsum's running sum
+    # (``b if b > a else a`` is ``max(a, b)``, ``b if b < a else a`` is ``min(a, b)``, NaN
+    # and signed zeros included: the builtins cost several times more per call)
+    no_pass = -math.inf
+    floor = math.floor
+    for i, f in enumerate(links):
+        t_in = t0_rel_s + run
+        tau_f = tau[f]
+        run += tau_f
+        base = -ages[i] if ages is not None else no_pass
+        mine = last.get(f, no_pass)
+        since[i] = t_in - (mine if mine > base else base)
+        last[f] = t_in + tau_f
+        k = floor(t_in / dt + 0.5)
+        k = 0 if k < 0 else k
+        k = top if top < k else k
+        ks[i] = k
+        slots[i] = layer_slot[k]
+        # C_i: value after a drop-off from f_i's cell, read as the table does (fractional
+        # layers: core._interp at the shift tau / dt + trip layers, split per link in _static)
+        a = shift_a[f]
+        if a < 0:  # a shift that is not finite: as numpy does it, however odd
+            c_next[i] = float(
+                _interp(
+                    table.cont.reshape(-1),
+                    table.cont.shape[1],
+                    k,
+                    np.array([tau_f / dt + float(table.trip_layers[f])]),
+                    np.array([cell[f]]),
+                    table.slope_c[k],
+                )[0]
+            )
+            continue
+        lo = k + a
+        lo = last_row if last_row < lo else lo
+        col = cell[f]
+        v0 = cont[lo][col]
+        w = shift_w[f]
+        c_next[i] = v0 + w * (cont[lo + 1][col] - v0) if w >= 0.0 else v0 + -w * slope_c[k]
+    p: list[float] = table.pickup_prob[slots, idx].tolist()
+    w_s: list[float] = table.window_s[idx].tolist()
+    # where the route's or the table's last pass depletes P: 1 - exp(-rate (tau + window))
+    depleted = [i for i in range(count) if since[i] < w_s[i]]
+    if depleted:
+        rate: list[float] = table.rate_h[
+            [slots[i] for i in depleted], [links[i] for i in depleted]
+        ].tolist()
+        args: list[float] = []
+        for r, i in zip(rate, depleted, strict=True):
+            s_i = since[i]
+            s_i = 0.0 if s_i < 0.0 else s_i
+            w_i = w_s[i]
+            args.append(-r * ((tau[links[i]] + (s_i if s_i < w_i else w_i)) / 3600.0))
+        for i, v in zip(
+            depleted, (-np.expm1(np.array(args, dtype=np.float64))).tolist(), strict=True
+        ):
+            p[i] = v
+    end = links[-1]
+    k_end = ks[-1]
+    x_end = tau[end] / dt
+    slope_v = float(table.slope_v[k_end])
+    if math.isfinite(x_end):
+        a_end = max(float(math.floor(x_end)), 1.0)
+        w = x_end - a_end
+        lo = min(int(float(k_end) + a_end), table.values.shape[0] - 2)
+        v0 = float(table.values[lo, end])
+        r = v0 + w * (float(table.values[lo + 1, end]) - v0) if w >= 0.0 else v0 + -w * slope_v
+    else:
+        flat = table.values.reshape(-1)
+        x = np.array([x_end])
+        r = float(_interp(flat, prep.n, k_end, x, np.array([end]), table.slope_v[k_end])[0])
+    fare, cost = st.fare, st.cost
+    for i in range(count - 1, -1, -1):
+        f = links[i]
+        r = -cost[f] + p[i] * (fare[f] + c_next[i]) + (1.0 - p[i]) * r
     return r
+
+
+@dataclass(frozen=True, eq=False)
+class _Static:
+    """What :func:`route_value` reads of a table that its views with the fleet share, as
+    Python lists: per link its time, drop-off cell, fare and cost and the drop-off value's
+    fractional-layer shift ``tau / dt + trip layers`` split as core._interp splits it (the
+    whole layers ``a = max(floor(x), 1)``, -1 where not finite, and the rest ``x - a``); per
+    layer its slot and the network-mean slope; the drop-off values by row."""
+
+    inputs: tuple[object, ...]
+    tau: list[float]
+    cell: list[int]
+    fare: list[float]
+    cost: list[float]
+    shift_a: list[int]
+    shift_w: list[float]
+    layer_slot: list[int]
+    slope_c: list[float]
+    cont: list[list[float]]
+    last_row: int  # the last row core._interp reads from below (rows - 2)
+
+
+#: per table (by the identity of what :class:`_Static` reads), a few recent tables
+_STATIC: OrderedDict[int, _Static] = OrderedDict()
+_STATIC_MAX = 8
+_STATIC_LOCK = threading.Lock()
+
+
+def _static(table: ValueTable) -> _Static:
+    """The :class:`_Static` lists of ``table``, kept while its arrays are the same objects (a
+    solved table's arrays are not written to after the solve)."""
+    prep = table.prep
+    inputs = (
+        prep.tau_s,
+        prep.step_s,
+        table.cell,
+        table.fare,
+        table.cost,
+        table.trip_layers,
+        table.layer_slot,
+        table.slope_c,
+        table.cont,
+    )
+    key = id(table.cont)
+    with _STATIC_LOCK:
+        hit = _STATIC.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit.inputs, inputs, strict=True)):
+            _STATIC.move_to_end(key)
+            return hit
+    x = prep.tau_s / prep.step_s + table.trip_layers  # as route_value's array form
+    finite = np.isfinite(x)
+    a = np.maximum(np.floor(np.where(finite, x, 0.0)), 1.0)
+    got = _Static(
+        inputs=inputs,
+        tau=prep.tau_s.tolist(),
+        cell=table.cell.tolist(),
+        fare=table.fare.tolist(),
+        cost=table.cost.tolist(),
+        shift_a=np.where(finite, a, -1.0).astype(np.int64).tolist(),
+        shift_w=np.where(finite, x - a, 0.0).tolist(),
+        layer_slot=table.layer_slot.tolist(),
+        slope_c=table.slope_c.tolist(),
+        cont=table.cont.tolist(),
+        last_row=table.cont.shape[0] - 2,
+    )
+    with _STATIC_LOCK:
+        _STATIC[key] = got
+        while len(_STATIC) > _STATIC_MAX:
+            _STATIC.popitem(last=False)
+    return got
 
 
 def choose_route(
@@ -171,12 +299,19 @@ def _enterable(table: ValueTable, start: int, t0_rel_s: float, route: tuple[int,
         return False
     t = t0_rel_s
     e = start
+    minute0 = table.start_minute_of_week
+    allowed = None
+    at = math.nan  # the whole minute ``allowed`` is of (allowed_at reads the floor alone)
     for f in route:
-        lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
-        if f not in prep.arc_dst[lo:hi].tolist():  # a list: faster than numpy's `in` here
+        succ = link_facts(prep, e)[0]
+        if f not in succ:
             return False
-        if not bool(table.allowed_at(table.start_minute_of_week + t / 60.0)[f]):
+        minute = minute0 + t / 60.0
+        if allowed is None or math.floor(minute) != at:
+            allowed = table.allowed_at(minute)
+            at = math.floor(minute)
+        if not allowed[f]:
             return False
-        t += float(prep.tau_s[f])
+        t += link_facts(prep, f)[4]
         e = f
     return True

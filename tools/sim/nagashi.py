@@ -10,7 +10,6 @@ set."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -23,13 +22,12 @@ from agent.planner import (
     FleetView,
     Spread,
     ValueTable,
-    fleet_view,
     policy_step,
     route_from_table,
     solve,
     with_fleet,
 )
-from agent.planner.fleet import CLAIM_HORIZON_S
+from agent.planner.fleet import CLAIM_HORIZON_S, SnapshotReadout
 from agent.planner.readout import spread_salt_of
 from agent.tick_recent import RECENT_NO_SNAPSHOT
 from models import RecentCounts
@@ -247,6 +245,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         self.recent_solves = 0
         self.prior = supply_prior(world, multiplier=m, policy=prior_policy) if prior else None
         self._counts: dict[int, _Counts] = {}  # by snapshot version
+        self._readouts: dict[tuple[int, int], SnapshotReadout] = {}  # by (table, version)
         self.edge_ids = world.graph.edge_id
         self.own_passes: dict[int, dict[int, float]] = {}
         self.seed = seed
@@ -377,22 +376,21 @@ class NagashiLivePolicy(NagashiRoutePolicy):
                 return base
             view = FleetView("none", seen_age_s=self._own_ages(mine, t_s, None))
             return with_fleet(base, view, seen_offset_s=t_s - self.t0)
-        # the cabs' fetch delays differ, so two snapshots are in use at once: keep both
+        # the cabs' fetch delays differ, so two snapshots are in use at once: keep both; and
+        # per (table, snapshot) the claims of the whole snapshot, computed once for its cabs
+        # (with_fleet of fleet_view, the same bits: agent.planner.fleet.SnapshotReadout)
         counts = self._counts.get(snap.version)
         if counts is None:
             counts = self._counts[snap.version] = _Counts(snap, self.edge_ids)
             for v in [v for v in self._counts if v < snap.version - 3]:
                 del self._counts[v]
-        view = fleet_view(
-            self.world.graph,
-            now_s=t_s,
-            snapshot=counts,
-            own_link=own_link,
-            own_route=own_route,
-        )
-        if mine:
-            view = dataclasses.replace(view, seen_age_s=self._own_ages(mine, t_s, view.seen_age_s))
-        return with_fleet(base, view, seen_offset_s=t_s - self.t0)
+        readout = self._readouts.get((id(base), snap.version))
+        if readout is None or readout.table is not base:
+            readout = SnapshotReadout(base, counts)
+            self._readouts[(id(base), snap.version)] = readout
+            while len(self._readouts) > 8:
+                del self._readouts[next(iter(self._readouts))]
+        return readout.table_for(t_s, own_link, own_route, mine, seen_offset_s=t_s - self.t0)
 
     def _own_ages(self, mine: dict[int, float], t_s: float, seen: F64 | None) -> F64:
         ages = np.full(self.world.n, np.inf) if seen is None else seen.copy()
