@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.planner.core import Prepared, ValueTable, _stable_argsort
+from agent.planner._order import stable_argsort as _stable_argsort
+from agent.planner.core import Prepared, ValueTable
 from agent.planner.inputs import Bool
 
 _CACHE: weakref.WeakKeyDictionary[Prepared, dict[bytes, Bool]] = weakref.WeakKeyDictionary()

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.planner.core import ValueTable, _interp
 from agent.planner.readout import link_facts
@@ -142,9 +143,29 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
         v0 = cont[lo][col]
         w = shift_w[f]
         c_next[i] = v0 + w * (cont[lo + 1][col] - v0) if w >= 0.0 else v0 + -w * slope_c[k]
+    p = _route_pickup(table, idx, links, slots, since, tau)
+    r = _end_value(table, links[-1], ks[-1], tau[links[-1]])
+    fare, cost = st.fare, st.cost
+    for i in range(count - 1, -1, -1):
+        f = links[i]
+        r = -cost[f] + p[i] * (fare[f] + c_next[i]) + (1.0 - p[i]) * r
+    return r
+
+
+def _route_pickup(
+    table: ValueTable,
+    idx: npt.NDArray[np.int64],
+    links: list[int],
+    slots: list[int],
+    since: list[float],
+    tau: list[float],
+) -> list[float]:
+    """:func:`route_value`'s ``P`` of each link of the route: the table's, or where the
+    route's or the table's last pass depletes it, ``1 - exp(-rate (tau + min(since, W)))``
+    through one ``np.expm1`` (the array form's bits)."""
+    count = len(links)
     p: list[float] = table.pickup_prob[slots, idx].tolist()
     w_s: list[float] = table.window_s[idx].tolist()
-    # where the route's or the table's last pass depletes P: 1 - exp(-rate (tau + window))
     depleted = [i for i in range(count) if since[i] < w_s[i]]
     if depleted:
         rate: list[float] = table.rate_h[
@@ -160,25 +181,24 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
             depleted, (-np.expm1(np.array(args, dtype=np.float64))).tolist(), strict=True
         ):
             p[i] = v
-    end = links[-1]
-    k_end = ks[-1]
-    x_end = tau[end] / dt
+    return p
+
+
+def _end_value(table: ValueTable, end: int, k_end: int, tau_end: float) -> float:
+    """``V`` after the route's last link ``end``, entered at layer ``k_end``: core._interp at
+    the shift ``tau / dt``, on Python floats where the shift is finite."""
+    prep = table.prep
+    x_end = tau_end / prep.step_s
     slope_v = float(table.slope_v[k_end])
     if math.isfinite(x_end):
         a_end = max(float(math.floor(x_end)), 1.0)
         w = x_end - a_end
         lo = min(int(float(k_end) + a_end), table.values.shape[0] - 2)
         v0 = float(table.values[lo, end])
-        r = v0 + w * (float(table.values[lo + 1, end]) - v0) if w >= 0.0 else v0 + -w * slope_v
-    else:
-        flat = table.values.reshape(-1)
-        x = np.array([x_end])
-        r = float(_interp(flat, prep.n, k_end, x, np.array([end]), table.slope_v[k_end])[0])
-    fare, cost = st.fare, st.cost
-    for i in range(count - 1, -1, -1):
-        f = links[i]
-        r = -cost[f] + p[i] * (fare[f] + c_next[i]) + (1.0 - p[i]) * r
-    return r
+        return v0 + w * (float(table.values[lo + 1, end]) - v0) if w >= 0.0 else v0 + -w * slope_v
+    flat = table.values.reshape(-1)
+    x = np.array([x_end])
+    return float(_interp(flat, prep.n, k_end, x, np.array([end]), table.slope_v[k_end])[0])
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from agent.planner.core import _stable_argsort
+from agent.planner._order import stable_argsort as _stable_argsort
 
 _KEYS = st.one_of(
     hnp.arrays(np.int64, st.integers(0, 400), elements=st.integers(-5, 40)),
