@@ -203,15 +203,16 @@ def _add_runs(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="P",
-        help="the live layer loses each heartbeat and each cab's snapshot fetch with "
-        "probability P (seeded per run; default 0: nothing lost)",
+        help="the live layer (nagashi-live and the other live policies) loses each heartbeat "
+        "and each cab's snapshot fetch with probability P (seeded per run; default 0: nothing "
+        "lost); the JSON's live_faults counts what was lost",
     )
     p.add_argument(
         "--live-outage",
         metavar="START..END",
         help="the fleet server is down from START to END minutes after the shift start: no "
-        "heartbeat taken, no snapshot built; cabs keep theirs until it expires, then plan "
-        "offline",
+        "heartbeat taken, no snapshot built; cabs keep theirs until it expires (180 s + 60 s "
+        "clock skew, as the agent), then plan offline",
     )
     p.add_argument(
         "--params",
