@@ -199,6 +199,22 @@ def _add_runs(p: argparse.ArgumentParser) -> None:
         help="mean passenger patience, s (the world's and the planner's; default: the planner's)",
     )
     p.add_argument(
+        "--live-loss",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="the live layer (nagashi-live and the other live policies) loses each heartbeat "
+        "and each cab's snapshot fetch with probability P (seeded per run; default 0: nothing "
+        "lost); the JSON's live_faults counts what was lost",
+    )
+    p.add_argument(
+        "--live-outage",
+        metavar="START..END",
+        help="the fleet server is down from START to END minutes after the shift start: no "
+        "heartbeat taken, no snapshot built; cabs keep theirs until it expires (180 s + 60 s "
+        "clock skew, as the agent), then plan offline",
+    )
+    p.add_argument(
         "--params",
         metavar="YAML",
         help="a bundle's params.yaml: its planner section is what the simulated cabs run "
@@ -425,11 +441,31 @@ def _config(
             replan_s=args.replan_s,
             matching=args.matching,
             max_wait_s=args.max_wait_s,
+            live_loss=args.live_loss,
+            live_outage_min=_outage(args.live_outage),
             **({} if args.patience_s is None else {"patience_s": args.patience_s}),
         )
     except ValueError as e:
         raise ToolsError(str(e)) from None
     return start, config
+
+
+def _outage(text: str | None) -> tuple[float, float] | None:
+    """``--live-outage START..END`` (minutes after the shift start)."""
+    if text is None:
+        return None
+    a, sep, b = text.partition("..")
+    try:
+        if not sep:
+            raise ValueError
+        start, end = float(a), float(b)
+    except ValueError:
+        raise ToolsError(
+            f"--live-outage {text!r}: expected START..END minutes, e.g. 60..120"
+        ) from None
+    if not 0.0 <= start < end:
+        raise ToolsError(f"--live-outage {text!r}: need 0 <= START < END")
+    return start, end
 
 
 def _refuse_leakage(table: DemandTable, days: frozenset[dt.date], allow: bool) -> None:

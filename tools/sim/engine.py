@@ -145,7 +145,9 @@ def run_shift(
 
     A policy with a live layer (``policy.live``, :class:`tools.sim.live.LiveLayer`) gets it
     driven at its cadence: at every heartbeat time the test cabs' links, vacancy and routes
-    (``policy.route_of``), and every pickup of a test cab as a meter event."""
+    (``policy.route_of``), and every pickup of a test cab as a meter event; with the world's
+    live faults (``SimConfig.live_loss``, ``live_outage_min``) ``policy_stats["live_faults"]``
+    counts what they took."""
     shift = _Shift(world, pax, policy_name, seed, multiplier, record, test_taxis, starts, passes)
     shift.run()
     return shift.result()
@@ -444,7 +446,7 @@ class _Shift:
         self.served += 1
         test = i < self.n_test
         if self.live is not None and test:
-            self.live.pickup(t_pick, self.p_link[j])
+            self.live.pickup(t_pick, self.p_link[j], i)
         duration = self.duration[j]
         t_free = t_pick + duration
         self.cab_occupied_s[i] += max(min(t_free, self.shift) - t_pick, 0.0)
@@ -483,6 +485,14 @@ class _Shift:
                 self.tracks[i].extend((f, DISPATCHED, t) for f in path)
         heapq.heappush(self.heap, (t + reach, i, PICK, self.version[i]))
 
+    def _policy_stats(self) -> dict[str, Any]:
+        """The policy's counts, and with the live layer's faults what they took
+        (``live_faults``: :meth:`tools.sim.live.LiveLayer.stats`)."""
+        stats = self.policy.stats()
+        if self.live is not None and self.live.faults:
+            stats = {**stats, "live_faults": self.live.stats()}
+        return stats
+
     def result(self) -> RunResult:
         """The measures of the shift (:class:`RunResult`)."""
         world, pax, cfg = self.world, self.pax, self.cfg
@@ -515,6 +525,6 @@ class _Shift:
             fleet_occupied_time_share=float(sum(self.cab_occupied_s) / (n_taxis * shift)),
             tracks=tuple(tuple(tr) for tr in self.tracks) if self.record else (),
             pickups=tuple(self.picked_links),
-            policy_stats=self.policy.stats(),
+            policy_stats=self._policy_stats(),
             cpu_s=time.process_time() - self.cpu0,
         )

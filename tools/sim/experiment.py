@@ -129,6 +129,13 @@ class Experiment:
         }
         if w.model is not None:
             doc.update(self._model_json())
+        faults = _live_faults(self.results)
+        if faults:
+            doc["live_faults"] = {
+                "loss": cfg.live_loss,
+                "outage_min": None if cfg.live_outage_min is None else list(cfg.live_outage_min),
+                "policies": faults,
+            }
         runs = len(next(iter(self.results.values()))) if self.results else 0
         doc["runs"] = runs
         if self.replay is not None:
@@ -231,6 +238,23 @@ def _recent_counts(runs: Sequence[RunResult]) -> dict[str, Any]:
         "live_counts": counts,
         "live_pickups_per_hail": units,
     }
+
+
+def _live_faults(results: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
+    """Per policy with a live layer under faults (``simulate --live-loss/--live-outage``): what
+    they took, summed over its runs (:meth:`tools.sim.live.LiveLayer.stats`), and the share of
+    the cabs' heartbeat ticks without a usable snapshot (``offline_share``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for p, runs in results.items():
+        got = [r.policy_stats["live_faults"] for r in runs if "live_faults" in r.policy_stats]
+        if not got:
+            continue
+        total: dict[str, Any] = {k: sum(int(g[k]) for g in got) for k in got[0]}
+        ticks = total.get("cab_ticks", 0)
+        total["offline_share"] = round(total["cab_ticks_offline"] / ticks, 4) if ticks else None
+        total["runs"] = len(got)
+        out[p] = total
+    return out
 
 
 def _adoption_point(

@@ -18,6 +18,22 @@ sees nothing else), ``counts="requests"`` every passenger request when it is mad
 the server receives them all; a dispatched request's meter pickup is not counted again).
 Without a grid no cell is counted (as before the model).
 
+Faults (``SimConfig.live_loss``, ``SimConfig.live_outage_min``: ``simulate --live-loss P
+--live-outage START..END``). Each heartbeat, and each cab's fetch of each snapshot, is lost
+independently with probability ``P`` (drawn from a generator of the run's seed, so a run gives
+the same bytes whatever process runs it). A lost heartbeat is not taken: the server keeps the
+cab's previous one, which counts as the agent's do by its age (on its link for 45 s, its route
+for 120 s: :data:`agent.live.COUNTED_NOW_S`, :data:`agent.live.COUNTED_FOR_S`), and the meter
+pickups it carried go with the next one taken (the agent's client keeps them until
+acknowledged; older than an hour they are dropped, ``events_expired``). A lost fetch leaves the
+cab with the snapshot it had. During the outage (minutes after the shift start, ``[START,
+END)``) the server takes no heartbeat, builds no snapshot and hears of no request. A cab plans
+with its snapshot only while the agent would (:meth:`sync.live.SnapshotClient.latest`: until
+``expires_s`` plus the clock-skew allowance, 180 + 60 s after it was built); after that it has
+none and plans offline (``seen_by`` gives None: the spread, the prior), as does the shared
+table (:meth:`LiveLayer.fleet_snapshot`). :meth:`LiveLayer.stats` counts what was lost. Without
+faults nothing is drawn and a run is what it was before them.
+
 :func:`supply_prior` is the offline prior of the simulated fleet: the vacant passes per link and
 30-minute slot of the reference fleet (``SimConfig.calibrate_with``, hotspot) on passengers
 drawn from the demand table (the training days, never the replayed ones), what a fleet's own
@@ -33,11 +49,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from agent.live import COUNTED_FOR_S, COUNTED_NOW_S
 from models.supply import SupplyTable
 from sync.live import (
+    EVENT_MAX_AGE_S,
     PICKUP,
     GridSpec,
     Heartbeat,
+    LiveClientConfig,
     MeterEvent,
     Snapshot,
     build_snapshot,
@@ -57,6 +76,23 @@ HEARTBEAT_ROUTE_M = 2000.0
 SLOT_MINUTES = 30  # the supply prior's slots (models.supply)
 #: what the fleet server counts per cell (module docs)
 LIVE_COUNTS = ("pickups", "requests")
+#: a cab's snapshot is usable until its ``expires_s`` plus this (the agent's client's allowance)
+SKEW_S = LiveClientConfig().skew_s
+
+
+#: what :meth:`LiveLayer.stats` counts
+FAULT_COUNTS = (
+    "heartbeats",
+    "heartbeats_lost",
+    "heartbeats_outage",
+    "snapshots_outage",
+    "fetches",
+    "fetches_lost",
+    "requests_outage",
+    "events_expired",
+    "cab_ticks",
+    "cab_ticks_offline",
+)
 
 
 @dataclass
@@ -91,6 +127,13 @@ class LiveLayer:
         self.snapshot_s = snapshot_s
         rng = np.random.default_rng([seed, 0x11FE])
         self.delay_s = rng.uniform(0.0, snapshot_s, n_cabs)
+        cfg = world.config
+        self.loss = float(cfg.live_loss)
+        outage = cfg.live_outage_min
+        self.outage_s = None if outage is None else (outage[0] * 60.0, outage[1] * 60.0)
+        self.faults = self.loss > 0.0 or self.outage_s is not None
+        self._loss_rng = np.random.default_rng([seed, 0x1055])
+        self.counts_lost: dict[str, int] = dict.fromkeys(FAULT_COUNTS, 0)
         g = world.graph
         self.gid = np.asarray(g.edge_id, dtype=np.int64)
         self.mid_lon = ((g.u_lon + g.v_lon) / 2).astype(np.float64)
@@ -101,30 +144,45 @@ class LiveLayer:
         self._mid_lon: list[float] = self.mid_lon.tolist()
         self._mid_lat: list[float] = self.mid_lat.tolist()
         self.latest: list[Heartbeat | None] = [None] * n_cabs
-        self.pickups: list[MeterEvent] = []
+        self.pickups: list[MeterEvent] = []  # what the server has taken
+        self._pending: list[list[MeterEvent]] = [[] for _ in range(n_cabs)]  # not yet taken
         # (built_s, snapshot, what each cab had reported when it was built)
         self.snapshots: list[tuple[float, Snapshot, list[_Sent]]] = []
+        # beside each, the cabs whose fetch of it was lost (None: none)
+        self._lost: list[npt.NDArray[np.bool_] | None] = []
         self.version = 0
         self.next_heartbeat_s = 0.0
         self.next_snapshot_s = 0.0
         self.bytes_sent: list[int] = []
 
-    def pickup(self, t_s: float, link: int) -> None:
-        """A meter pickup of a test cab on local ``link`` at ``t_s`` (its place: the link's
-        middle); counted per cell with ``counts="pickups"``."""
+    def pickup(self, t_s: float, link: int, cab: int) -> None:
+        """A meter pickup of test cab ``cab`` on local ``link`` at ``t_s`` (its place: the
+        link's middle), sent with the cab's next heartbeats until one is taken; counted per
+        cell with ``counts="pickups"``."""
         if self.counts == "pickups":
-            self._event(t_s, link)
+            self._pending[cab].append(self._event(t_s, link))
 
     def request(self, t_s: float, link: int) -> None:
         """A passenger's request on local ``link`` at ``t_s`` (dispatch: the server receives
-        every one); counted per cell with ``counts="requests"``."""
+        every one, unless it is down); counted per cell with ``counts="requests"``."""
         if self.counts == "requests":
-            self._event(t_s, link)
+            if self.down(t_s):
+                self.counts_lost["requests_outage"] += 1
+                return
+            self.pickups.append(self._event(t_s, link))
 
-    def _event(self, t_s: float, link: int) -> None:
-        self.pickups.append(
-            MeterEvent(PICKUP, int(t_s), float(self.mid_lon[link]), float(self.mid_lat[link]))
-        )
+    def _event(self, t_s: float, link: int) -> MeterEvent:
+        return MeterEvent(PICKUP, int(t_s), float(self.mid_lon[link]), float(self.mid_lat[link]))
+
+    def down(self, t_s: float) -> bool:
+        """Whether the server is down at ``t_s`` (the outage, ``[START, END)``)."""
+        o = self.outage_s
+        return o is not None and o[0] <= t_s < o[1]
+
+    def usable(self, snap: Snapshot, t_s: float) -> bool:
+        """Whether a cab still plans with ``snap`` at ``t_s`` (not expired, as the agent's
+        :meth:`sync.live.SnapshotClient.latest`)."""
+        return t_s <= snap.expires_s + SKEW_S
 
     def tick(
         self,
@@ -134,11 +192,18 @@ class LiveLayer:
         routes: Sequence[Sequence[int]],
     ) -> None:
         """At ``t_s``: the heartbeats of every cab (local ``links``, ``vacant``, local
-        ``routes`` to follow), then the snapshot when one is due."""
+        ``routes`` to follow) the server takes, then the snapshot when one is due (none while
+        the server is down)."""
+        down = self.down(t_s)
         if t_s + 1e-9 >= self.next_heartbeat_s:
             length, gid = self._length, self._gid
             mid_lon, mid_lat = self._mid_lon, self._mid_lat
+            taken = self._taken(t_s, down)
             for i in range(self.n_cabs):
+                if taken is not None and not taken[i]:
+                    continue
+                if self._pending[i]:
+                    self._deliver(i, t_s)
                 route: list[int] = []
                 if vacant[i]:
                     run = 0.0
@@ -160,42 +225,112 @@ class LiveLayer:
                 )
             self.next_heartbeat_s += self.heartbeat_s
         if t_s + 1e-9 >= self.next_snapshot_s:
-            self._build(t_s)
+            if down:
+                self.counts_lost["snapshots_outage"] += 1
+            else:
+                self._build(t_s)
             self.next_snapshot_s += self.snapshot_s
+
+    def _taken(self, t_s: float, down: bool) -> list[bool] | None:
+        """Which cabs' heartbeats at ``t_s`` the server takes (None: all; no faults, no
+        draw), counted; with faults also the cabs without a usable snapshot now."""
+        if not self.faults:
+            return None
+        n, c = self.n_cabs, self.counts_lost
+        c["heartbeats"] += n
+        c["cab_ticks"] += n
+        c["cab_ticks_offline"] += sum(self.seen_by(i, t_s)[0] is None for i in range(n))
+        if down:
+            c["heartbeats_outage"] += n
+            return [False] * n
+        if self.loss <= 0.0:
+            return None
+        taken: list[bool] = (self._loss_rng.random(n) >= self.loss).tolist()
+        c["heartbeats_lost"] += n - sum(taken)
+        return taken
+
+    def _deliver(self, cab: int, t_s: float) -> None:
+        """The cab's pending meter events go with its heartbeat the server takes at ``t_s``
+        (at most an hour old, as the agent's client keeps them)."""
+        cutoff = t_s - EVENT_MAX_AGE_S
+        for e in self._pending[cab]:
+            if e.t_s >= cutoff:
+                self.pickups.append(e)
+            else:
+                self.counts_lost["events_expired"] += 1
+        self._pending[cab] = []
 
     def _build(self, t_s: float) -> None:
         self.version += 1
         cutoff = t_s - 3600.0
         self.pickups = [e for e in self.pickups if e.t_s >= cutoff]
         beats = [hb for hb in self.latest if hb is not None]
+        now = float(int(t_s))
         snap = build_snapshot(
             beats,
-            float(int(t_s)),
+            now,
             area=AREA,
             pickups=self.pickups,
             grid=self.grid,
             version=self.version,
+            current_s=COUNTED_NOW_S,
+            planned_s=COUNTED_FOR_S,
         )
         body = encode_body(snap)
         self.bytes_sent.append(len(body))
         received = decode_body(body, sha256=f"{self.version:064x}")
-        sent = [
-            _Sent(hb.link, hb.route) if hb is not None and hb.vacant else _Sent(-1, ())
-            for hb in self.latest
-        ]
+        # what the cab subtracts as its own: its last heartbeat taken, counted by its age as
+        # the snapshot counted it (agent.live.LiveLink.tick_input)
+        sent = [_Sent(-1, ())] * len(self.latest)
+        for i, hb in enumerate(self.latest):
+            if hb is not None and hb.vacant and now - hb.t_s <= COUNTED_FOR_S:
+                sent[i] = _Sent(hb.link if now - hb.t_s <= COUNTED_NOW_S else -1, hb.route)
+        lost = None
+        if self.loss > 0.0:
+            lost = self._loss_rng.random(self.n_cabs) < self.loss
+            self.counts_lost["fetches"] += self.n_cabs
+            self.counts_lost["fetches_lost"] += int(np.count_nonzero(lost))
+        elif self.faults:
+            self.counts_lost["fetches"] += self.n_cabs
         self.snapshots.append((t_s, received, sent))
-        if len(self.snapshots) > 4:
-            del self.snapshots[0]
+        self._lost.append(lost)
+        # kept while a cab may still plan with it (the newest four at least, as before)
+        while len(self.snapshots) > 4 and not self.usable(self.snapshots[0][1], t_s):
+            del self.snapshots[0], self._lost[0]
 
     def seen_by(self, cab: int, t_s: float) -> tuple[Snapshot | None, int, tuple[int, ...]]:
         """The newest snapshot cab ``cab`` has fetched by ``t_s`` (built at least its delay
-        before), with the link and route it had reported in it (None: none yet)."""
+        before, its fetch not lost), with the link and route it had reported in it (None:
+        none yet, or the one it has expired: the cab plans offline)."""
         d = float(self.delay_s[cab])
-        for built, snap, sent in reversed(self.snapshots):
-            if built + d <= t_s:
+        for (built, snap, sent), lost in zip(
+            reversed(self.snapshots), reversed(self._lost), strict=True
+        ):
+            if built + d <= t_s and (lost is None or not lost[cab]):
+                if t_s > snap.expires_s + SKEW_S:
+                    return None, -1, ()
                 own = sent[cab]
                 return snap, own.link, own.route
         return None, -1, ()
+
+    def fleet_snapshot(self, t_s: float) -> Snapshot | None:
+        """The snapshot the shared table plans with at ``t_s``: the one before the newest (what
+        the cabs have fetched by now: 30 to 60 s old), or the newest once every cab has
+        fetched it (no newer built: the server is down); None when none yet or it has
+        expired (the fleet plans offline)."""
+        snaps = self.snapshots
+        if not snaps:
+            return None
+        newest = len(snaps) == 1 or snaps[-1][0] + self.snapshot_s <= t_s
+        snap = snaps[-1 if newest else -2][1]
+        return snap if self.usable(snap, t_s) else None
+
+    def stats(self) -> dict[str, int | float]:
+        """What the faults took (module docs): heartbeats sent, lost and not taken in the
+        outage, snapshot builds skipped in it, fetches and fetches lost, requests the server
+        did not hear of, meter events dropped as over an hour old, and the cabs' heartbeat
+        ticks without a usable snapshot (``cab_ticks_offline`` of ``cab_ticks``)."""
+        return dict(self.counts_lost)
 
 
 _PRIORS: dict[tuple[int, int, int, str], tuple[World, SupplyTable]] = {}

@@ -288,12 +288,13 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         super().reset_taxi(taxi)
         self.own_passes.pop(taxi, None)
 
-    def _planned_per_h(self) -> F64 | None:
+    def _planned_per_h(self, t_s: float) -> F64 | None:
         """The others' planned passes as supply per hour on each link, from the snapshot
-        before the newest (what the cabs have fetched by now: 30 to 60 s old)."""
-        if self.live is None or not self.live.snapshots:
+        before the newest (what the cabs have fetched by now: 30 to 60 s old; none once it
+        has expired: :meth:`LiveLayer.fleet_snapshot`)."""
+        snap = None if self.live is None else self.live.fleet_snapshot(t_s)
+        if snap is None:
             return None
-        snap = self.live.snapshots[-2 if len(self.live.snapshots) > 1 else -1][1]
         _, planned = snap.link_counts(self.edge_ids)
         return np.asarray(planned, dtype=np.float64) * (3600.0 / CLAIM_HORIZON_S)
 
@@ -306,7 +307,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         # with the model, offline: no recent inputs (statistics, by the model's design)
         demand = w.tick_demand(minute, self.multiplier, model=self.use_model)
         supply = self.prior.rates(w.graph.edge_id, minute) if self.prior is not None else None
-        planned = self._planned_per_h()
+        planned = self._planned_per_h(t_s)
         if planned is not None:
             supply = planned if supply is None else supply + planned
         if self.use_model:

@@ -90,8 +90,20 @@ class SimConfig:
     #: waits) or "dispatch" (the nearest vacant cab that can reach her within ``max_wait_s``)
     matching: str = "hail"
     max_wait_s: float = 600.0  # dispatch: COMSET's resource lifetime
+    #: the live layer's faults (tools.sim.live): each heartbeat and each cab's snapshot fetch
+    #: lost with this probability, and the server down over these minutes after the start
+    live_loss: float = 0.0
+    live_outage_min: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.live_loss <= 1.0:
+            raise ValueError("live_loss must be a probability in [0, 1]")
+        if self.live_outage_min is not None:
+            a, b = self.live_outage_min
+            if not 0.0 <= a < b:
+                raise ValueError("live_outage_min must be START..END minutes, 0 <= START < END")
+            if a >= self.hours * 60.0:
+                raise ValueError("live_outage_min: the outage starts after the shift ends")
         if self.matching not in MATCHING:
             raise ValueError(f"matching must be one of {', '.join(MATCHING)}")
         if self.max_wait_s <= 0:
