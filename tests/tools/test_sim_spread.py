@@ -13,9 +13,10 @@ import pytest
 from tests.tools.test_simulate import world  # noqa: F401  (the module fixture)
 from tools.cmd_simulate import _policies
 from tools.errors import ToolsError
-from tools.sim.engine import RunResult, run_shift
+from tools.sim.engine import run_shift
 from tools.sim.nagashi import sim_salt
 from tools.sim.policies import Allowed, NagashiSpreadPolicy, make_policy, spread_eps_of
+from tools.sim.result import RunResult
 from tools.sim.spread import SPREAD_EPS
 from tools.sim.world import World, make_passengers
 

@@ -19,10 +19,11 @@ from models.statistics import build_demand_table, network_bbox
 from models.trips import Trips
 from tests.conftest import TRIPS
 from tiles import TileStore
-from tools.sim.engine import DROPOFF, RunResult, run_shift
+from tools.sim.engine import DROPOFF, run_shift
 from tools.sim.experiment import OCCUPANCY_BAND, gate, paired_gain, run_seeds, size_fleet
 from tools.sim.policies import Allowed
 from tools.sim.replay import Replay, load_replay, replay_passengers
+from tools.sim.result import RunResult
 from tools.sim.world import Passengers, SimConfig, World, build_world
 
 UBER = TRIPS["uber_2014_04"]

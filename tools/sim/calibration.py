@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from tools.sim.engine import RunResult, run_shift
+from tools.sim.engine import run_shift
+from tools.sim.result import RunResult
 from tools.sim.world import Passengers, World, make_passengers
 
 __all__ = [

@@ -40,8 +40,9 @@ from tools.sim.calibration import (
     calibrate,
     size_fleet,
 )
-from tools.sim.engine import RunResult, run_shift
+from tools.sim.engine import run_shift
 from tools.sim.replay import Replay, replay_passengers
+from tools.sim.result import RunResult
 from tools.sim.runs import _run_tasks, _Tasks, dask_client, run_seeds
 from tools.sim.summary import (
     BASELINES,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.sim.engine import RunResult
+from tools.sim.result import RunResult
 from tools.sim.world import World
 
 

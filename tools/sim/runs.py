@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tools.errors import ToolsError
-from tools.sim.engine import RunResult, run_shift
+from tools.sim.engine import run_shift
 from tools.sim.replay import Replay, replay_passengers
+from tools.sim.result import RunResult
 from tools.sim.world import Passengers, World, make_passengers
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from tools.sim.engine import RunResult
+from tools.sim.result import RunResult
 
 __all__ = [
     "BASELINES",
