@@ -21,6 +21,7 @@ of per-cab tables a tick peel once, not once each).
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from dataclasses import dataclass
@@ -53,6 +54,59 @@ def live_links(table: ValueTable, minute_of_week: float) -> Bool:
         per[key] = live
         while len(per) > _PER_PREP:
             del per[next(iter(per))]
+    return live
+
+
+class MinuteMasks:
+    """What the route read-out reads of one minute of a table, as Python lists (an element of a
+    list is read faster than one of an array): ``allowed_at`` of the minute and (on demand)
+    the :func:`live_links` of that mask (:func:`live_list`). Both
+    depend on the table's ``allowed``, ``minutes``, ``prep`` and ``monday`` and the minute's
+    floor alone (``allowed_at`` reads nothing else), which key it; the arrays are held by weak
+    references and checked on a hit (an id may be reused once its array is gone)."""
+
+    __slots__ = ("allowed", "live", "refs")
+
+    def __init__(self, table: ValueTable, allowed: list[bool]) -> None:
+        self.refs = (
+            weakref.ref(table.allowed),
+            weakref.ref(table.minutes),
+            weakref.ref(table.prep),
+        )
+        self.allowed = allowed
+        self.live: list[bool] | None = None
+
+    def holds(self, table: ValueTable) -> bool:
+        a, m, p = self.refs
+        return a() is table.allowed and m() is table.minutes and p() is table.prep
+
+
+_MINUTES: dict[tuple[int, int, int, object, int], MinuteMasks] = {}
+_MINUTES_MAX = 32
+
+
+def minute_masks(table: ValueTable, minute_of_week: float) -> MinuteMasks:
+    """The :class:`MinuteMasks` of ``table`` at ``minute_of_week``, kept for the next read-outs
+    (the simulator's cabs read one table's minutes thousands of times)."""
+    raw = math.floor(minute_of_week)
+    key = (id(table.allowed), id(table.minutes), id(table.prep), table.monday, raw)
+    hit = _MINUTES.get(key)
+    if hit is not None and hit.holds(table):
+        return hit
+    got = MinuteMasks(table, np.asarray(table.allowed_at(minute_of_week), dtype=bool).tolist())
+    with _LOCK:
+        _MINUTES[key] = got
+        while len(_MINUTES) > _MINUTES_MAX:
+            del _MINUTES[next(iter(_MINUTES))]
+    return got
+
+
+def live_list(table: ValueTable, minute_of_week: float) -> list[bool]:
+    """:func:`live_links` as a list (kept with the minute's mask, :func:`minute_masks`)."""
+    at = minute_masks(table, minute_of_week)
+    live = at.live
+    if live is None:
+        live = at.live = live_links(table, minute_of_week).tolist()
     return live
 
 
