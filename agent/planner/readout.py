@@ -70,27 +70,30 @@ _FULL_MIN = 16
 class _LayerTerms:
     """The terms of one layer ``k`` of a table: per link on demand (:func:`_link_terms`, on
     Python floats), or for every link at once (:func:`_terms_at`) once many links were asked
-    for. Both give the same bits per link (the same IEEE operations in the same order)."""
+    for. Both give the same bits per link (the same IEEE operations in the same order).
+    ``rows``: the whole layer's per link, once computed (``full``'s columns as tuples)."""
 
-    __slots__ = ("full", "k", "limit", "some", "table")
+    __slots__ = ("full", "k", "limit", "rows", "some", "table")
 
     def __init__(self, table: ValueTable, k: int) -> None:
         self.table = table
         self.k = k
         self.full: Terms | None = None
+        self.rows: list[LinkTerms] | None = None
         self.some: dict[int, LinkTerms] = {}
         self.limit = max(_FULL_MIN, table.prep.n // _FULL_SHARE)
 
     def at(self, f: int) -> LinkTerms:
-        full = self.full
-        if full is not None:
-            return full[0][f], full[1][f], full[2][f]
+        rows = self.rows
+        if rows is not None:
+            return rows[f]
         got = self.some.get(f)
         if got is None:
             got = _link_terms(self.table, self.k, f)
             self.some[f] = got
             if len(self.some) > self.limit:
-                self.full = _terms_at(self.table, self.k)
+                full = _terms_at(self.table, self.k)
+                self.full, self.rows = full, list(zip(*full, strict=True))
                 self.some = {}
         return got
 
@@ -98,7 +101,7 @@ class _LayerTerms:
 #: the last table a read-out saw and its terms (any thread's: a pair, replaced at once)
 _LAST: tuple[ValueTable | None, dict[int, _LayerTerms]] = (None, {})
 #: one link's facts (:func:`link_facts`)
-LinkFacts = tuple[list[int], int, int, float, float]
+LinkFacts = tuple[list[int], int, int, float, float, list[int]]
 #: per prepared graph, the facts of the links read so far (filled on demand: one cab's read-out
 #: visits a few dozen links; the simulator's thousands of cabs on one graph revisit the same
 #: ones), and the last graph's, looked up first
@@ -123,12 +126,15 @@ def _facts_of(prep: Prepared) -> dict[int, LinkFacts]:
 def _fill(prep: Prepared, facts: dict[int, LinkFacts], e: int) -> LinkFacts:
     g = prep.graph
     lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
+    succ = prep.arc_dst[lo:hi]
+    u = int(g.u_node[e])
     got = (
-        prep.arc_dst[lo:hi].tolist(),
-        int(g.u_node[e]),
+        succ.tolist(),
+        u,
         int(g.v_node[e]),
         float(prep.length_m[e]),
         float(prep.tau_s[e]),
+        succ[g.v_node[succ] != u].tolist(),
     )
     facts[e] = got
     return got
@@ -136,7 +142,8 @@ def _fill(prep: Prepared, facts: dict[int, LinkFacts], e: int) -> LinkFacts:
 
 def link_facts(prep: Prepared, e: int) -> LinkFacts:
     """Link ``e`` of ``prep``: its successors (``arc_dst`` in order), its start and end nodes,
-    its length and traversal time (the same values as the arrays'). Read-only."""
+    its length and traversal time (the same values as the arrays'), and its successors that
+    are no U-turn (whose end is not its start), in order. Read-only."""
     facts = _facts_of(prep)
     return facts.get(e) or _fill(prep, facts, e)
 
@@ -269,9 +276,6 @@ class _Walk:
         if raw != self.raw:
             self.mask, self.raw = minute_masks(self.table, minute).allowed, raw
         mask = self.mask
-        succ = [f for f in succ if mask[f]]
-        if not succ:
-            return []
         table = self.table
         layer = math.floor(t_rel_s / self.prep.step_s + 0.5)
         k = layer if layer > 0 else 0
@@ -287,8 +291,11 @@ class _Walk:
         prob, window_s, rate_h = table.pickup_prob, table.window_s, table.rate_h
         last_pass, own, pass_age = self.last_pass, self.own, self.pass_age
         with_age = last_pass is not None or bool(own) or pass_age is not None
+        rows = terms.rows
         scored: list[tuple[int, float]] = []
         for f in succ:
+            if not mask[f]:
+                continue
             p = prob.item(slot, f)
             if with_age:
                 last = float(last_pass[f]) if last_pass is not None else -math.inf
@@ -304,11 +311,7 @@ class _Walk:
                 if age < window:  # (then min(window, age) is age)
                     rate = rate_h.item(slot, f)
                     p = float(-_expm1(-rate * ((self.fact(f)[4] + age) / 3600.0)))
-            full = terms.full
-            if full is None:
-                gain, v_next, cost = terms.at(f)
-            else:
-                gain, v_next, cost = full[0][f], full[1][f], full[2][f]
+            gain, v_next, cost = terms.at(f) if rows is None else rows[f]
             scored.append((f, p * gain + (1.0 - p) * v_next - cost))
         return scored
 
@@ -404,6 +407,35 @@ def _spread_choice(
     return min(near, key=lambda f: spread_hash(spread.salt, int(ids[f]), period))
 
 
+def _choose(
+    table: ValueTable,
+    scored: list[tuple[int, float]],
+    live: list[bool] | None,
+    visits: dict[int, int] | None,
+    spread: Spread | None,
+    t_rel_s: float,
+) -> int:
+    """:func:`follow`'s choice at a junction among its ``scored`` successors: with ``live``
+    (from a link that is no dead end) none that is; with ``visits``, one not on the route yet
+    while there is one; the best (:func:`best_next`) or the spread's (:func:`spread_next`)."""
+    if live is not None:
+        scored = [fq for fq in scored if live[fq[0]]]
+    if visits is None:
+        return (
+            _best(scored)[0] if spread is None else _spread_choice(table, scored, t_rel_s, spread)
+        )
+    if spread is None:  # both maxima in one pass: the first of the highest Q, unvisited or not
+        best_f, best_q, new_f, new_q = -1, -math.inf, -1, -math.inf
+        for f, q in scored:
+            if best_f < 0 or q > best_q:
+                best_f, best_q = f, q
+            if f not in visits and (new_f < 0 or q > new_q):
+                new_f, new_q = f, q
+        return new_f if new_f >= 0 else best_f
+    f = _spread_choice(table, [fq for fq in scored if fq[0] not in visits], t_rel_s, spread)
+    return f if f >= 0 else _spread_choice(table, scored, t_rel_s, spread)
+
+
 def follow(
     table: ValueTable,
     start: int,
@@ -437,15 +469,10 @@ def follow(
     Each junction's successors are scored once (their ``Q`` does not depend on which of them
     are barred) and the choices above are made among them, in the same order."""
 
-    def pick(scored: list[tuple[int, float]]) -> int:
-        if spread is None:
-            return _best(scored)[0]
-        return _spread_choice(table, scored, t, spread)
-
     horizon_s = table.n_layers * table.prep.step_s
     own: dict[int, float] = {start: t0_rel_s}
     walk = _Walk(table, last_pass_s, own)
-    fact = walk.fact
+    facts, prep, scores = walk.facts, walk.prep, walk.scores
     route: list[int] = []
     length = 0.0
     t = t0_rel_s
@@ -456,7 +483,7 @@ def follow(
     visits: dict[int, int] = {start: 1}
     for f in prefix:
         route.append(f)
-        _, _, _, f_m, f_s = fact(f)
+        f_m, f_s = (facts.get(f) or _fill(prep, facts, f))[3:5]
         length += f_m
         t += f_s
         own[f] = t
@@ -465,25 +492,17 @@ def follow(
     while len(route) < max_edges and t < horizon_s:
         if length >= min_length_m and t - t0_rel_s >= min_duration_s:
             break
-        succ, back = fact(e)[:2]
-        if max_visits > 0:  # no U-turn, no link held max_visits times
-            succ = [f for f in succ if visits.get(f, 0) < max_visits and fact(f)[2] != back]
-        scored = walk.scores(succ, t) if succ else []
-        if live is not None and live[e]:  # no dead end; a link not on the route yet first
-            scored = [fq for fq in scored if live[fq[0]]]
-            f = pick([fq for fq in scored if fq[0] not in visits])
-            if f < 0:
-                f = pick(scored)
-        elif max_visits > 0:  # a link not on the route yet, while there is one
-            f = pick([fq for fq in scored if fq[0] not in visits])
-            if f < 0:
-                f = pick(scored)
-        else:
-            f = pick(scored)
+        at = facts.get(e) or _fill(prep, facts, e)
+        if live is None:
+            f = _choose(table, scores(at[0], t), None, None, spread, t)
+        else:  # no U-turn, no link held max_visits times
+            succ = [f for f in at[5] if visits.get(f, 0) < max_visits]
+            scored = scores(succ, t) if succ else []
+            f = _choose(table, scored, live if live[e] else None, visits, spread, t)
         if f < 0:
             break  # nothing may be entered (or only a dead end is left: the route ends before)
         route.append(f)
-        _, _, _, f_m, f_s = fact(f)
+        f_m, f_s = (facts.get(f) or _fill(prep, facts, f))[3:5]
         length += f_m
         t += f_s
         own[f] = t
