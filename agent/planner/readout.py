@@ -13,7 +13,8 @@ from collections import OrderedDict
 import numpy as np
 
 from agent.planner.core import F64, I64, Prepared, ValueTable, _interp
-from agent.planner.deadends import live_list, minute_masks
+from agent.planner.deadends import allowed_list, live_list
+from agent.planner.inputs import Bool
 from agent.planner.spread import SPREAD_PERIOD_MIN as SPREAD_PERIOD_MIN
 from agent.planner.spread import Spread as Spread
 from agent.planner.spread import spread_hash as spread_hash
@@ -126,15 +127,16 @@ def _facts_of(prep: Prepared) -> dict[int, LinkFacts]:
 def _fill(prep: Prepared, facts: dict[int, LinkFacts], e: int) -> LinkFacts:
     g = prep.graph
     lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
-    succ = prep.arc_dst[lo:hi]
+    succ: list[int] = prep.arc_dst[lo:hi].tolist()
     u = int(g.u_node[e])
+    v_node = g.v_node
     got = (
-        succ.tolist(),
+        succ,
         u,
-        int(g.v_node[e]),
+        int(v_node[e]),
         float(prep.length_m[e]),
         float(prep.tau_s[e]),
-        succ[g.v_node[succ] != u].tolist(),
+        [f for f in succ if v_node[f] != u],
     )
     facts[e] = got
     return got
@@ -261,7 +263,7 @@ class _Walk:
         self.own = own_passes
         self.pass_age = table.pass_age_s
         self.raw = -1.5  # the minute (floor) of ``mask``: none yet
-        self.mask: list[bool] = []
+        self.mask: list[bool] | Bool = []
         self.slots: list[int] | None = None
 
     def fact(self, e: int) -> LinkFacts:
@@ -274,7 +276,7 @@ class _Walk:
         minute = self.minute0 + t_rel_s / 60.0
         raw = math.floor(minute)
         if raw != self.raw:
-            self.mask, self.raw = minute_masks(self.table, minute).allowed, raw
+            self.mask, self.raw = allowed_list(self.table, minute), raw
         mask = self.mask
         table = self.table
         layer = math.floor(t_rel_s / self.prep.step_s + 0.5)
@@ -410,7 +412,7 @@ def _spread_choice(
 def _choose(
     table: ValueTable,
     scored: list[tuple[int, float]],
-    live: list[bool] | None,
+    live: list[bool] | Bool | None,
     visits: dict[int, int] | None,
     spread: Spread | None,
     t_rel_s: float,

@@ -1,8 +1,8 @@
 """What the route read-out keeps between read-outs (issues 16/20): a minute's allowed mask and
-live links as lists (``agent.planner.deadends.minute_masks``), keyed by the table's arrays and
-the minute, and each link's facts per prepared graph, on the real Midtown table: the same
-values as the arrays they were read from, and a table with other allowed links (the same graph,
-the same minute) reads its own."""
+live links as lists once the minute is read often (``agent.planner.deadends.allowed_list``),
+keyed by the table's arrays and the minute, and each link's facts per prepared graph, on the
+real Midtown table: the same values as the arrays they were read from, and a table with other
+allowed links (the same graph, the same minute) reads its own."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from agent.planner import PlannerParams, ValueTable, solve, speed_factor_from_demand
-from agent.planner.deadends import live_links, live_list, minute_masks
+from agent.planner.deadends import _AS_LIST_AFTER, allowed_list, live_links, live_list
 from agent.planner.readout import best_next, follow, link_facts, successor_values
 from models import DemandTable, tick_demand_from_table
 from tiles import TileStore
@@ -34,11 +34,12 @@ def table(manhattan_tiles: Path, manhattan_demand: Path) -> ValueTable:
 
 def test_a_minutes_lists_are_its_arrays(table: ValueTable) -> None:
     start = table.start_minute_of_week
-    # the table's minutes, the same minute again (kept), and one before its start (computed)
+    # the table's minutes, one minute again (kept), and one before its start (computed)
     for m in (start, start + 0.4, start + 7.2, start + 30.0, start - 60.0):
-        assert minute_masks(table, m).allowed == table.allowed_at(m).tolist()
-        assert live_list(table, m) == live_links(table, m).tolist()
-    assert minute_masks(table, start + 0.4) is minute_masks(table, start)  # one minute
+        for _ in range(_AS_LIST_AFTER + 2):
+            assert list(allowed_list(table, m)) == table.allowed_at(m).tolist()
+            assert list(live_list(table, m)) == live_links(table, m).tolist()
+        assert isinstance(allowed_list(table, m), list) and isinstance(live_list(table, m), list)
 
 
 def test_a_table_with_other_allowed_links_reads_its_own(table: ValueTable) -> None:
@@ -53,6 +54,9 @@ def test_a_table_with_other_allowed_links_reads_its_own(table: ValueTable) -> No
         pytest.fail("no junction with two allowed successors in Midtown")
     f = best_next(table, e, t)
     route = follow(table, e, t, 2000.0, 0.0, 40, max_visits=1)[0]
+    for _ in range(_AS_LIST_AFTER + 1):  # the first table's minutes kept as lists
+        assert follow(table, e, t, 2000.0, 0.0, 40, max_visits=1)[0] == route
+    assert isinstance(allowed_list(table, table.start_minute_of_week + t / 60.0), list)
     allowed = table.allowed.copy()
     allowed[:, f] = False
     barred = dataclasses.replace(table, allowed=allowed)
