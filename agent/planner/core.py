@@ -199,18 +199,15 @@ class ValueTable:
     def allowed_at(self, minute_of_week: float) -> Bool:
         raw = math.floor(minute_of_week)
         m = raw % MINUTES_PER_WEEK
-        # the minutes are consecutive but where the week wraps: try the offset first (the
-        # route read-out asks at every junction), searching only when it misses
+        # consecutive minutes but where the week wraps: the offset first, a search if it misses
         count = self.minutes.shape[0]
         i = m - int(self.minutes[0]) if count else -1
-        if 0 <= i < count and self.minutes[i] == m:
-            return np.asarray(self.allowed[i])
-        i = int(np.searchsorted(self.minutes, m))
+        if not (0 <= i < count and self.minutes[i] == m):
+            i = int(np.searchsorted(self.minutes, m))
         if i < count and self.minutes[i] == m:
             return np.asarray(self.allowed[i])
         closed = self.prep.graph.closed_at(m if self.monday is None else raw, self.monday)
-        ok = self.prep.cruisable & ~closed
-        return np.asarray(ok)
+        return np.asarray(self.prep.cruisable & ~closed)
 
 
 def _interp(

@@ -21,6 +21,7 @@ of per-cab tables a tick peel once, not once each).
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from dataclasses import dataclass
@@ -54,6 +55,83 @@ def live_links(table: ValueTable, minute_of_week: float) -> Bool:
         per[key] = live
         while len(per) > _PER_PREP:
             del per[next(iter(per))]
+    return live
+
+
+class MinuteMasks:
+    """What the route read-out reads of one minute of a table, kept as Python lists (an
+    element of a list is read faster than one of an array) once the minute was read often
+    enough to pay for the conversion (the simulator's cabs read one table's minutes thousands
+    of times; the agent's tick reads a fresh table once): ``allowed_at`` of the minute and the
+    :func:`live_links` of that mask. Both depend on the table's ``allowed``, ``minutes``,
+    ``prep`` and ``monday`` and the minute's floor alone (``allowed_at`` reads nothing else),
+    which key it; the arrays are held by weak references and checked on a hit (an id may be
+    reused once its array is gone)."""
+
+    __slots__ = ("allowed", "allowed_uses", "live", "live_uses", "refs")
+
+    def __init__(self, table: ValueTable) -> None:
+        self.refs = (
+            weakref.ref(table.allowed),
+            weakref.ref(table.minutes),
+            weakref.ref(table.prep),
+        )
+        self.allowed: list[bool] | None = None
+        self.live: list[bool] | None = None
+        self.allowed_uses = self.live_uses = 0
+
+    def holds(self, table: ValueTable) -> bool:
+        a, m, p = self.refs
+        return a() is table.allowed and m() is table.minutes and p() is table.prep
+
+
+_MINUTES: dict[tuple[int, int, int, object, int], MinuteMasks] = {}
+_MINUTES_MAX = 32
+#: read-outs of a minute that read its arrays before they are kept as lists
+_AS_LIST_AFTER = 3
+
+
+def _masks(table: ValueTable, minute_of_week: float) -> MinuteMasks:
+    key = (id(table.allowed), id(table.minutes), id(table.prep), table.monday)
+    full = (*key, math.floor(minute_of_week))
+    hit = _MINUTES.get(full)
+    if hit is not None and hit.holds(table):
+        return hit
+    got = MinuteMasks(table)
+    with _LOCK:
+        _MINUTES[full] = got
+        while len(_MINUTES) > _MINUTES_MAX:
+            del _MINUTES[next(iter(_MINUTES))]
+    return got
+
+
+def allowed_list(table: ValueTable, minute_of_week: float) -> list[bool] | Bool:
+    """``table.allowed_at(minute_of_week)``, as a list once that minute was read more than
+    :data:`_AS_LIST_AFTER` times (:class:`MinuteMasks`). Read-only."""
+    at = _masks(table, minute_of_week)
+    got = at.allowed
+    if got is not None:
+        return got
+    at.allowed_uses += 1
+    row = np.asarray(table.allowed_at(minute_of_week), dtype=bool)
+    if at.allowed_uses > _AS_LIST_AFTER:
+        at.allowed = row.tolist()
+        return at.allowed
+    return row
+
+
+def live_list(table: ValueTable, minute_of_week: float) -> list[bool] | Bool:
+    """:func:`live_links`, as a list once that minute was read more than
+    :data:`_AS_LIST_AFTER` times (:class:`MinuteMasks`). Read-only."""
+    at = _masks(table, minute_of_week)
+    got = at.live
+    if got is not None:
+        return got
+    at.live_uses += 1
+    live = live_links(table, minute_of_week)
+    if at.live_uses > _AS_LIST_AFTER:
+        at.live = live.tolist()
+        return at.live
     return live
 
 

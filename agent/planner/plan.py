@@ -158,7 +158,7 @@ def _start(
     """The start link (local), the seconds left on it, and the decision time after the
     table's start."""
     prep = table.prep
-    e0 = int(prep.graph.local([start_edge_id])[0])
+    e0 = prep.graph.local_index(int(start_edge_id))
     if e0 < 0:
         raise PlannerError(f"start link {start_edge_id} is not among the planned links")
     rest_s = (1.0 - fraction) * float(prep.tau_s[e0])

@@ -5,17 +5,20 @@ U-turn, a bounded number of visits per link, the route's own passes counted as v
 
 from __future__ import annotations
 
-import hashlib
 import math
-import struct
 import threading
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
 from agent.planner.core import F64, I64, Prepared, ValueTable, _interp
-from agent.planner.deadends import live_links
+from agent.planner.deadends import allowed_list, live_list
+from agent.planner.inputs import Bool
+from agent.planner.spread import SPREAD_PERIOD_MIN as SPREAD_PERIOD_MIN
+from agent.planner.spread import Spread as Spread
+from agent.planner.spread import spread_hash as spread_hash
+from agent.planner.spread import spread_salt_of as spread_salt_of
 
 
 def action_values(table: ValueTable, layer: int, links: I64, age_s: F64 | None = None) -> F64:
@@ -68,76 +71,94 @@ _FULL_MIN = 16
 class _LayerTerms:
     """The terms of one layer ``k`` of a table: per link on demand (:func:`_link_terms`, on
     Python floats), or for every link at once (:func:`_terms_at`) once many links were asked
-    for. Both give the same bits per link (the same IEEE operations in the same order)."""
+    for. Both give the same bits per link (the same IEEE operations in the same order).
+    ``rows``: the whole layer's per link, once computed (``full``'s columns as tuples)."""
 
-    __slots__ = ("full", "k", "limit", "some", "table")
+    __slots__ = ("full", "k", "limit", "rows", "some", "table")
 
     def __init__(self, table: ValueTable, k: int) -> None:
         self.table = table
         self.k = k
         self.full: Terms | None = None
+        self.rows: list[LinkTerms] | None = None
         self.some: dict[int, LinkTerms] = {}
         self.limit = max(_FULL_MIN, table.prep.n // _FULL_SHARE)
 
     def at(self, f: int) -> LinkTerms:
-        full = self.full
-        if full is not None:
-            return full[0][f], full[1][f], full[2][f]
+        rows = self.rows
+        if rows is not None:
+            return rows[f]
         got = self.some.get(f)
         if got is None:
             got = _link_terms(self.table, self.k, f)
             self.some[f] = got
             if len(self.some) > self.limit:
-                self.full = _terms_at(self.table, self.k)
+                full = _terms_at(self.table, self.k)
+                self.full, self.rows = full, list(zip(*full, strict=True))
                 self.some = {}
         return got
 
 
-class _Last(threading.local):
-    """Per thread, the table of the last call and its terms (no identity checks between the
-    steps of one read-out, which all see the same table)."""
-
-    def __init__(self) -> None:
-        self.table: ValueTable | None = None
-        self.layers: dict[int, _LayerTerms] = {}
-
-
-_LAST = _Last()
-
-
-class _Links(threading.local):
-    """Per thread, the prepared graph of the last read-out and what its walk reads of each link
-    on Python values (:func:`link_facts`), filled on demand: a step of the walk asked numpy for a
-    slice of successors and a few scalars, each a new object (one cab's read-out visits a few
-    dozen links; the simulator's thousands of cabs on one graph revisit the same ones)."""
-
-    def __init__(self) -> None:
-        self.prep: object = None
-        self.links: dict[int, tuple[list[int], int, int, float, float]] = {}
+#: the last table a read-out saw and its terms (any thread's: a pair, replaced at once)
+_LAST: tuple[ValueTable | None, dict[int, _LayerTerms]] = (None, {})
+#: one link's facts (:func:`link_facts`)
+LinkFacts = tuple[list[int], int, int, float, float, list[int]]
+#: per prepared graph, the facts of the links read so far (filled on demand: one cab's read-out
+#: visits a few dozen links; the simulator's thousands of cabs on one graph revisit the same
+#: ones), and the last graph's, looked up first
+_FACTS: weakref.WeakKeyDictionary[Prepared, dict[int, LinkFacts]] = weakref.WeakKeyDictionary()
+_FACTS_LAST: tuple[Prepared | None, dict[int, LinkFacts]] = (None, {})
+_LOCK = threading.Lock()
 
 
-_LINKS = _Links()
-
-
-def link_facts(prep: Prepared, e: int) -> tuple[list[int], int, int, float, float]:
-    """Link ``e`` of ``prep``: its successors (``arc_dst`` in order), its start and end nodes,
-    its length and traversal time (the same values as the arrays')."""
-    memo = _LINKS
-    if memo.prep is not prep:
-        memo.prep, memo.links = prep, {}
-    got = memo.links.get(e)
-    if got is None:
-        g = prep.graph
-        lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
-        got = (
-            prep.arc_dst[lo:hi].tolist(),
-            int(g.u_node[e]),
-            int(g.v_node[e]),
-            float(prep.length_m[e]),
-            float(prep.tau_s[e]),
-        )
-        memo.links[e] = got
+def _facts_of(prep: Prepared) -> dict[int, LinkFacts]:
+    global _FACTS_LAST
+    last = _FACTS_LAST
+    if last[0] is prep:
+        return last[1]
+    with _LOCK:
+        got = _FACTS.get(prep)
+        if got is None:
+            got = _FACTS[prep] = {}
+    _FACTS_LAST = (prep, got)
     return got
+
+
+def _fill(prep: Prepared, facts: dict[int, LinkFacts], e: int) -> LinkFacts:
+    g = prep.graph
+    lo, hi = int(prep.arc_offsets[e]), int(prep.arc_offsets[e + 1])
+    succ: list[int] = prep.arc_dst[lo:hi].tolist()
+    u = int(g.u_node[e])
+    v_node = g.v_node
+    got = (
+        succ,
+        u,
+        int(v_node[e]),
+        float(prep.length_m[e]),
+        float(prep.tau_s[e]),
+        [f for f in succ if v_node[f] != u],
+    )
+    facts[e] = got
+    return got
+
+
+def link_facts(prep: Prepared, e: int) -> LinkFacts:
+    """Link ``e`` of ``prep``: its successors (``arc_dst`` in order), its start and end nodes,
+    its length and traversal time (the same values as the arrays'), and its successors that
+    are no U-turn (whose end is not its start), in order. Read-only."""
+    facts = _facts_of(prep)
+    return facts.get(e) or _fill(prep, facts, e)
+
+
+def _terms_of(table: ValueTable) -> dict[int, _LayerTerms]:
+    """The per-layer terms kept for ``table`` (:func:`_layer_terms`), by layer."""
+    global _LAST
+    last = _LAST
+    if last[0] is table:
+        return last[1]
+    layers = _table_terms(table)
+    _LAST = (table, layers)
+    return layers
 
 
 def _layer_terms(table: ValueTable, k: int) -> _LayerTerms:
@@ -146,13 +167,10 @@ def _layer_terms(table: ValueTable, k: int) -> _LayerTerms:
     :func:`action_values` computes them (the same bits per element) and kept for the table:
     the tables a read-out sees with the fleet (:func:`agent.planner.fleet.with_fleet`) change
     ``P`` only, so the cabs of one tick share them."""
-    last = _LAST
-    if last.table is not table:
-        last.table, last.layers = table, _table_terms(table)
-    got = last.layers.get(k)
+    layers = _terms_of(table)
+    got = layers.get(k)
     if got is None:
-        got = _LayerTerms(table, k)
-        last.layers[k] = got
+        got = layers[k] = _LayerTerms(table, k)
     return got
 
 
@@ -222,6 +240,97 @@ def _link_terms(table: ValueTable, k: int, f: int) -> LinkTerms:
     return float(table.fare[f]) + c_next, v_next, float(table.cost[f])
 
 
+class _Walk:
+    """One read-out's view of ``table`` and the passes it counts (:func:`successor_values`,
+    :func:`follow`): what every step reads, looked up once, and the allowed mask of the
+    minute of the last step (a route spends several steps in one minute)."""
+
+    __slots__ = (
+        "facts", "last_pass", "layers", "mask", "minute0", "own", "pass_age", "prep", "raw",
+        "slots", "table", "top",
+    )  # fmt: skip
+
+    def __init__(
+        self, table: ValueTable, last_pass_s: F64 | None, own_passes: dict[int, float] | None
+    ) -> None:
+        self.table = table
+        self.prep = table.prep
+        self.facts = _facts_of(table.prep)
+        self.layers = _terms_of(table)
+        self.minute0 = table.start_minute_of_week
+        self.top = table.n_layers - 1
+        self.last_pass = last_pass_s
+        self.own = own_passes
+        self.pass_age = table.pass_age_s
+        self.raw = -1.5  # the minute (floor) of ``mask``: none yet
+        self.mask: list[bool] | Bool = []
+        self.slots: list[int] | None = None
+
+    def fact(self, e: int) -> LinkFacts:
+        return self.facts.get(e) or _fill(self.prep, self.facts, e)
+
+    def scores(self, succ: list[int], t_rel_s: float) -> list[tuple[int, float]]:
+        """``(f, Q_f)`` of the links of ``succ`` that may be entered at ``t_rel_s``, in order:
+        :func:`successor_values`' operations, in the same order (``b if b > a else a`` is
+        ``max(a, b)``, ``b if b < a else a`` is ``min(a, b)``, NaN and signed zeros alike)."""
+        minute = self.minute0 + t_rel_s / 60.0
+        raw = math.floor(minute)
+        if raw != self.raw:
+            self.mask, self.raw = allowed_list(self.table, minute), raw
+        mask = self.mask
+        table = self.table
+        layer = math.floor(t_rel_s / self.prep.step_s + 0.5)
+        k = layer if layer > 0 else 0
+        if k > self.top:
+            k = self.top
+        terms = self.layers.get(k)
+        if terms is None:
+            terms = self.layers[k] = _LayerTerms(table, k)
+        slots = self.slots
+        if slots is None:
+            slots = self.slots = table.layer_slot.tolist()
+        slot = slots[k]
+        prob, window_s, rate_h = table.pickup_prob, table.window_s, table.rate_h
+        last_pass, own, pass_age = self.last_pass, self.own, self.pass_age
+        with_age = last_pass is not None or bool(own) or pass_age is not None
+        rows = terms.rows
+        scored: list[tuple[int, float]] = []
+        for f in succ:
+            if not mask[f]:
+                continue
+            p = prob.item(slot, f)
+            if with_age:
+                last = float(last_pass[f]) if last_pass is not None else -math.inf
+                if pass_age is not None:
+                    b = -pass_age.item(f)
+                    last = b if b > last else last
+                if own and f in own:
+                    b = own[f]
+                    last = b if b > last else last
+                age = t_rel_s - last
+                age = 0.0 if age < 0.0 else age
+                window = window_s.item(f)
+                if age < window:  # (then min(window, age) is age)
+                    rate = rate_h.item(slot, f)
+                    p = float(-_expm1(-rate * ((self.fact(f)[4] + age) / 3600.0)))
+            gain, v_next, cost = terms.at(f) if rows is None else rows[f]
+            scored.append((f, p * gain + (1.0 - p) * v_next - cost))
+        return scored
+
+
+_expm1 = np.expm1
+
+
+def _best(scored: list[tuple[int, float]]) -> tuple[int, float]:
+    """The first successor of the highest ``Q`` (-1 when none)."""
+    best_f = -1
+    best_q = -math.inf
+    for f, q in scored:
+        if best_f < 0 or q > best_q:
+            best_f, best_q = f, q
+    return best_f, best_q
+
+
 def best_next(
     table: ValueTable,
     link: int,
@@ -240,12 +349,7 @@ def best_next(
 
     The maximum of :func:`action_values` over the allowed successors (the first of equal
     ones), evaluated one successor at a time on Python floats (:func:`successor_values`)."""
-    best_f = -1
-    best_q = -math.inf
-    for f, q in successor_values(table, link, t_rel_s, last_pass_s, own_passes, skip):
-        if best_f < 0 or q > best_q:
-            best_f, best_q = f, q
-    return best_f
+    return _best(successor_values(table, link, t_rel_s, last_pass_s, own_passes, skip))[0]
 
 
 def successor_values(
@@ -264,80 +368,11 @@ def successor_values(
     three successors, where numpy's per-call overhead was most of the route read-out's time.
     Same operations in the same order, and the depleted probability through ``np.expm1`` as
     there, so the same bits (tests/agent/test_readout_scalar.py compares both)."""
-    prep = table.prep
-    out = link_facts(prep, link)[0]
-    if not out:
-        return []
-    allowed = table.allowed_at(table.start_minute_of_week + t_rel_s / 60.0)
-    succ = [f for f in out if allowed[f] and not (skip and f in skip)]
-    if not succ:
-        return []
-    dt = prep.step_s
-    layer = math.floor(t_rel_s / dt + 0.5)
-    k = min(max(layer, 0), table.n_layers - 1)
-    terms = _layer_terms(table, k)
-    slot = int(table.layer_slot[k])
-    pass_age = table.pass_age_s
-    with_age = last_pass_s is not None or bool(own_passes) or pass_age is not None
-    scored: list[tuple[int, float]] = []
-    for f in succ:
-        p = float(table.pickup_prob[slot, f])
-        if with_age:
-            last = float(last_pass_s[f]) if last_pass_s is not None else -math.inf
-            if pass_age is not None:
-                last = max(last, -float(pass_age[f]))
-            if own_passes and f in own_passes:
-                last = max(last, own_passes[f])
-            age = max(t_rel_s - last, 0.0)
-            window = float(table.window_s[f])
-            if age < window:
-                rate = float(table.rate_h[slot, f])
-                tau = link_facts(prep, f)[4]
-                p = float(-np.expm1(-rate * ((tau + min(window, age)) / 3600.0)))
-        gain, v_next, cost = terms.at(f)
-        scored.append((f, p * gain + (1.0 - p) * v_next - cost))
-    return scored
-
-
-@dataclass(frozen=True)
-class Spread:
-    """The read-out's spread (``PlannerParams.route_spread_eps``, docs/planner.md, "Offline
-    cabs that spread"): at each junction, among the successors whose ``Q`` is within
-    ``eps * |Q_best|`` of the best, the one :func:`spread_hash` of (``salt``, the link)
-    names, instead of the best alone. ``salt`` is the cab's own (the agent's
-    ``TickInputs.spread_salt``), so that cabs planning with the same values no longer drive the
-    same corridors; where one successor is clearly better every cab still takes it."""
-
-    eps: float
-    salt: int
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.eps <= 1.0):
-            raise ValueError(f"the spread margin must be within [0, 1], not {self.eps!r}")
-        if not (-(2**63) <= self.salt < 2**63):
-            raise ValueError("the spread salt must be a signed 64-bit integer")
-
-
-#: the spread's choices change every this many minutes (:func:`spread_hash`)
-SPREAD_PERIOD_MIN = 10
-
-
-def spread_hash(salt: int, edge_id: int, period: int) -> int:
-    """A deterministic 64-bit hash of (the cab's salt, a link's global edge id, the period of
-    :data:`SPREAD_PERIOD_MIN` minutes of the week): which of the near-best successors the cab
-    takes there and then (reproducible from the tick's logged inputs, independent of the radius
-    graph's local numbering). Within a period the next tick reads the same choices out again,
-    so the route shown stays put; from one period to the next a cab that comes back to a
-    junction may take another branch, so it does not drive one fixed circuit."""
-    data = struct.pack("<3q", salt, edge_id, period)
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
-
-
-def spread_salt_of(name: str) -> int:
-    """A cab's spread salt from its name (the runtime's ``vehicle_id``): a signed 64-bit
-    integer, the same on every run."""
-    h = hashlib.blake2b(name.encode("utf-8"), digest_size=8, person=b"nagashi-spread").digest()
-    return int.from_bytes(h, "little", signed=True)
+    walk = _Walk(table, last_pass_s, own_passes)
+    out = walk.fact(link)[0]
+    if skip:
+        out = [f for f in out if f not in skip]
+    return walk.scores(out, t_rel_s) if out else []
 
 
 def spread_next(
@@ -353,10 +388,14 @@ def spread_next(
     the best, the one whose :func:`spread_hash` (the cab's salt, the successor, the period) is
     lowest. ``eps = 0`` is :func:`best_next` exactly."""
     scored = successor_values(table, link, t_rel_s, last_pass_s, own_passes, skip)
-    best_f, best_q = -1, -math.inf
-    for f, q in scored:
-        if best_f < 0 or q > best_q:
-            best_f, best_q = f, q
+    return _spread_choice(table, scored, t_rel_s, spread)
+
+
+def _spread_choice(
+    table: ValueTable, scored: list[tuple[int, float]], t_rel_s: float, spread: Spread
+) -> int:
+    """:func:`spread_next`'s choice among ``scored`` (:func:`successor_values`)."""
+    best_f, best_q = _best(scored)
     if len(scored) < 2 or spread.eps <= 0.0:
         return best_f
     floor = best_q - spread.eps * abs(best_q)
@@ -368,6 +407,35 @@ def spread_next(
     ids = table.prep.graph.edge_id
     period = math.floor((table.start_minute_of_week + t_rel_s / 60.0) / SPREAD_PERIOD_MIN)
     return min(near, key=lambda f: spread_hash(spread.salt, int(ids[f]), period))
+
+
+def _choose(
+    table: ValueTable,
+    scored: list[tuple[int, float]],
+    live: list[bool] | Bool | None,
+    visits: dict[int, int] | None,
+    spread: Spread | None,
+    t_rel_s: float,
+) -> int:
+    """:func:`follow`'s choice at a junction among its ``scored`` successors: with ``live``
+    (from a link that is no dead end) none that is; with ``visits``, one not on the route yet
+    while there is one; the best (:func:`best_next`) or the spread's (:func:`spread_next`)."""
+    if live is not None:
+        scored = [fq for fq in scored if live[fq[0]]]
+    if visits is None:
+        return (
+            _best(scored)[0] if spread is None else _spread_choice(table, scored, t_rel_s, spread)
+        )
+    if spread is None:  # both maxima in one pass: the first of the highest Q, unvisited or not
+        best_f, best_q, new_f, new_q = -1, -math.inf, -1, -math.inf
+        for f, q in scored:
+            if best_f < 0 or q > best_q:
+                best_f, best_q = f, q
+            if f not in visits and (new_f < 0 or q > new_q):
+                new_f, new_q = f, q
+        return new_f if new_f >= 0 else best_f
+    f = _spread_choice(table, [fq for fq in scored if fq[0] not in visits], t_rel_s, spread)
+    return f if f >= 0 else _spread_choice(table, scored, t_rel_s, spread)
 
 
 def follow(
@@ -398,25 +466,26 @@ def follow(
 
     ``prefix``: local links the route enters first, as given (a route kept from the previous
     tick); the read-out continues from its last link. ``spread``: each step takes
-    :func:`spread_next`'s successor, not :func:`best_next`'s (``route_spread_eps``)."""
-    prep = table.prep
+    :func:`spread_next`'s successor, not :func:`best_next`'s (``route_spread_eps``).
 
-    def pick(e: int, t: float, skip: set[int] | None) -> int:
-        if spread is None:
-            return best_next(table, e, t, last_pass_s, own, skip)
-        return spread_next(table, e, t, last_pass_s, own, skip, spread)
+    Each junction's successors are scored once (their ``Q`` does not depend on which of them
+    are barred) and the choices above are made among them, in the same order."""
 
-    horizon_s = table.n_layers * prep.step_s
+    horizon_s = table.n_layers * table.prep.step_s
+    own: dict[int, float] = {start: t0_rel_s}
+    walk = _Walk(table, last_pass_s, own)
+    facts, prep, scores = walk.facts, walk.prep, walk.scores
     route: list[int] = []
     length = 0.0
     t = t0_rel_s
     e = start
-    live = live_links(table, table.start_minute_of_week + t0_rel_s / 60.0) if max_visits else None
-    own: dict[int, float] = {start: t0_rel_s}
+    live = (
+        live_list(table, table.start_minute_of_week + t0_rel_s / 60.0) if max_visits > 0 else None
+    )
     visits: dict[int, int] = {start: 1}
     for f in prefix:
         route.append(f)
-        _, _, _, f_m, f_s = link_facts(prep, f)
+        f_m, f_s = (facts.get(f) or _fill(prep, facts, f))[3:5]
         length += f_m
         t += f_s
         own[f] = t
@@ -425,30 +494,17 @@ def follow(
     while len(route) < max_edges and t < horizon_s:
         if length >= min_length_m and t - t0_rel_s >= min_duration_s:
             break
-        skip: set[int] | None = None
-        if max_visits > 0:
-            succ, back = link_facts(prep, e)[:2]
-            skip = {
-                f for f in succ if visits.get(f, 0) >= max_visits or link_facts(prep, f)[2] == back
-            }
-        f = -1
-        if (
-            skip is not None and live is not None and live[e]
-        ):  # no dead end; a link not on the route yet first
-            ends = {f for f in succ if not live[f]}
-            f = pick(e, t, skip | ends | {f for f in succ if f in visits})
-            if f < 0:
-                f = pick(e, t, skip | ends)
-            if f < 0:
-                break  # only a dead end is left: the route ends before it
-        elif skip is not None:  # a link not on the route yet, while there is one
-            f = pick(e, t, skip | {f for f in succ if f in visits})
+        at = facts.get(e) or _fill(prep, facts, e)
+        if live is None:
+            f = _choose(table, scores(at[0], t), None, None, spread, t)
+        else:  # no U-turn, no link held max_visits times
+            succ = [f for f in at[5] if visits.get(f, 0) < max_visits]
+            scored = scores(succ, t) if succ else []
+            f = _choose(table, scored, live if live[e] else None, visits, spread, t)
         if f < 0:
-            f = pick(e, t, skip)
-        if f < 0:
-            break
+            break  # nothing may be entered (or only a dead end is left: the route ends before)
         route.append(f)
-        _, _, _, f_m, f_s = link_facts(prep, f)
+        f_m, f_s = (facts.get(f) or _fill(prep, facts, f))[3:5]
         length += f_m
         t += f_s
         own[f] = t
