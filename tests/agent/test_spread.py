@@ -15,6 +15,7 @@ import pytest
 
 from agent.bundle import load_bundle
 from agent.decide import TickInputs, decide
+from agent.errors import ReplayError
 from agent.gps import read_csv_trace
 from agent.planner import (
     ROUTE_SPREAD_EPS,
@@ -34,7 +35,7 @@ from models import DemandTable, tick_demand_from_table
 from tests.agent.test_live import AREA, FakeSnapshot
 from tests.conftest import DRIVE_CSV
 from tiles import TileStore
-from tools.field.replay import ReplayError, replay_tick
+from tools.field.replay import replay_tick
 
 MINUTE = 1440 + 17 * 60 + 0.5  # Tuesday 17:00
 
@@ -51,11 +52,13 @@ def table(manhattan_tiles: Path, manhattan_demand: Path) -> ValueTable:
 
 def _starts(table: ValueTable, n: int = 30) -> list[int]:
     cruisable = np.flatnonzero(table.prep.cruisable)
-    return cruisable[:: max(cruisable.size // n, 1)].tolist()
+    starts: list[int] = cruisable[:: max(cruisable.size // n, 1)].tolist()
+    return starts
 
 
 def _read(table: ValueTable, e: int, spread: Spread | None) -> list[int]:
-    return follow(table, e, 0.0, 2000.0, 300.0, 400, max_visits=1, spread=spread)[0]
+    route: list[int] = follow(table, e, 0.0, 2000.0, 300.0, 400, max_visits=1, spread=spread)[0]
+    return route
 
 
 def test_margin_zero_is_argmax_and_salts_spread_the_cabs(table: ValueTable) -> None:

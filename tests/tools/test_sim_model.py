@@ -72,7 +72,7 @@ def _requests_layer(world: World, replay: Replay, until_s: float) -> LiveLayer:
     for t, link in zip(day.t_s.tolist(), day.link.tolist(), strict=True):
         if t < until_s:
             layer.request(t, link)
-            layer.pickup(t + 30.0, link)
+            layer.pickup(t + 30.0, link, 0)
     layer.tick(until_s, [-1, -1], [False, False], [(), ()])
     return layer
 
@@ -163,7 +163,7 @@ def test_hail_meter_pickups_in_a_fleet_s_units(setting: tuple[World, Replay]) ->
     for t, link in zip(day.t_s.tolist(), day.link.tolist(), strict=True):
         layer.request(t, link)  # not heard under hail
         if t < 3900.0:
-            layer.pickup(t, link)
+            layer.pickup(t, link, 0)
     layer.tick(3900.0, [-1] * 4, [False] * 4, [()] * 4)
     snap = layer.snapshots[-1][1]
     early = day.t_s < 3900.0
