@@ -1,7 +1,7 @@
 """The whole release pipeline on the real Manhattan data: pipelines/manhattan.yaml itself, with
 only the expensive sizes made small (the recent-demand model: the GLM alone, 2 cross-fitting
 folds, still 15-minute slots on 04-01..04-23 and gated on 04-24..04-30; the planner gate on one
-held-out day, a quarter of an hour, 2 seeds: the gate's intervals need two runs).
+held-out day, 30 cabs for 6 minutes, 2 seeds: the gate's intervals need two runs).
 
 Run it, run it again (nothing recomputed), change one parameter (only its dependants re-run),
 reproduce the first run from its record (same bundle bytes), compare runs side by side, and
@@ -29,7 +29,9 @@ EXAMPLE = REPO / "pipelines" / "manhattan.yaml"
 SMALL = {
     # the fastest recent-model config that still trains (and gates) a real model
     "train": {"kinds": ["poisson"], "folds": 2},
-    "simulate": {"seeds": 2, "hours": 0.25, "days": "2014-04-22"},
+    # the gate's policy is nagashi-agent (the agent's own tick in every cab, ~2.3 CPU-s per
+    # cab-hour): 30 cabs for 6 minutes keep each run of the step to seconds
+    "simulate": {"seeds": 2, "hours": 0.1, "taxis": 30, "days": "2014-04-22"},
 }
 STEPS = [
     "tiles", "trips", "demand", "train", "evaluate", "params", "gate-demand", "simulate",
@@ -104,8 +106,9 @@ def test_first_run_builds_everything_and_records_it(first: tuple[Path, RunReport
     assert ev["evaluated_on"][0]["days"] == [f"2014-04-{d}" for d in range(24, 31)]
     assert ev["heldout_pickups"] > 10_000
     sim = steps["simulate"]["metrics"]["policies"]
-    assert set(sim) == {"hotspot", "nagashi-live"}
-    assert sim["nagashi-live"]["revenue_per_h"]["mean"] > 0
+    assert set(sim) == {"hotspot", "nagashi-live", "nagashi-agent"}
+    assert steps["simulate"]["metrics"]["gate_policy"] == "nagashi-agent"  # the policy as shipped
+    assert sim["nagashi-agent"]["revenue_per_h"]["mean"] > 0
     assert len(sim["hotspot"]["empty_km_per_pickup"]["ci95"]) == 2
     for s in STEPS:
         assert steps[s]["code_version"] and steps[s]["output_hashes"], s
@@ -143,7 +146,7 @@ def test_gates_decide_what_ships_and_whether_it_is_published(
         assert report.status == "refused" and not release["passed"]
         assert "planner gate failed" in str(report.error) and "hotspot" in str(report.error)
         # the refusal says what the gate measured: held-out passengers, demand from other days
-        assert "held-out passengers 2014-04-22 17:00-17:15" in str(report.error)
+        assert "held-out passengers 2014-04-22 17:00-17:06" in str(report.error)
         assert "demand from 2014-04-01..2014-04-20" in str(report.error)
         assert receipt["published"] is False and "manhattan" not in published
 
