@@ -207,12 +207,15 @@ def _phases(ticks: list[dict[str, Any]], marks: list[int]) -> list[list[dict[str
 
 def _unaffected(lb: LoadedBundle, ticks: list[dict[str, Any]]) -> None:
     """The tablet shows what it would have shown without the live layer (no other cab was
-    on the road: this cab's own heartbeat is not counted against it)."""
+    on the road: this cab's own heartbeat is not counted against it). A tick that had a
+    snapshot read out ``argmax Q``; without one the read-out spreads (``route_spread_eps``), so
+    it is compared with the same tick replayed without the cab's spread salt."""
     from tools.field.replay import replay_tick
 
     for t in ticks:
         alone = dict(t, live=None)
-        alone.pop("fleet")
+        if (alone.pop("fleet") or {}).get("source") == "live":
+            alone.pop("spread_salt", None)
         r = replay_tick(alone, lb)
         assert "instruction" not in r.differing and "plan" not in r.differing, r.to_json()
 
