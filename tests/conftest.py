@@ -77,6 +77,35 @@ def manhattan_demand(tmp_path_factory: pytest.TempPathFactory, manhattan_tiles: 
     return out
 
 
+#: Tuesday 17:00, the evening peak: the minute of :func:`evening_tables`
+EVENING_MINUTE = 1440 + 17 * 60 + 0.5
+
+
+@pytest.fixture(scope="session")
+def evening_tables(manhattan_tiles: Path, manhattan_demand: Path) -> tuple[Any, Any]:
+    """The Manhattan value table of Tuesday 17:00 (:data:`EVENING_MINUTE`, 46 minutes of
+    statistical demand), without passes and with the passes of 300 links (some fresh), solved
+    once per session for the read-out's tests (read-only: no test changes them)."""
+    import math
+
+    import numpy as np
+
+    from agent.planner import PlannerParams, solve, speed_factor_from_demand
+    from models import DemandTable, tick_demand_from_table
+    from tiles import TileStore
+
+    demand_table = DemandTable.load(manhattan_demand)
+    with TileStore(manhattan_tiles) as store:
+        g = store.all()
+    params = PlannerParams(speed_factor=speed_factor_from_demand(demand_table, g))
+    demand = tick_demand_from_table(demand_table, g.edge_id, math.floor(EVENING_MINUTE), 46)
+    plain = solve(g, demand, EVENING_MINUTE, params)
+    rng = np.random.default_rng(5)
+    passed = rng.choice(g.n, 300, replace=False)
+    ages = {int(e): float(a) for e, a in zip(passed, rng.uniform(0, 900, 300), strict=True)}
+    return plain, solve(g, demand, EVENING_MINUTE, params, last_pass_age_s=ages)
+
+
 @pytest.fixture(scope="session")
 def uber_april_trips(shared_data: Path) -> Trips:
     """Every pickup of the real Uber April 2014 file, read once per session (whole world box:

@@ -7,29 +7,22 @@ allowed links (the same graph, the same minute) reads its own."""
 from __future__ import annotations
 
 import dataclasses
-import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agent.planner import PlannerParams, ValueTable, solve, speed_factor_from_demand
+from agent.planner import ValueTable
 from agent.planner.deadends import _AS_LIST_AFTER, allowed_list, live_links, live_list
 from agent.planner.readout import best_next, follow, link_facts, successor_values
-from models import DemandTable, tick_demand_from_table
-from tiles import TileStore
+from tests.conftest import EVENING_MINUTE
 
-MINUTE = 1440 + 17 * 60 + 0.5  # Tuesday 17:00: the evening peak
+MINUTE = EVENING_MINUTE  # Tuesday 17:00: the minute of the session's tables
 
 
 @pytest.fixture(scope="module")
-def table(manhattan_tiles: Path, manhattan_demand: Path) -> ValueTable:
-    demand_table = DemandTable.load(manhattan_demand)
-    with TileStore(manhattan_tiles) as store:
-        g = store.all()
-    params = PlannerParams(speed_factor=speed_factor_from_demand(demand_table, g))
-    demand = tick_demand_from_table(demand_table, g.edge_id, math.floor(MINUTE), 46)
-    return solve(g, demand, MINUTE, params)
+def table(evening_tables: tuple[ValueTable, ValueTable]) -> ValueTable:
+    """The Manhattan table of Tuesday 17:00 without passes: the session's (tests/conftest.py)."""
+    return evening_tables[0]
 
 
 def test_a_minutes_lists_are_its_arrays(table: ValueTable) -> None:

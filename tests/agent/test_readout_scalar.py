@@ -6,7 +6,6 @@ cab's own, and with links to skip."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,14 +18,11 @@ from agent.planner import (
     action_values,
     plan_from_table,
     route_from_table,
-    solve,
-    speed_factor_from_demand,
 )
 from agent.planner.readout import best_next
-from models import DemandTable, tick_demand_from_table
-from tiles import TileStore
+from tests.conftest import EVENING_MINUTE
 
-MINUTE = 1440 + 17 * 60 + 0.5  # Tuesday 17:00: the evening peak
+MINUTE = EVENING_MINUTE  # Tuesday 17:00: the minute of the session's tables
 
 
 def reference(
@@ -68,18 +64,10 @@ def reference(
 
 
 @pytest.fixture(scope="module")
-def tables(manhattan_tiles: Path, manhattan_demand: Path) -> tuple[ValueTable, ValueTable]:
-    """The Manhattan table without passes and with the passes of 300 links (some fresh)."""
-    demand_table = DemandTable.load(manhattan_demand)
-    with TileStore(manhattan_tiles) as store:
-        g = store.all()
-    params = PlannerParams(speed_factor=speed_factor_from_demand(demand_table, g))
-    demand = tick_demand_from_table(demand_table, g.edge_id, math.floor(MINUTE), 46)
-    plain = solve(g, demand, MINUTE, params)
-    rng = np.random.default_rng(5)
-    passed = rng.choice(g.n, 300, replace=False)
-    ages = {int(e): float(a) for e, a in zip(passed, rng.uniform(0, 900, 300), strict=True)}
-    return plain, solve(g, demand, MINUTE, params, last_pass_age_s=ages)
+def tables(evening_tables: tuple[ValueTable, ValueTable]) -> tuple[ValueTable, ValueTable]:
+    """The Manhattan table without passes and with the passes of 300 links (some fresh): the
+    session's (tests/conftest.py)."""
+    return evening_tables
 
 
 @settings(

@@ -7,7 +7,6 @@ the salt and replay recomputes the same bytes."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,31 +22,23 @@ from agent.planner import (
     PlannerParams,
     Spread,
     ValueTable,
-    solve,
-    speed_factor_from_demand,
     spread_of,
     spread_salt_of,
 )
 from agent.planner.fleet import LIVE, PRIOR
 from agent.planner.readout import follow, spread_hash, spread_next, successor_values
 from agent.tick_live import LiveInput
-from models import DemandTable, tick_demand_from_table
 from tests.agent.test_live import AREA, FakeSnapshot
-from tests.conftest import DRIVE_CSV
-from tiles import TileStore
+from tests.conftest import DRIVE_CSV, EVENING_MINUTE
 from tools.field.replay import replay_tick
 
-MINUTE = 1440 + 17 * 60 + 0.5  # Tuesday 17:00
+MINUTE = EVENING_MINUTE  # Tuesday 17:00: the minute of the session's tables
 
 
 @pytest.fixture(scope="module")
-def table(manhattan_tiles: Path, manhattan_demand: Path) -> ValueTable:
-    demand_table = DemandTable.load(manhattan_demand)
-    with TileStore(manhattan_tiles) as store:
-        g = store.all()
-    params = PlannerParams(speed_factor=speed_factor_from_demand(demand_table, g))
-    demand = tick_demand_from_table(demand_table, g.edge_id, math.floor(MINUTE), 46)
-    return solve(g, demand, MINUTE, params)
+def table(evening_tables: tuple[ValueTable, ValueTable]) -> ValueTable:
+    """The Manhattan table of Tuesday 17:00 without passes: the session's (tests/conftest.py)."""
+    return evening_tables[0]
 
 
 def _starts(table: ValueTable, n: int = 30) -> list[int]:

@@ -8,8 +8,6 @@ their own heartbeat in the snapshot and with their own recent passes."""
 from __future__ import annotations
 
 import dataclasses
-import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,35 +15,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.planner import (
-    PlannerParams,
     ValueTable,
     fleet_view,
-    solve,
-    speed_factor_from_demand,
     with_fleet,
 )
 from agent.planner.fleet import SnapshotReadout
-from models import DemandTable, tick_demand_from_table
 from sync.live import Heartbeat, Snapshot, build_snapshot
-from tiles import TileStore
+from tests.conftest import EVENING_MINUTE
 
-MINUTE = 1440 + 17 * 60 + 0.5  # Tuesday 17:00: the evening peak
+MINUTE = EVENING_MINUTE  # Tuesday 17:00: the minute of the session's tables
 BUILT_S = 1000.0
 
 
 @pytest.fixture(scope="module")
-def tables(manhattan_tiles: Path, manhattan_demand: Path) -> tuple[ValueTable, ValueTable]:
-    """The Manhattan table without passes and with the passes of 300 links (some fresh)."""
-    demand_table = DemandTable.load(manhattan_demand)
-    with TileStore(manhattan_tiles) as store:
-        g = store.all()
-    params = PlannerParams(speed_factor=speed_factor_from_demand(demand_table, g))
-    demand = tick_demand_from_table(demand_table, g.edge_id, math.floor(MINUTE), 46)
-    plain = solve(g, demand, MINUTE, params)
-    rng = np.random.default_rng(5)
-    passed = rng.choice(g.n, 300, replace=False)
-    ages = {int(e): float(a) for e, a in zip(passed, rng.uniform(0, 900, 300), strict=True)}
-    return plain, solve(g, demand, MINUTE, params, last_pass_age_s=ages)
+def tables(evening_tables: tuple[ValueTable, ValueTable]) -> tuple[ValueTable, ValueTable]:
+    """The Manhattan table without passes and with the passes of 300 links (some fresh): the
+    session's (tests/conftest.py)."""
+    return evening_tables
 
 
 def _walk(table: ValueTable, rng: np.random.Generator, start: int, length: int) -> list[int]:
