@@ -76,7 +76,6 @@ from safety import Fix, SafetyConfig, SafetyGate, follow_the_road
 from tiles.geo import haversine_m
 from tiles.graph import Graph
 from tools.sim.live import AREA
-from tools.sim.nagashi import sim_salt
 from tools.sim.policies import Allowed, Fleet, NagashiLivePolicy
 from tools.sim.sim_model import (
     RECENT_SIM_WARMING,
@@ -354,7 +353,7 @@ class NagashiAgentPolicy(NagashiLivePolicy):
             last_pass_age_s=ages,
             previous_route=cab.shown,
             live=live,
-            spread_salt=sim_salt(self.seed, taxi),  # the cab's own, as its vehicle id gives it
+            spread_salt=self.salt_of(taxi),  # the cab's own, as its vehicle id gives it
         )
         c0 = time.process_time()
         result = decide(self.bundle, inputs, self.gate)

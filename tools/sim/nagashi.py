@@ -279,10 +279,14 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         eps = self.spread_eps
         if eps <= 0.0 or (self.live is not None and self.live.seen_by(taxi, t_s)[0] is not None):
             return None
+        return Spread(eps, self.salt_of(taxi))
+
+    def salt_of(self, taxi: int) -> int:
+        """This cab's spread salt (:func:`sim_salt` of the run's seed and the cab), kept."""
         salt = self._salts.get(taxi)
         if salt is None:
             salt = self._salts[taxi] = sim_salt(self.seed, taxi)
-        return Spread(eps, salt)
+        return salt
 
     def reset_taxi(self, taxi: int) -> None:
         super().reset_taxi(taxi)
