@@ -16,7 +16,9 @@ onto a link outside the planned graph (the planner's radius) stays live: the roa
 goes on there. Pure: it depends on the prepared graph and the allowed mask alone, so it is
 cached per prepared graph and mask, shared by the tables solved on that graph and by a cab's
 view of one with the fleet (:func:`agent.planner.fleet.with_fleet`: the simulator's thousands
-of per-cab tables a tick peel once, not once each).
+of per-cab tables a tick peel once, not once each). A radius graph (fresh every fix, so never
+a hit there) reads its parent's live links, peeled once per closure state, restricted, and
+the few links dead in the parent that reach the radius graph's edge (:func:`_from_parent`).
 """
 
 from __future__ import annotations
