@@ -16,7 +16,9 @@ onto a link outside the planned graph (the planner's radius) stays live: the roa
 goes on there. Pure: it depends on the prepared graph and the allowed mask alone, so it is
 cached per prepared graph and mask, shared by the tables solved on that graph and by a cab's
 view of one with the fleet (:func:`agent.planner.fleet.with_fleet`: the simulator's thousands
-of per-cab tables a tick peel once, not once each).
+of per-cab tables a tick peel once, not once each). A radius graph (fresh every fix, so never
+a hit there) reads its parent's live links, peeled once per closure state, restricted, and
+the few links dead in the parent that reach the radius graph's edge (:func:`_from_parent`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.planner._order import stable_argsort as _stable_argsort
-from agent.planner.core import Prepared, ValueTable
+from agent.planner.core import Prepared, ValueTable, _own_sorted_arcs
 from agent.planner.inputs import Bool
+from tiles import tags as T
+from tiles.graph import Graph
 
 _CACHE: weakref.WeakKeyDictionary[Prepared, dict[bytes, Bool]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
@@ -40,7 +44,10 @@ _PER_PREP = 8  # masks kept per prepared graph (they change with the no-entry wi
 
 def live_links(table: ValueTable, minute_of_week: float) -> Bool:
     """Per local link of ``table``'s graph: can a route go on from its end without a U-turn,
-    on links allowed at ``minute_of_week``, without end (module docstring)? Read-only."""
+    on links allowed at ``minute_of_week``, without end (module docstring)? Read-only.
+
+    Cached per prepared graph and allowed mask; a radius graph (``Graph.subset_of``, fresh
+    every fix) from its parent's live links (:func:`_from_parent`)."""
     allowed = np.asarray(table.allowed_at(minute_of_week), dtype=bool)
     key = allowed.tobytes()
     prep = table.prep
@@ -48,13 +55,98 @@ def live_links(table: ValueTable, minute_of_week: float) -> Bool:
         hit = _CACHE.get(prep, {}).get(key)
     if hit is not None:
         return hit
-    live = _peel(table, allowed)
+    live = _from_parent(prep.graph, allowed)
+    if live is None:
+        live = _peel_arcs(_arcs(prep), allowed)
     live.flags.writeable = False
     with _LOCK:
         per = _CACHE.setdefault(prep, {})
         per[key] = live
         while len(per) > _PER_PREP:
             del per[next(iter(per))]
+    return live
+
+
+#: per parent graph (the graph of the tiles a radius graph is cut from), its live links per
+#: lifted allowed mask (:func:`_from_parent`)
+_PARENT: weakref.WeakKeyDictionary[Graph, dict[bytes, Bool]] = weakref.WeakKeyDictionary()
+#: per parent graph, its cruisable links and the last mask lifted (the same closures: reused)
+_PARENT_BASE: weakref.WeakKeyDictionary[Graph, list[Bool]] = weakref.WeakKeyDictionary()
+
+
+def _from_parent(g: Graph, allowed: Bool) -> Bool | None:
+    """:func:`_peel` of the radius graph ``g`` with ``allowed``, from its parent's live links
+    (None when ``g`` is no subset in its parent's order).
+
+    The parent is peeled once per *lifted* mask: the parent's links allowed as ``allowed``
+    within ``g`` and as the last lifted mask (at first: cruisable) outside it; what the parent
+    allows outside ``g`` does not change the result, and within one minute's closures the
+    lifted mask is the same for every radius graph of a parent. Exact, not an approximation:
+
+    - a link live in the parent is live in ``g``: its endless way on either stays in ``g`` or
+      leaves it, and the last link of ``g`` on it has a legal turn off ``g`` (live there);
+    - a link dead in the parent (allowed, no endless way on) is live in ``g`` only if a way on
+      within ``g`` reaches a link with a legal turn off ``g``, over links that are dead in the
+      parent too (a way on through a link live in the parent would make it live there).
+
+    So the parent's live links restricted, and the few dead ones that reach the edge of ``g``
+    over dead ones (tests/agent/test_deadends_cache.py compares it with :func:`_peel` of
+    ``g``)."""
+    if g.subset_of is None:
+        return None
+    parent, idx = g.subset_of
+    if idx.shape[0] != g.n or (idx.shape[0] > 1 and not bool(np.all(idx[1:] > idx[:-1]))):
+        return None
+    with _LOCK:
+        base = _PARENT_BASE.get(parent)
+    if base is None:
+        base = [np.asarray((parent.flags & T.CRUISE_FORBIDDEN) == 0, dtype=bool)]
+    lifted = base[-1]
+    if not np.array_equal(lifted[idx], allowed):
+        lifted = lifted.copy()
+        lifted[idx] = allowed
+    key = lifted.tobytes()
+    with _LOCK:
+        per = _PARENT.get(parent)
+        hit = None if per is None else per.get(key)
+    if hit is None:
+        hit = _peel_arcs(_parent_arcs(parent), lifted)
+        hit.flags.writeable = False
+        with _LOCK:
+            per = _PARENT.setdefault(parent, {})
+            per[key] = hit
+            while len(per) > _PER_PREP:
+                del per[next(iter(per))]
+            _PARENT_BASE[parent] = [base[0], lifted]
+    live = hit[idx]
+    dead = np.flatnonzero(allowed & ~live)
+    if dead.shape[0] == 0:
+        return live
+    # the legal turns of the links dead in the parent: off g (the network goes on there), or
+    # forward (no U-turn) into another of them
+    lo, hi = g.turn_offsets[dead], g.turn_offsets[dead + 1]
+    size = hi - lo
+    total = int(size.sum())
+    if total == 0:
+        return live
+    which = np.repeat(np.arange(dead.shape[0]), size)
+    to = g.local(g.turn_to[np.repeat(lo - np.cumsum(size) + size, size) + np.arange(total)])
+    reached = np.zeros(dead.shape[0], dtype=bool)
+    reached[which[to < 0]] = True
+    pos = np.full(g.n, -1, dtype=np.int64)
+    pos[dead] = np.arange(dead.shape[0])
+    into = np.where(to >= 0, pos[np.where(to >= 0, to, 0)], -1)
+    ok = into >= 0
+    ok[ok] = g.v_node[to[ok]] != g.u_node[dead[which[ok]]]
+    src, dst = which[ok], into[ok]
+    while True:  # back from the links with a turn off g, over the forward turns among dead ones
+        more = reached.copy()
+        more[src[reached[dst]]] = True
+        if np.array_equal(more, reached):
+            break
+        reached = more
+    live = live.copy()
+    live[dead[reached]] = True
     return live
 
 
@@ -148,6 +240,7 @@ class _Arcs:
 
 
 _ARCS: weakref.WeakKeyDictionary[Prepared, _Arcs] = weakref.WeakKeyDictionary()
+_PARENT_ARCS: weakref.WeakKeyDictionary[Graph, _Arcs] = weakref.WeakKeyDictionary()
 
 
 def _arcs(prep: Prepared) -> _Arcs:
@@ -155,8 +248,25 @@ def _arcs(prep: Prepared) -> _Arcs:
         hit = _ARCS.get(prep)
     if hit is not None:
         return hit
-    g = prep.graph
-    src, dst = prep.arc_src, prep.arc_dst
+    arcs = _arcs_of(prep.graph, prep.arc_src, prep.arc_dst)
+    with _LOCK:
+        _ARCS[prep] = arcs
+    return arcs
+
+
+def _parent_arcs(g: Graph) -> _Arcs:
+    """:func:`_arcs` of a graph that is not prepared (the parent of radius graphs)."""
+    with _LOCK:
+        hit = _PARENT_ARCS.get(g)
+    if hit is not None:
+        return hit
+    arcs = _arcs_of(g, *_own_sorted_arcs(g))
+    with _LOCK:
+        _PARENT_ARCS[g] = arcs
+    return arcs
+
+
+def _arcs_of(g: Graph, src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64]) -> _Arcs:
     forward = g.v_node[dst] != g.u_node[src]  # not back along the link the cab came by
     src, dst = src[forward], dst[forward]
     # a legal turn onto a link not loaded: the network goes on beyond the planned graph
@@ -167,20 +277,21 @@ def _arcs(prep: Prepared) -> _Arcs:
         beyond[np.repeat(np.arange(g.n), counts)[outside]] = True
     in_offsets = np.zeros(g.n + 1, dtype=np.int64)
     np.cumsum(np.bincount(dst, minlength=g.n), out=in_offsets[1:])
-    arcs = _Arcs(src, dst, src[_stable_argsort(dst)], in_offsets, beyond)
-    with _LOCK:
-        _ARCS[prep] = arcs
-    return arcs
+    return _Arcs(src, dst, src[_stable_argsort(dst)], in_offsets, beyond)
 
 
 def _peel(table: ValueTable, allowed: Bool) -> Bool:
+    """:func:`_peel_arcs` of ``table``'s prepared graph."""
+    return _peel_arcs(_arcs(table.prep), allowed)
+
+
+def _peel_arcs(a: _Arcs, allowed: Bool) -> Bool:
     """The live links: the greatest set of allowed links each of which has a forward turn into
     the set or onto a link outside the graph. Peeled from the links with no allowed way on,
     then only around the links that died in the last round (each takes one way on from the
     sources of its turns): the same set as counting every link's ways on again until nothing
     changes, without a pass over every turn per round of the longest chain of dead ends."""
-    a = _arcs(table.prep)
-    n = table.prep.n
+    n = a.beyond.shape[0]
     live = np.asarray(allowed, dtype=bool).copy()
     ways_on = np.bincount(a.src[live[a.dst]], minlength=n)  # forward turns into live links
     dying = np.flatnonzero(live & (ways_on == 0) & ~a.beyond)
