@@ -17,8 +17,8 @@ A buffer is reused while it holds between one and four plans' worth (radius grap
 size from tick to tick, and a bench compares plans with coarser layers). The first is exactly
 the size its plan needs (a whole city's ``V``, 72.6 MB, is the same size every tick: an eighth
 to spare was 9 MB never used); a larger plan allocates a new one with an eighth to spare, a
-plan of less than a quarter frees it for one of its own size. :func:`release_workspace` frees it at once (the
-runtime on a new bundle).
+plan of less than a quarter frees it for one of its own size. :func:`release_workspace` frees
+it at once (the runtime on a new bundle).
 
 :data:`PER_GRAPH` keeps what is derived once from a bundle's graph and reused by every radius
 graph cut from it (``Graph.subset_of``): the parent's legal turns sorted by (from, to), so a
