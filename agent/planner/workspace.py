@@ -16,7 +16,8 @@ passes wrote), so a reused buffer gives the same bits as ``np.zeros``.
 A buffer is reused while it holds between one and four plans' worth (radius graphs differ in
 size from tick to tick, and a bench compares plans with coarser layers). The first is exactly
 the size its plan needs (a whole city's ``V``, 72.6 MB, is the same size every tick: an eighth
-to spare was 9 MB never used); a larger plan allocates a new one with an eighth to spare, a
+to spare was 9 MB of address space never written, so never resident: it showed in ``nbytes``
+and tracemalloc, not in the RSS); a larger plan allocates a new one with an eighth to spare, a
 plan of less than a quarter frees it for one of its own size. :func:`release_workspace` frees
 it at once (the runtime on a new bundle).
 
