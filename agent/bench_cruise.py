@@ -16,7 +16,11 @@ per case and interleaved, on the same arrays (the kernel that plan solved):
 ``--districts`` real districts (:mod:`agent._bench_city`: 9 copies of the Manhattan extract,
 30,879 links, 432 drop-off cells, demand of different times of the week), from a cruisable link
 of any district at any minute; the city's demand cut is timed apart (``demand_cut_ms``) and the
-goal is p95 100 ms.
+goal is p95 100 ms. ``peak_rss_mb`` is the bench process's peak (it also holds every plan's
+numpy twin); ``agent_peak_rss_mb`` is the agent's path alone: a fresh child process that warms
+the compiled kernel up, loads the city and plans the same cases on the path the agent runs
+(``agent_rss_mb_imports`` / ``_jit_warm`` / ``_city_loaded``: its resident set after each
+stage; ``agent_workspace_mb``: its kept ``V`` and ``C``).
 
 The process is pinned to one core.
 
@@ -293,6 +297,74 @@ def _city_case(
     return s, extra
 
 
+def _rss_now_mb() -> float:
+    """This process's resident set now (Linux ``/proc``; else its peak so far)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _agent_memory(args: argparse.Namespace, tiles: str, demand_dir: str, out: Any) -> None:
+    """The agent's path alone, in a fresh process (the bench's own peak also holds every
+    plan's numpy twin): warm the compiled kernel up, load the city, plan the bench's cases on
+    the path the agent runs (each with its tick's demand cut), and send the resident set after
+    each stage and the peak."""
+    from agent._bench_city import city_demand, city_graph
+    from agent.planner import PlannerParams, kernel_jit, plan_cruise, speed_factor_from_demand
+    from agent.planner.workspace import WORKSPACE
+    from models import DemandTable
+    from tiles import TileStore
+
+    base = _rss_now_mb()
+    kernel_jit.warm_up()
+    warm = _rss_now_mb()
+    table = DemandTable.load(Path(demand_dir))
+    with TileStore(Path(tiles)) as store:
+        district = store.all()
+    params = PlannerParams(
+        radius_m=args.radius_m,
+        horizon_s=args.horizon_min * 60.0,
+        speed_factor=speed_factor_from_demand(table, district),
+    )
+    city = city_graph(district, args.districts)
+    rng = np.random.default_rng(args.seed)
+    cand = np.flatnonzero(city.cruise_allowed())
+    starts = city.edge_id[cand[rng.integers(0, cand.shape[0], args.cases)]]
+    minutes = rng.uniform(0.0, 7 * 1440.0, args.cases)
+    loaded = _rss_now_mb()
+    for start, minute in zip(starts, minutes, strict=True):
+        tick = city_demand(table, district, args.districts, float(minute), params.horizon_s)
+        plan_cruise(city, tick, int(start), float(minute), params)
+    out.send(
+        {
+            "agent_peak_rss_mb": round(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+            ),
+            "agent_rss_mb_imports": round(base, 1),
+            "agent_rss_mb_jit_warm": round(warm, 1),
+            "agent_rss_mb_city_loaded": round(loaded, 1),
+            "agent_workspace_mb": round(WORKSPACE.nbytes() / 2**20, 1),
+        }
+    )
+    out.close()
+
+
+def agent_memory(args: argparse.Namespace, tiles: Path, demand_dir: Path) -> dict[str, Any]:
+    """:func:`_agent_memory` in a spawned child process (its peak RSS is the agent's path's)."""
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_agent_memory, args=(args, str(tiles), str(demand_dir), send))
+    child.start()
+    send.close()
+    got: dict[str, Any] = recv.recv() if recv.poll(600) else {}
+    child.join()
+    if child.exitcode != 0 or not got:
+        raise AgentError(f"the agent-path memory child failed (exit code {child.exitcode})")
+    return got
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from agent.planner import PlannerParams, kernel_jit, speed_factor_from_demand
     from models import DemandTable
@@ -324,6 +396,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             s = _radius_case(args, store, table, params, jit)
         store.close()
+        if args.case == "city":
+            extra.update(agent_memory(args, tiles, demand_dir))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out = _report(args, params, s, jit, warm_up_s, rss_mb)
     out.update(extra)

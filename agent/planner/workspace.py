@@ -14,10 +14,12 @@ are zeroed again on a loan where an earlier pass wrote them (the workspace track
 passes wrote), so a reused buffer gives the same bits as ``np.zeros``.
 
 A buffer is reused while it holds between one and four plans' worth (radius graphs differ in
-size from tick to tick, and a bench compares plans with coarser layers); a larger plan
-allocates a new one with an eighth to spare, a plan of less than a quarter frees it for a
-smaller one. :func:`release_workspace` frees it at once (the
-runtime on a new bundle).
+size from tick to tick, and a bench compares plans with coarser layers). The first is exactly
+the size its plan needs (a whole city's ``V``, 72.6 MB, is the same size every tick: an eighth
+to spare was 9 MB of address space never written, so never resident: it showed in ``nbytes``
+and tracemalloc, not in the RSS); a larger plan allocates a new one with an eighth to spare, a
+plan of less than a quarter frees it for one of its own size. :func:`release_workspace` frees
+it at once (the runtime on a new bundle).
 
 :data:`PER_GRAPH` keeps what is derived once from a bundle's graph and reused by every radius
 graph cut from it (``Graph.subset_of``): the parent's legal turns sorted by (from, to), so a
@@ -69,8 +71,12 @@ class Workspace:
         need = rows * width
         buf = self._buffers.get(name)
         if buf is None or buf.shape[0] < need or buf.shape[0] > 4 * need:
+            grows = buf is not None and buf.shape[0] < need
             self._buffers.pop(name, None)  # free the old one before taking the new
-            buf = np.zeros(need + need // 8, dtype=np.float64)
+            del buf
+            # the first size exactly (a city's V is the same size every tick); an eighth to
+            # spare once plans have grown past it (radius graphs differ from tick to tick)
+            buf = np.zeros(need + need // 8 if grows else need, dtype=np.float64)
             self._buffers[name] = buf
             self._dirty[name] = 0
         written = zero_from * width  # the caller writes everything before

@@ -355,5 +355,9 @@ def test_bench_cruise_city_case_reports_its_figures(
     assert out["case"] == "city" and out["city_links"] == 2 * n
     assert out["links_in_radius_p50"] == 2 * n and out["layers_p50"] == 270
     assert out["plan_ms_p50"] > 0 and out["demand_cut_ms_p50"] > 0 and out["goal_p95_ms"] == 100
+    # the agent's path alone, in its own process: imports < warmed up <= loaded <= peak
+    assert 0 < out["agent_rss_mb_imports"] <= out["agent_rss_mb_city_loaded"]
+    assert out["agent_rss_mb_city_loaded"] <= out["agent_peak_rss_mb"]
+    assert out["agent_workspace_mb"] > 0
     if out["backward_pass"] == "numba":
         assert out["plans_bit_identical"] == "2/2"

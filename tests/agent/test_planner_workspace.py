@@ -134,3 +134,16 @@ def test_every_loan_is_zero_past_the_rows_its_pass_writes(
         assert t.shape == (rows, width)
         assert not t[min(zero_from, rows) :].any()
         t[: min(zero_from, rows)] = i + 1.0  # what the pass writes
+
+
+def test_a_buffer_is_the_size_its_plan_needs_until_a_larger_plan_comes() -> None:
+    """A city planned tick after tick needs the same V every time: its buffer has no spare
+    (issue 20: an eighth of 72.6 MB); a larger plan after it gets an eighth to spare."""
+    ws = Workspace()
+    a = ws.table("values", 100, 1000, 90)
+    assert ws.nbytes() == a.nbytes == 100 * 1000 * 8
+    assert np.shares_memory(a, ws.table("values", 100, 1000, 90))
+    b = ws.table("values", 120, 1000, 110)  # larger: a new buffer, with an eighth to spare
+    assert not np.shares_memory(a, b) and ws.nbytes() == (120_000 + 15_000) * 8
+    c = ws.table("values", 130, 1000, 120)  # within the spare: the same buffer
+    assert np.shares_memory(b, c) and not c[120:].any()
