@@ -201,39 +201,26 @@ class Work(NamedTuple):
 
 @njit
 def action_values(  # pragma: no cover - compiled
-    k: int, sv: float, sc: float, prob: Any, penalty: Any, a: Arrays, w: Work, g: Any
+    k: int, sv: float, sc: float, prob: Any, penalty: Any, a: Arrays, w: Work
 ) -> None:
     """``Q = V~ + P (F + C~ - V~) - cost + penalty`` into ``w.q_ext`` (``core``'s
-    ``_values_ahead`` and ``_action_values``), operation by operation as numpy does them.
-    ``g``: four scratch arrays of ``|cz|`` (V and C at the two layers around each link's
-    shift), kept out of :class:`Work` (a larger ``Work`` made every helper's call dearer:
-    measured 14 % on the pass)."""
+    ``_values_ahead`` and ``_action_values``), operation by operation as numpy does them."""
     vflat, cflat, q_ext = w.vflat, w.cflat, w.q_ext
     v_off, v_wpos, v_wneg = a.v_off, a.v_wpos, a.v_wneg
     c_off, c_wpos, c_wneg = a.c_off, a.c_wpos, a.c_wneg
     fare, cost = a.fare, a.cost
-    g_v0, g_v1, g_c0, g_c1 = g[0], g[1], g[2], g[3]
-    m = v_off.shape[0]
-    # the gathers first (scalar loads), then the arithmetic over contiguous arrays, which
-    # LLVM vectorizes: the same operations in the same order per element, so the same bits
-    vrow0, vrow1 = vflat[k * a.n :], vflat[(k + 1) * a.n :]
-    crow0, crow1 = cflat[k * a.nc1 :], cflat[(k + 1) * a.nc1 :]
-    for i in range(m):
-        j = v_off[i]
-        g_v0[i] = vrow0[j]
-        g_v1[i] = vrow1[j]
-    for i in range(m):
-        j = c_off[i]
-        g_c0[i] = crow0[j]
-        g_c1[i] = crow1[j]
-    for i in range(m):
-        v0 = g_v0[i]
-        v1 = g_v1[i] - v0
+    vb0, vb1 = k * a.n, (k + 1) * a.n
+    cb0, cb1 = k * a.nc1, (k + 1) * a.nc1
+    for i in range(v_off.shape[0]):
+        v0 = vflat[vb0 + v_off[i]]
+        v1 = vflat[vb1 + v_off[i]]
+        c0 = cflat[cb0 + c_off[i]]
+        c1 = cflat[cb1 + c_off[i]]
+        v1 = v1 - v0
         v1 = v1 * v_wpos[i]
         v1 = v1 + v0
         v1 = v1 + v_wneg[i] * sv
-        c0 = g_c0[i]
-        c1 = g_c1[i] - c0
+        c1 = c1 - c0
         c1 = c1 * c_wpos[i]
         c1 = c1 + c0
         c1 = c1 + c_wneg[i] * sc
@@ -291,7 +278,7 @@ def cell_values(row: Any, a: Arrays, w: Work) -> float:  # pragma: no cover - co
 
 @njit
 def layer(  # pragma: no cover - compiled
-    k: int, u_out_next: float, prob: Any, penalty: Any, a: Arrays, w: Work, g: Any
+    k: int, u_out_next: float, prob: Any, penalty: Any, a: Arrays, w: Work
 ) -> float:
     """One layer ``k`` up to the cells' values: the slopes, ``Q``, ``V(., k)``, ``U``; returns
     ``u_out``."""
@@ -299,7 +286,7 @@ def layer(  # pragma: no cover - compiled
     sc = w.cont_mean[k + 1] - w.cont_mean[k + 2]
     w.slope_v[k] = sv
     w.slope_c[k] = sc
-    action_values(k, sv, sc, prob, penalty, a, w, g)
+    action_values(k, sv, sc, prob, penalty, a, w)
     n0 = successor_max(a, w)
     n, best, srcs = a.n, w.best, a.srcs
     row = w.vflat[k * n : (k + 1) * n]
@@ -340,7 +327,7 @@ def finish(k: int, u_out: float, a: Arrays, w: Work) -> None:  # pragma: no cove
 
 
 @njit
-def _run(K: int, a: Arrays, w: Work, g: Any, p_in: Any) -> None:  # pragma: no cover - compiled
+def _run(K: int, a: Arrays, w: Work, p_in: Any) -> None:  # pragma: no cover - compiled
     """All layers, ``k = K-1 .. 0``; the drop-off product ``p_in @ u`` is numpy's own
     (``objmode``: the same BLAS call as the numpy path, so the same bits)."""
     u_out_next = 0.0
@@ -351,7 +338,7 @@ def _run(K: int, a: Arrays, w: Work, g: Any, p_in: Any) -> None:  # pragma: no c
     for k in range(K - 1, -1, -1):
         # the first layers' P: recent passes deplete curbs (terms._depleted_probability)
         prob_k = prob_early[k] if k < n_early else prob[layer_slot[k]]
-        u_out = layer(k, u_out_next, prob_k, penalty[layer_minute[k]], a, w, g)
+        u_out = layer(k, u_out_next, prob_k, penalty[layer_minute[k]], a, w)
         if a.top_idx.shape[0] > 0:
             top_k_dot(a, w)
         else:
@@ -363,7 +350,7 @@ def _run(K: int, a: Arrays, w: Work, g: Any, p_in: Any) -> None:  # pragma: no c
 
 @njit
 def _run_gemv(  # pragma: no cover - compiled
-    K: int, a: Arrays, w: Work, g: Any, p_in: Any, order: int, lda: int
+    K: int, a: Arrays, w: Work, p_in: Any, order: int, lda: int
 ) -> None:
     """:func:`_run` with the drop-off product ``p_in @ u`` by numpy's ``cblas_dgemv`` called
     directly (``order``/``lda``: :func:`gemv_layout`), no object mode."""
@@ -375,7 +362,7 @@ def _run_gemv(  # pragma: no cover - compiled
     m = u.shape[0]
     for k in range(K - 1, -1, -1):
         prob_k = prob_early[k] if k < n_early else prob[layer_slot[k]]
-        u_out = layer(k, u_out_next, prob_k, penalty[layer_minute[k]], a, w, g)
+        u_out = layer(k, u_out_next, prob_k, penalty[layer_minute[k]], a, w)
         if a.top_idx.shape[0] > 0:
             top_k_dot(a, w)
         elif m > 0:
@@ -545,11 +532,9 @@ def backward_pass(kn: _Kernel, ws: Workspace | None = None) -> tuple[Any, Any, A
         ufull=np.zeros(max(a.full_idx.shape[0], 1), dtype=np.float64),
         dot=np.zeros(kn.n_cells, dtype=np.float64),
     )
-    m = int(kn.cz.shape[0])
-    g = (np.empty(m), np.empty(m), np.empty(m), np.empty(m))
     lay = gemv_layout(kn.p_in) if USE_GEMV else None
     if lay is None:
-        _run(K, a, w, g, kn.p_in)
+        _run(K, a, w, kn.p_in)
     else:
-        _run_gemv(K, a, w, g, kn.p_in, *lay)
+        _run_gemv(K, a, w, kn.p_in, *lay)
     return values, cont, w.exit_value, w.slope_v, w.slope_c

@@ -204,8 +204,8 @@ def _wide_kernel(seed: int) -> core._Kernel:
 def test_the_compiled_pass_keeps_every_bit_where_the_order_of_operations_shows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The gathered, vectorized action values and the pairwise sums give numpy's bits on
-    values where another order of the sums (or a fused multiply-add) gives other bits."""
+    """The compiled action values and pairwise sums give numpy's bits on values where
+    another order of the sums (or a fused multiply-add) gives other bits."""
     pytest.importorskip("numba")
     monkeypatch.setattr(kernel_jit, "_compiled", None)
     monkeypatch.setattr(kernel_jit, "_state", "idle")
