@@ -182,6 +182,7 @@ def _build() -> BackwardPass:
                 _kernel_numba.backward_pass(_tiny_kernel(_Kernel, layout))
         finally:
             _kernel_numba.USE_GEMV = use
+    _kernel_numba.successor_max_only(_tiny_kernel(_Kernel, "C"))  # the minimal kernel's too
     return _kernel_numba.backward_pass
 
 

@@ -145,3 +145,112 @@ def test_top_k_dropoffs_are_the_same_bits_compiled_and_named_in_the_plan(
         full = plan_from_fix(store, table, *case, every)
         assert full.expected_revenue == pytest.approx(plain.expected_revenue, rel=1e-9)
         assert full.edges == plain.edges
+
+
+def _wide_kernel(seed: int) -> core._Kernel:
+    """A synthetic kernel of 300 links whose values span sixteen orders of magnitude, so any
+    other order of the sums (pairwise halves above 128, 8 accumulators, the bincount) or a
+    fused multiply-add gives other bits; with -inf penalties and successor-less sources."""
+    rng = np.random.default_rng(seed)
+    n, n_cells, K, m = 300, 40, 12, 280
+    rows = K + 4
+
+    def wide(*shape: int) -> Any:
+        return rng.normal(size=shape) * 10.0 ** rng.uniform(-8, 8, shape)
+
+    cz = np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
+    shift = rng.integers(1, 4, m)
+    penalty = np.where(rng.random((3, m)) < 0.1, -np.inf, 0.0) + wide(3, m)
+    lens = [260, 200, 90, 17]
+    columns = [rng.integers(0, m + 1, c).astype(np.int64) for c in lens]  # m: no successor
+    member_cell = rng.integers(0, n_cells - 4, 250).astype(np.int64)  # the last four empty
+    count = np.bincount(member_cell, minlength=n_cells).astype(np.float64)
+    p_in = rng.random((n_cells, n_cells + 1))
+    p_in /= p_in.sum(axis=1, keepdims=True)
+    return core._Kernel(
+        n=n,
+        n_cells=n_cells,
+        n_layers=K,
+        rows_v=rows,
+        rows_c=rows,
+        cz=cz,
+        v_off=(shift * n + cz).astype(np.int64),
+        v_wpos=rng.random(m),
+        v_wneg=np.where(rng.random(m) < 0.3, rng.random(m), 0.0),
+        c_off=(shift * (n_cells + 1) + rng.integers(0, n_cells + 1, m)).astype(np.int64),
+        c_wpos=rng.random(m),
+        c_wneg=np.where(rng.random(m) < 0.3, rng.random(m), 0.0),
+        fare=wide(m),
+        cost=np.abs(wide(m)),
+        prob=rng.random((4, m)),
+        prob_early=rng.random((2, m)),
+        penalty=penalty,
+        layer_slot=rng.integers(0, 4, K).astype(np.int64),
+        layer_minute=rng.integers(0, 3, K).astype(np.int64),
+        srcs=rng.permutation(n)[: lens[0]].astype(np.int64),
+        columns=columns,
+        members=rng.integers(0, n, 250).astype(np.int64),
+        member_cell=member_cell,
+        inv_count=1.0 / np.maximum(count, 1.0),
+        empty=count == 0,
+        p_in=p_in[:, :n_cells],
+        p_out=p_in[:, n_cells],
+        outside_value_share=0.7,
+        p_top_idx=np.zeros((0, 0), dtype=np.int64),
+        p_top_val=np.zeros((0, 0)),
+    )
+
+
+def test_the_compiled_pass_keeps_every_bit_where_the_order_of_operations_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled action values and pairwise sums give numpy's bits on values where
+    another order of the sums (or a fused multiply-add) gives other bits."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(kernel_jit, "_compiled", None)
+    monkeypatch.setattr(kernel_jit, "_state", "idle")
+    jit = kernel_jit.warm_up()
+    assert jit is not None, kernel_jit.status()
+    from agent.planner import _kernel_numba
+
+    _numpy_only(monkeypatch)
+    for seed in range(4):
+        kn = _wide_kernel(seed)
+        want = core._backward_pass(kn)
+        rows = want[0][: kn.n_layers]
+        # the order shows in the bits: summed one by one, most rows' sums differ
+        assert sum(np.add.reduce(r) != sum(r.tolist()) for r in rows) > kn.n_layers // 2
+        assert np.isfinite(rows).all() and np.isfinite(want[1]).all()  # the values are real
+        for gemv in {_kernel_numba.USE_GEMV, False}:
+            monkeypatch.setattr(_kernel_numba, "USE_GEMV", gemv)
+            got = jit(kn)
+            for x, y in zip(want, got, strict=True):
+                assert x.tobytes() == y.tobytes()
+
+
+def test_the_compiled_minimal_kernel_is_the_numpy_successor_maximum() -> None:
+    """``successor_max_only``: the per-layer successor maximum alone (the bench's peer), the
+    same values as numpy's ``np.maximum`` per out-degree rank, NaN and -inf kept."""
+    pytest.importorskip("numba")
+    import dataclasses
+
+    from agent.planner import _kernel_numba
+
+    kn = _wide_kernel(7)
+    cost = kn.cost.copy()
+    cost[[3, 9]] = np.nan, np.inf  # a NaN, and a successor worth -inf
+    columns = [c.copy() for c in kn.columns]
+    columns[0][250] = kn.cz.shape[0]  # a source with no successor: -inf
+    kn = dataclasses.replace(kn, cost=cost, columns=columns)
+
+    def numpy_max(kn: core._Kernel) -> Any:
+        q_ext = np.full(kn.cz.shape[0] + 1, -np.inf)
+        q_ext[:-1] = -kn.cost
+        best = q_ext[kn.columns[0]]
+        for col in kn.columns[1:]:
+            np.maximum(best[: col.shape[0]], q_ext[col], out=best[: col.shape[0]])
+        return best
+
+    want = numpy_max(kn)
+    assert np.isnan(want).any() and (want == -np.inf).any()
+    assert _kernel_numba.successor_max_only(kn).tobytes() == want.tobytes()
