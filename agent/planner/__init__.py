@@ -125,7 +125,7 @@ from agent.planner.inputs import (
     pass_age_array,
     speed_factor_from_demand,
 )
-from agent.planner.params import ROUTE_SPREAD_EPS, PlannerParams
+from agent.planner.params import ROUTE_SPREAD_EPS, SHIPPED_STEP_S, PlannerParams
 from agent.planner.plan import SCHEMA_VERSION, Plan, plan_from_table, route_from_table
 from agent.planner.readout import Spread, action_values, spread_salt_of
 from tiles._lazy import lazy_attribute
@@ -144,6 +144,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "ROUTE_SPREAD_EPS",
     "SCHEMA_VERSION",
+    "SHIPPED_STEP_S",
     "Direction",
     "FleetView",
     "PassAges",

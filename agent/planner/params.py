@@ -17,6 +17,11 @@ MATCHING = ("hail", "dispatch")
 #: demo's and the pipeline's ``params.yaml``): docs/planner.md, "Offline cabs that spread"
 ROUTE_SPREAD_EPS = 0.05
 
+#: the layer length the bundles nagashi builds ship (``step_s``; the demo's and the pipeline's
+#: ``params.yaml``): 20 s layers halve the value iteration against the planner's exact 10 s
+#: and in the simulator earn the same (docs/planner.md, "20-second layers")
+SHIPPED_STEP_S = 20.0
+
 
 @dataclass(frozen=True)
 class PlannerParams:

@@ -57,7 +57,7 @@ def _inputs(tmp_path: Path, manhattan_tiles: Path) -> tuple[Path, Path]:
     """params.yaml and area.geojson carrying the example manifest's versions."""
     params = tmp_path / "params.yaml"
     params.write_text(
-        "version: planner-2026.11.1\ncost_features_version: cost-q-2026.11\ndemand_scale: 1.0\n"
+        "version: planner-2026.12.1\ncost_features_version: cost-q-2026.11\ndemand_scale: 1.0\n"
     )
     b = json.loads(tiles_meta(manhattan_tiles)["summary"])["bbox"]
     ring = [[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]], [b[0], b[1]]]

@@ -128,7 +128,7 @@ def test_diff_reports_changed_added_removed() -> None:
     b["regulation_patterns"]["C"] = {"version": 1}
     del b["description"]
     changes = diff(a, b)
-    assert ("~", "planner_parameters.version", "planner-2026.11.1", "planner-2") in changes
+    assert ("~", "planner_parameters.version", "planner-2026.12.1", "planner-2") in changes
     assert ("+", "regulation_patterns.C.version", None, 1) in changes
     assert ("-", "description", "nagashi fleet defaults", None) in changes
     assert len(changes) == 3

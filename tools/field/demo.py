@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from agent.errors import BundleLoadError
-from agent.planner import ROUTE_SPREAD_EPS, speed_factor_from_demand
+from agent.planner import ROUTE_SPREAD_EPS, SHIPPED_STEP_S, speed_factor_from_demand
 from safety import bbox_area_geojson
 from tiles.fileio import atomic_write_bytes
 
@@ -91,6 +91,7 @@ def build_manhattan_bundle(shared_data: Path, work_dir: Path) -> Path:
         "planner": {
             "speed_factor": round(float(speed_factor), 6),
             "route_spread_eps": ROUTE_SPREAD_EPS,
+            "step_s": SHIPPED_STEP_S,
         },
         "measured": {"speed_factor_from": "pickup-weighted median trip speed / free-flow"},
     }

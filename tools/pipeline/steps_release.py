@@ -63,6 +63,9 @@ class BundleParamsParams:
     patience_s: float | None = None
     #: the route read-out's spread without a live snapshot (agent.planner.ROUTE_SPREAD_EPS)
     route_spread_eps: float | None = 0.05
+    #: the value iteration's layer length (agent.planner.SHIPPED_STEP_S; the planner's own
+    #: default, 10 s, is the exact solver)
+    step_s: float | None = 20.0
 
     def __post_init__(self) -> None:
         import zoneinfo
@@ -82,6 +85,7 @@ _PLANNER_KEYS = (
     "cost_per_s",
     "patience_s",
     "route_spread_eps",
+    "step_s",
 )
 
 
