@@ -10,7 +10,10 @@ per case and interleaved, on the same arrays (the kernel that plan solved):
 * ``backward_ms`` / ``backward_numpy_ms``: the value iteration alone (``core._backward_pass``);
 * ``kernel_ms``, the peer: the minimal kernel, the per-layer successor maximum alone over the
   same layers (``np.maximum`` per out-degree rank, as the numpy path does it); reported as the
-  ratios ``plan / kernel`` and ``value iteration / kernel`` of medians (issue 20: goal 3x).
+  ratios ``plan / kernel`` and ``value iteration / kernel`` of medians (issue 20: goal 3x);
+* ``kernel_numba_ms``: the same minimal kernel compiled
+  (``agent.planner._kernel_numba.successor_max_only``, with numba), the compiled pass's own
+  peer: ``ratio_plan_to_kernel_numba_p50`` and ``ratio_backward_to_kernel_numba_p50``.
 
 ``--case city`` (issue 20): the same figures for ``plan_cruise`` on a whole city of
 ``--districts`` real districts (:mod:`agent._bench_city`: 9 copies of the Manhattan extract,
@@ -170,6 +173,7 @@ class _Samples:
     backward_ms: list[float] = field(default_factory=list)
     backward_numpy_ms: list[float] = field(default_factory=list)
     kernel_ms: list[float] = field(default_factory=list)
+    kernel_numba_ms: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     lengths: list[float] = field(default_factory=list)
     layers: list[int] = field(default_factory=list)
@@ -211,6 +215,10 @@ def _measure(
                 s.backward_ms.append(_ms(jit, kn, ws))
             s.backward_numpy_ms.append(_ms(core._backward_pass, kn, ws))
     s.kernel_ms.append(_ms(successor_max_kernel, kn))
+    if jit is not None:
+        from agent.planner import _kernel_numba
+
+        s.kernel_numba_ms.append(_ms(_kernel_numba.successor_max_only, kn))
     if approx is not None:
         t0 = time.perf_counter()
         near = approx()
@@ -412,6 +420,19 @@ def _dropoff_product(jit: Any) -> str:
     return "blas" if _kernel_numba.USE_GEMV else "objmode"
 
 
+def _numba_ratios(kernel_numba_ms: list[float], p50: float, b50: float) -> dict[str, Any]:
+    """Plan and value iteration against the compiled minimal kernel (empty without numba)."""
+    if not kernel_numba_ms:
+        return {}
+    k = statistics.median(kernel_numba_ms)
+    if k <= 0:
+        return {}
+    return {
+        "ratio_plan_to_kernel_numba_p50": round(p50 / k, 2),
+        "ratio_backward_to_kernel_numba_p50": round(b50 / k, 2),
+    }
+
+
 def _report(
     args: argparse.Namespace, params: Any, s: _Samples, jit: Any, warm_up_s: float, rss_mb: float
 ) -> dict[str, Any]:
@@ -447,6 +468,8 @@ def _report(
         **_figures(s.kernel_ms, "kernel_ms"),
         "ratio_plan_to_kernel_p50": round(p50 / k50, 2) if k50 > 0 else None,
         "ratio_backward_to_kernel_p50": round(b50 / k50, 2) if k50 > 0 else None,
+        **_figures(s.kernel_numba_ms, "kernel_numba_ms"),
+        **_numba_ratios(s.kernel_numba_ms, p50, b50),
         "peak_rss_mb": round(rss_mb, 1),
         "workspace_mb": round(WORKSPACE.nbytes() / 2**20, 1),
         "goal_p95_ms": 100.0 if args.case == "city" else 10.0,

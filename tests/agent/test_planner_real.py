@@ -250,6 +250,11 @@ def test_bench_cruise_reports_its_figures(manhattan_tiles: Path, manhattan_deman
     )
     if out["backward_pass"] == "numba":  # the compiled path and the numpy one, same plans
         assert out["plans_bit_identical"] == "4/4" and out["backward_ms_p50"] > 0
+        # and against the compiled minimal kernel, the compiled pass's own peer
+        assert out["kernel_numba_ms_p50"] > 0
+        assert out["ratio_backward_to_kernel_numba_p50"] == pytest.approx(
+            out["backward_ms_p50"] / out["kernel_numba_ms_p50"], rel=0.02
+        )
 
 
 def test_cruise_cli_reads_a_bundle_directory(
