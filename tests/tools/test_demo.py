@@ -45,3 +45,50 @@ def test_the_demo_drive_is_called_what_it_is(capsys: pytest.CaptureFixture[str])
         text = " ".join(doc.read_text().split())
         assert "recorded Midtown drive" not in text and "recorded 25-minute" not in text, doc
         assert "recorded drive" not in text and "recorded demo drive" not in text, doc
+
+
+def _fake_bundle(work: Path, planner: dict[str, float], version: str) -> Path:
+    import yaml
+
+    b = work / "bundles" / "old"
+    b.mkdir(parents=True)
+    (b / "manifest.yaml").write_text("schema_version: 1\n")
+    (b / "params.yaml").write_text(yaml.safe_dump({"version": version, "planner": planner}))
+    return b
+
+
+def test_a_demo_bundle_built_by_an_older_nagashi_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo reuses its bundle only while it is what this nagashi builds (the planner version,
+    the read-out margin and the layer length it ships); otherwise it builds a new one."""
+    from agent.planner import ROUTE_SPREAD_EPS, SHIPPED_STEP_S
+    from sync.manifest import load_yaml
+    from tools.field import demo
+
+    version = load_yaml(demo.BASE_MANIFEST)["planner_parameters"]["version"]
+    built: list[Path] = []
+
+    def build(shared: Path, work: Path) -> Path:
+        built.append(work)
+        return work / "bundles" / "new"
+
+    monkeypatch.setattr(demo, "build_manhattan_bundle", build)
+    current = {"speed_factor": 0.37, "route_spread_eps": ROUTE_SPREAD_EPS, "step_s": SHIPPED_STEP_S}
+    ok = _fake_bundle(tmp_path / "ok", current, version)
+    assert demo.ensure_manhattan_bundle(tmp_path, tmp_path / "ok") == ok and built == []
+    stale = [
+        ({"speed_factor": 0.37}, version),  # before the spread and the 20 s layers
+        ({**current, "step_s": 10.0}, version),
+        (current, "planner-2026.11.1"),
+    ]
+    for i, (planner, v) in enumerate(stale):
+        work = tmp_path / f"stale-{i}"
+        old = _fake_bundle(work, planner, v)
+        assert demo.ensure_manhattan_bundle(tmp_path, work) == work / "bundles" / "new"
+        assert built[-1] == work and not old.exists()
+    unreadable = tmp_path / "unreadable"
+    _fake_bundle(unreadable, current, version)
+    (unreadable / "bundles" / "old" / "params.yaml").write_text("[")
+    demo.ensure_manhattan_bundle(tmp_path, unreadable)
+    assert built[-1] == unreadable and len(built) == 4

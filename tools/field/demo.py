@@ -120,10 +120,35 @@ def find_bundle(work_dir: Path) -> Path | None:
     return found[-1] if len(found) == 1 else None
 
 
+def is_current(bundle: Path) -> bool:
+    """The demo bundle in ``bundle`` is what this nagashi builds: its ``params.yaml`` names the
+    base manifest's planner version and the shipped read-out margin and layer length (a bundle
+    built by an older nagashi, or one whose params cannot be read, is not)."""
+    from sync.manifest import load_yaml
+
+    try:
+        params = yaml.safe_load((bundle / "params.yaml").read_text(encoding="utf-8"))
+        version = load_yaml(BASE_MANIFEST)["planner_parameters"]["version"]
+        planner = params["planner"]
+        return bool(
+            params["version"] == version
+            and planner.get("route_spread_eps") == ROUTE_SPREAD_EPS
+            and planner.get("step_s") == SHIPPED_STEP_S
+        )
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return False
+
+
 def ensure_manhattan_bundle(shared_data: Path, work_dir: Path, rebuild: bool = False) -> Path:
+    """The demo's bundle under ``work_dir``, built when there is none, when ``rebuild`` or when
+    the one there was built by an older nagashi (:func:`is_current`)."""
+    existing = find_bundle(work_dir)
+    if existing is not None and not rebuild and not is_current(existing):
+        log.warning("the demo bundle in %s was built by an older nagashi: rebuilding", work_dir)
+        rebuild = True
     if rebuild and (work_dir / "bundles").is_dir():
         shutil.rmtree(work_dir / "bundles")
-    existing = find_bundle(work_dir)
+        existing = None
     if existing is not None:
         return existing
     return build_manhattan_bundle(shared_data, work_dir)
