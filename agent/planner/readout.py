@@ -294,13 +294,15 @@ class _Walk:
         last_pass, own, pass_age = self.last_pass, self.own, self.pass_age
         with_age = last_pass is not None or bool(own) or pass_age is not None
         rows = terms.rows
+        fact = self.fact
         scored: list[tuple[int, float]] = []
         for f in succ:
             if not mask[f]:
                 continue
             p = prob.item(slot, f)
             if with_age:
-                last = float(last_pass[f]) if last_pass is not None else -math.inf
+                # (``item``: the same Python float as ``float(last_pass[f])``, no 0-d scalar)
+                last = last_pass.item(f) if last_pass is not None else -math.inf
                 if pass_age is not None:
                     b = -pass_age.item(f)
                     last = b if b > last else last
@@ -312,7 +314,7 @@ class _Walk:
                 window = window_s.item(f)
                 if age < window:  # (then min(window, age) is age)
                     rate = rate_h.item(slot, f)
-                    p = float(-_expm1(-rate * ((self.fact(f)[4] + age) / 3600.0)))
+                    p = float(-_expm1(-rate * ((fact(f)[4] + age) / 3600.0)))
             gain, v_next, cost = terms.at(f) if rows is None else rows[f]
             scored.append((f, p * gain + (1.0 - p) * v_next - cost))
         return scored
