@@ -12,7 +12,7 @@ per case and interleaved, on the same arrays (the kernel that plan solved):
   same layers (``np.maximum`` per out-degree rank, as the numpy path does it); reported as the
   ratios ``plan / kernel`` and ``value iteration / kernel`` of medians (issue 20: goal 3x);
 * ``kernel_numba_ms``: the same minimal kernel compiled
-  (``agent.planner._kernel_numba.successor_max_only``, with numba), the compiled pass's own
+  (``agent.planner._kernel_min.successor_max_only``, with numba), the compiled pass's own
   peer: ``ratio_plan_to_kernel_numba_p50`` and ``ratio_backward_to_kernel_numba_p50``.
 
 ``--case city`` (issue 20): the same figures for ``plan_cruise`` on a whole city of
@@ -216,9 +216,9 @@ def _measure(
             s.backward_numpy_ms.append(_ms(core._backward_pass, kn, ws))
     s.kernel_ms.append(_ms(successor_max_kernel, kn))
     if jit is not None:
-        from agent.planner import _kernel_numba
+        from agent.planner._kernel_min import successor_max_only
 
-        s.kernel_numba_ms.append(_ms(_kernel_numba.successor_max_only, kn))
+        s.kernel_numba_ms.append(_ms(successor_max_only, kn))
     if approx is not None:
         t0 = time.perf_counter()
         near = approx()

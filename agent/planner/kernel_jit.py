@@ -182,7 +182,9 @@ def _build() -> BackwardPass:
                 _kernel_numba.backward_pass(_tiny_kernel(_Kernel, layout))
         finally:
             _kernel_numba.USE_GEMV = use
-    _kernel_numba.successor_max_only(_tiny_kernel(_Kernel, "C"))  # the minimal kernel's too
+    from agent.planner._kernel_min import successor_max_only
+
+    successor_max_only(_tiny_kernel(_Kernel, "C"))  # the minimal kernel's too
     return _kernel_numba.backward_pass
 
 

@@ -234,7 +234,7 @@ def test_the_compiled_minimal_kernel_is_the_numpy_successor_maximum() -> None:
     pytest.importorskip("numba")
     import dataclasses
 
-    from agent.planner import _kernel_numba
+    from agent.planner import _kernel_min
 
     kn = _wide_kernel(7)
     cost = kn.cost.copy()
@@ -253,4 +253,4 @@ def test_the_compiled_minimal_kernel_is_the_numpy_successor_maximum() -> None:
 
     want = numpy_max(kn)
     assert np.isnan(want).any() and (want == -np.inf).any()
-    assert _kernel_numba.successor_max_only(kn).tobytes() == want.tobytes()
+    assert _kernel_min.successor_max_only(kn).tobytes() == want.tobytes()
