@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.planner._kernel_numba import njit
+from agent.planner._kernel_numba import columns_flat, njit, rank_max
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
@@ -18,19 +18,10 @@ if TYPE_CHECKING:
 def _successor_max_layers(  # pragma: no cover - compiled
     K: int, q_ext: Any, col_flat: Any, col_start: Any, col_len: Any, best: Any
 ) -> None:
-    """:func:`agent.planner._kernel_numba.successor_max` alone ``K`` times over the same
-    ``Q`` (the minimal kernel)."""
-    n0 = col_len[0]
+    """The pass's own successor maximum (:func:`agent.planner._kernel_numba.rank_max`)
+    alone, ``K`` times over the same ``Q``."""
     for _ in range(K):
-        for i in range(n0):
-            best[i] = q_ext[col_flat[i]]
-        for d in range(1, col_len.shape[0]):
-            s0 = col_start[d]
-            for i in range(col_len[d]):
-                x = best[i]
-                y = q_ext[col_flat[s0 + i]]
-                if not (x >= y or x != x):
-                    best[i] = y
+        rank_max(best, q_ext, col_flat, col_start, col_len)
 
 
 def successor_max_only(kn: _Kernel) -> Any:
@@ -38,12 +29,9 @@ def successor_max_only(kn: _Kernel) -> Any:
     pass, over the same columns and layers as ``agent.bench_cruise.successor_max_kernel``
     (numpy) and on the same ``Q = -cost`` (the peer the compiled pass is reported against).
     Returns the sources' maximum (``np.maximum`` per out-degree rank: the same values)."""
-    lens = np.array([c.shape[0] for c in kn.columns], dtype=np.int64)
-    col_start = np.zeros(lens.shape[0], dtype=np.int64)
-    np.cumsum(lens[:-1], out=col_start[1:])
+    col_flat, col_start, lens = columns_flat(kn)
     q_ext = np.full(kn.cz.shape[0] + 1, -np.inf, dtype=np.float64)
     q_ext[:-1] = -np.asarray(kn.cost, dtype=np.float64)
-    col_flat = np.concatenate(kn.columns).astype(np.int64)
     best = np.empty(int(lens[0]), dtype=np.float64)
     _successor_max_layers(int(kn.n_layers), q_ext, col_flat, col_start, lens, best)
     return best

@@ -237,7 +237,15 @@ def successor_max(a: Arrays, w: Work) -> int:  # pragma: no cover - compiled
     """``V(s) = max over successors of Q`` into ``w.best`` (``core._successor_max``): the
     maximum per out-degree rank, as ``np.maximum`` (NaN propagates). Returns the sources'
     count."""
-    best, q_ext, col_flat, col_start, col_len = w.best, w.q_ext, a.col_flat, a.col_start, a.col_len
+    return rank_max(w.best, w.q_ext, a.col_flat, a.col_start, a.col_len)
+
+
+@njit
+def rank_max(  # pragma: no cover - compiled
+    best: Any, q_ext: Any, col_flat: Any, col_start: Any, col_len: Any
+) -> int:
+    """The maximum of ``q_ext`` over each source's successors, per out-degree rank (the
+    columns concatenated in ``col_flat``), into ``best``; the sources' count."""
     n0 = col_len[0]
     for i in range(n0):
         best[i] = q_ext[col_flat[i]]
@@ -430,10 +438,16 @@ def i64(a: Any) -> Any:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def _arrays(kn: _Kernel) -> Arrays:
+def columns_flat(kn: _Kernel) -> tuple[Any, Any, Any]:
+    """The successor columns of ``kn`` concatenated, with each column's start and length."""
     lens = np.array([c.shape[0] for c in kn.columns], dtype=np.int64)
     col_start = np.zeros(lens.shape[0], dtype=np.int64)
     np.cumsum(lens[:-1], out=col_start[1:])
+    return np.concatenate(kn.columns).astype(np.int64), col_start, lens
+
+
+def _arrays(kn: _Kernel) -> Arrays:
+    col_flat, col_start, lens = columns_flat(kn)
     full = ~kn.empty
     return Arrays(
         v_off=i64(kn.v_off),
@@ -450,7 +464,7 @@ def _arrays(kn: _Kernel) -> Arrays:
         layer_slot=i64(kn.layer_slot),
         layer_minute=i64(kn.layer_minute),
         srcs=i64(kn.srcs),
-        col_flat=np.concatenate(kn.columns).astype(np.int64),
+        col_flat=col_flat,
         col_start=col_start,
         col_len=lens,
         members=i64(kn.members),
