@@ -27,6 +27,7 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -51,20 +52,36 @@ def live_links(table: ValueTable, minute_of_week: float) -> Bool:
     allowed = np.asarray(table.allowed_at(minute_of_week), dtype=bool)
     key = allowed.tobytes()
     prep = table.prep
-    with _LOCK:
-        hit = _CACHE.get(prep, {}).get(key)
+    hit = _recall(_CACHE, prep, key)
     if hit is not None:
         return hit
     live = _from_parent(prep.graph, allowed)
     if live is None:
         live = _peel_arcs(_arcs(prep), allowed)
+    _keep(_CACHE, prep, key, live)
+    return live
+
+
+#: live links per owner (a prepared graph, a parent graph) and allowed mask
+_Store = weakref.WeakKeyDictionary[Any, dict[bytes, Bool]]
+
+
+def _recall(store: _Store, owner: Any, key: bytes) -> Bool | None:
+    """The live links kept under ``key`` for ``owner``, or None."""
+    with _LOCK:
+        per = store.get(owner)
+        return None if per is None else per.get(key)
+
+
+def _keep(store: _Store, owner: Any, key: bytes, live: Bool) -> None:
+    """``live`` (made read-only) under ``key`` for ``owner``, the oldest of more than
+    ``_PER_PREP`` masks dropped."""
     live.flags.writeable = False
     with _LOCK:
-        per = _CACHE.setdefault(prep, {})
+        per = store.setdefault(owner, {})
         per[key] = live
         while len(per) > _PER_PREP:
             del per[next(iter(per))]
-    return live
 
 
 #: per parent graph (the graph of the tiles a radius graph is cut from), its live links per
@@ -106,17 +123,11 @@ def _from_parent(g: Graph, allowed: Bool) -> Bool | None:
         lifted = lifted.copy()
         lifted[idx] = allowed
     key = lifted.tobytes()
-    with _LOCK:
-        per = _PARENT.get(parent)
-        hit = None if per is None else per.get(key)
+    hit = _recall(_PARENT, parent, key)
     if hit is None:
         hit = _peel_arcs(_parent_arcs(parent), lifted)
-        hit.flags.writeable = False
+        _keep(_PARENT, parent, key, hit)
         with _LOCK:
-            per = _PARENT.setdefault(parent, {})
-            per[key] = hit
-            while len(per) > _PER_PREP:
-                del per[next(iter(per))]
             _PARENT_BASE[parent] = [base[0], lifted]
     live = hit[idx]
     dead = np.flatnonzero(allowed & ~live)
