@@ -18,6 +18,19 @@ INPUT_NAME = "X"
 OUTPUT_NAME = "rate"
 
 
+def sort_opsets(onx: Any) -> None:
+    """Put the model's opset imports in domain order, in place.
+
+    skl2onnx collects the (domain, version) pairs its nodes use in a set, so their order (and
+    with it the model's bytes and version) changes with the interpreter's string-hash seed:
+    the same training gave another model version about one run in five."""
+    pairs = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in pairs:
+        op = onx.opset_import.add()
+        op.domain, op.version = domain, version
+
+
 def to_onnx(model: Any) -> bytes:
     """The ONNX graph: sklearn's trees, then the clamp and the product with statistics."""
     from onnx import helper
@@ -49,6 +62,7 @@ def to_onnx(model: Any) -> bytes:
     )
     del graph.output[:]
     graph.output.extend([helper.make_tensor_value_info(OUTPUT_NAME, 1, [None, 1])])
+    sort_opsets(onx)
     blob: bytes = onx.SerializeToString()
     return blob
 

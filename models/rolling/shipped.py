@@ -41,6 +41,7 @@ from models.rolling.selection import select_and_fit
 from models.snap import SnapConfig
 from models.statistics import build_from_trips, file_sha256, full_graph, make_grid, network_bbox
 from models.train import C_FLOOR
+from models.train_onnx import sort_opsets
 from models.trips import FORMAT_RECORDS, Trips, read_trips
 from tiles import Graph, TileStore
 
@@ -115,6 +116,7 @@ def export_onnx(fitted: Fitted, x_check: F32) -> tuple[bytes, float]:
         )
     del graph.output[:]
     graph.output.extend([helper.make_tensor_value_info(OUTPUT_NAME, 1, [None, 1])])
+    sort_opsets(onx)
     blob = onx.SerializeToString()
     import onnxruntime as ort
 
