@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from agent.planner.workspace import Workspace
 
 Result = tuple[Any, Any, Any, Any, Any]
+log = logging.getLogger(__name__)
 
 
 class BackwardPass(Protocol):
@@ -101,6 +103,14 @@ def warm_up() -> BackwardPass | None:
             _state = "ready"
         except Exception as e:  # a broken numba install must not stop the planner
             _state, _error = "failed", f"{type(e).__name__}: {e}"
+            # said once, where an engineer looks: plans stay exact on the numpy path, slower
+            log.warning(
+                "the compiled planner kernel failed to load (%s); planning on the numpy path "
+                "(same plans, slower). A stale numba cache after an upgrade is one cause: "
+                "remove the __pycache__ *.nbi/*.nbc files of agent/planner or set "
+                "NUMBA_CACHE_DIR",
+                _error,
+            )
             return None
         return _compiled
 

@@ -108,7 +108,9 @@ def test_without_numba_the_numpy_path_plans(
     assert kernel_jit._state == "disabled"
 
 
-def test_a_new_kernel_input_turns_the_compiled_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_kernel_input_turns_the_compiled_path_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("numba")
     monkeypatch.setattr(kernel_jit, "_compiled", None)
     monkeypatch.setattr(kernel_jit, "_state", "idle")
@@ -116,6 +118,9 @@ def test_a_new_kernel_input_turns_the_compiled_path_off(monkeypatch: pytest.Monk
     assert kernel_jit.warm_up() is None
     st = kernel_jit.status()
     assert st["state"] == "failed" and "p_out" in st["error"]
+    # said, not only kept in status(): the plans go on, on the numpy path
+    (rec,) = [r for r in caplog.records if r.name == "agent.planner.kernel_jit"]
+    assert rec.levelname == "WARNING" and "numpy path" in rec.message and "p_out" in rec.message
 
 
 def test_top_k_dropoffs_are_the_same_bits_compiled_and_named_in_the_plan(
