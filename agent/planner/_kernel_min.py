@@ -1,6 +1,6 @@
 """The minimal kernel compiled (numba): the per-layer successor maximum alone, the peer
 ``nagashi bench cruise`` reports the compiled pass against (``kernel_numba_ms``); compiled or
-loaded by :func:`agent.planner.kernel_jit.warm_up` with the pass."""
+loaded on its first call (the bench warms it up; the agent never runs it)."""
 
 from __future__ import annotations
 

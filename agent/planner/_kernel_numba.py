@@ -384,11 +384,11 @@ def _run_gemv(  # pragma: no cover - compiled
 
 def gemv_layout(p_in: Any) -> tuple[int, int] | None:
     """``(order, lda)`` of the square float64 matrix ``p_in`` for ``cblas_dgemv`` (rows or
-    columns contiguous), or None (then :func:`_run`'s object mode, as numpy would not call
-    BLAS either)."""
+    columns contiguous; no cells: any, :func:`_run_gemv` makes no call), or None (then
+    :func:`_run`'s object mode, as numpy would not call BLAS either)."""
     m = int(p_in.shape[0])
     if p_in.dtype != np.float64 or p_in.ndim != 2 or p_in.shape[1] != m or m == 0:
-        return None
+        return (ROW_MAJOR, 1) if p_in.shape == (0, 0) and p_in.dtype == np.float64 else None
     s0, s1 = int(p_in.strides[0]), int(p_in.strides[1])
     if s1 == 8 and s0 % 8 == 0 and s0 >= 8 * m:
         return ROW_MAJOR, s0 // 8

@@ -185,16 +185,12 @@ def _build() -> BackwardPass:
 
     # numpy's BLAS called directly (no object mode a layer) where it gives numpy's bits here
     _kernel_numba.USE_GEMV = _kernel_numba.gemv_matches_numpy()
-    for gemv in (False, True) if _kernel_numba.USE_GEMV else (False,):
-        use, _kernel_numba.USE_GEMV = _kernel_numba.USE_GEMV, gemv
-        try:  # compile (or load) every signature now, not on a tick
-            for layout in ("C", "F", "A"):
-                _kernel_numba.backward_pass(_tiny_kernel(_Kernel, layout))
-        finally:
-            _kernel_numba.USE_GEMV = use
-    from agent.planner._kernel_min import successor_max_only
-
-    successor_max_only(_tiny_kernel(_Kernel, "C"))  # the minimal kernel's too
+    # compile (or load) now, not on a tick, the signatures the agent's plans run: one per
+    # layout of the drop-off matrix, on the BLAS path when it holds, else the object-mode one
+    # (only those: each loaded signature is resident memory, 2-6 MB; the other path and the
+    # bench's minimal kernel load when first called, by the tests and the bench)
+    for layout in ("C", "F", "A"):
+        _kernel_numba.backward_pass(_tiny_kernel(_Kernel, layout))
     return _kernel_numba.backward_pass
 
 

@@ -3,6 +3,7 @@ planner falls back to numpy without it (issue 20)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,33 @@ def test_the_compiled_minimal_kernel_is_the_numpy_successor_maximum() -> None:
     want = numpy_max(kn)
     assert np.isnan(want).any() and (want == -np.inf).any()
     assert _kernel_min.successor_max_only(kn).tobytes() == want.tobytes()
+
+
+def test_the_warm_up_loads_only_the_signatures_the_agent_runs() -> None:
+    """Each loaded signature is resident memory (2-6 MB): with numpy's BLAS called directly,
+    the agent's warm-up loads the BLAS path for the three layouts and neither the object-mode
+    path nor the bench's minimal kernel; an empty drop-off matrix takes the BLAS path too."""
+    pytest.importorskip("numba")
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import json, numpy as np\n"
+        "from agent.planner import kernel_jit, _kernel_numba as K, _kernel_min as M\n"
+        "kernel_jit.warm_up()\n"
+        "print(json.dumps([K.USE_GEMV, len(K._run.signatures), len(K._run_gemv.signatures),"
+        " len(M._successor_max_layers.signatures), K.gemv_layout(np.zeros((0, 0)))]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    use_gemv, run, run_gemv, minimal, empty = json.loads(done.stdout.strip().splitlines()[-1])
+    assert minimal == 0
+    assert empty == [101, 1]  # cblas row-major: no product is made
+    if use_gemv:
+        assert (run, run_gemv) == (0, 3)
+    else:
+        assert (run, run_gemv) == (3, 0)
