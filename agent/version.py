@@ -2,16 +2,13 @@
 
 Replay compares it with the logged one: the same bundle and inputs give the same decision only
 with the same decision code (``tiles``, ``models``, ``safety``, ``agent``). Computed once per
-process, on the first call (the trip log's ``start`` record), or ahead of it in a thread
-(:func:`prefetch_code_version`: the agent starts it before its imports, so the ~200 source files
-are read and hashed on the other core while the interpreter imports, not before the first tick).
+process, on the first call (the trip log's ``start`` record).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,26 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DECISION_PACKAGES = ("tiles", "models", "safety", "agent")
 
 
-_lock = threading.Lock()
-
-
-def code_version() -> dict[str, Any]:
-    """``{"package": "0.1.0", "sha256": <hash of the decision packages' .py files>}``
-    (computed once; a call while :func:`prefetch_code_version`'s thread computes it waits)."""
-    with _lock:
-        return dict(_code_version())
-
-
-def prefetch_code_version() -> threading.Thread:
-    """Compute :func:`code_version` in a daemon thread now (file reads and hashing release
-    the interpreter lock); the first call then finds it done."""
-    t = threading.Thread(target=code_version, name="code-version", daemon=True)
-    t.start()
-    return t
-
-
 @functools.cache
-def _code_version() -> dict[str, Any]:
+def code_version() -> dict[str, Any]:
+    """``{"package": "0.1.0", "sha256": <hash of the decision packages' .py files>}``."""
     h = hashlib.sha256()
     for pkg in DECISION_PACKAGES:
         for p in sorted((ROOT / pkg).rglob("*.py")):

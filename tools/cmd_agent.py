@@ -84,9 +84,6 @@ def run_agent(args: argparse.Namespace, bundle_dir: Path, gps: str) -> int:
     The garbage collector is held until the first instruction (:func:`_hold_gc`).
     """
     release_gc = _hold_gc()
-    from agent.version import prefetch_code_version
-
-    prefetch_code_version()  # the sources' hash for the trip log, on the other core meanwhile
     from agent.api.server import ApiServer, parse_listen
     from agent.api.state import AgentState
     from agent.clock import SystemClock
