@@ -23,7 +23,8 @@ goal is p95 100 ms. ``peak_rss_mb`` is the bench process's peak (it also holds e
 numpy twin); ``agent_peak_rss_mb`` is the agent's path alone: a fresh child process that warms
 the compiled kernel up, loads the city and plans the same cases on the path the agent runs
 (``agent_rss_mb_imports`` / ``_jit_warm`` / ``_city_loaded``: its resident set after each
-stage; ``agent_workspace_mb``: its kept ``V`` and ``C``).
+stage; ``agent_workspace_mb``: its kept ``V`` and ``C``), with the layers the bundles ship
+(``agent_step_s``: ``SHIPPED_STEP_S``, 20 s; the timed plans above are the exact solver's).
 
 The process is pinned to one core.
 
@@ -320,7 +321,13 @@ def _agent_memory(args: argparse.Namespace, tiles: str, demand_dir: str, out: An
     the path the agent runs (each with its tick's demand cut), and send the resident set after
     each stage and the peak."""
     from agent._bench_city import city_demand, city_graph
-    from agent.planner import PlannerParams, kernel_jit, plan_cruise, speed_factor_from_demand
+    from agent.planner import (
+        SHIPPED_STEP_S,
+        PlannerParams,
+        kernel_jit,
+        plan_cruise,
+        speed_factor_from_demand,
+    )
     from agent.planner.workspace import WORKSPACE
     from models import DemandTable
     from tiles import TileStore
@@ -335,6 +342,7 @@ def _agent_memory(args: argparse.Namespace, tiles: str, demand_dir: str, out: An
         radius_m=args.radius_m,
         horizon_s=args.horizon_min * 60.0,
         speed_factor=speed_factor_from_demand(table, district),
+        step_s=SHIPPED_STEP_S,  # the layers the bundles ship: what a cab's planner holds
     )
     city = city_graph(district, args.districts)
     rng = np.random.default_rng(args.seed)
@@ -354,6 +362,7 @@ def _agent_memory(args: argparse.Namespace, tiles: str, demand_dir: str, out: An
             "agent_rss_mb_jit_warm": round(warm, 1),
             "agent_rss_mb_city_loaded": round(loaded, 1),
             "agent_workspace_mb": round(WORKSPACE.nbytes() / 2**20, 1),
+            "agent_step_s": SHIPPED_STEP_S,
         }
     )
     out.close()
