@@ -154,6 +154,12 @@ def link_facts(prep: Prepared, e: int) -> LinkFacts:
     return facts.get(e) or _fill(prep, facts, e)
 
 
+def link_facts_of(prep: Prepared) -> dict[int, LinkFacts]:
+    """The facts of ``prep``'s links read so far, by link (:func:`link_facts` fills it): a
+    hot loop looks a link up there first, :func:`link_facts` where it is missing. Read-only."""
+    return _facts_of(prep)
+
+
 def _terms_of(table: ValueTable) -> dict[int, _LayerTerms]:
     """The per-layer terms kept for ``table`` (:func:`_layer_terms`), by layer."""
     global _LAST
@@ -543,13 +549,26 @@ def follow(
         else:  # no U-turn, no link held max_visits times
             succ = [f for f in at[5] if visits.get(f, 0) < max_visits]
             scored = scores(succ, t) if succ else []
-            f = _choose(table, scored, live if live[e] else None, visits, spread, t)
+            if spread is None:  # _choose's pass, here: the same choice without its call
+                from_live = live[e]
+                f, best_q, new_f, new_q = -1, -math.inf, -1, -math.inf
+                for g, q in scored:
+                    if from_live and not live[g]:
+                        continue
+                    if f < 0 or q > best_q:
+                        f, best_q = g, q
+                    if g not in visits and (new_f < 0 or q > new_q):
+                        new_f, new_q = g, q
+                if new_f >= 0:
+                    f = new_f
+            else:
+                f = _choose(table, scored, live if live[e] else None, visits, spread, t)
         if f < 0:
             break  # nothing may be entered (or only a dead end is left: the route ends before)
         route.append(f)
-        f_m, f_s = (facts.get(f) or _fill(prep, facts, f))[3:5]
-        length += f_m
-        t += f_s
+        got = facts.get(f) or _fill(prep, facts, f)
+        length += got[3]
+        t += got[4]
         own[f] = t
         visits[f] = visits.get(f, 0) + 1
         e = f
