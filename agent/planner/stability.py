@@ -307,9 +307,14 @@ def choose_route(
         return RouteChoice(prev, COMMITTED, value_new, value_prev)
     if new == prev:
         return RouteChoice(new, SAME, value_new, value_prev)
-    if value_new > value_prev + margin * abs(value_prev):
+    if switches(value_new, value_prev, margin):
         return RouteChoice(new, SWITCHED, value_new, value_prev)
     return RouteChoice(prev, KEPT, value_new, value_prev)
+
+
+def switches(value_new: float, value_previous: float, margin: float) -> bool:
+    """Is the new route better than the previous one by the margin (:func:`choose_route`)?"""
+    return value_new > value_previous + margin * abs(value_previous)
 
 
 def _enterable(table: ValueTable, start: int, t0_rel_s: float, route: tuple[int, ...]) -> bool:
