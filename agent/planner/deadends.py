@@ -194,17 +194,29 @@ _MINUTES_MAX = 32
 _AS_LIST_AFTER = 3
 
 
+#: the last minute :func:`_masks` gave, its floor and its table's ``monday``: looked at first
+#: (a route reads a minute several times; the simulator's cabs on one table, the same ones)
+_LAST_MASKS: tuple[MinuteMasks, int, object] | None = None
+
+
 def _masks(table: ValueTable, minute_of_week: float) -> MinuteMasks:
+    global _LAST_MASKS
+    raw = math.floor(minute_of_week)
+    last = _LAST_MASKS
+    if last is not None and last[1] == raw and last[2] == table.monday and last[0].holds(table):
+        return last[0]
     key = (id(table.allowed), id(table.minutes), id(table.prep), table.monday)
-    full = (*key, math.floor(minute_of_week))
+    full = (*key, raw)
     hit = _MINUTES.get(full)
     if hit is not None and hit.holds(table):
+        _LAST_MASKS = (hit, raw, table.monday)
         return hit
     got = MinuteMasks(table)
     with _LOCK:
         _MINUTES[full] = got
         while len(_MINUTES) > _MINUTES_MAX:
             del _MINUTES[next(iter(_MINUTES))]
+    _LAST_MASKS = (got, raw, table.monday)
     return got
 
 

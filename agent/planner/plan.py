@@ -152,6 +152,65 @@ def route_from_table(
     return route, choice
 
 
+def route_only_from_table(
+    table: ValueTable,
+    start_edge_id: int,
+    fraction: float,
+    minute_of_week: float,
+    params: PlannerParams,
+    *,
+    previous_route: Sequence[int] | None = None,
+    committed_links: int = 0,
+    spread: Spread | None = None,
+) -> list[int]:
+    """The route of :func:`route_from_table` (the same links), without the hysteresis'
+    decision: the simulator's cabs follow the route and read no figure, so only what the
+    decision depends on is read out. Where the cab is committed to the previous route's next
+    manoeuvre (``committed_links``), the new read-out is followed only that far, and where it
+    leaves that manoeuvre the (extended) previous route is the route, with neither value
+    computed (:func:`agent.planner.stability.choose_route`'s ``COMMITTED``: its decision does
+    not read them); where the new route is the previous one (``SAME``) neither value either.
+    The read-out's first links are those of the whole read-out (each step depends on the
+    steps before it alone), so the route is :func:`route_from_table`'s
+    (tests/agent/test_readout_route_only.py compares both)."""
+    e0, _, t0_rel = _start(table, start_edge_id, fraction, minute_of_week)
+
+    def read(prefix: tuple[int, ...] = (), max_edges: int = params.max_route_edges) -> list[int]:
+        return follow(
+            table,
+            e0,
+            t0_rel,
+            params.route_min_m,
+            params.route_min_s,
+            max_edges,
+            max_visits=params.route_max_visits,
+            prefix=prefix,
+            spread=spread,
+        )[0]
+
+    if not previous_route:  # (choose_route: no previous route, NEW)
+        return read()
+    from agent.planner.stability import _enterable, route_value, switches
+
+    prev_local = table.prep.graph.local(list(previous_route))
+    if not bool(np.all(prev_local >= 0)):  # unusable: NEW
+        return read()
+    prev = tuple(int(f) for f in prev_local)
+    if not _enterable(table, e0, t0_rel, prev):  # NEW
+        return read()
+    kept = tuple(read(prev))  # extended as choose_route's ``extend``
+    head = min(max(committed_links, 0), len(kept))
+    if head and tuple(read(max_edges=min(head, params.max_route_edges))) != kept[:head]:
+        return list(kept)  # COMMITTED
+    new = read()
+    if tuple(new) == kept:  # SAME
+        return new
+    value_new = route_value(table, e0, t0_rel, new)
+    if switches(value_new, route_value(table, e0, t0_rel, kept), params.route_switch_margin):
+        return new  # SWITCHED
+    return list(kept)  # KEPT
+
+
 def _start(
     table: ValueTable, start_edge_id: int, fraction: float, minute_of_week: float
 ) -> tuple[int, float, float]:

@@ -62,9 +62,12 @@ Terms = tuple[list[float], list[float], list[float]]
 LinkTerms = tuple[float, float, float]
 _TERMS: OrderedDict[int, tuple[tuple[object, ...], dict[int, _LayerTerms]]] = OrderedDict()
 _TERMS_MAX = 4
-#: a layer asked for more than ``n / _FULL_SHARE`` links (the simulator's many cabs on one
+#: a layer asked more than ``n / _FULL_SHARE`` times (the simulator's many cabs on one
 #: table) computes every link at once; fewer (one cab's read-out: a few per layer) one at a time
-_FULL_SHARE = 32
+#: (on the Manhattan graph, 3,431 links: after 26 asks; a whole-fleet run of 1,000 cabs then
+#: computes 5 % more whole layers than after 107 asks, and asks a layer link by link a quarter
+#: as often)
+_FULL_SHARE = 128
 _FULL_MIN = 16
 
 
@@ -74,7 +77,7 @@ class _LayerTerms:
     for. Both give the same bits per link (the same IEEE operations in the same order).
     ``rows``: the whole layer's per link, once computed (``full``'s columns as tuples)."""
 
-    __slots__ = ("full", "k", "limit", "rows", "some", "table")
+    __slots__ = ("asked", "full", "k", "limit", "rows", "some", "table")
 
     def __init__(self, table: ValueTable, k: int) -> None:
         self.table = table
@@ -83,19 +86,23 @@ class _LayerTerms:
         self.rows: list[LinkTerms] | None = None
         self.some: dict[int, LinkTerms] = {}
         self.limit = max(_FULL_MIN, table.prep.n // _FULL_SHARE)
+        self.asked = 0  # links asked for so far, again or not
 
     def at(self, f: int) -> LinkTerms:
         rows = self.rows
         if rows is not None:
             return rows[f]
+        # (the many cabs of the simulator ask for the same few links again and again: the
+        # whole layer once they asked ``limit`` times, not once ``limit`` distinct links)
+        self.asked = asked = self.asked + 1
         got = self.some.get(f)
         if got is None:
             got = _link_terms(self.table, self.k, f)
             self.some[f] = got
-            if len(self.some) > self.limit:
-                full = _terms_at(self.table, self.k)
-                self.full, self.rows = full, list(zip(*full, strict=True))
-                self.some = {}
+        if asked > self.limit:
+            full = _terms_at(self.table, self.k)
+            self.full, self.rows = full, list(zip(*full, strict=True))
+            self.some = {}
         return got
 
 
@@ -148,6 +155,12 @@ def link_facts(prep: Prepared, e: int) -> LinkFacts:
     are no U-turn (whose end is not its start), in order. Read-only."""
     facts = _facts_of(prep)
     return facts.get(e) or _fill(prep, facts, e)
+
+
+def link_facts_of(prep: Prepared) -> dict[int, LinkFacts]:
+    """The facts of ``prep``'s links read so far, by link (:func:`link_facts` fills it): a
+    hot loop looks a link up there first, :func:`link_facts` where it is missing. Read-only."""
+    return _facts_of(prep)
 
 
 def _terms_of(table: ValueTable) -> dict[int, _LayerTerms]:
@@ -242,12 +255,14 @@ def _link_terms(table: ValueTable, k: int, f: int) -> LinkTerms:
 
 class _Walk:
     """One read-out's view of ``table`` and the passes it counts (:func:`successor_values`,
-    :func:`follow`): what every step reads, looked up once, and the allowed mask of the
-    minute of the last step (a route spends several steps in one minute)."""
+    :func:`follow`): what every step reads, looked up once, the allowed mask of the minute of
+    the last step (a route spends several steps in one minute) and the terms and slot of the
+    layer of the last step (a route spends a few steps in one layer)."""
 
     __slots__ = (
-        "facts", "last_pass", "layers", "mask", "minute0", "own", "pass_age", "prep", "raw",
-        "slots", "table", "top",
+        "at_k", "dt", "facts", "last_pass", "layers", "mask", "minute0", "own", "pass_age",
+        "prep", "prob", "rate_h", "raw", "slot", "slots", "table", "tau", "terms", "top",
+        "window_s", "with_age",
     )  # fmt: skip
 
     def __init__(
@@ -255,6 +270,7 @@ class _Walk:
     ) -> None:
         self.table = table
         self.prep = table.prep
+        self.dt = table.prep.step_s
         self.facts = _facts_of(table.prep)
         self.layers = _terms_of(table)
         self.minute0 = table.start_minute_of_week
@@ -262,12 +278,29 @@ class _Walk:
         self.last_pass = last_pass_s
         self.own = own_passes
         self.pass_age = table.pass_age_s
+        self.prob, self.window_s, self.rate_h = table.pickup_prob, table.window_s, table.rate_h
+        self.with_age = last_pass_s is not None or bool(own_passes) or self.pass_age is not None
         self.raw = -1.5  # the minute (floor) of ``mask``: none yet
         self.mask: list[bool] | Bool = []
         self.slots: list[int] | None = None
+        self.at_k = -1  # the layer of ``terms`` and ``slot``: none yet
+        self.terms: _LayerTerms | None = None
+        self.slot = 0
+        self.tau: list[float] | None = None
 
     def fact(self, e: int) -> LinkFacts:
         return self.facts.get(e) or _fill(self.prep, self.facts, e)
+
+    def _layer(self, k: int) -> _LayerTerms:
+        """The terms of layer ``k`` (kept for the table) and its slot, kept for the next step."""
+        terms = self.layers.get(k)
+        if terms is None:
+            terms = self.layers[k] = _LayerTerms(self.table, k)
+        slots = self.slots
+        if slots is None:
+            slots = self.slots = self.table.layer_slot.tolist()
+        self.terms, self.slot, self.at_k = terms, slots[k], k
+        return terms
 
     def scores(self, succ: list[int], t_rel_s: float) -> list[tuple[int, float]]:
         """``(f, Q_f)`` of the links of ``succ`` that may be entered at ``t_rel_s``, in order:
@@ -278,46 +311,63 @@ class _Walk:
         if raw != self.raw:
             self.mask, self.raw = allowed_list(self.table, minute), raw
         mask = self.mask
-        table = self.table
-        layer = math.floor(t_rel_s / self.prep.step_s + 0.5)
+        layer = math.floor(t_rel_s / self.dt + 0.5)
         k = layer if layer > 0 else 0
         if k > self.top:
             k = self.top
-        terms = self.layers.get(k)
-        if terms is None:
-            terms = self.layers[k] = _LayerTerms(table, k)
-        slots = self.slots
-        if slots is None:
-            slots = self.slots = table.layer_slot.tolist()
-        slot = slots[k]
-        prob, window_s, rate_h = table.pickup_prob, table.window_s, table.rate_h
-        last_pass, own, pass_age = self.last_pass, self.own, self.pass_age
-        with_age = last_pass is not None or bool(own) or pass_age is not None
+        terms = self.terms if k == self.at_k else self._layer(k)
+        assert terms is not None
+        slot = self.slot
+        prob = self.prob
         rows = terms.rows
-        fact = self.fact
         scored: list[tuple[int, float]] = []
+        if not self.with_age:
+            for f in succ:
+                if not mask[f]:
+                    continue
+                p = prob.item(slot, f)
+                gain, v_next, cost = terms.at(f) if rows is None else rows[f]
+                scored.append((f, p * gain + (1.0 - p) * v_next - cost))
+            return scored
+        window_s, rate_h = self.window_s, self.rate_h
+        last_pass, own, pass_age = self.last_pass, self.own, self.pass_age
+        tau = self.tau
         for f in succ:
             if not mask[f]:
                 continue
             p = prob.item(slot, f)
-            if with_age:
-                # (``item``: the same Python float as ``float(last_pass[f])``, no 0-d scalar)
-                last = last_pass.item(f) if last_pass is not None else -math.inf
-                if pass_age is not None:
-                    b = -pass_age.item(f)
-                    last = b if b > last else last
-                if own and f in own:
-                    b = own[f]
-                    last = b if b > last else last
-                age = t_rel_s - last
-                age = 0.0 if age < 0.0 else age
-                window = window_s.item(f)
-                if age < window:  # (then min(window, age) is age)
-                    rate = rate_h.item(slot, f)
-                    p = float(-_expm1(-rate * ((fact(f)[4] + age) / 3600.0)))
+            # (``item``: the same Python float as ``float(last_pass[f])``, no 0-d scalar)
+            last = last_pass.item(f) if last_pass is not None else -math.inf
+            if pass_age is not None:
+                b = -pass_age.item(f)
+                last = b if b > last else last
+            if own and f in own:
+                b = own[f]
+                last = b if b > last else last
+            age = t_rel_s - last
+            age = 0.0 if age < 0.0 else age
+            window = window_s.item(f)
+            if age < window:  # (then min(window, age) is age)
+                if tau is None:
+                    tau = self.tau = _tau_list(self.prep)
+                rate = rate_h.item(slot, f)
+                p = float(-_expm1(-rate * ((tau[f] + age) / 3600.0)))
             gain, v_next, cost = terms.at(f) if rows is None else rows[f]
             scored.append((f, p * gain + (1.0 - p) * v_next - cost))
         return scored
+
+
+#: per prepared graph, ``tau_s`` as a list (the same floats as ``float(tau_s[f])``)
+_TAU: weakref.WeakKeyDictionary[Prepared, list[float]] = weakref.WeakKeyDictionary()
+
+
+def _tau_list(prep: Prepared) -> list[float]:
+    got = _TAU.get(prep)
+    if got is None:
+        got = prep.tau_s.tolist()
+        with _LOCK:
+            _TAU[prep] = got
+    return got
 
 
 _expm1 = np.expm1
@@ -502,13 +552,26 @@ def follow(
         else:  # no U-turn, no link held max_visits times
             succ = [f for f in at[5] if visits.get(f, 0) < max_visits]
             scored = scores(succ, t) if succ else []
-            f = _choose(table, scored, live if live[e] else None, visits, spread, t)
+            if spread is None:  # _choose's pass, here: the same choice without its call
+                from_live = live[e]
+                f, best_q, new_f, new_q = -1, -math.inf, -1, -math.inf
+                for g, q in scored:
+                    if from_live and not live[g]:
+                        continue
+                    if f < 0 or q > best_q:
+                        f, best_q = g, q
+                    if g not in visits and (new_f < 0 or q > new_q):
+                        new_f, new_q = g, q
+                if new_f >= 0:
+                    f = new_f
+            else:
+                f = _choose(table, scored, live if live[e] else None, visits, spread, t)
         if f < 0:
             break  # nothing may be entered (or only a dead end is left: the route ends before)
         route.append(f)
-        f_m, f_s = (facts.get(f) or _fill(prep, facts, f))[3:5]
-        length += f_m
-        t += f_s
+        got = facts.get(f) or _fill(prep, facts, f)
+        length += got[3]
+        t += got[4]
         own[f] = t
         visits[f] = visits.get(f, 0) + 1
         e = f

@@ -32,7 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.planner.core import ValueTable, _interp
-from agent.planner.readout import link_facts
+from agent.planner.deadends import allowed_list
+from agent.planner.readout import link_facts, link_facts_of
 
 #: why a tick's route is the one it is
 NEW = "new"  # no previous route to keep (first tick, fallback before, cab left it)
@@ -306,32 +307,40 @@ def choose_route(
         return RouteChoice(prev, COMMITTED, value_new, value_prev)
     if new == prev:
         return RouteChoice(new, SAME, value_new, value_prev)
-    if value_new > value_prev + margin * abs(value_prev):
+    if switches(value_new, value_prev, margin):
         return RouteChoice(new, SWITCHED, value_new, value_prev)
     return RouteChoice(prev, KEPT, value_new, value_prev)
+
+
+def switches(value_new: float, value_previous: float, margin: float) -> bool:
+    """Is the new route better than the previous one by the margin (:func:`choose_route`)?"""
+    return value_new > value_previous + margin * abs(value_previous)
 
 
 def _enterable(table: ValueTable, start: int, t0_rel_s: float, route: tuple[int, ...]) -> bool:
     """Every link of ``route`` follows the one before along a legal turn and may be entered
     when the cab gets there (cruise flags, area, no-entry windows)."""
     prep = table.prep
-    if any(f < 0 or f >= prep.n for f in route):
-        return False
+    n = prep.n
+    for f in route:
+        if f < 0 or f >= n:
+            return False
+    facts = link_facts_of(prep)
     t = t0_rel_s
     e = start
     minute0 = table.start_minute_of_week
-    allowed = None
+    allowed: list[bool] | npt.NDArray[np.bool_] = []
     at = math.nan  # the whole minute ``allowed`` is of (allowed_at reads the floor alone)
     for f in route:
-        succ = link_facts(prep, e)[0]
-        if f not in succ:
+        if f not in (facts.get(e) or link_facts(prep, e))[0]:
             return False
         minute = minute0 + t / 60.0
-        if allowed is None or math.floor(minute) != at:
-            allowed = table.allowed_at(minute)
-            at = math.floor(minute)
+        raw = math.floor(minute)
+        if raw != at:
+            allowed = allowed_list(table, minute)
+            at = raw
         if not allowed[f]:
             return False
-        t += link_facts(prep, f)[4]
+        t += (facts.get(f) or link_facts(prep, f))[4]
         e = f
     return True

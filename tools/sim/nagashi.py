@@ -23,11 +23,11 @@ from agent.planner import (
     Spread,
     ValueTable,
     policy_step,
-    route_from_table,
     solve,
     with_fleet,
 )
 from agent.planner.fleet import CLAIM_HORIZON_S, SnapshotReadout
+from agent.planner.plan import route_only_from_table
 from agent.planner.readout import spread_salt_of
 from agent.tick_recent import RECENT_NO_SNAPSHOT
 from models import RecentCounts
@@ -129,9 +129,10 @@ class NagashiRoutePolicy(NagashiPolicy):
         self, taxi: int, link: int, t_s: float, previous: list[int] | None
     ) -> list[int]:
         """The route of agent.planner.plan_from_table (the driver's plan), without the
-        coordinates and directions it shows, read from the end of ``link`` at ``t_s``;
+        coordinates and directions it shows or the hysteresis' figures
+        (agent.planner.plan.route_only_from_table), read from the end of ``link`` at ``t_s``;
         ``previous``: the route shown before (global ids) for the hysteresis."""
-        route, _ = route_from_table(
+        return route_only_from_table(
             self._table_for(taxi, t_s),
             int(self.world.graph.edge_id[link]),
             1.0,  # decided at the end of the link
@@ -141,7 +142,6 @@ class NagashiRoutePolicy(NagashiPolicy):
             committed_links=1 if previous else 0,
             spread=self._spread_for(taxi, t_s),
         )
-        return route
 
     def _spread_for(self, taxi: int, t_s: float) -> Spread | None:
         """The read-out's spread of this cab at ``t_s`` (None here: ``argmax Q``)."""
