@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agent.planner import ValueTable
-from agent.planner.readout import _LayerTerms, _link_terms, _terms_at
+from agent.planner.readout_terms import _LayerTerms, _link_terms, _terms_at
 from tests.conftest import EVENING_MINUTE
 
 MINUTE = EVENING_MINUTE  # Tuesday 17:00: the minute of the session's tables
