@@ -366,3 +366,22 @@ def test_bench_cruise_city_case_reports_its_figures(
     assert out["agent_workspace_mb"] > 0 and out["agent_step_s"] == 20.0  # as bundles ship
     if out["backward_pass"] == "numba":
         assert out["plans_bit_identical"] == "2/2"
+
+
+def test_the_agent_memory_child_reports_its_own_peak_not_its_parents(
+    manhattan_tiles: Path, manhattan_demand: Path
+) -> None:
+    """The child is spawned (fork, then exec): ``ru_maxrss`` would carry the parent's peak
+    into it. With 300 MB more held here, the child's peak must stay far below that."""
+    from agent import bench_cruise
+
+    p = argparse.ArgumentParser()
+    bench_cruise.add_arguments(p)
+    args = p.parse_args(
+        ["--tiles", str(manhattan_tiles), "--demand", str(manhattan_demand), "--case", "city",
+         "--districts", "1", "--cases", "1"]
+    )  # fmt: skip
+    ballast = np.ones(37_500_000)  # 300 MB, written: resident (this process holds more)
+    got = bench_cruise.agent_memory(args, manhattan_tiles, manhattan_demand)
+    assert float(ballast[-1]) == 1.0
+    assert got["agent_rss_mb_city_loaded"] <= got["agent_peak_rss_mb"] < 380.0
