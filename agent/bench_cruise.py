@@ -316,10 +316,8 @@ def _rss_now_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
-    """This process's own peak resident set: ``VmHWM`` of ``/proc/self/status``, which starts
-    again at ``exec``. (``ru_maxrss`` does not: Linux keeps it across ``execve``, so a spawned
-    child reported its parent's peak from the fork, the whole bench's.) Elsewhere
-    ``ru_maxrss``."""
+    """This process's own peak RSS: ``VmHWM``, which starts again at ``exec`` (Linux keeps
+    ``ru_maxrss`` across it: a spawned child got the bench's peak); elsewhere ``ru_maxrss``."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
