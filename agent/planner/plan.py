@@ -176,17 +176,7 @@ def route_only_from_table(
     e0, _, t0_rel = _start(table, start_edge_id, fraction, minute_of_week)
 
     def read(prefix: tuple[int, ...] = (), max_edges: int = params.max_route_edges) -> list[int]:
-        return follow(
-            table,
-            e0,
-            t0_rel,
-            params.route_min_m,
-            params.route_min_s,
-            max_edges,
-            max_visits=params.route_max_visits,
-            prefix=prefix,
-            spread=spread,
-        )[0]
+        return _follow(table, e0, t0_rel, params, spread, prefix, max_edges)[0]
 
     if not previous_route:  # (choose_route: no previous route, NEW)
         return read()
@@ -224,6 +214,30 @@ def _start(
     return e0, rest_s, (minute_of_week - table.start_minute_of_week) * 60.0 + rest_s
 
 
+def _follow(
+    table: ValueTable,
+    e0: int,
+    t0_rel: float,
+    params: PlannerParams,
+    spread: Spread | None,
+    prefix: tuple[int, ...],
+    max_edges: int,
+) -> tuple[list[int], float, float]:
+    """:func:`follow` with the plan's route rules (``params``' minimum length and duration,
+    visits per link), after ``prefix``, at most ``max_edges`` links."""
+    return follow(
+        table,
+        e0,
+        t0_rel,
+        params.route_min_m,
+        params.route_min_s,
+        max_edges,
+        max_visits=params.route_max_visits,
+        prefix=prefix,
+        spread=spread,
+    )
+
+
 def _read_route(
     table: ValueTable,
     e0: int,
@@ -237,17 +251,7 @@ def _read_route(
     read-out of ``argmax Q``, or the route shown before where the hysteresis keeps it."""
 
     def read(prefix: tuple[int, ...] = ()) -> tuple[list[int], float, float]:
-        return follow(
-            table,
-            e0,
-            t0_rel,
-            params.route_min_m,
-            params.route_min_s,
-            params.max_route_edges,
-            max_visits=params.route_max_visits,
-            prefix=prefix,
-            spread=spread,
-        )
+        return _follow(table, e0, t0_rel, params, spread, prefix, params.max_route_edges)
 
     route, length, duration = read()
     if previous_route is None:

@@ -7,6 +7,7 @@ committed) and previous routes that are not usable or cannot be entered."""
 from __future__ import annotations
 
 from collections import Counter
+from itertools import product
 
 import numpy as np
 
@@ -43,29 +44,13 @@ def test_route_only_is_the_route_of_route_from_table(
                 [-1, *ids],  # a link outside the table: unusable
             ]
             later = minute + float(rng.uniform(0.1, 1.0))  # the next tick, another layer
-            for before in shown_before:
-                for at in (minute, later):
-                    for committed in (0, 1, 3):
-                        want, choice = route_from_table(
-                            table,
-                            gid,
-                            1.0,
-                            at,
-                            params,
-                            previous_route=before,
-                            committed_links=committed,
-                        )
-                        got = route_only_from_table(
-                            table,
-                            gid,
-                            1.0,
-                            at,
-                            params,
-                            previous_route=before,
-                            committed_links=committed,
-                        )
-                        assert got == want, (e, before, at, committed)
-                        if choice is not None:
-                            reasons[choice.reason] += 1
+            # each previous route, at both times, committed to 0, 1 or 3 links
+            for prev, at, k in product(shown_before, (minute, later), (0, 1, 3)):
+                case = (table, gid, 1.0, at, params)
+                want, choice = route_from_table(*case, previous_route=prev, committed_links=k)
+                got = route_only_from_table(*case, previous_route=prev, committed_links=k)
+                assert got == want, (e, prev, at, k)
+                if choice is not None:
+                    reasons[choice.reason] += 1
     # every decision was met (else the comparison above would not cover it)
     assert all(reasons[r] > 0 for r in (NEW, SAME, SWITCHED, KEPT, COMMITTED)), reasons
