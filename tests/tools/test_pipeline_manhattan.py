@@ -1,7 +1,7 @@
 """The whole release pipeline on the real Manhattan data: pipelines/manhattan.yaml itself, with
 only the expensive sizes made small (the recent-demand model: the GLM alone, 2 cross-fitting
 folds, still 15-minute slots on 04-01..04-23 and gated on 04-24..04-30; the planner gate on one
-held-out day, 30 cabs for 6 minutes, 2 seeds: the gate's intervals need two runs).
+held-out day, 30 cabs for 3 minutes, 2 seeds: the gate's intervals need two runs).
 
 Run it, run it again (nothing recomputed), change one parameter (only its dependants re-run),
 reproduce the first run from its record (same bundle bytes), compare runs side by side, and
@@ -30,8 +30,9 @@ SMALL = {
     # the fastest recent-model config that still trains (and gates) a real model
     "train": {"kinds": ["poisson"], "folds": 2},
     # the gate's policy is nagashi-agent (the agent's own tick in every cab, ~2.3 CPU-s per
-    # cab-hour): 30 cabs for 6 minutes keep each run of the step to seconds
-    "simulate": {"seeds": 2, "hours": 0.1, "taxis": 30, "days": "2014-04-22"},
+    # cab-hour): 30 cabs for 3 minutes keep each run of the step to seconds (it runs three
+    # times in this module; 6 minutes made it the longest step, 23 s of the first run's 36)
+    "simulate": {"seeds": 2, "hours": 0.05, "taxis": 30, "days": "2014-04-22"},
 }
 STEPS = [
     "tiles", "trips", "demand", "train", "evaluate", "params", "gate-demand", "simulate",
@@ -146,7 +147,7 @@ def test_gates_decide_what_ships_and_whether_it_is_published(
         assert report.status == "refused" and not release["passed"]
         assert "planner gate failed" in str(report.error) and "hotspot" in str(report.error)
         # the refusal says what the gate measured: held-out passengers, demand from other days
-        assert "held-out passengers 2014-04-22 17:00-17:06" in str(report.error)
+        assert "held-out passengers 2014-04-22 17:00-17:03" in str(report.error)
         assert "demand from 2014-04-01..2014-04-20" in str(report.error)
         assert receipt["published"] is False and "manhattan" not in published
 
