@@ -3,11 +3,15 @@ p50/p95, peak RSS.
 
 Each case is what the agent does per tick: load the links within the radius, map-match the fix,
 cut the TickDemand for the horizon, solve the MDP and read out the plan (``plan_ms``: the path
-the agent runs, compiled when the ``jit`` extra is installed and warmed up). In the same run,
+the agent runs: the C pass where the install built it, else numba's when the ``jit`` extra is
+installed and warmed up). In the same run,
 per case and interleaved, on the same arrays (the kernel that plan solved):
 
 * ``plan_numpy_ms``: the same plan on the numpy path (when the compiled one is available);
-* ``backward_ms`` / ``backward_numpy_ms``: the value iteration alone (``core._backward_pass``);
+* ``backward_ms`` / ``backward_numpy_ms``: the value iteration alone (``core._backward_pass``)
+  on the path the agent runs (``backward_pass``: ``c`` where the install built
+  ``agent/planner/_vi.c``, else ``numba``) and on numpy; ``backward_numba_ms``: numba's pass
+  too, where the agent runs the C one and numba is installed;
 * ``kernel_ms``, the peer: the minimal kernel, the per-layer successor maximum alone over the
   same layers (``np.maximum`` per out-degree rank, as the numpy path does it); reported as the
   ratios ``plan / kernel`` and ``value iteration / kernel`` of medians (issue 20: goal 3x);
@@ -173,6 +177,7 @@ class _Samples:
     plan_numpy_ms: list[float] = field(default_factory=list)
     backward_ms: list[float] = field(default_factory=list)
     backward_numpy_ms: list[float] = field(default_factory=list)
+    backward_numba_ms: list[float] = field(default_factory=list)
     kernel_ms: list[float] = field(default_factory=list)
     kernel_numba_ms: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
@@ -215,8 +220,11 @@ def _measure(
             if jit is not None:
                 s.backward_ms.append(_ms(jit, kn, ws))
             s.backward_numpy_ms.append(_ms(core._backward_pass, kn, ws))
+            numba = kernel_jit.warm_up()  # (loaded by run(): returns it)
+            if numba is not None and numba is not jit:  # the agent runs the C pass: numba too
+                s.backward_numba_ms.append(_ms(numba, kn, ws))
     s.kernel_ms.append(_ms(successor_max_kernel, kn))
-    if jit is not None:
+    if kernel_jit.warm_up() is not None:
         from agent.planner._kernel_min import successor_max_only
 
         s.kernel_numba_ms.append(_ms(successor_max_only, kn))
@@ -346,7 +354,8 @@ def _agent_memory(args: argparse.Namespace, tiles: str, demand_dir: str, out: An
     from tiles import TileStore
 
     base = _rss_now_mb()
-    kernel_jit.warm_up()
+    if kernel_jit.ready() is None:  # as core: numba's warm-up only where there is no C pass
+        kernel_jit.warm_up()
     warm = _rss_now_mb()
     table = DemandTable.load(Path(demand_dir))
     with TileStore(Path(tiles)) as store:
@@ -407,9 +416,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     t = time.perf_counter()
-    jit = kernel_jit.warm_up()  # compile or load it now: never inside a timed plan
+    numba = kernel_jit.warm_up()  # compile or load it now: never inside a timed plan
     warm_up_s = time.perf_counter() - t
-    if jit is not None:  # the compiled minimal kernel too (the agent's warm-up leaves it out)
+    jit = kernel_jit.ready()  # the pass the agent runs: C where built, else numba's
+    if numba is not None:  # the compiled minimal kernel too (the agent's warm-up leaves it out)
         from agent.planner._kernel_min import successor_max_only
         from agent.planner.core import _Kernel
 
@@ -438,8 +448,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dropoff_product(jit: Any) -> str:
+    from agent.planner import kernel_jit
+
     if jit is None:
         return "numpy"
+    if kernel_jit.compiled_pass() == "c":
+        return "blas"  # the C pass calls numpy's cblas_dgemv (kernel_c checked it first)
     from agent.planner import _kernel_numba
 
     return "blas" if _kernel_numba.USE_GEMV else "objmode"
@@ -478,7 +492,7 @@ def _report(
         "speed_factor": round(params.speed_factor, 4),
         "links_in_radius_p50": int(np.median(s.sizes)),
         "route_length_m_p50": round(statistics.median(s.lengths), 1),
-        "backward_pass": "numba" if jit is not None else "numpy",
+        "backward_pass": kernel_jit.compiled_pass(),
         # the compiled pass's drop-off product: numpy's BLAS called directly, or np.matmul
         # in object mode once a layer (kernel_jit's warm-up decides)
         "dropoff_product": _dropoff_product(jit),
@@ -490,6 +504,7 @@ def _report(
         **_figures(s.plan_numpy_ms, "plan_numpy_ms"),
         **_figures(s.backward_ms, "backward_ms"),
         **_figures(s.backward_numpy_ms, "backward_numpy_ms"),
+        **_figures(s.backward_numba_ms, "backward_numba_ms"),
         **_figures(s.kernel_ms, "kernel_ms"),
         "ratio_plan_to_kernel_p50": round(p50 / k50, 2) if k50 > 0 else None,
         "ratio_backward_to_kernel_p50": round(b50 / k50, 2) if k50 > 0 else None,

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.planner._kernel_numba import columns_flat, njit, rank_max
+from agent.planner._kernel_arrays import columns_flat
+from agent.planner._kernel_numba import njit, rank_max
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel

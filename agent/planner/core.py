@@ -310,13 +310,21 @@ def _backward_pass(kn: _Kernel, ws: Workspace | None = None) -> tuple[F64, F64, 
     in a fixed order (bit-identical). ``V`` and ``C`` are kept in ``ws`` between plans when
     given (:mod:`agent.planner.workspace`: the returned arrays are then the workspace's).
 
-    With numba (the ``jit`` extra) the same arithmetic runs compiled
-    (:mod:`agent.planner.kernel_jit`, bit-identical), once its warm-up, started in the
-    background by the first pass, has finished."""
+    Where the install built it, the same arithmetic runs in C (:mod:`agent.planner.kernel_c`,
+    bit-identical, no warm-up); else with numba (the ``jit`` extra: :mod:`agent.planner.kernel_jit`,
+    bit-identical), once its warm-up, started in the background by the first pass, has
+    finished; else on numpy (:func:`_numpy_backward_pass`)."""
     jit = kernel_jit.ready()
     if jit is not None:
         return jit(kn, ws)
     kernel_jit.start_warm_up()
+    return _numpy_backward_pass(kn, ws)
+
+
+def _numpy_backward_pass(
+    kn: _Kernel, ws: Workspace | None = None
+) -> tuple[F64, F64, F64, F64, F64]:
+    """:func:`_backward_pass` on numpy (the reference the compiled passes give the bits of)."""
     b = _allocate(kn, ws)
     u_out_next = 0.0
     for k in range(kn.n_layers - 1, -1, -1):

@@ -61,17 +61,40 @@ def available() -> bool:
 
 
 def status() -> dict[str, Any]:
-    return {"state": _state if available() else "unavailable", "error": _error}
+    """numba's state and error, and which pass :func:`ready` gives (``"pass"``) with the C
+    pass's own state (``"c"``)."""
+    from agent.planner import kernel_c
+
+    return {
+        "state": _state if available() else "unavailable",
+        "error": _error,
+        "pass": compiled_pass(),
+        "c": kernel_c.status(),
+    }
 
 
 _suspended = threading.local()
 
 
 def ready() -> BackwardPass | None:
-    """The compiled backward pass if it is ready, else None (never blocks, never compiles)."""
-    if _compiled is None or getattr(_suspended, "on", False):
+    """The compiled backward pass if one is ready, else None (never blocks, never compiles):
+    the C pass (:mod:`agent.planner.kernel_c`, loaded on the first call, about a millisecond)
+    where the install built it, else numba's once its warm-up has finished."""
+    if getattr(_suspended, "on", False) or os.environ.get("NAGASHI_JIT") == "0":
         return None
-    return None if os.environ.get("NAGASHI_JIT") == "0" else _compiled
+    from agent.planner import kernel_c
+
+    if kernel_c.ready():
+        return kernel_c.backward_pass
+    return _compiled
+
+
+def compiled_pass() -> str:
+    """Which backward pass :func:`ready` gives now: ``"c"``, ``"numba"`` or ``"numpy"``."""
+    got = ready()
+    if got is None:
+        return "numpy"
+    return "numba" if got is _compiled else "c"
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The compiled backward pass (numba, the ``jit`` extra) equals the numpy one bit for bit, and the
+"""The numba-compiled backward pass (the ``jit`` extra) equals the numpy one bit for bit, and the
 planner falls back to numpy without it (issue 20)."""
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ def _cases(store: TileStore, k: int) -> list[tuple[float, float, float, float]]:
         lat = float(full.u_lat[e] + f * (full.v_lat[e] - full.u_lat[e]))
         out.append((lon, lat, float(full.bearing_start[e]), float(rng.uniform(0, 7 * 1440))))
     return out
+
+
+@pytest.fixture(autouse=True)
+def _numba_not_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are numba's: the C pass (tests/agent/test_kernel_c.py) is turned off."""
+    monkeypatch.setenv("NAGASHI_KERNEL_C", "0")
 
 
 def _numpy_only(monkeypatch: pytest.MonkeyPatch) -> None:

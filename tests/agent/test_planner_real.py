@@ -248,7 +248,7 @@ def test_bench_cruise_reports_its_figures(manhattan_tiles: Path, manhattan_deman
     assert out["ratio_plan_to_kernel_p50"] == pytest.approx(
         out["plan_ms_p50"] / out["kernel_ms_p50"], rel=0.02
     )
-    if out["backward_pass"] == "numba":  # the compiled path and the numpy one, same plans
+    if out["backward_pass"] != "numpy":  # the compiled path and the numpy one, same plans
         assert out["plans_bit_identical"] == "4/4" and out["backward_ms_p50"] > 0
         # and against the compiled minimal kernel, the compiled pass's own peer
         assert out["kernel_numba_ms_p50"] > 0
@@ -364,7 +364,7 @@ def test_bench_cruise_city_case_reports_its_figures(
     assert 0 < out["agent_rss_mb_imports"] <= out["agent_rss_mb_city_loaded"]
     assert out["agent_rss_mb_city_loaded"] <= out["agent_peak_rss_mb"]
     assert out["agent_workspace_mb"] > 0 and out["agent_step_s"] == 20.0  # as bundles ship
-    if out["backward_pass"] == "numba":
+    if out["backward_pass"] != "numpy":
         assert out["plans_bit_identical"] == "2/2"
 
 

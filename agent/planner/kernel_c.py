@@ -1,0 +1,200 @@
+"""The backward pass of :mod:`agent.planner.core` in C (``agent/planner/_vi.c``), for the cab.
+
+The same arithmetic, in the same order, as the numpy path and the numba one
+(:mod:`agent.planner.kernel_jit` says why those give the same bits; the C file is
+``_kernel_numba._run_gemv`` statement for statement, built with ``-ffp-contract=off``), so the
+values are bit-identical (tests/agent/test_kernel_c.py compares the three on real cases). It
+needs neither numba nor LLVM: the shared library is built by ``pip install`` (``setup.py``,
+optional: without a C compiler the install goes on and the numpy path runs) and loaded here
+with ctypes in about a millisecond, so there is no warm-up and no JIT memory (numba and LLVM
+hold about 130 MB).
+
+The drop-off product ``p_in @ u`` is numpy's own ``cblas_dgemv`` (its address is passed to the
+C code); :func:`load` checks first that it gives ``np.matmul``'s bits on random matrices, as
+the numba path's warm-up does, and the C pass is used only then. ``NAGASHI_KERNEL_C=0`` turns
+it off (the numba pass, or numpy, runs instead).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agent.planner._kernel_arrays import Arrays, Work, gemv_layout, pass_inputs
+
+if TYPE_CHECKING:
+    from agent.planner.core import _Kernel
+    from agent.planner.workspace import Workspace
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_D = ctypes.c_double
+
+#: ``Pass`` of ``_vi.c``, field for field
+_FIELDS: list[tuple[str, Any]] = [
+    *((name, _I) for name in (
+        "n_layers", "n", "nc1", "n_cz", "n_early", "n_deg", "n_members", "n_full", "top_k",
+        "n_cells",
+    )),
+    *((name, _P) for name in (
+        "v_off", "v_wpos", "v_wneg", "c_off", "c_wpos", "c_wneg", "fare", "cost", "prob",
+        "prob_early", "penalty", "layer_slot", "layer_minute", "srcs", "col_flat", "col_start",
+        "col_len", "members", "member_cell", "inv_count", "empty", "full_idx", "p_out",
+        "top_idx", "top_val",
+    )),
+    *((name, _D) for name in ("share", "inv_n", "inv_nc1", "inv_full")),
+    ("p_in", _P),
+    ("order", _I),
+    ("lda", _I),
+    ("gemv", _P),
+    *((name, _P) for name in (
+        "vflat", "cflat", "row_mean", "cont_mean", "slope_v", "slope_c", "exit_value", "q_ext",
+        "best", "u", "ufull", "dot",
+    )),
+]  # fmt: skip
+
+
+class _Pass(ctypes.Structure):
+    _fields_ = _FIELDS
+
+
+_lock = threading.Lock()
+_lib: Any = None
+_gemv_addr: int | None = None
+_state = "idle"  # idle -> ready | unavailable | failed
+_error: str | None = None
+
+
+def enabled() -> bool:
+    """Not turned off (``NAGASHI_KERNEL_C=0``; ``NAGASHI_JIT=0`` turns off every compiled
+    pass: the numpy path alone)."""
+    return os.environ.get("NAGASHI_KERNEL_C", "1") != "0" and os.environ.get("NAGASHI_JIT") != "0"
+
+
+def library_path() -> str | None:
+    """The built shared library, or None when the install could not build it."""
+    spec = importlib.util.find_spec("agent.planner._vi")
+    return None if spec is None or not spec.origin else spec.origin
+
+
+def _numpy_gemv() -> int | None:
+    """The address of numpy's BLAS ``cblas_dgemv`` with 64-bit integers (the function numpy's
+    ``matmul`` calls for a matrix times a vector), or None."""
+    try:
+        lib = ctypes.CDLL(importlib.import_module("numpy._core._multiarray_umath").__file__)
+    except (ImportError, OSError):
+        return None
+    for name in ("scipy_cblas_dgemv64_", "cblas_dgemv64_"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            addr = ctypes.cast(fn, ctypes.c_void_p).value
+            if addr:
+                return int(addr)
+    return None
+
+
+def load() -> bool:
+    """Load the library and check its drop-off product against ``np.matmul`` (once; thread-
+    safe). True when the C pass is ready."""
+    global _lib, _gemv_addr, _state, _error
+    with _lock:
+        if _state != "idle":
+            return _state == "ready"
+        path = library_path()
+        gemv = _numpy_gemv()
+        if path is None or gemv is None:
+            _state = "unavailable"
+            _error = "not built" if path is None else "numpy's cblas_dgemv not found"
+            return False
+        try:
+            lib = ctypes.CDLL(path)
+            lib.nagashi_backward.argtypes = [ctypes.POINTER(_Pass)]
+            lib.nagashi_backward.restype = ctypes.c_int
+            lib.nagashi_gemv.argtypes = [_P, _I, _I, _P, _I, _P, _P]
+            lib.nagashi_gemv.restype = None
+            if not _gemv_matches_numpy(lib, gemv):
+                _state, _error = "failed", "cblas_dgemv does not give np.matmul's bits"
+                return False
+        except (OSError, AttributeError) as e:
+            _state, _error = "failed", f"{type(e).__name__}: {e}"
+            return False
+        _lib, _gemv_addr, _state = lib, gemv, "ready"
+        return True
+
+
+def status() -> dict[str, Any]:
+    return {"state": _state if enabled() else "disabled", "error": _error}
+
+
+def ready() -> bool:
+    """The C pass may run now (loaded, checked and not turned off); loads it the first time."""
+    return enabled() and (_state == "ready" or (_state == "idle" and load()))
+
+
+def _gemv_matches_numpy(lib: Any, gemv: int, seed: int = 20) -> bool:
+    """The C code's call of ``cblas_dgemv`` gives ``np.matmul``'s bits on random drop-off
+    matrices of several sizes: rows contiguous, a column slice of a wider matrix (as
+    ``TickDemand.dropoff[:, :n_cells]``) and columns contiguous."""
+    rng = np.random.default_rng(seed)
+    for m in (1, 2, 7, 48, 131):
+        wide = rng.random((m, m + 1)) * rng.choice([1e-3, 1.0])
+        wide /= wide.sum(axis=1, keepdims=True)
+        u = rng.normal(size=m) * 40.0
+        for p_in in (np.ascontiguousarray(wide[:, :m]), wide[:, :m], np.asfortranarray(wide)):
+            p_in = p_in[:, :m]
+            lay = gemv_layout(p_in)
+            if lay is None:
+                return False
+            out = np.zeros(m)
+            lib.nagashi_gemv(gemv, lay[0], m, p_in.ctypes.data, lay[1], u.ctypes.data,
+                             out.ctypes.data)  # fmt: skip
+            if out.tobytes() != np.matmul(p_in, u).tobytes():
+                return False
+    return True
+
+
+def _ptr(a: np.ndarray[Any, Any]) -> int:
+    return int(a.ctypes.data)
+
+
+def _struct(kn: _Kernel, a: Arrays, w: Work, lay: tuple[int, int]) -> _Pass:
+    s = _Pass()
+    s.n_layers, s.n, s.nc1 = int(kn.n_layers), a.n, a.nc1
+    s.n_cz, s.n_early = int(a.v_off.shape[0]), int(a.prob_early.shape[0])
+    s.n_deg, s.n_members = int(a.col_len.shape[0]), int(a.members.shape[0])
+    s.n_full, s.top_k, s.n_cells = int(a.full_idx.shape[0]), int(a.top_idx.shape[0]), a.nc1 - 1
+    for name in (
+        "v_off", "v_wpos", "v_wneg", "c_off", "c_wpos", "c_wneg", "fare", "cost", "prob",
+        "prob_early", "penalty", "layer_slot", "layer_minute", "srcs", "col_flat", "col_start",
+        "col_len", "members", "member_cell", "inv_count", "empty", "full_idx", "p_out",
+        "top_idx", "top_val",
+    ):  # fmt: skip
+        setattr(s, name, _ptr(getattr(a, name)))
+    s.share, s.inv_n, s.inv_nc1, s.inv_full = a.share, a.inv_n, a.inv_nc1, a.inv_full
+    s.p_in = _ptr(kn.p_in) if kn.p_in.size else None
+    s.order, s.lda = lay
+    s.gemv = _gemv_addr
+    for name in Work._fields:
+        setattr(s, name, _ptr(getattr(w, name)))
+    return s
+
+
+def backward_pass(kn: _Kernel, ws: Workspace | None = None) -> tuple[Any, Any, Any, Any, Any]:
+    """``core._backward_pass`` in C: the same results, bit for bit (``V`` and ``C`` kept in
+    ``ws`` when given). Falls back to the numpy path where numpy itself would not call BLAS for
+    the drop-off product (a matrix neither row- nor column-contiguous)."""
+    from agent.planner import core
+
+    lay = gemv_layout(kn.p_in)
+    if lay is None or not ready():
+        return core._numpy_backward_pass(kn, ws)
+    values, cont, a, w = pass_inputs(kn, ws)
+    s = _struct(kn, a, w, lay)
+    if _lib.nagashi_backward(ctypes.byref(s)) != 0:  # pragma: no cover - checked by load()
+        return core._numpy_backward_pass(kn, ws)
+    return values, cont, w.exit_value, w.slope_v, w.slope_c

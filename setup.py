@@ -1,0 +1,17 @@
+"""The planner's C backward pass (agent/planner/_vi.c, loaded with ctypes by
+agent/planner/kernel_c.py). Optional: where it cannot be compiled, the install goes on and the
+planner runs its numpy path (the same plans, slower)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "agent.planner._vi",
+            sources=["agent/planner/_vi.c"],
+            # the same bits as numpy: no fused multiply-add, no reassociation
+            extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+            optional=True,
+        )
+    ]
+)
