@@ -105,6 +105,10 @@ def load() -> bool:
     with _lock:
         if _state != "idle":
             return _state == "ready"
+        changed = _changed_inputs()
+        if changed:  # a new input of the value iteration: this C code does not know it
+            _state, _error = "failed", f"the kernel's inputs changed: {changed}"
+            return False
         path = library_path()
         gemv = _numpy_gemv()
         if path is None or gemv is None:
@@ -125,6 +129,17 @@ def load() -> bool:
             return False
         _lib, _gemv_addr, _state = lib, gemv, "ready"
         return True
+
+
+def _changed_inputs() -> list[str]:
+    """The fields of ``core._Kernel`` that are not the ones this pass was written for
+    (:data:`agent.planner.kernel_jit.KNOWN_FIELDS`, the numba pass's list too)."""
+    import dataclasses
+
+    from agent.planner.core import _Kernel
+    from agent.planner.kernel_jit import KNOWN_FIELDS
+
+    return sorted({f.name for f in dataclasses.fields(_Kernel)} ^ KNOWN_FIELDS)
 
 
 def status() -> dict[str, Any]:

@@ -120,6 +120,14 @@ def test_a_library_that_is_not_there_is_the_numpy_path(monkeypatch: pytest.Monke
     _same(core._numpy_backward_pass(kn), kernel_c.backward_pass(kn))  # the numpy path
 
 
+def test_a_new_kernel_input_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_c, "_state", "idle")
+    monkeypatch.setattr(kernel_jit, "KNOWN_FIELDS", kernel_jit.KNOWN_FIELDS - {"p_out"})
+    assert not kernel_c.ready()
+    st = kernel_c.status()
+    assert st["state"] == "failed" and "p_out" in str(st["error"])
+
+
 def test_a_fresh_agent_process_plans_in_c_without_numba(
     manhattan: tuple[TileStore, Any], manhattan_tiles: Path, manhattan_demand: Path
 ) -> None:
