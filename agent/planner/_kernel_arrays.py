@@ -5,6 +5,7 @@ pass. No numba here: the C pass runs without it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -168,3 +169,57 @@ def pass_inputs(kn: _Kernel, ws: Workspace | None) -> tuple[Any, Any, Arrays, Wo
         dot=np.zeros(kn.n_cells, dtype=np.float64),
     )
     return values, cont, a, w
+
+
+def numpy_gemv_address() -> int | None:
+    """The address of numpy's BLAS ``cblas_dgemv`` with 64-bit integers (the function numpy's
+    ``matmul`` calls for a matrix times a vector; the library is among the dependencies of
+    numpy's extension module), or None."""
+    import ctypes
+    import importlib
+
+    try:
+        lib = ctypes.CDLL(importlib.import_module("numpy._core._multiarray_umath").__file__)
+    except (ImportError, OSError):
+        return None
+    for name in ("scipy_cblas_dgemv64_", "cblas_dgemv64_"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            addr = ctypes.cast(fn, ctypes.c_void_p).value
+            if addr:
+                return int(addr)
+    return None
+
+
+#: the sizes :func:`gemv_matches_numpy` checks (the C pass checks on the first plan, so not
+#: the city's 432 cells: 13 ms of the check's 15; numba's warm-up runs in the background)
+GEMV_CHECK_SIZES = (1, 2, 7, 48, 131, 432)
+
+
+def gemv_matches_numpy(
+    call: Callable[[Any, Any, Any, int, int], None],
+    seed: int = 20,
+    sizes: tuple[int, ...] = GEMV_CHECK_SIZES,
+) -> bool:
+    """A compiled pass's direct call of ``cblas_dgemv`` (``call(p_in, u, out, order, lda)``
+    writes ``p_in @ u`` into ``out``) gives ``np.matmul``'s bits on random drop-off matrices of
+    ``sizes``, rows contiguous, a column slice of a wider matrix (as
+    ``TickDemand.dropoff[:, :n_cells]``) and columns contiguous."""
+    rng = np.random.default_rng(seed)
+    for m in sizes:
+        wide = rng.random((m, m + 1)) * rng.choice([1e-3, 1.0])
+        wide /= wide.sum(axis=1, keepdims=True)
+        u = rng.normal(size=m) * 40.0
+        for p_in in (
+            np.ascontiguousarray(wide[:, :m]),
+            wide[:, :m],
+            np.asfortranarray(wide[:, :m]),
+        ):
+            lay = gemv_layout(p_in)
+            if lay is None:
+                return False
+            out = np.zeros(m)
+            call(p_in, u, out, *lay)
+            if out.tobytes() != np.matmul(p_in, u).tobytes():
+                return False
+    return True

@@ -12,9 +12,15 @@ import numba
 import numpy as np
 from numba import types
 
-from agent.planner._kernel_arrays import COL_MAJOR as COL_MAJOR
-from agent.planner._kernel_arrays import NO_TRANS, Arrays, Work, gemv_layout, pass_inputs
-from agent.planner._kernel_arrays import ROW_MAJOR as ROW_MAJOR
+from agent.planner._kernel_arrays import (
+    NO_TRANS,
+    Arrays,
+    Work,
+    gemv_layout,
+    numpy_gemv_address,
+    pass_inputs,
+)
+from agent.planner._kernel_arrays import gemv_matches_numpy as _gemv_matches
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
@@ -47,25 +53,15 @@ _gemv: Any = types.ExternalFunction(
 
 
 def _register_gemv() -> bool:
-    """Find numpy's BLAS ``cblas_dgemv`` with 64-bit integers (the library numpy's
-    ``matmul`` calls) and register it as :data:`GEMV_SYMBOL`; False when there is none."""
-    import ctypes
-    import importlib
-
+    """Register numpy's BLAS ``cblas_dgemv`` with 64-bit integers (the function numpy's
+    ``matmul`` calls) as :data:`GEMV_SYMBOL`; False when there is none."""
     import llvmlite.binding as llvm
 
-    try:  # the BLAS library numpy links is among its extension module's dependencies
-        lib = ctypes.CDLL(importlib.import_module("numpy._core._multiarray_umath").__file__)
-    except (ImportError, OSError):
+    addr = numpy_gemv_address()
+    if addr is None:
         return False
-    for name in ("scipy_cblas_dgemv64_", "cblas_dgemv64_"):
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            addr = ctypes.cast(fn, ctypes.c_void_p).value
-            if addr:
-                llvm.add_symbol(GEMV_SYMBOL, addr)
-                return True
-    return False
+    llvm.add_symbol(GEMV_SYMBOL, addr)
+    return True
 
 
 #: the compiled pass calls BLAS itself (else: object mode for ``np.matmul``); set by
@@ -338,29 +334,9 @@ def _gemv_once(p_in: Any, u: Any, out: Any, order: int, lda: int) -> None:  # pr
 
 
 def gemv_matches_numpy(seed: int = 20) -> bool:
-    """The directly called ``cblas_dgemv`` gives ``np.matmul``'s bits on random drop-off
-    matrices of several sizes, rows contiguous, a column slice of a wider matrix (as
-    ``TickDemand.dropoff[:, :n_cells]``) and columns contiguous."""
-    if not HAVE_GEMV:
-        return False
-    rng = np.random.default_rng(seed)
-    for m in (1, 2, 7, 48, 131, 432):
-        wide = rng.random((m, m + 1)) * rng.choice([1e-3, 1.0])
-        wide /= wide.sum(axis=1, keepdims=True)
-        u = rng.normal(size=m) * 40.0
-        for p_in in (
-            np.ascontiguousarray(wide[:, :m]),
-            wide[:, :m],
-            np.asfortranarray(wide[:, :m]),
-        ):
-            lay = gemv_layout(p_in)
-            if lay is None:
-                return False
-            out = np.zeros(m)
-            _gemv_once(p_in, u, out, *lay)
-            if out.tobytes() != np.matmul(p_in, u).tobytes():
-                return False
-    return True
+    """The directly called ``cblas_dgemv`` gives ``np.matmul``'s bits
+    (:func:`agent.planner._kernel_arrays.gemv_matches_numpy`)."""
+    return HAVE_GEMV and _gemv_matches(_gemv_once, seed)
 
 
 def backward_pass(kn: _Kernel, ws: Workspace | None = None) -> tuple[Any, Any, Any, Any, Any]:

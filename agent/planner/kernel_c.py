@@ -6,8 +6,9 @@ The same arithmetic, in the same order, as the numpy path and the numba one
 values are bit-identical (tests/agent/test_kernel_c.py compares the three on real cases). It
 needs neither numba nor LLVM: the shared library is built by ``pip install`` (``setup.py``,
 optional: without a C compiler the install goes on and the numpy path runs) and loaded here
-with ctypes in about a millisecond, so there is no warm-up and no JIT memory (numba and LLVM
-hold about 130 MB).
+with ctypes at the first plan (the library itself in 0.2 ms; with the check below about 8 ms
+in a fresh process, most of it numpy's first BLAS call, 0.5 ms warm), so there is no warm-up
+and no JIT memory (numba and LLVM hold about 130 MB).
 
 The drop-off product ``p_in @ u`` is numpy's own ``cblas_dgemv`` (its address is passed to the
 C code); :func:`load` checks first that it gives ``np.matmul``'s bits on random matrices, as
@@ -25,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.planner._kernel_arrays import Arrays, Work, gemv_layout, pass_inputs
+from agent.planner._kernel_arrays import (
+    GEMV_CHECK_SIZES,
+    Arrays,
+    Work,
+    gemv_layout,
+    gemv_matches_numpy,
+    numpy_gemv_address,
+    pass_inputs,
+)
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
@@ -35,28 +44,24 @@ _P = ctypes.c_void_p
 _I = ctypes.c_int64
 _D = ctypes.c_double
 
-#: ``Pass`` of ``_vi.c``, field for field
+#: ``Pass`` of ``_vi.c``, field for field: the sizes, the inputs' pointers (these fields of
+#: :class:`Arrays`), its scalars, the drop-off product's matrix, layout and BLAS function, and
+#: the outputs' pointers (every field of :class:`Work`)
+_SIZES = (
+    "n_layers", "n", "nc1", "n_cz", "n_early", "n_deg", "n_members", "n_full", "top_k", "n_cells",
+)  # fmt: skip
+_SCALARS = ("share", "inv_n", "inv_nc1", "inv_full")
+_INPUTS = tuple(f for f in Arrays._fields if f not in ("n", "nc1", *_SCALARS))
 _FIELDS: list[tuple[str, Any]] = [
-    *((name, _I) for name in (
-        "n_layers", "n", "nc1", "n_cz", "n_early", "n_deg", "n_members", "n_full", "top_k",
-        "n_cells",
-    )),
-    *((name, _P) for name in (
-        "v_off", "v_wpos", "v_wneg", "c_off", "c_wpos", "c_wneg", "fare", "cost", "prob",
-        "prob_early", "penalty", "layer_slot", "layer_minute", "srcs", "col_flat", "col_start",
-        "col_len", "members", "member_cell", "inv_count", "empty", "full_idx", "p_out",
-        "top_idx", "top_val",
-    )),
-    *((name, _D) for name in ("share", "inv_n", "inv_nc1", "inv_full")),
+    *((name, _I) for name in _SIZES),
+    *((name, _P) for name in _INPUTS),
+    *((name, _D) for name in _SCALARS),
     ("p_in", _P),
     ("order", _I),
     ("lda", _I),
     ("gemv", _P),
-    *((name, _P) for name in (
-        "vflat", "cflat", "row_mean", "cont_mean", "slope_v", "slope_c", "exit_value", "q_ext",
-        "best", "u", "ufull", "dot",
-    )),
-]  # fmt: skip
+    *((name, _P) for name in Work._fields),
+]
 
 
 class _Pass(ctypes.Structure):
@@ -82,22 +87,6 @@ def library_path() -> str | None:
     return None if spec is None or not spec.origin else spec.origin
 
 
-def _numpy_gemv() -> int | None:
-    """The address of numpy's BLAS ``cblas_dgemv`` with 64-bit integers (the function numpy's
-    ``matmul`` calls for a matrix times a vector), or None."""
-    try:
-        lib = ctypes.CDLL(importlib.import_module("numpy._core._multiarray_umath").__file__)
-    except (ImportError, OSError):
-        return None
-    for name in ("scipy_cblas_dgemv64_", "cblas_dgemv64_"):
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            addr = ctypes.cast(fn, ctypes.c_void_p).value
-            if addr:
-                return int(addr)
-    return None
-
-
 def load() -> bool:
     """Load the library and check its drop-off product against ``np.matmul`` (once; thread-
     safe). True when the C pass is ready."""
@@ -110,7 +99,7 @@ def load() -> bool:
             _state, _error = "failed", f"the kernel's inputs changed: {changed}"
             return False
         path = library_path()
-        gemv = _numpy_gemv()
+        gemv = numpy_gemv_address()
         if path is None or gemv is None:
             _state = "unavailable"
             _error = "not built" if path is None else "numpy's cblas_dgemv not found"
@@ -151,26 +140,15 @@ def ready() -> bool:
     return enabled() and (_state == "ready" or (_state == "idle" and load()))
 
 
-def _gemv_matches_numpy(lib: Any, gemv: int, seed: int = 20) -> bool:
-    """The C code's call of ``cblas_dgemv`` gives ``np.matmul``'s bits on random drop-off
-    matrices of several sizes: rows contiguous, a column slice of a wider matrix (as
-    ``TickDemand.dropoff[:, :n_cells]``) and columns contiguous."""
-    rng = np.random.default_rng(seed)
-    for m in (1, 2, 7, 48, 131):
-        wide = rng.random((m, m + 1)) * rng.choice([1e-3, 1.0])
-        wide /= wide.sum(axis=1, keepdims=True)
-        u = rng.normal(size=m) * 40.0
-        for p_in in (np.ascontiguousarray(wide[:, :m]), wide[:, :m], np.asfortranarray(wide)):
-            p_in = p_in[:, :m]
-            lay = gemv_layout(p_in)
-            if lay is None:
-                return False
-            out = np.zeros(m)
-            lib.nagashi_gemv(gemv, lay[0], m, p_in.ctypes.data, lay[1], u.ctypes.data,
-                             out.ctypes.data)  # fmt: skip
-            if out.tobytes() != np.matmul(p_in, u).tobytes():
-                return False
-    return True
+def _gemv_matches_numpy(lib: Any, gemv: int) -> bool:
+    """The C code's call of ``cblas_dgemv`` gives ``np.matmul``'s bits
+    (:func:`agent.planner._kernel_arrays.gemv_matches_numpy`)."""
+
+    def call(p_in: Any, u: Any, out: Any, order: int, lda: int) -> None:
+        lib.nagashi_gemv(gemv, order, u.shape[0], p_in.ctypes.data, lda, u.ctypes.data,
+                         out.ctypes.data)  # fmt: skip
+
+    return gemv_matches_numpy(call, sizes=GEMV_CHECK_SIZES[:-1])  # on the first plan: small
 
 
 def _ptr(a: np.ndarray[Any, Any]) -> int:
@@ -183,12 +161,7 @@ def _struct(kn: _Kernel, a: Arrays, w: Work, lay: tuple[int, int]) -> _Pass:
     s.n_cz, s.n_early = int(a.v_off.shape[0]), int(a.prob_early.shape[0])
     s.n_deg, s.n_members = int(a.col_len.shape[0]), int(a.members.shape[0])
     s.n_full, s.top_k, s.n_cells = int(a.full_idx.shape[0]), int(a.top_idx.shape[0]), a.nc1 - 1
-    for name in (
-        "v_off", "v_wpos", "v_wneg", "c_off", "c_wpos", "c_wneg", "fare", "cost", "prob",
-        "prob_early", "penalty", "layer_slot", "layer_minute", "srcs", "col_flat", "col_start",
-        "col_len", "members", "member_cell", "inv_count", "empty", "full_idx", "p_out",
-        "top_idx", "top_val",
-    ):  # fmt: skip
+    for name in _INPUTS:
         setattr(s, name, _ptr(getattr(a, name)))
     s.share, s.inv_n, s.inv_nc1, s.inv_full = a.share, a.inv_n, a.inv_nc1, a.inv_full
     s.p_in = _ptr(kn.p_in) if kn.p_in.size else None

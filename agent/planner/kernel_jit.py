@@ -78,7 +78,7 @@ _suspended = threading.local()
 
 def ready() -> BackwardPass | None:
     """The compiled backward pass if one is ready, else None (never blocks, never compiles):
-    the C pass (:mod:`agent.planner.kernel_c`, loaded on the first call, about a millisecond)
+    the C pass (:mod:`agent.planner.kernel_c`, loaded and checked on the first call)
     where the install built it, else numba's once its warm-up has finished."""
     if getattr(_suspended, "on", False) or os.environ.get("NAGASHI_JIT") == "0":
         return None
