@@ -202,6 +202,7 @@ def _measure(
     from agent.planner import core, kernel_jit
     from agent.planner.workspace import WORKSPACE
 
+    numba = kernel_jit.warm_up()  # numba's pass, if installed (loaded by run(): returns it)
     kernels: list[Any] = []
     with _capturing(kernels):
         t0 = time.perf_counter()
@@ -221,11 +222,10 @@ def _measure(
             if jit is not None:
                 s.backward_ms.append(_ms(jit, kn, ws))
             s.backward_numpy_ms.append(_ms(core._backward_pass, kn, ws))
-            numba = kernel_jit.warm_up()  # (loaded by run(): returns it)
             if numba is not None and numba is not jit:  # the agent runs the C pass: numba too
                 s.backward_numba_ms.append(_ms(numba, kn, ws))
     s.kernel_ms.append(_ms(successor_max_kernel, kn))
-    if kernel_jit.warm_up() is not None:
+    if numba is not None:
         from agent.planner._kernel_min import successor_max_only
 
         s.kernel_numba_ms.append(_ms(successor_max_only, kn))

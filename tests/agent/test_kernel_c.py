@@ -7,7 +7,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,9 @@ import pytest
 from agent.planner import PlannerParams, core, kernel_c, kernel_jit, plan_from_fix
 from agent.planner import speed_factor_from_demand as speed_factor
 from agent.planner.workspace import Workspace
-from models import DemandTable
 from tests.agent.test_kernel_jit import _cases, _wide_kernel
 from tests.conftest import REPO
 from tiles import TileStore
-
-
-@pytest.fixture(scope="module")
-def manhattan(manhattan_tiles: Path, manhattan_demand: Path) -> Iterator[tuple[TileStore, Any]]:
-    store = TileStore(manhattan_tiles)
-    yield store, DemandTable.load(manhattan_demand)
-    store.close()
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> None:

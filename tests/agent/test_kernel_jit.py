@@ -4,8 +4,6 @@ planner falls back to numpy without it (issue 20)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,15 +11,7 @@ import pytest
 
 from agent.planner import PlannerParams, core, kernel_jit, plan_from_fix, speed_factor_from_demand
 from agent.planner.workspace import Workspace
-from models import DemandTable
 from tiles import TileStore
-
-
-@pytest.fixture(scope="module")
-def manhattan(manhattan_tiles: Path, manhattan_demand: Path) -> Iterator[tuple[TileStore, Any]]:
-    store = TileStore(manhattan_tiles)
-    yield store, DemandTable.load(manhattan_demand)
-    store.close()
 
 
 def _cases(store: TileStore, k: int) -> list[tuple[float, float, float, float]]:

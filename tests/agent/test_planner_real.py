@@ -80,15 +80,6 @@ def length_demand(g: Graph) -> TickDemand:
 
 
 @pytest.fixture(scope="module")
-def manhattan(
-    manhattan_tiles: Path, manhattan_demand: Path
-) -> Iterator[tuple[TileStore, DemandTable]]:
-    store = TileStore(manhattan_tiles)
-    yield store, DemandTable.load(manhattan_demand)
-    store.close()
-
-
-@pytest.fixture(scope="module")
 def shibuya(shibuya_tiles: Path) -> Iterator[TileStore]:
     store = TileStore(shibuya_tiles)
     yield store

@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,13 +31,6 @@ from tiles import TileStore
 from tiles.graph import Graph
 
 TIMES_SQUARE = (-73.98551, 40.75800)
-
-
-@pytest.fixture(scope="module")
-def manhattan(manhattan_tiles: Path, manhattan_demand: Path) -> Iterator[tuple[TileStore, Any]]:
-    store = TileStore(manhattan_tiles)
-    yield store, DemandTable.load(manhattan_demand)
-    store.close()
 
 
 def _case(
