@@ -1,5 +1,6 @@
 """The planner's C backward pass (agent/planner/_vi.c, loaded with ctypes by
-agent/planner/kernel_c.py). Optional: where it cannot be compiled, the install goes on and the
+agent/planner/kernel_c.py) and its route read-out's walk (agent/planner/_walk.c, by
+agent/planner/walk_c.py). Optional: where it cannot be compiled, the install goes on and the
 planner runs its numpy path (the same plans, slower)."""
 
 from setuptools import Extension, setup
@@ -12,6 +13,12 @@ setup(
             # the same bits as numpy: no fused multiply-add, no reassociation
             extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
             optional=True,
-        )
+        ),
+        Extension(
+            "agent.planner._walk",
+            sources=["agent/planner/_walk.c"],
+            extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+            optional=True,
+        ),
     ]
 )

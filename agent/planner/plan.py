@@ -170,8 +170,9 @@ def route_only_from_table(
     leaves that manoeuvre the (extended) previous route is the route, with neither value
     computed (:func:`agent.planner.stability.choose_route`'s ``COMMITTED``: its decision does
     not read them); where the new route is the previous one (``SAME``) neither value either.
-    The read-out's first links are those of the whole read-out (each step depends on the
-    steps before it alone), so the route is :func:`route_from_table`'s
+    Each step of the read-out depends on the steps before it alone, so the first ``head``
+    links of a read-out capped at ``head`` links are the whole read-out's (the committed
+    check reads them there) and the route is :func:`route_from_table`'s
     (tests/agent/test_readout_route_only.py compares both)."""
     e0, _, t0_rel = _start(table, start_edge_id, fraction, minute_of_week)
 
@@ -188,17 +189,31 @@ def route_only_from_table(
     prev = tuple(int(f) for f in prev_local)
     if not _enterable(table, e0, t0_rel, prev):  # NEW
         return read()
-    kept = tuple(read(prev))  # extended as choose_route's ``extend``
-    head = min(max(committed_links, 0), len(kept))
-    if head and tuple(read(max_edges=min(head, params.max_route_edges))) != kept[:head]:
-        return list(kept)  # COMMITTED
     new = read()
+    kept = _extended(new, prev, read)  # extended as choose_route's ``extend``
+    head = min(max(committed_links, 0), len(kept))
+    if head and tuple(new[:head]) != kept[:head]:
+        return list(kept)  # COMMITTED
     if tuple(new) == kept:  # SAME
         return new
     value_new = route_value(table, e0, t0_rel, new)
     if switches(value_new, route_value(table, e0, t0_rel, kept), params.route_switch_margin):
         return new  # SWITCHED
     return list(kept)  # KEPT
+
+
+def _extended(
+    new: Sequence[int], prev: tuple[int, ...], read: Callable[[tuple[int, ...]], Sequence[int]]
+) -> tuple[int, ...]:
+    """The read-out continued after ``prev`` (``read(prev)``, choose_route's ``extend``), taken
+    from the read-out ``new`` where that begins with ``prev``: each step of a read-out depends
+    on the steps before it alone (the links entered, their passes, visits, length and time), so
+    after the same links the walk continues alike, and ``new`` is the extended route itself.
+    Otherwise it is read (a walk that stopped inside ``prev`` may not stop after it)."""
+    n = len(prev)
+    if len(new) >= n and tuple(new[:n]) == prev:
+        return tuple(new)
+    return tuple(read(prev))
 
 
 def _start(
@@ -262,8 +277,8 @@ def _read_route(
     prev_local = g.local(list(previous_route)) if len(previous_route) else np.zeros(0, int)
     usable = bool(np.all(prev_local >= 0))
 
-    def extend(prefix: tuple[int, ...]) -> list[int]:
-        return read(prefix)[0]
+    def extend(prefix: tuple[int, ...]) -> tuple[int, ...]:
+        return _extended(route, prefix, lambda p: read(p)[0])
 
     choice = choose_route(
         table,

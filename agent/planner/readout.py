@@ -10,6 +10,7 @@ import weakref
 
 import numpy as np
 
+from agent.planner import walk_c
 from agent.planner.core import F64, I64, Prepared, ValueTable, _interp
 from agent.planner.deadends import allowed_list, live_list
 from agent.planner.inputs import Bool
@@ -324,7 +325,35 @@ def follow(
     :func:`spread_next`'s successor, not :func:`best_next`'s (``route_spread_eps``).
 
     Each junction's successors are scored once (their ``Q`` does not depend on which of them
-    are barred) and the choices above are made among them, in the same order."""
+    are barred) and the choices above are made among them, in the same order. Without a spread
+    and with ``max_visits`` > 0 the walk runs in C where it is built (:mod:`agent.planner.walk_c`,
+    the same bits); elsewhere, and where that declines, in Python."""
+    if spread is None and max_visits > 0:  # the walk in C where it is built (the same bits)
+        got = walk_c.follow(
+            table, start, t0_rel_s, min_length_m, min_duration_s, max_edges, last_pass_s,
+            max_visits, prefix,
+        )  # fmt: skip
+        if got is not None:
+            return got
+    return _follow_py(
+        table, start, t0_rel_s, min_length_m, min_duration_s, max_edges, last_pass_s,
+        max_visits, prefix, spread,
+    )  # fmt: skip
+
+
+def _follow_py(
+    table: ValueTable,
+    start: int,
+    t0_rel_s: float,
+    min_length_m: float,
+    min_duration_s: float,
+    max_edges: int,
+    last_pass_s: F64 | None,
+    max_visits: int,
+    prefix: tuple[int, ...],
+    spread: Spread | None,
+) -> tuple[list[int], float, float]:
+    """:func:`follow` in Python (the reference the C walk is compared with)."""
     horizon_s = table.n_layers * table.prep.step_s
     own: dict[int, float] = {start: t0_rel_s}
     walk = _Walk(table, last_pass_s, own)

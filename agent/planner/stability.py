@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from agent.planner import walk_c
 from agent.planner.core import ValueTable, _interp
 from agent.planner.deadends import allowed_list
 from agent.planner.readout import link_facts, link_facts_of
@@ -86,6 +87,15 @@ def route_value(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[
     (tests/tools/test_sim_speed_stability.py compares both). What a cab's view of the table
     shares with the table (:func:`agent.planner.fleet.with_fleet` changes ``P``, ``W`` and the
     pass ages only) is read from lists kept per table (:func:`_static`)."""
+    if route:  # in C where it is built (agent.planner.walk_c: the same bits)
+        got = walk_c.route_value(table, start, t0_rel_s, route)
+        if got is not None:
+            return got
+    return _route_value_py(table, start, t0_rel_s, route)
+
+
+def _route_value_py(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[int]) -> float:
+    """:func:`route_value` in Python (the reference the C walk is compared with)."""
     prep = table.prep
     dt = prep.step_s
     top = table.n_layers - 1

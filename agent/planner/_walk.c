@@ -1,0 +1,271 @@
+/* The route read-out's walk in C: agent/planner/readout.py's follow() on its main path (no
+ * spread, a bounded number of visits per link: the shape safety/ shows), statement for
+ * statement, so the same links, length and duration, bit for bit:
+ *   - the terms of Q per link and layer as readout_terms._link_terms computes them
+ *     (_interp_at: floor, the clamp to one layer, the truncation to a row, the clamp of the
+ *     lower row),
+ *   - the pickup probability as readout._Walk.scores computes it (the last pass: the cab's
+ *     known one, the table's, the route's own; the depleted probability through numpy's own
+ *     expm1 loop, whose address is passed in: numpy's expm1 is not the C library's),
+ *   - the choice at a junction as follow() makes it (no U-turn, no link held max_visits
+ *     times, from a link that is no dead end none that is, one not on the route yet while
+ *     there is one, the first of the highest Q).
+ * Built with -ffp-contract=off (setup.py): no fused multiply-add, which Python does not use.
+ *
+ * The allowed mask of each minute the walk reaches is given as a pointer per minute; where it
+ * is missing the walk stops with NAGASHI_WALK_NEED_MINUTE and the minute, its state intact,
+ * and goes on when called again with it (agent/planner/walk_c.py fills it in). Loaded with
+ * ctypes; no Python API is used (the module initialiser only lets the build tools treat it as
+ * an extension). */
+#include <Python.h>
+#include <stdint.h>
+#include <math.h>
+
+typedef void (*loop_fn)(char **args, const intptr_t *dims, const intptr_t *steps, void *data);
+
+/* walk_c._Walk, field for field */
+typedef struct {
+    int64_t n, values_rows, cont_rows, cont_width, n_layers, max_edges, max_visits;
+    int64_t mask_lo, mask_count;
+    const int64_t *fwd_off, *fwd_dst, *cell, *layer_slot;
+    const double *length_m, *tau_s, *values, *cont, *fare, *cost, *trip_layers;
+    const double *slope_v, *slope_c;
+    const double *prob, *window_s, *rate_h, *pass_age, *last_pass; /* the last two: or NULL */
+    const uint8_t *live;
+    const uint8_t *const *masks; /* per minute mask_lo + i: the allowed mask, or NULL */
+    double minute0, step_s, t0, min_length_m, min_duration_s, horizon_s;
+    loop_fn expm1;
+    void *expm1_data;
+    /* the state: the route (the prefix first, n_prefix links), its length and time, the link
+     * it is at; per link the time of the route's last pass (-inf: none) and its visits */
+    int64_t *route;
+    int64_t start, n_prefix, n_route, e, started, need_minute;
+    double length, t;
+    double *own_t;
+    int32_t *visits;
+    double *trace; /* or NULL: per link of the route past the prefix, its Q when chosen */
+} Walk;
+
+#define WALK_DONE 0
+#define WALK_NEED_MINUTE 1
+#define WALK_FALLBACK (-1)
+
+static double np_expm1(const Walk *w, double x) {
+    double y;
+    char *args[2] = {(char *)&x, (char *)&y};
+    intptr_t dims[1] = {1}, steps[2] = {sizeof(double), sizeof(double)};
+    w->expm1(args, dims, steps, w->expm1_data);
+    return y;
+}
+
+/* readout_terms._interp_at */
+static double interp_at(const double *t2d, int64_t rows, int64_t width, int64_t k, double x,
+                        int64_t col, double slope) {
+    double a = floor(x);
+    if (1.0 > a) a = 1.0; /* max(floor(x), 1.0): the first unless the second is greater */
+    double w = x - a;
+    int64_t lo = (int64_t)((double)k + a);
+    if (rows - 2 < lo) lo = rows - 2;
+    double v0 = t2d[lo * width + col];
+    if (w >= 0.0) return v0 + w * (t2d[(lo + 1) * width + col] - v0);
+    return v0 + -w * slope;
+}
+
+/* the per-link state back to none (the caller's arrays are reused by the next walk) */
+static void reset(Walk *w) {
+    w->own_t[w->start] = -INFINITY;
+    w->visits[w->start] = 0;
+    for (int64_t i = 0; i < w->n_route; i++) {
+        w->own_t[w->route[i]] = -INFINITY;
+        w->visits[w->route[i]] = 0;
+    }
+}
+
+/* follow(): returns WALK_DONE (the route in route[0:n_route], length, t), WALK_NEED_MINUTE
+ * (need_minute: the minute whose mask is missing; call again with it) or WALK_FALLBACK (a
+ * non-finite time or shift, where Python's arithmetic is the reference: nothing kept) */
+int nagashi_walk(Walk *w) {
+    const int64_t n = w->n;
+    if (!w->started) {
+        const int64_t start = w->start;
+        if (!isfinite(w->t0)) return WALK_FALLBACK;
+        w->own_t[start] = w->t0;
+        w->visits[start] = 1;
+        w->length = 0.0;
+        w->t = w->t0;
+        w->e = start;
+        for (int64_t i = 0; i < w->n_prefix; i++) {
+            int64_t f = w->route[i];
+            w->length += w->length_m[f];
+            w->t += w->tau_s[f];
+            w->own_t[f] = w->t;
+            w->visits[f] += 1;
+            w->e = f;
+        }
+        w->n_route = w->n_prefix;
+        w->started = 1;
+    }
+    const int64_t top = w->n_layers - 1;
+    while (w->n_route < w->max_edges && w->t < w->horizon_s) {
+        const double t = w->t;
+        if (w->length >= w->min_length_m && t - w->t0 >= w->min_duration_s) break;
+        const int64_t e = w->e;
+        const int from_live = w->live[e] != 0;
+        int64_t best_f = -1, new_f = -1;
+        double best_q = -INFINITY, new_q = -INFINITY;
+        const uint8_t *mask = NULL;
+        int64_t k = 0, slot = 0;
+        for (int64_t j = w->fwd_off[e]; j < w->fwd_off[e + 1]; j++) {
+            const int64_t g = w->fwd_dst[j];
+            if (w->visits[g] >= w->max_visits) continue;
+            if (mask == NULL) { /* the step's minute and layer, once (scores()) */
+                if (!isfinite(t)) {
+                    reset(w);
+                    return WALK_FALLBACK;
+                }
+                const double raw = floor(w->minute0 + t / 60.0);
+                const double at = raw - (double)w->mask_lo;
+                if (!(at >= 0.0 && at < (double)w->mask_count) || w->masks[(int64_t)at] == NULL) {
+                    w->need_minute = (int64_t)raw;
+                    return WALK_NEED_MINUTE;
+                }
+                mask = w->masks[(int64_t)at];
+                const int64_t layer = (int64_t)floor(t / w->step_s + 0.5);
+                k = layer > 0 ? layer : 0;
+                if (k > top) k = top;
+                slot = w->layer_slot[k];
+            }
+            if (!mask[g]) continue;
+            if (from_live && !w->live[g]) continue; /* (follow() skips it after scoring) */
+            /* the terms (readout_terms._link_terms) */
+            const double shift = w->tau_s[g] / w->step_s;
+            const double c_shift = shift + w->trip_layers[g];
+            if (!(isfinite(shift) && isfinite(c_shift))) {
+                reset(w);
+                return WALK_FALLBACK;
+            }
+            const double v_next =
+                interp_at(w->values, w->values_rows, n, k, shift, g, w->slope_v[k]);
+            const double c_next = interp_at(w->cont, w->cont_rows, w->cont_width, k, c_shift,
+                                            w->cell[g], w->slope_c[k]);
+            const double gain = w->fare[g] + c_next, cost = w->cost[g];
+            /* the pickup probability (scores(), the path with ages) */
+            double p = w->prob[slot * n + g];
+            double last = w->last_pass != NULL ? w->last_pass[g] : -INFINITY;
+            if (w->pass_age != NULL) {
+                const double b = -w->pass_age[g];
+                if (b > last) last = b;
+            }
+            {
+                const double b = w->own_t[g];
+                if (b > last) last = b;
+            }
+            double age = t - last;
+            if (age < 0.0) age = 0.0;
+            if (age < w->window_s[g]) {
+                const double rate = w->rate_h[slot * n + g];
+                p = -np_expm1(w, -rate * ((w->tau_s[g] + age) / 3600.0));
+            }
+            const double q = p * gain + (1.0 - p) * v_next - cost;
+            /* the choice (follow()) */
+            if (best_f < 0 || q > best_q) {
+                best_f = g;
+                best_q = q;
+            }
+            if (w->visits[g] == 0 && (new_f < 0 || q > new_q)) {
+                new_f = g;
+                new_q = q;
+            }
+        }
+        const int64_t f = new_f >= 0 ? new_f : best_f;
+        if (f < 0) break;
+        if (w->trace != NULL) w->trace[w->n_route - w->n_prefix] = new_f >= 0 ? new_q : best_q;
+        w->route[w->n_route++] = f;
+        w->length += w->length_m[f];
+        w->t += w->tau_s[f];
+        w->own_t[f] = w->t;
+        w->visits[f] += 1;
+        w->e = f;
+    }
+    reset(w);
+    return WALK_DONE;
+}
+
+/* stability.route_value: the expected net revenue of entering route[0:count] after the walk's
+ * start (left at t0), then the policy; the route's own passes in own_t (left as found).
+ * Returns 0 (the value in *out) or WALK_FALLBACK (an empty route, a non-finite shift or time:
+ * Python's arithmetic decides those). The entry times are t0 plus a running sum of the links'
+ * times (np.cumsum's order), the depleted probabilities through numpy's expm1 loop. */
+int nagashi_route_value(Walk *w, const int64_t *route, int64_t count, double *since,
+                        int64_t *ks, double *out) {
+    const int64_t n = w->n, top = w->n_layers - 1, width = w->cont_width;
+    const double dt = w->step_s, t0 = w->t0;
+    if (count <= 0 || !isfinite(t0)) return WALK_FALLBACK;
+    double *own = w->own_t;
+    double run = 0.0;
+    int rc = 0;
+    own[w->start] = t0;
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t f = route[i];
+        const double t_in = t0 + run;
+        const double tau_f = w->tau_s[f];
+        run += tau_f;
+        const double base = w->pass_age != NULL ? -w->pass_age[f] : -INFINITY;
+        const double mine = own[f];
+        since[i] = t_in - (mine > base ? mine : base);
+        own[f] = t_in + tau_f;
+        const double kf = floor(t_in / dt + 0.5);
+        if (!isfinite(kf) || !isfinite(w->tau_s[f] / dt + w->trip_layers[f])) rc = WALK_FALLBACK;
+        int64_t k = isfinite(kf) ? (int64_t)kf : 0;
+        k = k < 0 ? 0 : k;
+        k = top < k ? top : k;
+        ks[i] = k;
+    }
+    own[w->start] = -INFINITY;
+    for (int64_t i = 0; i < count; i++) own[route[i]] = -INFINITY;
+    if (rc != 0) return rc;
+    /* V after the last link (stability._end_value) */
+    const int64_t end = route[count - 1];
+    const double x_end = w->tau_s[end] / dt;
+    if (!isfinite(x_end)) return WALK_FALLBACK;
+    double r = interp_at(w->values, w->values_rows, n, ks[count - 1], x_end, end,
+                         w->slope_v[ks[count - 1]]);
+    for (int64_t i = count - 1; i >= 0; i--) {
+        const int64_t f = route[i], k = ks[i], slot = w->layer_slot[k];
+        /* C_i (stability._static's split of the shift: a = max(floor(x), 1), w = x - a) */
+        const double x = w->tau_s[f] / dt + w->trip_layers[f];
+        double a = floor(x);
+        if (1.0 > a) a = 1.0;
+        const double wt = x - a;
+        int64_t lo = k + (int64_t)a;
+        lo = w->cont_rows - 2 < lo ? w->cont_rows - 2 : lo;
+        const int64_t col = w->cell[f];
+        const double v0 = w->cont[lo * width + col];
+        const double c_next = wt >= 0.0 ? v0 + wt * (w->cont[(lo + 1) * width + col] - v0)
+                                        : v0 + -wt * w->slope_c[k];
+        /* P_i (stability._route_pickup) */
+        double p = w->prob[slot * n + f];
+        const double w_i = w->window_s[f];
+        if (since[i] < w_i) {
+            double s_i = since[i];
+            s_i = s_i < 0.0 ? 0.0 : s_i;
+            p = -np_expm1(w, -w->rate_h[slot * n + f] *
+                                 ((w->tau_s[f] + (s_i < w_i ? s_i : w_i)) / 3600.0));
+        }
+        r = -w->cost[f] + p * (w->fare[f] + c_next) + (1.0 - p) * r;
+    }
+    *out = r;
+    return 0;
+}
+
+/* numpy's expm1 loop called as the walk calls it, one element at a time (the load check) */
+void nagashi_expm1_each(loop_fn fn, void *data, const double *x, double *out, int64_t count) {
+    Walk w;
+    w.expm1 = fn;
+    w.expm1_data = data;
+    for (int64_t i = 0; i < count; i++) out[i] = np_expm1(&w, x[i]);
+}
+
+static struct PyModuleDef walk_module = {PyModuleDef_HEAD_INIT, "_walk", NULL, -1, NULL};
+
+PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&walk_module); }

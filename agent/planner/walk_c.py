@@ -1,0 +1,410 @@
+"""The route read-out's walk in C (``agent/planner/_walk.c``): :func:`agent.planner.readout.follow`
+on its main path, the route safety/ shows (no spread, ``max_visits`` > 0), with the same links,
+length and duration bit for bit (tests/agent/test_walk_c.py compares both on real tables, with
+the fleet's claims and passes, prefixes and minutes with no-entry windows).
+
+The walk is Python's statement for statement (the C file's comment says what it follows); the
+depleted pickup probability goes through numpy's own ``expm1`` loop, called by its address in
+the ufunc (numpy's ``expm1`` is not the C library's: they differ in the last bit on about 3 %
+of the read-out's arguments on this machine). :func:`load` checks that loop against
+``np.expm1`` first and the C walk is used only then. Built by ``pip install`` with the planner's
+other C code (``setup.py``, optional: without it :func:`follow` returns None and Python walks);
+``NAGASHI_WALK_C=0`` turns it off (so do ``NAGASHI_KERNEL_C=0`` and ``NAGASHI_JIT=0``).
+
+The table's arrays a walk reads besides ``P``, ``W`` and the passes (its values, drop-off
+values, fares, costs, the graph's forward turns) are set once per table in a template, shared by
+the many cabs of the simulator that read their routes from one table; each walk copies it and
+sets its own ``P``, ``W``, passes, start and rules.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import math
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.planner import kernel_c
+from agent.planner.core import F64, Prepared, ValueTable
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_D = ctypes.c_double
+
+_SIZES = (
+    "n", "values_rows", "cont_rows", "cont_width", "n_layers", "max_edges", "max_visits",
+    "mask_lo", "mask_count",
+)  # fmt: skip
+_POINTERS = (
+    "fwd_off", "fwd_dst", "cell", "layer_slot", "length_m", "tau_s", "values", "cont", "fare",
+    "cost", "trip_layers", "slope_v", "slope_c", "prob", "window_s", "rate_h", "pass_age",
+    "last_pass", "live", "masks",
+)  # fmt: skip
+_SCALARS = ("minute0", "step_s", "t0", "min_length_m", "min_duration_s", "horizon_s")
+_STATE_I = ("start", "n_prefix", "n_route", "e", "started", "need_minute")
+
+
+class _Walk(ctypes.Structure):
+    _fields_ = [
+        *((name, _I) for name in _SIZES),
+        *((name, _P) for name in _POINTERS),
+        *((name, _D) for name in _SCALARS),
+        ("expm1", _P),
+        ("expm1_data", _P),
+        ("route", _P),
+        *((name, _I) for name in _STATE_I),
+        ("length", _D),
+        ("t", _D),
+        ("own_t", _P),
+        ("visits", _P),
+        ("trace", _P),
+    ]
+
+
+_DONE, _NEED_MINUTE = 0, 1
+
+_lock = threading.Lock()
+_lib: Any = None
+_expm1: tuple[int, int] | None = None
+_state = "idle"  # idle -> ready | unavailable | failed
+_error: str | None = None
+
+
+def library_path() -> str | None:
+    spec = importlib.util.find_spec("agent.planner._walk")
+    return None if spec is None or not spec.origin else spec.origin
+
+
+class _UFunc(ctypes.Structure):
+    """The head of numpy's ``PyUFuncObject`` (numpy/ufuncobject.h, public and stable)."""
+
+    _fields_ = [
+        ("ob_refcnt", ctypes.c_ssize_t),
+        ("ob_type", _P),
+        ("nin", ctypes.c_int),
+        ("nout", ctypes.c_int),
+        ("nargs", ctypes.c_int),
+        ("identity", ctypes.c_int),
+        ("functions", ctypes.POINTER(_P)),
+        ("data", ctypes.POINTER(_P)),
+        ("ntypes", ctypes.c_int),
+        ("reserved1", ctypes.c_int),
+        ("name", ctypes.c_char_p),
+        ("types", ctypes.POINTER(ctypes.c_char)),
+    ]
+
+
+def numpy_expm1_loop() -> tuple[int, int] | None:
+    """The address of numpy's float64 ``expm1`` loop and its data, or None when the ufunc does
+    not look as expected (then the C walk is not used)."""
+    uf = _UFunc.from_address(id(np.expm1))
+    if uf.name != b"expm1" or (uf.nin, uf.nout, uf.nargs) != (1, 1, 2) or not uf.functions:
+        return None
+    double = np.dtype(np.float64).num
+    for i in range(uf.ntypes):
+        if ord(uf.types[2 * i]) == double and ord(uf.types[2 * i + 1]) == double:
+            fn, data = uf.functions[i], uf.data[i] if uf.data else None
+            return (int(fn), int(data or 0)) if fn else None
+    return None
+
+
+def load() -> bool:
+    """Load the library and check numpy's ``expm1`` loop as the walk calls it against
+    ``np.expm1`` (once; thread-safe). True when the C walk is ready."""
+    global _lib, _expm1, _state, _error
+    with _lock:
+        if _state != "idle":
+            return _state == "ready"
+        path = library_path()
+        loop = numpy_expm1_loop()
+        if path is None or loop is None:
+            _state = "unavailable"
+            _error = "not built" if path is None else "numpy's expm1 loop not found"
+            return False
+        try:
+            lib = ctypes.CDLL(path)
+            lib.nagashi_walk.argtypes = [ctypes.POINTER(_Walk)]
+            lib.nagashi_walk.restype = ctypes.c_int
+            lib.nagashi_expm1_each.argtypes = [_P, _P, _P, _P, _I]
+            lib.nagashi_expm1_each.restype = None
+            lib.nagashi_route_value.argtypes = [ctypes.POINTER(_Walk), _P, _I, _P, _P, _P]
+            lib.nagashi_route_value.restype = ctypes.c_int
+            if not _expm1_matches_numpy(lib, loop):
+                _state, _error = "failed", "numpy's expm1 loop does not give np.expm1's bits"
+                return False
+        except (OSError, AttributeError) as e:
+            _state, _error = "failed", f"{type(e).__name__}: {e}"
+            return False
+        _lib, _expm1, _state = lib, loop, "ready"
+        return True
+
+
+def _expm1_matches_numpy(lib: Any, loop: tuple[int, int]) -> bool:
+    """The loop called one element at a time gives ``np.expm1``'s bits on the read-out's
+    arguments (``-rate * (tau + age) / 3600``: small negative numbers) and beyond."""
+    rng = np.random.default_rng(20261202)
+    scale = np.repeat([1e-6, 1e-4, 1e-2, 0.3, 3.0, 40.0], 1024)
+    x = np.ascontiguousarray(-rng.random(scale.size) * scale)
+    x = np.concatenate([x, -x, [0.0, -0.0, -np.inf, np.inf, np.nan]])
+    out = np.empty_like(x)
+    lib.nagashi_expm1_each(loop[0], loop[1] or None, x.ctypes.data, out.ctypes.data, x.size)
+    want = np.expm1(x)
+    return bool(np.array_equal(out.view(np.int64), want.view(np.int64)))
+
+
+def enabled() -> bool:
+    """Not turned off: ``NAGASHI_WALK_C=0`` turns off this walk alone, ``NAGASHI_KERNEL_C=0`` and
+    ``NAGASHI_JIT=0`` every compiled part of the planner."""
+    return kernel_c.enabled() and os.environ.get("NAGASHI_WALK_C", "1") != "0"
+
+
+def status() -> dict[str, Any]:
+    return {"state": _state if enabled() else "disabled", "error": _error}
+
+
+def ready() -> bool:
+    """The C walk may run now (loaded, checked and not turned off); loads it the first time."""
+    return enabled() and (_state == "ready" or (_state == "idle" and load()))
+
+
+def _ptr(a: npt.NDArray[Any] | None) -> int | None:
+    return None if a is None else int(a.ctypes.data)
+
+
+def _c(a: npt.NDArray[Any], dtype: Any) -> npt.NDArray[Any]:
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+class _Template:
+    """What every walk on one table reads besides ``P``, ``W`` and the passes, and the allowed
+    mask of each minute walked so far (the same for every cab's view of the table: they share
+    its ``allowed``, ``minutes``, ``prep`` and ``monday``)."""
+
+    __slots__ = ("inputs", "keep", "live", "mask_lo", "masks", "rows", "struct")
+
+    def __init__(self, table: ValueTable, inputs: tuple[object, ...]) -> None:
+        prep = table.prep
+        fwd_off, fwd_dst = _forward_arcs(prep)
+        values, cont = _c(table.values, np.float64), _c(table.cont, np.float64)
+        arrays = {
+            "fwd_off": fwd_off,
+            "fwd_dst": fwd_dst,
+            "cell": _c(table.cell, np.int64),
+            "layer_slot": _c(table.layer_slot, np.int64),
+            "length_m": _c(prep.length_m, np.float64),
+            "tau_s": _c(prep.tau_s, np.float64),
+            "values": values,
+            "cont": cont,
+            "fare": _c(table.fare, np.float64),
+            "cost": _c(table.cost, np.float64),
+            "trip_layers": _c(table.trip_layers, np.float64),
+            "slope_v": _c(table.slope_v, np.float64),
+            "slope_c": _c(table.slope_c, np.float64),
+        }
+        self.inputs = inputs
+        horizon_s = table.n_layers * prep.step_s
+        lo = math.floor(table.start_minute_of_week)
+        hi = math.floor(table.start_minute_of_week + horizon_s / 60.0) + 1
+        self.mask_lo = lo
+        self.masks = (_P * (hi - lo + 1))()
+        self.rows: dict[int, npt.NDArray[np.bool_]] = {}
+        self.live: dict[int, npt.NDArray[np.bool_]] = {}
+        s = _Walk()
+        s.n, s.n_layers = prep.n, table.n_layers
+        s.values_rows, s.cont_rows, s.cont_width = values.shape[0], cont.shape[0], cont.shape[1]
+        s.mask_lo, s.mask_count = lo, hi - lo + 1
+        for name, a in arrays.items():
+            setattr(s, name, _ptr(a))
+        s.masks = ctypes.cast(self.masks, _P).value
+        s.minute0, s.step_s, s.horizon_s = table.start_minute_of_week, prep.step_s, horizon_s
+        assert _expm1 is not None
+        s.expm1, s.expm1_data = _expm1[0], _expm1[1] or None
+        self.struct = s
+        self.keep = arrays  # the arrays the pointers point into
+
+    def add_minute(self, table: ValueTable, raw: int) -> bool:
+        """Fill in the mask of minute ``raw`` (False: outside the template's span)."""
+        i = raw - self.mask_lo
+        if not 0 <= i < len(self.masks):
+            return False
+        row = np.ascontiguousarray(table.allowed_at(float(raw)), dtype=np.bool_)
+        with _lock:
+            self.rows[raw] = row
+            self.masks[i] = row.ctypes.data
+        return True
+
+    def live_at(self, table: ValueTable, minute_of_week: float) -> npt.NDArray[np.bool_]:
+        """:func:`agent.planner.deadends.live_links` of the minute, kept per whole minute
+        (it reads the minute's allowed mask alone)."""
+        raw = math.floor(minute_of_week)
+        got = self.live.get(raw)
+        if got is None:
+            from agent.planner.deadends import live_links
+
+            got = np.ascontiguousarray(live_links(table, minute_of_week), dtype=np.bool_)
+            with _lock:
+                self.live[raw] = got
+        return got
+
+
+#: per table's values and inputs, the walk's template (a few recent tables)
+_TEMPLATES: OrderedDict[int, _Template] = OrderedDict()
+_TEMPLATES_MAX = 4
+_FWD: weakref.WeakKeyDictionary[Prepared, tuple[npt.NDArray[np.int64], ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _forward_arcs(prep: Prepared) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per link its successors that are no U-turn (whose end is not its start), in the order of
+    ``arc_dst``, as offsets and targets (``link_facts``' last entry, for every link)."""
+    got = _FWD.get(prep)
+    if got is None:
+        g = prep.graph
+        off = np.asarray(prep.arc_offsets, dtype=np.int64)
+        dst = np.asarray(prep.arc_dst, dtype=np.int64)
+        src = np.repeat(np.arange(prep.n, dtype=np.int64), np.diff(off))
+        keep = np.asarray(g.v_node)[dst] != np.asarray(g.u_node)[src]
+        counts = np.bincount(src[keep], minlength=prep.n)
+        fwd_off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        got = (fwd_off, np.ascontiguousarray(dst[keep]))
+        with _lock:
+            _FWD[prep] = got
+    return got[0], got[1]
+
+
+def _template(table: ValueTable) -> _Template:
+    inputs = (
+        table.values, table.cont, table.fare, table.cost, table.cell, table.trip_layers,
+        table.slope_v, table.slope_c, table.layer_slot, table.prep, table.allowed, table.minutes,
+        table.monday, table.start_minute_of_week, table.n_layers,
+    )  # fmt: skip
+    key = id(table.values)
+    hit = _TEMPLATES.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit.inputs, inputs, strict=True)):
+        hit = _Template(table, inputs)
+        with _lock:
+            _TEMPLATES[key] = hit
+            while len(_TEMPLATES) > _TEMPLATES_MAX:
+                _TEMPLATES.popitem(last=False)
+    return hit
+
+
+_work = threading.local()
+
+
+def _work_arrays(n: int) -> tuple[F64, npt.NDArray[np.int32]]:
+    """This thread's per-link state of a walk (the C walk leaves them as it found them)."""
+    got: dict[int, tuple[F64, npt.NDArray[np.int32]]] | None = getattr(_work, "arrays", None)
+    if got is None:
+        got = _work.arrays = {}
+    pair = got.get(n)
+    if pair is None:
+        pair = got[n] = (np.full(n, -np.inf), np.zeros(n, dtype=np.int32))
+    return pair
+
+
+def follow(
+    table: ValueTable,
+    start: int,
+    t0_rel_s: float,
+    min_length_m: float,
+    min_duration_s: float,
+    max_edges: int,
+    last_pass_s: F64 | None,
+    max_visits: int,
+    prefix: tuple[int, ...],
+    trace: F64 | None = None,
+) -> tuple[list[int], float, float] | None:
+    """:func:`agent.planner.readout.follow` without a spread and with ``max_visits`` > 0; None
+    where the C walk does not run (not built or turned off, or a non-finite time or shift,
+    a link not the graph's: Python's arithmetic decides those). ``trace`` (float64, at least
+    ``max_edges`` long; the tests'): the ``Q`` of each link walked past the prefix when it was
+    chosen."""
+    n = table.prep.n
+    if not ready() or not math.isfinite(t0_rel_s) or not 0 <= start < n:
+        return None
+    if prefix and (min(prefix) < 0 or max(prefix) >= n):
+        return None
+    tmpl = _template(table)
+    s, own_t, visits, _keep = _view(table, tmpl, start, t0_rel_s)  # (_keep: alive until done)
+    last = None if last_pass_s is None else _c(last_pass_s, np.float64)
+    live_row = tmpl.live_at(table, table.start_minute_of_week + t0_rel_s / 60.0)
+    route = np.empty(len(prefix) + max(max_edges, 0) + 1, dtype=np.int64)
+    if prefix:
+        route[: len(prefix)] = prefix
+    s.max_edges, s.max_visits = max_edges, max_visits
+    s.last_pass = _ptr(last)
+    s.live = live_row.ctypes.data
+    s.min_length_m, s.min_duration_s = min_length_m, min_duration_s
+    s.route, s.n_prefix = route.ctypes.data, len(prefix)
+    if trace is not None:
+        assert trace.dtype == np.float64 and trace.flags.c_contiguous
+        assert trace.shape[0] >= max_edges
+        s.trace = trace.ctypes.data
+    walk = _lib.nagashi_walk
+    ref = ctypes.byref(s)
+    while True:
+        rc = walk(ref)
+        if rc == _DONE:
+            return route[: s.n_route].tolist(), s.length, s.t - t0_rel_s
+        if rc != _NEED_MINUTE or not tmpl.add_minute(table, int(s.need_minute)):
+            if rc == _NEED_MINUTE:  # (a minute past the template's span: none in practice)
+                _reset(s, own_t, visits, route)
+            return None
+
+
+def _view(
+    table: ValueTable, tmpl: _Template, start: int, t0_rel_s: float
+) -> tuple[_Walk, F64, npt.NDArray[np.int32], tuple[object, ...]]:
+    """The template's struct with this view of the table (its ``P``, ``W``, rates and pass
+    ages), the start and this thread's per-link arrays; and the arrays it points into."""
+    own_t, visits = _work_arrays(table.prep.n)
+    prob = _c(table.pickup_prob, np.float64)
+    rate = _c(table.rate_h, np.float64)
+    window = _c(table.window_s, np.float64)
+    ages = None if table.pass_age_s is None else _c(table.pass_age_s, np.float64)
+    s = _Walk.from_buffer_copy(tmpl.struct)
+    s.prob, s.window_s, s.rate_h = prob.ctypes.data, window.ctypes.data, rate.ctypes.data
+    s.pass_age = _ptr(ages)
+    s.t0, s.start = t0_rel_s, start
+    s.own_t, s.visits = own_t.ctypes.data, visits.ctypes.data
+    return s, own_t, visits, (prob, rate, window, ages)
+
+
+def route_value(
+    table: ValueTable, start: int, t0_rel_s: float, route: Sequence[int]
+) -> float | None:
+    """:func:`agent.planner.stability.route_value` of a non-empty route; None where the C walk
+    does not run (as :func:`follow`, and where a link is not the graph's: Python's indexing
+    decides that)."""
+    n = table.prep.n
+    if not route or not ready() or not 0 <= start < n or min(route) < 0 or max(route) >= n:
+        return None
+    s, _, _, keep = _view(table, _template(table), start, t0_rel_s)
+    links = np.asarray(route, dtype=np.int64)
+    count = links.shape[0]
+    scratch = np.empty(count, dtype=np.float64)
+    ks = np.empty(count, dtype=np.int64)
+    out = ctypes.c_double()
+    rc = _lib.nagashi_route_value(
+        ctypes.byref(s), links.ctypes.data, count, scratch.ctypes.data, ks.ctypes.data,
+        ctypes.byref(out),
+    )  # fmt: skip
+    del keep
+    return out.value if rc == 0 else None
+
+
+def _reset(s: _Walk, own_t: F64, visits: npt.NDArray[np.int32], route: npt.NDArray[Any]) -> None:
+    """The per-link state of a walk stopped midway back to none."""
+    links = [int(s.start), *route[: s.n_route].tolist()]
+    own_t[links] = -np.inf
+    visits[links] = 0
