@@ -74,7 +74,7 @@ _DONE, _NEED_MINUTE = 0, 1
 _lock = threading.Lock()
 _lib: Any = None
 _expm1: tuple[int, int] | None = None
-_state = "idle"  # idle -> ready | unavailable | failed
+_state = "idle"  # idle -> ready | disabled | unavailable | failed
 _error: str | None = None
 
 
@@ -123,6 +123,9 @@ def load() -> bool:
     with _lock:
         if _state != "idle":
             return _state == "ready"
+        if not enabled():
+            _state = "disabled"
+            return False
         path = library_path()
         loop = numpy_expm1_loop()
         if path is None or loop is None:
@@ -167,12 +170,14 @@ def enabled() -> bool:
 
 
 def status() -> dict[str, Any]:
-    return {"state": _state if enabled() else "disabled", "error": _error}
+    state = "disabled" if _state == "idle" and not enabled() else _state
+    return {"state": state, "error": _error}
 
 
 def ready() -> bool:
-    """The C walk may run now (loaded, checked and not turned off); loads it the first time."""
-    return enabled() and (_state == "ready" or (_state == "idle" and load()))
+    """The C walk may run now (loaded, checked and not turned off); loads it the first time.
+    Whether it is turned off is read then, once."""
+    return _state == "ready" or (_state == "idle" and load())
 
 
 def _ptr(a: npt.NDArray[Any] | None) -> int | None:
@@ -216,7 +221,7 @@ class _Template:
         self.mask_lo = lo
         self.masks = (_P * (hi - lo + 1))()
         self.rows: dict[int, npt.NDArray[np.bool_]] = {}
-        self.live: dict[int, npt.NDArray[np.bool_]] = {}
+        self.live: dict[int, tuple[npt.NDArray[np.bool_], int]] = {}
         s = _Walk()
         s.n, s.n_layers = prep.n, table.n_layers
         s.values_rows, s.cont_rows, s.cont_width = values.shape[0], cont.shape[0], cont.shape[1]
@@ -241,18 +246,19 @@ class _Template:
             self.masks[i] = row.ctypes.data
         return True
 
-    def live_at(self, table: ValueTable, minute_of_week: float) -> npt.NDArray[np.bool_]:
-        """:func:`agent.planner.deadends.live_links` of the minute, kept per whole minute
-        (it reads the minute's allowed mask alone)."""
+    def live_at(self, table: ValueTable, minute_of_week: float) -> int:
+        """The address of :func:`agent.planner.deadends.live_links` of the minute, kept per
+        whole minute (it reads the minute's allowed mask alone)."""
         raw = math.floor(minute_of_week)
         got = self.live.get(raw)
         if got is None:
             from agent.planner.deadends import live_links
 
-            got = np.ascontiguousarray(live_links(table, minute_of_week), dtype=np.bool_)
+            row = np.ascontiguousarray(live_links(table, minute_of_week), dtype=np.bool_)
+            got = (row, row.ctypes.data)
             with _lock:
                 self.live[raw] = got
-        return got
+        return got[1]
 
 
 #: per table's values and inputs, the walk's template (a few recent tables)
@@ -301,15 +307,68 @@ def _template(table: ValueTable) -> _Template:
 _work = threading.local()
 
 
-def _work_arrays(n: int) -> tuple[F64, npt.NDArray[np.int32]]:
-    """This thread's per-link state of a walk (the C walk leaves them as it found them)."""
-    got: dict[int, tuple[F64, npt.NDArray[np.int32]]] | None = getattr(_work, "arrays", None)
+class _Scratch:
+    """This thread's buffers of a walk on graphs of ``n`` links: the per-link state (the C
+    walk leaves it as it found it), the route, the route value's per-link terms, and their
+    addresses (``ndarray.ctypes`` costs a microsecond a call)."""
+
+    __slots__ = ("ks", "ks_at", "out", "out_ref", "own_at", "own_t", "route", "route_at",
+                 "since", "since_at", "visits", "visits_at")  # fmt: skip
+
+    def __init__(self, n: int, size: int) -> None:
+        self.own_t = np.full(n, -np.inf)
+        self.visits = np.zeros(n, dtype=np.int32)
+        self.route = np.empty(size, dtype=np.int64)
+        self.since = np.empty(size, dtype=np.float64)
+        self.ks = np.empty(size, dtype=np.int64)
+        self.own_at, self.visits_at = self.own_t.ctypes.data, self.visits.ctypes.data
+        self.route_at, self.since_at = self.route.ctypes.data, self.since.ctypes.data
+        self.ks_at = self.ks.ctypes.data
+        self.out = ctypes.c_double()
+        self.out_ref = ctypes.byref(self.out)
+
+
+def _scratch(n: int, size: int) -> _Scratch:
+    got: dict[int, _Scratch] | None = getattr(_work, "scratch", None)
     if got is None:
-        got = _work.arrays = {}
-    pair = got.get(n)
-    if pair is None:
-        pair = got[n] = (np.full(n, -np.inf), np.zeros(n, dtype=np.int32))
-    return pair
+        got = _work.scratch = {}
+    sc = got.get(n)
+    if sc is None or sc.route.shape[0] < size:
+        if sc is not None:  # (the per-link state is clean between walks: kept as it is)
+            size = max(size, 2 * sc.route.shape[0])
+        sc = got[n] = _Scratch(n, max(size, 512))
+    return sc
+
+
+def _work_arrays(n: int) -> tuple[F64, npt.NDArray[np.int32]]:
+    """This thread's per-link state of a walk (the tests look at it)."""
+    sc = _scratch(n, 0)
+    return sc.own_t, sc.visits
+
+
+#: the last table view a walk read and its struct (its ``P``, ``W``, rates and pass ages set on
+#: the template's): the read-out of one cab walks and values several routes on one view
+_LAST_VIEW: tuple[ValueTable, _Template, _Walk, tuple[object, ...]] | None = None
+
+
+def _view(table: ValueTable) -> tuple[_Template, _Walk, tuple[object, ...]]:
+    """The template of ``table``, a struct with this view of it set (a copy: the caller sets
+    the walk's own fields) and the arrays it points into (to be held while it is used)."""
+    global _LAST_VIEW
+    last = _LAST_VIEW
+    if last is not None and last[0] is table:
+        return last[1], _Walk.from_buffer_copy(last[2]), last[3]
+    tmpl = _template(table)
+    prob = _c(table.pickup_prob, np.float64)
+    rate = _c(table.rate_h, np.float64)
+    window = _c(table.window_s, np.float64)
+    ages = None if table.pass_age_s is None else _c(table.pass_age_s, np.float64)
+    s = _Walk.from_buffer_copy(tmpl.struct)
+    s.prob, s.window_s, s.rate_h = prob.ctypes.data, window.ctypes.data, rate.ctypes.data
+    s.pass_age = _ptr(ages)
+    keep = (prob, rate, window, ages)
+    _LAST_VIEW = (table, tmpl, s, keep)
+    return tmpl, _Walk.from_buffer_copy(s), keep
 
 
 def follow(
@@ -330,22 +389,23 @@ def follow(
     ``max_edges`` long; the tests'): the ``Q`` of each link walked past the prefix when it was
     chosen."""
     n = table.prep.n
-    if not ready() or not math.isfinite(t0_rel_s) or not 0 <= start < n:
+    if not (_state == "ready" or ready()) or not math.isfinite(t0_rel_s) or not 0 <= start < n:
         return None
     if prefix and (min(prefix) < 0 or max(prefix) >= n):
         return None
-    tmpl = _template(table)
-    s, own_t, visits, _keep = _view(table, tmpl, start, t0_rel_s)  # (_keep: alive until done)
+    tmpl, s, _keep = _view(table)  # (_keep: the arrays it points into, held until done)
     last = None if last_pass_s is None else _c(last_pass_s, np.float64)
-    live_row = tmpl.live_at(table, table.start_minute_of_week + t0_rel_s / 60.0)
-    route = np.empty(len(prefix) + max(max_edges, 0) + 1, dtype=np.int64)
+    npre = len(prefix)
+    sc = _scratch(n, npre + max(max_edges, 0) + 1)
+    route = sc.route
     if prefix:
-        route[: len(prefix)] = prefix
+        route[:npre] = prefix
     s.max_edges, s.max_visits = max_edges, max_visits
     s.last_pass = _ptr(last)
-    s.live = live_row.ctypes.data
+    s.live = tmpl.live_at(table, table.start_minute_of_week + t0_rel_s / 60.0)
     s.min_length_m, s.min_duration_s = min_length_m, min_duration_s
-    s.route, s.n_prefix = route.ctypes.data, len(prefix)
+    s.t0, s.start, s.own_t, s.visits = t0_rel_s, start, sc.own_at, sc.visits_at
+    s.route, s.n_prefix = sc.route_at, npre
     if trace is not None:
         assert trace.dtype == np.float64 and trace.flags.c_contiguous
         assert trace.shape[0] >= max_edges
@@ -358,26 +418,8 @@ def follow(
             return route[: s.n_route].tolist(), s.length, s.t - t0_rel_s
         if rc != _NEED_MINUTE or not tmpl.add_minute(table, int(s.need_minute)):
             if rc == _NEED_MINUTE:  # (a minute past the template's span: none in practice)
-                _reset(s, own_t, visits, route)
+                _reset(s, sc.own_t, sc.visits, route)
             return None
-
-
-def _view(
-    table: ValueTable, tmpl: _Template, start: int, t0_rel_s: float
-) -> tuple[_Walk, F64, npt.NDArray[np.int32], tuple[object, ...]]:
-    """The template's struct with this view of the table (its ``P``, ``W``, rates and pass
-    ages), the start and this thread's per-link arrays; and the arrays it points into."""
-    own_t, visits = _work_arrays(table.prep.n)
-    prob = _c(table.pickup_prob, np.float64)
-    rate = _c(table.rate_h, np.float64)
-    window = _c(table.window_s, np.float64)
-    ages = None if table.pass_age_s is None else _c(table.pass_age_s, np.float64)
-    s = _Walk.from_buffer_copy(tmpl.struct)
-    s.prob, s.window_s, s.rate_h = prob.ctypes.data, window.ctypes.data, rate.ctypes.data
-    s.pass_age = _ptr(ages)
-    s.t0, s.start = t0_rel_s, start
-    s.own_t, s.visits = own_t.ctypes.data, visits.ctypes.data
-    return s, own_t, visits, (prob, rate, window, ages)
 
 
 def route_value(
@@ -387,20 +429,19 @@ def route_value(
     does not run (as :func:`follow`, and where a link is not the graph's: Python's indexing
     decides that)."""
     n = table.prep.n
-    if not route or not ready() or not 0 <= start < n or min(route) < 0 or max(route) >= n:
+    if not route or not (_state == "ready" or ready()) or not 0 <= start < n:
         return None
-    s, _, _, keep = _view(table, _template(table), start, t0_rel_s)
-    links = np.asarray(route, dtype=np.int64)
-    count = links.shape[0]
-    scratch = np.empty(count, dtype=np.float64)
-    ks = np.empty(count, dtype=np.int64)
-    out = ctypes.c_double()
+    if min(route) < 0 or max(route) >= n:
+        return None
+    _, s, _keep = _view(table)
+    count = len(route)
+    sc = _scratch(n, count)
+    sc.route[:count] = route
+    s.t0, s.start, s.own_t, s.visits = t0_rel_s, start, sc.own_at, sc.visits_at
     rc = _lib.nagashi_route_value(
-        ctypes.byref(s), links.ctypes.data, count, scratch.ctypes.data, ks.ctypes.data,
-        ctypes.byref(out),
-    )  # fmt: skip
-    del keep
-    return out.value if rc == 0 else None
+        ctypes.byref(s), sc.route_at, count, sc.since_at, sc.ks_at, sc.out_ref
+    )
+    return sc.out.value if rc == 0 else None
 
 
 def _reset(s: _Walk, own_t: F64, visits: npt.NDArray[np.int32], route: npt.NDArray[Any]) -> None:
