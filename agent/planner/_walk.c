@@ -27,7 +27,7 @@ typedef void (*loop_fn)(char **args, const intptr_t *dims, const intptr_t *steps
 typedef struct {
     int64_t n, values_rows, cont_rows, cont_width, n_layers, max_edges, max_visits;
     int64_t mask_lo, mask_count;
-    const int64_t *fwd_off, *fwd_dst, *cell, *layer_slot;
+    const int64_t *fwd_off, *fwd_dst, *arc_off, *arc_dst, *cell, *layer_slot;
     const double *length_m, *tau_s, *values, *cont, *fare, *cost, *trip_layers;
     const double *slope_v, *slope_c;
     const double *prob, *window_s, *rate_h, *pass_age, *last_pass; /* the last two: or NULL */
@@ -49,6 +49,7 @@ typedef struct {
 #define WALK_DONE 0
 #define WALK_NEED_MINUTE 1
 #define WALK_FALLBACK (-1)
+#define ENTERABLE 2
 
 static double np_expm1(const Walk *w, double x) {
     double y;
@@ -256,6 +257,39 @@ int nagashi_route_value(Walk *w, const int64_t *route, int64_t count, double *si
     }
     *out = r;
     return 0;
+}
+
+/* stability._enterable: does every link of route[0:count] follow the one before (the walk's
+ * start first) along a legal turn, and may it be entered when the cab gets there? Returns
+ * ENTERABLE (yes) or 0 (no), WALK_NEED_MINUTE (need_minute: call again with its mask; nothing is kept) or
+ * WALK_FALLBACK (a non-finite time: Python decides). */
+int nagashi_enterable(Walk *w, const int64_t *route, int64_t count) {
+    for (int64_t i = 0; i < count; i++)
+        if (route[i] < 0 || route[i] >= w->n) return 0;
+    double t = w->t0;
+    int64_t e = w->start;
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t f = route[i];
+        int found = 0;
+        for (int64_t j = w->arc_off[e]; j < w->arc_off[e + 1]; j++) {
+            if (w->arc_dst[j] == f) {
+                found = 1;
+                break;
+            }
+        }
+        if (!found) return 0;
+        if (!isfinite(t)) return WALK_FALLBACK;
+        const double raw = floor(w->minute0 + t / 60.0);
+        const double at = raw - (double)w->mask_lo;
+        if (!(at >= 0.0 && at < (double)w->mask_count) || w->masks[(int64_t)at] == NULL) {
+            w->need_minute = (int64_t)raw;
+            return WALK_NEED_MINUTE;
+        }
+        if (!w->masks[(int64_t)at][f]) return 0;
+        t += w->tau_s[f];
+        e = f;
+    }
+    return ENTERABLE;
 }
 
 /* numpy's expm1 loop called as the walk calls it, one element at a time (the load check) */

@@ -329,7 +329,14 @@ def switches(value_new: float, value_previous: float, margin: float) -> bool:
 
 def _enterable(table: ValueTable, start: int, t0_rel_s: float, route: tuple[int, ...]) -> bool:
     """Every link of ``route`` follows the one before along a legal turn and may be entered
-    when the cab gets there (cruise flags, area, no-entry windows)."""
+    when the cab gets there (cruise flags, area, no-entry windows). In C where it is built
+    (:func:`agent.planner.walk_c.enterable`, the same answer)."""
+    got = walk_c.enterable(table, start, t0_rel_s, route)
+    return got if got is not None else _enterable_py(table, start, t0_rel_s, route)
+
+
+def _enterable_py(table: ValueTable, start: int, t0_rel_s: float, route: tuple[int, ...]) -> bool:
+    """:func:`_enterable` in Python (the reference)."""
     prep = table.prep
     n = prep.n
     for f in route:

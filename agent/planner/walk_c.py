@@ -44,9 +44,9 @@ _SIZES = (
     "mask_lo", "mask_count",
 )  # fmt: skip
 _POINTERS = (
-    "fwd_off", "fwd_dst", "cell", "layer_slot", "length_m", "tau_s", "values", "cont", "fare",
-    "cost", "trip_layers", "slope_v", "slope_c", "prob", "window_s", "rate_h", "pass_age",
-    "last_pass", "live", "masks",
+    "fwd_off", "fwd_dst", "arc_off", "arc_dst", "cell", "layer_slot", "length_m", "tau_s",
+    "values", "cont", "fare", "cost", "trip_layers", "slope_v", "slope_c", "prob", "window_s",
+    "rate_h", "pass_age", "last_pass", "live", "masks",
 )  # fmt: skip
 _SCALARS = ("minute0", "step_s", "t0", "min_length_m", "min_duration_s", "horizon_s")
 _STATE_I = ("start", "n_prefix", "n_route", "e", "started", "need_minute")
@@ -69,7 +69,7 @@ class _Walk(ctypes.Structure):
     ]
 
 
-_DONE, _NEED_MINUTE = 0, 1
+_DONE, _NEED_MINUTE, _ENTERABLE = 0, 1, 2
 
 _lock = threading.Lock()
 _lib: Any = None
@@ -140,6 +140,8 @@ def load() -> bool:
             lib.nagashi_expm1_each.restype = None
             lib.nagashi_route_value.argtypes = [ctypes.POINTER(_Walk), _P, _I, _P, _P, _P]
             lib.nagashi_route_value.restype = ctypes.c_int
+            lib.nagashi_enterable.argtypes = [ctypes.POINTER(_Walk), _P, _I]
+            lib.nagashi_enterable.restype = ctypes.c_int
             if not _expm1_matches_numpy(lib, loop):
                 _state, _error = "failed", "numpy's expm1 loop does not give np.expm1's bits"
                 return False
@@ -202,6 +204,8 @@ class _Template:
         arrays = {
             "fwd_off": fwd_off,
             "fwd_dst": fwd_dst,
+            "arc_off": _c(prep.arc_offsets, np.int64),
+            "arc_dst": _c(prep.arc_dst, np.int64),
             "cell": _c(table.cell, np.int64),
             "layer_slot": _c(table.layer_slot, np.int64),
             "length_m": _c(prep.length_m, np.float64),
@@ -442,6 +446,28 @@ def route_value(
         ctypes.byref(s), sc.route_at, count, sc.since_at, sc.ks_at, sc.out_ref
     )
     return sc.out.value if rc == 0 else None
+
+
+def enterable(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[int]) -> bool | None:
+    """:func:`agent.planner.stability._enterable`; None where the C walk does not run (as
+    :func:`follow`)."""
+    n = table.prep.n
+    if not (_state == "ready" or ready()) or not math.isfinite(t0_rel_s) or not 0 <= start < n:
+        return None
+    count = len(route)
+    if count and (min(route) < 0 or max(route) >= n):
+        return False  # (Python's first check)
+    tmpl, s, _keep = _view(table)
+    sc = _scratch(n, count)
+    sc.route[:count] = route
+    s.t0, s.start = t0_rel_s, start
+    ref = ctypes.byref(s)
+    while True:
+        rc = _lib.nagashi_enterable(ref, sc.route_at, count)
+        if rc in (0, _ENTERABLE):
+            return bool(rc == _ENTERABLE)
+        if rc != _NEED_MINUTE or not tmpl.add_minute(table, int(s.need_minute)):
+            return None
 
 
 def _reset(s: _Walk, own_t: F64, visits: npt.NDArray[np.int32], route: npt.NDArray[Any]) -> None:

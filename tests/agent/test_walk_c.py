@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from agent.planner import ValueTable, walk_c
 from agent.planner.fleet import FleetView, with_fleet
 from agent.planner.readout import _follow_py, follow, successor_values
-from agent.planner.stability import _route_value_py, route_value
+from agent.planner.stability import _enterable, _enterable_py, _route_value_py, route_value
 
 
 def _bits(x: float) -> int:
@@ -140,6 +140,25 @@ def test_every_depleted_probability_is_numpys_expm1(tables: list[ValueTable]) ->
             assert value is not None
             assert _bits(value) == _bits(_route_value_py(table, start, 10.0, got[0]))
     assert steps > 10_000
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), t0=st.floats(-30.0, 2600.0, allow_nan=False), cut=st.integers(0, 40))
+def test_enterable_is_pythons(
+    tables: list[ValueTable], data: st.DataObject, t0: float, cut: int
+) -> None:
+    """The kept route's check: a route read on one table (so mostly legal), cut, with a link
+    changed or not, on the table with links closed minute by minute."""
+    table = tables[3]
+    n = table.prep.n
+    start = data.draw(st.integers(0, n - 1))
+    route = list(_follow_py(tables[0], start, t0, 1e9, 1e9, cut, None, 2, (), None)[0])
+    change: bool = data.draw(st.booleans())
+    if route and change:
+        route[data.draw(st.integers(0, len(route) - 1))] = data.draw(st.integers(-1, n))
+    want = _enterable_py(table, start, t0, tuple(route))
+    assert walk_c.enterable(table, start, t0, route) is want
+    assert _enterable(table, start, t0, tuple(route)) is want
 
 
 def test_a_walk_across_many_minutes_asks_for_each_mask_and_leaves_no_state(
