@@ -360,6 +360,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _walk_state() -> str:
+    """Which route walk the plans ran: ``c`` (agent/planner/_walk.c) or ``python``."""
+    from agent.planner import walk_c
+
+    return "c" if walk_c.status()["state"] == "ready" else "python"
+
+
 def _dropoff_product(jit: Any) -> str:
     from agent.planner import kernel_jit
 
@@ -406,6 +413,7 @@ def _report(
         "links_in_radius_p50": int(np.median(s.sizes)),
         "route_length_m_p50": round(statistics.median(s.lengths), 1),
         "backward_pass": kernel_jit.compiled_pass(),
+        "readout_walk": _walk_state(),
         # the compiled pass's drop-off product: numpy's BLAS called directly, or np.matmul
         # in object mode once a layer (kernel_jit's warm-up decides)
         "dropoff_product": _dropoff_product(jit),

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.planner import kernel_jit, speed_factor_from_demand
+    from agent.planner import kernel_jit, speed_factor_from_demand, walk_c
     from models.statistics import build_demand_table
     from tiles import TileStore, build_tiles
     from tools.sim.engine import run_shift
@@ -126,4 +126,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # the agent as shipped (the policy the release gate judges) against the same goal
         "goal_met_nagashi_live": bool(live and live >= GOAL_CAB_HOURS_PER_CPU_S),
         "jit": kernel_jit.status()["state"],
+        # the read-out's walk the nagashi-live cabs ran (agent.planner.walk_c: c or python)
+        "readout_walk": "c" if walk_c.status()["state"] == "ready" else "python",
     }
