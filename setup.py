@@ -5,19 +5,21 @@ planner runs its numpy path (the same plans, slower)."""
 
 from setuptools import Extension, setup
 
+# the same bits as numpy and Python: no fused multiply-add, no reassociation
+SAME_BITS = ["-O2", "-ffp-contract=off", "-fno-fast-math"]
+
 setup(
     ext_modules=[
         Extension(
             "agent.planner._vi",
             sources=["agent/planner/_vi.c"],
-            # the same bits as numpy: no fused multiply-add, no reassociation
-            extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+            extra_compile_args=SAME_BITS,
             optional=True,
         ),
         Extension(
             "agent.planner._walk",
             sources=["agent/planner/_walk.c"],
-            extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+            extra_compile_args=SAME_BITS,
             optional=True,
         ),
     ]

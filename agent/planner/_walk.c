@@ -72,6 +72,18 @@ static double interp_at(const double *t2d, int64_t rows, int64_t width, int64_t 
     return v0 + -w * slope;
 }
 
+/* the allowed mask of the minute the cab is in at t (the walk's own time; Python reads the same
+ * floor), or NULL with need_minute set where it was not handed over yet */
+static const uint8_t *mask_at(Walk *w, double t) {
+    const double raw = floor(w->minute0 + t / 60.0);
+    const double at = raw - (double)w->mask_lo;
+    if (!(at >= 0.0 && at < (double)w->mask_count) || w->masks[(int64_t)at] == NULL) {
+        w->need_minute = (int64_t)raw;
+        return NULL;
+    }
+    return w->masks[(int64_t)at];
+}
+
 /* the per-link state back to none (the caller's arrays are reused by the next walk) */
 static void reset(Walk *w) {
     w->own_t[w->start] = -INFINITY;
@@ -124,13 +136,8 @@ int nagashi_walk(Walk *w) {
                     reset(w);
                     return WALK_FALLBACK;
                 }
-                const double raw = floor(w->minute0 + t / 60.0);
-                const double at = raw - (double)w->mask_lo;
-                if (!(at >= 0.0 && at < (double)w->mask_count) || w->masks[(int64_t)at] == NULL) {
-                    w->need_minute = (int64_t)raw;
-                    return WALK_NEED_MINUTE;
-                }
-                mask = w->masks[(int64_t)at];
+                mask = mask_at(w, t);
+                if (mask == NULL) return WALK_NEED_MINUTE;
                 const int64_t layer = (int64_t)floor(t / w->step_s + 0.5);
                 k = layer > 0 ? layer : 0;
                 if (k > top) k = top;
@@ -233,17 +240,11 @@ int nagashi_route_value(Walk *w, const int64_t *route, int64_t count, double *si
                          w->slope_v[ks[count - 1]]);
     for (int64_t i = count - 1; i >= 0; i--) {
         const int64_t f = route[i], k = ks[i], slot = w->layer_slot[k];
-        /* C_i (stability._static's split of the shift: a = max(floor(x), 1), w = x - a) */
-        const double x = w->tau_s[f] / dt + w->trip_layers[f];
-        double a = floor(x);
-        if (1.0 > a) a = 1.0;
-        const double wt = x - a;
-        int64_t lo = k + (int64_t)a;
-        lo = w->cont_rows - 2 < lo ? w->cont_rows - 2 : lo;
-        const int64_t col = w->cell[f];
-        const double v0 = w->cont[lo * width + col];
-        const double c_next = wt >= 0.0 ? v0 + wt * (w->cont[(lo + 1) * width + col] - v0)
-                                        : v0 + -wt * w->slope_c[k];
+        /* C_i (stability._static splits the same shift as interp_at: k + a is a whole number
+         * of layers either way) */
+        const double c_next = interp_at(w->cont, w->cont_rows, width, k,
+                                        w->tau_s[f] / dt + w->trip_layers[f], w->cell[f],
+                                        w->slope_c[k]);
         /* P_i (stability._route_pickup) */
         double p = w->prob[slot * n + f];
         const double w_i = w->window_s[f];
@@ -279,13 +280,9 @@ int nagashi_enterable(Walk *w, const int64_t *route, int64_t count) {
         }
         if (!found) return 0;
         if (!isfinite(t)) return WALK_FALLBACK;
-        const double raw = floor(w->minute0 + t / 60.0);
-        const double at = raw - (double)w->mask_lo;
-        if (!(at >= 0.0 && at < (double)w->mask_count) || w->masks[(int64_t)at] == NULL) {
-            w->need_minute = (int64_t)raw;
-            return WALK_NEED_MINUTE;
-        }
-        if (!w->masks[(int64_t)at][f]) return 0;
+        const uint8_t *mask = mask_at(w, t);
+        if (mask == NULL) return WALK_NEED_MINUTE;
+        if (!mask[f]) return 0;
         t += w->tau_s[f];
         e = f;
     }
