@@ -360,13 +360,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _walk_state() -> str:
-    """Which route walk the plans ran: ``c`` (agent/planner/_walk.c) or ``python``."""
-    from agent.planner import walk_c
-
-    return "c" if walk_c.status()["state"] == "ready" else "python"
-
-
 def _dropoff_product(jit: Any) -> str:
     from agent.planner import kernel_jit
 
@@ -395,7 +388,7 @@ def _numba_ratios(kernel_numba_ms: list[float], p50: float, b50: float) -> dict[
 def _report(
     args: argparse.Namespace, params: Any, s: _Samples, jit: Any, warm_up_s: float, rss_mb: float
 ) -> dict[str, Any]:
-    from agent.planner import kernel_jit
+    from agent.planner import kernel_jit, walk_c
     from agent.planner.workspace import WORKSPACE
 
     p50 = statistics.median(s.plan_ms)
@@ -413,7 +406,7 @@ def _report(
         "links_in_radius_p50": int(np.median(s.sizes)),
         "route_length_m_p50": round(statistics.median(s.lengths), 1),
         "backward_pass": kernel_jit.compiled_pass(),
-        "readout_walk": _walk_state(),
+        "readout_walk": walk_c.which(),  # the route walk the plans ran: c or python
         # the compiled pass's drop-off product: numpy's BLAS called directly, or np.matmul
         # in object mode once a layer (kernel_jit's warm-up decides)
         "dropoff_product": _dropoff_product(jit),

@@ -127,5 +127,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "goal_met_nagashi_live": bool(live and live >= GOAL_CAB_HOURS_PER_CPU_S),
         "jit": kernel_jit.status()["state"],
         # the read-out's walk the nagashi-live cabs ran (agent.planner.walk_c: c or python)
-        "readout_walk": "c" if walk_c.status()["state"] == "ready" else "python",
+        "readout_walk": walk_c.which(),
     }

@@ -181,6 +181,12 @@ def ready() -> bool:
     return _state == "ready" or (_state == "idle" and load())
 
 
+def which() -> str:
+    """The walk the read-out runs: ``c`` (loaded and checked) or ``python``; for the benches'
+    reports (loads it the first time)."""
+    return "c" if ready() else "python"
+
+
 def _ptr(a: npt.NDArray[Any] | None) -> int | None:
     return None if a is None else int(a.ctypes.data)
 
@@ -278,9 +284,8 @@ def _forward_arcs(prep: Prepared) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
     got = _FWD.get(prep)
     if got is None:
         g = prep.graph
-        off = np.asarray(prep.arc_offsets, dtype=np.int64)
         dst = np.asarray(prep.arc_dst, dtype=np.int64)
-        src = np.repeat(np.arange(prep.n, dtype=np.int64), np.diff(off))
+        src = np.asarray(prep.arc_src, dtype=np.int64)  # (the sources of arc_dst, in order)
         keep = np.asarray(g.v_node)[dst] != np.asarray(g.u_node)[src]
         counts = np.bincount(src[keep], minlength=prep.n)
         fwd_off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -392,7 +397,7 @@ def follow(
     ``max_edges`` long; the tests'): the ``Q`` of each link walked past the prefix when it was
     chosen."""
     n = table.prep.n
-    if not (_state == "ready" or ready()) or not math.isfinite(t0_rel_s) or not 0 <= start < n:
+    if not ready() or not math.isfinite(t0_rel_s) or not 0 <= start < n:
         return None
     if prefix and (min(prefix) < 0 or max(prefix) >= n):
         return None
@@ -432,7 +437,7 @@ def route_value(
     does not run (as :func:`follow`, and where a link is not the graph's: Python's indexing
     decides that)."""
     n = table.prep.n
-    if not route or not (_state == "ready" or ready()) or not 0 <= start < n:
+    if not route or not ready() or not 0 <= start < n:
         return None
     if min(route) < 0 or max(route) >= n:
         return None
@@ -451,7 +456,7 @@ def enterable(table: ValueTable, start: int, t0_rel_s: float, route: Sequence[in
     """:func:`agent.planner.stability._enterable`; None where the C walk does not run (as
     :func:`follow`)."""
     n = table.prep.n
-    if not (_state == "ready" or ready()) or not math.isfinite(t0_rel_s) or not 0 <= start < n:
+    if not ready() or not math.isfinite(t0_rel_s) or not 0 <= start < n:
         return None
     count = len(route)
     if count and (min(route) < 0 or max(route) >= n):
