@@ -174,6 +174,41 @@ def test_build_snapshot_counts() -> None:
     assert s.cell_pickups(200)[21].tolist() == [1, 2, 3]
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    cabs=st.lists(
+        st.tuples(
+            st.integers(-1, 12),  # its link (-1: not matched)
+            st.booleans(),  # vacant
+            st.lists(st.sampled_from([0, 1, 2, 3, 5, 8, 12, 2**31 + 5]), max_size=12),
+        ),
+        max_size=25,
+    )
+)
+def test_planned_passes_are_the_distinct_other_cabs_on_each_link(
+    cabs: list[tuple[int, bool, list[int]]],
+) -> None:
+    """The snapshot's counts against their definition, by sets: per link the vacant cabs on
+    it now, and the vacant cabs whose route holds it other than as their own link, each once
+    (the one-sort count of ``_link_counts``; link ids past 2**31 too)."""
+    hbs = [_hb(link=link, vacant=v, route=tuple(r)) for link, v, r in cabs]
+    s = build_snapshot(hbs, T0 + 1.0, area="monaco", network=NET)
+    now: dict[int, int] = {}
+    planned: dict[int, set[int]] = {}
+    for k, (link, v, r) in enumerate(cabs):
+        if not v:
+            continue
+        if link >= 0:
+            now[link] = now.get(link, 0) + 1
+        for f in r:
+            if f != link:
+                planned.setdefault(f, set()).add(k)
+    want = {f: (now.get(f, 0), len(planned.get(f, ()))) for f in set(now) | set(planned)}
+    counts = zip(s.vacant_now.tolist(), s.planned.tolist(), strict=True)
+    assert dict(zip(s.link_ids.tolist(), counts, strict=True)) == want
+    assert s.link_ids.tolist() == sorted(want)
+
+
 def test_snapshot_holds_no_vehicle_ids(fleet: Fleet) -> None:
     """Aggregates only: the signed body's fields are the fixed set and none of the cabs'
     ids, tokens or exact positions appears in it."""
