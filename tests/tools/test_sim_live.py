@@ -11,7 +11,7 @@ import pytest
 from agent.planner import fleet_view
 from tests.tools.test_simulate import world  # noqa: F401  (the module fixture)
 from tools.sim.engine import run_shift
-from tools.sim.live import HEARTBEAT_S, SNAPSHOT_S, LiveLayer, supply_prior
+from tools.sim.live import HEARTBEAT_ROUTE_M, HEARTBEAT_S, SNAPSHOT_S, LiveLayer, supply_prior
 from tools.sim.policies import Allowed, NagashiLivePolicy, make_policy
 from tools.sim.world import World, make_passengers
 
@@ -50,6 +50,51 @@ def test_cadence_delay_and_own_heartbeat(world: World) -> None:  # noqa: F811
     assert view.seen_age_s is None or not np.isfinite(view.seen_age_s[a])
     assert view.seen_age_s is not None and np.isfinite(view.seen_age_s[b])
     assert live.seen_by(0, -1.0) == (None, -1, ())
+
+
+def test_each_heartbeat_carries_the_first_2_km_of_the_route_as_it_is_now(
+    world: World,  # noqa: F811
+) -> None:
+    """The heartbeat's route against its definition at every heartbeat while the cab's route
+    is driven (links popped in place), read again, changed in place at the same length, cut
+    short, made a tuple, or its cab occupied (the route kept between heartbeats is reused
+    only where it is the same)."""
+    live = LiveLayer(world, 1, seed=3)
+    rng = np.random.default_rng(5)
+    cruisable = [int(x) for x in np.flatnonzero(world.cruisable)]
+    length = np.asarray(world.length_m, dtype=np.float64)
+    gid = world.graph.edge_id
+
+    def want(route: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+        out, run = [], 0.0
+        for f in route:
+            out.append(int(gid[f]))
+            run += float(length[f])
+            if run >= HEARTBEAT_ROUTE_M:
+                break
+        return tuple(out)
+
+    route: list[int] | tuple[int, ...] = [int(x) for x in rng.choice(cruisable, 60)]
+    seen = 0
+    for k in range(80):
+        vacant = k % 13 != 7
+        step = k % 6
+        if step == 1 and isinstance(route, list) and route:
+            route.pop(0)  # driven
+        elif step == 2 and isinstance(route, list) and len(route) > 3:
+            route[1] = int(rng.choice(cruisable))  # changed in place, the same length
+        elif step == 3:
+            route = [int(x) for x in rng.choice(cruisable, int(rng.integers(0, 40)))]
+        elif step == 4:
+            route = tuple(route)
+        elif step == 5:
+            route = list(route)[: int(rng.integers(0, 8))]  # short of 2 km, or empty
+        live.tick(k * HEARTBEAT_S, [cruisable[0]], [vacant], [route])
+        hb = live.latest[0]
+        assert hb is not None
+        assert hb.route == (want(route) if vacant else ())
+        seen += bool(hb.route)
+    assert seen > 40
 
 
 def test_a_fleet_on_the_live_layer_runs_it_in_the_loop(world: World) -> None:  # noqa: F811

@@ -144,6 +144,11 @@ class LiveLayer:
         self._mid_lon: list[float] = self.mid_lon.tolist()
         self._mid_lat: list[float] = self.mid_lat.tolist()
         self.latest: list[Heartbeat | None] = [None] * n_cabs
+        # per cab: the route links its last heartbeat's route was made from, whether they
+        # reached HEARTBEAT_ROUTE_M, and that route (global ids)
+        self._routes_sent: list[tuple[Sequence[int], bool, tuple[int, ...]] | None] = [
+            None
+        ] * n_cabs
         self.pickups: list[MeterEvent] = []  # what the server has taken
         self._pending: list[list[MeterEvent]] = [[] for _ in range(n_cabs)]  # not yet taken
         # (built_s, snapshot, what each cab had reported when it was built)
@@ -204,14 +209,9 @@ class LiveLayer:
                     continue
                 if self._pending[i]:
                     self._deliver(i, t_s)
-                route: list[int] = []
+                route: tuple[int, ...] = ()
                 if vacant[i]:
-                    run = 0.0
-                    for f in routes[i]:
-                        route.append(gid[f])
-                        run += length[f]
-                        if run >= HEARTBEAT_ROUTE_M:
-                            break
+                    route = self._heartbeat_route(i, routes[i], gid, length)
                 e = int(links[i])
                 self.latest[i] = Heartbeat(
                     area=AREA,
@@ -221,7 +221,7 @@ class LiveLayer:
                     lon=mid_lon[e] if e >= 0 else 0.0,
                     lat=mid_lat[e] if e >= 0 else 0.0,
                     vacant=bool(vacant[i]),
-                    route=tuple(route),
+                    route=route,
                 )
             self.next_heartbeat_s += self.heartbeat_s
         if t_s + 1e-9 >= self.next_snapshot_s:
@@ -230,6 +230,31 @@ class LiveLayer:
             else:
                 self._build(t_s)
             self.next_snapshot_s += self.snapshot_s
+
+    def _heartbeat_route(
+        self, cab: int, links: Sequence[int], gid: list[int], length: list[float]
+    ) -> tuple[int, ...]:
+        """The global ids of ``links``' first links up to :data:`HEARTBEAT_ROUTE_M` (the one
+        that reaches it included): the cab's previous ones where the route begins with the
+        same links that made them (a cab drives about one link between heartbeats, and most
+        read no new route)."""
+        got = self._routes_sent[cab]
+        if got is not None:
+            prefix, reached, route = got
+            if links[: len(prefix)] == prefix and (reached or len(links) == len(prefix)):
+                return route
+        out: list[int] = []
+        run = 0.0
+        reached = False
+        for f in links:
+            out.append(gid[f])
+            run += length[f]
+            if run >= HEARTBEAT_ROUTE_M:
+                reached = True
+                break
+        route = tuple(out)
+        self._routes_sent[cab] = (links[: len(out)], reached, route)
+        return route
 
     def _taken(self, t_s: float, down: bool) -> list[bool] | None:
         """Which cabs' heartbeats at ``t_s`` the server takes (None: all; no faults, no
