@@ -162,6 +162,7 @@ def route_only_from_table(
     previous_route: Sequence[int] | None = None,
     committed_links: int = 0,
     spread: Spread | None = None,
+    previous_links: Sequence[int] | None = None,
 ) -> list[int]:
     """The route of :func:`route_from_table` (the same links), without the hysteresis'
     decision: the simulator's cabs follow the route and read no figure, so only what the
@@ -173,20 +174,30 @@ def route_only_from_table(
     Each step of the read-out depends on the steps before it alone, so the first ``head``
     links of a read-out capped at ``head`` links are the whole read-out's (the committed
     check reads them there) and the route is :func:`route_from_table`'s
-    (tests/agent/test_readout_route_only.py compares both)."""
+    (tests/agent/test_readout_route_only.py compares both). ``previous_links``: the previous
+    route as local links of ``table``'s graph instead (the simulator's; it wins over
+    ``previous_route``)."""
     e0, _, t0_rel = _start(table, start_edge_id, fraction, minute_of_week)
 
     def read(prefix: tuple[int, ...] = (), max_edges: int = params.max_route_edges) -> list[int]:
         return _follow(table, e0, t0_rel, params, spread, prefix, max_edges)[0]
 
-    if not previous_route:  # (choose_route: no previous route, NEW)
-        return read()
+    if previous_links is not None:
+        n = table.prep.n
+        if not previous_links:
+            return read()
+        prev = tuple(previous_links)
+        if min(prev) < 0 or max(prev) >= n:  # unusable: NEW
+            return read()
+    else:
+        if not previous_route:  # (choose_route: no previous route, NEW)
+            return read()
+        prev_local = table.prep.graph.local(list(previous_route))
+        if not bool(np.all(prev_local >= 0)):  # unusable: NEW
+            return read()
+        prev = tuple(int(f) for f in prev_local)
     from agent.planner.stability import _enterable, route_value, switches
 
-    prev_local = table.prep.graph.local(list(previous_route))
-    if not bool(np.all(prev_local >= 0)):  # unusable: NEW
-        return read()
-    prev = tuple(int(f) for f in prev_local)
     if not _enterable(table, e0, t0_rel, prev):  # NEW
         return read()
     new = read()

@@ -110,13 +110,12 @@ class NagashiRoutePolicy(NagashiPolicy):
         got = self.routes.get(taxi)
         key = self._read_key(taxi, t_s)
         if got is None or got[0] != key or not got[1] or got[1][0] not in self.world.succ[link]:
-            g = self.world.graph
             # the route shown so far, if the cab can still drive it: the agent's hysteresis
             # (agent.planner.stability) keeps it unless the new read-out is clearly better,
             # and the cab at the end of its link is committed to the next one
             previous = None
             if got is not None and got[1] and got[1][0] in self.world.succ[link]:
-                previous = [int(x) for x in g.edge_id[got[1]]]
+                previous = got[1]
             got = (key, self._read_route(taxi, link, t_s, previous))
             self.routes[taxi] = got
         route = got[1]
@@ -126,21 +125,26 @@ class NagashiRoutePolicy(NagashiPolicy):
         return policy_step(self._base_table(taxi), link, t_s - self.t0, None)
 
     def _read_route(
-        self, taxi: int, link: int, t_s: float, previous: list[int] | None
+        self, taxi: int, link: int, t_s: float, previous: Sequence[int] | None
     ) -> list[int]:
         """The route of agent.planner.plan_from_table (the driver's plan), without the
         coordinates and directions it shows or the hysteresis' figures
         (agent.planner.plan.route_only_from_table), read from the end of ``link`` at ``t_s``;
-        ``previous``: the route shown before (global ids) for the hysteresis."""
+        ``previous``: the route shown before (local links of the world's graph) for the
+        hysteresis."""
+        table = self._table_for(taxi, t_s)
+        g = self.world.graph
+        same = table.prep.graph is g  # (the shared table's links are the world's)
         return route_only_from_table(
-            self._table_for(taxi, t_s),
-            int(self.world.graph.edge_id[link]),
+            table,
+            int(g.edge_id[link]),
             1.0,  # decided at the end of the link
             self.world.minute_at(t_s),
             self.world.params,
-            previous_route=previous,
+            previous_route=None if same or not previous else [int(x) for x in g.edge_id[previous]],
             committed_links=1 if previous else 0,
             spread=self._spread_for(taxi, t_s),
+            previous_links=(previous or ()) if same else None,
         )
 
     def _spread_for(self, taxi: int, t_s: float) -> Spread | None:
