@@ -102,6 +102,12 @@ class Graph:
         table[self.edge_id] = np.arange(self.n, dtype=np.int32)
         return table
 
+    @property
+    def global_to_local(self) -> I32:
+        """Per global edge id (``0 .. n_edges_total - 1``) its local index, -1 where the edge
+        is not in this graph (:meth:`local`'s table; not to be written)."""
+        return self._g2l
+
     def local_index(self, global_id: int) -> int:
         """Local index of one global edge id (-1 if not in this graph)."""
         if not 0 <= global_id < self.n_edges_total:

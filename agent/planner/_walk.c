@@ -44,6 +44,16 @@ typedef struct {
     double *own_t;
     int32_t *visits;
     double *trace; /* or NULL: per link of the route past the prefix, its Q when chosen */
+    /* one cab's view of the fleet (agent.planner.fleet.CabOverlay) over prob, window_s and
+     * pass_age: W and P per slot of the links claim_links (sorted, n_claims of them; P as
+     * claim_p[slot * n_claims + i]), and where seen is not NULL the pass age
+     * min(pass_age, s - seen_off), s = seen_age where seen[g], else inf, but pass_seen on the
+     * links pass_links (sorted, n_passes) */
+    const int64_t *claim_links, *pass_links;
+    const double *claim_w, *claim_p, *pass_seen;
+    const uint8_t *seen;
+    int64_t n_claims, n_passes;
+    double seen_age, seen_off;
 } Walk;
 
 #define WALK_DONE 0
@@ -57,6 +67,49 @@ static double np_expm1(const Walk *w, double x) {
     intptr_t dims[1] = {1}, steps[2] = {sizeof(double), sizeof(double)};
     w->expm1(args, dims, steps, w->expm1_data);
     return y;
+}
+
+/* the position of g in the sorted links[0:count], or -1 */
+static int64_t find(const int64_t *links, int64_t count, int64_t g) {
+    int64_t lo = 0, hi = count;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (links[mid] < g)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < count && links[lo] == g ? lo : -1;
+}
+
+/* the view's P of link g in slot, its W */
+static double prob_of(const Walk *w, int64_t slot, int64_t g) {
+    if (w->n_claims > 0) {
+        const int64_t i = find(w->claim_links, w->n_claims, g);
+        if (i >= 0) return w->claim_p[slot * w->n_claims + i];
+    }
+    return w->prob[slot * w->n + g];
+}
+
+static double window_of(const Walk *w, int64_t g) {
+    if (w->n_claims > 0) {
+        const int64_t i = find(w->claim_links, w->n_claims, g);
+        if (i >= 0) return w->claim_w[i];
+    }
+    return w->window_s[g];
+}
+
+/* the view's pass age of link g, negated (-inf: none): the table's, or the cab's view's
+ * (np.minimum(pass_age, seen - seen_off): the lower, a NaN wins) */
+static double neg_pass_age(const Walk *w, int64_t g) {
+    if (w->seen == NULL) return w->pass_age != NULL ? -w->pass_age[g] : -INFINITY;
+    const int64_t i = w->n_passes > 0 ? find(w->pass_links, w->n_passes, g) : -1;
+    double a = (i >= 0 ? w->pass_seen[i] : (w->seen[g] ? w->seen_age : INFINITY)) - w->seen_off;
+    if (w->pass_age != NULL) {
+        const double b = w->pass_age[g];
+        if (isnan(b) || (!isnan(a) && b <= a)) a = b;
+    }
+    return -a;
 }
 
 /* readout_terms._interp_at */
@@ -158,10 +211,10 @@ int nagashi_walk(Walk *w) {
                                             w->cell[g], w->slope_c[k]);
             const double gain = w->fare[g] + c_next, cost = w->cost[g];
             /* the pickup probability (scores(), the path with ages) */
-            double p = w->prob[slot * n + g];
+            double p = prob_of(w, slot, g);
             double last = w->last_pass != NULL ? w->last_pass[g] : -INFINITY;
-            if (w->pass_age != NULL) {
-                const double b = -w->pass_age[g];
+            {
+                const double b = neg_pass_age(w, g); /* (-inf: none, no higher) */
                 if (b > last) last = b;
             }
             {
@@ -170,7 +223,7 @@ int nagashi_walk(Walk *w) {
             }
             double age = t - last;
             if (age < 0.0) age = 0.0;
-            if (age < w->window_s[g]) {
+            if (age < window_of(w, g)) {
                 const double rate = w->rate_h[slot * n + g];
                 p = -np_expm1(w, -rate * ((w->tau_s[g] + age) / 3600.0));
             }
@@ -218,7 +271,7 @@ int nagashi_route_value(Walk *w, const int64_t *route, int64_t count, double *si
         const double t_in = t0 + run;
         const double tau_f = w->tau_s[f];
         run += tau_f;
-        const double base = w->pass_age != NULL ? -w->pass_age[f] : -INFINITY;
+        const double base = neg_pass_age(w, f);
         const double mine = own[f];
         since[i] = t_in - (mine > base ? mine : base);
         own[f] = t_in + tau_f;
@@ -246,8 +299,8 @@ int nagashi_route_value(Walk *w, const int64_t *route, int64_t count, double *si
                                         w->tau_s[f] / dt + w->trip_layers[f], w->cell[f],
                                         w->slope_c[k]);
         /* P_i (stability._route_pickup) */
-        double p = w->prob[slot * n + f];
-        const double w_i = w->window_s[f];
+        double p = prob_of(w, slot, f);
+        const double w_i = window_of(w, f);
         if (since[i] < w_i) {
             double s_i = since[i];
             s_i = s_i < 0.0 ? 0.0 : s_i;
@@ -287,6 +340,120 @@ int nagashi_enterable(Walk *w, const int64_t *route, int64_t count) {
         e = f;
     }
     return ENTERABLE;
+}
+
+/* agent.planner.fleet.SnapshotReadout.table_for's overlay of one cab (fleet.CabOverlay): the
+ * snapshot's part set once per snapshot and table, the cab's per call; walk_c.CabInputs,
+ * field for field */
+typedef struct {
+    int64_t n, slots, n_total;
+    const int32_t *g2l;       /* global edge id -> local link, or -1 */
+    const double *planned;    /* the snapshot's planned passes per link */
+    const double *window_s, *tau_s, *rate_h, *prob; /* the table's */
+    const uint8_t *vacant;    /* another vacant cab now on the link */
+    double scale;             /* claims per hour of one planned pass */
+    loop_fn expm1;
+    void *expm1_data;
+    int64_t claims;           /* the snapshot claims some link (else the table's W and P) */
+    /* the cab */
+    const int64_t *route;     /* its last heartbeat's route, global ids */
+    int64_t n_route, own_link; /* own_link: its heartbeat's link (global; -1: none) */
+    const int64_t *pass_link; /* its own passes: local links and the times they were passed */
+    const double *pass_t;
+    int64_t n_pass, alone;    /* alone: its own link, local, where it is the only vacant cab */
+    int64_t seen;             /* the ages of the links with a vacant cab are kept */
+    double now_s, age;
+    /* out: links[0:n_claims] (sorted), then links[n_claims:n_claims + n_passes] (sorted); vals:
+     * the claimed links' W, then their P per slot (slot-major), then the passes' seen ages */
+    int64_t n_claims, n_passes;
+} Cab;
+
+static void sort_pairs(int64_t *key, double *val, int64_t count) {
+    for (int64_t i = 1; i < count; i++) { /* insertion: a few dozen links, stable */
+        const int64_t k = key[i];
+        const double v = val != NULL ? val[i] : 0.0;
+        int64_t j = i - 1;
+        while (j >= 0 && key[j] > k) {
+            key[j + 1] = key[j];
+            if (val != NULL) val[j + 1] = val[j];
+            j--;
+        }
+        key[j + 1] = k;
+        if (val != NULL) val[j + 1] = v;
+    }
+}
+
+/* Fills links (at least n_route + n_pass + 1) and vals (at least n_route * (slots + 1) +
+ * n_pass + 1) as table_for's numpy does it: the route's links the snapshot claims, but
+ * without the cab's own claim (1 / (1 / W + extra / 3600), P = -expm1(-rate * ((tau + W) /
+ * 3600)) where the others still claim it, the table's own W and P where none does); the seen
+ * ages of the cab's passes, min(vacant ? age : inf, now - t) (inf on its own link when it is
+ * alone there). Returns 0, or -1 for a pass outside the graph (numpy decides). */
+int nagashi_cab_overlay(Cab *c, int64_t *links, double *vals) {
+    const int64_t n = c->n, slots = c->slots;
+    int64_t k = 0;
+    for (int64_t i = 0; i < c->n_pass; i++)
+        if (c->pass_link[i] < 0 || c->pass_link[i] >= n) return -1;
+    if (c->claims) {
+        for (int64_t i = 0; i < c->n_route; i++) {
+            const int64_t id = c->route[i];
+            if (id == c->own_link || id < 0 || id >= c->n_total) continue;
+            const int64_t l = c->g2l[id];
+            if (l < 0 || !(c->planned[l] > 0.0)) continue;
+            links[k++] = l;
+        }
+        sort_pairs(links, NULL, k);
+        int64_t u = 0; /* (a link twice on the route has one value) */
+        for (int64_t i = 0; i < k; i++)
+            if (u == 0 || links[u - 1] != links[i]) links[u++] = links[i];
+        k = u;
+        for (int64_t i = 0; i < k; i++) {
+            const int64_t l = links[i];
+            double extra = c->planned[l] - 1.0;
+            extra = (extra > 0.0 ? extra : 0.0) * c->scale;
+            const double w0 = c->window_s[l];
+            if (extra > 0.0 && w0 > 0.0) {
+                const double w = 1.0 / (1.0 / w0 + extra / 3600.0);
+                vals[i] = w;
+                for (int64_t s = 0; s < slots; s++) {
+                    double x = -c->rate_h[s * n + l] * ((c->tau_s[l] + w) / 3600.0), y;
+                    char *args[2] = {(char *)&x, (char *)&y};
+                    intptr_t dims[1] = {1}, steps[2] = {sizeof(double), sizeof(double)};
+                    c->expm1(args, dims, steps, c->expm1_data);
+                    vals[k + s * k + i] = -y;
+                }
+            } else {
+                vals[i] = w0;
+                for (int64_t s = 0; s < slots; s++) vals[k + s * k + i] = c->prob[s * n + l];
+            }
+        }
+    }
+    c->n_claims = k;
+    int64_t m = 0;
+    if (c->seen && (c->alone >= 0 || c->n_pass > 0)) {
+        int64_t *pl = links + k;
+        double *pv = vals + k * (slots + 1);
+        int alone_listed = 0;
+        for (int64_t i = 0; i < c->n_pass; i++) {
+            pl[m] = c->pass_link[i];
+            pv[m++] = c->now_s - c->pass_t[i];
+            if (c->pass_link[i] == c->alone) alone_listed = 1;
+        }
+        if (c->alone >= 0 && !alone_listed) {
+            pl[m] = c->alone;
+            pv[m++] = INFINITY;
+        }
+        sort_pairs(pl, pv, m);
+        for (int64_t i = 0; i < m; i++) {
+            const int64_t l = pl[i];
+            double at = c->vacant[l] ? c->age : INFINITY;
+            if (l == c->alone) at = INFINITY;
+            const double a = pv[i];
+            pv[i] = (at <= a || isnan(at)) ? at : a; /* np.minimum(at, a) */
+        }
+    }
+    c->n_passes = m;
+    return 0;
 }
 
 /* numpy's expm1 loop called as the walk calls it, one element at a time (the load check) */

@@ -50,6 +50,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from agent.planner import walk_c
+from agent.planner.cab_view import CabOverlay, CabTable
 from agent.planner.core import ValueTable
 from tiles.graph import Graph
 
@@ -246,6 +248,7 @@ class SnapshotReadout:
         self._planned = np.asarray(planned_raw, dtype=np.float64)
         self._scale = 3600.0 / claim_horizon_s
         self._vacant = self._now > 0
+        self._vacant_u8 = self._vacant.view(np.uint8)
         self._n_vacant = int(np.count_nonzero(self._vacant))
         self._built_s = float(snapshot.built_s)
         claims = self._planned * self._scale
@@ -262,6 +265,13 @@ class SnapshotReadout:
                 window.flags.writeable = False
                 prob.flags.writeable = False
                 self._window, self._prob = window, prob
+        # one cab's overlay in C where the walk runs (the same bits as _overlay's numpy)
+        self._cab = walk_c.cab_inputs(
+            graph.global_to_local, self._planned, self._vacant_u8, self._scale,
+            self._window is not None, table,
+            self._window if self._window is not None else table.window_s,
+            self._prob if self._prob is not None else table.pickup_prob,
+        )  # fmt: skip
 
     def table_for(
         self,
@@ -275,35 +285,14 @@ class SnapshotReadout:
         with this cab's ``own_link`` and ``own_route`` (global ids, as there), its seen ages
         lowered to ``now_s - t`` where ``own_passes`` (local link -> the time ``t`` this cab
         last passed it, on ``now_s``'s clock) makes them lower (a cab's own recent passes,
-        the curbs it drained itself)."""
+        the curbs it drained itself).
+
+        A :class:`CabTable`: the cab's ``W``, ``P`` and pass ages differ from the snapshot's
+        shared ones on a few links only (its own route and passes), so they are kept as those
+        links' values (:class:`CabOverlay`) and made whole only when read; the C read-out
+        (:mod:`agent.planner.walk_c`) reads the overlay itself."""
         table = self.table
         graph = self._graph
-        changes: dict[str, Any] = {}
-        # the claims: the snapshot's, but the cab's own route's links (its own heartbeat)
-        if self._window is not None and self._prob is not None:
-            window, prob = self._window, self._prob
-            if len(own_route):
-                # (a link twice on the route is written twice with the same value)
-                ids = np.asarray(own_route, dtype=np.int64)
-                idx = graph.local(ids[ids != own_link]).astype(np.int64)
-                idx = idx[idx >= 0]
-                planned = self._planned[idx]
-                idx = idx[planned > 0]  # a link the snapshot does not claim is left as it is
-                if idx.size:
-                    extra = np.maximum(self._planned[idx] - 1.0, 0.0) * self._scale
-                    base_w = table.window_s[idx]
-                    claimed = (extra > 0) & (base_w > 0)
-                    window = window.copy()
-                    prob = prob.copy()
-                    gone = idx[~claimed]  # only this cab claimed it: the table's own values
-                    window[gone] = table.window_s[gone]
-                    prob[:, gone] = table.pickup_prob[:, gone]
-                    still = idx[claimed]
-                    if still.size:
-                        window[still], prob[:, still] = _claimed(table, still, extra[claimed])
-            changes["window_s"] = window
-            changes["pickup_prob"] = prob
-        # the links where another vacant cab is now: drained (fleet_view's seen_age_s)
         own_local = graph.local_index(int(own_link)) if own_link >= 0 else -1
         alone = (
             own_local >= 0
@@ -313,21 +302,93 @@ class SnapshotReadout:
         age = max(float(now_s) - self._built_s, 0.0)
         # (fleet_view keeps the ages if one is finite: a non-finite age is none)
         n_vacant = self._n_vacant - (1 if alone else 0) if math.isfinite(age) else 0
-        seen: F64 | None = None
-        if n_vacant > 0 or own_passes:
-            seen = np.where(self._vacant, age, np.inf)
-            if alone:
-                seen[own_local] = np.inf
+        seen = n_vacant > 0 or bool(own_passes)
+        got: tuple[F64, int, int, int, int | None] | None = None
+        if self._cab is not None:
+            got = walk_c.cab_overlay(
+                self._cab, own_route, int(own_link), own_passes, own_local if alone else -1,
+                seen, float(now_s), age,
+            )  # fmt: skip
+        if got is None:
+            got = self._overlay(
+                own_route, int(own_link), own_passes, own_local, alone, seen, now_s, age
+            )
+        buf, n_links, k, m, at = got
+        ov = CabOverlay(
+            self._window if self._window is not None else table.window_s,
+            self._prob if self._prob is not None else table.pickup_prob,
+            self._vacant_u8 if seen else None,
+            age,
+            float(seen_offset_s),
+            table.pass_age_s,
+            buf,
+            n_links,
+            k,
+            m,
+            None if self._cab is None else self._cab.shared,
+            at,
+            base=table,
+        )
+        return CabTable.of(table, ov)
+
+    def _overlay(
+        self,
+        own_route: Sequence[int],
+        own_link: int,
+        own_passes: dict[int, float] | None,
+        own_local: int,
+        alone: bool,
+        seen: bool,
+        now_s: float,
+        age: float,
+    ) -> tuple[F64, int, int, int, int | None]:
+        """:func:`agent.planner.walk_c.cab_overlay` in numpy (where the C walk does not run):
+        the links and values of this cab's :class:`CabOverlay`."""
+        table = self.table
+        claim_links, claim_w, claim_p = _NO_LINKS, _NO_VALUES, np.zeros((table.rate_h.shape[0], 0))
+        # the claims: the snapshot's, but the cab's own route's links (its own heartbeat)
+        if self._window is not None and len(own_route):
+            ids = np.asarray(own_route, dtype=np.int64)
+            idx = self._graph.local(ids[ids != own_link]).astype(np.int64)
+            idx = idx[idx >= 0]
+            idx = idx[self._planned[idx] > 0]  # a link the snapshot does not claim is left
+            if idx.size:
+                idx = np.unique(idx)  # (a link twice on the route has one value)
+                extra = np.maximum(self._planned[idx] - 1.0, 0.0) * self._scale
+                claim_w = table.window_s[idx]  # only this cab claimed it: the table's own
+                claim_p = table.pickup_prob[:, idx]
+                claimed = (extra > 0) & (claim_w > 0)
+                if bool(claimed.any()):
+                    claim_w[claimed], claim_p[:, claimed] = _claimed(
+                        table, idx[claimed], extra[claimed]
+                    )
+                claim_links = idx
+        # the seen ages of the cab's own link (none: it is the cab) and of its own passes (the
+        # lower of the two), as fleet_view and the simulator's passes give them
+        pass_links, pass_seen = _NO_LINKS, _NO_VALUES
+        if seen and (alone or own_passes):
+            count = len(own_passes) if own_passes else 0
+            links, ages = _NO_LINKS, _NO_VALUES
             if own_passes:
-                count = len(own_passes)
                 links = np.fromiter(own_passes.keys(), dtype=np.int64, count=count)
                 ages = float(now_s) - np.fromiter(own_passes.values(), np.float64, count=count)
-                seen[links] = np.minimum(seen[links], ages)
-        if seen is not None:
-            at_start = seen - seen_offset_s
-            base = table.pass_age_s
-            changes["pass_age_s"] = at_start if base is None else np.minimum(base, at_start)
-        return _replaced(table, changes) if changes else table
+            if alone and not (own_passes and own_local in own_passes):
+                links = np.append(links, own_local)  # (its age against inf: none)
+                ages = np.append(ages, np.inf)
+            order = np.argsort(links, kind="stable")
+            links, ages = links[order], ages[order]
+            at = np.where(self._vacant[links], age, np.inf)
+            if alone:
+                at[links == own_local] = np.inf
+            pass_links, pass_seen = links, np.minimum(at, ages)
+        k, m = claim_links.shape[0], pass_links.shape[0]
+        links = np.concatenate([claim_links, pass_links]).astype(np.int64)
+        vals = np.concatenate([claim_w, claim_p.ravel(), pass_seen]).astype(np.float64)
+        return np.concatenate([links.view(np.float64), vals]), k + m, k, m, None
+
+
+_NO_LINKS = np.zeros(0, dtype=np.int64)
+_NO_VALUES = np.zeros(0, dtype=np.float64)
 
 
 #: a ValueTable is its fields and nothing else (no ``__post_init__``, every field an init

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.planner import kernel_c
+from agent.planner.cab_view import CabTable
 from agent.planner.core import F64, Prepared, ValueTable
 
 _P = ctypes.c_void_p
@@ -50,6 +51,8 @@ _POINTERS = (
 )  # fmt: skip
 _SCALARS = ("minute0", "step_s", "t0", "min_length_m", "min_duration_s", "horizon_s")
 _STATE_I = ("start", "n_prefix", "n_route", "e", "started", "need_minute")
+#: a cab's view of the fleet over the table's P, W and pass ages (agent.planner.fleet.CabOverlay)
+_OVERLAY = ("claim_links", "pass_links", "claim_w", "claim_p", "pass_seen", "seen")
 
 
 class _Walk(ctypes.Structure):
@@ -66,6 +69,39 @@ class _Walk(ctypes.Structure):
         ("own_t", _P),
         ("visits", _P),
         ("trace", _P),
+        *((name, _P) for name in _OVERLAY),
+        ("n_claims", _I),
+        ("n_passes", _I),
+        ("seen_age", _D),
+        ("seen_off", _D),
+    ]
+
+
+class _Cab(ctypes.Structure):
+    """``_walk.c``'s ``Cab``: one cab's overlay (:func:`cab_overlay`)."""
+
+    _fields_ = [
+        ("n", _I),
+        ("slots", _I),
+        ("n_total", _I),
+        *((name, _P) for name in ("g2l", "planned", "window_s", "tau_s", "rate_h", "prob")),
+        ("vacant", _P),
+        ("scale", _D),
+        ("expm1", _P),
+        ("expm1_data", _P),
+        ("claims", _I),
+        ("route", _P),
+        ("n_route", _I),
+        ("own_link", _I),
+        ("pass_link", _P),
+        ("pass_t", _P),
+        ("n_pass", _I),
+        ("alone", _I),
+        ("seen", _I),
+        ("now_s", _D),
+        ("age", _D),
+        ("n_claims", _I),
+        ("n_passes", _I),
     ]
 
 
@@ -142,6 +178,8 @@ def load() -> bool:
             lib.nagashi_route_value.restype = ctypes.c_int
             lib.nagashi_enterable.argtypes = [ctypes.POINTER(_Walk), _P, _I]
             lib.nagashi_enterable.restype = ctypes.c_int
+            lib.nagashi_cab_overlay.argtypes = [ctypes.POINTER(_Cab), _P, _P]
+            lib.nagashi_cab_overlay.restype = ctypes.c_int
             if not _expm1_matches_numpy(lib, loop):
                 _state, _error = "failed", "numpy's expm1 loop does not give np.expm1's bits"
                 return False
@@ -312,6 +350,21 @@ def _template(table: ValueTable) -> _Template:
     return hit
 
 
+#: the last table the cabs' overlays were made from and its template (a frozen table's
+#: fields do not change: the same table, the same template)
+_LAST_BASE: tuple[ValueTable, _Template] | None = None
+
+
+def _base_template(base: ValueTable) -> _Template:
+    global _LAST_BASE
+    last = _LAST_BASE
+    if last is not None and last[0] is base:
+        return last[1]
+    tmpl = _template(base)
+    _LAST_BASE = (base, tmpl)
+    return tmpl
+
+
 _work = threading.local()
 
 
@@ -359,6 +412,129 @@ def _work_arrays(n: int) -> tuple[F64, npt.NDArray[np.int32]]:
 _LAST_VIEW: tuple[ValueTable, _Template, _Walk, tuple[object, ...]] | None = None
 
 
+class CabInputs:
+    """What :func:`cab_overlay` reads of one snapshot and table (set once: the snapshot's
+    planned passes and vacant cabs, the table's ``W``, ``tau``, rates and ``P``), and the
+    addresses the walk reads of every overlay made from it (:attr:`shared`)."""
+
+    __slots__ = ("keep", "shared", "slots", "struct")
+
+    def __init__(
+        self,
+        g2l: npt.NDArray[np.int32],
+        planned: F64,
+        vacant: npt.NDArray[np.uint8],
+        scale: float,
+        claims: bool,
+        table: ValueTable,
+        window: F64,
+        prob: F64,
+    ) -> None:
+        arrays = {
+            "g2l": _c(g2l, np.int32),
+            "planned": _c(planned, np.float64),
+            "window_s": _c(table.window_s, np.float64),
+            "tau_s": _c(table.prep.tau_s, np.float64),
+            "rate_h": _c(table.rate_h, np.float64),
+            "prob": _c(table.pickup_prob, np.float64),
+            "vacant": _c(vacant, np.uint8),
+        }
+        c = _Cab()
+        c.n, c.slots, c.n_total = table.prep.n, table.rate_h.shape[0], arrays["g2l"].shape[0]
+        for name, a in arrays.items():
+            setattr(c, name, _ptr(a))
+        c.scale, c.claims = scale, int(claims)
+        assert _expm1 is not None
+        c.expm1, c.expm1_data = _expm1[0], _expm1[1] or None
+        self.struct, self.slots = c, int(c.slots)
+        # the shared arrays of the overlays' walks: P, W, rates, the table's pass ages, vacant
+        ages = table.pass_age_s
+        shared = (
+            _c(prob, np.float64),
+            _c(window, np.float64),
+            arrays["rate_h"],
+            None if ages is None else _c(ages, np.float64),
+            arrays["vacant"],
+        )
+        self.shared = tuple(_ptr(a) for a in shared)
+        self.keep = (arrays, shared)
+
+
+def cab_inputs(
+    g2l: npt.NDArray[np.int32],
+    planned: F64,
+    vacant: npt.NDArray[np.uint8],
+    scale: float,
+    claims: bool,
+    table: ValueTable,
+    window: F64,
+    prob: F64,
+) -> CabInputs | None:
+    """The :class:`CabInputs` of a snapshot's read-out, or None where the C walk does not run
+    (then numpy computes each overlay)."""
+    if not ready():
+        return None
+    return CabInputs(g2l, planned, vacant, scale, claims, table, window, prob)
+
+
+def cab_overlay(
+    inputs: CabInputs,
+    route: Sequence[int],
+    own_link: int,
+    passes: dict[int, float] | None,
+    alone: int,
+    seen: bool,
+    now_s: float,
+    age: float,
+) -> tuple[F64, int, int, int, int] | None:
+    """One cab's overlay (agent.planner.fleet.SnapshotReadout.table_for, the same bits), as
+    :class:`agent.planner.cab_view.CabOverlay` keeps it: one buffer whose first words are its
+    links (the claimed ones, then its passes', both sorted: int64), then their values (the
+    claimed links' ``W``, their ``P`` per slot, the passes' seen ages), the number of link
+    words, the two counts and the buffer's address; None for a pass not on the graph (numpy
+    decides)."""
+    count = len(passes) if passes else 0
+    n_route = len(route)
+    n_links = n_route + count + 1
+    buf = np.empty(n_links + n_route * (inputs.slots + 1) + count + 1, dtype=np.float64)
+    at = buf.ctypes.data
+    sc = _cab_scratch(max(n_route, count))
+    c = _Cab.from_buffer_copy(inputs.struct)
+    if n_route:
+        sc.route[:n_route] = route
+        c.route, c.n_route = sc.route_at, n_route
+    if count:
+        assert passes is not None
+        sc.links[:count] = list(passes)
+        sc.times[:count] = list(passes.values())
+        c.pass_link, c.pass_t, c.n_pass = sc.links_at, sc.times_at, count
+    c.own_link, c.alone, c.seen = own_link, alone, int(seen)
+    c.now_s, c.age = now_s, age
+    if _lib.nagashi_cab_overlay(ctypes.byref(c), at, at + 8 * n_links) != 0:
+        return None
+    return buf, n_links, int(c.n_claims), int(c.n_passes), at
+
+
+class _CabScratch:
+    """This thread's input buffers of :func:`cab_overlay` and their addresses."""
+
+    __slots__ = ("links", "links_at", "route", "route_at", "times", "times_at")
+
+    def __init__(self, size: int) -> None:
+        self.route = np.empty(size, dtype=np.int64)
+        self.links = np.empty(size, dtype=np.int64)
+        self.times = np.empty(size, dtype=np.float64)
+        self.route_at, self.links_at = self.route.ctypes.data, self.links.ctypes.data
+        self.times_at = self.times.ctypes.data
+
+
+def _cab_scratch(size: int) -> _CabScratch:
+    sc: _CabScratch | None = getattr(_work, "cab", None)
+    if sc is None or sc.route.shape[0] < size:
+        sc = _work.cab = _CabScratch(max(size, 2 * (0 if sc is None else sc.route.shape[0]), 256))
+    return sc
+
+
 def _view(table: ValueTable) -> tuple[_Template, _Walk, tuple[object, ...]]:
     """The template of ``table``, a struct with this view of it set (a copy: the caller sets
     the walk's own fields) and the arrays it points into (to be held while it is used)."""
@@ -366,15 +542,50 @@ def _view(table: ValueTable) -> tuple[_Template, _Walk, tuple[object, ...]]:
     last = _LAST_VIEW
     if last is not None and last[0] is table:
         return last[1], _Walk.from_buffer_copy(last[2]), last[3]
+    ov = table.overlay if isinstance(table, CabTable) else None
+    if ov is not None and ov.addresses is not None:
+        tmpl = _base_template(ov.base)
+        s = _Walk.from_buffer_copy(tmpl.struct)
+        assert ov.shared is not None  # (set with the addresses)
+        prob_at, window_at, rate_at, ages_at, seen_at = ov.shared
+        s.prob, s.window_s, s.rate_h, s.pass_age = prob_at, window_at, rate_at, ages_at
+        s.seen = seen_at if ov.seen is not None else None
+        links_at, vals_at, k, m = ov.addresses
+        s.claim_links, s.pass_links = links_at, links_at + 8 * k
+        s.claim_w, s.claim_p = vals_at, vals_at + 8 * k
+        s.pass_seen = vals_at + 8 * k * (ov.slots + 1)
+        s.n_claims, s.n_passes = k, m
+        s.seen_age, s.seen_off = ov.seen_age, ov.seen_off
+        keep: tuple[object, ...] = (ov,)
+        _LAST_VIEW = (table, tmpl, s, keep)
+        return tmpl, _Walk.from_buffer_copy(s), keep
     tmpl = _template(table)
-    prob = _c(table.pickup_prob, np.float64)
-    rate = _c(table.rate_h, np.float64)
-    window = _c(table.window_s, np.float64)
-    ages = None if table.pass_age_s is None else _c(table.pass_age_s, np.float64)
     s = _Walk.from_buffer_copy(tmpl.struct)
+    rate = _c(table.rate_h, np.float64)
+    if ov is None:
+        prob = _c(table.pickup_prob, np.float64)
+        window = _c(table.window_s, np.float64)
+        ages = None if table.pass_age_s is None else _c(table.pass_age_s, np.float64)
+        keep = (prob, rate, window, ages)
+    else:  # (its arrays are not made whole: the walk reads the overlay)
+        prob, window = _c(ov.prob, np.float64), _c(ov.window, np.float64)
+        ages = None if ov.base_age is None else _c(ov.base_age, np.float64)
+        claim_links, pass_links = _c(ov.claim_links, np.int64), _c(ov.pass_links, np.int64)
+        parts = {
+            "claim_links": claim_links,
+            "pass_links": pass_links,
+            "claim_w": _c(ov.claim_w, np.float64),
+            "claim_p": _c(ov.claim_p, np.float64),
+            "pass_seen": _c(ov.pass_seen, np.float64),
+            "seen": None if ov.seen is None else _c(ov.seen, np.uint8),
+        }
+        for name, a in parts.items():
+            setattr(s, name, _ptr(a))
+        s.n_claims, s.n_passes = claim_links.shape[0], pass_links.shape[0]
+        s.seen_age, s.seen_off = ov.seen_age, ov.seen_off
+        keep = (prob, rate, window, ages, parts)
     s.prob, s.window_s, s.rate_h = prob.ctypes.data, window.ctypes.data, rate.ctypes.data
     s.pass_age = _ptr(ages)
-    keep = (prob, rate, window, ages)
     _LAST_VIEW = (table, tmpl, s, keep)
     return tmpl, _Walk.from_buffer_copy(s), keep
 

@@ -17,9 +17,13 @@ from hypothesis import strategies as st
 from agent.planner import (
     ValueTable,
     fleet_view,
+    walk_c,
     with_fleet,
 )
+from agent.planner.cab_view import CabTable
 from agent.planner.fleet import SnapshotReadout
+from agent.planner.readout import _follow_py
+from agent.planner.stability import _route_value_py
 from sync.live import Heartbeat, Snapshot, build_snapshot
 from tests.conftest import EVENING_MINUTE
 
@@ -72,6 +76,10 @@ def _snapshot(
     return build_snapshot(beats, BUILT_S, area="sim", version=1), beats
 
 
+def _bits(x: float) -> int:
+    return int(np.float64(x).view(np.int64))
+
+
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -79,7 +87,7 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -103,6 +111,8 @@ def test_the_snapshot_readout_is_with_fleet_of_fleet_view_bit_for_bit(
     rng = np.random.default_rng(seed)
     snap, beats = _snapshot(table, rng, cabs, min(hot, g.n))
     readout = SnapshotReadout(table, snap)
+    numpy_only = SnapshotReadout(table, snap)
+    numpy_only._cab = None  # (as where the C walk is not built)
     now_s = BUILT_S + later_s
     for k in range(min(cabs, 12)):
         hb = beats[k]
@@ -123,9 +133,38 @@ def test_the_snapshot_readout_is_with_fleet_of_fleet_view_bit_for_bit(
             view = dataclasses.replace(view, seen_age_s=ages)
         want = with_fleet(table, view, seen_offset_s=offset_s)
         got = readout.table_for(now_s, own_link, own_route, mine or None, seen_offset_s=offset_s)
+        assert isinstance(got, CabTable) and got.overlay.addresses is not None  # (in C)
+        # the C read-out on the overlay, before it is made whole: the dense view's walks
+        start = int(rng.integers(g.n))
+        _same_walks(got, want, start, offset_s + float(rng.uniform(0.0, 60.0)))
         for name in ("window_s", "pickup_prob", "pass_age_s"):
             assert _same(getattr(got, name), getattr(want, name)), name
         assert got.values is table.values  # the values are not solved again
+        # where the C walk does not run, numpy makes the same overlay
+        slow = numpy_only.table_for(now_s, own_link, own_route, mine or None, offset_s)
+        assert isinstance(slow, CabTable) and slow.overlay.addresses is None
+        _same_walks(slow, want, start, offset_s)
+        for name in ("window_s", "pickup_prob", "pass_age_s"):
+            assert _same(getattr(slow, name), getattr(want, name)), name
+
+
+def _same_walks(view: ValueTable, dense: ValueTable, start: int, t0: float) -> None:
+    """The route, its value and the kept route's check from ``start`` at ``t0`` on a cab's
+    overlaid view and on the same view made whole, bit for bit."""
+    for max_visits in (1, 2):
+        got = walk_c.follow(view, start, t0, 2500.0, 0.0, 60, None, max_visits, ())
+        want = walk_c.follow(dense, start, t0, 2500.0, 0.0, 60, None, max_visits, ())
+        assert got is not None and want is not None
+        assert got[0] == want[0] and got[1:] == want[1:]
+        assert (
+            want[0] == _follow_py(dense, start, t0, 2500.0, 0.0, 60, None, max_visits, (), None)[0]
+        )
+        if got[0]:
+            a = walk_c.route_value(view, start, t0, got[0])
+            b = walk_c.route_value(dense, start, t0, got[0])
+            assert a is not None and b is not None and _bits(a) == _bits(b)
+            assert _bits(a) == _bits(_route_value_py(dense, start, t0, got[0]))
+            assert walk_c.enterable(view, start, t0, got[0]) is True
 
 
 def test_a_cab_alone_on_its_link_and_route_reads_the_table_without_claims(
