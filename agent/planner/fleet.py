@@ -50,7 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from agent.planner import walk_c
+from agent.planner import cab_c
 from agent.planner.cab_view import CabOverlay, CabTable
 from agent.planner.core import ValueTable
 from tiles.graph import Graph
@@ -266,7 +266,7 @@ class SnapshotReadout:
                 prob.flags.writeable = False
                 self._window, self._prob = window, prob
         # one cab's overlay in C where the walk runs (the same bits as _overlay's numpy)
-        self._cab = walk_c.cab_inputs(
+        self._cab = cab_c.cab_inputs(
             graph.global_to_local, self._planned, self._vacant_u8, self._scale,
             self._window is not None, table,
             self._window if self._window is not None else table.window_s,
@@ -305,7 +305,7 @@ class SnapshotReadout:
         seen = n_vacant > 0 or bool(own_passes)
         got: tuple[F64, int, int, int, int | None] | None = None
         if self._cab is not None:
-            got = walk_c.cab_overlay(
+            got = cab_c.cab_overlay(
                 self._cab, own_route, int(own_link), own_passes, own_local if alone else -1,
                 seen, float(now_s), age,
             )  # fmt: skip
@@ -342,7 +342,7 @@ class SnapshotReadout:
         now_s: float,
         age: float,
     ) -> tuple[F64, int, int, int, int | None]:
-        """:func:`agent.planner.walk_c.cab_overlay` in numpy (where the C walk does not run):
+        """:func:`agent.planner.cab_c.cab_overlay` in numpy (where the C walk does not run):
         the links and values of this cab's :class:`CabOverlay`."""
         table = self.table
         claim_links, claim_w, claim_p = _NO_LINKS, _NO_VALUES, np.zeros((table.rate_h.shape[0], 0))

@@ -35,6 +35,7 @@ import numpy.typing as npt
 from agent.planner import kernel_c
 from agent.planner.cab_view import CabTable
 from agent.planner.core import F64, Prepared, ValueTable
+from agent.planner.np_expm1 import numpy_expm1_loop as numpy_expm1_loop
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -51,7 +52,7 @@ _POINTERS = (
 )  # fmt: skip
 _SCALARS = ("minute0", "step_s", "t0", "min_length_m", "min_duration_s", "horizon_s")
 _STATE_I = ("start", "n_prefix", "n_route", "e", "started", "need_minute")
-#: a cab's view of the fleet over the table's P, W and pass ages (agent.planner.fleet.CabOverlay)
+#: a cab's view of the fleet over the table's P, W and pass ages (agent.planner.cab_view.CabOverlay)
 _OVERLAY = ("claim_links", "pass_links", "claim_w", "claim_p", "pass_seen", "seen")
 
 
@@ -77,34 +78,6 @@ class _Walk(ctypes.Structure):
     ]
 
 
-class _Cab(ctypes.Structure):
-    """``_walk.c``'s ``Cab``: one cab's overlay (:func:`cab_overlay`)."""
-
-    _fields_ = [
-        ("n", _I),
-        ("slots", _I),
-        ("n_total", _I),
-        *((name, _P) for name in ("g2l", "planned", "window_s", "tau_s", "rate_h", "prob")),
-        ("vacant", _P),
-        ("scale", _D),
-        ("expm1", _P),
-        ("expm1_data", _P),
-        ("claims", _I),
-        ("route", _P),
-        ("n_route", _I),
-        ("own_link", _I),
-        ("pass_link", _P),
-        ("pass_t", _P),
-        ("n_pass", _I),
-        ("alone", _I),
-        ("seen", _I),
-        ("now_s", _D),
-        ("age", _D),
-        ("n_claims", _I),
-        ("n_passes", _I),
-    ]
-
-
 _DONE, _NEED_MINUTE, _ENTERABLE = 0, 1, 2
 
 _lock = threading.Lock()
@@ -117,39 +90,6 @@ _error: str | None = None
 def library_path() -> str | None:
     spec = importlib.util.find_spec("agent.planner._walk")
     return None if spec is None or not spec.origin else spec.origin
-
-
-class _UFunc(ctypes.Structure):
-    """The head of numpy's ``PyUFuncObject`` (numpy/ufuncobject.h, public and stable)."""
-
-    _fields_ = [
-        ("ob_refcnt", ctypes.c_ssize_t),
-        ("ob_type", _P),
-        ("nin", ctypes.c_int),
-        ("nout", ctypes.c_int),
-        ("nargs", ctypes.c_int),
-        ("identity", ctypes.c_int),
-        ("functions", ctypes.POINTER(_P)),
-        ("data", ctypes.POINTER(_P)),
-        ("ntypes", ctypes.c_int),
-        ("reserved1", ctypes.c_int),
-        ("name", ctypes.c_char_p),
-        ("types", ctypes.POINTER(ctypes.c_char)),
-    ]
-
-
-def numpy_expm1_loop() -> tuple[int, int] | None:
-    """The address of numpy's float64 ``expm1`` loop and its data, or None when the ufunc does
-    not look as expected (then the C walk is not used)."""
-    uf = _UFunc.from_address(id(np.expm1))
-    if uf.name != b"expm1" or (uf.nin, uf.nout, uf.nargs) != (1, 1, 2) or not uf.functions:
-        return None
-    double = np.dtype(np.float64).num
-    for i in range(uf.ntypes):
-        if ord(uf.types[2 * i]) == double and ord(uf.types[2 * i + 1]) == double:
-            fn, data = uf.functions[i], uf.data[i] if uf.data else None
-            return (int(fn), int(data or 0)) if fn else None
-    return None
 
 
 def load() -> bool:
@@ -178,8 +118,6 @@ def load() -> bool:
             lib.nagashi_route_value.restype = ctypes.c_int
             lib.nagashi_enterable.argtypes = [ctypes.POINTER(_Walk), _P, _I]
             lib.nagashi_enterable.restype = ctypes.c_int
-            lib.nagashi_cab_overlay.argtypes = [ctypes.POINTER(_Cab), _P, _P]
-            lib.nagashi_cab_overlay.restype = ctypes.c_int
             if not _expm1_matches_numpy(lib, loop):
                 _state, _error = "failed", "numpy's expm1 loop does not give np.expm1's bits"
                 return False
@@ -223,6 +161,16 @@ def which() -> str:
     """The walk the read-out runs: ``c`` (loaded and checked) or ``python``; for the benches'
     reports (loads it the first time)."""
     return "c" if ready() else "python"
+
+
+def library() -> Any:
+    """The loaded library (after :func:`ready`), for the other C parts of the read-out."""
+    return _lib
+
+
+def expm1_loop() -> tuple[int, int] | None:
+    """Numpy's ``expm1`` loop as the load checked it (after :func:`ready`)."""
+    return _expm1
 
 
 def _ptr(a: npt.NDArray[Any] | None) -> int | None:
@@ -410,129 +358,6 @@ def _work_arrays(n: int) -> tuple[F64, npt.NDArray[np.int32]]:
 #: the last table view a walk read and its struct (its ``P``, ``W``, rates and pass ages set on
 #: the template's): the read-out of one cab walks and values several routes on one view
 _LAST_VIEW: tuple[ValueTable, _Template, _Walk, tuple[object, ...]] | None = None
-
-
-class CabInputs:
-    """What :func:`cab_overlay` reads of one snapshot and table (set once: the snapshot's
-    planned passes and vacant cabs, the table's ``W``, ``tau``, rates and ``P``), and the
-    addresses the walk reads of every overlay made from it (:attr:`shared`)."""
-
-    __slots__ = ("keep", "shared", "slots", "struct")
-
-    def __init__(
-        self,
-        g2l: npt.NDArray[np.int32],
-        planned: F64,
-        vacant: npt.NDArray[np.uint8],
-        scale: float,
-        claims: bool,
-        table: ValueTable,
-        window: F64,
-        prob: F64,
-    ) -> None:
-        arrays = {
-            "g2l": _c(g2l, np.int32),
-            "planned": _c(planned, np.float64),
-            "window_s": _c(table.window_s, np.float64),
-            "tau_s": _c(table.prep.tau_s, np.float64),
-            "rate_h": _c(table.rate_h, np.float64),
-            "prob": _c(table.pickup_prob, np.float64),
-            "vacant": _c(vacant, np.uint8),
-        }
-        c = _Cab()
-        c.n, c.slots, c.n_total = table.prep.n, table.rate_h.shape[0], arrays["g2l"].shape[0]
-        for name, a in arrays.items():
-            setattr(c, name, _ptr(a))
-        c.scale, c.claims = scale, int(claims)
-        assert _expm1 is not None
-        c.expm1, c.expm1_data = _expm1[0], _expm1[1] or None
-        self.struct, self.slots = c, int(c.slots)
-        # the shared arrays of the overlays' walks: P, W, rates, the table's pass ages, vacant
-        ages = table.pass_age_s
-        shared = (
-            _c(prob, np.float64),
-            _c(window, np.float64),
-            arrays["rate_h"],
-            None if ages is None else _c(ages, np.float64),
-            arrays["vacant"],
-        )
-        self.shared = tuple(_ptr(a) for a in shared)
-        self.keep = (arrays, shared)
-
-
-def cab_inputs(
-    g2l: npt.NDArray[np.int32],
-    planned: F64,
-    vacant: npt.NDArray[np.uint8],
-    scale: float,
-    claims: bool,
-    table: ValueTable,
-    window: F64,
-    prob: F64,
-) -> CabInputs | None:
-    """The :class:`CabInputs` of a snapshot's read-out, or None where the C walk does not run
-    (then numpy computes each overlay)."""
-    if not ready():
-        return None
-    return CabInputs(g2l, planned, vacant, scale, claims, table, window, prob)
-
-
-def cab_overlay(
-    inputs: CabInputs,
-    route: Sequence[int],
-    own_link: int,
-    passes: dict[int, float] | None,
-    alone: int,
-    seen: bool,
-    now_s: float,
-    age: float,
-) -> tuple[F64, int, int, int, int] | None:
-    """One cab's overlay (agent.planner.fleet.SnapshotReadout.table_for, the same bits), as
-    :class:`agent.planner.cab_view.CabOverlay` keeps it: one buffer whose first words are its
-    links (the claimed ones, then its passes', both sorted: int64), then their values (the
-    claimed links' ``W``, their ``P`` per slot, the passes' seen ages), the number of link
-    words, the two counts and the buffer's address; None for a pass not on the graph (numpy
-    decides)."""
-    count = len(passes) if passes else 0
-    n_route = len(route)
-    n_links = n_route + count + 1
-    buf = np.empty(n_links + n_route * (inputs.slots + 1) + count + 1, dtype=np.float64)
-    at = buf.ctypes.data
-    sc = _cab_scratch(max(n_route, count))
-    c = _Cab.from_buffer_copy(inputs.struct)
-    if n_route:
-        sc.route[:n_route] = route
-        c.route, c.n_route = sc.route_at, n_route
-    if count:
-        assert passes is not None
-        sc.links[:count] = list(passes)
-        sc.times[:count] = list(passes.values())
-        c.pass_link, c.pass_t, c.n_pass = sc.links_at, sc.times_at, count
-    c.own_link, c.alone, c.seen = own_link, alone, int(seen)
-    c.now_s, c.age = now_s, age
-    if _lib.nagashi_cab_overlay(ctypes.byref(c), at, at + 8 * n_links) != 0:
-        return None
-    return buf, n_links, int(c.n_claims), int(c.n_passes), at
-
-
-class _CabScratch:
-    """This thread's input buffers of :func:`cab_overlay` and their addresses."""
-
-    __slots__ = ("links", "links_at", "route", "route_at", "times", "times_at")
-
-    def __init__(self, size: int) -> None:
-        self.route = np.empty(size, dtype=np.int64)
-        self.links = np.empty(size, dtype=np.int64)
-        self.times = np.empty(size, dtype=np.float64)
-        self.route_at, self.links_at = self.route.ctypes.data, self.links.ctypes.data
-        self.times_at = self.times.ctypes.data
-
-
-def _cab_scratch(size: int) -> _CabScratch:
-    sc: _CabScratch | None = getattr(_work, "cab", None)
-    if sc is None or sc.route.shape[0] < size:
-        sc = _work.cab = _CabScratch(max(size, 2 * (0 if sc is None else sc.route.shape[0]), 256))
-    return sc
 
 
 def _view(table: ValueTable) -> tuple[_Template, _Walk, tuple[object, ...]]:
