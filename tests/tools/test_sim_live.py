@@ -89,7 +89,7 @@ def test_each_heartbeat_carries_the_first_2_km_of_the_route_as_it_is_now(
             route = tuple(route)
         elif step == 5:
             route = list(route)[: int(rng.integers(0, 8))]  # short of 2 km, or empty
-        live.tick(k * HEARTBEAT_S, [cruisable[0]], [vacant], [route])
+        live.tick(k * SNAPSHOT_S, [cruisable[0]], [vacant], [route])  # (each one read)
         hb = live.latest[0]
         assert hb is not None
         assert hb.route == (want(route) if vacant else ())

@@ -143,6 +143,8 @@ class LiveLayer:
         self._length: list[float] = np.asarray(world.length_m, dtype=np.float64).tolist()
         self._mid_lon: list[float] = self.mid_lon.tolist()
         self._mid_lat: list[float] = self.mid_lat.tolist()
+        #: each cab's latest heartbeat taken, as the next snapshot reads it (one no snapshot
+        #: can read is not made: :meth:`_read_before_replaced`)
         self.latest: list[Heartbeat | None] = [None] * n_cabs
         # per cab: the route links its last heartbeat's route was made from, whether they
         # reached HEARTBEAT_ROUTE_M, and that route (global ids)
@@ -201,35 +203,60 @@ class LiveLayer:
         the server is down)."""
         down = self.down(t_s)
         if t_s + 1e-9 >= self.next_heartbeat_s:
-            length, gid = self._length, self._gid
-            mid_lon, mid_lat = self._mid_lon, self._mid_lat
-            taken = self._taken(t_s, down)
-            for i in range(self.n_cabs):
-                if taken is not None and not taken[i]:
-                    continue
-                if self._pending[i]:
-                    self._deliver(i, t_s)
-                route: tuple[int, ...] = ()
-                if vacant[i]:
-                    route = self._heartbeat_route(i, routes[i], gid, length)
-                e = int(links[i])
-                self.latest[i] = Heartbeat(
-                    area=AREA,
-                    t_s=int(t_s),
-                    network=b"\0\0\0\0",
-                    link=gid[e] if e >= 0 else -1,
-                    lon=mid_lon[e] if e >= 0 else 0.0,
-                    lat=mid_lat[e] if e >= 0 else 0.0,
-                    vacant=bool(vacant[i]),
-                    route=route,
-                )
             self.next_heartbeat_s += self.heartbeat_s
+            if not self._read_before_replaced(t_s):
+                for i in range(self.n_cabs):  # (their events go now, as they would)
+                    if self._pending[i]:
+                        self._deliver(i, t_s)
+            else:
+                self._heartbeats(t_s, down, links, vacant, routes)
         if t_s + 1e-9 >= self.next_snapshot_s:
             if down:
                 self.counts_lost["snapshots_outage"] += 1
             else:
                 self._build(t_s)
             self.next_snapshot_s += self.snapshot_s
+
+    def _read_before_replaced(self, t_s: float) -> bool:
+        """Whether a snapshot can read the heartbeats sent at ``t_s`` (the next heartbeat time
+        already set): one is built now, or before the next heartbeats, or some may be lost
+        (faults). Otherwise every cab's next heartbeat replaces this one before any snapshot
+        is built (at that tick the heartbeats come first), and none is made."""
+        if self.faults or t_s + 1e-9 >= self.next_snapshot_s:
+            return True
+        return self.next_heartbeat_s > self.next_snapshot_s
+
+    def _heartbeats(
+        self,
+        t_s: float,
+        down: bool,
+        links: Sequence[int],
+        vacant: Sequence[bool],
+        routes: Sequence[Sequence[int]],
+    ) -> None:
+        """Every cab's heartbeat at ``t_s`` the server takes (:meth:`tick`)."""
+        length, gid = self._length, self._gid
+        mid_lon, mid_lat = self._mid_lon, self._mid_lat
+        taken = self._taken(t_s, down)
+        for i in range(self.n_cabs):
+            if taken is not None and not taken[i]:
+                continue
+            if self._pending[i]:
+                self._deliver(i, t_s)
+            route: tuple[int, ...] = ()
+            if vacant[i]:
+                route = self._heartbeat_route(i, routes[i], gid, length)
+            e = int(links[i])
+            self.latest[i] = Heartbeat(
+                area=AREA,
+                t_s=int(t_s),
+                network=b"\0\0\0\0",
+                link=gid[e] if e >= 0 else -1,
+                lon=mid_lon[e] if e >= 0 else 0.0,
+                lat=mid_lat[e] if e >= 0 else 0.0,
+                vacant=bool(vacant[i]),
+                route=route,
+            )
 
     def _heartbeat_route(
         self, cab: int, links: Sequence[int], gid: list[int], length: list[float]
