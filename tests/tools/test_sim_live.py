@@ -4,12 +4,14 @@ itself and of the others, and the supply prior of the reference fleet."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import numpy as np
 import pytest
 
 from agent.planner import fleet_view
 from tests.tools.test_simulate import world  # noqa: F401  (the module fixture)
+from tools.sim import engine
 from tools.sim.engine import run_shift
 from tools.sim.live import HEARTBEAT_ROUTE_M, HEARTBEAT_S, SNAPSHOT_S, LiveLayer, supply_prior
 from tools.sim.policies import Allowed, NagashiLivePolicy, make_policy
@@ -110,6 +112,36 @@ def test_a_fleet_on_the_live_layer_runs_it_in_the_loop(world: World) -> None:  #
     # the run is repeatable with the live layer in it
     again = run_shift(w, pax, "nagashi-live", 0, 10.0)
     assert again.metrics() == run.metrics()
+
+
+def test_a_shift_holds_the_collector_back_and_gives_it_back(world: World) -> None:  # noqa: F811
+    """During a shift (and the supply prior's shift inside it) the objects alive before it are
+    frozen and the youngest generation is collected rarely; after it both are as they were,
+    and the run is the same as one under the collector's defaults."""
+    w = dataclasses.replace(world, config=dataclasses.replace(world.config, test_taxis=6))
+    pax = make_passengers(w, 1, 10.0)
+    seen: list[tuple[tuple[int, int, int], int]] = []
+    real = engine._Shift.run
+
+    def spy(self: engine._Shift) -> None:
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        real(self)
+
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    try:
+        engine._Shift.run = spy  # type: ignore[method-assign]
+        run = run_shift(w, pax, "nagashi-live", 0, 10.0)  # (its supply prior: a shift inside)
+    finally:
+        engine._Shift.run = real  # type: ignore[method-assign]
+    assert len(seen) >= 2
+    assert all(t[0] == engine.SHIFT_GC_GEN0 and frozen > 0 for t, frozen in seen)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    kept = engine.SHIFT_GC_GEN0
+    try:
+        engine.SHIFT_GC_GEN0 = gc.get_threshold()[0]  # (the collector's own threshold)
+        assert run_shift(w, pax, "nagashi-live", 0, 10.0).metrics() == run.metrics()
+    finally:
+        engine.SHIFT_GC_GEN0 = kept
 
 
 def test_supply_prior_is_the_reference_fleets_passes(world: World) -> None:  # noqa: F811
