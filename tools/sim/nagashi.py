@@ -252,6 +252,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         self._readouts: dict[tuple[int, int], SnapshotReadout] = {}  # by (table, version)
         self.edge_ids = world.graph.edge_id
         self.own_passes: dict[int, dict[int, float]] = {}
+        self._oldest_pass: dict[int, float] = {}  # per cab: see _note_own_pass
         self.seed = seed
         #: the read-out's spread without a snapshot: the world's, as the bundle gives it
         self.spread_eps = world.params.route_spread_eps
@@ -269,8 +270,12 @@ class NagashiLivePolicy(NagashiRoutePolicy):
         mine[link] = t_s
         if len(mine) > 64:
             cut = t_s - self.world.params.patience_s
-            for k in [k for k, v in mine.items() if v < cut]:
-                del mine[k]
+            # (the oldest pass kept at the last pruning: none older came since, the clock
+            # only goes on; nothing to drop while it is within the patience)
+            if self._oldest_pass.get(taxi, -math.inf) < cut:
+                for k in [k for k, v in mine.items() if v < cut]:
+                    del mine[k]
+                self._oldest_pass[taxi] = min(mine.values())
 
     def choose(self, taxi: int, link: int, t_s: float, fleet: Fleet) -> int:
         self._note_own_pass(taxi, link, t_s)
@@ -295,6 +300,7 @@ class NagashiLivePolicy(NagashiRoutePolicy):
     def reset_taxi(self, taxi: int) -> None:
         super().reset_taxi(taxi)
         self.own_passes.pop(taxi, None)
+        self._oldest_pass.pop(taxi, None)
 
     def _planned_per_h(self, t_s: float) -> F64 | None:
         """The others' planned passes as supply per hour on each link, from the snapshot
