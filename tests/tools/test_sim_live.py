@@ -11,7 +11,7 @@ import pytest
 
 from agent.planner import fleet_view
 from tests.tools.test_simulate import world  # noqa: F401  (the module fixture)
-from tools.sim import engine
+from tools.sim import collector, engine
 from tools.sim.engine import run_shift
 from tools.sim.live import HEARTBEAT_ROUTE_M, HEARTBEAT_S, SNAPSHOT_S, LiveLayer, supply_prior
 from tools.sim.policies import Allowed, NagashiLivePolicy, make_policy
@@ -134,14 +134,14 @@ def test_a_shift_holds_the_collector_back_and_gives_it_back(world: World) -> Non
     finally:
         engine._Shift.run = real  # type: ignore[method-assign]
     assert len(seen) >= 2
-    assert all(t[0] == engine.SHIFT_GC_GEN0 and frozen > 0 for t, frozen in seen)
+    assert all(t[0] == collector.SHIFT_GC_GEN0 and frozen > 0 for t, frozen in seen)
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
-    kept = engine.SHIFT_GC_GEN0
+    kept = collector.SHIFT_GC_GEN0
     try:
-        engine.SHIFT_GC_GEN0 = gc.get_threshold()[0]  # (the collector's own threshold)
+        collector.SHIFT_GC_GEN0 = gc.get_threshold()[0]  # (the collector's own threshold)
         assert run_shift(w, pax, "nagashi-live", 0, 10.0).metrics() == run.metrics()
     finally:
-        engine.SHIFT_GC_GEN0 = kept
+        collector.SHIFT_GC_GEN0 = kept
 
 
 def test_supply_prior_is_the_reference_fleets_passes(world: World) -> None:  # noqa: F811
