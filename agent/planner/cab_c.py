@@ -69,52 +69,16 @@ _work = threading.local()
 
 
 class CabInputs:
-    """What :func:`cab_overlay` reads of one snapshot and table (set once: the snapshot's
-    planned passes and vacant cabs, the table's ``W``, ``tau``, rates and ``P``), and the
-    addresses the walk reads of every overlay made from it (:attr:`shared`)."""
+    """What :func:`cab_overlay` reads of one snapshot and table (set once by
+    :func:`cab_inputs`: the snapshot's planned passes and vacant cabs, the table's ``W``,
+    ``tau``, rates and ``P``), and the addresses the walk reads of every overlay made from it
+    (:attr:`shared`); ``keep``: the arrays they point into."""
 
     __slots__ = ("keep", "shared", "slots", "struct")
 
-    def __init__(
-        self,
-        g2l: npt.NDArray[np.int32],
-        planned: F64,
-        vacant: npt.NDArray[np.uint8],
-        scale: float,
-        claims: bool,
-        table: ValueTable,
-        window: F64,
-        prob: F64,
-    ) -> None:
-        arrays = {
-            "g2l": _c(g2l, np.int32),
-            "planned": _c(planned, np.float64),
-            "window_s": _c(table.window_s, np.float64),
-            "tau_s": _c(table.prep.tau_s, np.float64),
-            "rate_h": _c(table.rate_h, np.float64),
-            "prob": _c(table.pickup_prob, np.float64),
-            "vacant": _c(vacant, np.uint8),
-        }
-        c = _Cab()
-        c.n, c.slots, c.n_total = table.prep.n, table.rate_h.shape[0], arrays["g2l"].shape[0]
-        for name, a in arrays.items():
-            setattr(c, name, _ptr(a))
-        c.scale, c.claims = scale, int(claims)
-        loop = walk_c.expm1_loop()
-        assert loop is not None
-        c.expm1, c.expm1_data = loop[0], loop[1] or None
-        self.struct, self.slots = c, int(c.slots)
-        # the shared arrays of the overlays' walks: P, W, rates, the table's pass ages, vacant
-        ages = table.pass_age_s
-        shared = (
-            _c(prob, np.float64),
-            _c(window, np.float64),
-            arrays["rate_h"],
-            None if ages is None else _c(ages, np.float64),
-            arrays["vacant"],
-        )
-        self.shared = tuple(_ptr(a) for a in shared)
-        self.keep = (arrays, shared)
+    def __init__(self, struct: _Cab, shared: tuple[int | None, ...], keep: object) -> None:
+        self.struct, self.slots = struct, int(struct.slots)
+        self.shared, self.keep = shared, keep
 
 
 def cab_inputs(
@@ -127,12 +91,41 @@ def cab_inputs(
     window: F64,
     prob: F64,
 ) -> CabInputs | None:
-    """The :class:`CabInputs` of a snapshot's read-out, or None where the C walk does not run
-    (then numpy computes each overlay)."""
+    """The :class:`CabInputs` of a snapshot's read-out (``g2l``: the graph's global -> local
+    links; ``planned``, ``vacant``: the snapshot's per local link; ``scale``: claims per hour
+    of a planned pass; ``claims``: the snapshot claims some link; ``window``, ``prob``: the
+    snapshot's shared ``W`` and ``P``), or None where the C walk does not run (then numpy
+    computes each overlay)."""
     if not walk_c.ready():
         return None
     _declare()
-    return CabInputs(g2l, planned, vacant, scale, claims, table, window, prob)
+    arrays = {
+        "g2l": _c(g2l, np.int32),
+        "planned": _c(planned, np.float64),
+        "window_s": _c(table.window_s, np.float64),
+        "tau_s": _c(table.prep.tau_s, np.float64),
+        "rate_h": _c(table.rate_h, np.float64),
+        "prob": _c(table.pickup_prob, np.float64),
+        "vacant": _c(vacant, np.uint8),
+    }
+    c = _Cab()
+    c.n, c.slots, c.n_total = table.prep.n, table.rate_h.shape[0], arrays["g2l"].shape[0]
+    for name, a in arrays.items():
+        setattr(c, name, _ptr(a))
+    c.scale, c.claims = scale, int(claims)
+    loop = walk_c.expm1_loop()
+    assert loop is not None
+    c.expm1, c.expm1_data = loop[0], loop[1] or None
+    # the shared arrays of the overlays' walks: P, W, rates, the table's pass ages, vacant
+    ages = table.pass_age_s
+    shared = (
+        _c(prob, np.float64),
+        _c(window, np.float64),
+        arrays["rate_h"],
+        None if ages is None else _c(ages, np.float64),
+        arrays["vacant"],
+    )
+    return CabInputs(c, tuple(_ptr(a) for a in shared), (arrays, shared))
 
 
 def cab_overlay(
