@@ -40,7 +40,6 @@ How each enters the plan (docs/planner.md, "The fleet"):
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -389,21 +388,3 @@ class SnapshotReadout:
 
 _NO_LINKS = np.zeros(0, dtype=np.int64)
 _NO_VALUES = np.zeros(0, dtype=np.float64)
-
-
-#: a ValueTable is its fields and nothing else (no ``__post_init__``, every field an init
-#: argument): a shallow copy with some fields set is then ``dataclasses.replace`` exactly
-_PLAIN = not hasattr(ValueTable, "__post_init__") and all(
-    f.init for f in dataclasses.fields(ValueTable)
-)
-
-
-def _replaced(table: ValueTable, changes: dict[str, Any]) -> ValueTable:
-    """``dataclasses.replace(table, **changes)``, without its call of ``__init__`` with every
-    field (the simulator makes a view per cab read-out, thousands a tick)."""
-    if not _PLAIN:
-        return dataclasses.replace(table, **changes)
-    out = copy.copy(table)
-    for name, value in changes.items():
-        object.__setattr__(out, name, value)  # (frozen: as its __init__ sets them)
-    return out

@@ -386,29 +386,12 @@ def _view(table: ValueTable) -> tuple[_Template, _Walk, tuple[object, ...]]:
         return tmpl, _Walk.from_buffer_copy(s), keep
     tmpl = _template(table)
     s = _Walk.from_buffer_copy(tmpl.struct)
+    # (a plain table, or an overlay numpy made: its arrays made whole, as any reader's)
     rate = _c(table.rate_h, np.float64)
-    if ov is None:
-        prob = _c(table.pickup_prob, np.float64)
-        window = _c(table.window_s, np.float64)
-        ages = None if table.pass_age_s is None else _c(table.pass_age_s, np.float64)
-        keep = (prob, rate, window, ages)
-    else:  # (its arrays are not made whole: the walk reads the overlay)
-        prob, window = _c(ov.prob, np.float64), _c(ov.window, np.float64)
-        ages = None if ov.base_age is None else _c(ov.base_age, np.float64)
-        claim_links, pass_links = _c(ov.claim_links, np.int64), _c(ov.pass_links, np.int64)
-        parts = {
-            "claim_links": claim_links,
-            "pass_links": pass_links,
-            "claim_w": _c(ov.claim_w, np.float64),
-            "claim_p": _c(ov.claim_p, np.float64),
-            "pass_seen": _c(ov.pass_seen, np.float64),
-            "seen": None if ov.seen is None else _c(ov.seen, np.uint8),
-        }
-        for name, a in parts.items():
-            setattr(s, name, _ptr(a))
-        s.n_claims, s.n_passes = claim_links.shape[0], pass_links.shape[0]
-        s.seen_age, s.seen_off = ov.seen_age, ov.seen_off
-        keep = (prob, rate, window, ages, parts)
+    prob = _c(table.pickup_prob, np.float64)
+    window = _c(table.window_s, np.float64)
+    ages = None if table.pass_age_s is None else _c(table.pass_age_s, np.float64)
+    keep = (prob, rate, window, ages)
     s.prob, s.window_s, s.rate_h = prob.ctypes.data, window.ctypes.data, rate.ctypes.data
     s.pass_age = _ptr(ages)
     _LAST_VIEW = (table, tmpl, s, keep)
