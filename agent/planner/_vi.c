@@ -1,14 +1,24 @@
-/* The planner's backward pass in C: agent/planner/_kernel_numba.py's _run_gemv statement for
- * statement, so the same bits as the numpy path (agent/planner/core.py _backward_pass):
+/* The planner's backward pass in C: the arithmetic of agent/planner/_kernel_numba.py's
+ * _run_gemv, so the same bits as the numpy path (agent/planner/core.py _backward_pass):
  * element-wise operations one at a time in numpy's order, numpy's pairwise summation, and the
  * drop-off product by numpy's own cblas_dgemv (its address is passed in). Built with
  * -ffp-contract=off (setup.py): no fused multiply-add, which numpy does not use either.
+ *
+ * What differs from numba's loops is only the order in which independent values are computed
+ * (issue 20): the action values four links at a time with AVX2 where the CPU has it (the same
+ * operations on each link), each source's successor maximum over its degrees in one go without
+ * a branch on the data, and each cell's sum of its members' values (the same additions in the
+ * same order) four cells at a time, from the members sorted by cell (kernel_c.Order).
  *
  * Loaded with ctypes by agent/planner/kernel_c.py (no Python API is used; the module
  * initialiser below only lets the build tools treat it as an extension). */
 #include <Python.h>
 #include <stdint.h>
 #include <math.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define NAGASHI_AVX2 1
+#endif
 
 typedef void (*gemv_fn)(int32_t order, int32_t trans, int64_t m, int64_t n, double alpha,
                         const double *a, int64_t lda, const double *x, int64_t incx,
@@ -36,6 +46,11 @@ typedef struct {
     gemv_fn gemv;
     double *vflat, *cflat, *row_mean, *cont_mean, *slope_v, *slope_c, *exit_value;
     double *q_ext, *best, *u, *ufull, *dot;
+    /* kernel_c.Order, derived from the inputs above: the links that are no source (V there is
+     * the exit value), the members stably sorted by cell and each cell's run of them */
+    int64_t n_fill, n_runs;
+    const int64_t *fill_idx, *run_members, *run_cell, *run_start;
+    int64_t simd; /* 0: the scalar action values even where the CPU has AVX2 (the same bits) */
 } Pass;
 
 #define NO_TRANS 111
@@ -72,11 +87,11 @@ static double pairwise(const double *a, int64_t n) {
 }
 
 /* Q = V~ + P (F + C~ - V~) - cost + penalty into q_ext */
-static void action_values(const Pass *p, int64_t k, double sv, double sc, const double *prob,
-                          const double *penalty) {
+static void action_values_from(const Pass *p, int64_t k, double sv, double sc, const double *prob,
+                               const double *penalty, int64_t from) {
     const double *v0r = p->vflat + k * p->n, *v1r = p->vflat + (k + 1) * p->n;
     const double *c0r = p->cflat + k * p->nc1, *c1r = p->cflat + (k + 1) * p->nc1;
-    for (int64_t i = 0; i < p->n_cz; i++) {
+    for (int64_t i = from; i < p->n_cz; i++) {
         double v0 = v0r[p->v_off[i]];
         double v1 = v1r[p->v_off[i]];
         double c0 = c0r[p->c_off[i]];
@@ -98,30 +113,133 @@ static void action_values(const Pass *p, int64_t k, double sv, double sc, const 
     }
 }
 
-/* the maximum of q_ext over each source's successors, per out-degree rank (np.maximum: NaN
- * propagates); returns the sources' count */
-static int64_t rank_max(const Pass *p) {
-    if (p->n_deg == 0) return 0;
-    int64_t n0 = p->col_len[0];
-    double *best = p->best;
-    const double *q = p->q_ext;
-    for (int64_t i = 0; i < n0; i++) best[i] = q[p->col_flat[i]];
-    for (int64_t d = 1; d < p->n_deg; d++) {
-        const int64_t *col = p->col_flat + p->col_start[d];
-        for (int64_t i = 0; i < p->col_len[d]; i++) {
-            double x = best[i];
-            double y = q[col[i]];
-            if (!(x >= y || x != x)) best[i] = y;
-        }
+#ifdef NAGASHI_AVX2
+/* the same, four links at a time: the same operations on each link in the same order (AVX2
+ * without FMA, so each product is rounded before its sum, as above); the links left over by
+ * action_values_from */
+__attribute__((target("avx2"))) static void action_values_avx2(const Pass *p, int64_t k,
+                                                               double sv, double sc,
+                                                               const double *prob,
+                                                               const double *penalty) {
+    const double *v0r = p->vflat + k * p->n, *v1r = p->vflat + (k + 1) * p->n;
+    const double *c0r = p->cflat + k * p->nc1, *c1r = p->cflat + (k + 1) * p->nc1;
+    const __m256d vsv = _mm256_set1_pd(sv), vsc = _mm256_set1_pd(sc);
+    int64_t i = 0;
+    for (; i + 4 <= p->n_cz; i += 4) {
+        __m256i vo = _mm256_loadu_si256((const __m256i *)(p->v_off + i));
+        __m256i co = _mm256_loadu_si256((const __m256i *)(p->c_off + i));
+        __m256d v0 = _mm256_i64gather_pd(v0r, vo, 8);
+        __m256d v1 = _mm256_i64gather_pd(v1r, vo, 8);
+        __m256d c0 = _mm256_i64gather_pd(c0r, co, 8);
+        __m256d c1 = _mm256_i64gather_pd(c1r, co, 8);
+        v1 = _mm256_sub_pd(v1, v0);
+        v1 = _mm256_mul_pd(v1, _mm256_loadu_pd(p->v_wpos + i));
+        v1 = _mm256_add_pd(v1, v0);
+        v1 = _mm256_add_pd(v1, _mm256_mul_pd(_mm256_loadu_pd(p->v_wneg + i), vsv));
+        c1 = _mm256_sub_pd(c1, c0);
+        c1 = _mm256_mul_pd(c1, _mm256_loadu_pd(p->c_wpos + i));
+        c1 = _mm256_add_pd(c1, c0);
+        c1 = _mm256_add_pd(c1, _mm256_mul_pd(_mm256_loadu_pd(p->c_wneg + i), vsc));
+        c1 = _mm256_add_pd(c1, _mm256_loadu_pd(p->fare + i));
+        c1 = _mm256_sub_pd(c1, v1);
+        c1 = _mm256_mul_pd(c1, _mm256_loadu_pd(prob + i));
+        __m256d q = _mm256_add_pd(v1, c1);
+        q = _mm256_sub_pd(q, _mm256_loadu_pd(p->cost + i));
+        _mm256_storeu_pd(p->q_ext + i, _mm256_add_pd(q, _mm256_loadu_pd(penalty + i)));
     }
-    return n0;
+    action_values_from(p, k, sv, sc, prob, penalty, i);
 }
 
-/* U per cell into u; returns u_out = share * mean of U over the cells with members */
+static int has_avx2(void) {
+    static int known = -1;
+    if (known < 0) known = __builtin_cpu_supports("avx2") ? 1 : 0;
+    return known;
+}
+#endif
+
+static void action_values(const Pass *p, int64_t k, double sv, double sc, const double *prob,
+                          const double *penalty) {
+#ifdef NAGASHI_AVX2
+    if (p->simd && has_avx2()) {
+        action_values_avx2(p, k, sv, sc, prob, penalty);
+        return;
+    }
+#endif
+    action_values_from(p, k, sv, sc, prob, penalty, 0);
+}
+
+/* np.maximum(x, y) without a branch on the data: y when it is larger (maxsd, which gives x
+ * when either is NaN and when they are equal), y when y alone is NaN */
+static inline double np_max(double x, double y) {
+    double r = y > x ? y : x;
+    if (y != y && x == x) r = y;
+    return r;
+}
+
+/* V of a source: its successor maximum, or the exit value where no successor is allowed */
+static inline double source_value(double b, double u_out_next) {
+    return b == -INFINITY ? u_out_next : b;
+}
+
+/* the successor maximum of each source into its row: per out-degree rank, in rank order
+ * (core._successor_max's np.maximum, NaN propagating), the sources of each degree as one run
+ * (sources are sorted by out-degree, so column d holds a prefix of them) */
+static void successor_max(const Pass *p, double *row, double u_out_next) {
+    const double *q = p->q_ext;
+    const int64_t *srcs = p->srcs, *cf = p->col_flat, *cs = p->col_start, *cl = p->col_len;
+    int64_t nd = p->n_deg;
+    for (int64_t d = nd - 1; d >= 2; d--) {
+        for (int64_t i = d + 1 < nd ? cl[d + 1] : 0; i < cl[d]; i++) {
+            double b = q[cf[i]];
+            for (int64_t e = 1; e <= d; e++) b = np_max(b, q[cf[cs[e] + i]]);
+            row[srcs[i]] = source_value(b, u_out_next);
+        }
+    }
+    if (nd >= 2) {
+        const int64_t *c1 = cf + cs[1];
+        for (int64_t i = nd > 2 ? cl[2] : 0; i < cl[1]; i++)
+            row[srcs[i]] = source_value(np_max(q[cf[i]], q[c1[i]]), u_out_next);
+    }
+    if (nd >= 1)
+        for (int64_t i = nd > 1 ? cl[1] : 0; i < cl[0]; i++)
+            row[srcs[i]] = source_value(q[cf[i]], u_out_next);
+}
+
+/* U per cell into u (numpy's order: each cell's members added one by one from 0.0, four
+ * cells at a time so that their sums overlap); returns u_out = share * mean of U over the
+ * cells with members */
 static double cell_values(const Pass *p, const double *row) {
     double *u = p->u;
+    const int64_t *m = p->run_members, *rs = p->run_start, *rc = p->run_cell;
     for (int64_t c = 0; c < p->n_cells; c++) u[c] = 0.0;
-    for (int64_t j = 0; j < p->n_members; j++) u[p->member_cell[j]] += row[p->members[j]];
+    int64_t r = 0;
+    for (; r + 4 <= p->n_runs; r += 4) {
+        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+        int64_t s0 = rs[r], s1 = rs[r + 1], s2 = rs[r + 2], s3 = rs[r + 3], e3 = rs[r + 4];
+        int64_t l0 = s1 - s0, l1 = s2 - s1, l2 = s3 - s2, l3 = e3 - s3;
+        int64_t t = 0, lm = l0 < l1 ? l0 : l1;
+        lm = lm < l2 ? lm : l2;
+        lm = lm < l3 ? lm : l3;
+        for (; t < lm; t++) {
+            a0 += row[m[s0 + t]];
+            a1 += row[m[s1 + t]];
+            a2 += row[m[s2 + t]];
+            a3 += row[m[s3 + t]];
+        }
+        for (int64_t j = t; j < l0; j++) a0 += row[m[s0 + j]];
+        for (int64_t j = t; j < l1; j++) a1 += row[m[s1 + j]];
+        for (int64_t j = t; j < l2; j++) a2 += row[m[s2 + j]];
+        for (int64_t j = t; j < l3; j++) a3 += row[m[s3 + j]];
+        u[rc[r]] = a0;
+        u[rc[r + 1]] = a1;
+        u[rc[r + 2]] = a2;
+        u[rc[r + 3]] = a3;
+    }
+    for (; r < p->n_runs; r++) {
+        double a = 0.0;
+        for (int64_t j = rs[r]; j < rs[r + 1]; j++) a += row[m[j]];
+        u[rc[r]] = a;
+    }
     for (int64_t c = 0; c < p->n_cells; c++) u[c] = u[c] * p->inv_count[c];
     double u_out = 0.0;
     if (p->n_full > 0) {
@@ -140,13 +258,9 @@ static double layer(const Pass *p, int64_t k, double u_out_next, const double *p
     p->slope_v[k] = sv;
     p->slope_c[k] = sc;
     action_values(p, k, sv, sc, prob, penalty);
-    int64_t n0 = rank_max(p);
     double *row = p->vflat + k * p->n;
-    for (int64_t j = 0; j < p->n; j++) row[j] = u_out_next;
-    for (int64_t i = 0; i < n0; i++) {
-        double b = p->best[i];
-        row[p->srcs[i]] = b == -INFINITY ? u_out_next : b;
-    }
+    for (int64_t j = 0; j < p->n_fill; j++) row[p->fill_idx[j]] = u_out_next;
+    successor_max(p, row, u_out_next);
     p->row_mean[k] = pairwise(row, p->n) * p->inv_n;
     p->exit_value[k] = u_out_next;
     return cell_values(p, row);

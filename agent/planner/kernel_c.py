@@ -22,7 +22,7 @@ import ctypes
 import importlib.util
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from agent.planner._kernel_arrays import (
     Work,
     gemv_layout,
     gemv_matches_numpy,
+    i64,
     numpy_gemv_address,
     pass_inputs,
 )
@@ -61,6 +62,10 @@ _FIELDS: list[tuple[str, Any]] = [
     ("lda", _I),
     ("gemv", _P),
     *((name, _P) for name in Work._fields),
+    ("n_fill", _I),
+    ("n_runs", _I),
+    *((name, _P) for name in ("fill_idx", "run_members", "run_cell", "run_start")),
+    ("simd", _I),
 ]
 
 
@@ -79,6 +84,12 @@ def enabled() -> bool:
     """Not turned off (``NAGASHI_KERNEL_C=0``; ``NAGASHI_JIT=0`` turns off every compiled
     pass: the numpy path alone)."""
     return os.environ.get("NAGASHI_KERNEL_C", "1") != "0" and os.environ.get("NAGASHI_JIT") != "0"
+
+
+def simd() -> bool:
+    """The action values four links at a time (AVX2, where the CPU has it; the same operations
+    on each link, so the same bits); ``NAGASHI_VI_SIMD=0`` runs the scalar loop."""
+    return os.environ.get("NAGASHI_VI_SIMD", "1") != "0"
 
 
 def library_path() -> str | None:
@@ -155,7 +166,33 @@ def _ptr(a: np.ndarray[Any, Any]) -> int:
     return int(a.ctypes.data)
 
 
-def _struct(kn: _Kernel, a: Arrays, w: Work, lay: tuple[int, int]) -> _Pass:
+class Order(NamedTuple):
+    """What the C pass derives from :class:`Arrays` to read them in a faster order, the same
+    sums in the same order: the links no source leaves by a cruisable successor (``V`` there is
+    the exit value; every other link's value is its successor maximum), and the cells' members
+    stably sorted by cell, each cell's members one run."""
+
+    fill_idx: Any
+    run_members: Any
+    run_cell: Any
+    run_start: Any
+
+
+def order_of(a: Arrays) -> Order:
+    fill = np.ones(a.n, dtype=np.bool_)
+    fill[a.srcs] = False
+    by_cell = np.argsort(a.member_cell, kind="stable")
+    cells = a.member_cell[by_cell]
+    first = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]]) if cells.size else cells
+    return Order(
+        fill_idx=np.flatnonzero(fill).astype(np.int64),
+        run_members=i64(a.members[by_cell]),
+        run_cell=i64(cells[first]),
+        run_start=np.r_[first, cells.shape[0]].astype(np.int64),
+    )
+
+
+def _struct(kn: _Kernel, a: Arrays, w: Work, lay: tuple[int, int], o: Order) -> _Pass:
     s = _Pass()
     s.n_layers, s.n, s.nc1 = int(kn.n_layers), a.n, a.nc1
     s.n_cz, s.n_early = int(a.v_off.shape[0]), int(a.prob_early.shape[0])
@@ -169,6 +206,10 @@ def _struct(kn: _Kernel, a: Arrays, w: Work, lay: tuple[int, int]) -> _Pass:
     s.gemv = _gemv_addr
     for name in Work._fields:
         setattr(s, name, _ptr(getattr(w, name)))
+    s.n_fill, s.n_runs = int(o.fill_idx.shape[0]), int(o.run_cell.shape[0])
+    for name in Order._fields:
+        setattr(s, name, _ptr(getattr(o, name)))
+    s.simd = int(simd())
     return s
 
 
@@ -182,7 +223,8 @@ def backward_pass(kn: _Kernel, ws: Workspace | None = None) -> tuple[Any, Any, A
     if lay is None or not ready():
         return core._numpy_backward_pass(kn, ws)
     values, cont, a, w = pass_inputs(kn, ws)
-    s = _struct(kn, a, w, lay)
+    o = order_of(a)  # held until the pass returns, as a and w are
+    s = _struct(kn, a, w, lay, o)
     if _lib.nagashi_backward(ctypes.byref(s)) != 0:  # pragma: no cover - checked by load()
         return core._numpy_backward_pass(kn, ws)
     return values, cont, w.exit_value, w.slope_v, w.slope_c

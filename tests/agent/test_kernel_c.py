@@ -36,8 +36,15 @@ def test_the_install_built_it_and_the_agent_runs_it() -> None:
     assert kernel_jit.status()["c"] == {"state": "ready", "error": None}
 
 
+@pytest.fixture(params=["simd", "scalar"])
+def simd_or_scalar(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The action values with AVX2 (where this CPU has it) and with the scalar loop."""
+    monkeypatch.setenv("NAGASHI_VI_SIMD", "1" if request.param == "simd" else "0")
+    return str(request.param)
+
+
 def test_real_plans_are_the_same_bytes_in_c_and_on_numpy(
-    manhattan: tuple[TileStore, Any],
+    manhattan: tuple[TileStore, Any], simd_or_scalar: str
 ) -> None:
     store, table = manhattan
     params = PlannerParams(speed_factor=speed_factor(table, store.all()))
@@ -62,7 +69,9 @@ def test_real_plans_are_the_same_bytes_in_c_and_on_numpy(
         _same(want, kernel_c.backward_pass(kn, ws))
 
 
-def test_every_bit_where_the_order_of_operations_shows_and_every_layout() -> None:
+def test_every_bit_where_the_order_of_operations_shows_and_every_layout(
+    simd_or_scalar: str,
+) -> None:
     """Values over sixteen orders of magnitude (another order of the sums or a fused
     multiply-add gives other bits), the drop-off matrix row-major, column-major and a column
     slice of a wider one, and the top-k drop-offs."""
@@ -87,6 +96,32 @@ def test_every_bit_where_the_order_of_operations_shows_and_every_layout() -> Non
     strided = dataclasses.replace(kn, p_in=big[::2, ::2])
     assert not strided.p_in.flags.c_contiguous and not strided.p_in.flags.f_contiguous
     _same(core._numpy_backward_pass(strided), kernel_c.backward_pass(strided))
+
+
+def test_nan_and_no_allowed_successor_as_numpy_has_them(simd_or_scalar: str) -> None:
+    """np.maximum's NaN (from either side, and the first of two) and the exit value where
+    every successor is closed (-inf), through the successor maximum's runs of each degree and
+    the action values' last links (a count of links not a multiple of four)."""
+    for seed in range(3):
+        kn = _wide_kernel(seed)
+        fare = kn.fare.copy()
+        fare[::37] = np.nan
+        m = kn.cz.shape[0] - 3
+        cut = dataclasses.replace(
+            kn,
+            cz=kn.cz[:m], v_off=kn.v_off[:m], v_wpos=kn.v_wpos[:m], v_wneg=kn.v_wneg[:m],
+            c_off=kn.c_off[:m], c_wpos=kn.c_wpos[:m], c_wneg=kn.c_wneg[:m], fare=fare[:m],
+            cost=kn.cost[:m], prob=kn.prob[:, :m].copy(), prob_early=kn.prob_early[:, :m].copy(),
+            penalty=np.where(np.arange(m) % 3 == 0, -np.inf, kn.penalty[:, :m]),
+            columns=[np.minimum(c, m) for c in kn.columns],
+        )  # fmt: skip
+        want = core._numpy_backward_pass(cut)
+        assert np.isnan(want[0]).any() and np.isfinite(want[0]).any()
+        for x, y in zip(want, kernel_c.backward_pass(cut), strict=True):
+            # NaN where numpy has NaN (its sign and payload are not kept: numpy's own loops
+            # need not keep them either), every other value bit for bit
+            assert np.array_equal(np.isnan(x), np.isnan(y))
+            assert x[~np.isnan(x)].tobytes() == y[~np.isnan(y)].tobytes()
 
 
 def test_turned_off_it_gives_way(monkeypatch: pytest.MonkeyPatch) -> None:
