@@ -35,6 +35,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -235,6 +236,12 @@ class LiveService:
         self.inputs: LiveInputs = inputs or MemoryLiveInputs(repo.root / "live" / "versions.json")
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
+        # a heartbeat's stamp and keeping it, and a build's stamp and taking its inputs, each
+        # one step (take_heartbeat, rebuild): a snapshot counts exactly the heartbeats stamped
+        # at or before its built_s, which is how a cab finds its own one in it (agent.live)
+        self._stamp_lock = threading.Lock()
+        self._built_at = -math.inf  # the last build's stamp
+        self._stamped_at = -math.inf  # the last heartbeat's stamp
         self._areas: dict[str, _Area] = {}
         self.builds_s: deque[float] = deque(maxlen=1000)  # build durations (the bench reads)
         self.problem = "no live snapshot built yet"
@@ -254,6 +261,19 @@ class LiveService:
                 st.network, st.grid = network, grid
 
     # ---------------------------------------------------------------- heartbeats
+    def take_heartbeat(self, vehicle: str, hb: Heartbeat) -> tuple[int, float]:
+        """:meth:`accept` at the server's clock, stamped and kept in one step against the
+        builds of this process; returns (meter events acknowledged, the stamp), the stamp
+        always after the last build's (so that a snapshot built before the heartbeat was kept
+        never has a ``built_s`` at or after it, even at the clock's resolution)."""
+        with self._stamp_lock:
+            now = self.clock()
+            if now <= self._built_at:
+                now = math.nextafter(self._built_at, math.inf)
+            acked = self.accept(vehicle, hb, now)
+            self._stamped_at = max(self._stamped_at, now)
+            return acked, now
+
     def accept(self, vehicle: str, hb: Heartbeat, now: float) -> int:
         """Keep a checked heartbeat; returns the meter events acknowledged. Raises
         LiveInputError (400) for an unknown area, ValueError (422) for a stale one,
@@ -277,7 +297,6 @@ class LiveService:
     def rebuild(self, now: float | None = None) -> dict[str, int]:
         """Build and sign every area's snapshot; returns area -> version ({} without a live
         key). Versions only grow (``max(last + 1, int(now))``, from the inputs' back end)."""
-        t = self.clock() if now is None else now
         signer = self.repo.live_signer()
         if signer is None:
             self.problem = "the repository has no live key: `nagashi fleet keys rotate --role live`"
@@ -289,7 +308,10 @@ class LiveService:
                 areas = sorted(self._areas)
             for area in areas:
                 t0 = time.perf_counter()
-                hbs, pickups = self.inputs.take(area, t, self.config)
+                with self._stamp_lock:  # every heartbeat stamped at or before t is kept
+                    t = max(self.clock(), self._stamped_at) if now is None else now
+                    self._built_at = max(self._built_at, t)
+                    hbs, pickups = self.inputs.take(area, t, self.config)
                 with self._lock:
                     st = self._areas[area]
                     network, grid = st.network, st.grid
@@ -427,10 +449,9 @@ class _LiveRoutes:
             buf += piece
             if len(buf) > MAX_HEARTBEAT_BYTES:
                 raise HTTPError(413, f"heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
-        now = self.service.clock()
         try:
             hb = decode_heartbeat(bytes(buf))
-            acked = await self.offload(self.service.accept, who.subject, hb, now)
+            acked, now = await self.offload(self.service.take_heartbeat, who.subject, hb)
         except LiveInputError as e:
             raise HTTPError(400, str(e)) from e
         except ValueError as e:

@@ -8,6 +8,7 @@ real ``nagashi fleet serve`` processes on 127.0.0.1."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -348,3 +349,47 @@ def test_both_back_ends_take_the_same_inputs(
         assert sorted(map(repr, picks_m)) == sorted(map(repr, picks_p))
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("first", ["heartbeat", "build"])
+def test_a_snapshot_counts_exactly_the_heartbeats_stamped_before_it(
+    services: Callable[..., LiveService], monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """A heartbeat that arrives while a snapshot is built (the cab then sends its next one as
+    the server builds): the snapshot counts it if and only if its stamp is at or before the
+    snapshot's ``built_s``, the rule by which a cab finds its own heartbeat in a snapshot
+    (``agent.live``) and subtracts it. (The stamp used to be taken before the heartbeat was
+    kept, so a build in between was stamped after it without counting it: the cab then counted
+    its own planned route as another cab's, an intermittent failure of the agent's live test.)"""
+    live = services()
+    net, _ = live.context("monaco")
+    inside, go = threading.Event(), threading.Event()
+    slow = "accept" if first == "heartbeat" else "take"
+    step = getattr(live.inputs, slow)
+
+    def held(*a: Any, **kw: Any) -> Any:  # the first step stops halfway until the second runs
+        inside.set()
+        go.wait(10)
+        return step(*a, **kw)
+
+    monkeypatch.setattr(live.inputs, slow, held)
+    stamp: list[float] = []
+    beat = threading.Thread(
+        target=lambda: stamp.append(live.take_heartbeat("cab-1", _hb(int(time.time()), net=net))[1])
+    )
+    build = threading.Thread(target=live.rebuild)
+    one, two = (beat, build) if first == "heartbeat" else (build, beat)
+    one.start()
+    assert inside.wait(10)
+    monkeypatch.setattr(live.inputs, slow, step)  # the second one's step is not held
+    two.start()
+    two.join(0.3)  # it waits for the first one to be done ...
+    go.set()  # ... which now goes on
+    one.join(10)
+    two.join(10)
+    cur = live.current("monaco")
+    assert cur is not None and stamp
+    snap = verify_snapshot(cur[1], _trust(live.repo), time.time(), area="monaco", network=net)
+    counted = snap.vacant_cabs == 1
+    assert counted == (stamp[0] <= snap.built_s), (stamp[0], snap.built_s, snap.vacant_cabs)
+    assert counted == (first == "heartbeat")
