@@ -152,7 +152,10 @@ __attribute__((target("avx2"))) static void action_values_avx2(const Pass *p, in
 
 static int has_avx2(void) {
     static int known = -1;
-    if (known < 0) known = __builtin_cpu_supports("avx2") ? 1 : 0;
+    if (known < 0) {
+        __builtin_cpu_init(); /* (libgcc's constructor does it too; harmless twice) */
+        known = __builtin_cpu_supports("avx2") ? 1 : 0; /* the CPU's and the OS's (YMM state) */
+    }
     return known;
 }
 #endif
