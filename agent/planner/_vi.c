@@ -15,7 +15,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <math.h>
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NAGASHI_NO_SIMD)
 #include <immintrin.h>
 #define NAGASHI_AVX2 1
 #endif

@@ -124,6 +124,36 @@ def test_nan_and_no_allowed_successor_as_numpy_has_them(simd_or_scalar: str) -> 
             assert x[~np.isnan(x)].tobytes() == y[~np.isnan(y)].tobytes()
 
 
+def test_built_without_simd_as_on_aarch64_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The library as a machine without AVX2 intrinsics builds it (``-DNAGASHI_NO_SIMD``, the
+    branch aarch64 takes): it compiles with setup.py's flags and gives numpy's bits."""
+    import ast
+    import shutil
+    import sysconfig
+
+    tree = ast.parse((REPO / "setup.py").read_text())  # (importing setup.py would run it)
+    SAME_BITS = next(
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SAME_BITS"
+    )
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc is not None, "no C compiler (pip install needs one to build the C pass)"
+    lib = tmp_path / "_vi_scalar.so"
+    include = "-I" + sysconfig.get_paths()["include"]
+    source = str(REPO / "agent/planner/_vi.c")
+    flags = [*SAME_BITS, "-DNAGASHI_NO_SIMD", "-fPIC", "-shared", include]
+    subprocess.run([cc, *flags, source, "-o", str(lib)], check=True, capture_output=True)
+    monkeypatch.setattr(kernel_c, "_state", "idle")
+    monkeypatch.setattr(kernel_c, "library_path", lambda: str(lib))
+    assert kernel_c.load(), kernel_c.status()
+    for seed in range(3):
+        kn = _wide_kernel(seed)
+        _same(core._numpy_backward_pass(kn), kernel_c.backward_pass(kn))
+
+
 def test_turned_off_it_gives_way(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAGASHI_KERNEL_C", "0")
     assert not kernel_c.ready() and kernel_jit.ready() is not kernel_c.backward_pass
