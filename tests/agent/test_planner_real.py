@@ -233,11 +233,20 @@ def test_bench_cruise_reports_its_figures(manhattan_tiles: Path, manhattan_deman
     )
     out = bench_cruise.run(args)
     assert out["cases"] == 4
-    for key in ("plan_ms_p50", "plan_ms_p95", "kernel_ms_p50", "backward_numpy_ms_p50"):
+    for key in (
+        "plan_ms_p50",
+        "plan_ms_p95",
+        "plan_warm_ms_p50",
+        "kernel_ms_p50",
+        "backward_numpy_ms_p50",
+    ):
         assert out[key] > 0
     assert out["peak_rss_mb"] > 0 and out["layers_p50"] == 270
     assert out["ratio_plan_to_kernel_p50"] == pytest.approx(
         out["plan_ms_p50"] / out["kernel_ms_p50"], rel=0.02
+    )
+    assert out["ratio_plan_warm_to_kernel_p50"] == pytest.approx(
+        out["plan_warm_ms_p50"] / out["kernel_ms_p50"], rel=0.02
     )
     if out["backward_pass"] != "numpy":  # the compiled path and the numpy one, same plans
         assert out["plans_bit_identical"] == "4/4" and out["backward_ms_p50"] > 0
