@@ -162,10 +162,15 @@ def successor_max_kernel(kn: Any) -> None:
             np.maximum(head, q_ext[col], out=head)
 
 
-def _ms(f: Any, *a: Any) -> float:
+def _timed(f: Any, *a: Any) -> tuple[Any, float]:
+    """``f(*a)`` and its wall time in milliseconds."""
     t = time.perf_counter()
-    f(*a)
-    return (time.perf_counter() - t) * 1000.0
+    out = f(*a)
+    return out, (time.perf_counter() - t) * 1000.0
+
+
+def _ms(f: Any, *a: Any) -> float:
+    return _timed(f, *a)[1]
 
 
 def _figures(xs: list[float], name: str) -> dict[str, float]:
@@ -202,33 +207,32 @@ class _Samples:
 def _measure(
     plan: Callable[[], Any], jit: Any, s: _Samples, approx: Callable[[], Any] | None = None
 ) -> None:
-    """One case, interleaved: ``plan()`` on the path the agent runs, then (numba installed)
-    on the numpy path, the value iteration of that plan on both, the minimal kernel, and the
-    approximate plan ``approx()`` (top-k drop-offs, coarser layers) against the exact one."""
+    """One case, interleaved: ``plan()`` on the path the agent runs, the same again at once
+    (warm; it must give the same bytes), then (numba installed) on the numpy path, the value
+    iteration of that plan on both, the minimal kernel, and the approximate plan ``approx()``
+    (top-k drop-offs, coarser layers) against the exact one."""
     from agent.planner import core, kernel_jit
     from agent.planner.workspace import WORKSPACE
 
     numba = kernel_jit.warm_up()  # numba's pass, if installed (loaded by run(): returns it)
     kernels: list[Any] = []
     with _capturing(kernels):
-        t0 = time.perf_counter()
-        got = plan()
-        s.plan_ms.append((time.perf_counter() - t0) * 1000.0)
+        got, ms = _timed(plan)
+    s.plan_ms.append(ms)
     kn = kernels[-1]
-    t0 = time.perf_counter()
-    warm = plan()  # the same plan at once: its inputs in the caches
-    s.plan_warm_ms.append((time.perf_counter() - t0) * 1000.0)
-    if warm.to_json() != got.to_json():
+    got_bytes = got.to_json()
+    warm, ms = _timed(plan)  # the same plan at once: its inputs in the caches
+    s.plan_warm_ms.append(ms)
+    if warm.to_json() != got_bytes:
         raise AgentError("bench cruise: the same plan run twice gave other bytes")
     s.lengths.append(got.length_m)
     s.sizes.append(kn.n)
     s.layers.append(kn.n_layers)
     with kernel_jit.suspended():
         if jit is not None:
-            t0 = time.perf_counter()
-            again = plan()
-            s.plan_numpy_ms.append((time.perf_counter() - t0) * 1000.0)
-            s.same_bytes += again.to_json() == got.to_json()
+            again, ms = _timed(plan)
+            s.plan_numpy_ms.append(ms)
+            s.same_bytes += again.to_json() == got_bytes
         with WORKSPACE.borrowed() as ws:  # V and C kept between passes, as plans keep them
             if jit is not None:
                 s.backward_ms.append(_ms(jit, kn, ws))
@@ -241,9 +245,8 @@ def _measure(
 
         s.kernel_numba_ms.append(_ms(successor_max_only, kn))
     if approx is not None:
-        t0 = time.perf_counter()
-        near = approx()
-        s.approx_ms.append((time.perf_counter() - t0) * 1000.0)
+        near, ms = _timed(approx)
+        s.approx_ms.append(ms)
         diff = abs(near.expected_revenue - got.expected_revenue)
         s.approx_abs_diff.append(diff)
         s.approx_rel_diff.append(diff / abs(got.expected_revenue) if got.expected_revenue else 0.0)
@@ -310,9 +313,9 @@ def _city_case(
     s = _Samples()
     cut_ms: list[float] = []
     for i in range(args.cases):
-        t0 = time.perf_counter()
-        demand = city_demand(table, district, args.districts, float(minutes[i]), params.horizon_s)
-        cut_ms.append((time.perf_counter() - t0) * 1000.0)
+        minute = float(minutes[i])
+        demand, ms = _timed(city_demand, table, district, args.districts, minute, params.horizon_s)
+        cut_ms.append(ms)
         case = (int(starts[i]), float(minutes[i]))
         near = _approx_params(args, params)
         approx = None if near is None else functools.partial(plan_cruise, city, demand, *case, near)
