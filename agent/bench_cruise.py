@@ -263,6 +263,24 @@ def _approx_params(args: argparse.Namespace, params: Any) -> Any:
     return dataclasses.replace(params, **changes) if changes else None
 
 
+def radius_fixes(store: Any, seed: int, cases: int) -> list[tuple[float, float, float, float]]:
+    """The radius case's fixes ``(lon, lat, heading, minute of week)``: on cruisable links of
+    the whole extract (5 m GPS noise, heading within 10 degrees), any minute of the week."""
+    rng = np.random.default_rng(seed)
+    full = store.all()
+    cand = np.flatnonzero(full.cruise_allowed())
+    picks = cand[rng.integers(0, cand.shape[0], cases)]
+    frac = rng.uniform(0.0, 1.0, cases)
+    noise = rng.normal(0.0, 5.0 / 111_195.0, (cases, 2))
+    lons = full.u_lon[picks] + frac * (full.v_lon[picks] - full.u_lon[picks]) + noise[:, 0]
+    lats = full.u_lat[picks] + frac * (full.v_lat[picks] - full.u_lat[picks]) + noise[:, 1]
+    heads = (full.bearing_start[picks].astype(np.float64) + rng.normal(0, 10, cases)) % 360
+    minutes = rng.uniform(0.0, 7 * 1440.0, cases)
+    return [
+        (float(lons[i]), float(lats[i]), float(heads[i]), float(minutes[i])) for i in range(cases)
+    ]
+
+
 def _radius_case(
     args: argparse.Namespace, store: Any, table: Any, params: Any, jit: Any
 ) -> _Samples:
@@ -270,21 +288,11 @@ def _radius_case(
     noise, heading within 10 degrees), any minute of the week, through ``plan_from_fix``."""
     from agent.planner import plan_from_fix
 
-    rng = np.random.default_rng(args.seed)
-    full = store.all()
-    cand = np.flatnonzero(full.cruise_allowed())
-    picks = cand[rng.integers(0, cand.shape[0], args.cases)]
-    frac = rng.uniform(0.0, 1.0, args.cases)
-    noise = rng.normal(0.0, 5.0 / 111_195.0, (args.cases, 2))
-    lons = full.u_lon[picks] + frac * (full.v_lon[picks] - full.u_lon[picks]) + noise[:, 0]
-    lats = full.u_lat[picks] + frac * (full.v_lat[picks] - full.u_lat[picks]) + noise[:, 1]
-    heads = (full.bearing_start[picks].astype(np.float64) + rng.normal(0, 10, args.cases)) % 360
-    minutes = rng.uniform(0.0, 7 * 1440.0, args.cases)
+    fixes = radius_fixes(store, args.seed, args.cases)
     # warm-up (imports, tile cache): not timed
-    plan_from_fix(store, table, float(lons[0]), float(lats[0]), None, 600.0, params)
+    plan_from_fix(store, table, fixes[0][0], fixes[0][1], None, 600.0, params)
     s = _Samples()
-    for i in range(args.cases):
-        fix = (float(lons[i]), float(lats[i]), float(heads[i]), float(minutes[i]))
+    for fix in fixes:
         near = _approx_params(args, params)
         approx = (
             None if near is None else functools.partial(plan_from_fix, store, table, *fix, near)

@@ -15,37 +15,49 @@
 #include <Python.h>
 #include <stdint.h>
 #include <math.h>
+/* The value type: double, the planner's (the installed build's machine code is the same as
+ * with double written out). Built with -DNAGASHI_FLOAT32 (only by ``nagashi bench float32``,
+ * never installed), the same statements on float32 values and 32-bit offsets: what a float32
+ * plan version would save, measured, not a planner the cab runs. The scalars (share, inv_n,
+ * ...) stay double, so both builds take one struct. */
+#ifdef NAGASHI_FLOAT32
+typedef float real;
+typedef int32_t idx_t;
+#else
+typedef double real;
+typedef int64_t idx_t;
+#endif
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NAGASHI_NO_SIMD)
 #include <immintrin.h>
 #define NAGASHI_AVX2 1
 #endif
 
-typedef void (*gemv_fn)(int32_t order, int32_t trans, int64_t m, int64_t n, double alpha,
-                        const double *a, int64_t lda, const double *x, int64_t incx,
-                        double beta, double *y, int64_t incy);
+typedef void (*gemv_fn)(int32_t order, int32_t trans, int64_t m, int64_t n, real alpha,
+                        const real *a, int64_t lda, const real *x, int64_t incx,
+                        real beta, real *y, int64_t incy);
 
 /* kernel_c.Pass: the inputs (as _kernel_numba.Arrays) and the outputs (as Work) */
 typedef struct {
     int64_t n_layers, n, nc1, n_cz, n_early, n_deg, n_members, n_full, top_k, n_cells;
-    const int64_t *v_off;
-    const double *v_wpos, *v_wneg;
-    const int64_t *c_off;
-    const double *c_wpos, *c_wneg, *fare, *cost;
-    const double *prob, *prob_early, *penalty; /* rows of n_cz */
+    const idx_t *v_off;
+    const real *v_wpos, *v_wneg;
+    const idx_t *c_off;
+    const real *c_wpos, *c_wneg, *fare, *cost;
+    const real *prob, *prob_early, *penalty; /* rows of n_cz */
     const int64_t *layer_slot, *layer_minute, *srcs, *col_flat, *col_start, *col_len;
     const int64_t *members, *member_cell;
-    const double *inv_count;
+    const real *inv_count;
     const uint8_t *empty;
     const int64_t *full_idx;
-    const double *p_out;
+    const real *p_out;
     const int64_t *top_idx; /* (top_k, n_cells) */
-    const double *top_val;
+    const real *top_val;
     double share, inv_n, inv_nc1, inv_full;
-    const double *p_in;
+    const real *p_in;
     int64_t order, lda;
     gemv_fn gemv;
-    double *vflat, *cflat, *row_mean, *cont_mean, *slope_v, *slope_c, *exit_value;
-    double *q_ext, *best, *u, *ufull, *dot;
+    real *vflat, *cflat, *row_mean, *cont_mean, *slope_v, *slope_c, *exit_value;
+    real *q_ext, *best, *u, *ufull, *dot;
     /* kernel_c.Order, derived from the inputs above: the links that are no source (V there is
      * the exit value), the members stably sorted by cell and each cell's run of them */
     int64_t n_fill, n_runs;
@@ -57,15 +69,15 @@ typedef struct {
 
 /* numpy's pairwise sum of a[0:n] (np.add.reduce): blocks of 8 accumulators up to 128 elements,
  * halves above (the first rounded down to a multiple of 8) */
-static double pairwise(const double *a, int64_t n) {
+static real pairwise(const real *a, int64_t n) {
     if (n < 8) {
-        double res = 0.0;
+        real res = 0.0;
         for (int64_t i = 0; i < n; i++) res += a[i];
         return res;
     }
     if (n <= 128) {
-        double r0 = a[0], r1 = a[1], r2 = a[2], r3 = a[3];
-        double r4 = a[4], r5 = a[5], r6 = a[6], r7 = a[7];
+        real r0 = a[0], r1 = a[1], r2 = a[2], r3 = a[3];
+        real r4 = a[4], r5 = a[5], r6 = a[6], r7 = a[7];
         int64_t i = 8, end = n - (n % 8);
         for (; i < end; i += 8) {
             r0 += a[i];
@@ -77,7 +89,7 @@ static double pairwise(const double *a, int64_t n) {
             r6 += a[i + 6];
             r7 += a[i + 7];
         }
-        double res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7));
+        real res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7));
         for (; i < n; i++) res += a[i];
         return res;
     }
@@ -87,15 +99,15 @@ static double pairwise(const double *a, int64_t n) {
 }
 
 /* Q = V~ + P (F + C~ - V~) - cost + penalty into q_ext */
-static void action_values_from(const Pass *p, int64_t k, double sv, double sc, const double *prob,
-                               const double *penalty, int64_t from) {
-    const double *v0r = p->vflat + k * p->n, *v1r = p->vflat + (k + 1) * p->n;
-    const double *c0r = p->cflat + k * p->nc1, *c1r = p->cflat + (k + 1) * p->nc1;
+static void action_values_from(const Pass *p, int64_t k, real sv, real sc, const real *prob,
+                               const real *penalty, int64_t from) {
+    const real *v0r = p->vflat + k * p->n, *v1r = p->vflat + (k + 1) * p->n;
+    const real *c0r = p->cflat + k * p->nc1, *c1r = p->cflat + (k + 1) * p->nc1;
     for (int64_t i = from; i < p->n_cz; i++) {
-        double v0 = v0r[p->v_off[i]];
-        double v1 = v1r[p->v_off[i]];
-        double c0 = c0r[p->c_off[i]];
-        double c1 = c1r[p->c_off[i]];
+        real v0 = v0r[p->v_off[i]];
+        real v1 = v1r[p->v_off[i]];
+        real c0 = c0r[p->c_off[i]];
+        real c1 = c1r[p->c_off[i]];
         v1 = v1 - v0;
         v1 = v1 * p->v_wpos[i];
         v1 = v1 + v0;
@@ -107,7 +119,7 @@ static void action_values_from(const Pass *p, int64_t k, double sv, double sc, c
         c1 = c1 + p->fare[i];
         c1 = c1 - v1;
         c1 = c1 * prob[i];
-        double q = v1 + c1;
+        real q = v1 + c1;
         q = q - p->cost[i];
         p->q_ext[i] = q + penalty[i];
     }
@@ -118,11 +130,38 @@ static void action_values_from(const Pass *p, int64_t k, double sv, double sc, c
  * without FMA, so each product is rounded before its sum, as above); the links left over by
  * action_values_from */
 __attribute__((target("avx2"))) static void action_values_avx2(const Pass *p, int64_t k,
-                                                               double sv, double sc,
-                                                               const double *prob,
-                                                               const double *penalty) {
-    const double *v0r = p->vflat + k * p->n, *v1r = p->vflat + (k + 1) * p->n;
-    const double *c0r = p->cflat + k * p->nc1, *c1r = p->cflat + (k + 1) * p->nc1;
+                                                               real sv, real sc,
+                                                               const real *prob,
+                                                               const real *penalty) {
+    const real *v0r = p->vflat + k * p->n, *v1r = p->vflat + (k + 1) * p->n;
+    const real *c0r = p->cflat + k * p->nc1, *c1r = p->cflat + (k + 1) * p->nc1;
+#ifdef NAGASHI_FLOAT32
+    /* eight float32 links at a time, the same operations in the same order */
+    const __m256 vsv = _mm256_set1_ps(sv), vsc = _mm256_set1_ps(sc);
+    int64_t i = 0;
+    for (; i + 8 <= p->n_cz; i += 8) {
+        __m256i vo = _mm256_loadu_si256((const __m256i *)(p->v_off + i));
+        __m256i co = _mm256_loadu_si256((const __m256i *)(p->c_off + i));
+        __m256 v0 = _mm256_i32gather_ps(v0r, vo, 4);
+        __m256 v1 = _mm256_i32gather_ps(v1r, vo, 4);
+        __m256 c0 = _mm256_i32gather_ps(c0r, co, 4);
+        __m256 c1 = _mm256_i32gather_ps(c1r, co, 4);
+        v1 = _mm256_sub_ps(v1, v0);
+        v1 = _mm256_mul_ps(v1, _mm256_loadu_ps(p->v_wpos + i));
+        v1 = _mm256_add_ps(v1, v0);
+        v1 = _mm256_add_ps(v1, _mm256_mul_ps(_mm256_loadu_ps(p->v_wneg + i), vsv));
+        c1 = _mm256_sub_ps(c1, c0);
+        c1 = _mm256_mul_ps(c1, _mm256_loadu_ps(p->c_wpos + i));
+        c1 = _mm256_add_ps(c1, c0);
+        c1 = _mm256_add_ps(c1, _mm256_mul_ps(_mm256_loadu_ps(p->c_wneg + i), vsc));
+        c1 = _mm256_add_ps(c1, _mm256_loadu_ps(p->fare + i));
+        c1 = _mm256_sub_ps(c1, v1);
+        c1 = _mm256_mul_ps(c1, _mm256_loadu_ps(prob + i));
+        __m256 q = _mm256_add_ps(v1, c1);
+        q = _mm256_sub_ps(q, _mm256_loadu_ps(p->cost + i));
+        _mm256_storeu_ps(p->q_ext + i, _mm256_add_ps(q, _mm256_loadu_ps(penalty + i)));
+    }
+#else
     const __m256d vsv = _mm256_set1_pd(sv), vsc = _mm256_set1_pd(sc);
     int64_t i = 0;
     for (; i + 4 <= p->n_cz; i += 4) {
@@ -147,6 +186,7 @@ __attribute__((target("avx2"))) static void action_values_avx2(const Pass *p, in
         q = _mm256_sub_pd(q, _mm256_loadu_pd(p->cost + i));
         _mm256_storeu_pd(p->q_ext + i, _mm256_add_pd(q, _mm256_loadu_pd(penalty + i)));
     }
+#endif
     action_values_from(p, k, sv, sc, prob, penalty, i);
 }
 
@@ -160,8 +200,8 @@ static int has_avx2(void) {
 }
 #endif
 
-static void action_values(const Pass *p, int64_t k, double sv, double sc, const double *prob,
-                          const double *penalty) {
+static void action_values(const Pass *p, int64_t k, real sv, real sc, const real *prob,
+                          const real *penalty) {
 #ifdef NAGASHI_AVX2
     if (p->simd && has_avx2()) {
         action_values_avx2(p, k, sv, sc, prob, penalty);
@@ -173,27 +213,27 @@ static void action_values(const Pass *p, int64_t k, double sv, double sc, const 
 
 /* np.maximum(x, y) without a branch on the data: y when it is larger (maxsd, which gives x
  * when either is NaN and when they are equal), y when y alone is NaN */
-static inline double np_max(double x, double y) {
-    double r = y > x ? y : x;
+static inline real np_max(real x, real y) {
+    real r = y > x ? y : x;
     if (y != y && x == x) r = y;
     return r;
 }
 
 /* V of a source: its successor maximum, or the exit value where no successor is allowed */
-static inline double source_value(double b, double u_out_next) {
+static inline real source_value(real b, real u_out_next) {
     return b == -INFINITY ? u_out_next : b;
 }
 
 /* the successor maximum of each source into its row: per out-degree rank, in rank order
  * (core._successor_max's np.maximum, NaN propagating), the sources of each degree as one run
  * (sources are sorted by out-degree, so column d holds a prefix of them) */
-static void successor_max(const Pass *p, double *row, double u_out_next) {
-    const double *q = p->q_ext;
+static void successor_max(const Pass *p, real *row, real u_out_next) {
+    const real *q = p->q_ext;
     const int64_t *srcs = p->srcs, *cf = p->col_flat, *cs = p->col_start, *cl = p->col_len;
     int64_t nd = p->n_deg;
     for (int64_t d = nd - 1; d >= 2; d--) {
         for (int64_t i = d + 1 < nd ? cl[d + 1] : 0; i < cl[d]; i++) {
-            double b = q[cf[i]];
+            real b = q[cf[i]];
             for (int64_t e = 1; e <= d; e++) b = np_max(b, q[cf[cs[e] + i]]);
             row[srcs[i]] = source_value(b, u_out_next);
         }
@@ -211,13 +251,13 @@ static void successor_max(const Pass *p, double *row, double u_out_next) {
 /* U per cell into u (numpy's order: each cell's members added one by one from 0.0, four
  * cells at a time so that their sums overlap); returns u_out = share * mean of U over the
  * cells with members */
-static double cell_values(const Pass *p, const double *row) {
-    double *u = p->u;
+static real cell_values(const Pass *p, const real *row) {
+    real *u = p->u;
     const int64_t *m = p->run_members, *rs = p->run_start, *rc = p->run_cell;
     for (int64_t c = 0; c < p->n_cells; c++) u[c] = 0.0;
     int64_t r = 0;
     for (; r + 4 <= p->n_runs; r += 4) {
-        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+        real a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
         int64_t s0 = rs[r], s1 = rs[r + 1], s2 = rs[r + 2], s3 = rs[r + 3], e3 = rs[r + 4];
         int64_t l0 = s1 - s0, l1 = s2 - s1, l2 = s3 - s2, l3 = e3 - s3;
         int64_t t = 0, lm = l0 < l1 ? l0 : l1;
@@ -239,12 +279,12 @@ static double cell_values(const Pass *p, const double *row) {
         u[rc[r + 3]] = a3;
     }
     for (; r < p->n_runs; r++) {
-        double a = 0.0;
+        real a = 0.0;
         for (int64_t j = rs[r]; j < rs[r + 1]; j++) a += row[m[j]];
         u[rc[r]] = a;
     }
     for (int64_t c = 0; c < p->n_cells; c++) u[c] = u[c] * p->inv_count[c];
-    double u_out = 0.0;
+    real u_out = 0.0;
     if (p->n_full > 0) {
         for (int64_t j = 0; j < p->n_full; j++) p->ufull[j] = u[p->full_idx[j]];
         u_out = p->share * pairwise(p->ufull, p->n_full) * p->inv_full;
@@ -254,14 +294,14 @@ static double cell_values(const Pass *p, const double *row) {
     return u_out;
 }
 
-static double layer(const Pass *p, int64_t k, double u_out_next, const double *prob,
-                    const double *penalty) {
-    double sv = p->row_mean[k + 1] - p->row_mean[k + 2];
-    double sc = p->cont_mean[k + 1] - p->cont_mean[k + 2];
+static real layer(const Pass *p, int64_t k, real u_out_next, const real *prob,
+                    const real *penalty) {
+    real sv = p->row_mean[k + 1] - p->row_mean[k + 2];
+    real sc = p->cont_mean[k + 1] - p->cont_mean[k + 2];
     p->slope_v[k] = sv;
     p->slope_c[k] = sc;
     action_values(p, k, sv, sc, prob, penalty);
-    double *row = p->vflat + k * p->n;
+    real *row = p->vflat + k * p->n;
     for (int64_t j = 0; j < p->n_fill; j++) row[p->fill_idx[j]] = u_out_next;
     successor_max(p, row, u_out_next);
     p->row_mean[k] = pairwise(row, p->n) * p->inv_n;
@@ -272,16 +312,16 @@ static double layer(const Pass *p, int64_t k, double u_out_next, const double *p
 static void top_k_dot(const Pass *p) {
     int64_t nc = p->n_cells;
     for (int64_t c = 0; c < nc; c++) {
-        double res = p->top_val[c] * p->u[p->top_idx[c]];
+        real res = p->top_val[c] * p->u[p->top_idx[c]];
         for (int64_t j = 1; j < p->top_k; j++)
             res = res + p->top_val[j * nc + c] * p->u[p->top_idx[j * nc + c]];
         p->dot[c] = res;
     }
 }
 
-static void finish(const Pass *p, int64_t k, double u_out) {
+static void finish(const Pass *p, int64_t k, real u_out) {
     int64_t nc = p->n_cells;
-    double *crow = p->cflat + k * p->nc1;
+    real *crow = p->cflat + k * p->nc1;
     for (int64_t c = 0; c < nc; c++) crow[c] = p->dot[c];
     if (u_out != 0.0 || u_out != u_out)
         for (int64_t c = 0; c < nc; c++) crow[c] = crow[c] + p->p_out[c] * u_out;
@@ -292,12 +332,12 @@ static void finish(const Pass *p, int64_t k, double u_out) {
 /* all layers, k = K-1 .. 0; 0 when done, -1 when the drop-off product has no BLAS to call */
 int nagashi_backward(const Pass *p) {
     if (p->top_k == 0 && p->n_cells > 0 && p->gemv == NULL) return -1;
-    double u_out_next = 0.0;
+    real u_out_next = 0.0;
     for (int64_t k = p->n_layers - 1; k >= 0; k--) {
-        const double *prob = k < p->n_early ? p->prob_early + k * p->n_cz
+        const real *prob = k < p->n_early ? p->prob_early + k * p->n_cz
                                             : p->prob + p->layer_slot[k] * p->n_cz;
-        const double *penalty = p->penalty + p->layer_minute[k] * p->n_cz;
-        double u_out = layer(p, k, u_out_next, prob, penalty);
+        const real *penalty = p->penalty + p->layer_minute[k] * p->n_cz;
+        real u_out = layer(p, k, u_out_next, prob, penalty);
         if (p->top_k > 0)
             top_k_dot(p);
         else if (p->n_cells > 0)
@@ -310,8 +350,8 @@ int nagashi_backward(const Pass *p) {
 }
 
 /* the drop-off product alone, once (kernel_c.gemv_matches_numpy) */
-void nagashi_gemv(gemv_fn gemv, int64_t order, int64_t m, const double *a, int64_t lda,
-                  const double *x, double *y) {
+void nagashi_gemv(gemv_fn gemv, int64_t order, int64_t m, const real *a, int64_t lda,
+                  const real *x, real *y) {
     gemv((int32_t)order, NO_TRANS, m, m, 1.0, a, lda, x, 1, 0.0, y, 1);
 }
 
