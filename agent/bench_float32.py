@@ -114,8 +114,9 @@ def _i32(x: Any) -> Any:
 
 
 class _Case:
-    """One kernel's two passes on fresh buffers: ``run64()`` the installed float64 pass,
-    ``run32()`` the float32 build, each writing its own V, C and Q in place."""
+    """One kernel's two passes: ``run64()`` the installed float64 pass, ``run32()`` the float32
+    build, each writing its own V, C and Q in place (V and C in buffers kept between cases:
+    ``ws`` for float64, ``pool`` for float32)."""
 
     def __init__(self, kn: Any, lib32: Any, sgemv: int, ws: Any, pool: dict[str, Any]) -> None:
         from agent.planner import kernel_c
@@ -169,8 +170,10 @@ class _Case:
         v64 = self.w.vflat[:rows]
         v32 = self.w32.vflat[:rows].astype(np.float64)
         ok = np.isfinite(v64) & np.isfinite(v32)
+        if not ok.any():
+            raise AgentError("bench float32: a pass gave no finite value")
         diff = np.abs(v32[ok] - v64[ok])
-        scale = float(np.abs(v64[ok]).max()) if ok.any() else 1.0
+        scale = float(np.abs(v64[ok]).max()) or 1.0
         same, total = _same_best(kn, self.w.q_ext, self.w32.q_ext.astype(np.float64))
         return float(diff.max()) / scale, float(diff.max()), float(diff.mean()), same, total
 
