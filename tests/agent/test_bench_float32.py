@@ -8,6 +8,7 @@ import ctypes
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_bench_float32_reports_what_float32_buys_and_changes(
 
 
 def test_the_float32_build_runs_the_same_statements_on_float32(
-    manhattan: tuple[object, object], tmp_path: Path
+    manhattan: tuple[Any, Any], tmp_path: Path
 ) -> None:
     """The float32 library's first layer on a real kernel: its V row is the float64 pass's to
     float32 precision, so the ``-DNAGASHI_FLOAT32`` build is the pass, not another algorithm."""
@@ -58,13 +59,13 @@ def test_the_float32_build_runs_the_same_statements_on_float32(
     store, table = manhattan
     lib = ctypes.CDLL(str(bench_float32.build_float32(tmp_path)))
     lib.nagashi_backward.argtypes = [ctypes.POINTER(kernel_c._Pass)]
-    kns: list[object] = []
+    kns: list[Any] = []
     with _capturing(kns):
         plan_from_fix(store, table, *radius_fixes(store, 3, 1)[0], PlannerParams(radius_m=1500.0))
     case = bench_float32._Case(kns[-1], lib, bench_float32._sgemv_address(), Workspace(), {})
     case.run64()
     case.run32()
-    n = case.kn.n  # type: ignore[attr-defined]
+    n = case.kn.n
     v64, v32 = case.w.vflat[:n], case.w32.vflat[:n]
     assert v32.dtype == np.float32
     assert np.isfinite(v64).all() and np.abs(v64).max() > 1.0
