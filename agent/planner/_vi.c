@@ -126,7 +126,31 @@ static void action_values_from(const Pass *p, int64_t k, real sv, real sc, const
 }
 
 #ifdef NAGASHI_AVX2
-/* the same, four links at a time: the same operations on each link in the same order (AVX2
+/* one AVX2 register of values: four doubles, or eight floats in the float32 build (32-bit
+ * offsets, so eight to a register too) */
+#ifdef NAGASHI_FLOAT32
+#define LANES 8
+typedef __m256 vec;
+#define V_SET1 _mm256_set1_ps
+#define V_LOAD _mm256_loadu_ps
+#define V_STORE _mm256_storeu_ps
+#define V_ADD _mm256_add_ps
+#define V_SUB _mm256_sub_ps
+#define V_MUL _mm256_mul_ps
+#define V_GATHER(base, off) _mm256_i32gather_ps(base, off, 4)
+#else
+#define LANES 4
+typedef __m256d vec;
+#define V_SET1 _mm256_set1_pd
+#define V_LOAD _mm256_loadu_pd
+#define V_STORE _mm256_storeu_pd
+#define V_ADD _mm256_add_pd
+#define V_SUB _mm256_sub_pd
+#define V_MUL _mm256_mul_pd
+#define V_GATHER(base, off) _mm256_i64gather_pd(base, off, 8)
+#endif
+
+/* the same, LANES links at a time: the same operations on each link in the same order (AVX2
  * without FMA, so each product is rounded before its sum, as above); the links left over by
  * action_values_from */
 __attribute__((target("avx2"))) static void action_values_avx2(const Pass *p, int64_t k,
@@ -135,58 +159,30 @@ __attribute__((target("avx2"))) static void action_values_avx2(const Pass *p, in
                                                                const real *penalty) {
     const real *v0r = p->vflat + k * p->n, *v1r = p->vflat + (k + 1) * p->n;
     const real *c0r = p->cflat + k * p->nc1, *c1r = p->cflat + (k + 1) * p->nc1;
-#ifdef NAGASHI_FLOAT32
-    /* eight float32 links at a time, the same operations in the same order */
-    const __m256 vsv = _mm256_set1_ps(sv), vsc = _mm256_set1_ps(sc);
+    const vec vsv = V_SET1(sv), vsc = V_SET1(sc);
     int64_t i = 0;
-    for (; i + 8 <= p->n_cz; i += 8) {
+    for (; i + LANES <= p->n_cz; i += LANES) {
         __m256i vo = _mm256_loadu_si256((const __m256i *)(p->v_off + i));
         __m256i co = _mm256_loadu_si256((const __m256i *)(p->c_off + i));
-        __m256 v0 = _mm256_i32gather_ps(v0r, vo, 4);
-        __m256 v1 = _mm256_i32gather_ps(v1r, vo, 4);
-        __m256 c0 = _mm256_i32gather_ps(c0r, co, 4);
-        __m256 c1 = _mm256_i32gather_ps(c1r, co, 4);
-        v1 = _mm256_sub_ps(v1, v0);
-        v1 = _mm256_mul_ps(v1, _mm256_loadu_ps(p->v_wpos + i));
-        v1 = _mm256_add_ps(v1, v0);
-        v1 = _mm256_add_ps(v1, _mm256_mul_ps(_mm256_loadu_ps(p->v_wneg + i), vsv));
-        c1 = _mm256_sub_ps(c1, c0);
-        c1 = _mm256_mul_ps(c1, _mm256_loadu_ps(p->c_wpos + i));
-        c1 = _mm256_add_ps(c1, c0);
-        c1 = _mm256_add_ps(c1, _mm256_mul_ps(_mm256_loadu_ps(p->c_wneg + i), vsc));
-        c1 = _mm256_add_ps(c1, _mm256_loadu_ps(p->fare + i));
-        c1 = _mm256_sub_ps(c1, v1);
-        c1 = _mm256_mul_ps(c1, _mm256_loadu_ps(prob + i));
-        __m256 q = _mm256_add_ps(v1, c1);
-        q = _mm256_sub_ps(q, _mm256_loadu_ps(p->cost + i));
-        _mm256_storeu_ps(p->q_ext + i, _mm256_add_ps(q, _mm256_loadu_ps(penalty + i)));
+        vec v0 = V_GATHER(v0r, vo);
+        vec v1 = V_GATHER(v1r, vo);
+        vec c0 = V_GATHER(c0r, co);
+        vec c1 = V_GATHER(c1r, co);
+        v1 = V_SUB(v1, v0);
+        v1 = V_MUL(v1, V_LOAD(p->v_wpos + i));
+        v1 = V_ADD(v1, v0);
+        v1 = V_ADD(v1, V_MUL(V_LOAD(p->v_wneg + i), vsv));
+        c1 = V_SUB(c1, c0);
+        c1 = V_MUL(c1, V_LOAD(p->c_wpos + i));
+        c1 = V_ADD(c1, c0);
+        c1 = V_ADD(c1, V_MUL(V_LOAD(p->c_wneg + i), vsc));
+        c1 = V_ADD(c1, V_LOAD(p->fare + i));
+        c1 = V_SUB(c1, v1);
+        c1 = V_MUL(c1, V_LOAD(prob + i));
+        vec q = V_ADD(v1, c1);
+        q = V_SUB(q, V_LOAD(p->cost + i));
+        V_STORE(p->q_ext + i, V_ADD(q, V_LOAD(penalty + i)));
     }
-#else
-    const __m256d vsv = _mm256_set1_pd(sv), vsc = _mm256_set1_pd(sc);
-    int64_t i = 0;
-    for (; i + 4 <= p->n_cz; i += 4) {
-        __m256i vo = _mm256_loadu_si256((const __m256i *)(p->v_off + i));
-        __m256i co = _mm256_loadu_si256((const __m256i *)(p->c_off + i));
-        __m256d v0 = _mm256_i64gather_pd(v0r, vo, 8);
-        __m256d v1 = _mm256_i64gather_pd(v1r, vo, 8);
-        __m256d c0 = _mm256_i64gather_pd(c0r, co, 8);
-        __m256d c1 = _mm256_i64gather_pd(c1r, co, 8);
-        v1 = _mm256_sub_pd(v1, v0);
-        v1 = _mm256_mul_pd(v1, _mm256_loadu_pd(p->v_wpos + i));
-        v1 = _mm256_add_pd(v1, v0);
-        v1 = _mm256_add_pd(v1, _mm256_mul_pd(_mm256_loadu_pd(p->v_wneg + i), vsv));
-        c1 = _mm256_sub_pd(c1, c0);
-        c1 = _mm256_mul_pd(c1, _mm256_loadu_pd(p->c_wpos + i));
-        c1 = _mm256_add_pd(c1, c0);
-        c1 = _mm256_add_pd(c1, _mm256_mul_pd(_mm256_loadu_pd(p->c_wneg + i), vsc));
-        c1 = _mm256_add_pd(c1, _mm256_loadu_pd(p->fare + i));
-        c1 = _mm256_sub_pd(c1, v1);
-        c1 = _mm256_mul_pd(c1, _mm256_loadu_pd(prob + i));
-        __m256d q = _mm256_add_pd(v1, c1);
-        q = _mm256_sub_pd(q, _mm256_loadu_pd(p->cost + i));
-        _mm256_storeu_pd(p->q_ext + i, _mm256_add_pd(q, _mm256_loadu_pd(penalty + i)));
-    }
-#endif
     action_values_from(p, k, sv, sc, prob, penalty, i);
 }
 
