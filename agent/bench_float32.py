@@ -6,8 +6,8 @@ of four. This benchmark measures that before any plan version is built on it. It
 planner's own C pass (``agent/planner/_vi.c``) a second time with ``-DNAGASHI_FLOAT32``: the
 same statements on float32 values and 32-bit offsets, never installed or run by the agent. It
 runs that build and the installed float64 one on the same radius plans' kernels (the fixes
-of ``bench cruise``), interleaved in one process on one core, on fresh buffers each. It
-reports:
+of ``bench cruise``), interleaved in one process on one core, each on buffers kept between
+cases as the agent keeps its own, after timing the plans themselves in one loop. It reports:
 
 - both passes' times, and the plan a float32 pass would give: each case's plan, less its
   float64 pass, plus its float32 pass (the rest of the tick unchanged). Its ratio to the
@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib
-import importlib.util
 import os
 import shutil
 import subprocess
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agent.bench_cruise import _capturing, _inputs, _ms, radius_fixes, successor_max_kernel
 from agent.errors import AgentError
 
 #: the flags ``setup.py`` builds the pass with (``SAME_BITS``; a test keeps them equal)
@@ -56,9 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _source() -> Path:
-    spec = importlib.util.find_spec("agent.planner")
-    assert spec is not None and spec.origin is not None
-    return Path(spec.origin).with_name("_vi.c")
+    return Path(__file__).resolve().parent / "planner" / "_vi.c"
 
 
 def build_float32(out_dir: Path) -> Path:
@@ -79,15 +75,13 @@ def build_float32(out_dir: Path) -> Path:
 
 
 def _sgemv_address() -> int:
-    """numpy's own ``cblas_sgemv`` (64-bit integers), as ``kernel_c`` finds ``cblas_dgemv``."""
-    lib = ctypes.CDLL(importlib.import_module("numpy._core._multiarray_umath").__file__)
-    for name in ("scipy_cblas_sgemv64_", "cblas_sgemv64_"):
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            addr = ctypes.cast(fn, ctypes.c_void_p).value
-            if addr:
-                return int(addr)
-    raise AgentError("bench float32: numpy's cblas_sgemv was not found")
+    """numpy's own ``cblas_sgemv``, found as ``kernel_c`` finds ``cblas_dgemv``."""
+    from agent.planner._kernel_arrays import numpy_gemv_address
+
+    addr = numpy_gemv_address("s")
+    if addr is None:
+        raise AgentError("bench float32: numpy's cblas_sgemv was not found")
+    return addr
 
 
 def _f32(x: Any) -> Any:
@@ -152,14 +146,10 @@ class _Case:
         self.s32, self.a32, self.lib64, self.lib32 = s, a32, kernel_c._lib, lib32
 
     def run64(self) -> float:
-        t = time.perf_counter()
-        self.lib64.nagashi_backward(ctypes.byref(self.s64))
-        return (time.perf_counter() - t) * 1e3
+        return _ms(self.lib64.nagashi_backward, ctypes.byref(self.s64))
 
     def run32(self) -> float:
-        t = time.perf_counter()
-        self.lib32.nagashi_backward(ctypes.byref(self.s32))
-        return (time.perf_counter() - t) * 1e3
+        return _ms(self.lib32.nagashi_backward, ctypes.byref(self.s32))
 
     def differences(self) -> tuple[float, float, float, int, int]:
         """V over the pass's layers: the largest difference relative to the largest value, the
@@ -194,7 +184,6 @@ def _same_best(kn: Any, q64: Any, q32: Any) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.bench_cruise import _inputs, radius_fixes
     from agent.planner import (
         PlannerParams,
         kernel_c,
@@ -247,7 +236,6 @@ def _measure(
     kernels kept; then per kernel the two passes, interleaved, and the minimal kernel (the
     passes allocate and free buffers the size of V: between plans they would slow the plans'
     own allocations, which the agent's loop does not see)."""
-    from agent.bench_cruise import _capturing, successor_max_kernel
     from agent.planner import plan_from_fix
     from agent.planner.workspace import Workspace
 
@@ -256,13 +244,10 @@ def _measure(
     kns: list[Any] = []
     for fix in fixes:
         with _capturing(kns):
-            t = time.perf_counter()
-            plan_from_fix(store, table, *fix, params)
-            plan_ms.append((time.perf_counter() - t) * 1e3)
+            plan_ms.append(_ms(plan_from_fix, store, table, *fix, params))
         del kns[len(plan_ms) :]  # the plan's own kernel (one pass a plan)
-        t = time.perf_counter()
-        plan_from_fix(store, table, *fix, params)  # at once again: its inputs in the caches
-        warm_ms.append((time.perf_counter() - t) * 1e3)
+        # at once again: its inputs in the caches
+        warm_ms.append(_ms(plan_from_fix, store, table, *fix, params))
     if len(kns) != len(fixes):
         raise AgentError("bench float32: a plan ran no backward pass")
     p64: list[float] = []
@@ -283,9 +268,7 @@ def _measure(
                 a.append(case.run64())
         p64.append(float(np.median(a)))
         p32.append(float(np.median(b)))
-        t = time.perf_counter()
-        successor_max_kernel(kn)
-        kern.append((time.perf_counter() - t) * 1e3)
+        kern.append(_ms(successor_max_kernel, kn))
         diffs.append(case.differences())
     links = [int(kn.n) for kn in kns]
     return _report(args, plan_ms, warm_ms, p64, p32, kern, diffs, links)

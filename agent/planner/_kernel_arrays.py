@@ -171,10 +171,10 @@ def pass_inputs(kn: _Kernel, ws: Workspace | None) -> tuple[Any, Any, Arrays, Wo
     return values, cont, a, w
 
 
-def numpy_gemv_address() -> int | None:
+def numpy_gemv_address(kind: str = "d") -> int | None:
     """The address of numpy's BLAS ``cblas_dgemv`` with 64-bit integers (the function numpy's
     ``matmul`` calls for a matrix times a vector; the library is among the dependencies of
-    numpy's extension module), or None."""
+    numpy's extension module), or None; ``kind="s"``: ``cblas_sgemv``, its float32 twin."""
     import ctypes
     import importlib
 
@@ -182,7 +182,7 @@ def numpy_gemv_address() -> int | None:
         lib = ctypes.CDLL(importlib.import_module("numpy._core._multiarray_umath").__file__)
     except (ImportError, OSError):
         return None
-    for name in ("scipy_cblas_dgemv64_", "cblas_dgemv64_"):
+    for name in (f"scipy_cblas_{kind}gemv64_", f"cblas_{kind}gemv64_"):
         fn = getattr(lib, name, None)
         if fn is not None:
             addr = ctypes.cast(fn, ctypes.c_void_p).value
