@@ -21,6 +21,9 @@ COMPONENTS: dict[str, tuple[tuple[str, ...], str]] = {
     "postgres": (("postgres",), "postgresql"),
     "initdb": (("initdb",), "postgresql"),
     "pg_ctl": (("pg_ctl",), "postgresql"),
+    # the C pass built for and run on aarch64 (tests/agent/test_kernel_c_aarch64.py)
+    "aarch64-gcc": (("aarch64-linux-gnu-gcc",), "gcc-aarch64-linux-gnu"),
+    "qemu-aarch64": (("qemu-aarch64", "qemu-aarch64-static"), "qemu-user"),
 }
 SEARCH_DIRS = ("/usr/sbin", "/sbin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 

@@ -11,8 +11,12 @@
  * same order) four cells at a time, from the members sorted by cell (kernel_c.Order).
  *
  * Loaded with ctypes by agent/planner/kernel_c.py (no Python API is used; the module
- * initialiser below only lets the build tools treat it as an extension). */
+ * initialiser below only lets the build tools treat it as an extension; -DNAGASHI_NO_PYTHON
+ * leaves it out, for tests/agent/vi_driver.c, which runs the pass as a program: on aarch64
+ * under qemu, tests/agent/test_kernel_c_aarch64.py). */
+#ifndef NAGASHI_NO_PYTHON
 #include <Python.h>
+#endif
 #include <stdint.h>
 #include <math.h>
 /* The value type: double, the planner's (the installed build's machine code is the same as
@@ -351,6 +355,8 @@ void nagashi_gemv(gemv_fn gemv, int64_t order, int64_t m, const real *a, int64_t
     gemv((int32_t)order, NO_TRANS, m, m, 1.0, a, lda, x, 1, 0.0, y, 1);
 }
 
+#ifndef NAGASHI_NO_PYTHON
 static struct PyModuleDef vi_module = {PyModuleDef_HEAD_INIT, "_vi", NULL, -1, NULL};
 
 PyMODINIT_FUNC PyInit__vi(void) { return PyModule_Create(&vi_module); }
+#endif
