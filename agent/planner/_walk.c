@@ -16,8 +16,11 @@
  * is missing the walk stops with NAGASHI_WALK_NEED_MINUTE and the minute, its state intact,
  * and goes on when called again with it (agent/planner/walk_c.py fills it in). Loaded with
  * ctypes; no Python API is used (the module initialiser only lets the build tools treat it as
- * an extension). */
+ * an extension; -DNAGASHI_NO_PYTHON leaves it out, for tests/agent/walk_driver.c, which runs
+ * the walk as a program: on aarch64 under qemu, tests/agent/test_kernel_c_aarch64.py). */
+#ifndef NAGASHI_NO_PYTHON
 #include <Python.h>
+#endif
 #include <stdint.h>
 #include <math.h>
 
@@ -464,6 +467,8 @@ void nagashi_expm1_each(loop_fn fn, void *data, const double *x, double *out, in
     for (int64_t i = 0; i < count; i++) out[i] = np_expm1(&w, x[i]);
 }
 
+#ifndef NAGASHI_NO_PYTHON
 static struct PyModuleDef walk_module = {PyModuleDef_HEAD_INIT, "_walk", NULL, -1, NULL};
 
 PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&walk_module); }
+#endif

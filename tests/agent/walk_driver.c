@@ -1,0 +1,31 @@
+/* The route read-out's walk (agent/planner/_walk.c, nagashi_walk) as a program
+ * (tests/agent/driver_io.h says what it reads and writes), for
+ * tests/agent/test_kernel_c_aarch64.py: built for aarch64 and run under qemu, and natively, on
+ * the walks of real plans, every allowed mask handed over at once. numpy's expm1 loop is not
+ * there; the walk calls plain_expm1 below instead, the same few operations on every machine,
+ * so both runs take the same depleted probabilities (not numpy's: the test compares the two
+ * runs, not either with the installed walk). */
+#include "driver_io.h"
+
+#include "../../agent/planner/_walk.c"
+
+/* a loop of numpy's ufunc signature: x + x^2/2 + x^3/6 for each element */
+static void plain_expm1(char **args, const intptr_t *dims, const intptr_t *steps, void *data) {
+    (void)data;
+    for (intptr_t i = 0; i < dims[0]; i++) {
+        const double x = *(const double *)(args[0] + i * steps[0]);
+        *(double *)(args[1] + i * steps[1]) = x * (1.0 + x * (0.5 + x / 6.0));
+    }
+}
+
+int main(void) {
+    Walk w;
+    Arrays a;
+    uint64_t fn_at;
+    int bad = read_input(&w, sizeof w, &fn_at, &a);
+    if (bad) return bad;
+    loop_fn f = plain_expm1;
+    memcpy((char *)&w + fn_at, &f, sizeof f);
+    w.expm1_data = NULL;
+    return write_output(nagashi_walk(&w), &w, sizeof w, &a);
+}
