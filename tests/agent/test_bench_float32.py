@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import ctypes
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.agent.cflags import setup_py_same_bits
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,14 +77,7 @@ def test_the_float32_build_runs_the_same_statements_on_float32(
 def test_bench_float32_builds_with_the_flags_the_install_uses() -> None:
     from agent import bench_float32
 
-    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
-    flags = next(
-        ast.literal_eval(node.value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id == "SAME_BITS" for t in node.targets)
-    )
-    assert tuple(flags) == bench_float32.SAME_BITS
+    assert setup_py_same_bits() == bench_float32.SAME_BITS
 
 
 def test_bench_float32_bad_arguments_are_one_line(

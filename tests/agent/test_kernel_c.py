@@ -16,6 +16,7 @@ import pytest
 from agent.planner import PlannerParams, core, kernel_c, kernel_jit, plan_from_fix
 from agent.planner import speed_factor_from_demand as speed_factor
 from agent.planner.workspace import Workspace
+from tests.agent.cflags import c_compiler, setup_py_same_bits
 from tests.agent.test_kernel_jit import _cases, _wide_kernel
 from tests.conftest import REPO
 from tiles import TileStore
@@ -129,22 +130,13 @@ def test_built_without_simd_as_on_aarch64_the_same_bits(
 ) -> None:
     """The library as a machine without AVX2 intrinsics builds it (``-DNAGASHI_NO_SIMD``, the
     branch aarch64 takes): it compiles with setup.py's flags and gives numpy's bits."""
-    import ast
-    import shutil
     import sysconfig
 
-    tree = ast.parse((REPO / "setup.py").read_text())  # (importing setup.py would run it)
-    SAME_BITS = next(
-        ast.literal_eval(n.value)
-        for n in tree.body
-        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SAME_BITS"
-    )
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc is not None, "no C compiler (pip install needs one to build the C pass)"
+    cc = c_compiler()
     lib = tmp_path / "_vi_scalar.so"
     include = "-I" + sysconfig.get_paths()["include"]
     source = str(REPO / "agent/planner/_vi.c")
-    flags = [*SAME_BITS, "-DNAGASHI_NO_SIMD", "-fPIC", "-shared", include]
+    flags = [*setup_py_same_bits(), "-DNAGASHI_NO_SIMD", "-fPIC", "-shared", include]
     subprocess.run([cc, *flags, source, "-o", str(lib)], check=True, capture_output=True)
     monkeypatch.setattr(kernel_c, "_state", "idle")
     monkeypatch.setattr(kernel_c, "library_path", lambda: str(lib))

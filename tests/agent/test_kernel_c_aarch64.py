@@ -20,10 +20,8 @@ which the numpy path and the read-out's Python reference run on.
 
 from __future__ import annotations
 
-import ast
 import ctypes
 import dataclasses
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -37,6 +35,7 @@ from agent.planner import speed_factor_from_demand as speed_factor
 from agent.planner._kernel_arrays import ROW_MAJOR, Work, pass_inputs
 from agent.planner.terms import _top_k_dropoffs
 from agent.planner.workspace import Workspace
+from tests.agent.cflags import c_compiler, setup_py_same_bits
 from tests.agent.test_kernel_jit import _cases, _wide_kernel
 from tests.components import require
 from tests.conftest import REPO
@@ -46,19 +45,8 @@ DRIVER = REPO / "tests/agent/vi_driver.c"
 WALK_DRIVER = REPO / "tests/agent/walk_driver.c"
 
 
-def _same_bits_flags() -> list[str]:
-    tree = ast.parse((REPO / "setup.py").read_text())  # (importing setup.py would run it)
-    return list(
-        next(
-            ast.literal_eval(n.value)
-            for n in tree.body
-            if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SAME_BITS"
-        )
-    )
-
-
 def _build(cc: str, out: Path, *extra: str, source: Path = DRIVER) -> Path:
-    cmd = [cc, *_same_bits_flags(), "-DNAGASHI_NO_PYTHON", *extra, str(source), "-o", str(out),
+    cmd = [cc, *setup_py_same_bits(), "-DNAGASHI_NO_PYTHON", *extra, str(source), "-o", str(out),
            "-lm"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -72,8 +60,7 @@ def drivers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     qemu = require("qemu-aarch64")
     d = tmp_path_factory.mktemp("vi-driver")
     arm = _build(cross, d / "vi_aarch64", "-static")
-    native = shutil.which("cc") or shutil.which("gcc")
-    assert native is not None, "no C compiler (pip install needs one to build the C pass)"
+    native = c_compiler()
     return {
         "aarch64": [qemu, str(arm)],
         "native": [str(_build(native, d / "vi_native"))],
@@ -223,7 +210,7 @@ def test_with_fused_multiply_adds_aarch64_gives_other_bits(
     gives other bits on the wide kernels."""
     cross = require("aarch64-gcc")
     fused = tmp_path / "vi_fused"
-    flags = [f for f in _same_bits_flags() if not f.startswith("-ffp-contract")]
+    flags = [f for f in setup_py_same_bits() if not f.startswith("-ffp-contract")]
     cmd = [cross, *flags, "-ffp-contract=fast", "-DNAGASHI_NO_PYTHON", "-static", str(DRIVER),
            "-o", str(fused), "-lm"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
