@@ -29,15 +29,17 @@ static int driver_fail(const char *what) {
 
 static int read_all(void *dst, size_t n) { return fread(dst, 1, n, stdin) == n; }
 
-/* the struct (size bytes) into p, its arrays into buffers whose addresses go into it; the
- * function pointer's offset into fn_at; 0 when done */
-static int read_input(void *p, uint64_t size, uint64_t *fn_at, Arrays *a) {
-    uint64_t got_size;
-    if (!read_all(&got_size, 8) || !read_all(&a->n, 8) || !read_all(fn_at, 8))
+/* the struct (size bytes) into p, its arrays into buffers whose addresses go into it, and the
+ * driver's own function (*fn, fn_size bytes: a function pointer) into the field the header
+ * names; 0 when done */
+static int read_input(void *p, uint64_t size, const void *fn, size_t fn_size, Arrays *a) {
+    uint64_t got_size, fn_at;
+    if (!read_all(&got_size, 8) || !read_all(&a->n, 8) || !read_all(&fn_at, 8))
         return driver_fail("short header");
     if (got_size != size) return driver_fail("the struct's size is not this build's");
-    if (*fn_at + 8 > size) return driver_fail("a function pointer outside the struct");
+    if (fn_at + fn_size > size) return driver_fail("a function pointer outside the struct");
     if (!read_all(p, size)) return driver_fail("short struct");
+    memcpy((char *)p + fn_at, fn, fn_size);
     a->bufs = calloc(a->n, sizeof *a->bufs);
     a->lens = calloc(a->n, sizeof *a->lens);
     if (a->bufs == NULL || a->lens == NULL) return driver_fail("out of memory");

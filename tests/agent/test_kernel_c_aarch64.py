@@ -176,12 +176,10 @@ def _check(drivers: dict[str, list[str]], kn: core._Kernel) -> None:
         for field in OUTPUTS:
             assert runs["aarch64"][field] == runs[name][field], (name, field)
     if kn.p_top_idx.size or kn.n_cells == 0:  # no BLAS: numpy's pass, bit for bit
-        want = core._numpy_backward_pass(kn)
-        assert runs["aarch64"]["vflat"] == want[0].tobytes()
-        assert runs["aarch64"]["cflat"] == want[1].tobytes()
-        assert runs["aarch64"]["exit_value"] == want[2].tobytes()
-        assert runs["aarch64"]["slope_v"] == want[3].tobytes()
-        assert runs["aarch64"]["slope_c"] == want[4].tobytes()
+        want = core._numpy_backward_pass(kn)  # (V, C, exit value, slope_v, slope_c)
+        fields = ("vflat", "cflat", "exit_value", "slope_v", "slope_c")
+        for field, arr in zip(fields, want, strict=True):
+            assert runs["aarch64"][field] == arr.tobytes(), field
 
 
 def test_real_plans_kernels_give_the_same_bits_on_aarch64(
@@ -208,13 +206,8 @@ def test_with_fused_multiply_adds_aarch64_gives_other_bits(
     """The comparison catches what it is there for: the same source built for aarch64 with
     ``-ffp-contract=fast`` (GCC then fuses multiply-adds there, as setup.py's flags forbid)
     gives other bits on the wide kernels."""
-    cross = require("aarch64-gcc")
-    fused = tmp_path / "vi_fused"
-    flags = [f for f in setup_py_same_bits() if not f.startswith("-ffp-contract")]
-    cmd = [cross, *flags, "-ffp-contract=fast", "-DNAGASHI_NO_PYTHON", "-static", str(DRIVER),
-           "-o", str(fused), "-lm"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    # (the last -ffp-contract given is the one GCC takes: this one, after setup.py's "off")
+    fused = _build(require("aarch64-gcc"), tmp_path / "vi_fused", "-static", "-ffp-contract=fast")
     fused_cmd = [drivers["aarch64"][0], str(fused)]
     kn = _top_k(_wide_kernel(0), 5)
     assert _pass_run(fused_cmd, kn)["vflat"] != _pass_run(drivers["aarch64"], kn)["vflat"]
@@ -227,9 +220,9 @@ def _walk_inputs(s: Any) -> tuple[bytes, list[_Array]]:
     allowed mask of every minute of its span (kind 1), the route's buffer and the trace."""
     n, rows = int(s.n), int(s.values_rows)
     layers = int(s.n_layers)
-    slots = 1 + max(ctypes_array(s.layer_slot, layers, np.int64).tolist() or [0])
-    fwd_n = int(ctypes_array(s.fwd_off, n + 1, np.int64)[-1])
-    arc_n = int(ctypes_array(s.arc_off, n + 1, np.int64)[-1])
+    slots = 1 + max(_ctypes_array(s.layer_slot, layers, np.int64).tolist() or [0])
+    fwd_n = int(_ctypes_array(s.fwd_off, n + 1, np.int64)[-1])
+    arc_n = int(_ctypes_array(s.arc_off, n + 1, np.int64)[-1])
     sizes = {
         "fwd_off": 8 * (n + 1), "fwd_dst": 8 * fwd_n, "arc_off": 8 * (n + 1), "arc_dst": 8 * arc_n,
         "cell": 8 * n, "layer_slot": 8 * layers, "length_m": 8 * n, "tau_s": 8 * n,
@@ -255,7 +248,7 @@ def _walk_inputs(s: Any) -> tuple[bytes, list[_Array]]:
     return raw, arrays
 
 
-def ctypes_array(addr: int, count: int, dtype: Any) -> Any:
+def _ctypes_array(addr: int, count: int, dtype: Any) -> Any:
     return np.frombuffer(ctypes.string_at(addr, count * np.dtype(dtype).itemsize), dtype=dtype)
 
 
@@ -308,7 +301,7 @@ class _Recorder:
         plain.expm1 = ctypes.cast(_PLAIN_EXPM1, ctypes.c_void_p).value
         plain.expm1_data = None
         assert self._lib.nagashi_walk(ctypes.byref(plain)) == 0
-        route = ctypes_array(plain.route, int(plain.n_route), np.int64).tolist()
+        route = _ctypes_array(plain.route, int(plain.n_route), np.int64).tolist()
         self.walks.append((raw, arrays, route, plain.length, plain.t))
         return int(self._lib.nagashi_walk(ref))
 
