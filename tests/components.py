@@ -24,6 +24,9 @@ COMPONENTS: dict[str, tuple[tuple[str, ...], str]] = {
     # the C pass built for and run on aarch64 (tests/agent/test_kernel_c_aarch64.py)
     "aarch64-gcc": (("aarch64-linux-gnu-gcc",), "gcc-aarch64-linux-gnu"),
     "qemu-aarch64": (("qemu-aarch64", "qemu-aarch64-static"), "qemu-user"),
+    # the cross compiler's C library headers: only *recommended* by gcc-aarch64-linux-gnu, so
+    # ``apt-get install --no-install-recommends`` (.ci/run) leaves them out; a file, not a command
+    "aarch64-libc": (("/usr/aarch64-linux-gnu/include/stdio.h",), "libc6-dev-arm64-cross"),
 }
 SEARCH_DIRS = ("/usr/sbin", "/sbin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 
@@ -35,6 +38,10 @@ def in_ci() -> bool:
 def find(name: str) -> str | None:
     exes, _ = COMPONENTS[name]
     for exe in exes:
+        if os.path.isabs(exe):  # a file the component installs
+            if os.path.isfile(exe):
+                return exe
+            continue
         path = shutil.which(exe) or shutil.which(exe, path=os.pathsep.join(SEARCH_DIRS))
         if path:
             return path

@@ -57,6 +57,7 @@ def _build(cc: str, out: Path, *extra: str, source: Path = DRIVER) -> Path:
 def drivers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     """The command of each build: aarch64 under qemu, this machine's with and without AVX2."""
     cross = require("aarch64-gcc")
+    require("aarch64-libc")
     qemu = require("qemu-aarch64")
     d = tmp_path_factory.mktemp("vi-driver")
     arm = _build(cross, d / "vi_aarch64", "-static")
