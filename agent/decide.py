@@ -173,16 +173,26 @@ def demand_sha256(d: TickDemand) -> str:
     return hashlib.sha256(pack(d.to_record())).hexdigest()
 
 
+def _fixed(x: float | None, decimals: int) -> float | None:
+    return None if x is None else round(float(x), decimals)
+
+
 def match_record(m: Match) -> dict[str, Any]:
+    """The match as the trip log keeps it, its figures at fixed decimals, as the plan's
+    canonical bytes keep theirs (fraction 6, coordinates 7): numpy's ``exp`` and ``arctan2``
+    follow the CPU's SIMD, and the raw confidence and heading difference came out a last bit
+    apart on 17 of 270 ticks of a drive replayed with numpy's AVX2 loops instead of AVX-512's,
+    which replay reported as a different decision (tests/agent/test_runtime.py replays a
+    drive with other loops). The checks read the raw values, not these."""
     b = m.best
     return {
         "edge_id": b.edge_id,
-        "fraction": b.fraction,
-        "distance_m": b.distance_m,
-        "heading_diff_deg": b.heading_diff_deg,
-        "lon": b.lon,
-        "lat": b.lat,
-        "confidence": m.confidence,
+        "fraction": _fixed(b.fraction, 6),
+        "distance_m": _fixed(b.distance_m, 3),
+        "heading_diff_deg": _fixed(b.heading_diff_deg, 6),
+        "lon": _fixed(b.lon, 7),
+        "lat": _fixed(b.lat, 7),
+        "confidence": _fixed(m.confidence, 9),
         "ambiguous": m.ambiguous,
         "candidates": len(m.candidates),
     }
@@ -391,5 +401,8 @@ def _instruction(
         heading_deg=heading,
         fraction=m.best.fraction,
         names=names,
-        expected_revenue=None if plan is None or not verdict.ok else plan.expected_revenue_per_h,
+        # at the plan's canonical 4 decimals: its last bits are the CPU's (match_record)
+        expected_revenue=(
+            None if plan is None or not verdict.ok else round(plan.expected_revenue_per_h, 4)
+        ),
     )

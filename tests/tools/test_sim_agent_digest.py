@@ -29,15 +29,17 @@ MULTIPLIER = 10.0
 
 #: (policy, seed, minutes) -> sha256 of the run (:func:`_run_digest`) and of its ticks
 #: (:func:`_ticks_digest`), recorded on the code before the speed-ups (the ticks' digest
-#: re-recorded on 2026-12-03 when it began rounding to 12 significant digits: the same ticks)
+#: re-recorded on 2026-12-03 when it began rounding to 12 significant digits, and again when
+#: the instruction's expected revenue went to the plan's 4 decimals: the old ticks with that
+#: one field rounded give the new digest)
 DIGESTS: dict[tuple[str, int, int], tuple[str, str]] = {
     ("nagashi-agent", 0, 10): (
         "8a9568b3b257014ed2fbad115a09d87195b89b3bd1ae890561b56eb41fd163b8",
-        "4f4753c871778359e8e63aa5c88def4575bb2ce285ce677eba85067139fbd17d",
+        "b2466edcf8b8835c81a1912b8bacfe1e2d25733589becc26b707bcfcfce4b5b8",
     ),
     ("nagashi-agent-offline", 2, 5): (
         "8c85461cc6cdf29755a7748710716b46cffb58e35358bb8ecf981d56f5c3a379",
-        "ff01ea70df0c5baa7510768e9961d06a360c6abbe07d300e393474a1e187c31a",
+        "619bf4cf623ffb0bfca9de6cc004d218a1c124afa34cd8ca6ddd19b2960c4db9",
     ),
 }
 
