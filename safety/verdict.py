@@ -16,6 +16,8 @@ Record form (``to_record``), a msgpack-able dict, ``schema_version`` 1::
      "minute_of_week": float,        # local time used for no-entry windows
      "lon": float | None, "lat": float | None,   # the fix
      "edge_id": int | None, "fraction": float | None,  # the matched link, position on it
+                                     # (6 decimals: its last bits are the CPU's, and a log
+                                     # replays byte-identical on another one)
      "error": str}                   # INTERNAL_ERROR only: exception type and text
 
 Unknown keys and unknown reason codes (from a newer agent) are kept on read and written back.
@@ -102,7 +104,7 @@ class Verdict:
                 "lon": self.lon,
                 "lat": self.lat,
                 "edge_id": self.edge_id,
-                "fraction": self.fraction,
+                "fraction": None if self.fraction is None else round(self.fraction, 6),
                 "error": self.error,
             }
         )

@@ -12,6 +12,9 @@ import shutil
 
 import pytest
 
+#: where .ci/aarch64-python unpacks its aarch64 CPython (``NAGASHI_ARM64_ROOT``)
+ARM64_ROOT = os.environ.get("NAGASHI_ARM64_ROOT", "/opt/nagashi-arm64")
+
 # executable names to try, and the Debian package that provides them
 COMPONENTS: dict[str, tuple[tuple[str, ...], str]] = {
     "chromium": (("chromium", "chromium-browser"), "chromium"),
@@ -27,6 +30,9 @@ COMPONENTS: dict[str, tuple[tuple[str, ...], str]] = {
     # the cross compiler's C library headers: only *recommended* by gcc-aarch64-linux-gnu, so
     # ``apt-get install --no-install-recommends`` (.ci/run) leaves them out; a file, not a command
     "aarch64-libc": (("/usr/aarch64-linux-gnu/include/stdio.h",), "libc6-dev-arm64-cross"),
+    # Debian's aarch64 CPython with nagashi's dependencies (numpy's aarch64 loops), run under
+    # qemu: made by a script of ours, not a package (tests/agent/test_runtime.py)
+    "aarch64-python": ((f"{ARM64_ROOT}/usr/bin/python3.11",), ".ci/aarch64-python"),
 }
 SEARCH_DIRS = ("/usr/sbin", "/sbin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 
@@ -54,7 +60,8 @@ def require(name: str) -> str:
     if path is not None:
         return path
     package = COMPONENTS[name][1]
-    reason = f"{name} not installed (apt-get install -y {package})"
+    how = f"run {package}" if package.startswith(".") else f"apt-get install -y {package}"
+    reason = f"{name} not installed ({how})"
     if in_ci():
         pytest.fail(f"CI=true and a real component is missing: {reason}", pytrace=False)
     pytest.skip(reason)

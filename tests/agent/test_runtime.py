@@ -19,6 +19,7 @@ from agent.decide import TickInputs, decide
 from agent.gps import Fix, read_csv_trace
 from agent.runtime import distance_to_line_m
 from agent.triplog import read_records
+from tests.components import ARM64_ROOT, require
 from tests.conftest import DRIVE_CSV, REPO
 from tools.field.replay import replay_log, replay_tick
 
@@ -112,6 +113,39 @@ def test_a_drive_replays_bit_for_bit_on_other_simd_loops(
     )
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert len(rows) == drive_run["summary"].ticks
+    bad = [(r["seq"], r["details"][:2]) for r in rows if not r["identical"]]
+    assert bad == [] and done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_x86_drive_replays_bit_for_bit_on_aarch64(
+    drive_run: dict[str, Any], manhattan_bundle: Path
+) -> None:
+    """The log of a drive recorded here (x86_64: the C pass and walk, numpy's x86 loops)
+    replayed by an aarch64 CPython under qemu (numpy's aarch64 loops, ASIMD and SVE; the numpy
+    pass and the Python walk, as this repository's C libraries are built for x86_64 only): every
+    tick byte-identical (before the log kept its CPU-dependent figures at fixed decimals, 20 of
+    270 differed in the verdict's position on the link)."""
+    qemu = require("qemu-aarch64")
+    python = require("aarch64-python")
+    logs = str(drive_run["data"] / "trips")
+    code = (
+        "import sys; from tools.cli import main; "
+        "sys.exit(main(['replay', '--json', '--log', sys.argv[1], '--bundle-dir', sys.argv[2]]))"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ARM64_ROOT}/site{os.pathsep}{REPO}"}
+    env["PYTHONNOUSERSITE"] = "1"
+    check = [qemu, "-L", ARM64_ROOT, python, "-c", "import platform; print(platform.machine())"]
+    arch = subprocess.run(check, capture_output=True, text=True, env=env, check=True).stdout
+    assert arch.strip() == "aarch64"
+    done = subprocess.run(
+        [qemu, "-L", ARM64_ROOT, python, "-c", code, logs, str(manhattan_bundle)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert len(rows) == drive_run["summary"].ticks, done.stderr[-2000:]
     bad = [(r["seq"], r["details"][:2]) for r in rows if not r["identical"]]
     assert bad == [] and done.returncode == 0, done.stderr[-2000:]
 
