@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from safety.inputs import BusinessArea, TickInput
 from safety.position import FixCheck, check_fix, check_match
 from safety.reasons import Family, Reason, fallback_message, normalise_locale
 from safety.route import I64, follow_the_road, hard_to_judge, judge_route, route_array
-from safety.verdict import Verdict
+from safety.verdict import FRACTION_DECIMALS, Verdict
 from tiles import Graph, Match, NoMatchError, match_fix
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,15 @@ def _checked_match(
     m = _match(tick, g, fc.heading_deg, config)
     if m is None or int(g.local([m.best.edge_id])[0]) < 0:
         return None, [Reason.MATCH_NONE]
-    return m, list(check_match(g, m, fc.heading_deg, config.match))
+    return _as_logged(m), list(check_match(g, m, fc.heading_deg, config.match))
+
+
+def _as_logged(m: Match) -> Match:
+    """The match with its position on the link at the decimals the verdict's record keeps, so
+    the gate judges from the very figure a replay or the SLO re-judges from (and the record
+    reads the same on every CPU: the match's last bits follow numpy's SIMD loops)."""
+    fraction = round(m.best.fraction, FRACTION_DECIMALS)
+    return m if fraction == m.best.fraction else replace(m, best=replace(m.best, fraction=fraction))
 
 
 def _checked_route(
