@@ -19,6 +19,7 @@
 #endif
 #include <stdint.h>
 #include <math.h>
+#include <stddef.h> /* NULL without Python.h (-DNAGASHI_NO_PYTHON) */
 /* The value type: double, the planner's (the installed build's machine code is the same as
  * with double written out). Built with -DNAGASHI_FLOAT32 (only by ``nagashi bench float32``,
  * never installed), the same statements on float32 values and 32-bit offsets: what a float32

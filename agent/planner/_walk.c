@@ -23,6 +23,7 @@
 #endif
 #include <stdint.h>
 #include <math.h>
+#include <stddef.h> /* NULL without Python.h (-DNAGASHI_NO_PYTHON) */
 
 typedef void (*loop_fn)(char **args, const intptr_t *dims, const intptr_t *steps, void *data);
 

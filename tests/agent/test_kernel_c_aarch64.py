@@ -14,8 +14,9 @@ plans' read-outs, recorded as ``walk_c.follow`` hands them over, give the same r
 and duration on aarch64, on this machine's build and in the installed library. numpy's
 ``expm1`` loop (which the walk calls for the depleted probability) is not on the qemu side, so
 all three call the drivers' own ``plain_expm1`` (the cab checks numpy's loop against
-``np.expm1`` when the walk loads: ``walk_c.load``). Not covered: numpy's own aarch64 loops,
-which the numpy path and the read-out's Python reference run on.
+``np.expm1`` when the walk loads: ``walk_c.load``). numpy's own aarch64 loops and BLAS, with
+both files built as aarch64 libraries, are run end to end by replaying a drive's log on an
+aarch64 CPython (``tests/agent/test_runtime.py``).
 """
 
 from __future__ import annotations

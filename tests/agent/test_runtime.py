@@ -19,6 +19,7 @@ from agent.decide import TickInputs, decide
 from agent.gps import Fix, read_csv_trace
 from agent.runtime import distance_to_line_m
 from agent.triplog import read_records
+from tests.agent.cflags import setup_py_same_bits
 from tests.components import ARM64_ROOT, require
 from tests.conftest import DRIVE_CSV, REPO
 from tools.field.replay import replay_log, replay_tick
@@ -117,34 +118,70 @@ def test_a_drive_replays_bit_for_bit_on_other_simd_loops(
     assert bad == [] and done.returncode == 0, done.stderr[-2000:]
 
 
+def _aarch64_planner_libs(out: Path) -> Path:
+    """The planner's C pass and walk (``_vi.c``, ``_walk.c``) built by the aarch64 cross
+    compiler with setup.py's flags into ``out``, under the names an aarch64 pip install gives
+    them (without the Python module stub the installed ones carry, which nagashi never calls:
+    it loads them with ctypes)."""
+    cross = require("aarch64-gcc")
+    require("aarch64-libc")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("_vi", "_walk"):
+        cmd = [cross, "-shared", "-fPIC", *setup_py_same_bits(), "-DNAGASHI_NO_PYTHON",
+               str(REPO / f"agent/planner/{name}.c"), "-o",
+               str(out / f"{name}.cpython-311-aarch64-linux-gnu.so"), "-lm"]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+#: the replay on the aarch64 CPython: the first line says which planner parts ran
+_AARCH64_REPLAY = """
+import json, platform, sys
+import agent.planner
+if sys.argv[3]:
+    agent.planner.__path__.insert(0, sys.argv[3])  # the cross-built C libraries
+from agent.planner import kernel_c, walk_c
+from tools.cli import main
+print(json.dumps({"machine": platform.machine(), "pass": kernel_c.ready() and "c" or "numpy",
+                  "walk": walk_c.which(), "status": [kernel_c.status(), walk_c.status()]}))
+sys.stdout.flush()
+sys.exit(main(["replay", "--json", "--log", sys.argv[1], "--bundle-dir", sys.argv[2]]))
+"""
+
+
+@pytest.mark.parametrize("parts", ["c", "numpy"])
 def test_an_x86_drive_replays_bit_for_bit_on_aarch64(
-    drive_run: dict[str, Any], manhattan_bundle: Path
+    drive_run: dict[str, Any], manhattan_bundle: Path, tmp_path: Path, parts: str
 ) -> None:
     """The log of a drive recorded here (x86_64: the C pass and walk, numpy's x86 loops)
-    replayed by an aarch64 CPython under qemu (numpy's aarch64 loops, ASIMD and SVE; the numpy
-    pass and the Python walk, as this repository's C libraries are built for x86_64 only): every
-    tick byte-identical (before the log kept its CPU-dependent figures at fixed decimals, 20 of
-    270 differed in the verdict's position on the link)."""
+    replayed by an aarch64 CPython under qemu (numpy's aarch64 loops, ASIMD and SVE, and its
+    aarch64 OpenBLAS): every tick byte-identical, with the planner's C pass and walk built for
+    aarch64 (loaded and checked against numpy's ``cblas_dgemv`` and ``expm1`` there) and with
+    the numpy pass and Python walk (``NAGASHI_KERNEL_C=0``). Before the log kept its
+    CPU-dependent figures at fixed decimals, 20 of 270 ticks differed in the verdict's position
+    on the link."""
     qemu = require("qemu-aarch64")
     python = require("aarch64-python")
-    logs = str(drive_run["data"] / "trips")
-    code = (
-        "import sys; from tools.cli import main; "
-        "sys.exit(main(['replay', '--json', '--log', sys.argv[1], '--bundle-dir', sys.argv[2]]))"
-    )
+    libs = str(_aarch64_planner_libs(tmp_path / "libs")) if parts == "c" else ""
     env = {**os.environ, "PYTHONPATH": f"{ARM64_ROOT}/site{os.pathsep}{REPO}"}
     env["PYTHONNOUSERSITE"] = "1"
-    check = [qemu, "-L", ARM64_ROOT, python, "-c", "import platform; print(platform.machine())"]
-    arch = subprocess.run(check, capture_output=True, text=True, env=env, check=True).stdout
-    assert arch.strip() == "aarch64"
+    env.pop("NAGASHI_KERNEL_C", None)
+    if parts == "numpy":
+        env["NAGASHI_KERNEL_C"] = "0"
+    logs = str(drive_run["data"] / "trips")
+    cmd = [qemu, "-L", ARM64_ROOT, python, "-c", _AARCH64_REPLAY, logs, str(manhattan_bundle)]
     done = subprocess.run(
-        [qemu, "-L", ARM64_ROOT, python, "-c", code, logs, str(manhattan_bundle)],
+        [*cmd, libs],
         capture_output=True,
         text=True,
         env=env,
         cwd=REPO,
     )
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert lines, done.stderr[-2000:]
+    ran, rows = lines[0], lines[1:]
+    assert ran["machine"] == "aarch64"
+    assert (ran["pass"], ran["walk"]) == ((parts, "c") if parts == "c" else ("numpy", "python"))
     assert len(rows) == drive_run["summary"].ticks, done.stderr[-2000:]
     bad = [(r["seq"], r["details"][:2]) for r in rows if not r["identical"]]
     assert bad == [] and done.returncode == 0, done.stderr[-2000:]
