@@ -225,28 +225,92 @@ static inline real source_value(real b, real u_out_next) {
     return b == -INFINITY ? u_out_next : b;
 }
 
-/* the successor maximum of each source into its row: per out-degree rank, in rank order
- * (core._successor_max's np.maximum, NaN propagating), the sources of each degree as one run
- * (sources are sorted by out-degree, so column d holds a prefix of them) */
-static void successor_max(const Pass *p, real *row, real u_out_next) {
+/* the successor maximum of the sources i in [lo, hi), each of out-degree d (columns 0..d) */
+static void successor_max_of(const Pass *p, real *row, real u_out_next, int64_t d, int64_t lo,
+                             int64_t hi) {
     const real *q = p->q_ext;
-    const int64_t *srcs = p->srcs, *cf = p->col_flat, *cs = p->col_start, *cl = p->col_len;
-    int64_t nd = p->n_deg;
-    for (int64_t d = nd - 1; d >= 2; d--) {
-        for (int64_t i = d + 1 < nd ? cl[d + 1] : 0; i < cl[d]; i++) {
+    const int64_t *srcs = p->srcs, *cf = p->col_flat, *cs = p->col_start;
+    if (d == 0) {
+        for (int64_t i = lo; i < hi; i++) row[srcs[i]] = source_value(q[cf[i]], u_out_next);
+    } else if (d == 1) {
+        const int64_t *c1 = cf + cs[1];
+        for (int64_t i = lo; i < hi; i++)
+            row[srcs[i]] = source_value(np_max(q[cf[i]], q[c1[i]]), u_out_next);
+    } else {
+        for (int64_t i = lo; i < hi; i++) {
             real b = q[cf[i]];
             for (int64_t e = 1; e <= d; e++) b = np_max(b, q[cf[cs[e] + i]]);
             row[srcs[i]] = source_value(b, u_out_next);
         }
     }
-    if (nd >= 2) {
-        const int64_t *c1 = cf + cs[1];
-        for (int64_t i = nd > 2 ? cl[2] : 0; i < cl[1]; i++)
-            row[srcs[i]] = source_value(np_max(q[cf[i]], q[c1[i]]), u_out_next);
+}
+
+#ifdef NAGASHI_AVX2
+/* four sources at a time (AVX2 gathers of q by the 64-bit successor indices): the same
+ * selections as np_max and source_value, so the same bits; the values stored one by one (AVX2
+ * has no scatter) */
+#ifdef NAGASHI_FLOAT32
+typedef __m128 qvec;
+#define Q_GATHER(base, idx) _mm256_i64gather_ps(base, idx, 4)
+#define Q_SET1 _mm_set1_ps
+#define Q_CMP _mm_cmp_ps
+#define Q_AND _mm_and_ps
+#define Q_BLEND _mm_blendv_ps
+#define Q_STORE _mm_storeu_ps
+#else
+typedef __m256d qvec;
+#define Q_GATHER(base, idx) _mm256_i64gather_pd(base, idx, 8)
+#define Q_SET1 _mm256_set1_pd
+#define Q_CMP _mm256_cmp_pd
+#define Q_AND _mm256_and_pd
+#define Q_BLEND _mm256_blendv_pd
+#define Q_STORE _mm256_storeu_pd
+#endif
+
+__attribute__((target("avx2"))) static inline qvec q_at(const real *q, const int64_t *idx) {
+    return Q_GATHER(q, _mm256_loadu_si256((const __m256i *)idx));
+}
+
+/* np_max(x, y): y where y > x, then y where y alone is NaN */
+__attribute__((target("avx2"))) static inline qvec q_max(qvec x, qvec y) {
+    qvec r = Q_BLEND(x, y, Q_CMP(y, x, _CMP_GT_OQ));
+    return Q_BLEND(r, y, Q_AND(Q_CMP(y, y, _CMP_UNORD_Q), Q_CMP(x, x, _CMP_ORD_Q)));
+}
+
+__attribute__((target("avx2"))) static int64_t successor_max_avx2(const Pass *p, real *row,
+                                                                  real u_out_next, int64_t d,
+                                                                  int64_t lo, int64_t hi) {
+    const real *q = p->q_ext;
+    const int64_t *srcs = p->srcs, *cf = p->col_flat, *cs = p->col_start;
+    const qvec u = Q_SET1(u_out_next), ninf = Q_SET1(-INFINITY);
+    real out[4];
+    int64_t i = lo;
+    for (; i + 4 <= hi; i += 4) {
+        qvec b = q_at(q, cf + i);
+        for (int64_t e = 1; e <= d; e++) b = q_max(b, q_at(q, cf + cs[e] + i));
+        Q_STORE(out, Q_BLEND(b, u, Q_CMP(b, ninf, _CMP_EQ_OQ)));
+        row[srcs[i]] = out[0];
+        row[srcs[i + 1]] = out[1];
+        row[srcs[i + 2]] = out[2];
+        row[srcs[i + 3]] = out[3];
     }
-    if (nd >= 1)
-        for (int64_t i = nd > 1 ? cl[1] : 0; i < cl[0]; i++)
-            row[srcs[i]] = source_value(q[cf[i]], u_out_next);
+    return i;
+}
+#endif
+
+/* the successor maximum of each source into its row: per out-degree rank, in rank order
+ * (core._successor_max's np.maximum, NaN propagating), the sources of each degree as one run
+ * (sources are sorted by out-degree, so column d holds a prefix of them) */
+static void successor_max(const Pass *p, real *row, real u_out_next) {
+    const int64_t *cl = p->col_len;
+    int64_t nd = p->n_deg;
+    for (int64_t d = nd - 1; d >= 0; d--) {
+        int64_t lo = d + 1 < nd ? cl[d + 1] : 0, hi = cl[d];
+#ifdef NAGASHI_AVX2
+        if (p->simd && has_avx2()) lo = successor_max_avx2(p, row, u_out_next, d, lo, hi);
+#endif
+        successor_max_of(p, row, u_out_next, d, lo, hi);
+    }
 }
 
 /* U per cell into u (numpy's order: each cell's members added one by one from 0.0, four
