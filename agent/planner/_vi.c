@@ -7,7 +7,7 @@
  * What differs from numba's loops is only the order in which independent values are computed
  * (issue 20): the action values four links at a time with AVX2 where the CPU has it (the same
  * operations on each link), each source's successor maximum over its degrees in one go without
- * a branch on the data, and each cell's sum of its members' values (the same additions in the
+ * a branch on the data, four sources at a time with AVX2, and each cell's sum of its members' values (the same additions in the
  * same order) four cells at a time, from the members sorted by cell (kernel_c.Order).
  *
  * Loaded with ctypes by agent/planner/kernel_c.py (no Python API is used; the module
@@ -133,6 +133,8 @@ static void action_values_from(const Pass *p, int64_t k, real sv, real sc, const
 #ifdef NAGASHI_AVX2
 /* one AVX2 register of values: four doubles, or eight floats in the float32 build (32-bit
  * offsets, so eight to a register too) */
+/* V_AT: the values at LANES offsets, loaded one by one into a register, not by AVX2's gather
+ * instruction (the whole pass 1.2-1.4x faster so on an AMD EPYC, whose gathers are slow) */
 #ifdef NAGASHI_FLOAT32
 #define LANES 8
 typedef __m256 vec;
@@ -142,7 +144,8 @@ typedef __m256 vec;
 #define V_ADD _mm256_add_ps
 #define V_SUB _mm256_sub_ps
 #define V_MUL _mm256_mul_ps
-#define V_GATHER(base, off) _mm256_i32gather_ps(base, off, 4)
+#define V_AT(b, o) _mm256_set_ps((b)[(o)[7]], (b)[(o)[6]], (b)[(o)[5]], (b)[(o)[4]], (b)[(o)[3]], \
+                              (b)[(o)[2]], (b)[(o)[1]], (b)[(o)[0]])
 #else
 #define LANES 4
 typedef __m256d vec;
@@ -152,7 +155,7 @@ typedef __m256d vec;
 #define V_ADD _mm256_add_pd
 #define V_SUB _mm256_sub_pd
 #define V_MUL _mm256_mul_pd
-#define V_GATHER(base, off) _mm256_i64gather_pd(base, off, 8)
+#define V_AT(b, o) _mm256_set_pd((b)[(o)[3]], (b)[(o)[2]], (b)[(o)[1]], (b)[(o)[0]])
 #endif
 
 /* the same, LANES links at a time: the same operations on each link in the same order (AVX2
@@ -167,12 +170,11 @@ __attribute__((target("avx2"))) static void action_values_avx2(const Pass *p, in
     const vec vsv = V_SET1(sv), vsc = V_SET1(sc);
     int64_t i = 0;
     for (; i + LANES <= p->n_cz; i += LANES) {
-        __m256i vo = _mm256_loadu_si256((const __m256i *)(p->v_off + i));
-        __m256i co = _mm256_loadu_si256((const __m256i *)(p->c_off + i));
-        vec v0 = V_GATHER(v0r, vo);
-        vec v1 = V_GATHER(v1r, vo);
-        vec c0 = V_GATHER(c0r, co);
-        vec c1 = V_GATHER(c1r, co);
+        const idx_t *vo = p->v_off + i, *co = p->c_off + i;
+        vec v0 = V_AT(v0r, vo);
+        vec v1 = V_AT(v1r, vo);
+        vec c0 = V_AT(c0r, co);
+        vec c1 = V_AT(c1r, co);
         v1 = V_SUB(v1, v0);
         v1 = V_MUL(v1, V_LOAD(p->v_wpos + i));
         v1 = V_ADD(v1, v0);
@@ -246,12 +248,12 @@ static void successor_max_of(const Pass *p, real *row, real u_out_next, int64_t 
 }
 
 #ifdef NAGASHI_AVX2
-/* four sources at a time (AVX2 gathers of q by the 64-bit successor indices): the same
- * selections as np_max and source_value, so the same bits; the values stored one by one (AVX2
- * has no scatter) */
+/* four sources at a time (their successors' q loaded one by one into a register, as V_AT):
+ * the same selections as np_max and source_value, so the same bits; the values stored one by
+ * one (AVX2 has no scatter). This loop was 56 % of the pass while scalar. */
 #ifdef NAGASHI_FLOAT32
 typedef __m128 qvec;
-#define Q_GATHER(base, idx) _mm256_i64gather_ps(base, idx, 4)
+#define Q_AT(b, o) _mm_set_ps((b)[(o)[3]], (b)[(o)[2]], (b)[(o)[1]], (b)[(o)[0]])
 #define Q_SET1 _mm_set1_ps
 #define Q_CMP _mm_cmp_ps
 #define Q_AND _mm_and_ps
@@ -259,17 +261,13 @@ typedef __m128 qvec;
 #define Q_STORE _mm_storeu_ps
 #else
 typedef __m256d qvec;
-#define Q_GATHER(base, idx) _mm256_i64gather_pd(base, idx, 8)
+#define Q_AT V_AT
 #define Q_SET1 _mm256_set1_pd
 #define Q_CMP _mm256_cmp_pd
 #define Q_AND _mm256_and_pd
 #define Q_BLEND _mm256_blendv_pd
 #define Q_STORE _mm256_storeu_pd
 #endif
-
-__attribute__((target("avx2"))) static inline qvec q_at(const real *q, const int64_t *idx) {
-    return Q_GATHER(q, _mm256_loadu_si256((const __m256i *)idx));
-}
 
 /* np_max(x, y): y where y > x, then y where y alone is NaN */
 __attribute__((target("avx2"))) static inline qvec q_max(qvec x, qvec y) {
@@ -286,8 +284,8 @@ __attribute__((target("avx2"))) static int64_t successor_max_avx2(const Pass *p,
     real out[4];
     int64_t i = lo;
     for (; i + 4 <= hi; i += 4) {
-        qvec b = q_at(q, cf + i);
-        for (int64_t e = 1; e <= d; e++) b = q_max(b, q_at(q, cf + cs[e] + i));
+        qvec b = Q_AT(q, cf + i);
+        for (int64_t e = 1; e <= d; e++) b = q_max(b, Q_AT(q, cf + cs[e] + i));
         Q_STORE(out, Q_BLEND(b, u, Q_CMP(b, ninf, _CMP_EQ_OQ)));
         row[srcs[i]] = out[0];
         row[srcs[i + 1]] = out[1];
