@@ -134,6 +134,10 @@ class DemandTable:
             arr = getattr(self, name)
             if not np.all(np.isfinite(arr)) or np.any(arr < 0):
                 raise DemandDataError(f"demand table field {name} has NaN or negative values")
+        if n and (int(self.edge_cell.min()) < 0 or int(self.edge_cell.max()) >= self.grid.n_cells):
+            raise DemandDataError(
+                f"demand table field edge_cell has cells outside the grid's {self.grid.n_cells}"
+            )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``demand.npz`` and ``demand.json`` into ``directory`` (atomically, each)."""
@@ -285,7 +289,12 @@ def tick_demand_from_table(
     n_slots = (minute_of_week - start + horizon_min) // SLOT_MINUTES + 1
     slots = (start + SLOT_MINUTES * np.arange(n_slots, dtype=np.int64)) % (7 * 1440)
     cells = table.edge_cell[e]
-    uniq, local_cell = np.unique(cells, return_inverse=True)
+    # np.unique(cells, return_inverse=True) by the cells present (validate(): every cell is
+    # one of the grid's): the same sorted cells and local indices, without a sort
+    present = np.zeros(table.dropoff.shape[0], dtype=bool)
+    present[cells] = True
+    uniq = np.flatnonzero(present)
+    local_cell = (np.cumsum(present) - 1)[cells]
     full = table.dropoff[uniq]  # (c, n_cells+1)
     inside = full[:, uniq]
     outside = 1.0 - inside.sum(axis=1, keepdims=True)

@@ -36,6 +36,7 @@ from agent.planner._kernel_arrays import (
     numpy_gemv_address,
     pass_inputs,
 )
+from agent.planner._order import stable_argsort
 
 if TYPE_CHECKING:
     from agent.planner.core import _Kernel
@@ -181,14 +182,17 @@ class Order(NamedTuple):
 def order_of(a: Arrays) -> Order:
     fill = np.ones(a.n, dtype=np.bool_)
     fill[a.srcs] = False
-    by_cell = np.argsort(a.member_cell, kind="stable")
+    by_cell = stable_argsort(a.member_cell)
     cells = a.member_cell[by_cell]
-    first = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]]) if cells.size else cells
+    m = cells.shape[0]
+    head = np.ones(m + 1, dtype=np.bool_)  # each run's first member, and the end
+    np.not_equal(cells[1:], cells[:-1], out=head[1:m])
+    starts = i64(np.flatnonzero(head)) if m else np.zeros(1, dtype=np.int64)
     return Order(
-        fill_idx=np.flatnonzero(fill).astype(np.int64),
+        fill_idx=i64(np.flatnonzero(fill)),
         run_members=i64(a.members[by_cell]),
-        run_cell=i64(cells[first]),
-        run_start=np.r_[first, cells.shape[0]].astype(np.int64),
+        run_cell=cells[starts[:-1]],
+        run_start=starts,
     )
 
 

@@ -162,6 +162,25 @@ def test_tick_demand_from_built_table(manhattan_demand: Path, store: TileStore) 
     assert tick.pickups_per_h.shape == (3, g.n)
     assert tick.source == f"statistical:{table.version}"
     assert np.allclose(tick.dropoff.sum(axis=1), 1.0, atol=1e-4)
+    # the tick's cells as np.unique numbers them (sorted, the inverse per link) and their
+    # drop-off rows: what tick_demand_from_table computes without sorting, bit for bit
+    uniq, local = np.unique(table.edge_cell[g.edge_id], return_inverse=True)
+    assert np.array_equal(tick.cell, local.astype(np.int32))
+    inside = table.dropoff[uniq][:, uniq]
+    outside = np.clip(1.0 - inside.sum(axis=1, keepdims=True), 0.0, 1.0)
+    want = np.concatenate([inside, outside], axis=1).astype(np.float32)
+    assert tick.dropoff.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("bad", [-1, 10**6])
+def test_a_table_with_a_cell_outside_its_grid_is_refused(
+    manhattan_demand: Path, tmp_path: Path, bad: int
+) -> None:
+    table = DemandTable.load(manhattan_demand)
+    table.edge_cell[7] = bad
+    table.save(tmp_path / "bad")
+    with pytest.raises(DemandDataError, match="edge_cell has cells outside the grid"):
+        DemandTable.load(tmp_path / "bad")
 
 
 def test_config_is_frozen() -> None:
