@@ -6,7 +6,10 @@ the radians and the cosines of the links' end points are computed once per graph
 the graph, weakly: a new bundle's graph gets its own), and the arc sine and square root of
 the haversine are evaluated only for the links within a relative 1e-9 of the radius, every
 other link being decided by comparing the haversine term ``a`` itself with ``sin²(r / 2R)``
-(``d = 2R asin(√a)`` is increasing in ``a``, and its rounding is some 1e-16 relative).
+(``d = 2R asin(√a)`` is increasing in ``a``, and its rounding is some 1e-16 relative). For a
+tick's radius even ``a`` (two sines a link end: 7 ns each, numpy's float64 sine being libm's)
+is computed only near the radius: bounds of ``a`` without a sine decide the rest
+(:func:`_within_bounded`; 110 -> 42 us on a Manhattan tick's 3,400 links).
 """
 
 from __future__ import annotations
@@ -80,12 +83,53 @@ def _within(a: F64, radius_m: float) -> Bool:
     return np.asarray(inside)
 
 
+#: the relative margin (on the haversine term) of the bounds :func:`_within_bounded` decides by
+_BOUND_MARGIN = 1e-6
+
+
+def _within_bounded(
+    lo1: F64, la1: F64, lon: F64, lat: F64, cos_lat: F64, radius_m: float, half: float
+) -> Bool:
+    """:func:`_within` of :func:`_haversine_term`, the same mask, without a sine for all but
+    the links near the radius: with ``y = |Δφ| / 2`` and ``x = |Δλ| / 2`` (the longitude
+    difference taken the short way round, so ``x <= π/2``) and ``w = cos φ1 cos φ2 >= 0``, the
+    term ``a = sin² y + w sin² x`` lies between ``s(y)² + w s(x)²`` and ``y² + w x²``, where
+    ``s(t) = t - t³/6 <= sin t`` for ``0 <= t <= π/2``. A link whose upper bound is below
+    ``sin²(r / 2R)`` by the relative margin is inside, whose lower bound is above it by the
+    margin is outside (both far beyond the rounding of ``a``, some 1e-16 relative, and beyond
+    :data:`_MARGIN`); the others (NaN too) get :func:`_within` of their own ``a``."""
+    a_r = math.sin(half) ** 2
+    y = np.abs(lat - la1)
+    y *= 0.5
+    x = np.abs(lon - lo1)
+    np.minimum(x, 2.0 * math.pi - x, out=x)
+    x *= 0.5
+    w = cos_lat * np.cos(la1)
+    y2, x2 = y * y, x * x
+    inside = y2 + w * x2 <= a_r * (1.0 - _BOUND_MARGIN)
+    sy = y * (1.0 - y2 / 6.0)
+    sx = x * (1.0 - x2 / 6.0)
+    outside = sy * sy + w * (sx * sx) > a_r * (1.0 + _BOUND_MARGIN)
+    near = np.flatnonzero(~inside & ~outside)
+    if near.shape[0]:
+        term = _haversine_term(lo1, la1, lon[near], lat[near], cos_lat[near])
+        inside[near] = _within(term, radius_m)
+    return np.asarray(inside)
+
+
 def within_radius(g: Graph, lon: float, lat: float, radius_m: float) -> Bool:
     """Links of ``g`` whose start or end lies within ``radius_m`` metres (great circle) of
-    ``(lon, lat)``: the mask of :func:`tiles.geo.haversine_m` ``<= radius_m``, bit for bit."""
+    ``(lon, lat)``: the mask of :func:`tiles.geo.haversine_m` ``<= radius_m``, bit for bit.
+    Radii up to some 100 km (a tick's) by :func:`_within_bounded`, a sine only near the
+    radius; larger ones (and none) by the haversine term of every link."""
     e = _ends(g)
     lo1 = np.radians(np.asarray(lon, dtype=np.float64))
     la1 = np.radians(np.asarray(lat, dtype=np.float64))
+    half = radius_m / (2 * EARTH_RADIUS_M)
+    if 0.0 < half < 0.01:
+        du = _within_bounded(lo1, la1, e.u_lon, e.u_lat, e.u_cos, radius_m, half)
+        dv = _within_bounded(lo1, la1, e.v_lon, e.v_lat, e.v_cos, radius_m, half)
+        return np.asarray(du | dv)
     du = _within(_haversine_term(lo1, la1, e.u_lon, e.u_lat, e.u_cos), radius_m)
     dv = _within(_haversine_term(lo1, la1, e.v_lon, e.v_lat, e.v_cos), radius_m)
     return np.asarray(du | dv)

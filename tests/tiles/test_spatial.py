@@ -59,6 +59,39 @@ def test_links_exactly_at_the_radius_are_decided_as_in_full(monaco: Graph) -> No
                 assert np.array_equal(got, _full(monaco, lon, lat, r)), (k, j, r)
 
 
+class _Ends:
+    """Link ends alone (all that within_radius reads of a graph)."""
+
+    def __init__(self, lon: np.ndarray, lat: np.ndarray) -> None:
+        self.u_lon, self.u_lat = lon[0], lat[0]
+        self.v_lon, self.v_lat = lon[1], lat[1]
+
+
+@pytest.mark.parametrize("lat0", [0.0, 35.66, -60.0, 84.0, -89.9])
+@pytest.mark.parametrize("lon0", [0.0, 139.7, 179.99, -179.995])
+def test_the_bounds_decide_as_the_full_mask_at_any_latitude_and_across_the_antimeridian(
+    lat0: float, lon0: float
+) -> None:
+    """Link ends scattered around the fix (wrapping round the antimeridian, near the pole),
+    some placed at the radius and one ulp off it: the bounds that skip the sine decide no link
+    otherwise than the full haversine."""
+    rng = np.random.default_rng(int(abs(lat0) * 100 + abs(lon0)))
+    for r in (25.0, 800.0, 3000.0, 60_000.0):
+        span = 3.0 * r / 111_195.0
+        lat = np.clip(lat0 + rng.uniform(-span, span, (2, 4000)), -90.0, 90.0)
+        lon = lon0 + rng.uniform(-span, span, (2, 4000)) / max(np.cos(np.radians(lat0)), 0.02)
+        lon = (lon + 180.0) % 360.0 - 180.0
+        g = _Ends(lon, lat)
+        d = haversine_m(lon0, lat0, g.u_lon, g.u_lat)
+        for j in rng.integers(0, 4000, 4).tolist():  # radii exactly at a link end's distance
+            for rr in (float(d[j]), float(np.nextafter(d[j], 0.0)), float(np.nextafter(d[j], 1e9))):
+                got = within_radius(g, lon0, lat0, rr)  # type: ignore[arg-type]  # ends only
+                assert np.array_equal(got, _full(g, lon0, lat0, rr)), (r, j, rr)  # type: ignore[arg-type]
+        got = within_radius(g, lon0, lat0, r)  # type: ignore[arg-type]
+        want = _full(g, lon0, lat0, r)  # type: ignore[arg-type]
+        assert np.array_equal(got, want) and 0 < want.sum() < want.size
+
+
 def test_nan_fix_matches_nothing_as_in_full(monaco: Graph) -> None:
     got = within_radius(monaco, float("nan"), 43.73, 3000.0)
     assert not got.any() and np.array_equal(got, _full(monaco, float("nan"), 43.73, 3000.0))
