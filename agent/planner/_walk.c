@@ -460,6 +460,56 @@ int nagashi_cab_overlay(Cab *c, int64_t *links, double *vals) {
     return 0;
 }
 
+/* deadends.live_links of a graph in one go (deadends._peel_arcs' greatest set, by a queue
+ * instead of rounds): the allowed links each of which has a forward turn (no U-turn: the
+ * target's end is not the source's start) into the set, or a legal turn onto a link outside
+ * the graph (more turns than arcs in the graph). arc_off/arc_dst: the graph's arcs by source;
+ * work: 3 n + 1 + arcs int32 (n + arcs < 2^31). Set by the queue, not by any order of the links: the same set. */
+void nagashi_live(int64_t n, const int64_t *arc_off, const int64_t *arc_dst,
+                  const int64_t *turn_off, const int32_t *u_node, const int32_t *v_node,
+                  const uint8_t *allowed, uint8_t *live, int32_t *work) {
+    int32_t *ways_on = work, *queue = work + n, *in_off = work + 2 * n;
+    int32_t *in_src = work + 3 * n + 1;
+    for (int64_t i = 0; i < n; i++) {
+        live[i] = allowed[i] != 0;
+        ways_on[i] = 0;
+        queue[i] = 0; /* (first each target's count of sources placed) */
+        in_off[i] = 0;
+    }
+    in_off[n] = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t a = arc_off[i]; a < arc_off[i + 1]; a++) {
+            const int64_t j = arc_dst[a];
+            if (v_node[j] == u_node[i]) continue; /* a U-turn */
+            in_off[j + 1]++;
+            if (live[j]) ways_on[i]++;
+        }
+    for (int64_t j = 0; j < n; j++) in_off[j + 1] += in_off[j];
+    for (int64_t i = 0; i < n; i++) /* in_src by target, each target's sources in order */
+        for (int64_t a = arc_off[i]; a < arc_off[i + 1]; a++) {
+            const int64_t j = arc_dst[a];
+            if (v_node[j] != u_node[i]) in_src[in_off[j] + queue[j]++] = (int32_t)i;
+        }
+    int64_t head = 0, tail = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int beyond = turn_off[i + 1] - turn_off[i] > arc_off[i + 1] - arc_off[i];
+        if (live[i] && ways_on[i] == 0 && !beyond) {
+            live[i] = 0;
+            queue[tail++] = (int32_t)i;
+        }
+    }
+    while (head < tail) { /* each link dies once: the sources of its turns lose one way on */
+        const int64_t j = queue[head++];
+        for (int64_t t = in_off[j]; t < in_off[j + 1]; t++) {
+            const int32_t i = in_src[t];
+            if (!live[i] || --ways_on[i] > 0) continue;
+            if (turn_off[i + 1] - turn_off[i] > arc_off[i + 1] - arc_off[i]) continue;
+            live[i] = 0;
+            queue[tail++] = i;
+        }
+    }
+}
+
 /* numpy's expm1 loop called as the walk calls it, one element at a time (the load check) */
 void nagashi_expm1_each(loop_fn fn, void *data, const double *x, double *out, int64_t count) {
     Walk w;

@@ -118,6 +118,8 @@ def load() -> bool:
             lib.nagashi_route_value.restype = ctypes.c_int
             lib.nagashi_enterable.argtypes = [ctypes.POINTER(_Walk), _P, _I]
             lib.nagashi_enterable.restype = ctypes.c_int
+            lib.nagashi_live.argtypes = [_I, _P, _P, _P, _P, _P, _P, _P, _P]
+            lib.nagashi_live.restype = None
             if not _expm1_matches_numpy(lib, loop):
                 _state, _error = "failed", "numpy's expm1 loop does not give np.expm1's bits"
                 return False
@@ -447,6 +449,34 @@ def follow(
             if rc == _NEED_MINUTE:  # (a minute past the template's span: none in practice)
                 _reset(s, sc.own_t, sc.visits, route)
             return None
+
+
+def live_links(prep: Prepared, allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+    """:func:`agent.planner.deadends.live_links` of ``prep``'s graph with ``allowed`` (the
+    links allowed at the minute), peeled in C in one go (``nagashi_live``: the same greatest
+    set as ``deadends._peel_arcs``, without its parent's cache); None where the C walk does
+    not run."""
+    if not ready():
+        return None
+    g = prep.graph
+    n = prep.n
+    ok = np.ascontiguousarray(allowed, dtype=np.bool_)
+    if ok.shape != (n,) or n + prep.arc_dst.shape[0] >= 2**31 - 1:  # (int32 work)
+        return None
+    arc_off = _c(prep.arc_offsets, np.int64)
+    arc_dst = _c(prep.arc_dst, np.int64)
+    turn_off = _c(g.turn_offsets, np.int64)
+    u_node, v_node = _c(g.u_node, np.int32), _c(g.v_node, np.int32)
+    live = np.empty(n, dtype=np.bool_)
+    size = 3 * n + 1 + arc_dst.shape[0]
+    work: npt.NDArray[np.int32] | None = getattr(_work, "peel", None)
+    if work is None or work.shape[0] < size:  # this thread's, kept: no page faults per tick
+        work = _work.peel = np.empty(max(size, 2 * (0 if work is None else work.shape[0])),
+                                     dtype=np.int32)  # fmt: skip
+    _lib.nagashi_live(n, arc_off.ctypes.data, arc_dst.ctypes.data, turn_off.ctypes.data,
+                      u_node.ctypes.data, v_node.ctypes.data, ok.ctypes.data, live.ctypes.data,
+                      work.ctypes.data)  # fmt: skip
+    return live
 
 
 def route_value(

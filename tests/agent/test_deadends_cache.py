@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.planner import PlannerParams, ValueTable, solve, speed_factor_from_demand
-from agent.planner.deadends import _PARENT, _from_parent, _peel, live_links
+from agent.planner import PlannerParams, ValueTable, solve, speed_factor_from_demand, walk_c
+from agent.planner.deadends import _PARENT, _arcs, _from_parent, _peel, _peel_arcs, live_links
 from models import DemandTable, tick_demand_from_table
 from tiles import TileStore
 from tiles.graph import Graph
@@ -58,6 +58,8 @@ def test_a_radius_graph_has_the_live_links_of_its_own_peel(
                 got = _from_parent(g, allowed)
                 assert got is not None
                 assert np.array_equal(got, want)
+                in_c = walk_c.live_links(table.prep, allowed)  # the C peel (CI builds it)
+                assert in_c is not None and np.array_equal(in_c, want)
                 per = _PARENT[parent]
                 in_parent = next(v for k, v in per.items() if np.array_equal(
                     np.frombuffer(k, dtype=bool)[idx], allowed))  # fmt: skip
@@ -126,3 +128,60 @@ def solved_at_graph(table: ValueTable, g: Graph) -> ValueTable:
 
     prep = prepare(g, table.prep.step_s, 1.0, None)
     return dataclasses.replace(table, prep=prep)
+
+
+def test_the_c_peel_is_the_numpy_peel_on_random_graphs() -> None:
+    """``walk_c.live_links`` (``nagashi_live``: one queue) against ``_peel_arcs`` (rounds) on
+    small random graphs: spurs whose only way on is a U-turn, links with turns off the graph,
+    cycles, parallel turns, closures; and the hand-made cases of the module docstring."""
+    from agent.planner.core import prepare
+
+    assert walk_c.ready()  # built by the install (setup.py)
+    rng = np.random.default_rng(20)
+    for case in range(300):
+        n = int(rng.integers(1, 40))
+        nodes = int(rng.integers(2, max(3, n)))
+        u = rng.integers(0, nodes, n).astype(np.int32)
+        v = rng.integers(0, nodes, n).astype(np.int32)
+        counts = rng.integers(0, 4, n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        # targets: links of the graph, some of them U-turns or repeated, and ids off the graph
+        to = rng.integers(0, n + 3, int(offsets[-1])).astype(np.int32) + 100
+        g = _toy_graph(u, v, offsets, to)
+        prep = prepare(g, 10.0, 1.0, None)
+        for p_open in (1.0, 0.8, 0.4):
+            allowed = rng.random(n) < p_open
+            want = _peel_arcs(_arcs(prep), allowed)
+            got = walk_c.live_links(prep, allowed)
+            assert got is not None and np.array_equal(got, want), case
+    # a chain into a U-turn-only spur dies back to the junction; a turn off the graph lives
+    g = _toy_graph(
+        np.array([0, 1, 2, 1], dtype=np.int32),
+        np.array([1, 2, 1, 3], dtype=np.int32),
+        np.array([0, 2, 3, 4, 5], dtype=np.int64),
+        np.array([101, 103, 102, 101, 999], dtype=np.int32),
+    )  # 0 -> 1 (spur 1 <-> 2: U-turns only) or 3 (off the graph)
+    prep = prepare(g, 10.0, 1.0, None)
+    got = walk_c.live_links(prep, np.ones(4, dtype=bool))
+    assert got is not None and got.tolist() == [True, False, False, True]
+    shut = walk_c.live_links(prep, np.array([True, True, True, False]))
+    assert shut is not None and shut.tolist() == [False, False, False, False]
+
+
+def _toy_graph(u: np.ndarray, v: np.ndarray, offsets: np.ndarray, to: np.ndarray) -> Graph:
+    """A graph of ``u.shape[0]`` links with ids 100.. and these turns (global ids: 100 + i is
+    link i, others are off the graph)."""
+    n = u.shape[0]
+    z = np.zeros(n)
+    z32 = np.zeros(n, dtype=np.float32)
+    return Graph(
+        edge_id=np.arange(100, 100 + n, dtype=np.int32), u_lon=z, u_lat=z, v_lon=z, v_lat=z,
+        u_node=u, v_node=v, way_id=np.zeros(n, dtype=np.int64), length_m=z32 + 100.0,
+        speed_kph=z32 + 30.0, highway=np.zeros(n, dtype=np.uint8),
+        flags=np.zeros(n, dtype=np.uint16), bearing_start=z32, bearing_end=z32,
+        geom_offsets=np.arange(0, 2 * n + 1, 2, dtype=np.int64),
+        geom_lonlat=np.zeros((2 * n, 2)), turn_offsets=offsets, turn_to=to,
+        win_edge=np.zeros(0, dtype=np.int32), win_start=np.zeros(0, dtype=np.int16),
+        win_end=np.zeros(0, dtype=np.int16), n_edges_total=n + 1000, dated=None, subset_of=None,
+    )  # fmt: skip
