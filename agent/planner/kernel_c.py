@@ -163,8 +163,21 @@ def _gemv_matches_numpy(lib: Any, gemv: int) -> bool:
     return gemv_matches_numpy(call, sizes=GEMV_CHECK_SIZES[:-1])  # on the first plan: small
 
 
-def _ptr(a: np.ndarray[Any, Any]) -> int:
+_addressof = ctypes.addressof
+_from_buffer = ctypes.c_char.from_buffer
+
+
+def address(a: np.ndarray[Any, Any]) -> int:
+    """The address of ``a``'s data: through the buffer protocol where ``a`` is writable,
+    C-contiguous and not empty (0.28 µs; ``ndarray.ctypes`` builds an object: 0.8 µs, and a
+    plan passes some 70 arrays to C), else ``a.ctypes.data``."""
+    f = a.flags
+    if f.writeable and f.c_contiguous and a.nbytes:
+        return _addressof(_from_buffer(a))
     return int(a.ctypes.data)
+
+
+_ptr = address
 
 
 class Order(NamedTuple):

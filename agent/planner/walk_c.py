@@ -35,6 +35,7 @@ import numpy.typing as npt
 from agent.planner import kernel_c
 from agent.planner.cab_view import CabTable
 from agent.planner.core import F64, Prepared, ValueTable
+from agent.planner.kernel_c import address as _address
 from agent.planner.np_expm1 import numpy_expm1_loop as numpy_expm1_loop
 
 _P = ctypes.c_void_p
@@ -176,7 +177,7 @@ def expm1_loop() -> tuple[int, int] | None:
 
 
 def _ptr(a: npt.NDArray[Any] | None) -> int | None:
-    return None if a is None else int(a.ctypes.data)
+    return None if a is None else _address(a)
 
 
 def _c(a: npt.NDArray[Any], dtype: Any) -> npt.NDArray[Any]:
@@ -240,7 +241,7 @@ class _Template:
         row = np.ascontiguousarray(table.allowed_at(float(raw)), dtype=np.bool_)
         with _lock:
             self.rows[raw] = row
-            self.masks[i] = row.ctypes.data
+            self.masks[i] = _address(row)
         return True
 
     def live_at(self, table: ValueTable, minute_of_week: float) -> int:
@@ -252,7 +253,7 @@ class _Template:
             from agent.planner.deadends import live_links
 
             row = np.ascontiguousarray(live_links(table, minute_of_week), dtype=np.bool_)
-            got = (row, row.ctypes.data)
+            got = (row, _address(row))
             with _lock:
                 self.live[raw] = got
         return got[1]
@@ -394,7 +395,7 @@ def _view(table: ValueTable) -> tuple[_Template, _Walk, tuple[object, ...]]:
     window = _c(table.window_s, np.float64)
     ages = None if table.pass_age_s is None else _c(table.pass_age_s, np.float64)
     keep = (prob, rate, window, ages)
-    s.prob, s.window_s, s.rate_h = prob.ctypes.data, window.ctypes.data, rate.ctypes.data
+    s.prob, s.window_s, s.rate_h = _address(prob), _address(window), _address(rate)
     s.pass_age = _ptr(ages)
     _LAST_VIEW = (table, tmpl, s, keep)
     return tmpl, _Walk.from_buffer_copy(s), keep
@@ -473,9 +474,9 @@ def live_links(prep: Prepared, allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np
     if work is None or work.shape[0] < size:  # this thread's, kept: no page faults per tick
         work = _work.peel = np.empty(max(size, 2 * (0 if work is None else work.shape[0])),
                                      dtype=np.int32)  # fmt: skip
-    _lib.nagashi_live(n, arc_off.ctypes.data, arc_dst.ctypes.data, turn_off.ctypes.data,
-                      u_node.ctypes.data, v_node.ctypes.data, ok.ctypes.data, live.ctypes.data,
-                      work.ctypes.data)  # fmt: skip
+    _lib.nagashi_live(n, _address(arc_off), _address(arc_dst), _address(turn_off),
+                      _address(u_node), _address(v_node), _address(ok), _address(live),
+                      _address(work))  # fmt: skip
     return live
 
 
