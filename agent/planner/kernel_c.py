@@ -173,7 +173,7 @@ def address(a: np.ndarray[Any, Any]) -> int:
     plan passes some 70 arrays to C), else ``a.ctypes.data``."""
     f = a.flags
     if f.writeable and f.c_contiguous and a.nbytes:
-        return _addressof(_from_buffer(a))
+        return _addressof(_from_buffer(a))  # type: ignore[arg-type]  # (ndarray is a buffer)
     return int(a.ctypes.data)
 
 
