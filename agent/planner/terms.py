@@ -66,6 +66,8 @@ class _LinkDemand:
 
 def _link_demand(prep: Prepared, demand: TickDemand) -> _LinkDemand:
     g, n, dt = prep.graph, prep.n, prep.step_s
+    if demand.edge_id.shape == g.edge_id.shape and np.array_equal(demand.edge_id, g.edge_id):
+        return _aligned_link_demand(prep, demand)  # the tick's demand was cut for this graph
     loc = g.local(demand.edge_id)
     has = loc >= 0
     li = loc[has].astype(np.int64)
@@ -82,6 +84,24 @@ def _link_demand(prep: Prepared, demand: TickDemand) -> _LinkDemand:
     drop = np.asarray(demand.dropoff, dtype=np.float64)
     p_out = drop[:, n_cells] if drop.shape[1] > n_cells else np.zeros(n_cells)
     curb = bool(getattr(demand, "curb_wait", True))
+    return _LinkDemand(rate, fare, trip_s, cell, n_cells, drop[:, :n_cells], p_out, li, has, curb)
+
+
+def _aligned_link_demand(prep: Prepared, demand: TickDemand) -> _LinkDemand:
+    """:func:`_link_demand` of a demand on the graph's own links in its order (what
+    ``plan_from_fix`` cuts): the same arrays, copied instead of scattered through
+    ``Graph.local``."""
+    n, dt = prep.n, prep.step_s
+    rate = np.array(demand.pickups_per_h, dtype=np.float64, order="C")
+    fare = np.array(demand.fare_mean, dtype=np.float64)
+    trip_s = np.maximum(np.asarray(demand.trip_duration_s, dtype=np.float64), dt)
+    n_cells = int(demand.dropoff.shape[0])
+    cell = np.array(demand.cell, dtype=np.int64)
+    drop = np.asarray(demand.dropoff, dtype=np.float64)
+    p_out = drop[:, n_cells] if drop.shape[1] > n_cells else np.zeros(n_cells)
+    curb = bool(getattr(demand, "curb_wait", True))
+    li = np.arange(n, dtype=np.int64)
+    has = np.ones(n, dtype=bool)
     return _LinkDemand(rate, fare, trip_s, cell, n_cells, drop[:, :n_cells], p_out, li, has, curb)
 
 
