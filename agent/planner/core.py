@@ -18,7 +18,6 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.planner import kernel_jit
-from agent.planner._order import stable_argsort as _stable_argsort
 from agent.planner.bellman import (
     _action_values,
     _allocate,
@@ -236,22 +235,29 @@ def _shift_weights(shift: F64, width: int, cols: I64) -> tuple[I64, F64, F64]:
 
 
 def _successor_columns(prep: Prepared, cz: I64) -> tuple[I64, list[I64]]:
-    """Sources with a cruisable successor, sorted by out-degree (descending), and per column
-    ``d`` the position in ``cz`` of each source's ``d``-th successor (a prefix of sources)."""
-    pos = np.full(prep.n, -1, dtype=np.int64)
+    """Sources with a cruisable successor, sorted by out-degree (descending; each degree's in
+    link order, as a stable argsort of ``-deg``), and per column ``d`` the position in ``cz``
+    of each source's ``d``-th successor (a prefix of sources: those of degree above ``d``)."""
+    n = prep.n
+    pos = np.full(n, -1, dtype=np.int64)
     pos[cz] = np.arange(cz.shape[0], dtype=np.int64)
-    keep = pos[prep.arc_dst] >= 0
+    at = pos[prep.arc_dst]
+    keep = at >= 0
     src = prep.arc_src[keep]
-    dst = pos[prep.arc_dst[keep]]
-    deg = np.bincount(src, minlength=prep.n)
-    has = np.flatnonzero(deg > 0)
-    order = has[_stable_argsort(-deg[has])]
-    first = np.zeros(prep.n + 1, dtype=np.int64)
+    dst = at[keep]
+    deg = np.bincount(src, minlength=n)
+    top = int(deg.max(initial=0))
+    by_degree = [np.flatnonzero(deg == d) for d in range(top, 0, -1)]
+    order = np.concatenate(by_degree) if by_degree else np.zeros(0, dtype=np.int64)
+    first = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(deg, out=first[1:])
+    start = first[order]
     columns: list[I64] = []
-    for d in range(int(deg.max(initial=0))):
-        rows = order[deg[order] > d]
-        columns.append(dst[first[rows] + d])
+    count = order.shape[0]
+    for d in range(top):
+        if d:  # the sources of degree d leave the prefix
+            count -= by_degree[top - d].shape[0]
+        columns.append(dst[start[:count] + d])
     if not columns:
         columns.append(np.zeros(0, dtype=np.int64))
     return order.astype(np.int64), columns
