@@ -185,9 +185,18 @@ class Graph:
             loc = loc[keep]
             s = self.win_start[keep].astype(np.int64)
             e = self.win_end[keep].astype(np.int64)
-            inside = (mins[:, None] >= s[None, :]) & (mins[:, None] < e[None, :])
-            rows, cols = np.nonzero(inside)
-            out[rows, loc[cols]] = True
+            if mins.shape[0] > 1 and bool(np.all(mins[1:] >= mins[:-1])):
+                # sorted minutes (a plan's): each window's rows are one run, found by search
+                lo = np.searchsorted(mins, s, "left")
+                count = np.maximum(np.searchsorted(mins, e, "left") - lo, 0)
+                total = int(count.sum())
+                ends = np.cumsum(count)
+                rows = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - count), count)
+                out[rows, np.repeat(loc, count)] = True
+            else:
+                inside = (mins[:, None] >= s[None, :]) & (mins[:, None] < e[None, :])
+                rows, cols = np.nonzero(inside)
+                out[rows, loc[cols]] = True
         if monday is not None and self.dated is not None:
             self._closed_on_dates(out, minute_of_week, monday)
         if np.ndim(minute_of_week) == 0:
