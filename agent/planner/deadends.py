@@ -17,7 +17,7 @@ goes on there. Pure: it depends on the prepared graph and the allowed mask alone
 cached per prepared graph and mask, shared by the tables solved on that graph and by a cab's
 view of one with the fleet (:func:`agent.planner.fleet.with_fleet`: the simulator's thousands
 of per-cab tables a tick peel once, not once each). Where the C walk is built the peel runs
-in C in one go (:func:`agent.planner.walk_c.live_links`: a queue, the same set); else a radius
+in C in one go (:func:`agent.planner.peel_c.live_links`: a queue, the same set); else a radius
 graph (fresh every fix, so never a hit there) reads its parent's live links, peeled once per
 closure state, restricted, and the few links dead in the parent that reach the radius graph's
 edge (:func:`_from_parent`).
@@ -50,7 +50,7 @@ def live_links(table: ValueTable, minute_of_week: float) -> Bool:
     on links allowed at ``minute_of_week``, without end (module docstring)? Read-only.
 
     Cached per prepared graph and allowed mask. Peeled in C where the walk is built
-    (:func:`agent.planner.walk_c.live_links`, 10-20 µs on a 3 km radius graph); else a radius
+    (:func:`agent.planner.peel_c.live_links`, 10-20 µs on a 3 km radius graph); else a radius
     graph (``Graph.subset_of``, fresh every fix) from its parent's live links
     (:func:`_from_parent`), any other by :func:`_peel_arcs`."""
     allowed = np.asarray(table.allowed_at(minute_of_week), dtype=bool)
@@ -59,9 +59,9 @@ def live_links(table: ValueTable, minute_of_week: float) -> Bool:
     hit = _recall(_CACHE, prep, key)
     if hit is not None:
         return hit
-    from agent.planner import walk_c
+    from agent.planner import peel_c
 
-    live = walk_c.live_links(prep, allowed)  # in C where the walk is built
+    live = peel_c.live_links(prep, allowed)  # in C where the walk is built
     if live is None:
         live = _from_parent(prep.graph, allowed)
     if live is None:

@@ -452,34 +452,6 @@ def follow(
             return None
 
 
-def live_links(prep: Prepared, allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
-    """:func:`agent.planner.deadends.live_links` of ``prep``'s graph with ``allowed`` (the
-    links allowed at the minute), peeled in C in one go (``nagashi_live``: the same greatest
-    set as ``deadends._peel_arcs``, without its parent's cache); None where the C walk does
-    not run."""
-    if not ready():
-        return None
-    g = prep.graph
-    n = prep.n
-    ok = np.ascontiguousarray(allowed, dtype=np.bool_)
-    if ok.shape != (n,) or n + prep.arc_dst.shape[0] >= 2**31 - 1:  # (int32 work)
-        return None
-    arc_off = _c(prep.arc_offsets, np.int64)
-    arc_dst = _c(prep.arc_dst, np.int64)
-    turn_off = _c(g.turn_offsets, np.int64)
-    u_node, v_node = _c(g.u_node, np.int32), _c(g.v_node, np.int32)
-    live = np.empty(n, dtype=np.bool_)
-    size = 3 * n + 1 + arc_dst.shape[0]
-    work: npt.NDArray[np.int32] | None = getattr(_work, "peel", None)
-    if work is None or work.shape[0] < size:  # this thread's, kept: no page faults per tick
-        work = _work.peel = np.empty(max(size, 2 * (0 if work is None else work.shape[0])),
-                                     dtype=np.int32)  # fmt: skip
-    _lib.nagashi_live(n, _address(arc_off), _address(arc_dst), _address(turn_off),
-                      _address(u_node), _address(v_node), _address(ok), _address(live),
-                      _address(work))  # fmt: skip
-    return live
-
-
 def route_value(
     table: ValueTable, start: int, t0_rel_s: float, route: Sequence[int]
 ) -> float | None:

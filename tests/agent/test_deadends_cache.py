@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.planner import PlannerParams, ValueTable, solve, speed_factor_from_demand, walk_c
+from agent.planner import PlannerParams, ValueTable, peel_c, solve, speed_factor_from_demand, walk_c
 from agent.planner.deadends import _PARENT, _arcs, _from_parent, _peel, _peel_arcs, live_links
 from models import DemandTable, tick_demand_from_table
 from tiles import TileStore
@@ -58,7 +58,7 @@ def test_a_radius_graph_has_the_live_links_of_its_own_peel(
                 got = _from_parent(g, allowed)
                 assert got is not None
                 assert np.array_equal(got, want)
-                in_c = walk_c.live_links(table.prep, allowed)  # the C peel (CI builds it)
+                in_c = peel_c.live_links(table.prep, allowed)  # the C peel (CI builds it)
                 assert in_c is not None and np.array_equal(in_c, want)
                 per = _PARENT[parent]
                 in_parent = next(v for k, v in per.items() if np.array_equal(
@@ -131,7 +131,7 @@ def solved_at_graph(table: ValueTable, g: Graph) -> ValueTable:
 
 
 def test_the_c_peel_is_the_numpy_peel_on_random_graphs() -> None:
-    """``walk_c.live_links`` (``nagashi_live``: one queue) against ``_peel_arcs`` (rounds) on
+    """``peel_c.live_links`` (``nagashi_live``: one queue) against ``_peel_arcs`` (rounds) on
     small random graphs: spurs whose only way on is a U-turn, links with turns off the graph,
     cycles, parallel turns, closures; and the hand-made cases of the module docstring."""
     from agent.planner.core import prepare
@@ -153,7 +153,7 @@ def test_the_c_peel_is_the_numpy_peel_on_random_graphs() -> None:
         for p_open in (1.0, 0.8, 0.4):
             allowed = rng.random(n) < p_open
             want = _peel_arcs(_arcs(prep), allowed)
-            got = walk_c.live_links(prep, allowed)
+            got = peel_c.live_links(prep, allowed)
             assert got is not None and np.array_equal(got, want), case
     # a chain into a U-turn-only spur dies back to the junction; a turn off the graph lives
     g = _toy_graph(
@@ -163,9 +163,9 @@ def test_the_c_peel_is_the_numpy_peel_on_random_graphs() -> None:
         np.array([101, 103, 102, 101, 999], dtype=np.int32),
     )  # 0 -> 1 (spur 1 <-> 2: U-turns only) or 3 (off the graph)
     prep = prepare(g, 10.0, 1.0, None)
-    got = walk_c.live_links(prep, np.ones(4, dtype=bool))
+    got = peel_c.live_links(prep, np.ones(4, dtype=bool))
     assert got is not None and got.tolist() == [True, False, False, True]
-    shut = walk_c.live_links(prep, np.array([True, True, True, False]))
+    shut = peel_c.live_links(prep, np.array([True, True, True, False]))
     assert shut is not None and shut.tolist() == [False, False, False, False]
 
 
