@@ -189,10 +189,7 @@ class Graph:
                 # sorted minutes (a plan's): each window's rows are one run, found by search
                 lo = np.searchsorted(mins, s, "left")
                 count = np.maximum(np.searchsorted(mins, e, "left") - lo, 0)
-                total = int(count.sum())
-                ends = np.cumsum(count)
-                rows = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - count), count)
-                out[rows, np.repeat(loc, count)] = True
+                out[_ranges(lo, count), np.repeat(loc, count)] = True
             else:
                 inside = (mins[:, None] >= s[None, :]) & (mins[:, None] < e[None, :])
                 rows, cols = np.nonzero(inside)

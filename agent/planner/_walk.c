@@ -464,7 +464,13 @@ int nagashi_cab_overlay(Cab *c, int64_t *links, double *vals) {
  * instead of rounds): the allowed links each of which has a forward turn (no U-turn: the
  * target's end is not the source's start) into the set, or a legal turn onto a link outside
  * the graph (more turns than arcs in the graph). arc_off/arc_dst: the graph's arcs by source;
- * work: 3 n + 1 + arcs int32 (n + arcs < 2^31). Set by the queue, not by any order of the links: the same set. */
+ * work: 3 n + 1 + arcs int32 (n + arcs < 2^31). The greatest set is the same whatever order
+ * the queue takes the links in. */
+/* a legal turn of link i onto a link outside the graph: more turns than arcs in the graph */
+static inline int turns_off_graph(const int64_t *turn_off, const int64_t *arc_off, int64_t i) {
+    return turn_off[i + 1] - turn_off[i] > arc_off[i + 1] - arc_off[i];
+}
+
 void nagashi_live(int64_t n, const int64_t *arc_off, const int64_t *arc_dst,
                   const int64_t *turn_off, const int32_t *u_node, const int32_t *v_node,
                   const uint8_t *allowed, uint8_t *live, int32_t *work) {
@@ -492,8 +498,7 @@ void nagashi_live(int64_t n, const int64_t *arc_off, const int64_t *arc_dst,
         }
     int64_t head = 0, tail = 0;
     for (int64_t i = 0; i < n; i++) {
-        const int beyond = turn_off[i + 1] - turn_off[i] > arc_off[i + 1] - arc_off[i];
-        if (live[i] && ways_on[i] == 0 && !beyond) {
+        if (live[i] && ways_on[i] == 0 && !turns_off_graph(turn_off, arc_off, i)) {
             live[i] = 0;
             queue[tail++] = (int32_t)i;
         }
@@ -503,7 +508,7 @@ void nagashi_live(int64_t n, const int64_t *arc_off, const int64_t *arc_dst,
         for (int64_t t = in_off[j]; t < in_off[j + 1]; t++) {
             const int32_t i = in_src[t];
             if (!live[i] || --ways_on[i] > 0) continue;
-            if (turn_off[i + 1] - turn_off[i] > arc_off[i + 1] - arc_off[i]) continue;
+            if (turns_off_graph(turn_off, arc_off, i)) continue;
             live[i] = 0;
             queue[tail++] = i;
         }

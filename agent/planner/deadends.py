@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.planner import peel_c
 from agent.planner._order import stable_argsort as _stable_argsort
 from agent.planner.core import Prepared, ValueTable, _own_sorted_arcs
 from agent.planner.inputs import Bool
@@ -59,8 +60,6 @@ def live_links(table: ValueTable, minute_of_week: float) -> Bool:
     hit = _recall(_CACHE, prep, key)
     if hit is not None:
         return hit
-    from agent.planner import peel_c
-
     live = peel_c.live_links(prep, allowed)  # in C where the walk is built
     if live is None:
         live = _from_parent(prep.graph, allowed)

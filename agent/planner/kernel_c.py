@@ -177,9 +177,6 @@ def address(a: np.ndarray[Any, Any]) -> int:
     return int(a.ctypes.data)
 
 
-_ptr = address
-
-
 class Order(NamedTuple):
     """What the C pass derives from :class:`Arrays` to read them in a faster order, the same
     sums in the same order: the links no source leaves by a cruisable successor (``V`` there is
@@ -216,16 +213,16 @@ def _struct(kn: _Kernel, a: Arrays, w: Work, lay: tuple[int, int], o: Order) -> 
     s.n_deg, s.n_members = int(a.col_len.shape[0]), int(a.members.shape[0])
     s.n_full, s.top_k, s.n_cells = int(a.full_idx.shape[0]), int(a.top_idx.shape[0]), a.nc1 - 1
     for name in _INPUTS:
-        setattr(s, name, _ptr(getattr(a, name)))
+        setattr(s, name, address(getattr(a, name)))
     s.share, s.inv_n, s.inv_nc1, s.inv_full = a.share, a.inv_n, a.inv_nc1, a.inv_full
-    s.p_in = _ptr(kn.p_in) if kn.p_in.size else None
+    s.p_in = address(kn.p_in) if kn.p_in.size else None
     s.order, s.lda = lay
     s.gemv = _gemv_addr
     for name in Work._fields:
-        setattr(s, name, _ptr(getattr(w, name)))
+        setattr(s, name, address(getattr(w, name)))
     s.n_fill, s.n_runs = int(o.fill_idx.shape[0]), int(o.run_cell.shape[0])
     for name in Order._fields:
-        setattr(s, name, _ptr(getattr(o, name)))
+        setattr(s, name, address(getattr(o, name)))
     s.simd = int(simd())
     return s
 

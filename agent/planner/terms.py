@@ -66,42 +66,34 @@ class _LinkDemand:
 
 def _link_demand(prep: Prepared, demand: TickDemand) -> _LinkDemand:
     g, n, dt = prep.graph, prep.n, prep.step_s
-    if demand.edge_id.shape == g.edge_id.shape and np.array_equal(demand.edge_id, g.edge_id):
-        return _aligned_link_demand(prep, demand)  # the tick's demand was cut for this graph
-    loc = g.local(demand.edge_id)
-    has = loc >= 0
-    li = loc[has].astype(np.int64)
-    n_slots = int(demand.pickups_per_h.shape[0])
-    rate = np.zeros((n_slots, n), dtype=np.float64)
-    rate[:, li] = np.asarray(demand.pickups_per_h, dtype=np.float64)[:, has]
-    fare = np.zeros(n, dtype=np.float64)
-    fare[li] = np.asarray(demand.fare_mean, dtype=np.float64)[has]
-    trip_s = np.full(n, dt, dtype=np.float64)
-    trip_s[li] = np.maximum(np.asarray(demand.trip_duration_s, dtype=np.float64)[has], dt)
+    # a demand cut for this graph's own links in its order (what plan_from_fix cuts) is copied;
+    # any other is scattered onto the graph's links through Graph.local
+    aligned = demand.edge_id.shape == g.edge_id.shape and bool(
+        np.array_equal(demand.edge_id, g.edge_id)
+    )
+    if aligned:
+        li, has = np.arange(n, dtype=np.int64), np.ones(n, dtype=bool)
+    else:
+        loc = g.local(demand.edge_id)
+        has = loc >= 0
+        li = loc[has].astype(np.int64)
+
+    def per_link(values: npt.ArrayLike, fill: float, dtype: type[np.generic]) -> npt.NDArray[Any]:
+        v = np.asarray(values, dtype=dtype)
+        if aligned:
+            return np.array(v, dtype=dtype, order="C")
+        out = np.full((*v.shape[:-1], n), fill, dtype=dtype)
+        out[..., li] = v[..., has]
+        return out
+
+    rate = per_link(demand.pickups_per_h, 0.0, np.float64)
+    fare = per_link(demand.fare_mean, 0.0, np.float64)
+    trip_s = np.maximum(per_link(demand.trip_duration_s, dt, np.float64), dt)
     n_cells = int(demand.dropoff.shape[0])
-    cell = np.full(n, n_cells, dtype=np.int64)
-    cell[li] = np.asarray(demand.cell, dtype=np.int64)[has]
+    cell = per_link(demand.cell, n_cells, np.int64)
     drop = np.asarray(demand.dropoff, dtype=np.float64)
     p_out = drop[:, n_cells] if drop.shape[1] > n_cells else np.zeros(n_cells)
     curb = bool(getattr(demand, "curb_wait", True))
-    return _LinkDemand(rate, fare, trip_s, cell, n_cells, drop[:, :n_cells], p_out, li, has, curb)
-
-
-def _aligned_link_demand(prep: Prepared, demand: TickDemand) -> _LinkDemand:
-    """:func:`_link_demand` of a demand on the graph's own links in its order (what
-    ``plan_from_fix`` cuts): the same arrays, copied instead of scattered through
-    ``Graph.local``."""
-    n, dt = prep.n, prep.step_s
-    rate = np.array(demand.pickups_per_h, dtype=np.float64, order="C")
-    fare = np.array(demand.fare_mean, dtype=np.float64)
-    trip_s = np.maximum(np.asarray(demand.trip_duration_s, dtype=np.float64), dt)
-    n_cells = int(demand.dropoff.shape[0])
-    cell = np.array(demand.cell, dtype=np.int64)
-    drop = np.asarray(demand.dropoff, dtype=np.float64)
-    p_out = drop[:, n_cells] if drop.shape[1] > n_cells else np.zeros(n_cells)
-    curb = bool(getattr(demand, "curb_wait", True))
-    li = np.arange(n, dtype=np.int64)
-    has = np.ones(n, dtype=bool)
     return _LinkDemand(rate, fare, trip_s, cell, n_cells, drop[:, :n_cells], p_out, li, has, curb)
 
 
