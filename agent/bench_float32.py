@@ -138,10 +138,10 @@ class _Case:
         self.p32 = np.ascontiguousarray(kn.p_in, dtype=np.float32)
         s = kernel_c._struct(kn, a, self.w, lay, self.o)
         for name in kernel_c._INPUTS:
-            setattr(s, name, kernel_c._ptr(getattr(a32, name)))
+            setattr(s, name, kernel_c.address(getattr(a32, name)))
         for name in Work._fields:
-            setattr(s, name, kernel_c._ptr(getattr(self.w32, name)))
-        s.p_in = kernel_c._ptr(self.p32) if self.p32.size else None
+            setattr(s, name, kernel_c.address(getattr(self.w32, name)))
+        s.p_in = kernel_c.address(self.p32) if self.p32.size else None
         s.order, s.lda, s.gemv = ROW_MAJOR, max(self.p32.shape[0], 1), sgemv
         self.s32, self.a32, self.lib64, self.lib32 = s, a32, kernel_c._lib, lib32
 
